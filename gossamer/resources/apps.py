@@ -1,0 +1,177 @@
+"""apps/v1 Deployment and the parts of a pod template that run locally."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from gossamer.resources.base import IntOrString, Model, NonNegInt, Port, PosInt
+
+# Pod/container fields that are accepted but mean nothing for a local process: a warning
+# is issued when they are set (see validation.py).
+IGNORED_POD_FIELDS = (
+    "volumes",
+    "security_context",
+    "init_containers",
+    "affinity",
+    "tolerations",
+    "node_selector",
+    "node_name",
+    "priority_class_name",
+    "topology_spread_constraints",
+    "host_network",
+    "host_aliases",
+    "dns_policy",
+    "dns_config",
+    "image_pull_secrets",
+    "runtime_class_name",
+)
+IGNORED_CONTAINER_FIELDS = ("volume_mounts", "security_context", "lifecycle", "env_from", "startup_probe")
+
+
+class LabelSelector(Model):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[dict[str, Any]] | None = None
+
+
+class ObjectMetaTemplate(Model):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    name: str | None = None
+    namespace: str | None = None
+    creation_timestamp: Any = None
+
+
+class EnvVar(Model):
+    name: str
+    value: str | None = None
+    value_from: dict[str, Any] | None = None  # accepted, warned: not supported locally
+
+
+class ContainerPort(Model):
+    container_port: Port
+    name: str | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    host_port: int | None = None
+    host_ip: str | None = Field(default=None, alias="hostIP")
+
+
+class HTTPHeader(Model):
+    name: str
+    value: str
+
+
+class HTTPGetAction(Model):
+    path: str = "/"
+    port: IntOrString
+    host: str | None = None
+    scheme: Literal["HTTP", "HTTPS"] = "HTTP"
+    http_headers: list[HTTPHeader] | None = None
+
+
+class TCPSocketAction(Model):
+    port: IntOrString
+    host: str | None = None
+
+
+class ExecAction(Model):
+    command: list[str] = Field(default_factory=list)
+
+
+class GRPCAction(Model):
+    port: Port
+    service: str | None = None
+
+
+class Probe(Model):
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    exec: ExecAction | None = None
+    grpc: GRPCAction | None = None
+    initial_delay_seconds: NonNegInt = 0
+    period_seconds: PosInt = 10
+    timeout_seconds: PosInt = 1
+    failure_threshold: PosInt = 3
+    success_threshold: PosInt = 1
+    termination_grace_period_seconds: int | None = None
+
+
+class ResourceRequirements(Model):
+    limits: dict[str, str | int | float] | None = None
+    requests: dict[str, str | int | float] | None = None
+    claims: list[dict[str, Any]] | None = None
+
+
+class Container(Model):
+    name: str
+    image: str | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+    env: list[EnvVar] = Field(default_factory=list)
+    ports: list[ContainerPort] = Field(default_factory=list)
+    readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
+    startup_probe: Probe | None = None
+    resources: ResourceRequirements | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    working_dir: str | None = None
+    volume_mounts: list[dict[str, Any]] | None = None
+    security_context: dict[str, Any] | None = None
+    lifecycle: dict[str, Any] | None = None
+    env_from: list[dict[str, Any]] | None = None
+    stdin: bool | None = None
+    tty: bool | None = None
+    termination_message_path: str | None = None
+    termination_message_policy: str | None = None
+
+
+class PodSpec(Model):
+    containers: list[Container] = Field(default_factory=list)
+    service_account_name: str = "default"
+    service_account: str | None = None  # deprecated alias of serviceAccountName
+    automount_service_account_token: bool | None = None
+    restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
+    termination_grace_period_seconds: NonNegInt | None = None
+    hostname: str | None = None
+    subdomain: str | None = None
+    scheduler_name: str | None = None
+    enable_service_links: bool | None = None
+    share_process_namespace: bool | None = None
+    # accepted with a warning (no meaning for local processes)
+    volumes: list[dict[str, Any]] | None = None
+    security_context: dict[str, Any] | None = None
+    init_containers: list[dict[str, Any]] | None = None
+    affinity: dict[str, Any] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    node_selector: dict[str, str] | None = None
+    node_name: str | None = None
+    priority_class_name: str | None = None
+    topology_spread_constraints: list[dict[str, Any]] | None = None
+    host_network: bool | None = None
+    host_aliases: list[dict[str, Any]] | None = None
+    dns_policy: str | None = None
+    dns_config: dict[str, Any] | None = None
+    image_pull_secrets: list[dict[str, Any]] | None = None
+    runtime_class_name: str | None = None
+
+
+class PodTemplateSpec(Model):
+    metadata: ObjectMetaTemplate = Field(default_factory=ObjectMetaTemplate)
+    spec: PodSpec
+
+
+class DeploymentStrategy(Model):
+    type: Literal["RollingUpdate", "Recreate"] = "RollingUpdate"
+    rolling_update: dict[str, IntOrString] | None = None
+
+
+class DeploymentSpec(Model):
+    replicas: NonNegInt = 1
+    selector: LabelSelector
+    template: PodTemplateSpec
+    strategy: DeploymentStrategy | None = None
+    min_ready_seconds: NonNegInt | None = None
+    revision_history_limit: NonNegInt | None = None
+    progress_deadline_seconds: NonNegInt | None = None
+    paused: bool | None = None

@@ -1,0 +1,164 @@
+"""Shared pieces of the typed models: the model base class, common field types,
+object metadata and `Resource`, one parsed Kubernetes/Istio object."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+
+from gossamer.resources.duration import parse_duration
+
+
+def to_camel(name: str) -> str:
+    """snake_case -> camelCase, Istio style: consecutive_5xx_errors -> consecutive5xxErrors,
+    http1_max_pending_requests -> http1MaxPendingRequests, from_ -> from."""
+    parts = name.rstrip("_").split("_")
+    return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
+
+
+class Model(BaseModel):
+    """Base of every spec model: immutable, unknown fields rejected, camelCase in YAML,
+    snake_case in Python."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        serialize_by_alias=True,
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """camelCase dict of the fields that were set (for storing / printing)."""
+        return self.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
+
+
+def _check_duration(v: Any) -> Any:
+    if not isinstance(v, str):
+        raise ValueError(f"duration must be a string like '1s' or '100ms', got {v!r}")
+    parse_duration(v)
+    return v
+
+
+Duration = Annotated[str, BeforeValidator(_check_duration)]
+"""A duration string ("1s", "0.5s", "100ms", "1h"); use `parse_duration` for seconds."""
+
+
+def _int_or_string(v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, int | str):
+        raise ValueError(f"must be a number or a name, got {v!r}")
+    return v
+
+
+IntOrString = Annotated[int | str, BeforeValidator(_int_or_string)]
+"""Kubernetes IntOrString (e.g. targetPort: 8080 or targetPort: http)."""
+
+NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Metadata(Model):
+    """Kubernetes ObjectMeta, the parts that matter here (others tolerated and kept)."""
+
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generate_name: str | None = None
+    resource_version: str | None = None
+    generation: int | None = None
+    uid: str | None = None
+    creation_timestamp: Any = None
+    deletion_timestamp: Any = None
+    deletion_grace_period_seconds: int | None = None
+    owner_references: list[dict[str, Any]] | None = None
+    finalizers: list[str] | None = None
+    managed_fields: list[dict[str, Any]] | None = None
+    self_link: str | None = None
+
+
+FieldPath = tuple[str | int, ...]
+
+
+class Resource(BaseModel):
+    """One parsed object. `spec` holds the kind's typed spec model (see `kinds.py`),
+    or None for kinds without a spec (Namespace, ServiceAccount)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    api_version: str
+    kind: str
+    metadata: Metadata
+    spec: Any = None
+    source_file: str = ""
+    source_line: int = 0
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+    # field path (as in the raw document, e.g. ("spec", "http", 0, "route")) -> 1-based line
+    _lines: dict[FieldPath, int] = PrivateAttr(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.metadata.namespace, self.metadata.name)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    def line_of(self, path: Sequence[str | int] | str) -> int:
+        """Line of the field at `path` in the source file (the deepest part of the path that
+        was found), or `source_line` when unknown. `path` is a tuple like
+        ("spec", "http", 0, "timeout") or a dotted string like "spec.http[0].timeout"."""
+        parts: FieldPath = split_path(path) if isinstance(path, str) else tuple(path)
+        while parts:
+            line = self._lines.get(parts)
+            if line:
+                return line
+            parts = parts[:-1]
+        return self.source_line
+
+    def with_lines(self, lines: dict[FieldPath, int]) -> Resource:
+        self._lines = dict(lines)
+        return self
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """("spec", "http", 0, "route") -> "spec.http[0].route"."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def split_path(text: str) -> FieldPath:
+    """Inverse of `format_path` (keys containing '.' or '[' are not supported)."""
+    out: list[str | int] = []
+    for chunk in text.split("."):
+        if not chunk:
+            continue
+        name, _, rest = chunk.partition("[")
+        if name:
+            out.append(name)
+        while rest:
+            idx, _, rest = rest.partition("]")
+            out.append(int(idx))
+            rest = rest.lstrip("[")
+    return tuple(out)

@@ -1,0 +1,59 @@
+"""core/v1 kinds: Namespace, ServiceAccount, Service (and Pod, for `get` only)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from gossamer.resources.base import IntOrString, Model, Port
+
+
+class NamespaceSpec(Model):
+    finalizers: list[str] | None = None
+
+
+class ServiceAccountSpec(Model):
+    """ServiceAccount has no spec; its top-level fields are kept in `raw`."""
+
+
+class ServicePort(Model):
+    name: str | None = None
+    port: Port
+    target_port: IntOrString | None = None
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    app_protocol: str | None = None
+    node_port: int | None = None  # ignored locally
+
+
+class ServiceSpec(Model):
+    ports: list[ServicePort] = Field(default_factory=list)
+    selector: dict[str, str] | None = None
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
+    cluster_ip: str | None = Field(default=None, alias="clusterIP")
+    cluster_ips: list[str] | None = Field(default=None, alias="clusterIPs")
+    external_name: str | None = None
+    external_ips: list[str] | None = Field(default=None, alias="externalIPs")
+    load_balancer_ip: str | None = Field(default=None, alias="loadBalancerIP")
+    load_balancer_source_ranges: list[str] | None = None
+    load_balancer_class: str | None = None
+    allocate_load_balancer_node_ports: bool | None = None
+    session_affinity: str | None = None  # ignored
+    session_affinity_config: dict[str, Any] | None = None  # ignored
+    external_traffic_policy: str | None = None  # ignored
+    internal_traffic_policy: str | None = None  # ignored
+    health_check_node_port: int | None = None  # ignored
+    ip_families: list[str] | None = None
+    ip_family_policy: str | None = None
+    publish_not_ready_addresses: bool | None = None
+    traffic_distribution: str | None = None
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip == "None"
+
+
+class PodSpecView(Model):
+    """Pods are produced from Deployments, never applied; this only exists so `get pods` works."""
+
+    model_config = Model.model_config | {"extra": "allow"}

@@ -1,0 +1,167 @@
+"""`runtime.json`: a durable record of everything the runtime created.
+
+Every netns, veth, bridge, /etc/netns dir, socket dir and child process is
+recorded *as it is created*, so a runtime that was SIGKILLed can be cleaned up
+by the next `LocalRuntime.start()` or by `cleanup_leftovers()` (`gossamer down`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from gossamer.runtime.linux import proc_start_time, same_process_alive
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "runtime.json"
+LIST_KINDS = ("netns", "veths", "etc_netns", "dirs")
+
+
+class RuntimeAlreadyRunning(RuntimeError):
+    """The state directory belongs to a runtime process that is still alive."""
+
+
+class StateRecord:
+    """In-memory copy of runtime.json, rewritten atomically on every change."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / STATE_FILE
+        self.data: dict[str, Any] = _empty()
+
+    def claim(self) -> None:
+        """Start a fresh record owned by the current process."""
+        self.data = _empty()
+        self.data["owner"] = {"pid": os.getpid(), "start": proc_start_time(os.getpid())}
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
+        os.replace(tmp, self.path)
+
+    def add(self, kind: str, value: str) -> None:
+        items: list[str] = self.data[kind]
+        if value not in items:
+            items.append(value)
+            self.save()
+
+    def remove(self, kind: str, value: str) -> None:
+        items: list[str] = self.data[kind]
+        if value in items:
+            items.remove(value)
+            self.save()
+
+    def set_bridge(self, name: str | None) -> None:
+        self.data["bridge"] = name
+        self.save()
+
+    def add_process(self, pid: int, start: int | None, what: str) -> None:
+        self.data["processes"].append({"pid": pid, "start": start, "what": what})
+        self.save()
+
+    def remove_process(self, pid: int) -> None:
+        self.data["processes"] = [p for p in self.data["processes"] if p["pid"] != pid]
+        self.save()
+
+    def delete(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _empty() -> dict[str, Any]:
+    return {"owner": None, "bridge": None, "processes": [], **{k: [] for k in LIST_KINDS}}
+
+
+def load_record(state_dir: Path) -> dict[str, Any] | None:
+    path = state_dir / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return None
+    if not isinstance(data, dict):
+        return None
+    merged = _empty()
+    merged.update(data)
+    return merged
+
+
+def owner_alive(record: dict[str, Any]) -> int | None:
+    """PID of the live runtime that owns `record` (other than us), else None."""
+    owner = record.get("owner") or {}
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return None
+    return pid if same_process_alive(pid, owner.get("start")) else None
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def kill_recorded(processes: list[dict[str, Any]], grace: float = 0.0) -> None:
+    """Stop recorded processes (and their process groups) that are still the same process."""
+    alive = [p for p in processes if isinstance(p.get("pid"), int) and same_process_alive(p["pid"], p.get("start"))]
+    sigs = [signal.SIGTERM, signal.SIGKILL] if grace > 0 else [signal.SIGKILL]
+    for sig in sigs:
+        for p in alive:
+            pid = p["pid"]
+            try:
+                # Children are started with start_new_session=True: pgid == pid.
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, sig)
+                else:
+                    os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 3.0)
+        while time.monotonic() < deadline:
+            alive = [p for p in alive if same_process_alive(p["pid"], p.get("start"))]
+            if not alive:
+                return
+            time.sleep(0.05)
+
+
+def cleanup_record(record: dict[str, Any]) -> None:
+    """Remove everything listed in `record` (synchronously, ignoring what is already gone)."""
+    kill_recorded(list(record.get("processes", [])))
+    for veth in record.get("veths", []):
+        if Path(f"/sys/class/net/{veth}").exists():
+            _run("ip", "link", "del", veth)
+    for ns in record.get("netns", []):
+        if Path(f"/run/netns/{ns}").exists():
+            _run("ip", "netns", "del", ns)
+    for d in record.get("etc_netns", []):
+        shutil.rmtree(Path("/etc/netns") / d, ignore_errors=True)
+    for d in record.get("dirs", []):
+        shutil.rmtree(d, ignore_errors=True)
+    bridge = record.get("bridge")
+    if bridge and Path(f"/sys/class/net/{bridge}").exists():
+        _run("ip", "link", "del", bridge)
+
+
+def cleanup_leftovers(state_dir: Path, *, force: bool = False) -> bool:
+    """Remove what a dead runtime left behind (netns, veths, bridge, dirs, processes).
+
+    Returns True if there was a record to clean. Raises RuntimeAlreadyRunning if the
+    runtime that owns `state_dir` is still alive (unless `force`).
+    """
+    record = load_record(Path(state_dir))
+    if record is None:
+        return False
+    pid = owner_alive(record)
+    if pid is not None and not force:
+        raise RuntimeAlreadyRunning(f"the runtime that owns {state_dir} is still running (pid {pid})")
+    cleanup_record(record)
+    (Path(state_dir) / STATE_FILE).unlink(missing_ok=True)
+    return True

@@ -1,0 +1,94 @@
+"""Types shared by the control plane and the local runtime.
+
+The control plane turns Deployments and Services into these plain records; the
+runtime turns them into pods (network namespaces, processes, iptables) and
+reports pod state back as `PodStatus`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+# Istio's well-known ports and the proxy's uid (iptables exempts it).
+PROXY_UID = 1337
+OUTBOUND_CAPTURE_PORT = 15001
+INBOUND_CAPTURE_PORT = 15006
+ADMIN_PORT = 15000
+HEALTH_PORT = 15021
+PROMETHEUS_PORT = 15090
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: Literal["http", "tcp"]
+    port: int
+    path: str = "/"
+    initial_delay_seconds: float = 0.0
+    period_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    command: tuple[str, ...]  # command + args, already joined
+    env: tuple[tuple[str, str], ...] = ()
+    ports: tuple[int, ...] = ()
+    readiness_probe: Probe | None = None
+    workdir: Path | None = None  # relative commands run from the manifest's folder
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """What the runtime must keep running for one Deployment."""
+
+    name: str
+    namespace: str
+    replicas: int
+    labels: tuple[tuple[str, str], ...]  # pod template labels
+    annotations: tuple[tuple[str, str], ...]
+    service_account: str
+    containers: tuple[ContainerSpec, ...]
+    inject_sidecar: bool = True
+    # "sidecar" gets iptables capture; "router" is a gateway: Envoy only, no capture,
+    # and its 8080 listener is also bound on the host's ingress port.
+    proxy_type: Literal["sidecar", "router"] = "sidecar"
+
+    @property
+    def template_hash(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(repr((self.labels, self.annotations, self.service_account, self.containers,
+                                    self.inject_sidecar, self.proxy_type)).encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class ServiceAddress:
+    """A Service's virtual IP and the names that resolve to it inside pods."""
+
+    name: str
+    namespace: str
+    vip: str
+
+
+@dataclass(frozen=True)
+class PodStatus:
+    name: str
+    namespace: str
+    deployment: str
+    ip: str
+    labels: tuple[tuple[str, str], ...]
+    service_account: str
+    has_sidecar: bool
+    proxy_type: Literal["sidecar", "router"]
+    phase: Literal["Pending", "Running", "Terminating"]
+    app_ready: bool  # readiness probe passing (or no probe and process up)
+    proxy_ready: bool  # Envoy reports LIVE (initial xDS applied); True when there is no sidecar
+    restarts: int = 0
+    started_at: float = 0.0
+    ports: tuple[int, ...] = field(default=())
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "Running" and self.app_ready and self.proxy_ready

@@ -1,0 +1,5 @@
+"""Durable config store (SQLite)."""
+
+from gossamer.store.sqlite import Change, StoredObject, Store
+
+__all__ = ["Change", "Store", "StoredObject"]

@@ -1,0 +1,114 @@
+"""Clusters and endpoints: one outbound cluster per service port and subset.
+
+Names follow Istio: outbound|PORT|SUBSET|HOST and inbound|PORT||.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gossamer.ir.types import Cluster, Endpoint, EndpointSet
+from gossamer.registry.snapshot import MeshSnapshot
+from gossamer.registry.types import MeshService, Proxy
+from gossamer.translate.hosts import resolve_host
+from gossamer.translate.routes import exported_to, outbound_cluster_name
+
+BLACKHOLE = "BlackHoleCluster"
+PASSTHROUGH = "PassthroughCluster"
+INBOUND_PASSTHROUGH = "InboundPassthroughCluster"
+# Envoy's inbound connections to the app come from this address, which the
+# pod's iptables rules exempt from capture (see runtime.iptables).
+INBOUND_SOURCE_ADDRESS = "127.0.0.6"
+
+
+def inbound_cluster_name(port: int) -> str:
+    return f"inbound|{port}||"
+
+
+def destination_rule_for(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> Any | None:
+    """Istio's lookup order: the proxy's namespace, then the service's, then any other."""
+    candidates = [dr for dr in snapshot.of_kind("DestinationRule")
+                  if resolve_host(dr.spec.host, dr.metadata.namespace) == host
+                  and exported_to(dr, proxy_namespace)]
+    service_ns = host.split(".")[1] if host.count(".") >= 2 else ""
+    for preferred in (proxy_namespace, service_ns):
+        for dr in candidates:
+            if dr.metadata.namespace == preferred:
+                return dr
+    return candidates[0] if candidates else None
+
+
+def subsets_of(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> list[tuple[str, dict[str, str]]]:
+    dr = destination_rule_for(snapshot, host, proxy_namespace)
+    if dr is None:
+        return []
+    return [(s.name, dict(s.labels or {})) for s in dr.spec.subsets or []]
+
+
+def outbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
+    clusters: list[Cluster] = []
+    for service in snapshot.services:
+        subsets = subsets_of(snapshot, service.hostname, proxy.namespace)
+        for port in service.ports:
+            http2 = port.protocol in ("http2", "grpc")
+            for subset, _labels in [("", {}), *subsets]:
+                clusters.append(Cluster(
+                    name=outbound_cluster_name(service.hostname, port.port, subset),
+                    kind="eds", http2=http2, service_host=service.hostname, port=port.port, subset=subset,
+                ))
+    return clusters
+
+
+def static_clusters() -> list[Cluster]:
+    return [
+        Cluster(BLACKHOLE, "blackhole"),
+        Cluster(PASSTHROUGH, "original_dst"),
+        Cluster(INBOUND_PASSTHROUGH, "original_dst", upstream_bind_address=INBOUND_SOURCE_ADDRESS),
+    ]
+
+
+def inbound_ports(snapshot: MeshSnapshot, proxy: Proxy) -> list[tuple[int, MeshService, str]]:
+    """(target port, service, protocol) for every service port that selects this proxy's workload."""
+    labels = proxy.label_map
+    named = dict(proxy.named_ports)
+    seen: dict[int, tuple[int, MeshService, str]] = {}
+    for service in snapshot.services:
+        if service.namespace != proxy.namespace or not service.selects(labels):
+            continue
+        for port in service.ports:
+            target = port.target_port
+            number = target if isinstance(target, int) else (int(target) if target.isdigit() else named.get(target))
+            if number is None or number in seen:
+                continue
+            seen[number] = (number, service, "http" if port.is_http else "tcp")
+    return sorted(seen.values(), key=lambda t: t[0])
+
+
+def inbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
+    return [
+        Cluster(inbound_cluster_name(port), "static",
+                static_endpoints=(Endpoint("127.0.0.1", port),),
+                upstream_bind_address=INBOUND_SOURCE_ADDRESS)
+        for port, _service, _protocol in inbound_ports(snapshot, proxy)
+    ]
+
+
+def translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> list[EndpointSet]:
+    """EDS for every outbound cluster: ready workloads the service selects, narrowed by subset labels."""
+    sets: list[EndpointSet] = []
+    for service in snapshot.services:
+        workloads = [w for w in snapshot.endpoints_of(service) if w.ready and w.ip]
+        subsets = subsets_of(snapshot, service.hostname, proxy_namespace)
+        for port in service.ports:
+            for subset, subset_labels in [("", {}), *subsets]:
+                endpoints = []
+                for w in workloads:
+                    labels = w.label_map
+                    if any(labels.get(k) != v for k, v in subset_labels.items()):
+                        continue
+                    target = w.resolve_target_port(port.target_port)
+                    if target is not None:
+                        endpoints.append(Endpoint(w.ip, target, w.labels))
+                sets.append(EndpointSet(outbound_cluster_name(service.hostname, port.port, subset),
+                                        tuple(sorted(endpoints, key=lambda e: (e.address, e.port)))))
+    return sets

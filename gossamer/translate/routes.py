@@ -1,0 +1,198 @@
+"""VirtualService http rules -> IR routes (Istio's route semantics).
+
+Rules are evaluated in order and the first match wins, so the IR keeps their
+order; a rule with several match blocks becomes one route per block (OR).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gossamer.ir.types import (
+    HeaderMatch,
+    HeaderOps,
+    HttpRoute,
+    QueryParamMatch,
+    RouteMatch,
+    StringMatch,
+    WeightedDestination,
+)
+from gossamer.registry.snapshot import MeshSnapshot
+from gossamer.registry.types import Proxy
+from gossamer.translate.hosts import resolve_host
+
+MESH_GATEWAY = "mesh"
+
+
+@dataclass(frozen=True)
+class RouteContext:
+    """Where the routes are being built: which proxy, for which gateway names and port."""
+
+    proxy: Proxy
+    gateways: frozenset[str]  # {"mesh"} for sidecars, {"ns/name", ...} for a gateway proxy
+    port: int
+
+
+def outbound_cluster_name(host: str, port: int, subset: str = "") -> str:
+    return f"outbound|{port}|{subset}|{host}"
+
+
+def vs_gateways(vs: Any) -> frozenset[str]:
+    """A VirtualService's gateways, qualified with its namespace; default is the mesh."""
+    names = list(vs.spec.gateways or []) or [MESH_GATEWAY]
+    return frozenset(qualify_gateway(n, vs.metadata.namespace) for n in names)
+
+
+def qualify_gateway(name: str, namespace: str) -> str:
+    if name == MESH_GATEWAY or "/" in name:
+        return name
+    return f"{namespace}/{name}"
+
+
+def _string_match(m: Any, ignore_case: bool = False) -> StringMatch | None:
+    if m is None:
+        return None
+    if m.exact is not None:
+        return StringMatch("exact", m.exact, ignore_case)
+    if m.prefix is not None:
+        return StringMatch("prefix", m.prefix, ignore_case)
+    if m.regex is not None:
+        return StringMatch("regex", m.regex, ignore_case)
+    return StringMatch("present")
+
+
+def _match_applies(match: Any, vs: Any, ctx: RouteContext) -> bool:
+    gateways = (
+        frozenset(qualify_gateway(g, vs.metadata.namespace) for g in match.gateways)
+        if match.gateways
+        else vs_gateways(vs)
+    )
+    if not gateways & ctx.gateways:
+        return False
+    if match.port is not None and match.port != ctx.port:
+        return False
+    if match.source_labels:
+        labels = ctx.proxy.label_map
+        if any(labels.get(k) != v for k, v in match.source_labels.items()):
+            return False
+    if match.source_namespace and match.source_namespace != ctx.proxy.namespace:
+        return False
+    return True
+
+
+def translate_match(match: Any) -> RouteMatch:
+    headers: list[HeaderMatch] = []
+    for pseudo, field in ((":method", match.method), (":scheme", match.scheme), (":authority", match.authority)):
+        sm = _string_match(field)
+        if sm is not None:
+            headers.append(HeaderMatch(pseudo, sm))
+    for name, m in (match.headers or {}).items():
+        headers.append(HeaderMatch(name.lower(), _string_match(m) or StringMatch("present")))
+    for name, m in (match.without_headers or {}).items():
+        headers.append(HeaderMatch(name.lower(), _string_match(m) or StringMatch("present"), invert=True))
+    params = tuple(
+        QueryParamMatch(name, _string_match(m) or StringMatch("present"))
+        for name, m in (match.query_params or {}).items()
+    )
+    return RouteMatch(
+        path=_string_match(match.uri, bool(match.ignore_uri_case)),
+        headers=tuple(headers),
+        query_params=params,
+    )
+
+
+def translate_header_ops(ops: Any) -> HeaderOps:
+    if ops is None:
+        return HeaderOps()
+    return HeaderOps(
+        set=tuple((k.lower(), v) for k, v in (ops.set or {}).items()),
+        add=tuple((k.lower(), v) for k, v in (ops.add or {}).items()),
+        remove=tuple(h.lower() for h in (ops.remove or [])),
+    )
+
+
+def destination_port(snapshot: MeshSnapshot, host: str, port: Any, ctx: RouteContext) -> int:
+    """Istio: the destination's port, else the service's only port, else the listener port."""
+    if port is not None and port.number:
+        return int(port.number)
+    service = snapshot.service_by_host(host)
+    if service is not None and len(service.ports) == 1:
+        return service.ports[0].port
+    return ctx.port
+
+
+def translate_destinations(snapshot: MeshSnapshot, rule: Any, namespace: str,
+                           ctx: RouteContext) -> tuple[WeightedDestination, ...]:
+    out = []
+    routes = rule.route or []
+    for dest in routes:
+        host = resolve_host(dest.destination.host, namespace)
+        port = destination_port(snapshot, host, dest.destination.port, ctx)
+        weight = dest.weight if dest.weight is not None else (100 if len(routes) == 1 else 0)
+        if weight <= 0 and len(routes) > 1:
+            continue  # Istio drops zero-weight destinations
+        headers = dest.headers
+        out.append(WeightedDestination(
+            cluster=outbound_cluster_name(host, port, dest.destination.subset or ""),
+            weight=weight,
+            request_headers=translate_header_ops(headers.request if headers else None),
+            response_headers=translate_header_ops(headers.response if headers else None),
+        ))
+    return tuple(out)
+
+
+def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> list[HttpRoute]:
+    """The routes one VirtualService contributes in this context, in rule order."""
+    routes: list[HttpRoute] = []
+    ns = vs.metadata.namespace
+    for index, rule in enumerate(vs.spec.http or []):
+        destinations = translate_destinations(snapshot, rule, ns, ctx)
+        headers = rule.headers
+        request_ops = translate_header_ops(headers.request if headers else None)
+        response_ops = translate_header_ops(headers.response if headers else None)
+        source = f"{ns}/{vs.metadata.name}#http[{index}]" + (f" ({rule.name})" if rule.name else "")
+        matches: Sequence[Any] = rule.match or []
+        if not matches:
+            if vs_gateways(vs) & ctx.gateways:
+                routes.append(HttpRoute(rule.name or f"{vs.metadata.name}.{index}", RouteMatch(), destinations,
+                                        request_ops, response_ops, source))
+            continue
+        for m_index, match in enumerate(matches):
+            if not _match_applies(match, vs, ctx):
+                continue
+            routes.append(HttpRoute(
+                name=match.name or rule.name or f"{vs.metadata.name}.{index}.{m_index}",
+                match=translate_match(match),
+                destinations=destinations,
+                request_headers=request_ops,
+                response_headers=response_ops,
+                source=source,
+            ))
+    return routes
+
+
+def virtual_services_for(snapshot: MeshSnapshot, ctx: RouteContext) -> Iterable[Any]:
+    """VirtualServices bound to any of the context's gateways (exportTo respected)."""
+    for vs in snapshot.of_kind("VirtualService"):
+        if not _exported_to(vs, ctx.proxy.namespace):
+            continue
+        bound = vs_gateways(vs)
+        rule_gateways = {
+            qualify_gateway(g, vs.metadata.namespace)
+            for rule in vs.spec.http or [] for m in rule.match or [] for g in m.gateways or []
+        }
+        if (bound | rule_gateways) & ctx.gateways:
+            yield vs
+
+
+def _exported_to(resource: Any, namespace: str) -> bool:
+    export_to = list(resource.spec.export_to or [])
+    if not export_to or "*" in export_to:
+        return True
+    own = resource.metadata.namespace
+    return any((e == "." and own == namespace) or e == namespace for e in export_to)
+
+
+exported_to = _exported_to

@@ -1,0 +1,25 @@
+"""IR -> Envoy protos, one module per feature. Pure functions."""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from gossamer.ir.types import EndpointSet, ProxyConfig
+from gossamer.xds.build.clusters import build_cluster, build_endpoints
+from gossamer.xds.build.listeners import build_listener
+from gossamer.xds.build.routes import build_route_table
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+
+def build_resources(config: ProxyConfig) -> dict[str, dict[str, Message]]:
+    """type_url -> resource name -> proto, for one proxy group."""
+    return {
+        LISTENER: {l.name: build_listener(l) for l in config.listeners},
+        ROUTE: {t.name: build_route_table(t) for t in config.route_tables},
+        CLUSTER: {c.name: build_cluster(c) for c in config.clusters},
+        ENDPOINT: build_endpoint_resources(config.endpoints),
+    }
+
+
+def build_endpoint_resources(endpoints: tuple[EndpointSet, ...]) -> dict[str, Message]:
+    return {e.cluster: build_endpoints(e) for e in endpoints}

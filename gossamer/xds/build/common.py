@@ -1,0 +1,29 @@
+"""Small builders shared by the per-feature modules."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import address_pb2, config_source_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+
+
+def pack(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def socket_address(ip: str, port: int, netns: str = "") -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(
+        address=ip, port_value=port, network_namespace_filepath=netns))
+
+
+def ads_config_source() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),
+                                          resource_api_version=config_source_pb2.V3)
+
+
+def seconds(value: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(value * 1e9))
+    return d

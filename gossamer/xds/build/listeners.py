@@ -1,0 +1,122 @@
+"""IR listeners -> Envoy Listener: capture listeners, per-port HTTP, inbound chains, gateway."""
+
+from __future__ import annotations
+
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.core.v3 import base_pb2, substitution_format_string_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import wrappers_pb2
+
+from gossamer.ir.types import InboundChain, Listener
+from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
+
+# Istio's default access log line, so logs read the same as Istio's.
+ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
+    '%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% '
+    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
+    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
+    '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% '
+    '%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% '
+    '%REQUESTED_SERVER_NAME% %ROUTE_NAME%\n'
+)
+
+
+def access_log() -> accesslog_pb2.AccessLog:
+    fmt = substitution_format_string_pb2.SubstitutionFormatString(
+        text_format_source=base_pb2.DataSource(inline_string=ACCESS_LOG_FORMAT))
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.stdout",
+                                   typed_config=pack(stream_pb2.StdoutAccessLog(log_format=fmt)))
+
+
+def _router_filter() -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
+
+
+def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb2.RouteConfiguration | None = None,
+                            use_remote_address: bool = False) -> listener_components_pb2.Filter:
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        http_filters=[_router_filter()],
+        access_log=[access_log()],
+        use_remote_address=wrappers_pb2.BoolValue(value=use_remote_address),
+    )
+    if inline is not None:
+        hcm.route_config.CopyFrom(inline)
+    else:
+        hcm.rds.config_source.CopyFrom(ads_config_source())
+        hcm.rds.route_config_name = rds
+    return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
+                                          typed_config=pack(hcm))
+
+
+def tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(
+        name="envoy.filters.network.tcp_proxy",
+        typed_config=pack(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)))
+
+
+def _original_dst() -> listener_components_pb2.ListenerFilter:
+    return listener_components_pb2.ListenerFilter(name="envoy.filters.listener.original_dst",
+                                                  typed_config=pack(original_dst_pb2.OriginalDst()))
+
+
+def _inbound_route(chain: InboundChain) -> route_pb2.RouteConfiguration:
+    route = rc.Route(match=rc.RouteMatch(prefix="/"),
+                     route=rc.RouteAction(cluster=chain.cluster, timeout=seconds(0)),
+                     decorator=rc.Decorator(operation=f"{chain.cluster}/*"))
+    return route_pb2.RouteConfiguration(name=chain.cluster, virtual_hosts=[
+        rc.VirtualHost(name=f"inbound|http|{chain.port}", domains=["*"], routes=[route])])
+
+
+def _inbound_chain(chain: InboundChain) -> listener_components_pb2.FilterChain:
+    if chain.protocol == "http":
+        network_filter = http_connection_manager(
+            f"inbound_0.0.0.0_{chain.port}", inline=_inbound_route(chain), use_remote_address=False)
+    else:
+        network_filter = tcp_proxy(chain.cluster, chain.cluster)
+    return listener_components_pb2.FilterChain(
+        name=f"0.0.0.0_{chain.port}",
+        filter_chain_match=listener_components_pb2.FilterChainMatch(
+            destination_port=wrappers_pb2.UInt32Value(value=chain.port)),
+        filters=[network_filter])
+
+
+def build_listener(listener: Listener) -> listener_pb2.Listener:
+    out = listener_pb2.Listener(
+        name=listener.name,
+        address=socket_address(listener.address, listener.port, listener.network_namespace),
+        stat_prefix=listener.stat_prefix,
+    )
+    if not listener.bind_to_port:
+        out.bind_to_port.CopyFrom(wrappers_pb2.BoolValue(value=False))
+    if listener.kind == "virtual_outbound":
+        out.use_original_dst.CopyFrom(wrappers_pb2.BoolValue(value=True))
+        out.listener_filters.append(_original_dst())
+        out.traffic_direction = base_pb2.OUTBOUND
+        out.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
+            name="PassthroughFilterChain", filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster)]))
+    elif listener.kind == "virtual_inbound":
+        out.listener_filters.append(_original_dst())
+        out.traffic_direction = base_pb2.INBOUND
+        out.filter_chains.extend(_inbound_chain(c) for c in listener.inbound_chains)
+        out.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
+            name="InboundPassthroughFilterChain",
+            filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster)]))
+    elif listener.kind == "outbound_tcp":
+        out.traffic_direction = base_pb2.OUTBOUND
+        out.filter_chains.append(listener_components_pb2.FilterChain(
+            filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster)]))
+    else:
+        gateway = listener.kind == "gateway_http"
+        out.traffic_direction = base_pb2.INBOUND if gateway else base_pb2.OUTBOUND
+        out.filter_chains.append(listener_components_pb2.FilterChain(filters=[http_connection_manager(
+            listener.stat_prefix or listener.name, rds=listener.route_table, use_remote_address=gateway)]))
+    return out

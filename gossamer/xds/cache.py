@@ -1,0 +1,197 @@
+"""Config cache: the single owner of xDS versions.
+
+Modelled on go-control-plane's snapshot cache: the control plane hands in the
+complete desired config of a *proxy group* (every proxy in a group gets the same
+config), the cache packs every resource into `Any` exactly once, and decides per
+type whether anything changed. The ADS server never invents versions; it only
+reads them from here and tracks what each stream has sent/ACKed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from gossamer.xds.types import ENDPOINT, PUSH_ORDER
+
+log = logging.getLogger(__name__)
+
+_TYPE_PREFIX = "type.googleapis.com/"
+
+# (group, changed type_urls) -> None. Called synchronously inside set_group & co,
+# so it must be cheap and must not block (the server just enqueues a wake-up).
+ChangeCallback = Callable[[str, frozenset[str]], None]
+
+_EMPTY: Mapping[str, any_pb2.Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class TypeSnapshot:
+    """Immutable content of one (group, type): shared by every stream of the group."""
+
+    version: str
+    resources: Mapping[str, any_pb2.Any]  # name -> packed resource
+    hashes: Mapping[str, str]  # name -> per-resource version (hash of serialized bytes), for delta xDS
+
+
+@dataclass
+class _Group:
+    types: dict[str, TypeSnapshot] = field(default_factory=dict)
+
+
+def resource_hash(data: bytes) -> str:
+    """Per-resource version used by delta xDS: stable across restarts and processes."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _pack(type_url: str, name: str, msg: Message) -> any_pb2.Any:
+    full_name = msg.DESCRIPTOR.full_name
+    if _TYPE_PREFIX + full_name != type_url:
+        raise ValueError(f"resource {name!r} is a {full_name}, but was given under type {type_url}")
+    # deterministic=True: map fields (Struct metadata, typed_filter_metadata, ...) must
+    # serialize identically for identical content, or every rebuild would look like a change.
+    return any_pb2.Any(type_url=type_url, value=msg.SerializeToString(deterministic=True))
+
+
+class ConfigCache:
+    """Per proxy group, per type: a version plus the packed resources."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, _Group] = {}
+        # One counter for the whole cache: versions never repeat, not even after a
+        # group is removed and re-added, so an old ACK can never look current.
+        self._counter = itertools.count(1)
+        self._watchers: dict[str, list[ChangeCallback]] = {}
+        self._global_watchers: list[ChangeCallback] = []
+
+    # ---- writes -------------------------------------------------------------
+
+    def set_group(self, group: str, resources: Mapping[str, Mapping[str, Message]]) -> set[str]:
+        """Replace the full config of `group` (type_url -> name -> proto).
+
+        Types missing from `resources` are treated as empty (the group has none of
+        them). Returns the type_urls whose content changed; only those get a new version.
+        """
+        g = self._groups.get(group)
+        created = g is None
+        if g is None:
+            g = _Group()
+            self._groups[group] = g
+        changed: set[str] = set()
+        for type_url in set(PUSH_ORDER) | set(resources) | set(g.types):
+            if self._update_type(g, type_url, resources.get(type_url, {})):
+                changed.add(type_url)
+        if changed or created:
+            self._notify(group, frozenset(changed))
+        return changed
+
+    def set_endpoints(self, group: str, endpoints: Mapping[str, Message]) -> bool:
+        """Fast path for endpoint churn: replace only the group's EDS resources."""
+        g = self._groups.get(group)
+        if g is None:
+            g = _Group()
+            self._groups[group] = g
+        changed = self._update_type(g, ENDPOINT, endpoints)
+        if changed:
+            self._notify(group, frozenset({ENDPOINT}))
+        return changed
+
+    def remove_group(self, group: str) -> None:
+        g = self._groups.pop(group, None)
+        if g is not None and g.types:
+            # Streams still attached to the group see version "" and stop pushing.
+            self._notify(group, frozenset(g.types))
+
+    def _update_type(self, g: _Group, type_url: str, new: Mapping[str, Message]) -> bool:
+        old = g.types.get(type_url)
+        old_res = old.resources if old is not None else _EMPTY
+        packed: dict[str, any_pb2.Any] = {}
+        hashes: dict[str, str] = {}
+        same = old is not None and len(old_res) == len(new)
+        for name in sorted(new):
+            any_ = _pack(type_url, name, new[name])
+            prev = old_res.get(name)
+            if prev is not None and prev.value == any_.value:
+                # Reuse the previous object so unchanged resources stay shared.
+                assert old is not None
+                packed[name] = prev
+                hashes[name] = old.hashes[name]
+            else:
+                same = False
+                packed[name] = any_
+                hashes[name] = resource_hash(any_.value)
+        if same:
+            return False
+        g.types[type_url] = TypeSnapshot(
+            version=str(next(self._counter)),
+            resources=MappingProxyType(packed),
+            hashes=MappingProxyType(hashes),
+        )
+        return True
+
+    # ---- reads --------------------------------------------------------------
+
+    def get(self, group: str, type_url: str) -> tuple[str, Mapping[str, any_pb2.Any]]:
+        """(version, name -> packed). Version "" means the cache has nothing for it yet."""
+        snap = self.snapshot(group, type_url)
+        if snap is None:
+            return "", _EMPTY
+        return snap.version, snap.resources
+
+    def snapshot(self, group: str, type_url: str) -> TypeSnapshot | None:
+        g = self._groups.get(group)
+        return g.types.get(type_url) if g is not None else None
+
+    def version(self, group: str, type_url: str) -> str:
+        snap = self.snapshot(group, type_url)
+        return snap.version if snap is not None else ""
+
+    def has_group(self, group: str) -> bool:
+        return group in self._groups
+
+    def groups(self) -> list[str]:
+        return sorted(self._groups)
+
+    # ---- change notification ------------------------------------------------
+
+    def watch(self, group: str, callback: ChangeCallback) -> Callable[[], None]:
+        """Call `callback(group, changed_types)` after every change to `group`.
+
+        Returns a function that removes the watch. Watches survive remove_group,
+        so a stream attached before its group exists is told when it appears.
+        """
+        self._watchers.setdefault(group, []).append(callback)
+
+        def cancel() -> None:
+            cbs = self._watchers.get(group)
+            if cbs is not None and callback in cbs:
+                cbs.remove(callback)
+                if not cbs:
+                    del self._watchers[group]
+
+        return cancel
+
+    def watch_all(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Like watch(), for every group (used for status/wait_synced bookkeeping)."""
+        self._global_watchers.append(callback)
+
+        def cancel() -> None:
+            if callback in self._global_watchers:
+                self._global_watchers.remove(callback)
+
+        return cancel
+
+    def _notify(self, group: str, changed: frozenset[str]) -> None:
+        # Copy: a callback may cancel its own watch.
+        for cb in [*self._watchers.get(group, ()), *self._global_watchers]:
+            try:
+                cb(group, changed)
+            except Exception:  # a broken watcher must not break the control plane's write
+                log.exception("config cache watcher failed for group %s", group)

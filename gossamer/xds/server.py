@@ -1,0 +1,570 @@
+"""ADS server: owns streams, nonces and ACK/NACK bookkeeping.
+
+Split of responsibilities (as in go-control-plane): the `ConfigCache` owns
+*versions* and content; this server owns *per-stream* protocol state - what was
+sent, under which nonce, and what the proxy ACKed or NACKed. Each stream is
+handled by one coroutine that processes requests and cache-change wake-ups from
+a single queue, so per-stream state never needs locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import stat
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import json_format
+
+from gossamer.xds.cache import ConfigCache
+from gossamer.xds.types import CLUSTER, LISTENER, SHORT_NAMES, WILDCARD_TYPES, push_rank
+
+log = logging.getLogger(__name__)
+
+CONTROL_PLANE_ID = "gossamer"
+
+# Nonces only need to be unique per stream, but a per-process random prefix keeps
+# them unique across control-plane restarts too, which makes logs unambiguous.
+_NONCE_PREFIX = secrets.token_hex(4)
+_nonce_counter = itertools.count(1)
+_stream_ids = itertools.count(1)
+
+
+def _next_nonce() -> str:
+    return f"{_NONCE_PREFIX}-{next(_nonce_counter)}"
+
+
+def _short(type_url: str) -> str:
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+# ---- public status ---------------------------------------------------------
+
+
+@dataclass
+class ProxyTypeStatus:
+    type_url: str
+    sent_version: str = ""
+    acked_version: str = ""
+    nonce: str = ""  # latest nonce sent for this type
+    nacked_version: str | None = None  # set while the latest response sent is NACKed
+    error: str | None = None  # Envoy's error_detail.message for the NACK
+    last_sent: float = 0.0
+    last_ack: float = 0.0
+
+
+@dataclass
+class ProxyStatus:
+    node_id: str
+    group: str
+    metadata: dict[str, Any]
+    connected_at: float
+    types: dict[str, ProxyTypeStatus] = field(default_factory=dict)
+    stream_id: int = 0
+    delta: bool = False  # incremental (Delta) ADS stream rather than State-of-the-World
+    _cache: ConfigCache | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def synced(self) -> dict[str, str]:
+        """Per subscribed type: "SYNCED" | "STALE" | "NACKED" | "NOT SENT"."""
+        out: dict[str, str] = {}
+        for type_url, ts in self.types.items():
+            current = self._cache.version(self.group, type_url) if self._cache is not None else ""
+            if ts.acked_version and ts.acked_version == current:
+                out[type_url] = "SYNCED"
+            elif ts.nacked_version is not None:
+                out[type_url] = "NACKED"
+            elif not ts.sent_version:
+                out[type_url] = "NOT SENT"
+            else:
+                out[type_url] = "STALE"
+        return out
+
+    def is_synced(self) -> bool:
+        """Every subscribed type ACKed at the cache's current version.
+
+        Envoy subscribes to LDS only after CDS has finished warming, so a proxy that
+        has not asked for one of the wildcard types yet (while its group has some of
+        them) is not synced either - otherwise wait_synced could succeed too early.
+        """
+        if self._cache is None:
+            return False
+        for type_url in (CLUSTER, LISTENER):
+            if type_url not in self.types and self._cache.get(self.group, type_url)[1]:
+                return False
+        for type_url, ts in self.types.items():
+            current = self._cache.version(self.group, type_url)
+            if current and ts.acked_version != current:
+                return False
+        return True
+
+
+# ---- per-stream internal state ---------------------------------------------
+
+
+@dataclass
+class _TypeState:
+    status: ProxyTypeStatus
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)  # explicit subscription
+    sent_names: frozenset[str] | None = None  # SotW: subscription the last response answered
+    known: dict[str, str] = field(default_factory=dict)  # delta: name -> version the client has
+    pending: dict[str, str] = field(default_factory=dict)  # delta: outstanding nonce -> version
+
+
+class _Changed:
+    """Queue marker: the cache changed; the types are in _Stream.pending_types."""
+
+
+class _End:
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+_CHANGED = _Changed()
+
+
+@dataclass
+class _Stream:
+    id: int
+    delta: bool
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    status: ProxyStatus | None = None
+    types: dict[str, _TypeState] = field(default_factory=dict)
+    pending_types: set[str] = field(default_factory=set)
+
+    def on_cache_change(self, _group: str, changed: frozenset[str]) -> None:
+        # Coalesce: several cache changes before the stream gets to run collapse
+        # into one wake-up, and only the newest version of each type is pushed.
+        if not changed:
+            return
+        wake = not self.pending_types
+        self.pending_types |= changed
+        if wake:
+            self.queue.put_nowait(_CHANGED)
+
+
+GroupForNode = Callable[[base_pb2.Node], Awaitable[str]]
+StatusCallback = Callable[[ProxyStatus], None]
+
+
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        cache: ConfigCache,
+        group_for_node: GroupForNode,
+        on_status_change: StatusCallback | None = None,
+        on_disconnect: StatusCallback | None = None,
+    ) -> None:
+        self._cache = cache
+        self._group_for_node = group_for_node
+        self._on_status_change = on_status_change
+        self._on_disconnect = on_disconnect
+        self._streams: dict[int, _Stream] = {}
+        # Replaced after every status change; wait_synced() waits on the current one.
+        self._changed = asyncio.Event()
+
+    # ---- public API ---------------------------------------------------------
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
+
+    def proxies(self) -> list[ProxyStatus]:
+        return [s.status for s in self._streams.values() if s.status is not None]
+
+    async def wait_synced(self, node_ids: Iterable[str] | None, timeout: float) -> bool:
+        """True once every given (or every connected) proxy ACKed the current config."""
+        wanted = None if node_ids is None else set(node_ids)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            event = self._changed  # grab before checking so no wake-up is missed
+            if self._all_synced(wanted):
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                return self._all_synced(wanted)
+
+    def _all_synced(self, wanted: set[str] | None) -> bool:
+        statuses = self.proxies()
+        if wanted is not None:
+            # Newest stream per node: an old stream of a reconnecting proxy may linger.
+            latest: dict[str, ProxyStatus] = {}
+            for st in statuses:
+                if st.node_id in wanted and (
+                    st.node_id not in latest or st.stream_id > latest[st.node_id].stream_id
+                ):
+                    latest[st.node_id] = st
+            if set(latest) != wanted:
+                return False
+            statuses = list(latest.values())
+        return all(st.is_synced() for st in statuses)
+
+    # ---- gRPC handlers ------------------------------------------------------
+
+    async def StreamAggregatedResources(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        async for resp in self._run_stream(request_iterator, context, delta=False):
+            yield resp
+
+    async def DeltaAggregatedResources(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        async for resp in self._run_stream(request_iterator, context, delta=True):
+            yield resp
+
+    # ---- stream loop --------------------------------------------------------
+
+    async def _run_stream(
+        self, request_iterator: AsyncIterator[Any], context: Any, *, delta: bool
+    ) -> AsyncIterator[Any]:
+        stream = _Stream(id=next(_stream_ids), delta=delta)
+        reader = asyncio.create_task(self._read(request_iterator, stream.queue))
+        unwatch: Callable[[], None] | None = None
+        try:
+            while True:
+                item = await stream.queue.get()
+                if isinstance(item, _End):
+                    if item.error is not None and not isinstance(item.error, asyncio.CancelledError):
+                        log.info("xds stream %d ended: %r", stream.id, item.error)
+                    return
+                if isinstance(item, _Changed):
+                    changed, stream.pending_types = stream.pending_types, set()
+                    responses = self._on_change(stream, changed)
+                else:
+                    if stream.status is None:
+                        if not item.HasField("node") or not item.node.id:
+                            await context.abort(
+                                grpc.StatusCode.INVALID_ARGUMENT,
+                                "the first request of a stream must carry a node",
+                            )
+                        group = await self._group_for_node(item.node)
+                        stream.status = ProxyStatus(
+                            node_id=item.node.id,
+                            group=group,
+                            metadata=json_format.MessageToDict(item.node.metadata),
+                            connected_at=time.time(),
+                            stream_id=stream.id,
+                            delta=delta,
+                            _cache=self._cache,
+                        )
+                        # Watch before answering: a change landing between now and the
+                        # first response is then either in it or pushed right after.
+                        unwatch = self._cache.watch(group, stream.on_cache_change)
+                        self._streams[stream.id] = stream
+                        log.info(
+                            "xds %s stream %d: node %s group %s",
+                            "delta" if delta else "sotw",
+                            stream.id,
+                            item.node.id,
+                            group,
+                        )
+                        self._status_changed(stream)
+                    if delta:
+                        responses = self._on_delta_request(stream, item)
+                    else:
+                        responses = self._on_sotw_request(stream, item)
+                for resp in responses:
+                    yield resp
+                if responses:
+                    self._status_changed(stream)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            if unwatch is not None:
+                unwatch()
+            self._streams.pop(stream.id, None)
+            if stream.status is not None:
+                log.info("xds stream %d: node %s disconnected", stream.id, stream.status.node_id)
+                if self._on_disconnect is not None:
+                    try:
+                        self._on_disconnect(stream.status)
+                    except Exception:
+                        log.exception("on_disconnect callback failed")
+                self._signal()
+
+    @staticmethod
+    async def _read(request_iterator: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
+        try:
+            async for req in request_iterator:
+                queue.put_nowait(req)
+        except BaseException as e:  # noqa: BLE001 - forwarded to the stream loop
+            queue.put_nowait(_End(e))
+            if isinstance(e, asyncio.CancelledError):
+                raise
+        else:
+            queue.put_nowait(_End())
+
+    def _status_changed(self, stream: _Stream) -> None:
+        if stream.status is not None and self._on_status_change is not None:
+            try:
+                self._on_status_change(stream.status)
+            except Exception:
+                log.exception("on_status_change callback failed")
+        self._signal()
+
+    def _signal(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _on_change(self, stream: _Stream, changed: set[str]) -> list[Any]:
+        assert stream.status is not None
+        out: list[Any] = []
+        for type_url in sorted(changed, key=push_rank):  # CDS, EDS, LDS, RDS, SDS
+            st = stream.types.get(type_url)
+            if st is None:
+                continue  # the proxy never asked for this type
+            version = self._cache.version(stream.status.group, type_url)
+            # Same version as last sent (e.g. a NACKed one): never resend it.
+            if not version or version == st.status.sent_version:
+                continue
+            resp = (
+                self._delta_response(stream, st, force=False)
+                if stream.delta
+                else self._sotw_response(stream, st)
+            )
+            if resp is not None:
+                out.append(resp)
+        if not out:
+            self._signal()  # cache moved on: wait_synced callers must re-evaluate
+        return out
+
+    # ---- State of the World -------------------------------------------------
+
+    def _on_sotw_request(
+        self, stream: _Stream, req: discovery_pb2.DiscoveryRequest
+    ) -> list[discovery_pb2.DiscoveryResponse]:
+        assert stream.status is not None
+        type_url = req.type_url
+        names = frozenset(req.resource_names)
+        st = stream.types.get(type_url)
+        respond = False
+        if st is None or not req.response_nonce:
+            # First request for this type on this stream (a nonce from an earlier
+            # stream means nothing here): always answer it.
+            if st is None:
+                st = _TypeState(status=ProxyTypeStatus(type_url=type_url))
+                stream.types[type_url] = st
+                stream.status.types[type_url] = st.status
+            respond = True
+        elif req.response_nonce != st.status.nonce:
+            # Stale: answers a response that has since been superseded. Envoy will
+            # ACK/NACK the newer one, so there is nothing to learn from this one.
+            log.debug("xds stream %d %s: stale nonce %s", stream.id, _short(type_url), req.response_nonce)
+            return []
+        elif req.HasField("error_detail"):
+            ts = st.status
+            ts.nacked_version = ts.sent_version
+            ts.error = req.error_detail.message
+            log.warning(
+                "xds: node %s NACKed %s version %s: %s",
+                stream.status.node_id,
+                _short(type_url),
+                ts.sent_version,
+                ts.error,
+            )
+            self._status_changed(stream)
+        else:
+            ts = st.status
+            ts.acked_version = req.version_info
+            ts.last_ack = time.time()
+            ts.nacked_version = None
+            ts.error = None
+            self._status_changed(stream)
+
+        st.wildcard = type_url in WILDCARD_TYPES and (not names or "*" in names)
+        st.names = set(names)
+        if not st.wildcard and st.sent_names is not None and names != st.sent_names:
+            respond = True  # RDS/EDS subscription changed: answer for the new names
+        if not respond or not self._cache.version(stream.status.group, type_url):
+            # Nothing in the cache yet: the change watch pushes once there is.
+            return []
+        return [self._sotw_response(stream, st)]
+
+    def _sotw_response(self, stream: _Stream, st: _TypeState) -> discovery_pb2.DiscoveryResponse:
+        assert stream.status is not None
+        type_url = st.status.type_url
+        version, resources = self._cache.get(stream.status.group, type_url)
+        if st.wildcard:
+            picked = [resources[n] for n in sorted(resources)]
+        else:
+            picked = [resources[n] for n in sorted(st.names) if n in resources]
+        nonce = _next_nonce()
+        resp = discovery_pb2.DiscoveryResponse(
+            version_info=version,
+            type_url=type_url,
+            nonce=nonce,
+            control_plane=base_pb2.ControlPlane(identifier=CONTROL_PLANE_ID),
+        )
+        resp.resources.extend(picked)
+        ts = st.status
+        ts.sent_version = version
+        ts.nonce = nonce
+        ts.last_sent = time.time()
+        st.sent_names = frozenset(st.names)
+        log.debug(
+            "xds stream %d: push %s v%s (%d resources) nonce %s",
+            stream.id,
+            _short(type_url),
+            version,
+            len(picked),
+            nonce,
+        )
+        return resp
+
+    # ---- Delta (incremental) ------------------------------------------------
+
+    def _on_delta_request(
+        self, stream: _Stream, req: discovery_pb2.DeltaDiscoveryRequest
+    ) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        assert stream.status is not None
+        type_url = req.type_url
+        st = stream.types.get(type_url)
+        fresh = st is None
+        if st is None:
+            st = _TypeState(status=ProxyTypeStatus(type_url=type_url))
+            stream.types[type_url] = st
+            stream.status.types[type_url] = st.status
+            # Resources the client already has (reconnect): only send what differs.
+            st.known = dict(req.initial_resource_versions)
+            # Legacy wildcard: first LDS/CDS request with no names means "everything".
+            st.wildcard = type_url in WILDCARD_TYPES and not req.resource_names_subscribe
+
+        if req.response_nonce:
+            if req.response_nonce in st.pending:
+                # Responses are answered in order: drop this nonce and any older ones.
+                version = ""
+                while st.pending:
+                    nonce, version = next(iter(st.pending.items()))
+                    del st.pending[nonce]
+                    if nonce == req.response_nonce:
+                        break
+                ts = st.status
+                if req.HasField("error_detail"):
+                    ts.nacked_version = version
+                    ts.error = req.error_detail.message
+                    log.warning(
+                        "xds: node %s NACKed %s version %s: %s",
+                        stream.status.node_id,
+                        _short(type_url),
+                        version,
+                        ts.error,
+                    )
+                else:
+                    ts.acked_version = version
+                    ts.last_ack = time.time()
+                    ts.nacked_version = None
+                    ts.error = None
+                self._status_changed(stream)
+            else:
+                log.debug("xds stream %d %s: stale nonce %s", stream.id, _short(type_url), req.response_nonce)
+
+        # Subscription changes are deltas, so they apply even on a stale nonce.
+        for name in req.resource_names_subscribe:
+            if name == "*":
+                st.wildcard = True
+            else:
+                st.names.add(name)
+        for name in req.resource_names_unsubscribe:
+            if name == "*":
+                st.wildcard = False
+            else:
+                st.names.discard(name)
+                st.known.pop(name, None)  # the client dropped it
+        if not fresh and not req.resource_names_subscribe:
+            return []
+        if not self._cache.version(stream.status.group, type_url):
+            return []
+        resp = self._delta_response(stream, st, force=fresh)
+        return [resp] if resp is not None else []
+
+    def _delta_response(
+        self, stream: _Stream, st: _TypeState, *, force: bool
+    ) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        assert stream.status is not None
+        type_url = st.status.type_url
+        snap = self._cache.snapshot(stream.status.group, type_url)
+        if snap is None:
+            return None
+        wanted = snap.resources.keys() if st.wildcard else st.names
+        updates = sorted(n for n in wanted if n in snap.resources and st.known.get(n) != snap.hashes[n])
+        removed = sorted(n for n in st.known if n not in snap.resources and (st.wildcard or n in st.names))
+        ts = st.status
+        if not updates and not removed and not force:
+            # Nothing this client cares about changed: it already holds this version.
+            if not st.pending and ts.acked_version == ts.sent_version and ts.nacked_version is None:
+                ts.acked_version = snap.version
+            ts.sent_version = snap.version
+            return None
+        nonce = _next_nonce()
+        resp = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=snap.version,
+            type_url=type_url,
+            nonce=nonce,
+            removed_resources=removed,
+            control_plane=base_pb2.ControlPlane(identifier=CONTROL_PLANE_ID),
+        )
+        for name in updates:
+            resp.resources.add(name=name, version=snap.hashes[name], resource=snap.resources[name])
+            st.known[name] = snap.hashes[name]
+        for name in removed:
+            del st.known[name]
+        st.pending[nonce] = snap.version
+        ts.sent_version = snap.version
+        ts.nonce = nonce
+        ts.last_sent = time.time()
+        log.debug(
+            "xds stream %d: delta %s v%s (+%d -%d) nonce %s",
+            stream.id,
+            _short(type_url),
+            snap.version,
+            len(updates),
+            len(removed),
+            nonce,
+        )
+        return resp
+
+
+async def serve(server: AdsServer, address: str) -> grpc.aio.Server:
+    """Start a gRPC server for `server` on `address` (e.g. "unix:/run/gossamer/xds.sock")."""
+    path: str | None = None
+    if address.startswith("unix:") and not address.startswith("unix-abstract:"):
+        path = address[len("unix:") :]
+        if path.startswith("//"):
+            path = path[2:]
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        # A socket left behind by a crashed control plane would make bind fail.
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)
+    grpc_server = grpc.aio.server(
+        options=[
+            # Envoy keeps the ADS stream alive with HTTP/2 pings; don't GOAWAY it.
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ]
+    )
+    server.add_to_server(grpc_server)
+    grpc_server.add_insecure_port(address)
+    await grpc_server.start()
+    if path is not None:
+        # The proxy runs as uid 1337 and must be able to connect.
+        os.chmod(path, 0o777)
+    return grpc_server
