@@ -20,9 +20,15 @@ XDS_CLUSTER = "xds-grpc"
 PROMETHEUS_CLUSTER = "prometheus_stats"
 CLUSTER_DOMAIN = "cluster.local"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+HCM_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 ADMIN_SOCKET_MODE = 0o660
+DOWNSTREAM_CONNECTIONS_TYPE = (
+    "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+MAX_DOWNSTREAM_CONNECTIONS = 100_000
 
 
 def node_id(proxy_type: Literal["sidecar", "router"], ip: str, pod: str, namespace: str) -> str:
@@ -65,6 +71,10 @@ def proxy_metadata(
         if ingress_port is not None:
             meta["GOSSAMER_INGRESS_PORT"] = str(ingress_port)
     return meta
+
+
+def _pipe_endpoints(path: Path) -> list[dict[str, Any]]:
+    return [{"lb_endpoints": [{"endpoint": {"address": _pipe_address(path)}}]}]
 
 
 def _pipe_address(path: Path, mode: int | None = None) -> dict[str, Any]:
@@ -115,6 +125,18 @@ def build_bootstrap(
     return {
         "node": {"id": node_id, "cluster": cluster, "metadata": metadata},
         "admin": {"address": _pipe_address(admin_socket, ADMIN_SOCKET_MODE)},
+        # An explicit global connection limit (Envoy warns at startup without one).
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": DOWNSTREAM_CONNECTIONS_TYPE,
+                        "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+                    },
+                }
+            ]
+        },
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
@@ -140,7 +162,7 @@ def build_bootstrap(
                     },
                     "load_assignment": {
                         "cluster_name": XDS_CLUSTER,
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _pipe_address(xds_socket)}}]}],
+                        "endpoints": _pipe_endpoints(xds_socket),
                     },
                 },
                 {
@@ -149,7 +171,7 @@ def build_bootstrap(
                     "connect_timeout": "0.250s",
                     "load_assignment": {
                         "cluster_name": PROMETHEUS_CLUSTER,
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _pipe_address(admin_socket)}}]}],
+                        "endpoints": _pipe_endpoints(admin_socket),
                     },
                 },
             ],

@@ -30,7 +30,7 @@ class SnapshotBuilder:
 
     def resources(self) -> dict[str, tuple[Any, ...]]:
         by_kind: dict[str, list[Any]] = {}
-        for obj in self._store.list():
+        for obj in self._store.objects():
             by_kind.setdefault(obj.kind, []).append(self.parsed(obj))
         return {k: tuple(v) for k, v in by_kind.items()}
 

@@ -111,7 +111,9 @@ def _run(*argv: str) -> None:
 
 def kill_recorded(processes: list[dict[str, Any]], grace: float = 0.0) -> None:
     """Stop recorded processes (and their process groups) that are still the same process."""
-    alive = [p for p in processes if isinstance(p.get("pid"), int) and same_process_alive(p["pid"], p.get("start"))]
+    alive = [
+        p for p in processes if isinstance(p.get("pid"), int) and same_process_alive(p["pid"], p.get("start"))
+    ]
     sigs = [signal.SIGTERM, signal.SIGKILL] if grace > 0 else [signal.SIGKILL]
     for sig in sigs:
         for p in alive:

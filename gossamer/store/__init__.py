@@ -1,5 +1,5 @@
 """Durable config store (SQLite)."""
 
-from gossamer.store.sqlite import Change, StoredObject, Store
+from gossamer.store.sqlite import Change, Store, StoredObject
 
 __all__ = ["Change", "Store", "StoredObject"]

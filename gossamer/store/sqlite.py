@@ -82,7 +82,7 @@ class Store:
         row = self._db.execute("SELECT value FROM meta WHERE key='revision'").fetchone()
         return int(row[0]) if row else 0
 
-    def list(self, kind: str | None = None, namespace: str | None = None) -> list[StoredObject]:
+    def objects(self, kind: str | None = None, namespace: str | None = None) -> list[StoredObject]:
         query = "SELECT * FROM resources WHERE 1=1"
         args: list[Any] = []
         if kind is not None:

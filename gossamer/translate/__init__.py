@@ -5,7 +5,12 @@ from __future__ import annotations
 from gossamer.ir.types import EndpointSet, ProxyConfig
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
-from gossamer.translate.clusters import inbound_clusters, outbound_clusters, static_clusters, translate_endpoints
+from gossamer.translate.clusters import (
+    inbound_clusters,
+    outbound_clusters,
+    static_clusters,
+    translate_endpoints,
+)
 from gossamer.translate.gateway import translate_gateway
 from gossamer.translate.sidecar import translate_sidecar
 

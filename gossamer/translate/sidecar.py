@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from gossamer.ir.types import HttpRoute, InboundChain, Listener, RouteMatch, RouteTable, VirtualHost, WeightedDestination
+from gossamer.ir.types import (
+    HttpRoute,
+    InboundChain,
+    Listener,
+    RouteMatch,
+    RouteTable,
+    VirtualHost,
+    WeightedDestination,
+)
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
 from gossamer.translate.clusters import INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_cluster_name, inbound_ports

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,19 @@ def names_of(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
     return out
 
 
+async def until(cond: Callable[[], bool]) -> None:
+    for _ in range(100):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met")
+
+
+async def acked(env: Env, resp: Any, node_id: str = "sidecar~1") -> None:
+    """Wait until the server recorded the ACK of `resp` (before racing it with a cache change)."""
+    await until(lambda: proxy(env, node_id).types[resp.type_url].acked_version == resp.version_info)
+
+
 def proxy(env: Env, node_id: str = "sidecar~1") -> ProxyStatus:
     (st,) = [p for p in env.ads.proxies() if p.node_id == node_id]
     return st
@@ -243,7 +256,9 @@ async def test_initial_request_ack_and_status(env: Env) -> None:
     assert st.group == "default" and st.types[CLUSTER].sent_version == resp.version_info
     assert st.synced[CLUSTER] == "STALE"
     await c.ack(resp)
-    assert await env.ads.wait_synced(["sidecar~1"], TIMEOUT) is False or True  # LDS not yet asked
+    await acked(env, resp)
+    # Envoy asks for LDS only after CDS warmed: until then the proxy is not synced.
+    assert await env.ads.wait_synced(["sidecar~1"], 0.2) is False
     await c.send(LISTENER)
     lds = await c.recv()
     await c.ack(lds)
@@ -265,6 +280,7 @@ async def test_nack_recorded_and_not_resent(env: Env) -> None:
     await c.send(LISTENER)
     r1 = await c.recv()
     await c.ack(r1)
+    await acked(env, r1)
     env.cache.set_group("default", config(lds={"l1": listener("l1", 9999)}))
     r2 = await c.recv()
     assert r2.version_info != r1.version_info
@@ -283,7 +299,7 @@ async def test_nack_recorded_and_not_resent(env: Env) -> None:
     r3 = await c.recv()
     assert r3.type_url == LISTENER and r3.version_info != r2.version_info
     await c.ack(r3)
-    assert await env.ads.wait_synced(None, TIMEOUT)
+    await acked(env, r3)
     ts = proxy(env).types[LISTENER]
     assert ts.acked_version == r3.version_info and ts.error is None and ts.nacked_version is None
     await c.close()
@@ -340,6 +356,8 @@ async def test_rds_eds_by_name_and_subscription_change(env: Env) -> None:
 
 async def test_stale_nonce_ignored(env: Env) -> None:
     c = Client(env.stub)
+    await c.send(CLUSTER)
+    await c.ack(await c.recv())
     await c.send(LISTENER)
     r1 = await c.recv()
     env.cache.set_group("default", config(lds={"l1": listener("l1", 1234)}))
@@ -357,8 +375,10 @@ async def test_stale_nonce_ignored(env: Env) -> None:
 async def test_new_group_translated_on_connect_and_many_streams(env: Env) -> None:
     clients = [Client(env.stub, node_id=f"n{i}", group="other" if i % 2 else "") for i in range(20)]
     for c in clients:
+        await c.send(CLUSTER)
         await c.send(LISTENER)
     for i, c in enumerate(clients):
+        await c.ack(await c.recv())  # CDS
         r = await c.recv()
         assert names_of(r) == (["other"] if i % 2 else ["l1"])
         await c.ack(r)
@@ -407,9 +427,9 @@ async def test_delta_wildcard_updates_and_removals(env: Env) -> None:
     assert sorted(x.name for x in r2.resources) == ["c2", "c3"]
     assert list(r2.removed_resources) == ["c1"]
     await c.send_delta(CLUSTER, nonce=r2.nonce, error="no")
-    assert proxy(env).synced[CLUSTER] == "NACKED" or await asyncio.sleep(0.2) is None
-    await asyncio.sleep(0.1)
+    await until(lambda: proxy(env).synced[CLUSTER] == "NACKED")
     assert proxy(env).types[CLUSTER].error == "no"
+    await c.expect_nothing()
     await c.close()
 
 

@@ -14,7 +14,7 @@ from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 def build_resources(config: ProxyConfig) -> dict[str, dict[str, Message]]:
     """type_url -> resource name -> proto, for one proxy group."""
     return {
-        LISTENER: {l.name: build_listener(l) for l in config.listeners},
+        LISTENER: {lis.name: build_listener(lis) for lis in config.listeners},
         ROUTE: {t.name: build_route_table(t) for t in config.route_tables},
         CLUSTER: {c.name: build_cluster(c) for c in config.clusters},
         ENDPOINT: build_endpoint_resources(config.endpoints),

@@ -1,0 +1,149 @@
+"""The control plane's REST API (aiohttp on a unix socket): what the CLI talks to."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format
+
+from gossamer.controlplane.daemon import ControlPlane
+from gossamer.resources.kinds import lookup_kind
+from gossamer.runtime.types import PodStatus
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
+
+CONFIG_TYPES = {"listeners": LISTENER, "routes": ROUTE, "clusters": CLUSTER, "endpoints": ENDPOINT}
+
+
+def pod_json(pod: PodStatus, netns: str) -> dict[str, Any]:
+    return {
+        "name": pod.name, "namespace": pod.namespace, "deployment": pod.deployment, "ip": pod.ip,
+        "labels": dict(pod.labels), "serviceAccount": pod.service_account, "phase": pod.phase,
+        "ready": pod.ready, "appReady": pod.app_ready, "proxyReady": pod.proxy_ready,
+        "hasSidecar": pod.has_sidecar, "proxyType": pod.proxy_type, "restarts": pod.restarts,
+        "startedAt": pod.started_at, "netns": netns,
+    }
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class Api:
+    def __init__(self, cp: ControlPlane, shutdown: asyncio.Event) -> None:
+        self.cp = cp
+        self.shutdown = shutdown
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.add_routes([
+            web.get("/v1/ready", self.ready),
+            web.post("/v1/apply", self.apply),
+            web.post("/v1/delete", self.delete),
+            web.get("/v1/resources/{kind}", self.list_resources),
+            web.get("/v1/status", self.status),
+            web.get("/v1/pods/{namespace}/{ref:.+}", self.pod),
+            web.get("/v1/proxy-config/{namespace}/{ref:.+}", self.proxy_config),
+            web.post("/v1/shutdown", self.stop),
+        ])
+        return app
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url,
+                                  "pid": __import__("os").getpid()})
+
+    async def apply(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        files = [(f["name"], f["text"]) for f in body.get("files", [])]
+        result = self.cp.apply(files, dry_run=bool(body.get("dryRun")))
+        return web.json_response(result.to_json(), status=200 if result.ok else 422)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        files = [(f["name"], f["text"]) for f in body.get("files", [])]
+        result = self.cp.delete(files)
+        return web.json_response(result.to_json(), status=200 if result.ok else 422)
+
+    async def list_resources(self, request: web.Request) -> web.Response:
+        try:
+            info = lookup_kind(request.match_info["kind"])
+        except KeyError as e:
+            return _error(404, str(e.args[0] if e.args else e))
+        namespace = request.query.get("namespace") or None
+        name = request.query.get("name") or None
+        if info.kind == "Pod":
+            items = [self._pod_resource(p) for p in self.cp.runtime.pods()
+                     if (namespace is None or p.namespace == namespace) and (name is None or p.name == name)]
+        else:
+            ns_filter = namespace if info.namespaced else None
+            items = [o.with_metadata() for o in self.cp.store.objects(info.kind, ns_filter)
+                     if name is None or o.name == name]
+        if name is not None and not items:
+            return _error(404, f'{info.plural} "{name}" not found')
+        return web.json_response({"kind": info.kind, "items": items})
+
+    def _pod_resource(self, pod: PodStatus) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod.name, "namespace": pod.namespace, "labels": dict(pod.labels)},
+                "status": pod_json(pod, self.cp.runtime.netns_name(pod.name, pod.namespace))}
+
+    async def status(self, request: web.Request) -> web.Response:
+        pods = [pod_json(p, self.cp.runtime.netns_name(p.name, p.namespace)) for p in self.cp.runtime.pods()]
+        proxies = []
+        for p in self.cp.ads.proxies():
+            proxies.append({
+                "nodeId": p.node_id, "group": p.group, "delta": p.delta,
+                "types": {SHORT_NAMES.get(t, t): {"state": state, "sent": s.sent_version, "acked": s.acked_version,
+                                                  "error": s.error}
+                          for t, s in p.types.items() for state in [p.synced.get(t, "NOT SENT")]},
+            })
+        stats = self.cp.pusher.stats
+        return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url, "pods": pods,
+                                  "proxies": proxies,
+                                  "pushes": {"full": stats.full_pushes, "endpoints": stats.endpoint_pushes,
+                                             "lastSeconds": stats.last_push_seconds}})
+
+    def _find_pod(self, namespace: str, ref: str) -> PodStatus | None:
+        try:
+            return self.cp.runtime.pod(ref, namespace)
+        except KeyError:
+            return None
+
+    async def pod(self, request: web.Request) -> web.Response:
+        ns, ref = request.match_info["namespace"], request.match_info["ref"]
+        pod = self._find_pod(ns, ref)
+        if pod is None:
+            return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
+        out = pod_json(pod, self.cp.runtime.netns_name(pod.name, pod.namespace))
+        out["logs"] = {c: str(self.cp.runtime.log_path(pod.name, pod.namespace, c))
+                       for c in [*self._containers(pod), "istio-proxy"]}
+        return web.json_response(out)
+
+    def _containers(self, pod: PodStatus) -> list[str]:
+        for d in self.cp.snapshots.resources().get("Deployment", ()):
+            if d.metadata.name == pod.deployment and d.metadata.namespace == pod.namespace:
+                return [c.name for c in d.spec.template.spec.containers]
+        return []
+
+    async def proxy_config(self, request: web.Request) -> web.Response:
+        ns, ref = request.match_info["namespace"], request.match_info["ref"]
+        pod = self._find_pod(ns, ref)
+        if pod is None:
+            return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
+        proxy = next((p for p in self.cp.ads.proxies() if f"~{pod.name}.{pod.namespace}~" in p.node_id), None)
+        if proxy is None:
+            return _error(404, f"pod {pod.name} has no connected proxy")
+        wanted = request.query.get("type", "all")
+        types = CONFIG_TYPES if wanted == "all" else {wanted: CONFIG_TYPES[wanted]}
+        out: dict[str, Any] = {"nodeId": proxy.node_id, "group": proxy.group}
+        for key, type_url in types.items():
+            version, resources = self.cp.cache.get(proxy.group, type_url)
+            out[key] = {"version": version, "items": [json_format.MessageToDict(r) for r in resources.values()]}
+        if request.query.get("stats"):
+            out["stats"] = (await self.cp.runtime.admin_get(pod.name, pod.namespace, "/stats"))[1]
+        return web.json_response(out)
+
+    async def stop(self, request: web.Request) -> web.Response:
+        self.shutdown.set()
+        return web.json_response({"stopping": True})

@@ -1,0 +1,328 @@
+"""The `gossamer` command line: kubectl/istioctl-shaped verbs against the running mesh."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from gossamer.cli.client import ApiClient, NotRunning
+from gossamer.controlplane.daemon import Paths
+from gossamer.controlplane.watch import manifest_files
+
+DEFAULT_STATE_DIR = Path(os.environ.get("GOSSAMER_STATE_DIR", Path.home() / ".local/state/gossamer"))
+DEFAULT_RUN_DIR = Path(os.environ.get("GOSSAMER_RUN_DIR", "/run/gossamer"))
+
+console = Console()
+
+
+class CliError(Exception):
+    pass
+
+
+def _paths(args: argparse.Namespace) -> Paths:
+    return Paths(Path(args.state_dir).resolve(), Path(args.run_dir))
+
+
+def _client(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(_paths(args).api_socket)
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    try:
+        return _client(args).request(method, path, body)
+    except NotRunning as e:
+        raise CliError("no mesh is running (start one with `gossamer up PATH`)") from e
+
+
+def _files_payload(paths: list[str]) -> list[dict[str, str]]:
+    files = []
+    for p in paths:
+        if p == "-":
+            files.append({"name": "<stdin>", "text": sys.stdin.read()})
+            continue
+        path = Path(p)
+        if not path.exists():
+            raise CliError(f"{p}: no such file or directory")
+        files.extend({"name": str(f), "text": f.read_text()} for f in manifest_files([path]))
+    return files
+
+
+# -- commands ----------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    for p in args.paths:
+        if not Path(p).exists():
+            raise CliError(f"{p}: no such file or directory")
+    if ApiClient(paths.api_socket, timeout=2).alive():
+        raise CliError("a mesh is already running (stop it with `gossamer down`)")
+    if not 0 < args.ingress_port < 65536:
+        raise CliError(f"--ingress-port: {args.ingress_port} is not a port number (1-65535)")
+    if args.detach:
+        from gossamer.cli.up import detach
+
+        argv = ["--state-dir", str(paths.state_dir), "--run-dir", str(paths.run_dir), "up",
+                "--ingress-port", str(args.ingress_port), *[str(Path(p).resolve()) for p in args.paths]]
+        return detach(paths, argv)
+    from gossamer.cli.up import run_up
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(run_up(paths, [Path(p).resolve() for p in args.paths], args.ingress_port))
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    client = ApiClient(paths.api_socket, timeout=5)
+    if client.alive():
+        status, body = client.get("/v1/ready")
+        pid = int(body["pid"])
+        client.post("/v1/shutdown", {})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.2)
+    from gossamer.runtime.local import cleanup_leftovers
+
+    # Whatever a crashed or killed `up` left behind, and the stored config.
+    cleanup_leftovers(paths.state_dir / "runtime")
+    for name in ("store.db", "store.db-wal", "store.db-shm", "up.pid"):
+        (paths.state_dir / name).unlink(missing_ok=True)
+    paths.api_socket.unlink(missing_ok=True)
+    paths.xds_socket.unlink(missing_ok=True)
+    print("Mesh stopped; nothing left running.")
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _print_result(body: dict[str, Any], verb: str) -> None:
+    for w in body.get("warnings", []):
+        print(w, file=sys.stderr)
+    for e in body.get("errors", []):
+        print(e, file=sys.stderr)
+    for c in body.get("changes", []):
+        action = {"created": "created", "configured": "configured", "unchanged": "unchanged",
+                  "deleted": "deleted"}[c["action"]]
+        print(f"{c['kind'].lower()}/{c['name']} {action}")
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    status, body = _call(args, "POST", "/v1/apply", {"files": _files_payload(args.filename),
+                                                      "dryRun": args.dry_run})
+    _print_result(body, "apply")
+    return 0 if status == 200 else 1
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    status, body = _call(args, "POST", "/v1/delete", {"files": _files_payload(args.filename)})
+    _print_result(body, "delete")
+    return 0 if status == 200 else 1
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    query = f"?namespace={'' if args.all_namespaces else args.namespace}"
+    if args.name:
+        query += f"&name={args.name}"
+    status, body = _call(args, "GET", f"/v1/resources/{args.kind}{query}")
+    if status != 200:
+        raise CliError(body.get("error", f"HTTP {status}"))
+    items = body["items"]
+    if args.output == "json":
+        print(json.dumps(items[0] if args.name else {"kind": "List", "items": items}, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(items[0] if args.name else {"kind": "List", "items": items}, sort_keys=False), end="")
+    else:
+        if not items:
+            print(f"No {args.kind} found.", file=sys.stderr)
+            return 0
+        table = Table(box=None, pad_edge=False)
+        if body["kind"] == "Pod":
+            for col in ("NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "IP"):
+                table.add_column(col)
+            for it in items:
+                st = it["status"]
+                ready = f"{int(st['appReady']) + int(st['hasSidecar'] and st['proxyReady'])}/" \
+                        f"{1 + int(st['hasSidecar'])}"
+                table.add_row(it["metadata"]["namespace"], it["metadata"]["name"], ready, st["phase"],
+                              str(st["restarts"]), st["ip"])
+        else:
+            for col in ("NAMESPACE", "NAME", "RESOURCE VERSION"):
+                table.add_column(col)
+            for it in items:
+                m = it["metadata"]
+                table.add_row(m.get("namespace", ""), m["name"], str(m.get("resourceVersion", "")))
+        console.print(table)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status, body = _call(args, "GET", "/v1/status")
+    if args.output == "json":
+        print(json.dumps(body, indent=2))
+        return 0
+    console.print(f"Mesh {'[green]ready[/]' if body['ready'] else '[yellow]not ready[/]'}; "
+                  f"ingress {body['ingress']}")
+    pods = Table(title="Pods", box=None, pad_edge=False)
+    for col in ("NAMESPACE", "POD", "READY", "RESTARTS", "IP", "SIDECAR"):
+        pods.add_column(col)
+    for p in body["pods"]:
+        pods.add_row(p["namespace"], p["name"], "yes" if p["ready"] else "no", str(p["restarts"]), p["ip"],
+                     p["proxyType"] if p["hasSidecar"] else "-")
+    console.print(pods)
+    proxies = Table(title="Proxies", box=None, pad_edge=False)
+    for col in ("PROXY", "CDS", "EDS", "LDS", "RDS"):
+        proxies.add_column(col)
+    errors = []
+    for p in body["proxies"]:
+        cells = []
+        for t in ("cds", "eds", "lds", "rds"):
+            st = p["types"].get(t)
+            cells.append(st["state"] if st else "NOT SENT")
+            if st and st.get("error"):
+                errors.append(f"{p['nodeId']} {t.upper()} NACK: {st['error']}")
+        proxies.add_row(p["nodeId"], *cells)
+    console.print(proxies)
+    for e in errors:
+        console.print(f"[red]{e}[/]", markup=True, highlight=False)
+    return 0
+
+
+def _pod(args: argparse.Namespace) -> dict[str, Any]:
+    status, body = _call(args, "GET", f"/v1/pods/{args.namespace}/{args.pod}")
+    if status != 200:
+        raise CliError(body.get("error", f"HTTP {status}"))
+    return body
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command and args.command[0] == "--" else args.command
+    if not command:
+        raise CliError("exec: give a command after --, e.g. gossamer exec deploy/curl -- curl -s productpage:9080")
+    pod = _pod(args)
+    os.execvp("ip", ["ip", "netns", "exec", pod["netns"], *command])
+    return 127
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    pod = _pod(args)
+    logs = pod["logs"]
+    container = args.container or next(iter(logs))
+    if container not in logs:
+        raise CliError(f"container {container!r} not found in pod {pod['name']} (have: {', '.join(logs)})")
+    path = Path(logs[container])
+    if not path.exists():
+        return 0
+    with open(path, errors="replace") as f:
+        sys.stdout.write(f.read())
+        while args.follow:
+            line = f.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+    return 0
+
+
+def cmd_proxy_config(args: argparse.Namespace) -> int:
+    status, body = _call(args, "GET", f"/v1/proxy-config/{args.namespace}/{args.pod}?type={args.type}"
+                         + ("&stats=1" if args.stats else ""))
+    if status != 200:
+        raise CliError(body.get("error", f"HTTP {status}"))
+    if args.output == "json":
+        print(json.dumps(body, indent=2))
+        return 0
+    from gossamer.cli.proxyconfig import print_proxy_config
+
+    print_proxy_config(console, body, args.type)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gossamer", description="A service mesh with Istio's config language.")
+    parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR), help="durable state (store, logs)")
+    parser.add_argument("--run-dir", default=str(DEFAULT_RUN_DIR), help="unix sockets")
+    sub = parser.add_subparsers(dest="command_name", required=True)
+
+    p = sub.add_parser("up", help="start the control plane and the local runtime with these manifests")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--detach", "-d", action="store_true", help="return once the mesh is ready")
+    p.add_argument("--ingress-port", type=int, default=8080)
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop everything and remove what the mesh created")
+    p.set_defaults(func=cmd_down)
+
+    for name, func, text in (("apply", cmd_apply, "validate, then store"), ("delete", cmd_delete, "delete")):
+        p = sub.add_parser(name, help=f"{text} the resources in these files")
+        p.add_argument("-f", "--filename", action="append", required=True)
+        if name == "apply":
+            p.add_argument("--dry-run", action="store_true", help="validate only")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("get", help="list resources (virtualservices, vs, pods, svc, ...)")
+    p.add_argument("kind")
+    p.add_argument("name", nargs="?")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("-o", "--output", choices=["yaml", "json", "table"], default="table")
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("status", help="pods and proxies (synced / stale / NACKed)")
+    p.add_argument("-o", "--output", choices=["json", "table"], default="table")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("exec", help="run a command in a pod's network namespace")
+    p.add_argument("pod", metavar="POD|deploy/NAME")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("logs", help="an app's or its sidecar's output")
+    p.add_argument("pod", metavar="POD|deploy/NAME")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("-c", "--container")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("proxy-config", help="what a proxy was sent, like istioctl proxy-config")
+    p.add_argument("type", choices=["listeners", "routes", "clusters", "endpoints", "all"])
+    p.add_argument("pod", metavar="POD|deploy/NAME")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("-o", "--output", choices=["json", "table"], default="table")
+    p.add_argument("--stats", action="store_true", help="include Envoy's live stats")
+    p.set_defaults(func=cmd_proxy_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

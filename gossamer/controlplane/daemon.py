@@ -1,0 +1,199 @@
+"""The control plane process: store, registry, translation, ADS, runtime, REST API.
+
+One asyncio process, as DESIGN.md describes ("the istiod"). The local runtime
+and the agents of all its pods live in the same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from gossamer.controlplane.config import ApplyResult, apply_files, delete_files
+from gossamer.controlplane.proxies import proxy_from_node
+from gossamer.controlplane.pusher import Pusher
+from gossamer.controlplane.snapshots import SnapshotBuilder
+from gossamer.controlplane.watch import ManifestWatcher
+from gossamer.controlplane.workloads import (
+    BUILTIN_SOURCE,
+    builtin_documents,
+    deployment_spec,
+    named_ports,
+    service_address,
+)
+from gossamer.registry.snapshot import MeshSnapshot
+from gossamer.runtime.local import LocalRuntime
+from gossamer.store import Change, Store
+from gossamer.xds.cache import ConfigCache
+from gossamer.xds.server import AdsServer, ProxyStatus, serve
+
+log = logging.getLogger(__name__)
+
+RUNTIME_KINDS = {"Deployment", "Service", "Namespace", "ServiceAccount"}
+
+
+@dataclass(frozen=True)
+class Paths:
+    state_dir: Path
+    run_dir: Path
+
+    @property
+    def store(self) -> Path:
+        return self.state_dir / "store.db"
+
+    @property
+    def api_socket(self) -> Path:
+        return self.run_dir / "api.sock"
+
+    @property
+    def xds_socket(self) -> Path:
+        return self.run_dir / "xds.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "up.pid"
+
+
+class ControlPlane:
+    def __init__(self, paths: Paths, *, ingress_port: int = 8080) -> None:
+        self.paths = paths
+        self.ingress_port = ingress_port
+        paths.state_dir.mkdir(parents=True, exist_ok=True)
+        paths.run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(paths.run_dir, 0o755)
+        self.store = Store(paths.store)
+        self.snapshots = SnapshotBuilder(self.store)
+        self.cache = ConfigCache()
+        self.runtime = LocalRuntime(state_dir=paths.state_dir / "runtime", run_dir=paths.run_dir,
+                                    xds_socket=paths.xds_socket, ingress_port=ingress_port,
+                                    on_change=self._on_runtime_change)
+        self.pusher = Pusher(self.cache, self.snapshot)
+        self.ads = AdsServer(self.cache, self._group_for_node, on_disconnect=self._on_proxy_disconnect)
+        self.watcher = ManifestWatcher(self._apply_watched)
+        self._grpc: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._reconcile_wanted = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self.started_at = time.time()
+        self.store.subscribe(self._on_store_change)
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self, manifests: list[tuple[str, str]]) -> ApplyResult:
+        """Validate the manifests first: with any error nothing is started or stored."""
+        result = apply_files(self.store, manifests, dry_run=True)
+        if not result.ok:
+            return result
+        self.store.apply(_builtin_tuples())
+        result = apply_files(self.store, manifests)
+        await self.runtime.start()
+        self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}")
+        self._tasks = [asyncio.create_task(self.pusher.run(), name="pusher"),
+                       asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+                       asyncio.create_task(self.watcher.run(), name="watch")]
+        self._reconcile_wanted.set()
+        return result
+
+    async def stop(self, *, wipe: bool) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.runtime.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=0.5)
+        self.store.close()
+        if wipe:
+            self.paths.store.unlink(missing_ok=True)
+            for suffix in ("-wal", "-shm"):
+                Path(str(self.paths.store) + suffix).unlink(missing_ok=True)
+            shutil.rmtree(self.paths.state_dir / "runtime", ignore_errors=True)
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    # -- config ------------------------------------------------------------
+    def apply(self, files: list[tuple[str, str]], *, dry_run: bool = False) -> ApplyResult:
+        return apply_files(self.store, files, dry_run=dry_run)
+
+    def delete(self, files: list[tuple[str, str]]) -> ApplyResult:
+        return delete_files(self.store, files)
+
+    def _apply_watched(self, path: Path, text: str) -> None:
+        result = self.apply([(str(path), text)])
+        for issue in result.errors:
+            log.error("%s (file not re-applied)", issue)
+        for change in result.changes:
+            if change.kind != "unchanged":
+                log.info("%s/%s %s (edited %s)", change.object.kind, change.object.name, change.kind, path)
+
+    def _on_store_change(self, changes: list[Change]) -> None:
+        if any(c.object.kind in RUNTIME_KINDS for c in changes):
+            self._reconcile_wanted.set()
+        for c in changes:
+            if c.kind == "deleted" and c.object.kind == "Service":
+                self.store.release_vip(c.object.namespace, c.object.name)
+        self.pusher.request_push(full=True)
+
+    # -- registry ----------------------------------------------------------
+    def snapshot(self) -> MeshSnapshot:
+        return self.snapshots.build(self.runtime.pods())
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await self._reconcile_wanted.wait()
+            self._reconcile_wanted.clear()
+            snapshot = self.snapshot()
+            deployments = [deployment_spec(d) for d in snapshot.of_kind("Deployment")]
+            try:
+                await self.runtime.apply(deployments, [service_address(s) for s in snapshot.services])
+            except Exception:
+                log.exception("runtime reconcile failed")
+
+    def _on_runtime_change(self) -> None:
+        self.pusher.request_push(full=False)
+
+    async def _group_for_node(self, node: Any) -> str:
+        meta_name = ""
+        if node.HasField("metadata") and "WORKLOAD_NAME" in node.metadata.fields:
+            meta_name = node.metadata.fields["WORKLOAD_NAME"].string_value
+        ports: dict[str, int] = {}
+        for d in self.snapshots.resources().get("Deployment", ()):
+            if d.metadata.name == meta_name:
+                ports = named_ports(d)
+        return self.pusher.proxy_connected(proxy_from_node(node, ports))
+
+    def _on_proxy_disconnect(self, status: ProxyStatus) -> None:
+        self.pusher.proxy_disconnected(status.group)
+
+    # -- status ------------------------------------------------------------
+    def expected_pods(self) -> int:
+        return sum(deployment_spec(d).replicas for d in self.snapshots.resources().get("Deployment", ()))
+
+    def is_ready(self) -> bool:
+        pods = self.runtime.pods()
+        if len([p for p in pods if p.ready]) < self.expected_pods():
+            return False
+        proxies = self.ads.proxies()
+        with_proxy = [p for p in pods if p.has_sidecar]
+        return len(proxies) >= len(with_proxy) and all(p.is_synced for p in proxies)
+
+    @property
+    def ingress_url(self) -> str:
+        return f"http://127.0.0.1:{self.ingress_port}"
+
+
+def _builtin_tuples() -> list[tuple[tuple[str, str, str], dict[str, Any], str, int]]:
+    out = []
+    for doc in builtin_documents():
+        meta = doc["metadata"]
+        ns = meta.get("namespace", "") if doc["kind"] != "Namespace" else ""
+        out.append(((doc["kind"], ns, meta["name"]), doc, BUILTIN_SOURCE, 0))
+    return out

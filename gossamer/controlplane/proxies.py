@@ -1,0 +1,30 @@
+"""Identify a connecting proxy from its Envoy node (Istio's node id and metadata)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+
+from gossamer.registry.types import Proxy, ProxyType
+
+
+def metadata_of(node: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+
+
+def proxy_from_node(node: Any, named_ports: dict[str, int] | None = None) -> Proxy:
+    """Node ids are Istio's: TYPE~IP~POD.NS~NS.svc.cluster.local."""
+    meta = metadata_of(node)
+    proxy_type: ProxyType = "router" if node.id.startswith("router~") else "sidecar"
+    labels = meta.get("LABELS") or {}
+    namespace = meta.get("NAMESPACE") or (node.id.split("~")[2].rsplit(".", 1)[-1] if node.id.count("~") >= 3
+                                          else "default")
+    return Proxy(
+        type=proxy_type,
+        namespace=namespace,
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+        ingress_port=int(meta.get("GOSSAMER_INGRESS_PORT") or 0) if proxy_type == "router" else 0,
+        host_netns=str(meta.get("GOSSAMER_HOST_NETNS") or "") if proxy_type == "router" else "",
+        named_ports=tuple(sorted((named_ports or {}).items())),
+    )

@@ -1,0 +1,118 @@
+"""Which fields of a configuration this version accepts but does not act on yet.
+
+Shrink `NOT_ENFORCED_HTTP`, `NOT_ENFORCED_TRAFFIC_POLICY` (and friends) as features land.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gossamer.resources.base import FieldPath, Resource, format_path
+from gossamer.resources.issues import Issue
+
+# Fields of a VirtualService http route (spec.http[i].<field>) not enforced yet.
+NOT_ENFORCED_HTTP: frozenset[str] = frozenset(
+    {
+        "timeout",
+        "retries",
+        "fault",
+        "mirror",
+        "mirrors",
+        "mirrorPercentage",
+        "mirrorPercent",
+        "corsPolicy",
+        "redirect",
+        "rewrite",
+        "directResponse",
+        "delegate",
+    }
+)
+
+# Top-level VirtualService route lists not enforced yet (spec.<field>).
+NOT_ENFORCED_VS: frozenset[str] = frozenset({"tcp", "tls"})
+
+# Fields of a DestinationRule traffic policy (service level, subset level and port level:
+# spec.trafficPolicy.<field>, spec.subsets[i].trafficPolicy.<field>,
+# ...portLevelSettings[j].<field>) not enforced yet.
+NOT_ENFORCED_TRAFFIC_POLICY: frozenset[str] = frozenset(
+    {
+        "loadBalancer",
+        "connectionPool",
+        "outlierDetection",
+        "tls",
+        "tunnel",
+        "proxyProtocol",
+        "retryBudget",
+    }
+)
+
+# Whole kinds accepted but not acted on yet.
+NOT_ENFORCED_KINDS: frozenset[str] = frozenset(
+    {"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication", "Telemetry", "Sidecar"}
+)
+
+
+def _traffic_policy_paths(tp: Any, path: FieldPath) -> list[FieldPath]:
+    out: list[FieldPath] = []
+    if not isinstance(tp, dict):
+        return out
+    for key in tp:
+        if key in NOT_ENFORCED_TRAFFIC_POLICY:
+            out.append(path + (key,))
+    for j, pls in enumerate(tp.get("portLevelSettings") or []):
+        if isinstance(pls, dict):
+            for key in pls:
+                if key in NOT_ENFORCED_TRAFFIC_POLICY:
+                    out.append(path + ("portLevelSettings", j, key))
+    return out
+
+
+def not_enforced_paths(resource: Resource) -> list[FieldPath]:
+    """Like `not_enforced_fields`, as field-path tuples."""
+    raw = resource.raw
+    spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
+    assert isinstance(spec, dict)
+    out: list[FieldPath] = []
+    if resource.kind == "VirtualService":
+        for i, route in enumerate(spec.get("http") or []):
+            if isinstance(route, dict):
+                for key in route:
+                    if key in NOT_ENFORCED_HTTP:
+                        out.append(("spec", "http", i, key))
+        for key in ("tcp", "tls"):
+            if key in NOT_ENFORCED_VS and spec.get(key):
+                out.append(("spec", key))
+    elif resource.kind == "DestinationRule":
+        out += _traffic_policy_paths(spec.get("trafficPolicy"), ("spec", "trafficPolicy"))
+        for i, subset in enumerate(spec.get("subsets") or []):
+            if isinstance(subset, dict):
+                out += _traffic_policy_paths(
+                    subset.get("trafficPolicy"), ("spec", "subsets", i, "trafficPolicy")
+                )
+    elif resource.kind in NOT_ENFORCED_KINDS:
+        out.append(("spec",))
+    return out
+
+
+def not_enforced_fields(resource: Resource) -> list[str]:
+    """Dotted paths of the fields present in `resource` that this version accepts but does not
+    enforce, e.g. ["spec.http[0].retries", "spec.trafficPolicy.outlierDetection"]."""
+    return [format_path(p) for p in not_enforced_paths(resource)]
+
+
+def not_enforced_issues(resource: Resource) -> list[Issue]:
+    """The same as warnings pointing at the lines of those fields."""
+    return [
+        Issue(
+            "warning",
+            resource.source_file,
+            resource.line_of(p),
+            resource.kind,
+            resource.name,
+            format_path(p),
+            "accepted but not enforced by this version"
+            if p != ("spec",)
+            else f"{resource.kind} is accepted but not enforced by this version",
+        )
+        for p in not_enforced_paths(resource)
+    ]

@@ -1,0 +1,227 @@
+"""The kinds Gossamer accepts (and `Pod`, which it only shows), with their aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from gossamer.resources import apps, core, networking, security, telemetry
+from gossamer.resources import validation as v
+from gossamer.resources.base import Resource
+from gossamer.resources.validation import Finding
+
+Validator = Callable[[Resource], list[Finding]]
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    group: str  # "" for core
+    versions: tuple[str, ...]  # served versions, preferred first
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    namespaced: bool
+    spec_model: type[BaseModel] | None  # None: no spec (Namespace, ServiceAccount, Pod)
+    validator: Validator
+    appliable: bool = True  # False: shown by `get`, never accepted as input (Pod)
+    name_rule: str = "subdomain"  # metadata.name must be a DNS-1123 "subdomain" or "label"
+    extra_top_level: tuple[str, ...] = ()  # top-level fields other than apiVersion/kind/metadata/spec/status
+
+    @property
+    def api_versions(self) -> tuple[str, ...]:
+        return tuple(f"{self.group}/{ver}" if self.group else ver for ver in self.versions)
+
+    @property
+    def preferred_api_version(self) -> str:
+        return self.api_versions[0]
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def full_name(self) -> str:
+        """e.g. "virtualservices.networking.istio.io" (kubectl's resource.group form)."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+_ISTIO_NET = ("v1", "v1beta1", "v1alpha3")
+_ISTIO_SEC = ("v1", "v1beta1")
+
+ALL_KINDS: tuple[KindInfo, ...] = (
+    KindInfo(
+        "",
+        ("v1",),
+        "Namespace",
+        "namespaces",
+        ("ns",),
+        False,
+        core.NamespaceSpec,
+        v.validate_nothing,
+        name_rule="label",
+    ),
+    KindInfo(
+        "",
+        ("v1",),
+        "ServiceAccount",
+        "serviceaccounts",
+        ("sa",),
+        True,
+        None,
+        v.validate_nothing,
+        extra_top_level=("secrets", "imagePullSecrets", "automountServiceAccountToken"),
+    ),
+    KindInfo(
+        "",
+        ("v1",),
+        "Service",
+        "services",
+        ("svc",),
+        True,
+        core.ServiceSpec,
+        v.validate_service,
+        name_rule="label",
+    ),
+    KindInfo("", ("v1",), "Pod", "pods", ("po",), True, None, v.validate_nothing, appliable=False),
+    KindInfo(
+        "apps",
+        ("v1",),
+        "Deployment",
+        "deployments",
+        ("deploy",),
+        True,
+        apps.DeploymentSpec,
+        v.validate_deployment,
+    ),
+    KindInfo(
+        "networking.istio.io",
+        _ISTIO_NET,
+        "VirtualService",
+        "virtualservices",
+        ("vs",),
+        True,
+        networking.VirtualServiceSpec,
+        v.validate_virtual_service,
+    ),
+    KindInfo(
+        "networking.istio.io",
+        _ISTIO_NET,
+        "DestinationRule",
+        "destinationrules",
+        ("dr",),
+        True,
+        networking.DestinationRuleSpec,
+        v.validate_destination_rule,
+    ),
+    KindInfo(
+        "networking.istio.io",
+        _ISTIO_NET,
+        "Gateway",
+        "gateways",
+        ("gw",),
+        True,
+        networking.GatewaySpec,
+        v.validate_gateway,
+    ),
+    KindInfo(
+        "networking.istio.io",
+        _ISTIO_NET,
+        "ServiceEntry",
+        "serviceentries",
+        ("se",),
+        True,
+        networking.ServiceEntrySpec,
+        v.validate_service_entry,
+    ),
+    KindInfo(
+        "networking.istio.io",
+        _ISTIO_NET,
+        "WorkloadEntry",
+        "workloadentries",
+        ("we",),
+        True,
+        networking.WorkloadEntrySpec,
+        v.validate_workload_entry,
+    ),
+    KindInfo(
+        "networking.istio.io",
+        _ISTIO_NET,
+        "Sidecar",
+        "sidecars",
+        (),
+        True,
+        networking.SidecarSpec,
+        v.validate_sidecar,
+    ),
+    KindInfo(
+        "security.istio.io",
+        _ISTIO_SEC,
+        "PeerAuthentication",
+        "peerauthentications",
+        ("pa",),
+        True,
+        security.PeerAuthenticationSpec,
+        v.validate_peer_authentication,
+    ),
+    KindInfo(
+        "security.istio.io",
+        _ISTIO_SEC,
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        ("ap",),
+        True,
+        security.AuthorizationPolicySpec,
+        v.validate_authorization_policy,
+    ),
+    KindInfo(
+        "security.istio.io",
+        _ISTIO_SEC,
+        "RequestAuthentication",
+        "requestauthentications",
+        ("ra",),
+        True,
+        security.RequestAuthenticationSpec,
+        v.validate_request_authentication,
+    ),
+    KindInfo(
+        "telemetry.istio.io",
+        ("v1", "v1alpha1"),
+        "Telemetry",
+        "telemetries",
+        ("telemetry",),
+        True,
+        telemetry.TelemetrySpec,
+        v.validate_telemetry,
+    ),
+)
+
+_BY_NAME: dict[str, KindInfo] = {}
+for _info in ALL_KINDS:
+    for _alias in (
+        _info.kind,
+        _info.plural,
+        *_info.short_names,
+        _info.full_name,
+        f"{_info.singular}.{_info.group}" if _info.group else _info.singular,
+    ):
+        _BY_NAME.setdefault(_alias.lower(), _info)
+_BY_KIND: dict[str, KindInfo] = {info.kind: info for info in ALL_KINDS}
+
+
+def lookup_kind(name: str) -> KindInfo:
+    """Find a kind by name, plural, short name or plural.group, case-insensitively:
+    "VirtualService", "virtualservices", "vs", "virtualservices.networking.istio.io", "po"."""
+    info = _BY_NAME.get(name.strip().lower())
+    if info is None:
+        known = ", ".join(
+            f"{i.plural} ({', '.join(i.short_names)})" if i.short_names else i.plural for i in ALL_KINDS
+        )
+        raise KeyError(f"unknown resource type {name!r}; known types: {known}")
+    return info
+
+
+def kind_for(kind: str) -> KindInfo | None:
+    """Exact (case-sensitive) match on the `kind:` field of a document."""
+    return _BY_KIND.get(kind)

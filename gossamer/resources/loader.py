@@ -1,0 +1,492 @@
+"""Reading YAML into typed `Resource`s, with every problem pinned to its file and line.
+
+    resources, issues = load_paths(["samples/bookinfo/"])
+    resources, issues = parse_documents(text, "vs.yaml")
+
+Only objects without errors are returned in `resources`; `issues` holds every error and
+warning. Each object remembers the line of each of its fields (`Resource.line_of`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gossamer.resources.base import FieldPath, Metadata, Resource, format_path
+from gossamer.resources.issues import Issue
+from gossamer.resources.kinds import ALL_KINDS, KindInfo, kind_for, lookup_kind
+from gossamer.resources.validation import Finding, check_metadata
+
+_BASE_TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
+
+
+class ResourceError(ValueError):
+    """Raised by `resource_from_raw` when a document does not parse; `issues` says why."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        super().__init__("; ".join(str(i) for i in issues))
+        self.issues = issues
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps timestamps as strings (as Kubernetes does)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+# ---------------------------------------------------------------------------- line maps
+
+
+def _key_of(node: yaml.Node) -> str | int | None:
+    if not isinstance(node, yaml.ScalarNode):
+        return None
+    if node.tag == "tag:yaml.org,2002:int":
+        try:
+            return int(node.value)
+        except ValueError:
+            return node.value
+    return str(node.value)
+
+
+def _line_map(
+    node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int], dupes: list[tuple[FieldPath, int]]
+) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str | int] = set()
+        for key_node, value_node in node.value:
+            key = _key_of(key_node)
+            if key is None or key == "<<":
+                continue
+            if key in seen:
+                dupes.append((path + (key,), key_node.start_mark.line + 1))
+            seen.add(key)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _line_map(value_node, path + (key,), lines, dupes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            _line_map(item, path + (i,), lines, dupes)
+
+
+def _child_node(node: yaml.Node, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if _key_of(key_node) == key:
+                return value_node
+    return None
+
+
+# ---------------------------------------------------------------------------- pydantic errors
+
+
+def _all_field_names() -> set[str]:
+    names: set[str] = set()
+    todo: list[type[BaseModel]] = [Metadata] + [k.spec_model for k in ALL_KINDS if k.spec_model is not None]
+    seen: set[type] = set()
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            names.add(field.alias or name)
+            stack: list[Any] = [field.annotation]
+            while stack:
+                t = stack.pop()
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    todo.append(t)
+                stack.extend(getattr(t, "__args__", ()))
+    return names
+
+
+_FIELD_NAMES: set[str] | None = None
+
+
+def _suggest(key: str) -> str:
+    global _FIELD_NAMES
+    if _FIELD_NAMES is None:
+        _FIELD_NAMES = _all_field_names()
+    close = difflib.get_close_matches(key, sorted(_FIELD_NAMES), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _resolve_loc(raw: Any, loc: Sequence[Any]) -> tuple[FieldPath, FieldPath]:
+    """Map a pydantic error location onto the document: (path to show, path whose line to use).
+    Parts that are not in the document (union tags, '[key]') are dropped; a missing key at
+    the end is shown but the line is its parent's."""
+    cur = raw
+    shown: list[str | int] = []
+    found: list[str | int] = []
+    for i, part in enumerate(loc):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+            shown.append(part)
+            found.append(part)
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            cur = cur[part]
+            shown.append(part)
+            found.append(part)
+        elif i == len(loc) - 1 and isinstance(part, str) and isinstance(cur, dict):
+            shown.append(part)
+    return tuple(shown), tuple(found)
+
+
+def _pydantic_findings(
+    err: ValidationError, raw_root: Any, prefix: FieldPath
+) -> list[tuple[FieldPath, FieldPath, str]]:
+    out: list[tuple[FieldPath, FieldPath, str]] = []
+    seen: set[FieldPath] = set()
+    for e in err.errors():
+        shown, found = _resolve_loc(raw_root, prefix + tuple(e["loc"]))
+        if shown in seen:
+            continue
+        seen.add(shown)
+        etype = e["type"]
+        msg = str(e["msg"])
+        if etype == "extra_forbidden":
+            key = shown[-1] if shown else "?"
+            msg = f"unknown field {key!r}" + (_suggest(key) if isinstance(key, str) else "")
+            shown = shown[:-1]
+        elif etype == "missing":
+            msg = "required field is missing"
+        else:
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+            value = e.get("input")
+            if not isinstance(value, dict | list) and etype not in ("value_error",):
+                text = repr(value)
+                msg += f" (got {text if len(text) <= 60 else text[:57] + '...'})"
+        out.append((shown, found, msg))
+    return out
+
+
+# ---------------------------------------------------------------------------- one document
+
+
+class _Doc:
+    """Collects issues for one object."""
+
+    def __init__(
+        self, filename: str, lines: dict[FieldPath, int], doc_line: int, kind: str, name: str
+    ) -> None:
+        self.filename = filename
+        self.lines = lines
+        self.doc_line = doc_line
+        self.kind = kind
+        self.name = name
+        self.issues: list[Issue] = []
+
+    def line(self, path: FieldPath) -> int:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.doc_line
+
+    def add(self, level: str, shown: FieldPath, message: str, line_path: FieldPath | None = None) -> None:
+        self.issues.append(
+            Issue(
+                level="error" if level == "error" else "warning",
+                file=self.filename,
+                line=self.line(shown if line_path is None else line_path),
+                kind=self.kind,
+                name=self.name,
+                field=format_path(shown),
+                message=message,
+            )
+        )
+
+    @property
+    def failed(self) -> bool:
+        return any(i.level == "error" for i in self.issues)
+
+
+def _build(
+    raw: Any, filename: str, lines: dict[FieldPath, int], doc_line: int, validate: bool = True
+) -> tuple[Resource | None, list[Issue]]:
+    if not isinstance(raw, dict):
+        doc = _Doc(filename, lines, doc_line, "", "")
+        doc.add(
+            "error",
+            (),
+            f"a document must be a mapping with apiVersion, kind and metadata, got {type(raw).__name__}",
+        )
+        return None, doc.issues
+    kind = raw.get("kind")
+    meta_raw = raw.get("metadata")
+    name = meta_raw.get("name") if isinstance(meta_raw, dict) else None
+    doc = _Doc(
+        filename,
+        lines,
+        doc_line,
+        kind if isinstance(kind, str) else "",
+        name if isinstance(name, str) else "",
+    )
+
+    api_version = raw.get("apiVersion")
+    if not isinstance(kind, str) or not kind:
+        doc.add("error", ("kind",), "kind is required")
+        return None, doc.issues
+    info = kind_for(kind)
+    if info is None:
+        hint = ""
+        try:
+            hint = f" (did you mean {lookup_kind(kind).kind!r}?)"
+        except KeyError:
+            pass
+        supported = ", ".join(k.kind for k in ALL_KINDS if k.appliable)
+        doc.add("error", ("kind",), f"unknown kind {kind!r}{hint}; supported kinds: {supported}")
+        return None, doc.issues
+    if not info.appliable:
+        doc.add("error", ("kind",), f"{kind} objects cannot be applied; they are created from Deployments")
+        return None, doc.issues
+    if not isinstance(api_version, str) or not api_version:
+        doc.add("error", ("apiVersion",), f"apiVersion is required (e.g. {info.preferred_api_version})")
+        return None, doc.issues
+    if api_version not in info.api_versions:
+        doc.add(
+            "error",
+            ("apiVersion",),
+            f"{kind} is not served at apiVersion {api_version!r}; use one of {', '.join(info.api_versions)}",
+        )
+        return None, doc.issues
+
+    allowed = set(_BASE_TOP_LEVEL) | set(info.extra_top_level)
+    if info.spec_model is None:
+        allowed.discard("spec")
+    for key in raw:
+        if key not in allowed:
+            doc.add(
+                "error",
+                (key,) if isinstance(key, str) else (),
+                f"unknown field {key!r}" + (_suggest(key) if isinstance(key, str) else ""),
+            )
+
+    # metadata
+    if not isinstance(meta_raw, dict):
+        doc.add("error", ("metadata",), "metadata with a name is required")
+        return None, doc.issues
+    metadata: Metadata | None = None
+    try:
+        metadata = Metadata.model_validate(meta_raw)
+    except ValidationError as e:
+        for shown, found, msg in _pydantic_findings(e, raw, ("metadata",)):
+            doc.add("error", shown, msg, found)
+    if metadata is not None:
+        if not info.namespaced:
+            metadata = metadata.model_copy(update={"namespace": ""})
+        elif metadata.namespace == "":
+            metadata = metadata.model_copy(update={"namespace": "default"})
+
+    # spec
+    spec: Any = None
+    if info.spec_model is not None:
+        spec_raw = raw.get("spec")
+        if spec_raw is None:
+            spec_raw = {}
+        if not isinstance(spec_raw, dict):
+            doc.add("error", ("spec",), f"spec must be a mapping, got {type(spec_raw).__name__}")
+        else:
+            try:
+                spec = info.spec_model.model_validate(spec_raw)
+            except ValidationError as e:
+                for shown, found, msg in _pydantic_findings(e, raw, ("spec",)):
+                    doc.add("error", shown, msg, found)
+
+    if doc.failed or metadata is None:
+        return None, doc.issues
+
+    resource = Resource(
+        api_version=api_version,
+        kind=kind,
+        metadata=metadata,
+        spec=spec,
+        source_file=filename,
+        source_line=doc_line,
+        raw=raw,
+    ).with_lines(lines)
+
+    if validate:
+        findings: list[Finding] = check_metadata(resource, info.namespaced, info.name_rule)
+        try:
+            findings += info.validator(resource)
+        except Exception as e:  # a validator bug must not hide the object's other problems
+            findings.append(Finding("error", (), f"internal error while validating: {e!r}"))
+        for f in findings:
+            doc.add(f.level, f.path, f.message)
+    doc.issues.sort(key=lambda i: i.line)
+    if doc.failed:
+        return None, doc.issues
+    return resource, doc.issues
+
+
+def _build_node(node: yaml.Node, raw: Any, filename: str) -> tuple[list[Resource], list[Issue]]:
+    resources: list[Resource] = []
+    issues: list[Issue] = []
+    doc_line = node.start_mark.line + 1
+    if isinstance(raw, dict) and raw.get("kind") == "List" and "items" in raw:
+        items = raw.get("items")
+        items_node = _child_node(node, "items")
+        if not isinstance(items, list) or not isinstance(items_node, yaml.SequenceNode):
+            line = items_node.start_mark.line + 1 if items_node is not None else doc_line
+            issues.append(Issue("error", filename, line, "List", "", "items", "items must be a list"))
+            return resources, issues
+        for item, item_node in zip(items, items_node.value, strict=True):
+            r, i = _build_node(item_node, item, filename)
+            resources += r
+            issues += i
+        return resources, issues
+    lines: dict[FieldPath, int] = {}
+    dupes: list[tuple[FieldPath, int]] = []
+    _line_map(node, (), lines, dupes)
+    resource, found = _build(raw, filename, lines, doc_line)
+    if dupes:
+        kind = raw.get("kind", "") if isinstance(raw, dict) else ""
+        meta = raw.get("metadata") if isinstance(raw, dict) else None
+        name = meta.get("name", "") if isinstance(meta, dict) else ""
+        for path, line in dupes:
+            found.append(
+                Issue(
+                    "error",
+                    filename,
+                    line,
+                    str(kind),
+                    str(name),
+                    format_path(path),
+                    "duplicate key: the same field is set twice",
+                )
+            )
+        resource = None
+    if resource is not None:
+        resources.append(resource)
+    issues += found
+    return resources, issues
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def parse_documents(text: str, filename: str) -> tuple[list[Resource], list[Issue]]:
+    """Parse multi-document YAML. Returns the objects without errors, and every issue."""
+    resources: list[Resource] = []
+    issues: list[Issue] = []
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            raw = loader.construct_document(node)
+            if raw is None:
+                continue
+            r, i = _build_node(node, raw, filename)
+            resources += r
+            issues += i
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        message = e.problem or "syntax error"
+        if e.context:
+            message = f"{message} ({e.context}" + (
+                f" at line {e.context_mark.line + 1})" if e.context_mark is not None else ")"
+            )
+        issues.append(Issue("error", filename, line, "", "", "", f"invalid YAML: {message}"))
+    except yaml.YAMLError as e:
+        issues.append(Issue("error", filename, 0, "", "", "", f"invalid YAML: {e}"))
+    finally:
+        loader.dispose()
+    _check_duplicates(resources, issues)
+    return resources, issues
+
+
+def _check_duplicates(
+    resources: list[Resource], issues: list[Issue], first: dict[Any, Resource] | None = None
+) -> None:
+    seen: dict[Any, Resource] = {} if first is None else first
+    for r in resources:
+        prev = seen.get(r.key)
+        if prev is not None and (prev.source_file, prev.source_line) != (r.source_file, r.source_line):
+            issues.append(
+                Issue(
+                    "warning",
+                    r.source_file,
+                    r.source_line,
+                    r.kind,
+                    r.name,
+                    "",
+                    f"defined again: replaces the definition at {prev.source_file}:{prev.source_line}",
+                )
+            )
+        seen[r.key] = r
+
+
+def yaml_files(folder: Path) -> list[Path]:
+    """The *.yaml / *.yml files directly in `folder` (not recursive), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+
+
+def load_paths(paths: Sequence[str | Path]) -> tuple[list[Resource], list[Issue]]:
+    """Load files and folders (a folder contributes its top-level *.yaml/*.yml files, sorted);
+    "-" reads standard input."""
+    resources: list[Resource] = []
+    issues: list[Issue] = []
+    files: list[Path | str] = []
+    for p in paths:
+        if str(p) == "-":
+            files.append("-")
+            continue
+        path = Path(p)
+        if path.is_dir():
+            found = yaml_files(path)
+            if not found:
+                issues.append(
+                    Issue("warning", str(path), 0, "", "", "", "no *.yaml or *.yml files in this folder")
+                )
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            issues.append(Issue("error", str(path), 0, "", "", "", "no such file or folder"))
+    for f in files:
+        if f == "-":
+            text, name = sys.stdin.read(), "<stdin>"
+        else:
+            name = str(f)
+            try:
+                text = Path(f).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                issues.append(Issue("error", name, 0, "", "", "", f"cannot read: {e}"))
+                continue
+        r, i = parse_documents(text, name)
+        resources += r
+        issues += [x for x in i if not x.message.startswith("defined again:")]
+    _check_duplicates(resources, issues)
+    return resources, issues
+
+
+def resource_from_raw(
+    raw: dict[str, Any], source_file: str = "", source_line: int = 0, validate: bool = False
+) -> Resource:
+    """Re-parse a stored document. Raises `ResourceError` (a ValueError) if it does not parse
+    (or, with validate=True, if it fails semantic validation)."""
+    resource, issues = _build(raw, source_file, {}, source_line, validate=validate)
+    if resource is None:
+        raise ResourceError([i for i in issues if i.level == "error"])
+    return resource
+
+
+def kind_info(resource: Resource) -> KindInfo:
+    info = kind_for(resource.kind)
+    if info is None:
+        raise KeyError(resource.kind)
+    return info

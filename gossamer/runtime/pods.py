@@ -1,0 +1,338 @@
+"""One pod: a netns wired to the bridge, its name files, capture rules, Envoy and app processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from gossamer.agent.bootstrap import (
+    build_bootstrap,
+    node_id,
+    proxy_metadata,
+    service_cluster,
+    write_bootstrap,
+)
+from gossamer.agent.envoy import as_proxy_user, envoy_args
+from gossamer.runtime import hosts, iptables, network
+from gossamer.runtime.probes import run_probe, unix_http_get
+from gossamer.runtime.processes import SupervisedProcess, base_env
+from gossamer.runtime.state import StateRecord
+from gossamer.runtime.types import PROXY_UID, ContainerSpec, DeploymentSpec, PodStatus, ServiceAddress
+
+log = logging.getLogger(__name__)
+
+PROXY_CONTAINER = "istio-proxy"
+STOP_GRACE = 3.0
+PROBE_FAILURE_THRESHOLD = 3
+
+
+def has_sidecar(spec: DeploymentSpec) -> bool:
+    """Router pods always run Envoy; others when injected and not opted out by annotation."""
+    if spec.proxy_type == "router":
+        return True
+    return spec.inject_sidecar and dict(spec.annotations).get("sidecar.istio.io/inject", "true") != "false"
+
+
+@dataclass
+class PodContext:
+    """What every pod needs from the runtime."""
+
+    record: StateRecord
+    state_dir: Path
+    run_dir: Path
+    xds_socket: Path
+    ingress_port: int
+    envoy_binary: Path
+    notify: Callable[[], None]
+
+
+class Container:
+    def __init__(self, spec: ContainerSpec, proc: SupervisedProcess) -> None:
+        self.spec = spec
+        self.proc = proc
+        self.probe_ready = False
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        if not self.proc.running:
+            return False
+        return True if self.spec.readiness_probe is None else self.probe_ready
+
+
+class Pod:
+    def __init__(self, *, spec: DeploymentSpec, name: str, short_id: str, ip: str, ctx: PodContext) -> None:
+        self.spec = spec
+        self.name = name
+        self.namespace = spec.namespace
+        self.short_id = short_id
+        self.template_hash = spec.template_hash
+        self.ctx = ctx
+        netns, veth = network.names_for(short_id)
+        self.net = network.PodNetwork(netns=netns, veth=veth, ip=ip)
+        self.has_sidecar = has_sidecar(spec)
+        self.proxy_type: Literal["sidecar", "router"] = spec.proxy_type
+        self.phase: Literal["Pending", "Running", "Terminating"] = "Pending"
+        self.started_at = time.time()
+        self.containers: list[Container] = []
+        self.proxy: SupervisedProcess | None = None
+        self.proxy_live = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._deleting: asyncio.Task[None] | None = None
+
+    # ---- paths -------------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        return self.ctx.run_dir / self.short_id
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.run_dir / "admin.sock"
+
+    @property
+    def bootstrap_path(self) -> Path:
+        return self.run_dir / "envoy.json"
+
+    def log_path(self, container: str) -> Path:
+        return log_path(self.ctx.state_dir, self.name, self.namespace, container)
+
+    # ---- status ------------------------------------------------------------------------
+
+    @property
+    def proxy_ready(self) -> bool:
+        if not self.has_sidecar:
+            return True
+        return self.proxy is not None and self.proxy.running and self.proxy_live
+
+    @property
+    def app_ready(self) -> bool:
+        return all(c.ready for c in self.containers)
+
+    @property
+    def restarts(self) -> int:
+        return sum(c.proc.restarts for c in self.containers) + (self.proxy.restarts if self.proxy else 0)
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "Running" and self.app_ready and self.proxy_ready
+
+    def status(self) -> PodStatus:
+        ports: list[int] = []
+        for c in self.spec.containers:
+            ports += [p for p in c.ports if p not in ports]
+        return PodStatus(
+            name=self.name,
+            namespace=self.namespace,
+            deployment=self.spec.name,
+            ip=self.net.ip,
+            labels=self.spec.labels,
+            service_account=self.spec.service_account,
+            has_sidecar=self.has_sidecar,
+            proxy_type=self.proxy_type,
+            phase=self.phase,
+            app_ready=self.app_ready,
+            proxy_ready=self.proxy_ready,
+            restarts=self.restarts,
+            started_at=self.started_at,
+            ports=tuple(ports),
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def create(self, services: Sequence[ServiceAddress]) -> None:
+        """Build the pod; on failure, whatever was created is removed and the error re-raised."""
+        rec = self.ctx.record
+        # Record first, create second: a crash in between still gets cleaned up.
+        rec.add("netns", self.net.netns)
+        rec.add("veths", self.net.veth)
+        rec.add("etc_netns", self.net.netns)
+        rec.add("dirs", str(self.run_dir))
+        try:
+            await network.create_netns(self.net.netns)
+            await network.setup_pod_network(self.net)
+            self.write_name_files(services)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run_dir.chmod(0o755)
+            if self.has_sidecar:
+                if self.proxy_type == "sidecar":
+                    await iptables.apply_capture(self.net.netns)
+                    os.chown(self.run_dir, PROXY_UID, PROXY_UID)
+                self._start_proxy()
+            for cspec in self.spec.containers:
+                self._start_container(cspec)
+            self.phase = "Running"
+            self.ctx.notify()
+        except BaseException:
+            await self._teardown()
+            raise
+
+    def write_name_files(self, services: Sequence[ServiceAddress]) -> None:
+        hosts.write_pod_files(
+            self.net.netns,
+            pod_name=self.name,
+            pod_ip=self.net.ip,
+            namespace=self.namespace,
+            services=services,
+        )
+
+    def _pod_env(self) -> dict[str, str]:
+        return {
+            "HOSTNAME": self.name,
+            "POD_NAME": self.name,
+            "POD_NAMESPACE": self.namespace,
+            "POD_IP": self.net.ip,
+            "INSTANCE_IP": self.net.ip,
+            "SERVICE_ACCOUNT": self.spec.service_account,
+        }
+
+    def _start_proxy(self) -> None:
+        labels = dict(self.spec.labels)
+        bootstrap = build_bootstrap(
+            node_id=node_id(self.proxy_type, self.net.ip, self.name, self.namespace),
+            cluster=service_cluster(labels, self.spec.name, self.namespace),
+            metadata=proxy_metadata(
+                pod=self.name,
+                namespace=self.namespace,
+                ip=self.net.ip,
+                labels=labels,
+                service_account=self.spec.service_account,
+                workload=self.spec.name,
+                proxy_type=self.proxy_type,
+                ingress_port=self.ctx.ingress_port,
+                host_netns=f"/proc/{os.getpid()}/ns/net",
+            ),
+            xds_socket=self.ctx.xds_socket,
+            admin_socket=self.admin_socket,
+        )
+        write_bootstrap(self.bootstrap_path, bootstrap)
+        argv = envoy_args(self.bootstrap_path, binary=self.ctx.envoy_binary)
+        if self.proxy_type == "sidecar":
+            # uid/gid 1337: the identity the capture rules let through.
+            argv = as_proxy_user(argv)
+        # Routers run as root: binding in the host netns (network_namespace_filepath) needs setns().
+        self.proxy = SupervisedProcess(
+            name=f"{self.namespace}/{self.name}/{PROXY_CONTAINER}",
+            argv=["ip", "netns", "exec", self.net.netns, *argv],
+            env={**base_env(), **self._pod_env()},
+            cwd=self.run_dir,
+            log_path=self.log_path(PROXY_CONTAINER),
+            record=self.ctx.record,
+            on_change=self._proxy_changed,
+        )
+        self.proxy.start()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._proxy_ready_loop()))
+
+    def _proxy_changed(self) -> None:
+        if self.proxy is not None and not self.proxy.running:
+            self.proxy_live = False
+        self.ctx.notify()
+
+    def _start_container(self, cspec: ContainerSpec) -> None:
+        env = {**base_env(), **self._pod_env(), **dict(cspec.env)}
+        proc = SupervisedProcess(
+            name=f"{self.namespace}/{self.name}/{cspec.name}",
+            argv=["ip", "netns", "exec", self.net.netns, *cspec.command],
+            env=env,
+            cwd=cspec.workdir,
+            log_path=self.log_path(cspec.name),
+            record=self.ctx.record,
+            on_change=self.ctx.notify,
+        )
+        container = Container(cspec, proc)
+        self.containers.append(container)
+        proc.start()
+        if cspec.readiness_probe is not None:
+            container.task = asyncio.get_running_loop().create_task(self._probe_loop(container))
+            self._tasks.append(container.task)
+
+    async def _probe_loop(self, c: Container) -> None:
+        probe = c.spec.readiness_probe
+        assert probe is not None
+        period = min(max(probe.period_seconds, 0.25), 1.0)
+        generation = -1
+        failures = 0
+        started = 0.0
+        while True:
+            if c.proc.generation != generation:  # (re)started: not ready until the probe passes again
+                generation = c.proc.generation
+                started = time.monotonic()
+                failures = 0
+                self._set_probe(c, False)
+            if c.proc.running and time.monotonic() - started >= probe.initial_delay_seconds:
+                ok = await run_probe(self.net.path, probe)
+                if ok:
+                    failures = 0
+                    self._set_probe(c, True)
+                else:
+                    failures += 1
+                    if not c.probe_ready or failures >= PROBE_FAILURE_THRESHOLD:
+                        self._set_probe(c, False)
+            await asyncio.sleep(period)
+
+    def _set_probe(self, c: Container, value: bool) -> None:
+        if c.probe_ready != value:
+            c.probe_ready = value
+            self.ctx.notify()
+
+    async def _proxy_ready_loop(self) -> None:
+        while True:
+            live = False
+            if self.proxy is not None and self.proxy.running:
+                try:
+                    code, body = await unix_http_get(self.admin_socket, "/ready", timeout=1.0)
+                    live = code == 200 and body.strip() == "LIVE"
+                except (OSError, TimeoutError, Exception):  # noqa: BLE001 - any failure means not ready
+                    live = False
+                if not live:
+                    _ensure_socket_access(self.ctx.xds_socket)
+            if live != self.proxy_live:
+                self.proxy_live = live
+                self.ctx.notify()
+            await asyncio.sleep(1.0 if live else 0.5)
+
+    async def delete(self) -> None:
+        """Stop everything and remove the pod (idempotent; concurrent callers share the work)."""
+        if self._deleting is None:
+            self._deleting = asyncio.get_running_loop().create_task(self._teardown())
+        await asyncio.shield(self._deleting)
+
+    async def _teardown(self) -> None:
+        self.phase = "Terminating"
+        self.ctx.notify()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        procs = [c.proc for c in self.containers] + ([self.proxy] if self.proxy else [])
+        await asyncio.gather(*(p.stop(STOP_GRACE) for p in procs), return_exceptions=True)
+        await network.delete_pod_network(self.net.netns, self.net.veth)
+        shutil.rmtree(hosts.etc_dir(self.net.netns), ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        rec = self.ctx.record
+        rec.remove("netns", self.net.netns)
+        rec.remove("veths", self.net.veth)
+        rec.remove("etc_netns", self.net.netns)
+        rec.remove("dirs", str(self.run_dir))
+
+
+def log_path(state_dir: Path, pod: str, namespace: str, container: str) -> Path:
+    return state_dir / "logs" / namespace / pod / f"{container}.log"
+
+
+def _ensure_socket_access(path: Path) -> None:
+    """Envoy runs as uid 1337: connecting to a unix socket needs write permission on it."""
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & stat.S_IWOTH:
+            path.chmod(0o666)

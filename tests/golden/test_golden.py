@@ -1,0 +1,59 @@
+"""Golden translation tests: tests/golden/<case>/in.yaml -> ir.yaml and xds.yaml.
+
+Each case's proxy.yaml names the proxy to translate for (deployment, namespace).
+Regenerate with GOLDEN_UPDATE=1 and read the diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import json_format
+
+from gossamer.translate import translate_proxy
+from gossamer.xds.build import build_resources
+from gossamer.xds.types import SHORT_NAMES
+from tests.support.offline import proxy_for, snapshot_from_yaml
+
+CASES = sorted(p for p in Path(__file__).parent.iterdir() if (p / "in.yaml").exists())
+UPDATE = os.environ.get("GOLDEN_UPDATE") == "1"
+
+
+def _dump(data: object) -> str:
+    return yaml.safe_dump(data, sort_keys=False, width=120)
+
+
+def _ir_plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _ir_plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name)}
+    if isinstance(value, tuple | list):
+        return [_ir_plain(v) for v in value]
+    return value
+
+
+def render(case: Path) -> tuple[str, str]:
+    snapshot = snapshot_from_yaml((case / "in.yaml").read_text(), "in.yaml")
+    spec = yaml.safe_load((case / "proxy.yaml").read_text())
+    proxy = proxy_for(snapshot, spec["deployment"], spec.get("namespace", "default"))
+    config = translate_proxy(snapshot, proxy)
+    resources = build_resources(config)
+    xds = {SHORT_NAMES[t]: [json.loads(json_format.MessageToJson(m)) for _, m in sorted(items.items())]
+           for t, items in resources.items()}
+    return _dump(_ir_plain(config)), _dump(xds)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_golden(case: Path) -> None:
+    ir_text, xds_text = render(case)
+    if UPDATE:
+        (case / "ir.yaml").write_text(ir_text)
+        (case / "xds.yaml").write_text(xds_text)
+    assert (case / "ir.yaml").exists(), f"run GOLDEN_UPDATE=1 to create {case.name}/ir.yaml"
+    assert ir_text == (case / "ir.yaml").read_text(), f"{case.name}: IR differs (GOLDEN_UPDATE=1 to accept)"
+    assert xds_text == (case / "xds.yaml").read_text(), f"{case.name}: xDS differs (GOLDEN_UPDATE=1 to accept)"

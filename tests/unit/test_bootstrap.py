@@ -1,0 +1,118 @@
+"""The Envoy bootstrap written by gossamer.agent: shape, and the real Envoy accepts it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gossamer.agent import (
+    build_bootstrap,
+    envoy_args,
+    envoy_binary,
+    node_id,
+    proxy_metadata,
+    service_cluster,
+    write_bootstrap,
+)
+from gossamer.agent.envoy import as_proxy_user
+
+
+def _bootstrap(tmp_path: Path, proxy_type: str = "sidecar") -> dict:
+    labels = {"app": "reviews", "version": "v1"}
+    meta = proxy_metadata(
+        pod="reviews-v1-abc",
+        namespace="default",
+        ip="10.244.0.7",
+        labels=labels,
+        service_account="bookinfo-reviews",
+        workload="reviews-v1",
+        proxy_type=proxy_type,  # type: ignore[arg-type]
+        ingress_port=8080,
+    )
+    return build_bootstrap(
+        node_id=node_id(proxy_type, "10.244.0.7", "reviews-v1-abc", "default"),  # type: ignore[arg-type]
+        cluster=service_cluster(labels, "reviews-v1", "default"),
+        metadata=meta,
+        xds_socket=tmp_path / "xds.sock",
+        admin_socket=tmp_path / "admin.sock",
+    )
+
+
+def test_node_identity(tmp_path: Path) -> None:
+    b = _bootstrap(tmp_path)
+    node = b["node"]
+    assert node["id"] == "sidecar~10.244.0.7~reviews-v1-abc.default~default.svc.cluster.local"
+    assert node["cluster"] == "reviews.default"
+    meta = node["metadata"]
+    assert meta["NAMESPACE"] == "default"
+    assert meta["NAME"] == meta["POD_NAME"] == "reviews-v1-abc"
+    assert meta["LABELS"] == {"app": "reviews", "version": "v1"}
+    assert meta["SERVICE_ACCOUNT"] == "bookinfo-reviews"
+    assert meta["INSTANCE_IPS"] == "10.244.0.7"
+    assert meta["WORKLOAD_NAME"] == "reviews-v1"
+    assert meta["CLUSTER_ID"] == "Kubernetes"
+    assert meta["MESH_ID"] == "cluster.local"
+    assert "GOSSAMER_HOST_NETNS" not in meta
+    assert all(isinstance(v, str) for k, v in meta.items() if k != "LABELS")
+
+
+def test_service_cluster_falls_back_to_workload() -> None:
+    assert service_cluster({}, "ratings-v1", "ns1") == "ratings-v1.ns1"
+
+
+def test_router_metadata(tmp_path: Path) -> None:
+    b = _bootstrap(tmp_path, "router")
+    assert b["node"]["id"].startswith("router~10.244.0.7~")
+    meta = b["node"]["metadata"]
+    assert meta["GOSSAMER_HOST_NETNS"].startswith("/proc/") and meta["GOSSAMER_HOST_NETNS"].endswith("/ns/net")
+    assert Path(meta["GOSSAMER_HOST_NETNS"]).exists()
+    assert meta["GOSSAMER_INGRESS_PORT"] == "8080"
+
+
+def test_ads_and_static_resources(tmp_path: Path) -> None:
+    b = _bootstrap(tmp_path)
+    dyn = b["dynamic_resources"]
+    ads = dyn["ads_config"]
+    assert ads["api_type"] == "GRPC" and ads["transport_api_version"] == "V3"
+    assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]
+    assert ads["set_node_on_first_message_only"] is True
+    for key in ("lds_config", "cds_config"):
+        assert dyn[key]["ads"] == {} and dyn[key]["resource_api_version"] == "V3"
+    clusters = {c["name"]: c for c in b["static_resources"]["clusters"]}
+    xds = clusters["xds-grpc"]
+    assert xds["type"] == "STATIC" and xds["connect_timeout"] == "1s"
+    opts = xds["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert opts["explicit_http_config"] == {"http2_protocol_options": {}}
+    ep = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert ep["address"] == {"pipe": {"path": str(tmp_path / "xds.sock")}}
+    assert b["admin"]["address"]["pipe"]["path"] == str(tmp_path / "admin.sock")
+    prom = clusters["prometheus_stats"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert prom["address"]["pipe"]["path"] == str(tmp_path / "admin.sock")
+    ports = {ls["address"]["socket_address"]["port_value"] for ls in b["static_resources"]["listeners"]}
+    assert ports == {15090, 15021}
+
+
+def test_envoy_command_line(tmp_path: Path) -> None:
+    argv = as_proxy_user(envoy_args(tmp_path / "envoy.json", binary=Path("/bin/envoy")))
+    assert argv[:6] == ["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups"]
+    assert argv[argv.index("-c") + 1] == str(tmp_path / "envoy.json")
+    assert "--disable-hot-restart" in argv
+    assert argv[argv.index("--concurrency") + 1] == "1"
+
+
+@pytest.mark.parametrize("proxy_type", ["sidecar", "router"])
+def test_envoy_validates_bootstrap(tmp_path: Path, proxy_type: str) -> None:
+    try:
+        binary = envoy_binary()
+    except FileNotFoundError:
+        pytest.skip("envoy binary not installed")
+    path = write_bootstrap(tmp_path / "envoy.json", _bootstrap(tmp_path, proxy_type))
+    assert json.loads(path.read_text())["node"]["cluster"] == "reviews.default"
+    result = subprocess.run(
+        [str(binary), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout + result.stderr
