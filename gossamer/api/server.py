@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from typing import Any
 
 from aiohttp import web
@@ -46,24 +48,29 @@ class Api:
             web.get("/v1/pods/{namespace}/{ref:.+}", self.pod),
             web.get("/v1/proxy-config/{namespace}/{ref:.+}", self.proxy_config),
             web.post("/v1/shutdown", self.stop),
+            web.get("/v1/sync", self.sync),
         ])
         return app
 
     async def ready(self, request: web.Request) -> web.Response:
         return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url,
-                                  "pid": __import__("os").getpid()})
+                                  "pid": os.getpid()})
 
     async def apply(self, request: web.Request) -> web.Response:
         body = await request.json()
         files = [(f["name"], f["text"]) for f in body.get("files", [])]
         result = self.cp.apply(files, dry_run=bool(body.get("dryRun")))
-        return web.json_response(result.to_json(), status=200 if result.ok else 422)
+        out = result.to_json()
+        out["revision"] = self.cp.store.revision()
+        return web.json_response(out, status=200 if result.ok else 422)
 
     async def delete(self, request: web.Request) -> web.Response:
         body = await request.json()
         files = [(f["name"], f["text"]) for f in body.get("files", [])]
         result = self.cp.delete(files)
-        return web.json_response(result.to_json(), status=200 if result.ok else 422)
+        out = result.to_json()
+        out["revision"] = self.cp.store.revision()
+        return web.json_response(out, status=200 if result.ok else 422)
 
     async def list_resources(self, request: web.Request) -> web.Response:
         try:
@@ -143,6 +150,15 @@ class Api:
         if request.query.get("stats"):
             out["stats"] = (await self.cp.runtime.admin_get(pod.name, pod.namespace, "/stats"))[1]
         return web.json_response(out)
+
+    async def sync(self, request: web.Request) -> web.Response:
+        """Wait until config up to `revision` (default: the latest) is ACKed by every proxy."""
+        revision = int(request.query.get("revision") or self.cp.store.revision())
+        timeout = float(request.query.get("timeout") or 10)
+        started = time.monotonic()
+        synced = await self.cp.wait_config_synced(revision, timeout)
+        return web.json_response({"synced": synced, "revision": revision, "seconds": time.monotonic() - started},
+                                 status=200 if synced else 504)
 
     async def stop(self, request: web.Request) -> web.Response:
         self.shutdown.set()

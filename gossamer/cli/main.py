@@ -122,17 +122,31 @@ def _print_result(body: dict[str, Any], verb: str) -> None:
         print(f"{c['kind'].lower()}/{c['name']} {action}")
 
 
+def _wait_synced(args: argparse.Namespace, revision: int) -> int:
+    status, body = _call(args, "GET", f"/v1/sync?revision={revision}&timeout={args.timeout}")
+    if status != 200:
+        print(f"error: not every proxy acknowledged revision {revision} within {args.timeout}s "
+              "(see `gossamer status`)", file=sys.stderr)
+        return 1
+    print(f"every proxy in sync ({body['seconds'] * 1000:.0f} ms)")
+    return 0
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     status, body = _call(args, "POST", "/v1/apply", {"files": _files_payload(args.filename),
                                                       "dryRun": args.dry_run})
     _print_result(body, "apply")
-    return 0 if status == 200 else 1
+    if status != 200:
+        return 1
+    return _wait_synced(args, body["revision"]) if args.wait and not args.dry_run else 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     status, body = _call(args, "POST", "/v1/delete", {"files": _files_payload(args.filename)})
     _print_result(body, "delete")
-    return 0 if status == 200 else 1
+    if status != 200:
+        return 1
+    return _wait_synced(args, body["revision"]) if args.wait else 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -275,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-f", "--filename", action="append", required=True)
         if name == "apply":
             p.add_argument("--dry-run", action="store_true", help="validate only")
+        p.add_argument("--wait", action="store_true", help="return once every proxy has acknowledged the change")
+        p.add_argument("--timeout", type=float, default=10.0, help="seconds --wait waits")
         p.set_defaults(func=func)
 
     p = sub.add_parser("get", help="list resources (virtualservices, vs, pods, svc, ...)")

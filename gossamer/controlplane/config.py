@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gossamer.resources.enforcement import not_enforced_issues
 from gossamer.resources.issues import Issue
 from gossamer.resources.loader import parse_documents
 from gossamer.store import Change, Store
@@ -37,6 +38,8 @@ def parse_files(files: Sequence[tuple[str, str]]) -> tuple[list[Any], list[Issue
     for filename, text in files:
         parsed, issues = parse_documents(text, filename)
         resources.extend(parsed)
+        for r in parsed:
+            issues.extend(not_enforced_issues(r))
         errors.extend(i for i in issues if i.level == "error")
         warnings.extend(i for i in issues if i.level != "error")
     return resources, errors, warnings

@@ -185,6 +185,15 @@ class ControlPlane:
         with_proxy = [p for p in pods if p.has_sidecar]
         return len(proxies) >= len(with_proxy) and all(p.is_synced for p in proxies)
 
+    async def wait_config_synced(self, revision: int, timeout: float) -> bool:
+        """Until config up to `revision` is translated and every connected proxy has ACKed it."""
+        deadline = time.monotonic() + timeout
+        while self.pusher.pushed_revision < revision or self.pusher.pending:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return await self.ads.wait_synced(None, max(0.0, deadline - time.monotonic()))
+
     @property
     def ingress_url(self) -> str:
         return f"http://127.0.0.1:{self.ingress_port}"

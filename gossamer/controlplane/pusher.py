@@ -45,6 +45,8 @@ class Pusher:
         self._last_request = 0.0
         self._wake = asyncio.Event()
         self.stats = PushStats()
+        # The store revision the last full push translated: config up to it is in the cache.
+        self.pushed_revision = 0
 
     # -- proxy groups ------------------------------------------------------
     def proxy_connected(self, proxy: Proxy) -> str:
@@ -62,6 +64,10 @@ class Pusher:
             self._members.pop(group, None)
             self._groups.pop(group, None)
             self._cache.remove_group(group)
+
+    @property
+    def pending(self) -> bool:
+        return self._pending_full or self._pending_eds
 
     def groups(self) -> dict[str, Proxy]:
         return dict(self._groups)
@@ -101,6 +107,8 @@ class Pusher:
         snapshot = self._snapshot()
         for group, proxy in list(self._groups.items()):
             self._push_group(snapshot, group, proxy, full=full)
+        if full:
+            self.pushed_revision = max(self.pushed_revision, snapshot.version)
         elapsed = time.monotonic() - started
         self.stats.last_push_seconds = elapsed
         if full:

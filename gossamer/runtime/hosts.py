@@ -57,9 +57,7 @@ def write_pod_files(
     d = etc_dir(netns)
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o755)
-    write_in_place(
-        d / "hosts", render_hosts(pod_name=pod_name, pod_ip=pod_ip, namespace=namespace, services=services)
-    )
+    write_in_place(d / "hosts", render_hosts(pod_name=pod_name, pod_ip=pod_ip, namespace=namespace, services=services))
     write_in_place(d / "resolv.conf", render_resolv(namespace))
     for f in ("hosts", "resolv.conf"):
         (d / f).chmod(0o644)

@@ -105,14 +105,13 @@ class LocalRuntime:
             for t in list(self._retire_tasks):
                 t.cancel()
             self._desired = {}
-            await asyncio.gather(
-                *(self._delete_pod(p) for p in list(self._pods.values())), return_exceptions=True
-            )
+            await asyncio.gather(*(self._delete_pod(p) for p in list(self._pods.values())), return_exceptions=True)
             if self._started:
                 await network.delete_bridge(network.BRIDGE)
+            if not self._started:
+                return
             # Anything the pods did not remove themselves (errors above).
-            if self._record.data.get("owner"):
-                await asyncio.to_thread(cleanup_record, self._record.data)
+            await asyncio.to_thread(cleanup_record, self._record.data)
             self._record.delete()
             self._started = False
 
@@ -136,9 +135,7 @@ class LocalRuntime:
                 await self._reconcile(key, spec)
 
     def _live_pods(self, key: DeployKey) -> list[Pod]:
-        return [
-            p for p in self._pods.values() if (p.namespace, p.spec.name) == key and p.phase != "Terminating"
-        ]
+        return [p for p in self._pods.values() if (p.namespace, p.spec.name) == key and p.phase != "Terminating"]
 
     async def _reconcile(self, key: DeployKey, spec: DeploymentSpec) -> None:
         pods = self._live_pods(key)
@@ -175,9 +172,7 @@ class LocalRuntime:
             suffix = "".join(secrets.choice(_ALNUM) for _ in range(5))
             name = f"{spec.name}-{spec.template_hash[:10]}-{suffix}"
             short_id = secrets.token_hex(4)
-            if (spec.namespace, name) not in self._pods and not network.netns_exists(
-                network.names_for(short_id)[0]
-            ):
+            if (spec.namespace, name) not in self._pods and not network.netns_exists(network.names_for(short_id)[0]):
                 break
         ip = self._ips.allocate()
         pod = Pod(spec=spec, name=name, short_id=short_id, ip=ip, ctx=self._ctx)

@@ -25,7 +25,7 @@ from gossamer.agent.envoy import as_proxy_user, envoy_args
 from gossamer.runtime import hosts, iptables, network
 from gossamer.runtime.probes import run_probe, unix_http_get
 from gossamer.runtime.processes import SupervisedProcess, base_env
-from gossamer.runtime.state import StateRecord
+from gossamer.runtime.state import StateRecord, kill_netns_processes
 from gossamer.runtime.types import PROXY_UID, ContainerSpec, DeploymentSpec, PodStatus, ServiceAddress
 
 log = logging.getLogger(__name__)
@@ -316,6 +316,8 @@ class Pod:
                 await t
         procs = [c.proc for c in self.containers] + ([self.proxy] if self.proxy else [])
         await asyncio.gather(*(p.stop(STOP_GRACE) for p in procs), return_exceptions=True)
+        # Whatever the apps forked and left behind in the netns.
+        await asyncio.to_thread(kill_netns_processes, self.net.netns)
         await network.delete_pod_network(self.net.netns, self.net.veth)
         shutil.rmtree(hosts.etc_dir(self.net.netns), ignore_errors=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)

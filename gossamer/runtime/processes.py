@@ -78,9 +78,7 @@ class SupervisedProcess:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._supervise(), name=f"supervise {self.name}"
-            )
+            self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"supervise {self.name}")
 
     def _log_line(self, text: str) -> None:
         with contextlib.suppress(OSError), open(self.log_path, "a") as f:

@@ -111,9 +111,7 @@ def _run(*argv: str) -> None:
 
 def kill_recorded(processes: list[dict[str, Any]], grace: float = 0.0) -> None:
     """Stop recorded processes (and their process groups) that are still the same process."""
-    alive = [
-        p for p in processes if isinstance(p.get("pid"), int) and same_process_alive(p["pid"], p.get("start"))
-    ]
+    alive = [p for p in processes if isinstance(p.get("pid"), int) and same_process_alive(p["pid"], p.get("start"))]
     sigs = [signal.SIGTERM, signal.SIGKILL] if grace > 0 else [signal.SIGKILL]
     for sig in sigs:
         for p in alive:
@@ -134,9 +132,24 @@ def kill_recorded(processes: list[dict[str, Any]], grace: float = 0.0) -> None:
             time.sleep(0.05)
 
 
+def kill_netns_processes(netns: str) -> None:
+    """SIGKILL every process still inside a pod netns (all of them are ours, grandchildren included)."""
+    if not Path(f"/run/netns/{netns}").exists():
+        return
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False).stdout
+    for pid in (int(p) for p in out.split() if p.isdigit()):
+        if pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def cleanup_record(record: dict[str, Any]) -> None:
     """Remove everything listed in `record` (synchronously, ignoring what is already gone)."""
     kill_recorded(list(record.get("processes", [])))
+    for ns in record.get("netns", []):
+        kill_netns_processes(ns)
     for veth in record.get("veths", []):
         if Path(f"/sys/class/net/{veth}").exists():
             _run("ip", "link", "del", veth)

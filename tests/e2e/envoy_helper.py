@@ -36,8 +36,9 @@ def free_port() -> int:
         return port
 
 
-def ads_bootstrap(node_id: str, xds_socket: Path, admin_socket: Path, *, delta: bool = False,
-                  metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+def ads_bootstrap(
+    node_id: str, xds_socket: Path, admin_socket: Path, *, delta: bool = False, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Bootstrap: everything dynamic over ADS from the control plane on `xds_socket`."""
     return {
         "node": {"id": node_id, "cluster": "gossamer-test", "metadata": metadata or {}},
@@ -121,8 +122,9 @@ class EnvoyProcess:
                 self.proc.wait(timeout=10)
 
 
-def start_envoy(bootstrap: dict[str, Any], workdir: Path, *, log_level: str = "warning",
-                ready_timeout: float = 20.0) -> EnvoyProcess:
+def start_envoy(
+    bootstrap: dict[str, Any], workdir: Path, *, log_level: str = "warning", ready_timeout: float = 20.0
+) -> EnvoyProcess:
     """Start Envoy and wait until its admin socket answers (not until it is initialized)."""
     binary = envoy_binary()
     if binary is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
@@ -23,9 +23,9 @@ from google.protobuf.message import Message
 from gossamer.xds.cache import ConfigCache
 from gossamer.xds.server import AdsServer, serve
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from envoy_helper import EnvoyProcess, ads_bootstrap, envoy_binary, free_port, start_envoy
+from tests.e2e.envoy_helper import EnvoyProcess, ads_bootstrap, envoy_binary, free_port, start_envoy
 
-pytestmark = pytest.mark.skipif(envoy_binary() is None, reason="no envoy binary")
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(envoy_binary() is None, reason="no envoy binary")]
 
 NODE = "sidecar~127.0.0.1~test.default~default.svc.cluster.local"
 GROUP = "default"
@@ -35,7 +35,7 @@ def eds_cluster(name: str) -> cluster_pb2.Cluster:
     c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
     c.connect_timeout.seconds = 1
     c.eds_cluster_config.eds_config.ads.SetInParent()
-    c.eds_cluster_config.eds_config.resource_api_version = base_pb2.V3
+    c.eds_cluster_config.eds_config.resource_api_version = config_source_pb2.V3
     return c
 
 
@@ -51,16 +51,14 @@ def http_listener(name: str, port: int, route_name: str, *, duplicate_chain: boo
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=name)
     hcm.rds.route_config_name = route_name
     hcm.rds.config_source.ads.SetInParent()
-    hcm.rds.config_source.resource_api_version = base_pb2.V3
+    hcm.rds.config_source.resource_api_version = config_source_pb2.V3
     hcm.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(router_pb2.Router())
     lis = listener_pb2.Listener(name=name)
     lis.address.socket_address.address = "127.0.0.1"
     lis.address.socket_address.port_value = port
     for _ in range(2 if duplicate_chain else 1):
         # Two chains with identical (empty) matches: Envoy rejects the listener.
-        lis.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager").typed_config.Pack(
-            hcm
-        )
+        lis.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager").typed_config.Pack(hcm)
     return lis
 
 
@@ -89,10 +87,13 @@ class Setup:
     ads: AdsServer
     envoy: EnvoyProcess
     port: int
+    server: grpc.aio.Server
+    xds_sock: Path
+    delta: bool
 
 
-@pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+@pytest.fixture(params=[False, True], ids=["sotw", "delta"])
+async def setup(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
     cache = ConfigCache()
     port = free_port()
 
@@ -106,13 +107,14 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     xds_sock = tmp_path / "xds.sock"
     server: grpc.aio.Server = await serve(ads, f"unix:{xds_sock}")
     envoy = await asyncio.to_thread(
-        start_envoy, ads_bootstrap(NODE, xds_sock, tmp_path / "admin.sock"), tmp_path / "envoy"
+        start_envoy, ads_bootstrap(NODE, xds_sock, tmp_path / "admin.sock", delta=request.param), tmp_path / "envoy"
     )
     try:
-        yield Setup(cache, ads, envoy, port)
+        s = Setup(cache, ads, envoy, port, server, xds_sock, request.param)
+        yield s
     finally:
         envoy.stop()
-        await server.stop(None)
+        await s.server.stop(None)
 
 
 def fetch(port: int) -> str:
@@ -140,7 +142,7 @@ async def test_envoy_ack_nack_and_recover(setup: Setup) -> None:
     s = setup
     assert await s.ads.wait_synced([NODE], 20), s.envoy.log()
     (st,) = s.ads.proxies()
-    assert st.node_id == NODE and st.group == GROUP
+    assert st.node_id == NODE and st.group == GROUP and st.delta is s.delta
     assert set(st.types) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
     assert set(st.synced.values()) == {"SYNCED"}
     assert await fetch_until(s.port, "v1") == "v1"
@@ -172,17 +174,33 @@ async def test_envoy_ack_nack_and_recover(setup: Setup) -> None:
     assert "backend::127.0.0.1:2::" in dump[1]
 
 
-async def test_envoy_reconnects_after_control_plane_restart(setup: Setup, tmp_path: Path) -> None:
-    """Envoy re-subscribes on a new stream; the server sees it as connected and synced again."""
+async def test_envoy_reconnects_after_control_plane_restart(setup: Setup) -> None:
+    """A restarted control plane (same cache content, new server) gets Envoy back in sync."""
     s = setup
     assert await s.ads.wait_synced([NODE], 20), s.envoy.log()
-    (first,) = s.ads.proxies()
-    # Ask Envoy's xds-grpc cluster to drop: closing all streams via the admin API is not
-    # available, so check the disconnect path by stopping Envoy instead.
-    s.envoy.stop()
+    await s.server.stop(None)
     for _ in range(100):
         if not s.ads.proxies():
             break
         await asyncio.sleep(0.05)
     assert s.ads.proxies() == []
-    assert first.node_id == NODE
+    assert await fetch_until(s.port, "v1") == "v1"  # Envoy keeps its config meanwhile
+
+    disconnected: list[str] = []
+    ads2 = AdsServer(s.cache, lambda node: _group(), on_disconnect=lambda st: disconnected.append(st.node_id))
+    s.server = await serve(ads2, f"unix:{s.xds_sock}")  # the old socket file is replaced
+    assert await ads2.wait_synced([NODE], 30), s.envoy.log()
+    s.cache.set_group(GROUP, config(s.port, "v3"))
+    assert await ads2.wait_synced([NODE], 20), s.envoy.log()
+    assert await fetch_until(s.port, "v3") == "v3"
+
+    s.envoy.stop()
+    for _ in range(100):
+        if disconnected:
+            break
+        await asyncio.sleep(0.05)
+    assert disconnected == [NODE] and ads2.proxies() == []
+
+
+async def _group() -> str:
+    return GROUP

@@ -58,9 +58,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     def changed() -> None:
         holder[0].changes += 1
 
-    rt = LocalRuntime(
-        state_dir=tmp_path / "state", run_dir=run_dir, xds_socket=run_dir / "xds.sock", on_change=changed
-    )
+    rt = LocalRuntime(state_dir=tmp_path / "state", run_dir=run_dir, xds_socket=run_dir / "xds.sock", on_change=changed)
     e = Env(rt, tmp_path / "state", run_dir)
     holder.append(e)
     await rt.start()
@@ -96,8 +94,9 @@ async def test_pods_network_probes_and_names(env: Env) -> None:
         [http_server_deployment("alpha", 8000, replicas=2), http_server_deployment("beta", 8001, probe="tcp")],
         services,
     )
-    await eventually(lambda: len(ready_pods(rt, "alpha")) == 2 and len(ready_pods(rt, "beta")) == 1,
-                     what="3 ready pods")
+    await eventually(
+        lambda: len(ready_pods(rt, "alpha")) == 2 and len(ready_pods(rt, "beta")) == 1, what="3 ready pods"
+    )
     env.remember()
     assert env.changes > 0
     pods = rt.pods()
@@ -120,8 +119,10 @@ async def test_pods_network_probes_and_names(env: Env) -> None:
     r = in_pod(ns_a, "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", f"http://{beta.ip}:8001/")
     assert r.stdout == "200", r
     # The host reaches pods too (bridge address 10.244.0.1).
-    assert sh("curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", f"http://{alpha.ip}:8000/").stdout \
+    assert (
+        sh("curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", f"http://{alpha.ip}:8000/").stdout
         == "200"
+    )
 
     # Pod network: no default route, service range routed to eth0.
     routes = in_pod(ns_a, "ip", "route").stdout
@@ -189,9 +190,14 @@ async def test_rolling_update_starts_new_before_deleting_old(env: Env) -> None:
     names = {p.name for p in rt.pods()}
     assert old.name in names and len(names) == 2  # new one started, old one still there
     env.remember()
-    await eventually(lambda: [p.name for p in rt.pods()] == [p.name for p in ready_pods(rt, "roll")]
-                     and len(rt.pods()) == 1 and old.name not in {p.name for p in rt.pods()},
-                     what="old pod retired")
+    await eventually(
+        lambda: (
+            [p.name for p in rt.pods()] == [p.name for p in ready_pods(rt, "roll")]
+            and len(rt.pods()) == 1
+            and old.name not in {p.name for p in rt.pods()}
+        ),
+        what="old pod retired",
+    )
     assert v2.template_hash in rt.pods()[0].name
     assert not Path("/run/netns", old_ns).exists()
     assert not Path("/etc/netns", old_ns).exists()
@@ -221,8 +227,10 @@ async def test_sidecar_pod_capture_without_xds(env: Env) -> None:
     threading.Thread(target=accept, daemon=True).start()
     try:
         await rt.apply(
-            [http_server_deployment("meshed", 9000, inject_sidecar=True, probe="tcp"),
-             http_server_deployment("plain", 8000)],
+            [
+                http_server_deployment("meshed", 9000, inject_sidecar=True, probe="tcp"),
+                http_server_deployment("plain", 8000),
+            ],
             [],
         )
         await eventually(lambda: len(ready_pods(rt, "plain")) == 1, what="plain pod ready")
@@ -244,13 +252,15 @@ async def test_sidecar_pod_capture_without_xds(env: Env) -> None:
         assert code == 200 and meshed.name in body
 
         # Envoy runs as 1337; the app as root.
-        pids = in_pod(ns, "ip", "netns", "pids", ns).stdout.split()
         pids = sh("ip", "netns", "pids", ns).stdout.split()
         uids = {}
         for pid in pids:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            uid = next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                       if line.startswith("Uid:"))
+            uid = next(
+                line.split()[1]
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("Uid:")
+            )
             uids[comm] = uid
         assert uids.get("envoy") == "1337", uids
 
@@ -269,8 +279,11 @@ async def test_sidecar_pod_capture_without_xds(env: Env) -> None:
         r = in_pod(plain_ns, "curl", "-sS", "-m", "3", f"http://{meshed.ip}:9000/")
         assert r.returncode != 0
         counted = in_pod(ns, "iptables-save", "-c", "-t", "nat").stdout
-        inbound = next(line for line in counted.splitlines() if line.endswith("-p tcp -j ISTIO_IN_REDIRECT")
-                       and "ISTIO_INBOUND" in line)
+        inbound = next(
+            line
+            for line in counted.splitlines()
+            if line.endswith("-p tcp -j ISTIO_IN_REDIRECT") and "ISTIO_INBOUND" in line
+        )
         assert not inbound.startswith("[0:"), counted
         # Plain pods have no capture rules.
         assert "ISTIO" not in in_pod(plain_ns, "iptables-save", "-t", "nat").stdout
@@ -301,8 +314,11 @@ async def test_router_pod_runs_envoy_as_root_without_capture(env: Env) -> None:
     def envoy_uid() -> str | None:
         for pid in sh("ip", "netns", "pids", ns).stdout.split():
             if Path(f"/proc/{pid}/comm").read_text().strip() == "envoy":
-                return next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                            if line.startswith("Uid:"))
+                return next(
+                    line.split()[1]
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("Uid:")
+                )
         return None
 
     await eventually(lambda: envoy_uid() is not None, what="router envoy running")
@@ -350,13 +366,15 @@ async def test_sigkilled_runtime_is_cleaned_up(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
         assert line.strip() == "UP", proc.stderr.read() if proc.poll() is not None else line
         record = json.loads((state / "runtime.json").read_text())
         assert len(record["netns"]) == 2 and record["bridge"] == "gsm0"
-        await eventually(lambda: len(json.loads((state / "runtime.json").read_text())["processes"]) == 4,
-                         what="2 sidecars + 2 apps recorded")
+        await eventually(
+            lambda: len(json.loads((state / "runtime.json").read_text())["processes"]) == 4,
+            what="2 sidecars + 2 apps recorded",
+        )
         record = json.loads((state / "runtime.json").read_text())
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)

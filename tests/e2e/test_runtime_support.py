@@ -67,7 +67,9 @@ def http_server_deployment(
     probe: str = "http",
 ) -> DeploymentSpec:
     # Print the pod env first (checked by the tests), then serve.
-    script = f'echo "env HOSTNAME=$HOSTNAME POD_IP=$POD_IP POD_NAMESPACE=$POD_NAMESPACE"; exec python3 -m http.server {port}'
+    script = (
+        f'echo "env HOSTNAME=$HOSTNAME POD_IP=$POD_IP POD_NAMESPACE=$POD_NAMESPACE"; exec python3 -m http.server {port}'
+    )
     return DeploymentSpec(
         name=name,
         namespace=namespace,

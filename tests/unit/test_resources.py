@@ -550,3 +550,171 @@ def test_not_enforced_fields() -> None:
         "spec.trafficPolicy.outlierDetection",
         "spec.subsets[1].trafficPolicy.loadBalancer",
     ]
+
+
+OTHER_KINDS = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external-svc-https}
+spec:
+  hosts: [api.dropboxapi.com, www.googleapis.com]
+  location: MESH_EXTERNAL
+  ports:
+  - {number: 443, name: https, protocol: TLS}
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: static}
+spec:
+  hosts: [mymongodb.somedomain]
+  addresses: [192.192.192.192/24]
+  ports: [{number: 27018, name: mongodb, protocol: MONGO}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints:
+  - address: 2.2.2.2
+  - address: 3.3.3.3
+    ports: {mongodb: 27019}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-config}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: my-gateway, namespace: some-config-namespace}
+spec:
+  selector: {app: my-gateway-controller}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [uk.bookinfo.com, eu.bookinfo.com]
+    tls: {httpsRedirect: true}
+  - port: {number: 443, name: https-443, protocol: HTTPS}
+    hosts: [uk.bookinfo.com, eu.bookinfo.com]
+    tls: {mode: SIMPLE, credentialName: bookinfo-secret}
+  - port: {number: 9443, name: https-9443, protocol: HTTPS}
+    hosts: ["bookinfo-namespace/*.bookinfo.com"]
+    tls: {mode: SIMPLE, credentialName: bookinfo-secret}
+  - port: {number: 2379, name: tcp, protocol: TCP}
+    hosts: ["*"]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: foo}
+spec:
+  selector: {matchLabels: {app: finance}}
+  mtls: {mode: STRICT}
+  portLevelMtls:
+    8080: {mode: DISABLE}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: httpbin, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: ALLOW
+  rules:
+  - from:
+    - source: {principals: ["cluster.local/ns/default/sa/sleep"]}
+    - source: {namespaces: ["test"]}
+    to:
+    - operation: {methods: ["GET"], paths: ["/info*"]}
+    when:
+    - key: request.auth.claims[iss]
+      values: ["https://accounts.google.com"]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  jwtRules:
+  - issuer: "issuer-foo"
+    jwksUri: https://example.com/.well-known/jwks.json
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo-sni}
+spec:
+  hosts: ["*.bookinfo.com"]
+  gateways: [mygateway]
+  tls:
+  - match:
+    - port: 443
+      sniHosts: [login.bookinfo.com]
+    route:
+    - destination: {host: login.prod.svc.cluster.local}
+  tcp:
+  - match: [{port: 27017}]
+    route:
+    - destination: {host: mongo.backup.svc.cluster.local, port: {number: 5555}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings.prod.svc.cluster.local]
+  http:
+  - match: [{sourceLabels: {app: reviews}, headers: {x-foo: {}}}]
+    fault:
+      delay: {percentage: {value: 0.1}, fixedDelay: 5s}
+      abort: {percentage: {value: 0.1}, httpStatus: 400}
+    route: [{destination: {host: ratings.prod.svc.cluster.local, subset: v1}}]
+    mirror: {host: ratings, subset: v2}
+    mirrorPercentage: {value: 50.0}
+    corsPolicy:
+      allowOrigins: [{exact: https://example.com}]
+      allowMethods: [POST, GET]
+      allowCredentials: false
+      allowHeaders: [X-Foo-Bar]
+      maxAge: "24h"
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /v1/bookRatings, authority: newratings.default.svc.cluster.local}
+  - match: [{uri: {prefix: /v2}}]
+    directResponse: {status: 503, body: {string: "unavailable"}}
+  - match: [{uri: {prefix: /ratings}}]
+    rewrite: {uri: /v1/bookRatings}
+    route: [{destination: {host: ratings.prod.svc.cluster.local, subset: v1}}]
+  - name: reviews-delegate
+    delegate: {name: reviews, namespace: nsb}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: details-svc}
+spec:
+  serviceAccount: details-legacy
+  address: 2.2.2.2
+  labels: {app: details-legacy, instance-id: vm1}
+"""
+
+
+def test_other_istio_kinds_parse_cleanly() -> None:
+    resources, issues = parse_documents(OTHER_KINDS, "kinds.yaml")
+    assert issues == []
+    assert [r.kind for r in resources] == [
+        "ServiceEntry", "ServiceEntry", "Sidecar", "Gateway", "PeerAuthentication", "AuthorizationPolicy",
+        "RequestAuthentication", "Telemetry", "VirtualService", "VirtualService", "WorkloadEntry",
+    ]
+    se = resources[1]
+    assert se.spec.resolution == "STATIC" and se.spec.endpoints[1].ports == {"mongodb": 27019}
+    gw = resources[3]
+    assert gw.spec.servers[1].tls.credential_name == "bookinfo-secret"
+    assert resources[4].spec.port_level_mtls[8080].mode == "DISABLE"
+    assert resources[5].spec.rules[0].from_[0].source.principals == ["cluster.local/ns/default/sa/sleep"]
+    ratings = resources[9]
+    assert ratings.spec.http[0].fault.abort.http_status == 400
+    assert ratings.spec.http[0].match[0].headers["x-foo"].set_fields == []  # presence match
+    assert ratings.spec.http[2].direct_response.body.string == "unavailable"
+    assert not_enforced_fields(resources[8]) == ["spec.tcp", "spec.tls"]

@@ -29,9 +29,7 @@ def test_hosts_file() -> None:
     lines = text.splitlines()
     assert "127.0.0.1\tlocalhost" in lines
     assert "10.244.0.9\tweb-abc-12345" in lines
-    assert (
-        "10.96.0.20\treviews.default.svc.cluster.local reviews.default.svc reviews.default reviews" in lines
-    )
+    assert "10.96.0.20\treviews.default.svc.cluster.local reviews.default.svc reviews.default reviews" in lines
     # The short name only for the pod's own namespace.
     assert "10.96.0.30\tdb.other.svc.cluster.local db.other.svc db.other" in lines
 

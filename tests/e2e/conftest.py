@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.mesh import Mesh, free_port, leftovers, needs_root_reason
+
+
+@pytest.fixture(scope="session")
+def bookinfo() -> Iterator[Mesh]:
+    """One bookinfo mesh for the session, brought up the way the README says."""
+    reason = needs_root_reason()
+    if reason:
+        pytest.skip(reason)
+    state = Path(tempfile.mkdtemp(prefix="gsm-e2e-"))
+    mesh = Mesh(state_dir=state / "state", run_dir=Path("/run/gsm-e2e"), ingress_port=free_port())
+    before = leftovers()
+    assert not before, f"a previous mesh left these behind: {before}"
+    try:
+        mesh.cli("up", "samples/bookinfo", "--detach", "--ingress-port", str(mesh.ingress_port), timeout=300)
+        yield mesh
+    finally:
+        mesh.cli("down", check=False)
+        shutil.rmtree(state, ignore_errors=True)

@@ -1,0 +1,177 @@
+"""Bookinfo end to end: real Envoy sidecars in real network namespaces, real HTTP.
+
+Every request enters at the ingress gateway on 127.0.0.1 and flows
+gateway Envoy -> productpage sidecar -> productpage -> sidecars -> reviews/ratings.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.mesh import REPO, Mesh, leftovers, reviews_version, wait_until
+
+pytestmark = pytest.mark.e2e
+NETWORKING = REPO / "samples/bookinfo/networking"
+
+
+def versions(mesh: Mesh, n: int, headers: dict[str, str] | None = None) -> collections.Counter[str | None]:
+    seen: collections.Counter[str | None] = collections.Counter()
+    for _ in range(n):
+        resp = mesh.get("/productpage", headers)
+        assert resp.status == 200, resp.body[:500]
+        seen[reviews_version(resp.body)] += 1
+    return seen
+
+
+def login(mesh: Mesh, user: str) -> dict[str, str]:
+    resp = mesh.get("/login", data=f"username={user}&passwd=password".encode())
+    assert resp.status == 302, resp
+    cookie = resp.headers["Set-Cookie"].split(";", 1)[0]
+    return {"Cookie": cookie}
+
+
+@pytest.fixture
+def clean_routing(bookinfo: Mesh):
+    yield bookinfo
+    for f in ("virtual-service-all-v1.yaml", "virtual-service-reviews-test-v2.yaml",
+              "virtual-service-reviews-50-v3.yaml", "destination-rule-all.yaml"):
+        bookinfo.cli("delete", "-f", str(NETWORKING / f), "--wait", check=False)
+
+
+def test_productpage_through_the_ingress_gateway(bookinfo: Mesh) -> None:
+    resp = bookinfo.get("/productpage")
+    assert resp.status == 200
+    assert "The Comedy of Errors" in resp.body
+    assert "William Shakespeare" in resp.body  # details, through two sidecars
+    assert reviews_version(resp.body) in ("v1", "v2", "v3")
+
+
+def test_default_round_robin_reaches_every_reviews_version(bookinfo: Mesh) -> None:
+    seen = versions(bookinfo, 30)
+    assert set(seen) == {"v1", "v2", "v3"}, seen
+    # round robin: no version starves
+    assert min(seen.values()) >= 5, seen
+
+
+def test_all_v1_then_jason_to_v2_then_50_50_without_restarts(clean_routing: Mesh) -> None:
+    mesh = clean_routing
+    pods_before = {p["name"]: p["restarts"] for p in mesh.status()["pods"]}
+
+    mesh.apply(NETWORKING / "destination-rule-all.yaml")
+    mesh.apply(NETWORKING / "virtual-service-all-v1.yaml")
+    assert versions(mesh, 20) == {"v1": 20}
+
+    mesh.apply(NETWORKING / "virtual-service-reviews-test-v2.yaml")
+    jason = login(mesh, "jason")
+    page = mesh.get("/productpage", jason).body
+    assert "jason" in page
+    assert versions(mesh, 10, jason) == {"v2": 10}
+    assert '<font color="black">' in mesh.get("/productpage", jason).body
+    assert versions(mesh, 10) == {"v1": 10}
+    assert versions(mesh, 5, login(mesh, "mallory")) == {"v1": 5}
+
+    mesh.apply(NETWORKING / "virtual-service-reviews-50-v3.yaml")
+    seen = versions(mesh, 100)
+    assert set(seen) == {"v1", "v3"}, seen
+    assert 35 <= seen["v1"] <= 65 and 35 <= seen["v3"] <= 65, seen
+
+    pods_after = {p["name"]: p["restarts"] for p in mesh.status()["pods"]}
+    assert pods_after == pods_before, "a routing change must not restart or replace any pod"
+
+
+def test_a_change_takes_effect_within_a_second(clean_routing: Mesh) -> None:
+    mesh = clean_routing
+    mesh.apply(NETWORKING / "destination-rule-all.yaml")
+    started = time.monotonic()
+    mesh.apply(NETWORKING / "virtual-service-reviews-v3.yaml", wait=False)
+    assert wait_until(lambda: versions(mesh, 3) == {"v3": 3}, timeout=1.5, interval=0.02)
+    assert time.monotonic() - started < 3
+    mesh.delete(NETWORKING / "virtual-service-reviews-v3.yaml")
+
+
+def test_gateway_routes_by_host_and_answers_404_for_unknown_hosts(bookinfo: Mesh, tmp_path: Path) -> None:
+    original = (REPO / "samples/bookinfo/bookinfo-gateway.yaml").read_text()
+    scoped = tmp_path / "bookinfo-gateway.yaml"
+    scoped.write_text(original.replace('"*"', '"bookinfo.example.com"'))
+    assert "bookinfo.example.com" in scoped.read_text()
+    try:
+        bookinfo.apply(scoped)
+        assert bookinfo.get("/productpage", {"Host": "bookinfo.example.com"}).status == 200
+        assert bookinfo.get("/productpage", {"Host": "unknown.example.com"}).status == 404
+        # a server on port 80 is the same gateway port as 8080 (the Service maps 80 -> 8080)
+        port80 = tmp_path / "port80.yaml"
+        port80.write_text(original.replace("number: 8080", "number: 80").replace('"*"', '"eighty.example.com"')
+                          .replace("name: bookinfo-gateway", "name: gw80").replace("- bookinfo-gateway", "- gw80")
+                          .replace("name: bookinfo\n", "name: bookinfo80\n"))
+        bookinfo.apply(port80)
+        assert bookinfo.get("/productpage", {"Host": "eighty.example.com"}).status == 200
+        bookinfo.delete(port80)
+    finally:
+        bookinfo.apply(REPO / "samples/bookinfo/bookinfo-gateway.yaml")
+    assert bookinfo.get("/productpage", {"Host": "unknown.example.com"}).status == 200
+
+
+def test_invalid_yaml_is_rejected_with_file_and_line_and_changes_nothing(bookinfo: Mesh, tmp_path: Path) -> None:
+    before = bookinfo.cli("get", "virtualservices", "-o", "json").stdout
+    bad = tmp_path / "bad-weights.yaml"
+    bad.write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n"
+        "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n"
+        "      weight: 50\n    - destination: {host: reviews, subset: v3}\n      weight: 40\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ratings\n"
+        "spec:\n  hosts: [ratings]\n  http:\n  - route:\n    - destination: {host: ratings}\n")
+    proc = bookinfo.cli("apply", "-f", str(bad), check=False)
+    assert proc.returncode != 0
+    assert re.search(rf"{re.escape(str(bad))}:\d+: VirtualService/reviews: spec\.http\[0\]\.route.*100", proc.stderr), \
+        proc.stderr
+    assert bookinfo.cli("get", "virtualservices", "-o", "json").stdout == before  # all or nothing
+
+    unknown = tmp_path / "unknown-field.yaml"
+    unknown.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: x\n"
+                       "spec:\n  hosts: [reviews]\n  htp: []\n")
+    proc = bookinfo.cli("apply", "-f", str(unknown), check=False)
+    assert proc.returncode != 0
+    assert f"{unknown}:7: VirtualService/x: spec.htp" in proc.stderr, proc.stderr
+
+
+def test_a_config_envoy_rejects_is_shown_as_nacked_and_traffic_keeps_flowing(bookinfo: Mesh, tmp_path: Path) -> None:
+    # Valid for Istio's validation, but larger than Envoy's RE2 program-size limit: Envoy NACKs it.
+    regex = "/reviews/" + "".join(f"(a{i}|b{i}|c{i})" for i in range(40))
+    vs = tmp_path / "huge-regex.yaml"
+    vs.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: details\n"
+                  f"spec:\n  hosts: [details]\n  http:\n  - match:\n    - uri: {{regex: '{regex}'}}\n"
+                  "    route:\n    - destination: {host: details}\n  - route:\n    - destination: {host: details}\n")
+    bookinfo.apply(vs, wait=False)
+    try:
+        def nacked() -> list[str]:
+            return [t["error"] for p in bookinfo.status()["proxies"] for t in p["types"].values()
+                    if t["state"] == "NACKED"]
+        assert wait_until(lambda: bool(nacked()), timeout=10)
+        assert any("regex" in e.lower() for e in nacked()), nacked()
+        text = bookinfo.cli("status").stdout
+        assert "NACK" in text
+        assert bookinfo.get("/productpage").status == 200
+    finally:
+        bookinfo.delete(vs)
+    assert wait_until(lambda: not [1 for p in bookinfo.status()["proxies"] for t in p["types"].values()
+                                   if t["state"] == "NACKED"], timeout=10)
+
+
+def test_exec_curl_inside_the_mesh_and_proxy_config(bookinfo: Mesh) -> None:
+    out = bookinfo.exec("deploy/productpage-v1", "curl", "-s", "http://details:9080/details/0").stdout
+    assert '"author": "William Shakespeare"' in out or '"author":"William Shakespeare"' in out
+    clusters = bookinfo.cli("proxy-config", "clusters", "deploy/productpage-v1").stdout
+    assert "outbound|9080||reviews.default.svc.cluster.local" in clusters
+    logs = bookinfo.cli("logs", "deploy/productpage-v1", "-c", "istio-proxy").stdout
+    assert "outbound|9080||details.default.svc.cluster.local" in logs
+
+
+def test_zz_down_leaves_nothing_behind(bookinfo: Mesh) -> None:
+    bookinfo.cli("down")
+    assert leftovers() == []
+    assert not bookinfo.cli("status", check=False).returncode == 0
