@@ -106,13 +106,11 @@ class LocalRuntime:
                 t.cancel()
             self._desired = {}
             await asyncio.gather(*(self._delete_pod(p) for p in list(self._pods.values())), return_exceptions=True)
-            if self._started:
+            if self._record.data.get("owner"):  # we claimed the state dir in start()
                 await network.delete_bridge(network.BRIDGE)
-            if not self._started:
-                return
-            # Anything the pods did not remove themselves (errors above).
-            await asyncio.to_thread(cleanup_record, self._record.data)
-            self._record.delete()
+                # Anything the pods did not remove themselves (errors above).
+                await asyncio.to_thread(cleanup_record, self._record.data)
+                self._record.delete()
             self._started = False
 
     # ---- reconciliation ----------------------------------------------------------------

@@ -74,6 +74,7 @@ class StateRecord:
 
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
+        self.data = _empty()
 
 
 def _empty() -> dict[str, Any]:

@@ -205,9 +205,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             # Newest stream per node: an old stream of a reconnecting proxy may linger.
             latest: dict[str, ProxyStatus] = {}
             for st in statuses:
-                if st.node_id in wanted and (
-                    st.node_id not in latest or st.stream_id > latest[st.node_id].stream_id
-                ):
+                if st.node_id in wanted and (st.node_id not in latest or st.stream_id > latest[st.node_id].stream_id):
                     latest[st.node_id] = st
             if set(latest) != wanted:
                 return False
@@ -334,11 +332,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             # Same version as last sent (e.g. a NACKed one): never resend it.
             if not version or version == st.status.sent_version:
                 continue
-            resp = (
-                self._delta_response(stream, st, force=False)
-                if stream.delta
-                else self._sotw_response(stream, st)
-            )
+            resp = self._delta_response(stream, st, force=False) if stream.delta else self._sotw_response(stream, st)
             if resp is not None:
                 out.append(resp)
         if not out:

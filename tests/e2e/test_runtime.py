@@ -148,10 +148,12 @@ async def test_pods_network_probes_and_names(env: Env) -> None:
     log = rt.log_path(alpha.name, "default", "alpha").read_text()
     assert f"env HOSTNAME={alpha.name} POD_IP={alpha.ip} POD_NAMESPACE=default" in log
 
-    # Scale down, then remove a deployment.
+    # Scale down one deployment and remove the other.
+    ns_b = rt.netns_name(beta.name, "default")
     await rt.apply([http_server_deployment("alpha", 8000, replicas=1)], services)
-    await eventually(lambda: len(rt.pods()) == 1, what="scale down")
-    assert not Path("/run/netns", ns_a).exists() or rt.pod("deploy/alpha").name == alpha.name
+    assert len(rt.pods()) == 1 and rt.pods()[0].deployment == "alpha"
+    assert not Path("/run/netns", ns_b).exists()
+    assert not Path("/etc/netns", ns_b).exists()
 
 
 async def test_crashing_app_is_restarted(env: Env) -> None:

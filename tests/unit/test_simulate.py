@@ -171,7 +171,7 @@ def test_jason_reaches_v2_with_headers_and_operation() -> None:
     text = "\n".join(r.explanation)
     assert "listener 0.0.0.0_9080 (original destination port 9080" in text
     assert "matched domain 'reviews:9080' exactly" in text
-    assert "route #1 'jason': prefix '/' and header end-user exact 'jason' matched" in text
+    assert "route #1 'jason': prefix '/' and header end-user exact 'jason' (value 'jason') matched" in text
 
 
 def test_anonymous_reaches_v1() -> None:
