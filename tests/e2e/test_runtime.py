@@ -380,6 +380,12 @@ async def test_sigkilled_runtime_is_cleaned_up(tmp_path: Path) -> None:
         record = json.loads((state / "runtime.json").read_text())
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        # PR_SET_PDEATHSIG: the pod processes (apps and the uid-1337 Envoys) die with the runtime.
+        await eventually(
+            lambda: not any(same_process_alive(p["pid"], p["start"]) for p in record["processes"]),
+            timeout=10,
+            what="children killed by PDEATHSIG",
+        )
         # Leftovers are there...
         assert all(Path("/run/netns", ns).exists() for ns in record["netns"])
         assert Path("/sys/class/net/gsm0").exists()
