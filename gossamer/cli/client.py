@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 
-class NotRunning(Exception):
+class NotRunning(ConnectionError):
     pass
 
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gossamer.cli.client import ApiClient, NotRunning
-from gossamer.controlplane.daemon import Paths
+from gossamer.controlplane.paths import Paths
 from gossamer.controlplane.watch import manifest_files
 
 DEFAULT_STATE_DIR = Path(os.environ.get("GOSSAMER_STATE_DIR", Path.home() / ".local/state/gossamer"))
@@ -74,6 +74,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         argv = ["--state-dir", str(paths.state_dir), "--run-dir", str(paths.run_dir), "up",
                 "--ingress-port", str(args.ingress_port), *[str(Path(p).resolve()) for p in args.paths]]
         return detach(paths, argv)
+    # grpc's fork handlers warn on every pod the runtime spawns; no child of ours uses grpc.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from gossamer.cli.up import run_up
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

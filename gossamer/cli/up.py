@@ -15,7 +15,8 @@ from aiohttp import web
 
 from gossamer.api.server import Api
 from gossamer.cli.client import ApiClient
-from gossamer.controlplane.daemon import ControlPlane, Paths
+from gossamer.controlplane.daemon import ControlPlane
+from gossamer.controlplane.paths import Paths
 from gossamer.controlplane.watch import manifest_files
 from gossamer.runtime.local import cleanup_leftovers
 

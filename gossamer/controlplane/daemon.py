@@ -11,13 +11,13 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from gossamer.controlplane.config import ApplyResult, apply_files, delete_files
+from gossamer.controlplane.paths import Paths
 from gossamer.controlplane.proxies import proxy_from_node
 from gossamer.controlplane.pusher import Pusher
 from gossamer.controlplane.snapshots import SnapshotBuilder
@@ -38,28 +38,6 @@ from gossamer.xds.server import AdsServer, ProxyStatus, serve
 log = logging.getLogger(__name__)
 
 RUNTIME_KINDS = {"Deployment", "Service", "Namespace", "ServiceAccount"}
-
-
-@dataclass(frozen=True)
-class Paths:
-    state_dir: Path
-    run_dir: Path
-
-    @property
-    def store(self) -> Path:
-        return self.state_dir / "store.db"
-
-    @property
-    def api_socket(self) -> Path:
-        return self.run_dir / "api.sock"
-
-    @property
-    def xds_socket(self) -> Path:
-        return self.run_dir / "xds.sock"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.state_dir / "up.pid"
 
 
 class ControlPlane:

@@ -10,6 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gossamer.ir.policies import (
+    ClusterPolicy,
+    CorsPolicy,
+    DirectResponse,
+    FaultInjection,
+    HashPolicy,
+    MirrorPolicy,
+    Redirect,
+    RetryPolicy,
+    Rewrite,
+)
+
 MatchKind = Literal["exact", "prefix", "regex", "present"]
 
 
@@ -58,6 +70,7 @@ class WeightedDestination:
     weight: int
     request_headers: HeaderOps = HeaderOps()
     response_headers: HeaderOps = HeaderOps()
+    host_rewrite: str = ""  # headers.request.set/add[:authority] on this destination
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,17 @@ class HttpRoute:
     response_headers: HeaderOps = HeaderOps()
     # Provenance for debugging ("why did my request go there").
     source: str = ""
+    # Traffic management (gossamer.ir.policies). A route forwards to `destinations`
+    # unless it has a redirect or a direct response.
+    timeout: float = 0.0  # seconds; 0 disables Envoy's route timeout (Istio's default)
+    retry: RetryPolicy | None = None  # None: no retries
+    hash_policies: tuple[HashPolicy, ...] = ()
+    mirrors: tuple[MirrorPolicy, ...] = ()
+    rewrite: Rewrite = Rewrite()
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    fault: FaultInjection | None = None
+    cors: CorsPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +131,8 @@ class Cluster:
     service_host: str = ""
     port: int = 0
     subset: str = ""
+    # DestinationRule traffic policy (with Istio's defaults) for outbound clusters.
+    policy: ClusterPolicy | None = None
 
 
 @dataclass(frozen=True)

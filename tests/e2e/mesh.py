@@ -76,9 +76,9 @@ class Mesh:
         opener = urllib.request.build_opener(_NoRedirect)
         try:
             with opener.open(req, timeout=timeout) as resp:
-                return Response(resp.status, resp.read().decode(), dict(resp.headers))
+                return Response(resp.status, resp.read().decode(), {k.lower(): v for k, v in resp.headers.items()})
         except urllib.error.HTTPError as e:
-            return Response(e.code, e.read().decode(errors="replace"), dict(e.headers))
+            return Response(e.code, e.read().decode(errors="replace"), {k.lower(): v for k, v in e.headers.items()})
 
     def exec(self, ref: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.cli("exec", ref, "--", *command, check=check)
