@@ -11,22 +11,7 @@ from gossamer.resources.base import FieldPath, Resource, format_path
 from gossamer.resources.issues import Issue
 
 # Fields of a VirtualService http route (spec.http[i].<field>) not enforced yet.
-NOT_ENFORCED_HTTP: frozenset[str] = frozenset(
-    {
-        "timeout",
-        "retries",
-        "fault",
-        "mirror",
-        "mirrors",
-        "mirrorPercentage",
-        "mirrorPercent",
-        "corsPolicy",
-        "redirect",
-        "rewrite",
-        "directResponse",
-        "delegate",
-    }
-)
+NOT_ENFORCED_HTTP: frozenset[str] = frozenset({"delegate"})
 
 # Top-level VirtualService route lists not enforced yet (spec.<field>).
 NOT_ENFORCED_VS: frozenset[str] = frozenset({"tcp", "tls"})
@@ -36,15 +21,15 @@ NOT_ENFORCED_VS: frozenset[str] = frozenset({"tcp", "tls"})
 # ...portLevelSettings[j].<field>) not enforced yet.
 NOT_ENFORCED_TRAFFIC_POLICY: frozenset[str] = frozenset(
     {
-        "loadBalancer",
-        "connectionPool",
-        "outlierDetection",
         "tls",
         "tunnel",
         "proxyProtocol",
         "retryBudget",
     }
 )
+
+# Fields of a traffic policy's loadBalancer (...loadBalancer.<field>) not enforced yet.
+NOT_ENFORCED_LOAD_BALANCER: frozenset[str] = frozenset({"localityLbSetting"})
 
 # Whole kinds accepted but not acted on yet.
 NOT_ENFORCED_KINDS: frozenset[str] = frozenset(
@@ -56,14 +41,18 @@ def _traffic_policy_paths(tp: Any, path: FieldPath) -> list[FieldPath]:
     out: list[FieldPath] = []
     if not isinstance(tp, dict):
         return out
-    for key in tp:
-        if key in NOT_ENFORCED_TRAFFIC_POLICY:
-            out.append(path + (key,))
+    out += _policy_level_paths(tp, path)
     for j, pls in enumerate(tp.get("portLevelSettings") or []):
         if isinstance(pls, dict):
-            for key in pls:
-                if key in NOT_ENFORCED_TRAFFIC_POLICY:
-                    out.append(path + ("portLevelSettings", j, key))
+            out += _policy_level_paths(pls, path + ("portLevelSettings", j))
+    return out
+
+
+def _policy_level_paths(tp: dict[str, Any], path: FieldPath) -> list[FieldPath]:
+    out: list[FieldPath] = [path + (key,) for key in tp if key in NOT_ENFORCED_TRAFFIC_POLICY]
+    lb = tp.get("loadBalancer")
+    if isinstance(lb, dict):
+        out += [path + ("loadBalancer", key) for key in lb if key in NOT_ENFORCED_LOAD_BALANCER]
     return out
 
 

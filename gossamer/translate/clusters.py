@@ -12,6 +12,7 @@ from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.routes import exported_to, outbound_cluster_name
+from gossamer.translate.traffic_policy import cluster_policy, policy_for_cluster
 
 BLACKHOLE = "BlackHoleCluster"
 PASSTHROUGH = "PassthroughCluster"
@@ -46,15 +47,23 @@ def subsets_of(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> list[
 
 
 def outbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
+    """One cluster per service port and subset, with its DestinationRule traffic policy
+    (merged per Istio: port level, then subset) and Istio's defaults where none is set."""
     clusters: list[Cluster] = []
     for service in snapshot.services:
+        dr = destination_rule_for(snapshot, service.hostname, proxy.namespace)
         subsets = subsets_of(snapshot, service.hostname, proxy.namespace)
         for port in service.ports:
             http2 = port.protocol in ("http2", "grpc")
             for subset, _labels in [("", {}), *subsets]:
+                policy = cluster_policy(policy_for_cluster(dr, subset, port.port))
+                passthrough = policy.lb_policy == "CLUSTER_PROVIDED"
                 clusters.append(Cluster(
                     name=outbound_cluster_name(service.hostname, port.port, subset),
-                    kind="eds", http2=http2, service_host=service.hostname, port=port.port, subset=subset,
+                    kind="original_dst" if passthrough else "eds",
+                    http2=http2 or policy.h2_upgrade,
+                    service_host=service.hostname, port=port.port, subset=subset,
+                    policy=policy,
                 ))
     return clusters
 

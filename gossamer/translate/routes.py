@@ -7,9 +7,10 @@ order; a rule with several match blocks becomes one route per block (OR).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from gossamer.ir.policies import HashPolicy, MirrorPolicy
 from gossamer.ir.types import (
     HeaderMatch,
     HeaderOps,
@@ -21,7 +22,19 @@ from gossamer.ir.types import (
 )
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.resources.duration import parse_duration
 from gossamer.translate.hosts import resolve_host
+from gossamer.translate.policies import (
+    mirror_percent,
+    mirror_policy_percent,
+    translate_cors,
+    translate_direct_response,
+    translate_fault,
+    translate_redirect,
+    translate_retry,
+    translate_rewrite,
+)
+from gossamer.translate.traffic_policy import hash_for_destination
 
 MESH_GATEWAY = "mesh"
 
@@ -103,14 +116,36 @@ def translate_match(match: Any) -> RouteMatch:
     )
 
 
+def _is_internal_header(name: str) -> bool:
+    return name.startswith(":") or name.lower() == "host"
+
+
+def _is_authority_header(name: str) -> bool:
+    return name.lower() in (":authority", "host")
+
+
 def translate_header_ops(ops: Any) -> HeaderOps:
+    """Istio drops pseudo-headers and Host from header edits (the authority is a host rewrite)."""
     if ops is None:
         return HeaderOps()
     return HeaderOps(
-        set=tuple((k.lower(), v) for k, v in (ops.set or {}).items()),
-        add=tuple((k.lower(), v) for k, v in (ops.add or {}).items()),
-        remove=tuple(h.lower() for h in (ops.remove or [])),
+        set=tuple((k.lower(), v) for k, v in (ops.set or {}).items() if not _is_internal_header(k)),
+        add=tuple((k.lower(), v) for k, v in (ops.add or {}).items() if not _is_internal_header(k)),
+        remove=tuple(h.lower() for h in (ops.remove or []) if not _is_internal_header(h)),
     )
+
+
+def header_authority(headers: Any) -> str:
+    """The :authority (or Host) a Headers block sets on requests; `set` wins over `add`."""
+    request = headers.request if headers is not None else None
+    if request is None:
+        return ""
+    found = ""
+    for ops in (request.add, request.set):
+        for k, v in (ops or {}).items():
+            if _is_authority_header(k):
+                found = v
+    return found
 
 
 def destination_port(snapshot: MeshSnapshot, host: str, port: Any, ctx: RouteContext) -> int:
@@ -123,24 +158,87 @@ def destination_port(snapshot: MeshSnapshot, host: str, port: Any, ctx: RouteCon
     return ctx.port
 
 
-def translate_destinations(snapshot: MeshSnapshot, rule: Any, namespace: str,
-                           ctx: RouteContext) -> tuple[WeightedDestination, ...]:
-    out = []
+def destination_cluster(snapshot: MeshSnapshot, destination: Any, namespace: str, ctx: RouteContext) -> str:
+    host = resolve_host(destination.host, namespace)
+    return outbound_cluster_name(host, destination_port(snapshot, host, destination.port, ctx),
+                                 destination.subset or "")
+
+
+def _kept_destinations(rule: Any) -> list[tuple[Any, int]]:
     routes = rule.route or []
+    out = []
     for dest in routes:
-        host = resolve_host(dest.destination.host, namespace)
-        port = destination_port(snapshot, host, dest.destination.port, ctx)
         weight = dest.weight if dest.weight is not None else (100 if len(routes) == 1 else 0)
         if weight <= 0 and len(routes) > 1:
             continue  # Istio drops zero-weight destinations
+        out.append((dest, weight))
+    return out
+
+
+def translate_destinations(snapshot: MeshSnapshot, rule: Any, namespace: str,
+                           ctx: RouteContext) -> tuple[WeightedDestination, ...]:
+    out = []
+    for dest, weight in _kept_destinations(rule):
         headers = dest.headers
         out.append(WeightedDestination(
-            cluster=outbound_cluster_name(host, port, dest.destination.subset or ""),
+            cluster=destination_cluster(snapshot, dest.destination, namespace, ctx),
             weight=weight,
             request_headers=translate_header_ops(headers.request if headers else None),
             response_headers=translate_header_ops(headers.response if headers else None),
+            host_rewrite=header_authority(headers),
         ))
     return tuple(out)
+
+
+def _hash_policies(snapshot: MeshSnapshot, rule: Any, namespace: str,
+                   ctx: RouteContext) -> tuple[HashPolicy, ...]:
+    """Istio puts each destination's consistent-hash key (from its DestinationRule) on the route."""
+    from gossamer.translate.clusters import destination_rule_for
+
+    out = []
+    for dest, _weight in _kept_destinations(rule):
+        host = resolve_host(dest.destination.host, namespace)
+        dr = destination_rule_for(snapshot, host, ctx.proxy.namespace)
+        explicit_port = dest.destination.port.number if dest.destination.port is not None else None
+        hp = hash_for_destination(dr, dest.destination.subset or "", explicit_port)
+        if hp is not None:
+            out.append(hp)
+    return tuple(out)
+
+
+def translate_rule_action(snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: RouteContext,
+                          authority: str) -> dict[str, Any] | None:
+    """The HttpRoute fields that say what a rule does: redirect, direct response or forward
+    (destinations, timeout, retries, rewrite, mirrors, hash policies). None: no valid action."""
+    if rule.redirect is not None:
+        redirect = translate_redirect(rule.redirect, ctx.port)
+        return None if redirect is None else {"destinations": (), "redirect": redirect}
+    if rule.direct_response is not None:
+        return {"destinations": (), "direct_response": translate_direct_response(rule.direct_response)}
+    destinations = translate_destinations(snapshot, rule, namespace, ctx)
+    hashes = _hash_policies(snapshot, rule, namespace, ctx)
+    rewrite = translate_rewrite(rule.rewrite, authority)
+    if not rewrite.host and len(destinations) == 1 and destinations[0].host_rewrite:
+        # Istio: a single destination's :authority applies unless the route already rewrites it.
+        rewrite = replace(rewrite, host=destinations[0].host_rewrite)
+    mirrors = []
+    if rule.mirror is not None:
+        pct = mirror_percent(rule)
+        if pct is not None:
+            mirrors.append(MirrorPolicy(destination_cluster(snapshot, rule.mirror, namespace, ctx), pct))
+    for m in rule.mirrors or []:
+        pct = mirror_policy_percent(m)
+        if pct is not None:
+            mirrors.append(MirrorPolicy(destination_cluster(snapshot, m.destination, namespace, ctx), pct))
+    consistent_hash = len(rule.route or []) == 1 and bool(hashes)
+    return {
+        "destinations": destinations,
+        "timeout": parse_duration(rule.timeout) if rule.timeout is not None else 0.0,
+        "retry": translate_retry(rule.retries, consistent_hash),
+        "hash_policies": hashes,
+        "mirrors": tuple(mirrors),
+        "rewrite": rewrite,
+    }
 
 
 def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> list[HttpRoute]:
@@ -148,16 +246,20 @@ def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> 
     routes: list[HttpRoute] = []
     ns = vs.metadata.namespace
     for index, rule in enumerate(vs.spec.http or []):
-        destinations = translate_destinations(snapshot, rule, ns, ctx)
         headers = rule.headers
         request_ops = translate_header_ops(headers.request if headers else None)
         response_ops = translate_header_ops(headers.response if headers else None)
+        action = translate_rule_action(snapshot, rule, ns, ctx, header_authority(headers))
+        if action is None:
+            continue  # e.g. an unsupported redirect code: Istio leaves the route without an action
+        filters: dict[str, Any] = {"fault": translate_fault(rule.fault), "cors": translate_cors(rule.cors_policy)}
         source = f"{ns}/{vs.metadata.name}#http[{index}]" + (f" ({rule.name})" if rule.name else "")
         matches: Sequence[Any] = rule.match or []
         if not matches:
             if vs_gateways(vs) & ctx.gateways:
-                routes.append(HttpRoute(rule.name or f"{vs.metadata.name}.{index}", RouteMatch(), destinations,
-                                        request_ops, response_ops, source))
+                routes.append(HttpRoute(name=rule.name or f"{vs.metadata.name}.{index}", match=RouteMatch(),
+                                        request_headers=request_ops, response_headers=response_ops,
+                                        source=source, **action, **filters))
             continue
         for m_index, match in enumerate(matches):
             if not _match_applies(match, vs, ctx):
@@ -165,10 +267,11 @@ def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> 
             routes.append(HttpRoute(
                 name=match.name or rule.name or f"{vs.metadata.name}.{index}.{m_index}",
                 match=translate_match(match),
-                destinations=destinations,
                 request_headers=request_ops,
                 response_headers=response_ops,
                 source=source,
+                **action,
+                **filters,
             ))
     return routes
 

@@ -20,8 +20,15 @@ from gossamer.ir.types import (
 )
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
-from gossamer.translate.clusters import INBOUND_PASSTHROUGH, PASSTHROUGH, inbound_cluster_name, inbound_ports
+from gossamer.translate.clusters import (
+    INBOUND_PASSTHROUGH,
+    PASSTHROUGH,
+    destination_rule_for,
+    inbound_cluster_name,
+    inbound_ports,
+)
 from gossamer.translate.hosts import host_matches, resolve_host, service_domains
+from gossamer.translate.policies import translate_retry
 from gossamer.translate.routes import (
     MESH_GATEWAY,
     RouteContext,
@@ -29,6 +36,7 @@ from gossamer.translate.routes import (
     translate_http_rules,
     virtual_services_for,
 )
+from gossamer.translate.traffic_policy import hash_for_service
 
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
@@ -48,7 +56,18 @@ def _virtual_service_for_host(vss: list[Any], hostname: str) -> Any | None:
 
 
 def default_route(cluster: str) -> HttpRoute:
+    """A catch-all route without policies (the ALLOW_ANY passthrough)."""
     return HttpRoute("default", RouteMatch(), (WeightedDestination(cluster, 100),), source="default")
+
+
+def default_service_route(snapshot: MeshSnapshot, service: MeshService, port: int, proxy: Proxy) -> HttpRoute:
+    """Istio's BuildDefaultHTTPOutboundRoute: the default retry policy, no timeout, and the
+    service's consistent-hash key (service or port level) when its DestinationRule has one."""
+    dr = destination_rule_for(snapshot, service.hostname, proxy.namespace)
+    hashed = hash_for_service(dr, port)
+    destination = WeightedDestination(outbound_cluster_name(service.hostname, port), 100)
+    return HttpRoute("default", RouteMatch(), (destination,), source="default", retry=translate_retry(None),
+                     hash_policies=(hashed,) if hashed is not None else ())
 
 
 def service_virtual_host(snapshot: MeshSnapshot, service: MeshService, port: int, proxy: Proxy,
@@ -56,7 +75,7 @@ def service_virtual_host(snapshot: MeshSnapshot, service: MeshService, port: int
     ctx = RouteContext(proxy, frozenset({MESH_GATEWAY}), port)
     vs = _virtual_service_for_host(vss, service.hostname)
     routes = translate_http_rules(snapshot, vs, ctx) if vs is not None else [
-        default_route(outbound_cluster_name(service.hostname, port))]
+        default_service_route(snapshot, service, port, proxy)]
     return VirtualHost(
         name=f"{service.hostname}:{port}",
         domains=service_domains(service.name, service.namespace, service.vip, port, proxy.namespace),

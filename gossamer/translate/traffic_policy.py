@@ -13,7 +13,7 @@ networking/util MergeSubsetTrafficPolicy):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gossamer.ir.policies import (
@@ -99,11 +99,11 @@ def cluster_policy(merged: MergedPolicy | None, *, http2_port: bool = False) -> 
     if http is not None:
         # Istio cannot tell zero from unset: only positive values override the defaults.
         if http.http2_max_requests:
-            breakers = _replace(breakers, max_requests=http.http2_max_requests)
+            breakers = replace(breakers, max_requests=http.http2_max_requests)
         if http.http1_max_pending_requests:
-            breakers = _replace(breakers, max_pending_requests=http.http1_max_pending_requests)
+            breakers = replace(breakers, max_pending_requests=http.http1_max_pending_requests)
         if http.max_retries:
-            breakers = _replace(breakers, max_retries=http.max_retries)
+            breakers = replace(breakers, max_retries=http.max_retries)
         idle_timeout = _secs(http.idle_timeout)
         per_connection = http.max_requests_per_connection or None
         streams = http.max_concurrent_streams or None
@@ -112,7 +112,7 @@ def cluster_policy(merged: MergedPolicy | None, *, http2_port: bool = False) -> 
     if tcp is not None:
         connect_timeout = _secs(tcp.connect_timeout)
         if tcp.max_connections:
-            breakers = _replace(breakers, max_connections=tcp.max_connections)
+            breakers = replace(breakers, max_connections=tcp.max_connections)
         max_duration = _secs(tcp.max_connection_duration)
         if idle_timeout is None:
             idle_timeout = _secs(tcp.idle_timeout)
@@ -140,12 +140,6 @@ def cluster_policy(merged: MergedPolicy | None, *, http2_port: bool = False) -> 
         outlier_detection=outlier_ir,
         healthy_panic_threshold=panic,
     )
-
-
-def _replace(b: CircuitBreakers, **kw: int) -> CircuitBreakers:
-    from dataclasses import replace
-
-    return replace(b, **kw)
 
 
 def translate_outlier(outlier: Any) -> tuple[OutlierDetection | None, float | None]:

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import Mesh, free_port, leftovers, needs_root_reason
+from tests.e2e.mesh import Mesh, free_port, leftovers, machine_lock, needs_root_reason
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_mesh_per_machine() -> Iterator[None]:
+    """Tests here create the gsm0 bridge and pods: never two sessions at once."""
+    if needs_root_reason():
+        yield
+        return
+    with machine_lock():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -11,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,20 @@ def needs_root_reason() -> str | None:
     if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
         return "`ip netns` is not available"
     return None
+
+
+MACHINE_LOCK = Path("/run/gossamer-e2e.lock")
+
+
+@contextlib.contextmanager
+def machine_lock() -> Iterator[None]:
+    """One mesh per machine (one gsm0 bridge, one pod range): serialize test sessions and benchmarks."""
+    with open(MACHINE_LOCK, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def free_port() -> int:

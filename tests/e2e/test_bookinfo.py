@@ -51,11 +51,11 @@ def test_productpage_through_the_ingress_gateway(bookinfo: Mesh) -> None:
     assert reviews_version(resp.body) in ("v1", "v2", "v3")
 
 
-def test_default_round_robin_reaches_every_reviews_version(bookinfo: Mesh) -> None:
-    seen = versions(bookinfo, 30)
+def test_without_a_virtual_service_requests_spread_over_every_reviews_version(bookinfo: Mesh) -> None:
+    # Istio's default load balancer (LEAST_REQUEST; round robin among equally idle hosts).
+    seen = versions(bookinfo, 60)
     assert set(seen) == {"v1", "v2", "v3"}, seen
-    # round robin: no version starves
-    assert min(seen.values()) >= 5, seen
+    assert min(seen.values()) >= 8, seen  # no version starves (binomial tail < 0.1%)
 
 
 def test_all_v1_then_jason_to_v2_then_50_50_without_restarts(clean_routing: Mesh) -> None:

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
+from gossamer.ir.types import ProxyConfig
 from gossamer.translate import translate_proxy
 from gossamer.xds.build import build_resources
 from gossamer.xds.types import SHORT_NAMES
@@ -37,11 +39,20 @@ def _ir_plain(value: object) -> object:
     return value
 
 
-def render(case: Path) -> tuple[str, str]:
+def translate_case(case: Path) -> ProxyConfig:
     snapshot = snapshot_from_yaml((case / "in.yaml").read_text(), "in.yaml")
     spec = yaml.safe_load((case / "proxy.yaml").read_text())
     proxy = proxy_for(snapshot, spec["deployment"], spec.get("namespace", "default"))
-    config = translate_proxy(snapshot, proxy)
+    return translate_proxy(snapshot, proxy)
+
+
+def build_case(case: Path) -> dict[str, dict[str, Message]]:
+    """The case's xDS resources: type_url -> name -> proto."""
+    return build_resources(translate_case(case))
+
+
+def render(case: Path) -> tuple[str, str]:
+    config = translate_case(case)
     resources = build_resources(config)
     xds = {SHORT_NAMES[t]: [json.loads(json_format.MessageToJson(m)) for _, m in sorted(items.items())]
            for t, items in resources.items()}

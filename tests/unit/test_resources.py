@@ -543,13 +543,9 @@ def test_parse_duration_rejects(text: str) -> None:
 
 def test_not_enforced_fields() -> None:
     (vs, dr), _ = parse(MESH)
-    assert not_enforced_fields(vs) == ["spec.http[1].timeout", "spec.http[1].retries"]
-    assert not_enforced_fields(dr) == [
-        "spec.trafficPolicy.loadBalancer",
-        "spec.trafficPolicy.connectionPool",
-        "spec.trafficPolicy.outlierDetection",
-        "spec.subsets[1].trafficPolicy.loadBalancer",
-    ]
+    # timeout, retries, loadBalancer, connectionPool and outlierDetection are enforced.
+    assert not_enforced_fields(vs) == []
+    assert not_enforced_fields(dr) == []
 
 
 OTHER_KINDS = """

@@ -9,6 +9,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from gossamer.ir.types import Cluster, Endpoint, EndpointSet
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
+from gossamer.xds.build.policies import apply_cluster_policy
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 # Istio's default connect timeout.
@@ -42,10 +43,22 @@ def build_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
     if cluster.upstream_bind_address:
         out.upstream_bind_config.CopyFrom(address_pb2.BindConfig(
             source_address=address_pb2.SocketAddress(address=cluster.upstream_bind_address, port_value=0)))
-    if cluster.http2:
-        options = http_protocol_options_pb2.HttpProtocolOptions(
-            explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
+    options = apply_cluster_policy(out, cluster.policy) if cluster.policy is not None else None
+    if cluster.kind == "original_dst":
+        out.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED  # the only policy ORIGINAL_DST allows
+    policy = cluster.policy
+    if cluster.http2 or options is not None or (policy is not None and policy.use_client_protocol):
+        options = options or http_protocol_options_pb2.HttpProtocolOptions()
+        explicit = http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig
+        if policy is not None and policy.use_client_protocol:
+            options.use_downstream_protocol_config.SetInParent()
+        elif cluster.http2:
+            h2 = protocol_pb2.Http2ProtocolOptions()
+            if policy is not None and policy.max_concurrent_streams is not None:
+                h2.max_concurrent_streams.value = policy.max_concurrent_streams
+            options.explicit_http_config.CopyFrom(explicit(http2_protocol_options=h2))
+        else:
+            options.explicit_http_config.CopyFrom(explicit(http_protocol_options=protocol_pb2.Http1ProtocolOptions()))
         out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(pack(options))
     return out
 

@@ -16,6 +16,7 @@ from google.protobuf import wrappers_pb2
 
 from gossamer.ir.types import InboundChain, Listener
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
+from gossamer.xds.build.policies import http_policy_filters
 
 # Istio's default access log line, so logs read the same as Istio's.
 ACCESS_LOG_FORMAT = (
@@ -44,7 +45,8 @@ def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb
                             use_remote_address: bool = False) -> listener_components_pb2.Filter:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
-        http_filters=[_router_filter()],
+        # Fault and CORS act only on routes whose typed_per_filter_config asks (Istio's order).
+        http_filters=[*http_policy_filters(), _router_filter()],
         access_log=[access_log()],
         use_remote_address=wrappers_pb2.BoolValue(value=use_remote_address),
     )

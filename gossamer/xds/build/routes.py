@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
+from gossamer.ir.policies import DirectResponse, Redirect
 from gossamer.ir.types import HeaderOps, HttpRoute, RouteMatch, RouteTable, StringMatch, VirtualHost
-from gossamer.xds.build.common import seconds
+from gossamer.xds.build.common import pack, seconds
+from gossamer.xds.build.policies import (
+    CORS_FILTER,
+    FAULT_FILTER,
+    cors_config,
+    fault_config,
+    hash_policy,
+    mirror_policy,
+    retry_policy,
+)
+
+MAX_DIRECT_RESPONSE_BODY_BYTES = 1024 * 1024
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
 
 _APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -64,31 +85,81 @@ def header_values(ops: HeaderOps) -> list[base_pb2.HeaderValueOption]:
     return values
 
 
-def build_route(route: HttpRoute) -> rc.Route:
-    # Istio disables Envoy's default 15 s route timeout unless a VirtualService sets one.
-    action = rc.RouteAction(timeout=seconds(0))
+def _redirect(r: Redirect) -> rc.RedirectAction:
+    out = rc.RedirectAction(host_redirect=r.host, port_redirect=r.port,
+                            response_code=_REDIRECT_CODES[r.response_code])
+    if r.path:
+        out.path_redirect = r.path
+    if r.scheme:
+        out.scheme_redirect = r.scheme
+    return out
+
+
+def _direct_response(d: DirectResponse) -> rc.DirectResponseAction:
+    out = rc.DirectResponseAction(status=d.status)
+    if d.body_string is not None:
+        out.body.inline_string = d.body_string
+    elif d.body_base64 is not None:
+        out.body.inline_bytes = base64.b64decode(d.body_base64)
+    return out
+
+
+def _route_action(route: HttpRoute) -> rc.RouteAction:
+    # Istio disables Envoy's default 15 s route timeout unless a VirtualService sets one, and
+    # lets a grpc-timeout header shorten it (max_grpc_timeout = the route timeout, 0 = unlimited).
+    action = rc.RouteAction(timeout=seconds(route.timeout), max_grpc_timeout=seconds(route.timeout))
     if len(route.destinations) == 1 and not route.destinations[0].request_headers \
             and not route.destinations[0].response_headers:
         action.cluster = route.destinations[0].cluster
     else:
         for d in route.destinations:
-            action.weighted_clusters.clusters.append(rc.WeightedCluster.ClusterWeight(
+            weight = rc.WeightedCluster.ClusterWeight(
                 name=d.cluster, weight=wrappers_pb2.UInt32Value(value=d.weight),
                 request_headers_to_add=header_values(d.request_headers),
                 request_headers_to_remove=list(d.request_headers.remove),
                 response_headers_to_add=header_values(d.response_headers),
                 response_headers_to_remove=list(d.response_headers.remove),
-            ))
-    return rc.Route(
+            )
+            if d.host_rewrite and len(route.destinations) > 1:
+                weight.host_rewrite_literal = d.host_rewrite
+            action.weighted_clusters.clusters.append(weight)
+    rewrite = route.rewrite
+    if rewrite.regex_pattern:
+        action.regex_rewrite.CopyFrom(regex_pb2.RegexMatchAndSubstitute(
+            pattern=regex_pb2.RegexMatcher(regex=rewrite.regex_pattern), substitution=rewrite.regex_substitution))
+    elif rewrite.prefix:
+        # On a route matching an exact path Envoy swaps the whole path: a full-path rewrite.
+        action.prefix_rewrite = rewrite.prefix
+    if rewrite.host:
+        action.host_rewrite_literal = rewrite.host
+    action.request_mirror_policies.extend(mirror_policy(m) for m in route.mirrors)
+    action.hash_policy.extend(hash_policy(h) for h in route.hash_policies)
+    if route.retry is not None:
+        action.retry_policy.CopyFrom(retry_policy(route.retry))
+    return action
+
+
+def build_route(route: HttpRoute) -> rc.Route:
+    out = rc.Route(
         name=route.name,
         match=build_route_match(route.match),
-        route=action,
         request_headers_to_add=header_values(route.request_headers),
         request_headers_to_remove=list(route.request_headers.remove),
         response_headers_to_add=header_values(route.response_headers),
         response_headers_to_remove=list(route.response_headers.remove),
         decorator=rc.Decorator(operation=route.source or route.name),
     )
+    if route.redirect is not None:
+        out.redirect.CopyFrom(_redirect(route.redirect))
+    elif route.direct_response is not None:
+        out.direct_response.CopyFrom(_direct_response(route.direct_response))
+    else:
+        out.route.CopyFrom(_route_action(route))
+    if route.fault is not None:
+        out.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fault_config(route.fault)))
+    if route.cors is not None:
+        out.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(cors_config(route.cors)))
+    return out
 
 
 def build_virtual_host(vhost: VirtualHost) -> rc.VirtualHost:
@@ -101,4 +172,6 @@ def build_route_table(table: RouteTable) -> route_pb2.RouteConfiguration:
         name=table.name,
         virtual_hosts=[build_virtual_host(v) for v in table.virtual_hosts],
         validate_clusters=wrappers_pb2.BoolValue(value=False),
+        # Istio raises Envoy's 4 KiB limit on directResponse bodies to 1 MiB.
+        max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
     )
