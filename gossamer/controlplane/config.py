@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,7 @@ def stored_tuple(resource: Any) -> tuple[tuple[str, str, str], dict[str, Any], s
 
 
 def apply_files(store: Store, files: Sequence[tuple[str, str]], *, dry_run: bool = False,
-                analyze: Any = None) -> ApplyResult:
+                analyze: Callable[[list[Any]], list[Issue]] | None = None) -> ApplyResult:
     """All or nothing: any error in any document stores nothing."""
     resources, errors, warnings = parse_files(files)
     result = ApplyResult(errors, warnings)

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from gossamer.controlplane.analyze import analyze
 from gossamer.controlplane.config import ApplyResult, apply_files, delete_files
 from gossamer.controlplane.paths import Paths
 from gossamer.controlplane.proxies import proxy_from_node
@@ -70,13 +71,16 @@ class ControlPlane:
         if not result.ok:
             return result
         self.store.apply(_builtin_tuples())
-        result = apply_files(self.store, manifests)
+        result = self.apply(manifests)
         await self.runtime.start()
         self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}")
         self._tasks = [asyncio.create_task(self.pusher.run(), name="pusher"),
                        asyncio.create_task(self._reconcile_loop(), name="reconcile"),
                        asyncio.create_task(self.watcher.run(), name="watch")]
         self._reconcile_wanted.set()
+        # A restart on an unchanged store makes no store change: push once anyway, so that
+        # pushed_revision reaches the stored revision (`apply --wait`, /v1/sync wait on it).
+        self.pusher.request_push(full=True)
         return result
 
     async def stop(self, *, wipe: bool) -> None:
@@ -99,7 +103,8 @@ class ControlPlane:
 
     # -- config ------------------------------------------------------------
     def apply(self, files: list[tuple[str, str]], *, dry_run: bool = False) -> ApplyResult:
-        return apply_files(self.store, files, dry_run=dry_run)
+        existing = [r for rs in self.snapshots.resources().values() for r in rs]
+        return apply_files(self.store, files, dry_run=dry_run, analyze=lambda new: analyze(new, existing))
 
     def delete(self, files: list[tuple[str, str]]) -> ApplyResult:
         return delete_files(self.store, files)

@@ -1,0 +1,79 @@
+"""Apply-time cross-reference warnings, like istioctl analyze (IST0101)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gossamer.controlplane.analyze import analyze
+from gossamer.resources.loader import parse_documents
+
+BOOKINFO = Path(__file__).resolve().parents[2] / "samples/bookinfo"
+
+
+def parsed(text: str, name: str = "f.yaml") -> list:
+    resources, issues = parse_documents(text, name)
+    assert not [i for i in issues if i.level == "error"], issues
+    return resources
+
+
+EXISTING = parsed((BOOKINFO / "bookinfo.yaml").read_text() + "\n---\n"
+                  + (BOOKINFO / "networking/destination-rule-all.yaml").read_text(), "base.yaml")
+
+
+def messages(text: str) -> list[str]:
+    return [str(i) for i in analyze(parsed(text, "vs.yaml"), EXISTING)]
+
+
+def test_known_hosts_and_subsets_are_quiet() -> None:
+    assert messages((BOOKINFO / "networking/virtual-service-all-v1.yaml").read_text()) == []
+
+
+def test_unknown_subset_is_warned_with_its_line() -> None:
+    out = messages("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v9
+""")
+    assert out == ["vs.yaml:10: warning: VirtualService/reviews: spec.http[0].route[0].destination.subset: "
+                   "referenced host+subset in destinationrule not found: reviews.default.svc.cluster.local+v9 (IST0101)"]
+
+
+def test_mirror_to_an_unknown_host_and_a_missing_gateway_are_warned() -> None:
+    out = messages("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  gateways: [no-such-gateway, mesh]
+  http:
+  - route:
+    - destination: {host: ratings}
+    mirror: {host: shadow}
+""")
+    assert any("spec.http[0].mirror.host: referenced host not found: 'shadow'" in m for m in out), out
+    assert any("vs.yaml:6:" in m and "referenced gateway not found: 'no-such-gateway'" in m for m in out), out
+
+
+def test_a_subset_defined_in_the_same_apply_counts() -> None:
+    text = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: details}
+spec:
+  host: details
+  subsets: [{name: v7, labels: {version: v7}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: details}
+spec:
+  hosts: [details]
+  http:
+  - route: [{destination: {host: details, subset: v7}}]
+"""
+    assert messages(text) == []
