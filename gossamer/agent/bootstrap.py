@@ -137,7 +137,8 @@ def build_bootstrap(
         },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                # Incremental xDS, as Istio uses by default; GOSSAMER_XDS_API=sotw selects State of the World.
+                "api_type": "GRPC" if os.environ.get("GOSSAMER_XDS_API", "delta") == "sotw" else "DELTA_GRPC",
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
                 "set_node_on_first_message_only": True,

@@ -114,7 +114,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _print_result(body: dict[str, Any], verb: str) -> None:
-    for w in body.get("warnings", []):
+    for w in [*body.get("warnings", []), *body.get("notes", [])]:
         print(w, file=sys.stderr)
     for e in body.get("errors", []):
         print(e, file=sys.stderr)

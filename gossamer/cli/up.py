@@ -33,7 +33,7 @@ async def run_up(paths: Paths, manifests: list[Path], ingress_port: int) -> int:
     cleanup_leftovers(paths.state_dir / "runtime")
     cp = ControlPlane(paths, ingress_port=ingress_port)
     result = await cp.start(read_manifests(manifests))
-    for w in result.warnings:
+    for w in [*result.warnings, *result.notes]:
         print(w, file=sys.stderr)
     if not result.ok:
         for e in result.errors:
@@ -96,8 +96,11 @@ def detach(paths: Paths, argv: list[str]) -> int:
         try:
             status, body = client.get("/v1/ready")
             if status == 200 and body["ready"] and body["pid"] == proc.pid:
-                print(f"Mesh ready (pid {proc.pid}, log {log_path}).")
-                print(f"Ingress: {body['ingress']}")
+                time.sleep(0.3)  # let the child print its own ready lines
+                sys.stdout.write(log_path.read_text())
+                if "Ingress:" not in log_path.read_text():
+                    print(f"Ingress: {body['ingress']}")
+                print(f"(running in the background as pid {proc.pid}; log {log_path}; stop with `gossamer down`)")
                 return 0
         except OSError:
             pass

@@ -17,6 +17,7 @@ class ApplyResult:
     errors: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -26,6 +27,7 @@ class ApplyResult:
         return {
             "errors": [str(i) for i in self.errors],
             "warnings": [str(i) for i in self.warnings],
+            "notes": list(self.notes),
             "changes": [{"action": c.kind, "kind": c.object.kind, "namespace": c.object.namespace,
                          "name": c.object.name} for c in self.changes],
         }

@@ -28,7 +28,7 @@ from gossamer.controlplane.workloads import (
     builtin_documents,
     deployment_spec,
     named_ports,
-    service_address,
+    service_addresses,
 )
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.runtime.local import LocalRuntime
@@ -38,7 +38,8 @@ from gossamer.xds.server import AdsServer, ProxyStatus, serve
 
 log = logging.getLogger(__name__)
 
-RUNTIME_KINDS = {"Deployment", "Service", "Namespace", "ServiceAccount"}
+# ServiceEntry: its hosts resolve inside pods (hosts files).
+RUNTIME_KINDS = {"Deployment", "Service", "Namespace", "ServiceAccount", "ServiceEntry"}
 
 
 class ControlPlane:
@@ -62,6 +63,7 @@ class ControlPlane:
         self._reconcile_wanted = asyncio.Event()
         self._stopped = asyncio.Event()
         self.started_at = time.time()
+        self._image_note_shown = False
         self.store.subscribe(self._on_store_change)
 
     # -- lifecycle ---------------------------------------------------------
@@ -104,7 +106,13 @@ class ControlPlane:
     # -- config ------------------------------------------------------------
     def apply(self, files: list[tuple[str, str]], *, dry_run: bool = False) -> ApplyResult:
         existing = [r for rs in self.snapshots.resources().values() for r in rs]
-        return apply_files(self.store, files, dry_run=dry_run, analyze=lambda new: analyze(new, existing))
+        result = apply_files(self.store, files, dry_run=dry_run, analyze=lambda new: analyze(new, existing))
+        if result.ok and not self._image_note_shown and any(
+                c.object.kind == "Deployment" and c.object.source_file != BUILTIN_SOURCE for c in result.changes):
+            self._image_note_shown = True
+            result.notes.append("note: container images are kept but not pulled: the local runtime runs each "
+                                "container's command/args on this machine, from the manifest's folder")
+        return result
 
     def delete(self, files: list[tuple[str, str]]) -> ApplyResult:
         return delete_files(self.store, files)
@@ -136,7 +144,7 @@ class ControlPlane:
             snapshot = self.snapshot()
             deployments = [deployment_spec(d) for d in snapshot.of_kind("Deployment")]
             try:
-                await self.runtime.apply(deployments, [service_address(s) for s in snapshot.services])
+                await self.runtime.apply(deployments, service_addresses(snapshot.services))
             except Exception:
                 log.exception("runtime reconcile failed")
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gossamer.controlplane.workloads import mesh_service, named_ports, vip_candidates
+from gossamer.registry.serviceentry import VIP_KEY_PREFIX, registry_services, workload_entry_workloads
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Workload
 from gossamer.resources.loader import resource_from_raw
@@ -41,6 +42,17 @@ class SnapshotBuilder:
             key = (svc.metadata.namespace, svc.metadata.name)
             vip = vips.get(key) or self._store.allocate_vip(*key, vip_candidates())
             out.append(mesh_service(svc, vip))
+        used: set[tuple[str, str]] = set()
+
+        def allocate(namespace: str, key: str) -> str:
+            used.add((namespace, key))
+            return vips.get((namespace, key)) or self._store.allocate_vip(namespace, key, vip_candidates())
+
+        out.extend(registry_services(resources, allocate))
+        # A deleted ServiceEntry (or host) gives its auto-allocated address back.
+        for namespace, vip_name in vips:
+            if vip_name.startswith(VIP_KEY_PREFIX) and (namespace, vip_name) not in used:
+                self._store.release_vip(namespace, vip_name)
         return tuple(out)
 
     def build(self, pods: Iterable[PodStatus]) -> MeshSnapshot:
@@ -54,6 +66,7 @@ class SnapshotBuilder:
             ports = tuple(sorted(named_ports(deployment).items())) if deployment is not None else ()
             workloads.append(Workload(pod.name, pod.namespace, pod.ip, pod.labels, pod.service_account,
                                       pod.ready, pod.deployment, ports))
+        workloads.extend(workload_entry_workloads(resources.get("WorkloadEntry", ())))
         return MeshSnapshot(
             version=self._store.revision(),
             resources=resources,

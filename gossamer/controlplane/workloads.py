@@ -6,7 +6,7 @@ Also the built-in ingress gateway, exposed the way Istio's is.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +128,15 @@ def mesh_service(service: Any, vip: str) -> MeshService:
 
 def service_address(service: MeshService) -> ServiceAddress:
     return ServiceAddress(service.name, service.namespace, service.vip)
+
+
+def service_addresses(services: Iterable[MeshService]) -> list[ServiceAddress]:
+    """Names pods resolve: every Service, and every ServiceEntry host with an address (its first
+    IP address or an auto-allocated VIP), as Istio's DNS proxy answers for them."""
+    out = []
+    for s in services:
+        if not s.is_service_entry:
+            out.append(service_address(s))
+        elif s.vip and not s.host.startswith("*"):
+            out.append(ServiceAddress(s.name, s.namespace, s.vip, hostnames=(s.host,)))
+    return out

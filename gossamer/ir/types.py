@@ -110,7 +110,8 @@ class RouteTable:
     virtual_hosts: tuple[VirtualHost, ...]
 
 
-ClusterKind = Literal["eds", "static", "original_dst", "blackhole"]
+# strict_dns / logical_dns: Envoy resolves the static endpoints' names itself (ServiceEntry DNS).
+ClusterKind = Literal["eds", "static", "original_dst", "blackhole", "strict_dns", "logical_dns"]
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,20 @@ class InboundChain:
     protocol: Literal["http", "tcp"]
 
 
-ListenerKind = Literal["virtual_outbound", "virtual_inbound", "outbound_http", "outbound_tcp", "gateway_http"]
+@dataclass(frozen=True)
+class TcpChain:
+    """One filter chain of a TCP/TLS listener: a tcp_proxy to one cluster or weighted clusters,
+    for connections whose destination IP is in `prefix_ranges` and whose SNI is in
+    `server_names` (either empty: any). Istio's VirtualService tcp and tls routes."""
+
+    destinations: tuple[WeightedDestination, ...]
+    prefix_ranges: tuple[str, ...] = ()  # CIDRs ("10.0.0.0/24", or a plain IP)
+    server_names: tuple[str, ...] = ()
+    source: str = ""
+
+
+ListenerKind = Literal[
+    "virtual_outbound", "virtual_inbound", "outbound_http", "outbound_tcp", "gateway_http", "gateway_tcp"]
 
 
 @dataclass(frozen=True)
@@ -166,6 +180,10 @@ class Listener:
     # Bind the socket in another network namespace (the host's, for the ingress port).
     network_namespace: str = ""
     stat_prefix: str = ""
+    # outbound_tcp / gateway_tcp: chains in order (first match wins among equal matches); a
+    # listener without chains proxies everything to tcp_cluster. tls_inspector reads the SNI.
+    tcp_chains: tuple[TcpChain, ...] = ()
+    tls_inspector: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,34 @@ DOMAIN_SUFFIX = "svc.cluster.local"
 Protocol = Literal["http", "http2", "grpc", "tcp", "tls"]
 
 
+# Istio's protocol names (Service port name prefixes, appProtocol, ServiceEntry/Gateway
+# `protocol`) -> how the proxy treats the port. MONGO, MYSQL, REDIS and friends are TCP to
+# Istio unless their protocol filters are enabled (they are not by default).
+_PROTOCOLS: dict[str, Protocol] = {
+    "http": "http", "http2": "http2", "grpc": "grpc", "grpc-web": "http", "h2c": "http2",
+    "kubernetes.io/h2c": "http2", "tcp": "tcp", "tls": "tls", "https": "tls",
+    "mongo": "tcp", "mysql": "tcp", "redis": "tcp", "mqtt": "tcp", "thrift": "tcp",
+}
+
+
+def protocol_from_name(protocol: str) -> Protocol | None:
+    """An Istio protocol name (any case, e.g. ServiceEntry `protocol: HTTPS`), or None if unknown."""
+    return _PROTOCOLS.get(protocol.lower())
+
+
 def protocol_for_port(name: str, app_protocol: str | None) -> Protocol:
-    """Istio's protocol selection: appProtocol first, then the port name prefix."""
-    candidate = (app_protocol or name or "").lower()
-    prefix = candidate.split("-", 1)[0]
-    if prefix in ("http", "http2", "grpc", "tcp", "tls"):
-        return prefix  # type: ignore[return-value]
-    if prefix in ("https",):
-        return "tls"
-    if prefix in ("grpc-web",):
+    """Istio's protocol selection: appProtocol first, then the port name prefix
+    (`<protocol>[-<suffix>]`, e.g. http2-api, grpc-web, tcp-db, https)."""
+    if app_protocol:
+        found = protocol_from_name(app_protocol)
+        if found is not None:
+            return found
+    lowered = (name or "").lower()
+    if lowered == "grpc-web" or lowered.startswith("grpc-web-"):
         return "http"
-    if prefix in ("mongo", "mysql", "redis", "mqtt"):
-        return "tcp"
+    found = protocol_from_name(lowered.split("-", 1)[0])
+    if found is not None:
+        return found
     # Istio sniffs unnamed ports; HTTP is what sniffing finds for every sample we ship.
     return "http"
 
@@ -41,17 +57,60 @@ class ServicePort:
         return self.protocol in ("http", "http2", "grpc")
 
 
+# How a service's endpoints are found (Istio's ServiceEntry resolution; Kubernetes
+# Services are STATIC: endpoints from the registry, over EDS).
+Resolution = Literal["STATIC", "DNS", "DNS_ROUND_ROBIN", "NONE"]
+
+
+@dataclass(frozen=True)
+class StaticEndpoint:
+    """An endpoint listed inline in a ServiceEntry (`spec.endpoints[]`)."""
+
+    address: str  # an IP, or a DNS name for DNS resolution
+    ports: tuple[tuple[str, int], ...] = ()  # service port name -> endpoint port
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def port_for(self, port: ServicePort) -> int:
+        return dict(self.ports).get(port.name) or _target_number(port)
+
+
+def _target_number(port: ServicePort) -> int:
+    target = port.target_port
+    if isinstance(target, int):
+        return target
+    return int(target) if target.isdigit() else port.port
+
+
 @dataclass(frozen=True)
 class MeshService:
+    """A Kubernetes Service, or one host of a ServiceEntry."""
+
     name: str
     namespace: str
     vip: str
     ports: tuple[ServicePort, ...]
     selector: tuple[tuple[str, str], ...]
+    # ServiceEntry hosts: the host itself ("" for Kubernetes Services: name.namespace.svc.cluster.local).
+    host: str = ""
+    # ServiceEntry `addresses` (IPs or CIDRs); `vip` is the first plain IP or an auto-allocated one.
+    addresses: tuple[str, ...] = ()
+    resolution: Resolution = "STATIC"
+    endpoints: tuple[StaticEndpoint, ...] = ()
+    mesh_external: bool = False
+    export_to: tuple[str, ...] = ()  # empty: everywhere
 
     @property
     def hostname(self) -> str:
-        return f"{self.name}.{self.namespace}.{DOMAIN_SUFFIX}"
+        return self.host or f"{self.name}.{self.namespace}.{DOMAIN_SUFFIX}"
+
+    @property
+    def is_service_entry(self) -> bool:
+        return bool(self.host)
+
+    def exported_to(self, namespace: str) -> bool:
+        if not self.export_to or "*" in self.export_to:
+            return True
+        return any((e == "." and self.namespace == namespace) or e == namespace for e in self.export_to)
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
@@ -72,6 +131,8 @@ class Workload:
     ready: bool
     deployment: str = ""
     named_ports: tuple[tuple[str, int], ...] = ()
+    # A WorkloadEntry (a workload outside the pods); its named_ports are its `ports` map.
+    workload_entry: bool = False
 
     @property
     def label_map(self) -> dict[str, str]:

@@ -14,7 +14,17 @@ from gossamer.resources.issues import Issue
 NOT_ENFORCED_HTTP: frozenset[str] = frozenset({"delegate"})
 
 # Top-level VirtualService route lists not enforced yet (spec.<field>).
-NOT_ENFORCED_VS: frozenset[str] = frozenset({"tcp", "tls"})
+NOT_ENFORCED_VS: frozenset[str] = frozenset()
+
+# Fields of tcp/tls route matches (spec.tcp[i].match[k].<field>) not enforced yet.
+NOT_ENFORCED_L4_MATCH: frozenset[str] = frozenset({"sourceSubnet"})
+
+# Sidecar fields not enforced yet: spec.<field>, spec.egress[i].<field>,
+# spec.outboundTrafficPolicy.<field>. Enforced: workloadSelector, egress[].hosts,
+# outboundTrafficPolicy.mode.
+NOT_ENFORCED_SIDECAR: frozenset[str] = frozenset({"ingress", "inboundConnectionPool"})
+NOT_ENFORCED_SIDECAR_EGRESS: frozenset[str] = frozenset({"port", "bind", "captureMode"})
+NOT_ENFORCED_OUTBOUND_POLICY: frozenset[str] = frozenset({"egressProxy"})
 
 # Fields of a DestinationRule traffic policy (service level, subset level and port level:
 # spec.trafficPolicy.<field>, spec.subsets[i].trafficPolicy.<field>,
@@ -33,7 +43,7 @@ NOT_ENFORCED_LOAD_BALANCER: frozenset[str] = frozenset({"localityLbSetting"})
 
 # Whole kinds accepted but not acted on yet.
 NOT_ENFORCED_KINDS: frozenset[str] = frozenset(
-    {"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication", "Telemetry", "Sidecar"}
+    {"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication", "Telemetry"}
 )
 
 
@@ -71,6 +81,19 @@ def not_enforced_paths(resource: Resource) -> list[FieldPath]:
         for key in ("tcp", "tls"):
             if key in NOT_ENFORCED_VS and spec.get(key):
                 out.append(("spec", key))
+            for i, route in enumerate(spec.get(key) or []):
+                matches = route.get("match") if isinstance(route, dict) else None
+                for k, match in enumerate(matches or []):
+                    if isinstance(match, dict):
+                        out += [("spec", key, i, "match", k, f) for f in match if f in NOT_ENFORCED_L4_MATCH]
+    elif resource.kind == "Sidecar":
+        out += [("spec", key) for key in spec if key in NOT_ENFORCED_SIDECAR]
+        for i, egress in enumerate(spec.get("egress") or []):
+            if isinstance(egress, dict):
+                out += [("spec", "egress", i, key) for key in egress if key in NOT_ENFORCED_SIDECAR_EGRESS]
+        policy = spec.get("outboundTrafficPolicy")
+        if isinstance(policy, dict):
+            out += [("spec", "outboundTrafficPolicy", key) for key in policy if key in NOT_ENFORCED_OUTBOUND_POLICY]
     elif resource.kind == "DestinationRule":
         out += _traffic_policy_paths(spec.get("trafficPolicy"), ("spec", "trafficPolicy"))
         for i, subset in enumerate(spec.get("subsets") or []):

@@ -19,6 +19,9 @@ CLUSTER_DOMAIN = "cluster.local"
 def render_hosts(*, pod_name: str, pod_ip: str, namespace: str, services: Iterable[ServiceAddress]) -> str:
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", f"{pod_ip}\t{pod_name}"]
     for svc in sorted(services, key=lambda s: (s.namespace, s.name)):
+        if svc.hostnames:
+            lines.append(f"{svc.vip}\t{' '.join(svc.hostnames)}")
+            continue
         names = [
             f"{svc.name}.{svc.namespace}.svc.{CLUSTER_DOMAIN}",
             f"{svc.name}.{svc.namespace}.svc",

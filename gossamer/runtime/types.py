@@ -70,6 +70,8 @@ class ServiceAddress:
     name: str
     namespace: str
     vip: str
+    # ServiceEntry hosts resolve by these names only (no Kubernetes short names).
+    hostnames: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

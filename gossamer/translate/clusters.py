@@ -9,10 +9,11 @@ from typing import Any
 
 from gossamer.ir.types import Cluster, Endpoint, EndpointSet
 from gossamer.registry.snapshot import MeshSnapshot
-from gossamer.registry.types import MeshService, Proxy
+from gossamer.registry.types import MeshService, Proxy, ServicePort, Workload
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.routes import exported_to, outbound_cluster_name
 from gossamer.translate.traffic_policy import cluster_policy, policy_for_cluster
+from gossamer.translate.visibility import visible_services
 
 BLACKHOLE = "BlackHoleCluster"
 PASSTHROUGH = "PassthroughCluster"
@@ -46,21 +47,45 @@ def subsets_of(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> list[
     return [(s.name, dict(s.labels or {})) for s in dr.spec.subsets or []]
 
 
+def _labels_match(labels: dict[str, str], wanted: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def dns_endpoints(service: MeshService, port: ServicePort, subset_labels: dict[str, str]) -> tuple[Endpoint, ...]:
+    """DNS ServiceEntries: Envoy resolves the endpoints' addresses, or the host itself without endpoints."""
+    if not service.endpoints:
+        return (Endpoint(service.hostname, port.port),)
+    return tuple(Endpoint(e.address, e.port_for(port), e.labels) for e in service.endpoints
+                 if _labels_match(dict(e.labels), subset_labels))
+
+
 def outbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
     """One cluster per service port and subset, with its DestinationRule traffic policy
-    (merged per Istio: port level, then subset) and Istio's defaults where none is set."""
+    (merged per Istio: port level, then subset) and Istio's defaults where none is set.
+    ServiceEntries choose the cluster type by resolution: STATIC -> EDS, DNS -> STRICT_DNS,
+    DNS_ROUND_ROBIN -> LOGICAL_DNS, NONE -> ORIGINAL_DST."""
     clusters: list[Cluster] = []
-    for service in snapshot.services:
+    for service in visible_services(snapshot, proxy):
         dr = destination_rule_for(snapshot, service.hostname, proxy.namespace)
         subsets = subsets_of(snapshot, service.hostname, proxy.namespace)
         for port in service.ports:
             http2 = port.protocol in ("http2", "grpc")
-            for subset, _labels in [("", {}), *subsets]:
+            for subset, labels in [("", {}), *subsets]:
                 policy = cluster_policy(policy_for_cluster(dr, subset, port.port))
-                passthrough = policy.lb_policy == "CLUSTER_PROVIDED"
+                passthrough = policy.lb_policy == "CLUSTER_PROVIDED" or service.resolution == "NONE"
+                endpoints: tuple[Endpoint, ...] = ()
+                if passthrough:
+                    kind = "original_dst"
+                elif service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+                    endpoints = dns_endpoints(service, port, labels)
+                    kind = "strict_dns" if service.resolution == "DNS" else "logical_dns"
+                    endpoints = endpoints[:1] if kind == "logical_dns" else endpoints
+                else:
+                    kind = "eds"
                 clusters.append(Cluster(
                     name=outbound_cluster_name(service.hostname, port.port, subset),
-                    kind="original_dst" if passthrough else "eds",
+                    kind=kind,  # type: ignore[arg-type]
+                    static_endpoints=endpoints,
                     http2=http2 or policy.h2_upgrade,
                     service_host=service.hostname, port=port.port, subset=subset,
                     policy=policy,
@@ -77,7 +102,8 @@ def static_clusters() -> list[Cluster]:
 
 
 def inbound_ports(snapshot: MeshSnapshot, proxy: Proxy) -> list[tuple[int, MeshService, str]]:
-    """(target port, service, protocol) for every service port that selects this proxy's workload."""
+    """(target port, service, protocol) for every service port that selects this proxy's workload
+    (protocol: Istio's, e.g. "http", "grpc", "tcp", "tls")."""
     labels = proxy.label_map
     named = dict(proxy.named_ports)
     seen: dict[int, tuple[int, MeshService, str]] = {}
@@ -89,35 +115,49 @@ def inbound_ports(snapshot: MeshSnapshot, proxy: Proxy) -> list[tuple[int, MeshS
             number = target if isinstance(target, int) else (int(target) if target.isdigit() else named.get(target))
             if number is None or number in seen:
                 continue
-            seen[number] = (number, service, "http" if port.is_http else "tcp")
+            seen[number] = (number, service, port.protocol)
     return sorted(seen.values(), key=lambda t: t[0])
 
 
 def inbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
+    # HTTP/2 and gRPC ports speak HTTP/2 to the application too (gRPC servers need it).
     return [
         Cluster(inbound_cluster_name(port), "static",
                 static_endpoints=(Endpoint("127.0.0.1", port),),
-                upstream_bind_address=INBOUND_SOURCE_ADDRESS)
-        for port, _service, _protocol in inbound_ports(snapshot, proxy)
+                upstream_bind_address=INBOUND_SOURCE_ADDRESS, http2=protocol in ("http2", "grpc"))
+        for port, _service, protocol in inbound_ports(snapshot, proxy)
     ]
 
 
+def _workload_port(service: MeshService, port: ServicePort, w: Workload) -> int | None:
+    if service.is_service_entry:
+        # A WorkloadEntry names its ports after the ServiceEntry's; pods serve the target port.
+        named = dict(w.named_ports).get(port.name) if w.workload_entry else None
+        return named or w.resolve_target_port(port.target_port)
+    return w.resolve_target_port(port.target_port)
+
+
 def translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> list[EndpointSet]:
-    """EDS for every outbound cluster: ready workloads the service selects, narrowed by subset labels."""
+    """EDS for every outbound EDS cluster: ready workloads (pods, WorkloadEntries) the service
+    selects and a ServiceEntry's inline endpoints, narrowed by subset labels."""
     sets: list[EndpointSet] = []
     for service in snapshot.services:
+        if service.resolution != "STATIC":
+            continue  # DNS clusters carry their endpoints; NONE goes to the original destination
         workloads = [w for w in snapshot.endpoints_of(service) if w.ready and w.ip]
         subsets = subsets_of(snapshot, service.hostname, proxy_namespace)
         for port in service.ports:
             for subset, subset_labels in [("", {}), *subsets]:
                 endpoints = []
                 for w in workloads:
-                    labels = w.label_map
-                    if any(labels.get(k) != v for k, v in subset_labels.items()):
+                    if not _labels_match(w.label_map, subset_labels):
                         continue
-                    target = w.resolve_target_port(port.target_port)
+                    target = _workload_port(service, port, w)
                     if target is not None:
                         endpoints.append(Endpoint(w.ip, target, w.labels))
+                for e in service.endpoints:
+                    if _labels_match(dict(e.labels), subset_labels):
+                        endpoints.append(Endpoint(e.address, e.port_for(port), e.labels))
                 sets.append(EndpointSet(outbound_cluster_name(service.hostname, port.port, subset),
-                                        tuple(sorted(endpoints, key=lambda e: (e.address, e.port)))))
+                                        tuple(sorted(set(endpoints), key=lambda e: (e.address, e.port)))))
     return sets

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from gossamer.ir.types import HttpRoute, Listener, RouteTable, VirtualHost
+from gossamer.ir.types import HttpRoute, Listener, RouteTable, TcpChain, VirtualHost
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.translate.hosts import hosts_intersect, resolve_host
 from gossamer.translate.routes import RouteContext, translate_http_rules, virtual_services_for
+from gossamer.translate.tcp import dedupe_chains, gateway_tcp_chain, gateway_tls_chains
 
 SERVICE_PORT_TO_CONTAINER_PORT = {80: 8080, 443: 8443}
 HTTP_PROTOCOLS = {"HTTP", "HTTP2", "GRPC"}
+TCP_PROTOCOLS = {"TCP", "MONGO", "MYSQL", "REDIS"}
+TLS_PROTOCOLS = {"TLS", "HTTPS"}
 
 
 def container_port(server_port: int) -> int:
@@ -41,13 +44,18 @@ def _server_allows(server_host: str, gateway_ns: str, vs: Any, vs_host: str) -> 
 def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listener], list[RouteTable]]:
     # listener port -> [(server port number, gateway "ns/name", server)]
     by_port: dict[int, list[tuple[int, str, Any]]] = {}
+    l4_by_port: dict[int, list[tuple[int, str, Any]]] = {}
     for gw in gateways_for(snapshot, proxy):
         for server in gw.spec.servers or []:
-            if (server.port.protocol or "HTTP").upper() not in HTTP_PROTOCOLS:
-                continue  # TLS/TCP servers come with later features
-            by_port.setdefault(container_port(server.port.number), []).append(
-                (server.port.number, f"{gw.metadata.namespace}/{gw.metadata.name}", server))
-    listeners: list[Listener] = []
+            protocol = (server.port.protocol or "HTTP").upper()
+            entry = (server.port.number, f"{gw.metadata.namespace}/{gw.metadata.name}", server)
+            passthrough = server.tls is not None and server.tls.mode == "PASSTHROUGH"
+            if protocol in HTTP_PROTOCOLS:
+                by_port.setdefault(container_port(server.port.number), []).append(entry)
+            elif protocol in TCP_PROTOCOLS or (protocol in TLS_PROTOCOLS and passthrough):
+                l4_by_port.setdefault(container_port(server.port.number), []).append(entry)
+            # TLS-terminating (SIMPLE/MUTUAL) servers come with the TLS feature.
+    listeners: list[Listener] = translate_gateway_l4(snapshot, proxy, l4_by_port, set(by_port))
     tables: list[RouteTable] = []
     for port, servers in sorted(by_port.items()):
         table = f"http.{port}"
@@ -74,3 +82,34 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
                                       proxy.ingress_port, route_table=table, network_namespace=proxy.host_netns,
                                       stat_prefix=f"0.0.0.0_{port}"))
     return listeners, tables
+
+
+def translate_gateway_l4(snapshot: MeshSnapshot, proxy: Proxy, by_port: dict[int, list[tuple[int, str, Any]]],
+                         http_ports: set[int]) -> list[Listener]:
+    """TCP servers and TLS PASSTHROUGH servers: 0.0.0.0_<port> with tcp_proxy chains."""
+    listeners = []
+    for port, servers in sorted(by_port.items()):
+        if port in http_ports:
+            continue  # an HTTP server owns the port
+        chains: list[TcpChain] = []
+        tls = False
+        for server_port, gw_name, server in servers:
+            ctx = RouteContext(proxy, frozenset({gw_name}), server_port)
+            gw_ns = gw_name.split("/", 1)[0]
+
+            def allows(vs: Any, host: str, server: Any = server, gw_ns: str = gw_ns) -> bool:
+                return any(_server_allows(sh, gw_ns, vs, host) for sh in server.hosts)
+
+            vss = list(virtual_services_for(snapshot, ctx))
+            if (server.port.protocol or "").upper() in TLS_PROTOCOLS:
+                tls = True
+                chains.extend(gateway_tls_chains(snapshot, vss, ctx, allows))
+            else:
+                chain = gateway_tcp_chain(snapshot, vss, ctx, allows)
+                if chain is not None:
+                    chains.append(chain)
+        chains = dedupe_chains(chains)
+        if chains:
+            listeners.append(Listener(f"0.0.0.0_{port}", "gateway_tcp", "0.0.0.0", port,
+                                      tcp_chains=tuple(chains), tls_inspector=tls))
+    return listeners

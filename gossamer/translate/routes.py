@@ -282,9 +282,10 @@ def virtual_services_for(snapshot: MeshSnapshot, ctx: RouteContext) -> Iterable[
         if not _exported_to(vs, ctx.proxy.namespace):
             continue
         bound = vs_gateways(vs)
+        rules = [*(vs.spec.http or []), *(vs.spec.tcp or []), *(vs.spec.tls or [])]
         rule_gateways = {
             qualify_gateway(g, vs.metadata.namespace)
-            for rule in vs.spec.http or [] for m in rule.match or [] for g in m.gateways or []
+            for rule in rules for m in rule.match or [] for g in m.gateways or []
         }
         if (bound | rule_gateways) & ctx.gateways:
             yield vs

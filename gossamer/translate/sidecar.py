@@ -9,18 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from gossamer.ir.policies import DirectResponse
 from gossamer.ir.types import (
     HttpRoute,
     InboundChain,
     Listener,
     RouteMatch,
     RouteTable,
+    TcpChain,
     VirtualHost,
     WeightedDestination,
 )
+from gossamer.registry.serviceentry import is_plain_ip
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
 from gossamer.translate.clusters import (
+    BLACKHOLE,
     INBOUND_PASSTHROUGH,
     PASSTHROUGH,
     destination_rule_for,
@@ -36,7 +40,9 @@ from gossamer.translate.routes import (
     translate_http_rules,
     virtual_services_for,
 )
+from gossamer.translate.tcp import dedupe_chains, sidecar_tcp_chains
 from gossamer.translate.traffic_policy import hash_for_service
+from gossamer.translate.visibility import registry_only, visible_services
 
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
@@ -46,6 +52,8 @@ def _virtual_service_for_host(vss: list[Any], hostname: str) -> Any | None:
     """Sidecars use one VirtualService per host: an exact host beats a wildcard, older beats newer."""
     wildcard = None
     for vs in vss:
+        if not vs.spec.http:
+            continue  # tcp/tls-only VirtualServices do not route HTTP
         for h in vs.spec.hosts or []:
             resolved = resolve_host(h, vs.metadata.namespace)
             if resolved == hostname:
@@ -58,6 +66,33 @@ def _virtual_service_for_host(vss: list[Any], hostname: str) -> Any | None:
 def default_route(cluster: str) -> HttpRoute:
     """A catch-all route without policies (the ALLOW_ANY passthrough)."""
     return HttpRoute("default", RouteMatch(), (WeightedDestination(cluster, 100),), source="default")
+
+
+def block_all_route() -> HttpRoute:
+    """REGISTRY_ONLY: Istio's block_all virtual host answers 502 for unknown hosts."""
+    return HttpRoute("block_all", RouteMatch(), (), source="REGISTRY_ONLY", direct_response=DirectResponse(502))
+
+
+def service_host_domains(service: MeshService, port: int, proxy_namespace: str) -> tuple[str, ...]:
+    if not service.is_service_entry:
+        return service_domains(service.name, service.namespace, service.vip, port, proxy_namespace)
+    names = [service.hostname]
+    names.extend(a for a in service.addresses if is_plain_ip(a))
+    if service.vip and service.vip not in names:
+        names.append(service.vip)
+    return tuple(d for n in names for d in (n, f"{n}:{port}"))
+
+
+def _dedupe_domains(vhosts: list[VirtualHost]) -> list[VirtualHost]:
+    """Envoy rejects a domain in two virtual hosts of one table: the first service keeps it."""
+    seen: set[str] = set()
+    out = []
+    for vh in vhosts:
+        domains = tuple(d for d in vh.domains if d not in seen)
+        seen.update(domains)
+        if domains:
+            out.append(vh if domains == vh.domains else VirtualHost(vh.name, domains, vh.routes))
+    return out
 
 
 def default_service_route(snapshot: MeshSnapshot, service: MeshService, port: int, proxy: Proxy) -> HttpRoute:
@@ -78,7 +113,7 @@ def service_virtual_host(snapshot: MeshSnapshot, service: MeshService, port: int
         default_service_route(snapshot, service, port, proxy)]
     return VirtualHost(
         name=f"{service.hostname}:{port}",
-        domains=service_domains(service.name, service.namespace, service.vip, port, proxy.namespace),
+        domains=service_host_domains(service, port, proxy.namespace),
         routes=tuple(routes),
     )
 
@@ -86,31 +121,60 @@ def service_virtual_host(snapshot: MeshSnapshot, service: MeshService, port: int
 def translate_sidecar(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listener], list[RouteTable]]:
     mesh_ctx = RouteContext(proxy, frozenset({MESH_GATEWAY}), 0)
     vss = list(virtual_services_for(snapshot, mesh_ctx))
+    # Unknown destinations: ALLOW_ANY passes them through, REGISTRY_ONLY (Sidecar resource) blocks them.
+    blocked = registry_only(snapshot, proxy)
+    fallback = BLACKHOLE if blocked else PASSTHROUGH
     listeners: list[Listener] = [
-        Listener("virtualOutbound", "virtual_outbound", "0.0.0.0", OUTBOUND_PORT, tcp_cluster=PASSTHROUGH),
+        Listener("virtualOutbound", "virtual_outbound", "0.0.0.0", OUTBOUND_PORT, tcp_cluster=fallback),
     ]
     http_ports: dict[int, list[MeshService]] = {}
-    for service in snapshot.services:
+    tcp_listeners: dict[str, Listener] = {}
+    wildcard_chains: dict[int, list[TcpChain]] = {}
+    for service in visible_services(snapshot, proxy):
         for port in service.ports:
             if port.is_http:
                 http_ports.setdefault(port.port, []).append(service)
-            elif service.vip:
-                listeners.append(Listener(
-                    f"{service.vip}_{port.port}", "outbound_tcp", service.vip, port.port, bind_to_port=False,
-                    tcp_cluster=outbound_cluster_name(service.hostname, port.port),
-                ))
+                continue
+            ctx = RouteContext(proxy, frozenset({MESH_GATEWAY}), port.port)
+            ips = [a for a in service.addresses if is_plain_ip(a)] or ([service.vip] if service.vip else [])
+            cidrs = tuple(a for a in service.addresses if not is_plain_ip(a))
+            if cidrs or not ips:
+                # CIDR addresses, or no address at all (wildcard or NONE ServiceEntry hosts):
+                # 0.0.0.0_<port>, told apart by destination CIDR or SNI.
+                wildcard_chains.setdefault(port.port, []).extend(
+                    sidecar_tcp_chains(snapshot, vss, service, port.port, port.protocol, ctx, cidrs))
+            if not ips:
+                continue
+            chains = tuple(sidecar_tcp_chains(snapshot, vss, service, port.port, port.protocol, ctx))
+            for ip in ips:
+                name = f"{ip}_{port.port}"
+                if name not in tcp_listeners:  # two services on one address: the first wins, as in Istio
+                    tcp_listeners[name] = Listener(
+                        name, "outbound_tcp", ip, port.port, bind_to_port=False, tcp_chains=chains,
+                        tls_inspector=any(c.server_names for c in chains))
+    listeners.extend(tcp_listeners.values())
+    for port_number, port_chains in sorted(wildcard_chains.items()):
+        if port_number in http_ports:
+            continue  # HTTP owns 0.0.0.0_<port>
+        chains = tuple(dedupe_chains(port_chains))
+        listeners.append(Listener(f"0.0.0.0_{port_number}", "outbound_tcp", "0.0.0.0", port_number,
+                                  bind_to_port=False, tcp_chains=chains, tcp_cluster=fallback,
+                                  tls_inspector=any(c.server_names for c in chains)))
     tables: list[RouteTable] = []
     for port_number, services in sorted(http_ports.items()):
         listeners.append(Listener(f"0.0.0.0_{port_number}", "outbound_http", "0.0.0.0", port_number,
                                   bind_to_port=False, route_table=str(port_number)))
-        vhosts = [service_virtual_host(snapshot, s, port_number, proxy, vss) for s in services]
-        # ALLOW_ANY: unknown hosts on a known port pass through to their original destination.
-        vhosts.append(VirtualHost("allow_any", ("*",), (default_route(PASSTHROUGH),)))
+        vhosts = _dedupe_domains([service_virtual_host(snapshot, s, port_number, proxy, vss) for s in services])
+        if blocked:
+            vhosts.append(VirtualHost("block_all", ("*",), (block_all_route(),)))
+        else:
+            # ALLOW_ANY: unknown hosts on a known port pass through to their original destination.
+            vhosts.append(VirtualHost("allow_any", ("*",), (default_route(PASSTHROUGH),)))
         tables.append(RouteTable(str(port_number), tuple(vhosts)))
-    chains = tuple(
-        InboundChain(port, inbound_cluster_name(port), "http" if protocol == "http" else "tcp")
+    inbound = tuple(
+        InboundChain(port, inbound_cluster_name(port), "http" if protocol in ("http", "http2", "grpc") else "tcp")
         for port, _service, protocol in inbound_ports(snapshot, proxy)
     )
     listeners.append(Listener("virtualInbound", "virtual_inbound", "0.0.0.0", INBOUND_PORT,
-                              inbound_chains=chains, tcp_cluster=INBOUND_PASSTHROUGH))
+                              inbound_chains=inbound, tcp_cluster=INBOUND_PASSTHROUGH))
     return listeners, tables

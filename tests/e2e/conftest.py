@@ -36,3 +36,19 @@ def bookinfo() -> Iterator[Mesh]:
     finally:
         mesh.cli("down", check=False)
         shutil.rmtree(state, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The shared bookinfo mesh comes up once per session and `test_zz_down...` takes it down: run
+    every e2e test that uses it first (in file order), then that one, then the e2e tests that bring
+    up meshes of their own. Items outside tests/e2e keep their places."""
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if here in Path(str(item.path)).parents]
+
+    def group(item: pytest.Item) -> int:
+        if item.name.startswith("test_zz_down"):
+            return 1
+        return 0 if "bookinfo" in getattr(item, "fixturenames", ()) else 2
+
+    for i, item in zip(slots, sorted((items[i] for i in slots), key=group), strict=True):
+        items[i] = item

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from gossamer.controlplane.workloads import builtin_documents, mesh_service, named_ports, vip_candidates
+from gossamer.registry.serviceentry import registry_services, workload_entry_workloads
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy, Workload
 from gossamer.resources.loader import parse_documents, resource_from_raw
@@ -24,6 +25,8 @@ def snapshot_from_yaml(text: str, filename: str = "in.yaml", *, with_gateway: bo
         by_kind.setdefault(r.kind, []).append(r)
     vips = vip_candidates()
     services = tuple(mesh_service(s, next(vips)) for s in by_kind.get("Service", []))
+    kinds = {k: tuple(v) for k, v in by_kind.items()}
+    services += tuple(registry_services(kinds, lambda _ns, _key: next(vips)))
     workloads = []
     ip = 10
     for d in by_kind.get("Deployment", []):
@@ -35,7 +38,8 @@ def snapshot_from_yaml(text: str, filename: str = "in.yaml", *, with_gateway: bo
                 labels=tuple(sorted((d.spec.template.metadata.labels or {}).items())),
                 service_account=d.spec.template.spec.service_account_name or "default", ready=True,
                 deployment=d.metadata.name, named_ports=tuple(sorted(named_ports(d).items()))))
-    return MeshSnapshot(version=1, resources={k: tuple(v) for k, v in by_kind.items()},
+    workloads.extend(workload_entry_workloads(by_kind.get("WorkloadEntry", [])))
+    return MeshSnapshot(version=1, resources=kinds,
                         services=services, workloads=tuple(workloads))
 
 

@@ -41,7 +41,8 @@ spec:
         subset: v9
 """)
     assert out == ["vs.yaml:10: warning: VirtualService/reviews: spec.http[0].route[0].destination.subset: "
-                   "referenced host+subset in destinationrule not found: reviews.default.svc.cluster.local+v9 (IST0101)"]
+                   "referenced host+subset in destinationrule not found: "
+                   "reviews.default.svc.cluster.local+v9 (IST0101)"]
 
 
 def test_mirror_to_an_unknown_host_and_a_missing_gateway_are_warned() -> None:

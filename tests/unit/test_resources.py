@@ -713,4 +713,6 @@ def test_other_istio_kinds_parse_cleanly() -> None:
     assert ratings.spec.http[0].fault.abort.http_status == 400
     assert ratings.spec.http[0].match[0].headers["x-foo"].set_fields == []  # presence match
     assert ratings.spec.http[2].direct_response.body.string == "unavailable"
-    assert not_enforced_fields(resources[8]) == ["spec.tcp", "spec.tls"]
+    assert not_enforced_fields(resources[8]) == []  # tcp and tls routes are enforced
+    # The Sidecar's egress hosts and outbound traffic policy are enforced.
+    assert not_enforced_fields(resources[2]) == []

@@ -35,6 +35,11 @@ def build_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
     elif cluster.kind == "static":
         out.type = cluster_pb2.Cluster.STATIC
         out.load_assignment.CopyFrom(build_load_assignment(cluster.name, cluster.static_endpoints))
+    elif cluster.kind in ("strict_dns", "logical_dns"):
+        # ServiceEntry DNS resolution: Envoy resolves the names (IPv4, as Istio does by default).
+        out.type = cluster_pb2.Cluster.STRICT_DNS if cluster.kind == "strict_dns" else cluster_pb2.Cluster.LOGICAL_DNS
+        out.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
+        out.load_assignment.CopyFrom(build_load_assignment(cluster.name, cluster.static_endpoints))
     elif cluster.kind == "original_dst":
         out.type = cluster_pb2.Cluster.ORIGINAL_DST
         out.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import base_pb2, substitution_format_string_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, substitution_format_string_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
-from gossamer.ir.types import InboundChain, Listener
+from gossamer.ir.types import InboundChain, Listener, TcpChain
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
 from gossamer.xds.build.policies import http_policy_filters
 
@@ -65,6 +66,40 @@ def tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter:
         typed_config=pack(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)))
 
 
+def weighted_tcp_proxy(stat_prefix: str, chain: TcpChain) -> listener_components_pb2.Filter:
+    """One destination: `cluster`; several: `weighted_clusters` (Istio's tcp/tls route weights)."""
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    if len(chain.destinations) == 1:
+        proxy.cluster = chain.destinations[0].cluster
+    else:
+        proxy.weighted_clusters.clusters.extend(
+            tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=d.cluster, weight=d.weight)
+            for d in chain.destinations)
+    return listener_components_pb2.Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy))
+
+
+def _cidr(value: str) -> address_pb2.CidrRange:
+    address, _, length = value.partition("/")
+    bits = int(length) if length else (128 if ":" in address else 32)
+    return address_pb2.CidrRange(address_prefix=address, prefix_len=wrappers_pb2.UInt32Value(value=bits))
+
+
+def _tcp_chain(listener: Listener, chain: TcpChain) -> listener_components_pb2.FilterChain:
+    match = listener_components_pb2.FilterChainMatch(
+        prefix_ranges=[_cidr(c) for c in chain.prefix_ranges], server_names=list(chain.server_names))
+    single = chain.destinations[0].cluster if len(chain.destinations) == 1 else ""
+    stat_prefix = single or listener.name
+    out = listener_components_pb2.FilterChain(filters=[weighted_tcp_proxy(stat_prefix, chain)])
+    if chain.prefix_ranges or chain.server_names:
+        out.filter_chain_match.CopyFrom(match)
+    return out
+
+
+def _tls_inspector() -> listener_components_pb2.ListenerFilter:
+    return listener_components_pb2.ListenerFilter(name="envoy.filters.listener.tls_inspector",
+                                                  typed_config=pack(tls_inspector_pb2.TlsInspector()))
+
+
 def _original_dst() -> listener_components_pb2.ListenerFilter:
     return listener_components_pb2.ListenerFilter(name="envoy.filters.listener.original_dst",
                                                   typed_config=pack(original_dst_pb2.OriginalDst()))
@@ -112,10 +147,19 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         out.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
             name="InboundPassthroughFilterChain",
             filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster)]))
-    elif listener.kind == "outbound_tcp":
-        out.traffic_direction = base_pb2.OUTBOUND
-        out.filter_chains.append(listener_components_pb2.FilterChain(
-            filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster)]))
+    elif listener.kind in ("outbound_tcp", "gateway_tcp"):
+        out.traffic_direction = base_pb2.INBOUND if listener.kind == "gateway_tcp" else base_pb2.OUTBOUND
+        if listener.tls_inspector:
+            out.listener_filters.append(_tls_inspector())
+        out.filter_chains.extend(_tcp_chain(listener, c) for c in listener.tcp_chains)
+        if listener.tcp_cluster:
+            fallback = listener_components_pb2.FilterChain(
+                filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster)])
+            if listener.tcp_chains:
+                fallback.name = "default"
+                out.default_filter_chain.CopyFrom(fallback)
+            else:
+                out.filter_chains.append(fallback)
     else:
         gateway = listener.kind == "gateway_http"
         out.traffic_direction = base_pb2.INBOUND if gateway else base_pb2.OUTBOUND

@@ -1,0 +1,144 @@
+"""ServiceEntry end to end: a server outside the pods (on the host, bound to the pod network's
+gateway address 10.244.0.1 on the gsm0 bridge) is reached from a meshed pod by its ServiceEntry
+host name; a Sidecar with REGISTRY_ONLY then blocks unregistered destinations (502) but not it.
+"""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gossamer.cli.client import ApiClient
+from tests.e2e.mesh import REPO, Mesh, free_port, leftovers, needs_root_reason, wait_until
+
+pytestmark = pytest.mark.e2e
+
+CURL = REPO / "samples" / "curl"
+HOST_ADDRESS = "10.244.0.1"  # the gsm0 bridge: the node's address on the pod network
+RUN_DIR = Path("/run/gsm-e2e-se")
+# The session-wide bookinfo mesh (conftest.py) lives here; it must be down before ours starts.
+BOOKINFO_RUN_DIR = Path("/run/gsm-e2e")
+
+
+def service_entries(port: int) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: external-static}}
+spec:
+  hosts: [external.example.com]
+  location: MESH_EXTERNAL
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {HOST_ADDRESS}, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: external-dns}}
+spec:
+  hosts: [dns.example.com]
+  location: MESH_EXTERNAL
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  resolution: DNS
+  endpoints: [{{address: {HOST_ADDRESS}, ports: {{http: {port}}}}}]
+"""
+
+
+REGISTRY_ONLY = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"""
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = f"outside host={self.headers.get('Host')}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def external() -> Iterator[tuple[Mesh, Path, int]]:
+    reason = needs_root_reason()
+    if reason:
+        pytest.skip(reason)
+    if leftovers() and ApiClient(BOOKINFO_RUN_DIR / "api.sock", timeout=2).alive():
+        Mesh(state_dir=Path("/nonexistent-gsm-e2e-state"), run_dir=BOOKINFO_RUN_DIR, ingress_port=0).cli(
+            "down", check=False, timeout=120)
+    assert not leftovers(), f"another mesh is running on this machine: {leftovers()}"
+    tmp = Path(tempfile.mkdtemp(prefix="gsm-e2e-se-"))
+    port = free_port()
+    (tmp / "config").mkdir()
+    (tmp / "config" / "service-entries.yaml").write_text(service_entries(port))
+    mesh = Mesh(state_dir=tmp / "state", run_dir=RUN_DIR, ingress_port=free_port())
+    server: http.server.ThreadingHTTPServer | None = None
+    try:
+        mesh.cli("up", str(CURL), str(tmp / "config"), "--detach", "--ingress-port", str(mesh.ingress_port),
+                 timeout=180)
+        # gsm0 exists now: serve on the node's pod-network address, outside every pod.
+        server = http.server.ThreadingHTTPServer((HOST_ADDRESS, port), _Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield mesh, tmp, port
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        mesh.cli("down", check=False, timeout=120)
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert leftovers() == []
+
+
+def curl(mesh: Mesh, url: str) -> tuple[str, str]:
+    """(status code, body) of a GET from the meshed curl pod."""
+    proc = mesh.exec("deploy/curl", "curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", url, check=False)
+    body, _, code = proc.stdout.rpartition("\n")
+    return code.strip(), body
+
+
+def test_static_service_entry_host_reached_by_name_from_a_pod(external: tuple[Mesh, Path, int]) -> None:
+    mesh, _tmp, _port = external
+    hosts = mesh.exec("deploy/curl", "cat", "/etc/hosts").stdout
+    assert "external.example.com" in hosts  # an auto-allocated address from the service range
+    code, body = curl(mesh, "http://external.example.com/")
+    assert code == "200", body
+    assert "outside host=external.example.com" in body
+
+
+def test_dns_service_entry_host_reached_by_name_from_a_pod(external: tuple[Mesh, Path, int]) -> None:
+    mesh, _tmp, _port = external
+    code, body = curl(mesh, "http://dns.example.com:8080/")
+    assert code == "200", body
+    assert "outside host=dns.example.com:8080" in body
+
+
+def test_registry_only_blocks_unregistered_destinations(external: tuple[Mesh, Path, int]) -> None:
+    mesh, tmp, port = external
+    direct = f"http://{HOST_ADDRESS}:{port}/"  # a port no service has: plain TCP to the sidecar
+    assert curl(mesh, direct)[0] == "200"  # ALLOW_ANY: passes through to the original destination
+    sidecar = tmp / "sidecar.yaml"
+    sidecar.write_text(REGISTRY_ONLY)
+    mesh.apply(sidecar)
+    try:
+        # Unknown TCP destination: BlackHoleCluster closes the connection (curl reports 000).
+        assert wait_until(lambda: curl(mesh, direct)[0] == "000", timeout=10)
+        # Unknown host on an HTTP port of the registry (80): Istio's block_all answers 502.
+        assert curl(mesh, f"http://{HOST_ADDRESS}/")[0] == "502"
+        code, body = curl(mesh, "http://external.example.com/")
+        assert code == "200", body  # registered: still reachable
+    finally:
+        mesh.delete(sidecar)
+    assert wait_until(lambda: curl(mesh, direct)[0] == "200", timeout=10)
