@@ -76,7 +76,7 @@ def test_ads_and_static_resources(tmp_path: Path) -> None:
     b = _bootstrap(tmp_path)
     dyn = b["dynamic_resources"]
     ads = dyn["ads_config"]
-    assert ads["api_type"] == "GRPC" and ads["transport_api_version"] == "V3"
+    assert ads["api_type"] == "DELTA_GRPC" and ads["transport_api_version"] == "V3"  # incremental, as Istio
     assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]
     assert ads["set_node_on_first_message_only"] is True
     for key in ("lds_config", "cds_config"):
