@@ -11,7 +11,7 @@ from gossamer.resources.base import FieldPath, Resource, format_path
 from gossamer.resources.issues import Issue
 
 # Fields of a VirtualService http route (spec.http[i].<field>) not enforced yet.
-NOT_ENFORCED_HTTP: frozenset[str] = frozenset({"delegate"})
+NOT_ENFORCED_HTTP: frozenset[str] = frozenset()
 
 # Top-level VirtualService route lists not enforced yet (spec.<field>).
 NOT_ENFORCED_VS: frozenset[str] = frozenset()

@@ -23,6 +23,7 @@ from gossamer.ir.types import (
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.duration import parse_duration
+from gossamer.translate.delegate import expand_delegates
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.policies import (
     mirror_percent,
@@ -245,7 +246,7 @@ def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> 
     """The routes one VirtualService contributes in this context, in rule order."""
     routes: list[HttpRoute] = []
     ns = vs.metadata.namespace
-    for index, rule in enumerate(vs.spec.http or []):
+    for index, rule in enumerate(expand_delegates(snapshot, vs)):
         headers = rule.headers
         request_ops = translate_header_ops(headers.request if headers else None)
         response_ops = translate_header_ops(headers.response if headers else None)

@@ -117,3 +117,45 @@ def test_inbound_reaches_the_local_app() -> None:
     res = resources(deployment="reviews-v1")
     result = simulate(res, Request(host="reviews:9080", path="/reviews/0", port=9080, inbound=True))
     assert result.cluster == "inbound|9080||"
+
+
+DELEGATION = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-root}
+spec:
+  hosts: [reviews]
+  http:
+  - name: api
+    match: [{uri: {prefix: /reviews}}]
+    delegate: {name: reviews-delegate, namespace: team}
+  - route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-delegate, namespace: team}
+spec:
+  http:
+  - name: jason
+    match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]
+  - name: outside-root
+    match: [{uri: {prefix: /other}}]
+    route: [{destination: {host: reviews.default.svc.cluster.local, subset: v3}}]
+  - route: [{destination: {host: reviews.default.svc.cluster.local, subset: v3}}]
+"""
+
+
+def test_delegate_rules_replace_the_root_rule_with_the_root_match_merged_in() -> None:
+    res = resources(NET / "destination-rule-all.yaml", extra=DELEGATION)
+    v = "outbound|9080|{}|reviews.default.svc.cluster.local"
+    assert simulate(res, reviews({"end-user": "jason"})).cluster == v.format("v2")
+    assert simulate(res, reviews()).cluster == v.format("v3")  # the delegate's catch-all, within /reviews
+    other = Request(host="reviews:9080", path="/other", port=9080)
+    # /other is outside the root's /reviews prefix: the conflicting delegate rule is dropped
+    assert simulate(res, other).cluster == v.format("v1")
+    assert simulate(res, Request(host="reviews:9080", path="/health", port=9080)).cluster == v.format("v1")
