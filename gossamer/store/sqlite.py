@@ -6,10 +6,11 @@ survives a crash of the control plane. Writes are all-or-nothing per call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -111,55 +112,55 @@ class Store:
     def apply(self, objects: Iterable[tuple[tuple[str, str, str], dict[str, Any], str, int]]) -> list[Change]:
         """Store (key, body, source_file, source_line) tuples in one transaction."""
         changes: list[Change] = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                revision = self.revision()
-                for (kind, ns, name), body, source_file, source_line in objects:
-                    old = self.get(kind, ns, name)
-                    if old is not None and old.body == body:
-                        changes.append(Change("unchanged", old))
-                        continue
-                    revision += 1
-                    if old is None:
-                        generation, created = 1, revision
-                    else:
-                        generation = old.generation + (0 if _spec_of(old.body) == _spec_of(body) else 1)
-                        created = old.created_index
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,?,?,?,?)",
-                        (kind, ns, name, revision, generation, created, json.dumps(body), source_file, source_line))
-                    changes.append(Change("created" if old is None else "configured",
-                                          StoredObject(kind, ns, name, revision, generation, created, body,
-                                                       source_file, source_line)))
-                self._set_revision(revision)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            revision = self.revision()
+            for (kind, ns, name), body, source_file, source_line in objects:
+                old = self.get(kind, ns, name)
+                if old is not None and old.body == body:
+                    changes.append(Change("unchanged", old))
+                    continue
+                revision += 1
+                if old is None:
+                    generation, created = 1, revision
+                else:
+                    generation = old.generation + (0 if _spec_of(old.body) == _spec_of(body) else 1)
+                    created = old.created_index
+                self._db.execute(
+                    "INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,?,?,?,?)",
+                    (kind, ns, name, revision, generation, created, json.dumps(body), source_file, source_line))
+                changes.append(Change("created" if old is None else "configured",
+                                      StoredObject(kind, ns, name, revision, generation, created, body,
+                                                   source_file, source_line)))
+            self._set_revision(revision)
         self._notify(changes)
         return changes
 
     def delete(self, keys: Iterable[tuple[str, str, str]]) -> list[Change]:
         changes: list[Change] = []
+        with self._transaction():
+            revision = self.revision()
+            for kind, ns, name in keys:
+                old = self.get(kind, ns, name)
+                if old is None:
+                    continue
+                revision += 1
+                self._db.execute("DELETE FROM resources WHERE kind=? AND namespace=? AND name=?", (kind, ns, name))
+                changes.append(Change("deleted", old))
+            self._set_revision(revision)
+        self._notify(changes)
+        return changes
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One all-or-nothing write: committed on success, rolled back on any error."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                revision = self.revision()
-                for kind, ns, name in keys:
-                    old = self.get(kind, ns, name)
-                    if old is None:
-                        continue
-                    revision += 1
-                    self._db.execute("DELETE FROM resources WHERE kind=? AND namespace=? AND name=?", (kind, ns, name))
-                    changes.append(Change("deleted", old))
-                self._set_revision(revision)
-                self._db.execute("COMMIT")
+                yield
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        self._notify(changes)
-        return changes
+            self._db.execute("COMMIT")
 
     def _set_revision(self, revision: int) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (str(revision),))

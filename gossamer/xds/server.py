@@ -27,7 +27,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
 from gossamer.xds.cache import ConfigCache
-from gossamer.xds.types import CLUSTER, LISTENER, SHORT_NAMES, WILDCARD_TYPES, push_rank
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, SHORT_NAMES, WILDCARD_TYPES, push_rank
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class _TypeState:
     wildcard: bool = False
     names: set[str] = field(default_factory=set)  # explicit subscription
     sent_names: frozenset[str] | None = None  # SotW: subscription the last response answered
-    known: dict[str, str] = field(default_factory=dict)  # delta: name -> version the client has
+    known: dict[str, str] = field(default_factory=dict)  # name -> version the client has (last sent in SotW)
     pending: dict[str, str] = field(default_factory=dict)  # delta: outstanding nonce -> version
 
 
@@ -324,20 +324,45 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     def _on_change(self, stream: _Stream, changed: set[str]) -> list[Any]:
         assert stream.status is not None
         out: list[Any] = []
-        for type_url in sorted(changed, key=push_rank):  # CDS, EDS, LDS, RDS, SDS
+        # EDS names of clusters this push modified. Envoy re-creates a modified cluster and keeps
+        # it warming until a ClusterLoadAssignment arrives for it, but its EDS subscription does
+        # not change (same name), so it never asks again: as Istio does, send those endpoints
+        # again even when they did not change. Otherwise the cluster stays warming (and CDS
+        # un-ACKed) until Envoy's initial fetch timeout (15 s).
+        refresh: set[str] = set()
+        for type_url in sorted(changed | {ENDPOINT}, key=push_rank):  # CDS, EDS, LDS, RDS, SDS
             st = stream.types.get(type_url)
             if st is None:
                 continue  # the proxy never asked for this type
+            refreshed = refresh if st.wildcard else refresh & st.names
+            if type_url == ENDPOINT and refreshed:
+                resp = self._refresh_endpoints(stream, st, refreshed)
+                if resp is not None:
+                    out.append(resp)
+                continue
+            if type_url not in changed:
+                continue
             version = self._cache.version(stream.status.group, type_url)
             # Same version as last sent (e.g. a NACKed one): never resend it.
             if not version or version == st.status.sent_version:
                 continue
+            before = dict(st.known)
             resp = self._delta_response(stream, st, force=False) if stream.delta else self._sotw_response(stream, st)
             if resp is not None:
                 out.append(resp)
+                if type_url == CLUSTER:
+                    refresh = {n for n, h in st.known.items() if n in before and before[n] != h}
         if not out:
             self._signal()  # cache moved on: wait_synced callers must re-evaluate
         return out
+
+    def _refresh_endpoints(self, stream: _Stream, st: _TypeState, names: set[str]) -> Any | None:
+        """EDS again for `names` (subscribed, of modified clusters), with any other change."""
+        if not stream.delta:
+            return self._sotw_response(stream, st)
+        for name in names:
+            st.known.pop(name, None)  # the client's copy belongs to the replaced cluster
+        return self._delta_response(stream, st, force=True)
 
     # ---- State of the World -------------------------------------------------
 
@@ -407,6 +432,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             control_plane=base_pb2.ControlPlane(identifier=CONTROL_PLANE_ID),
         )
         resp.resources.extend(picked)
+        snap = self._cache.snapshot(stream.status.group, type_url)
+        if snap is not None:  # per-resource versions sent: tells which clusters a push modifies
+            st.known = {n: snap.hashes[n] for n in (sorted(resources) if st.wildcard else st.names) if n in snap.hashes}
         ts = st.status
         ts.sent_version = version
         ts.nonce = nonce

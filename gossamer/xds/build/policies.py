@@ -13,7 +13,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
@@ -26,8 +25,7 @@ from gossamer.ir.policies import (
     MirrorPolicy,
     RetryPolicy,
 )
-from gossamer.ir.types import StringMatch
-from gossamer.xds.build.common import pack, seconds
+from gossamer.xds.build.common import pack, seconds, string_matcher
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
@@ -119,20 +117,9 @@ def fault_config(f: FaultInjection) -> fault_pb2.HTTPFault:
     return out
 
 
-def _string_matcher(m: StringMatch) -> string_pb2.StringMatcher:
-    out = string_pb2.StringMatcher(ignore_case=m.ignore_case)
-    if m.kind == "exact":
-        out.exact = m.value
-    elif m.kind == "prefix":
-        out.prefix = m.value
-    else:
-        out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=m.value))
-    return out
-
-
 def cors_config(c: CorsPolicy) -> cors_pb2.CorsPolicy:
     out = cors_pb2.CorsPolicy(
-        allow_origin_string_match=[_string_matcher(m) for m in c.allow_origins],
+        allow_origin_string_match=[string_matcher(m) for m in c.allow_origins],
         allow_methods=c.allow_methods,
         allow_headers=c.allow_headers,
         expose_headers=c.expose_headers,

@@ -7,12 +7,12 @@ import base64
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import regex_pb2
 from google.protobuf import wrappers_pb2
 
 from gossamer.ir.policies import DirectResponse, Redirect
-from gossamer.ir.types import HeaderOps, HttpRoute, RouteMatch, RouteTable, StringMatch, VirtualHost
-from gossamer.xds.build.common import pack, seconds
+from gossamer.ir.types import HeaderOps, HttpRoute, RouteMatch, RouteTable, VirtualHost
+from gossamer.xds.build.common import pack, seconds, string_matcher
 from gossamer.xds.build.policies import (
     CORS_FILTER,
     FAULT_FILTER,
@@ -34,17 +34,6 @@ _REDIRECT_CODES = {
 
 _APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-
-
-def string_matcher(m: StringMatch) -> string_pb2.StringMatcher:
-    out = string_pb2.StringMatcher(ignore_case=m.ignore_case)
-    if m.kind == "exact":
-        out.exact = m.value
-    elif m.kind == "prefix":
-        out.prefix = m.value
-    elif m.kind == "regex":
-        out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=m.value))
-    return out
 
 
 def build_route_match(match: RouteMatch) -> rc.RouteMatch:

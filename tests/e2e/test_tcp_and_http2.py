@@ -1,0 +1,247 @@
+"""TCP traffic shifting and HTTP/2 end to end, on a mesh of its own (curl, tcp-echo, two HTTP apps).
+
+* Istio's "TCP Traffic Shifting" task in its mesh-internal form: round robin over tcp-echo v1/v2
+  without a VirtualService, then all of it to v1, then 80/20 — picked per TCP connection.
+* Protocol selection by Service port: a port named `http` carries h2c from the client (the client
+  sidecar's HTTP connection manager detects the HTTP/2 preface) to an HTTP/1.1 app; a port named
+  `http2` (and one with `appProtocol: http2`) makes the sidecars speak HTTP/2 all the way to the
+  app, which is a small Envoy answering directly and telling which protocol reached it.
+* `gossamer proxy-config` shows the TCP listener and the subset cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gossamer.agent.envoy import envoy_binary
+from gossamer.cli.client import ApiClient
+from tests.e2e.mesh import REPO, Mesh, free_port, leftovers, needs_root_reason, wait_until
+
+pytestmark = pytest.mark.e2e
+
+CURL = REPO / "samples" / "curl"
+TCP_ECHO = REPO / "samples" / "tcp-echo"
+ALL_V1 = TCP_ECHO / "networking" / "tcp-echo-mesh-all-v1.yaml"
+V2_20 = TCP_ECHO / "networking" / "tcp-echo-mesh-20-v2.yaml"
+RUN_DIR = Path("/run/gsm-e2e-tcp")
+# The session-wide bookinfo mesh (conftest.py) lives here; it must be down before ours starts.
+BOOKINFO_RUN_DIR = Path("/run/gsm-e2e")
+
+# An Envoy as the app: answers every request itself and says which protocol reached it.
+APP_ENVOY = """
+static_resources:
+  listeners:
+  - name: app
+    address: {socket_address: {address: 0.0.0.0, port_value: 8080}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: app
+          codec_type: AUTO
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+          route_config:
+            virtual_hosts:
+            - name: app
+              domains: ["*"]
+              routes:
+              - match: {prefix: /}
+                direct_response: {status: 200, body: {inline_string: "h2-app\\n"}}
+              response_headers_to_add:
+              - header: {key: x-app-protocol, value: "%PROTOCOL%"}
+"""
+
+
+def app_manifests(envoy: str) -> str:
+    return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: h2-app, labels: {{app: h2-app}}}}
+spec:
+  ports:
+  - {{name: http2, port: 8080}}
+  selector: {{app: h2-app}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: h2-app-proto, labels: {{app: h2-app}}}}
+spec:
+  ports:
+  - {{name: web, port: 8080, appProtocol: http2}}
+  selector: {{app: h2-app}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: h2-app}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: h2-app}}}}
+  template:
+    metadata: {{labels: {{app: h2-app, version: v1}}}}
+    spec:
+      containers:
+      - name: h2-app
+        image: envoyproxy/envoy
+        command: ["{envoy}", "-c", "app-envoy.yaml", "--disable-hot-restart", "--concurrency", "1",
+                  "-l", "warning"]
+        ports: [{{containerPort: 8080}}]
+        readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, labels: {{app: web}}}}
+spec:
+  ports:
+  - {{name: http, port: 8000}}
+  selector: {{app: web}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web, version: v1}}}}
+    spec:
+      containers:
+      - name: web
+        image: python
+        command: ["python3", "-m", "http.server", "8000", "--bind", "0.0.0.0"]
+        ports: [{{containerPort: 8000}}]
+        readinessProbe: {{httpGet: {{path: /, port: 8000}}, periodSeconds: 1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Iterator[Mesh]:
+    reason = needs_root_reason()
+    if reason:
+        pytest.skip(reason)
+    if leftovers() and ApiClient(BOOKINFO_RUN_DIR / "api.sock", timeout=2).alive():
+        Mesh(state_dir=Path("/nonexistent-gsm-e2e-state"), run_dir=BOOKINFO_RUN_DIR, ingress_port=0).cli(
+            "down", check=False, timeout=120)
+    assert not leftovers(), f"another mesh is running on this machine: {leftovers()}"
+    tmp = Path(tempfile.mkdtemp(prefix="gsm-e2e-tcp-"))
+    (tmp / "config").mkdir()
+    (tmp / "config" / "apps.yaml").write_text(app_manifests(str(envoy_binary())))
+    (tmp / "config" / "app-envoy.yaml").write_text(APP_ENVOY)
+    m = Mesh(state_dir=tmp / "state", run_dir=RUN_DIR, ingress_port=free_port())
+    try:
+        # app-envoy.yaml is not a manifest: load apps.yaml by file, not the folder.
+        m.cli("up", str(CURL), str(TCP_ECHO), str(tmp / "config" / "apps.yaml"), "--detach",
+              "--ingress-port", str(m.ingress_port), timeout=180)
+        yield m
+    finally:
+        m.cli("down", check=False, timeout=120)
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert leftovers() == []
+
+
+# Opens N connections one after another (a new TCP connection each), sends "hello" and prints the
+# first word of each answer, or ERR:<what> — one `gossamer exec` for all N.
+TCP_CLIENT = """
+import socket, sys
+for _ in range(int(sys.argv[1])):
+    try:
+        with socket.create_connection(("tcp-echo", 9000), timeout=5) as s:
+            s.sendall(b"hello\\n")
+            data = b""
+            while not data.endswith(b"\\n"):
+                chunk = s.recv(1024)
+                if not chunk:
+                    break
+                data += chunk
+        print((data.split() or [b"ERR:empty"])[0].decode())
+    except OSError as e:
+        print("ERR:" + type(e).__name__)
+"""
+
+
+def answers(mesh: Mesh, n: int) -> Counter[str]:
+    proc = mesh.exec("deploy/curl", "python3", "-c", TCP_CLIENT, str(n))
+    words = proc.stdout.split()
+    assert len(words) == n, proc.stdout + proc.stderr
+    return Counter(words)
+
+
+def test_tcp_round_robin_without_virtual_service(mesh: Mesh) -> None:
+    seen = answers(mesh, 20)
+    assert set(seen) == {"one", "two"}, seen
+
+
+def test_tcp_all_to_v1_then_20_percent_to_v2(mesh: Mesh) -> None:
+    mesh.apply(ALL_V1)
+    last: list[Counter[str]] = []
+
+    def all_one() -> bool:
+        last.append(answers(mesh, 20))
+        return last[-1] == Counter(one=20)
+
+    assert wait_until(all_one, timeout=10, interval=0.2), last[-1]
+
+    mesh.apply(V2_20)
+    seen = answers(mesh, 100)
+    assert set(seen) <= {"one", "two"}, seen
+    assert 10 <= seen["two"] <= 32, seen  # 20% expected; binomial(100, 0.2) is within this 99.8% of runs
+
+
+def test_proxy_config_shows_tcp_listener_and_subset_cluster(mesh: Mesh) -> None:
+    mesh.apply(ALL_V1)  # the DestinationRule (again: the test may run alone)
+    vip = json.loads(mesh.cli("get", "svc", "tcp-echo", "-o", "json").stdout)["spec"]["clusterIP"]
+    listener = f"{vip}_9000"
+    listeners = mesh.cli("proxy-config", "listeners", "deploy/curl").stdout
+    assert listener in listeners, listeners
+    detail = json.loads(mesh.cli("proxy-config", "listeners", "deploy/curl", "-o", "json").stdout)
+    [tcp] = [it for it in detail["listeners"]["items"] if it["name"] == listener]
+    filters = [f["name"] for chain in tcp["filterChains"] for f in chain["filters"]]
+    assert "envoy.filters.network.tcp_proxy" in filters, filters
+    cluster = "outbound|9000|v1|tcp-echo.default.svc.cluster.local"
+    clusters = mesh.cli("proxy-config", "clusters", "deploy/curl").stdout
+    assert cluster in clusters, clusters
+
+
+def curl_http2() -> str | None:
+    features = subprocess.run(["curl", "-V"], capture_output=True, text=True).stdout
+    return None if "HTTP2" in features else "this curl has no HTTP/2 support (curl -V lists no HTTP2)"
+
+
+def curl(mesh: Mesh, *args: str) -> list[str]:
+    """curl's `-w` fields, one per line, after the body is discarded."""
+    proc = mesh.exec("deploy/curl", "curl", "-sS", "--max-time", "5", "-o", "/dev/null", *args, check=False)
+    return proc.stdout.split("\n")
+
+
+def test_h2c_from_the_client_to_an_http_port(mesh: Mesh) -> None:
+    reason = curl_http2()
+    if reason:
+        pytest.skip(reason)
+    out = curl(mesh, "--http2-prior-knowledge", "-w", "%{http_version} %{http_code}", "http://web:8000/")
+    assert out[0] == "2 200", out  # h2c to the client sidecar, HTTP/1.1 to the app
+    out = curl(mesh, "-w", "%{http_version} %{http_code}", "http://web:8000/")
+    assert out[0] == "1.1 200", out
+
+
+@pytest.mark.parametrize("host", ["h2-app", "h2-app-proto"])  # port name http2; appProtocol: http2
+def test_http2_port_speaks_http2_to_the_app(mesh: Mesh, host: str) -> None:
+    # An HTTP/1.1 client: the sidecars upgrade to HTTP/2 because of the port's protocol.
+    out = curl(mesh, "-w", "%{http_version} %{http_code}\n%header{x-app-protocol}", f"http://{host}:8080/")
+    assert out[:2] == ["1.1 200", "HTTP/2"], out
+    reason = curl_http2()
+    if reason:
+        pytest.skip(reason)
+    out = curl(mesh, "--http2-prior-knowledge", "-w", "%{http_version} %{http_code}\n%header{x-app-protocol}",
+               f"http://{host}:8080/")
+    assert out[:2] == ["2 200", "HTTP/2"], out

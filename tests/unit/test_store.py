@@ -1,0 +1,68 @@
+"""The durable store: versions, generations, all-or-nothing writes, survival across reopen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gossamer.store import Store
+
+VS = ("VirtualService", "default", "reviews")
+
+
+def body(subset: str, label: str = "a") -> dict:
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "reviews", "namespace": "default", "labels": {"team": label}},
+            "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews",
+                                                                                  "subset": subset}}]}]}}
+
+
+def test_versions_and_generations(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    [created] = store.apply([(VS, body("v1"), "f.yaml", 3)])
+    assert created.kind == "created" and created.object.generation == 1
+    [same] = store.apply([(VS, body("v1"), "f.yaml", 3)])
+    assert same.kind == "unchanged" and same.object.resource_version == created.object.resource_version
+    [relabelled] = store.apply([(VS, body("v1", "b"), "f.yaml", 3)])
+    assert relabelled.kind == "configured" and relabelled.object.generation == 1  # metadata only
+    [respec] = store.apply([(VS, body("v2", "b"), "f.yaml", 3)])
+    assert respec.object.generation == 2 and respec.object.resource_version > relabelled.object.resource_version
+    assert store.get(*VS).with_metadata()["metadata"]["resourceVersion"] == str(respec.object.resource_version)
+
+
+def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.apply([(VS, body("v1"), "f.yaml", 3)])
+    before = store.revision()
+
+    def objects():
+        yield (("DestinationRule", "default", "reviews"), {"kind": "DestinationRule"}, "g.yaml", 1)
+        raise RuntimeError("bad input half way")
+
+    with pytest.raises(RuntimeError):
+        store.apply(objects())
+    assert store.revision() == before
+    assert store.get("DestinationRule", "default", "reviews") is None
+
+
+def test_applied_config_survives_reopening(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.apply([(VS, body("v3"), "f.yaml", 3)])
+    vip = store.allocate_vip("default", "reviews", iter(["10.96.0.10", "10.96.0.11"]))
+    store.close()
+    reopened = Store(tmp_path / "s.db")
+    assert reopened.get(*VS).body == body("v3")
+    assert reopened.allocate_vip("default", "reviews", iter(["10.96.0.11"])) == vip
+    [deleted] = reopened.delete([VS])
+    assert deleted.kind == "deleted" and reopened.objects() == []
+
+
+def test_watchers_hear_only_real_changes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    heard: list[str] = []
+    store.subscribe(lambda changes: heard.extend(c.kind for c in changes))
+    store.apply([(VS, body("v1"), "f.yaml", 3)])
+    store.apply([(VS, body("v1"), "f.yaml", 3)])
+    store.delete([VS])
+    assert heard == ["created", "deleted"]
