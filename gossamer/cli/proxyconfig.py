@@ -69,4 +69,5 @@ def print_proxy_config(console: Console, body: dict[str, Any], wanted: str) -> N
         if wanted in (key, "all") and key in body:
             console.print(render(body[key]["items"]))
     if "stats" in body:
-        console.print(body["stats"], highlight=False)
+        # Raw: no markup, no wrapping (a stat is one `name: value` line, often over 80 columns).
+        console.out(body["stats"], highlight=False)

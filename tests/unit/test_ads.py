@@ -467,3 +467,45 @@ async def test_delta_named_subscribe_unsubscribe_and_initial_versions(env: Env) 
     r2 = await c.recv()
     assert list(r2.removed_resources) == ["c1"] and not r2.resources
     await c.close()
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_modified_cluster_gets_its_unchanged_endpoints_again(env: Env, delta: bool) -> None:
+    """Envoy re-creates a modified cluster and keeps it warming (CDS un-ACKed) until EDS arrives
+    for it, without changing its EDS subscription: the server must resend those endpoints."""
+    c = Client(env.stub, delta=delta)
+
+    async def subscribe(type_url: str, names: tuple[str, ...] = ()) -> None:
+        if delta:
+            await c.send_delta(type_url, subscribe=names)
+            r = await c.recv()
+            await c.send_delta(type_url, nonce=r.nonce)
+        else:
+            await c.send(type_url, names)
+            await c.ack(await c.recv(), names)
+
+    await subscribe(CLUSTER)
+    await subscribe(ENDPOINT, ("c1", "c2"))
+    await subscribe(LISTENER)
+    await subscribe(ROUTE, ("r1",))
+    assert await env.ads.wait_synced(None, TIMEOUT)
+    env.cache.set_group("default", config(cds={"c1": cluster("c1", 3), "c2": cluster("c2")}))
+    cds, eds = await c.recv(), await c.recv()
+    assert cds.type_url == CLUSTER and eds.type_url == ENDPOINT
+    if delta:
+        assert [x.name for x in cds.resources] == ["c1"]
+        assert [x.name for x in eds.resources] == ["c1"] and not eds.removed_resources
+        for r in (cds, eds):
+            await c.send_delta(r.type_url, nonce=r.nonce)
+    else:
+        assert names_of(eds) == ["c1", "c2"]
+        await c.ack(cds)
+        await c.ack(eds, ("c1", "c2"))
+    await c.expect_nothing()
+    assert await env.ads.wait_synced(None, TIMEOUT)
+    # A new cluster is not "modified": Envoy subscribes to its endpoints by name.
+    env.cache.set_group("default", config(cds={"c1": cluster("c1", 3), "c2": cluster("c2"), "c3": cluster("c3")}))
+    cds = await c.recv()
+    assert cds.type_url == CLUSTER
+    await c.expect_nothing()
+    await c.close()
