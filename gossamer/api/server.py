@@ -86,6 +86,13 @@ class Api:
             ns_filter = namespace if info.namespaced else None
             items = [o.with_metadata() for o in self.cp.store.objects(info.kind, ns_filter)
                      if name is None or o.name == name]
+            if info.kind == "Service":
+                # The virtual IP is allocated by the control plane, shown where Kubernetes shows it.
+                vips = self.cp.store.service_vips()
+                for item in items:
+                    vip = vips.get((item["metadata"]["namespace"], item["metadata"]["name"]))
+                    if vip:
+                        item.setdefault("spec", {})["clusterIP"] = vip
         if name is not None and not items:
             return _error(404, f'{info.plural} "{name}" not found')
         return web.json_response({"kind": info.kind, "items": items})

@@ -5,7 +5,8 @@
 * Protocol selection by Service port: a port named `http` carries h2c from the client (the client
   sidecar's HTTP connection manager detects the HTTP/2 preface) to an HTTP/1.1 app; a port named
   `http2` (and one with `appProtocol: http2`) makes the sidecars speak HTTP/2 all the way to the
-  app, which is a small Envoy answering directly and telling which protocol reached it.
+  app, which is a small Envoy answering directly and telling which protocol reached it; the same
+  app behind a port named `http` gets HTTP/1.1 (the control).
 * `gossamer proxy-config` shows the TCP listener and the subset cluster.
 """
 
@@ -36,17 +37,15 @@ RUN_DIR = Path("/run/gsm-e2e-tcp")
 BOOKINFO_RUN_DIR = Path("/run/gsm-e2e")
 
 # An Envoy as the app: answers every request itself and says which protocol reached it.
-APP_ENVOY = """
-static_resources:
-  listeners:
-  - name: app
-    address: {socket_address: {address: 0.0.0.0, port_value: 8080}}
+APP_LISTENER = """
+  - name: app-{port}
+    address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: app
+          stat_prefix: app_{port}
           codec_type: AUTO
           http_filters:
           - name: envoy.filters.http.router
@@ -57,11 +56,14 @@ static_resources:
             - name: app
               domains: ["*"]
               routes:
-              - match: {prefix: /}
-                direct_response: {status: 200, body: {inline_string: "h2-app\\n"}}
+              - match: {{prefix: /}}
+                direct_response: {{status: 200, body: {{inline_string: "h2-app\\n"}}}}
               response_headers_to_add:
-              - header: {key: x-app-protocol, value: "%PROTOCOL%"}
+              - header: {{key: x-app-protocol, value: "%PROTOCOL%"}}
 """
+# 8080 is behind http2 ports, 8081 behind an http port: a pod port has one protocol on the inbound
+# side (the first Service's, as in Istio), so the control needs a port of its own.
+APP_ENVOY = "static_resources:\n  listeners:" + APP_LISTENER.format(port=8080) + APP_LISTENER.format(port=8081)
 
 
 def app_manifests(envoy: str) -> str:
@@ -82,6 +84,14 @@ spec:
   - {{name: web, port: 8080, appProtocol: http2}}
   selector: {{app: h2-app}}
 ---
+apiVersion: v1
+kind: Service
+metadata: {{name: h2-app-http, labels: {{app: h2-app}}}}
+spec:
+  ports:
+  - {{name: http, port: 8081}}
+  selector: {{app: h2-app}}
+---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: h2-app}}
@@ -96,7 +106,7 @@ spec:
         image: envoyproxy/envoy
         command: ["{envoy}", "-c", "app-envoy.yaml", "--disable-hot-restart", "--concurrency", "1",
                   "-l", "warning"]
-        ports: [{{containerPort: 8080}}]
+        ports: [{{containerPort: 8080}}, {{containerPort: 8081}}]
         readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
 ---
 apiVersion: v1
@@ -200,7 +210,9 @@ def test_tcp_all_to_v1_then_20_percent_to_v2(mesh: Mesh) -> None:
 
 def test_proxy_config_shows_tcp_listener_and_subset_cluster(mesh: Mesh) -> None:
     mesh.apply(ALL_V1)  # the DestinationRule (again: the test may run alone)
-    vip = json.loads(mesh.cli("get", "svc", "tcp-echo", "-o", "json").stdout)["spec"]["clusterIP"]
+    # The service's address as the pod resolves it (`get svc` shows no allocated clusterIP).
+    vip = mesh.exec("deploy/curl", "python3", "-c", "import socket; print(socket.gethostbyname('tcp-echo'))"
+                    ).stdout.strip()
     listener = f"{vip}_9000"
     listeners = mesh.cli("proxy-config", "listeners", "deploy/curl").stdout
     assert listener in listeners, listeners
@@ -234,14 +246,19 @@ def test_h2c_from_the_client_to_an_http_port(mesh: Mesh) -> None:
     assert out[0] == "1.1 200", out
 
 
-@pytest.mark.parametrize("host", ["h2-app", "h2-app-proto"])  # port name http2; appProtocol: http2
-def test_http2_port_speaks_http2_to_the_app(mesh: Mesh, host: str) -> None:
-    # An HTTP/1.1 client: the sidecars upgrade to HTTP/2 because of the port's protocol.
-    out = curl(mesh, "-w", "%{http_version} %{http_code}\n%header{x-app-protocol}", f"http://{host}:8080/")
-    assert out[:2] == ["1.1 200", "HTTP/2"], out
+@pytest.mark.parametrize(("url", "app_protocol"), [
+    ("http://h2-app:8080/", "HTTP/2"),  # port name http2
+    ("http://h2-app-proto:8080/", "HTTP/2"),  # appProtocol: http2
+    ("http://h2-app-http:8081/", "HTTP/1.1"),  # port name http: the control, the same app with HTTP/1.1
+])
+def test_port_protocol_decides_what_reaches_the_app(mesh: Mesh, url: str, app_protocol: str) -> None:
+    # An HTTP/1.1 client: only an http2 port makes the sidecars speak HTTP/2 to the app.
+    out = curl(mesh, "-w", "%{http_version} %{http_code}\n%header{x-app-protocol}", url)
+    assert out[:2] == ["1.1 200", app_protocol], out
     reason = curl_http2()
     if reason:
         pytest.skip(reason)
+    # An h2c client: what reaches the app still follows the port, not the client.
     out = curl(mesh, "--http2-prior-knowledge", "-w", "%{http_version} %{http_code}\n%header{x-app-protocol}",
-               f"http://{host}:8080/")
-    assert out[:2] == ["2 200", "HTTP/2"], out
+               url)
+    assert out[:2] == ["2 200", app_protocol], out
