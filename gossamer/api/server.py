@@ -11,6 +11,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from gossamer.controlplane.daemon import ControlPlane
+from gossamer.debug import explain
 from gossamer.resources.kinds import lookup_kind
 from gossamer.runtime.types import PodStatus
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
@@ -47,6 +48,7 @@ class Api:
             web.get("/v1/status", self.status),
             web.get("/v1/pods/{namespace}/{ref:.+}", self.pod),
             web.get("/v1/proxy-config/{namespace}/{ref:.+}", self.proxy_config),
+            web.post("/v1/explain", self.explain_request),
             web.post("/v1/shutdown", self.stop),
             web.get("/v1/sync", self.sync),
         ])
@@ -156,6 +158,29 @@ class Api:
             out[key] = {"version": version, "items": [json_format.MessageToDict(r) for r in resources.values()]}
         if request.query.get("stats"):
             out["stats"] = (await self.cp.runtime.admin_get(pod.name, pod.namespace, "/stats"))[1]
+        return web.json_response(out)
+
+    async def explain_request(self, request: web.Request) -> web.Response:
+        """Where one request from (or, inbound, to) a pod goes on the config its proxy was sent, and why."""
+        body = await request.json()
+        ns, ref = body.get("namespace") or "default", str(body.get("ref", ""))
+        pod = self._find_pod(ns, ref)
+        if pod is None:
+            return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
+        proxy = next((p for p in self.cp.ads.proxies() if f"~{pod.name}.{pod.namespace}~" in p.node_id), None)
+        if proxy is None:
+            return _error(404, f"pod {pod.name} has no connected proxy")
+        packed = {t: self.cp.cache.get(proxy.group, t) for t in CONFIG_TYPES.values()}
+        try:
+            out = explain.explain(
+                explain.unpack({t: res for t, (_, res) in packed.items()}),
+                url=str(body.get("url", "")), method=str(body.get("method") or "GET"),
+                headers=body.get("headers") or [], inbound=bool(body.get("inbound")), namespace=pod.namespace,
+                services=self.cp.snapshot().services, pod_ip=pod.ip, proxy=proxy.node_id,
+                sync=explain.sync_states(proxy.types, proxy.synced, {t: v for t, (v, _) in packed.items()}))
+        except explain.ExplainError as e:
+            return _error(400, str(e))
+        out["pod"] = pod.name
         return web.json_response(out)
 
     async def sync(self, request: web.Request) -> web.Response:

@@ -230,8 +230,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command and args.command[0] == "--" else args.command
     if not command:
         raise CliError("exec: give a command after --, e.g. gossamer exec deploy/curl -- curl -s productpage:9080")
+    from gossamer.runtime.processes import path_with_own_python
+
     pod = _pod(args)
-    os.execvp("ip", ["ip", "netns", "exec", pod["netns"], *command])
+    # As in the pod's containers: `python3` is the Python running Gossamer (runtime/processes.py).
+    env = {**os.environ, "PATH": path_with_own_python(os.environ.get("PATH", os.defpath))}
+    os.execvpe("ip", ["ip", "netns", "exec", pod["netns"], *command], env)
     return 127
 
 
@@ -267,6 +271,21 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
     from gossamer.cli.proxyconfig import print_proxy_config
 
     print_proxy_config(console, body, args.type)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    status, body = _call(args, "POST", "/v1/explain", {
+        "namespace": args.namespace, "ref": args.pod, "url": args.url, "method": args.method,
+        "headers": args.header or [], "inbound": args.inbound})
+    if status != 200:
+        raise CliError(body.get("error", f"HTTP {status}"))
+    if args.output == "json":
+        print(json.dumps(body, indent=2))
+        return 0
+    from gossamer.cli.explain import print_explanation
+
+    print_explanation(console, body)
     return 0
 
 
@@ -327,6 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["json", "table"], default="table")
     p.add_argument("--stats", action="store_true", help="include Envoy's live stats")
     p.set_defaults(func=cmd_proxy_config)
+
+    p = sub.add_parser("explain", help="where a request from this pod goes on its proxy's config, and why")
+    p.add_argument("pod", metavar="POD|deploy/NAME")
+    p.add_argument("url", metavar="URL", help="e.g. http://reviews:9080/reviews/0")
+    p.add_argument("-H", "--header", action="append", metavar="'Name: value'")
+    p.add_argument("-X", "--request", dest="method", default="GET", metavar="METHOD")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("--inbound", action="store_true", help="a request arriving at the pod (its inbound listener)")
+    p.add_argument("-o", "--output", choices=["json", "text"], default="text")
+    p.set_defaults(func=cmd_explain)
     return parser
 
 

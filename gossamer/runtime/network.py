@@ -78,15 +78,26 @@ class IpAllocator:
         self._used.discard(int(ipaddress.IPv4Address(ip)))
 
 
+# The host has no route of its own for service VIPs: without this one, a VIP dialled
+# from the host would follow the default route off the machine.
+SERVICE_ROUTE = ("ip", "route", "{verb}", "unreachable", str(SERVICE_CIDR), "proto", "static")
+
+
+def service_route(verb: str) -> list[str]:
+    return [part.format(verb=verb) for part in SERVICE_ROUTE]
+
+
 async def create_bridge(name: str = BRIDGE) -> None:
     await run("ip", "link", "add", name, "type", "bridge")
     await run("ip", "addr", "add", f"{BRIDGE_IP}/{POD_CIDR.prefixlen}", "dev", name)
     await run("ip", "link", "set", name, "up")
+    await run(*service_route("replace"))
 
 
 async def delete_bridge(name: str = BRIDGE) -> None:
     if link_exists(name):
         await run("ip", "link", "del", name, check=False)
+    await run(*service_route("del"), check=False)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,9 +25,20 @@ BACKOFF_RESET_AFTER = 10.0
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
+def path_with_own_python(path: str) -> str:
+    """PATH with the directory of the Python running Gossamer first (once): `python3` in a container's
+    command is then this interpreter, with the project's dependencies (e.g. grpcio) importable."""
+    own = os.path.dirname(sys.executable)
+    parts = [p for p in path.split(os.pathsep) if p]
+    if not own or (parts and parts[0] == own):
+        return path
+    return os.pathsep.join([own, *(p for p in parts if p != own)])
+
+
 def base_env() -> dict[str, str]:
     env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env["PATH"] = path_with_own_python(env["PATH"])
     return env
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gossamer.runtime.linux import proc_start_time, same_process_alive
+from gossamer.runtime.network import service_route
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,8 @@ def cleanup_record(record: dict[str, Any]) -> None:
     bridge = record.get("bridge")
     if bridge and Path(f"/sys/class/net/{bridge}").exists():
         _run("ip", "link", "del", bridge)
+    if bridge:
+        _run(*service_route("del"))
 
 
 def cleanup_leftovers(state_dir: Path, *, force: bool = False) -> bool:

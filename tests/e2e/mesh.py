@@ -130,6 +130,9 @@ def leftovers() -> list[str]:
     found += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith("gsm")]
     if subprocess.run(["ip", "link", "show", "gsm0"], capture_output=True).returncode == 0:
         found.append("bridge gsm0")
+    routes = subprocess.run(["ip", "route", "show", "10.96.0.0/16"], capture_output=True, text=True).stdout
+    if routes.strip():
+        found.append(f"route {routes.strip()}")
     etc = Path("/etc/netns")
     if etc.exists():
         found += [f"/etc/netns/{p.name}" for p in etc.iterdir() if p.name.startswith("gsm")]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -169,6 +170,14 @@ def test_exec_curl_inside_the_mesh_and_proxy_config(bookinfo: Mesh) -> None:
     assert "outbound|9080||reviews.default.svc.cluster.local" in clusters
     logs = bookinfo.cli("logs", "deploy/productpage-v1", "-c", "istio-proxy").stdout
     assert "outbound|9080||details.default.svc.cluster.local" in logs
+
+
+def test_pod_and_service_ranges_never_route_off_the_machine(bookinfo: Mesh) -> None:
+    vip = subprocess.run(["ip", "route", "get", "10.96.0.12"], capture_output=True, text=True)
+    assert vip.returncode != 0 and "no route to host" in vip.stderr.lower(), vip  # the unreachable route
+    pod_routes = bookinfo.exec("deploy/productpage-v1", "ip", "route").stdout
+    assert "default" not in pod_routes, pod_routes
+    assert "10.96.0.0/16" in pod_routes and "10.244.0.0/16" in pod_routes, pod_routes
 
 
 def test_zz_down_leaves_nothing_behind(bookinfo: Mesh) -> None:
