@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -347,7 +347,7 @@ def _endpoints(cla: endpoint_pb2.ClusterLoadAssignment) -> list[dict[str, Any]]:
             if lb.WhichOneof("host_identifier") != "endpoint":
                 continue
             ep: dict[str, Any] = {"address": _socket(lb.endpoint.address),
-                                  "health": base_pb2.HealthStatus.Name(lb.health_status)}
+                                  "health": health_check_pb2.HealthStatus.Name(lb.health_status)}
             if lb.HasField("load_balancing_weight"):
                 ep["weight"] = lb.load_balancing_weight.value
             out.append(ep)

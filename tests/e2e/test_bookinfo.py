@@ -7,6 +7,7 @@ gateway Envoy -> productpage sidecar -> productpage -> sidecars -> reviews/ratin
 from __future__ import annotations
 
 import collections
+import json
 import re
 import subprocess
 import time
@@ -178,6 +179,24 @@ def test_pod_and_service_ranges_never_route_off_the_machine(bookinfo: Mesh) -> N
     pod_routes = bookinfo.exec("deploy/productpage-v1", "ip", "route").stdout
     assert "default" not in pod_routes, pod_routes
     assert "10.96.0.0/16" in pod_routes and "10.244.0.0/16" in pod_routes, pod_routes
+
+
+def test_explain_names_the_rule_the_cluster_and_its_endpoints(bookinfo: Mesh) -> None:
+    files = [NETWORKING / "destination-rule-all.yaml", NETWORKING / "virtual-service-reviews-test-v2.yaml"]
+    bookinfo.apply(*files)
+    try:
+        out = bookinfo.cli("explain", "deploy/productpage-v1", "http://reviews:9080/reviews/0",
+                           "-H", "end-user: jason").stdout
+        assert "outbound|9080|v2|reviews.default.svc.cluster.local" in out, out
+        assert "default/reviews#http[0]" in out, out
+        assert re.search(r"endpoint\s+10\.244\.\d+\.\d+:9080", out), out
+        assert "LDS SYNCED" in out, out
+        body = json.loads(bookinfo.cli("explain", "deploy/productpage-v1", "http://reviews:9080/reviews/0",
+                                       "-o", "json").stdout)
+        assert [c["name"] for c in body["clusters"]] == ["outbound|9080|v1|reviews.default.svc.cluster.local"]
+        assert body["notMatched"][0]["operation"] == "default/reviews#http[0]"
+    finally:
+        bookinfo.delete(*reversed(files))
 
 
 def test_zz_down_leaves_nothing_behind(bookinfo: Mesh) -> None:
