@@ -95,8 +95,11 @@ def _direct_response(d: DirectResponse) -> rc.DirectResponseAction:
 
 def _route_action(route: HttpRoute) -> rc.RouteAction:
     # Istio disables Envoy's default 15 s route timeout unless a VirtualService sets one, and
-    # lets a grpc-timeout header shorten it (max_grpc_timeout = the route timeout, 0 = unlimited).
-    action = rc.RouteAction(timeout=seconds(route.timeout), max_grpc_timeout=seconds(route.timeout))
+    # lets a grpc-timeout header shorten it (capped at the route timeout, 0 = unlimited), with
+    # max_stream_duration as Istio does now (max_grpc_timeout is deprecated).
+    action = rc.RouteAction(timeout=seconds(route.timeout))
+    action.max_stream_duration.max_stream_duration.CopyFrom(seconds(route.timeout))
+    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(seconds(route.timeout))
     if len(route.destinations) == 1 and not route.destinations[0].request_headers \
             and not route.destinations[0].response_headers:
         action.cluster = route.destinations[0].cluster
