@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import Mesh, free_port, leftovers, machine_lock, needs_root_reason
+from tests.e2e.mesh import (
+    BOOKINFO_RUN_DIR,
+    Mesh,
+    free_port,
+    leftovers,
+    machine_lock,
+    needs_root_reason,
+    skip_without_root,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,11 +31,9 @@ def one_mesh_per_machine() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def bookinfo() -> Iterator[Mesh]:
     """One bookinfo mesh for the session, brought up the way the README says."""
-    reason = needs_root_reason()
-    if reason:
-        pytest.skip(reason)
+    skip_without_root()
     state = Path(tempfile.mkdtemp(prefix="gsm-e2e-"))
-    mesh = Mesh(state_dir=state / "state", run_dir=Path("/run/gsm-e2e"), ingress_port=free_port())
+    mesh = Mesh(state_dir=state / "state", run_dir=BOOKINFO_RUN_DIR, ingress_port=free_port())
     before = leftovers()
     assert not before, f"a previous mesh left these behind: {before}"
     try:

@@ -18,8 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from gossamer.cli.client import ApiClient
+
 REPO = Path(__file__).resolve().parents[2]
 GOSSAMER = [sys.executable, "-m", "gossamer.cli.main"]
+# The session-wide bookinfo mesh (conftest.py) lives here; it must be down before another mesh starts.
+BOOKINFO_RUN_DIR = Path("/run/gsm-e2e")
 
 
 def needs_root_reason() -> str | None:
@@ -28,6 +34,15 @@ def needs_root_reason() -> str | None:
     if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
         return "`ip netns` is not available"
     return None
+
+
+def skip_without_root() -> None:
+    """pytest.skip when needs_root_reason() says so."""
+    import pytest  # here, not at the top: the benchmarks import this module without pytest
+
+    reason = needs_root_reason()
+    if reason:
+        pytest.skip(reason)
 
 
 MACHINE_LOCK = Path("/run/gossamer-e2e.lock")
@@ -137,3 +152,67 @@ def leftovers() -> list[str]:
     if etc.exists():
         found += [f"/etc/netns/{p.name}" for p in etc.iterdir() if p.name.startswith("gsm")]
     return found
+
+
+def stop_shared_bookinfo() -> None:
+    """The shared bookinfo mesh (if this session started it) owns gsm0: stop it, then check nothing is left."""
+    if leftovers() and ApiClient(BOOKINFO_RUN_DIR / "api.sock", timeout=2).alive():
+        Mesh(state_dir=Path("/nonexistent-gsm-e2e-state"), run_dir=BOOKINFO_RUN_DIR, ingress_port=0).cli(
+            "down", check=False, timeout=120)
+    assert leftovers() == [], f"another mesh is running on this machine: {leftovers()}"
+
+
+@contextlib.contextmanager
+def own_mesh(run_dir: Path, state_dir: Path, *paths: str | Path, timeout: float = 180) -> Iterator[Mesh]:
+    """A mesh of a module's own (`up --detach` on PATHS, a free ingress port), after stopping the shared
+    bookinfo one; `down` afterwards, and nothing may be left on the machine."""
+    skip_without_root()
+    stop_shared_bookinfo()
+    mesh = Mesh(state_dir=state_dir, run_dir=run_dir, ingress_port=free_port())
+    try:
+        mesh.cli("up", *[str(p) for p in paths], "--detach", "--ingress-port", str(mesh.ingress_port),
+                 timeout=timeout)
+        yield mesh
+    finally:
+        mesh.cli("down", check=False, timeout=120)
+    assert leftovers() == []
+
+
+class Applied:
+    """Files a test applies; every one of them is deleted (newest first) at teardown (see `applying`)."""
+
+    def __init__(self, mesh: Mesh, tmp_path: Path) -> None:
+        self.mesh = mesh
+        self.tmp_path = tmp_path
+        self.paths: list[Path] = []
+
+    def __call__(self, *paths: Path) -> None:
+        for p in paths:
+            if p not in self.paths:
+                self.paths.append(p)
+        self.mesh.apply(*paths)
+
+    def yaml(self, name: str, text: str) -> Path:
+        """Write TEXT to NAME in tmp_path (not applied)."""
+        path = self.tmp_path / name
+        path.write_text(text)
+        return path
+
+    def docs(self, name: str, *docs: dict[str, Any]) -> Path:
+        """Write DOCS as one YAML file NAME in tmp_path and apply it."""
+        path = self.yaml(name, yaml.safe_dump_all(docs, sort_keys=False))
+        self(path)
+        return path
+
+    def cleanup(self) -> None:
+        for p in reversed(self.paths):
+            self.mesh.cli("delete", "-f", str(p), "--wait", check=False)
+
+
+@contextlib.contextmanager
+def applying(mesh: Mesh, tmp_path: Path) -> Iterator[Applied]:
+    applied = Applied(mesh, tmp_path)
+    try:
+        yield applied
+    finally:
+        applied.cleanup()

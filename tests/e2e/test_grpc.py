@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from gossamer.cli.client import ApiClient
-from tests.e2e.mesh import REPO, Mesh, free_port, leftovers, needs_root_reason, wait_until
+from tests.e2e.mesh import REPO, Applied, Mesh, applying, own_mesh, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -36,8 +35,6 @@ DESTINATION_RULE = NETWORKING / "destination-rule-all.yaml"
 ALL_V2 = NETWORKING / "virtual-service-all-v2.yaml"
 ABORT = NETWORKING / "virtual-service-abort-unavailable.yaml"
 RUN_DIR = Path("/run/gsm-e2e-grpc")
-# The session-wide bookinfo mesh (conftest.py) lives here; it must be down before ours starts.
-BOOKINFO_RUN_DIR = Path("/run/gsm-e2e")
 CLUSTER = "outbound|7070||grpc-echo.default.svc.cluster.local"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -95,39 +92,21 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def mesh(tmp: Path) -> Iterator[Mesh]:
-    reason = needs_root_reason()
-    if reason:
-        pytest.skip(reason)
-    if leftovers() and ApiClient(BOOKINFO_RUN_DIR / "api.sock", timeout=2).alive():
-        Mesh(state_dir=Path("/nonexistent-gsm-e2e-state"), run_dir=BOOKINFO_RUN_DIR, ingress_port=0).cli(
-            "down", check=False, timeout=120)
-    assert not leftovers(), f"another mesh is running on this machine: {leftovers()}"
     config = tmp / "config"
     config.mkdir()
     (config / "flaky.yaml").write_text(FLAKY)
-    m = Mesh(state_dir=tmp / "state", run_dir=RUN_DIR, ingress_port=free_port())
     try:
-        m.cli("up", str(CURL), str(GRPC_ECHO), str(config / "flaky.yaml"), "--detach",
-              "--ingress-port", str(m.ingress_port), timeout=180)
-        yield m
+        with own_mesh(RUN_DIR, tmp / "state", CURL, GRPC_ECHO, config / "flaky.yaml") as m:
+            yield m
     finally:
-        m.cli("down", check=False, timeout=120)
         shutil.rmtree(config, ignore_errors=True)
-    assert leftovers() == []
 
 
 @pytest.fixture
-def applied(mesh: Mesh) -> Iterator[list[Path]]:
+def applied(mesh: Mesh, tmp_path: Path) -> Iterator[Applied]:
     """Files a test applies; deleted after it, so every test starts from the samples alone."""
-    paths: list[Path] = []
-    yield paths
-    for path in reversed(paths):
-        mesh.cli("delete", "-f", str(path), "--wait", check=False)
-
-
-def apply(mesh: Mesh, applied: list[Path], *paths: Path) -> None:
-    mesh.apply(*paths)
-    applied.extend(p for p in paths if p not in applied)
+    with applying(mesh, tmp_path) as a:
+        yield a
 
 
 def call(mesh: Mesh, target: str, n: int, *extra: str) -> list[str]:
@@ -162,27 +141,27 @@ def test_calls_go_through_both_sidecars_and_reach_both_versions(mesh: Mesh) -> N
             timeout=5, interval=0.2), mesh.cli("logs", ref, "-c", "istio-proxy").stdout[-2000:]
 
 
-def test_weighted_route_sends_every_call_on_one_channel_to_v2(mesh: Mesh, applied: list[Path]) -> None:
-    apply(mesh, applied, DESTINATION_RULE, ALL_V2)
+def test_weighted_route_sends_every_call_on_one_channel_to_v2(mesh: Mesh, applied: Applied) -> None:
+    applied(DESTINATION_RULE, ALL_V2)
     calls_until(mesh, "grpc-echo:7070", 30, Counter({"v2 hello": 30}))
 
 
-def test_fault_abort_grpc_status(mesh: Mesh, applied: list[Path]) -> None:
-    apply(mesh, applied, ABORT)
+def test_fault_abort_grpc_status(mesh: Mesh, applied: Applied) -> None:
+    applied(ABORT)
     calls_until(mesh, "grpc-echo:7070", 10, Counter({"UNAVAILABLE": 10}))
 
 
-def test_retries_on_unavailable(mesh: Mesh, applied: list[Path], tmp: Path) -> None:
+def test_retries_on_unavailable(mesh: Mesh, applied: Applied, tmp: Path) -> None:
     retry5, retry0 = tmp / "retries-5.yaml", tmp / "retries-0.yaml"
     retry5.write_text(flaky_retries(5))
     retry0.write_text(flaky_retries(0))
 
-    apply(mesh, applied, retry5)
+    applied(retry5)
     seen = Counter(call(mesh, "grpc-flaky:7070", 40))
     assert set(seen) <= {"flaky hello", "UNAVAILABLE"}, seen
     assert seen["flaky hello"] >= 38, seen  # >= 95%: the sidecar retried the UNAVAILABLE calls
 
-    apply(mesh, applied, retry0)  # same VirtualService, no retries
+    applied(retry0)  # same VirtualService, no retries
     last: list[Counter[str]] = []
 
     def failures_show() -> bool:

@@ -9,7 +9,6 @@ here is brought down before the next one starts.
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import os
 import re
@@ -24,14 +23,21 @@ import yaml
 
 from gossamer.cli.client import ApiClient
 from gossamer.runtime.linux import proc_start_time, same_process_alive
-from tests.e2e.mesh import REPO, Mesh, free_port, leftovers, needs_root_reason, wait_until
+from tests.e2e.mesh import (
+    REPO,
+    Mesh,
+    free_port,
+    leftovers,
+    own_mesh,
+    skip_without_root,
+    stop_shared_bookinfo,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
 RUN_DIR = Path("/run/gsm-e2e-life")
 CURL = REPO / "samples/curl"
-# The session-wide bookinfo mesh (conftest.py) lives here; it must be down before ours starts.
-BOOKINFO_RUN_DIR = Path("/run/gsm-e2e")
 
 # Answers every GET with its pod name (HOSTNAME), so a client can tell the replicas apart.
 ECHO_PY = """\
@@ -104,31 +110,12 @@ def new_mesh(tmp: Path) -> Mesh:
     return Mesh(state_dir=tmp / "state", run_dir=RUN_DIR, ingress_port=free_port())
 
 
-def ensure_no_other_mesh() -> None:
-    """The shared bookinfo mesh (if this session started it) owns gsm0: stop it first."""
-    if leftovers() and ApiClient(BOOKINFO_RUN_DIR / "api.sock", timeout=2).alive():
-        Mesh(state_dir=Path("/nonexistent-gsm-e2e-state"), run_dir=BOOKINFO_RUN_DIR, ingress_port=0).cli(
-            "down", check=False, timeout=120)
-    assert leftovers() == [], f"another mesh is running on this machine: {leftovers()}"
-
-
 def up(mesh: Mesh, *paths: Path | str) -> None:
     mesh.cli("up", *[str(p) for p in paths], "--detach", "--ingress-port", str(mesh.ingress_port), timeout=180)
 
 
 def down(mesh: Mesh) -> None:
     mesh.cli("down", check=False, timeout=120)
-
-
-@contextlib.contextmanager
-def running(mesh: Mesh, *paths: Path | str) -> Iterator[Mesh]:
-    ensure_no_other_mesh()
-    try:
-        up(mesh, *paths)
-        yield mesh
-    finally:
-        down(mesh)
-    assert leftovers() == []
 
 
 def up_pid(mesh: Mesh) -> int:
@@ -190,13 +177,11 @@ def ready_pods(mesh: Mesh, deployment: str) -> list[dict[str, object]]:
 # -- 1. invalid manifest ---------------------------------------------------------------------
 @pytest.fixture
 def root() -> None:
-    reason = needs_root_reason()
-    if reason:
-        pytest.skip(reason)
+    skip_without_root()
 
 
 def test_up_with_an_invalid_manifest_fails_with_file_and_line_and_creates_nothing(root: None, tmp_path: Path) -> None:
-    ensure_no_other_mesh()
+    stop_shared_bookinfo()
     mesh = new_mesh(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text(service("web") + "---\n" + deployment("web", ["python3", "-m", "http.server", "8000"])
@@ -223,11 +208,10 @@ def test_up_with_an_invalid_manifest_fails_with_file_and_line_and_creates_nothin
 
 # -- 2 + 3. a killed `up` --------------------------------------------------------------------
 def test_killed_up_is_cleaned_by_the_next_up_keeps_config_and_down_cleans_it(root: None, tmp_path: Path) -> None:
-    mesh = new_mesh(tmp_path)
     app = write_app(tmp_path / "app")
     vs = tmp_path / "vs.yaml"
     vs.write_text(header_vs("web-routes", "web", "default"))
-    with running(mesh, CURL, app):
+    with own_mesh(RUN_DIR, tmp_path / "state", CURL, app) as mesh:
         mesh.apply(vs)
         assert route_header(mesh, "http://web:8000/", "end-user: jason") == "jason"
         assert route_header(mesh, "http://web:8000/") == "default"
@@ -262,11 +246,7 @@ def test_killed_up_is_cleaned_by_the_next_up_keeps_config_and_down_cleans_it(roo
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, Path]]:
     """curl + web (3 replicas of the echo app) + plain (no sidecar) + a watched VirtualService file."""
-    reason = needs_root_reason()
-    if reason:
-        pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("lifecycle")
-    mesh = new_mesh(tmp)
     write_app(tmp / "app", replicas=3)
     plain = tmp / "app" / "plain.yaml"
     plain.write_text(service("plain") + "---\n" + deployment(
@@ -274,7 +254,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, Path
     vs = tmp / "routes" / "vs.yaml"
     vs.parent.mkdir()
     vs.write_text(header_vs("web-routes", "web", "one"))
-    with running(mesh, CURL, tmp / "app", vs):
+    with own_mesh(RUN_DIR, tmp / "state", CURL, tmp / "app", vs) as mesh:
         yield mesh, tmp
 
 

@@ -18,14 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from gossamer.cli.client import ApiClient
-from tests.e2e.mesh import REPO, Mesh, free_port, leftovers, needs_root_reason, wait_until
+from tests.e2e.mesh import REPO, Applied, Mesh, applying, own_mesh, wait_until
 
 pytestmark = pytest.mark.e2e
 
 RUN_DIR = Path("/run/gsm-e2e-res")
-# The session-wide bookinfo mesh (conftest.py) lives here; it must be down before ours starts.
-BOOKINFO_RUN_DIR = Path("/run/gsm-e2e")
 MIRROR = REPO / "samples/httpbin/httpbin-mirror"
 LOADGEN = str(REPO / "benchmarks/loadgen.py")
 HTTPBIN_CLUSTER = "outbound|8000||httpbin.default.svc.cluster.local"
@@ -91,63 +88,19 @@ def write_apps(folder: Path) -> Path:
     return folder
 
 
-def ensure_no_other_mesh() -> None:
-    """The shared bookinfo mesh (if this session started it) owns gsm0: stop it first."""
-    if leftovers() and ApiClient(BOOKINFO_RUN_DIR / "api.sock", timeout=2).alive():
-        Mesh(state_dir=Path("/nonexistent-gsm-e2e-state"), run_dir=BOOKINFO_RUN_DIR, ingress_port=0).cli(
-            "down", check=False, timeout=120)
-    assert leftovers() == [], f"another mesh is running on this machine: {leftovers()}"
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    reason = needs_root_reason()
-    if reason:
-        pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("resilience")
     apps = write_apps(tmp / "apps")
-    m = Mesh(state_dir=tmp / "state", run_dir=RUN_DIR, ingress_port=free_port())
-    ensure_no_other_mesh()
-    try:
-        m.cli("up", str(REPO / "samples/curl"), str(REPO / "samples/httpbin"), str(MIRROR), str(apps),
-              "--detach", "--ingress-port", str(m.ingress_port), timeout=180)
+    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/curl", REPO / "samples/httpbin", MIRROR, apps) as m:
         yield m
-    finally:
-        m.cli("down", check=False, timeout=120)
-    assert leftovers() == []
-
-
-class Applied:
-    """Apply YAML written to tmp_path; delete it all (newest first) at teardown."""
-
-    def __init__(self, mesh: Mesh, tmp_path: Path) -> None:
-        self.mesh = mesh
-        self.tmp_path = tmp_path
-        self.paths: list[Path] = []
-
-    def __call__(self, name: str, *docs: dict[str, Any]) -> Path:
-        path = self.tmp_path / name
-        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        self.file(path)
-        return path
-
-    def file(self, path: Path) -> None:
-        if path not in self.paths:
-            self.paths.append(path)
-        self.mesh.apply(path)
-
-    def cleanup(self) -> None:
-        for p in reversed(self.paths):
-            self.mesh.cli("delete", "-f", str(p), "--wait", check=False)
 
 
 @pytest.fixture
 def applied(mesh: Mesh, tmp_path: Path) -> Iterator[Applied]:
-    a = Applied(mesh, tmp_path)
-    try:
+    """Apply YAML written to tmp_path (`applied.docs`) or files (`applied(path)`); deleted at teardown."""
+    with applying(mesh, tmp_path) as a:
         yield a
-    finally:
-        a.cleanup()
 
 
 def virtual_service(name: str, host: str, route: dict[str, Any], **http: Any) -> dict[str, Any]:
@@ -188,14 +141,14 @@ def sidecar_log(mesh: Mesh, ref: str) -> str:
 # -- 1. retries ------------------------------------------------------------------------------
 def test_retries_hide_a_flaky_upstream_and_attempts_0_shows_it(mesh: Mesh, applied: Applied) -> None:
     url = "http://httpbin:8000/status/200,503"
-    applied("retries.yaml", virtual_service("httpbin", "httpbin", {"destination": {"host": "httpbin"}},
-                                            retries={"attempts": 10, "retryOn": "5xx"}))
+    applied.docs("retries.yaml", virtual_service("httpbin", "httpbin", {"destination": {"host": "httpbin"}},
+                                                 retries={"attempts": 10, "retryOn": "5xx"}))
     got = load(mesh, url, requests=200)
     assert got["errors"] == 0 and got["count"] == 200, got
     assert got["codes"].get("200", 0) >= 198, got
 
-    applied("retries.yaml", virtual_service("httpbin", "httpbin", {"destination": {"host": "httpbin"}},
-                                            retries={"attempts": 0}))
+    applied.docs("retries.yaml", virtual_service("httpbin", "httpbin", {"destination": {"host": "httpbin"}},
+                                                 retries={"attempts": 0}))
     got = load(mesh, url, requests=200)
     assert got["errors"] == 0 and got["count"] == 200, got
     assert set(got["codes"]) <= {"200", "503"}, got
@@ -205,7 +158,7 @@ def test_retries_hide_a_flaky_upstream_and_attempts_0_shows_it(mesh: Mesh, appli
 # -- 2. circuit breaking ---------------------------------------------------------------------
 def test_circuit_breaker_overflows_with_503_uo_and_counts_it(mesh: Mesh, applied: Applied) -> None:
     """Istio's circuit-breaking task: 1 connection, 1 pending request, 3 concurrent clients."""
-    applied("breaker.yaml", destination_rule("httpbin", "httpbin", {
+    applied.docs("breaker.yaml", destination_rule("httpbin", "httpbin", {
         "connectionPool": {"tcp": {"maxConnections": 1},
                            "http": {"http1MaxPendingRequests": 1, "maxRequestsPerConnection": 1}},
         "outlierDetection": {"consecutive5xxErrors": 1, "interval": "1s", "baseEjectionTime": "3m",
@@ -229,10 +182,11 @@ def test_circuit_breaker_overflows_with_503_uo_and_counts_it(mesh: Mesh, applied
 
 # -- 3. outlier detection --------------------------------------------------------------------
 def test_outlier_detection_ejects_the_failing_pod(mesh: Mesh, applied: Applied) -> None:
-    applied("outlier.yaml",
-            destination_rule("flaky", "flaky", {"outlierDetection": {
-                "consecutive5xxErrors": 1, "interval": "1s", "baseEjectionTime": "3m", "maxEjectionPercent": 100}}),
-            virtual_service("flaky", "flaky", {"destination": {"host": "flaky"}}, retries={"attempts": 0}))
+    applied.docs("outlier.yaml",
+                 destination_rule("flaky", "flaky", {"outlierDetection": {
+                     "consecutive5xxErrors": 1, "interval": "1s", "baseEjectionTime": "3m",
+                     "maxEjectionPercent": 100}}),
+                 virtual_service("flaky", "flaky", {"destination": {"host": "flaky"}}, retries={"attempts": 0}))
     # Without ejection a third of the requests would fail (no retries): warm up until the bad
     # pod has answered at least once (and so been ejected).
     warm = load(mesh, "http://flaky:8000/", requests=30, connections=1)
@@ -244,7 +198,7 @@ def test_outlier_detection_ejects_the_failing_pod(mesh: Mesh, applied: Applied) 
 # -- 4. mirroring ----------------------------------------------------------------------------
 def test_mirroring_sends_a_copy_to_v2_and_answers_from_v1(mesh: Mesh, applied: Applied) -> None:
     """Istio's mirroring task on samples/httpbin/httpbin-mirror."""
-    applied.file(MIRROR / "networking/virtual-service-all-v1.yaml")
+    applied(MIRROR / "networking/virtual-service-all-v1.yaml")
 
     def versions(prefix: str, n: int) -> collections.Counter[str]:
         seen: collections.Counter[str] = collections.Counter()
@@ -260,7 +214,7 @@ def test_mirroring_sends_a_copy_to_v2_and_answers_from_v1(mesh: Mesh, applied: A
         return set(re.findall(rf"x-request-id=({re.escape(prefix)}-\d+)\b", log))
 
     assert versions("allv1", 5) == {"v1": 5}
-    applied.file(MIRROR / "networking/virtual-service-mirror-v2.yaml")
+    applied(MIRROR / "networking/virtual-service-mirror-v2.yaml")
     assert versions("mirror", 10) == {"v1": 10}
     expected = {f"mirror-{i}" for i in range(10)}
     assert wait_until(lambda: v2_ids("mirror") == expected, timeout=5, interval=0.3), v2_ids("mirror")
@@ -271,7 +225,7 @@ def test_mirroring_sends_a_copy_to_v2_and_answers_from_v1(mesh: Mesh, applied: A
 
 # -- 5. consistent hash ----------------------------------------------------------------------
 def test_consistent_hash_on_a_header_is_sticky(mesh: Mesh, applied: Applied) -> None:
-    applied("hash.yaml", destination_rule("sticky", "sticky", {
+    applied.docs("hash.yaml", destination_rule("sticky", "sticky", {
         "loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}}))
     users = [f"user{i}" for i in range(10)]
     script = ("for u in " + " ".join(users) + "; do for i in $(seq 10); do "
@@ -290,7 +244,7 @@ def test_consistent_hash_on_a_header_is_sticky(mesh: Mesh, applied: Applied) -> 
 
 # -- 6. request headers ----------------------------------------------------------------------
 def test_request_headers_set_add_remove_reach_the_app(mesh: Mesh, applied: Applied) -> None:
-    applied("headers.yaml", virtual_service("httpbin", "httpbin", {"destination": {"host": "httpbin"}}, headers={
+    applied.docs("headers.yaml", virtual_service("httpbin", "httpbin", {"destination": {"host": "httpbin"}}, headers={
         "request": {"set": {"x-gsm-set": "set-by-mesh"}, "add": {"x-gsm-add": "added-by-mesh"},
                     "remove": ["x-gsm-remove"]}}))
     _, body = curl(mesh, "http://httpbin:8000/headers", "x-gsm-remove: from-client", "x-gsm-set: from-client")

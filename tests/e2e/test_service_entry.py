@@ -14,16 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from gossamer.cli.client import ApiClient
-from tests.e2e.mesh import REPO, Mesh, free_port, leftovers, needs_root_reason, wait_until
+from tests.e2e.mesh import REPO, Mesh, free_port, own_mesh, wait_until
 
 pytestmark = pytest.mark.e2e
 
 CURL = REPO / "samples" / "curl"
 HOST_ADDRESS = "10.244.0.1"  # the gsm0 bridge: the node's address on the pod network
 RUN_DIR = Path("/run/gsm-e2e-se")
-# The session-wide bookinfo mesh (conftest.py) lives here; it must be down before ours starts.
-BOOKINFO_RUN_DIR = Path("/run/gsm-e2e")
 
 
 def service_entries(port: int) -> str:
@@ -73,33 +70,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def external() -> Iterator[tuple[Mesh, Path, int]]:
-    reason = needs_root_reason()
-    if reason:
-        pytest.skip(reason)
-    if leftovers() and ApiClient(BOOKINFO_RUN_DIR / "api.sock", timeout=2).alive():
-        Mesh(state_dir=Path("/nonexistent-gsm-e2e-state"), run_dir=BOOKINFO_RUN_DIR, ingress_port=0).cli(
-            "down", check=False, timeout=120)
-    assert not leftovers(), f"another mesh is running on this machine: {leftovers()}"
     tmp = Path(tempfile.mkdtemp(prefix="gsm-e2e-se-"))
     port = free_port()
     (tmp / "config").mkdir()
     (tmp / "config" / "service-entries.yaml").write_text(service_entries(port))
-    mesh = Mesh(state_dir=tmp / "state", run_dir=RUN_DIR, ingress_port=free_port())
-    server: http.server.ThreadingHTTPServer | None = None
     try:
-        mesh.cli("up", str(CURL), str(tmp / "config"), "--detach", "--ingress-port", str(mesh.ingress_port),
-                 timeout=180)
-        # gsm0 exists now: serve on the node's pod-network address, outside every pod.
-        server = http.server.ThreadingHTTPServer((HOST_ADDRESS, port), _Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        yield mesh, tmp, port
+        with own_mesh(RUN_DIR, tmp / "state", CURL, tmp / "config") as mesh:
+            # gsm0 exists now: serve on the node's pod-network address, outside every pod.
+            server = http.server.ThreadingHTTPServer((HOST_ADDRESS, port), _Handler)
+            try:
+                threading.Thread(target=server.serve_forever, daemon=True).start()
+                yield mesh, tmp, port
+            finally:
+                server.shutdown()
+                server.server_close()
     finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        mesh.cli("down", check=False, timeout=120)
         shutil.rmtree(tmp, ignore_errors=True)
-    assert leftovers() == []
 
 
 def curl(mesh: Mesh, url: str) -> tuple[str, str]:

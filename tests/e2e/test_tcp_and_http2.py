@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from gossamer.agent.envoy import envoy_binary
-from gossamer.cli.client import ApiClient
-from tests.e2e.mesh import REPO, Mesh, free_port, leftovers, needs_root_reason, wait_until
+from tests.e2e.mesh import REPO, Mesh, own_mesh, skip_without_root, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -33,8 +32,6 @@ TCP_ECHO = REPO / "samples" / "tcp-echo"
 ALL_V1 = TCP_ECHO / "networking" / "tcp-echo-mesh-all-v1.yaml"
 V2_20 = TCP_ECHO / "networking" / "tcp-echo-mesh-20-v2.yaml"
 RUN_DIR = Path("/run/gsm-e2e-tcp")
-# The session-wide bookinfo mesh (conftest.py) lives here; it must be down before ours starts.
-BOOKINFO_RUN_DIR = Path("/run/gsm-e2e")
 
 # An Envoy as the app: answers every request itself and says which protocol reached it.
 APP_LISTENER = """
@@ -137,27 +134,17 @@ spec:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
-    reason = needs_root_reason()
-    if reason:
-        pytest.skip(reason)
-    if leftovers() and ApiClient(BOOKINFO_RUN_DIR / "api.sock", timeout=2).alive():
-        Mesh(state_dir=Path("/nonexistent-gsm-e2e-state"), run_dir=BOOKINFO_RUN_DIR, ingress_port=0).cli(
-            "down", check=False, timeout=120)
-    assert not leftovers(), f"another mesh is running on this machine: {leftovers()}"
+    skip_without_root()  # before envoy_binary()
     tmp = Path(tempfile.mkdtemp(prefix="gsm-e2e-tcp-"))
     (tmp / "config").mkdir()
     (tmp / "config" / "apps.yaml").write_text(app_manifests(str(envoy_binary())))
     (tmp / "config" / "app-envoy.yaml").write_text(APP_ENVOY)
-    m = Mesh(state_dir=tmp / "state", run_dir=RUN_DIR, ingress_port=free_port())
     try:
         # app-envoy.yaml is not a manifest: load apps.yaml by file, not the folder.
-        m.cli("up", str(CURL), str(TCP_ECHO), str(tmp / "config" / "apps.yaml"), "--detach",
-              "--ingress-port", str(m.ingress_port), timeout=180)
-        yield m
+        with own_mesh(RUN_DIR, tmp / "state", CURL, TCP_ECHO, tmp / "config" / "apps.yaml") as m:
+            yield m
     finally:
-        m.cli("down", check=False, timeout=120)
         shutil.rmtree(tmp, ignore_errors=True)
-    assert leftovers() == []
 
 
 # Opens N connections one after another (a new TCP connection each), sends "hello" and prints the

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import REPO, Mesh, Response
+from tests.e2e.mesh import REPO, Applied, Mesh, Response, applying
 
 pytestmark = pytest.mark.e2e
 NETWORKING = REPO / "samples/bookinfo/networking"
@@ -23,37 +23,11 @@ REVIEWS_UNAVAILABLE = "Sorry, product reviews are currently unavailable for this
 RATINGS_UNAVAILABLE = "Ratings service is currently unavailable"
 
 
-class Applied:
-    """Apply files; delete every one of them (newest first) at teardown."""
-
-    def __init__(self, mesh: Mesh, tmp_path: Path) -> None:
-        self.mesh = mesh
-        self.tmp_path = tmp_path
-        self.paths: list[Path] = []
-
-    def __call__(self, *paths: Path) -> None:
-        for p in paths:
-            if p not in self.paths:
-                self.paths.append(p)
-        self.mesh.apply(*paths)
-
-    def yaml(self, name: str, text: str) -> Path:
-        path = self.tmp_path / name
-        path.write_text(text)
-        return path
-
-    def cleanup(self) -> None:
-        for p in reversed(self.paths):
-            self.mesh.cli("delete", "-f", str(p), "--wait", check=False)
-
-
 @pytest.fixture
 def applied(bookinfo: Mesh, tmp_path: Path) -> Iterator[Applied]:
-    a = Applied(bookinfo, tmp_path)
-    try:
+    """Apply files; delete every one of them (newest first) at teardown."""
+    with applying(bookinfo, tmp_path) as a:
         yield a
-    finally:
-        a.cleanup()
 
 
 def login(mesh: Mesh, user: str) -> dict[str, str]:
