@@ -14,6 +14,7 @@ from gossamer.controlplane.daemon import ControlPlane
 from gossamer.debug import explain
 from gossamer.resources.kinds import lookup_kind
 from gossamer.runtime.types import PodStatus
+from gossamer.xds.server import ProxyStatus
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
 
 CONFIG_TYPES = {"listeners": LISTENER, "routes": ROUTE, "clusters": CLUSTER, "endpoints": ENDPOINT}
@@ -142,14 +143,21 @@ class Api:
                 return [c.name for c in d.spec.template.spec.containers]
         return []
 
-    async def proxy_config(self, request: web.Request) -> web.Response:
-        ns, ref = request.match_info["namespace"], request.match_info["ref"]
+    def _pod_and_proxy(self, ns: str, ref: str) -> tuple[PodStatus, ProxyStatus] | web.Response:
+        """The pod a CLI reference names and its connected proxy, or the 404 to answer."""
         pod = self._find_pod(ns, ref)
         if pod is None:
             return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
         proxy = next((p for p in self.cp.ads.proxies() if f"~{pod.name}.{pod.namespace}~" in p.node_id), None)
         if proxy is None:
             return _error(404, f"pod {pod.name} has no connected proxy")
+        return pod, proxy
+
+    async def proxy_config(self, request: web.Request) -> web.Response:
+        found = self._pod_and_proxy(request.match_info["namespace"], request.match_info["ref"])
+        if isinstance(found, web.Response):
+            return found
+        pod, proxy = found
         wanted = request.query.get("type", "all")
         types = CONFIG_TYPES if wanted == "all" else {wanted: CONFIG_TYPES[wanted]}
         out: dict[str, Any] = {"nodeId": proxy.node_id, "group": proxy.group}
@@ -163,13 +171,10 @@ class Api:
     async def explain_request(self, request: web.Request) -> web.Response:
         """Where one request from (or, inbound, to) a pod goes on the config its proxy was sent, and why."""
         body = await request.json()
-        ns, ref = body.get("namespace") or "default", str(body.get("ref", ""))
-        pod = self._find_pod(ns, ref)
-        if pod is None:
-            return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
-        proxy = next((p for p in self.cp.ads.proxies() if f"~{pod.name}.{pod.namespace}~" in p.node_id), None)
-        if proxy is None:
-            return _error(404, f"pod {pod.name} has no connected proxy")
+        found = self._pod_and_proxy(body.get("namespace") or "default", str(body.get("ref", "")))
+        if isinstance(found, web.Response):
+            return found
+        pod, proxy = found
         packed = {t: self.cp.cache.get(proxy.group, t) for t in CONFIG_TYPES.values()}
         try:
             out = explain.explain(
