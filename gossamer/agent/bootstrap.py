@@ -1,7 +1,8 @@
 """Envoy bootstrap generation — what Istio's pilot-agent writes to envoy-rev.json.
 
 Envoy gets its node identity, an ADS connection to the control plane over a unix
-socket (static cluster `xds-grpc`), its admin interface on a unix socket, and two
+socket (static cluster `xds-grpc`), the agent's SDS server over a unix socket (static
+cluster `sds-grpc`, when the mesh has a CA), its admin interface on a unix socket, and two
 static listeners like Istio's: Prometheus stats on :15090 (/stats/prometheus) and
 health on :15021 (/healthz/ready), both proxied to the admin socket.
 """
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from gossamer.runtime.types import HEALTH_PORT, PROMETHEUS_PORT
 
 XDS_CLUSTER = "xds-grpc"
+SDS_CLUSTER = "sds-grpc"  # Istio's name: transport sockets reference their SDS secrets through it
 PROMETHEUS_CLUSTER = "prometheus_stats"
 CLUSTER_DOMAIN = "cluster.local"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -82,6 +84,22 @@ def _pipe_address(path: Path, mode: int | None = None) -> dict[str, Any]:
     return {"pipe": pipe}
 
 
+def _grpc_pipe_cluster(name: str, path: Path) -> dict[str, Any]:
+    """A STATIC HTTP/2 cluster to a gRPC server on a unix socket."""
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            HTTP_PROTOCOL_OPTIONS: {
+                "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {"cluster_name": name, "endpoints": _pipe_endpoints(path)},
+    }
+
+
 def _static_http_listener(name: str, port: int, routes: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "name": name,
@@ -117,8 +135,9 @@ def build_bootstrap(
     metadata: dict[str, Any],
     xds_socket: Path,
     admin_socket: Path,
+    sds_socket: Path | None = None,
 ) -> dict[str, Any]:
-    """A JSON-able Envoy v3 bootstrap."""
+    """A JSON-able Envoy v3 bootstrap (with the `sds-grpc` cluster when `sds_socket` is given)."""
     ads = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
     return {
         "node": {"id": node_id, "cluster": cluster, "metadata": metadata},
@@ -149,21 +168,8 @@ def build_bootstrap(
         },
         "static_resources": {
             "clusters": [
-                {
-                    "name": XDS_CLUSTER,
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "typed_extension_protocol_options": {
-                        HTTP_PROTOCOL_OPTIONS: {
-                            "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                    "load_assignment": {
-                        "cluster_name": XDS_CLUSTER,
-                        "endpoints": _pipe_endpoints(xds_socket),
-                    },
-                },
+                _grpc_pipe_cluster(XDS_CLUSTER, xds_socket),
+                *([_grpc_pipe_cluster(SDS_CLUSTER, sds_socket)] if sds_socket is not None else []),
                 {
                     "name": PROMETHEUS_CLUSTER,
                     "type": "STATIC",

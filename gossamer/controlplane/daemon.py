@@ -32,6 +32,7 @@ from gossamer.controlplane.workloads import (
 )
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.runtime.local import LocalRuntime
+from gossamer.security import CertificateAuthority
 from gossamer.store import Change, Store
 from gossamer.xds.cache import ConfigCache
 from gossamer.xds.server import AdsServer, ProxyStatus, serve
@@ -52,9 +53,11 @@ class ControlPlane:
         self.store = Store(paths.store)
         self.snapshots = SnapshotBuilder(self.store)
         self.cache = ConfigCache()
+        # The mesh CA (istiod's): its root persists in <state>/ca, so restarts keep it.
+        self.ca = CertificateAuthority(paths.state_dir / "ca")
         self.runtime = LocalRuntime(state_dir=paths.state_dir / "runtime", run_dir=paths.run_dir,
                                     xds_socket=paths.xds_socket, ingress_port=ingress_port,
-                                    on_change=self._on_runtime_change)
+                                    on_change=self._on_runtime_change, ca=self.ca)
         self.pusher = Pusher(self.cache, self.snapshot)
         self.ads = AdsServer(self.cache, self._group_for_node, on_disconnect=self._on_proxy_disconnect)
         self.watcher = ManifestWatcher(self._apply_watched)

@@ -14,9 +14,11 @@ import os
 import secrets
 import string
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from gossamer.agent.envoy import envoy_binary
+from gossamer.agent.sds import DEFAULT_CERT_TTL, CertificateSigner
 from gossamer.runtime import network
 from gossamer.runtime.pods import Pod, PodContext, log_path
 from gossamer.runtime.probes import unix_http_get
@@ -48,6 +50,8 @@ class LocalRuntime:
         ingress_port: int = 8080,
         on_change: Callable[[], None] | None = None,
         envoy: Path | None = None,
+        ca: CertificateSigner | None = None,
+        cert_ttl: timedelta = DEFAULT_CERT_TTL,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.run_dir = Path(run_dir)
@@ -55,6 +59,8 @@ class LocalRuntime:
         self.ingress_port = ingress_port
         self.on_change = on_change
         self._envoy = envoy
+        self.ca = ca  # when set, each pod's Envoy gets its workload certificate over SDS
+        self.cert_ttl = cert_ttl
         self._record = StateRecord(self.state_dir)
         self._ips = network.IpAllocator(reserved=(str(network.BRIDGE_IP),))
         self._pods: dict[tuple[str, str], Pod] = {}  # (namespace, pod name) -> Pod
@@ -94,6 +100,8 @@ class LocalRuntime:
             ingress_port=self.ingress_port,
             envoy_binary=self._envoy or envoy_binary(),
             notify=self._pod_changed,
+            ca=self.ca,
+            cert_ttl=self.cert_ttl,
         )
         self._record.set_bridge(network.BRIDGE)
         await network.create_bridge(network.BRIDGE)

@@ -11,10 +11,12 @@ import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from gossamer.agent.bootstrap import (
+    CLUSTER_DOMAIN,
     build_bootstrap,
     node_id,
     proxy_metadata,
@@ -22,6 +24,7 @@ from gossamer.agent.bootstrap import (
     write_bootstrap,
 )
 from gossamer.agent.envoy import as_proxy_user, envoy_args
+from gossamer.agent.sds import DEFAULT_CERT_TTL, CertificateSigner, SdsServer, sds_socket_for
 from gossamer.runtime import hosts, iptables, network
 from gossamer.runtime.probes import run_probe, unix_http_get
 from gossamer.runtime.processes import SupervisedProcess, base_env
@@ -53,6 +56,10 @@ class PodContext:
     ingress_port: int
     envoy_binary: Path
     notify: Callable[[], None]
+    # The mesh CA: when set, every pod with Envoy gets an SDS server (its agent) serving the
+    # pod's workload certificate (`default`) and the root (`ROOTCA`) on <run_dir>/sds.sock.
+    ca: CertificateSigner | None = None
+    cert_ttl: timedelta = DEFAULT_CERT_TTL
 
 
 class Container:
@@ -86,6 +93,7 @@ class Pod:
         self.containers: list[Container] = []
         self.proxy: SupervisedProcess | None = None
         self.proxy_live = False
+        self.sds: SdsServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._deleting: asyncio.Task[None] | None = None
 
@@ -98,6 +106,15 @@ class Pod:
     @property
     def admin_socket(self) -> Path:
         return self.run_dir / "admin.sock"
+
+    @property
+    def sds_socket(self) -> Path:
+        return sds_socket_for(self.run_dir)
+
+    @property
+    def identity(self) -> str:
+        """The pod's SPIFFE id: spiffe://cluster.local/ns/<namespace>/sa/<service account>."""
+        return f"spiffe://{CLUSTER_DOMAIN}/ns/{self.namespace}/sa/{self.spec.service_account}"
 
     @property
     def bootstrap_path(self) -> Path:
@@ -167,6 +184,7 @@ class Pod:
                 if self.proxy_type == "sidecar":
                     await iptables.apply_capture(self.net.netns)
                     os.chown(self.run_dir, PROXY_UID, PROXY_UID)
+                await self._start_sds()
                 self._start_proxy()
             for cspec in self.spec.containers:
                 self._start_container(cspec)
@@ -195,6 +213,20 @@ class Pod:
             "SERVICE_ACCOUNT": self.spec.service_account,
         }
 
+    async def _start_sds(self) -> None:
+        """The agent's SDS server, up before Envoy asks for its certificate."""
+        if self.ctx.ca is None:
+            return
+        self.sds = SdsServer(
+            identity=self.identity,
+            signer=self.ctx.ca,
+            socket_path=self.sds_socket,
+            ttl=self.ctx.cert_ttl,
+            # Sidecars run as uid 1337; routers as root (who may connect anyway).
+            socket_owner=PROXY_UID if self.proxy_type == "sidecar" else None,
+        )
+        await self.sds.start()
+
     def _start_proxy(self) -> None:
         labels = dict(self.spec.labels)
         bootstrap = build_bootstrap(
@@ -213,6 +245,7 @@ class Pod:
             ),
             xds_socket=self.ctx.xds_socket,
             admin_socket=self.admin_socket,
+            sds_socket=self.sds_socket if self.sds is not None else None,
         )
         write_bootstrap(self.bootstrap_path, bootstrap)
         argv = envoy_args(self.bootstrap_path, binary=self.ctx.envoy_binary)
@@ -316,6 +349,10 @@ class Pod:
                 await t
         procs = [c.proc for c in self.containers] + ([self.proxy] if self.proxy else [])
         await asyncio.gather(*(p.stop(STOP_GRACE) for p in procs), return_exceptions=True)
+        if self.sds is not None:
+            with contextlib.suppress(Exception):
+                await self.sds.stop()
+            self.sds = None
         # Whatever the apps forked and left behind in the netns.
         await asyncio.to_thread(kill_netns_processes, self.net.netns)
         await network.delete_pod_network(self.net.netns, self.net.veth)
