@@ -27,4 +27,5 @@ def proxy_from_node(node: Any, named_ports: dict[str, int] | None = None) -> Pro
         ingress_port=int(meta.get("GOSSAMER_INGRESS_PORT") or 0) if proxy_type == "router" else 0,
         host_netns=str(meta.get("GOSSAMER_HOST_NETNS") or "") if proxy_type == "router" else "",
         named_ports=tuple(sorted((named_ports or {}).items())),
+        has_sds=str(meta.get("GOSSAMER_SDS") or "").lower() == "true",
     )

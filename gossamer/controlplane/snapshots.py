@@ -65,7 +65,8 @@ class SnapshotBuilder:
             deployment = deployments.get((pod.namespace, pod.deployment))
             ports = tuple(sorted(named_ports(deployment).items())) if deployment is not None else ()
             workloads.append(Workload(pod.name, pod.namespace, pod.ip, pod.labels, pod.service_account,
-                                      pod.ready, pod.deployment, ports))
+                                      pod.ready, pod.deployment, ports,
+                                      has_sidecar=pod.has_sidecar))
         workloads.extend(workload_entry_workloads(resources.get("WorkloadEntry", ())))
         return MeshSnapshot(
             version=self._store.revision(),

@@ -31,10 +31,14 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf.message import Message
 
@@ -46,6 +50,8 @@ VIRTUAL_OUTBOUND = "virtualOutbound"
 VIRTUAL_INBOUND = "virtualInbound"
 
 _WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::"})
+# What a mesh client offers on an mTLS connection (Istio's ALPN).
+MESH_ALPN = ("istio-peer-exchange", "istio")
 
 _REDIRECT_CODES: dict[int, int] = {
     rc.RedirectAction.MOVED_PERMANENTLY: 301,
@@ -76,6 +82,9 @@ class Request:
     address: str = "0.0.0.0"
     scheme: str = "http"
     inbound: bool = False
+    # Inbound from a mesh peer: its SPIFFE id (the connection is mTLS with Istio's ALPN), and its IP.
+    peer_principal: str = ""
+    source_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -240,10 +249,12 @@ def _select_filter_chain(listener: listener_pb2.Listener, request: Request,
                          ) -> tuple[listener_components_pb2.FilterChain, str, str]:
     if listener.HasField("filter_chain_matcher"):
         raise SimulationError(f"listener {listener.name}: filter_chain_matcher is not simulated")
-    tls = request.scheme == "https" and _has_listener_filter(listener, "tls_inspector", "TlsInspector")
+    inspector = _has_listener_filter(listener, "tls_inspector", "TlsInspector")
+    mtls = bool(request.peer_principal) and inspector
+    tls = request.scheme == "https" and inspector or mtls
     transport = "tls" if tls else "raw_buffer"
-    sni = request.host.rsplit(":", 1)[0].lower() if tls and not request.host.startswith("[") else ""
-    alpn: tuple[str, ...] = ()
+    sni = request.host.rsplit(":", 1)[0].lower() if tls and not mtls and not request.host.startswith("[") else ""
+    alpn: tuple[str, ...] = MESH_ALPN if mtls else ()
     if not tls and _has_listener_filter(listener, "http_inspector", "HttpInspector"):
         alpn = ("http/1.1",)
     chains: list[_Chain] = list(enumerate(listener.filter_chains))
@@ -298,12 +309,27 @@ def _select_filter_chain(listener: listener_pb2.Listener, request: Request,
 
 def _run_chain(resources: Mapping[str, Mapping[str, Message]], request: Request, listener: listener_pb2.Listener,
                chain: listener_components_pb2.FilterChain, chain_name: str, steps: list[str]) -> Result:
+    # The peer is authenticated only where the chain terminates TLS (requiring a client certificate).
+    terminates = chain.transport_socket.typed_config.Is(tls_pb2.DownstreamTlsContext.DESCRIPTOR)
+    if terminates:
+        if not request.peer_principal:
+            raise SimulationError(f"filter chain {chain_name} terminates mTLS: a plaintext client fails the "
+                                  "handshake (Envoy closes the connection)")
+        steps.append(f"mTLS terminated, peer {request.peer_principal}")
+    peer = request.peer_principal if terminates else None
     for flt in chain.filters:
         any_msg = flt.typed_config
+        if any_msg.Is(network_rbac_pb2.RBAC.DESCRIPTOR):
+            net = network_rbac_pb2.RBAC()
+            any_msg.Unpack(net)
+            ctx = _RbacContext(peer, request.source_ip, request.port, request.address, {}, None)
+            if not _rbac_allows(net.rules, ctx, steps, "network"):
+                return Result(listener=listener.name, filter_chain=chain_name, explanation=tuple(steps))
+            continue
         if any_msg.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):
             hcm = hcm_pb2.HttpConnectionManager()
             any_msg.Unpack(hcm)
-            return _run_http(resources, request, listener.name, chain_name, hcm, steps)
+            return _run_http(resources, request, listener.name, chain_name, hcm, steps, peer)
         if any_msg.Is(tcp_proxy_pb2.TcpProxy.DESCRIPTOR):
             tcp = tcp_proxy_pb2.TcpProxy()
             any_msg.Unpack(tcp)
@@ -363,7 +389,7 @@ def _normalize_path(path: str) -> str:
 
 
 def _run_http(resources: Mapping[str, Mapping[str, Message]], request: Request, listener: str, chain_name: str,
-              hcm: hcm_pb2.HttpConnectionManager, steps: list[str]) -> Result:
+              hcm: hcm_pb2.HttpConnectionManager, steps: list[str], peer: str | None = None) -> Result:
     kind = hcm.WhichOneof("route_specifier")
     if kind == "rds":
         name = hcm.rds.route_config_name
@@ -405,6 +431,14 @@ def _run_http(resources: Mapping[str, Mapping[str, Message]], request: Request, 
         steps.append(f"path normalized to {full_path!r}")
     headers.update({":authority": authority, ":path": full_path, ":method": request.method.upper(),
                     ":scheme": request.scheme})
+    for http_filter in hcm.http_filters:
+        if http_filter.typed_config.Is(http_rbac_pb2.RBAC.DESCRIPTOR):
+            rbac = http_rbac_pb2.RBAC()
+            http_filter.typed_config.Unpack(rbac)
+            ctx = _RbacContext(peer, request.source_ip, request.port, request.address, headers, path_only)
+            if not _rbac_allows(rbac.rules, ctx, steps, "http"):
+                return Result(listener=listener, filter_chain=chain_name, route_config=name or None, status=403,
+                              explanation=tuple(steps))
     return _route(resources, request, listener, chain_name, name or None, cfg, headers, path_only, query, steps)
 
 
@@ -747,3 +781,85 @@ def _match_route(match: rc.RouteMatch, request: Request, headers: Mapping[str, s
     if match.dynamic_metadata or match.filter_state:
         raise SimulationError("route match on dynamic_metadata / filter_state is not simulated")
     return True, " and ".join(conditions)
+
+
+# --------------------------------------------------------------------------------------------------
+# RBAC (Envoy's rbac filters: ALLOW needs a matching policy, DENY a non-matching one, LOG never denies)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RbacContext:
+    principal: str | None  # the mTLS peer's URI SAN; None: not authenticated
+    source_ip: str
+    port: int
+    address: str
+    headers: Mapping[str, str]
+    path: str | None  # None: a TCP connection (HTTP matchers do not match)
+
+
+def _rbac_allows(rules: rbac_pb2.RBAC, ctx: _RbacContext, steps: list[str], kind: str) -> bool:
+    matched = [name for name, policy in sorted(rules.policies.items())
+               if any(_permission(p, ctx) for p in policy.permissions)
+               and any(_principal(p, ctx) for p in policy.principals)]
+    action = rbac_pb2.RBAC.Action.Name(rules.action)
+    if rules.action == rbac_pb2.RBAC.ALLOW:
+        allowed = bool(matched)
+    elif rules.action == rbac_pb2.RBAC.DENY:
+        allowed = not matched
+    else:
+        allowed = True
+    which = f"matched {', '.join(matched)}" if matched else "no policy matched"
+    verdict = "allowed" if allowed else ("denied: 403 RBAC: access denied" if kind == "http"
+                                         else "denied: connection closed")
+    steps.append(f"{kind} rbac {action}: {which}; {verdict}")
+    return allowed
+
+
+def _cidr_contains(cidr: address_pb2.CidrRange, ip: str) -> bool:
+    if not ip:
+        raise SimulationError("an RBAC rule needs the source IP: set Request.source_ip")
+    return _prefix_len([cidr], ip) is not None
+
+
+def _permission(p: rbac_pb2.Permission, ctx: _RbacContext) -> bool:
+    kind = p.WhichOneof("rule")
+    if kind == "any":
+        return p.any
+    if kind == "and_rules":
+        return all(_permission(r, ctx) for r in p.and_rules.rules)
+    if kind == "or_rules":
+        return any(_permission(r, ctx) for r in p.or_rules.rules)
+    if kind == "not_rule":
+        return not _permission(p.not_rule, ctx)
+    if kind == "header":
+        return ctx.path is not None and _header_match(p.header, ctx.headers)[0]
+    if kind == "url_path":
+        return ctx.path is not None and _string_match(p.url_path.path, ctx.path)[0]
+    if kind == "destination_port":
+        return p.destination_port == ctx.port
+    if kind == "destination_ip":
+        return _prefix_len([p.destination_ip], ctx.address) is not None
+    raise SimulationError(f"RBAC permission {kind} is not simulated")
+
+
+def _principal(p: rbac_pb2.Principal, ctx: _RbacContext) -> bool:
+    kind = p.WhichOneof("identifier")
+    if kind == "any":
+        return p.any
+    if kind == "and_ids":
+        return all(_principal(i, ctx) for i in p.and_ids.ids)
+    if kind == "or_ids":
+        return any(_principal(i, ctx) for i in p.or_ids.ids)
+    if kind == "not_id":
+        return not _principal(p.not_id, ctx)
+    if kind == "authenticated":
+        if ctx.principal is None:
+            return False
+        matcher = p.authenticated.principal_name
+        return not matcher.WhichOneof("match_pattern") or _string_match(matcher, ctx.principal)[0]
+    if kind in ("direct_remote_ip", "remote_ip", "source_ip"):
+        return _cidr_contains(getattr(p, kind), ctx.source_ip)
+    if kind == "header":
+        return ctx.path is not None and _header_match(p.header, ctx.headers)[0]
+    raise SimulationError(f"RBAC principal {kind} is not simulated")

@@ -21,6 +21,7 @@ from gossamer.ir.policies import (
     RetryPolicy,
     Rewrite,
 )
+from gossamer.ir.security import AuthzPolicy, InboundMtls, UpstreamTls
 
 MatchKind = Literal["exact", "prefix", "regex", "present"]
 
@@ -119,6 +120,8 @@ class Endpoint:
     address: str
     port: int
     labels: tuple[tuple[str, str], ...] = ()
+    # "istio": the endpoint's proxy accepts mesh mTLS (EDS metadata envoy.transport_socket_match).
+    tls_mode: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,10 @@ class Cluster:
     subset: str = ""
     # DestinationRule traffic policy (with Istio's defaults) for outbound clusters.
     policy: ClusterPolicy | None = None
+    # TLS to every endpoint (DestinationRule tls), or auto mTLS: `auto_mtls` only to endpoints whose
+    # tls_mode is "istio", plaintext to the others (Istio's transport_socket_matches).
+    tls: UpstreamTls | None = None
+    auto_mtls: UpstreamTls | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,8 @@ class InboundChain:
     port: int
     cluster: str
     protocol: Literal["http", "tcp"]
+    # PeerAuthentication for this port: STRICT (mTLS only), PERMISSIVE (mTLS and plaintext), "" plaintext.
+    mtls: InboundMtls = ""
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,10 @@ class Listener:
     # listener without chains proxies everything to tcp_cluster. tls_inspector reads the SNI.
     tcp_chains: tuple[TcpChain, ...] = ()
     tls_inspector: bool = False
+    # virtual_inbound: the workload-level PeerAuthentication mode (ports no service declares).
+    inbound_mtls: InboundMtls = ""
+    # virtual_inbound and gateway_http: AuthorizationPolicies selecting this workload, in order.
+    authz: tuple[AuthzPolicy, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,8 @@ class Workload:
     named_ports: tuple[tuple[str, int], ...] = ()
     # A WorkloadEntry (a workload outside the pods); its named_ports are its `ports` map.
     workload_entry: bool = False
+    # The pod runs an Envoy sidecar (and its agent): it accepts mesh mTLS (endpoint tlsMode: istio).
+    has_sidecar: bool = True
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -160,6 +162,9 @@ class Proxy:
     ingress_port: int = 0
     host_netns: str = ""
     named_ports: tuple[tuple[str, int], ...] = ()
+    # The proxy's agent serves SDS (cluster `sds-grpc`, node metadata GOSSAMER_SDS): only then may its
+    # config refer to secrets, i.e. use mTLS. Without it the proxy speaks plaintext only.
+    has_sds: bool = False
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -168,4 +173,4 @@ class Proxy:
     @property
     def group(self) -> str:
         labels = ",".join(f"{k}={v}" for k, v in self.labels)
-        return f"{self.type}/{self.namespace}/{labels}"
+        return f"{self.type}/{self.namespace}/{labels}" + ("/sds" if self.has_sds else "")

@@ -31,7 +31,6 @@ NOT_ENFORCED_OUTBOUND_POLICY: frozenset[str] = frozenset({"egressProxy"})
 # ...portLevelSettings[j].<field>) not enforced yet.
 NOT_ENFORCED_TRAFFIC_POLICY: frozenset[str] = frozenset(
     {
-        "tls",
         "tunnel",
         "proxyProtocol",
         "retryBudget",
@@ -41,10 +40,21 @@ NOT_ENFORCED_TRAFFIC_POLICY: frozenset[str] = frozenset(
 # Fields of a traffic policy's loadBalancer (...loadBalancer.<field>) not enforced yet.
 NOT_ENFORCED_LOAD_BALANCER: frozenset[str] = frozenset({"localityLbSetting"})
 
+# Fields of a traffic policy's tls (...tls.<field>) not enforced yet: mode, sni, subjectAltNames,
+# caCertificates, clientCertificate, privateKey and insecureSkipVerify are.
+NOT_ENFORCED_CLIENT_TLS: frozenset[str] = frozenset({"credentialName", "caCrl"})
+
 # Whole kinds accepted but not acted on yet.
-NOT_ENFORCED_KINDS: frozenset[str] = frozenset(
-    {"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication", "Telemetry"}
-)
+NOT_ENFORCED_KINDS: frozenset[str] = frozenset({"RequestAuthentication", "Telemetry"})
+
+# AuthorizationPolicy: CUSTOM (external authorizers) and targetRef(s) (gateways, waypoints) are not
+# enforced; request principals come from JWTs (RequestAuthentication), which are not validated, so
+# no request has one: rules naming them never match (their `not` forms always do).
+NOT_ENFORCED_AUTHZ_SPEC: frozenset[str] = frozenset({"targetRef", "targetRefs", "provider"})
+NOT_ENFORCED_AUTHZ_SOURCE: frozenset[str] = frozenset({"requestPrincipals", "notRequestPrincipals"})
+ENFORCED_AUTHZ_CONDITION_PREFIXES: tuple[str, ...] = (
+    "request.headers[", "source.ip", "remote.ip", "source.namespace", "source.principal", "destination.ip",
+    "destination.port", "connection.sni")
 
 
 def _traffic_policy_paths(tp: Any, path: FieldPath) -> list[FieldPath]:
@@ -63,6 +73,28 @@ def _policy_level_paths(tp: dict[str, Any], path: FieldPath) -> list[FieldPath]:
     lb = tp.get("loadBalancer")
     if isinstance(lb, dict):
         out += [path + ("loadBalancer", key) for key in lb if key in NOT_ENFORCED_LOAD_BALANCER]
+    tls = tp.get("tls")
+    if isinstance(tls, dict):
+        out += [path + ("tls", key) for key in tls if key in NOT_ENFORCED_CLIENT_TLS]
+    return out
+
+
+def _authorization_paths(spec: dict[str, Any]) -> list[FieldPath]:
+    out: list[FieldPath] = [("spec", key) for key in spec if key in NOT_ENFORCED_AUTHZ_SPEC]
+    if spec.get("action") == "CUSTOM":
+        out.append(("spec", "action"))
+    for i, rule in enumerate(spec.get("rules") or []):
+        if not isinstance(rule, dict):
+            continue
+        for j, source in enumerate(rule.get("from") or []):
+            fields = source.get("source") if isinstance(source, dict) else None
+            if isinstance(fields, dict):
+                out += [("spec", "rules", i, "from", j, "source", key) for key in fields
+                        if key in NOT_ENFORCED_AUTHZ_SOURCE]
+        for k, cond in enumerate(rule.get("when") or []):
+            key = cond.get("key") if isinstance(cond, dict) else None
+            if isinstance(key, str) and not key.startswith(ENFORCED_AUTHZ_CONDITION_PREFIXES):
+                out.append(("spec", "rules", i, "when", k, "key"))
     return out
 
 
@@ -101,6 +133,8 @@ def not_enforced_paths(resource: Resource) -> list[FieldPath]:
                 out += _traffic_policy_paths(
                     subset.get("trafficPolicy"), ("spec", "subsets", i, "trafficPolicy")
                 )
+    elif resource.kind == "AuthorizationPolicy":
+        out += _authorization_paths(spec)
     elif resource.kind in NOT_ENFORCED_KINDS:
         out.append(("spec",))
     return out

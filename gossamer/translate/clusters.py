@@ -12,6 +12,7 @@ from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, ServicePort, Workload
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.routes import exported_to, outbound_cluster_name
+from gossamer.translate.security import TLS_MODE_LABEL, endpoint_tls_mode, upstream_tls
 from gossamer.translate.traffic_policy import cluster_policy, policy_for_cluster
 from gossamer.translate.visibility import visible_services
 
@@ -71,7 +72,8 @@ def outbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
         for port in service.ports:
             http2 = port.protocol in ("http2", "grpc")
             for subset, labels in [("", {}), *subsets]:
-                policy = cluster_policy(policy_for_cluster(dr, subset, port.port))
+                merged = policy_for_cluster(dr, subset, port.port)
+                policy = cluster_policy(merged)
                 passthrough = policy.lb_policy == "CLUSTER_PROVIDED" or service.resolution == "NONE"
                 endpoints: tuple[Endpoint, ...] = ()
                 if passthrough:
@@ -82,13 +84,16 @@ def outbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
                     endpoints = endpoints[:1] if kind == "logical_dns" else endpoints
                 else:
                     kind = "eds"
+                # Auto mTLS needs endpoints that say whether they take mTLS: EDS ones.
+                tls, auto_mtls = upstream_tls(snapshot, proxy, service, port.port, subset,
+                                              merged.tls if merged is not None else None, kind == "eds")
                 clusters.append(Cluster(
                     name=outbound_cluster_name(service.hostname, port.port, subset),
                     kind=kind,  # type: ignore[arg-type]
                     static_endpoints=endpoints,
                     http2=http2 or policy.h2_upgrade,
                     service_host=service.hostname, port=port.port, subset=subset,
-                    policy=policy,
+                    policy=policy, tls=tls, auto_mtls=auto_mtls,
                 ))
     return clusters
 
@@ -154,10 +159,11 @@ def translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> list[En
                         continue
                     target = _workload_port(service, port, w)
                     if target is not None:
-                        endpoints.append(Endpoint(w.ip, target, w.labels))
+                        endpoints.append(Endpoint(w.ip, target, w.labels, endpoint_tls_mode(w)))
                 for e in service.endpoints:
                     if _labels_match(dict(e.labels), subset_labels):
-                        endpoints.append(Endpoint(e.address, e.port_for(port), e.labels))
+                        tls_mode = "istio" if dict(e.labels).get(TLS_MODE_LABEL) == "istio" else ""
+                        endpoints.append(Endpoint(e.address, e.port_for(port), e.labels, tls_mode))
                 sets.append(EndpointSet(outbound_cluster_name(service.hostname, port.port, subset),
                                         tuple(sorted(set(endpoints), key=lambda e: (e.address, e.port)))))
     return sets

@@ -6,6 +6,7 @@ server on either number of a pair is served by the same container port.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from gossamer.ir.types import HttpRoute, Listener, RouteTable, TcpChain, VirtualHost
@@ -13,6 +14,7 @@ from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.translate.hosts import hosts_intersect, resolve_host
 from gossamer.translate.routes import RouteContext, translate_http_rules, virtual_services_for
+from gossamer.translate.security import authorization_policies
 from gossamer.translate.tcp import dedupe_chains, gateway_tcp_chain, gateway_tls_chains
 
 SERVICE_PORT_TO_CONTAINER_PORT = {80: 8080, 443: 8443}
@@ -55,7 +57,9 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
             elif protocol in TCP_PROTOCOLS or (protocol in TLS_PROTOCOLS and passthrough):
                 l4_by_port.setdefault(container_port(server.port.number), []).append(entry)
             # TLS-terminating (SIMPLE/MUTUAL) servers come with the TLS feature.
-    listeners: list[Listener] = translate_gateway_l4(snapshot, proxy, l4_by_port, set(by_port))
+    authz = authorization_policies(snapshot, proxy)
+    listeners: list[Listener] = [replace(lis, authz=authz)
+                                 for lis in translate_gateway_l4(snapshot, proxy, l4_by_port, set(by_port))]
     tables: list[RouteTable] = []
     for port, servers in sorted(by_port.items()):
         table = f"http.{port}"
@@ -76,11 +80,12 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
             for host, routes in sorted(vhost_routes.items())
         )
         tables.append(RouteTable(table, vhosts))
-        listeners.append(Listener(f"0.0.0.0_{port}", "gateway_http", "0.0.0.0", port, route_table=table))
+        listeners.append(Listener(f"0.0.0.0_{port}", "gateway_http", "0.0.0.0", port, route_table=table,
+                                  authz=authz))
         if port == 8080 and proxy.ingress_port and proxy.host_netns:
             listeners.append(Listener(f"ingress_127.0.0.1_{proxy.ingress_port}", "gateway_http", "127.0.0.1",
                                       proxy.ingress_port, route_table=table, network_namespace=proxy.host_netns,
-                                      stat_prefix=f"0.0.0.0_{port}"))
+                                      stat_prefix=f"0.0.0.0_{port}", authz=authz))
     return listeners, tables
 
 

@@ -40,6 +40,7 @@ from gossamer.translate.routes import (
     translate_http_rules,
     virtual_services_for,
 )
+from gossamer.translate.security import authorization_policies, inbound_mtls, peer_authentication_modes
 from gossamer.translate.tcp import dedupe_chains, sidecar_tcp_chains
 from gossamer.translate.traffic_policy import hash_for_service
 from gossamer.translate.visibility import registry_only, visible_services
@@ -171,10 +172,17 @@ def translate_sidecar(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
             # ALLOW_ANY: unknown hosts on a known port pass through to their original destination.
             vhosts.append(VirtualHost("allow_any", ("*",), (default_route(PASSTHROUGH),)))
         tables.append(RouteTable(str(port_number), tuple(vhosts)))
+    workload_mode, port_modes = peer_authentication_modes(snapshot, proxy)
     inbound = tuple(
-        InboundChain(port, inbound_cluster_name(port), "http" if protocol in ("http", "http2", "grpc") else "tcp")
+        InboundChain(port, inbound_cluster_name(port), "http" if protocol in ("http", "http2", "grpc") else "tcp",
+                     mtls=inbound_mtls(proxy, port_modes.get(port, workload_mode)))
         for port, _service, protocol in inbound_ports(snapshot, proxy)
     )
-    listeners.append(Listener("virtualInbound", "virtual_inbound", "0.0.0.0", INBOUND_PORT,
-                              inbound_chains=inbound, tcp_cluster=INBOUND_PASSTHROUGH))
+    passthrough_mtls = inbound_mtls(proxy, workload_mode)
+    listeners.append(Listener(
+        "virtualInbound", "virtual_inbound", "0.0.0.0", INBOUND_PORT, inbound_chains=inbound,
+        tcp_cluster=INBOUND_PASSTHROUGH, inbound_mtls=passthrough_mtls,
+        # PERMISSIVE chains tell mTLS from plaintext by the transport protocol and ALPN.
+        tls_inspector="PERMISSIVE" in (passthrough_mtls, *(c.mtls for c in inbound)),
+        authz=authorization_policies(snapshot, proxy)))
     return listeners, tables

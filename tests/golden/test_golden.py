@@ -1,6 +1,7 @@
 """Golden translation tests: tests/golden/<case>/in.yaml -> ir.yaml and xds.yaml.
 
-Each case's proxy.yaml names the proxy to translate for (deployment, namespace).
+Each case's proxy.yaml names the proxy to translate for (deployment, namespace, and `sds: true`
+for a proxy whose agent serves SDS, i.e. with mTLS).
 Regenerate with GOLDEN_UPDATE=1 and read the diff.
 """
 
@@ -42,7 +43,10 @@ def _ir_plain(value: object) -> object:
 def translate_case(case: Path) -> ProxyConfig:
     snapshot = snapshot_from_yaml((case / "in.yaml").read_text(), "in.yaml")
     spec = yaml.safe_load((case / "proxy.yaml").read_text())
-    proxy = proxy_for(snapshot, spec["deployment"], spec.get("namespace", "default"))
+    # sds: true — the proxy's agent serves certificates over SDS, so mTLS is on (auto mTLS,
+    # PeerAuthentication); without it the proxy is plaintext-only.
+    proxy = proxy_for(snapshot, spec["deployment"], spec.get("namespace", "default"),
+                      has_sds=bool(spec.get("sds", False)))
     return translate_proxy(snapshot, proxy)
 
 
@@ -51,10 +55,20 @@ def build_case(case: Path) -> dict[str, dict[str, Message]]:
     return build_resources(translate_case(case))
 
 
+def _sort_maps(value: object) -> object:
+    """Protobuf map fields have no order: RBAC `policies` are dumped sorted by name."""
+    if isinstance(value, dict):
+        return {k: (dict(sorted(v.items())) if k == "policies" and isinstance(v, dict) else _sort_maps(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sort_maps(v) for v in value]
+    return value
+
+
 def render(case: Path) -> tuple[str, str]:
     config = translate_case(case)
     resources = build_resources(config)
-    xds = {SHORT_NAMES[t]: [json.loads(json_format.MessageToJson(m)) for _, m in sorted(items.items())]
+    xds = {SHORT_NAMES[t]: [_sort_maps(json.loads(json_format.MessageToJson(m))) for _, m in sorted(items.items())]
            for t, items in resources.items()}
     return _dump(_ir_plain(config)), _dump(xds)
 

@@ -18,6 +18,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -66,7 +67,21 @@ def static_bootstrap(resources: dict[str, dict[str, Message]]) -> bootstrap_pb2.
                 assert isinstance(assignment, endpoint_pb2.ClusterLoadAssignment)
                 cluster.load_assignment.CopyFrom(assignment)
         out.static_resources.clusters.append(cluster)
+    out.static_resources.clusters.append(sds_grpc_cluster())
     return out
+
+
+def sds_grpc_cluster() -> cluster_pb2.Cluster:
+    """What the agent's bootstrap provides: the SDS server (a unix socket, HTTP/2) that mTLS refers to."""
+    cluster = cluster_pb2.Cluster(name="sds-grpc", type=cluster_pb2.Cluster.STATIC)
+    cluster.connect_timeout.FromSeconds(1)
+    cluster.load_assignment.cluster_name = "sds-grpc"
+    endpoint = cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint
+    endpoint.address.pipe.path = "/tmp/gossamer-validate-sds.sock"
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    options.explicit_http_config.http2_protocol_options.SetInParent()
+    cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Pack(options)
+    return cluster
 
 
 @pytest.mark.skipif(ENVOY is None, reason="no envoy binary")

@@ -348,5 +348,5 @@ spec:
     route: [{destination: {host: reviews}}]
 """, "x.yaml")
     dr, vs_ = resources
-    assert not_enforced_fields(dr) == ["spec.trafficPolicy.tls", "spec.trafficPolicy.loadBalancer.localityLbSetting"]
+    assert not_enforced_fields(dr) == ["spec.trafficPolicy.loadBalancer.localityLbSetting"]
     assert not_enforced_fields(vs_) == []

@@ -15,9 +15,16 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
+from gossamer.ir.security import AuthzPolicy
 from gossamer.ir.types import InboundChain, Listener, TcpChain
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
 from gossamer.xds.build.policies import http_policy_filters
+from gossamer.xds.build.security import (
+    downstream_mtls_socket,
+    http_rbac_filters,
+    mtls_chain_match,
+    network_rbac_filters,
+)
 
 # Istio's default access log line, so logs read the same as Istio's.
 ACCESS_LOG_FORMAT = (
@@ -43,14 +50,21 @@ def _router_filter() -> hcm_pb2.HttpFilter:
 
 
 def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb2.RouteConfiguration | None = None,
-                            use_remote_address: bool = False) -> listener_components_pb2.Filter:
+                            use_remote_address: bool = False, authz: tuple[AuthzPolicy, ...] = (),
+                            client_cert_details: bool = False) -> listener_components_pb2.Filter:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
-        # Fault and CORS act only on routes whose typed_per_filter_config asks (Istio's order).
-        http_filters=[*http_policy_filters(), _router_filter()],
+        # Authorization first (Istio's order: DENY then ALLOW RBAC); fault and CORS act only on
+        # routes whose typed_per_filter_config asks.
+        http_filters=[*http_rbac_filters(authz), *http_policy_filters(), _router_filter()],
         access_log=[access_log()],
         use_remote_address=wrappers_pb2.BoolValue(value=use_remote_address),
     )
+    if client_cert_details:
+        # mTLS peers: the app sees the caller's identity in X-Forwarded-Client-Cert, as with Istio.
+        hcm.forward_client_cert_details = hcm_pb2.HttpConnectionManager.APPEND_FORWARD
+        hcm.set_current_client_cert_details.CopyFrom(hcm_pb2.HttpConnectionManager.SetCurrentClientCertDetails(
+            subject=wrappers_pb2.BoolValue(value=True), dns=True, uri=True))
     if inline is not None:
         hcm.route_config.CopyFrom(inline)
     else:
@@ -89,7 +103,8 @@ def _tcp_chain(listener: Listener, chain: TcpChain) -> listener_components_pb2.F
         prefix_ranges=[_cidr(c) for c in chain.prefix_ranges], server_names=list(chain.server_names))
     single = chain.destinations[0].cluster if len(chain.destinations) == 1 else ""
     stat_prefix = single or listener.name
-    out = listener_components_pb2.FilterChain(filters=[weighted_tcp_proxy(stat_prefix, chain)])
+    out = listener_components_pb2.FilterChain(
+        filters=[*network_rbac_filters(listener.authz), weighted_tcp_proxy(stat_prefix, chain)])
     if chain.prefix_ranges or chain.server_names:
         out.filter_chain_match.CopyFrom(match)
     return out
@@ -113,17 +128,55 @@ def _inbound_route(chain: InboundChain) -> route_pb2.RouteConfiguration:
         rc.VirtualHost(name=f"inbound|http|{chain.port}", domains=["*"], routes=[route])])
 
 
-def _inbound_chain(chain: InboundChain) -> listener_components_pb2.FilterChain:
-    if chain.protocol == "http":
-        network_filter = http_connection_manager(
-            f"inbound_0.0.0.0_{chain.port}", inline=_inbound_route(chain), use_remote_address=False)
-    else:
-        network_filter = tcp_proxy(chain.cluster, chain.cluster)
-    return listener_components_pb2.FilterChain(
-        name=f"0.0.0.0_{chain.port}",
-        filter_chain_match=listener_components_pb2.FilterChainMatch(
-            destination_port=wrappers_pb2.UInt32Value(value=chain.port)),
-        filters=[network_filter])
+def _inbound_filters(chain: InboundChain, authz: tuple[AuthzPolicy, ...], *, mtls: bool,
+                     tcp: bool = False) -> list[listener_components_pb2.Filter]:
+    if chain.protocol == "http" and not tcp:
+        return [http_connection_manager(f"inbound_0.0.0.0_{chain.port}", inline=_inbound_route(chain),
+                                        use_remote_address=False, authz=authz, client_cert_details=mtls)]
+    return [*network_rbac_filters(authz), tcp_proxy(chain.cluster, chain.cluster)]
+
+
+def _inbound_chains(chain: InboundChain, authz: tuple[AuthzPolicy, ...]) -> list[listener_components_pb2.FilterChain]:
+    """One port of virtualInbound. PeerAuthentication: "" plaintext; STRICT one chain that terminates
+    mTLS (plaintext fails the handshake); PERMISSIVE an mTLS chain for TLS with Istio's ALPN, a
+    TLS chain for other TLS (the app's own, passed through) and a plaintext chain."""
+    name = f"0.0.0.0_{chain.port}"
+    port = wrappers_pb2.UInt32Value(value=chain.port)
+    http = chain.protocol == "http"
+    if chain.mtls == "":
+        return [listener_components_pb2.FilterChain(
+            name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(destination_port=port),
+            filters=_inbound_filters(chain, authz, mtls=False))]
+    if chain.mtls == "STRICT":
+        return [listener_components_pb2.FilterChain(
+            name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(destination_port=port),
+            filters=_inbound_filters(chain, authz, mtls=True), transport_socket=downstream_mtls_socket(http))]
+    return [
+        listener_components_pb2.FilterChain(
+            name=f"{name}_mtls", filter_chain_match=mtls_chain_match(chain.port),
+            filters=_inbound_filters(chain, authz, mtls=True), transport_socket=downstream_mtls_socket(http)),
+        listener_components_pb2.FilterChain(
+            name=f"{name}_tls", filter_chain_match=listener_components_pb2.FilterChainMatch(
+                destination_port=port, transport_protocol="tls"),
+            filters=_inbound_filters(chain, authz, mtls=False, tcp=True)),
+        listener_components_pb2.FilterChain(
+            name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(
+                destination_port=port, transport_protocol="raw_buffer"),
+            filters=_inbound_filters(chain, authz, mtls=False)),
+    ]
+
+
+def _inbound_passthrough(listener: listener_pb2.Listener, ir: Listener) -> None:
+    """Ports no service declares: straight to the original destination, under the workload's mode."""
+    filters = [*network_rbac_filters(ir.authz), tcp_proxy(ir.tcp_cluster, ir.tcp_cluster)]
+    default = listener_components_pb2.FilterChain(name="InboundPassthroughFilterChain", filters=filters)
+    if ir.inbound_mtls == "STRICT":
+        default.transport_socket.CopyFrom(downstream_mtls_socket(False))
+    elif ir.inbound_mtls == "PERMISSIVE":
+        listener.filter_chains.append(listener_components_pb2.FilterChain(
+            name="InboundPassthroughFilterChain_mtls", filter_chain_match=mtls_chain_match(None),
+            filters=filters, transport_socket=downstream_mtls_socket(False)))
+    listener.default_filter_chain.CopyFrom(default)
 
 
 def build_listener(listener: Listener) -> listener_pb2.Listener:
@@ -142,11 +195,12 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
             name="PassthroughFilterChain", filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster)]))
     elif listener.kind == "virtual_inbound":
         out.listener_filters.append(_original_dst())
+        if listener.tls_inspector:
+            out.listener_filters.append(_tls_inspector())
         out.traffic_direction = base_pb2.INBOUND
-        out.filter_chains.extend(_inbound_chain(c) for c in listener.inbound_chains)
-        out.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
-            name="InboundPassthroughFilterChain",
-            filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster)]))
+        for c in listener.inbound_chains:
+            out.filter_chains.extend(_inbound_chains(c, listener.authz))
+        _inbound_passthrough(out, listener)
     elif listener.kind in ("outbound_tcp", "gateway_tcp"):
         out.traffic_direction = base_pb2.INBOUND if listener.kind == "gateway_tcp" else base_pb2.OUTBOUND
         if listener.tls_inspector:
@@ -164,5 +218,6 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         gateway = listener.kind == "gateway_http"
         out.traffic_direction = base_pb2.INBOUND if gateway else base_pb2.OUTBOUND
         out.filter_chains.append(listener_components_pb2.FilterChain(filters=[http_connection_manager(
-            listener.stat_prefix or listener.name, rds=listener.route_table, use_remote_address=gateway)]))
+            listener.stat_prefix or listener.name, rds=listener.route_table, use_remote_address=gateway,
+            authz=listener.authz)]))
     return out

@@ -1,0 +1,78 @@
+"""IR for mTLS (PeerAuthentication, DestinationRule tls, auto mTLS) and authorization
+(AuthorizationPolicy). Plain frozen dataclasses like the rest of the IR.
+
+Secrets are never in the IR: the builder refers to Istio's SDS names (`default` for the
+workload certificate, `ROOTCA` for the trust bundle) served by the agent on cluster `sds-grpc`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# Istio's ALPN values for mesh mTLS: clients offer them, servers' mTLS chains match them.
+ISTIO_ALPN_CLIENT: tuple[str, ...] = ("istio-peer-exchange", "istio")
+ISTIO_ALPN_SERVER: tuple[str, ...] = ("istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1",
+                                      "istio-h2")
+TRUST_DOMAIN = "cluster.local"
+
+UpstreamTlsMode = Literal["ISTIO_MUTUAL", "SIMPLE", "MUTUAL"]
+# "" is plaintext only (DISABLE, or a proxy without SDS).
+InboundMtls = Literal["", "STRICT", "PERMISSIVE"]
+
+
+def spiffe_id(namespace: str, service_account: str, trust_domain: str = TRUST_DOMAIN) -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+@dataclass(frozen=True)
+class UpstreamTls:
+    """TLS a client proxy originates to a cluster's endpoints.
+
+    ISTIO_MUTUAL: the workload certificate over SDS, peers verified against ROOTCA and (when
+    known) the destination's SPIFFE ids. SIMPLE / MUTUAL: files from the DestinationRule."""
+
+    mode: UpstreamTlsMode
+    sni: str = ""
+    subject_alt_names: tuple[str, ...] = ()  # exact URI/DNS SANs the server must present
+    trust_domain: str = ""  # ISTIO_MUTUAL without SANs: any identity of this trust domain
+    alpn: tuple[str, ...] = ()
+    ca_certificates: str = ""
+    client_certificate: str = ""
+    private_key: str = ""
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True)
+class AuthzField:
+    """One field of a rule: `key` matches any of `values` (negate: none of them).
+
+    Keys: principal, namespace, ip, remote_ip, request_principal, host, port, method, path,
+    header:<name>, destination_ip, sni, request_auth:<claim> (never present without JWT)."""
+
+    key: str
+    values: tuple[str, ...]
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class AuthzRule:
+    """An Istio rule: any `sources` entry (each an AND of fields; none: any source) and any
+    `operations` entry (likewise), and every `conditions` field."""
+
+    sources: tuple[tuple[AuthzField, ...], ...] = ()
+    operations: tuple[tuple[AuthzField, ...], ...] = ()
+    conditions: tuple[AuthzField, ...] = ()
+
+
+AuthzAction = Literal["ALLOW", "DENY", "AUDIT"]
+
+
+@dataclass(frozen=True)
+class AuthzPolicy:
+    """One AuthorizationPolicy as it applies to one workload. No rules: ALLOW denies everything,
+    DENY and AUDIT match nothing."""
+
+    name: str  # "<namespace>/<name>"
+    action: AuthzAction
+    rules: tuple[AuthzRule, ...] = ()

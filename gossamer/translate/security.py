@@ -1,0 +1,244 @@
+"""Istio security semantics -> IR: PeerAuthentication (inbound mTLS per port), auto mTLS and
+DestinationRule `tls` (outbound), AuthorizationPolicy (RBAC).
+
+* PeerAuthentication: the workload's policy (selector, in its namespace), else its namespace's
+  (no selector), else the mesh's (no selector, root namespace istio-system); among several at one
+  level the oldest wins. UNSET inherits from the next level up; the mesh default is PERMISSIVE.
+  `portLevelMtls` counts on workload policies only, keyed by the workload's port; UNSET there
+  inherits the workload's mode.
+* Outbound: a DestinationRule `tls` decides (ISTIO_MUTUAL, SIMPLE, MUTUAL, DISABLE); without one,
+  auto mTLS: mTLS to endpoints labelled tlsMode istio, plaintext to the others.
+* AuthorizationPolicy: policies in the root namespace apply mesh-wide (narrowed by their selector),
+  others to the workloads of their namespace their selector picks. CUSTOM is not enforced.
+
+A proxy without SDS (`Proxy.has_sds` false: its agent serves no secrets yet) gets no TLS at all,
+since Envoy would reject or never warm config referring to secrets it cannot fetch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gossamer.ir.security import (
+    ISTIO_ALPN_CLIENT,
+    TRUST_DOMAIN,
+    AuthzField,
+    AuthzPolicy,
+    AuthzRule,
+    InboundMtls,
+    UpstreamTls,
+    spiffe_id,
+)
+from gossamer.registry.snapshot import MeshSnapshot
+from gossamer.registry.types import MeshService, Proxy, Workload
+
+ROOT_NAMESPACE = "istio-system"
+MeshMode = str  # STRICT | PERMISSIVE | DISABLE (UNSET resolved away)
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+
+
+def _selects(selector: Any, labels: dict[str, str]) -> bool:
+    """A selector without labels selects every workload (Istio)."""
+    wanted = (selector.match_labels or {}) if selector is not None else {}
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def _has_selector(spec: Any) -> bool:
+    return spec.selector is not None and bool(spec.selector.match_labels)
+
+
+def _mode(mtls: Any) -> str:
+    return (mtls.mode if mtls is not None else None) or "UNSET"
+
+
+# ------------------------------------------------------------------------------------ PeerAuthentication
+
+
+def peer_authentication_modes(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[MeshMode, dict[int, MeshMode]]:
+    """The effective mode for the workload, and the ports whose portLevelMtls says otherwise."""
+    labels = proxy.label_map
+    policies = snapshot.of_kind("PeerAuthentication")
+    workload = next((p for p in policies if p.metadata.namespace == proxy.namespace and _has_selector(p.spec)
+                     and _selects(p.spec.selector, labels)), None)
+    namespace = next((p for p in policies if p.metadata.namespace == proxy.namespace
+                      and not _has_selector(p.spec)), None)
+    mesh = next((p for p in policies if p.metadata.namespace == ROOT_NAMESPACE and not _has_selector(p.spec)),
+                None)
+    mode = "PERMISSIVE"
+    for policy in (mesh, namespace, workload):
+        if policy is not None and _mode(policy.spec.mtls) != "UNSET":
+            mode = _mode(policy.spec.mtls)
+    ports: dict[int, MeshMode] = {}
+    if workload is not None:
+        for port, mtls in (workload.spec.port_level_mtls or {}).items():
+            port_mode = _mode(mtls)
+            if port_mode != "UNSET":
+                ports[int(port)] = port_mode
+    return mode, ports
+
+
+def inbound_mtls(proxy: Proxy, mode: MeshMode) -> InboundMtls:
+    if not proxy.has_sds or mode == "DISABLE":
+        return ""
+    return "STRICT" if mode == "STRICT" else "PERMISSIVE"
+
+
+# ------------------------------------------------------------------------------------ outbound TLS
+
+
+def istio_sni(host: str, port: int, subset: str) -> str:
+    return f"outbound_.{port}_.{subset}_.{host}"
+
+
+def service_accounts(snapshot: MeshSnapshot, service: MeshService) -> tuple[str, ...]:
+    """SPIFFE ids of the workloads behind a service: its pods and WorkloadEntries, and the pod
+    templates of the Deployments it selects (so a new Deployment's pods are trusted at once)."""
+    ids = {spiffe_id(w.namespace, w.service_account or "default") for w in snapshot.endpoints_of(service)}
+    if service.selector:
+        for d in snapshot.of_kind("Deployment"):
+            template = d.spec.template
+            if d.metadata.namespace == service.namespace and service.selects(template.metadata.labels or {}):
+                ids.add(spiffe_id(d.metadata.namespace, template.spec.service_account_name or "default"))
+    return tuple(sorted(ids))
+
+
+def istio_mutual(snapshot: MeshSnapshot, service: MeshService, port: int, subset: str,
+                 sans: tuple[str, ...] = (), sni: str = "") -> UpstreamTls:
+    sans = sans or service_accounts(snapshot, service)
+    return UpstreamTls("ISTIO_MUTUAL", sni=sni or istio_sni(service.hostname, port, subset),
+                       subject_alt_names=sans, trust_domain="" if sans else TRUST_DOMAIN, alpn=ISTIO_ALPN_CLIENT)
+
+
+def upstream_tls(snapshot: MeshSnapshot, proxy: Proxy, service: MeshService, port: int, subset: str,
+                 settings: Any, auto_allowed: bool) -> tuple[UpstreamTls | None, UpstreamTls | None]:
+    """(tls for every endpoint, auto mTLS for tlsMode istio endpoints) of one outbound cluster."""
+    if settings is not None:
+        mode = settings.mode or "DISABLE"
+        sans = tuple(settings.subject_alt_names or ())
+        if mode == "DISABLE":
+            return None, None
+        if mode == "ISTIO_MUTUAL":
+            if not proxy.has_sds:
+                return None, None
+            return istio_mutual(snapshot, service, port, subset, sans, settings.sni or ""), None
+        # SIMPLE / MUTUAL: TLS origination with the files named in the DestinationRule.
+        return UpstreamTls(
+            "MUTUAL" if mode == "MUTUAL" else "SIMPLE", sni=settings.sni or service.hostname, subject_alt_names=sans,
+            ca_certificates=settings.ca_certificates or "",
+            client_certificate=settings.client_certificate or "" if mode == "MUTUAL" else "",
+            private_key=settings.private_key or "" if mode == "MUTUAL" else "",
+            insecure_skip_verify=bool(settings.insecure_skip_verify)), None
+    if not proxy.has_sds or not auto_allowed or service.mesh_external:
+        return None, None
+    return None, istio_mutual(snapshot, service, port, subset)
+
+
+def endpoint_tls_mode(workload: Workload) -> str:
+    """Pods with a sidecar accept mesh mTLS; WorkloadEntries when labelled so (Istio's label)."""
+    labelled = workload.label_map.get(TLS_MODE_LABEL)
+    if labelled is not None:
+        return "istio" if labelled == "istio" else ""
+    return "istio" if workload.has_sidecar and not workload.workload_entry else ""
+
+
+# ------------------------------------------------------------------------------------ AuthorizationPolicy
+
+# Fields only HTTP has: on TCP chains an ALLOW rule using them never matches, and a DENY rule
+# is applied without them (so it denies more), as Istio does.
+HTTP_ONLY_KEYS = ("host", "method", "path", "header:", "request_principal", "request_auth:")
+
+
+def is_http_only(key: str) -> bool:
+    return any(key == k or (k.endswith(":") and key.startswith(k)) for k in HTTP_ONLY_KEYS)
+
+
+def _field(key: str, values: list[str] | None, not_values: list[str] | None) -> list[AuthzField]:
+    out = []
+    if values:
+        out.append(AuthzField(key, tuple(values)))
+    if not_values:
+        out.append(AuthzField(key, tuple(not_values), negate=True))
+    return out
+
+
+def _service_account_principals(values: list[str] | None, namespace: str) -> list[str] | None:
+    if not values:
+        return None
+    out = []
+    for v in values:
+        ns, _, sa = v.rpartition("/")
+        out.append(f"{TRUST_DOMAIN}/ns/{ns or namespace}/sa/{sa}")
+    return out
+
+
+def _source_fields(src: Any, namespace: str) -> tuple[AuthzField, ...]:
+    fields = [
+        *_field("principal", src.principals, src.not_principals),
+        *_field("principal", _service_account_principals(src.service_accounts, namespace),
+                _service_account_principals(src.not_service_accounts, namespace)),
+        *_field("request_principal", src.request_principals, src.not_request_principals),
+        *_field("namespace", src.namespaces, src.not_namespaces),
+        *_field("ip", src.ip_blocks, src.not_ip_blocks),
+        *_field("remote_ip", src.remote_ip_blocks, src.not_remote_ip_blocks),
+    ]
+    return tuple(fields)
+
+
+def _operation_fields(op: Any) -> tuple[AuthzField, ...]:
+    return tuple([
+        *_field("host", op.hosts, op.not_hosts),
+        *_field("port", op.ports, op.not_ports),
+        *_field("method", op.methods, op.not_methods),
+        *_field("path", op.paths, op.not_paths),
+    ])
+
+
+_CONDITION_KEYS = {
+    "source.ip": "ip", "remote.ip": "remote_ip", "source.namespace": "namespace",
+    "source.principal": "principal", "destination.ip": "destination_ip", "destination.port": "port",
+    "connection.sni": "sni", "request.auth.principal": "request_principal",
+}
+
+
+def condition_key(key: str) -> str:
+    """An Istio `when` key -> an AuthzField key ("" if not supported)."""
+    if key.startswith("request.headers[") and key.endswith("]"):
+        return "header:" + key[len("request.headers["):-1]
+    if key in _CONDITION_KEYS:
+        return _CONDITION_KEYS[key]
+    if key.startswith("request.auth."):
+        return "request_auth:" + key[len("request.auth."):]
+    return ""
+
+
+def translate_rule(rule: Any, namespace: str) -> AuthzRule:
+    conditions: list[AuthzField] = []
+    for cond in rule.when or []:
+        key = condition_key(cond.key)
+        # Unknown keys cannot be told apart: such a condition never holds (a rule fails closed).
+        conditions.extend(_field(key or f"unsupported:{cond.key}", cond.values, cond.not_values))
+    return AuthzRule(
+        sources=tuple(_source_fields(f.source, namespace) for f in rule.from_ or []),
+        operations=tuple(_operation_fields(t.operation) for t in rule.to or []),
+        conditions=tuple(conditions),
+    )
+
+
+def _authz_applies(policy: Any, proxy: Proxy) -> bool:
+    spec = policy.spec
+    if spec.target_ref is not None or spec.target_refs:
+        return False  # targetRef binds gateways and waypoints (Kubernetes Gateway API): not here
+    if policy.metadata.namespace not in (ROOT_NAMESPACE, proxy.namespace):
+        return False
+    return _selects(spec.selector, proxy.label_map)
+
+
+def authorization_policies(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[AuthzPolicy, ...]:
+    out = []
+    for policy in snapshot.of_kind("AuthorizationPolicy"):
+        if policy.spec.action == "CUSTOM" or not _authz_applies(policy, proxy):
+            continue
+        ns = policy.metadata.namespace
+        out.append(AuthzPolicy(f"{ns}/{policy.metadata.name}", policy.spec.action,
+                               tuple(translate_rule(r, ns) for r in policy.spec.rules or [])))
+    return tuple(out)
