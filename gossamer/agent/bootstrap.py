@@ -139,6 +139,9 @@ def build_bootstrap(
 ) -> dict[str, Any]:
     """A JSON-able Envoy v3 bootstrap (with the `sds-grpc` cluster when `sds_socket` is given)."""
     ads = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
+    if sds_socket is not None:
+        # Tells the control plane this proxy can fetch `default`/`ROOTCA`: only then does it get mTLS.
+        metadata = {**metadata, "GOSSAMER_SDS": "true"}
     return {
         "node": {"id": node_id, "cluster": cluster, "metadata": metadata},
         "admin": {"address": _pipe_address(admin_socket, ADMIN_SOCKET_MODE)},
