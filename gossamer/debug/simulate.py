@@ -862,4 +862,6 @@ def _principal(p: rbac_pb2.Principal, ctx: _RbacContext) -> bool:
         return _cidr_contains(getattr(p, kind), ctx.source_ip)
     if kind == "header":
         return ctx.path is not None and _header_match(p.header, ctx.headers)[0]
+    if kind in ("metadata", "filter_state"):
+        return False  # what jwt_authn verified: simulated requests carry no token
     raise SimulationError(f"RBAC principal {kind} is not simulated")

@@ -48,7 +48,8 @@ class AuthzField:
     """One field of a rule: `key` matches any of `values` (negate: none of them).
 
     Keys: principal, namespace, ip, remote_ip, request_principal, host, port, method, path,
-    header:<name>, destination_ip, sni, request_auth:<claim> (never present without JWT)."""
+    header:<name>, destination_ip, sni, request_auth:<key> (audiences, presenter, claims[a][b]:
+    what jwt_authn verified; request_principal likewise)."""
 
     key: str
     values: tuple[str, ...]
@@ -76,3 +77,38 @@ class AuthzPolicy:
     name: str  # "<namespace>/<name>"
     action: AuthzAction
     rules: tuple[AuthzRule, ...] = ()
+
+
+# ------------------------------------------------------------------------------------ JWT (RequestAuthentication)
+
+
+@dataclass(frozen=True)
+class JwtHeader:
+    """A header carrying the token; `prefix` is stripped first ("Bearer ")."""
+
+    name: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class JwtProvider:
+    """One RequestAuthentication jwtRules entry as it applies to one workload.
+
+    Keys: `jwks` (inline JSON) or, for a jwksUri served by a mesh service, `jwks_cluster` (its
+    outbound cluster) with `jwks_uri`. A provider with neither verifies no token (Istio's fake
+    JWKS when the keys cannot be fetched): tokens of its issuer are rejected."""
+
+    name: str
+    issuer: str
+    source: str = ""  # "<namespace>/<name>" of the RequestAuthentication
+    audiences: tuple[str, ...] = ()
+    jwks: str = ""
+    jwks_uri: str = ""
+    jwks_cluster: str = ""
+    jwks_timeout_seconds: float = 5.0
+    from_headers: tuple[JwtHeader, ...] = ()
+    from_params: tuple[str, ...] = ()
+    from_cookies: tuple[str, ...] = ()
+    forward_original_token: bool = False
+    output_payload_to_header: str = ""
+    claim_to_headers: tuple[tuple[str, str], ...] = ()  # (header, claim)

@@ -21,7 +21,7 @@ from gossamer.ir.policies import (
     RetryPolicy,
     Rewrite,
 )
-from gossamer.ir.security import AuthzPolicy, InboundMtls, UpstreamTls
+from gossamer.ir.security import AuthzPolicy, InboundMtls, JwtProvider, UpstreamTls
 
 MatchKind = Literal["exact", "prefix", "regex", "present"]
 
@@ -197,6 +197,8 @@ class Listener:
     inbound_mtls: InboundMtls = ""
     # virtual_inbound and gateway_http: AuthorizationPolicies selecting this workload, in order.
     authz: tuple[AuthzPolicy, ...] = ()
+    # virtual_inbound and gateway_http: RequestAuthentication jwtRules (jwt_authn providers) in order.
+    jwt: tuple[JwtProvider, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Shrink `NOT_ENFORCED_HTTP`, `NOT_ENFORCED_TRAFFIC_POLICY` (and friends) as featu
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from gossamer.resources.base import FieldPath, Resource, format_path
 from gossamer.resources.issues import Issue
@@ -45,16 +46,23 @@ NOT_ENFORCED_LOAD_BALANCER: frozenset[str] = frozenset({"localityLbSetting"})
 NOT_ENFORCED_CLIENT_TLS: frozenset[str] = frozenset({"credentialName", "caCrl"})
 
 # Whole kinds accepted but not acted on yet.
-NOT_ENFORCED_KINDS: frozenset[str] = frozenset({"RequestAuthentication", "Telemetry"})
+NOT_ENFORCED_KINDS: frozenset[str] = frozenset({"Telemetry"})
 
 # AuthorizationPolicy: CUSTOM (external authorizers) and targetRef(s) (gateways, waypoints) are not
-# enforced; request principals come from JWTs (RequestAuthentication), which are not validated, so
-# no request has one: rules naming them never match (their `not` forms always do).
+# enforced. Request principals and request.auth.* come from JWTs verified per RequestAuthentication.
 NOT_ENFORCED_AUTHZ_SPEC: frozenset[str] = frozenset({"targetRef", "targetRefs", "provider"})
-NOT_ENFORCED_AUTHZ_SOURCE: frozenset[str] = frozenset({"requestPrincipals", "notRequestPrincipals"})
+NOT_ENFORCED_AUTHZ_SOURCE: frozenset[str] = frozenset()
 ENFORCED_AUTHZ_CONDITION_PREFIXES: tuple[str, ...] = (
     "request.headers[", "source.ip", "remote.ip", "source.namespace", "source.principal", "destination.ip",
-    "destination.port", "connection.sni")
+    "destination.port", "connection.sni", "request.auth.principal", "request.auth.audiences",
+    "request.auth.presenter", "request.auth.claims[")
+
+# RequestAuthentication: targetRef(s) are not enforced. Keys are: inline `jwks`, or a `jwksUri` a
+# mesh service serves (fetched by Envoy through its outbound cluster). Keys elsewhere (an external
+# jwksUri, or OpenID discovery from the issuer without either) are not fetched: tokens of that
+# issuer are rejected, as Istio does when it cannot get the keys.
+NOT_ENFORCED_REQUEST_AUTHN_SPEC: frozenset[str] = frozenset({"targetRef", "targetRefs"})
+MESH_HOST_SUFFIXES: tuple[str, ...] = (".svc", ".svc.cluster.local")
 
 
 def _traffic_policy_paths(tp: Any, path: FieldPath) -> list[FieldPath]:
@@ -98,6 +106,29 @@ def _authorization_paths(spec: dict[str, Any]) -> list[FieldPath]:
     return out
 
 
+def is_mesh_jwks_uri(uri: str) -> bool:
+    """A jwksUri that names a Kubernetes service ("name", "name.ns.svc", the FQDN) over HTTP(S)."""
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(host) and ("." not in host or host.endswith(MESH_HOST_SUFFIXES))
+
+
+def _request_authentication_paths(spec: dict[str, Any]) -> list[FieldPath]:
+    out: list[FieldPath] = [("spec", key) for key in spec if key in NOT_ENFORCED_REQUEST_AUTHN_SPEC]
+    for i, rule in enumerate(spec.get("jwtRules") or []):
+        if not isinstance(rule, dict) or rule.get("jwks"):
+            continue
+        uri = rule.get("jwksUri")
+        if not uri:
+            out.append(("spec", "jwtRules", i, "issuer"))  # OpenID discovery
+        elif not (isinstance(uri, str) and is_mesh_jwks_uri(uri)):
+            out.append(("spec", "jwtRules", i, "jwksUri"))
+    return out
+
+
 def not_enforced_paths(resource: Resource) -> list[FieldPath]:
     """Like `not_enforced_fields`, as field-path tuples."""
     raw = resource.raw
@@ -135,6 +166,8 @@ def not_enforced_paths(resource: Resource) -> list[FieldPath]:
                 )
     elif resource.kind == "AuthorizationPolicy":
         out += _authorization_paths(spec)
+    elif resource.kind == "RequestAuthentication":
+        out += _request_authentication_paths(spec)
     elif resource.kind in NOT_ENFORCED_KINDS:
         out.append(("spec",))
     return out

@@ -1,13 +1,13 @@
 """security.istio.io (v1, v1beta1): PeerAuthentication, AuthorizationPolicy,
-RequestAuthentication. Top-level fields are typed; rule bodies are kept loose for now."""
+RequestAuthentication."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from gossamer.resources.base import Model
+from gossamer.resources.base import Duration, Model
 
 
 class Selector(Model):
@@ -93,8 +93,32 @@ class AuthorizationPolicySpec(Model):
     provider: ExtensionProvider | None = None
 
 
+class JWTHeader(Model):
+    name: str
+    prefix: str | None = None
+
+
+class ClaimToHeader(Model):
+    header: str
+    claim: str
+
+
+class JWTRule(Model):
+    issuer: str = ""
+    audiences: list[str] | None = None
+    jwks_uri: str | None = None
+    jwks: str | None = None
+    from_headers: list[JWTHeader] | None = None
+    from_params: list[str] | None = None
+    from_cookies: list[str] | None = None
+    output_payload_to_header: str | None = None
+    forward_original_token: bool | None = None
+    output_claim_to_headers: list[ClaimToHeader] | None = None
+    timeout: Duration | None = None
+
+
 class RequestAuthenticationSpec(Model):
     selector: Selector | None = None
     target_ref: PolicyTargetReference | None = None
     target_refs: list[PolicyTargetReference] | None = None
-    jwt_rules: list[dict[str, Any]] | None = None
+    jwt_rules: list[JWTRule] | None = None

@@ -847,7 +847,7 @@ def validate_request_authentication(res: Resource) -> list[Finding]:
     spec: security.RequestAuthenticationSpec = res.spec
     _check_target(rep, spec)
     for i, rule in enumerate(spec.jwt_rules or []):
-        if not rule.get("issuer"):
+        if not rule.issuer:
             rep.error(("spec", "jwtRules", i, "issuer"), "issuer is required")
     return rep.findings
 

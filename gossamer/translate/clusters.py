@@ -12,7 +12,12 @@ from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, ServicePort, Workload
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.routes import exported_to, outbound_cluster_name
-from gossamer.translate.security import TLS_MODE_LABEL, endpoint_tls_mode, upstream_tls
+from gossamer.translate.security import (
+    TLS_MODE_LABEL,
+    endpoint_tls_mode,
+    peer_authentication_modes,
+    upstream_tls,
+)
 from gossamer.translate.traffic_policy import cluster_policy, policy_for_cluster
 from gossamer.translate.visibility import visible_services
 
@@ -150,6 +155,7 @@ def translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> list[En
         if service.resolution != "STATIC":
             continue  # DNS clusters carry their endpoints; NONE goes to the original destination
         workloads = [w for w in snapshot.endpoints_of(service) if w.ready and w.ip]
+        mtls_modes = {id(w): peer_authentication_modes(snapshot, w) for w in workloads}
         subsets = subsets_of(snapshot, service.hostname, proxy_namespace)
         for port in service.ports:
             for subset, subset_labels in [("", {}), *subsets]:
@@ -159,7 +165,8 @@ def translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> list[En
                         continue
                     target = _workload_port(service, port, w)
                     if target is not None:
-                        endpoints.append(Endpoint(w.ip, target, w.labels, endpoint_tls_mode(w)))
+                        endpoints.append(Endpoint(w.ip, target, w.labels,
+                                                  endpoint_tls_mode(w, mtls_modes[id(w)], target)))
                 for e in service.endpoints:
                     if _labels_match(dict(e.labels), subset_labels):
                         tls_mode = "istio" if dict(e.labels).get(TLS_MODE_LABEL) == "istio" else ""

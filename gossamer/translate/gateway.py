@@ -13,6 +13,7 @@ from gossamer.ir.types import HttpRoute, Listener, RouteTable, TcpChain, Virtual
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.translate.hosts import hosts_intersect, resolve_host
+from gossamer.translate.jwt import request_authentication
 from gossamer.translate.routes import RouteContext, translate_http_rules, virtual_services_for
 from gossamer.translate.security import authorization_policies
 from gossamer.translate.tcp import dedupe_chains, gateway_tcp_chain, gateway_tls_chains
@@ -58,6 +59,7 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
                 l4_by_port.setdefault(container_port(server.port.number), []).append(entry)
             # TLS-terminating (SIMPLE/MUTUAL) servers come with the TLS feature.
     authz = authorization_policies(snapshot, proxy)
+    jwt = request_authentication(snapshot, proxy)
     listeners: list[Listener] = [replace(lis, authz=authz)
                                  for lis in translate_gateway_l4(snapshot, proxy, l4_by_port, set(by_port))]
     tables: list[RouteTable] = []
@@ -81,11 +83,11 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
         )
         tables.append(RouteTable(table, vhosts))
         listeners.append(Listener(f"0.0.0.0_{port}", "gateway_http", "0.0.0.0", port, route_table=table,
-                                  authz=authz))
+                                  authz=authz, jwt=jwt))
         if port == 8080 and proxy.ingress_port and proxy.host_netns:
             listeners.append(Listener(f"ingress_127.0.0.1_{proxy.ingress_port}", "gateway_http", "127.0.0.1",
                                       proxy.ingress_port, route_table=table, network_namespace=proxy.host_netns,
-                                      stat_prefix=f"0.0.0.0_{port}", authz=authz))
+                                      stat_prefix=f"0.0.0.0_{port}", authz=authz, jwt=jwt))
     return listeners, tables
 
 

@@ -54,8 +54,10 @@ def _mode(mtls: Any) -> str:
 # ------------------------------------------------------------------------------------ PeerAuthentication
 
 
-def peer_authentication_modes(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[MeshMode, dict[int, MeshMode]]:
-    """The effective mode for the workload, and the ports whose portLevelMtls says otherwise."""
+def peer_authentication_modes(snapshot: MeshSnapshot, proxy: Proxy | Workload
+                              ) -> tuple[MeshMode, dict[int, MeshMode]]:
+    """The effective mode for the workload (a proxy's, or an endpoint's), and the ports whose
+    portLevelMtls says otherwise."""
     labels = proxy.label_map
     policies = snapshot.of_kind("PeerAuthentication")
     workload = next((p for p in policies if p.metadata.namespace == proxy.namespace and _has_selector(p.spec)
@@ -133,12 +135,21 @@ def upstream_tls(snapshot: MeshSnapshot, proxy: Proxy, service: MeshService, por
     return None, istio_mutual(snapshot, service, port, subset)
 
 
-def endpoint_tls_mode(workload: Workload) -> str:
-    """Pods with a sidecar accept mesh mTLS; WorkloadEntries when labelled so (Istio's label)."""
+def endpoint_tls_mode(workload: Workload, port_modes: tuple[MeshMode, dict[int, MeshMode]] | None = None,
+                      port: int | None = None) -> str:
+    """Pods with a sidecar accept mesh mTLS; WorkloadEntries when labelled so (Istio's label).
+    As Istio's mtlsChecker: not on a port whose PeerAuthentication (PORT_MODES, from
+    peer_authentication_modes of the workload) is DISABLE, so auto mTLS sends plaintext there."""
     labelled = workload.label_map.get(TLS_MODE_LABEL)
     if labelled is not None:
-        return "istio" if labelled == "istio" else ""
-    return "istio" if workload.has_sidecar and not workload.workload_entry else ""
+        mode = "istio" if labelled == "istio" else ""
+    else:
+        mode = "istio" if workload.has_sidecar and not workload.workload_entry else ""
+    if mode and port_modes is not None:
+        workload_mode, by_port = port_modes
+        if (by_port.get(port, workload_mode) if port is not None else workload_mode) == "DISABLE":
+            return ""
+    return mode
 
 
 # ------------------------------------------------------------------------------------ AuthorizationPolicy

@@ -32,6 +32,7 @@ from gossamer.translate.clusters import (
     inbound_ports,
 )
 from gossamer.translate.hosts import host_matches, resolve_host, service_domains
+from gossamer.translate.jwt import request_authentication
 from gossamer.translate.policies import translate_retry
 from gossamer.translate.routes import (
     MESH_GATEWAY,
@@ -184,5 +185,5 @@ def translate_sidecar(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
         tcp_cluster=INBOUND_PASSTHROUGH, inbound_mtls=passthrough_mtls,
         # PERMISSIVE chains tell mTLS from plaintext by the transport protocol and ALPN.
         tls_inspector="PERMISSIVE" in (passthrough_mtls, *(c.mtls for c in inbound)),
-        authz=authorization_policies(snapshot, proxy)))
+        authz=authorization_policies(snapshot, proxy), jwt=request_authentication(snapshot, proxy)))
     return listeners, tables

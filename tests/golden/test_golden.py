@@ -55,10 +55,14 @@ def build_case(case: Path) -> dict[str, dict[str, Message]]:
     return build_resources(translate_case(case))
 
 
+_MAPS = ("policies", "providers")
+
+
 def _sort_maps(value: object) -> object:
-    """Protobuf map fields have no order: RBAC `policies` are dumped sorted by name."""
+    """Protobuf map fields have no order: RBAC `policies` and jwt_authn `providers` are dumped sorted
+    by name."""
     if isinstance(value, dict):
-        return {k: (dict(sorted(v.items())) if k == "policies" and isinstance(v, dict) else _sort_maps(v))
+        return {k: (_sort_maps(dict(sorted(v.items()))) if k in _MAPS and isinstance(v, dict) else _sort_maps(v))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [_sort_maps(v) for v in value]

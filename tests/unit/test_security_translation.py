@@ -18,6 +18,7 @@ from gossamer.registry.types import Proxy, Workload
 from gossamer.resources.enforcement import not_enforced_fields
 from gossamer.resources.loader import parse_documents
 from gossamer.translate import translate_proxy
+from gossamer.translate.clusters import translate_endpoints
 from gossamer.translate.security import (
     authorization_policies,
     endpoint_tls_mode,
@@ -132,6 +133,16 @@ def test_proxy_from_node_reads_sds_flag() -> None:
 # ---------------------------------------------------------------------------------------- outbound mTLS
 
 
+def test_disable_on_the_server_turns_auto_mtls_off_for_its_endpoints() -> None:
+    snap = _snapshot(_pa("wl", "default", "  selector: {matchLabels: {app: httpbin}}\n  mtls: {mode: DISABLE}"))
+    tls = {e.address: e.tls_mode for s in translate_endpoints(snap, "default") for e in s.endpoints
+           if "|httpbin." in s.cluster}
+    assert tls and set(tls.values()) == {""}, tls
+    tls = {e.address: e.tls_mode for s in translate_endpoints(_snapshot(""), "default") for e in s.endpoints
+           if "|httpbin." in s.cluster}
+    assert tls and set(tls.values()) == {"istio"}, tls
+
+
 def test_endpoint_tls_mode() -> None:
     pod = Workload("p", "default", "10.244.0.9", (), "sa", True)
     assert endpoint_tls_mode(pod) == "istio"
@@ -139,6 +150,11 @@ def test_endpoint_tls_mode() -> None:
     vm = replace(pod, workload_entry=True)
     assert endpoint_tls_mode(vm) == ""
     assert endpoint_tls_mode(replace(vm, labels=(("security.istio.io/tlsMode", "istio"),))) == "istio"
+    # Istio's mtlsChecker: a server whose PeerAuthentication is DISABLE (workload or port) gets plaintext.
+    assert endpoint_tls_mode(pod, ("DISABLE", {}), 9080) == ""
+    assert endpoint_tls_mode(pod, ("STRICT", {9080: "DISABLE"}), 9080) == ""
+    assert endpoint_tls_mode(pod, ("STRICT", {9080: "DISABLE"}), 9081) == "istio"
+    assert endpoint_tls_mode(pod, ("DISABLE", {9080: "PERMISSIVE"}), 9080) == "istio"
     lb = build_load_assignment("c", (Endpoint("10.244.0.9", 80, tls_mode="istio"), Endpoint("10.244.0.10", 80)))
     first, second = lb.endpoints[0].lb_endpoints
     assert first.metadata.filter_metadata["envoy.transport_socket_match"]["tlsMode"] == "istio"
@@ -323,9 +339,8 @@ spec:
 """, "s.yaml")
     assert not [i for i in issues if i.level == "error"]
     authz, peer, dr = resources
-    assert not_enforced_fields(authz) == ["spec.provider", "spec.action",
-                                          "spec.rules[0].from[0].source.requestPrincipals",
-                                          "spec.rules[0].when[0].key"]
+    # requestPrincipals and request.auth.claims[...] are enforced (JWT: tests/unit/test_jwt_translation.py).
+    assert not_enforced_fields(authz) == ["spec.provider", "spec.action"]
     assert not_enforced_fields(peer) == []
     assert not_enforced_fields(dr) == ["spec.trafficPolicy.tls.credentialName"]
 

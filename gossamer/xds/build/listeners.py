@@ -15,9 +15,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
-from gossamer.ir.security import AuthzPolicy
+from gossamer.ir.security import AuthzPolicy, JwtProvider
 from gossamer.ir.types import InboundChain, Listener, TcpChain
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
+from gossamer.xds.build.jwt import jwt_filters
 from gossamer.xds.build.policies import http_policy_filters
 from gossamer.xds.build.security import (
     downstream_mtls_socket,
@@ -51,12 +52,13 @@ def _router_filter() -> hcm_pb2.HttpFilter:
 
 def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb2.RouteConfiguration | None = None,
                             use_remote_address: bool = False, authz: tuple[AuthzPolicy, ...] = (),
-                            client_cert_details: bool = False) -> listener_components_pb2.Filter:
+                            client_cert_details: bool = False,
+                            jwt: tuple[JwtProvider, ...] = ()) -> listener_components_pb2.Filter:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
-        # Authorization first (Istio's order: DENY then ALLOW RBAC); fault and CORS act only on
-        # routes whose typed_per_filter_config asks.
-        http_filters=[*http_rbac_filters(authz), *http_policy_filters(), _router_filter()],
+        # JWT authentication (RequestAuthentication), then authorization (Istio's order: DENY then
+        # ALLOW RBAC); fault and CORS act only on routes whose typed_per_filter_config asks.
+        http_filters=[*jwt_filters(jwt), *http_rbac_filters(authz), *http_policy_filters(), _router_filter()],
         access_log=[access_log()],
         use_remote_address=wrappers_pb2.BoolValue(value=use_remote_address),
     )
@@ -129,14 +131,15 @@ def _inbound_route(chain: InboundChain) -> route_pb2.RouteConfiguration:
 
 
 def _inbound_filters(chain: InboundChain, authz: tuple[AuthzPolicy, ...], *, mtls: bool,
-                     tcp: bool = False) -> list[listener_components_pb2.Filter]:
+                     tcp: bool = False, jwt: tuple[JwtProvider, ...] = ()) -> list[listener_components_pb2.Filter]:
     if chain.protocol == "http" and not tcp:
         return [http_connection_manager(f"inbound_0.0.0.0_{chain.port}", inline=_inbound_route(chain),
-                                        use_remote_address=False, authz=authz, client_cert_details=mtls)]
+                                        use_remote_address=False, authz=authz, client_cert_details=mtls, jwt=jwt)]
     return [*network_rbac_filters(authz), tcp_proxy(chain.cluster, chain.cluster)]
 
 
-def _inbound_chains(chain: InboundChain, authz: tuple[AuthzPolicy, ...]) -> list[listener_components_pb2.FilterChain]:
+def _inbound_chains(chain: InboundChain, authz: tuple[AuthzPolicy, ...],
+                    jwt: tuple[JwtProvider, ...] = ()) -> list[listener_components_pb2.FilterChain]:
     """One port of virtualInbound. PeerAuthentication: "" plaintext; STRICT one chain that terminates
     mTLS (plaintext fails the handshake); PERMISSIVE an mTLS chain for TLS with Istio's ALPN, a
     TLS chain for other TLS (the app's own, passed through) and a plaintext chain."""
@@ -146,15 +149,15 @@ def _inbound_chains(chain: InboundChain, authz: tuple[AuthzPolicy, ...]) -> list
     if chain.mtls == "":
         return [listener_components_pb2.FilterChain(
             name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(destination_port=port),
-            filters=_inbound_filters(chain, authz, mtls=False))]
+            filters=_inbound_filters(chain, authz, mtls=False, jwt=jwt))]
     if chain.mtls == "STRICT":
         return [listener_components_pb2.FilterChain(
             name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(destination_port=port),
-            filters=_inbound_filters(chain, authz, mtls=True), transport_socket=downstream_mtls_socket(http))]
+            filters=_inbound_filters(chain, authz, mtls=True, jwt=jwt), transport_socket=downstream_mtls_socket(http))]
     return [
         listener_components_pb2.FilterChain(
             name=f"{name}_mtls", filter_chain_match=mtls_chain_match(chain.port),
-            filters=_inbound_filters(chain, authz, mtls=True), transport_socket=downstream_mtls_socket(http)),
+            filters=_inbound_filters(chain, authz, mtls=True, jwt=jwt), transport_socket=downstream_mtls_socket(http)),
         listener_components_pb2.FilterChain(
             name=f"{name}_tls", filter_chain_match=listener_components_pb2.FilterChainMatch(
                 destination_port=port, transport_protocol="tls"),
@@ -162,7 +165,7 @@ def _inbound_chains(chain: InboundChain, authz: tuple[AuthzPolicy, ...]) -> list
         listener_components_pb2.FilterChain(
             name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(
                 destination_port=port, transport_protocol="raw_buffer"),
-            filters=_inbound_filters(chain, authz, mtls=False)),
+            filters=_inbound_filters(chain, authz, mtls=False, jwt=jwt)),
     ]
 
 
@@ -199,7 +202,7 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
             out.listener_filters.append(_tls_inspector())
         out.traffic_direction = base_pb2.INBOUND
         for c in listener.inbound_chains:
-            out.filter_chains.extend(_inbound_chains(c, listener.authz))
+            out.filter_chains.extend(_inbound_chains(c, listener.authz, listener.jwt))
         _inbound_passthrough(out, listener)
     elif listener.kind in ("outbound_tcp", "gateway_tcp"):
         out.traffic_direction = base_pb2.INBOUND if listener.kind == "gateway_tcp" else base_pb2.OUTBOUND
@@ -219,5 +222,5 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         out.traffic_direction = base_pb2.INBOUND if gateway else base_pb2.OUTBOUND
         out.filter_chains.append(listener_components_pb2.FilterChain(filters=[http_connection_manager(
             listener.stat_prefix or listener.name, rds=listener.route_table, use_remote_address=gateway,
-            authz=listener.authz)]))
+            authz=listener.authz, jwt=listener.jwt if gateway else ())]))
     return out

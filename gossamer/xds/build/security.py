@@ -33,6 +33,7 @@ from gossamer.ir.security import (
 from gossamer.ir.types import Cluster, Endpoint
 from gossamer.translate.security import is_http_only
 from gossamer.xds.build.common import pack
+from gossamer.xds.build.jwt import jwt_principal
 
 SDS_CLUSTER = "sds-grpc"
 CERT_SECRET = "default"
@@ -195,9 +196,10 @@ def _principal_value(key: str, value: str) -> rbac_pb2.Principal:
         return rbac_pb2.Principal(remote_ip=_cidr(value))
     if key.startswith("header:"):
         return rbac_pb2.Principal(header=_header(key[len("header:"):], value))
-    # request_principal, request_auth:*: set by JWT authentication, which is not enforced, so no
-    # request has them; unsupported condition keys likewise never hold.
-    return _never()
+    if key == "request_principal" or key.startswith("request_auth:"):
+        # What jwt_authn verified (gossamer/xds/build/jwt.py); absent without a valid token.
+        return jwt_principal(key, value) or _never()
+    return _never()  # unsupported condition keys never hold
 
 
 def _permission_value(key: str, value: str) -> rbac_pb2.Permission:
