@@ -199,6 +199,10 @@ class Listener:
     authz: tuple[AuthzPolicy, ...] = ()
     # virtual_inbound and gateway_http: RequestAuthentication jwtRules (jwt_authn providers) in order.
     jwt: tuple[JwtProvider, ...] = ()
+    # Telemetry: the text access log on stdout (accessLogging) and the gRPC access log entries
+    # the control plane's Istio metrics come from (metrics).
+    access_log: bool = True
+    metrics: bool = True
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,13 @@ Translation reads only the snapshot: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gossamer.registry.types import MeshService, Workload
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,15 @@ class MeshSnapshot:
     resources: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     services: tuple[MeshService, ...] = ()
     workloads: tuple[Workload, ...] = ()
+    # Values derived from this snapshot alone, computed once and shared by every proxy group
+    # translated from it (a push translates many groups from one snapshot).
+    _derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False, hash=False)
+
+    def derived(self, key: Any, compute: Callable[[], T]) -> T:
+        if key not in self._derived:
+            self._derived[key] = compute()
+        value: T = self._derived[key]
+        return value
 
     def of_kind(self, kind: str) -> tuple[Any, ...]:
         return self.resources.get(kind, ())
@@ -27,4 +38,11 @@ class MeshSnapshot:
         return next((s for s in self.services if s.hostname == hostname), None)
 
     def endpoints_of(self, service: MeshService) -> Iterable[Workload]:
-        return (w for w in self.workloads if w.namespace == service.namespace and service.selects(w.label_map))
+        by_namespace = self.derived("workloads_by_namespace", self._workloads_by_namespace)
+        return (w for w in by_namespace.get(service.namespace, ()) if service.selects(w.label_map))
+
+    def _workloads_by_namespace(self) -> dict[str, list[Workload]]:
+        out: dict[str, list[Workload]] = {}
+        for w in self.workloads:
+            out.setdefault(w.namespace, []).append(w)
+        return out

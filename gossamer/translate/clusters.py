@@ -147,9 +147,15 @@ def _workload_port(service: MeshService, port: ServicePort, w: Workload) -> int 
     return w.resolve_target_port(port.target_port)
 
 
-def translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> list[EndpointSet]:
+def translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> tuple[EndpointSet, ...]:
     """EDS for every outbound EDS cluster: ready workloads (pods, WorkloadEntries) the service
-    selects and a ServiceEntry's inline endpoints, narrowed by subset labels."""
+    selects and a ServiceEntry's inline endpoints, narrowed by subset labels. The same for every
+    proxy of a namespace, so computed once per snapshot and namespace."""
+    return snapshot.derived(("endpoints", proxy_namespace),
+                            lambda: tuple(_translate_endpoints(snapshot, proxy_namespace)))
+
+
+def _translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> list[EndpointSet]:
     sets: list[EndpointSet] = []
     for service in snapshot.services:
         if service.resolution != "STATIC":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from google.protobuf.message import Message
 
 from gossamer.ir.types import EndpointSet, ProxyConfig
@@ -10,16 +12,22 @@ from gossamer.xds.build.listeners import build_listener
 from gossamer.xds.build.routes import build_route_table
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
+# IR values are frozen and hashable, and most of them are identical across the proxy groups of a
+# push (every sidecar of a namespace gets the same outbound clusters and endpoints): build each
+# distinct one once. The protos are shared, so nothing may modify them after building.
+_cluster = lru_cache(maxsize=16384)(build_cluster)
+_endpoints = lru_cache(maxsize=16384)(build_endpoints)
+
 
 def build_resources(config: ProxyConfig) -> dict[str, dict[str, Message]]:
     """type_url -> resource name -> proto, for one proxy group."""
     return {
         LISTENER: {lis.name: build_listener(lis) for lis in config.listeners},
         ROUTE: {t.name: build_route_table(t) for t in config.route_tables},
-        CLUSTER: {c.name: build_cluster(c) for c in config.clusters},
+        CLUSTER: {c.name: _cluster(c) for c in config.clusters},
         ENDPOINT: build_endpoint_resources(config.endpoints),
     }
 
 
 def build_endpoint_resources(endpoints: tuple[EndpointSet, ...]) -> dict[str, Message]:
-    return {e.cluster: build_endpoints(e) for e in endpoints}
+    return {e.cluster: _endpoints(e) for e in endpoints}

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, substitution_format_string_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
@@ -26,24 +24,7 @@ from gossamer.xds.build.security import (
     mtls_chain_match,
     network_rbac_filters,
 )
-
-# Istio's default access log line, so logs read the same as Istio's.
-ACCESS_LOG_FORMAT = (
-    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
-    '%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% '
-    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
-    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
-    '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% '
-    '%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% '
-    '%REQUESTED_SERVER_NAME% %ROUTE_NAME%\n'
-)
-
-
-def access_log() -> accesslog_pb2.AccessLog:
-    fmt = substitution_format_string_pb2.SubstitutionFormatString(
-        text_format_source=base_pb2.DataSource(inline_string=ACCESS_LOG_FORMAT))
-    return accesslog_pb2.AccessLog(name="envoy.access_loggers.stdout",
-                                   typed_config=pack(stream_pb2.StdoutAccessLog(log_format=fmt)))
+from gossamer.xds.build.telemetry import Direction, http_access_logs, tcp_access_logs
 
 
 def _router_filter() -> hcm_pb2.HttpFilter:
@@ -53,13 +34,14 @@ def _router_filter() -> hcm_pb2.HttpFilter:
 def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb2.RouteConfiguration | None = None,
                             use_remote_address: bool = False, authz: tuple[AuthzPolicy, ...] = (),
                             client_cert_details: bool = False,
-                            jwt: tuple[JwtProvider, ...] = ()) -> listener_components_pb2.Filter:
+                            jwt: tuple[JwtProvider, ...] = (), direction: Direction = "outbound",
+                            logs: bool = True, metrics: bool = True) -> listener_components_pb2.Filter:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         # JWT authentication (RequestAuthentication), then authorization (Istio's order: DENY then
         # ALLOW RBAC); fault and CORS act only on routes whose typed_per_filter_config asks.
         http_filters=[*jwt_filters(jwt), *http_rbac_filters(authz), *http_policy_filters(), _router_filter()],
-        access_log=[access_log()],
+        access_log=http_access_logs(direction, logs=logs, metrics=metrics),
         use_remote_address=wrappers_pb2.BoolValue(value=use_remote_address),
     )
     if client_cert_details:
@@ -76,15 +58,31 @@ def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb
                                           typed_config=pack(hcm))
 
 
-def tcp_proxy(stat_prefix: str, cluster: str) -> listener_components_pb2.Filter:
+def _with_access_logs(proxy: tcp_proxy_pb2.TcpProxy, listener: Listener) -> tcp_proxy_pb2.TcpProxy:
+    """A TCP proxy logs when the upstream connects and when the connection ends (text: at the end only)."""
+    proxy.access_log.extend(tcp_access_logs(_direction(listener), logs=listener.access_log,
+                                            metrics=listener.metrics))
+    if listener.metrics:
+        proxy.access_log_options.flush_access_log_on_connected = True
+    return proxy
+
+
+def _direction(listener: Listener) -> Direction:
+    if listener.kind in ("gateway_http", "gateway_tcp"):
+        return "gateway"
+    return "inbound" if listener.kind == "virtual_inbound" else "outbound"
+
+
+def tcp_proxy(stat_prefix: str, cluster: str, listener: Listener) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(
         name="envoy.filters.network.tcp_proxy",
-        typed_config=pack(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)))
+        typed_config=pack(_with_access_logs(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster),
+                                            listener)))
 
 
-def weighted_tcp_proxy(stat_prefix: str, chain: TcpChain) -> listener_components_pb2.Filter:
+def weighted_tcp_proxy(stat_prefix: str, chain: TcpChain, listener: Listener) -> listener_components_pb2.Filter:
     """One destination: `cluster`; several: `weighted_clusters` (Istio's tcp/tls route weights)."""
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    proxy = _with_access_logs(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix), listener)
     if len(chain.destinations) == 1:
         proxy.cluster = chain.destinations[0].cluster
     else:
@@ -106,7 +104,7 @@ def _tcp_chain(listener: Listener, chain: TcpChain) -> listener_components_pb2.F
     single = chain.destinations[0].cluster if len(chain.destinations) == 1 else ""
     stat_prefix = single or listener.name
     out = listener_components_pb2.FilterChain(
-        filters=[*network_rbac_filters(listener.authz), weighted_tcp_proxy(stat_prefix, chain)])
+        filters=[*network_rbac_filters(listener.authz), weighted_tcp_proxy(stat_prefix, chain, listener)])
     if chain.prefix_ranges or chain.server_names:
         out.filter_chain_match.CopyFrom(match)
     return out
@@ -130,16 +128,16 @@ def _inbound_route(chain: InboundChain) -> route_pb2.RouteConfiguration:
         rc.VirtualHost(name=f"inbound|http|{chain.port}", domains=["*"], routes=[route])])
 
 
-def _inbound_filters(chain: InboundChain, authz: tuple[AuthzPolicy, ...], *, mtls: bool,
-                     tcp: bool = False, jwt: tuple[JwtProvider, ...] = ()) -> list[listener_components_pb2.Filter]:
+def _inbound_filters(chain: InboundChain, ir: Listener, *, mtls: bool,
+                     tcp: bool = False) -> list[listener_components_pb2.Filter]:
     if chain.protocol == "http" and not tcp:
         return [http_connection_manager(f"inbound_0.0.0.0_{chain.port}", inline=_inbound_route(chain),
-                                        use_remote_address=False, authz=authz, client_cert_details=mtls, jwt=jwt)]
-    return [*network_rbac_filters(authz), tcp_proxy(chain.cluster, chain.cluster)]
+                                        use_remote_address=False, authz=ir.authz, client_cert_details=mtls,
+                                        jwt=ir.jwt, direction="inbound", logs=ir.access_log, metrics=ir.metrics)]
+    return [*network_rbac_filters(ir.authz), tcp_proxy(chain.cluster, chain.cluster, ir)]
 
 
-def _inbound_chains(chain: InboundChain, authz: tuple[AuthzPolicy, ...],
-                    jwt: tuple[JwtProvider, ...] = ()) -> list[listener_components_pb2.FilterChain]:
+def _inbound_chains(chain: InboundChain, ir: Listener) -> list[listener_components_pb2.FilterChain]:
     """One port of virtualInbound. PeerAuthentication: "" plaintext; STRICT one chain that terminates
     mTLS (plaintext fails the handshake); PERMISSIVE an mTLS chain for TLS with Istio's ALPN, a
     TLS chain for other TLS (the app's own, passed through) and a plaintext chain."""
@@ -149,29 +147,29 @@ def _inbound_chains(chain: InboundChain, authz: tuple[AuthzPolicy, ...],
     if chain.mtls == "":
         return [listener_components_pb2.FilterChain(
             name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(destination_port=port),
-            filters=_inbound_filters(chain, authz, mtls=False, jwt=jwt))]
+            filters=_inbound_filters(chain, ir, mtls=False))]
     if chain.mtls == "STRICT":
         return [listener_components_pb2.FilterChain(
             name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(destination_port=port),
-            filters=_inbound_filters(chain, authz, mtls=True, jwt=jwt), transport_socket=downstream_mtls_socket(http))]
+            filters=_inbound_filters(chain, ir, mtls=True), transport_socket=downstream_mtls_socket(http))]
     return [
         listener_components_pb2.FilterChain(
             name=f"{name}_mtls", filter_chain_match=mtls_chain_match(chain.port),
-            filters=_inbound_filters(chain, authz, mtls=True, jwt=jwt), transport_socket=downstream_mtls_socket(http)),
+            filters=_inbound_filters(chain, ir, mtls=True), transport_socket=downstream_mtls_socket(http)),
         listener_components_pb2.FilterChain(
             name=f"{name}_tls", filter_chain_match=listener_components_pb2.FilterChainMatch(
                 destination_port=port, transport_protocol="tls"),
-            filters=_inbound_filters(chain, authz, mtls=False, tcp=True)),
+            filters=_inbound_filters(chain, ir, mtls=False, tcp=True)),
         listener_components_pb2.FilterChain(
             name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(
                 destination_port=port, transport_protocol="raw_buffer"),
-            filters=_inbound_filters(chain, authz, mtls=False, jwt=jwt)),
+            filters=_inbound_filters(chain, ir, mtls=False)),
     ]
 
 
 def _inbound_passthrough(listener: listener_pb2.Listener, ir: Listener) -> None:
     """Ports no service declares: straight to the original destination, under the workload's mode."""
-    filters = [*network_rbac_filters(ir.authz), tcp_proxy(ir.tcp_cluster, ir.tcp_cluster)]
+    filters = [*network_rbac_filters(ir.authz), tcp_proxy(ir.tcp_cluster, ir.tcp_cluster, ir)]
     default = listener_components_pb2.FilterChain(name="InboundPassthroughFilterChain", filters=filters)
     if ir.inbound_mtls == "STRICT":
         default.transport_socket.CopyFrom(downstream_mtls_socket(False))
@@ -195,14 +193,14 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         out.listener_filters.append(_original_dst())
         out.traffic_direction = base_pb2.OUTBOUND
         out.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
-            name="PassthroughFilterChain", filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster)]))
+            name="PassthroughFilterChain", filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster, listener)]))
     elif listener.kind == "virtual_inbound":
         out.listener_filters.append(_original_dst())
         if listener.tls_inspector:
             out.listener_filters.append(_tls_inspector())
         out.traffic_direction = base_pb2.INBOUND
         for c in listener.inbound_chains:
-            out.filter_chains.extend(_inbound_chains(c, listener.authz, listener.jwt))
+            out.filter_chains.extend(_inbound_chains(c, listener))
         _inbound_passthrough(out, listener)
     elif listener.kind in ("outbound_tcp", "gateway_tcp"):
         out.traffic_direction = base_pb2.INBOUND if listener.kind == "gateway_tcp" else base_pb2.OUTBOUND
@@ -211,7 +209,7 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         out.filter_chains.extend(_tcp_chain(listener, c) for c in listener.tcp_chains)
         if listener.tcp_cluster:
             fallback = listener_components_pb2.FilterChain(
-                filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster)])
+                filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster, listener)])
             if listener.tcp_chains:
                 fallback.name = "default"
                 out.default_filter_chain.CopyFrom(fallback)
@@ -222,5 +220,6 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         out.traffic_direction = base_pb2.INBOUND if gateway else base_pb2.OUTBOUND
         out.filter_chains.append(listener_components_pb2.FilterChain(filters=[http_connection_manager(
             listener.stat_prefix or listener.name, rds=listener.route_table, use_remote_address=gateway,
-            authz=listener.authz, jwt=listener.jwt if gateway else ())]))
+            authz=listener.authz, jwt=listener.jwt if gateway else (), direction=_direction(listener),
+            logs=listener.access_log, metrics=listener.metrics)]))
     return out

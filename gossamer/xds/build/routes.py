@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from functools import lru_cache
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -154,6 +155,7 @@ def build_route(route: HttpRoute) -> rc.Route:
     return out
 
 
+@lru_cache(maxsize=16384)  # shared by the proxy groups of a push; see xds/build/__init__.py
 def build_virtual_host(vhost: VirtualHost) -> rc.VirtualHost:
     return rc.VirtualHost(name=vhost.name, domains=list(vhost.domains),
                           routes=[build_route(r) for r in vhost.routes])
