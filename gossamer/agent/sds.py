@@ -43,6 +43,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 
 from gossamer.agent.bootstrap import SDS_CLUSTER
+from gossamer.xds.streams import CHANGED, Changed, End, read_requests
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +159,6 @@ class SdsStreamStatus:
     connected_at: float = field(default_factory=time.time)
 
 
-class _Changed:
-    """Queue marker: the certificate changed."""
-
-
-class _End:
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
-
-
-_CHANGED = _Changed()
-
-
 @dataclass
 class _Stream:
     status: SdsStreamStatus
@@ -180,7 +169,7 @@ class _Stream:
     def wake(self) -> None:
         if not self.wake_pending:
             self.wake_pending = True
-            self.queue.put_nowait(_CHANGED)
+            self.queue.put_nowait(CHANGED)
 
 
 class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[misc]
@@ -342,15 +331,15 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         stream = _Stream(status=SdsStreamStatus(stream_id=next(_stream_ids)))
         self._streams[stream.status.stream_id] = stream
-        reader = asyncio.get_running_loop().create_task(self._read(request_iterator, stream.queue))
+        reader = asyncio.get_running_loop().create_task(read_requests(request_iterator, stream.queue))
         try:
             while True:
                 item = await stream.queue.get()
-                if isinstance(item, _End):
+                if isinstance(item, End):
                     if item.error is not None and not isinstance(item.error, asyncio.CancelledError):
                         log.debug("sds stream %d ended: %r", stream.status.stream_id, item.error)
                     return
-                if isinstance(item, _Changed):
+                if isinstance(item, Changed):
                     stream.wake_pending = False
                     resp = self._on_change(stream)
                 else:
@@ -364,18 +353,6 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
                 await reader
             self._streams.pop(stream.status.stream_id, None)
             self._signal()
-
-    @staticmethod
-    async def _read(request_iterator: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
-        try:
-            async for req in request_iterator:
-                queue.put_nowait(req)
-        except BaseException as e:  # noqa: BLE001 - forwarded to the stream loop
-            queue.put_nowait(_End(e))
-            if isinstance(e, asyncio.CancelledError):
-                raise
-        else:
-            queue.put_nowait(_End())
 
     def _send(self, stream: _Stream, resp: discovery_pb2.DiscoveryResponse) -> discovery_pb2.DiscoveryResponse:
         st = stream.status

@@ -19,7 +19,7 @@ import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -27,6 +27,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
 from gossamer.xds.cache import ConfigCache
+from gossamer.xds.streams import CHANGED, Changed, End, read_requests
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, SHORT_NAMES, WILDCARD_TYPES, push_rank
 
 log = logging.getLogger(__name__)
@@ -122,18 +123,6 @@ class _TypeState:
     pending: dict[str, str] = field(default_factory=dict)  # delta: outstanding nonce -> version
 
 
-class _Changed:
-    """Queue marker: the cache changed; the types are in _Stream.pending_types."""
-
-
-class _End:
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
-
-
-_CHANGED = _Changed()
-
-
 @dataclass
 class _Stream:
     id: int
@@ -151,7 +140,7 @@ class _Stream:
         wake = not self.pending_types
         self.pending_types |= changed
         if wake:
-            self.queue.put_nowait(_CHANGED)
+            self.queue.put_nowait(CHANGED)
 
 
 GroupForNode = Callable[[base_pb2.Node], Awaitable[str]]
@@ -232,16 +221,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self, request_iterator: AsyncIterator[Any], context: Any, *, delta: bool
     ) -> AsyncIterator[Any]:
         stream = _Stream(id=next(_stream_ids), delta=delta)
-        reader = asyncio.create_task(self._read(request_iterator, stream.queue))
+        reader = asyncio.create_task(read_requests(request_iterator, stream.queue))
         unwatch: Callable[[], None] | None = None
         try:
             while True:
                 item = await stream.queue.get()
-                if isinstance(item, _End):
+                if isinstance(item, End):
                     if item.error is not None and not isinstance(item.error, asyncio.CancelledError):
                         log.info("xds stream %d ended: %r", stream.id, item.error)
                     return
-                if isinstance(item, _Changed):
+                if isinstance(item, Changed):
                     changed, stream.pending_types = stream.pending_types, set()
                     responses = self._on_change(stream, changed)
                 else:
@@ -296,18 +285,6 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     except Exception:
                         log.exception("on_disconnect callback failed")
                 self._signal()
-
-    @staticmethod
-    async def _read(request_iterator: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
-        try:
-            async for req in request_iterator:
-                queue.put_nowait(req)
-        except BaseException as e:  # noqa: BLE001 - forwarded to the stream loop
-            queue.put_nowait(_End(e))
-            if isinstance(e, asyncio.CancelledError):
-                raise
-        else:
-            queue.put_nowait(_End())
 
     def _status_changed(self, stream: _Stream) -> None:
         if stream.status is not None and self._on_status_change is not None:
@@ -563,8 +540,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         return resp
 
 
-async def serve(server: AdsServer, address: str) -> grpc.aio.Server:
-    """Start a gRPC server for `server` on `address` (e.g. "unix:/run/gossamer/xds.sock")."""
+class Servicer(Protocol):
+    def add_to_server(self, server: grpc.aio.Server) -> None: ...
+
+
+async def serve(server: AdsServer, address: str, *, others: Iterable[Servicer] = ()) -> grpc.aio.Server:
+    """Start a gRPC server for `server` on `address` (e.g. "unix:/run/gossamer/xds.sock"), with
+    `others` (e.g. the access log service proxies stream their entries to) on the same server."""
     path: str | None = None
     if address.startswith("unix:") and not address.startswith("unix-abstract:"):
         path = address[len("unix:") :]
@@ -584,6 +566,8 @@ async def serve(server: AdsServer, address: str) -> grpc.aio.Server:
         ]
     )
     server.add_to_server(grpc_server)
+    for other in others:
+        other.add_to_server(grpc_server)
     grpc_server.add_insecure_port(address)
     await grpc_server.start()
     if path is not None:
