@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gossamer.controlplane.daemon import ControlPlane
 from gossamer.debug import explain
@@ -52,8 +53,20 @@ class Api:
             web.post("/v1/explain", self.explain_request),
             web.post("/v1/shutdown", self.stop),
             web.get("/v1/sync", self.sync),
+            web.get("/metrics", self.metrics),
         ])
         return app
+
+    def metrics_app(self) -> web.Application:
+        """Only /metrics: what `up --metrics-port` serves on loopback for Prometheus (istiod's 15014)."""
+        app = web.Application()
+        app.add_routes([web.get("/metrics", self.metrics)])
+        return app
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Istio's standard metrics, in Prometheus' text exposition format."""
+        return web.Response(body=generate_latest(self.cp.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def ready(self, request: web.Request) -> web.Response:
         return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url,

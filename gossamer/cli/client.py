@@ -45,6 +45,15 @@ class ApiClient:
         finally:
             conn.close()
 
+    def get_text(self, path: str) -> tuple[int, str]:
+        conn = _UnixConnection(self.socket_path, self.timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode()
+        finally:
+            conn.close()
+
     def get(self, path: str) -> tuple[int, Any]:
         return self.request("GET", path)
 

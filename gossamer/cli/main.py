@@ -68,11 +68,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise CliError("a mesh is already running (stop it with `gossamer down`)")
     if not 0 < args.ingress_port < 65536:
         raise CliError(f"--ingress-port: {args.ingress_port} is not a port number (1-65535)")
+    if not 0 <= args.metrics_port < 65536:
+        raise CliError(f"--metrics-port: {args.metrics_port} is not a port number (1-65535, or 0: off)")
     if args.detach:
         from gossamer.cli.up import detach
 
         argv = ["--state-dir", str(paths.state_dir), "--run-dir", str(paths.run_dir), "up",
-                "--ingress-port", str(args.ingress_port), *[str(Path(p).resolve()) for p in args.paths]]
+                "--ingress-port", str(args.ingress_port), "--metrics-port", str(args.metrics_port),
+                *[str(Path(p).resolve()) for p in args.paths]]
         return detach(paths, argv)
     # grpc's fork handlers warn on every pod the runtime spawns; no child of ours uses grpc.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
@@ -80,7 +83,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(run_up(paths, [Path(p).resolve() for p in args.paths], args.ingress_port))
+    return asyncio.run(run_up(paths, [Path(p).resolve() for p in args.paths], args.ingress_port,
+                              args.metrics_port))
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -289,6 +293,27 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    try:
+        status, text = _client(args).get_text("/metrics")
+    except NotRunning as e:
+        raise CliError("no mesh is running (start one with `gossamer up PATH`)") from e
+    if status != 200:
+        raise CliError(f"HTTP {status}")
+    if args.filter:
+        # Keep the families whose name contains FILTER (with their HELP and TYPE lines).
+        keep = False
+        lines = []
+        for line in text.splitlines():
+            if line.startswith("# HELP "):
+                keep = args.filter in line.split()[2]
+            if keep:
+                lines.append(line)
+        text = "\n".join(lines) + ("\n" if lines else "")
+    sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gossamer", description="A service mesh with Istio's config language.")
     parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR), help="durable state (store, logs)")
@@ -299,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--detach", "-d", action="store_true", help="return once the mesh is ready")
     p.add_argument("--ingress-port", type=int, default=8080)
+    p.add_argument("--metrics-port", type=int, default=15014,
+                   help="serve Istio's metrics for Prometheus on 127.0.0.1:PORT/metrics (0: off)")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_up)
 
@@ -356,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inbound", action="store_true", help="a request arriving at the pod (its inbound listener)")
     p.add_argument("-o", "--output", choices=["json", "text"], default="text")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("metrics", help="Istio's standard metrics (istio_requests_total, ...), Prometheus text")
+    p.add_argument("--filter", metavar="NAME", help="only the metric families whose name contains NAME")
+    p.set_defaults(func=cmd_metrics)
     return parser
 
 

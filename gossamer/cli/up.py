@@ -29,7 +29,7 @@ def read_manifests(paths: list[Path]) -> list[tuple[str, str]]:
     return [(str(f), f.read_text()) for f in manifest_files(paths)]
 
 
-async def run_up(paths: Paths, manifests: list[Path], ingress_port: int) -> int:
+async def run_up(paths: Paths, manifests: list[Path], ingress_port: int, metrics_port: int = 0) -> int:
     cleanup_leftovers(paths.state_dir / "runtime")
     cp = ControlPlane(paths, ingress_port=ingress_port)
     result = await cp.start(read_manifests(manifests))
@@ -49,6 +49,15 @@ async def run_up(paths: Paths, manifests: list[Path], ingress_port: int) -> int:
     paths.api_socket.unlink(missing_ok=True)
     site = web.UnixSite(runner, str(paths.api_socket))
     await site.start()
+    metrics_runner: web.AppRunner | None = None
+    if metrics_port:
+        # Prometheus scrapes Istio's metrics here (loopback only: nothing leaves the machine).
+        metrics_runner = web.AppRunner(api.metrics_app(), access_log=None)
+        await metrics_runner.setup()
+        try:
+            await web.TCPSite(metrics_runner, "127.0.0.1", metrics_port).start()
+        except OSError as e:
+            print(f"warning: metrics not served on 127.0.0.1:{metrics_port}: {e}", file=sys.stderr)
     paths.pid_file.write_text(str(os.getpid()))
     loop = asyncio.get_running_loop()
 
@@ -73,6 +82,8 @@ async def run_up(paths: Paths, manifests: list[Path], ingress_port: int) -> int:
         except TimeoutError:
             pass
     print("Stopping the mesh...", flush=True)
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await runner.cleanup()
     paths.api_socket.unlink(missing_ok=True)
     await cp.stop(wipe=wipe["on_exit"])

@@ -34,6 +34,7 @@ from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.runtime.local import LocalRuntime
 from gossamer.security import CertificateAuthority
 from gossamer.store import Change, Store
+from gossamer.telemetry import AccessLogServicer, MeshMetrics
 from gossamer.xds.cache import ConfigCache
 from gossamer.xds.server import AdsServer, ProxyStatus, serve
 
@@ -60,6 +61,10 @@ class ControlPlane:
                                     on_change=self._on_runtime_change, ca=self.ca)
         self.pusher = Pusher(self.cache, self.snapshot)
         self.ads = AdsServer(self.cache, self._group_for_node, on_disconnect=self._on_proxy_disconnect)
+        # Istio's standard metrics, from the access log entries proxies stream next to ADS.
+        self._last_snapshot: MeshSnapshot | None = None
+        self.metrics = MeshMetrics(lambda: self._last_snapshot)
+        self.access_logs = AccessLogServicer(self.metrics)
         self.watcher = ManifestWatcher(self._apply_watched)
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -78,7 +83,7 @@ class ControlPlane:
         self.store.apply(_builtin_tuples())
         result = self.apply(manifests)
         await self.runtime.start()
-        self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}")
+        self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}", others=[self.access_logs])
         self._tasks = [asyncio.create_task(self.pusher.run(), name="pusher"),
                        asyncio.create_task(self._reconcile_loop(), name="reconcile"),
                        asyncio.create_task(self.watcher.run(), name="watch")]
@@ -138,7 +143,9 @@ class ControlPlane:
 
     # -- registry ----------------------------------------------------------
     def snapshot(self) -> MeshSnapshot:
-        return self.snapshots.build(self.runtime.pods())
+        snapshot = self.snapshots.build(self.runtime.pods())
+        self._last_snapshot = snapshot  # pod IPs -> workloads for the metrics' labels
+        return snapshot
 
     async def _reconcile_loop(self) -> None:
         while True:

@@ -199,10 +199,10 @@ class Listener:
     authz: tuple[AuthzPolicy, ...] = ()
     # virtual_inbound and gateway_http: RequestAuthentication jwtRules (jwt_authn providers) in order.
     jwt: tuple[JwtProvider, ...] = ()
-    # Telemetry: the text access log on stdout (accessLogging) and the gRPC access log entries
-    # the control plane's Istio metrics come from (metrics).
-    access_log: bool = True
-    metrics: bool = True
+    # Telemetry turns off (for the workload) the text access log on stdout (accessLogging) and the
+    # gRPC access log entries the control plane's Istio metrics come from (metrics).
+    no_access_log: bool = False
+    no_metrics: bool = False
 
 
 @dataclass(frozen=True)

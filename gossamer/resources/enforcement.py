@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from gossamer.resources.base import FieldPath, Resource, format_path
 from gossamer.resources.issues import Issue
+from gossamer.resources.telemetry import applies_to_all
 
 # Fields of a VirtualService http route (spec.http[i].<field>) not enforced yet.
 NOT_ENFORCED_HTTP: frozenset[str] = frozenset()
@@ -46,7 +47,16 @@ NOT_ENFORCED_LOAD_BALANCER: frozenset[str] = frozenset({"localityLbSetting"})
 NOT_ENFORCED_CLIENT_TLS: frozenset[str] = frozenset({"credentialName", "caCrl"})
 
 # Whole kinds accepted but not acted on yet.
-NOT_ENFORCED_KINDS: frozenset[str] = frozenset({"Telemetry"})
+NOT_ENFORCED_KINDS: frozenset[str] = frozenset()
+
+# Telemetry: enforced are selector, accessLogging[].disabled (provider `envoy`: the text log on stdout)
+# and metrics[].overrides[].disabled for every metric on both sides (no match, or ALL_METRICS in
+# CLIENT_AND_SERVER mode). Tracing, target refs, other providers, filters, tag overrides are not.
+NOT_ENFORCED_TELEMETRY_SPEC: frozenset[str] = frozenset({"tracing", "targetRef", "targetRefs"})
+NOT_ENFORCED_ACCESS_LOGGING: frozenset[str] = frozenset({"filter"})
+NOT_ENFORCED_METRICS: frozenset[str] = frozenset({"reportingInterval"})
+NOT_ENFORCED_METRIC_OVERRIDE: frozenset[str] = frozenset({"tagOverrides"})
+ENFORCED_PROVIDERS: frozenset[str] = frozenset({"envoy", "prometheus"})
 
 # AuthorizationPolicy: CUSTOM (external authorizers) and targetRef(s) (gateways, waypoints) are not
 # enforced. Request principals and request.auth.* come from JWTs verified per RequestAuthentication.
@@ -129,6 +139,28 @@ def _request_authentication_paths(spec: dict[str, Any]) -> list[FieldPath]:
     return out
 
 
+def _telemetry_paths(spec: dict[str, Any]) -> list[FieldPath]:
+    out: list[FieldPath] = [("spec", key) for key in spec if key in NOT_ENFORCED_TELEMETRY_SPEC]
+    for section, fields in (("accessLogging", NOT_ENFORCED_ACCESS_LOGGING), ("metrics", NOT_ENFORCED_METRICS)):
+        for i, entry in enumerate(spec.get(section) or []):
+            if not isinstance(entry, dict):
+                continue
+            out += [("spec", section, i, key) for key in entry if key in fields]
+            providers = entry.get("providers") or []
+            if any(not isinstance(p, dict) or p.get("name") not in ENFORCED_PROVIDERS for p in providers):
+                out.append(("spec", section, i, "providers"))
+            if section == "accessLogging" and not applies_to_all(entry.get("match")):
+                out.append(("spec", section, i, "match"))
+            for j, override in enumerate(entry.get("overrides") or [] if section == "metrics" else []):
+                if not isinstance(override, dict):
+                    continue
+                out += [("spec", section, i, "overrides", j, key) for key in override
+                        if key in NOT_ENFORCED_METRIC_OVERRIDE]
+                if not applies_to_all(override.get("match")):
+                    out.append(("spec", section, i, "overrides", j, "match"))
+    return out
+
+
 def not_enforced_paths(resource: Resource) -> list[FieldPath]:
     """Like `not_enforced_fields`, as field-path tuples."""
     raw = resource.raw
@@ -168,6 +200,8 @@ def not_enforced_paths(resource: Resource) -> list[FieldPath]:
         out += _authorization_paths(spec)
     elif resource.kind == "RequestAuthentication":
         out += _request_authentication_paths(spec)
+    elif resource.kind == "Telemetry":
+        out += _telemetry_paths(spec)
     elif resource.kind in NOT_ENFORCED_KINDS:
         out.append(("spec",))
     return out

@@ -15,3 +15,14 @@ class TelemetrySpec(Model):
     tracing: list[dict[str, Any]] | None = None
     metrics: list[dict[str, Any]] | None = None
     access_logging: list[dict[str, Any]] | None = None
+
+
+def applies_to_all(match: Any) -> bool:
+    """A metrics override / access log `match` that covers every metric and both sides."""
+    if not match:
+        return True
+    if not isinstance(match, dict):
+        return False
+    metric = match.get("metric", "ALL_METRICS")
+    return (metric == "ALL_METRICS" and not match.get("customMetric")
+            and match.get("mode", "CLIENT_AND_SERVER") == "CLIENT_AND_SERVER")

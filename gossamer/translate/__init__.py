@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gossamer.ir.types import EndpointSet, ProxyConfig
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
@@ -13,6 +15,7 @@ from gossamer.translate.clusters import (
 )
 from gossamer.translate.gateway import translate_gateway
 from gossamer.translate.sidecar import translate_sidecar
+from gossamer.translate.telemetry import telemetry_off
 
 
 def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
@@ -23,6 +26,9 @@ def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
     else:
         listeners, tables = translate_sidecar(snapshot, proxy)
         clusters = [*static_clusters(), *outbound_clusters(snapshot, proxy), *inbound_clusters(snapshot, proxy)]
+    logs_off, metrics_off = telemetry_off(snapshot, proxy)
+    if logs_off or metrics_off:
+        listeners = [replace(x, no_access_log=logs_off, no_metrics=metrics_off) for x in listeners]
     return ProxyConfig(
         listeners=tuple(listeners),
         route_tables=tuple(tables),

@@ -163,15 +163,16 @@ def stop_shared_bookinfo() -> None:
 
 
 @contextlib.contextmanager
-def own_mesh(run_dir: Path, state_dir: Path, *paths: str | Path, timeout: float = 180) -> Iterator[Mesh]:
-    """A mesh of a module's own (`up --detach` on PATHS, a free ingress port), after stopping the shared
-    bookinfo one; `down` afterwards, and nothing may be left on the machine."""
+def own_mesh(run_dir: Path, state_dir: Path, *paths: str | Path, timeout: float = 180,
+             up_args: tuple[str, ...] = ()) -> Iterator[Mesh]:
+    """A mesh of a module's own (`up --detach` on PATHS, a free ingress port, UP_ARGS), after stopping the
+    shared bookinfo one; `down` afterwards, and nothing may be left on the machine."""
     skip_without_root()
     stop_shared_bookinfo()
     mesh = Mesh(state_dir=state_dir, run_dir=run_dir, ingress_port=free_port())
     try:
         mesh.cli("up", *[str(p) for p in paths], "--detach", "--ingress-port", str(mesh.ingress_port),
-                 timeout=timeout)
+                 *up_args, timeout=timeout)
         yield mesh
     finally:
         mesh.cli("down", check=False, timeout=120)

@@ -60,9 +60,9 @@ def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb
 
 def _with_access_logs(proxy: tcp_proxy_pb2.TcpProxy, listener: Listener) -> tcp_proxy_pb2.TcpProxy:
     """A TCP proxy logs when the upstream connects and when the connection ends (text: at the end only)."""
-    proxy.access_log.extend(tcp_access_logs(_direction(listener), logs=listener.access_log,
-                                            metrics=listener.metrics))
-    if listener.metrics:
+    proxy.access_log.extend(tcp_access_logs(_direction(listener), logs=not listener.no_access_log,
+                                            metrics=not listener.no_metrics))
+    if not listener.no_metrics:
         proxy.access_log_options.flush_access_log_on_connected = True
     return proxy
 
@@ -133,7 +133,8 @@ def _inbound_filters(chain: InboundChain, ir: Listener, *, mtls: bool,
     if chain.protocol == "http" and not tcp:
         return [http_connection_manager(f"inbound_0.0.0.0_{chain.port}", inline=_inbound_route(chain),
                                         use_remote_address=False, authz=ir.authz, client_cert_details=mtls,
-                                        jwt=ir.jwt, direction="inbound", logs=ir.access_log, metrics=ir.metrics)]
+                                        jwt=ir.jwt, direction="inbound", logs=not ir.no_access_log,
+                                        metrics=not ir.no_metrics)]
     return [*network_rbac_filters(ir.authz), tcp_proxy(chain.cluster, chain.cluster, ir)]
 
 
@@ -221,5 +222,5 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         out.filter_chains.append(listener_components_pb2.FilterChain(filters=[http_connection_manager(
             listener.stat_prefix or listener.name, rds=listener.route_table, use_remote_address=gateway,
             authz=listener.authz, jwt=listener.jwt if gateway else (), direction=_direction(listener),
-            logs=listener.access_log, metrics=listener.metrics)]))
+            logs=not listener.no_access_log, metrics=not listener.no_metrics)]))
     return out
