@@ -12,7 +12,7 @@ from typing import Any
 from gossamer.registry.types import DOMAIN_SUFFIX
 from gossamer.resources.issues import Issue
 from gossamer.translate.hosts import host_matches, resolve_host
-from gossamer.translate.routes import MESH_GATEWAY, qualify_gateway
+from gossamer.translate.routes import MESH_GATEWAY, qualify_gateway, vs_gateways
 
 ROUTE_LISTS = ("http", "tcp", "tls")
 
@@ -78,4 +78,15 @@ def analyze(new: Sequence[Any], existing: Iterable[Any]) -> list[Issue]:
             name = qualify_gateway(gw, ns)
             if name != MESH_GATEWAY and name not in gateways:
                 warn(vs, ("spec", "gateways", i), f"referenced gateway not found: {gw!r} (IST0101)")
+        if MESH_GATEWAY in vs_gateways(vs):
+            for i, host in enumerate(vs.spec.hosts or []):
+                fqdn = resolve_host(host, ns)
+                others = [o for o in everything if o.kind == "VirtualService" and o.key != vs.key
+                          and MESH_GATEWAY in vs_gateways(o)
+                          and fqdn in {resolve_host(h, o.metadata.namespace) for h in o.spec.hosts or []}]
+                if others:
+                    names = ", ".join(f"{o.metadata.namespace}/{o.metadata.name}" for o in others)
+                    warn(vs, ("spec", "hosts", i),
+                         f"the VirtualServices {names} also define host {fqdn!r} for the mesh; sidecars use only "
+                         "the oldest one (IST0109 ConflictingMeshGatewayVirtualServiceHosts)")
     return issues

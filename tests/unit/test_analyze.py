@@ -78,3 +78,23 @@ spec:
   - route: [{destination: {host: details, subset: v7}}]
 """
     assert messages(text) == []
+
+
+def test_two_mesh_virtual_services_for_one_host_are_warned() -> None:
+    existing_vs = parsed("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-a}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+""", "a.yaml")
+    new = parsed("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-b}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  http: [{route: [{destination: {host: reviews, subset: v2}}]}]
+""", "b.yaml")
+    out = [str(i) for i in analyze(new, [*EXISTING, *existing_vs])]
+    assert any("b.yaml:5: warning: VirtualService/reviews-b: spec.hosts[0]" in m and "IST0109" in m
+               and "default/reviews-a" in m for m in out), out
