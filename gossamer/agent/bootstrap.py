@@ -2,7 +2,8 @@
 
 Envoy gets its node identity, an ADS connection to the control plane over a unix
 socket (static cluster `xds-grpc`), the agent's SDS server over a unix socket (static
-cluster `sds-grpc`, when the mesh has a CA), its admin interface on a unix socket, and two
+cluster `sds-grpc`, when the mesh has a CA), the control plane's Zipkin collector over a unix
+socket (static cluster `zipkin`, when given), its admin interface on a unix socket, and two
 static listeners like Istio's: Prometheus stats on :15090 (/stats/prometheus) and
 health on :15021 (/healthz/ready), both proxied to the admin socket.
 """
@@ -19,6 +20,9 @@ from gossamer.runtime.types import HEALTH_PORT, PROMETHEUS_PORT
 
 XDS_CLUSTER = "xds-grpc"
 SDS_CLUSTER = "sds-grpc"  # Istio's name: transport sockets reference their SDS secrets through it
+ZIPKIN_CLUSTER = "zipkin"  # HCM tracing posts spans here (xds/build/tracing.py)
+# Envoy's Zipkin reporter flushes every 5 s by default (or every 5 spans): every second here.
+ZIPKIN_FLUSH_INTERVAL_MS = 1000
 PROMETHEUS_CLUSTER = "prometheus_stats"
 CLUSTER_DOMAIN = "cluster.local"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -136,13 +140,15 @@ def build_bootstrap(
     xds_socket: Path,
     admin_socket: Path,
     sds_socket: Path | None = None,
+    zipkin_socket: Path | None = None,
 ) -> dict[str, Any]:
-    """A JSON-able Envoy v3 bootstrap (with the `sds-grpc` cluster when `sds_socket` is given)."""
+    """A JSON-able Envoy v3 bootstrap (with the `sds-grpc` cluster when `sds_socket` is given, the
+    `zipkin` cluster when `zipkin_socket` is)."""
     ads = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
     if sds_socket is not None:
         # Tells the control plane this proxy can fetch `default`/`ROOTCA`: only then does it get mTLS.
         metadata = {**metadata, "GOSSAMER_SDS": "true"}
-    return {
+    out: dict[str, Any] = {
         "node": {"id": node_id, "cluster": cluster, "metadata": metadata},
         "admin": {"address": _pipe_address(admin_socket, ADMIN_SOCKET_MODE)},
         # An explicit global connection limit (Envoy warns at startup without one).
@@ -173,6 +179,7 @@ def build_bootstrap(
             "clusters": [
                 _grpc_pipe_cluster(XDS_CLUSTER, xds_socket),
                 *([_grpc_pipe_cluster(SDS_CLUSTER, sds_socket)] if sds_socket is not None else []),
+                *([zipkin_cluster(zipkin_socket)] if zipkin_socket is not None else []),
                 {
                     "name": PROMETHEUS_CLUSTER,
                     "type": "STATIC",
@@ -201,6 +208,22 @@ def build_bootstrap(
                 ),
             ],
         },
+    }
+    if zipkin_socket is not None:
+        out["layered_runtime"] = {"layers": [
+            {"name": "static", "static_layer": {"tracing.zipkin.flush_interval_ms": ZIPKIN_FLUSH_INTERVAL_MS}},
+            {"name": "admin", "admin_layer": {}},
+        ]}
+    return out
+
+
+def zipkin_cluster(path: Path) -> dict[str, Any]:
+    """A STATIC HTTP/1.1 cluster to the control plane's Zipkin collector (POST /api/v2/spans)."""
+    return {
+        "name": ZIPKIN_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": ZIPKIN_CLUSTER, "endpoints": _pipe_endpoints(path)},
     }
 
 

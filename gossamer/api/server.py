@@ -15,6 +15,7 @@ from gossamer.controlplane.daemon import ControlPlane
 from gossamer.debug import explain
 from gossamer.resources.kinds import lookup_kind
 from gossamer.runtime.types import PodStatus
+from gossamer.telemetry.tracing import summary
 from gossamer.xds.server import ProxyStatus
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
 
@@ -39,6 +40,7 @@ class Api:
     def __init__(self, cp: ControlPlane, shutdown: asyncio.Event) -> None:
         self.cp = cp
         self.shutdown = shutdown
+        self.dashboard_url: str | None = None  # set by `up` when it serves the dashboard
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -54,6 +56,7 @@ class Api:
             web.post("/v1/shutdown", self.stop),
             web.get("/v1/sync", self.sync),
             web.get("/metrics", self.metrics),
+            web.get("/v1/traces", self.traces),
         ])
         return app
 
@@ -68,9 +71,25 @@ class Api:
         return web.Response(body=generate_latest(self.cp.metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def traces(self, request: web.Request) -> web.Response:
+        """Recent traces from the Zipkin collector (`?service=NAME&limit=N`, or one: `?trace=ID`)."""
+        trace_id = request.query.get("trace")
+        if trace_id:
+            spans = self.cp.traces.trace(trace_id)
+            if not spans:
+                return _error(404, f"trace {trace_id} not found")
+            return web.json_response({"traces": [summary(spans[0]["traceId"], spans)]})
+        try:
+            limit = int(request.query.get("limit") or 20)
+        except ValueError:
+            return _error(400, "limit must be a number")
+        return web.json_response({"traces": self.cp.traces.traces(service=request.query.get("service") or None,
+                                                                  limit=limit),
+                                  "spans": len(self.cp.traces)})
+
     async def ready(self, request: web.Request) -> web.Response:
         return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url,
-                                  "pid": os.getpid()})
+                                  "pid": os.getpid(), "dashboard": self.dashboard_url})
 
     async def apply(self, request: web.Request) -> web.Response:
         body = await request.json()

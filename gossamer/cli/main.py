@@ -70,11 +70,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise CliError(f"--ingress-port: {args.ingress_port} is not a port number (1-65535)")
     if not 0 <= args.metrics_port < 65536:
         raise CliError(f"--metrics-port: {args.metrics_port} is not a port number (1-65535, or 0: off)")
+    if not 0 <= args.dashboard_port < 65536:
+        raise CliError(f"--dashboard-port: {args.dashboard_port} is not a port number (1-65535, or 0: off)")
     if args.detach:
         from gossamer.cli.up import detach
 
         argv = ["--state-dir", str(paths.state_dir), "--run-dir", str(paths.run_dir), "up",
                 "--ingress-port", str(args.ingress_port), "--metrics-port", str(args.metrics_port),
+                "--dashboard-port", str(args.dashboard_port),
                 *[str(Path(p).resolve()) for p in args.paths]]
         return detach(paths, argv)
     # grpc's fork handlers warn on every pod the runtime spawns; no child of ours uses grpc.
@@ -84,7 +87,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(run_up(paths, [Path(p).resolve() for p in args.paths], args.ingress_port,
-                              args.metrics_port))
+                              args.metrics_port, args.dashboard_port))
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -105,6 +108,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         (paths.state_dir / name).unlink(missing_ok=True)
     paths.api_socket.unlink(missing_ok=True)
     paths.xds_socket.unlink(missing_ok=True)
+    paths.zipkin_socket.unlink(missing_ok=True)
     print("Mesh stopped; nothing left running.")
     return 0
 
@@ -314,6 +318,34 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    status, body = _call(args, "GET", "/v1/ready")
+    if not body.get("dashboard"):
+        raise CliError("the dashboard is off (start the mesh with `gossamer up --dashboard-port N`)")
+    print(body["dashboard"])
+    return 0
+
+
+def cmd_traces(args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    query: dict[str, str] = {"limit": str(args.limit)}
+    if args.service:
+        query["service"] = args.service
+    if args.trace:
+        query = {"trace": args.trace}
+    status, body = _call(args, "GET", f"/v1/traces?{urlencode(query)}")
+    if status != 200:
+        raise CliError(body.get("error", f"HTTP {status}") if isinstance(body, dict) else f"HTTP {status}")
+    if args.output == "json":
+        print(json.dumps(body["traces"], indent=2))
+        return 0
+    from gossamer.cli.traces import print_traces
+
+    print_traces(body)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gossamer", description="A service mesh with Istio's config language.")
     parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR), help="durable state (store, logs)")
@@ -326,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ingress-port", type=int, default=8080)
     p.add_argument("--metrics-port", type=int, default=15014,
                    help="serve Istio's metrics for Prometheus on 127.0.0.1:PORT/metrics (0: off)")
+    p.add_argument("--dashboard-port", type=int, default=20001,
+                   help="serve the dashboard on http://127.0.0.1:PORT/ (0: off)")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_up)
 
@@ -387,6 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metrics", help="Istio's standard metrics (istio_requests_total, ...), Prometheus text")
     p.add_argument("--filter", metavar="NAME", help="only the metric families whose name contains NAME")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("traces", help="recent traces (spans every proxy reports), as span trees")
+    p.add_argument("--service", metavar="NAME", help="only traces with a span of this service (app or app.ns)")
+    p.add_argument("--limit", type=int, default=5, metavar="N", help="at most N traces, most recent first")
+    p.add_argument("--trace", metavar="ID", help="one trace by its id")
+    p.add_argument("-o", "--output", choices=["json", "text"], default="text")
+    p.set_defaults(func=cmd_traces)
+
+    p = sub.add_parser("dashboard", help="the dashboard's URL (graph, workloads, config; `up --dashboard-port`)")
+    p.set_defaults(func=cmd_dashboard)
     return parser
 
 

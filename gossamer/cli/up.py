@@ -29,7 +29,8 @@ def read_manifests(paths: list[Path]) -> list[tuple[str, str]]:
     return [(str(f), f.read_text()) for f in manifest_files(paths)]
 
 
-async def run_up(paths: Paths, manifests: list[Path], ingress_port: int, metrics_port: int = 0) -> int:
+async def run_up(paths: Paths, manifests: list[Path], ingress_port: int, metrics_port: int = 0,
+                 dashboard_port: int = 0) -> int:
     cleanup_leftovers(paths.state_dir / "runtime")
     cp = ControlPlane(paths, ingress_port=ingress_port)
     result = await cp.start(read_manifests(manifests))
@@ -58,6 +59,7 @@ async def run_up(paths: Paths, manifests: list[Path], ingress_port: int, metrics
             await web.TCPSite(metrics_runner, "127.0.0.1", metrics_port).start()
         except OSError as e:
             print(f"warning: metrics not served on 127.0.0.1:{metrics_port}: {e}", file=sys.stderr)
+    dashboard_runner = await _serve_dashboard(api, dashboard_port) if dashboard_port else None
     paths.pid_file.write_text(str(os.getpid()))
     loop = asyncio.get_running_loop()
 
@@ -77,18 +79,37 @@ async def run_up(paths: Paths, manifests: list[Path], ingress_port: int, metrics
             print(f"Mesh ready in {time.monotonic() - started:.1f}s: {n_pods} pods, "
                   f"{len(cp.ads.proxies())} proxies in sync.", flush=True)
             print(f"Ingress: {cp.ingress_url}", flush=True)
+            if api.dashboard_url:
+                print(f"Dashboard: {api.dashboard_url}", flush=True)
         try:
             await asyncio.wait_for(shutdown.wait(), timeout=0.2)
         except TimeoutError:
             pass
     print("Stopping the mesh...", flush=True)
-    if metrics_runner is not None:
-        await metrics_runner.cleanup()
+    for extra in (metrics_runner, dashboard_runner):
+        if extra is not None:
+            await extra.cleanup()
     await runner.cleanup()
     paths.api_socket.unlink(missing_ok=True)
     await cp.stop(wipe=wipe["on_exit"])
     paths.pid_file.unlink(missing_ok=True)
     return 0
+
+
+async def _serve_dashboard(api: Api, port: int) -> web.AppRunner | None:
+    """The dashboard on loopback only (read only; nothing leaves the machine)."""
+    from gossamer.dashboard import dashboard_app
+
+    runner = web.AppRunner(dashboard_app(api), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    except OSError as e:
+        print(f"warning: dashboard not served on 127.0.0.1:{port}: {e}", file=sys.stderr)
+        await runner.cleanup()
+        return None
+    api.dashboard_url = f"http://127.0.0.1:{port}/"
+    return runner
 
 
 def detach(paths: Paths, argv: list[str]) -> int:
@@ -111,6 +132,8 @@ def detach(paths: Paths, argv: list[str]) -> int:
                 sys.stdout.write(log_path.read_text())
                 if "Ingress:" not in log_path.read_text():
                     print(f"Ingress: {body['ingress']}")
+                    if body.get("dashboard"):
+                        print(f"Dashboard: {body['dashboard']}")
                 print(f"(running in the background as pid {proc.pid}; log {log_path}; stop with `gossamer down`)")
                 return 0
         except OSError:

@@ -34,7 +34,7 @@ from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.runtime.local import LocalRuntime
 from gossamer.security import CertificateAuthority
 from gossamer.store import Change, Store
-from gossamer.telemetry import AccessLogServicer, MeshMetrics
+from gossamer.telemetry import AccessLogServicer, MeshMetrics, SpanStore, ZipkinCollector
 from gossamer.xds.cache import ConfigCache
 from gossamer.xds.server import AdsServer, ProxyStatus, serve
 
@@ -58,13 +58,17 @@ class ControlPlane:
         self.ca = CertificateAuthority(paths.state_dir / "ca")
         self.runtime = LocalRuntime(state_dir=paths.state_dir / "runtime", run_dir=paths.run_dir,
                                     xds_socket=paths.xds_socket, ingress_port=ingress_port,
-                                    on_change=self._on_runtime_change, ca=self.ca)
+                                    on_change=self._on_runtime_change, ca=self.ca,
+                                    zipkin_socket=paths.zipkin_socket)
         self.pusher = Pusher(self.cache, self.snapshot)
         self.ads = AdsServer(self.cache, self._group_for_node, on_disconnect=self._on_proxy_disconnect)
         # Istio's standard metrics, from the access log entries proxies stream next to ADS.
         self._last_snapshot: MeshSnapshot | None = None
         self.metrics = MeshMetrics(lambda: self._last_snapshot)
         self.access_logs = AccessLogServicer(self.metrics)
+        # Distributed tracing: every proxy posts its spans to this Zipkin collector (<run-dir>/zipkin.sock).
+        self.traces = SpanStore()
+        self.zipkin = ZipkinCollector(self.traces)
         self.watcher = ManifestWatcher(self._apply_watched)
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -82,6 +86,7 @@ class ControlPlane:
             return result
         self.store.apply(_builtin_tuples())
         result = self.apply(manifests)
+        await self.zipkin.start(self.paths.zipkin_socket)
         await self.runtime.start()
         self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}", others=[self.access_logs])
         self._tasks = [asyncio.create_task(self.pusher.run(), name="pusher"),
@@ -100,6 +105,8 @@ class ControlPlane:
         await self.runtime.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=0.5)
+        await self.zipkin.stop()
+        self.paths.zipkin_socket.unlink(missing_ok=True)
         self.store.close()
         if wipe:
             self.paths.store.unlink(missing_ok=True)

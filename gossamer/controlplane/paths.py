@@ -24,5 +24,9 @@ class Paths:
         return self.run_dir / "xds.sock"
 
     @property
+    def zipkin_socket(self) -> Path:
+        return self.run_dir / "zipkin.sock"
+
+    @property
     def pid_file(self) -> Path:
         return self.state_dir / "up.pid"

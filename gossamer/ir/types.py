@@ -172,6 +172,31 @@ class TcpChain:
     source: str = ""
 
 
+TracingTagKind = Literal["literal", "header", "environment"]
+
+
+@dataclass(frozen=True)
+class TracingTag:
+    """A span tag (Telemetry `tracing[].customTags`, Istio's own `istio.*` tags): a literal value, a
+    request header or an environment variable of the proxy (`value` names the header / variable)."""
+
+    tag: str
+    kind: TracingTagKind
+    value: str
+    default: str = ""
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """An HTTP connection manager's tracing (Telemetry `tracing`): spans to the control plane's
+    Zipkin collector, `sampling` percent of the requests that start a trace here (requests already
+    sampled upstream, `x-b3-sampled: 1`, are always traced)."""
+
+    sampling: float
+    tags: tuple[TracingTag, ...] = ()
+    spawn_upstream_span: bool = False
+
+
 ListenerKind = Literal[
     "virtual_outbound", "virtual_inbound", "outbound_http", "outbound_tcp", "gateway_http", "gateway_tcp"]
 
@@ -203,6 +228,9 @@ class Listener:
     # gRPC access log entries the control plane's Istio metrics come from (metrics).
     no_access_log: bool = False
     no_metrics: bool = False
+    # HTTP connection managers (outbound_http, gateway_http, virtual_inbound's HTTP chains): tracing
+    # as Telemetry says for this side (client: outbound and gateway; server: inbound); None: off.
+    tracing: Tracing | None = None
 
 
 @dataclass(frozen=True)

@@ -49,10 +49,14 @@ NOT_ENFORCED_CLIENT_TLS: frozenset[str] = frozenset({"credentialName", "caCrl"})
 # Whole kinds accepted but not acted on yet.
 NOT_ENFORCED_KINDS: frozenset[str] = frozenset()
 
-# Telemetry: enforced are selector, accessLogging[].disabled (provider `envoy`: the text log on stdout)
-# and metrics[].overrides[].disabled for every metric on both sides (no match, or ALL_METRICS in
-# CLIENT_AND_SERVER mode). Tracing, target refs, other providers, filters, tag overrides are not.
-NOT_ENFORCED_TELEMETRY_SPEC: frozenset[str] = frozenset({"tracing", "targetRef", "targetRefs"})
+# Telemetry: enforced are selector, accessLogging[].disabled (provider `envoy`: the text log on stdout),
+# metrics[].overrides[].disabled for every metric on both sides (no match, or ALL_METRICS in
+# CLIENT_AND_SERVER mode) and tracing[] (match.mode, disableSpanReporting, randomSamplingPercentage,
+# customTags; provider `zipkin`: the control plane's collector). Target refs, other providers,
+# filters, tag overrides, useRequestIdForTraceSampling and enableIstioTags (istio.* span tags) are not.
+NOT_ENFORCED_TELEMETRY_SPEC: frozenset[str] = frozenset({"targetRef", "targetRefs"})
+NOT_ENFORCED_TRACING: frozenset[str] = frozenset({"useRequestIdForTraceSampling", "enableIstioTags"})
+TRACING_PROVIDERS: frozenset[str] = frozenset({"zipkin"})
 NOT_ENFORCED_ACCESS_LOGGING: frozenset[str] = frozenset({"filter"})
 NOT_ENFORCED_METRICS: frozenset[str] = frozenset({"reportingInterval"})
 NOT_ENFORCED_METRIC_OVERRIDE: frozenset[str] = frozenset({"tagOverrides"})
@@ -141,13 +145,15 @@ def _request_authentication_paths(spec: dict[str, Any]) -> list[FieldPath]:
 
 def _telemetry_paths(spec: dict[str, Any]) -> list[FieldPath]:
     out: list[FieldPath] = [("spec", key) for key in spec if key in NOT_ENFORCED_TELEMETRY_SPEC]
-    for section, fields in (("accessLogging", NOT_ENFORCED_ACCESS_LOGGING), ("metrics", NOT_ENFORCED_METRICS)):
+    for section, fields in (("accessLogging", NOT_ENFORCED_ACCESS_LOGGING), ("metrics", NOT_ENFORCED_METRICS),
+                            ("tracing", NOT_ENFORCED_TRACING)):
         for i, entry in enumerate(spec.get(section) or []):
             if not isinstance(entry, dict):
                 continue
             out += [("spec", section, i, key) for key in entry if key in fields]
             providers = entry.get("providers") or []
-            if any(not isinstance(p, dict) or p.get("name") not in ENFORCED_PROVIDERS for p in providers):
+            known = TRACING_PROVIDERS if section == "tracing" else ENFORCED_PROVIDERS
+            if any(not isinstance(p, dict) or p.get("name") not in known for p in providers):
                 out.append(("spec", section, i, "providers"))
             if section == "accessLogging" and not applies_to_all(entry.get("match")):
                 out.append(("spec", section, i, "match"))

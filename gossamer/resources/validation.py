@@ -855,6 +855,12 @@ def validate_request_authentication(res: Resource) -> list[Finding]:
 def validate_telemetry(res: Resource) -> list[Finding]:
     rep = _Report()
     _check_target(rep, res.spec)
+    for i, entry in enumerate(res.spec.tracing or []):
+        value = entry.get("randomSamplingPercentage") if isinstance(entry, dict) else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 <= value <= 100):
+            rep.error(("spec", "tracing", i, "randomSamplingPercentage"),
+                      f"randomSamplingPercentage must be a number in the range 0-100 (got {value!r})")
     return rep.findings
 
 

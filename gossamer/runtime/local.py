@@ -52,6 +52,7 @@ class LocalRuntime:
         envoy: Path | None = None,
         ca: CertificateSigner | None = None,
         cert_ttl: timedelta = DEFAULT_CERT_TTL,
+        zipkin_socket: Path | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.run_dir = Path(run_dir)
@@ -61,6 +62,7 @@ class LocalRuntime:
         self._envoy = envoy
         self.ca = ca  # when set, each pod's Envoy gets its workload certificate over SDS
         self.cert_ttl = cert_ttl
+        self.zipkin_socket = zipkin_socket  # the control plane's span collector (bootstrap cluster `zipkin`)
         self._record = StateRecord(self.state_dir)
         self._ips = network.IpAllocator(reserved=(str(network.BRIDGE_IP),))
         self._pods: dict[tuple[str, str], Pod] = {}  # (namespace, pod name) -> Pod
@@ -102,6 +104,7 @@ class LocalRuntime:
             notify=self._pod_changed,
             ca=self.ca,
             cert_ttl=self.cert_ttl,
+            zipkin_socket=self.zipkin_socket,
         )
         self._record.set_bridge(network.BRIDGE)
         await network.create_bridge(network.BRIDGE)

@@ -60,6 +60,8 @@ class PodContext:
     # pod's workload certificate (`default`) and the root (`ROOTCA`) on <run_dir>/sds.sock.
     ca: CertificateSigner | None = None
     cert_ttl: timedelta = DEFAULT_CERT_TTL
+    # The control plane's Zipkin collector: every Envoy's bootstrap gets a `zipkin` cluster to it.
+    zipkin_socket: Path | None = None
 
 
 class Container:
@@ -246,6 +248,7 @@ class Pod:
             xds_socket=self.ctx.xds_socket,
             admin_socket=self.admin_socket,
             sds_socket=self.sds_socket if self.sds is not None else None,
+            zipkin_socket=self.ctx.zipkin_socket,
         )
         write_bootstrap(self.bootstrap_path, bootstrap)
         argv = envoy_args(self.bootstrap_path, binary=self.ctx.envoy_binary)

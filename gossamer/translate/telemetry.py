@@ -1,22 +1,32 @@
-"""Telemetry (telemetry.istio.io): which proxies write access logs and report metrics.
+"""Telemetry (telemetry.istio.io): which proxies write access logs, report metrics and trace.
 
 As with Istio, the most specific Telemetry decides, field by field: one selecting the workload
 (in its namespace), else its namespace's (no selector), else the mesh's (no selector, root
 namespace istio-system). Enforced: `accessLogging[].disabled` (the `envoy` provider: the text log
 on stdout) and `metrics[].overrides[].disabled` for all metrics (no `match`, or ALL_METRICS in
 CLIENT_AND_SERVER mode): no access log entries go to the control plane's metrics for the proxy.
+
+Tracing (`tracing[]`, per side: `match.mode` CLIENT for outbound and gateway connection managers,
+SERVER for inbound ones, CLIENT_AND_SERVER both): `disableSpanReporting`, `randomSamplingPercentage`
+(Istio's default: 1%) and `customTags` (literal, header, environment; a more specific level replaces
+the whole set). Spans go to the control plane's Zipkin collector, the mesh's one tracing provider.
+Istio's own `istio.*` span tags are not added (each span names its proxy's `app.namespace`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from gossamer.ir.types import Tracing, TracingTag
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.telemetry import applies_to_all
 from gossamer.translate.security import ROOT_NAMESPACE
 
 ENVOY_PROVIDER = "envoy"
+DEFAULT_SAMPLING = 1.0  # percent of new requests: Istio's default (PILOT_TRACE_SAMPLING)
+
+Side = Literal["client", "server"]
 
 
 def _has_selector(spec: Any) -> bool:
@@ -46,21 +56,69 @@ def _metrics_disabled(spec: Any) -> bool | None:
     return decided
 
 
-def telemetry_off(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[bool, bool]:
-    """(access logs off, metrics off) for this proxy."""
+def _levels(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
+    """The Telemetry specs that apply to the proxy, least specific first (mesh, namespace, workload)."""
     labels = proxy.label_map
     policies = [t for t in snapshot.of_kind("Telemetry") if not (t.spec.target_ref or t.spec.target_refs)]
     workload = [t for t in policies if t.metadata.namespace == proxy.namespace and _has_selector(t.spec)
                 and _selects(t.spec, labels)]
     namespace = [t for t in policies if t.metadata.namespace == proxy.namespace and not _has_selector(t.spec)]
     mesh = [t for t in policies if t.metadata.namespace == ROOT_NAMESPACE and not _has_selector(t.spec)]
+    return [t.spec for level in (mesh, namespace, workload) for t in level[:1]]
+
+
+def telemetry_off(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[bool, bool]:
+    """(access logs off, metrics off) for this proxy."""
     logs_off = metrics_off = False
-    for level in (mesh, namespace, workload):  # least specific first: the most specific decides
-        for t in level[:1]:
-            logs = _access_logging_disabled(t.spec)
-            if logs is not None:
-                logs_off = logs
-            metrics = _metrics_disabled(t.spec)
-            if metrics is not None:
-                metrics_off = metrics
+    for spec in _levels(snapshot, proxy):  # least specific first: the most specific decides
+        logs = _access_logging_disabled(spec)
+        if logs is not None:
+            logs_off = logs
+        metrics = _metrics_disabled(spec)
+        if metrics is not None:
+            metrics_off = metrics
     return logs_off, metrics_off
+
+
+def _for_side(entry: dict[str, Any], side: Side) -> bool:
+    match = entry.get("match")
+    mode = match.get("mode", "CLIENT_AND_SERVER") if isinstance(match, dict) else "CLIENT_AND_SERVER"
+    return mode == "CLIENT_AND_SERVER" or str(mode).lower() == side
+
+
+def custom_tags(tags: dict[str, Any]) -> list[TracingTag]:
+    """Telemetry `customTags` (name -> {literal: {value}} | {header: {name, defaultValue}} |
+    {environment: {name, defaultValue}}); entries of another shape are skipped."""
+    out = []
+    for name, body in tags.items():
+        if not isinstance(body, dict):
+            continue
+        if isinstance(body.get("literal"), dict):
+            out.append(TracingTag(str(name), "literal", str(body["literal"].get("value", ""))))
+        for key, kind in (("header", "header"), ("environment", "environment")):
+            value = body.get(key)
+            if isinstance(value, dict) and value.get("name"):
+                out.append(TracingTag(str(name), kind, str(value["name"]),  # type: ignore[arg-type]
+                                      str(value.get("defaultValue", ""))))
+    return out
+
+
+def tracing_for(snapshot: MeshSnapshot, proxy: Proxy, side: Side) -> Tracing | None:
+    """The tracing of the proxy's connection managers on one side, None when spans are not reported."""
+    disabled = False
+    sampling = DEFAULT_SAMPLING
+    tags: dict[str, Any] = {}
+    for spec in _levels(snapshot, proxy):
+        for entry in spec.tracing or []:
+            if not isinstance(entry, dict) or not _for_side(entry, side):
+                continue
+            if entry.get("disableSpanReporting") is not None:
+                disabled = bool(entry["disableSpanReporting"])
+            if entry.get("randomSamplingPercentage") is not None:
+                sampling = float(entry["randomSamplingPercentage"])
+            if isinstance(entry.get("customTags"), dict) and entry["customTags"]:
+                tags = entry["customTags"]
+    if disabled:
+        return None
+    return Tracing(sampling=min(100.0, max(0.0, sampling)),
+                   tags=tuple(sorted(custom_tags(tags), key=lambda t: t.tag)))

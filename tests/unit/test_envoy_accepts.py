@@ -22,6 +22,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from gossamer.agent.bootstrap import zipkin_cluster
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.e2e.envoy_helper import envoy_binary
 from tests.golden.test_golden import CASES, build_case
@@ -68,6 +69,9 @@ def static_bootstrap(resources: dict[str, dict[str, Message]]) -> bootstrap_pb2.
                 cluster.load_assignment.CopyFrom(assignment)
         out.static_resources.clusters.append(cluster)
     out.static_resources.clusters.append(sds_grpc_cluster())
+    # The bootstrap's `zipkin` cluster (the control plane's span collector) that HCM tracing names.
+    out.static_resources.clusters.append(
+        json_format.ParseDict(zipkin_cluster(Path("/tmp/gossamer-validate-zipkin.sock")), cluster_pb2.Cluster()))
     return out
 
 

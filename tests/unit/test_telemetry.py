@@ -341,14 +341,16 @@ def test_telemetry_turns_access_logs_and_metrics_off(extra: list[str], reviews: 
 
 def test_telemetry_fields_not_enforced_are_reported() -> None:
     text = _telemetry("default", {
-        "tracing": [{"randomSamplingPercentage": 10}],
+        "tracing": [{"randomSamplingPercentage": 10, "useRequestIdForTraceSampling": False,
+                     "providers": [{"name": "otel"}]}, {"providers": [{"name": "zipkin"}]}],
         "accessLogging": [{"providers": [{"name": "otel"}], "filter": {"expression": "response.code >= 400"}}],
         "metrics": [{"overrides": [{"match": {"metric": "REQUEST_COUNT"}, "disabled": True},
                                    {"disabled": True, "tagOverrides": {"x": {"value": "y"}}}]}],
     })
     [resource], _ = parse_documents(text, "t.yaml")
     assert not_enforced_fields(resource) == [
-        "spec.tracing", "spec.accessLogging[0].filter", "spec.accessLogging[0].providers",
-        "spec.metrics[0].overrides[0].match", "spec.metrics[0].overrides[1].tagOverrides"]
+        "spec.accessLogging[0].filter", "spec.accessLogging[0].providers",
+        "spec.metrics[0].overrides[0].match", "spec.metrics[0].overrides[1].tagOverrides",
+        "spec.tracing[0].useRequestIdForTraceSampling", "spec.tracing[0].providers"]
     [ok], _ = parse_documents(_telemetry("default", {**LOGS_OFF, **METRICS_OFF}), "t.yaml")
     assert not_enforced_fields(ok) == []

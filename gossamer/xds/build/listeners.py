@@ -14,7 +14,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
 from gossamer.ir.security import AuthzPolicy, JwtProvider
-from gossamer.ir.types import InboundChain, Listener, TcpChain
+from gossamer.ir.types import InboundChain, Listener, TcpChain, Tracing
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
 from gossamer.xds.build.jwt import jwt_filters
 from gossamer.xds.build.policies import http_policy_filters
@@ -25,6 +25,7 @@ from gossamer.xds.build.security import (
     network_rbac_filters,
 )
 from gossamer.xds.build.telemetry import Direction, http_access_logs, tcp_access_logs
+from gossamer.xds.build.tracing import hcm_tracing
 
 
 def _router_filter() -> hcm_pb2.HttpFilter:
@@ -35,7 +36,8 @@ def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb
                             use_remote_address: bool = False, authz: tuple[AuthzPolicy, ...] = (),
                             client_cert_details: bool = False,
                             jwt: tuple[JwtProvider, ...] = (), direction: Direction = "outbound",
-                            logs: bool = True, metrics: bool = True) -> listener_components_pb2.Filter:
+                            logs: bool = True, metrics: bool = True,
+                            tracing: Tracing | None = None) -> listener_components_pb2.Filter:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         # JWT authentication (RequestAuthentication), then authorization (Istio's order: DENY then
@@ -44,6 +46,8 @@ def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb
         access_log=http_access_logs(direction, logs=logs, metrics=metrics),
         use_remote_address=wrappers_pb2.BoolValue(value=use_remote_address),
     )
+    if tracing is not None:
+        hcm.tracing.CopyFrom(hcm_tracing(tracing))
     if client_cert_details:
         # mTLS peers: the app sees the caller's identity in X-Forwarded-Client-Cert, as with Istio.
         hcm.forward_client_cert_details = hcm_pb2.HttpConnectionManager.APPEND_FORWARD
@@ -134,7 +138,7 @@ def _inbound_filters(chain: InboundChain, ir: Listener, *, mtls: bool,
         return [http_connection_manager(f"inbound_0.0.0.0_{chain.port}", inline=_inbound_route(chain),
                                         use_remote_address=False, authz=ir.authz, client_cert_details=mtls,
                                         jwt=ir.jwt, direction="inbound", logs=not ir.no_access_log,
-                                        metrics=not ir.no_metrics)]
+                                        metrics=not ir.no_metrics, tracing=ir.tracing)]
     return [*network_rbac_filters(ir.authz), tcp_proxy(chain.cluster, chain.cluster, ir)]
 
 
@@ -222,5 +226,5 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         out.filter_chains.append(listener_components_pb2.FilterChain(filters=[http_connection_manager(
             listener.stat_prefix or listener.name, rds=listener.route_table, use_remote_address=gateway,
             authz=listener.authz, jwt=listener.jwt if gateway else (), direction=_direction(listener),
-            logs=not listener.no_access_log, metrics=not listener.no_metrics)]))
+            logs=not listener.no_access_log, metrics=not listener.no_metrics, tracing=listener.tracing)]))
     return out
