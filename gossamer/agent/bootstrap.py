@@ -56,6 +56,7 @@ def proxy_metadata(
     proxy_type: Literal["sidecar", "router"] = "sidecar",
     ingress_port: int | None = None,
     host_netns: str | None = None,
+    ingress_tls_port: int | None = None,
 ) -> dict[str, Any]:
     """Node metadata (Istio's keys; all values strings except LABELS, a str->str map)."""
     meta: dict[str, Any] = {
@@ -74,6 +75,8 @@ def proxy_metadata(
         meta["GOSSAMER_HOST_NETNS"] = host_netns or f"/proc/{os.getpid()}/ns/net"
         if ingress_port is not None:
             meta["GOSSAMER_INGRESS_PORT"] = str(ingress_port)
+        if ingress_tls_port:
+            meta["GOSSAMER_INGRESS_TLS_PORT"] = str(ingress_tls_port)
     return meta
 
 

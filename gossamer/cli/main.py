@@ -68,6 +68,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise CliError("a mesh is already running (stop it with `gossamer down`)")
     if not 0 < args.ingress_port < 65536:
         raise CliError(f"--ingress-port: {args.ingress_port} is not a port number (1-65535)")
+    if not 0 <= args.ingress_tls_port < 65536:
+        raise CliError(f"--ingress-tls-port: {args.ingress_tls_port} is not a port number (1-65535, or 0: off)")
     if not 0 <= args.metrics_port < 65536:
         raise CliError(f"--metrics-port: {args.metrics_port} is not a port number (1-65535, or 0: off)")
     if not 0 <= args.dashboard_port < 65536:
@@ -76,7 +78,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         from gossamer.cli.up import detach
 
         argv = ["--state-dir", str(paths.state_dir), "--run-dir", str(paths.run_dir), "up",
-                "--ingress-port", str(args.ingress_port), "--metrics-port", str(args.metrics_port),
+                "--ingress-port", str(args.ingress_port), "--ingress-tls-port", str(args.ingress_tls_port),
+                "--metrics-port", str(args.metrics_port),
                 "--dashboard-port", str(args.dashboard_port),
                 *[str(Path(p).resolve()) for p in args.paths]]
         return detach(paths, argv)
@@ -87,7 +90,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(run_up(paths, [Path(p).resolve() for p in args.paths], args.ingress_port,
-                              args.metrics_port, args.dashboard_port))
+                              args.metrics_port, args.dashboard_port, ingress_tls_port=args.ingress_tls_port))
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -356,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--detach", "-d", action="store_true", help="return once the mesh is ready")
     p.add_argument("--ingress-port", type=int, default=8080)
+    p.add_argument("--ingress-tls-port", type=int, default=8443,
+                   help="serve the ingress gateway's TLS servers (443/8443) on 127.0.0.1:PORT (0: off)")
     p.add_argument("--metrics-port", type=int, default=15014,
                    help="serve Istio's metrics for Prometheus on 127.0.0.1:PORT/metrics (0: off)")
     p.add_argument("--dashboard-port", type=int, default=20001,

@@ -29,6 +29,7 @@ from gossamer.controlplane.workloads import (
     deployment_spec,
     named_ports,
     service_addresses,
+    service_endpoints,
 )
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.runtime.local import LocalRuntime
@@ -45,7 +46,7 @@ RUNTIME_KINDS = {"Deployment", "Service", "Namespace", "ServiceAccount", "Servic
 
 
 class ControlPlane:
-    def __init__(self, paths: Paths, *, ingress_port: int = 8080) -> None:
+    def __init__(self, paths: Paths, *, ingress_port: int = 8080, ingress_tls_port: int = 8443) -> None:
         self.paths = paths
         self.ingress_port = ingress_port
         paths.state_dir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +59,7 @@ class ControlPlane:
         self.ca = CertificateAuthority(paths.state_dir / "ca")
         self.runtime = LocalRuntime(state_dir=paths.state_dir / "runtime", run_dir=paths.run_dir,
                                     xds_socket=paths.xds_socket, ingress_port=ingress_port,
+                                    ingress_tls_port=ingress_tls_port,
                                     on_change=self._on_runtime_change, ca=self.ca,
                                     zipkin_socket=paths.zipkin_socket)
         self.pusher = Pusher(self.cache, self.snapshot)
@@ -73,6 +75,7 @@ class ControlPlane:
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._reconcile_wanted = asyncio.Event()
+        self._endpoints_wanted = asyncio.Event()
         self._stopped = asyncio.Event()
         self.started_at = time.time()
         self._image_note_shown = False
@@ -91,8 +94,10 @@ class ControlPlane:
         self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}", others=[self.access_logs])
         self._tasks = [asyncio.create_task(self.pusher.run(), name="pusher"),
                        asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+                       asyncio.create_task(self._endpoints_loop(), name="kube-proxy"),
                        asyncio.create_task(self.watcher.run(), name="watch")]
         self._reconcile_wanted.set()
+        self._endpoints_wanted.set()
         # A restart on an unchanged store makes no store change: push once anyway, so that
         # pushed_revision reaches the stored revision (`apply --wait`, /v1/sync wait on it).
         self.pusher.request_push(full=True)
@@ -143,6 +148,7 @@ class ControlPlane:
     def _on_store_change(self, changes: list[Change]) -> None:
         if any(c.object.kind in RUNTIME_KINDS for c in changes):
             self._reconcile_wanted.set()
+            self._endpoints_wanted.set()
         for c in changes:
             if c.kind == "deleted" and c.object.kind == "Service":
                 self.store.release_vip(c.object.namespace, c.object.name)
@@ -165,7 +171,25 @@ class ControlPlane:
             except Exception:
                 log.exception("runtime reconcile failed")
 
+    async def _endpoints_loop(self, debounce: float = 0.05) -> None:
+        """kube-proxy: service VIPs -> ready endpoints in sidecar-less pods, on every endpoint change
+        (pod readiness, Services, Deployments), coalesced like pushes."""
+        last: tuple[object, ...] | None = None
+        while True:
+            await self._endpoints_wanted.wait()
+            await asyncio.sleep(debounce)
+            self._endpoints_wanted.clear()
+            endpoints = tuple(service_endpoints(self.snapshot()))
+            if endpoints == last:
+                continue
+            try:
+                await self.runtime.set_service_endpoints(endpoints)
+                last = endpoints
+            except Exception:
+                log.exception("service endpoints update failed")
+
     def _on_runtime_change(self) -> None:
+        self._endpoints_wanted.set()
         self.pusher.request_push(full=False)
 
     async def _group_for_node(self, node: Any) -> str:

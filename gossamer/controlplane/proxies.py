@@ -25,6 +25,7 @@ def proxy_from_node(node: Any, named_ports: dict[str, int] | None = None) -> Pro
         namespace=namespace,
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
         ingress_port=int(meta.get("GOSSAMER_INGRESS_PORT") or 0) if proxy_type == "router" else 0,
+        ingress_tls_port=int(meta.get("GOSSAMER_INGRESS_TLS_PORT") or 0) if proxy_type == "router" else 0,
         host_netns=str(meta.get("GOSSAMER_HOST_NETNS") or "") if proxy_type == "router" else "",
         named_ports=tuple(sorted((named_ports or {}).items())),
         has_sds=str(meta.get("GOSSAMER_SDS") or "").lower() == "true",

@@ -10,8 +10,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, ServicePort, protocol_for_port
-from gossamer.runtime.types import ContainerSpec, DeploymentSpec, Probe, ServiceAddress
+from gossamer.runtime.types import ContainerSpec, DeploymentSpec, Probe, ServiceAddress, ServiceEndpoints
 
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")
 GATEWAY_NAMESPACE = "istio-system"
@@ -139,4 +140,22 @@ def service_addresses(services: Iterable[MeshService]) -> list[ServiceAddress]:
             out.append(service_address(s))
         elif s.vip and not s.host.startswith("*"):
             out.append(ServiceAddress(s.name, s.namespace, s.vip, hostnames=(s.host,)))
+    return out
+
+
+def service_endpoints(snapshot: MeshSnapshot) -> list[ServiceEndpoints]:
+    """What kube-proxy programs for sidecar-less pods: every Kubernetes Service port's VIP and
+    the ready pods it selects (IP, target port), as the Endpoints controller lists them."""
+    out = []
+    for s in snapshot.services:
+        if s.is_service_entry or not s.vip:
+            continue
+        pods = [w for w in snapshot.endpoints_of(s) if w.ready and w.ip and not w.workload_entry]
+        for port in s.ports:
+            endpoints = set()
+            for w in pods:
+                target = w.resolve_target_port(port.target_port)
+                if target is not None:
+                    endpoints.add((w.ip, target))
+            out.append(ServiceEndpoints(s.namespace, s.name, s.vip, port.port, tuple(sorted(endpoints))))
     return out

@@ -103,6 +103,8 @@ class VirtualHost:
     name: str
     domains: tuple[str, ...]
     routes: tuple[HttpRoute, ...]
+    # Gateway HTTP server with tls.httpsRedirect: plaintext requests get a 301 to https.
+    require_tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,38 @@ class Tracing:
     spawn_upstream_span: bool = False
 
 
+GatewayTlsMode = Literal["SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"]
+
+
+@dataclass(frozen=True)
+class GatewayTlsServer:
+    """One TLS-terminating gateway server (Gateway `tls.mode` SIMPLE / MUTUAL with `credentialName`):
+    a filter chain for connections whose SNI is in `server_names` (empty: any), its certificate and,
+    for MUTUAL, the CA that client certificates must chain to, both over SDS through ADS."""
+
+    name: str
+    server_names: tuple[str, ...]
+    route_table: str
+    mode: GatewayTlsMode
+    certificate: str  # secret name, "kubernetes://NAME"
+    validation: str = ""  # secret name of the trusted CA, "kubernetes://NAME-cacert"; "" none
+    subject_alt_names: tuple[str, ...] = ()
+    min_protocol: str = ""  # Istio's TLSV1_2 ...; "" Envoy's default
+    max_protocol: str = ""
+    cipher_suites: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TlsSecret:
+    """An SDS secret the control plane serves over ADS (Istio's `kubernetes://` credentials):
+    a certificate with its key, or a trusted CA bundle. PEM text."""
+
+    name: str
+    certificate_chain: str = ""
+    private_key: str = ""
+    trusted_ca: str = ""
+
+
 ListenerKind = Literal[
     "virtual_outbound", "virtual_inbound", "outbound_http", "outbound_tcp", "gateway_http", "gateway_tcp"]
 
@@ -231,6 +265,8 @@ class Listener:
     # HTTP connection managers (outbound_http, gateway_http, virtual_inbound's HTTP chains): tracing
     # as Telemetry says for this side (client: outbound and gateway; server: inbound); None: off.
     tracing: Tracing | None = None
+    # gateway_http: TLS-terminating servers, one filter chain each (instead of one plaintext chain).
+    tls_servers: tuple[GatewayTlsServer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -239,3 +275,5 @@ class ProxyConfig:
     route_tables: tuple[RouteTable, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     endpoints: tuple[EndpointSet, ...] = field(default=())
+    # SDS secrets over ADS: only the credentials this proxy's gateway servers refer to.
+    secrets: tuple[TlsSecret, ...] = ()

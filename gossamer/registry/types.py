@@ -160,6 +160,8 @@ class Proxy:
     labels: tuple[tuple[str, str], ...]
     # Routers bind their 8080 listener on this port in the host's network namespace too.
     ingress_port: int = 0
+    # ... and their 8443 listener (TLS-terminating gateway servers) on this one (0: not exposed).
+    ingress_tls_port: int = 0
     host_netns: str = ""
     named_ports: tuple[tuple[str, int], ...] = ()
     # The proxy's agent serves SDS (cluster `sds-grpc`, node metadata GOSSAMER_SDS): only then may its

@@ -57,3 +57,34 @@ class PodSpecView(Model):
     """Pods are produced from Deployments, never applied; this only exists so `get pods` works."""
 
     model_config = Model.model_config | {"extra": "allow"}
+
+
+# ---------------------------------------------------------------------------- Secret
+
+SECRET_TYPES = ("kubernetes.io/tls", "Opaque", "generic")
+TLS_CERT_KEY = "tls.crt"
+TLS_KEY_KEY = "tls.key"
+CA_CERT_KEY = "ca.crt"
+
+
+def secret_data(raw: dict[str, Any]) -> dict[str, bytes]:
+    """A Secret's values: `data` (base64) overlaid by `stringData` (plain), as the API server merges them.
+    Values that are not valid base64 are skipped here (validation reports them)."""
+    import base64
+    import binascii
+
+    out: dict[str, bytes] = {}
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, str):
+                try:
+                    out[str(key)] = base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    continue
+    string_data = raw.get("stringData")
+    if isinstance(string_data, dict):
+        for key, value in string_data.items():
+            if isinstance(value, str):
+                out[str(key)] = value.encode()
+    return out

@@ -84,6 +84,17 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         v.validate_service,
         name_rule="label",
     ),
+    KindInfo(
+        "",
+        ("v1",),
+        "Secret",
+        "secrets",
+        (),
+        True,
+        None,
+        v.validate_secret,
+        extra_top_level=("type", "data", "stringData", "immutable"),
+    ),
     KindInfo("", ("v1",), "Pod", "pods", ("po",), True, None, v.validate_nothing, appliable=False),
     KindInfo(
         "apps",

@@ -1043,3 +1043,72 @@ def all_findings(validators: Iterable[Any], res: Resource) -> list[Finding]:
     for v in validators:
         out.extend(v(res))
     return out
+
+
+# ---------------------------------------------------------------------------- Secret
+
+
+def _pem_problem(key: str, value: bytes) -> str | None:
+    """Why VALUE is not what KEY needs (PEM certificates for tls.crt / ca.crt, a PEM private key for
+    tls.key), or None."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        if key == core.TLS_KEY_KEY:
+            serialization.load_pem_private_key(value, password=None)
+        else:
+            if not x509.load_pem_x509_certificates(value):
+                return "holds no certificate"
+    except (ValueError, TypeError) as e:
+        what = "a PEM private key" if key == core.TLS_KEY_KEY else "PEM certificates"
+        return f"is not {what}: {e}"
+    return None
+
+
+def validate_secret(res: Resource) -> list[Finding]:
+    import base64
+    import binascii
+
+    rep = _Report()
+    raw = res.raw
+    kind = raw.get("type", "Opaque")
+    if not isinstance(kind, str) or not kind:
+        rep.error(("type",), "type must be a string like kubernetes.io/tls or Opaque")
+        kind = "Opaque"
+    fields: dict[str, tuple[str, ...]] = {}  # key -> path of its value
+    for section in ("data", "stringData"):
+        values = raw.get(section)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            rep.error((section,), f"{section} must be a mapping of key to value")
+            continue
+        for key, value in values.items():
+            path = (section, str(key))
+            if not isinstance(key, str) or not re.match(r"^[-._a-zA-Z0-9]+$", key):
+                rep.error(path, f"invalid key {key!r}: keys are letters, digits, '-', '_' and '.'")
+                continue
+            if not isinstance(value, str):
+                rep.error(path, f"{section}.{key} must be a string")
+                continue
+            if section == "data":
+                try:
+                    base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    rep.error(path, f"data.{key} is not valid base64")
+                    continue
+            fields[key] = path
+    values_by_key = core.secret_data(raw)
+    if kind == "kubernetes.io/tls":
+        for key in (core.TLS_CERT_KEY, core.TLS_KEY_KEY):
+            if key not in fields:
+                rep.error(("data",), f"a kubernetes.io/tls Secret needs {key}")
+    for key in (core.TLS_CERT_KEY, core.TLS_KEY_KEY, core.CA_CERT_KEY):
+        if key in fields and key in values_by_key:
+            problem = _pem_problem(key, values_by_key[key])
+            if problem:
+                rep.error(fields[key], f"{key} {problem}")
+    if (core.TLS_CERT_KEY in fields) != (core.TLS_KEY_KEY in fields) and kind != "kubernetes.io/tls":
+        rep.error(("data",), "tls.crt and tls.key go together")
+    return rep.findings

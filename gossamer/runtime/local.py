@@ -19,8 +19,8 @@ from pathlib import Path
 
 from gossamer.agent.envoy import envoy_binary
 from gossamer.agent.sds import DEFAULT_CERT_TTL, CertificateSigner
-from gossamer.runtime import network
-from gossamer.runtime.pods import Pod, PodContext, log_path
+from gossamer.runtime import kube_proxy, network
+from gossamer.runtime.pods import Pod, PodContext, has_sidecar, log_path
 from gossamer.runtime.probes import unix_http_get
 from gossamer.runtime.state import (
     RuntimeAlreadyRunning,
@@ -30,7 +30,7 @@ from gossamer.runtime.state import (
     load_record,
     owner_alive,
 )
-from gossamer.runtime.types import DeploymentSpec, PodStatus, ServiceAddress
+from gossamer.runtime.types import DeploymentSpec, PodStatus, ServiceAddress, ServiceEndpoints
 
 __all__ = ["LocalRuntime", "RuntimeAlreadyRunning", "cleanup_leftovers"]
 
@@ -48,6 +48,7 @@ class LocalRuntime:
         run_dir: Path,
         xds_socket: Path,
         ingress_port: int = 8080,
+        ingress_tls_port: int = 0,
         on_change: Callable[[], None] | None = None,
         envoy: Path | None = None,
         ca: CertificateSigner | None = None,
@@ -58,6 +59,7 @@ class LocalRuntime:
         self.run_dir = Path(run_dir)
         self.xds_socket = Path(xds_socket)
         self.ingress_port = ingress_port
+        self.ingress_tls_port = ingress_tls_port  # routers' TLS servers on 127.0.0.1:<port> (0: off)
         self.on_change = on_change
         self._envoy = envoy
         self.ca = ca  # when set, each pod's Envoy gets its workload certificate over SDS
@@ -73,6 +75,10 @@ class LocalRuntime:
         self._retire_tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._ctx: PodContext | None = None
+        # kube-proxy in sidecar-less pods: the rules for the current endpoints, and what each pod has.
+        self._service_rules = kube_proxy.service_rules(())
+        self._service_rules_applied: dict[tuple[str, str], str] = {}
+        self._service_rules_lock = asyncio.Lock()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -100,6 +106,7 @@ class LocalRuntime:
             run_dir=self.run_dir,
             xds_socket=self.xds_socket,
             ingress_port=self.ingress_port,
+            ingress_tls_port=self.ingress_tls_port,
             envoy_binary=self._envoy or envoy_binary(),
             notify=self._pod_changed,
             ca=self.ca,
@@ -142,6 +149,29 @@ class LocalRuntime:
             await asyncio.gather(*(self._delete_pod(p) for p in gone))
             for key, spec in self._desired.items():
                 await self._reconcile(key, spec)
+
+    async def set_service_endpoints(self, services: Sequence[ServiceEndpoints]) -> None:
+        """kube-proxy: reprogram every sidecar-less pod whose rules differ (pods keep running)."""
+        async with self._service_rules_lock:
+            self._service_rules = kube_proxy.service_rules(services)
+            for key, applied in list(self._service_rules_applied.items()):
+                pod = self._pods.get(key)
+                if pod is None or pod.phase == "Terminating" or applied == self._service_rules:
+                    continue
+                try:
+                    await kube_proxy.apply_service_rules(pod.net.netns, self._service_rules)
+                except Exception:  # noqa: BLE001 - the pod may be going away; the next change retries
+                    log.exception("service rules for %s/%s failed", pod.namespace, pod.name)
+                    continue
+                self._service_rules_applied[key] = self._service_rules
+
+    async def _install_service_rules(self, pod: Pod) -> None:
+        """Pod.create's hook: a sidecar-less pod gets the current service rules before its processes start."""
+        if has_sidecar(pod.spec):
+            return
+        async with self._service_rules_lock:
+            await kube_proxy.apply_service_rules(pod.net.netns, self._service_rules)
+            self._service_rules_applied[(pod.namespace, pod.name)] = self._service_rules
 
     def _live_pods(self, key: DeployKey) -> list[Pod]:
         return [p for p in self._pods.values() if (p.namespace, p.spec.name) == key and p.phase != "Terminating"]
@@ -187,7 +217,7 @@ class LocalRuntime:
         pod = Pod(spec=spec, name=name, short_id=short_id, ip=ip, ctx=self._ctx)
         self._pods[(spec.namespace, name)] = pod
         try:
-            await pod.create(self._services)
+            await pod.create(self._services, prepare=self._install_service_rules)
         except BaseException:
             self._forget(pod)
             raise
@@ -204,6 +234,7 @@ class LocalRuntime:
         if self._pods.get((pod.namespace, pod.name)) is pod:
             del self._pods[(pod.namespace, pod.name)]
             self._ips.release(pod.net.ip)
+            self._service_rules_applied.pop((pod.namespace, pod.name), None)
             self._pod_changed()
 
     def _pod_changed(self) -> None:

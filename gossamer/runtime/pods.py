@@ -9,7 +9,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -62,6 +62,8 @@ class PodContext:
     cert_ttl: timedelta = DEFAULT_CERT_TTL
     # The control plane's Zipkin collector: every Envoy's bootstrap gets a `zipkin` cluster to it.
     zipkin_socket: Path | None = None
+    # Routers bind their TLS-terminating gateway listener (8443) on 127.0.0.1:<port> of the host too (0: off).
+    ingress_tls_port: int = 0
 
 
 class Container:
@@ -168,8 +170,10 @@ class Pod:
 
     # ---- lifecycle ---------------------------------------------------------------------
 
-    async def create(self, services: Sequence[ServiceAddress]) -> None:
-        """Build the pod; on failure, whatever was created is removed and the error re-raised."""
+    async def create(self, services: Sequence[ServiceAddress],
+                     prepare: Callable[[Pod], Awaitable[None]] | None = None) -> None:
+        """Build the pod; on failure, whatever was created is removed and the error re-raised.
+        `prepare` runs once the network is up, before any process starts."""
         rec = self.ctx.record
         # Record first, create second: a crash in between still gets cleaned up.
         rec.add("netns", self.net.netns)
@@ -188,6 +192,8 @@ class Pod:
                     os.chown(self.run_dir, PROXY_UID, PROXY_UID)
                 await self._start_sds()
                 self._start_proxy()
+            if prepare is not None:
+                await prepare(self)
             for cspec in self.spec.containers:
                 self._start_container(cspec)
             self.phase = "Running"
@@ -243,6 +249,7 @@ class Pod:
                 workload=self.spec.name,
                 proxy_type=self.proxy_type,
                 ingress_port=self.ctx.ingress_port,
+                ingress_tls_port=self.ctx.ingress_tls_port,
                 host_netns=f"/proc/{os.getpid()}/ns/net",
             ),
             xds_socket=self.ctx.xds_socket,

@@ -75,6 +75,17 @@ class ServiceAddress:
 
 
 @dataclass(frozen=True)
+class ServiceEndpoints:
+    """One Service port's VIP and its ready endpoints: what kube-proxy programs in sidecar-less pods."""
+
+    namespace: str
+    name: str
+    vip: str
+    port: int
+    endpoints: tuple[tuple[str, int], ...] = ()  # (pod IP, target port) of ready pods
+
+
+@dataclass(frozen=True)
 class PodStatus:
     name: str
     namespace: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gossamer.ir.types import EndpointSet, Listener, ProxyConfig, Tracing
+from gossamer.ir.types import EndpointSet, Listener, ProxyConfig, TlsSecret, Tracing
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.translate.clusters import (
@@ -20,8 +20,9 @@ from gossamer.translate.telemetry import telemetry_off, tracing_for
 
 def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
     """The whole config of one proxy group."""
+    secrets: list[TlsSecret] = []
     if proxy.type == "router":
-        listeners, tables = translate_gateway(snapshot, proxy)
+        listeners, tables, secrets = translate_gateway(snapshot, proxy)
         clusters = [*static_clusters(), *outbound_clusters(snapshot, proxy)]
     else:
         listeners, tables = translate_sidecar(snapshot, proxy)
@@ -36,6 +37,7 @@ def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
         route_tables=tuple(tables),
         clusters=tuple(clusters),
         endpoints=tuple(translate_endpoints(snapshot, proxy.namespace)),
+        secrets=tuple(secrets),
     )
 
 

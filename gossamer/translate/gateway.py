@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from gossamer.ir.types import HttpRoute, Listener, RouteTable, TcpChain, VirtualHost
+from gossamer.ir.types import GatewayTlsServer, HttpRoute, Listener, RouteTable, TcpChain, TlsSecret, VirtualHost
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.translate.gateway_tls import terminating_mode, tls_server
 from gossamer.translate.hosts import hosts_intersect, resolve_host
 from gossamer.translate.jwt import request_authentication
 from gossamer.translate.routes import RouteContext, translate_http_rules, virtual_services_for
@@ -44,10 +45,44 @@ def _server_allows(server_host: str, gateway_ns: str, vs: Any, vs_host: str) -> 
     return hosts_intersect(host, vs_host)
 
 
-def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listener], list[RouteTable]]:
+def _virtual_hosts(snapshot: MeshSnapshot, proxy: Proxy, servers: list[tuple[int, str, Any]],
+                   port: int) -> tuple[VirtualHost, ...]:
+    """The virtual hosts of the VirtualServices bound to SERVERS (one route table)."""
+    vhost_routes: dict[str, list[HttpRoute]] = {}
+    redirect_hosts: set[str] = set()
+    for server_port, gw_name, server in servers:
+        ctx = RouteContext(proxy, frozenset({gw_name}), server_port)
+        gw_ns = gw_name.split("/", 1)[0]
+        redirect = server.tls is not None and bool(server.tls.https_redirect)
+        if redirect:
+            # httpsRedirect: every host of the server answers plaintext requests with a 301 to https.
+            for sh in server.hosts:
+                host = sh.rpartition("/")[2]
+                vhost_routes.setdefault(host, [])
+                redirect_hosts.add(host)
+        for vs in virtual_services_for(snapshot, ctx):
+            routes = translate_http_rules(snapshot, vs, ctx)
+            for h in vs.spec.hosts or []:
+                vs_host = resolve_host(h, vs.metadata.namespace)
+                if any(_server_allows(sh, gw_ns, vs, vs_host) for sh in server.hosts):
+                    # Gateways merge every VirtualService for a host, in creation order.
+                    existing = vhost_routes.setdefault(vs_host, [])
+                    existing.extend(r for r in routes if r not in existing)
+                    if redirect:
+                        redirect_hosts.add(vs_host)
+    return tuple(
+        VirtualHost(f"{host}:{port}", ("*",) if host == "*" else (host, f"{host}:*"), tuple(routes),
+                    require_tls=host in redirect_hosts)
+        for host, routes in sorted(vhost_routes.items())
+    )
+
+
+def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy
+                      ) -> tuple[list[Listener], list[RouteTable], list[TlsSecret]]:
     # listener port -> [(server port number, gateway "ns/name", server)]
     by_port: dict[int, list[tuple[int, str, Any]]] = {}
     l4_by_port: dict[int, list[tuple[int, str, Any]]] = {}
+    https_by_port: dict[int, list[tuple[int, str, Any]]] = {}
     for gw in gateways_for(snapshot, proxy):
         for server in gw.spec.servers or []:
             protocol = (server.port.protocol or "HTTP").upper()
@@ -57,38 +92,52 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
                 by_port.setdefault(container_port(server.port.number), []).append(entry)
             elif protocol in TCP_PROTOCOLS or (protocol in TLS_PROTOCOLS and passthrough):
                 l4_by_port.setdefault(container_port(server.port.number), []).append(entry)
-            # TLS-terminating (SIMPLE/MUTUAL) servers come with the TLS feature.
+            elif terminating_mode(server) is not None:
+                https_by_port.setdefault(container_port(server.port.number), []).append(entry)
     authz = authorization_policies(snapshot, proxy)
     jwt = request_authentication(snapshot, proxy)
     listeners: list[Listener] = [replace(lis, authz=authz)
-                                 for lis in translate_gateway_l4(snapshot, proxy, l4_by_port, set(by_port))]
+                                 for lis in translate_gateway_l4(snapshot, proxy, l4_by_port,
+                                                                 set(by_port) | set(https_by_port))]
     tables: list[RouteTable] = []
     for port, servers in sorted(by_port.items()):
         table = f"http.{port}"
-        vhost_routes: dict[str, list[HttpRoute]] = {}
-        for server_port, gw_name, server in servers:
-            ctx = RouteContext(proxy, frozenset({gw_name}), server_port)
-            gw_ns = gw_name.split("/", 1)[0]
-            for vs in virtual_services_for(snapshot, ctx):
-                routes = translate_http_rules(snapshot, vs, ctx)
-                for h in vs.spec.hosts or []:
-                    vs_host = resolve_host(h, vs.metadata.namespace)
-                    if any(_server_allows(sh, gw_ns, vs, vs_host) for sh in server.hosts):
-                        # Gateways merge every VirtualService for a host, in creation order.
-                        existing = vhost_routes.setdefault(vs_host, [])
-                        existing.extend(r for r in routes if r not in existing)
-        vhosts = tuple(
-            VirtualHost(f"{host}:{port}", ("*",) if host == "*" else (host, f"{host}:*"), tuple(routes))
-            for host, routes in sorted(vhost_routes.items())
-        )
-        tables.append(RouteTable(table, vhosts))
+        tables.append(RouteTable(table, _virtual_hosts(snapshot, proxy, servers, port)))
         listeners.append(Listener(f"0.0.0.0_{port}", "gateway_http", "0.0.0.0", port, route_table=table,
                                   authz=authz, jwt=jwt))
         if port == 8080 and proxy.ingress_port and proxy.host_netns:
             listeners.append(Listener(f"ingress_127.0.0.1_{proxy.ingress_port}", "gateway_http", "127.0.0.1",
                                       proxy.ingress_port, route_table=table, network_namespace=proxy.host_netns,
                                       stat_prefix=f"0.0.0.0_{port}", authz=authz, jwt=jwt))
-    return listeners, tables
+    secrets: dict[str, TlsSecret] = {}
+    for port, servers in sorted(https_by_port.items()):
+        if port in by_port:
+            continue  # a plaintext HTTP server owns the port
+        chains: list[GatewayTlsServer] = []
+        seen: set[tuple[str, ...]] = set()
+        for entry in servers:
+            _, gw_name, server = entry
+            mode = terminating_mode(server)
+            assert mode is not None
+            found = tls_server(snapshot, proxy.namespace, server, gw_name, mode)
+            if found is None or found[0].server_names in seen:
+                continue  # no usable credential, or the SNI names are already served (first server wins)
+            chain, needed = found
+            seen.add(chain.server_names)
+            chains.append(chain)
+            secrets.update((sec.name, sec) for sec in needed)
+            if all(t.name != chain.route_table for t in tables):
+                tables.append(RouteTable(chain.route_table, _virtual_hosts(snapshot, proxy, [entry], port)))
+        if not chains:
+            continue
+        listeners.append(Listener(f"0.0.0.0_{port}", "gateway_http", "0.0.0.0", port, authz=authz, jwt=jwt,
+                                  tls_servers=tuple(chains), tls_inspector=True))
+        if port == 8443 and proxy.ingress_tls_port and proxy.host_netns:
+            listeners.append(Listener(f"ingress_127.0.0.1_{proxy.ingress_tls_port}", "gateway_http", "127.0.0.1",
+                                      proxy.ingress_tls_port, network_namespace=proxy.host_netns,
+                                      stat_prefix=f"0.0.0.0_{port}", authz=authz, jwt=jwt,
+                                      tls_servers=tuple(chains), tls_inspector=True))
+    return listeners, tables, [secrets[n] for n in sorted(secrets)]
 
 
 def translate_gateway_l4(snapshot: MeshSnapshot, proxy: Proxy, by_port: dict[int, list[tuple[int, str, Any]]],

@@ -44,7 +44,7 @@ def snapshot_from_yaml(text: str, filename: str = "in.yaml", *, with_gateway: bo
 
 
 def proxy_for(snapshot: MeshSnapshot, deployment: str, namespace: str = "default", *,
-              ingress_port: int = 8080, has_sds: bool = False) -> Proxy:
+              ingress_port: int = 8080, ingress_tls_port: int = 8443, has_sds: bool = False) -> Proxy:
     """The proxy of a Deployment's pods, as its Envoy would identify itself."""
     for d in snapshot.of_kind("Deployment"):
         if d.metadata.name == deployment and d.metadata.namespace == namespace:
@@ -54,6 +54,7 @@ def proxy_for(snapshot: MeshSnapshot, deployment: str, namespace: str = "default
                 type="router" if router else "sidecar", namespace=namespace,
                 labels=tuple(sorted((d.spec.template.metadata.labels or {}).items())),
                 ingress_port=ingress_port if router else 0,
+                ingress_tls_port=ingress_tls_port if router else 0,
                 host_netns="/proc/1/ns/net" if router else "",
                 named_ports=tuple(sorted(named_ports(d).items())), has_sds=has_sds)
     raise KeyError(f"no Deployment {namespace}/{deployment}")

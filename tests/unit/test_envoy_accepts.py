@@ -18,12 +18,13 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from gossamer.agent.bootstrap import zipkin_cluster
-from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from tests.e2e.envoy_helper import envoy_binary
 from tests.golden.test_golden import CASES, build_case
 
@@ -48,14 +49,37 @@ def _inline_routes(listener: listener_pb2.Listener, routes: dict[str, Message]) 
                 f.typed_config.Pack(hcm)
 
 
+def _static_secret_refs(listener: listener_pb2.Listener) -> None:
+    """Secrets the control plane serves over ADS (gateway credentials) become references to the
+    bootstrap's static secrets (a static bootstrap has no ADS), so Envoy validates their content too."""
+    for chain in listener.filter_chains:
+        if chain.transport_socket.name != "envoy.transport_sockets.tls":
+            continue
+        context = tls_pb2.DownstreamTlsContext()
+        if not chain.transport_socket.typed_config.Unpack(context):
+            continue
+        common = context.common_tls_context
+        configs = [*common.tls_certificate_sds_secret_configs]
+        if common.HasField("combined_validation_context"):
+            configs.append(common.combined_validation_context.validation_context_sds_secret_config)
+        for config in configs:
+            if config.sds_config.HasField("ads"):
+                config.ClearField("sds_config")
+        chain.transport_socket.typed_config.Pack(context)
+
+
 def static_bootstrap(resources: dict[str, dict[str, Message]]) -> bootstrap_pb2.Bootstrap:
     out = bootstrap_pb2.Bootstrap()
+    for secret in resources.get(SECRET, {}).values():
+        assert isinstance(secret, secret_pb2.Secret)
+        out.static_resources.secrets.append(secret)
     out.node.id = "validate"
     out.node.cluster = "gossamer-test"
     for msg in resources[LISTENER].values():
         listener = listener_pb2.Listener()
         listener.CopyFrom(msg)
         _inline_routes(listener, resources[ROUTE])
+        _static_secret_refs(listener)
         out.static_resources.listeners.append(listener)
     for name, msg in resources[CLUSTER].items():
         cluster = cluster_pb2.Cluster()

@@ -10,7 +10,8 @@ from gossamer.ir.types import EndpointSet, ProxyConfig
 from gossamer.xds.build.clusters import build_cluster, build_endpoints
 from gossamer.xds.build.listeners import build_listener
 from gossamer.xds.build.routes import build_route_table
-from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from gossamer.xds.build.security import build_secret
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 # IR values are frozen and hashable, and most of them are identical across the proxy groups of a
 # push (every sidecar of a namespace gets the same outbound clusters and endpoints): build each
@@ -21,12 +22,15 @@ _endpoints = lru_cache(maxsize=16384)(build_endpoints)
 
 def build_resources(config: ProxyConfig) -> dict[str, dict[str, Message]]:
     """type_url -> resource name -> proto, for one proxy group."""
-    return {
+    out: dict[str, dict[str, Message]] = {
         LISTENER: {lis.name: build_listener(lis) for lis in config.listeners},
         ROUTE: {t.name: build_route_table(t) for t in config.route_tables},
         CLUSTER: {c.name: _cluster(c) for c in config.clusters},
         ENDPOINT: build_endpoint_resources(config.endpoints),
     }
+    if config.secrets:  # (absent and empty are the same to the cache)
+        out[SECRET] = {s.name: build_secret(s) for s in config.secrets}
+    return out
 
 
 def build_endpoint_resources(endpoints: tuple[EndpointSet, ...]) -> dict[str, Message]:

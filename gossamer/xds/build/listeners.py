@@ -20,6 +20,7 @@ from gossamer.xds.build.jwt import jwt_filters
 from gossamer.xds.build.policies import http_policy_filters
 from gossamer.xds.build.security import (
     downstream_mtls_socket,
+    gateway_tls_socket,
     http_rbac_filters,
     mtls_chain_match,
     network_rbac_filters,
@@ -220,6 +221,20 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
                 out.default_filter_chain.CopyFrom(fallback)
             else:
                 out.filter_chains.append(fallback)
+    elif listener.tls_servers:
+        # TLS-terminating gateway servers: one chain per server, picked by SNI.
+        out.traffic_direction = base_pb2.INBOUND
+        out.listener_filters.append(_tls_inspector())
+        for server in listener.tls_servers:
+            chain = listener_components_pb2.FilterChain(
+                name=server.name, transport_socket=gateway_tls_socket(server),
+                filters=[http_connection_manager(
+                    listener.stat_prefix or listener.name, rds=server.route_table, use_remote_address=True,
+                    authz=listener.authz, jwt=listener.jwt, direction="gateway", logs=not listener.no_access_log,
+                    metrics=not listener.no_metrics, tracing=listener.tracing)])
+            if server.server_names:
+                chain.filter_chain_match.server_names.extend(server.server_names)
+            out.filter_chains.append(chain)
     else:
         gateway = listener.kind == "gateway_http"
         out.traffic_direction = base_pb2.INBOUND if gateway else base_pb2.OUTBOUND

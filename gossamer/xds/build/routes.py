@@ -157,8 +157,11 @@ def build_route(route: HttpRoute) -> rc.Route:
 
 @lru_cache(maxsize=16384)  # shared by the proxy groups of a push; see xds/build/__init__.py
 def build_virtual_host(vhost: VirtualHost) -> rc.VirtualHost:
-    return rc.VirtualHost(name=vhost.name, domains=list(vhost.domains),
-                          routes=[build_route(r) for r in vhost.routes])
+    out = rc.VirtualHost(name=vhost.name, domains=list(vhost.domains),
+                         routes=[build_route(r) for r in vhost.routes])
+    if vhost.require_tls:
+        out.require_tls = rc.VirtualHost.ALL  # Gateway httpsRedirect: 301 to https
+    return out
 
 
 def build_route_table(table: RouteTable) -> route_pb2.RouteConfiguration:

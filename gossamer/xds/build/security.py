@@ -30,9 +30,9 @@ from gossamer.ir.security import (
     AuthzRule,
     UpstreamTls,
 )
-from gossamer.ir.types import Cluster, Endpoint
+from gossamer.ir.types import Cluster, Endpoint, GatewayTlsServer, TlsSecret
 from gossamer.translate.security import is_http_only
-from gossamer.xds.build.common import pack
+from gossamer.xds.build.common import ads_config_source, pack
 from gossamer.xds.build.jwt import jwt_principal
 
 SDS_CLUSTER = "sds-grpc"
@@ -80,6 +80,58 @@ def _mesh_common_context(sans: tuple[str, ...], trust_domain: str,
 
 def _file(path: str) -> base_pb2.DataSource:
     return base_pb2.DataSource(filename=path)
+
+
+_TLS_VERSIONS = {
+    "TLS_AUTO": common_pb2.TlsParameters.TLS_AUTO,
+    "TLSV1_0": common_pb2.TlsParameters.TLSv1_0,
+    "TLSV1_1": common_pb2.TlsParameters.TLSv1_1,
+    "TLSV1_2": common_pb2.TlsParameters.TLSv1_2,
+    "TLSV1_3": common_pb2.TlsParameters.TLSv1_3,
+}
+
+
+def _ads_sds(name: str) -> secret_pb2.SdsSecretConfig:
+    """A secret the control plane serves itself, over the ADS stream (Istio's `kubernetes://` names)."""
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads_config_source())
+
+
+def gateway_tls_socket(server: GatewayTlsServer) -> base_pb2.TransportSocket:
+    """A gateway server's DownstreamTlsContext: its credential over SDS (ADS), Istio's ALPN, and for
+    MUTUAL / OPTIONAL_MUTUAL client certificates checked against the credential's CA."""
+    common = tls_pb2.CommonTlsContext(tls_certificate_sds_secret_configs=[_ads_sds(server.certificate)],
+                                      alpn_protocols=list(HTTP_ALPN))
+    params = common_pb2.TlsParameters(
+        tls_minimum_protocol_version=_TLS_VERSIONS.get(server.min_protocol, common_pb2.TlsParameters.TLSv1_2))
+    if server.max_protocol:
+        params.tls_maximum_protocol_version = _TLS_VERSIONS[server.max_protocol]
+    params.cipher_suites.extend(server.cipher_suites)
+    common.tls_params.CopyFrom(params)
+    if server.validation:
+        default = common_pb2.CertificateValidationContext()
+        default.match_typed_subject_alt_names.extend(
+            common_pb2.SubjectAltNameMatcher(san_type=common_pb2.SubjectAltNameMatcher.DNS,
+                                             matcher=string_pb2.StringMatcher(exact=s))
+            for s in server.subject_alt_names)
+        common.combined_validation_context.CopyFrom(tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+            default_validation_context=default, validation_context_sds_secret_config=_ads_sds(server.validation)))
+    context = tls_pb2.DownstreamTlsContext(common_tls_context=common)
+    if server.mode == "MUTUAL":
+        context.require_client_certificate.CopyFrom(wrappers_pb2.BoolValue(value=True))
+    return _tls_socket(context)
+
+
+def build_secret(secret: TlsSecret) -> secret_pb2.Secret:
+    """An SDS Secret with inline PEM: a certificate and its key, or a validation context."""
+    out = secret_pb2.Secret(name=secret.name)
+    if secret.certificate_chain:
+        out.tls_certificate.CopyFrom(common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_bytes=secret.certificate_chain.encode()),
+            private_key=base_pb2.DataSource(inline_bytes=secret.private_key.encode())))
+    else:
+        out.validation_context.CopyFrom(common_pb2.CertificateValidationContext(
+            trusted_ca=base_pb2.DataSource(inline_bytes=secret.trusted_ca.encode())))
+    return out
 
 
 def upstream_tls_context(tls: UpstreamTls) -> tls_pb2.UpstreamTlsContext:
