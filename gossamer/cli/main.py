@@ -154,6 +154,26 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return _wait_synced(args, body["revision"]) if args.wait and not args.dry_run else 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Like `istioctl analyze`: against the running mesh's config when there is one, else offline."""
+    files = _files_payload(args.paths)
+    client = _client(args)
+    if client.alive():
+        status, body = client.post("/v1/apply", {"files": files, "dryRun": True})
+        errors, warnings = body.get("errors", []), body.get("warnings", [])
+        against = "the running mesh's config"
+    else:
+        from gossamer.controlplane.offline import analyze_files
+
+        errors, warnings = analyze_files([(f["name"], f["text"]) for f in files])
+        against = "these files alone (no mesh is running)"
+    for line in [*errors, *warnings]:
+        print(line)
+    if not errors and not warnings:
+        print(f"No validation issues found when analyzing {against}.")
+    return 1 if errors else 0
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     status, body = _call(args, "POST", "/v1/delete", {"files": _files_payload(args.filename)})
     _print_result(body, "delete")
@@ -379,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--wait", action="store_true", help="return once every proxy has acknowledged the change")
         p.add_argument("--timeout", type=float, default=10.0, help="seconds --wait waits")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("analyze", help="validate and cross-check files, like istioctl analyze (changes nothing)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("get", help="list resources (virtualservices, vs, pods, svc, ...)")
     p.add_argument("kind")
