@@ -151,7 +151,8 @@ class Api:
         return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url, "pods": pods,
                                   "proxies": proxies,
                                   "pushes": {"full": stats.full_pushes, "endpoints": stats.endpoint_pushes,
-                                             "lastSeconds": stats.last_push_seconds}})
+                                             "lastSeconds": stats.last_push_seconds},
+                                  "patchErrors": {g: list(e) for g, e in stats.patch_errors.items()}})
 
     def _find_pod(self, namespace: str, ref: str) -> PodStatus | None:
         try:
@@ -192,7 +193,8 @@ class Api:
         pod, proxy = found
         wanted = request.query.get("type", "all")
         types = CONFIG_TYPES if wanted == "all" else {wanted: CONFIG_TYPES[wanted]}
-        out: dict[str, Any] = {"nodeId": proxy.node_id, "group": proxy.group}
+        out: dict[str, Any] = {"nodeId": proxy.node_id, "group": proxy.group,
+                               "patchErrors": list(self.cp.pusher.stats.patch_errors.get(proxy.group, []))}
         for key, type_url in types.items():
             version, resources = self.cp.cache.get(proxy.group, type_url)
             out[key] = {"version": version, "items": [json_format.MessageToDict(r) for r in resources.values()]}

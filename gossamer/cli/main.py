@@ -81,6 +81,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "--ingress-port", str(args.ingress_port), "--ingress-tls-port", str(args.ingress_tls_port),
                 "--metrics-port", str(args.metrics_port),
                 "--dashboard-port", str(args.dashboard_port),
+                *(["--egress-gateway"] if args.egress_gateway else []),
                 *[str(Path(p).resolve()) for p in args.paths]]
         return detach(paths, argv)
     # grpc's fork handlers warn on every pod the runtime spawns; no child of ours uses grpc.
@@ -90,7 +91,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(run_up(paths, [Path(p).resolve() for p in args.paths], args.ingress_port,
-                              args.metrics_port, args.dashboard_port, ingress_tls_port=args.ingress_tls_port))
+                              args.metrics_port, args.dashboard_port, ingress_tls_port=args.ingress_tls_port,
+                              egress_gateway=args.egress_gateway))
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -247,6 +249,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     console.print(proxies)
     for e in errors:
         console.print(f"[red]{e}[/]", markup=True, highlight=False)
+    for group, patch_errors in (body.get("patchErrors") or {}).items():
+        for e in patch_errors:
+            console.print(f"[yellow]{group} EnvoyFilter not applied: {e}[/]", markup=True, highlight=False)
     return 0
 
 
@@ -385,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Istio's metrics for Prometheus on 127.0.0.1:PORT/metrics (0: off)")
     p.add_argument("--dashboard-port", type=int, default=20001,
                    help="serve the dashboard on http://127.0.0.1:PORT/ (0: off)")
+    p.add_argument("--egress-gateway", action="store_true",
+                   help="also run Istio's egress gateway, istio-system/istio-egressgateway (istio: egressgateway)")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_up)
 

@@ -30,9 +30,10 @@ def read_manifests(paths: list[Path]) -> list[tuple[str, str]]:
 
 
 async def run_up(paths: Paths, manifests: list[Path], ingress_port: int, metrics_port: int = 0,
-                 dashboard_port: int = 0, *, ingress_tls_port: int = 8443) -> int:
+                 dashboard_port: int = 0, *, ingress_tls_port: int = 8443, egress_gateway: bool = False) -> int:
     cleanup_leftovers(paths.state_dir / "runtime")
-    cp = ControlPlane(paths, ingress_port=ingress_port, ingress_tls_port=ingress_tls_port)
+    cp = ControlPlane(paths, ingress_port=ingress_port, ingress_tls_port=ingress_tls_port,
+                      egress_gateway=egress_gateway)
     result = await cp.start(read_manifests(manifests))
     for w in [*result.warnings, *result.notes]:
         print(w, file=sys.stderr)

@@ -27,6 +27,7 @@ from gossamer.controlplane.workloads import (
     BUILTIN_SOURCE,
     builtin_documents,
     deployment_spec,
+    egress_gateway_documents,
     named_ports,
     service_addresses,
     service_endpoints,
@@ -46,9 +47,11 @@ RUNTIME_KINDS = {"Deployment", "Service", "Namespace", "ServiceAccount", "Servic
 
 
 class ControlPlane:
-    def __init__(self, paths: Paths, *, ingress_port: int = 8080, ingress_tls_port: int = 8443) -> None:
+    def __init__(self, paths: Paths, *, ingress_port: int = 8080, ingress_tls_port: int = 8443,
+                 egress_gateway: bool = False) -> None:
         self.paths = paths
         self.ingress_port = ingress_port
+        self.egress_gateway = egress_gateway  # the built-in istio-system/istio-egressgateway (`up --egress-gateway`)
         paths.state_dir.mkdir(parents=True, exist_ok=True)
         paths.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(paths.run_dir, 0o755)
@@ -87,7 +90,13 @@ class ControlPlane:
         result = apply_files(self.store, manifests, dry_run=True)
         if not result.ok:
             return result
-        self.store.apply(_builtin_tuples())
+        self.store.apply(_builtin_tuples(egress_gateway=self.egress_gateway))
+        if not self.egress_gateway:
+            # A store kept from an `up --egress-gateway`: its built-in egress gateway goes (a user's stays).
+            stale = [key for key in sorted(_egress_keys())
+                     if (old := self.store.get(*key)) is not None and old.source_file == BUILTIN_SOURCE]
+            if stale:
+                self.store.delete(stale)
         result = self.apply(manifests)
         await self.zipkin.start(self.paths.zipkin_socket)
         await self.runtime.start()
@@ -231,9 +240,13 @@ class ControlPlane:
         return f"http://127.0.0.1:{self.ingress_port}"
 
 
-def _builtin_tuples() -> list[tuple[tuple[str, str, str], dict[str, Any], str, int]]:
+def _egress_keys() -> set[tuple[str, str, str]]:
+    return {(d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]) for d in egress_gateway_documents()}
+
+
+def _builtin_tuples(*, egress_gateway: bool = False) -> list[tuple[tuple[str, str, str], dict[str, Any], str, int]]:
     out = []
-    for doc in builtin_documents():
+    for doc in builtin_documents(egress_gateway=egress_gateway):
         meta = doc["metadata"]
         ns = meta.get("namespace", "") if doc["kind"] != "Namespace" else ""
         out.append(((doc["kind"], ns, meta["name"]), doc, BUILTIN_SOURCE, 0))

@@ -18,6 +18,7 @@ from gossamer.registry.types import Proxy
 from gossamer.translate import translate_proxy, translate_proxy_endpoints
 from gossamer.xds.build import build_endpoint_resources, build_resources
 from gossamer.xds.cache import ConfigCache
+from gossamer.xds.envoyfilter import apply_envoy_filters
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class PushStats:
     endpoint_pushes: int = 0
     last_push_seconds: float = 0.0
     history: list[tuple[float, str]] = field(default_factory=list)
+    # proxy group -> EnvoyFilter patches that could not be applied at its last full push (skipped, as Istio)
+    patch_errors: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Pusher:
@@ -63,6 +66,7 @@ class Pusher:
         if self._members[group] <= 0:
             self._members.pop(group, None)
             self._groups.pop(group, None)
+            self.stats.patch_errors.pop(group, None)
             self._cache.remove_group(group)
 
     @property
@@ -119,6 +123,12 @@ class Pusher:
 
     def _push_group(self, snapshot: MeshSnapshot, group: str, proxy: Proxy, *, full: bool) -> None:
         if full or not self._cache.has_group(group):
-            self._cache.set_group(group, build_resources(translate_proxy(snapshot, proxy)))
+            # EnvoyFilters are the last step: they patch (copies of) the built protos.
+            patched = apply_envoy_filters(snapshot, proxy, build_resources(translate_proxy(snapshot, proxy)))
+            if patched.errors:
+                self.stats.patch_errors[group] = patched.errors
+            else:
+                self.stats.patch_errors.pop(group, None)
+            self._cache.set_group(group, patched.resources)
         else:
             self._cache.set_endpoints(group, build_endpoint_resources(translate_proxy_endpoints(snapshot, proxy)))

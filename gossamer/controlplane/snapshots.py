@@ -66,7 +66,7 @@ class SnapshotBuilder:
             ports = tuple(sorted(named_ports(deployment).items())) if deployment is not None else ()
             workloads.append(Workload(pod.name, pod.namespace, pod.ip, pod.labels, pod.service_account,
                                       pod.ready, pod.deployment, ports,
-                                      has_sidecar=pod.has_sidecar))
+                                      has_sidecar=pod.has_sidecar, router=pod.proxy_type == "router"))
         workloads.extend(workload_entry_workloads(resources.get("WorkloadEntry", ())))
         return MeshSnapshot(
             version=self._store.revision(),

@@ -1,6 +1,7 @@
 """Kubernetes Deployments and Services -> what the runtime runs and the registry serves.
 
-Also the built-in ingress gateway, exposed the way Istio's is.
+Also the built-in gateways, exposed the way Istio's are: the ingress gateway always, the
+egress gateway with `up --egress-gateway` (as in Istio's demo profile; its default has none).
 """
 
 from __future__ import annotations
@@ -22,26 +23,43 @@ GATEWAY_LABELS = {"app": GATEWAY_NAME, "istio": "ingressgateway"}
 BUILTIN_SOURCE = "<builtin>"
 
 
-def builtin_documents() -> list[dict[str, Any]]:
-    """The ingress gateway: a router pod labelled istio: ingressgateway and its Service (80->8080, 443->8443)."""
-    meta = {"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE, "labels": dict(GATEWAY_LABELS)}
+EGRESS_GATEWAY_NAME = "istio-egressgateway"
+EGRESS_GATEWAY_LABELS = {"app": EGRESS_GATEWAY_NAME, "istio": "egressgateway"}
+
+
+def _gateway_documents(name: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    """A router pod's Deployment, its ServiceAccount and its Service (80->8080 http2, 443->8443 https)."""
+    meta = {"name": name, "namespace": GATEWAY_NAMESPACE, "labels": dict(labels)}
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
         {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": f"{GATEWAY_NAME}-service-account", "namespace": GATEWAY_NAMESPACE}},
+         "metadata": {"name": f"{name}-service-account", "namespace": GATEWAY_NAMESPACE}},
         {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
-            "selector": {"istio": "ingressgateway"},
+            "selector": {"istio": labels["istio"]},
             "ports": [{"name": "http2", "port": 80, "targetPort": 8080},
                       {"name": "https", "port": 443, "targetPort": 8443}]}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
             "replicas": 1,
-            "selector": {"matchLabels": dict(GATEWAY_LABELS)},
+            "selector": {"matchLabels": dict(labels)},
             "template": {
-                "metadata": {"labels": dict(GATEWAY_LABELS),
+                "metadata": {"labels": dict(labels),
                              "annotations": {"gossamer.io/proxy-type": "router"}},
-                "spec": {"serviceAccountName": f"{GATEWAY_NAME}-service-account",
+                "spec": {"serviceAccountName": f"{name}-service-account",
                          "containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2"}]}}}},
     ]
+
+
+def builtin_documents(*, egress_gateway: bool = False) -> list[dict[str, Any]]:
+    """The ingress gateway: a router pod labelled istio: ingressgateway and its Service (80->8080, 443->8443);
+    with EGRESS_GATEWAY also the egress gateway (istio: egressgateway, the same ports, nothing bound on the host)."""
+    docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
+            *_gateway_documents(GATEWAY_NAME, GATEWAY_LABELS)]
+    if egress_gateway:
+        docs.extend(egress_gateway_documents())
+    return docs
+
+
+def egress_gateway_documents() -> list[dict[str, Any]]:
+    return _gateway_documents(EGRESS_GATEWAY_NAME, EGRESS_GATEWAY_LABELS)
 
 
 def is_router(deployment: Any) -> bool:

@@ -135,6 +135,9 @@ class Workload:
     workload_entry: bool = False
     # The pod runs an Envoy sidecar (and its agent): it accepts mesh mTLS (endpoint tlsMode: istio).
     has_sidecar: bool = True
+    # A gateway pod (router proxy): like Istio's gateways it carries no tlsMode label, so auto mTLS
+    # sends it plaintext (its servers say what they accept, e.g. tls mode ISTIO_MUTUAL).
+    router: bool = False
 
     @property
     def label_map(self) -> dict[str, str]:

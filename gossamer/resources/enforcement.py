@@ -76,6 +76,9 @@ ENFORCED_AUTHZ_CONDITION_PREFIXES: tuple[str, ...] = (
 # jwksUri, or OpenID discovery from the issuer without either) are not fetched: tokens of that
 # issuer are rejected, as Istio does when it cannot get the keys.
 NOT_ENFORCED_REQUEST_AUTHN_SPEC: frozenset[str] = frozenset({"targetRef", "targetRefs"})
+# EnvoyFilter: targetRefs (waypoints, Gateway API gateways) are not enforced; neither are EXTENSION_CONFIG
+# and BOOTSTRAP patches (validation rejects them) nor patch.filterClass.
+NOT_ENFORCED_ENVOY_FILTER_SPEC: frozenset[str] = frozenset({"targetRefs"})
 MESH_HOST_SUFFIXES: tuple[str, ...] = (".svc", ".svc.cluster.local")
 
 
@@ -208,6 +211,12 @@ def not_enforced_paths(resource: Resource) -> list[FieldPath]:
         out += _request_authentication_paths(spec)
     elif resource.kind == "Telemetry":
         out += _telemetry_paths(spec)
+    elif resource.kind == "EnvoyFilter":
+        out += [("spec", key) for key in spec if key in NOT_ENFORCED_ENVOY_FILTER_SPEC]
+        for i, cp in enumerate(spec.get("configPatches") or []):
+            patch = cp.get("patch") if isinstance(cp, dict) else None
+            if isinstance(patch, dict) and "filterClass" in patch:
+                out.append(("spec", "configPatches", i, "patch", "filterClass"))
     elif resource.kind in NOT_ENFORCED_KINDS:
         out.append(("spec",))
     return out

@@ -167,6 +167,16 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         v.validate_sidecar,
     ),
     KindInfo(
+        "networking.istio.io",
+        ("v1alpha3",),
+        "EnvoyFilter",
+        "envoyfilters",
+        (),
+        True,
+        networking.EnvoyFilterSpec,
+        v.validate_envoy_filter,
+    ),
+    KindInfo(
         "security.istio.io",
         _ISTIO_SEC,
         "PeerAuthentication",

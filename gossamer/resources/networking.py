@@ -499,3 +499,101 @@ class SidecarSpec(Model):
     egress: list[IstioEgressListener] | None = None
     outbound_traffic_policy: OutboundTrafficPolicy | None = None
     inbound_connection_pool: ConnectionPoolSettings | None = None
+
+
+# ---------------------------------------------------------------------------- EnvoyFilter (v1alpha3)
+
+EnvoyFilterContext = Literal["ANY", "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"]
+EnvoyFilterApplyTo = Literal[
+    "INVALID", "LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER", "ROUTE_CONFIGURATION",
+    "VIRTUAL_HOST", "HTTP_ROUTE", "CLUSTER", "EXTENSION_CONFIG", "BOOTSTRAP", "LISTENER_FILTER",
+]
+EnvoyFilterOperation = Literal[
+    "INVALID", "MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE",
+]
+
+
+class EnvoyFilterProxyMatch(Model):
+    proxy_version: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class EnvoyFilterSubFilterMatch(Model):
+    name: str | None = None
+
+
+class EnvoyFilterFilterMatch(Model):
+    name: str | None = None
+    sub_filter: EnvoyFilterSubFilterMatch | None = None
+
+
+class EnvoyFilterChainMatch(Model):
+    name: str | None = None
+    sni: str | None = None
+    transport_protocol: str | None = None
+    application_protocols: str | None = None
+    filter: EnvoyFilterFilterMatch | None = None
+    destination_port: NonNegInt | None = None
+
+
+class EnvoyFilterListenerMatch(Model):
+    port_number: NonNegInt | None = None
+    port_name: str | None = None
+    filter_chain: EnvoyFilterChainMatch | None = None
+    listener_filter: str | None = None
+    name: str | None = None
+
+
+class EnvoyFilterRouteMatch(Model):
+    name: str | None = None
+    action: Literal["ANY", "ROUTE", "REDIRECT", "DIRECT_RESPONSE"] = "ANY"
+
+
+class EnvoyFilterVirtualHostMatch(Model):
+    name: str | None = None
+    domain_name: str | None = None
+    route: EnvoyFilterRouteMatch | None = None
+
+
+class EnvoyFilterRouteConfigurationMatch(Model):
+    port_number: NonNegInt | None = None
+    port_name: str | None = None
+    gateway: str | None = None
+    vhost: EnvoyFilterVirtualHostMatch | None = None
+    name: str | None = None
+
+
+class EnvoyFilterClusterMatch(Model):
+    port_number: NonNegInt | None = None
+    service: str | None = None
+    subset: str | None = None
+    name: str | None = None
+
+
+class EnvoyFilterObjectMatch(Model):
+    context: EnvoyFilterContext = "ANY"
+    proxy: EnvoyFilterProxyMatch | None = None
+    listener: EnvoyFilterListenerMatch | None = None
+    route_configuration: EnvoyFilterRouteConfigurationMatch | None = None
+    cluster: EnvoyFilterClusterMatch | None = None
+
+
+class EnvoyFilterPatch(Model):
+    operation: EnvoyFilterOperation = "INVALID"
+    # Envoy's own JSON for the object (`@type` in Any fields such as typed_config): free-form here,
+    # converted to the applyTo's proto by validation and by the patch step.
+    value: dict[str, Any] | None = None
+    filter_class: Literal["UNSPECIFIED", "AUTHN", "AUTHZ", "STATS"] | None = None
+
+
+class EnvoyConfigObjectPatch(Model):
+    apply_to: EnvoyFilterApplyTo = "INVALID"
+    match: EnvoyFilterObjectMatch | None = None
+    patch: EnvoyFilterPatch | None = None
+
+
+class EnvoyFilterSpec(Model):
+    workload_selector: WorkloadSelector | None = None
+    target_refs: list[dict[str, Any]] | None = None
+    config_patches: list[EnvoyConfigObjectPatch] = Field(default_factory=list)
+    priority: int = 0

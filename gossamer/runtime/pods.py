@@ -237,6 +237,8 @@ class Pod:
 
     def _start_proxy(self) -> None:
         labels = dict(self.spec.labels)
+        # Only the ingress gateway is bound on the host (the egress gateway and other routers are not).
+        ingress = self.proxy_type == "router" and labels.get("istio") == "ingressgateway"
         bootstrap = build_bootstrap(
             node_id=node_id(self.proxy_type, self.net.ip, self.name, self.namespace),
             cluster=service_cluster(labels, self.spec.name, self.namespace),
@@ -248,8 +250,8 @@ class Pod:
                 service_account=self.spec.service_account,
                 workload=self.spec.name,
                 proxy_type=self.proxy_type,
-                ingress_port=self.ctx.ingress_port,
-                ingress_tls_port=self.ctx.ingress_tls_port,
+                ingress_port=self.ctx.ingress_port if ingress else None,
+                ingress_tls_port=self.ctx.ingress_tls_port if ingress else None,
                 host_netns=f"/proc/{os.getpid()}/ns/net",
             ),
             xds_socket=self.ctx.xds_socket,

@@ -1,7 +1,8 @@
 """Gateway proxies: one listener per server port, VirtualServices bound by `gateways:`.
 
-The ingress gateway's Service maps 80->8080 and 443->8443 as Istio's does, so a
-server on either number of a pair is served by the same container port.
+The gateways' Services map 80->8080 and 443->8443 as Istio's do, so a server on
+either number of a pair is served by the same container port. Only the ingress
+gateway's 8080/8443 listeners are also bound on the host (127.0.0.1).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ TLS_PROTOCOLS = {"TLS", "HTTPS"}
 
 def container_port(server_port: int) -> int:
     return SERVICE_PORT_TO_CONTAINER_PORT.get(server_port, server_port)
+
+
+def host_bound(proxy: Proxy) -> bool:
+    """Only the ingress gateway (istio: ingressgateway) also listens in the host's network namespace."""
+    return bool(proxy.host_netns) and proxy.label_map.get("istio") == "ingressgateway"
 
 
 def gateways_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
@@ -105,7 +111,7 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy
         tables.append(RouteTable(table, _virtual_hosts(snapshot, proxy, servers, port)))
         listeners.append(Listener(f"0.0.0.0_{port}", "gateway_http", "0.0.0.0", port, route_table=table,
                                   authz=authz, jwt=jwt))
-        if port == 8080 and proxy.ingress_port and proxy.host_netns:
+        if port == 8080 and proxy.ingress_port and host_bound(proxy):
             listeners.append(Listener(f"ingress_127.0.0.1_{proxy.ingress_port}", "gateway_http", "127.0.0.1",
                                       proxy.ingress_port, route_table=table, network_namespace=proxy.host_netns,
                                       stat_prefix=f"0.0.0.0_{port}", authz=authz, jwt=jwt))
@@ -132,7 +138,7 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy
             continue
         listeners.append(Listener(f"0.0.0.0_{port}", "gateway_http", "0.0.0.0", port, authz=authz, jwt=jwt,
                                   tls_servers=tuple(chains), tls_inspector=True))
-        if port == 8443 and proxy.ingress_tls_port and proxy.host_netns:
+        if port == 8443 and proxy.ingress_tls_port and host_bound(proxy):
             listeners.append(Listener(f"ingress_127.0.0.1_{proxy.ingress_tls_port}", "gateway_http", "127.0.0.1",
                                       proxy.ingress_tls_port, network_namespace=proxy.host_netns,
                                       stat_prefix=f"0.0.0.0_{port}", authz=authz, jwt=jwt,

@@ -137,14 +137,14 @@ def upstream_tls(snapshot: MeshSnapshot, proxy: Proxy, service: MeshService, por
 
 def endpoint_tls_mode(workload: Workload, port_modes: tuple[MeshMode, dict[int, MeshMode]] | None = None,
                       port: int | None = None) -> str:
-    """Pods with a sidecar accept mesh mTLS; WorkloadEntries when labelled so (Istio's label).
+    """Pods with a sidecar accept mesh mTLS (gateway pods do not); WorkloadEntries when labelled so (Istio's label).
     As Istio's mtlsChecker: not on a port whose PeerAuthentication (PORT_MODES, from
     peer_authentication_modes of the workload) is DISABLE, so auto mTLS sends plaintext there."""
     labelled = workload.label_map.get(TLS_MODE_LABEL)
     if labelled is not None:
         mode = "istio" if labelled == "istio" else ""
     else:
-        mode = "istio" if workload.has_sidecar and not workload.workload_entry else ""
+        mode = "istio" if workload.has_sidecar and not workload.workload_entry and not workload.router else ""
     if mode and port_modes is not None:
         workload_mode, by_port = port_modes
         if (by_port.get(port, workload_mode) if port is not None else workload_mode) == "DISABLE":

@@ -18,8 +18,11 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from gossamer.ir.types import ProxyConfig
+from gossamer.registry.snapshot import MeshSnapshot
+from gossamer.registry.types import Proxy
 from gossamer.translate import translate_proxy
 from gossamer.xds.build import build_resources
+from gossamer.xds.envoyfilter import apply_envoy_filters
 from gossamer.xds.types import SHORT_NAMES
 from tests.support.offline import proxy_for, snapshot_from_yaml
 
@@ -40,19 +43,27 @@ def _ir_plain(value: object) -> object:
     return value
 
 
-def translate_case(case: Path) -> ProxyConfig:
+def load_case(case: Path) -> tuple[MeshSnapshot, Proxy]:
     snapshot = snapshot_from_yaml((case / "in.yaml").read_text(), "in.yaml")
     spec = yaml.safe_load((case / "proxy.yaml").read_text())
     # sds: true — the proxy's agent serves certificates over SDS, so mTLS is on (auto mTLS,
     # PeerAuthentication); without it the proxy is plaintext-only.
     proxy = proxy_for(snapshot, spec["deployment"], spec.get("namespace", "default"),
                       has_sds=bool(spec.get("sds", False)))
-    return translate_proxy(snapshot, proxy)
+    return snapshot, proxy
+
+
+def translate_case(case: Path) -> ProxyConfig:
+    return translate_proxy(*load_case(case))
 
 
 def build_case(case: Path) -> dict[str, dict[str, Message]]:
-    """The case's xDS resources: type_url -> name -> proto."""
-    return build_resources(translate_case(case))
+    """The case's xDS resources: type_url -> name -> proto, EnvoyFilters applied (the pipeline's last
+    step); a case's EnvoyFilters must all apply cleanly."""
+    snapshot, proxy = load_case(case)
+    patched = apply_envoy_filters(snapshot, proxy, build_resources(translate_proxy(snapshot, proxy)))
+    assert not patched.errors, patched.errors
+    return patched.resources
 
 
 _MAPS = ("policies", "providers")
@@ -71,7 +82,7 @@ def _sort_maps(value: object) -> object:
 
 def render(case: Path) -> tuple[str, str]:
     config = translate_case(case)
-    resources = build_resources(config)
+    resources = build_case(case)
     xds = {SHORT_NAMES[t]: [_sort_maps(json.loads(json_format.MessageToJson(m))) for _, m in sorted(items.items())]
            for t, items in resources.items()}
     return _dump(_ir_plain(config)), _dump(xds)

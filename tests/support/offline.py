@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from gossamer.controlplane.workloads import builtin_documents, mesh_service, named_ports, vip_candidates
+from gossamer.controlplane.workloads import (
+    builtin_documents,
+    is_router,
+    mesh_service,
+    named_ports,
+    vip_candidates,
+)
 from gossamer.registry.serviceentry import registry_services, workload_entry_workloads
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy, Workload
@@ -37,7 +43,8 @@ def snapshot_from_yaml(text: str, filename: str = "in.yaml", *, with_gateway: bo
                 name=f"{d.metadata.name}-{i}", namespace=d.metadata.namespace, ip=f"10.244.1.{ip}",
                 labels=tuple(sorted((d.spec.template.metadata.labels or {}).items())),
                 service_account=d.spec.template.spec.service_account_name or "default", ready=True,
-                deployment=d.metadata.name, named_ports=tuple(sorted(named_ports(d).items()))))
+                deployment=d.metadata.name, named_ports=tuple(sorted(named_ports(d).items())),
+                router=is_router(d)))
     workloads.extend(workload_entry_workloads(by_kind.get("WorkloadEntry", [])))
     return MeshSnapshot(version=1, resources=kinds,
                         services=services, workloads=tuple(workloads))
