@@ -13,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gossamer.controlplane.daemon import ControlPlane
 from gossamer.debug import explain
+from gossamer.debug.describe import DescribeError, describe, find_workload
+from gossamer.debug.secret import secret_summary
 from gossamer.resources.kinds import lookup_kind
 from gossamer.runtime.types import PodStatus
 from gossamer.telemetry.tracing import summary
@@ -52,6 +54,7 @@ class Api:
             web.get("/v1/status", self.status),
             web.get("/v1/pods/{namespace}/{ref:.+}", self.pod),
             web.get("/v1/proxy-config/{namespace}/{ref:.+}", self.proxy_config),
+            web.get("/v1/describe/{namespace}/{ref:.+}", self.describe),
             web.post("/v1/explain", self.explain_request),
             web.post("/v1/shutdown", self.stop),
             web.get("/v1/sync", self.sync),
@@ -186,7 +189,38 @@ class Api:
             return _error(404, f"pod {pod.name} has no connected proxy")
         return pod, proxy
 
+    async def describe(self, request: web.Request) -> web.Response:
+        """The config that applies to one pod (`gossamer describe`, like istioctl x describe pod)."""
+        ns, ref = request.match_info["namespace"], request.match_info["ref"]
+        pod = self._find_pod(ns, ref)
+        if pod is None:
+            return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
+        snapshot = self.cp.snapshot()
+        try:
+            return web.json_response(describe(snapshot, find_workload(snapshot, pod.name, ns)))
+        except DescribeError as e:
+            return _error(404, str(e))
+
+    def _secret(self, pod: PodStatus) -> web.Response:
+        """The pod's workload certificate and root as its agent serves them over SDS (never the key)."""
+        sds = self.cp.runtime.pod_sds(pod.name, pod.namespace)
+        try:
+            if sds is None:
+                raise RuntimeError("no agent serving SDS")
+            cert = sds.certificate
+        except RuntimeError:
+            return _error(404, f"pod {pod.name} has no workload certificate (no sidecar agent serving SDS)")
+        out = secret_summary(cert, sds.streams())
+        out.update({"pod": pod.name, "namespace": pod.namespace})
+        return web.json_response(out)
+
     async def proxy_config(self, request: web.Request) -> web.Response:
+        if request.query.get("type") == "secret":
+            ns, ref = request.match_info["namespace"], request.match_info["ref"]
+            secret_pod = self._find_pod(ns, ref)
+            if secret_pod is None:
+                return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
+            return self._secret(secret_pod)
         found = self._pod_and_proxy(request.match_info["namespace"], request.match_info["ref"])
         if isinstance(found, web.Response):
             return found

@@ -304,9 +304,27 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(body, indent=2))
         return 0
+    if args.type == "secret":
+        from gossamer.cli.describe import print_secret
+
+        print_secret(console, body)
+        return 0
     from gossamer.cli.proxyconfig import print_proxy_config
 
     print_proxy_config(console, body, args.type)
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    status, body = _call(args, "GET", f"/v1/describe/{args.namespace}/{args.pod}")
+    if status != 200:
+        raise CliError(body.get("error", f"HTTP {status}"))
+    if args.output == "json":
+        print(json.dumps(body, indent=2))
+        return 0
+    from gossamer.cli.describe import print_describe
+
+    print_describe(console, body)
     return 0
 
 
@@ -437,12 +455,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("proxy-config", help="what a proxy was sent, like istioctl proxy-config")
-    p.add_argument("type", choices=["listeners", "routes", "clusters", "endpoints", "all"])
+    p.add_argument("type", choices=["listeners", "routes", "clusters", "endpoints", "secret", "all"])
     p.add_argument("pod", metavar="POD|deploy/NAME")
     p.add_argument("-n", "--namespace", default="default")
     p.add_argument("-o", "--output", choices=["json", "table"], default="table")
     p.add_argument("--stats", action="store_true", help="include Envoy's live stats")
     p.set_defaults(func=cmd_proxy_config)
+
+    p = sub.add_parser("describe", help="the config that applies to a pod, like istioctl x describe pod")
+    p.add_argument("pod", metavar="POD|deploy/NAME")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("-o", "--output", choices=["json", "text"], default="text")
+    p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("explain", help="where a request from this pod goes on its proxy's config, and why")
     p.add_argument("pod", metavar="POD|deploy/NAME")

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from gossamer.agent.envoy import envoy_binary
-from gossamer.agent.sds import DEFAULT_CERT_TTL, CertificateSigner
+from gossamer.agent.sds import DEFAULT_CERT_TTL, CertificateSigner, SdsServer
 from gossamer.runtime import kube_proxy, network
 from gossamer.runtime.pods import Pod, PodContext, has_sidecar, log_path
 from gossamer.runtime.probes import unix_http_get
@@ -274,6 +274,10 @@ class LocalRuntime:
                 raise KeyError(f"no ready pod for deployment {namespace}/{deploy}")
             return candidates[0].status()
         return self._get(name_or_deploy_ref, namespace).status()
+
+    def pod_sds(self, pod: str, namespace: str) -> SdsServer | None:
+        """The pod's agent SDS server (its workload certificate and Envoy's SDS streams), if it runs one."""
+        return self._get(pod, namespace).sds
 
     def netns_name(self, pod: str, namespace: str) -> str:
         return self._get(pod, namespace).net.netns

@@ -27,7 +27,7 @@ from gossamer.translate.security import ROOT_NAMESPACE
 from gossamer.translate.visibility import visible_services
 
 
-def _applies(policy: Any, proxy: Proxy) -> bool:
+def request_authentication_applies(policy: Any, proxy: Proxy) -> bool:
     spec = policy.spec
     if spec.target_ref is not None or spec.target_refs:
         return False
@@ -92,7 +92,7 @@ def request_authentication(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[JwtPro
     """The jwt_authn providers of one workload (or gateway), named origins-<i> in policy order."""
     out: list[JwtProvider] = []
     for policy in snapshot.of_kind("RequestAuthentication"):
-        if not _applies(policy, proxy):
+        if not request_authentication_applies(policy, proxy):
             continue
         for rule in policy.spec.jwt_rules or []:
             if rule.issuer:

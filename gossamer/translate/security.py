@@ -54,10 +54,8 @@ def _mode(mtls: Any) -> str:
 # ------------------------------------------------------------------------------------ PeerAuthentication
 
 
-def peer_authentication_modes(snapshot: MeshSnapshot, proxy: Proxy | Workload
-                              ) -> tuple[MeshMode, dict[int, MeshMode]]:
-    """The effective mode for the workload (a proxy's, or an endpoint's), and the ports whose
-    portLevelMtls says otherwise."""
+def peer_authentication_levels(snapshot: MeshSnapshot, proxy: Proxy | Workload) -> tuple[Any, Any, Any]:
+    """The PeerAuthentications that count for the workload: (mesh, namespace, workload), each or None."""
     labels = proxy.label_map
     policies = snapshot.of_kind("PeerAuthentication")
     workload = next((p for p in policies if p.metadata.namespace == proxy.namespace and _has_selector(p.spec)
@@ -66,6 +64,14 @@ def peer_authentication_modes(snapshot: MeshSnapshot, proxy: Proxy | Workload
                       and not _has_selector(p.spec)), None)
     mesh = next((p for p in policies if p.metadata.namespace == ROOT_NAMESPACE and not _has_selector(p.spec)),
                 None)
+    return mesh, namespace, workload
+
+
+def peer_authentication_modes(snapshot: MeshSnapshot, proxy: Proxy | Workload
+                              ) -> tuple[MeshMode, dict[int, MeshMode]]:
+    """The effective mode for the workload (a proxy's, or an endpoint's), and the ports whose
+    portLevelMtls says otherwise."""
+    mesh, namespace, workload = peer_authentication_levels(snapshot, proxy)
     mode = "PERMISSIVE"
     for policy in (mesh, namespace, workload):
         if policy is not None and _mode(policy.spec.mtls) != "UNSET":
@@ -235,7 +241,7 @@ def translate_rule(rule: Any, namespace: str) -> AuthzRule:
     )
 
 
-def _authz_applies(policy: Any, proxy: Proxy) -> bool:
+def authz_applies(policy: Any, proxy: Proxy) -> bool:
     spec = policy.spec
     if spec.target_ref is not None or spec.target_refs:
         return False  # targetRef binds gateways and waypoints (Kubernetes Gateway API): not here
@@ -247,7 +253,7 @@ def _authz_applies(policy: Any, proxy: Proxy) -> bool:
 def authorization_policies(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[AuthzPolicy, ...]:
     out = []
     for policy in snapshot.of_kind("AuthorizationPolicy"):
-        if policy.spec.action == "CUSTOM" or not _authz_applies(policy, proxy):
+        if policy.spec.action == "CUSTOM" or not authz_applies(policy, proxy):
             continue
         ns = policy.metadata.namespace
         out.append(AuthzPolicy(f"{ns}/{policy.metadata.name}", policy.spec.action,

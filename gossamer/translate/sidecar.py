@@ -50,7 +50,7 @@ OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 
 
-def _virtual_service_for_host(vss: list[Any], hostname: str) -> Any | None:
+def virtual_service_for_host(vss: list[Any], hostname: str) -> Any | None:
     """Sidecars use one VirtualService per host: an exact host beats a wildcard, older beats newer."""
     wildcard = None
     for vs in vss:
@@ -110,7 +110,7 @@ def default_service_route(snapshot: MeshSnapshot, service: MeshService, port: in
 def service_virtual_host(snapshot: MeshSnapshot, service: MeshService, port: int, proxy: Proxy,
                          vss: list[Any]) -> VirtualHost:
     ctx = RouteContext(proxy, frozenset({MESH_GATEWAY}), port)
-    vs = _virtual_service_for_host(vss, service.hostname)
+    vs = virtual_service_for_host(vss, service.hostname)
     routes = translate_http_rules(snapshot, vs, ctx) if vs is not None else [
         default_service_route(snapshot, service, port, proxy)]
     return VirtualHost(

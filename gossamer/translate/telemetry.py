@@ -58,13 +58,18 @@ def _metrics_disabled(spec: Any) -> bool | None:
 
 def _levels(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
     """The Telemetry specs that apply to the proxy, least specific first (mesh, namespace, workload)."""
+    return [t.spec for t in telemetry_levels(snapshot, proxy)]
+
+
+def telemetry_levels(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
+    """The Telemetry resources that apply to the proxy, least specific first (mesh, namespace, workload)."""
     labels = proxy.label_map
     policies = [t for t in snapshot.of_kind("Telemetry") if not (t.spec.target_ref or t.spec.target_refs)]
     workload = [t for t in policies if t.metadata.namespace == proxy.namespace and _has_selector(t.spec)
                 and _selects(t.spec, labels)]
     namespace = [t for t in policies if t.metadata.namespace == proxy.namespace and not _has_selector(t.spec)]
     mesh = [t for t in policies if t.metadata.namespace == ROOT_NAMESPACE and not _has_selector(t.spec)]
-    return [t.spec for level in (mesh, namespace, workload) for t in level[:1]]
+    return [t for level in (mesh, namespace, workload) for t in level[:1]]
 
 
 def telemetry_off(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[bool, bool]:

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,31 @@ def test_explain_names_the_rule_the_cluster_and_its_endpoints(bookinfo: Mesh) ->
         assert body["notMatched"][0]["operation"] == "default/reviews#http[0]"
     finally:
         bookinfo.delete(*reversed(files))
+
+
+def test_describe_and_proxy_config_secret(bookinfo: Mesh) -> None:
+    dr = NETWORKING / "destination-rule-all.yaml"
+    bookinfo.apply(dr)
+    try:
+        out = bookinfo.cli("describe", "deploy/reviews-v2").stdout
+        assert "spiffe://cluster.local/ns/default/sa/bookinfo-reviews" in out, out
+        assert "Service: reviews (reviews.default.svc.cluster.local)" in out, out
+        assert "DestinationRule: default/reviews" in out, out
+        assert re.search(r"Matching subsets: v2\b", out), out
+        body = json.loads(bookinfo.cli("describe", "deploy/reviews-v2", "-o", "json").stdout)
+        assert body["pod"]["ready"] and body["pod"]["sidecar"]
+        assert body["services"][0]["destinationRule"]["podSubsets"] == ["v2"]
+        assert body["peerAuthentication"]["mode"] == "PERMISSIVE"
+    finally:
+        bookinfo.delete(dr)
+    out = bookinfo.cli("proxy-config", "secret", "deploy/reviews-v2").stdout
+    assert "spiffe://cluster.local/ns/default/sa/bookinfo-reviews" in out, out
+    assert "PRIVATE KEY" not in out
+    secret = json.loads(bookinfo.cli("proxy-config", "secret", "deploy/reviews-v2", "-o", "json").stdout)
+    cert = secret["certificate"]
+    assert cert["identity"] == "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
+    assert datetime.fromisoformat(cert["notAfter"]) > datetime.now(UTC)
+    assert any(s["ackedVersion"] for s in secret["streams"]), secret["streams"]
 
 
 def test_zz_down_leaves_nothing_behind(bookinfo: Mesh) -> None:
