@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.server
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -217,3 +219,39 @@ def applying(mesh: Mesh, tmp_path: Path) -> Iterator[Applied]:
         yield applied
     finally:
         applied.cleanup()
+
+
+HOST_ADDRESS = "10.244.0.1"  # the gsm0 bridge: the node's address on the pod network
+
+
+class _OutsideHandler(http.server.BaseHTTPRequestHandler):
+    """A server outside every pod: answers with the Host and path it was asked for."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = f"outside host={self.headers.get('Host')} path={self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving_on_host(port: int) -> Iterator[None]:
+    """An HTTP server on the node's pod-network address (needs gsm0: start it inside a mesh)."""
+    server = http.server.ThreadingHTTPServer((HOST_ADDRESS, port), _OutsideHandler)
+    try:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def curl_status_body(mesh: Mesh, url: str, ref: str = "deploy/curl") -> tuple[str, str]:
+    """(status code, body) of a GET from a pod; the code is "000" when curl got no HTTP answer."""
+    proc = mesh.exec(ref, "curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", url, check=False)
+    body, _, code = proc.stdout.rpartition("\n")
+    return code.strip(), body

@@ -7,22 +7,19 @@ bound to [mesh, istio-egressgateway]: the curl pod's request goes sidecar -> egr
 
 from __future__ import annotations
 
-import http.server
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import REPO, Mesh, free_port, own_mesh, wait_until
+from tests.e2e.mesh import HOST_ADDRESS, REPO, Mesh, curl_status_body, free_port, own_mesh, serving_on_host, wait_until
 
 pytestmark = pytest.mark.e2e
 
 CURL = REPO / "samples" / "curl"
-HOST_ADDRESS = "10.244.0.1"  # the gsm0 bridge: the node's address on the pod network
 RUN_DIR = Path("/run/gsm-e2e-egress")
 EGRESS = ("-n", "istio-system", "deploy/istio-egressgateway")
 
@@ -77,16 +74,6 @@ spec:
 """
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = f"outside host={self.headers.get('Host')} path={self.path}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -99,22 +86,10 @@ def egress() -> Iterator[tuple[Mesh, Path]]:
     try:
         with own_mesh(RUN_DIR, tmp / "state", CURL, tmp / "config", up_args=("--egress-gateway",)) as mesh:
             # gsm0 exists now: serve on the node's pod-network address, outside every pod.
-            server = http.server.ThreadingHTTPServer((HOST_ADDRESS, port), _Handler)
-            try:
-                threading.Thread(target=server.serve_forever, daemon=True).start()
+            with serving_on_host(port):
                 yield mesh, tmp
-            finally:
-                server.shutdown()
-                server.server_close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def curl(mesh: Mesh, url: str) -> tuple[str, str]:
-    """(status code, body) of a GET from the meshed curl pod."""
-    proc = mesh.exec("deploy/curl", "curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", url, check=False)
-    body, _, code = proc.stdout.rpartition("\n")
-    return code.strip(), body
 
 
 def _debug(mesh: Mesh) -> str:
@@ -142,7 +117,7 @@ def test_status_lists_the_egress_gateway(egress: tuple[Mesh, Path]) -> None:
 def test_request_goes_direct_without_the_virtual_service(egress: tuple[Mesh, Path]) -> None:
     mesh, _tmp = egress
     before = egress_log(mesh).count("/direct")
-    code, body = curl(mesh, "http://external.example.com/direct")
+    code, body = curl_status_body(mesh, "http://external.example.com/direct")
     assert code == "200", body
     assert "outside host=external.example.com path=/direct" in body
     time.sleep(2)  # Envoy flushes its access log about once a second
@@ -155,7 +130,7 @@ def test_request_passes_through_the_egress_gateway(egress: tuple[Mesh, Path]) ->
     vs.write_text(VIRTUAL_SERVICE)
     mesh.apply(vs)
     try:
-        code, body = curl(mesh, "http://external.example.com/via-egress")
+        code, body = curl_status_body(mesh, "http://external.example.com/via-egress")
         assert code == "200", body + _debug(mesh)
         assert "outside host=external.example.com path=/via-egress" in body
         # Envoy flushes its access log about once a second.
@@ -164,6 +139,6 @@ def test_request_passes_through_the_egress_gateway(egress: tuple[Mesh, Path]) ->
         mesh.delete(vs)
     # Back to direct once the VirtualService is gone.
     count = egress_log(mesh).count("/after")
-    assert wait_until(lambda: curl(mesh, "http://external.example.com/after")[0] == "200", timeout=10)
+    assert wait_until(lambda: curl_status_body(mesh, "http://external.example.com/after")[0] == "200", timeout=10)
     time.sleep(2)
     assert egress_log(mesh).count("/after") == count

@@ -5,21 +5,18 @@ host name; a Sidecar with REGISTRY_ONLY then blocks unregistered destinations (5
 
 from __future__ import annotations
 
-import http.server
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import REPO, Mesh, free_port, own_mesh, wait_until
+from tests.e2e.mesh import HOST_ADDRESS, REPO, Mesh, curl_status_body, free_port, own_mesh, serving_on_host, wait_until
 
 pytestmark = pytest.mark.e2e
 
 CURL = REPO / "samples" / "curl"
-HOST_ADDRESS = "10.244.0.1"  # the gsm0 bridge: the node's address on the pod network
 RUN_DIR = Path("/run/gsm-e2e-se")
 
 
@@ -56,16 +53,6 @@ spec:
 """
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = f"outside host={self.headers.get('Host')}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -77,36 +64,24 @@ def external() -> Iterator[tuple[Mesh, Path, int]]:
     try:
         with own_mesh(RUN_DIR, tmp / "state", CURL, tmp / "config") as mesh:
             # gsm0 exists now: serve on the node's pod-network address, outside every pod.
-            server = http.server.ThreadingHTTPServer((HOST_ADDRESS, port), _Handler)
-            try:
-                threading.Thread(target=server.serve_forever, daemon=True).start()
+            with serving_on_host(port):
                 yield mesh, tmp, port
-            finally:
-                server.shutdown()
-                server.server_close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def curl(mesh: Mesh, url: str) -> tuple[str, str]:
-    """(status code, body) of a GET from the meshed curl pod."""
-    proc = mesh.exec("deploy/curl", "curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", url, check=False)
-    body, _, code = proc.stdout.rpartition("\n")
-    return code.strip(), body
 
 
 def test_static_service_entry_host_reached_by_name_from_a_pod(external: tuple[Mesh, Path, int]) -> None:
     mesh, _tmp, _port = external
     hosts = mesh.exec("deploy/curl", "cat", "/etc/hosts").stdout
     assert "external.example.com" in hosts  # an auto-allocated address from the service range
-    code, body = curl(mesh, "http://external.example.com/")
+    code, body = curl_status_body(mesh, "http://external.example.com/")
     assert code == "200", body
     assert "outside host=external.example.com" in body
 
 
 def test_dns_service_entry_host_reached_by_name_from_a_pod(external: tuple[Mesh, Path, int]) -> None:
     mesh, _tmp, _port = external
-    code, body = curl(mesh, "http://dns.example.com:8080/")
+    code, body = curl_status_body(mesh, "http://dns.example.com:8080/")
     assert code == "200", body
     assert "outside host=dns.example.com:8080" in body
 
@@ -114,17 +89,17 @@ def test_dns_service_entry_host_reached_by_name_from_a_pod(external: tuple[Mesh,
 def test_registry_only_blocks_unregistered_destinations(external: tuple[Mesh, Path, int]) -> None:
     mesh, tmp, port = external
     direct = f"http://{HOST_ADDRESS}:{port}/"  # a port no service has: plain TCP to the sidecar
-    assert curl(mesh, direct)[0] == "200"  # ALLOW_ANY: passes through to the original destination
+    assert curl_status_body(mesh, direct)[0] == "200"  # ALLOW_ANY: passes through to the original destination
     sidecar = tmp / "sidecar.yaml"
     sidecar.write_text(REGISTRY_ONLY)
     mesh.apply(sidecar)
     try:
         # Unknown TCP destination: BlackHoleCluster closes the connection (curl reports 000).
-        assert wait_until(lambda: curl(mesh, direct)[0] == "000", timeout=10)
+        assert wait_until(lambda: curl_status_body(mesh, direct)[0] == "000", timeout=10)
         # Unknown host on an HTTP port of the registry (80): Istio's block_all answers 502.
-        assert curl(mesh, f"http://{HOST_ADDRESS}/")[0] == "502"
-        code, body = curl(mesh, "http://external.example.com/")
+        assert curl_status_body(mesh, f"http://{HOST_ADDRESS}/")[0] == "502"
+        code, body = curl_status_body(mesh, "http://external.example.com/")
         assert code == "200", body  # registered: still reachable
     finally:
         mesh.delete(sidecar)
-    assert wait_until(lambda: curl(mesh, direct)[0] == "200", timeout=10)
+    assert wait_until(lambda: curl_status_body(mesh, direct)[0] == "200", timeout=10)
