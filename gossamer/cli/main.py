@@ -45,6 +45,14 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
         raise CliError("no mesh is running (start one with `gossamer up PATH`)") from e
 
 
+def _call_ok(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    """The API's answer, or a CliError carrying the API's error message."""
+    status, answer = _call(args, method, path, body)
+    if status != 200:
+        raise CliError(answer.get("error", f"HTTP {status}"))
+    return answer
+
+
 def _files_payload(paths: list[str]) -> list[dict[str, str]]:
     files = []
     for p in paths:
@@ -188,9 +196,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     query = f"?namespace={'' if args.all_namespaces else args.namespace}"
     if args.name:
         query += f"&name={args.name}"
-    status, body = _call(args, "GET", f"/v1/resources/{args.kind}{query}")
-    if status != 200:
-        raise CliError(body.get("error", f"HTTP {status}"))
+    body = _call_ok(args, "GET", f"/v1/resources/{args.kind}{query}")
     items = body["items"]
     if args.output == "json":
         print(json.dumps(items[0] if args.name else {"kind": "List", "items": items}, indent=2))
@@ -256,9 +262,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _pod(args: argparse.Namespace) -> dict[str, Any]:
-    status, body = _call(args, "GET", f"/v1/pods/{args.namespace}/{args.pod}")
-    if status != 200:
-        raise CliError(body.get("error", f"HTTP {status}"))
+    body = _call_ok(args, "GET", f"/v1/pods/{args.namespace}/{args.pod}")
     return body
 
 
@@ -297,10 +301,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_proxy_config(args: argparse.Namespace) -> int:
-    status, body = _call(args, "GET", f"/v1/proxy-config/{args.namespace}/{args.pod}?type={args.type}"
-                         + ("&stats=1" if args.stats else ""))
-    if status != 200:
-        raise CliError(body.get("error", f"HTTP {status}"))
+    body = _call_ok(args, "GET", f"/v1/proxy-config/{args.namespace}/{args.pod}?type={args.type}"
+                    + ("&stats=1" if args.stats else ""))
     if args.output == "json":
         print(json.dumps(body, indent=2))
         return 0
@@ -316,9 +318,7 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    status, body = _call(args, "GET", f"/v1/describe/{args.namespace}/{args.pod}")
-    if status != 200:
-        raise CliError(body.get("error", f"HTTP {status}"))
+    body = _call_ok(args, "GET", f"/v1/describe/{args.namespace}/{args.pod}")
     if args.output == "json":
         print(json.dumps(body, indent=2))
         return 0
@@ -329,11 +329,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    status, body = _call(args, "POST", "/v1/explain", {
+    body = _call_ok(args, "POST", "/v1/explain", {
         "namespace": args.namespace, "ref": args.pod, "url": args.url, "method": args.method,
         "headers": args.header or [], "inbound": args.inbound})
-    if status != 200:
-        raise CliError(body.get("error", f"HTTP {status}"))
     if args.output == "json":
         print(json.dumps(body, indent=2))
         return 0
