@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gossamer.registry.types import MeshService, Workload
+from gossamer.resources.meshconfig import MeshConfig, mesh_config_of
 
 T = TypeVar("T")
 
@@ -30,6 +31,11 @@ class MeshSnapshot:
             self._derived[key] = compute()
         value: T = self._derived[key]
         return value
+
+    @property
+    def mesh_config(self) -> MeshConfig:
+        """Istio's mesh-wide options (`ConfigMap istio-system/istio`, key `mesh`), parsed once."""
+        return self.derived("mesh_config", lambda: mesh_config_of(self.of_kind("ConfigMap")))
 
     def of_kind(self, kind: str) -> tuple[Any, ...]:
         return self.resources.get(kind, ())

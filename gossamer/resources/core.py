@@ -1,4 +1,4 @@
-"""core/v1 kinds: Namespace, ServiceAccount, Service (and Pod, for `get` only)."""
+"""core/v1 kinds: Namespace, ServiceAccount, Service, Secret, ConfigMap (and Pod, for `get` only)."""
 
 from __future__ import annotations
 
@@ -87,4 +87,34 @@ def secret_data(raw: dict[str, Any]) -> dict[str, bytes]:
         for key, value in string_data.items():
             if isinstance(value, str):
                 out[str(key)] = value.encode()
+    return out
+
+
+# ---------------------------------------------------------------------------- ConfigMap
+# No spec: `data` (string values), `binaryData` (base64) and `immutable` are top-level fields, kept
+# in `Resource.raw` (validated by `configmap.validate_config_map`).
+
+
+def configmap_data(raw: dict[str, Any]) -> dict[str, str]:
+    """A ConfigMap's `data` (string values only; validation reports the others)."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, str)}
+
+
+def configmap_binary_data(raw: dict[str, Any]) -> dict[str, bytes]:
+    """A ConfigMap's `binaryData`, decoded (values that are not base64 are skipped)."""
+    import base64
+    import binascii
+
+    data = raw.get("binaryData")
+    out: dict[str, bytes] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, str):
+                try:
+                    out[str(key)] = base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    continue
     return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from gossamer.resources import apps, core, networking, security, telemetry
+from gossamer.resources import apps, configmap, core, networking, security, telemetry
 from gossamer.resources import validation as v
 from gossamer.resources.base import Resource
 from gossamer.resources.validation import Finding
@@ -94,6 +94,17 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         None,
         v.validate_secret,
         extra_top_level=("type", "data", "stringData", "immutable"),
+    ),
+    KindInfo(
+        "",
+        ("v1",),
+        "ConfigMap",
+        "configmaps",
+        ("cm",),
+        True,
+        None,
+        configmap.validate_config_map,
+        extra_top_level=("data", "binaryData", "immutable"),
     ),
     KindInfo("", ("v1",), "Pod", "pods", ("po",), True, None, v.validate_nothing, appliable=False),
     KindInfo(

@@ -193,12 +193,13 @@ class _Doc:
             path = path[:-1]
         return self.doc_line
 
-    def add(self, level: str, shown: FieldPath, message: str, line_path: FieldPath | None = None) -> None:
+    def add(self, level: str, shown: FieldPath, message: str, line_path: FieldPath | None = None,
+            line: int = 0) -> None:
         self.issues.append(
             Issue(
                 level="error" if level == "error" else "warning",
                 file=self.filename,
-                line=self.line(shown if line_path is None else line_path),
+                line=line or self.line(shown if line_path is None else line_path),
                 kind=self.kind,
                 name=self.name,
                 field=format_path(shown),
@@ -323,7 +324,7 @@ def _build(
         except Exception as e:  # a validator bug must not hide the object's other problems
             findings.append(Finding("error", (), f"internal error while validating: {e!r}"))
         for f in findings:
-            doc.add(f.level, f.path, f.message)
+            doc.add(f.level, f.path, f.message, line=f.line)
     doc.issues.sort(key=lambda i: i.line)
     if doc.failed:
         return None, doc.issues

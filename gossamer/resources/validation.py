@@ -24,6 +24,9 @@ class Finding:
     level: Literal["error", "warning"]
     path: FieldPath
     message: str
+    # The line, when the field is inside a value of the document (a ConfigMap's embedded YAML);
+    # 0: the line of `path` in the document.
+    line: int = 0
 
 
 class _Report:
