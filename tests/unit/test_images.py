@@ -1,0 +1,80 @@
+"""Images from OCI layouts with real skopeo and umoci: cache, pull policy, config, unpack, user lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gossamer.runtime.images import (
+    ImageCache,
+    ImageConfig,
+    ImageError,
+    image_env,
+    normalize_reference,
+    resolve_user,
+    skopeo_source,
+)
+from tests.support.images import build_busybox_image, tools_missing
+
+needs_tools = pytest.mark.skipif(tools_missing() is not None, reason=str(tools_missing()))
+
+
+def test_registry_references_are_normalized_as_docker_does() -> None:
+    assert normalize_reference("nginx") == "docker.io/library/nginx:latest"
+    assert normalize_reference("cncamp/httpserver:v1.0-metrics") == "docker.io/cncamp/httpserver:v1.0-metrics"
+    assert normalize_reference("quay.io/x/y") == "quay.io/x/y:latest"
+    assert normalize_reference("localhost:5000/y:1") == "localhost:5000/y:1"
+    assert normalize_reference("a/b@sha256:00") == "docker.io/a/b@sha256:00"
+
+
+def test_local_sources_are_taken_from_the_manifest_folder(tmp_path: Path) -> None:
+    assert skopeo_source("oci:img:v1", tmp_path) == f"oci:{tmp_path / 'img'}:v1"
+    assert skopeo_source("docker-archive:/x/y.tar", tmp_path) == "docker-archive:/x/y.tar"
+    assert skopeo_source("cncamp/httpserver:v1", None) == "docker://docker.io/cncamp/httpserver:v1"
+
+
+def test_command_and_args_override_as_kubernetes_does() -> None:
+    cfg = ImageConfig(entrypoint=("/bin/httpd",), cmd=("-f", "-p", "80"))
+    assert cfg.argv([], []) == ["/bin/httpd", "-f", "-p", "80"]
+    assert cfg.argv([], ["-p", "8080"]) == ["/bin/httpd", "-p", "8080"]
+    assert cfg.argv(["/bin/sh", "-c"], ["echo hi"]) == ["/bin/sh", "-c", "echo hi"]
+    assert cfg.argv(["/bin/true"], []) == ["/bin/true"]
+
+
+def test_container_env_wins_over_the_image_env() -> None:
+    env = image_env(ImageConfig(env=(("A", "image"), ("B", "image"))), [("B", "pod")])
+    assert env["A"] == "image" and env["B"] == "pod" and env["PATH"]
+
+
+@needs_tools
+def test_image_is_cached_config_read_and_unpacked(tmp_path: Path) -> None:
+    ref = build_busybox_image(tmp_path / "layout", "v1", entrypoint=["/bin/httpd"], cmd=["-f", "-p", "80"],
+                              env={"GREETING": "hi"}, workdir="/www", user="app",
+                              passwd="root:x:0:0::/root:/bin/sh\napp:x:4242:4343::/home:/bin/sh\n",
+                              files={"/www/index.html": "hello\n"})
+    cache = ImageCache(tmp_path / "cache")
+    with pytest.raises(ImageError, match="Never"):
+        cache.ensure(ref, "Never")
+    image = cache.ensure(ref)
+    assert image.digest.startswith("sha256:")
+    assert cache.ensure(ref, "Never") == image  # now present: no pull needed
+    cfg = cache.config(image)
+    assert cfg.entrypoint == ("/bin/httpd",) and cfg.cmd == ("-f", "-p", "80")
+    assert dict(cfg.env)["GREETING"] == "hi" and cfg.working_dir == "/www" and cfg.user == "app"
+    rootfs = cache.unpack(image, tmp_path / "bundle")
+    assert (rootfs / "www" / "index.html").read_text() == "hello\n"
+    assert resolve_user(rootfs, cfg.user) == (4242, 4343)
+    assert resolve_user(rootfs, "10:20") == (10, 20)
+    assert resolve_user(rootfs, "") == (None, None)
+    with pytest.raises(ImageError, match="nobody"):
+        resolve_user(rootfs, "nobody")
+
+
+@needs_tools
+def test_an_image_that_cannot_be_obtained_says_why(tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "cache")
+    with pytest.raises(ImageError) as err:
+        cache.ensure(f"oci:{tmp_path / 'missing'}:v1")
+    assert str(err.value)
+    assert cache.cached(f"oci:{tmp_path / 'missing'}:v1") is None
