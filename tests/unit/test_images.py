@@ -78,3 +78,53 @@ def test_an_image_that_cannot_be_obtained_says_why(tmp_path: Path) -> None:
         cache.ensure(f"oci:{tmp_path / 'missing'}:v1")
     assert str(err.value)
     assert cache.cached(f"oci:{tmp_path / 'missing'}:v1") is None
+
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: script
+        image: ignored-for-commands
+        command: ["python3", "-m", "http.server"]
+      - name: web
+        image: IMAGE
+        imagePullPolicy: POLICY
+"""
+
+
+def _deployment_issues(tmp_path: Path, image: str, policy: str = "IfNotPresent") -> list[str]:
+    from gossamer.controlplane.images import image_issues
+    from gossamer.resources.loader import parse_documents
+
+    path = tmp_path / "web.yaml"
+    text = DEPLOYMENT.replace("IMAGE", image).replace("POLICY", policy)
+    path.write_text(text)
+    resources, problems = parse_documents(text, str(path))
+    assert not [p for p in problems if p.level == "error"]
+    return [str(i) for i in image_issues(resources, ImageCache(tmp_path / "cache"))]
+
+
+@needs_tools
+def test_apply_pulls_images_relative_to_the_manifest(tmp_path: Path) -> None:
+    build_busybox_image(tmp_path / "layout", "v1", entrypoint=["/bin/sh"])
+    assert _deployment_issues(tmp_path, "oci:layout:v1") == []
+    assert _deployment_issues(tmp_path, "oci:layout:v1", "Never") == []  # cached by the first apply
+
+
+@needs_tools
+def test_apply_names_the_image_field_that_cannot_be_pulled(tmp_path: Path) -> None:
+    (issue,) = _deployment_issues(tmp_path, "oci:nowhere:v1")
+    assert issue.startswith(f"{tmp_path / 'web.yaml'}:17: Deployment/web: spec.template.spec.containers[1].image: "
+                            "cannot pull oci:nowhere:v1: ")
+    (issue,) = _deployment_issues(tmp_path, "gossamer/never-pulled:v1", "Never")
+    assert issue.endswith("cannot pull gossamer/never-pulled:v1: image not present and imagePullPolicy is Never")
