@@ -69,10 +69,21 @@ def build_case(case: Path) -> dict[str, dict[str, Message]]:
 _MAPS = ("policies", "providers")
 
 
+def _sort_struct(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _sort_struct(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_sort_struct(v) for v in value]
+    return value
+
+
 def _sort_maps(value: object) -> object:
     """Protobuf map fields have no order: RBAC `policies` and jwt_authn `providers` are dumped sorted
     by name."""
     if isinstance(value, dict):
+        if str(value.get("@type", "")).endswith(".TypedStruct") and isinstance(value.get("value"), dict):
+            # a TypedStruct's value is a google.protobuf.Struct: a map, dumped sorted
+            return {**value, "value": _sort_struct(value["value"])}
         return {k: (_sort_maps(dict(sorted(v.items()))) if k in _MAPS and isinstance(v, dict) else _sort_maps(v))
                 for k, v in value.items()}
     if isinstance(value, list):
