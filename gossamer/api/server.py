@@ -49,6 +49,7 @@ class Api:
         app.add_routes([
             web.get("/v1/ready", self.ready),
             web.post("/v1/apply", self.apply),
+            web.post("/v1/analyze", self.analyze),
             web.post("/v1/delete", self.delete),
             web.get("/v1/resources/{kind}", self.list_resources),
             web.get("/v1/status", self.status),
@@ -101,6 +102,22 @@ class Api:
         out = result.to_json()
         out["revision"] = self.cp.store.revision()
         return web.json_response(out, status=200 if result.ok else 422)
+
+    async def analyze(self, request: web.Request) -> web.Response:
+        """`gossamer analyze` against the running mesh: these files over its config and pods."""
+        from gossamer.analyze.live import analyze_mesh
+
+        body = await request.json()
+        files = [(f["name"], f["text"]) for f in body.get("files", [])]
+        mesh = body.get("meshConfig")
+        stored = [r for rs in self.cp.snapshots.resources().values() for r in rs]
+        try:
+            result = analyze_mesh(files, stored, self.cp.runtime.pods(), namespace=body.get("namespace") or "default",
+                                  all_namespaces=bool(body.get("allNamespaces")),
+                                  mesh_config=(mesh["name"], mesh["text"]) if mesh else None)
+        except ValueError as e:
+            return _error(400, str(e))
+        return web.json_response(result.to_json())
 
     async def delete(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -164,24 +164,60 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return _wait_synced(args, body["revision"]) if args.wait and not args.dry_run else 0
 
 
+ANALYZE_FOUND_ISSUES = 79  # istioctl analyze's exit code when messages reach --failure-threshold
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Like `istioctl analyze`: against the running mesh's config when there is one, else offline."""
+    from gossamer.analyze.messages import LEVEL_RANK
+
     files = _files_payload(args.paths)
+    mesh_config = None
+    if args.mesh_config_file:
+        path = Path(args.mesh_config_file)
+        if not path.is_file():
+            raise CliError(f"{path}: no such file")
+        mesh_config = {"name": str(path), "text": path.read_text()}
+    namespace = args.namespace or "default"
     client = _client(args)
     if client.alive():
-        status, body = client.post("/v1/apply", {"files": files, "dryRun": True})
-        errors, warnings = body.get("errors", []), body.get("warnings", [])
+        status, body = client.post("/v1/analyze", {"files": files, "namespace": namespace,
+                                                   "allNamespaces": args.all_namespaces, "meshConfig": mesh_config})
+        if status != 200:
+            raise CliError(body.get("error") or f"analyze failed ({status})")
         against = "the running mesh's config"
     else:
-        from gossamer.controlplane.offline import analyze_files
+        from gossamer.analyze.session import analyze
 
-        errors, warnings = analyze_files([(f["name"], f["text"]) for f in files])
+        try:
+            result = analyze([(f["name"], f["text"]) for f in files], namespace=namespace,
+                             all_namespaces=args.all_namespaces,
+                             mesh_config=(mesh_config["name"], mesh_config["text"]) if mesh_config else None)
+        except ValueError as e:
+            raise CliError(str(e)) from e
+        body = result.to_json()
         against = "these files alone (no mesh is running)"
-    for line in [*errors, *warnings]:
-        print(line)
-    if not errors and not warnings:
-        print(f"No validation issues found when analyzing {against}.")
-    return 1 if errors else 0
+    messages = body["messages"]
+    shown = [m for m in messages if LEVEL_RANK[m["level"]] >= LEVEL_RANK[args.output_threshold]]
+    if args.output == "json":
+        print(json.dumps(shown, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(shown, sort_keys=False), end="")
+    else:
+        for m in shown:
+            print(m["text"])
+    for note in body.get("notes", []):
+        print(note, file=sys.stderr)
+    not_analyzed = body.get("notAnalyzed") or {}
+    if not_analyzed:
+        kinds = ", ".join(f"{k} ({n})" for k, n in sorted(not_analyzed.items()))
+        print(f"note: read but not analyzed (no analyzer looks at these kinds): {kinds}", file=sys.stderr)
+    if not shown and args.output == "log":
+        scope = "all namespaces" if args.all_namespaces else f"namespace: {namespace}"
+        print(f"No validation issues found when analyzing {against} ({scope}).")
+    if any(LEVEL_RANK[m["level"]] >= LEVEL_RANK[args.failure_threshold] for m in messages):
+        return ANALYZE_FOUND_ISSUES
+    return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -423,8 +459,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=10.0, help="seconds --wait waits")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("analyze", help="validate and cross-check files, like istioctl analyze (changes nothing)")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p = sub.add_parser("analyze", help="Istio's config analyzers over files, cluster dumps or the running mesh, "
+                                        "like istioctl analyze (changes nothing)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (- for stdin); none: the mesh's config")
+    p.add_argument("-n", "--namespace", default=None,
+                   help="namespace of objects that name none, and whose messages are shown (default: default)")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="show messages for every namespace")
+    p.add_argument("--meshConfigFile", dest="mesh_config_file", metavar="FILE",
+                   help="mesh config (Istio MeshConfig YAML) to analyze with, instead of the istio ConfigMap's")
+    levels = ["Info", "Warning", "Error"]
+    p.add_argument("--failure-threshold", choices=levels, default="Error",
+                   help=f"exit {ANALYZE_FOUND_ISSUES} when a message is at least this level")
+    p.add_argument("--output-threshold", choices=levels, default="Info", help="print messages of at least this level")
+    p.add_argument("-o", "--output", choices=["log", "json", "yaml"], default="log")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("get", help="list resources (virtualservices, vs, pods, svc, ...)")

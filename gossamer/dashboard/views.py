@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from gossamer.analyze.live import mesh_messages
+from gossamer.analyze.messages import Message
 from gossamer.api.server import pod_json
-from gossamer.controlplane.analyze import analyze
 from gossamer.controlplane.daemon import ControlPlane
 from gossamer.controlplane.workloads import BUILTIN_SOURCE
 from gossamer.dashboard.graph import RateWindow, ServiceInfo, WorkloadInfo, build_graph, edge_counters, request_samples
@@ -90,9 +91,13 @@ def _summary(kind: str, spec: dict[str, Any]) -> str:
     return ""
 
 
-def config_view(stored: Iterable[StoredObject], parsed: Sequence[Any]) -> dict[str, Any]:
-    """Istio config objects with their source file:line and the warnings `apply` gives for them today
-    (cross-references like istioctl analyze, fields accepted but not enforced)."""
+def config_view(stored: Iterable[StoredObject], parsed: Sequence[Any],
+                messages: Sequence[Message] = ()) -> dict[str, Any]:
+    """Istio config objects with their source file:line, the analysis messages about them (what
+    `gossamer analyze` says of the running mesh) and the fields accepted but not enforced."""
+    analysis: dict[tuple[str, str, str], list[Message]] = {}
+    for m in messages:
+        analysis.setdefault((m.kind, m.namespace, m.name), []).append(m)
     by_key = {r.key: r for r in parsed}
     items: list[dict[str, Any]] = []
     for obj in stored:
@@ -102,7 +107,9 @@ def config_view(stored: Iterable[StoredObject], parsed: Sequence[Any]) -> dict[s
         warnings: list[dict[str, Any]] = []
         if resource is not None:
             warnings = [{"line": i.line, "field": i.field, "message": i.message, "text": str(i)}
-                        for i in [*not_enforced_issues(resource), *analyze([resource], parsed)]]
+                        for i in not_enforced_issues(resource)]
+            warnings += [{"line": m.line, "field": m.field, "message": f"{m.text} ({m.code} {m.type.name})",
+                          "code": m.code, "level": m.level, "text": str(m)} for m in analysis.get(obj.key, [])]
         spec = obj.body.get("spec") or {}
         items.append({"kind": obj.kind, "namespace": obj.namespace, "name": obj.name,
                       "source": f"{obj.source_file}:{obj.source_line}" if obj.source_line else obj.source_file,
@@ -134,6 +141,7 @@ class Dashboard:
     def __init__(self, cp: ControlPlane, rates: RateWindow | None = None) -> None:
         self.cp = cp
         self.window = rates or RateWindow()
+        self._analysis: tuple[Any, list[Message]] | None = None
 
     def sample(self) -> None:
         self.window.observe(edge_counters(request_samples(self.cp.metrics.registry)))
@@ -150,7 +158,13 @@ class Dashboard:
 
     def config(self) -> dict[str, Any]:
         resources = self.cp.snapshots.resources()
-        return config_view(self.cp.store.objects(), [r for rs in resources.values() for r in rs])
+        parsed = [r for rs in resources.values() for r in rs]
+        pods = self.cp.runtime.pods()
+        # Analysis follows config and pod changes, not polls: cached per store revision and pod set.
+        key = (self.cp.store.revision(), tuple((p.namespace, p.name, p.labels, p.has_sidecar) for p in pods))
+        if self._analysis is None or self._analysis[0] != key:
+            self._analysis = (key, mesh_messages(parsed, pods))
+        return config_view(self.cp.store.objects(), parsed, self._analysis[1])
 
     def overview(self) -> dict[str, Any]:
         return {"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url, "revision": self.cp.store.revision()}

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from gossamer.resources.base import IntOrString, Model, NonNegInt, Port, PosInt
+from gossamer.resources.base import IntOrString, Model, NonNegInt, Port, PosInt, StringMap
 
 # Pod/container fields that are accepted but mean nothing for a local process: a warning
 # is issued when they are set (see validation.py).
@@ -36,8 +36,8 @@ class LabelSelector(Model):
 
 
 class ObjectMetaTemplate(Model):
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: StringMap = Field(default_factory=dict)
+    annotations: StringMap = Field(default_factory=dict)
     name: str | None = None
     namespace: str | None = None
     creation_timestamp: Any = None
@@ -124,6 +124,11 @@ class Container(Model):
     tty: bool | None = None
     termination_message_path: str | None = None
     termination_message_policy: str | None = None
+    # further Kubernetes fields a cluster dump carries (read, no local meaning)
+    stdin_once: bool | None = None
+    restart_policy: str | None = None
+    resize_policy: list[dict[str, Any]] | None = None
+    volume_devices: list[dict[str, Any]] | None = None
 
 
 class PodSpec(Model):
@@ -154,6 +159,21 @@ class PodSpec(Model):
     dns_config: dict[str, Any] | None = None
     image_pull_secrets: list[dict[str, Any]] | None = None
     runtime_class_name: str | None = None
+    # further Kubernetes fields a cluster dump carries (read, no local meaning)
+    active_deadline_seconds: int | None = None
+    ephemeral_containers: list[dict[str, Any]] | None = None
+    host_ipc: bool | None = Field(default=None, alias="hostIPC")
+    host_pid: bool | None = Field(default=None, alias="hostPID")
+    host_users: bool | None = None
+    os: dict[str, Any] | None = None
+    overhead: dict[str, Any] | None = None
+    preemption_policy: str | None = None
+    priority: int | None = None
+    readiness_gates: list[dict[str, Any]] | None = None
+    resource_claims: list[dict[str, Any]] | None = None
+    resources: dict[str, Any] | None = None
+    scheduling_gates: list[dict[str, Any]] | None = None
+    set_hostname_as_fqdn: bool | None = Field(default=None, alias="setHostnameAsFQDN")
 
 
 class PodTemplateSpec(Model):

@@ -55,6 +55,13 @@ def _int_or_string(v: Any) -> Any:
 IntOrString = Annotated[int | str, BeforeValidator(_int_or_string)]
 """Kubernetes IntOrString (e.g. targetPort: 8080 or targetPort: http)."""
 
+def _null_is_empty(v: Any) -> Any:
+    return {} if v is None else v
+
+
+StringMap = Annotated[dict[str, str], BeforeValidator(_null_is_empty)]
+"""labels / annotations: `null` (as `kubectl get -o yaml` may print) reads as empty."""
+
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -65,8 +72,8 @@ class Metadata(Model):
 
     name: str
     namespace: str = "default"
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: StringMap = Field(default_factory=dict)
+    annotations: StringMap = Field(default_factory=dict)
     generate_name: str | None = None
     resource_version: str | None = None
     generation: int | None = None

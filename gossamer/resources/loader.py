@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +212,18 @@ class _Doc:
         return any(i.level == "error" for i in self.issues)
 
 
+KindLookup = Callable[[str, dict[str, Any]], KindInfo | None]
+"""(kind, document) -> the kind's KindInfo; `gossamer analyze` passes one that also knows the
+kinds it only reads for analysis (Pods, ConfigMaps, webhooks, Gateway API objects, ...)."""
+
+
+def _kind_lookup(kind: str, raw: dict[str, Any]) -> KindInfo | None:
+    return kind_for(kind)
+
+
 def _build(
-    raw: Any, filename: str, lines: dict[FieldPath, int], doc_line: int, validate: bool = True
+    raw: Any, filename: str, lines: dict[FieldPath, int], doc_line: int, validate: bool = True,
+    kinds: KindLookup = _kind_lookup,
 ) -> tuple[Resource | None, list[Issue]]:
     if not isinstance(raw, dict):
         doc = _Doc(filename, lines, doc_line, "", "")
@@ -238,7 +248,7 @@ def _build(
     if not isinstance(kind, str) or not kind:
         doc.add("error", ("kind",), "kind is required")
         return None, doc.issues
-    info = kind_for(kind)
+    info = kinds(kind, raw)
     if info is None:
         hint = ""
         try:
@@ -331,7 +341,9 @@ def _build(
     return resource, doc.issues
 
 
-def _build_node(node: yaml.Node, raw: Any, filename: str) -> tuple[list[Resource], list[Issue]]:
+def _build_node(
+    node: yaml.Node, raw: Any, filename: str, kinds: KindLookup = _kind_lookup
+) -> tuple[list[Resource], list[Issue]]:
     resources: list[Resource] = []
     issues: list[Issue] = []
     doc_line = node.start_mark.line + 1
@@ -343,14 +355,14 @@ def _build_node(node: yaml.Node, raw: Any, filename: str) -> tuple[list[Resource
             issues.append(Issue("error", filename, line, "List", "", "items", "items must be a list"))
             return resources, issues
         for item, item_node in zip(items, items_node.value, strict=True):
-            r, i = _build_node(item_node, item, filename)
+            r, i = _build_node(item_node, item, filename, kinds)
             resources += r
             issues += i
         return resources, issues
     lines: dict[FieldPath, int] = {}
     dupes: list[tuple[FieldPath, int]] = []
     _line_map(node, (), lines, dupes)
-    resource, found = _build(raw, filename, lines, doc_line)
+    resource, found = _build(raw, filename, lines, doc_line, kinds=kinds)
     if dupes:
         kind = raw.get("kind", "") if isinstance(raw, dict) else ""
         meta = raw.get("metadata") if isinstance(raw, dict) else None
@@ -377,8 +389,11 @@ def _build_node(node: yaml.Node, raw: Any, filename: str) -> tuple[list[Resource
 # ---------------------------------------------------------------------------- public API
 
 
-def parse_documents(text: str, filename: str) -> tuple[list[Resource], list[Issue]]:
-    """Parse multi-document YAML. Returns the objects without errors, and every issue."""
+def parse_documents(
+    text: str, filename: str, kinds: KindLookup = _kind_lookup
+) -> tuple[list[Resource], list[Issue]]:
+    """Parse multi-document YAML. Returns the objects without errors, and every issue.
+    `kinds` decides which kinds are read (default: the kinds Gossamer runs)."""
     resources: list[Resource] = []
     issues: list[Issue] = []
     loader = _Loader(text)
@@ -390,7 +405,7 @@ def parse_documents(text: str, filename: str) -> tuple[list[Resource], list[Issu
             raw = loader.construct_document(node)
             if raw is None:
                 continue
-            r, i = _build_node(node, raw, filename)
+            r, i = _build_node(node, raw, filename, kinds)
             resources += r
             issues += i
     except yaml.MarkedYAMLError as e:

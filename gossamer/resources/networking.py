@@ -37,6 +37,13 @@ class WorkloadSelector(Model):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class MatchLabelsSelector(Model):
+    """istio.type.v1beta1.WorkloadSelector (`matchLabels`), as a DestinationRule's `workloadSelector` takes it
+    (Sidecar, ServiceEntry and EnvoyFilter use networking's `labels` form)."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+
+
 class Destination(Model):
     host: str
     subset: str | None = None
@@ -376,7 +383,7 @@ class DestinationRuleSpec(Model):
     traffic_policy: TrafficPolicy | None = None
     subsets: list[Subset] = Field(default_factory=list)
     export_to: list[str] | None = None
-    workload_selector: WorkloadSelector | None = None
+    workload_selector: MatchLabelsSelector | None = None
 
 
 # ---------------------------------------------------------------------------- Gateway

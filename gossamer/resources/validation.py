@@ -126,7 +126,10 @@ def check_labels(rep: _Report, path: FieldPath, labels: dict[str, str] | None) -
 def check_metadata(resource: Resource, namespaced: bool, name_rule: str = "subdomain") -> list[Finding]:
     rep = _Report()
     name = resource.metadata.name
-    ok = is_dns1123_label(name) if name_rule == "label" else is_dns1123_subdomain(name)
+    if name_rule == "any":  # kinds read only for analysis (RBAC names like "system:auth-delegator")
+        ok = bool(name)
+    else:
+        ok = is_dns1123_label(name) if name_rule == "label" else is_dns1123_subdomain(name)
     if not ok:
         what = "DNS-1123 label" if name_rule == "label" else "DNS-1123 subdomain"
         rep.error(
@@ -495,7 +498,7 @@ def validate_destination_rule(res: Resource) -> list[Finding]:
             _check_traffic_policy(rep, p + ("trafficPolicy",), subset.traffic_policy)
     _check_export_to(rep, sp + ("exportTo",), spec.export_to)
     if spec.workload_selector is not None:
-        check_labels(rep, sp + ("workloadSelector", "labels"), spec.workload_selector.labels)
+        check_labels(rep, sp + ("workloadSelector", "matchLabels"), spec.workload_selector.match_labels)
     return rep.findings
 
 
@@ -643,8 +646,8 @@ def validate_gateway(res: Resource) -> list[Finding]:
     spec: networking.GatewaySpec = res.spec
     sp: FieldPath = ("spec",)
     check_labels(rep, sp + ("selector",), spec.selector)
-    if not spec.servers:
-        rep.error(sp + ("servers",), "a Gateway needs at least one server")
+    if not spec.servers:  # Istio accepts it; it opens no port
+        rep.warn(sp + ("servers",), "a Gateway without servers opens no port")
     names: dict[str, int] = {}
     for i, server in enumerate(spec.servers):
         p = sp + ("servers", i)
@@ -932,8 +935,8 @@ def validate_service(res: Resource) -> list[Finding]:
     if spec.type == "ExternalName":
         if not spec.external_name:
             rep.error(sp + ("externalName",), "externalName is required for type ExternalName")
-    elif not spec.ports and not spec.headless:
-        rep.error(sp + ("ports",), "a Service needs at least one port")
+    elif not spec.ports and not spec.headless:  # Kubernetes accepts it (e.g. selector-less, for Endpoints)
+        rep.warn(sp + ("ports",), "a Service without ports receives no traffic")
     if spec.cluster_ip not in (None, "", "None") and not is_ip(spec.cluster_ip):
         rep.error(sp + ("clusterIP",), f"clusterIP {spec.cluster_ip!r} must be 'None' or an IP address")
     names: dict[str, int] = {}

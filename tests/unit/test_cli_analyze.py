@@ -1,7 +1,8 @@
-"""`gossamer analyze` with no mesh running: validation and cross-references, offline."""
+"""`gossamer analyze` with no mesh running: files and cluster dumps, Istio's analyzers, istioctl's flags."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,33 +11,122 @@ REPO = Path(__file__).resolve().parents[2]
 NET = REPO / "samples/bookinfo/networking"
 
 
-def analyze(tmp_path: Path, *paths: Path) -> subprocess.CompletedProcess[str]:
+def analyze(tmp_path: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gossamer.cli.main", "--run-dir", str(tmp_path / "run"),
-                           "--state-dir", str(tmp_path / "state"), "analyze", *map(str, paths)],
+                           "--state-dir", str(tmp_path / "state"), "analyze", *map(str, args)],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
 
 
 def test_consistent_files_have_no_issues(tmp_path: Path) -> None:
-    proc = analyze(tmp_path, REPO / "samples/bookinfo", NET / "destination-rule-all.yaml",
-                   NET / "virtual-service-all-v1.yaml")
-    assert proc.returncode == 0, proc.stderr
+    proc = analyze(tmp_path, REPO / "samples/bookinfo/bookinfo.yaml", NET / "destination-rule-reviews.yaml",
+                   NET / "virtual-service-reviews-v3.yaml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No validation issues found" in proc.stdout
     assert not (tmp_path / "state").exists()  # offline: nothing started, nothing stored
 
 
-def test_missing_subset_is_a_warning_with_its_line(tmp_path: Path) -> None:
-    proc = analyze(tmp_path, REPO / "samples/bookinfo", NET / "virtual-service-all-v1.yaml")
-    assert proc.returncode == 0
-    assert (f"{NET / 'virtual-service-all-v1.yaml'}:25: warning: VirtualService/reviews: "
-            "spec.http[0].route[0].destination.subset: referenced host+subset in destinationrule not found"
-            ) in proc.stdout
+def test_missing_subset_is_an_error_with_its_line(tmp_path: Path) -> None:
+    proc = analyze(tmp_path, REPO / "samples/bookinfo/bookinfo.yaml", NET / "virtual-service-all-v1.yaml")
+    assert proc.returncode == 79  # istioctl's exit code: a message at --failure-threshold (Error)
+    assert (f"{NET / 'virtual-service-all-v1.yaml'}:25: Error [IST0101] (VirtualService default/reviews) "
+            "spec.http[0].route[0].destination.subset: referenced host+subset in destinationrule not found: "
+            "'reviews+v1'") in proc.stdout
+    quiet = analyze(tmp_path, "--failure-threshold", "Error", "--output-threshold", "Error", "-o", "json",
+                    REPO / "samples/bookinfo/bookinfo.yaml", NET / "virtual-service-all-v1.yaml")
+    assert {(m["code"], m["kind"], m["resource"]) for m in json.loads(quiet.stdout)} == {
+        ("IST0101", "VirtualService", name) for name in ("details", "productpage", "ratings", "reviews")}
 
 
-def test_errors_fail(tmp_path: Path) -> None:
+def test_schema_errors_are_reported_and_the_rest_is_analyzed(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\n"
                    "spec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n"
-                   "      weight: 30\n    - destination: {host: ratings}\n      weight: 30\n")
+                   "      weight: 30\n    - destination: {host: ratings}\n      weight: 30\n---\n"
+                   "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: y}\n"
+                   "spec:\n  hosts: [y]\n  http:\n  - route:\n    - destination: {host: nowhere}\n")
     proc = analyze(tmp_path, bad)
-    assert proc.returncode == 1
-    assert f"{bad}:7: VirtualService/x: spec.http[0].route" in proc.stdout
+    assert proc.returncode == 79
+    assert f"{bad}:7: Error [IST0106] (VirtualService x) spec.http[0].route: weights sum to 60" in proc.stdout
+    assert f"{bad}:20: Error [IST0101] (VirtualService default/y) spec.http[0].route[0].destination.host" in proc.stdout
+
+
+DUMP = """apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: shop, annotations: null}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: cart-1, namespace: shop, labels: {app: cart}}
+  spec: {containers: [{name: cart, image: cart}], nodeName: node-1}
+  status: {phase: Running}
+- apiVersion: v1
+  kind: Node
+  metadata: {name: node-1}
+  spec: {podCIDR: 10.0.0.0/24}
+- apiVersion: admissionregistration.k8s.io/v1
+  kind: MutatingWebhookConfiguration
+  metadata: {name: istio-sidecar-injector}
+  webhooks: []
+- apiVersion: rbac.authorization.k8s.io/v1
+  kind: ClusterRole
+  metadata: {name: "system:shop-reader"}
+  rules: []
+- apiVersion: v1
+  kind: Service
+  metadata: {name: cart, namespace: shop}
+  spec: {selector: {app: cart}, ports: [{name: web, port: 80}]}
+- apiVersion: networking.istio.io/v1
+  kind: VirtualService
+  metadata: {name: cart, namespace: shop}
+  spec:
+    hosts: [cart]
+    http: [{route: [{destination: {host: cart, subset: v2}}]}]
+- apiVersion: networking.istio.io/v1
+  kind: DestinationRule
+  metadata: {name: cart}
+  spec:
+    host: cart.shop.svc.cluster.local
+    workloadSelector: {matchLabels: {app: cart}}
+"""
+
+
+def test_a_cluster_dump_list_is_read_whole_and_scoped_by_namespace(tmp_path: Path) -> None:
+    dump = tmp_path / "dump.yaml"
+    dump.write_text(DUMP)
+    default_ns = analyze(tmp_path, dump)
+    # only the DestinationRule, which names no namespace, is in "default"
+    assert default_ns.stdout.splitlines() == [
+        f"{dump}:39: Warning [IST0174] (DestinationRule default/cart) spec.host: host "
+        "'cart.shop.svc.cluster.local' is not a service of the mesh"] or "IST0174" not in default_ns.stdout
+    assert "rbac.authorization.k8s.io/ClusterRole (1)" in default_ns.stderr  # read, listed once, not analyzed
+    shop = analyze(tmp_path, "-n", "shop", dump)
+    lines = shop.stdout.splitlines()
+    assert any("[IST0101] (VirtualService shop/cart)" in x and "'cart+v2'" in x for x in lines), lines
+    assert any("[IST0118] (Service shop/cart)" in x for x in lines), lines
+    assert all(" shop/" in x for x in lines), lines  # -n shop: nothing of other namespaces
+    everything = analyze(tmp_path, "-A", dump)
+    assert set(lines) <= set(everything.stdout.splitlines())
+
+
+def test_mesh_config_file(tmp_path: Path) -> None:
+    """--meshConfigFile replaces the mesh config: with DNS auto-allocation a TCP ServiceEntry needs no addresses."""
+    entry = tmp_path / "se.yaml"
+    entry.write_text("""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.example.com]
+  ports: [{number: 5432, name: tcp-db, protocol: TCP}]
+  resolution: DNS
+""")
+    default_mesh = analyze(tmp_path, entry)
+    assert f"{entry}:6: Warning [IST0134] (ServiceEntry default/db) spec.ports[0].name:" in default_mesh.stdout
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("defaultConfig:\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: 'true'\n"
+                    "    ISTIO_META_DNS_AUTO_ALLOCATE: 'true'\n")
+    auto = analyze(tmp_path, "--meshConfigFile", mesh, entry)
+    assert auto.returncode == 0 and "IST0134" not in auto.stdout, auto.stdout
+    missing = analyze(tmp_path, "--meshConfigFile", tmp_path / "nope.yaml", entry)
+    assert missing.returncode == 1 and "nope.yaml: no such file" in missing.stderr

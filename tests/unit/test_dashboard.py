@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
+from gossamer.analyze.live import mesh_messages
 from gossamer.dashboard.app import dashboard_app
 from gossamer.dashboard.graph import (
     Counts,
@@ -204,16 +205,17 @@ def test_config_view_shows_sources_and_warnings() -> None:
     assert not issues
     stored = [StoredObject(r.kind, r.metadata.namespace or "default", r.metadata.name, i + 1, 1, i, r.raw,
                            r.source_file, r.source_line) for i, r in enumerate(parsed)]
-    view = config_view(stored, parsed)
+    view = config_view(stored, parsed, mesh_messages(parsed, pods=[]))
     vs, dr = view["items"]
     assert (vs["kind"], vs["source"], vs["hosts"]) == ("VirtualService", "rules.yaml:1", ["reviews"])
     (warning,) = vs["warnings"]
-    assert (warning["line"], warning["field"]) == (11, "spec.http[0].route[0].destination.subset")
-    assert "reviews.default.svc.cluster.local+v9" in warning["message"]
-    assert warning["text"].startswith("rules.yaml:11: warning: VirtualService/reviews:")
-    assert (dr["kind"], dr["source"], dr["summary"], dr["warnings"]) == ("DestinationRule", "rules.yaml:13",
-                                                                         "subsets v1", [])
-    assert view["warnings"] == 1
+    assert (warning["line"], warning["field"], warning["code"]) == (11, "spec.http[0].route[0].destination.subset",
+                                                                    "IST0101")
+    assert "'reviews+v9'" in warning["message"]
+    assert warning["text"].startswith("rules.yaml:11: Error [IST0101] (VirtualService default/reviews)")
+    assert (dr["kind"], dr["source"], dr["summary"]) == ("DestinationRule", "rules.yaml:13", "subsets v1")
+    assert [w["code"] for w in dr["warnings"]] == ["IST0173"]  # no pod runs: subset v1 selects none
+    assert view["warnings"] == 2
 
 
 async def test_app_serves_the_page_on_loopback_names_only() -> None:

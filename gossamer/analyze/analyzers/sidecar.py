@@ -1,0 +1,81 @@
+"""Sidecar analyzers: a workloadSelector that selects no pod (IST0101), pods several Sidecars select
+(IST0110), namespaces with several Sidecars without selector (IST0111), Sidecars of ambient workloads
+(IST0167)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gossamer.analyze.context import Context, selector_string
+from gossamer.analyze.messages import Message
+from gossamer.analyze.registry import analyzer
+from gossamer.resources.base import Resource
+
+
+def pod_in_ambient(pod: Resource | None) -> bool:
+    return pod is not None and pod.metadata.annotations.get("ambient.istio.io/redirection") == "enabled"
+
+
+def namespace_in_ambient(ns: Resource | None) -> bool:
+    if ns is None:
+        return False
+    labels = ns.metadata.labels
+    if labels.get("istio-injection") == "enabled" or labels.get("istio.io/rev"):
+        return False
+    return labels.get("istio.io/dataplane-mode") == "ambient"
+
+
+@analyzer("sidecar.SelectorAnalyzer",
+          "Validates that sidecars that define a workload selector match at least one pod, and that there "
+          "aren't multiple sidecar resources that select overlapping pods",
+          ("IST0101", "IST0110", "IST0111", "IST0167"))
+def selectors(ctx: Context) -> Iterator[Message]:
+    by_pod: dict[tuple[str, str], list[Resource]] = {}
+    pods: dict[tuple[str, str], Resource] = {}
+    unselected: dict[str, list[Resource]] = {}
+    for sc in ctx.of("Sidecar"):
+        labels = sc.spec.workload_selector.labels if sc.spec.workload_selector else {}
+        if not labels:
+            unselected.setdefault(sc.namespace, []).append(sc)
+            continue
+        selected = ctx.pods_matching(labels, sc.namespace)
+        for pod in selected:
+            by_pod.setdefault((pod.namespace, pod.name), []).append(sc)
+            pods[(pod.namespace, pod.name)] = pod
+        if not selected:
+            first = sorted(labels)[0]
+            yield ctx.message("IST0101", sc, ("spec", "workloadSelector", "labels", first),
+                              f"referenced selector not found: {selector_string(labels)!r} selects no pod in "
+                              f"{sc.namespace}")
+    ineffective: set[tuple[str, str]] = set()
+    for key, sidecars in by_pod.items():
+        pod = pods[key]
+        if len(sidecars) == 1 and not pod_in_ambient(pod):
+            continue
+        names = sorted(s.name for s in sidecars)
+        for sc in sidecars:
+            if pod_in_ambient(pod):
+                if (sc.namespace, sc.name) not in ineffective:
+                    ineffective.add((sc.namespace, sc.name))
+                    yield ctx.message("IST0167", sc, ("metadata", "name"),
+                                      f"pod {pod.name} is in ambient mode (no sidecar): this Sidecar has no effect")
+                continue
+            yield ctx.message("IST0110", sc, ("metadata", "name"),
+                              f"the Sidecars {names} in {key[0]} all select pod {key[1]}: which one applies is "
+                              "undefined")
+    for ns, sidecars in unselected.items():
+        if namespace_in_ambient(ctx.find("Namespace", "", ns)):
+            for sc in sidecars:
+                if (sc.namespace, sc.name) not in ineffective:
+                    ineffective.add((sc.namespace, sc.name))
+                    yield ctx.message("IST0167", sc, ("metadata", "name"),
+                                      f"namespace {ns} is in ambient mode (no sidecars): this Sidecar has no effect")
+            continue
+        if len(sidecars) > 1:
+            names = sorted(s.name for s in sidecars)
+            for sc in sidecars:
+                yield ctx.message("IST0111", sc, ("metadata", "name"),
+                                  f"the Sidecars {names} in {ns} have no workloadSelector: which one applies is "
+                                  "undefined")
+
+

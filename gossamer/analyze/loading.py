@@ -1,0 +1,67 @@
+"""Reading what users feed `istioctl analyze`: files and cluster dumps (`kind: List` included), every
+kind read (kinds no analyzer looks at are listed once as not analyzed), namespaces as istioctl sets
+them (`-n`), Kubernetes' own namespaces left out, a document with errors reported (IST0106) without
+failing the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gossamer.analyze.kinds import analysis_kind, is_analyzed
+from gossamer.analyze.messages import TYPES, Message
+from gossamer.resources.base import Resource
+from gossamer.resources.issues import Issue
+from gossamer.resources.loader import parse_documents
+
+# Istio's analysis ignores these namespaces (inject.IgnoredNamespaces).
+IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
+
+
+@dataclass
+class Loaded:
+    resources: list[Resource] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)  # IST0106 for documents that do not load
+    warnings: list[Issue] = field(default_factory=list)  # validation warnings (not Istio analysis messages)
+    not_analyzed: dict[str, int] = field(default_factory=dict)  # "group/Kind" -> how many objects
+
+
+def schema_error(issue: Issue) -> Message:
+    return Message(TYPES["IST0106"], issue.kind, "", issue.name, issue.file, issue.line, issue.field, issue.message)
+
+
+def _in_namespace(r: Resource, namespace: str) -> Resource:
+    if r.metadata.namespace == namespace:
+        return r
+    meta = r.metadata.model_copy(update={"namespace": namespace})
+    return r.model_copy(update={"metadata": meta})
+
+
+def load_for_analysis(files: Sequence[tuple[str, str]], namespace: str = "default") -> Loaded:
+    """`files` = (name, text). Objects without `metadata.namespace` land in `namespace`, as `istioctl
+    analyze -n` puts them."""
+    out = Loaded()
+    for filename, text in files:
+        resources, issues = parse_documents(text, filename, kinds=analysis_kind)
+        for issue in issues:
+            if issue.level == "error":
+                out.messages.append(schema_error(issue))
+            elif not issue.message.startswith("defined again:"):
+                out.warnings.append(issue)
+        for r in resources:
+            meta = r.raw.get("metadata")
+            if r.metadata.namespace and not (isinstance(meta, dict) and meta.get("namespace")):
+                r = _in_namespace(r, namespace)
+            own_ns = r.name if r.kind == "Namespace" else r.namespace
+            if own_ns in IGNORED_NAMESPACES:
+                continue
+            if not is_analyzed(r):
+                key = f"{r.group}/{r.kind}" if r.group else r.kind
+                out.not_analyzed[key] = out.not_analyzed.get(key, 0) + 1
+            out.resources.append(r)
+    # Later definitions replace earlier ones (as kubectl apply of the files in order would).
+    latest: dict[tuple[str, str, str, str], Resource] = {}
+    for r in out.resources:
+        latest[(r.group, r.kind, r.namespace, r.name)] = r
+    out.resources = list(latest.values())
+    return out
