@@ -31,6 +31,11 @@ def kind_key(r: Resource) -> str:
 # ---------------------------------------------------------------------------- hosts (Istio's host.Name)
 
 
+def as_dict(value: Any) -> dict[str, Any]:
+    """A field of a plain document, when it is a mapping (else empty)."""
+    return value if isinstance(value, dict) else {}
+
+
 def to_fqdn(namespace: str, host: str) -> str:
     """A short name (no dot, no wildcard) is a Service of `namespace`; anything else is taken as written."""
     if host.startswith("*") or "." in host:

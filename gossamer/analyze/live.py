@@ -22,9 +22,9 @@ def runtime_pods(pods: Sequence[Any]) -> list[Resource]:
 
 def analyze_mesh(files: Sequence[tuple[str, str]], stored: Sequence[Resource], pods: Sequence[Any], *,
                  namespace: str = "default", all_namespaces: bool = False,
-                 mesh_config: tuple[str, str] | None = None) -> Result:
+                 mesh_config: tuple[str, str] | None = None, analyzers: Sequence[str] | None = None) -> Result:
     return analyze(files, namespace=namespace, all_namespaces=all_namespaces, mesh_config=mesh_config,
-                   existing=stored, pods=runtime_pods(pods))
+                   existing=stored, pods=runtime_pods(pods), analyzers=analyzers)
 
 
 def mesh_messages(stored: Sequence[Resource], pods: Sequence[Any]) -> list[Message]:

@@ -18,14 +18,16 @@ class Analyzer:
     description: str
     codes: tuple[str, ...]
     run: AnalyzerFunc
+    default: bool = True  # run by `gossamer analyze` unless analyzers are named (as istioctl's All())
 
 
 ANALYZERS: list[Analyzer] = []
 
 
-def analyzer(name: str, description: str, codes: Iterable[str]) -> Callable[[AnalyzerFunc], AnalyzerFunc]:
+def analyzer(name: str, description: str, codes: Iterable[str], *,
+             default: bool = True) -> Callable[[AnalyzerFunc], AnalyzerFunc]:
     def register(func: AnalyzerFunc) -> AnalyzerFunc:
-        ANALYZERS.append(Analyzer(name, description, tuple(codes), func))
+        ANALYZERS.append(Analyzer(name, description, tuple(codes), func, default))
         return func
 
     return register

@@ -28,13 +28,27 @@ def all_analyzers() -> list[Analyzer]:
     return list(ANALYZERS)
 
 
+def select_analyzers(names: Iterable[str] | None = None) -> list[Analyzer]:
+    """The analyzers named (Istio's names, e.g. "gateway.SecretAnalyzer"), or the default set. Raises
+    ValueError for a name no analyzer has."""
+    every = all_analyzers()
+    if not names:
+        return [a for a in every if a.default]
+    wanted = set(names)
+    unknown = wanted - {a.name for a in every}
+    if unknown:
+        raise ValueError(f"unknown analyzers: {', '.join(sorted(unknown))} (see `gossamer analyze --list-analyzers`)")
+    return [a for a in every if a.name in wanted]
+
+
 def run_analyzers(resources: Sequence[Resource], mesh: MeshConfig | None = None, *,
-                  namespace: str | None = None, istio_namespace: str = "istio-system") -> list[Message]:
+                  namespace: str | None = None, istio_namespace: str = "istio-system",
+                  analyzers: Sequence[Analyzer] | None = None) -> list[Message]:
     """Every message the analyzers find, for objects in `namespace` (None: all namespaces; messages on
     cluster-scoped objects are always kept), deduplicated and sorted by file and line."""
     ctx = Context(resources, mesh or MeshConfig(), istio_namespace)
     found: list[Message] = []
-    for a in all_analyzers():
+    for a in select_analyzers() if analyzers is None else analyzers:
         try:
             found.extend(a.run(ctx))
         except Exception as e:  # one analyzer's bug must not hide the others' findings

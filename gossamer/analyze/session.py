@@ -11,7 +11,7 @@ from typing import Any
 from gossamer.analyze.loading import Loaded, load_for_analysis
 from gossamer.analyze.mesh import MeshConfig, mesh_config_from_resources, parse_mesh_config
 from gossamer.analyze.messages import LEVEL_RANK, Message
-from gossamer.analyze.run import BUILTIN_SOURCE, run_analyzers
+from gossamer.analyze.run import BUILTIN_SOURCE, run_analyzers, select_analyzers
 from gossamer.resources.base import Metadata, Resource
 
 DERIVED_SOURCE = "<derived>"
@@ -80,7 +80,7 @@ def builtin_resources() -> list[Resource]:
 
 def analyze(files: Sequence[tuple[str, str]], *, namespace: str = "default", all_namespaces: bool = False,
             mesh_config: tuple[str, str] | None = None, existing: Sequence[Resource] | None = None,
-            pods: Sequence[Resource] | None = None) -> Result:
+            pods: Sequence[Resource] | None = None, analyzers: Sequence[str] | None = None) -> Result:
     """Analyze `files` = (name, text) over `existing` (None: nothing runs; Gossamer's built-in gateway
     is assumed, as istioctl assumes Istio's) and the running `pods`. `mesh_config` = (name, text) of a
     MeshConfig file (istioctl's --meshConfigFile); else the `istio` ConfigMap, else Istio's defaults."""
@@ -99,7 +99,8 @@ def analyze(files: Sequence[tuple[str, str]], *, namespace: str = "default", all
         mesh = parse_mesh_config(mesh_config[1], mesh_config[0])
     else:
         mesh = mesh_config_from_resources(resources) or MeshConfig()
-    messages = run_analyzers(resources, mesh, namespace=None if all_namespaces else namespace)
+    messages = run_analyzers(resources, mesh, namespace=None if all_namespaces else namespace,
+                             analyzers=select_analyzers(analyzers))
     schema = [m for m in loaded.messages if all_namespaces or not m.namespace or m.namespace == namespace]
     result.messages = sorted([*schema, *(m for m in messages if m.file != DERIVED_SOURCE)],
                              key=lambda m: (m.file, m.line, m.code))

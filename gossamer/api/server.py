@@ -114,7 +114,8 @@ class Api:
         try:
             result = analyze_mesh(files, stored, self.cp.runtime.pods(), namespace=body.get("namespace") or "default",
                                   all_namespaces=bool(body.get("allNamespaces")),
-                                  mesh_config=(mesh["name"], mesh["text"]) if mesh else None)
+                                  mesh_config=(mesh["name"], mesh["text"]) if mesh else None,
+                                  analyzers=body.get("analyzers"))
         except ValueError as e:
             return _error(400, str(e))
         return web.json_response(result.to_json())

@@ -171,6 +171,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     """Like `istioctl analyze`: against the running mesh's config when there is one, else offline."""
     from gossamer.analyze.messages import LEVEL_RANK
 
+    if args.list_analyzers:
+        from gossamer.analyze.run import all_analyzers
+
+        for a in sorted(all_analyzers(), key=lambda a: a.name):
+            note = "" if a.default else " (runs only when named with --analyzers)"
+            print(f"* {a.name}: {', '.join(a.codes)}{note}\n    {a.description}")
+        return 0
     files = _files_payload(args.paths)
     mesh_config = None
     if args.mesh_config_file:
@@ -182,7 +189,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     client = _client(args)
     if client.alive():
         status, body = client.post("/v1/analyze", {"files": files, "namespace": namespace,
-                                                   "allNamespaces": args.all_namespaces, "meshConfig": mesh_config})
+                                                   "allNamespaces": args.all_namespaces, "meshConfig": mesh_config,
+                                                   "analyzers": args.analyzers})
         if status != 200:
             raise CliError(body.get("error") or f"analyze failed ({status})")
         against = "the running mesh's config"
@@ -191,7 +199,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
         try:
             result = analyze([(f["name"], f["text"]) for f in files], namespace=namespace,
-                             all_namespaces=args.all_namespaces,
+                             all_namespaces=args.all_namespaces, analyzers=args.analyzers,
                              mesh_config=(mesh_config["name"], mesh_config["text"]) if mesh_config else None)
         except ValueError as e:
             raise CliError(str(e)) from e
@@ -472,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"exit {ANALYZE_FOUND_ISSUES} when a message is at least this level")
     p.add_argument("--output-threshold", choices=levels, default="Info", help="print messages of at least this level")
     p.add_argument("-o", "--output", choices=["log", "json", "yaml"], default="log")
+    p.add_argument("--analyzers", type=lambda v: [a for a in v.split(",") if a], default=None,
+                   help="comma-separated analyzer names to run (default: istioctl's set; see --list-analyzers)")
+    p.add_argument("-L", "--list-analyzers", action="store_true", help="list the analyzers and their codes")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("get", help="list resources (virtualservices, vs, pods, svc, ...)")

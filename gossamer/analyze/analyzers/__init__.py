@@ -1,6 +1,32 @@
 """One module per analyzer family (as Istio's pkg/config/analysis/analyzers); importing this package
 registers them all."""
 
-from gossamer.analyze.analyzers import destinationrule, gateway, service, serviceentry, sidecar, virtualservice
+from gossamer.analyze.analyzers import (
+    annotations,
+    authz,
+    deployment,
+    deprecation,
+    destinationrule,
+    envoyfilter,
+    gateway,
+    injection,
+    service,
+    serviceentry,
+    sidecar,
+    virtualservice,
+)
 
-__all__ = ["destinationrule", "gateway", "service", "serviceentry", "sidecar", "virtualservice"]
+__all__ = [
+    "annotations",
+    "authz",
+    "deployment",
+    "deprecation",
+    "destinationrule",
+    "envoyfilter",
+    "gateway",
+    "injection",
+    "service",
+    "serviceentry",
+    "sidecar",
+    "virtualservice",
+]

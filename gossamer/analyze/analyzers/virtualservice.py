@@ -88,8 +88,9 @@ def _ingress_subsets(ctx: Context, vs: Resource) -> Iterator[Message]:
                              if r.destination.subset and r.destination.host in (other.spec.hosts or [])]
                 for _ in (d for d in subsetted if d.host == dest.destination.host):
                     yield ctx.message("IST0140", vs, ("spec", "http", i, "route", j, "destination", "host"),
-                                      f"the subsets VirtualService {other.namespace}/{other.name} routes "
-                                      f"{dest.destination.host!r} by do not apply to requests through the gateway")
+                                      f"VirtualService {other.namespace}/{other.name} routes "
+                                      f"{dest.destination.host!r} by subset; requests through the gateway ignore "
+                                      "that (this route names no subset)")
 
 
 @analyzer("virtualservice.DestinationRuleAnalyzer",
