@@ -62,7 +62,11 @@ def _files_payload(paths: list[str]) -> list[dict[str, str]]:
         path = Path(p)
         if not path.exists():
             raise CliError(f"{p}: no such file or directory")
-        files.extend({"name": str(f), "text": f.read_text()} for f in manifest_files([path]))
+        for f in manifest_files([path]):
+            try:
+                files.append({"name": str(f), "text": f.read_text(encoding="utf-8")})
+            except (OSError, UnicodeDecodeError) as e:
+                raise CliError(f"{f}: cannot read: {e}") from None
     return files
 
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from gossamer.resources.base import IntOrString, Model, NonNegInt, Port, PosInt, StringMap
+from gossamer.resources.base import IntOrString, Model, NonNegInt, NonNegInt32, Port, PosInt32, StringMap
 
 # Pod/container fields that are accepted but mean nothing for a local process: a warning
 # is issued when they are set (see validation.py).
@@ -89,11 +89,11 @@ class Probe(Model):
     tcp_socket: TCPSocketAction | None = None
     exec: ExecAction | None = None
     grpc: GRPCAction | None = None
-    initial_delay_seconds: NonNegInt = 0
-    period_seconds: PosInt = 10
-    timeout_seconds: PosInt = 1
-    failure_threshold: PosInt = 3
-    success_threshold: PosInt = 1
+    initial_delay_seconds: NonNegInt32 = 0
+    period_seconds: PosInt32 = 10
+    timeout_seconds: PosInt32 = 1
+    failure_threshold: PosInt32 = 3
+    success_threshold: PosInt32 = 1
     termination_grace_period_seconds: int | None = None
 
 
@@ -187,11 +187,11 @@ class DeploymentStrategy(Model):
 
 
 class DeploymentSpec(Model):
-    replicas: NonNegInt = 1
+    replicas: NonNegInt32 = 1
     selector: LabelSelector
     template: PodTemplateSpec
     strategy: DeploymentStrategy | None = None
-    min_ready_seconds: NonNegInt | None = None
-    revision_history_limit: NonNegInt | None = None
-    progress_deadline_seconds: NonNegInt | None = None
+    min_ready_seconds: NonNegInt32 | None = None
+    revision_history_limit: NonNegInt32 | None = None
+    progress_deadline_seconds: NonNegInt32 | None = None
     paused: bool | None = None

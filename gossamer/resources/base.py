@@ -64,6 +64,13 @@ StringMap = Annotated[dict[str, str], BeforeValidator(_null_is_empty)]
 
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+NonNegInt32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
+"""Kubernetes' int32 fields (replicas, probe timings) and protobuf's int32."""
+PosInt32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
+UInt32 = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+"""protobuf uint32 (Istio's counts and limits)."""
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 

@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
+
+MAX_QUOTE = 60  # characters of a user's value quoted in a message
+_QUOTED = re.compile(rf"'(?:[^'\\\n]|\\.){{{MAX_QUOTE},}}'|\"(?:[^\"\\\n]|\\.){{{MAX_QUOTE},}}\"")
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_quote(match: re.Match[str]) -> str:
+    quoted = match.group()
+    return quoted[: MAX_QUOTE - 4] + "..." + quoted[0] + f" ({len(quoted) - 2} characters)"
+
+
+def short_message(message: str) -> str:
+    """A message quoting at most a short prefix of each value (a 5 MB value makes no 10 MB error)."""
+    if len(message) <= 2 * MAX_QUOTE:
+        return message
+    # a long quote was cut at 4000 characters and has no closing quote any more: shortened all the same
+    return shorten(_QUOTED.sub(_short_quote, shorten(message, 4000)), 400)
 
 
 @dataclass(frozen=True)
@@ -21,6 +42,13 @@ class Issue:
     name: str
     field: str
     message: str
+
+    def __post_init__(self) -> None:
+        # Kind, name, field and message may all come from the user's text: keep them readable.
+        object.__setattr__(self, "kind", shorten(self.kind, 63))
+        object.__setattr__(self, "name", shorten(self.name, 253))
+        object.__setattr__(self, "field", shorten(self.field, 200))
+        object.__setattr__(self, "message", short_message(self.message))
 
     @property
     def is_error(self) -> bool:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import difflib
 import sys
+import types
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from gossamer.resources.base import FieldPath, Metadata, Resource, format_path
 from gossamer.resources.issues import Issue
 from gossamer.resources.kinds import ALL_KINDS, KindInfo, kind_for, lookup_kind
 from gossamer.resources.validation import Finding, check_metadata
+from gossamer.resources.yamldoc import Document, YamlInputError, read_documents
 
 _BASE_TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
 
@@ -34,89 +36,55 @@ class ResourceError(ValueError):
         self.issues = issues
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps timestamps as strings (as Kubernetes does)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-# ---------------------------------------------------------------------------- line maps
-
-
-def _key_of(node: yaml.Node) -> str | int | None:
-    if not isinstance(node, yaml.ScalarNode):
-        return None
-    if node.tag == "tag:yaml.org,2002:int":
-        try:
-            return int(node.value)
-        except ValueError:
-            return node.value
-    return str(node.value)
-
-
-def _line_map(
-    node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int], dupes: list[tuple[FieldPath, int]]
-) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str | int] = set()
-        for key_node, value_node in node.value:
-            key = _key_of(key_node)
-            if key is None or key == "<<":
-                continue
-            if key in seen:
-                dupes.append((path + (key,), key_node.start_mark.line + 1))
-            seen.add(key)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _line_map(value_node, path + (key,), lines, dupes)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[path + (i,)] = item.start_mark.line + 1
-            _line_map(item, path + (i,), lines, dupes)
-
-
-def _child_node(node: yaml.Node, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if _key_of(key_node) == key:
-                return value_node
-    return None
-
-
 # ---------------------------------------------------------------------------- pydantic errors
 
 
-def _all_field_names() -> set[str]:
-    names: set[str] = set()
-    todo: list[type[BaseModel]] = [Metadata] + [k.spec_model for k in ALL_KINDS if k.spec_model is not None]
-    seen: set[type] = set()
+def _model_types(annotation: Any) -> list[Any]:
+    """The types an annotation may hold, unwrapped from Optional/Union/Annotated."""
+    out: list[Any] = []
+    todo = [annotation]
     while todo:
-        model = todo.pop()
-        if model in seen:
-            continue
-        seen.add(model)
-        for name, field in model.model_fields.items():
-            names.add(field.alias or name)
-            stack: list[Any] = [field.annotation]
-            while stack:
-                t = stack.pop()
-                if isinstance(t, type) and issubclass(t, BaseModel):
-                    todo.append(t)
-                stack.extend(getattr(t, "__args__", ()))
+        t = todo.pop()
+        origin = typing.get_origin(t)
+        if origin is typing.Annotated:
+            todo.append(typing.get_args(t)[0])
+        elif origin in (typing.Union, types.UnionType):
+            todo.extend(typing.get_args(t))
+        elif t is not type(None):
+            out.append(t)
+    return out
+
+
+def _field_names_at(model: type[BaseModel], loc: Sequence[Any]) -> set[str]:
+    """The field names the object at `loc` (a pydantic error location below `model`) accepts."""
+    current: list[Any] = [model]
+    for part in loc:
+        following: list[Any] = []
+        for t in current:
+            origin = typing.get_origin(t)
+            if isinstance(t, type) and issubclass(t, BaseModel) and isinstance(part, str):
+                for name, f in t.model_fields.items():
+                    if part in (name, f.alias):
+                        following.extend(_model_types(f.annotation))
+            elif origin in (list, tuple, set, frozenset) and isinstance(part, int):
+                following.extend(_model_types(typing.get_args(t)[0]))
+            elif origin is dict and typing.get_args(t):
+                following.extend(_model_types(typing.get_args(t)[1]))
+        # parts that name no field (pydantic's union tags) leave the candidates as they were
+        current = following or current
+    names: set[str] = set()
+    for t in current:
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            names.update(f.alias or n for n, f in t.model_fields.items())
     return names
 
 
-_FIELD_NAMES: set[str] | None = None
-
-
-def _suggest(key: str) -> str:
-    global _FIELD_NAMES
-    if _FIELD_NAMES is None:
-        _FIELD_NAMES = _all_field_names()
-    close = difflib.get_close_matches(key, sorted(_FIELD_NAMES), n=1, cutoff=0.75)
+def _suggest(key: str, candidates: set[str] | Sequence[str]) -> str:
+    """' (did you mean X?)' for a close field name of the same object, never `key` itself; cheap
+    even for thousands of unknown keys (the candidates are one object's fields)."""
+    if len(key) > 100:
+        return ""
+    close = difflib.get_close_matches(key, sorted(c for c in candidates if c != key), n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -142,7 +110,7 @@ def _resolve_loc(raw: Any, loc: Sequence[Any]) -> tuple[FieldPath, FieldPath]:
 
 
 def _pydantic_findings(
-    err: ValidationError, raw_root: Any, prefix: FieldPath
+    err: ValidationError, raw_root: Any, prefix: FieldPath, model: type[BaseModel]
 ) -> list[tuple[FieldPath, FieldPath, str]]:
     out: list[tuple[FieldPath, FieldPath, str]] = []
     seen: set[FieldPath] = set()
@@ -155,7 +123,8 @@ def _pydantic_findings(
         msg = str(e["msg"])
         if etype == "extra_forbidden":
             key = shown[-1] if shown else "?"
-            msg = f"unknown field {key!r}" + (_suggest(key) if isinstance(key, str) else "")
+            fields = _field_names_at(model, tuple(e["loc"])[:-1])
+            msg = f"unknown field {key!r}" + (_suggest(key, fields) if isinstance(key, str) else "")
             shown = shown[:-1]
         elif etype == "missing":
             msg = "required field is missing"
@@ -280,7 +249,7 @@ def _build(
             doc.add(
                 "error",
                 (key,) if isinstance(key, str) else (),
-                f"unknown field {key!r}" + (_suggest(key) if isinstance(key, str) else ""),
+                f"unknown field {key!r}" + (_suggest(key, sorted(allowed)) if isinstance(key, str) else ""),
             )
 
     # metadata
@@ -291,7 +260,7 @@ def _build(
     try:
         metadata = Metadata.model_validate(meta_raw)
     except ValidationError as e:
-        for shown, found, msg in _pydantic_findings(e, raw, ("metadata",)):
+        for shown, found, msg in _pydantic_findings(e, raw, ("metadata",), Metadata):
             doc.add("error", shown, msg, found)
     if metadata is not None:
         if not info.namespaced:
@@ -311,7 +280,7 @@ def _build(
             try:
                 spec = info.spec_model.model_validate(spec_raw)
             except ValidationError as e:
-                for shown, found, msg in _pydantic_findings(e, raw, ("spec",)):
+                for shown, found, msg in _pydantic_findings(e, raw, ("spec",), info.spec_model):
                     doc.add("error", shown, msg, found)
 
     if doc.failed or metadata is None:
@@ -341,33 +310,39 @@ def _build(
     return resource, doc.issues
 
 
-def _build_node(
-    node: yaml.Node, raw: Any, filename: str, kinds: KindLookup = _kind_lookup
+def _sub_document(doc: Document, prefix: FieldPath) -> Document:
+    """The part of a document under `prefix` (a List's item) as a document of its own."""
+    n = len(prefix)
+    return Document(
+        data=None,
+        line=doc.lines.get(prefix, doc.line),
+        lines={p[n:]: line for p, line in doc.lines.items() if p[:n] == prefix and len(p) > n},
+        duplicates=[(p[n:], line) for p, line in doc.duplicates if p[:n] == prefix and len(p) > n],
+    )
+
+
+def _build_document(
+    doc: Document, raw: Any, filename: str, kinds: KindLookup = _kind_lookup
 ) -> tuple[list[Resource], list[Issue]]:
     resources: list[Resource] = []
     issues: list[Issue] = []
-    doc_line = node.start_mark.line + 1
     if isinstance(raw, dict) and raw.get("kind") == "List" and "items" in raw:
         items = raw.get("items")
-        items_node = _child_node(node, "items")
-        if not isinstance(items, list) or not isinstance(items_node, yaml.SequenceNode):
-            line = items_node.start_mark.line + 1 if items_node is not None else doc_line
-            issues.append(Issue("error", filename, line, "List", "", "items", "items must be a list"))
+        if not isinstance(items, list):
+            issues.append(Issue("error", filename, doc.lines.get(("items",), doc.line), "List", "", "items",
+                                "items must be a list"))
             return resources, issues
-        for item, item_node in zip(items, items_node.value, strict=True):
-            r, i = _build_node(item_node, item, filename, kinds)
+        for i, item in enumerate(items):
+            r, found = _build_document(_sub_document(doc, ("items", i)), item, filename, kinds)
             resources += r
-            issues += i
+            issues += found
         return resources, issues
-    lines: dict[FieldPath, int] = {}
-    dupes: list[tuple[FieldPath, int]] = []
-    _line_map(node, (), lines, dupes)
-    resource, found = _build(raw, filename, lines, doc_line, kinds=kinds)
-    if dupes:
+    resource, found = _build(raw, filename, doc.lines, doc.line, kinds=kinds)
+    if doc.duplicates:
         kind = raw.get("kind", "") if isinstance(raw, dict) else ""
         meta = raw.get("metadata") if isinstance(raw, dict) else None
         name = meta.get("name", "") if isinstance(meta, dict) else ""
-        for path, line in dupes:
+        for path, line in doc.duplicates:
             found.append(
                 Issue(
                     "error",
@@ -393,34 +368,18 @@ def parse_documents(
     text: str, filename: str, kinds: KindLookup = _kind_lookup
 ) -> tuple[list[Resource], list[Issue]]:
     """Parse multi-document YAML. Returns the objects without errors, and every issue.
-    `kinds` decides which kinds are read (default: the kinds Gossamer runs)."""
+    `kinds` decides which kinds are read (default: the kinds Gossamer runs). Never raises for any
+    text (see `yamldoc`: bounded depth, aliases and sizes)."""
     resources: list[Resource] = []
     issues: list[Issue] = []
-    loader = _Loader(text)
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                continue
-            raw = loader.construct_document(node)
-            if raw is None:
-                continue
-            r, i = _build_node(node, raw, filename, kinds)
+        for doc in read_documents(text):
+            r, i = _build_document(doc, doc.data, filename, kinds)
             resources += r
             issues += i
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        message = e.problem or "syntax error"
-        if e.context:
-            message = f"{message} ({e.context}" + (
-                f" at line {e.context_mark.line + 1})" if e.context_mark is not None else ")"
-            )
-        issues.append(Issue("error", filename, line, "", "", "", f"invalid YAML: {message}"))
-    except yaml.YAMLError as e:
-        issues.append(Issue("error", filename, 0, "", "", "", f"invalid YAML: {e}"))
-    finally:
-        loader.dispose()
+    except YamlInputError as e:
+        message = e.message if e.message.startswith("invalid YAML") else f"invalid YAML: {e.message}"
+        issues.append(Issue("error", filename, e.line, "", "", "", message))
     _check_duplicates(resources, issues)
     return resources, issues
 

@@ -26,9 +26,10 @@ A patch that cannot be applied is skipped and reported (`PatchResult.errors`), a
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import logging
-import pkgutil
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -134,24 +135,36 @@ def _ensure_types(value: Any) -> None:
             _ensure_types(v)
 
 
+@functools.cache
+def _modules_by_package() -> dict[str, tuple[str, ...]]:
+    """Proto package -> the generated modules (`*_pb2`) of xds-protos that define it, from the
+    distribution's own file list: the only module names `_ensure_type` ever imports."""
+    out: dict[str, list[str]] = {}
+    for path in importlib.metadata.files("xds-protos") or []:
+        parts = path.parts
+        if path.name.endswith("_pb2.py") and parts[0] not in ("test", "tests"):
+            package = ".".join(parts[:-1])
+            out.setdefault(package, []).append(f"{package}.{path.name[:-3]}")
+    return {k: tuple(sorted(v)) for k, v in out.items()}
+
+
 def _ensure_type(full_name: str) -> None:
+    """Load the message type `full_name` (an `@type` from config) into the descriptor pool. Config
+    text is only a key into xds-protos' own module list: it never names what is imported."""
     pool = descriptor_pool.Default()
     try:
         pool.FindMessageTypeByName(full_name)
         return
     except KeyError:
         pass
-    package = full_name.rpartition(".")[0]
-    try:
-        module = importlib.import_module(package)
-    except ImportError:
-        return
-    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
-        if info.name.endswith("_pb2"):
-            try:
-                importlib.import_module(f"{package}.{info.name}")
-            except ImportError:
-                continue
+    index = _modules_by_package()
+    package = full_name
+    while "." in package:
+        package = package.rpartition(".")[0]  # nested messages: Outer.Inner
+        for module in index.get(package, ()):
+            importlib.import_module(module)
+        if package in index:
+            return
 
 
 def _canonical_names(value: Any) -> Any:

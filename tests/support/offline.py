@@ -24,6 +24,10 @@ def snapshot_from_yaml(text: str, filename: str = "in.yaml", *, with_gateway: bo
     resources, issues = parse_documents(text, filename)
     errors = [i for i in issues if i.level == "error"]
     assert not errors, "\n".join(str(e) for e in errors)
+    return snapshot_from_resources(resources, with_gateway=with_gateway)
+
+
+def snapshot_from_resources(resources: list[Any], *, with_gateway: bool = True) -> MeshSnapshot:
     if with_gateway:
         resources = [resource_from_raw(d, "<builtin>", 0) for d in builtin_documents()] + list(resources)
     by_kind: dict[str, list[Any]] = {}
