@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from gossamer.resources.regex import RE2_MAX_PROGRAM_SIZE
 from gossamer.runtime.types import HEALTH_PORT, PROMETHEUS_PORT
 
 XDS_CLUSTER = "xds-grpc"
@@ -212,11 +213,15 @@ def build_bootstrap(
             ],
         },
     }
+    # Istio's bootstrap raises RE2's program-size limit from Envoy's default 100: a regex Istio
+    # accepts must work here too (validation checks the same limit, `resources/regex.py`).
+    static_layer: dict[str, Any] = {"re2.max_program_size.error_level": RE2_MAX_PROGRAM_SIZE}
     if zipkin_socket is not None:
-        out["layered_runtime"] = {"layers": [
-            {"name": "static", "static_layer": {"tracing.zipkin.flush_interval_ms": ZIPKIN_FLUSH_INTERVAL_MS}},
-            {"name": "admin", "admin_layer": {}},
-        ]}
+        static_layer["tracing.zipkin.flush_interval_ms"] = ZIPKIN_FLUSH_INTERVAL_MS
+    out["layered_runtime"] = {"layers": [
+        {"name": "static", "static_layer": static_layer},
+        {"name": "admin", "admin_layer": {}},
+    ]}
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from gossamer.resources import apps, core, networking, security
 from gossamer.resources.base import FieldPath, Resource
 from gossamer.resources.duration import parse_duration
+from gossamer.resources.regex import re2_problem
 
 
 @dataclass(frozen=True)
@@ -149,10 +150,13 @@ def check_metadata(resource: Resource, namespaced: bool, name_rule: str = "subdo
 
 
 def _check_regex(rep: _Report, path: FieldPath, pattern: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as e:
-        rep.error(path, f"invalid regex {pattern!r}: {e}")
+    """As Envoy compiles it: RE2 syntax and program size (Python's `re` accepts more)."""
+    if pattern == "":
+        rep.error(path, "regex must not be empty")
+        return
+    problem = re2_problem(pattern)
+    if problem:
+        rep.error(path, f"invalid regex {pattern!r} (RE2 syntax, as Envoy runs it): {problem}")
 
 
 def _check_string_match(

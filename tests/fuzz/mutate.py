@@ -280,10 +280,165 @@ def deep_block(depth: int) -> str:
             "  configPatches:\n  - applyTo: CLUSTER\n    patch:\n      operation: MERGE\n      value:\n" + body)
 
 
+# ---------------------------------------------------------------------------- fields set to their edges
+
+BIG_DURATIONS = ["2562048h", "315576000001s", "99999999999s", "0.0000000001s", "1ns", "0s", "-1s"]
+REGEXES = ["(a)\\1", "(?=x)", "(?<!x)a", "a{1001}", "", "\\Z", "[z-a]", "x{2,1}", ".*", "(a{999}){999}",
+           "a" * 40000, "(?i)ok", "^/api/v[0-9]+/.*$"]
+HEADER_NAMES = ["", "bad header", "x-a\n", ":authority", "host", "x-" + "a" * 17000, "X-Upper", "x-ok", "é"]
+HEADER_VALUES = ["", "v\n", "v\r\nx: y", "v\x00", "a" * 17000, "ok"]
+BIG_INTS = [0, -1, 1, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**63 - 1, 2**64 - 1, 10000000, 8388609, 65537, 4]
+CIDRS = ["x", "1.2.3.4/-1", "1.2.3.4/33", "1.2.3.4/24", "::/129", "", "10.0.0.0/8", "1.2.3.4"]
+PORTS = ["abc", "65536", "0", "-1", "80", "15001", ""]
+RESERVED_PORTS = [15000, 15001, 15006, 15020, 15021, 15090, 15004, 15008, 15009, 15010, 80, 0, 65536]
+
+# (kind, path, values): a path of keys, "*" for a random existing list item, created where missing
+FIELD_EDGES: list[tuple[str, tuple[Any, ...], list[Any]]] = [
+    ("VirtualService", ("spec", "http", "*", "timeout"), BIG_DURATIONS),
+    ("VirtualService", ("spec", "http", "*", "retries"), [{"attempts": n, "perTryTimeout": d}
+                                                          for n in (2**32, 2**31, -1, 3) for d in ("2562048h", "1s")]),
+    ("VirtualService", ("spec", "http", "*", "retries", "retryOn"), ["5xx,,gateway-error", "x\n", "5xx"]),
+    ("VirtualService", ("spec", "http", "*", "match"), [[{"uri": {"regex": r}}] for r in REGEXES]
+     + [[{"headers": {h: {"exact": "x"}}}] for h in HEADER_NAMES]
+     + [[{"headers": {"x-a": {"regex": r}}}] for r in REGEXES[:6]]
+     + [[{"queryParams": {"q": {"regex": r}}}] for r in REGEXES[:4]]
+     + [[{"authority": {"prefix": ""}}], [{"uri": {"exact": ""}}], [{"method": {"regex": "(?=G)"}}]]),
+    ("VirtualService", ("spec", "http", "*", "headers"), [{"request": {"set": {h: "v"}}} for h in HEADER_NAMES]
+     + [{"response": {"add": {"x-a": v}}} for v in HEADER_VALUES] + [{"request": {"remove": [h]}} for h in HEADER_NAMES]),
+    ("VirtualService", ("spec", "http", "*", "fault"), [
+        {"delay": {"fixedDelay": d, "percentage": {"value": p}}} for d in ("2562048h", "1ms") for p in (1e-10, 100)]
+     + [{"abort": {"httpStatus": s, "percentage": {"value": 50}}} for s in (200, 599, 0)]
+     + [{"abort": {"grpcStatus": g}} for g in ("UNAVAILABLE", "NOPE", "")]),
+    ("VirtualService", ("spec", "http", "*", "corsPolicy"), [
+        {"allowOrigins": [{"regex": r}], "maxAge": d} for r in REGEXES[:5] for d in ("2562048h", "24h")]
+     + [{"allowHeaders": [h]} for h in HEADER_NAMES] + [{"allowMethods": ["", "GET\n"]}]),
+    ("VirtualService", ("spec", "http", "*", "rewrite"), [{"uriRegexRewrite": {"match": r, "rewrite": "/\\1"}}
+                                                           for r in REGEXES[:6]] + [{"uri": ""}, {"authority": "a\nb"}]),
+    ("VirtualService", ("spec", "http", "*", "mirrorPercentage"), [{"value": v} for v in (1e-10, 100, 50.5)]),
+    ("VirtualService", ("spec", "http", "*", "directResponse"), [{"status": s, "body": {"string": b}}
+                                                                  for s in (200, 599) for b in ("", "x" * 5000)]),
+    ("VirtualService", ("spec", "http", "*", "redirect"), [{"uri": u, "redirectCode": 301} for u in ("", "/a\n", "/x")]
+     + [{"authority": "a b", "port": 65535}, {"scheme": "ftp\n"}]),
+    ("VirtualService", ("spec", "tls", "*", "match", "*", "sniHosts"), [["*"], [""], ["*.*"], ["a..b"]]),
+    ("VirtualService", ("spec", "tcp", "*", "match"), [[{"destinationSubnets": [c]}] for c in CIDRS]
+     + [[{"port": p}] for p in RESERVED_PORTS]),
+    ("VirtualService", ("spec", "http", "*", "route", "*", "destination", "port", "number"), RESERVED_PORTS),
+    ("VirtualService", ("spec", "http", "*", "route", "*", "headers"), [{"request": {"set": {h: "v"}}}
+                                                                         for h in HEADER_NAMES]),
+    ("DestinationRule", ("spec", "trafficPolicy", "loadBalancer"), [
+        {"consistentHash": {"httpHeaderName": "x", "ringHash": {"minimumRingSize": n}}} for n in BIG_INTS]
+     + [{"consistentHash": {"httpHeaderName": h, "maglev": {"tableSize": n}}}
+        for h in ("x", "") for n in (4, 65537, 5000011, 65536, 2**32)]
+     + [{"consistentHash": {"minimumRingSize": n, "useSourceIp": True}} for n in (2**64 - 1, 8388609)]
+     + [{"consistentHash": {"httpCookie": {"name": "c", "ttl": d, "path": "/\n"}}} for d in BIG_DURATIONS[:3]]
+     + [{"warmupDurationSecs": d} for d in BIG_DURATIONS[:3]] + [{"simple": "LEAST_REQUEST"}]),
+    ("DestinationRule", ("spec", "trafficPolicy", "connectionPool"), [
+        {"tcp": {"maxConnections": n, "connectTimeout": d}} for n in BIG_INTS[:9] for d in ("2562048h", "1s")]
+     + [{"tcp": {"tcpKeepalive": {"time": d, "interval": d, "probes": n}}} for d in BIG_DURATIONS[:3] for n in (2**32, 1)]
+     + [{"http": {k: n}} for k in ("http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection",
+                                   "maxRetries", "maxConcurrentStreams") for n in BIG_INTS[:9]]
+     + [{"http": {"idleTimeout": d}} for d in BIG_DURATIONS]),
+    ("DestinationRule", ("spec", "trafficPolicy", "outlierDetection"), [
+        {k: n} for k in ("consecutive5xxErrors", "consecutiveGatewayErrors", "maxEjectionPercent", "minHealthPercent")
+        for n in BIG_INTS[:9]] + [{"interval": d, "baseEjectionTime": d} for d in BIG_DURATIONS]),
+    ("DestinationRule", ("spec", "trafficPolicy", "tls"), [
+        {"mode": "SIMPLE", "caCertificates": f} for f in ("/no/such/ca.pem", "", "relative.pem")]
+     + [{"mode": "MUTUAL", "clientCertificate": "/no/cert", "privateKey": "/no/key"}]
+     + [{"mode": "SIMPLE", "sni": s, "subjectAltNames": [s]} for s in ("", "a\nb", "*")]),
+    ("DestinationRule", ("spec", "subsets", "*", "trafficPolicy", "connectionPool"), [
+        {"http": {"http2MaxRequests": n}} for n in BIG_INTS]),
+    ("Gateway", ("spec", "servers", "*", "port", "number"), RESERVED_PORTS),
+    ("Gateway", ("spec", "servers", "*", "hosts"), [["*"], ["*/*"], [""], ["./a..b"], ["a/b/c"]]),
+    ("Gateway", ("spec", "servers", "*", "tls"), [
+        {"mode": "SIMPLE", "credentialName": "c", "cipherSuites": [c]} for c in ("FOO", "ECDHE-RSA-AES128-GCM-SHA256", "")]
+     + [{"mode": "SIMPLE", "credentialName": "c", "minProtocolVersion": "TLSV1_3", "maxProtocolVersion": "TLSV1_0"}]
+     + [{"mode": "PASSTHROUGH"}, {"mode": "SIMPLE", "serverCertificate": "/no/cert", "privateKey": "/no/key"}]
+     + [{"mode": "MUTUAL", "credentialName": "c", "subjectAltNames": [""]}]),
+    ("Gateway", ("spec", "servers"), [
+        [{"port": {"number": 443, "name": f"tls{i}", "protocol": "TLS"}, "hosts": ["a.example.com"],
+          "tls": {"mode": "PASSTHROUGH"}} for i in range(2)],
+        [{"port": {"number": 443, "name": "tls", "protocol": "TLS"}, "hosts": ["*"], "tls": {"mode": "PASSTHROUGH"}}]]),
+    ("Service", ("spec", "ports", "*", "port"), RESERVED_PORTS),
+    ("Service", ("spec", "ports", "*", "targetPort"), RESERVED_PORTS),
+    ("ServiceEntry", ("spec", "ports", "*", "number"), RESERVED_PORTS),
+    ("ServiceEntry", ("spec", "addresses"), [[c] for c in CIDRS]),
+    ("ServiceEntry", ("spec", "endpoints"), [[{"address": a, "ports": {"http": p}}] for a in ("1.2.3.4", "x y")
+                                             for p in (0, 65536, 80)]),
+    ("Sidecar", ("spec", "ingress"), [[{"port": {"number": p, "protocol": "HTTP", "name": "h"},
+                                        "defaultEndpoint": "127.0.0.1:8080"}] for p in RESERVED_PORTS]),
+    ("PeerAuthentication", ("spec", "portLevelMtls"), [{p: {"mode": "DISABLE"}} for p in (15001, 0, 65536, 8080)]),
+    ("AuthorizationPolicy", ("spec", "rules"), [[{"from": [{"source": {"ipBlocks": [c]}}]}] for c in CIDRS]
+     + [[{"from": [{"source": {"remoteIpBlocks": [c]}}]}] for c in CIDRS[:4]]
+     + [[{"to": [{"operation": {"ports": [p]}}]}] for p in PORTS]
+     + [[{"to": [{"operation": {"notPorts": [p]}}]}] for p in PORTS[:3]]
+     + [[{"to": [{"operation": {"paths": [p], "methods": [m]}}]}] for p in ("", "/a*b", "*") for m in ("", "GET")]
+     + [[{"when": [{"key": k, "values": [v]}]}] for k in ("remote.ip", "source.ip", "destination.port",
+                                                          "request.headers[x-a]", "request.headers[]",
+                                                          "destination.ip", "nonsense") for v in CIDRS[:3] + PORTS[:2]]
+     + [[{"from": [{"source": {"principals": [""], "namespaces": ["*"]}}]}]]),
+    ("RequestAuthentication", ("spec", "jwtRules"), [[{"issuer": "i", "jwks": j}] for j in (
+        '{"keys": 5}', "not json", "{}", '{"keys": []}', '{"keys": [{"kty": "RSA"}]}', "[]", "")]
+     + [[{"issuer": "i", "jwksUri": u}] for u in ("", "not a uri", "https://a b/")]
+     + [[{"issuer": "i", "fromHeaders": [{"name": h}]}] for h in HEADER_NAMES[:4]]
+     + [[{"issuer": "i", "outputPayloadToHeader": h}] for h in HEADER_NAMES[:4]]
+     + [[{"issuer": "i", "outputClaimToHeaders": [{"header": h, "claim": "c"}]}] for h in HEADER_NAMES[:4]]
+     + [[{"issuer": "", "audiences": [""]}]]),
+    ("Telemetry", ("spec", "tracing"), [[{"randomSamplingPercentage": v}] for v in (1e-10, 100, 0)]
+     + [[{"customTags": {h: {"header": {"name": h}}}}] for h in HEADER_NAMES[:4]]),
+    ("Deployment", ("spec", "template", "spec", "containers", "*", "ports"), [[{"containerPort": p}] for p in
+                                                                             RESERVED_PORTS]),
+]
+
+
+def _set_path(rng: random.Random, node: Any, path: tuple[Any, ...], value: Any) -> bool:
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if part == "*":
+            if not isinstance(node, list) or not node:
+                return False
+            idx = rng.randrange(len(node))
+            if last:
+                node[idx] = value
+                return True
+            node = node[idx]
+            continue
+        if not isinstance(node, dict):
+            return False
+        if last:
+            node[part] = value
+            return True
+        if part not in node or node[part] is None:
+            node[part] = [] if path[i + 1] == "*" else {}
+        node = node[part]
+    return False
+
+
+def field_edges(rng: random.Random, text: str) -> str:
+    """A field Envoy has rules for set to a value at or past its edge (the config stays otherwise valid)."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except Exception:  # noqa: BLE001
+        return text
+    targets = [(i, edge) for i, d in enumerate(docs) if isinstance(d, dict)
+               for edge in FIELD_EDGES if edge[0] == d.get("kind")]
+    if not targets:
+        return text
+    i, (_kind, path, values) = rng.choice(targets)
+    if not _set_path(rng, docs[i], path, copy.deepcopy(rng.choice(values))):
+        return text
+    try:
+        return yaml.safe_dump_all(docs, sort_keys=False, width=1000)
+    except Exception:  # noqa: BLE001
+        return text
+
+
 def mutate(rng: random.Random, text: str) -> str:
-    """One to three mutations of any family."""
+    """One to three mutations of any family (field edges most often: they keep the rest valid)."""
     for _ in range(rng.choice([1, 1, 2, 3])):
-        if rng.random() < 0.5:
+        r = rng.random()
+        if r < 0.5:
+            text = field_edges(rng, text)
+        elif r < 0.75:
             text = structural(rng, text)
         else:
             text = rng.choice(TEXT_MUTATIONS)(rng, text)

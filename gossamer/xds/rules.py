@@ -1,0 +1,387 @@
+"""Envoy's own rules, checked on the protos we build: the `validate.rules` (protoc-gen-validate)
+annotations the Envoy API carries, the check Envoy runs on every resource it receives (a failure is a
+NACK). Generic: every field of every message, `typed_config` Anys unpacked.
+
+    for v in violations(resources):          # resources: type_url -> name -> proto
+        print(v)                            # "Listener 0.0.0.0_80: filter_chains[0]...: value length must be ..."
+
+Implemented: string (lengths in characters and bytes, pattern, prefix/suffix/contains, in/not_in,
+well-known header syntax, const, ip/hostname/address), numbers and wrappers (const, ranges incl.
+exclusive ones, in/not_in), enum (defined_only, in/not_in), bytes lengths, duration and timestamp
+(required, ranges), message required/skip, repeated (min/max items, unique, items), map (min/max pairs,
+keys, values), any (required, in/not_in), oneof `validate.required`, message `validate.disabled`.
+Every `RegexMatcher.regex` is also compiled with RE2 under Istio's program-size limit
+(`resources/regex.py`), as Envoy compiles it.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import re2
+from google.protobuf import descriptor_pool, duration_pb2, message_factory, timestamp_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+from validate import validate_pb2
+
+from gossamer.resources.regex import re2_problem
+from gossamer.xds.types import SHORT_NAMES
+
+MAX_VIOLATIONS = 50
+
+# protoc-gen-validate's well-known regexes (matched whole: Python's `$` would accept a final newline)
+_HEADER_NAME_STRICT = re.compile(r":?[0-9a-zA-Z!#$%&'*+\-.^_|~`]+")
+_HEADER_VALUE_STRICT = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+_HEADER_LOOSE = re.compile(r"[^\x00\x0a\x0d]*")
+
+_WRAPPERS = {
+    "google.protobuf.DoubleValue", "google.protobuf.FloatValue", "google.protobuf.Int64Value",
+    "google.protobuf.UInt64Value", "google.protobuf.Int32Value", "google.protobuf.UInt32Value",
+    "google.protobuf.BoolValue", "google.protobuf.StringValue", "google.protobuf.BytesValue",
+}
+_NUMERIC_RULES = ("float", "double", "int32", "int64", "uint32", "uint64", "sint32", "sint64", "fixed32",
+                  "fixed64", "sfixed32", "sfixed64")
+
+
+@dataclass(frozen=True)
+class Violation:
+    type_url: str
+    resource: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        kind = SHORT_NAMES.get(self.type_url, self.type_url.rpartition(".")[2])
+        return f"{kind} {self.resource}: {self.path}: {self.message}"
+
+
+def violations(resources: dict[str, dict[str, Message]], limit: int = MAX_VIOLATIONS) -> list[Violation]:
+    """What Envoy's validation would reject in these resources (at most `limit`)."""
+    out: list[Violation] = []
+    for type_url, by_name in resources.items():
+        for name, msg in by_name.items():
+            for path, problem in check(msg):
+                out.append(Violation(type_url, name, path, problem))
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+def check(msg: Message) -> Iterator[tuple[str, str]]:
+    """(field path, problem) for every rule `msg` breaks."""
+    yield from _message(msg, "")
+
+
+def _rules(fd: FieldDescriptor) -> validate_pb2.FieldRules | None:
+    options = fd.GetOptions()
+    if not options.HasExtension(validate_pb2.rules):
+        return None
+    return options.Extensions[validate_pb2.rules]  # type: ignore[no-any-return]
+
+
+def _disabled(desc: Descriptor) -> bool:
+    options = desc.GetOptions()
+    return bool(options.HasExtension(validate_pb2.disabled) and options.Extensions[validate_pb2.disabled]) or bool(
+        options.HasExtension(validate_pb2.ignored) and options.Extensions[validate_pb2.ignored])
+
+
+def _in(rule: Any) -> list[Any]:
+    """A rule's `in` list (a Python keyword: not an attribute name)."""
+    return list(getattr(rule, "in"))
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _message(msg: Message, path: str) -> Iterator[tuple[str, str]]:
+    desc = msg.DESCRIPTOR
+    if desc.full_name == "google.protobuf.Any":
+        yield from _any_body(msg, path)
+        return
+    if desc.full_name == "google.protobuf.Duration":  # every Duration, with or without rules
+        if not -315_576_000_000 <= msg.seconds <= 315_576_000_000 or abs(msg.nanos) >= 10**9:  # type: ignore[attr-defined]
+            yield path, "duration out of protobuf's range (+-10000 years)"
+        return
+    if _disabled(desc):
+        return
+    if desc.full_name == "envoy.type.matcher.v3.RegexMatcher" and msg.regex:  # type: ignore[attr-defined]
+        problem = re2_problem(msg.regex)  # type: ignore[attr-defined]
+        if problem:
+            yield _join(path, "regex"), f"invalid RE2 regex {_short(msg.regex)}: {problem}"  # type: ignore[attr-defined]
+    for oneof in desc.oneofs:
+        options = oneof.GetOptions()
+        if options.HasExtension(validate_pb2.required) and options.Extensions[validate_pb2.required]:
+            if msg.WhichOneof(oneof.name) is None:
+                yield _join(path, oneof.name), f"one of {', '.join(f.name for f in oneof.fields)} must be set"
+    for fd in desc.fields:
+        fpath = _join(path, fd.name)
+        rules = _rules(fd)
+        in_oneof = fd.containing_oneof is not None and not getattr(fd.containing_oneof, "is_synthetic", False)
+        if fd.is_repeated:
+            if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+                yield from _map(msg, fd, rules, fpath)
+            else:
+                yield from _repeated(getattr(msg, fd.name), fd, rules, fpath)
+            continue
+        if in_oneof and msg.WhichOneof(fd.containing_oneof.name) != fd.name:
+            continue  # PGV checks a oneof's field only when it is the one set
+        if fd.message_type is not None:
+            present = msg.HasField(fd.name)
+            yield from _single_message(getattr(msg, fd.name) if present else None, fd, rules, fpath)
+        else:
+            if rules is not None:
+                yield from _scalar(getattr(msg, fd.name), fd, rules, fpath)
+
+
+def _any_body(msg: Any, path: str) -> Iterator[tuple[str, str]]:
+    full_name = msg.type_url.rpartition("/")[2]
+    try:
+        desc = descriptor_pool.Default().FindMessageTypeByName(full_name)
+    except KeyError:
+        return  # a type we do not know is not ours to judge (Envoy rejects unknown types itself)
+    inner = message_factory.GetMessageClass(desc)()
+    try:
+        inner.ParseFromString(msg.value)
+    except Exception:  # noqa: BLE001 - a body that does not parse is what Envoy would reject
+        yield path, f"typed config does not parse as {full_name}"
+        return
+    yield from _message(inner, f"{path}({desc.name})")
+
+
+def _single_message(value: Message | None, fd: FieldDescriptor, rules: Any, path: str) -> Iterator[tuple[str, str]]:
+    kind = rules.WhichOneof("type") if rules is not None else None
+    type_name = fd.message_type.full_name
+    if rules is not None and rules.HasField("message"):
+        if rules.message.required and value is None:
+            yield path, "value is required"
+        if rules.message.skip:
+            return
+    if value is None:
+        if kind == "duration" and rules.duration.required:
+            yield path, "value is required"
+        elif kind == "timestamp" and rules.timestamp.required:
+            yield path, "value is required"
+        elif kind == "any" and rules.any.required:
+            yield path, "value is required"
+        return
+    if kind is not None and type_name in _WRAPPERS:
+        inner = value.DESCRIPTOR.fields_by_name["value"]
+        yield from _scalar(value.value, inner, rules, path)  # type: ignore[attr-defined]
+        return
+    if kind == "duration" and isinstance(value, duration_pb2.Duration):
+        yield from _duration(value, rules.duration, path)
+    elif kind == "timestamp" and isinstance(value, timestamp_pb2.Timestamp):
+        pass
+    elif kind == "any":
+        url = value.type_url  # type: ignore[attr-defined]
+        if _in(rules.any) and url not in _in(rules.any):
+            yield path, f"type {url} is not one of {', '.join(_in(rules.any))}"
+        if url in rules.any.not_in:
+            yield path, f"type {url} is not allowed"
+    yield from _message(value, path)
+
+
+def _repeated(values: Any, fd: FieldDescriptor, rules: Any, path: str) -> Iterator[tuple[str, str]]:
+    rep = rules.repeated if rules is not None and rules.HasField("repeated") else None
+    n = len(values)
+    if rep is not None and not (rep.ignore_empty and n == 0):
+        if rep.HasField("min_items") and n < rep.min_items:
+            yield path, f"needs at least {rep.min_items} item(s), has {n}"
+        if rep.HasField("max_items") and n > rep.max_items:
+            yield path, f"takes at most {rep.max_items} item(s), has {n}"
+        if rep.unique and fd.message_type is None and len(set(values)) != n:
+            yield path, "items must be unique"
+    item_rules = rep.items if rep is not None and rep.HasField("items") else None
+    for i, v in enumerate(values):
+        ipath = f"{path}[{i}]"
+        if fd.message_type is not None:
+            yield from _single_message(v, fd, item_rules, ipath)
+        elif item_rules is not None:
+            yield from _scalar(v, fd, item_rules, ipath)
+
+
+def _map(msg: Message, fd: FieldDescriptor, rules: Any, path: str) -> Iterator[tuple[str, str]]:
+    values = getattr(msg, fd.name)
+    rule = rules.map if rules is not None and rules.HasField("map") else None
+    n = len(values)
+    if rule is not None and not (rule.ignore_empty and n == 0):
+        if rule.HasField("min_pairs") and n < rule.min_pairs:
+            yield path, f"needs at least {rule.min_pairs} entries, has {n}"
+        if rule.HasField("max_pairs") and n > rule.max_pairs:
+            yield path, f"takes at most {rule.max_pairs} entries, has {n}"
+    key_fd = fd.message_type.fields_by_name["key"]
+    value_fd = fd.message_type.fields_by_name["value"]
+    for k in values:
+        kpath = f"{path}[{k!r}]"
+        if rule is not None and rule.HasField("keys"):
+            yield from _scalar(k, key_fd, rule.keys, kpath)
+        value_rules = rule.values if rule is not None and rule.HasField("values") else None
+        if value_fd.message_type is not None:
+            yield from _single_message(values[k], value_fd, value_rules, kpath)
+        elif value_rules is not None:
+            yield from _scalar(values[k], value_fd, value_rules, kpath)
+
+
+def _duration(value: duration_pb2.Duration, r: Any, path: str) -> Iterator[tuple[str, str]]:
+    nanos = value.seconds * 10**9 + value.nanos
+
+    def n(d: duration_pb2.Duration) -> int:
+        return d.seconds * 10**9 + d.nanos
+
+    if not -315_576_000_000 <= value.seconds <= 315_576_000_000 or abs(value.nanos) >= 10**9:
+        return  # reported by `_message`
+    bounds = _bounds(nanos, n(r.gt) if r.HasField("gt") else None, n(r.gte) if r.HasField("gte") else None,
+                     n(r.lt) if r.HasField("lt") else None, n(r.lte) if r.HasField("lte") else None, _seconds)
+    if bounds:
+        yield path, "duration " + bounds.replace("{}", "")
+    if r.HasField("const") and nanos != n(r.const):
+        yield path, "duration must equal the required constant"
+
+
+def _seconds(nanos: Any) -> str:
+    return f"{nanos / 10**9:g}s"
+
+
+def _bounds(v: Any, gt: Any, gte: Any, lt: Any, lte: Any, _fmt: Any = str) -> str | None:
+    """PGV's range rules, including exclusive ranges (a lower bound above the upper one)."""
+    low, low_incl = (gte, True) if gte is not None else (gt, False)
+    high, high_incl = (lte, True) if lte is not None else (lt, False)
+    above = low is None or (v >= low if low_incl else v > low)
+    below = high is None or (v <= high if high_incl else v < high)
+    if low is not None and high is not None and low > high:
+        if above or below:
+            return None
+        return f"must be outside ({_fmt(high)}, {_fmt(low)})"
+    if above and below:
+        return None
+    parts = []
+    if low is not None:
+        parts.append(f"{'>=' if low_incl else '>'} {_fmt(low)}")
+    if high is not None:
+        parts.append(f"{'<=' if high_incl else '<'} {_fmt(high)}")
+    return f"must be {' and '.join(parts)} (is {_fmt(v)})"
+
+
+def _scalar(value: Any, fd: FieldDescriptor, rules: Any, path: str) -> Iterator[tuple[str, str]]:
+    kind = rules.WhichOneof("type")
+    if kind is None:
+        return
+    r = getattr(rules, kind)
+    if kind in _NUMERIC_RULES:
+        if getattr(r, "ignore_empty", False) and value == 0:
+            return
+        if r.HasField("const") and value != r.const:
+            yield path, f"must equal {r.const} (is {value})"
+        problem = _bounds(value, r.gt if r.HasField("gt") else None, r.gte if r.HasField("gte") else None,
+                          r.lt if r.HasField("lt") else None, r.lte if r.HasField("lte") else None)
+        if problem:
+            yield path, problem
+        if _in(r) and value not in _in(r):
+            yield path, f"must be one of {list(_in(r))} (is {value})"
+        if value in r.not_in:
+            yield path, f"must not be {value}"
+    elif kind == "string":
+        yield from _string(value, r, path)
+    elif kind == "bytes":
+        if r.ignore_empty and not value:
+            return
+        if r.HasField("min_len") and len(value) < r.min_len:
+            yield path, f"must be at least {r.min_len} bytes"
+        if r.HasField("max_len") and len(value) > r.max_len:
+            yield path, f"must be at most {r.max_len} bytes"
+    elif kind == "enum":
+        if r.defined_only and fd.enum_type is not None and value not in fd.enum_type.values_by_number:
+            yield path, f"{value} is not a defined {fd.enum_type.name}"
+        if _in(r) and value not in _in(r):
+            yield path, f"must be one of {list(_in(r))}"
+        if value in r.not_in:
+            yield path, f"must not be {value}"
+    elif kind == "bool":
+        if r.HasField("const") and value != r.const:
+            yield path, f"must be {str(r.const).lower()}"
+
+
+def _short(value: str) -> str:
+    return repr(value) if len(value) <= 40 else repr(value[:40]) + f"... ({len(value)} characters)"
+
+
+def _string(value: str, r: Any, path: str) -> Iterator[tuple[str, str]]:
+    if r.ignore_empty and value == "":
+        return
+    n = len(value)
+    if r.HasField("const") and value != r.const:
+        yield path, f"must be {r.const!r}"
+    if r.HasField("len") and n != r.len:
+        yield path, f"must be {r.len} characters long"
+    if r.HasField("min_len") and n < r.min_len:
+        yield path, f"must be at least {r.min_len} character(s) long" + ("" if n else " (is empty)")
+    if r.HasField("max_len") and n > r.max_len:
+        yield path, f"must be at most {r.max_len} characters long (is {n})"
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if r.HasField("min_bytes") and size < r.min_bytes:
+        yield path, f"must be at least {r.min_bytes} bytes"
+    if r.HasField("max_bytes") and size > r.max_bytes:
+        yield path, f"must be at most {r.max_bytes} bytes (is {size})"
+    if r.HasField("pattern") and not _pattern(r.pattern).search(value):
+        yield path, f"{_short(value)} does not match {r.pattern!r}"
+    if r.HasField("prefix") and not value.startswith(r.prefix):
+        yield path, f"must start with {r.prefix!r}"
+    if r.HasField("suffix") and not value.endswith(r.suffix):
+        yield path, f"must end with {r.suffix!r}"
+    if r.HasField("contains") and r.contains not in value:
+        yield path, f"must contain {r.contains!r}"
+    if r.HasField("not_contains") and r.not_contains in value:
+        yield path, f"must not contain {r.not_contains!r}"
+    if _in(r) and value not in _in(r):
+        yield path, f"{_short(value)} must be one of {', '.join(_in(r))}"
+    if value in r.not_in:
+        yield path, f"{_short(value)} is not allowed"
+    well_known = r.WhichOneof("well_known")
+    if well_known == "well_known_regex":
+        strict = r.strict if r.HasField("strict") else True
+        if r.well_known_regex == validate_pb2.HTTP_HEADER_NAME:
+            ok = bool((_HEADER_NAME_STRICT if strict else _HEADER_LOOSE).fullmatch(value))
+            what = "a valid HTTP header name"
+        elif r.well_known_regex == validate_pb2.HTTP_HEADER_VALUE:
+            ok = bool((_HEADER_VALUE_STRICT if strict else _HEADER_LOOSE).fullmatch(value))
+            what = "a valid HTTP header value"
+        else:
+            ok, what = True, ""
+        if not ok:
+            yield path, f"{_short(value)} is not {what}"
+    elif well_known in ("ip", "ipv4", "ipv6") and getattr(r, well_known):
+        try:
+            addr = ipaddress.ip_address(value)
+            ok = well_known == "ip" or (addr.version == 4) == (well_known == "ipv4")
+        except ValueError:
+            ok = False
+        if not ok:
+            yield path, f"{_short(value)} is not a valid {well_known.upper() if well_known != 'ip' else 'IP'} address"
+    elif well_known == "hostname" and r.hostname:
+        if not _is_hostname(value):
+            yield path, f"{_short(value)} is not a valid host name"
+    elif well_known == "address" and r.address:
+        if not _is_hostname(value):
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                yield path, f"{_short(value)} is not a valid host name or IP address"
+
+
+def _is_hostname(value: str) -> bool:
+    host = value[:-1] if value.endswith(".") else value
+    if not host or len(host) > 253:
+        return False
+    return all(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", part) for part in host.split("."))
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern(pattern: str) -> Any:
+    """A `pattern` rule as protoc-gen-validate runs it: RE2 (`$` is the end of the text)."""
+    return re2.compile(pattern)
