@@ -5,14 +5,18 @@ failing the rest."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gossamer.analyze.kinds import analysis_kind, is_analyzed
 from gossamer.analyze.messages import TYPES, Message
-from gossamer.resources.base import Resource
+from gossamer.resources.base import Resource, format_path
 from gossamer.resources.issues import Issue
-from gossamer.resources.loader import parse_documents
+from gossamer.resources.kinds import KindInfo
+from gossamer.resources.loader import KindLookup, parse_documents
+from gossamer.resources.validation import Finding, validate_nothing
 
 # Istio's analysis ignores these namespaces (inject.IgnoredNamespaces).
 IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
@@ -30,6 +34,27 @@ def schema_error(issue: Issue) -> Message:
     return Message(TYPES["IST0106"], issue.kind, "", issue.name, issue.file, issue.line, issue.field, issue.message)
 
 
+def _deferring_kinds() -> tuple[KindLookup, list[tuple[Resource, Finding]]]:
+    """A kind lookup whose validators hand their errors to a list instead of failing the object: as in
+    istioctl, an object that parses but breaks a rule is reported (IST0106) and still analyzed."""
+    deferred: list[tuple[Resource, Finding]] = []
+
+    def lookup(kind: str, raw: dict[str, Any]) -> KindInfo:
+        info = analysis_kind(kind, raw)
+        if info.validator is validate_nothing:
+            return info
+        check = info.validator
+
+        def validator(res: Resource) -> list[Finding]:
+            findings = check(res)
+            deferred.extend((res, f) for f in findings if f.level == "error")
+            return [f for f in findings if f.level != "error"]
+
+        return dataclasses.replace(info, validator=validator)
+
+    return lookup, deferred
+
+
 def _in_namespace(r: Resource, namespace: str) -> Resource:
     if r.metadata.namespace == namespace:
         return r
@@ -42,7 +67,13 @@ def load_for_analysis(files: Sequence[tuple[str, str]], namespace: str = "defaul
     analyze -n` puts them."""
     out = Loaded()
     for filename, text in files:
-        resources, issues = parse_documents(text, filename, kinds=analysis_kind)
+        kinds, deferred = _deferring_kinds()
+        resources, issues = parse_documents(text, filename, kinds=kinds)
+        for res, finding in deferred:
+            namespace_given = bool((res.raw.get("metadata") or {}).get("namespace"))
+            out.messages.append(Message(TYPES["IST0106"], res.kind, res.namespace if namespace_given else namespace,
+                                        res.name, res.source_file, finding.line or res.line_of(finding.path),
+                                        format_path(finding.path), finding.message))
         for issue in issues:
             if issue.level == "error":
                 out.messages.append(schema_error(issue))

@@ -94,6 +94,8 @@ def analyze(files: Sequence[tuple[str, str]], *, namespace: str = "default", all
     elif not any(r.kind == "Pod" for r in loaded.resources):
         # Gossamer manifests bring Deployments, not Pods: analyze the pods the runtime would run.
         resources += derived_pods(resources)
+    else:  # a dump with its own Pods; the built-in gateway still runs (istioctl assumes Istio's too)
+        resources += derived_pods([r for r in resources if r.source_file == BUILTIN_SOURCE])
     mesh: MeshConfig
     if mesh_config is not None:
         mesh = parse_mesh_config(mesh_config[1], mesh_config[0])

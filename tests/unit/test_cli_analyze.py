@@ -46,7 +46,7 @@ def test_schema_errors_are_reported_and_the_rest_is_analyzed(tmp_path: Path) -> 
                    "spec:\n  hosts: [y]\n  http:\n  - route:\n    - destination: {host: nowhere}\n")
     proc = analyze(tmp_path, bad)
     assert proc.returncode == 79
-    assert f"{bad}:7: Error [IST0106] (VirtualService x) spec.http[0].route: weights sum to 60" in proc.stdout
+    assert f"{bad}:7: Error [IST0106] (VirtualService default/x) spec.http[0].route: weights sum to 60" in proc.stdout
     assert f"{bad}:20: Error [IST0101] (VirtualService default/y) spec.http[0].route[0].destination.host" in proc.stdout
 
 

@@ -14,6 +14,7 @@ from gossamer.analyze.analyzers import (
     serviceentry,
     sidecar,
     virtualservice,
+    vsrules,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "serviceentry",
     "sidecar",
     "virtualservice",
+    "vsrules",
 ]
