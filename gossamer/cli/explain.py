@@ -63,6 +63,8 @@ def print_explanation(console: Console, body: dict[str, Any]) -> None:
             _line(console, "", c["note"], "yellow")
     for k, v in body.get("requestHeadersToAdd", []):
         _line(console, "adds header", f"{k}: {v}")
+    for line in body.get("rateLimits", []):
+        _line(console, "rate limit", line.strip(), "dim" if line.startswith("  ") else None)
     status = body.get("status")
     _line(console, "result", body.get("verdict", ""), "bold red" if status and status >= 400 else "bold")
     _sync(console, body)

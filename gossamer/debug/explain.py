@@ -267,6 +267,7 @@ def _describe(resources: Mapping[str, Mapping[str, Message]], result: Result, re
         "clusters": [],
         "status": result.status,
         "requestHeadersToAdd": [list(h) for h in result.request_headers_to_add],
+        "rateLimits": list(result.rate_limits),
         "explanation": steps,
     }
     if result.virtual_host is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from urllib.parse import unquote
 
@@ -42,6 +42,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf.message import Message
 
+from gossamer.debug import ratelimit
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 __all__ = ["Request", "Result", "SimulationError", "simulate"]
@@ -99,6 +100,7 @@ class Result:
     status: int | None = None
     request_headers_to_add: tuple[tuple[str, str], ...] = ()
     explanation: tuple[str, ...] = ()
+    rate_limits: tuple[str, ...] = ()  # what the rate limit filters do with it (debug/ratelimit.py)
 
     @property
     def cluster(self) -> str | None:
@@ -439,7 +441,8 @@ def _run_http(resources: Mapping[str, Mapping[str, Message]], request: Request, 
             if not _rbac_allows(rbac.rules, ctx, steps, "http"):
                 return Result(listener=listener, filter_chain=chain_name, route_config=name or None, status=403,
                               explanation=tuple(steps))
-    return _route(resources, request, listener, chain_name, name or None, cfg, headers, path_only, query, steps)
+    return _route(resources, request, listener, chain_name, name or None, cfg, headers, path_only, query, steps,
+                  hcm.http_filters)
 
 
 def _select_virtual_host(cfg: route_pb2.RouteConfiguration, host: str,
@@ -489,7 +492,7 @@ def _port_hint(cfg: route_pb2.RouteConfiguration, host: str) -> str | None:
 
 def _route(resources: Mapping[str, Mapping[str, Message]], request: Request, listener: str, chain_name: str,
            cfg_name: str | None, cfg: route_pb2.RouteConfiguration, headers: dict[str, str], path: str,
-           query: str, steps: list[str]) -> Result:
+           query: str, steps: list[str], filters: Sequence[hcm_pb2.HttpFilter] = ()) -> Result:
     if cfg.vhds.HasField("config_source"):
         raise SimulationError(f"route config {cfg_name}: VHDS is not simulated")
     host = headers.get(cfg.vhost_header.lower(), "") if cfg.vhost_header else headers[":authority"]
@@ -524,7 +527,10 @@ def _route(resources: Mapping[str, Mapping[str, Message]], request: Request, lis
             steps.append(f"{label}: {why} did not match")
             continue
         steps.append(f"{label}: {why} matched")
-        return _apply_route(resources, listener, chain_name, cfg_name, cfg, vh, route, headers, steps)
+        result = _apply_route(resources, listener, chain_name, cfg_name, cfg, vh, route, headers, steps)
+        limits = ratelimit.describe(resources, filters, cfg, vh, route, headers, request.source_ip, result.cluster,
+                                    _header_match)
+        return replace(result, rate_limits=tuple(limits)) if limits else result
     steps.append(f"no route in virtual host {vh.name} matched: 404")
     return Result(listener=listener, filter_chain=chain_name, route_config=cfg_name, virtual_host=vh_name,
                   status=404, explanation=tuple(steps))

@@ -1,0 +1,1 @@
+"""Envoy's rate limit service protocol, as the reference service implements it (see service.py)."""
