@@ -30,12 +30,8 @@ ANALYZED: frozenset[tuple[str, str]] = frozenset({
     ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
     ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
     ("apiextensions.k8s.io", "CustomResourceDefinition"),
-    ("networking.k8s.io", "Ingress"),
-    (GATEWAY_API_GROUP, "Gateway"), (GATEWAY_API_GROUP, "GatewayClass"), (GATEWAY_API_GROUP, "HTTPRoute"),
-    (GATEWAY_API_GROUP, "GRPCRoute"), (GATEWAY_API_GROUP, "TCPRoute"), (GATEWAY_API_GROUP, "TLSRoute"),
-    (GATEWAY_API_GROUP, "ReferenceGrant"),
+    (GATEWAY_API_GROUP, "Gateway"), (GATEWAY_API_GROUP, "HTTPRoute"), (GATEWAY_API_GROUP, "GRPCRoute"),
     ("extensions.istio.io", "WasmPlugin"), ("networking.istio.io", "ProxyConfig"),
-    ("networking.istio.io", "WorkloadGroup"),
 })
 
 # Kubernetes kinds without a namespace (metadata.namespace is dropped for them).

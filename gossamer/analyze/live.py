@@ -4,11 +4,14 @@ them), with the same analyzers and messages as on files."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from gossamer.analyze.kinds import analysis_kind
 from gossamer.analyze.messages import Message
 from gossamer.analyze.session import Result, analyze, pod_document, pod_resource
 from gossamer.resources.base import Resource
+from gossamer.resources.loader import parse_documents
 
 RUNTIME_SOURCE = "<runtime>"
 
@@ -20,11 +23,34 @@ def runtime_pods(pods: Sequence[Any]) -> list[Resource]:
                          RUNTIME_SOURCE) for p in pods]
 
 
+def with_field_lines(stored: Sequence[Resource]) -> list[Resource]:
+    """The stored objects, each replaced by its parse from its source file when that file still holds
+    it unchanged: stored objects only know their document's line, messages point at the field's."""
+    by_file: dict[str, list[Resource]] = {}
+    for r in stored:
+        by_file.setdefault(r.source_file, []).append(r)
+    out: list[Resource] = []
+    for name, resources in by_file.items():
+        fresh: dict[tuple[str, str, int], Resource] = {}
+        path = Path(name)
+        if name and not name.startswith("<") and path.is_file():
+            try:
+                parsed, _ = parse_documents(path.read_text(encoding="utf-8"), name, kinds=analysis_kind)
+            except (OSError, UnicodeDecodeError):
+                parsed = []
+            fresh = {(p.kind, p.name, p.source_line): p for p in parsed}
+        for r in resources:
+            again = fresh.get((r.kind, r.name, r.source_line))
+            same = again is not None and again.raw.get("spec") == r.raw.get("spec") and again.namespace == r.namespace
+            out.append(again if same and again is not None else r)
+    return out
+
+
 def analyze_mesh(files: Sequence[tuple[str, str]], stored: Sequence[Resource], pods: Sequence[Any], *,
                  namespace: str = "default", all_namespaces: bool = False,
                  mesh_config: tuple[str, str] | None = None, analyzers: Sequence[str] | None = None) -> Result:
     return analyze(files, namespace=namespace, all_namespaces=all_namespaces, mesh_config=mesh_config,
-                   existing=stored, pods=runtime_pods(pods), analyzers=analyzers)
+                   existing=with_field_lines(stored), pods=runtime_pods(pods), analyzers=analyzers)
 
 
 def mesh_messages(stored: Sequence[Resource], pods: Sequence[Any]) -> list[Message]:

@@ -116,7 +116,8 @@ def config_view(stored: Iterable[StoredObject], parsed: Sequence[Any],
                       "resourceVersion": obj.resource_version, "generation": obj.generation,
                       "hosts": _hosts(obj.kind, spec), "summary": _summary(obj.kind, spec), "warnings": warnings})
     items.sort(key=lambda i: (CONFIG_KINDS.index(i["kind"]), i["namespace"], i["name"]))
-    return {"items": items, "warnings": sum(len(i["warnings"]) for i in items)}
+    return {"items": items, "warnings": sum(len(i["warnings"]) for i in items),
+            "analysis": [m.to_json() for m in messages]}
 
 
 def mesh_services(resources: dict[str, tuple[Any, ...]]) -> list[ServiceInfo]:

@@ -21,7 +21,7 @@ class ServicePort(Model):
     name: str | None = None
     port: Port
     target_port: IntOrString | None = None
-    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    protocol: str = "TCP"  # TCP, UDP or SCTP: checked by validation (a dump may say otherwise)
     app_protocol: str | None = None
     node_port: int | None = None  # ignored locally
 

@@ -988,6 +988,8 @@ def validate_service(res: Resource) -> list[Finding]:
                     p + ("name",), f"duplicate port name {port.name!r} (also ports[{names[port.name]}])"
                 )
             names.setdefault(port.name, i)
+        if port.protocol not in ("TCP", "UDP", "SCTP"):
+            rep.error(p + ("protocol",), f"protocol must be TCP, UDP or SCTP, got {port.protocol!r}")
         if (port.port, port.protocol) in pairs:
             rep.error(p + ("port",), f"duplicate port {port.port}/{port.protocol}")
         pairs.setdefault((port.port, port.protocol), i)

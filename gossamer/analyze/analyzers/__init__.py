@@ -14,8 +14,10 @@ from gossamer.analyze.analyzers import (
     service,
     serviceentry,
     sidecar,
+    status,
     virtualservice,
     vsrules,
+    webhook,
 )
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "service",
     "serviceentry",
     "sidecar",
+    "status",
     "virtualservice",
     "vsrules",
+    "webhook",
 ]

@@ -76,7 +76,7 @@ def _runs_as_proxy(spec: Mapping[str, Any]) -> int:
     return found
 
 
-@analyzer("deployment.ApplicationUIDAnalyzer", "Checks invalid application UID", ("IST0144",))
+@analyzer("applicationUID.Analyzer", "Checks invalid application UID", ("IST0144",))
 def application_uid(ctx: Context) -> Iterator[Message]:
     for r in [*ctx.pods, *ctx.of("Deployment")]:
         if is_control_plane(r):

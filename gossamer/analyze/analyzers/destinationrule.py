@@ -55,7 +55,7 @@ def _pod_labels(pod_labels: Mapping[str, str], node_name: str,
     return labels
 
 
-@analyzer("destinationrule.PodNotSelectedAnalyzer",
+@analyzer("destinationrule.SubsetSelectPodAnalyzer",
           "Checks that a DestinationRule's host is a service and its subsets select pods", ("IST0173", "IST0174"))
 def subsets_select_pods(ctx: Context) -> Iterator[Message]:
     nodes = {n.name: n.metadata.labels for n in ctx.of("Node")}

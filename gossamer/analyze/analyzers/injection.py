@@ -163,7 +163,7 @@ def proxy_images(ctx: Context) -> Iterator[Message]:
                               "upgrade of the control plane: redeploy them)")
 
 
-def _selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
+def label_selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
     """metav1.LabelSelector (matchLabels, matchExpressions); absent: everything."""
     if not isinstance(selector, dict):
         return True
@@ -205,7 +205,7 @@ def image_auto(ctx: Context) -> Iterator[Message]:
         ns = ctx.find("Namespace", "", d.namespace or "default")
         ns_labels = ns.metadata.labels if ns is not None else {}
         labels = d.spec.template.metadata.labels
-        if not any(_selector_matches(w.get("namespaceSelector"), ns_labels)
-                   and _selector_matches(w.get("objectSelector"), labels) for w in webhooks):
+        if not any(label_selector_matches(w.get("namespaceSelector"), ns_labels)
+                   and label_selector_matches(w.get("objectSelector"), labels) for w in webhooks):
             yield ctx.message("IST0146", d, ("metadata", "name"),
                               "has an istio-proxy with `image: auto` but no Istio injection webhook selects its pods")

@@ -196,6 +196,16 @@ function renderConfig(c) {
       h("td", { class: "mono", title: i.source }, shortPath(i.source)),
       h("td", { class: "num" }, i.resourceVersion))))
     : h("p", { class: "muted" }, "No Istio config applied (gossamer apply -f FILE)."));
+  const msgs = c.analysis || [];
+  document.getElementById("analysis-summary").textContent = `${msgs.length} messages`;
+  replace("analysis", msgs.length ? table(["level", "code", "object", "source", "message"],
+    msgs.map(m => h("tr", { class: m.level === "Error" ? "bad" : null },
+      h("td", {}, badge(m.level, m.level === "Error" ? "no" : m.level === "Warning" ? "STALE" : "none")),
+      h("td", { class: "mono", title: m.name }, m.code),
+      h("td", { class: "mono" }, `${m.kind} ${m.namespace ? m.namespace + "/" : ""}${m.resource}`),
+      h("td", { class: "mono", title: `${m.file}:${m.line}` }, shortPath(`${m.file}:${m.line}`)),
+      h("td", {}, (m.field ? `${m.field}: ` : "") + m.message))))
+    : h("p", { class: "muted" }, "No analysis messages."));
 }
 
 function shortPath(p) { const parts = p.split("/"); return parts.length > 3 ? "…/" + parts.slice(-3).join("/") : p; }
