@@ -1,0 +1,633 @@
+"""Control plane at scale: the real control plane against simulated Envoys (no root needed).
+
+The control plane runs in a child process, as `up` runs it, with a simulated runtime in place of the
+local one: it turns Deployments into pods exactly through the interface the control plane uses for
+the runtime's pods (pod statuses, a change callback), only without network namespaces or processes.
+This process plays every pod's Envoy: one gRPC channel and one incremental (delta) ADS stream per
+proxy, node id and metadata as the agent's bootstrap builds them, CDS -> EDS -> LDS -> RDS as Envoy
+subscribes, every response ACKed with its nonce.
+
+The mesh: services in 10 namespaces, 2 replicas each, 20% with a VirtualService and a DestinationRule
+with two subsets; plus the ingress gateway. Printed per size: the connection storm (every proxy has its
+full config), control-plane CPU and peak RSS, one VirtualService change -> every affected proxy ACKed
+(p50, p99, CPU), a pod removed -> every proxy that sees it has the new endpoints (p99), 10 changes in one
+second, the longest the API waited during pushes, bytes per proxy, and the growth exponents.
+
+    benchmarks/controlplane.py               # 100, 300, 1000 services and 300 with a Sidecar per namespace
+    benchmarks/controlplane.py 100 300s      # chosen sizes ("s": with the Sidecar per namespace)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+NAMESPACES = 10
+REPLICAS = 2
+ROUTED_EVERY = 5  # 20% of the services get a VirtualService and a DestinationRule with two subsets
+CHANGES = 10
+PORT = 8000
+
+SERVICE = """apiVersion: v1
+kind: Service
+metadata: {{name: svc-{i}, namespace: {ns}}}
+spec:
+  selector: {{app: svc-{i}}}
+  ports: [{{name: http, port: {port}}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: svc-{i}, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: svc-{i}}}}}
+  template:
+    metadata: {{labels: {{app: svc-{i}, version: v{version}}}}}
+    spec:
+      containers:
+      - name: app
+        command: ["python3", "-m", "http.server", "{port}"]
+"""
+
+ROUTED = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: svc-{i}, namespace: {ns}}}
+spec:
+  hosts: [svc-{i}]
+  http:
+  - match: [{{headers: {{end-user: {{exact: jason}}}}}}]
+    route: [{{destination: {{host: svc-{i}, subset: v2}}}}]
+  - route:
+    - {{destination: {{host: svc-{i}, subset: v1}}, weight: 90}}
+    - {{destination: {{host: svc-{i}, subset: v2}}, weight: 10}}
+    timeout: {timeout}s
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: svc-{i}, namespace: {ns}}}
+spec:
+  host: svc-{i}
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+"""
+
+SIDECAR = """apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: {ns}}}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]
+"""
+
+
+def namespace_of(i: int) -> str:
+    return f"ns-{i % NAMESPACES}"
+
+
+def manifests(n: int, sidecars: bool) -> str:
+    docs = [f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{k}}}\n" for k in range(NAMESPACES)]
+    for i in range(n):
+        docs.append(SERVICE.format(i=i, ns=namespace_of(i), port=PORT, replicas=REPLICAS, version=1 + i % 2))
+        if i % ROUTED_EVERY == 0:
+            docs.append(ROUTED.format(i=i, ns=namespace_of(i), timeout=1))
+    if sidecars:
+        docs.extend(SIDECAR.format(ns=f"ns-{k}") for k in range(NAMESPACES))
+    return "---\n".join(docs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The control plane (child process)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
+    """`up` without the root-only parts: the real ControlPlane and API, pods from a simulated runtime.
+    Commands on stdin stand in for pod events the runtime would report: `delete NS POD`."""
+    import logging
+
+    from aiohttp import web
+
+    from gossamer.api.server import Api
+    from gossamer.controlplane.daemon import ControlPlane
+    from gossamer.controlplane.paths import Paths
+
+    logging.basicConfig(level=logging.WARNING, format="controlplane: %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        paths = Paths(Path(state_dir), Path(run_dir))
+        cp = ControlPlane(paths, ingress_port=0, ingress_tls_port=0)
+        runtime = SimulatedRuntime(cp._on_runtime_change)
+        cp.runtime = runtime  # type: ignore[assignment]
+        result = await cp.start([(manifest, Path(manifest).read_text())])
+        if not result.ok:
+            raise SystemExit("\n".join(str(e) for e in result.errors))
+        api = Api(cp, asyncio.Event())
+        runner = web.AppRunner(api.app(), access_log=None)
+        await runner.setup()
+        await web.UnixSite(runner, str(paths.api_socket)).start()
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        print("ready", flush=True)
+        while line := (await reader.readline()).decode().split():
+            if line[0] == "delete":
+                runtime.delete_pod(line[1], line[2])
+        await runner.cleanup()
+        await cp.stop(wipe=True)
+
+    asyncio.run(run())
+
+
+class SimulatedRuntime:
+    """The runtime interface the control plane uses (apply Deployments, report pods, notify changes),
+    with pods that are ready at once and nothing started on the machine."""
+
+    def __init__(self, on_change: Any) -> None:
+        from gossamer.runtime.types import PodStatus
+
+        self._pod_status = PodStatus
+        self.on_change = on_change
+        self._pods: dict[tuple[str, str], Any] = {}
+        self._next_ip = 2
+        self._deleted: set[tuple[str, str]] = set()
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self._pods.clear()
+
+    async def apply(self, deployments: Iterable[Any], _services: Any) -> None:
+        changed = False
+        for spec in deployments:
+            for k in range(spec.replicas):
+                name = f"{spec.name}-{spec.template_hash[:10]}-{k}"
+                key = (spec.namespace, name)
+                if key in self._pods or key in self._deleted:
+                    continue
+                ip = f"10.244.{self._next_ip // 250}.{self._next_ip % 250 + 2}"
+                self._next_ip += 1
+                self._pods[key] = self._pod_status(
+                    name=name, namespace=spec.namespace, deployment=spec.name, ip=ip, labels=spec.labels,
+                    service_account=spec.service_account, has_sidecar=spec.inject_sidecar,
+                    proxy_type=spec.proxy_type, phase="Running", app_ready=True, proxy_ready=True,
+                    started_at=time.time())
+                changed = True
+        if changed:
+            self.on_change()
+
+    async def set_service_endpoints(self, _services: Any) -> None:
+        pass
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self._deleted.add((namespace, name))
+        if self._pods.pop((namespace, name), None) is not None:
+            self.on_change()
+
+    def pods(self) -> list[Any]:
+        return [self._pods[k] for k in sorted(self._pods)]
+
+    def pod(self, name: str, namespace: str = "default") -> Any:
+        return self._pods[(namespace, name)]
+
+    def netns_name(self, _pod: str, _namespace: str) -> str:
+        return ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Simulated Envoys (this process)
+# ---------------------------------------------------------------------------------------------------------
+
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+
+class Decoded:
+    """What Envoy takes from a resource to subscribe further, decoded once per distinct version (the
+    per-resource version is a hash of its bytes) - the simulator's shortcut, not the control plane's."""
+
+    def __init__(self) -> None:
+        self.eds_name: dict[tuple[str, str], str | None] = {}
+        self.rds_names: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def cluster(self, res: Any) -> str | None:
+        key = (res.name, res.version)
+        if key not in self.eds_name:
+            from envoy.config.cluster.v3 import cluster_pb2
+
+            c = cluster_pb2.Cluster.FromString(res.resource.value)
+            eds = c.type == cluster_pb2.Cluster.EDS
+            self.eds_name[key] = (c.eds_cluster_config.service_name or c.name) if eds else None
+        return self.eds_name[key]
+
+    def listener(self, res: Any) -> tuple[str, ...]:
+        key = (res.name, res.version)
+        if key not in self.rds_names:
+            from envoy.config.listener.v3 import listener_pb2
+            from envoy.extensions.filters.network.http_connection_manager.v3 import (
+                http_connection_manager_pb2 as hcm_pb2,
+            )
+
+            lis = listener_pb2.Listener.FromString(res.resource.value)
+            names = set()
+            chains = [*lis.filter_chains, *([lis.default_filter_chain] if lis.HasField("default_filter_chain") else [])]
+            for chain in chains:
+                for f in chain.filters:
+                    if f.typed_config.type_url.endswith("HttpConnectionManager"):
+                        hcm = hcm_pb2.HttpConnectionManager.FromString(f.typed_config.value)
+                        if hcm.HasField("rds"):
+                            names.add(hcm.rds.route_config_name)
+            self.rds_names[key] = tuple(sorted(names))
+        return self.rds_names[key]
+
+
+@dataclass
+class SimProxy:
+    node_id: str
+    metadata: dict[str, Any]
+    namespace: str
+    clusters: dict[str, str | None] = field(default_factory=dict)  # name -> EDS service name
+    listeners: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    eds_names: set[str] = field(default_factory=set)
+    rds_names: set[str] = field(default_factory=set)
+    have: dict[str, set[str]] = field(default_factory=lambda: {EDS: set(), RDS: set()})
+    lds_requested: bool = False
+    lds_acked: bool = False
+    synced_at: float = 0.0
+    bytes: int = 0
+    acks: list[tuple[float, str, frozenset[str]]] = field(default_factory=list)  # (time, type, names updated)
+    errors: list[str] = field(default_factory=list)
+
+    def full(self) -> bool:
+        return (self.lds_acked and self.eds_names <= self.have[EDS] and self.rds_names <= self.have[RDS])
+
+
+class Envoys:
+    def __init__(self, xds_socket: Path, pods: list[dict[str, Any]]) -> None:
+        from gossamer.agent.bootstrap import node_id, proxy_metadata
+
+        self.socket = xds_socket
+        self.decoded = Decoded()
+        self.proxies: list[SimProxy] = []
+        for p in pods:
+            if not p["hasSidecar"] and p["proxyType"] != "router":
+                continue
+            meta = proxy_metadata(pod=p["name"], namespace=p["namespace"], ip=p["ip"], labels=p["labels"],
+                                  service_account=p["serviceAccount"], workload=p["deployment"],
+                                  proxy_type=p["proxyType"], ingress_port=0, host_netns="/proc/1/ns/net")
+            meta["GOSSAMER_SDS"] = "true"  # as the agent's bootstrap says when it serves SDS
+            self.proxies.append(SimProxy(node_id(p["proxyType"], p["ip"], p["name"], p["namespace"]), meta,
+                                         p["namespace"]))
+        self.cancelled = 0
+        self.all_synced = asyncio.Event()
+        self._pending = len(self.proxies)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run(p)) for p in self.proxies]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self, proxy: SimProxy) -> None:
+        import grpc
+
+        while True:
+            try:
+                await self._stream(proxy)
+                return
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as e:
+                self.cancelled += 1
+                proxy.errors.append(f"{e.code().name}: {e.details()}")
+                await asyncio.sleep(0.5)  # Envoy's retry backoff (first step)
+
+    async def _stream(self, proxy: SimProxy) -> None:
+        import grpc
+        from envoy.config.core.v3 import base_pb2
+        from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+        from google.protobuf import json_format, struct_pb2
+
+        metadata = struct_pb2.Struct()
+        json_format.ParseDict(proxy.metadata, metadata)
+        node = base_pb2.Node(id=proxy.node_id, cluster=f"{proxy.metadata['LABELS'].get('app', '')}.{proxy.namespace}",
+                             metadata=metadata)
+        outbox: asyncio.Queue[Any] = asyncio.Queue()
+        Req = discovery_pb2.DeltaDiscoveryRequest
+        outbox.put_nowait(Req(node=node, type_url=CDS))
+
+        async def requests() -> Any:
+            while True:
+                item = await outbox.get()
+                if item is None:
+                    return
+                yield item
+
+        async with grpc.aio.insecure_channel(f"unix:{self.socket}", options=[
+                ("grpc.max_receive_message_length", 256 * 1024 * 1024)]) as channel:
+            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+            async for resp in stub.DeltaAggregatedResources(requests()):
+                now = time.monotonic()
+                proxy.bytes += resp.ByteSize()
+                names = frozenset(r.name for r in resp.resources)
+                t = resp.type_url
+                if t == CDS:
+                    for r in resp.resources:
+                        proxy.clusters[r.name] = self.decoded.cluster(r)
+                    for name in resp.removed_resources:
+                        proxy.clusters.pop(name, None)
+                    wanted = {n for n in proxy.clusters.values() if n}
+                    added, gone = wanted - proxy.eds_names, proxy.eds_names - wanted
+                    proxy.eds_names = wanted
+                    proxy.have[EDS] -= gone
+                    if added or gone:
+                        outbox.put_nowait(Req(type_url=EDS, resource_names_subscribe=sorted(added),
+                                              resource_names_unsubscribe=sorted(gone)))
+                elif t == LDS:
+                    for r in resp.resources:
+                        proxy.listeners[r.name] = self.decoded.listener(r)
+                    for name in resp.removed_resources:
+                        proxy.listeners.pop(name, None)
+                    wanted = {n for names_ in proxy.listeners.values() for n in names_}
+                    added, gone = wanted - proxy.rds_names, proxy.rds_names - wanted
+                    proxy.rds_names = wanted
+                    proxy.have[RDS] -= gone
+                    if added or gone:
+                        outbox.put_nowait(Req(type_url=RDS, resource_names_subscribe=sorted(added),
+                                              resource_names_unsubscribe=sorted(gone)))
+                elif t in (EDS, RDS):
+                    proxy.have[t] |= names
+                    proxy.have[t] -= set(resp.removed_resources)
+                outbox.put_nowait(Req(type_url=t, response_nonce=resp.nonce))  # the ACK
+                proxy.acks.append((now, t, names))
+                if t == LDS:
+                    proxy.lds_acked = True
+                if not proxy.lds_requested and proxy.clusters and proxy.eds_names <= proxy.have[EDS]:
+                    # Cluster warming done: Envoy asks for listeners only now.
+                    proxy.lds_requested = True
+                    outbox.put_nowait(Req(type_url=LDS))
+                if not proxy.synced_at and proxy.full():
+                    proxy.synced_at = now
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self.all_synced.set()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class ApiProbe:
+    """Polls the API (GET /v1/ready) every 50 ms from a thread; keeps the longest wait per phase."""
+
+    def __init__(self, socket: Path) -> None:
+        from gossamer.cli.client import ApiClient
+
+        self.client = ApiClient(socket, timeout=300)
+        self.max_wait = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            with contextlib.suppress(OSError):
+                self.client.get("/v1/ready")
+            self.max_wait = max(self.max_wait, time.monotonic() - t0)
+            self._stop.wait(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Result:
+    services: int
+    sidecars: bool
+    proxies: int = 0
+    storm: float = 0.0
+    storm_cpu: float = 0.0
+    change_samples: list[float] = field(default_factory=list)
+    change_affected: int = 0
+    change_cpu: float = 0.0
+    eds_samples: list[float] = field(default_factory=list)
+    burst_seconds: float = 0.0
+    burst_cpu: float = 0.0
+    rss_mb: float = 0.0
+    api_max_wait: float = 0.0
+    bytes_per_proxy: float = 0.0
+    cancelled: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.services} services{' (Sidecar per namespace)' if self.sidecars else ''}"
+
+
+def acked_after(proxies: list[SimProxy], t0: float, type_url: str, name: str) -> list[float]:
+    """Per proxy that received `name` of `type_url` after t0: the last such ACK's delay."""
+    out = []
+    for p in proxies:
+        times = [t for t, typ, names in p.acks if t >= t0 and typ == type_url and name in names]
+        if times:
+            out.append(times[-1] - t0)
+    return out
+
+
+async def wait_quiet(proxies: list[SimProxy], t0: float, quiet: float = 0.5, limit: float = 120.0) -> None:
+    """Until no ACK was sent for `quiet` seconds (after t0)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        await asyncio.sleep(quiet / 2)
+        last = max((p.acks[-1][0] for p in proxies if p.acks), default=t0)
+        if time.monotonic() - max(last, t0) >= quiet:
+            return
+
+
+async def measure(n: int, sidecars: bool) -> Result:
+    from gossamer.cli.client import ApiClient
+
+    result = Result(n, sidecars)
+    with tempfile.TemporaryDirectory(prefix="gsm-cpbench-") as tmp:
+        manifest = Path(tmp) / "mesh.yaml"
+        manifest.write_text(manifests(n, sidecars))
+        run_dir = Path(tmp) / "run"
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--serve-control-plane", str(Path(tmp) / "state"), str(run_dir),
+             str(manifest)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            if child.stdout.readline().strip() != "ready":
+                raise SystemExit("control plane did not start")
+            client = ApiClient(run_dir / "api.sock", timeout=600)
+            pods: list[dict[str, Any]] = []
+            while len(pods) < n * REPLICAS + 1:
+                pods = (await asyncio.to_thread(client.get, "/v1/status"))[1]["pods"]
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0)  # the start-up push is done: the storm starts on a settled control plane
+            envoys = Envoys(run_dir / "xds.sock", pods)
+            result.proxies = len(envoys.proxies)
+            probe = ApiProbe(run_dir / "api.sock")
+            cpu0, t0 = cpu_seconds(child.pid), time.monotonic()
+            await envoys.start()
+            await asyncio.wait_for(envoys.all_synced.wait(), 900)
+            result.storm = time.monotonic() - t0
+            status, synced = await asyncio.to_thread(client.get, "/v1/sync?timeout=120")
+            assert synced["synced"], synced
+            result.storm_cpu = cpu_seconds(child.pid) - cpu0
+            result.bytes_per_proxy = sum(p.bytes for p in envoys.proxies) / len(envoys.proxies)
+
+            # One VirtualService change at a time -> every proxy that routes to its host ACKed.
+            host_ns = namespace_of(0)
+            route_name = str(PORT)
+            cpu0 = cpu_seconds(child.pid)
+            for change in range(CHANGES):
+                t0 = time.monotonic()
+                text = ROUTED.format(i=0, ns=host_ns, timeout=change + 2)
+                status, body = await asyncio.to_thread(client.post, "/v1/apply",
+                                                       {"files": [{"name": "vs.yaml", "text": text}]})
+                assert status == 200, body
+                status, synced = await asyncio.to_thread(client.get, f"/v1/sync?revision={body['revision']}&timeout=120")
+                assert synced["synced"], synced
+                await wait_quiet(envoys.proxies, t0, quiet=0.3)
+                samples = acked_after(envoys.proxies, t0, RDS, route_name)
+                result.change_affected = len(samples)
+                result.change_samples.extend(samples)
+            result.change_cpu = (cpu_seconds(child.pid) - cpu0) / CHANGES
+
+            # A pod removed -> every proxy that sees its service has the new endpoints.
+            victim = next(p for p in pods if p["deployment"] == "svc-1")
+            cluster = f"outbound|{PORT}||svc-1.{victim['namespace']}.svc.cluster.local"
+            t0 = time.monotonic()
+            child.stdin.write(f"delete {victim['namespace']} {victim['name']}\n")
+            child.stdin.flush()
+            await wait_quiet(envoys.proxies, t0, quiet=1.0)
+            result.eds_samples = acked_after(envoys.proxies, t0, EDS, cluster)
+
+            # 10 changes within one second (different VirtualServices): until every proxy is quiet again.
+            cpu0, t0 = cpu_seconds(child.pid), time.monotonic()
+            for change in range(CHANGES):
+                i = ROUTED_EVERY * (change + 1)
+                text = ROUTED.format(i=i, ns=namespace_of(i), timeout=7)
+                status, body = await asyncio.to_thread(client.post, "/v1/apply",
+                                                       {"files": [{"name": f"vs{i}.yaml", "text": text}]})
+                assert status == 200, body
+                await asyncio.sleep(max(0.0, t0 + (change + 1) * 0.1 - time.monotonic()))
+            status, synced = await asyncio.to_thread(client.get, f"/v1/sync?revision={body['revision']}&timeout=300")
+            assert synced["synced"], synced
+            result.burst_seconds = time.monotonic() - t0
+            result.burst_cpu = cpu_seconds(child.pid) - cpu0
+
+            probe.stop()
+            result.api_max_wait = probe.max_wait
+            result.rss_mb = peak_rss_mb(child.pid)
+            result.cancelled = envoys.cancelled
+            await envoys.stop()
+        finally:
+            if child.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    child.stdin.close()
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    return result
+
+
+def report(r: Result) -> None:
+    ms = 1000
+    print(f"{r.label}, {r.proxies} proxies:")
+    print(f"  storm: every proxy has its full config after {r.storm:.1f} s ({r.storm_cpu:.1f} CPU-s); "
+          f"{r.bytes_per_proxy / 1024:.0f} KiB per proxy")
+    print(f"  one VirtualService change -> {r.change_affected} affected proxies ACKed: "
+          f"p50 {percentile(r.change_samples, 0.5) * ms:.0f} ms, p99 {percentile(r.change_samples, 0.99) * ms:.0f} ms, "
+          f"{r.change_cpu:.2f} CPU-s per change")
+    print(f"  a pod removed -> {len(r.eds_samples)} proxies have the new endpoints: "
+          f"p99 {percentile(r.eds_samples, 0.99) * ms:.0f} ms")
+    print(f"  10 changes within one second: all ACKed {r.burst_seconds:.1f} s after the first "
+          f"({r.burst_cpu:.1f} CPU-s)")
+    print(f"  peak RSS {r.rss_mb:.0f} MB, API max wait {r.api_max_wait * ms:.0f} ms, cancelled streams {r.cancelled}",
+          flush=True)
+
+
+def summary(r: Result) -> str:
+    ms = 1000
+    sidecar = " with a Sidecar per namespace" if r.sidecars else ""
+    return (f"{r.services} services{sidecar}, {r.proxies} proxies: storm {r.storm:.1f} s, "
+            f"change p50 {percentile(r.change_samples, 0.5) * ms:.0f} ms, "
+            f"change p99 {percentile(r.change_samples, 0.99) * ms:.0f} ms, change CPU {r.change_cpu:.1f} s, "
+            f"eds p99 {percentile(r.eds_samples, 0.99) * ms:.0f} ms, peak RSS {r.rss_mb:.0f} MB, "
+            f"API max wait {r.api_max_wait * ms:.0f} ms, cancelled streams {r.cancelled}")
+
+
+def exponent(a: float, b: float, na: int, nb: int) -> float:
+    return math.log(b / a) / math.log(nb / na) if a > 0 and b > 0 else float("nan")
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--serve-control-plane"]:
+        serve_control_plane(*argv[1:4])
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+    scenarios = [(int(a.rstrip("s")), a.endswith("s")) for a in argv] or [(100, False), (300, False),
+                                                                          (1000, False), (300, True)]
+    print(f"control plane: real control plane, simulated Envoys (delta ADS); {NAMESPACES} namespaces, "
+          f"{REPLICAS} replicas per service, 1 in {ROUTED_EVERY} services with a VirtualService and a "
+          f"DestinationRule (2 subsets); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    results = []
+    for n, sidecars in scenarios:
+        results.append(asyncio.run(measure(n, sidecars)))
+        report(results[-1])
+    plain = [r for r in results if not r.sidecars]
+    for a, b in zip(plain, plain[1:], strict=False):
+        print(f"growth {a.services} -> {b.services} services: storm CPU x{b.storm_cpu / a.storm_cpu:.1f} "
+              f"(N^{exponent(a.storm_cpu, b.storm_cpu, a.services, b.services):.2f}), change CPU "
+              f"x{b.change_cpu / a.change_cpu:.1f} (N^{exponent(a.change_cpu, b.change_cpu, a.services, b.services):.2f}), "
+              f"RSS N^{exponent(a.rss_mb, b.rss_mb, a.services, b.services):.2f}")
+    for r in results:
+        print(summary(r))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
