@@ -1,4 +1,10 @@
-"""Assemble a MeshSnapshot from the store and the runtime's pods."""
+"""Assemble a MeshSnapshot from the store and the runtime's pods.
+
+The builder follows the store's change notifications instead of reading it: parsed resources are kept
+in memory (re-parsed only when their resourceVersion changes) and service VIPs are allocated or released
+when a Service or ServiceEntry changes - never while somebody reads. A snapshot is built once per event
+(a config change or a pod change) and shared by every reader until the next one.
+"""
 
 from __future__ import annotations
 
@@ -11,31 +17,53 @@ from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Workload
 from gossamer.resources.loader import resource_from_raw
 from gossamer.runtime.types import PodStatus
-from gossamer.store import Store, StoredObject
+from gossamer.store import Change, Store, StoredObject
+
+Key = tuple[str, str, str]
 
 
 class SnapshotBuilder:
-    """Keeps parsed resources by resourceVersion so a snapshot costs no re-parsing."""
-
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._parsed: dict[tuple[str, str, str], tuple[int, Any]] = {}
+        # key -> (creation order, resourceVersion, parsed resource), as the store holds them
+        self._objects: dict[Key, tuple[int, int, Any]] = {}
+        for obj in store.objects():
+            self._objects[obj.key] = (obj.created_index, obj.resource_version, self._parse(obj))
+        self._resources: dict[str, tuple[Any, ...]] | None = None
+        self._services: tuple[MeshService, ...] = ()
+        self._pods: tuple[PodStatus, ...] | None = None
+        self._snapshot: MeshSnapshot | None = None
+        self._refresh_services()
+        store.subscribe(self._on_store_change)
 
-    def parsed(self, obj: StoredObject) -> Any:
-        cached = self._parsed.get(obj.key)
-        if cached is not None and cached[0] == obj.resource_version:
-            return cached[1]
-        resource = resource_from_raw(obj.body, obj.source_file, obj.source_line)
-        self._parsed[obj.key] = (obj.resource_version, resource)
-        return resource
+    @staticmethod
+    def _parse(obj: StoredObject) -> Any:
+        return resource_from_raw(obj.body, obj.source_file, obj.source_line)
+
+    def _on_store_change(self, changes: list[Change]) -> None:
+        for change in changes:
+            obj = change.object
+            if change.kind == "deleted":
+                self._objects.pop(obj.key, None)
+            else:
+                self._objects[obj.key] = (obj.created_index, obj.resource_version, self._parse(obj))
+        self._resources = None
+        self._snapshot = None
+        if any(c.object.kind in ("Service", "ServiceEntry") for c in changes):
+            self._refresh_services()
 
     def resources(self) -> dict[str, tuple[Any, ...]]:
-        by_kind: dict[str, list[Any]] = {}
-        for obj in self._store.objects():
-            by_kind.setdefault(obj.kind, []).append(self.parsed(obj))
-        return {k: tuple(v) for k, v in by_kind.items()}
+        """kind -> resources, oldest first (as the store orders them)."""
+        if self._resources is None:
+            by_kind: dict[str, list[tuple[int, Any]]] = {}
+            for (kind, _ns, _name), (created, _rv, resource) in self._objects.items():
+                by_kind.setdefault(kind, []).append((created, resource))
+            self._resources = {k: tuple(r for _, r in sorted(v, key=lambda t: t[0])) for k, v in by_kind.items()}
+        return self._resources
 
-    def services(self, resources: dict[str, tuple[Any, ...]]) -> tuple[MeshService, ...]:
+    def _refresh_services(self) -> None:
+        """Services and ServiceEntry hosts with their VIPs; allocates and releases VIPs (store writes)."""
+        resources = self.resources()
         vips = self._store.service_vips()
         out = []
         for svc in resources.get("Service", ()):
@@ -53,9 +81,16 @@ class SnapshotBuilder:
         for namespace, vip_name in vips:
             if vip_name.startswith(VIP_KEY_PREFIX) and (namespace, vip_name) not in used:
                 self._store.release_vip(namespace, vip_name)
-        return tuple(out)
+        self._services = tuple(out)
+
+    def services(self) -> tuple[MeshService, ...]:
+        return self._services
 
     def build(self, pods: Iterable[PodStatus]) -> MeshSnapshot:
+        """The snapshot for the current config and PODS: the previous one while neither changed."""
+        pods = tuple(pods)
+        if self._snapshot is not None and pods == self._pods:
+            return self._snapshot
         resources = self.resources()
         deployments = {(d.metadata.namespace, d.metadata.name): d for d in resources.get("Deployment", ())}
         workloads = []
@@ -68,9 +103,11 @@ class SnapshotBuilder:
                                       pod.ready, pod.deployment, ports,
                                       has_sidecar=pod.has_sidecar, router=pod.proxy_type == "router"))
         workloads.extend(workload_entry_workloads(resources.get("WorkloadEntry", ())))
-        return MeshSnapshot(
+        self._pods = pods
+        self._snapshot = MeshSnapshot(
             version=self._store.revision(),
             resources=resources,
-            services=self.services(resources),
+            services=self._services,
             workloads=tuple(sorted(workloads, key=lambda w: (w.namespace, w.name))),
         )
+        return self._snapshot

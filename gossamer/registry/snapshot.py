@@ -24,7 +24,7 @@ class MeshSnapshot:
     workloads: tuple[Workload, ...] = ()
     # Values derived from this snapshot alone, computed once and shared by every proxy group
     # translated from it (a push translates many groups from one snapshot).
-    _derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False, hash=False)
+    _derived: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False, hash=False)
 
     def derived(self, key: Any, compute: Callable[[], T]) -> T:
         if key not in self._derived:
@@ -41,7 +41,24 @@ class MeshSnapshot:
         return self.resources.get(kind, ())
 
     def service_by_host(self, hostname: str) -> MeshService | None:
-        return next((s for s in self.services if s.hostname == hostname), None)
+        return self.derived("services_by_host", self._services_by_host).get(hostname)
+
+    def _services_by_host(self) -> dict[str, MeshService]:
+        out: dict[str, MeshService] = {}
+        for s in self.services:
+            out.setdefault(s.hostname, s)  # the first one, as a scan would find it
+        return out
+
+    def of_kind_in(self, kind: str, namespace: str) -> tuple[Any, ...]:
+        """Resources of KIND in NAMESPACE, in the snapshot's order (an index, built once)."""
+        def index() -> dict[str, tuple[Any, ...]]:
+            out: dict[str, list[Any]] = {}
+            for r in self.of_kind(kind):
+                out.setdefault(r.metadata.namespace, []).append(r)
+            return {ns: tuple(rs) for ns, rs in out.items()}
+
+        by_namespace: dict[str, tuple[Any, ...]] = self.derived(("by_namespace", kind), index)
+        return by_namespace.get(namespace, ())
 
     def endpoints_of(self, service: MeshService) -> Iterable[Workload]:
         by_namespace = self.derived("workloads_by_namespace", self._workloads_by_namespace)

@@ -33,11 +33,21 @@ def inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 
 
+def _destination_rules_by_host(snapshot: MeshSnapshot) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for dr in snapshot.of_kind("DestinationRule"):
+        out.setdefault(resolve_host(dr.spec.host, dr.metadata.namespace), []).append(dr)
+    return out
+
+
+def destination_rules_for_host(snapshot: MeshSnapshot, host: str) -> list[Any]:
+    """Every DestinationRule whose host resolves to HOST, in the snapshot's order (an index, built once)."""
+    return snapshot.derived("destination_rules_by_host", lambda: _destination_rules_by_host(snapshot)).get(host, [])
+
+
 def destination_rule_for(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> Any | None:
     """Istio's lookup order: the proxy's namespace, then the service's, then any other."""
-    candidates = [dr for dr in snapshot.of_kind("DestinationRule")
-                  if resolve_host(dr.spec.host, dr.metadata.namespace) == host
-                  and exported_to(dr, proxy_namespace)]
+    candidates = [dr for dr in destination_rules_for_host(snapshot, host) if exported_to(dr, proxy_namespace)]
     service_ns = host.split(".")[1] if host.count(".") >= 2 else ""
     for preferred in (proxy_namespace, service_ns):
         for dr in candidates:

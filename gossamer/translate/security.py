@@ -101,11 +101,16 @@ def istio_sni(host: str, port: int, subset: str) -> str:
 def service_accounts(snapshot: MeshSnapshot, service: MeshService) -> tuple[str, ...]:
     """SPIFFE ids of the workloads behind a service: its pods and WorkloadEntries, and the pod
     templates of the Deployments it selects (so a new Deployment's pods are trusted at once)."""
+    return snapshot.derived(("service_accounts", service.namespace, service.hostname),
+                            lambda: _service_accounts(snapshot, service))
+
+
+def _service_accounts(snapshot: MeshSnapshot, service: MeshService) -> tuple[str, ...]:
     ids = {spiffe_id(w.namespace, w.service_account or "default") for w in snapshot.endpoints_of(service)}
     if service.selector:
-        for d in snapshot.of_kind("Deployment"):
+        for d in snapshot.of_kind_in("Deployment", service.namespace):
             template = d.spec.template
-            if d.metadata.namespace == service.namespace and service.selects(template.metadata.labels or {}):
+            if service.selects(template.metadata.labels or {}):
                 ids.add(spiffe_id(d.metadata.namespace, template.spec.service_account_name or "default"))
     return tuple(sorted(ids))
 
