@@ -527,7 +527,8 @@ async def measure(n: int, sidecars: bool) -> Result:
                 status, body = await asyncio.to_thread(client.post, "/v1/apply",
                                                        {"files": [{"name": "vs.yaml", "text": text}]})
                 assert status == 200, body
-                status, synced = await asyncio.to_thread(client.get, f"/v1/sync?revision={body['revision']}&timeout=120")
+                status, synced = await asyncio.to_thread(
+                    client.get, f"/v1/sync?revision={body['revision']}&timeout=120")
                 assert synced["synced"], synced
                 await wait_quiet(envoys.proxies, t0, quiet=0.3)
                 samples = acked_after(envoys.proxies, t0, RDS, route_name)
@@ -621,10 +622,11 @@ def main(argv: list[str]) -> None:
         report(results[-1])
     plain = [r for r in results if not r.sidecars]
     for a, b in zip(plain, plain[1:], strict=False):
-        print(f"growth {a.services} -> {b.services} services: storm CPU x{b.storm_cpu / a.storm_cpu:.1f} "
-              f"(N^{exponent(a.storm_cpu, b.storm_cpu, a.services, b.services):.2f}), change CPU "
-              f"x{b.change_cpu / a.change_cpu:.1f} (N^{exponent(a.change_cpu, b.change_cpu, a.services, b.services):.2f}), "
-              f"RSS N^{exponent(a.rss_mb, b.rss_mb, a.services, b.services):.2f}")
+        na, nb = a.services, b.services
+        print(f"growth {na} -> {nb} services: storm CPU x{b.storm_cpu / a.storm_cpu:.1f} "
+              f"(N^{exponent(a.storm_cpu, b.storm_cpu, na, nb):.2f}), change CPU x{b.change_cpu / a.change_cpu:.1f} "
+              f"(N^{exponent(a.change_cpu, b.change_cpu, na, nb):.2f}), "
+              f"RSS N^{exponent(a.rss_mb, b.rss_mb, na, nb):.2f}")
     for r in results:
         print(summary(r))
 

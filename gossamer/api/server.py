@@ -161,14 +161,16 @@ class Api:
     async def status(self, request: web.Request) -> web.Response:
         pods = [pod_json(p, self.cp.runtime.netns_name(p.name, p.namespace)) for p in self.cp.runtime.pods()]
         proxies = []
+        stats = self.cp.pusher.stats
         for p in self.cp.ads.proxies():
             proxies.append({
                 "nodeId": p.node_id, "group": p.group, "delta": p.delta,
+                # Its config could not be translated: it keeps the last one it had (others are unaffected).
+                "translationError": stats.errors.get(p.group),
                 "types": {SHORT_NAMES.get(t, t): {"state": state, "sent": s.sent_version, "acked": s.acked_version,
                                                   "error": s.error}
                           for t, s in p.types.items() for state in [p.synced.get(t, "NOT SENT")]},
             })
-        stats = self.cp.pusher.stats
         return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url, "pods": pods,
                                   "proxies": proxies,
                                   "pushes": {"full": stats.full_pushes, "endpoints": stats.endpoint_pushes,

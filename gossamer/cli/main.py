@@ -299,6 +299,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             cells.append(st["state"] if st else "NOT SENT")
             if st and st.get("error"):
                 errors.append(f"{p['nodeId']} {t.upper()} NACK: {st['error']}")
+        if p.get("translationError"):
+            errors.append(f"{p['nodeId']} config not translated (keeps its last config): {p['translationError']}")
         proxies.add_row(p["nodeId"], *cells)
     console.print(proxies)
     for e in errors:

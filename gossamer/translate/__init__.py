@@ -1,10 +1,18 @@
-"""Istio semantics -> IR. Pure: reads only the MeshSnapshot."""
+"""Istio semantics -> IR. Pure: reads only the MeshSnapshot.
+
+A sidecar's outbound config (clusters, endpoints, outbound listeners, route tables) depends on its
+namespace, the Sidecar resource that applies, whether it has SDS, the Telemetry that applies and -
+only where a VirtualService match has `sourceLabels` - its labels: `outbound_scope` is that key, and
+every proxy with the same key shares one translation per snapshot (Istio's XdsCache keys). Only
+virtualInbound and the inbound clusters are the proxy's own.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Hashable
+from dataclasses import dataclass, replace
 
-from gossamer.ir.types import EndpointSet, Listener, ProxyConfig, TlsSecret, Tracing
+from gossamer.ir.types import Cluster, EndpointSet, Listener, ProxyConfig, RouteTable, TlsSecret, Tracing
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.translate.clusters import (
@@ -14,31 +22,112 @@ from gossamer.translate.clusters import (
     translate_endpoints,
 )
 from gossamer.translate.gateway import translate_gateway
-from gossamer.translate.sidecar import translate_sidecar
-from gossamer.translate.telemetry import telemetry_off, tracing_for
+from gossamer.translate.sidecar import translate_sidecar_inbound, translate_sidecar_outbound
+from gossamer.translate.telemetry import telemetry_levels, telemetry_off, tracing_for
+from gossamer.translate.visibility import sidecar_for, visible_services
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    """What every sidecar of one outbound scope gets (static and outbound clusters, endpoints,
+    outbound listeners and their route tables)."""
+
+    listeners: tuple[Listener, ...]
+    route_tables: tuple[RouteTable, ...]
+    clusters: tuple[Cluster, ...]
+    endpoints: tuple[EndpointSet, ...]
+
+
+def _source_label_selectors(snapshot: MeshSnapshot) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """Every distinct `sourceLabels` of a VirtualService match (http, tcp, tls), once per snapshot."""
+    seen: dict[tuple[tuple[str, str], ...], None] = {}
+    for vs in snapshot.of_kind("VirtualService"):
+        for rule in [*(vs.spec.http or []), *(vs.spec.tcp or []), *(vs.spec.tls or [])]:
+            for match in rule.match or []:
+                if match.source_labels:
+                    seen.setdefault(tuple(sorted(match.source_labels.items())), None)
+    return tuple(seen)
+
+
+def outbound_scope(snapshot: MeshSnapshot, proxy: Proxy) -> Hashable:
+    """The inputs a sidecar's outbound config depends on (see the module's docstring)."""
+    labels = proxy.label_map
+    selectors = snapshot.derived("source_label_selectors", lambda: _source_label_selectors(snapshot))
+    sidecar = sidecar_for(snapshot, proxy)
+    return (
+        proxy.type, proxy.namespace, proxy.has_sds,
+        (sidecar.metadata.namespace, sidecar.metadata.name) if sidecar is not None else None,
+        tuple((t.metadata.namespace, t.metadata.name) for t in telemetry_levels(snapshot, proxy)),
+        tuple(all(labels.get(k) == v for k, v in selector) for selector in selectors),
+    )
+
+
+def translate_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> OutboundConfig:
+    """The sidecar's outbound config, translated once per snapshot and outbound scope."""
+    return snapshot.derived(("outbound", outbound_scope(snapshot, proxy)),
+                            lambda: _translate_outbound(snapshot, proxy))
+
+
+def _translate_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> OutboundConfig:
+    listeners, tables = translate_sidecar_outbound(snapshot, proxy)
+    return OutboundConfig(
+        listeners=tuple(_with_telemetry(snapshot, proxy, listeners)),
+        route_tables=tuple(tables),
+        clusters=(*static_clusters(), *outbound_clusters(snapshot, proxy)),
+        endpoints=outbound_endpoints(snapshot, proxy),
+    )
+
+
+def outbound_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[EndpointSet, ...]:
+    """EDS for the services the proxy sees: a Sidecar narrowing egress (or exportTo) narrows endpoints
+    too. Once per snapshot, namespace and Sidecar; the endpoint fast path reads only this."""
+    sidecar = sidecar_for(snapshot, proxy)
+    key = ("outbound_endpoints", proxy.type, proxy.namespace,
+           (sidecar.metadata.namespace, sidecar.metadata.name) if sidecar is not None else None)
+
+    def compute() -> tuple[EndpointSet, ...]:
+        hosts = {s.hostname for s in visible_services(snapshot, proxy)}
+        return tuple(e for e in translate_endpoints(snapshot, proxy.namespace)
+                     if e.cluster.rsplit("|", 1)[-1] in hosts)
+
+    return snapshot.derived(key, compute)
+
+
+def translate_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[Listener, tuple[Cluster, ...]]:
+    """The sidecar's own part: virtualInbound and the inbound clusters."""
+    listener = _with_telemetry(snapshot, proxy, [translate_sidecar_inbound(snapshot, proxy)])[0]
+    return listener, tuple(inbound_clusters(snapshot, proxy))
 
 
 def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
     """The whole config of one proxy group."""
+    if proxy.type == "sidecar":
+        outbound = translate_outbound(snapshot, proxy)
+        inbound_listener, inbound = translate_inbound(snapshot, proxy)
+        return ProxyConfig(
+            listeners=(*outbound.listeners, inbound_listener),
+            route_tables=outbound.route_tables,
+            clusters=(*outbound.clusters, *inbound),
+            endpoints=outbound.endpoints,
+        )
     secrets: list[TlsSecret] = []
-    if proxy.type == "router":
-        listeners, tables, secrets = translate_gateway(snapshot, proxy)
-        clusters = [*static_clusters(), *outbound_clusters(snapshot, proxy)]
-    else:
-        listeners, tables = translate_sidecar(snapshot, proxy)
-        clusters = [*static_clusters(), *outbound_clusters(snapshot, proxy), *inbound_clusters(snapshot, proxy)]
+    listeners, tables, secrets = translate_gateway(snapshot, proxy)
+    clusters = [*static_clusters(), *outbound_clusters(snapshot, proxy)]
+    return ProxyConfig(
+        listeners=tuple(_with_telemetry(snapshot, proxy, listeners)),
+        route_tables=tuple(tables),
+        clusters=tuple(clusters),
+        endpoints=outbound_endpoints(snapshot, proxy),
+        secrets=tuple(secrets),
+    )
+
+
+def _with_telemetry(snapshot: MeshSnapshot, proxy: Proxy, listeners: list[Listener]) -> list[Listener]:
     logs_off, metrics_off = telemetry_off(snapshot, proxy)
     if logs_off or metrics_off:
         listeners = [replace(x, no_access_log=logs_off, no_metrics=metrics_off) for x in listeners]
     client, server = tracing_for(snapshot, proxy, "client"), tracing_for(snapshot, proxy, "server")
-    listeners = [_with_tracing(x, client, server) for x in listeners]
-    return ProxyConfig(
-        listeners=tuple(listeners),
-        route_tables=tuple(tables),
-        clusters=tuple(clusters),
-        endpoints=tuple(translate_endpoints(snapshot, proxy.namespace)),
-        secrets=tuple(secrets),
-    )
+    return [_with_tracing(x, client, server) for x in listeners]
 
 
 def _with_tracing(listener: Listener, client: Tracing | None, server: Tracing | None) -> Listener:
@@ -53,7 +142,8 @@ def _with_tracing(listener: Listener, client: Tracing | None, server: Tracing | 
 
 def translate_proxy_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[EndpointSet, ...]:
     """The endpoint-only fast path: EDS without re-translating routes and listeners."""
-    return tuple(translate_endpoints(snapshot, proxy.namespace))
+    return outbound_endpoints(snapshot, proxy)
 
 
-__all__ = ["translate_proxy", "translate_proxy_endpoints"]
+__all__ = ["OutboundConfig", "outbound_endpoints", "outbound_scope", "translate_inbound", "translate_outbound",
+           "translate_proxy", "translate_proxy_endpoints"]

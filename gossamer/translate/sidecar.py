@@ -52,17 +52,30 @@ INBOUND_PORT = 15006
 
 def virtual_service_for_host(vss: list[Any], hostname: str) -> Any | None:
     """Sidecars use one VirtualService per host: an exact host beats a wildcard, older beats newer."""
-    wildcard = None
-    for vs in vss:
-        if not vs.spec.http:
-            continue  # tcp/tls-only VirtualServices do not route HTTP
-        for h in vs.spec.hosts or []:
-            resolved = resolve_host(h, vs.metadata.namespace)
-            if resolved == hostname:
-                return vs
-            if wildcard is None and host_matches(resolved, hostname):
-                wildcard = vs
-    return wildcard
+    return HttpVirtualServices(vss).for_host(hostname)
+
+
+class HttpVirtualServices:
+    """virtual_service_for_host over one list of VirtualServices, indexed once by exact host
+    (a sidecar asks for every service it sees)."""
+
+    def __init__(self, vss: list[Any]) -> None:
+        self._exact: dict[str, Any] = {}
+        self._patterns: list[tuple[str, Any]] = []  # (resolved host, vs) in order, for wildcards
+        for vs in vss:
+            if not vs.spec.http:
+                continue  # tcp/tls-only VirtualServices do not route HTTP
+            for h in vs.spec.hosts or []:
+                resolved = resolve_host(h, vs.metadata.namespace)
+                self._exact.setdefault(resolved, vs)
+                if "*" in resolved:
+                    self._patterns.append((resolved, vs))
+
+    def for_host(self, hostname: str) -> Any | None:
+        exact = self._exact.get(hostname)
+        if exact is not None:
+            return exact
+        return next((vs for pattern, vs in self._patterns if host_matches(pattern, hostname)), None)
 
 
 def default_route(cluster: str) -> HttpRoute:
@@ -108,9 +121,9 @@ def default_service_route(snapshot: MeshSnapshot, service: MeshService, port: in
 
 
 def service_virtual_host(snapshot: MeshSnapshot, service: MeshService, port: int, proxy: Proxy,
-                         vss: list[Any]) -> VirtualHost:
+                         vss: HttpVirtualServices) -> VirtualHost:
     ctx = RouteContext(proxy, frozenset({MESH_GATEWAY}), port)
-    vs = virtual_service_for_host(vss, service.hostname)
+    vs = vss.for_host(service.hostname)
     routes = translate_http_rules(snapshot, vs, ctx) if vs is not None else [
         default_service_route(snapshot, service, port, proxy)]
     return VirtualHost(
@@ -121,6 +134,13 @@ def service_virtual_host(snapshot: MeshSnapshot, service: MeshService, port: int
 
 
 def translate_sidecar(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listener], list[RouteTable]]:
+    listeners, tables = translate_sidecar_outbound(snapshot, proxy)
+    return [*listeners, translate_sidecar_inbound(snapshot, proxy)], tables
+
+
+def translate_sidecar_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listener], list[RouteTable]]:
+    """virtualOutbound, the outbound listeners and their route tables: what every proxy of one outbound
+    scope (translate.outbound_scope) shares."""
     mesh_ctx = RouteContext(proxy, frozenset({MESH_GATEWAY}), 0)
     vss = list(virtual_services_for(snapshot, mesh_ctx))
     # Unknown destinations: ALLOW_ANY passes them through, REGISTRY_ONLY (Sidecar resource) blocks them.
@@ -163,16 +183,22 @@ def translate_sidecar(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
                                   bind_to_port=False, tcp_chains=chains, tcp_cluster=fallback,
                                   tls_inspector=any(c.server_names for c in chains)))
     tables: list[RouteTable] = []
+    http_vss = HttpVirtualServices(vss)
     for port_number, services in sorted(http_ports.items()):
         listeners.append(Listener(f"0.0.0.0_{port_number}", "outbound_http", "0.0.0.0", port_number,
                                   bind_to_port=False, route_table=str(port_number)))
-        vhosts = _dedupe_domains([service_virtual_host(snapshot, s, port_number, proxy, vss) for s in services])
+        vhosts = _dedupe_domains([service_virtual_host(snapshot, s, port_number, proxy, http_vss) for s in services])
         if blocked:
             vhosts.append(VirtualHost("block_all", ("*",), (block_all_route(),)))
         else:
             # ALLOW_ANY: unknown hosts on a known port pass through to their original destination.
             vhosts.append(VirtualHost("allow_any", ("*",), (default_route(PASSTHROUGH),)))
         tables.append(RouteTable(str(port_number), tuple(vhosts)))
+    return listeners, tables
+
+
+def translate_sidecar_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> Listener:
+    """virtualInbound: this workload's ports, mTLS modes, authorization and request authentication."""
     workload_mode, port_modes = peer_authentication_modes(snapshot, proxy)
     inbound = tuple(
         InboundChain(port, inbound_cluster_name(port), "http" if protocol in ("http", "http2", "grpc") else "tcp",
@@ -180,10 +206,9 @@ def translate_sidecar(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
         for port, _service, protocol in inbound_ports(snapshot, proxy)
     )
     passthrough_mtls = inbound_mtls(proxy, workload_mode)
-    listeners.append(Listener(
+    return Listener(
         "virtualInbound", "virtual_inbound", "0.0.0.0", INBOUND_PORT, inbound_chains=inbound,
         tcp_cluster=INBOUND_PASSTHROUGH, inbound_mtls=passthrough_mtls,
         # PERMISSIVE chains tell mTLS from plaintext by the transport protocol and ALPN.
         tls_inspector="PERMISSIVE" in (passthrough_mtls, *(c.mtls for c in inbound)),
-        authz=authorization_policies(snapshot, proxy), jwt=request_authentication(snapshot, proxy)))
-    return listeners, tables
+        authz=authorization_policies(snapshot, proxy), jwt=request_authentication(snapshot, proxy))

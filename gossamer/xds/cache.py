@@ -51,13 +51,27 @@ def resource_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _pack(type_url: str, name: str, msg: Message) -> any_pb2.Any:
+# A resource as the cache keeps it: packed once, with its per-resource version.
+Packed = tuple[any_pb2.Any, str]
+
+
+def pack(type_url: str, name: str, msg: Message) -> Packed:
     full_name = msg.DESCRIPTOR.full_name
     if _TYPE_PREFIX + full_name != type_url:
         raise ValueError(f"resource {name!r} is a {full_name}, but was given under type {type_url}")
     # deterministic=True: map fields (Struct metadata, typed_filter_metadata, ...) must
     # serialize identically for identical content, or every rebuild would look like a change.
-    return any_pb2.Any(type_url=type_url, value=msg.SerializeToString(deterministic=True))
+    data = msg.SerializeToString(deterministic=True)
+    return any_pb2.Any(type_url=type_url, value=data), resource_hash(data)
+
+
+class SharedResources(dict[str, Packed]):
+    """Resources handed in for many groups (one scope's): the cache splits them once and the groups
+    share the result."""
+
+
+def pack_all(resources: Mapping[str, Mapping[str, Message]]) -> dict[str, dict[str, Packed]]:
+    return {t: {n: pack(t, n, m) for n, m in named.items()} for t, named in resources.items()}
 
 
 class ConfigCache:
@@ -70,14 +84,22 @@ class ConfigCache:
         self._counter = itertools.count(1)
         self._watchers: dict[str, list[ChangeCallback]] = {}
         self._global_watchers: list[ChangeCallback] = []
+        # id(mapping) -> (mapping, resources, hashes): mappings shared by the groups of a scope
+        self._splits: dict[int, tuple[Mapping[str, Packed], Mapping[str, any_pb2.Any], Mapping[str, str]]] = {}
 
     # ---- writes -------------------------------------------------------------
 
     def set_group(self, group: str, resources: Mapping[str, Mapping[str, Message]]) -> set[str]:
-        """Replace the full config of `group` (type_url -> name -> proto).
+        """Replace the full config of `group` (type_url -> name -> proto); see set_group_packed."""
+        return self.set_group_packed(group, pack_all(resources))
+
+    def set_group_packed(self, group: str, resources: Mapping[str, Mapping[str, Packed]]) -> set[str]:
+        """Replace the full config of `group` (type_url -> name -> packed resource).
 
         Types missing from `resources` are treated as empty (the group has none of
         them). Returns the type_urls whose content changed; only those get a new version.
+        A mapping handed in for several groups (a scope's shared resources) is split once
+        and its dicts are shared by those groups.
         """
         g = self._groups.get(group)
         created = g is None
@@ -86,13 +108,16 @@ class ConfigCache:
             self._groups[group] = g
         changed: set[str] = set()
         for type_url in set(PUSH_ORDER) | set(resources) | set(g.types):
-            if self._update_type(g, type_url, resources.get(type_url, {})):
+            if self._update_type(g, type_url, resources.get(type_url, _EMPTY)):
                 changed.add(type_url)
         if changed or created:
             self._notify(group, frozenset(changed))
         return changed
 
     def set_endpoints(self, group: str, endpoints: Mapping[str, Message]) -> bool:
+        return self.set_endpoints_packed(group, {n: pack(ENDPOINT, n, m) for n, m in endpoints.items()})
+
+    def set_endpoints_packed(self, group: str, endpoints: Mapping[str, Packed]) -> bool:
         """Fast path for endpoint churn: replace only the group's EDS resources."""
         g = self._groups.get(group)
         if g is None:
@@ -109,31 +134,25 @@ class ConfigCache:
             # Streams still attached to the group see version "" and stop pushing.
             self._notify(group, frozenset(g.types))
 
-    def _update_type(self, g: _Group, type_url: str, new: Mapping[str, Message]) -> bool:
+    def _split(self, new: Mapping[str, Packed]) -> tuple[Mapping[str, any_pb2.Any], Mapping[str, str]]:
+        found = self._splits.get(id(new)) if isinstance(new, SharedResources) else None
+        if found is not None and found[0] is new:
+            return found[1], found[2]
+        resources = MappingProxyType({n: p[0] for n, p in new.items()})
+        hashes = MappingProxyType({n: p[1] for n, p in new.items()})
+        if not isinstance(new, SharedResources):
+            return resources, hashes
+        if len(self._splits) > 4096:
+            self._splits.clear()
+        self._splits[id(new)] = (new, resources, hashes)  # holds `new`: its id cannot be reused meanwhile
+        return resources, hashes
+
+    def _update_type(self, g: _Group, type_url: str, new: Mapping[str, Packed]) -> bool:
         old = g.types.get(type_url)
-        old_res = old.resources if old is not None else _EMPTY
-        packed: dict[str, any_pb2.Any] = {}
-        hashes: dict[str, str] = {}
-        same = old is not None and len(old_res) == len(new)
-        for name in sorted(new):
-            any_ = _pack(type_url, name, new[name])
-            prev = old_res.get(name)
-            if prev is not None and prev.value == any_.value:
-                # Reuse the previous object so unchanged resources stay shared.
-                assert old is not None
-                packed[name] = prev
-                hashes[name] = old.hashes[name]
-            else:
-                same = False
-                packed[name] = any_
-                hashes[name] = resource_hash(any_.value)
-        if same:
+        resources, hashes = self._split(new)
+        if old is not None and (old.hashes is hashes or old.hashes == hashes):
             return False
-        g.types[type_url] = TypeSnapshot(
-            version=str(next(self._counter)),
-            resources=MappingProxyType(packed),
-            hashes=MappingProxyType(hashes),
-        )
+        g.types[type_url] = TypeSnapshot(version=str(next(self._counter)), resources=resources, hashes=hashes)
         return True
 
     # ---- reads --------------------------------------------------------------

@@ -6,11 +6,12 @@ from functools import lru_cache
 
 from google.protobuf.message import Message
 
-from gossamer.ir.types import EndpointSet, ProxyConfig
+from gossamer.ir.types import Cluster, EndpointSet, Listener, ProxyConfig, RouteTable
 from gossamer.xds.build.clusters import build_cluster, build_endpoints
 from gossamer.xds.build.listeners import build_listener
 from gossamer.xds.build.routes import build_route_table
 from gossamer.xds.build.security import build_secret
+from gossamer.xds.cache import Packed, pack
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 # IR values are frozen and hashable, and most of them are identical across the proxy groups of a
@@ -35,3 +36,23 @@ def build_resources(config: ProxyConfig) -> dict[str, dict[str, Message]]:
 
 def build_endpoint_resources(endpoints: tuple[EndpointSet, ...]) -> dict[str, Message]:
     return {e.cluster: _endpoints(e) for e in endpoints}
+
+
+# Built and packed (serialized once, with its per-resource version), for the cache. Clusters and
+# endpoints are remembered across snapshots: an unchanged one costs a lookup, not a build.
+@lru_cache(maxsize=65536)
+def packed_cluster(cluster: Cluster) -> Packed:
+    return pack(CLUSTER, cluster.name, _cluster(cluster))
+
+
+@lru_cache(maxsize=65536)
+def packed_endpoints(endpoints: EndpointSet) -> Packed:
+    return pack(ENDPOINT, endpoints.cluster, _endpoints(endpoints))
+
+
+def packed_listener(listener: Listener) -> Packed:
+    return pack(LISTENER, listener.name, build_listener(listener))
+
+
+def packed_route_table(table: RouteTable) -> Packed:
+    return pack(ROUTE, table.name, build_route_table(table))

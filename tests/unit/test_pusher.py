@@ -1,0 +1,222 @@
+"""The pusher: debounce and merging, the endpoint fast path, shared translation per outbound scope,
+what a change re-translates, and a failing group contained to itself."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+import gossamer.controlplane.pusher as pusher_module
+from gossamer.controlplane.pusher import Pusher
+from gossamer.registry.snapshot import MeshSnapshot
+from gossamer.registry.types import Proxy
+from gossamer.xds.cache import ConfigCache
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from tests.support.offline import proxy_for, snapshot_from_yaml
+
+MESH = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: other}
+---
+"""
+for _name, _ns in (("a", "default"), ("b", "default"), ("c", "other")):
+    MESH += f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: {_name}, namespace: {_ns}}}
+spec:
+  selector: {{app: {_name}}}
+  ports: [{{name: http, port: 8000}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {_name}, namespace: {_ns}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: {_name}}}}}
+  template:
+    metadata: {{labels: {{app: {_name}}}}}
+    spec:
+      containers: [{{name: app, command: [sleep, "1"], ports: [{{containerPort: 8000}}]}}]
+---
+"""
+
+VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [a]
+  http:
+  - route: [{destination: {host: a}}]
+    timeout: 3s
+"""
+
+
+class Snapshots:
+    """What the control plane hands the pusher: the current snapshot, replaced on every event."""
+
+    def __init__(self, text: str) -> None:
+        self.current = snapshot_from_yaml(text)
+        self.built = 0
+
+    def __call__(self) -> MeshSnapshot:
+        self.built += 1
+        return self.current
+
+    def set(self, text: str, version: int) -> None:
+        self.current = replace(snapshot_from_yaml(text), version=version)
+
+
+def connect(pusher: Pusher, snapshot: MeshSnapshot, deployment: str, namespace: str = "default") -> tuple[str, Proxy]:
+    proxy = proxy_for(snapshot, deployment, namespace, has_sds=True)
+    return pusher.proxy_connected(proxy), proxy
+
+
+def test_groups_of_one_scope_share_their_outbound_config() -> None:
+    snapshots = Snapshots(MESH)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    a, _ = connect(pusher, snapshots.current, "a")
+    b, _ = connect(pusher, snapshots.current, "b")
+    c, _ = connect(pusher, snapshots.current, "c", "other")
+    # a and b (one namespace) share every outbound resource object: serialized once.
+    for type_url in (ROUTE, ENDPOINT):
+        assert cache.get(a, type_url)[1] is cache.get(b, type_url)[1]
+    a_clusters, b_clusters = cache.get(a, CLUSTER)[1], cache.get(b, CLUSTER)[1]
+    outbound = "outbound|8000||c.other.svc.cluster.local"
+    assert a_clusters[outbound] is b_clusters[outbound]
+    # Inbound is each workload's own; another namespace's route table differs (short names).
+    assert "inbound|8000||" in a_clusters and "inbound|8000||" in b_clusters
+    assert cache.get(a, LISTENER)[1]["virtualInbound"] is not cache.get(b, LISTENER)[1]["virtualInbound"]
+    assert cache.get(c, ROUTE)[1]["8000"].value != cache.get(a, ROUTE)[1]["8000"].value
+
+
+def test_a_connecting_proxy_does_not_rebuild_the_snapshot() -> None:
+    snapshots = Snapshots(MESH)
+    pusher = Pusher(ConfigCache(), snapshots)
+    connect(pusher, snapshots.current, "a")
+    connect(pusher, snapshots.current, "b")
+    connect(pusher, snapshots.current, "c", "other")
+    assert snapshots.built == 1
+
+
+def test_requests_within_the_debounce_are_merged_into_one_push() -> None:
+    async def scenario() -> Pusher:
+        snapshots = Snapshots(MESH)
+        pusher = Pusher(ConfigCache(), snapshots, debounce=0.05, max_delay=5.0)
+        connect(pusher, snapshots.current, "a")
+        task = asyncio.create_task(pusher.run())
+        for _ in range(5):
+            pusher.request_push(full=False)
+            pusher.request_push(full=True)
+            await asyncio.sleep(0.01)
+        while pusher.pending:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        return pusher
+
+    pusher = asyncio.run(scenario())
+    # One push, and a full one: the endpoint requests merged into it.
+    assert (pusher.stats.full_pushes, pusher.stats.endpoint_pushes) == (1, 0)
+
+
+def test_max_delay_bounds_the_debounce() -> None:
+    async def scenario() -> Pusher:
+        snapshots = Snapshots(MESH)
+        pusher = Pusher(ConfigCache(), snapshots, debounce=0.05, max_delay=0.1)
+        connect(pusher, snapshots.current, "a")
+        task = asyncio.create_task(pusher.run())
+        for _ in range(30):  # never quiet for 50 ms
+            pusher.request_push(full=True)
+            await asyncio.sleep(0.01)
+        pushes = pusher.stats.full_pushes
+        task.cancel()
+        return pushes
+
+    assert asyncio.run(scenario()) >= 1
+
+
+def test_an_endpoint_push_changes_only_endpoints() -> None:
+    snapshots = Snapshots(MESH)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    a, _ = connect(pusher, snapshots.current, "a")
+    before = {t: cache.version(a, t) for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
+    # One pod of c gone (as the runtime reports it): a new snapshot with one workload fewer.
+    snap = snapshots.current
+    snapshots.current = replace(snap, version=snap.version, workloads=tuple(
+        w for w in snap.workloads if w.name != "c-1"))
+    pusher.push_now(full=False)
+    after = {t: cache.version(a, t) for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
+    assert [t for t in before if before[t] != after[t]] == [ENDPOINT]
+    c_endpoints = cache.get(a, ENDPOINT)[1]["outbound|8000||c.other.svc.cluster.local"]
+    assert b"10.244.1." in c_endpoints.value  # c-0 is still there
+    assert pusher.stats.endpoint_pushes == 1
+
+
+def test_a_virtual_service_change_changes_route_tables_only() -> None:
+    snapshots = Snapshots(MESH)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    a, _ = connect(pusher, snapshots.current, "a")
+    before = {t: cache.version(a, t) for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
+    snapshots.set(MESH + VS, version=2)
+    pusher.push_now(full=True)
+    after = {t: cache.version(a, t) for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
+    assert [t for t in before if before[t] != after[t]] == [ROUTE]
+    assert pusher.pushed_revision == 2
+
+
+def test_a_sidecar_narrowing_egress_narrows_clusters_and_endpoints() -> None:
+    sidecar = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress: [{hosts: ["./*"]}]
+"""
+    snapshots = Snapshots(MESH + sidecar)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    a, _ = connect(pusher, snapshots.current, "a")
+    c, _ = connect(pusher, snapshots.current, "c", "other")
+    assert not any("c.other" in name for name in cache.get(a, CLUSTER)[1])
+    assert not any("c.other" in name for name in cache.get(a, ENDPOINT)[1])
+    assert "outbound|8000||c.other.svc.cluster.local" in cache.get(c, ENDPOINT)[1]
+    # A pod of c leaving changes nothing for a (it does not see c).
+    version = cache.version(a, ENDPOINT)
+    snap = snapshots.current
+    snapshots.current = replace(snap, workloads=tuple(w for w in snap.workloads if w.name != "c-1"))
+    pusher.push_now(full=False)
+    assert cache.version(a, ENDPOINT) == version
+    assert cache.version(c, ENDPOINT) != version
+
+
+def test_a_failing_group_keeps_its_config_and_the_others_are_pushed(monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshots = Snapshots(MESH)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    a, _ = connect(pusher, snapshots.current, "a")
+    b, _ = connect(pusher, snapshots.current, "b")
+    a_routes = cache.version(a, ROUTE)
+    real = pusher_module.translate_inbound
+
+    def translate_inbound(snapshot: MeshSnapshot, proxy: Proxy):  # type: ignore[no-untyped-def]
+        if proxy.label_map.get("app") == "a":
+            raise ValueError("cannot translate a")
+        return real(snapshot, proxy)
+
+    monkeypatch.setattr(pusher_module, "translate_inbound", translate_inbound)
+    snapshots.set(MESH + VS, version=2)
+    pusher.push_now(full=True)
+    assert pusher.stats.errors == {a: "ValueError: cannot translate a"}
+    assert cache.version(a, ROUTE) == a_routes  # its last good config stays
+    assert cache.version(b, ROUTE) != a_routes  # b got the change
+    monkeypatch.setattr(pusher_module, "translate_inbound", real)
+    pusher.push_now(full=True)
+    assert pusher.stats.errors == {}
+    assert cache.get(a, ROUTE)[1]["8000"].value == cache.get(b, ROUTE)[1]["8000"].value
