@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import resource
@@ -119,8 +120,6 @@ def manifests(n: int, sidecars: bool) -> str:
 def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
     """`up` without the root-only parts: the real ControlPlane and API, pods from a simulated runtime.
     Commands on stdin stand in for pod events the runtime would report: `delete NS POD`."""
-    import logging
-
     from aiohttp import web
 
     from gossamer.api.server import Api
@@ -417,7 +416,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 class ApiProbe:
-    """Polls the API (GET /v1/ready) every 50 ms from a thread; keeps the longest wait per phase."""
+    """Reads one resource over the API (as `gossamer get` does) every 50 ms from a thread; keeps the
+    longest wait: how long the control plane's event loop left a client waiting."""
 
     def __init__(self, socket: Path) -> None:
         from gossamer.cli.client import ApiClient
@@ -432,7 +432,7 @@ class ApiProbe:
         while not self._stop.is_set():
             t0 = time.monotonic()
             with contextlib.suppress(OSError):
-                self.client.get("/v1/ready")
+                self.client.get("/v1/resources/VirtualService?namespace=ns-0&name=svc-0")
             self.max_wait = max(self.max_wait, time.monotonic() - t0)
             self._stop.wait(0.05)
 
@@ -611,6 +611,8 @@ def main(argv: list[str]) -> None:
         serve_control_plane(*argv[1:4])
         return
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+    # A reconnecting simulated Envoy leaves grpc's request task behind: asyncio's complaints are noise here.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     scenarios = [(int(a.rstrip("s")), a.endswith("s")) for a in argv] or [(100, False), (300, False),
                                                                           (1000, False), (300, True)]
     print(f"control plane: real control plane, simulated Envoys (delta ADS); {NAMESPACES} namespaces, "

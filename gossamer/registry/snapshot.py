@@ -61,11 +61,33 @@ class MeshSnapshot:
         return by_namespace.get(namespace, ())
 
     def endpoints_of(self, service: MeshService) -> Iterable[Workload]:
-        by_namespace = self.derived("workloads_by_namespace", self._workloads_by_namespace)
-        return (w for w in by_namespace.get(service.namespace, ()) if service.selects(w.label_map))
+        """The workloads SERVICE selects, in the snapshot's order (once per snapshot and service)."""
+        if not service.selector:
+            return ()
+        return self.derived(("endpoints_of", service.namespace, service.selector), lambda: self._select(service))
 
-    def _workloads_by_namespace(self) -> dict[str, list[Workload]]:
-        out: dict[str, list[Workload]] = {}
+    def _select(self, service: MeshService) -> tuple[Workload, ...]:
+        # Candidates: the workloads of the namespace carrying the selector's first label.
+        by_label = self.derived("workloads_by_label", self._workloads_by_label)
+        candidates = by_label.get((service.namespace, *service.selector[0]), ())
+        return tuple(w for w in candidates if service.selects(w.label_map))
+
+    def _workloads_by_label(self) -> dict[tuple[str, str, str], list[Workload]]:
+        out: dict[tuple[str, str, str], list[Workload]] = {}
         for w in self.workloads:
-            out.setdefault(w.namespace, []).append(w)
+            for k, v in w.labels:
+                out.setdefault((w.namespace, k, v), []).append(w)
+        return out
+
+    def services_selecting(self, namespace: str, labels: dict[str, str]) -> list[MeshService]:
+        """The services of NAMESPACE whose selector picks LABELS, in the snapshot's order."""
+        index = self.derived("services_by_selector", self._services_by_selector)
+        found = {id(s): (i, s) for k, v in labels.items() for i, s in index.get((namespace, k, v), ())}
+        return [s for _, s in sorted(found.values(), key=lambda t: t[0]) if s.selects(labels)]
+
+    def _services_by_selector(self) -> dict[tuple[str, str, str], list[tuple[int, MeshService]]]:
+        out: dict[tuple[str, str, str], list[tuple[int, MeshService]]] = {}
+        for i, s in enumerate(self.services):
+            if s.selector:
+                out.setdefault((s.namespace, *s.selector[0]), []).append((i, s))
         return out

@@ -47,6 +47,11 @@ def destination_rules_for_host(snapshot: MeshSnapshot, host: str) -> list[Any]:
 
 def destination_rule_for(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> Any | None:
     """Istio's lookup order: the proxy's namespace, then the service's, then any other."""
+    return snapshot.derived(("destination_rule_for", host, proxy_namespace),
+                            lambda: _destination_rule_for(snapshot, host, proxy_namespace))
+
+
+def _destination_rule_for(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> Any | None:
     candidates = [dr for dr in destination_rules_for_host(snapshot, host) if exported_to(dr, proxy_namespace)]
     service_ns = host.split(".")[1] if host.count(".") >= 2 else ""
     for preferred in (proxy_namespace, service_ns):
@@ -127,9 +132,7 @@ def inbound_ports(snapshot: MeshSnapshot, proxy: Proxy) -> list[tuple[int, MeshS
     labels = proxy.label_map
     named = dict(proxy.named_ports)
     seen: dict[int, tuple[int, MeshService, str]] = {}
-    for service in snapshot.services:
-        if service.namespace != proxy.namespace or not service.selects(labels):
-            continue
+    for service in snapshot.services_selecting(proxy.namespace, labels):
         for port in service.ports:
             target = port.target_port
             number = target if isinstance(target, int) else (int(target) if target.isdigit() else named.get(target))
@@ -170,23 +173,40 @@ def _translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> list[E
     for service in snapshot.services:
         if service.resolution != "STATIC":
             continue  # DNS clusters carry their endpoints; NONE goes to the original destination
-        workloads = [w for w in snapshot.endpoints_of(service) if w.ready and w.ip]
-        mtls_modes = {id(w): peer_authentication_modes(snapshot, w) for w in workloads}
-        subsets = subsets_of(snapshot, service.hostname, proxy_namespace)
-        for port in service.ports:
-            for subset, subset_labels in [("", {}), *subsets]:
-                endpoints = []
-                for w in workloads:
-                    if not _labels_match(w.label_map, subset_labels):
-                        continue
-                    target = _workload_port(service, port, w)
-                    if target is not None:
-                        endpoints.append(Endpoint(w.ip, target, w.labels,
-                                                  endpoint_tls_mode(w, mtls_modes[id(w)], target)))
-                for e in service.endpoints:
-                    if _labels_match(dict(e.labels), subset_labels):
-                        tls_mode = "istio" if dict(e.labels).get(TLS_MODE_LABEL) == "istio" else ""
-                        endpoints.append(Endpoint(e.address, e.port_for(port), e.labels, tls_mode))
-                sets.append(EndpointSet(outbound_cluster_name(service.hostname, port.port, subset),
-                                        tuple(sorted(set(endpoints), key=lambda e: (e.address, e.port)))))
+        subsets = tuple((name, tuple(sorted(labels.items())))
+                        for name, labels in subsets_of(snapshot, service.hostname, proxy_namespace))
+        sets.extend(service_endpoint_sets(snapshot, service, subsets))
+    return sets
+
+
+Subsets = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+
+def service_endpoint_sets(snapshot: MeshSnapshot, service: MeshService, subsets: Subsets) -> list[EndpointSet]:
+    """One service's endpoint sets (per port and subset): the same for every proxy namespace that
+    picks the same subsets, so computed once per snapshot."""
+    return snapshot.derived(("service_endpoints", service.namespace, service.hostname, subsets),
+                            lambda: _service_endpoints(snapshot, service, subsets))
+
+
+def _service_endpoints(snapshot: MeshSnapshot, service: MeshService, subsets: Subsets) -> list[EndpointSet]:
+    sets: list[EndpointSet] = []
+    workloads = [w for w in snapshot.endpoints_of(service) if w.ready and w.ip]
+    mtls_modes = {id(w): peer_authentication_modes(snapshot, w) for w in workloads}
+    for port in service.ports:
+        for subset, subset_labels in [("", {}), *((name, dict(labels)) for name, labels in subsets)]:
+            endpoints = []
+            for w in workloads:
+                if not _labels_match(w.label_map, subset_labels):
+                    continue
+                target = _workload_port(service, port, w)
+                if target is not None:
+                    endpoints.append(Endpoint(w.ip, target, w.labels,
+                                              endpoint_tls_mode(w, mtls_modes[id(w)], target)))
+            for e in service.endpoints:
+                if _labels_match(dict(e.labels), subset_labels):
+                    tls_mode = "istio" if dict(e.labels).get(TLS_MODE_LABEL) == "istio" else ""
+                    endpoints.append(Endpoint(e.address, e.port_for(port), e.labels, tls_mode))
+            sets.append(EndpointSet(outbound_cluster_name(service.hostname, port.port, subset),
+                                    tuple(sorted(set(endpoints), key=lambda e: (e.address, e.port)))))
     return sets

@@ -30,6 +30,7 @@ _TYPE_PREFIX = "type.googleapis.com/"
 ChangeCallback = Callable[[str, frozenset[str]], None]
 
 _EMPTY: Mapping[str, any_pb2.Any] = MappingProxyType({})
+_EMPTY_HASHES: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class TypeSnapshot:
     version: str
     resources: Mapping[str, any_pb2.Any]  # name -> packed resource
     hashes: Mapping[str, str]  # name -> per-resource version (hash of serialized bytes), for delta xDS
+    # What changed since the group's previous snapshot of this type (version `previous`): a delta
+    # stream that holds exactly `previous` only needs these, not a comparison of every resource.
+    previous: str = ""
+    changed: frozenset[str] = frozenset()  # added or modified names
+    removed: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -86,6 +92,8 @@ class ConfigCache:
         self._global_watchers: list[ChangeCallback] = []
         # id(mapping) -> (mapping, resources, hashes): mappings shared by the groups of a scope
         self._splits: dict[int, tuple[Mapping[str, Packed], Mapping[str, any_pb2.Any], Mapping[str, str]]] = {}
+        self._diffs: dict[tuple[int, int], tuple[Mapping[str, str], Mapping[str, str], frozenset[str],
+                                                 frozenset[str]]] = {}
 
     # ---- writes -------------------------------------------------------------
 
@@ -152,8 +160,28 @@ class ConfigCache:
         resources, hashes = self._split(new)
         if old is not None and (old.hashes is hashes or old.hashes == hashes):
             return False
-        g.types[type_url] = TypeSnapshot(version=str(next(self._counter)), resources=resources, hashes=hashes)
+        changed, removed = self._diff(old.hashes if old is not None else _EMPTY_HASHES, hashes,
+                                      remember=isinstance(new, SharedResources))
+        g.types[type_url] = TypeSnapshot(version=str(next(self._counter)), resources=resources, hashes=hashes,
+                                         previous=old.version if old is not None else "",
+                                         changed=changed, removed=removed)
         return True
+
+    def _diff(self, old: Mapping[str, str], new: Mapping[str, str], *,
+              remember: bool) -> tuple[frozenset[str], frozenset[str]]:
+        """(added or modified, removed) names; shared mappings (a scope's groups) are compared once."""
+        key = (id(old), id(new))
+        found = self._diffs.get(key) if remember else None
+        if found is not None and found[0] is old and found[1] is new:
+            return found[2], found[3]
+        changed = frozenset(n for n, h in (new.items() - old.items()))
+        removed = frozenset(old.keys() - new.keys())
+        if not remember:
+            return changed, removed
+        if len(self._diffs) > 4096:
+            self._diffs.clear()
+        self._diffs[key] = (old, new, changed, removed)
+        return changed, removed
 
     # ---- reads --------------------------------------------------------------
 

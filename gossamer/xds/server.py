@@ -121,6 +121,10 @@ class _TypeState:
     sent_names: frozenset[str] | None = None  # SotW: subscription the last response answered
     known: dict[str, str] = field(default_factory=dict)  # name -> version the client has (last sent in SotW)
     pending: dict[str, str] = field(default_factory=dict)  # delta: outstanding nonce -> version
+    # Delta: the cache version `known` matches for every wanted name ("" after a subscription change):
+    # the next version then only needs its changed names compared, not every resource.
+    base: str = ""
+    modified: frozenset[str] = frozenset()  # names the last delta response replaced on the client
 
 
 @dataclass
@@ -162,6 +166,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._streams: dict[int, _Stream] = {}
         # Replaced after every status change; wait_synced() waits on the current one.
         self._changed = asyncio.Event()
+        # One set per wait_synced() caller: groups whose config changed or that gained a stream since
+        # it last looked (only their proxies can have fallen out of sync).
+        self._dirty_groups: list[set[str]] = []
+        cache.watch_all(self._mark_dirty)
 
     # ---- public API ---------------------------------------------------------
 
@@ -171,11 +179,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     def proxies(self) -> list[ProxyStatus]:
         return [s.status for s in self._streams.values() if s.status is not None]
 
+    def _mark_dirty(self, group: str, _changed: frozenset[str] = frozenset()) -> None:
+        for dirty in self._dirty_groups:
+            dirty.add(group)
+
     async def wait_synced(self, node_ids: Iterable[str] | None, timeout: float) -> bool:
         """True once every given (or every connected) proxy ACKed the current config."""
         wanted = None if node_ids is None else set(node_ids)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if wanted is None:
+            return await self._wait_all_synced(deadline)
         while True:
             event = self._changed  # grab before checking so no wake-up is missed
             if self._all_synced(wanted):
@@ -187,6 +201,32 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 await asyncio.wait_for(event.wait(), remaining)
             except TimeoutError:
                 return self._all_synced(wanted)
+
+    async def _wait_all_synced(self, deadline: float) -> bool:
+        """wait_synced for every proxy: after one full look, only the proxies not yet in sync and those
+        of groups that changed are looked at again (an ACK must not cost a pass over every proxy)."""
+        loop = asyncio.get_running_loop()
+        dirty: set[str] = set()
+        self._dirty_groups.append(dirty)
+        try:
+            pending = {s.stream_id: s for s in self.proxies()}
+            while True:
+                event = self._changed  # grab before checking so no wake-up is missed
+                if dirty:
+                    groups = set(dirty)
+                    dirty.clear()
+                    pending.update((s.stream_id, s) for s in self.proxies() if s.group in groups)
+                pending = {k: s for k, s in pending.items() if k in self._streams and not s.is_synced()}
+                if not pending:
+                    return True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), remaining)
+                await asyncio.sleep(0.005)  # one look per burst of ACKs
+        finally:
+            self._dirty_groups.remove(dirty)
 
     def _all_synced(self, wanted: set[str] | None) -> bool:
         statuses = self.proxies()
@@ -254,6 +294,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                         # first response is then either in it or pushed right after.
                         unwatch = self._cache.watch(group, stream.on_cache_change)
                         self._streams[stream.id] = stream
+                        self._mark_dirty(group)
                         log.info(
                             "xds %s stream %d: node %s group %s",
                             "delta" if delta else "sotw",
@@ -306,7 +347,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         # not change (same name), so it never asks again: as Istio does, send those endpoints
         # again even when they did not change. Otherwise the cluster stays warming (and CDS
         # un-ACKed) until Envoy's initial fetch timeout (15 s).
-        refresh: set[str] = set()
+        refresh: frozenset[str] = frozenset()
         for type_url in sorted(changed | {ENDPOINT}, key=push_rank):  # CDS, EDS, LDS, RDS, SDS
             st = stream.types.get(type_url)
             if st is None:
@@ -323,23 +364,28 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             # Same version as last sent (e.g. a NACKed one): never resend it.
             if not version or version == st.status.sent_version:
                 continue
-            before = dict(st.known)
-            resp = self._delta_response(stream, st, force=False) if stream.delta else self._sotw_response(stream, st)
+            if stream.delta:
+                resp = self._delta_response(stream, st, force=False)
+                modified = st.modified
+            else:
+                before = dict(st.known)
+                resp = self._sotw_response(stream, st)
+                modified = frozenset(n for n, h in st.known.items() if n in before and before[n] != h)
             if resp is not None:
                 out.append(resp)
                 if type_url == CLUSTER:
-                    refresh = {n for n, h in st.known.items() if n in before and before[n] != h}
+                    refresh = modified
         if not out:
             self._signal()  # cache moved on: wait_synced callers must re-evaluate
         return out
 
-    def _refresh_endpoints(self, stream: _Stream, st: _TypeState, names: set[str]) -> Any | None:
+    def _refresh_endpoints(self, stream: _Stream, st: _TypeState, names: frozenset[str]) -> Any | None:
         """EDS again for `names` (subscribed, of modified clusters), with any other change."""
         if not stream.delta:
             return self._sotw_response(stream, st)
         for name in names:
             st.known.pop(name, None)  # the client's copy belongs to the replaced cluster
-        return self._delta_response(stream, st, force=True)
+        return self._delta_response(stream, st, force=True, also=names)
 
     # ---- State of the World -------------------------------------------------
 
@@ -475,6 +521,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 log.debug("xds stream %d %s: stale nonce %s", stream.id, _short(type_url), req.response_nonce)
 
         # Subscription changes are deltas, so they apply even on a stale nonce.
+        if req.resource_names_subscribe:
+            st.base = ""  # newly wanted names are not in `known`: compare everything next time
         for name in req.resource_names_subscribe:
             if name == "*":
                 st.wildcard = True
@@ -494,16 +542,26 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         return [resp] if resp is not None else []
 
     def _delta_response(
-        self, stream: _Stream, st: _TypeState, *, force: bool
+        self, stream: _Stream, st: _TypeState, *, force: bool, also: frozenset[str] = frozenset()
     ) -> discovery_pb2.DeltaDiscoveryResponse | None:
         assert stream.status is not None
         type_url = st.status.type_url
         snap = self._cache.snapshot(stream.status.group, type_url)
         if snap is None:
             return None
-        wanted = snap.resources.keys() if st.wildcard else st.names
-        updates = sorted(n for n in wanted if n in snap.resources and st.known.get(n) != snap.hashes[n])
-        removed = sorted(n for n in st.known if n not in snap.resources and (st.wildcard or n in st.names))
+        if st.base and st.base in (snap.previous, snap.version):
+            # The client holds version `base`: only what changed since (and ALSO) can differ.
+            candidates = also if st.base == snap.version else snap.changed | also
+            updates = sorted(n for n in candidates if n in snap.resources and (st.wildcard or n in st.names)
+                             and st.known.get(n) != snap.hashes[n])
+            gone = () if st.base == snap.version else snap.removed
+            removed = sorted(n for n in gone if n in st.known and (st.wildcard or n in st.names))
+        else:
+            wanted = snap.resources.keys() if st.wildcard else st.names
+            updates = sorted(n for n in wanted if n in snap.resources and st.known.get(n) != snap.hashes[n])
+            removed = sorted(n for n in st.known if n not in snap.resources and (st.wildcard or n in st.names))
+        st.base = snap.version
+        st.modified = frozenset(n for n in updates if n in st.known)
         ts = st.status
         if not updates and not removed and not force:
             # Nothing this client cares about changed: it already holds this version.
