@@ -218,8 +218,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         for m in shown:
             print(m["text"])
-    for note in body.get("notes", []):
-        print(note, file=sys.stderr)
+    if args.verbose:  # what validation says beyond Istio's analysis (e.g. fields the local runtime ignores)
+        for note in body.get("notes", []):
+            print(note, file=sys.stderr)
     not_analyzed = body.get("notAnalyzed") or {}
     if not_analyzed:
         kinds = ", ".join(f"{k} ({n})" for k, n in sorted(not_analyzed.items()))
@@ -489,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analyzers", type=lambda v: [a for a in v.split(",") if a], default=None,
                    help="comma-separated analyzer names to run (default: istioctl's set; see --list-analyzers)")
     p.add_argument("-L", "--list-analyzers", action="store_true", help="list the analyzers and their codes")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print validation notes that are not analysis messages (to stderr)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("get", help="list resources (virtualservices, vs, pods, svc, ...)")

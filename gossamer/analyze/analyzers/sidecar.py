@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gossamer.analyze.context import Context, selector_string
+from gossamer.analyze.context import Context, hosts_overlap, selector_string, to_fqdn
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.resources.base import Resource
@@ -79,3 +79,32 @@ def selectors(ctx: Context) -> Iterator[Message]:
                                   "undefined")
 
 
+
+
+def _egress_host_known(ctx: Context, namespace: str, host: str) -> bool:
+    """A service of `namespace` ("*": any) is called `host` (short names are of that namespace)."""
+    for r in [*ctx.of("Service"), *ctx.of("ServiceEntry")]:
+        if namespace != "*" and r.namespace != namespace:
+            continue
+        wanted = to_fqdn(r.namespace, host)
+        names = [to_fqdn(r.namespace, r.name)] if r.kind == "Service" else \
+            [to_fqdn(r.namespace, h) for h in r.spec.hosts]
+        if any(hosts_overlap(n, wanted) for n in names):
+            return True
+    return False
+
+
+@analyzer("sidecar.EgressHostAnalyzer",
+          "Checks that the hosts a Sidecar's egress listeners name exist (Gossamer's; not in istioctl)", ("IST0101",))
+def egress_hosts(ctx: Context) -> Iterator[Message]:
+    for sc in ctx.of("Sidecar"):
+        for i, listener in enumerate(sc.spec.egress or []):
+            for j, entry in enumerate(listener.hosts):
+                ns, sep, host = entry.partition("/")
+                if not sep or "*" in host or ns == "~":
+                    continue
+                namespace = sc.namespace if ns == "." else ns
+                if not _egress_host_known(ctx, namespace, host):
+                    yield ctx.message("IST0101", sc, ("spec", "egress", i, "hosts", j),
+                                      f"referenced egress host not found: {entry!r} (no such service in "
+                                      f"{'any namespace' if namespace == '*' else namespace})")
