@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gossamer.analyze.context import as_dict
 from gossamer.analyze.kinds import analysis_kind
 from gossamer.analyze.messages import Message
 from gossamer.analyze.session import Result, analyze, pod_document, pod_resource
@@ -16,11 +17,23 @@ from gossamer.resources.loader import parse_documents
 RUNTIME_SOURCE = "<runtime>"
 
 
-def runtime_pods(pods: Sequence[Any]) -> list[Resource]:
-    """`PodStatus`es of the runtime as Pod objects."""
-    return [pod_resource(pod_document(p.name, p.namespace, dict(p.labels), sidecar=p.has_sidecar or
-                                      p.proxy_type == "router", service_account=p.service_account),
-                         RUNTIME_SOURCE) for p in pods]
+def runtime_pods(pods: Sequence[Any], stored: Sequence[Resource] = ()) -> list[Resource]:
+    """`PodStatus`es of the runtime as Pod objects, with their Deployment's template (annotations,
+    containers) where they have one."""
+    deployments = {(d.namespace, d.name): d for d in stored if d.kind == "Deployment"}
+    out: list[Resource] = []
+    for p in pods:
+        d = deployments.get((p.namespace, p.deployment))
+        template = as_dict(as_dict(d.raw.get("spec")).get("template")) if d is not None else {}
+        spec = as_dict(template.get("spec"))
+        containers = [c for c in spec.get("containers") or [] if isinstance(c, dict) and c.get("name") != "istio-proxy"]
+        doc = pod_document(p.name, p.namespace, dict(p.labels), sidecar=p.has_sidecar or p.proxy_type == "router",
+                           annotations=as_dict(as_dict(template.get("metadata")).get("annotations")),
+                           service_account=p.service_account, containers=containers)
+        if isinstance(spec.get("securityContext"), dict):
+            doc["spec"]["securityContext"] = spec["securityContext"]
+        out.append(pod_resource(doc, RUNTIME_SOURCE))
+    return out
 
 
 def with_field_lines(stored: Sequence[Resource]) -> list[Resource]:
@@ -50,7 +63,7 @@ def analyze_mesh(files: Sequence[tuple[str, str]], stored: Sequence[Resource], p
                  namespace: str = "default", all_namespaces: bool = False,
                  mesh_config: tuple[str, str] | None = None, analyzers: Sequence[str] | None = None) -> Result:
     return analyze(files, namespace=namespace, all_namespaces=all_namespaces, mesh_config=mesh_config,
-                   existing=with_field_lines(stored), pods=runtime_pods(pods), analyzers=analyzers)
+                   existing=with_field_lines(stored), pods=runtime_pods(pods, stored), analyzers=analyzers)
 
 
 def mesh_messages(stored: Sequence[Resource], pods: Sequence[Any]) -> list[Message]:

@@ -101,3 +101,51 @@ spec:
     out = [str(i) for i in analyze(new, [*EXISTING, *existing_vs])]
     assert any("b.yaml:3: warning: VirtualService/reviews-b: metadata.name" in m and "IST0109" in m
                and "default/reviews-a" in m for m in out), out
+
+
+def test_the_running_mesh_is_analyzed_with_its_pods() -> None:
+    from gossamer.analyze.live import analyze_mesh
+    from gossamer.runtime.types import PodStatus
+
+    stored = parsed("""apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: batch, namespace: shop}
+spec:
+  selector: {matchLabels: {app: batch}}
+  template:
+    metadata:
+      labels: {app: batch}
+      annotations: {sidecar.istio.io/inject: "false"}
+    spec:
+      containers: [{name: batch, image: batch:1, command: [batch]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: batch, namespace: shop}
+spec:
+  host: cart.shop.svc.cluster.local
+  subsets: [{name: v1, labels: {app: batch}}, {name: v2, labels: {app: gone}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec:
+  selector: {app: batch}
+  ports: [{name: http, port: 80}]
+""", "mesh.yaml")
+
+    def pod(name: str, sidecar: bool) -> PodStatus:
+        return PodStatus(name=name, namespace="shop", deployment="batch", ip="10.244.0.9",
+                         labels=(("app", "batch"),), service_account="default", has_sidecar=sidecar,
+                         proxy_type="sidecar", phase="Running", app_ready=True, proxy_ready=True)
+
+    found = {(m.code, m.kind, m.name) for m in analyze_mesh([], stored, [pod("batch-1", False)],
+                                                           all_namespaces=True).messages}
+    # the pod opted out of injection (its Deployment's template says so): no IST0103; subsets as pods run
+    assert found == {("IST0173", "DestinationRule", "batch"), ("IST0135", "Pod", "batch-1")}  # deprecated annotation
+    running = analyze_mesh([], stored, [], all_namespaces=True).messages
+    assert ("IST0173", "v1") in {(m.code, m.text.split("'")[1]) for m in running}  # no pod runs at all
