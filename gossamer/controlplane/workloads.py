@@ -104,11 +104,15 @@ def deployment_spec(deployment: Any) -> DeploymentSpec:
     containers = () if router else tuple(
         ContainerSpec(
             name=c.name,
-            command=tuple([*(c.command or []), *(c.args or [])]),
+            command=tuple([*(c.command or []), *(c.args or [])]) if c.command else (),
             env=tuple((e.name, e.value or "") for e in c.env or []),
             ports=tuple(p.container_port for p in c.ports or []),
             readiness_probe=_probe(c.readiness_probe, ports_by_name),
             workdir=workdir,
+            # No command: the container runs its image (Kubernetes' rule: args replace the image's Cmd).
+            image="" if c.command else (c.image or ""),
+            args=() if c.command else tuple(c.args or ()),
+            pull_policy=c.image_pull_policy or "IfNotPresent",
         )
         for c in template.spec.containers
     )

@@ -36,7 +36,12 @@ class ContainerSpec:
     env: tuple[tuple[str, str], ...] = ()
     ports: tuple[int, ...] = ()
     readiness_probe: Probe | None = None
-    workdir: Path | None = None  # relative commands run from the manifest's folder
+    workdir: Path | None = None  # relative commands (and local image paths) start from the manifest's folder
+    # Set when the container has no `command`: it runs this image (runtime/images.py), `command` is then
+    # empty and `args` (if any) replace the image's Cmd, as in Kubernetes.
+    image: str = ""
+    args: tuple[str, ...] = ()
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
 
 
 @dataclass(frozen=True)
