@@ -48,7 +48,10 @@ class MeshConfig:
 def parse_mesh_config(text: str, source: str) -> MeshConfig:
     """A MeshConfig YAML document (what `--meshConfigFile` and the ConfigMap's `mesh` key hold).
     Raises ValueError when it is not a mapping."""
-    data = yaml.safe_load(text) if text.strip() else {}
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{source}: not a YAML mesh config: {e}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
