@@ -98,7 +98,10 @@ class Api:
     async def apply(self, request: web.Request) -> web.Response:
         body = await request.json()
         files = [(f["name"], f["text"]) for f in body.get("files", [])]
-        result = self.cp.apply(files, dry_run=bool(body.get("dryRun")))
+        namespace = body.get("namespace")
+        if namespace is not None and not isinstance(namespace, str):
+            return _error(400, "namespace must be a string")
+        result = self.cp.apply(files, dry_run=bool(body.get("dryRun")), namespace=namespace)
         out = result.to_json()
         out["revision"] = self.cp.store.revision()
         return web.json_response(out, status=200 if result.ok else 422)
@@ -123,7 +126,10 @@ class Api:
     async def delete(self, request: web.Request) -> web.Response:
         body = await request.json()
         files = [(f["name"], f["text"]) for f in body.get("files", [])]
-        result = self.cp.delete(files)
+        namespace = body.get("namespace")
+        if namespace is not None and not isinstance(namespace, str):
+            return _error(400, "namespace must be a string")
+        result = self.cp.delete(files, namespace=namespace)
         out = result.to_json()
         out["revision"] = self.cp.store.revision()
         return web.json_response(out, status=200 if result.ok else 422)

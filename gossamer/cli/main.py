@@ -161,7 +161,7 @@ def _wait_synced(args: argparse.Namespace, revision: int) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     status, body = _call(args, "POST", "/v1/apply", {"files": _files_payload(args.filename),
-                                                      "dryRun": args.dry_run})
+                                                      "dryRun": args.dry_run, "namespace": args.namespace})
     _print_result(body, "apply")
     if status != 200:
         return 1
@@ -234,7 +234,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    status, body = _call(args, "POST", "/v1/delete", {"files": _files_payload(args.filename)})
+    status, body = _call(args, "POST", "/v1/delete", {"files": _files_payload(args.filename),
+                                                       "namespace": args.namespace})
     _print_result(body, "delete")
     if status != 200:
         return 1
@@ -468,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("apply", cmd_apply, "validate, then store"), ("delete", cmd_delete, "delete")):
         p = sub.add_parser(name, help=f"{text} the resources in these files")
         p.add_argument("-f", "--filename", action="append", required=True)
+        p.add_argument("-n", "--namespace", help="the namespace of objects that name none (as kubectl's -n)")
         if name == "apply":
             p.add_argument("--dry-run", action="store_true", help="validate only")
         p.add_argument("--wait", action="store_true", help="return once every proxy has acknowledged the change")

@@ -8,7 +8,7 @@ from typing import Any
 
 from gossamer.resources.enforcement import not_enforced_issues
 from gossamer.resources.issues import Issue
-from gossamer.resources.loader import parse_documents
+from gossamer.resources.loader import in_namespace, parse_documents
 from gossamer.store import Change, Store
 
 
@@ -33,12 +33,17 @@ class ApplyResult:
         }
 
 
-def parse_files(files: Sequence[tuple[str, str]]) -> tuple[list[Any], list[Issue], list[Issue]]:
+def parse_files(files: Sequence[tuple[str, str]], namespace: str | None = None,
+                ) -> tuple[list[Any], list[Issue], list[Issue]]:
+    """`namespace`: `-n` (the namespace of objects that name none); None: Kubernetes' "default"."""
     resources: list[Any] = []
     errors: list[Issue] = []
     warnings: list[Issue] = []
     for filename, text in files:
         parsed, issues = parse_documents(text, filename)
+        if namespace is not None:
+            parsed, moved = in_namespace(parsed, namespace)
+            issues = [*issues, *moved]
         resources.extend(parsed)
         for r in parsed:
             issues.extend(not_enforced_issues(r))
@@ -60,21 +65,45 @@ def stored_tuple(resource: Any) -> tuple[tuple[str, str, str], dict[str, Any], s
 
 
 def apply_files(store: Store, files: Sequence[tuple[str, str]], *, dry_run: bool = False,
-                analyze: Callable[[list[Any]], list[Issue]] | None = None) -> ApplyResult:
-    """All or nothing: any error in any document stores nothing."""
-    resources, errors, warnings = parse_files(files)
+                analyze: Callable[[list[Any]], list[Issue]] | None = None,
+                admit: Callable[[list[Any]], list[Issue]] | None = None,
+                namespace: str | None = None) -> ApplyResult:
+    """All or nothing: any error in any document stores nothing. Namespaces that objects live in and
+    that do not exist yet are created with them, with a note (kubectl would need `create namespace`)."""
+    resources, errors, warnings = parse_files(files, namespace)
     result = ApplyResult(errors, warnings)
-    if errors:
+    if not errors and admit is not None:  # checks that look outside the documents (images exist)
+        result.errors.extend(admit(resources))
+    if result.errors:
         return result
     if analyze is not None:
         result.warnings.extend(analyze(resources))
+    created = missing_namespaces(store, resources)
+    for ns in created:
+        result.notes.append(f"namespace/{ns} created (it did not exist; `kubectl create namespace {ns}` "
+                            "would be needed on a cluster)")
     if not dry_run:
-        result.changes = store.apply(stored_tuple(r) for r in resources)
+        stored = [namespace_tuple(ns) for ns in created] + [stored_tuple(r) for r in resources]
+        result.changes = store.apply(stored)
     return result
 
 
-def delete_files(store: Store, files: Sequence[tuple[str, str]]) -> ApplyResult:
-    resources, errors, warnings = parse_files(files)
+IMPLICIT_NAMESPACES = ("default",)
+
+
+def missing_namespaces(store: Store, resources: Sequence[Any]) -> list[str]:
+    declared = {r.name for r in resources if r.kind == "Namespace"}
+    wanted = sorted({r.namespace for r in resources if r.namespace} - declared - set(IMPLICIT_NAMESPACES))
+    return [ns for ns in wanted if store.get("Namespace", "", ns) is None]
+
+
+def namespace_tuple(name: str) -> tuple[tuple[str, str, str], dict[str, Any], str, int]:
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    return ("Namespace", "", name), body, "<created on demand>", 0
+
+
+def delete_files(store: Store, files: Sequence[tuple[str, str]], namespace: str | None = None) -> ApplyResult:
+    resources, errors, warnings = parse_files(files, namespace)
     result = ApplyResult(errors, warnings)
     if not errors:
         result.changes = store.delete(r.key for r in resources)

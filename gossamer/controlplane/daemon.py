@@ -18,6 +18,7 @@ import grpc
 
 from gossamer.controlplane.analyze import analyze
 from gossamer.controlplane.config import ApplyResult, apply_files, delete_files
+from gossamer.controlplane.images import image_issues
 from gossamer.controlplane.paths import Paths
 from gossamer.controlplane.proxies import proxy_from_node
 from gossamer.controlplane.pusher import Pusher
@@ -33,6 +34,7 @@ from gossamer.controlplane.workloads import (
     service_endpoints,
 )
 from gossamer.registry.snapshot import MeshSnapshot
+from gossamer.runtime.images import ImageCache
 from gossamer.runtime.local import LocalRuntime
 from gossamer.security import CertificateAuthority
 from gossamer.store import Change, Store
@@ -56,6 +58,7 @@ class ControlPlane:
         paths.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(paths.run_dir, 0o755)
         self.store = Store(paths.store)
+        self.images = ImageCache(paths.state_dir / "images")  # pulled at apply, shared with the runtime
         self.snapshots = SnapshotBuilder(self.store)
         self.cache = ConfigCache()
         # The mesh CA (istiod's): its root persists in <state>/ca, so restarts keep it.
@@ -87,7 +90,7 @@ class ControlPlane:
     # -- lifecycle ---------------------------------------------------------
     async def start(self, manifests: list[tuple[str, str]]) -> ApplyResult:
         """Validate the manifests first: with any error nothing is started or stored."""
-        result = apply_files(self.store, manifests, dry_run=True)
+        result = apply_files(self.store, manifests, dry_run=True, admit=lambda new: image_issues(new, self.images))
         if not result.ok:
             return result
         self.store.apply(_builtin_tuples(egress_gateway=self.egress_gateway))
@@ -133,18 +136,20 @@ class ControlPlane:
         await self._stopped.wait()
 
     # -- config ------------------------------------------------------------
-    def apply(self, files: list[tuple[str, str]], *, dry_run: bool = False) -> ApplyResult:
+    def apply(self, files: list[tuple[str, str]], *, dry_run: bool = False,
+              namespace: str | None = None) -> ApplyResult:
         existing = [r for rs in self.snapshots.resources().values() for r in rs]
-        result = apply_files(self.store, files, dry_run=dry_run, analyze=lambda new: analyze(new, existing))
+        result = apply_files(self.store, files, dry_run=dry_run, analyze=lambda new: analyze(new, existing),
+                             admit=lambda new: image_issues(new, self.images), namespace=namespace)
         if result.ok and not self._image_note_shown and any(
                 c.object.kind == "Deployment" and c.object.source_file != BUILTIN_SOURCE for c in result.changes):
             self._image_note_shown = True
-            result.notes.append("note: container images are kept but not pulled: the local runtime runs each "
-                                "container's command/args on this machine, from the manifest's folder")
+            result.notes.append("note: a container with a `command` runs it on this machine (from the manifest's "
+                                "folder, as its pod's user); a container without one runs its image")
         return result
 
-    def delete(self, files: list[tuple[str, str]]) -> ApplyResult:
-        return delete_files(self.store, files)
+    def delete(self, files: list[tuple[str, str]], *, namespace: str | None = None) -> ApplyResult:
+        return delete_files(self.store, files, namespace)
 
     def _apply_watched(self, path: Path, text: str) -> None:
         result = self.apply([(str(path), text)])

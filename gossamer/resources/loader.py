@@ -405,6 +405,27 @@ def _check_duplicates(
         seen[r.key] = r
 
 
+def in_namespace(resources: Sequence[Resource], namespace: str) -> tuple[list[Resource], list[Issue]]:
+    """`-n NAMESPACE` as kubectl means it: the namespace of every namespaced object that names none;
+    an object naming another namespace is an error (kubectl refuses it too)."""
+    out: list[Resource] = []
+    issues: list[Issue] = []
+    for r in resources:
+        info = kind_for(r.kind)
+        meta = r.raw.get("metadata") if isinstance(r.raw, dict) else None
+        written = meta.get("namespace") if isinstance(meta, dict) else None
+        if info is None or not info.namespaced:
+            out.append(r)
+        elif written and written != namespace:
+            issues.append(Issue("error", r.source_file, r.line_of("metadata.namespace"), r.kind, r.name,
+                                "metadata.namespace", f"the object's namespace {str(written)[:63]!r} does not "
+                                f"match the namespace {namespace!r} given with -n"))
+        else:
+            moved = r.model_copy(update={"metadata": r.metadata.model_copy(update={"namespace": namespace})})
+            out.append(moved)
+    return out, issues
+
+
 def yaml_files(folder: Path) -> list[Path]:
     """The *.yaml / *.yml files directly in `folder` (not recursive), sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
