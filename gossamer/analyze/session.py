@@ -10,7 +10,7 @@ from typing import Any
 
 from gossamer.analyze.loading import Loaded, load_for_analysis
 from gossamer.analyze.mesh import MeshConfig, mesh_config_from_resources, parse_mesh_config
-from gossamer.analyze.messages import LEVEL_RANK, Message
+from gossamer.analyze.messages import Message
 from gossamer.analyze.run import BUILTIN_SOURCE, run_analyzers, select_analyzers
 from gossamer.resources.base import Metadata, Resource
 
@@ -22,9 +22,6 @@ class Result:
     messages: list[Message] = field(default_factory=list)
     not_analyzed: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-    def fails(self, threshold: str = "Error") -> bool:
-        return any(LEVEL_RANK[m.level] >= LEVEL_RANK[threshold] for m in self.messages)
 
     def to_json(self) -> dict[str, Any]:
         return {"messages": [m.to_json() for m in self.messages], "notAnalyzed": dict(self.not_analyzed),

@@ -148,6 +148,8 @@ def proxy_images(ctx: Context) -> Iterator[Message]:
         revision = injected.get(pod.namespace)
         if revision is None or pod.metadata.annotations.get("sidecar.istio.io/proxyImage"):
             continue
+        if pod.source_file.startswith("<"):  # a pod of Gossamer's runtime (or made of a Deployment): Envoy has no image
+            continue
         expected = images.get(injector_name(revision))
         if expected is None:
             continue
