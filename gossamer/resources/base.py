@@ -35,10 +35,15 @@ class Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
 
 
+# Envoy keeps durations as int64 nanoseconds: it rejects 9223372036s (~292 years) and longer.
+MAX_DURATION_SECONDS = 9_223_372_035
+
+
 def _check_duration(v: Any) -> Any:
     if not isinstance(v, str):
         raise ValueError(f"duration must be a string like '1s' or '100ms', got {v!r}")
-    parse_duration(v)
+    if parse_duration(v) >= MAX_DURATION_SECONDS + 1:
+        raise ValueError(f"duration {v!r} is longer than Envoy's maximum ({MAX_DURATION_SECONDS}s, about 292 years)")
     return v
 
 
@@ -66,6 +71,7 @@ NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
 INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
+Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 NonNegInt32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
 """Kubernetes' int32 fields (replicas, probe timings) and protobuf's int32."""
 PosInt32 = Annotated[int, Field(ge=1, le=INT32_MAX)]

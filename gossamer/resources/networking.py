@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from gossamer.resources.base import Duration, Model, NonNegInt, Port
+from gossamer.resources.base import Duration, Int32, Model, NonNegInt, NonNegInt32, Port, UInt32
 
 # ---------------------------------------------------------------------------- shared
 
@@ -128,7 +128,7 @@ class Delegate(Model):
 
 
 class HTTPRetry(Model):
-    attempts: int | None = None
+    attempts: Int32 | None = None
     per_try_timeout: Duration | None = None
     retry_on: str | None = None
     retry_remote_localities: bool | None = None
@@ -290,13 +290,13 @@ class LoadBalancerSettings(Model):
 
 
 class TcpKeepalive(Model):
-    probes: NonNegInt | None = None
+    probes: UInt32 | None = None
     time: Duration | None = None
     interval: Duration | None = None
 
 
 class TCPSettings(Model):
-    max_connections: NonNegInt | None = None
+    max_connections: NonNegInt32 | None = None
     connect_timeout: Duration | None = None
     tcp_keepalive: TcpKeepalive | None = None
     max_connection_duration: Duration | None = None
@@ -304,14 +304,14 @@ class TCPSettings(Model):
 
 
 class HTTPSettings(Model):
-    http1_max_pending_requests: NonNegInt | None = None
-    http2_max_requests: NonNegInt | None = None
-    max_requests_per_connection: NonNegInt | None = None
-    max_retries: NonNegInt | None = None
+    http1_max_pending_requests: NonNegInt32 | None = None
+    http2_max_requests: NonNegInt32 | None = None
+    max_requests_per_connection: NonNegInt32 | None = None
+    max_retries: NonNegInt32 | None = None
     idle_timeout: Duration | None = None
     h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
     use_client_protocol: bool | None = None
-    max_concurrent_streams: NonNegInt | None = None
+    max_concurrent_streams: NonNegInt32 | None = None
 
 
 class ConnectionPoolSettings(Model):
@@ -321,14 +321,14 @@ class ConnectionPoolSettings(Model):
 
 class OutlierDetection(Model):
     split_external_local_origin_errors: bool | None = None
-    consecutive_local_origin_failures: NonNegInt | None = None
-    consecutive_gateway_errors: NonNegInt | None = None
-    consecutive_5xx_errors: NonNegInt | None = None
-    consecutive_errors: NonNegInt | None = None  # deprecated
+    consecutive_local_origin_failures: UInt32 | None = None
+    consecutive_gateway_errors: UInt32 | None = None
+    consecutive_5xx_errors: UInt32 | None = None
+    consecutive_errors: NonNegInt32 | None = None  # deprecated
     interval: Duration | None = None
     base_ejection_time: Duration | None = None
-    max_ejection_percent: int | None = None
-    min_health_percent: int | None = None
+    max_ejection_percent: Int32 | None = None
+    min_health_percent: Int32 | None = None
 
 
 class ClientTLSSettings(Model):

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gossamer.resources import apps, core, networking, security
+from gossamer.resources import apps, core, envoy_checks, networking, security
 from gossamer.resources.base import FieldPath, Resource
 from gossamer.resources.duration import parse_duration
 from gossamer.resources.regex import re2_problem
@@ -278,7 +278,8 @@ def validate_virtual_service(res: Resource) -> list[Finding]:
             if not tm.sni_hosts:
                 rep.error(mp + ("sniHosts",), "sniHosts must not be empty")
             for s, sni in enumerate(tm.sni_hosts):
-                problem = host_problem(sni, allow_ip=False)
+                envoy_checks.sni_host(rep.error, mp + ("sniHosts", s), sni)
+                problem = None if sni == "*" else host_problem(sni, allow_ip=False)
                 if problem:
                     rep.error(mp + ("sniHosts", s), problem)
                 elif spec.hosts and not any(host_matches(h, sni) or host_matches(sni, h) for h in spec.hosts):
@@ -335,7 +336,14 @@ def _check_http_route(rep: _Report, p: FieldPath, r: networking.HTTPRoute, in_de
     if r.route:
         for j, d in enumerate(r.route):
             _check_destination(rep, p + ("route", j, "destination"), d.destination)
+            envoy_checks.headers(rep.error, p + ("route", j, "headers"), d.headers)
         _check_weights(rep, p + ("route",), r.route)
+    envoy_checks.headers(rep.error, p + ("headers",), r.headers)
+    for field, value in (("rewrite", "uri"), ("rewrite", "authority"), ("redirect", "uri"),
+                         ("redirect", "authority"), ("redirect", "scheme")):
+        text = getattr(getattr(r, field), value, None) if getattr(r, field) is not None else None
+        if isinstance(text, str):
+            envoy_checks.header_value(rep.error, p + (field, value), text)
 
     if r.delegate is not None:
         if in_delegate:
@@ -442,6 +450,12 @@ def _check_http_route(rep: _Report, p: FieldPath, r: networking.HTTPRoute, in_de
             rep.warn(p + ("corsPolicy", "allowOrigin"), "allowOrigin is deprecated: use allowOrigins")
         for j, o in enumerate(cp.allow_origins or []):
             _check_string_match(rep, p + ("corsPolicy", "allowOrigins", j), o)
+        for field in ("allow_headers", "expose_headers", "allow_methods"):
+            for j, value in enumerate(getattr(cp, field, None) or []):
+                if not value:
+                    rep.error(p + ("corsPolicy", _camel(field), j), "must not be empty")
+                else:
+                    envoy_checks.header_value(rep.error, p + ("corsPolicy", _camel(field), j), value)
 
 
 def _check_http_match(rep: _Report, p: FieldPath, m: networking.HTTPMatchRequest) -> None:
@@ -455,8 +469,7 @@ def _check_http_match(rep: _Report, p: FieldPath, m: networking.HTTPMatchRequest
             _check_string_match(rep, p + (field,), value)
     for field, headers in (("headers", m.headers), ("withoutHeaders", m.without_headers)):
         for name, sm in (headers or {}).items():
-            if not name:
-                rep.error(p + (field,), "header name must not be empty")
+            envoy_checks.header_match_name(rep.error, p + (field, name), name)
             _check_string_match(rep, p + (field, name), sm, allow_empty=True)
     for name, sm in (m.query_params or {}).items():
         _check_string_match(rep, p + ("queryParams", name), sm, allow_empty=True)
@@ -510,6 +523,7 @@ def _check_traffic_policy(rep: _Report, p: FieldPath, tp: Any) -> None:
     """Checks a TrafficPolicy or a PortTrafficPolicy."""
     if tp.load_balancer is not None:
         _check_load_balancer(rep, p + ("loadBalancer",), tp.load_balancer)
+        envoy_checks.load_balancer(rep.error, p + ("loadBalancer",), tp.load_balancer)
     if tp.outlier_detection is not None:
         _check_outlier(rep, p + ("outlierDetection",), tp.outlier_detection)
     if tp.connection_pool is not None:
@@ -521,8 +535,14 @@ def _check_traffic_policy(rep: _Report, p: FieldPath, tp: Any) -> None:
                 )
         if cp.tcp is None and cp.http is None:
             rep.warn(p + ("connectionPool",), "empty connectionPool: set tcp and/or http")
+        if cp.tcp is not None and cp.tcp.tcp_keepalive is not None:
+            ka = cp.tcp.tcp_keepalive
+            for field in ("time", "interval"):
+                envoy_checks.duration_seconds_in_uint32(
+                    rep.error, p + ("connectionPool", "tcp", "tcpKeepalive", field), getattr(ka, field))
     if tp.tls is not None:
         _check_client_tls(rep, p + ("tls",), tp.tls)
+        envoy_checks.client_tls_files(rep.error, p + ("tls",), tp.tls)
     if isinstance(tp, networking.TrafficPolicy):
         seen: set[int] = set()
         for i, pls in enumerate(tp.port_level_settings or []):
@@ -653,6 +673,7 @@ def validate_gateway(res: Resource) -> list[Finding]:
     if not spec.servers:  # Istio accepts it; it opens no port
         rep.warn(sp + ("servers",), "a Gateway without servers opens no port")
     names: dict[str, int] = {}
+    passthrough: dict[tuple[int, str], int] = {}
     for i, server in enumerate(spec.servers):
         p = sp + ("servers", i)
         proto = server.port.protocol.upper()
@@ -673,6 +694,19 @@ def validate_gateway(res: Resource) -> list[Finding]:
                     f"duplicate server name {server.name!r} (also servers[{names[server.name]}])",
                 )
             names.setdefault(server.name, i)
+        envoy_checks.reserved_port(rep.error, p + ("port", "number"), server.port.number)
+        envoy_checks.reserved_port(rep.error, p + ("port", "targetPort"), server.port.target_port, "targetPort")
+        if server.tls is not None:
+            envoy_checks.server_tls(rep.error, p + ("tls",), server.tls)
+            if server.tls.mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
+                for h, host in enumerate(server.hosts):
+                    sni = host.partition("/")[2] or host
+                    key = (server.port.number, sni)
+                    if key in passthrough:
+                        rep.error(p + ("hosts", h), f"host {sni!r} on port {server.port.number} is already a "
+                                                    f"passthrough server (servers[{passthrough[key]}]): Envoy "
+                                                    "cannot tell two filter chains with the same SNI apart")
+                    passthrough.setdefault(key, i)
         if server.bind is not None and not is_ip(server.bind) and not server.bind.startswith("unix://"):
             rep.error(p + ("bind",), f"bind {server.bind!r} must be an IP address or unix:// socket")
         tls = server.tls
@@ -733,6 +767,7 @@ def validate_service_entry(res: Resource) -> list[Finding]:
             if port.name in seen_names:
                 rep.error(p + ("name",), f"duplicate port name {port.name!r}")
             seen_names.setdefault(port.name, i)
+        envoy_checks.reserved_port(rep.error, p + ("number",), port.number)
         if port.number in seen_numbers:
             rep.error(p + ("number",), f"duplicate port number {port.number}")
         seen_numbers.setdefault(port.number, i)
@@ -800,6 +835,7 @@ def validate_sidecar(res: Resource) -> list[Finding]:
     ports: dict[int, int] = {}
     for i, ing in enumerate(spec.ingress or []):
         p = sp + ("ingress", i)
+        envoy_checks.reserved_port(rep.error, p + ("port", "number"), ing.port.number)
         if ing.port.number in ports:
             rep.error(p + ("port", "number"), f"duplicate ingress port {ing.port.number}")
         ports.setdefault(ing.port.number, i)
@@ -901,6 +937,7 @@ def validate_authorization_policy(res: Resource) -> list[Finding]:
     if spec.provider is not None and spec.action != "CUSTOM":
         rep.error(("spec", "provider"), "provider is only allowed with action CUSTOM")
     for i, rule in enumerate(spec.rules or []):
+        envoy_checks.authorization_rule(rep.error, ("spec", "rules", i), rule)
         for j, cond in enumerate(rule.when or []):
             if not cond.values and not cond.not_values:
                 rep.error(("spec", "rules", i, "when", j), "condition needs values or notValues")
@@ -914,6 +951,7 @@ def validate_request_authentication(res: Resource) -> list[Finding]:
     for i, rule in enumerate(spec.jwt_rules or []):
         if not rule.issuer:
             rep.error(("spec", "jwtRules", i, "issuer"), "issuer is required")
+        envoy_checks.jwt_rule(rep.error, ("spec", "jwtRules", i), rule)
     return rep.findings
 
 
@@ -990,6 +1028,9 @@ def validate_service(res: Resource) -> list[Finding]:
             names.setdefault(port.name, i)
         if port.protocol not in ("TCP", "UDP", "SCTP"):
             rep.error(p + ("protocol",), f"protocol must be TCP, UDP or SCTP, got {port.protocol!r}")
+        envoy_checks.reserved_port(rep.error, p + ("port",), port.port)
+        if isinstance(port.target_port, int) or (isinstance(port.target_port, str) and port.target_port.isdigit()):
+            envoy_checks.reserved_port(rep.error, p + ("targetPort",), int(port.target_port), "targetPort")
         if (port.port, port.protocol) in pairs:
             rep.error(p + ("port",), f"duplicate port {port.port}/{port.protocol}")
         pairs.setdefault((port.port, port.protocol), i)

@@ -33,7 +33,7 @@ from tests.support.offline import gateway_proxy, proxy_for, snapshot_from_yaml
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 BASE = (GOLDEN / "authz-allow-deny" / "in.yaml").read_text().split("\n---\n# Mesh")[0]
-JWKS = '{"keys":[]}'
+JWKS = '{"keys":[{"kty":"RSA","e":"AQAB","n":"xAE7eB6qugXyCAG3yhh7pkDkT65pHymX-P7KfIupjf59vsdo91bSP9C8H07pSAGQO1MV"}]}'
 
 
 def _ra(name: str, namespace: str, body: str) -> str:
@@ -221,7 +221,7 @@ metadata: {name: r}
 spec:
   targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]
   jwtRules:
-  - {issuer: inline, jwks: '{"keys":[]}'}
+  - {issuer: inline, jwks: '{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}'}
   - {issuer: mesh, jwksUri: "http://jwks.default.svc.cluster.local:8000/k"}
   - {issuer: short, jwksUri: "http://jwks/k"}
   - {issuer: external, jwksUri: "https://example.com/k"}
@@ -248,7 +248,7 @@ spec:
 
 def test_issuer_is_required() -> None:
     _, issues = parse_documents(_ra("r", "default", "  jwtRules:\n  - {jwks: x}"), "r.yaml")
-    assert [i.field for i in issues if i.level == "error"] == ["spec.jwtRules[0].issuer"]
+    assert [i.field for i in issues if i.level == "error"] == ["spec.jwtRules[0].issuer", "spec.jwtRules[0].jwks"]
 
 
 def test_payload_key_is_shared_by_every_provider() -> None:
