@@ -88,6 +88,8 @@ _TYPES = (
     ("IST0175", "JwksUriFetchUnrestricted", "Warning"),
     ("IST0176", "GatewayAPICRDVersionBelowMinimum", "Warning"),
     ("IST0177", "ConflictingServiceEntryProtocol", "Warning"),
+    # Gossamer's own: Envoy would reject what this builds (a NACK in production)
+    ("GSM0001", "EnvoyWouldRejectConfig", "Error"),
 )
 
 TYPES: dict[str, MessageType] = {code: MessageType(code, name, level) for code, name, level in _TYPES}  # type: ignore[arg-type]

@@ -67,13 +67,20 @@ def stored_tuple(resource: Any) -> tuple[tuple[str, str, str], dict[str, Any], s
 def apply_files(store: Store, files: Sequence[tuple[str, str]], *, dry_run: bool = False,
                 analyze: Callable[[list[Any]], list[Issue]] | None = None,
                 admit: Callable[[list[Any]], list[Issue]] | None = None,
-                namespace: str | None = None) -> ApplyResult:
+                namespace: str | None = None, existing: Sequence[Any] | None = None) -> ApplyResult:
     """All or nothing: any error in any document stores nothing. Namespaces that objects live in and
-    that do not exist yet are created with them, with a note (kubectl would need `create namespace`)."""
+    that do not exist yet are created with them, with a note (kubectl would need `create namespace`).
+    `existing`: the stored resources as objects, when the caller has them (else read from the store)."""
     resources, errors, warnings = parse_files(files, namespace)
     result = ApplyResult(errors, warnings)
     if not errors and admit is not None:  # checks that look outside the documents (images exist)
         result.errors.extend(admit(resources))
+    if result.errors:
+        return result
+    # Accepted means Envoy accepts: build what every proxy would receive and check it (envoycheck.py).
+    from gossamer.controlplane.envoycheck import check_issues, stored_resources
+
+    result.errors.extend(check_issues(resources, stored_resources(store) if existing is None else existing))
     if result.errors:
         return result
     if analyze is not None:

@@ -160,13 +160,47 @@ def load_balancer(error: Error, path: FieldPath, lb: Any) -> None:
 
 
 def certificate_file(error: Error, path: FieldPath, value: str | None) -> None:
-    """A file the proxy reads (proxies run on this machine, so it can be checked now)."""
-    if not value:
-        return
-    if not value.startswith("/"):
+    """A file the proxy reads: an absolute path (Envoy's working directory is not the user's). Whether it
+    exists is checked when it is applied to this machine's proxies (`missing_files`), not by analysis of
+    manifests meant for elsewhere."""
+    if value and not value.startswith("/"):
         error(path, f"{_show(value)} must be an absolute path")
-    elif not Path(value).is_file():
-        error(path, f"file {_show(value)} does not exist (Envoy would reject the configuration)")
+
+
+def missing_files(resource: Any) -> list[tuple[FieldPath, str]]:
+    """(field path, message) for each certificate file a DestinationRule or Gateway names that is not on
+    this machine, where the proxies run: Envoy would reject the cluster or listener."""
+    spec = resource.spec
+    out: list[tuple[FieldPath, str]] = []
+
+    def check(path: FieldPath, value: str | None) -> None:
+        if value and value.startswith("/") and not Path(value).is_file():
+            out.append((path, f"file {_show(value)} does not exist on this machine (Envoy would reject the "
+                              "configuration)"))
+
+    def client(path: FieldPath, tls: Any) -> None:
+        if tls is not None and tls.mode in ("SIMPLE", "MUTUAL") and not tls.credential_name:
+            for field in ("ca_certificates", "client_certificate", "private_key"):
+                check(path + ("tls", _camel(field)), getattr(tls, field))
+
+    if resource.kind == "DestinationRule":
+        policies: list[tuple[FieldPath, Any]] = [(("spec", "trafficPolicy"), spec.traffic_policy)]
+        policies += [(("spec", "subsets", i, "trafficPolicy"), s.traffic_policy) for i, s in enumerate(spec.subsets)]
+        for path, tp in policies:
+            if tp is None:
+                continue
+            client(path, tp.tls)
+            for j, pls in enumerate(tp.port_level_settings or []):
+                client(path + ("portLevelSettings", j), pls.tls)
+    elif resource.kind == "Gateway":
+        for i, server in enumerate(spec.servers):
+            tls = server.tls
+            if tls is None or tls.credential_name or tls.credential_names or tls.tls_certificates:
+                continue
+            if tls.mode in (None, "SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
+                for field in ("server_certificate", "private_key", "ca_certificates"):
+                    check(("spec", "servers", i, "tls", _camel(field)), getattr(tls, field))
+    return out
 
 
 def client_tls_files(error: Error, path: FieldPath, tls: Any) -> None:

@@ -71,9 +71,9 @@ CASES = [
      "spec.trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize", "over Envoy's limit"),
     (_dr("loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 65536}}}"), 7,
      "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "prime"),
-    # missing CA files
-    (_dr("tls: {mode: SIMPLE, caCertificates: /no/such/ca.pem}"), 7, "spec.trafficPolicy.tls.caCertificates",
-     "does not exist"),
+    # certificate files are the proxy's: absolute paths (whether they exist is checked at apply)
+    (_dr("tls: {mode: SIMPLE, caCertificates: ca.pem}"), 7, "spec.trafficPolicy.tls.caCertificates",
+     "absolute path"),
     # reserved ports
     ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  selector: {app: s}\n  ports:\n"
      "  - {port: 15001, name: http}\n", 7, "spec.ports[0].port", "outbound capture port"),

@@ -1,0 +1,195 @@
+"""What Envoy would reject, found before anything is stored: build what every proxy would receive from
+the config as it would be after an apply, check it against Envoy's rules (`xds/rules.py`), and name the
+applied resource responsible (`gossamer apply` refuses it; `gossamer analyze` reports it).
+
+    rejections = check_rejections(new, existing)     # [] when Envoy would take everything
+
+Proxies are the Deployments' pods (one per proxy group, as the runtime would run them) and the built-in
+gateways. A violation already present without the new resources is not theirs. The resource responsible
+is the first new one whose addition brings the violation (found by bisection, a few builds per culprit),
+so an EnvoyFilter whose patch breaks a listener is named, not the VirtualService it patched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gossamer.controlplane.workloads import is_router, mesh_service, named_ports, vip_candidates
+from gossamer.registry.serviceentry import registry_services, workload_entry_workloads
+from gossamer.registry.snapshot import MeshSnapshot
+from gossamer.registry.types import Proxy, Workload
+from gossamer.resources.envoy_checks import missing_files
+from gossamer.resources.issues import Issue
+from gossamer.translate import translate_proxy
+from gossamer.xds.build import build_resources
+from gossamer.xds.envoyfilter import apply_envoy_filters
+from gossamer.xds.rules import violations
+
+MAX_CULPRITS = 5
+_PROXY_KINDS = frozenset({"Deployment", "Service", "VirtualService", "DestinationRule", "Gateway", "ServiceEntry",
+                          "WorkloadEntry", "Sidecar", "EnvoyFilter", "PeerAuthentication", "AuthorizationPolicy",
+                          "RequestAuthentication", "Telemetry", "Secret", "ConfigMap"})
+
+
+@dataclass(frozen=True)
+class Rejection:
+    resource: Any  # the applied Resource responsible
+    proxy: str  # e.g. "sidecar default/reviews-v1"
+    problem: str  # the Envoy rule broken, in the built resource's terms
+    proxies: int = 1  # how many proxies would reject it
+    more: int = 0  # further problems the same resource brings
+    path: tuple[str | int, ...] = ()  # the field responsible, when known (an EnvoyFilter's patch)
+
+    def issue(self) -> Issue:
+        others = f" (and {self.proxies - 1} other proxies)" if self.proxies > 1 else ""
+        more = f" (and {self.more} more)" if self.more else ""
+        return Issue("error", self.resource.source_file, self.resource.line_of(self.path), self.resource.kind,
+                     self.resource.name, _format(self.path),
+                     f"Envoy would reject what this builds for {self.proxy}{others}: {self.problem}{more}")
+
+
+def offline_snapshot(resources: Sequence[Any]) -> MeshSnapshot:
+    """The mesh these resources make, every Deployment replica a ready pod (no runtime needed)."""
+    by_kind: dict[str, list[Any]] = {}
+    for r in resources:
+        by_kind.setdefault(r.kind, []).append(r)
+    vips = vip_candidates()
+    services = tuple(mesh_service(s, next(vips)) for s in by_kind.get("Service", []))
+    kinds = {k: tuple(v) for k, v in by_kind.items()}
+    services += tuple(registry_services(kinds, lambda _ns, _key: next(vips)))
+    workloads = []
+    ip = 10
+    for d in by_kind.get("Deployment", []):
+        ip += 1
+        workloads.append(Workload(
+            name=f"{d.metadata.name}-0", namespace=d.metadata.namespace, ip=f"10.244.{ip // 250}.{ip % 250 + 2}",
+            labels=tuple(sorted((d.spec.template.metadata.labels or {}).items())),
+            service_account=d.spec.template.spec.service_account_name or "default", ready=True,
+            deployment=d.metadata.name, named_ports=tuple(sorted(named_ports(d).items())), router=is_router(d)))
+    workloads.extend(workload_entry_workloads(by_kind.get("WorkloadEntry", [])))
+    return MeshSnapshot(version=1, resources=kinds, services=services, workloads=tuple(workloads))
+
+
+def proxies(snapshot: MeshSnapshot) -> list[tuple[str, Proxy]]:
+    """One proxy per Deployment (with mTLS, the default), labelled as `status` names them."""
+    out = []
+    for d in snapshot.of_kind("Deployment"):
+        template = d.spec.template
+        router = (template.metadata.annotations or {}).get("gossamer.io/proxy-type") == "router"
+        kind: Literal["sidecar", "router"] = "router" if router else "sidecar"
+        out.append((f"{kind} {d.metadata.namespace}/{d.metadata.name}", Proxy(
+            type=kind, namespace=d.metadata.namespace, labels=tuple(sorted((template.metadata.labels or {}).items())),
+            ingress_port=8080 if router else 0, ingress_tls_port=8443 if router else 0,
+            host_netns="/proc/1/ns/net" if router else "", named_ports=tuple(sorted(named_ports(d).items())),
+            has_sds=True)))
+    return out
+
+
+def _problems(resources: Sequence[Any]) -> dict[str, list[str]]:
+    """Envoy-rule violations of everything built for every proxy: problem -> proxies."""
+    snapshot = offline_snapshot(resources)
+    found: dict[str, list[str]] = {}
+    for label, proxy in proxies(snapshot):
+        try:
+            built = apply_envoy_filters(snapshot, proxy, build_resources(translate_proxy(snapshot, proxy))).resources
+        except Exception as e:  # noqa: BLE001 - a config the translator cannot build is a rejection too
+            found.setdefault(f"the config cannot be built ({type(e).__name__}: {str(e)[:200]})", []).append(label)
+            continue
+        for v in violations(built):
+            found.setdefault(str(v), []).append(label)
+    return found
+
+
+def _merge(existing: Sequence[Any], new: Sequence[Any]) -> list[Any]:
+    keys = {r.key for r in new}
+    return [r for r in existing if r.key not in keys] + list(new)
+
+
+def check_rejections(new: Sequence[Any], existing: Sequence[Any]) -> list[Rejection]:
+    """What Envoy would reject once `new` is applied over `existing`, each pinned to the new resource
+    responsible."""
+    relevant = [r for r in new if r.kind in _PROXY_KINDS]
+    if not relevant:
+        return []
+    baseline = set(_problems(existing))
+    after = _problems(_merge(existing, new))
+    remaining = {p: labels for p, labels in after.items() if p not in baseline}
+    out: list[Rejection] = []
+    start = 0
+    while remaining and len(out) < MAX_CULPRITS and start < len(relevant):
+
+        def brings(k: int) -> set[str]:
+            return set(_problems(_merge(existing, relevant[:k]))) & remaining.keys()
+
+        # the smallest prefix of the new resources that brings one of the remaining problems
+        lo, hi = start + 1, len(relevant)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if brings(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        brought = brings(lo)
+        if not brought:  # only resources together bring it (not monotonic): name the last one
+            brought, lo = set(remaining), len(relevant)
+        culprit = relevant[lo - 1]
+        first = sorted(brought)[0]
+        labels = remaining[first]
+        path = _patch_responsible(culprit, existing, relevant[:lo - 1], first)
+        out.append(Rejection(culprit, labels[0], first, len(labels), len(brought) - 1, path))
+        for problem in brought:
+            remaining.pop(problem)
+        start = lo
+    return out
+
+
+def _patch_responsible(resource: Any, existing: Sequence[Any], before: Sequence[Any],
+                       problem: str) -> tuple[str | int, ...]:
+    """For an EnvoyFilter, the first of its configPatches that brings `problem` (bisected like the
+    resources); else () (the whole resource)."""
+    patches = resource.spec.config_patches if resource.kind == "EnvoyFilter" else []
+    if len(patches) < 2:
+        return ("spec", "configPatches", 0) if patches else ()
+
+    def brings(k: int) -> bool:
+        partial = resource.model_copy(update={"spec": resource.spec.model_copy(update={"config_patches": patches[:k]})})
+        return problem in _problems(_merge(existing, [*before, partial]))
+
+    lo, hi = 1, len(patches)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if brings(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return ("spec", "configPatches", lo - 1)
+
+
+def stored_resources(store: Any) -> list[Any]:
+    """The resources in a store, as objects (what `check_issues` compares against)."""
+    from gossamer.resources.loader import ResourceError, resource_from_raw
+
+    out = []
+    for o in store.objects():
+        try:
+            out.append(resource_from_raw(o.body, o.source_file, o.source_line))
+        except ResourceError:
+            continue  # stored by an older version and no longer valid: not this apply's business
+    return out
+
+
+def check_issues(new: Sequence[Any], existing: Sequence[Any]) -> list[Issue]:
+    """Errors for `gossamer apply`: missing certificate files on this machine, then what Envoy would reject."""
+    issues = [Issue("error", r.source_file, r.line_of(path), r.kind, r.name, _format(path), message)
+              for r in new for path, message in missing_files(r)]
+    if issues:
+        return issues
+    return [r.issue() for r in check_rejections(new, existing)]
+
+
+def _format(path: Sequence[str | int]) -> str:
+    from gossamer.resources.base import format_path
+
+    return format_path(path)
