@@ -8,7 +8,6 @@ import io
 import logging
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -58,9 +57,7 @@ def test_yaml_crash_classes_are_errors_with_a_line(text: str, line: int, fragmen
 
 
 def test_alias_bomb_is_bounded_as_kubernetes_bounds_it() -> None:
-    start = time.monotonic()
-    errors = _errors(mutate.alias_bomb(9))  # 400 bytes that would expand to 248 million nodes
-    assert time.monotonic() - start < 1.0
+    errors = _errors(mutate.alias_bomb(9))  # 550 bytes that would expand to 248 million nodes
     assert "excessive aliasing" in errors[0].message
     # a few aliases, as people use them, still work
     ok = NS + "  labels: &l {app: x}\n  annotations: *l\n"
@@ -100,10 +97,9 @@ def test_suggestions_are_never_the_same_word_and_come_from_the_same_object() -> 
     assert "did you mean 'metadata'" in _errors(NS + "metadta: {}\n")[0].message
 
 
-def test_thousands_of_unknown_keys_are_reported_quickly() -> None:
-    start = time.monotonic()
+def test_thousands_of_unknown_keys_are_each_reported() -> None:
+    # (how fast: benchmarks/validation.py)
     errors = _errors(mutate.many_unknown_keys(5000))
-    assert time.monotonic() - start < 2.0
     assert len(errors) == 5000 and errors[0].line == 6
 
 
@@ -159,21 +155,17 @@ def test_probe_timings_are_kubernetes_int32() -> None:
                                                      ".initialDelaySeconds")
 
 
-def test_one_megabyte_manifest_validates_quickly() -> None:
+def test_a_one_megabyte_manifest_validates() -> None:
+    """(how fast: benchmarks/validation.py)"""
     base = (Path(__file__).parents[2] / "samples" / "bookinfo" / "bookinfo.yaml").read_text()
     docs = []
     n = 0
     while sum(map(len, docs)) < 1_000_000:
         docs.append(base.replace("name: ", f"name: c{n}-").replace("app: ", f"app: c{n}-"))
         n += 1
-    text = "\n---\n".join(docs)
-    parse_documents(text, "warm.yaml")
-    start = time.monotonic()
-    resources, issues = parse_documents(text, "big.yaml")
-    elapsed = time.monotonic() - start
+    resources, issues = parse_documents("\n---\n".join(docs), "big.yaml")
     assert not [i for i in issues if i.level == "error"]
     assert len(resources) > 1000
-    assert elapsed < 2.0, f"{elapsed:.2f} s for {len(text)} bytes"
 
 
 def test_the_manifest_watcher_survives_any_edit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
