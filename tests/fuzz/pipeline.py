@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossamer.controlplane.config import parse_files, stored_tuple
+from gossamer.resources.envoy_checks import missing_files
 from gossamer.resources.issues import Issue
 from gossamer.resources.loader import resource_from_raw
 from gossamer.translate import translate_proxy, translate_proxy_endpoints
@@ -71,6 +72,9 @@ def run(files: Sequence[tuple[str, str]], *, envoy_rules: bool = False, keep_bui
         resources, errors, _warnings = parse_files(files)
     except Exception as e:  # noqa: BLE001 - that is what is being measured
         return Outcome("validate", time.monotonic() - start, _where(e), repr(e)[:300])
+    # as `apply` on this machine: certificate files must be here (controlplane/envoycheck.py)
+    errors += [Issue("error", r.source_file, r.line_of(path), r.kind, r.name, "", message)
+               for r in resources for path, message in missing_files(r)]
     seconds = time.monotonic() - start
     if errors:
         return Outcome("rejected", seconds, problems=message_problems(errors))
