@@ -61,15 +61,32 @@ class Violation:
 
 
 def violations(resources: dict[str, dict[str, Message]], limit: int = MAX_VIOLATIONS) -> list[Violation]:
-    """What Envoy's validation would reject in these resources (at most `limit`)."""
+    """What Envoy's validation would reject in these resources (at most `limit`). A resource checked
+    before (the same bytes: proxies share most of their config, and an apply rebuilds it all) is not
+    walked again."""
     out: list[Violation] = []
     for type_url, by_name in resources.items():
         for name, msg in by_name.items():
-            for path, problem in check(msg):
+            for path, problem in _checked(msg):
                 out.append(Violation(type_url, name, path, problem))
                 if len(out) >= limit:
                     return out
     return out
+
+
+_CHECKED: dict[tuple[str, bytes], tuple[tuple[str, str], ...]] = {}
+_CHECKED_MAX = 20_000
+
+
+def _checked(msg: Message) -> tuple[tuple[str, str], ...]:
+    key = (msg.DESCRIPTOR.full_name, msg.SerializeToString(deterministic=True))
+    found = _CHECKED.get(key)
+    if found is None:
+        found = tuple(check(msg))
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = found
+    return found
 
 
 def check(msg: Message) -> Iterator[tuple[str, str]]:
@@ -99,6 +116,35 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What to look at in a message type, worked out once per type: the fields that carry rules (checked
+    set or not) and the oneofs that must be set. Other fields are visited only when set."""
+
+    disabled: bool
+    required_oneofs: tuple[tuple[str, str], ...]  # (oneof name, its fields for the message)
+    ruled: tuple[tuple[FieldDescriptor, Any], ...]
+    ruled_names: frozenset[str]
+
+
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan(desc: Descriptor) -> _Plan:
+    plan = _PLANS.get(desc.full_name)
+    if plan is None:
+        oneofs = tuple((o.name, ", ".join(f.name for f in o.fields)) for o in desc.oneofs
+                       if o.GetOptions().HasExtension(validate_pb2.required)
+                       and o.GetOptions().Extensions[validate_pb2.required])
+        ruled = tuple((fd, r) for fd in desc.fields if (r := _rules(fd)) is not None)
+        plan = _PLANS[desc.full_name] = _Plan(_disabled(desc), oneofs, ruled, frozenset(fd.name for fd, _ in ruled))
+    return plan
+
+
+def _is_map(fd: FieldDescriptor) -> bool:
+    return fd.message_type is not None and fd.message_type.GetOptions().map_entry
+
+
 def _message(msg: Message, path: str) -> Iterator[tuple[str, str]]:
     desc = msg.DESCRIPTOR
     if desc.full_name == "google.protobuf.Any":
@@ -108,35 +154,42 @@ def _message(msg: Message, path: str) -> Iterator[tuple[str, str]]:
         if not -315_576_000_000 <= msg.seconds <= 315_576_000_000 or abs(msg.nanos) >= 10**9:  # type: ignore[attr-defined]
             yield path, "duration out of protobuf's range (+-10000 years)"
         return
-    if _disabled(desc):
+    plan = _plan(desc)
+    if plan.disabled:
         return
     if desc.full_name == "envoy.type.matcher.v3.RegexMatcher" and msg.regex:  # type: ignore[attr-defined]
         problem = re2_problem(msg.regex)  # type: ignore[attr-defined]
         if problem:
             yield _join(path, "regex"), f"invalid RE2 regex {_short(msg.regex)}: {problem}"  # type: ignore[attr-defined]
-    for oneof in desc.oneofs:
-        options = oneof.GetOptions()
-        if options.HasExtension(validate_pb2.required) and options.Extensions[validate_pb2.required]:
-            if msg.WhichOneof(oneof.name) is None:
-                yield _join(path, oneof.name), f"one of {', '.join(f.name for f in oneof.fields)} must be set"
-    for fd in desc.fields:
+    for name, fields in plan.required_oneofs:
+        if msg.WhichOneof(name) is None:
+            yield _join(path, name), f"one of {fields} must be set"
+    for fd, rules in plan.ruled:
         fpath = _join(path, fd.name)
-        rules = _rules(fd)
-        in_oneof = fd.containing_oneof is not None and not getattr(fd.containing_oneof, "is_synthetic", False)
         if fd.is_repeated:
-            if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            if _is_map(fd):
                 yield from _map(msg, fd, rules, fpath)
             else:
                 yield from _repeated(getattr(msg, fd.name), fd, rules, fpath)
             continue
-        if in_oneof and msg.WhichOneof(fd.containing_oneof.name) != fd.name:
+        oneof = fd.containing_oneof
+        if oneof is not None and not getattr(oneof, "is_synthetic", False) and msg.WhichOneof(oneof.name) != fd.name:
             continue  # PGV checks a oneof's field only when it is the one set
         if fd.message_type is not None:
             present = msg.HasField(fd.name)
             yield from _single_message(getattr(msg, fd.name) if present else None, fd, rules, fpath)
         else:
-            if rules is not None:
-                yield from _scalar(getattr(msg, fd.name), fd, rules, fpath)
+            yield from _scalar(getattr(msg, fd.name), fd, rules, fpath)
+    for fd, value in msg.ListFields():  # the set fields without rules: only messages can hold more
+        if fd.message_type is None or fd.name in plan.ruled_names:
+            continue
+        fpath = _join(path, fd.name)
+        if _is_map(fd):
+            yield from _map(msg, fd, None, fpath)
+        elif fd.is_repeated:
+            yield from _repeated(value, fd, None, fpath)
+        else:
+            yield from _single_message(value, fd, None, fpath)
 
 
 def _any_body(msg: Any, path: str) -> Iterator[tuple[str, str]]:
