@@ -70,3 +70,46 @@ def injection_webhooks(ctx: Context) -> Iterator[Message]:
             yield ctx.message("IST0139", config, ("webhooks", i, "clientConfig", "service"),
                               f"webhook {name} calls Service {service.get('namespace')}/{service.get('name')}, "
                               "which does not exist")
+
+
+def _webhook_url_host(url: str) -> str | None:
+    """The host of a webhook URL; None when it does not parse."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return None
+
+
+@analyzer("externalcontrolplane.ExternalControlPlaneAnalyzer",
+          "Checks that the remote IstioOperator resources reference an external control plane",
+          ("IST0163", "IST0164"))
+def external_control_plane(ctx: Context) -> Iterator[Message]:
+    import ipaddress
+
+    configs = [c for c in ctx.of("ValidatingWebhookConfiguration")
+               if c.name == "istiod-default-validator" or c.name.startswith("istio-validator")]
+    configs += [c for c in ctx.of("MutatingWebhookConfiguration") if c.name.startswith("istio-sidecar-injector")]
+    for config in configs:
+        for i, hook in enumerate(h for h in config.raw.get("webhooks") or [] if isinstance(h, dict)):
+            name = str(hook.get("name", ""))
+            client = as_dict(hook.get("clientConfig"))
+            path = ("webhooks", i, "clientConfig")
+            if "url" in client:
+                url = str(client["url"])
+                host = _webhook_url_host(url)
+                if host is None:
+                    yield ctx.message("IST0163", config, path + ("url",),
+                                      f"webhook {name}: URL {url!r} to the external control plane does not parse")
+                    continue
+                try:
+                    ipaddress.ip_address(host)
+                except ValueError:
+                    continue
+                yield ctx.message("IST0164", config, path + ("url",),
+                                  f"webhook {name} reaches the external control plane at an IP address ({url}); "
+                                  "use a hostname in production")
+            elif not client.get("service"):
+                yield ctx.message("IST0163", config, path,
+                                  f"webhook {name} names neither a URL nor a Service to reach the control plane")
