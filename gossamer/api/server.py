@@ -34,6 +34,20 @@ def pod_json(pod: PodStatus, netns: str) -> dict[str, Any]:
     }
 
 
+async def _files_body(request: web.Request) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+    """The JSON body and its files as (name, text), or None when the body is not that shape (a 400, not a
+    traceback: the API takes what any client sends)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}, None
+    files = body.get("files", []) if isinstance(body, dict) else None
+    if not isinstance(files, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("text"), str) for f in files):
+        return {}, None
+    return body, [(f["name"], f["text"]) for f in files]
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -96,8 +110,9 @@ class Api:
                                   "pid": os.getpid(), "dashboard": self.dashboard_url})
 
     async def apply(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        files = [(f["name"], f["text"]) for f in body.get("files", [])]
+        body, files = await _files_body(request)
+        if files is None:
+            return _error(400, 'the body must be JSON: {"files": [{"name": "...", "text": "..."}, ...]}')
         namespace = body.get("namespace")
         if namespace is not None and not isinstance(namespace, str):
             return _error(400, "namespace must be a string")
@@ -110,8 +125,9 @@ class Api:
         """`gossamer analyze` against the running mesh: these files over its config and pods."""
         from gossamer.analyze.live import analyze_mesh
 
-        body = await request.json()
-        files = [(f["name"], f["text"]) for f in body.get("files", [])]
+        body, files = await _files_body(request)
+        if files is None:
+            return _error(400, 'the body must be JSON: {"files": [{"name": "...", "text": "..."}, ...]}')
         mesh = body.get("meshConfig")
         stored = [r for rs in self.cp.snapshots.resources().values() for r in rs]
         try:
@@ -124,8 +140,9 @@ class Api:
         return web.json_response(result.to_json())
 
     async def delete(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        files = [(f["name"], f["text"]) for f in body.get("files", [])]
+        body, files = await _files_body(request)
+        if files is None:
+            return _error(400, 'the body must be JSON: {"files": [{"name": "...", "text": "..."}, ...]}')
         namespace = body.get("namespace")
         if namespace is not None and not isinstance(namespace, str):
             return _error(400, "namespace must be a string")
