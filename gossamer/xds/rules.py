@@ -92,6 +92,35 @@ def _checked(msg: Message) -> tuple[tuple[str, str], ...]:
 def check(msg: Message) -> Iterator[tuple[str, str]]:
     """(field path, problem) for every rule `msg` breaks."""
     yield from _message(msg, "")
+    if msg.DESCRIPTOR.full_name == "envoy.config.listener.v3.Listener":
+        yield from _filter_chain_overlaps(msg)
+
+
+_MATCH_LISTS = ("prefix_ranges", "direct_source_prefix_ranges", "source_prefix_ranges", "source_ports",
+                "server_names", "application_protocols")
+
+
+def _filter_chain_overlaps(listener: Any) -> Iterator[tuple[str, str]]:
+    """Envoy's listener rule beyond the annotations: no two filter chains may match the same connection
+    ("multiple filter chains with the same matching rules"). Two matches overlap when every criterion
+    shares a value (an empty list is its own value, as Envoy's matching tree has it)."""
+    seen: list[tuple[int, dict[str, frozenset[bytes]], bytes]] = []
+    for i, chain in enumerate(listener.filter_chains):
+        m = chain.filter_chain_match
+        lists = {name: frozenset(v.SerializeToString(deterministic=True) if isinstance(v, Message) else str(v).encode()
+                                 for v in getattr(m, name)) or frozenset({b""}) for name in _MATCH_LISTS}
+        rest = type(m)()
+        rest.CopyFrom(m)
+        for name in _MATCH_LISTS:
+            rest.ClearField(name)  # type: ignore[arg-type]
+        scalar = rest.SerializeToString(deterministic=True)
+        for j, other_lists, other_scalar in seen:
+            if scalar == other_scalar and all(lists[n] & other_lists[n] for n in _MATCH_LISTS):
+                yield (f"filter_chains[{i}].filter_chain_match",
+                       f"matches the same connections as filter_chains[{j}] (Envoy rejects a listener whose "
+                       "filter chains have the same matching rules)")
+                break
+        seen.append((i, lists, scalar))
 
 
 def _rules(fd: FieldDescriptor) -> validate_pb2.FieldRules | None:

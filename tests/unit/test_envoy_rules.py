@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from gossamer.xds.rules import violations
-from gossamer.xds.types import CLUSTER, ROUTE
+from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
 from tests.e2e.envoy_helper import envoy_binary
 from tests.golden.test_golden import CASES, build_case
 from tests.unit.test_envoy_accepts import static_bootstrap
@@ -76,9 +77,15 @@ def _negative_timeout(res: Resources) -> None:
     _cluster(res).connect_timeout.seconds = -1
 
 
+def _duplicate_filter_chain(res: Resources) -> None:
+    listener = next(m for m in res[LISTENER].values()
+                    if isinstance(m, listener_pb2.Listener) and len(m.filter_chains) == 1)
+    listener.filter_chains.add().CopyFrom(listener.filter_chains[0])
+
+
 BREAKAGES: list[Callable[[Resources], None]] = [
     _header_newline, _empty_header_value_name, _long_header_value, _backreference, _repeat_over_1000,
-    _fault_without_delay, _ring_too_big, _negative_timeout,
+    _fault_without_delay, _ring_too_big, _negative_timeout, _duplicate_filter_chain,
 ]
 
 
