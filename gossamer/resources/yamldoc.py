@@ -272,6 +272,8 @@ def read_documents(text: str) -> Iterator[Document]:
                 raise YamlInputError(*_marked(e)) from None
             except yaml.YAMLError as e:
                 raise YamlInputError(0, f"invalid YAML: {str(e)[:200]}") from None
+            except RecursionError:  # PyYAML without libyaml composes recursively
+                raise YamlInputError(0, f"nesting is deeper than {MAX_DEPTH} levels") from None
             if node is None:
                 continue
             builder = _Builder()
