@@ -95,3 +95,51 @@ def test_workloads_and_config_views(mesh: Mesh, port: int) -> None:
                                                 "url": "http://reviews:9080/reviews/0", "headers": []})
     assert status == 200, text
     assert "reviews.default.svc.cluster.local" in json.loads(text)["clusters"][0]["name"]
+
+
+ANALYZED = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v7, labels: {version: v7}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v9}}]
+"""
+
+
+def messages(proc: Any) -> set[tuple[str, str, str, str, str, int, str]]:
+    return {(m["code"], m["kind"], m["namespace"], m["resource"], m["file"], m["line"], m["field"])
+            for m in json.loads(proc.stdout)}
+
+
+def test_analyze_of_the_running_mesh_is_that_of_its_files(mesh: Mesh, port: int, tmp_path: Path) -> None:
+    extra = tmp_path / "reviews.yaml"
+    extra.write_text(ANALYZED)
+    live = mesh.cli("analyze", "-A", "-o", "json", str(extra), check=False)
+    assert live.returncode == 79, live.stderr  # Error-level messages, as istioctl
+    offline = mesh.cli("--run-dir", str(tmp_path / "no-mesh"), "analyze", "-A", "-o", "json",
+                       *(str(p) for p in sorted((REPO / "samples/bookinfo").glob("*.yaml"))), str(extra), check=False)
+    assert messages(live) == messages(offline)
+    assert {m[:4] for m in messages(live)} >= {("IST0101", "VirtualService", "default", "reviews"),
+                                               ("IST0173", "DestinationRule", "default", "reviews")}
+    # applied, the same messages are in the dashboard's config view, pinned to the file's fields
+    mesh.apply(extra)
+    try:
+        def listed() -> bool:
+            analysis = get_json(port, "/api/config")["analysis"]
+            shown = {(m["code"], m["resource"], m["file"], m["line"]) for m in analysis}
+            return {(m[0], m[3], m[4], m[5]) for m in messages(live) if m[4] == str(extra)} <= shown
+        assert wait_until(listed, 10), get_json(port, "/api/config")["analysis"]
+        # and `gossamer analyze` without files now finds them in the mesh's own config
+        assert messages(mesh.cli("analyze", "-A", "-o", "json", check=False)) == messages(live)
+    finally:
+        mesh.delete(extra)
