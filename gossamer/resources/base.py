@@ -3,10 +3,11 @@ object metadata and `Resource`, one parsed Kubernetes/Istio object."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
 from gossamer.resources.duration import parse_duration
 
@@ -30,9 +31,24 @@ class Model(BaseModel):
         serialize_by_alias=True,
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        """`field: null` means unset, as in Kubernetes and Istio (protobuf JSON): the default applies.
+        Unknown fields keep their null, so they are still reported."""
+        if isinstance(data, dict) and any(v is None for v in data.values()):
+            known = _field_names(cls)
+            return {k: v for k, v in data.items() if v is not None or k not in known}
+        return data
+
     def to_dict(self) -> dict[str, Any]:
         """camelCase dict of the fields that were set (for storing / printing)."""
         return self.model_dump(by_alias=True, exclude_none=True, exclude_unset=True)
+
+
+@functools.cache
+def _field_names(cls: type[BaseModel]) -> frozenset[str]:
+    return frozenset(n for name, f in cls.model_fields.items() for n in (name, f.alias) if n)
 
 
 # Envoy keeps durations as int64 nanoseconds: it rejects 9223372036s (~292 years) and longer.

@@ -149,3 +149,30 @@ spec:
     assert found == {("IST0173", "DestinationRule", "batch"), ("IST0135", "Pod", "batch-1")}  # deprecated annotation
     running = analyze_mesh([], stored, [], all_namespaces=True).messages
     assert ("IST0173", "v1") in {(m.code, m.text.split("'")[1]) for m in running}  # no pod runs at all
+
+
+def test_null_fields_read_as_unset() -> None:
+    """`kubectl get -o yaml` and Istio's protobuf JSON write `null` for unset fields: defaults apply;
+    an unknown field is still reported, null or not."""
+    resources, issues = parse_documents("""apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: null, labels: null, annotations: null}
+spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: null}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web]
+  gateways: null
+  http: [{match: null, route: [{destination: {host: web, subset: null}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec: {host: web, subsets: null, trafficPolicy: null, bogus: null}
+""", "nulls.yaml")
+    assert [(i.kind, i.field, i.message) for i in issues] == [("DestinationRule", "spec", "unknown field 'bogus'")]
+    svc, vs = resources
+    assert (svc.namespace, svc.metadata.labels, svc.spec.ports[0].target_port) == ("default", {}, None)
+    assert vs.spec.gateways == [] and vs.spec.http[0].match is None
