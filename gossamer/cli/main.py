@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -331,6 +332,20 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return 127
 
 
+EXIT_MARKER = re.compile(r"^\[gossamer [^\]]*\] .* exited \(code [^)]*\)")
+
+
+def previous_run(text: str) -> str | None:
+    """The output of a container's last terminated run, up to and including the runtime's line saying
+    how it ended; None if it never terminated. (The runtime appends every run to one file.)"""
+    lines = text.splitlines(keepends=True)
+    ends = [i for i, line in enumerate(lines) if EXIT_MARKER.match(line)]
+    if not ends:
+        return None
+    start = ends[-2] + 1 if len(ends) > 1 else 0
+    return "".join(lines[start:ends[-1] + 1])
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     pod = _pod(args)
     logs = pod["logs"]
@@ -338,6 +353,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if container not in logs:
         raise CliError(f"container {container!r} not found in pod {pod['name']} (have: {', '.join(logs)})")
     path = Path(logs[container])
+    if args.previous:
+        previous = previous_run(path.read_text(errors="replace")) if path.exists() else None
+        if previous is None:
+            raise CliError(f'previous terminated container "{container}" in pod "{pod["name"]}" not found')
+        sys.stdout.write(previous)
+        return 0
     if not path.exists():
         return 0
     with open(path, errors="replace") as f:
@@ -519,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", default="default")
     p.add_argument("-c", "--container")
     p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-p", "--previous", action="store_true", help="the output of the last terminated run")
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("proxy-config", help="what a proxy was sent, like istioctl proxy-config")
