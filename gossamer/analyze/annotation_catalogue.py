@@ -1,5 +1,6 @@
 """Istio's resource annotations (istio.io/api annotation/annotations.yaml): name, feature status,
-deprecated, the kinds each applies to ("Any": every kind). Data for the annotation analyzers."""
+deprecated, the kinds each applies to ("Any": every kind); no status in the YAML means Alpha, as the
+generated Go constants have it. Data for the annotation analyzers."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ ANNOTATIONS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     'sidecar.istio.io/proxyCPU': ('Alpha', False, ('Pod',)),
     'sidecar.istio.io/proxyCPULimit': ('Alpha', False, ('Pod',)),
     'sidecar.istio.io/proxyMemory': ('Alpha', False, ('Pod',)),
-    'sidecar.istio.io/proxyMemoryLimit': ('', False, ('Pod',)),
+    'sidecar.istio.io/proxyMemoryLimit': ('Alpha', False, ('Pod',)),
     'sidecar.istio.io/interceptionMode': ('Alpha', False, ('Pod',)),
     'sidecar.istio.io/bootstrapOverride': ('Alpha', False, ('Pod',)),
     'sidecar.istio.io/statsInclusionPrefixes': ('Alpha', True, ('Pod',)),
@@ -28,7 +29,7 @@ ANNOTATIONS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     'sidecar.istio.io/statsEvictionInterval': ('Alpha', False, ('Pod',)),
     'sidecar.istio.io/statsHistogramBins': ('Alpha', False, ('Pod',)),
     'sidecar.istio.io/userVolume': ('Alpha', False, ('Pod',)),
-    'sidecar.istio.io/userVolumeMount': ('', False, ('Pod',)),
+    'sidecar.istio.io/userVolumeMount': ('Alpha', False, ('Pod',)),
     'status.sidecar.istio.io/port': ('Alpha', False, ('Pod',)),
     'sidecar.istio.io/logLevel': ('Alpha', False, ('Pod',)),
     'sidecar.istio.io/componentLogLevel': ('Alpha', False, ('Pod',)),
@@ -41,7 +42,7 @@ ANNOTATIONS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     'traffic.istio.io/nodeSelector': ('Stable', False, ('Service',)),
     'traffic.sidecar.istio.io/includeOutboundIPRanges': ('Alpha', False, ('Pod',)),
     'traffic.sidecar.istio.io/excludeOutboundIPRanges': ('Alpha', False, ('Pod',)),
-    'traffic.sidecar.istio.io/includeInboundPorts': ('', False, ('Pod',)),
+    'traffic.sidecar.istio.io/includeInboundPorts': ('Alpha', False, ('Pod',)),
     'traffic.sidecar.istio.io/excludeInboundPorts': ('Alpha', False, ('Pod',)),
     'traffic.sidecar.istio.io/excludeInterfaces': ('Alpha', False, ('Pod',)),
     'traffic.sidecar.istio.io/includeOutboundPorts': ('Alpha', False, ('Pod',)),

@@ -96,7 +96,7 @@ def external_control_plane(ctx: Context) -> Iterator[Message]:
             name = str(hook.get("name", ""))
             client = as_dict(hook.get("clientConfig"))
             path = ("webhooks", i, "clientConfig")
-            if "url" in client:
+            if client.get("url") is not None:  # `url:` with no value is no URL
                 url = str(client["url"])
                 host = _webhook_url_host(url)
                 if host is None:
