@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from gossamer.analyze.analyzers.deployment import in_mesh
 from gossamer.analyze.analyzers.sidecar import pod_in_ambient
-from gossamer.analyze.context import Context, as_dict, selector_matches, selector_string
+from gossamer.analyze.context import Context, selector_matches, selector_string
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.resources.base import Resource
@@ -112,34 +112,6 @@ def telemetry_providers(ctx: Context) -> Iterator[Message]:
                 yield ctx.message("IST0157", t, ("spec", "accessLogging", i),
                                   "access logging without providers, and the mesh config names no default "
                                   "access log provider: it is ignored")
-
-
-GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
-
-
-@analyzer("k8sgateway.SelectorAnalyzer",
-          "Check if a policy uses a selector on the pods of a Kubernetes Gateway", ("IST0166",))
-def gateway_selectors(ctx: Context) -> Iterator[Message]:
-    gateway_pods: dict[str, list[dict[str, str]]] = {}
-    for pod in ctx.pods:
-        if GATEWAY_NAME_LABEL in pod.metadata.labels:
-            gateway_pods.setdefault(pod.namespace, []).append(dict(pod.metadata.labels))
-    for kind in ("AuthorizationPolicy", "RequestAuthentication", "Telemetry", "WasmPlugin"):
-        for r in ctx.of(kind):
-            if kind == "WasmPlugin":
-                spec = as_dict(r.raw.get("spec"))
-                if spec.get("targetRef") or not isinstance(spec.get("selector"), dict):
-                    continue
-                labels = as_dict(as_dict(spec.get("selector")).get("matchLabels"))
-            else:
-                if getattr(r.spec, "target_ref", None) is not None or r.spec.selector is None:
-                    continue
-                labels = r.spec.selector.match_labels
-            for pod_labels in gateway_pods.get(r.namespace, []):
-                if selector_matches(labels, pod_labels):
-                    yield ctx.message("IST0166", r, ("spec", "selector"),
-                                      f"selector matches the pods of Kubernetes Gateway "
-                                      f"{pod_labels[GATEWAY_NAME_LABEL]}, where it has no effect: use targetRef")
 
 
 def jwt_claim_key(vs: Resource) -> str:
