@@ -172,6 +172,19 @@ def cmd_apply(args: argparse.Namespace) -> int:
 ANALYZE_FOUND_ISSUES = 79  # istioctl analyze's exit code when messages reach --failure-threshold
 
 
+def _suppressed(message: dict[str, Any], rules: list[str]) -> bool:
+    """istioctl's --suppress "CODE=RESOURCE": RESOURCE a glob over "Kind namespace/name" ("Kind name")."""
+    import fnmatch
+
+    ns = f"{message['namespace']}/" if message["namespace"] else ""
+    resource = f"{message['kind']} {ns}{message['resource']}"
+    for rule in rules:
+        code, _, pattern = rule.partition("=")
+        if code == message["code"] and fnmatch.fnmatchcase(resource, pattern):
+            return True
+    return False
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Like `istioctl analyze`: against the running mesh's config when there is one, else offline."""
     from gossamer.analyze.messages import LEVEL_RANK
@@ -183,6 +196,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             note = "" if a.default else " (runs only when named with --analyzers)"
             print(f"* {a.name}: {', '.join(a.codes)}{note}\n    {a.description}")
         return 0
+    from gossamer.analyze.messages import TYPES
+
+    for rule in args.suppress or []:
+        code, sep, _ = rule.partition("=")
+        if not sep:
+            raise CliError(f"{rule} is not a valid suppression: use CODE=RESOURCE, e.g. 'IST0102=Namespace frod'")
+        if code not in TYPES:
+            print(f"warning: {code} is not an analysis code; --suppress {rule!r} has no effect", file=sys.stderr)
     files = _files_payload(args.paths)
     mesh_config = None
     if args.mesh_config_file:
@@ -210,7 +231,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             raise CliError(str(e)) from e
         body = result.to_json()
         against = "these files alone (no mesh is running)"
-    messages = body["messages"]
+    messages = [m for m in body["messages"] if not _suppressed(m, args.suppress or [])]
     shown = [m for m in messages if LEVEL_RANK[m["level"]] >= LEVEL_RANK[args.output_threshold]]
     if args.output == "json":
         print(json.dumps(shown, indent=2))
@@ -512,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["log", "json", "yaml"], default="log")
     p.add_argument("--analyzers", type=lambda v: [a for a in v.split(",") if a], default=None,
                    help="comma-separated analyzer names to run (default: istioctl's set; see --list-analyzers)")
+    p.add_argument("-S", "--suppress", action="append", metavar="CODE=RESOURCE",
+                   help='leave out messages CODE about RESOURCE, a glob over "Kind namespace/name" (repeatable)')
     p.add_argument("-L", "--list-analyzers", action="store_true", help="list the analyzers and their codes")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also print validation notes that are not analysis messages (to stderr)")

@@ -134,3 +134,19 @@ spec:
     assert auto.returncode == 0 and "IST0134" not in auto.stdout, auto.stdout
     missing = analyze(tmp_path, "--meshConfigFile", tmp_path / "nope.yaml", entry)
     assert missing.returncode == 1 and "nope.yaml: no such file" in missing.stderr
+
+
+def test_suppressions(tmp_path: Path) -> None:
+    """istioctl's --suppress CODE=RESOURCE (a glob) and the galley.istio.io/analyze-suppress annotation."""
+    dump = tmp_path / "dump.yaml"
+    dump.write_text(DUMP.replace("metadata: {name: cart, namespace: shop}\n  spec:\n    hosts",
+                                 "metadata: {name: cart, namespace: shop, annotations: "
+                                 "{galley.istio.io/analyze-suppress: 'IST0101,IST0999'}}\n  spec:\n    hosts"))
+    everything = found(analyze(tmp_path, "-n", "shop", "-o", "json", dump))
+    assert ("IST0101", "VirtualService", "shop", "cart") not in everything  # the annotation
+    quiet = analyze(tmp_path, "-n", "shop", "-o", "json", "-S", "IST0118=Service shop/*",
+                    "-S", "IST0102=Namespace sh*", dump)
+    assert found(quiet) == everything - {("IST0118", "Service", "shop", "cart"), ("IST0102", "Namespace", "", "shop")}
+    unknown = analyze(tmp_path, "-S", "IST9999=Service x", dump)
+    assert "IST9999 is not an analysis code" in unknown.stderr
+    assert analyze(tmp_path, "-S", "IST0118", dump).returncode == 1
