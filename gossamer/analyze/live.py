@@ -10,6 +10,7 @@ from typing import Any
 from gossamer.analyze.context import as_dict
 from gossamer.analyze.kinds import analysis_kind
 from gossamer.analyze.messages import Message
+from gossamer.analyze.run import without_envoy_check
 from gossamer.analyze.session import Result, analyze, pod_document, pod_resource
 from gossamer.resources.base import Resource
 from gossamer.resources.loader import parse_documents
@@ -68,4 +69,5 @@ def analyze_mesh(files: Sequence[tuple[str, str]], stored: Sequence[Resource], p
 
 def mesh_messages(stored: Sequence[Resource], pods: Sequence[Any]) -> list[Message]:
     """Every message about the running mesh's config, all namespaces (the dashboard's config view)."""
-    return analyze_mesh([], stored, pods, all_namespaces=True).messages
+    return analyze_mesh([], stored, pods, all_namespaces=True,
+                        analyzers=[a.name for a in without_envoy_check()]).messages

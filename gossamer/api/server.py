@@ -130,11 +130,12 @@ class Api:
             return _error(400, 'the body must be JSON: {"files": [{"name": "...", "text": "..."}, ...]}')
         mesh = body.get("meshConfig")
         stored = [r for rs in self.cp.snapshots.resources().values() for r in rs]
-        try:
-            result = analyze_mesh(files, stored, self.cp.runtime.pods(), namespace=body.get("namespace") or "default",
-                                  all_namespaces=bool(body.get("allNamespaces")),
-                                  mesh_config=(mesh["name"], mesh["text"]) if mesh else None,
-                                  analyzers=body.get("analyzers"))
+        pods = self.cp.runtime.pods()
+        try:  # in a worker thread: building every proxy's config for Envoy's check takes a while on a big mesh
+            result = await asyncio.to_thread(
+                analyze_mesh, files, stored, pods, namespace=body.get("namespace") or "default",
+                all_namespaces=bool(body.get("allNamespaces")),
+                mesh_config=(mesh["name"], mesh["text"]) if mesh else None, analyzers=body.get("analyzers"))
         except ValueError as e:
             return _error(400, str(e))
         return web.json_response(result.to_json())
