@@ -5,7 +5,7 @@ things up (by kind, by name, services by scoped FQDN, pods by labels), and how a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from gossamer.analyze.kinds import GATEWAY_API_GROUP
 from gossamer.analyze.mesh import MeshConfig
 from gossamer.analyze.messages import TYPES, Message
-from gossamer.resources.base import Resource, format_path
+from gossamer.resources.base import Resource, format_path, split_path
 
 DOMAIN_SUFFIX = "svc.cluster.local"
 EXPORT_ALL = "*"
@@ -180,24 +180,7 @@ class Context:
     # -- messages -------------------------------------------------------------
     def message(self, code: str, resource: Resource, path: Sequence[str | int] | str, text: str) -> Message:
         """A finding on `resource`, pinned to the line of the field at `path` (a tuple or "spec.x[0].y")."""
-        field_path: tuple[str | int, ...] = (tuple(path) if not isinstance(path, str)
-                                             else _split(path))
+        field_path: tuple[str | int, ...] = split_path(path) if isinstance(path, str) else tuple(path)
         return Message(TYPES[code], resource.kind, resource.namespace, resource.name, resource.source_file,
                        resource.line_of(field_path) if field_path else resource.source_line,
                        format_path(field_path), text)
-
-
-def _split(text: str) -> tuple[str | int, ...]:
-    from gossamer.resources.base import split_path
-
-    return split_path(text)
-
-
-def unique(items: Iterable[Any]) -> list[Any]:
-    seen: set[Any] = set()
-    out = []
-    for i in items:
-        if i not in seen:
-            seen.add(i)
-            out.append(i)
-    return out
