@@ -14,7 +14,7 @@ from gossamer.analyze.kinds import analysis_kind, is_analyzed
 from gossamer.analyze.messages import TYPES, Message
 from gossamer.resources.base import Resource, format_path
 from gossamer.resources.issues import Issue
-from gossamer.resources.kinds import KindInfo
+from gossamer.resources.kinds import KindInfo, kind_for
 from gossamer.resources.loader import KindLookup, parse_documents
 from gossamer.resources.validation import Finding, validate_nothing
 
@@ -28,6 +28,7 @@ class Loaded:
     messages: list[Message] = field(default_factory=list)  # IST0106 for documents that do not load
     warnings: list[Issue] = field(default_factory=list)  # validation warnings (not Istio analysis messages)
     not_analyzed: dict[str, int] = field(default_factory=dict)  # "group/Kind" -> how many objects
+    unreadable: list[Issue] = field(default_factory=list)  # Kubernetes objects that do not parse: left out
 
 
 def schema_error(issue: Issue) -> Message:
@@ -81,7 +82,11 @@ def load_for_analysis(files: Sequence[tuple[str, str]], namespace: str = "defaul
                                         format_path(finding.path), finding.message))
         for issue in issues:
             if issue.level == "error":
-                out.messages.append(schema_error(issue))
+                info = kind_for(issue.kind)
+                if info is not None and not info.group.endswith("istio.io"):
+                    out.unreadable.append(issue)  # istioctl validates Istio's kinds only (IST0106)
+                else:
+                    out.messages.append(schema_error(issue))
             elif not issue.message.startswith("defined again:"):
                 out.warnings.append(issue)
         for r in resources:

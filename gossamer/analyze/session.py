@@ -22,10 +22,11 @@ class Result:
     messages: list[Message] = field(default_factory=list)
     not_analyzed: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"messages": [m.to_json() for m in self.messages], "notAnalyzed": dict(self.not_analyzed),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "unreadable": list(self.unreadable)}
 
 
 def pod_document(name: str, namespace: str, labels: dict[str, str], *, sidecar: bool,
@@ -104,4 +105,5 @@ def analyze(files: Sequence[tuple[str, str]], *, namespace: str = "default", all
     result.messages = sorted([*schema, *(m for m in messages if m.file != DERIVED_SOURCE)],
                              key=lambda m: (m.file, m.line, m.code))
     result.notes = [str(w) for w in loaded.warnings]
+    result.unreadable = [str(i) for i in loaded.unreadable]
     return result

@@ -243,6 +243,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.verbose:  # what validation says beyond Istio's analysis (e.g. fields the local runtime ignores)
         for note in body.get("notes", []):
             print(note, file=sys.stderr)
+    for problem in body.get("unreadable", []):
+        print(f"note: not analyzed: {problem}", file=sys.stderr)
     not_analyzed = body.get("notAnalyzed") or {}
     if not_analyzed:
         kinds = ", ".join(f"{k} ({n})" for k, n in sorted(not_analyzed.items()))
