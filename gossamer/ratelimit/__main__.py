@@ -120,18 +120,14 @@ def _add_grpc_port(server: grpc.aio.Server, host: str, port: int) -> None:
 
 
 async def _http_site(runner: web.AppRunner, host: str, port: int) -> None:
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError:
-        if host != "::":
-            raise
-        await web.TCPSite(runner, "0.0.0.0", port).start()
+    # "::" is every address, IPv4 too (the sidecar forwards to 127.0.0.1): asyncio would make it IPv6-only.
+    await web.TCPSite(runner, None if host == "::" else host, port).start()
 
 
 async def serve() -> None:
     level = os.environ.get("LOG_LEVEL", "warn").upper()
-    logging.basicConfig(level=getattr(logging, "WARNING" if level == "WARN" else level, logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    log.setLevel(getattr(logging, "WARNING" if level == "WARN" else level, logging.WARNING))
     if os.environ.get("REDIS_SOCKET_TYPE", "tcp") != "tcp":
         raise SystemExit("ratelimit: only REDIS_SOCKET_TYPE=tcp is supported")
     redis = Redis.from_url(os.environ.get("REDIS_URL", "redis:6379"))
