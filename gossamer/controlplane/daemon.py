@@ -45,7 +45,8 @@ from gossamer.xds.server import AdsServer, ProxyStatus, serve
 log = logging.getLogger(__name__)
 
 # ServiceEntry: its hosts resolve inside pods (hosts files).
-RUNTIME_KINDS = {"Deployment", "Service", "Namespace", "ServiceAccount", "ServiceEntry"}
+# ConfigMap, Secret: the content of pod volumes and env references (updated in place, as the kubelet does)
+RUNTIME_KINDS = {"Deployment", "Service", "Namespace", "ServiceAccount", "ServiceEntry", "ConfigMap", "Secret"}
 
 
 class ControlPlane:
@@ -180,7 +181,7 @@ class ControlPlane:
             await self._reconcile_wanted.wait()
             self._reconcile_wanted.clear()
             snapshot = self.snapshot()
-            deployments = [deployment_spec(d) for d in snapshot.of_kind("Deployment")]
+            deployments = [deployment_spec(d, snapshot) for d in snapshot.of_kind("Deployment")]
             try:
                 await self.runtime.apply(deployments, service_addresses(snapshot.services))
             except Exception:

@@ -6,6 +6,7 @@ egress gateway with `up --egress-gateway` (as in Istio's demo profile; its defau
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -13,7 +14,20 @@ from typing import Any
 
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, ServicePort, protocol_for_port
-from gossamer.runtime.types import ContainerSpec, DeploymentSpec, Probe, ServiceAddress, ServiceEndpoints
+from gossamer.resources.core import configmap_binary_data, configmap_data, secret_data
+from gossamer.runtime.types import (
+    ContainerSpec,
+    DeploymentSpec,
+    EnvFrom,
+    EnvRef,
+    KeyToPath,
+    Probe,
+    ServiceAddress,
+    ServiceEndpoints,
+    SourceData,
+    VolumeMount,
+    VolumeSpec,
+)
 
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")
 GATEWAY_NAMESPACE = "istio-system"
@@ -94,7 +108,84 @@ def named_ports(deployment: Any) -> dict[str, int]:
     return out
 
 
-def deployment_spec(deployment: Any) -> DeploymentSpec:
+def _env_refs(container: Any) -> tuple[EnvRef, ...]:
+    out = []
+    for e in container.env or []:
+        src = e.value_from
+        if src is None:
+            continue
+        if src.config_map_key_ref is not None:
+            r = src.config_map_key_ref
+            out.append(EnvRef(e.name, "ConfigMap", r.name, r.key, bool(r.optional)))
+        elif src.secret_key_ref is not None:
+            r = src.secret_key_ref
+            out.append(EnvRef(e.name, "Secret", r.name, r.key, bool(r.optional)))
+        elif src.field_ref is not None:
+            out.append(EnvRef(e.name, "field", src.field_ref.field_path))
+    return tuple(out)
+
+
+def _env_from(container: Any) -> tuple[EnvFrom, ...]:
+    out = []
+    for ef in container.env_from or []:
+        if ef.config_map_ref is not None:
+            out.append(EnvFrom("ConfigMap", ef.config_map_ref.name, ef.prefix or "", bool(ef.config_map_ref.optional)))
+        elif ef.secret_ref is not None:
+            out.append(EnvFrom("Secret", ef.secret_ref.name, ef.prefix or "", bool(ef.secret_ref.optional)))
+    return tuple(out)
+
+
+def _volume(v: Any) -> VolumeSpec:
+    def items(src: Any) -> tuple[KeyToPath, ...]:
+        return tuple(KeyToPath(i.key, i.path, i.mode) for i in src.items or [])
+
+    if v.config_map is not None:
+        src = v.config_map
+        return VolumeSpec(v.name, "configMap", src.name, items(src),
+                          src.default_mode if src.default_mode is not None else 0o644, bool(src.optional))
+    if v.secret is not None:
+        src = v.secret
+        return VolumeSpec(v.name, "secret", src.secret_name, items(src),
+                          src.default_mode if src.default_mode is not None else 0o644, bool(src.optional))
+    if v.empty_dir is not None:
+        return VolumeSpec(v.name, "emptyDir", medium=v.empty_dir.medium or "")
+    return VolumeSpec(v.name, "unsupported")
+
+
+def _sources(deployment: Any, volumes: tuple[VolumeSpec, ...], containers: tuple[ContainerSpec, ...],
+             snapshot: MeshSnapshot | None) -> tuple[SourceData, ...]:
+    """The current content of every ConfigMap and Secret the pod template uses."""
+    wanted: set[tuple[str, str]] = set()
+    for v in volumes:
+        if v.kind in ("configMap", "secret") and v.source:
+            wanted.add(("ConfigMap" if v.kind == "configMap" else "Secret", v.source))
+    for c in containers:
+        wanted.update((r.kind, r.source) for r in c.env_refs if r.kind != "field")
+        wanted.update((f.kind, f.source) for f in c.env_from)
+    if not wanted:
+        return ()
+    ns = deployment.metadata.namespace
+    found: dict[tuple[str, str], dict[str, bytes]] = {}
+    if snapshot is not None:
+        for r in snapshot.of_kind("ConfigMap"):
+            if r.metadata.namespace == ns and ("ConfigMap", r.metadata.name) in wanted:
+                data = {k: v.encode() for k, v in configmap_data(r.raw).items()}
+                data.update(configmap_binary_data(r.raw))
+                found[("ConfigMap", r.metadata.name)] = data
+        for r in snapshot.of_kind("Secret"):
+            if r.metadata.namespace == ns and ("Secret", r.metadata.name) in wanted:
+                found[("Secret", r.metadata.name)] = secret_data(r.raw)
+    out = []
+    for kind, name in sorted(wanted):
+        content = found.get((kind, name))
+        encoded = tuple(sorted((k, base64.b64encode(v).decode()) for k, v in (content or {}).items()))
+        out.append(SourceData(kind, name, content is not None, encoded))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def deployment_spec(deployment: Any, snapshot: MeshSnapshot | None = None) -> DeploymentSpec:
+    """What the runtime runs for a Deployment; with the SNAPSHOT, the content of the ConfigMaps and
+    Secrets its pods use (volumes, env)."""
     template = deployment.spec.template
     annotations = dict(template.metadata.annotations or {})
     router = is_router(deployment)
@@ -105,7 +196,7 @@ def deployment_spec(deployment: Any) -> DeploymentSpec:
         ContainerSpec(
             name=c.name,
             command=tuple([*(c.command or []), *(c.args or [])]) if c.command else (),
-            env=tuple((e.name, e.value or "") for e in c.env or []),
+            env=tuple((e.name, e.value or "") for e in c.env or [] if e.value_from is None),
             ports=tuple(p.container_port for p in c.ports or []),
             readiness_probe=_probe(c.readiness_probe, ports_by_name),
             workdir=workdir,
@@ -113,9 +204,14 @@ def deployment_spec(deployment: Any) -> DeploymentSpec:
             image="" if c.command else (c.image or ""),
             args=() if c.command else tuple(c.args or ()),
             pull_policy=c.image_pull_policy or "IfNotPresent",
+            mounts=tuple(VolumeMount(m.name, m.mount_path, m.sub_path or "", bool(m.read_only))
+                         for m in c.volume_mounts or []),
+            env_refs=_env_refs(c),
+            env_from=_env_from(c),
         )
         for c in template.spec.containers
     )
+    volumes = () if router else tuple(_volume(v) for v in template.spec.volumes or [])
     return DeploymentSpec(
         name=deployment.metadata.name,
         namespace=deployment.metadata.namespace,
@@ -126,6 +222,8 @@ def deployment_spec(deployment: Any) -> DeploymentSpec:
         containers=containers,
         inject_sidecar=router or annotations.get("sidecar.istio.io/inject", "true").lower() != "false",
         proxy_type="router" if router else "sidecar",
+        volumes=volumes,
+        sources=_sources(deployment, volumes, containers, snapshot),
     )
 
 

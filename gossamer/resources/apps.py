@@ -11,7 +11,6 @@ from gossamer.resources.base import IntOrString, Model, NonNegInt, NonNegInt32, 
 # Pod/container fields that are accepted but mean nothing for a local process: a warning
 # is issued when they are set (see validation.py).
 IGNORED_POD_FIELDS = (
-    "volumes",
     "security_context",
     "init_containers",
     "affinity",
@@ -27,7 +26,7 @@ IGNORED_POD_FIELDS = (
     "image_pull_secrets",
     "runtime_class_name",
 )
-IGNORED_CONTAINER_FIELDS = ("volume_mounts", "security_context", "lifecycle", "env_from", "startup_probe")
+IGNORED_CONTAINER_FIELDS = ("security_context", "lifecycle", "startup_probe")
 
 
 class LabelSelector(Model):
@@ -43,10 +42,88 @@ class ObjectMetaTemplate(Model):
     creation_timestamp: Any = None
 
 
+class KeySelector(Model):
+    """configMapKeyRef / secretKeyRef: one key of a ConfigMap or Secret of the pod's namespace."""
+
+    name: str = ""
+    key: str
+    optional: bool | None = None
+
+
+class ObjectFieldSelector(Model):
+    field_path: str
+    api_version: str | None = None
+
+
+class EnvVarSource(Model):
+    config_map_key_ref: KeySelector | None = None
+    secret_key_ref: KeySelector | None = None
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: dict[str, Any] | None = None  # accepted, warned: no resources locally
+
+
 class EnvVar(Model):
     name: str
     value: str | None = None
-    value_from: dict[str, Any] | None = None  # accepted, warned: not supported locally
+    value_from: EnvVarSource | None = None
+
+
+class LocalObjectRef(Model):
+    name: str = ""
+    optional: bool | None = None
+
+
+class EnvFromSource(Model):
+    prefix: str | None = None
+    config_map_ref: LocalObjectRef | None = None
+    secret_ref: LocalObjectRef | None = None
+
+
+class KeyToPath(Model):
+    key: str
+    path: str
+    mode: int | None = None
+
+
+class ConfigMapVolumeSource(Model):
+    name: str = ""
+    items: list[KeyToPath] | None = None
+    default_mode: int | None = None
+    optional: bool | None = None
+
+
+class SecretVolumeSource(Model):
+    secret_name: str = ""
+    items: list[KeyToPath] | None = None
+    default_mode: int | None = None
+    optional: bool | None = None
+
+
+class EmptyDirVolumeSource(Model):
+    medium: str | None = None
+    size_limit: IntOrString | None = None
+
+
+class Volume(Model):
+    """A pod volume: configMap, secret and emptyDir run locally; other types (hostPath, PVCs, projected,
+    ...) are accepted and reported as not supported (validation.py)."""
+
+    model_config = Model.model_config | {"extra": "allow"}
+
+    name: str
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    empty_dir: EmptyDirVolumeSource | None = None
+
+
+class VolumeMount(Model):
+    name: str
+    mount_path: str
+    sub_path: str | None = None
+    read_only: bool | None = None
+    sub_path_expr: str | None = None
+    mount_propagation: str | None = None
+    recursive_read_only: str | None = None
 
 
 class ContainerPort(Model):
@@ -116,10 +193,10 @@ class Container(Model):
     resources: ResourceRequirements | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     working_dir: str | None = None
-    volume_mounts: list[dict[str, Any]] | None = None
+    volume_mounts: list[VolumeMount] | None = None
     security_context: dict[str, Any] | None = None
     lifecycle: dict[str, Any] | None = None
-    env_from: list[dict[str, Any]] | None = None
+    env_from: list[EnvFromSource] | None = None
     stdin: bool | None = None
     tty: bool | None = None
     termination_message_path: str | None = None
@@ -143,8 +220,8 @@ class PodSpec(Model):
     scheduler_name: str | None = None
     enable_service_links: bool | None = None
     share_process_namespace: bool | None = None
+    volumes: list[Volume] | None = None
     # accepted with a warning (no meaning for local processes)
-    volumes: list[dict[str, Any]] | None = None
     security_context: dict[str, Any] | None = None
     init_containers: list[dict[str, Any]] | None = None
     affinity: dict[str, Any] | None = None

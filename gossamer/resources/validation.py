@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gossamer.resources import apps, core, envoy_checks, networking, security
+from gossamer.resources import volumes as pod_volumes
 from gossamer.resources.base import FieldPath, Resource
 from gossamer.resources.duration import parse_duration
 from gossamer.resources.regex import re2_problem
@@ -1089,8 +1090,11 @@ def validate_deployment(res: Resource) -> list[Finding]:
         rep.error(pp + ("serviceAccount",), "serviceAccount and serviceAccountName differ")
     elif pod.service_account is not None:
         rep.warn(pp + ("serviceAccount",), "deprecated: use serviceAccountName")
-    if not is_dns1123_subdomain(pod.service_account_name):
+    # "" is what Kubernetes defaults to "default" (Istio's samples/ratelimit sets it so)
+    if pod.service_account_name and not is_dns1123_subdomain(pod.service_account_name):
         rep.error(pp + ("serviceAccountName",), f"invalid service account name {pod.service_account_name!r}")
+    for problem in pod_volumes.check_pod(pod, pp):  # volumes, volumeMounts, valueFrom, envFrom
+        (rep.error if problem.level == "error" else rep.warn)(problem.path, problem.message)
     names: dict[str, int] = {}
     for i, c in enumerate(pod.containers):
         cp = pp + ("containers", i)
@@ -1113,12 +1117,6 @@ def validate_deployment(res: Resource) -> list[Finding]:
                 port_names.add(port.name)
         env_names: set[str] = set()
         for j, env in enumerate(c.env):
-            if env.value_from is not None:
-                rep.warn(
-                    cp + ("env", j, "valueFrom"), "valueFrom is not supported; the variable is left unset"
-                )
-                if env.value is not None:
-                    rep.error(cp + ("env", j), "only one of value, valueFrom may be set")
             if env.name in env_names:
                 rep.warn(
                     cp + ("env", j, "name"), f"duplicate environment variable {env.name!r}: the last one wins"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gossamer.runtime.container_init import ContainerLaunch
+from gossamer.runtime.container_init import ContainerLaunch, Mount
 from gossamer.runtime.images import ImageCache, image_env, resolve_user
 from gossamer.runtime.types import ContainerSpec
 
@@ -48,6 +48,7 @@ async def prepare_image_container(
     env: Mapping[str, str],
     user: ContainerUser,
     etc_dir: Path,
+    mounts: Sequence[tuple[str, str, bool]] = (),
 ) -> list[str]:
     """The argv that starts `spec` (run it in the pod's netns, as root). Raises ImageError."""
     image = await asyncio.to_thread(cache.ensure, spec.image, spec.pull_policy, spec.workdir)
@@ -75,6 +76,8 @@ async def prepare_image_container(
         gid=gid,
         hostname=hostname,
         etc_files=etc_files,
+        # the pod's volumes (runtime/volumes.py PodVolumes.mounts), bound inside the image's root
+        mounts=[Mount(source, target, read_only) for source, target, read_only in mounts],
     )
     if not launch.argv:
         from gossamer.runtime.images import ImageError

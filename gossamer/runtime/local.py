@@ -180,6 +180,7 @@ class LocalRuntime:
         pods = self._live_pods(key)
         current = [p for p in pods if p.template_hash == spec.template_hash]
         old = [p for p in pods if p.template_hash != spec.template_hash]
+        await asyncio.gather(*(p.update_sources(spec) for p in current))  # ConfigMap/Secret content
         missing = spec.replicas - len(current)
         if missing > 0:
             await asyncio.gather(*(self._create_pod(spec) for _ in range(missing)))

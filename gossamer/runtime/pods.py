@@ -25,7 +25,7 @@ from gossamer.agent.bootstrap import (
 )
 from gossamer.agent.envoy import as_proxy_user, envoy_args
 from gossamer.agent.sds import DEFAULT_CERT_TTL, CertificateSigner, SdsServer, sds_socket_for
-from gossamer.runtime import hosts, iptables, network
+from gossamer.runtime import hosts, iptables, network, volumes
 from gossamer.runtime.probes import run_probe, unix_http_get
 from gossamer.runtime.processes import SupervisedProcess, base_env
 from gossamer.runtime.state import StateRecord, kill_netns_processes
@@ -98,6 +98,8 @@ class Pod:
         self.proxy: SupervisedProcess | None = None
         self.proxy_live = False
         self.sds: SdsServer | None = None
+        self.volumes = volumes.PodVolumes(volumes.volumes_dir(ctx.run_dir / short_id), spec)
+        self.waiting: list[str] = []  # references (volumes, env) the containers wait for
         self._tasks: list[asyncio.Task[None]] = []
         self._deleting: asyncio.Task[None] | None = None
 
@@ -137,7 +139,7 @@ class Pod:
 
     @property
     def app_ready(self) -> bool:
-        return all(c.ready for c in self.containers)
+        return not self.waiting and all(c.ready for c in self.containers)
 
     @property
     def restarts(self) -> int:
@@ -194,8 +196,12 @@ class Pod:
                 self._start_proxy()
             if prepare is not None:
                 await prepare(self)
-            for cspec in self.spec.containers:
-                self._start_container(cspec)
+            self.waiting = await asyncio.to_thread(self.volumes.prepare)
+            if self.waiting:
+                log.warning("pod %s/%s: containers wait for %s", self.namespace, self.name, "; ".join(self.waiting))
+            else:
+                for cspec in self.spec.containers:
+                    self._start_container(cspec)
             self.phase = "Running"
             self.ctx.notify()
         except BaseException:
@@ -210,6 +216,20 @@ class Pod:
             namespace=self.namespace,
             services=services,
         )
+
+    async def update_sources(self, spec: DeploymentSpec) -> None:
+        """The same template with new ConfigMap/Secret content: the volumes are updated in place (as the
+        kubelet does); containers waiting for a reference start once it is there."""
+        if self.phase != "Running" or spec.sources == self.spec.sources:
+            return
+        self.spec = spec
+        await asyncio.to_thread(self.volumes.refresh, spec)
+        if self.waiting:
+            self.waiting = self.volumes.missing()
+            if not self.waiting:
+                for cspec in self.spec.containers:
+                    self._start_container(cspec)
+            self.ctx.notify()
 
     def _pod_env(self) -> dict[str, str]:
         return {
@@ -283,10 +303,14 @@ class Pod:
         self.ctx.notify()
 
     def _start_container(self, cspec: ContainerSpec) -> None:
-        env = {**base_env(), **self._pod_env(), **dict(cspec.env)}
+        fields = volumes.pod_fields(name=self.name, namespace=self.namespace, ip=self.net.ip,
+                                    service_account=self.spec.service_account, uid=self.short_id)
+        env = {**base_env(), **self._pod_env(), **volumes.container_env(cspec, self.spec, fields)}
+        mounts = self.volumes.mounts(cspec)
+        volumes.ensure_mountpoints(mounts, self.ctx.record)
         proc = SupervisedProcess(
             name=f"{self.namespace}/{self.name}/{cspec.name}",
-            argv=["ip", "netns", "exec", self.net.netns, *cspec.command],
+            argv=volumes.with_mounts(["ip", "netns", "exec", self.net.netns, *cspec.command], self.net.netns, mounts),
             env=env,
             cwd=cspec.workdir,
             log_path=self.log_path(cspec.name),

@@ -23,7 +23,8 @@ from gossamer.runtime.network import service_route
 log = logging.getLogger(__name__)
 
 STATE_FILE = "runtime.json"
-LIST_KINDS = ("netns", "veths", "etc_netns", "dirs")
+# mountpoints: directories/files created on the host for pods' volume mounts (runtime/volumes.py)
+LIST_KINDS = ("netns", "veths", "etc_netns", "dirs", "mountpoints")
 
 
 class RuntimeAlreadyRunning(RuntimeError):
@@ -162,6 +163,9 @@ def cleanup_record(record: dict[str, Any]) -> None:
         shutil.rmtree(Path("/etc/netns") / d, ignore_errors=True)
     for d in record.get("dirs", []):
         shutil.rmtree(d, ignore_errors=True)
+    from gossamer.runtime.volumes import cleanup_mountpoints  # (volumes imports this module)
+
+    cleanup_mountpoints(record.get("mountpoints", []))
     bridge = record.get("bridge")
     if bridge and Path(f"/sys/class/net/{bridge}").exists():
         _run("ip", "link", "del", bridge)

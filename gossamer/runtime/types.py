@@ -30,6 +30,35 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class VolumeMount:
+    name: str
+    mount_path: str  # absolute, as the container sees it
+    sub_path: str = ""
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class EnvRef:
+    """An environment variable from a ConfigMap or Secret key, or from a pod field (`fieldRef`)."""
+
+    name: str
+    kind: Literal["ConfigMap", "Secret", "field"]
+    source: str  # the ConfigMap/Secret name, or the field path
+    key: str = ""
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class EnvFrom:
+    """envFrom: every key of a ConfigMap or Secret as a variable (with a prefix)."""
+
+    kind: Literal["ConfigMap", "Secret"]
+    source: str
+    prefix: str = ""
+    optional: bool = False
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     name: str
     command: tuple[str, ...]  # command + args, already joined
@@ -42,6 +71,40 @@ class ContainerSpec:
     image: str = ""
     args: tuple[str, ...] = ()
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    mounts: tuple[VolumeMount, ...] = ()
+    env_refs: tuple[EnvRef, ...] = ()  # resolved when the container starts (runtime/volumes.py)
+    env_from: tuple[EnvFrom, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeyToPath:
+    key: str
+    path: str
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A pod volume the runtime provides: a ConfigMap's or Secret's keys as files, or an empty dir."""
+
+    name: str
+    kind: Literal["configMap", "secret", "emptyDir", "unsupported"]
+    source: str = ""  # ConfigMap / Secret name
+    items: tuple[KeyToPath, ...] = ()  # empty: every key
+    default_mode: int = 0o644
+    optional: bool = False
+    medium: str = ""  # emptyDir: "Memory" is a tmpfs
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """The current content of a ConfigMap or Secret a pod uses (volumes, env): key -> base64 value.
+    `present` False: the object does not exist."""
+
+    kind: Literal["ConfigMap", "Secret"]
+    name: str
+    present: bool
+    data: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,13 +122,20 @@ class DeploymentSpec:
     # "sidecar" gets iptables capture; "router" is a gateway: Envoy only, no capture,
     # and its 8080 listener is also bound on the host's ingress port.
     proxy_type: Literal["sidecar", "router"] = "sidecar"
+    volumes: tuple[VolumeSpec, ...] = ()
+    # The ConfigMaps and Secrets the pods use, as they are now. Not part of the template: a change
+    # updates the running pods' volumes in place (as the kubelet does) instead of replacing them.
+    sources: tuple[SourceData, ...] = ()
 
     @property
     def template_hash(self) -> str:
         import hashlib
 
-        return hashlib.sha256(repr((self.labels, self.annotations, self.service_account, self.containers,
-                                    self.inject_sidecar, self.proxy_type)).encode()).hexdigest()[:10]
+        template: tuple[object, ...] = (self.labels, self.annotations, self.service_account, self.containers,
+                                        self.inject_sidecar, self.proxy_type)
+        if self.volumes:
+            template += (self.volumes,)
+        return hashlib.sha256(repr(template).encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)

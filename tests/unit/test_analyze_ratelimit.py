@@ -1,5 +1,5 @@
-"""The rate limit analyzer (gossamer/analyze/analyzers/ratelimit.py): a rate limit EnvoyFilter whose
-service cluster will not exist."""
+"""Analyzers of rate limiting and pod references (gossamer/analyze/analyzers/ratelimit.py): a rate limit
+EnvoyFilter whose service cluster will not exist, a pod using a ConfigMap/Secret (or key) that does not."""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ from gossamer.analyze import load_for_analysis, run_analyzers
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "tests/data/istio-docs/rate-limit"
-SERVICE = ("svc.yaml", """\
-apiVersion: v1
-kind: Service
-metadata: {name: ratelimit}
-spec:
-  selector: {app: ratelimit}
-  ports:
-  - {name: grpc-port, port: 8081}
-""")
+SAMPLE = REPO / "samples/ratelimit/rate-limit-service.yaml"
 
 
 def messages(*files: Path | tuple[str, str]) -> list[str]:
@@ -38,14 +30,14 @@ def test_rate_limit_service_cluster_missing_points_at_the_field() -> None:
 
 
 def test_the_task_as_written_is_clean() -> None:
-    assert messages(DOCS / "ratelimit-config.yaml", SERVICE, DOCS / "filter-ratelimit.yaml",
+    assert messages(DOCS / "ratelimit-config.yaml", SAMPLE, DOCS / "filter-ratelimit.yaml",
                     DOCS / "filter-ratelimit-svc.yaml") == []
 
 
 def test_wrong_port_and_unknown_cluster_name() -> None:
     text = (DOCS / "filter-ratelimit.yaml").read_text()
     wrong_port = ("ef.yaml", text.replace("outbound|8081||", "outbound|9999||"))
-    [found] = messages(wrong_port, DOCS / "ratelimit-config.yaml", SERVICE)
+    [found] = messages(wrong_port, DOCS / "ratelimit-config.yaml", SAMPLE)
     assert "has no port 9999" in found
     named = ("ef.yaml", text.replace("cluster_name: outbound|8081||ratelimit.default.svc.cluster.local",
                                      "cluster_name: rate_limit_cluster"))
@@ -67,3 +59,41 @@ def test_wrong_port_and_unknown_cluster_name() -> None:
             cluster_name: rate_limit_cluster
 """
     assert messages(("ef.yaml", added)) == []
+
+
+def test_pod_references_to_configmaps_and_secrets() -> None:
+    [found] = messages(SAMPLE)
+    assert "(Deployment default/ratelimit) spec.template.spec.volumes[0].configMap.name: ConfigMap " \
+           "'ratelimit-config' not found" in found
+    deployment = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      containers:
+      - name: c
+        command: [sleep, "1"]
+        env:
+        - name: A
+          valueFrom: {configMapKeyRef: {name: cfg, key: missing}}
+        - name: B
+          valueFrom: {secretKeyRef: {name: nosecret, key: k, optional: true}}
+        envFrom:
+        - secretRef: {name: sec}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {present: "1"}
+"""
+    found = messages(("app.yaml", deployment))
+    assert found == [
+        "app.yaml:14: Error [IST0101] (Deployment default/app) spec.template.spec.containers[0].env[0].valueFrom."
+        "configMapKeyRef: ConfigMap 'cfg' has no key 'missing'",
+        "app.yaml:18: Error [IST0101] (Deployment default/app) spec.template.spec.containers[0].envFrom[0].secretRef."
+        "name: Secret 'sec' not found: the pod's containers do not start until it exists",
+    ], found

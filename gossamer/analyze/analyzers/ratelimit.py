@@ -1,10 +1,12 @@
-"""Rate limiting (not in Istio's analyzers; reported as IST0101 ReferencedResourceNotFound, as the
-reference it is):
+"""Rate limiting and pod references (not in Istio's analyzers; reported as IST0101
+ReferencedResourceNotFound, as the references they are):
 
 * an EnvoyFilter whose `envoy.filters.http.ratelimit` (or the network rate limit filter) sends its
   checks to a `rate_limit_service` cluster that will not exist: `outbound|PORT|SUBSET|HOST` for a
   service or port that is not there, or another name no EnvoyFilter ADDs as a CLUSTER. Envoy accepts
   such a filter and then fails every check: with `failure_mode_deny` every request is refused.
+* a Deployment whose pods use a ConfigMap or Secret (volumes, env, envFrom), or a key of one, that does
+  not exist and is not `optional`: its containers do not start until it does.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
+from gossamer.resources.core import configmap_binary_data, configmap_data, secret_data
+from gossamer.resources.volumes import reference_problem, references
 
 _SERVICE_KEYS = (("rate_limit_service", "rateLimitService"), ("grpc_service", "grpcService"),
                  ("envoy_grpc", "envoyGrpc"), ("cluster_name", "clusterName"))
@@ -98,3 +102,18 @@ def rate_limit_service(ctx: Context) -> Iterator[Message]:
                 if cluster not in added:
                     yield ctx.message("IST0101", ef, path, f"rate limit service cluster {cluster!r} not found: it is "
                                       "neither a service's outbound|PORT||HOST cluster nor ADDed by an EnvoyFilter")
+
+
+@analyzer("deployment.ConfigReferenceAnalyzer",
+          "Checks that the ConfigMaps and Secrets a pod uses exist", ("IST0101",))
+def config_references(ctx: Context) -> Iterator[Message]:
+    keys: dict[tuple[str, str, str], set[str]] = {}
+    for cm in ctx.of("ConfigMap"):
+        keys[("ConfigMap", cm.namespace, cm.name)] = set(configmap_data(cm.raw)) | set(configmap_binary_data(cm.raw))
+    for s in ctx.of("Secret"):
+        keys[("Secret", s.namespace, s.name)] = set(secret_data(s.raw))
+    for d in ctx.of("Deployment"):
+        for ref in references(d):
+            problem = reference_problem(ref, keys.get((ref.kind, d.namespace, ref.name)))
+            if problem:
+                yield ctx.message("IST0101", d, ref.path, problem)
