@@ -162,3 +162,122 @@ def test_local_rate_limit_at_the_gateway_on_one_route_refills(bookinfo: Mesh, ap
         assert codes[:2] == [200, 200] and 429 in codes[2:], codes
     finally:
         bookinfo.apply(BOOKINFO_GATEWAY)
+
+
+# ---------------------------------------------------------------------------- global rate limiting
+
+RATELIMIT_SAMPLE = REPO / "samples/ratelimit/rate-limit-service.yaml"
+RATELIMIT_DEPLOYMENT = "---\n" + RATELIMIT_SAMPLE.read_text().split("\n---\n")[-1]  # the service's Deployment
+GATEWAY_REPLICAS = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: istio-ingressgateway
+  namespace: istio-system
+  labels: {app: istio-ingressgateway, istio: ingressgateway}
+spec:
+  replicas: REPLICAS
+  selector:
+    matchLabels: {app: istio-ingressgateway, istio: ingressgateway}
+  template:
+    metadata:
+      labels: {app: istio-ingressgateway, istio: ingressgateway}
+      annotations: {gossamer.io/proxy-type: router}
+    spec:
+      serviceAccountName: istio-ingressgateway-service-account
+      containers:
+      - name: istio-proxy
+        image: docker.io/istio/proxyv2
+"""
+
+
+def _mid_window() -> None:
+    """The service counts in fixed one-minute windows: start a sequence that must fall in one window
+    well inside it."""
+    second = time.time() % 60
+    if second > 50:
+        time.sleep(61 - second)
+
+
+def _gateway_get(address: str, path: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=15) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+@pytest.fixture
+def global_limit(bookinfo: Mesh, applied: Applied) -> Iterator[Applied]:
+    """The task's steps 1-4: the ConfigMap, samples/ratelimit, the two EnvoyFilters; the service answering."""
+    applied(DOCS / "ratelimit-config.yaml", RATELIMIT_SAMPLE)
+
+    def ready(deployment: str) -> bool:
+        pods = [p for p in bookinfo.status()["pods"] if p.get("deployment") == deployment]
+        return bool(pods) and all(p["ready"] for p in pods)
+
+    assert wait_until(lambda: ready("ratelimit") and ready("redis"), 60), bookinfo.status()["pods"]
+    applied(DOCS / "filter-ratelimit.yaml", DOCS / "filter-ratelimit-svc.yaml")
+    # failure_mode_deny: until the service answers, requests get 500
+    assert wait_until(lambda: bookinfo.get("/static/nothing-here").status in (200, 404), 30, interval=0.5), \
+        bookinfo.get("/static/nothing-here")
+    yield applied
+
+
+def test_global_rate_limit_docs_productpage_one_per_minute(bookinfo: Mesh, global_limit: Applied) -> None:
+    """The page's check: `/productpage` twice -> 200, then 429; other paths (100 a minute) still pass."""
+    _mid_window()
+    assert [bookinfo.get("/productpage").status for _ in range(2)] == [200, 429]
+    assert bookinfo.get("/productpage").status == 429
+    for _ in range(3):
+        assert bookinfo.get("/api/v1/products/1").status == 200
+    # explain names the filter, its service and the descriptor the gateway sends for this request
+    out = bookinfo.cli("explain", "deploy/istio-ingressgateway", "-n", "istio-system",
+                       "http://127.0.0.1:8080/productpage").stdout
+    assert "global rate limit envoy.filters.http.ratelimit: domain 'ratelimit'" in out, out
+    assert "outbound|8081||ratelimit.default.svc.cluster.local (in this proxy's clusters)" in out, out
+    assert "descriptor (PATH, /productpage)" in out, out
+
+
+def test_global_rate_limit_shared_by_two_gateway_replicas(bookinfo: Mesh, global_limit: Applied) -> None:
+    """The advanced case (a route named api, 2 a minute) through two gateway replicas, each asked
+    directly at its pod address: the second replica sees the first one's requests (one budget)."""
+    try:
+        bookinfo.apply(global_limit.yaml("gw2.yaml", GATEWAY_REPLICAS.replace("REPLICAS", "2")))
+        assert wait_until(lambda: len([p for p in bookinfo.status()["pods"] if p.get("deployment")
+                                       == "istio-ingressgateway" and p["ready"]]) == 2, 60)
+        bookinfo.apply(DOCS / "virtualservice-api.yaml")
+        global_limit(DOCS / "filter-ratelimit-svc-api.yaml")
+        a, b = sorted(p["ip"] for p in bookinfo.status()["pods"] if p.get("deployment") == "istio-ingressgateway")
+        assert wait_until(lambda: _gateway_get(f"{b}:8080", "/productpage") in (200, 429), 30)
+        _mid_window()
+        codes = [_gateway_get(f"{a}:8080", "/api/v1/products/1"), _gateway_get(f"{b}:8080", "/api/v1/products/2"),
+                 _gateway_get(f"{b}:8080", "/api/v1/products/3"), _gateway_get(f"{a}:8080", "/api/v1/products/4")]
+        assert codes == [200, 200, 429, 429], codes
+    finally:
+        bookinfo.apply(BOOKINFO_GATEWAY)
+        bookinfo.apply(global_limit.yaml("gw1.yaml", GATEWAY_REPLICAS.replace("REPLICAS", "1")))
+
+
+def test_global_rate_limit_service_down_failure_mode(bookinfo: Mesh, global_limit: Applied) -> None:
+    """With the rate limit service gone, `failure_mode_deny: true` (the page's) refuses every request the
+    filter asks about (500); `false` lets them through. With `enable_x_ratelimit_headers` Envoy writes
+    x-ratelimit-* headers from the service's answers."""
+    headers_filter = (DOCS / "filter-ratelimit.yaml").read_text().replace(
+        "failure_mode_deny: true", "failure_mode_deny: false\n            enable_x_ratelimit_headers: DRAFT_VERSION_03")
+    lenient = global_limit.yaml("filter-ratelimit-lenient.yaml", headers_filter)
+    bookinfo.apply(lenient)
+    resp = bookinfo.get("/api/v1/products/1")
+    assert resp.status == 200, resp
+    assert resp.headers.get("x-ratelimit-limit", "").startswith("100, 100;w=60"), resp.headers
+    assert int(resp.headers["x-ratelimit-remaining"]) < 100 and "x-ratelimit-reset" in resp.headers
+    deployment = global_limit.yaml("ratelimit-deployment.yaml", RATELIMIT_DEPLOYMENT)
+    bookinfo.delete(deployment)
+    assert wait_until(lambda: not [p for p in bookinfo.status()["pods"] if p.get("deployment") == "ratelimit"], 30)
+    assert [bookinfo.get("/api/v1/products/1").status for _ in range(3)] == [200] * 3
+    bookinfo.apply(DOCS / "filter-ratelimit.yaml")  # failure_mode_deny: true
+    assert wait_until(lambda: bookinfo.get("/api/v1/products/1").status == 500, 20)
+    assert bookinfo.get("/productpage").status == 500
