@@ -150,3 +150,13 @@ def test_suppressions(tmp_path: Path) -> None:
     unknown = analyze(tmp_path, "-S", "IST9999=Service x", dump)
     assert "IST9999 is not an analysis code" in unknown.stderr
     assert analyze(tmp_path, "-S", "IST0118", dump).returncode == 1
+
+
+def test_a_kubernetes_object_that_does_not_parse_is_a_note(tmp_path: Path) -> None:
+    bad = tmp_path / "deploy.yaml"
+    bad.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n"
+                   "  selector: {matchLabels: {a: b}}\n"
+                   "  template:\n    spec: {containers: [{name: a, image: x, bogusField: 1}]}\n")
+    proc = analyze(tmp_path, bad)
+    assert proc.returncode == 0 and "IST0106" not in proc.stdout  # istioctl does not validate Kubernetes kinds
+    assert f"note: not analyzed: {bad}:7: Deployment/x: spec.template.spec.containers[0]: unknown field" in proc.stderr
