@@ -212,10 +212,36 @@ def ensure_mountpoints(mounts: Sequence[tuple[str, str, bool]], record: StateRec
                 m.mkdir(mode=0o755)
 
 
+def mounted_anywhere() -> set[str]:
+    """Mount points of every live process's mount namespace (a container's volumes are mounted in its
+    own): removing such a directory on the host would detach the mount from under a running pod (an
+    adopted one, after a runtime restart)."""
+    seen: set[str] = set()
+    out: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ns = os.readlink(proc / "ns/mnt")
+            if ns in seen:
+                continue
+            seen.add(ns)
+            for line in (proc / "mountinfo").read_text().splitlines():
+                fields = line.split()
+                if len(fields) > 4:
+                    out.add(fields[4].replace("\\040", " "))
+        except OSError:
+            continue
+    return out
+
+
 def cleanup_mountpoints(paths: Sequence[str]) -> None:
-    """Remove recorded mount points, innermost first, only while they are empty."""
+    """Remove recorded mount points, innermost first, only while they are empty and mounted nowhere."""
+    in_use = mounted_anywhere() if paths else set()
     for p in sorted(paths, key=lambda x: x.count("/"), reverse=True):
         path = Path(p)
+        if p in in_use:
+            continue
         try:
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()

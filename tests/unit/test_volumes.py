@@ -200,3 +200,29 @@ def test_validation_reports_bad_mounts_with_lines(mount: str) -> None:
                 if "{name: nope, mountPath" in t or "mountPath: scratch" in t)
     assert any(e.startswith(f"app.yaml:{line}: Deployment/app: spec.template.spec.containers[0].{want}")
                for e in errors), errors
+
+
+def test_a_mount_point_in_use_in_another_namespace_is_kept(tmp_path: Path) -> None:
+    """A runtime restarted next to running pods must not remove (and so detach) their mount points."""
+    import shutil
+    import subprocess
+    import time
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1)")
+    source, target = tmp_path / "src", tmp_path / "target"
+    source.mkdir()
+    target.mkdir()
+    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                               f"mount --bind {source} {target} && exec sleep 30"])
+    try:
+        deadline = time.monotonic() + 5
+        while str(target) not in volumes.mounted_anywhere() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        volumes.cleanup_mountpoints([str(target)])
+        assert target.is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    volumes.cleanup_mountpoints([str(target)])
+    assert not target.exists()
