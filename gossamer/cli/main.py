@@ -19,7 +19,7 @@ from rich.table import Table
 
 from gossamer.cli.client import ApiClient, NotRunning
 from gossamer.controlplane.paths import Paths
-from gossamer.controlplane.watch import manifest_files
+from gossamer.controlplane.watch import manifest_files, read_manifest
 
 DEFAULT_STATE_DIR = Path(os.environ.get("GOSSAMER_STATE_DIR", Path.home() / ".local/state/gossamer"))
 DEFAULT_RUN_DIR = Path(os.environ.get("GOSSAMER_RUN_DIR", "/run/gossamer"))
@@ -65,8 +65,8 @@ def _files_payload(paths: list[str]) -> list[dict[str, str]]:
             raise CliError(f"{p}: no such file or directory")
         for f in manifest_files([path]):
             try:
-                files.append({"name": str(f), "text": f.read_text(encoding="utf-8")})
-            except (OSError, UnicodeDecodeError) as e:
+                files.append({"name": str(f), "text": read_manifest(f)})
+            except OSError as e:
                 raise CliError(f"{f}: cannot read: {e}") from None
     return files
 

@@ -17,7 +17,7 @@ from gossamer.api.server import Api
 from gossamer.cli.client import ApiClient
 from gossamer.controlplane.daemon import ControlPlane
 from gossamer.controlplane.paths import Paths
-from gossamer.controlplane.watch import manifest_files
+from gossamer.controlplane.watch import manifest_files, read_manifest
 from gossamer.runtime.local import cleanup_leftovers
 
 log = logging.getLogger("gossamer.up")
@@ -26,7 +26,7 @@ READY_TIMEOUT_S = 300.0
 
 
 def read_manifests(paths: list[Path]) -> list[tuple[str, str]]:
-    return [(str(f), f.read_text()) for f in manifest_files(paths)]
+    return [(str(f), read_manifest(f)) for f in manifest_files(paths)]
 
 
 async def run_up(paths: Paths, manifests: list[Path], ingress_port: int, metrics_port: int = 0,

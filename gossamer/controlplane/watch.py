@@ -31,6 +31,12 @@ def manifest_files(paths: list[Path]) -> list[Path]:
     return out
 
 
+def read_manifest(path: Path) -> str:
+    """A manifest's text. Bytes that are not UTF-8 become lone surrogates, which validation reports with
+    their line and column (`resources/yamldoc.py`) instead of the reader raising."""
+    return path.read_bytes().decode("utf-8", errors="surrogateescape")
+
+
 class ManifestWatcher:
     def __init__(self, on_edit: Callable[[Path, str], None]) -> None:
         self._on_edit = on_edit
@@ -61,8 +67,8 @@ class ManifestWatcher:
                 continue
             self._seen[f] = stamp
             try:
-                text = f.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
+                text = read_manifest(f)
+            except OSError as e:
                 log.error("%s: cannot read: %s (file not re-applied)", f, e)
                 continue
             try:

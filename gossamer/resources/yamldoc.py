@@ -108,6 +108,9 @@ def check_characters(text: str) -> None:
         line = text.count("\n", 0, bad.start()) + 1
         column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
         char = bad.group()
+        if 0xDC80 <= ord(char) <= 0xDCFF:  # a byte that was not UTF-8 (read with surrogateescape)
+            raise YamlInputError(line, f"byte 0x{ord(char) - 0xDC00:02X} at column {column} is not UTF-8 "
+                                       "(YAML files are UTF-8)")
         raise YamlInputError(line, f"character U+{ord(char):04X} at column {column} is not allowed in YAML "
                                    "(control characters and lone surrogates are not)")
 

@@ -188,5 +188,16 @@ def test_the_manifest_watcher_survives_any_edit(tmp_path: Path, caplog: pytest.L
     watcher.poll()
     (tmp_path / "b.yaml").mkdir()
     watcher.poll()
-    assert applied == ["two!"]
-    assert "cannot read" in caplog.text and "re-applying the edited file failed" in caplog.text
+    # the undecodable bytes reach validation (which reports them with their line), the bug is logged
+    assert applied == ["\udcff\udcfe not utf-8", "two!"]
+    assert "re-applying the edited file failed" in caplog.text
+
+
+def test_bytes_that_are_not_utf8_are_an_error_with_their_line(tmp_path: Path) -> None:
+    from gossamer.controlplane.watch import read_manifest
+
+    f = tmp_path / "a.yaml"
+    f.write_bytes(NS.encode() + b"  labels: {a: caf\xe9}\n")  # Latin-1, not UTF-8
+    errors = _errors(read_manifest(f))
+    assert (errors[0].line, errors[0].message) == (
+        5, "invalid YAML: byte 0xE9 at column 18 is not UTF-8 (YAML files are UTF-8)")
