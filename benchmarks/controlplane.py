@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import logging
 import math
 import os
@@ -144,9 +145,16 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         print("ready", flush=True)
+        profile = cProfile.Profile()
         while line := (await reader.readline()).decode().split():
             if line[0] == "delete":
                 runtime.delete_pod(line[1], line[2])
+            elif line[0] == "profile":  # `profile start` | `profile FILE` (stop and write)
+                if line[1] == "start":
+                    profile.enable()
+                else:
+                    profile.disable()
+                    profile.dump_stats(line[1])
         await runner.cleanup()
         await cp.stop(wipe=True)
 
@@ -517,6 +525,11 @@ async def measure(n: int, sidecars: bool) -> Result:
             result.storm_cpu = cpu_seconds(child.pid) - cpu0
             result.bytes_per_proxy = sum(p.bytes for p in envoys.proxies) / len(envoys.proxies)
 
+            # BENCH_PROFILE=PREFIX: cProfile of the control plane during the changes (PREFIX-N.prof).
+            profile_to = os.environ.get("BENCH_PROFILE")
+            if profile_to:
+                child.stdin.write("profile start\n")
+                child.stdin.flush()
             # One VirtualService change at a time -> every proxy that routes to its host ACKed.
             host_ns = namespace_of(0)
             route_name = str(PORT)
@@ -536,6 +549,9 @@ async def measure(n: int, sidecars: bool) -> Result:
                 result.change_samples.extend(samples)
             result.change_cpu = (cpu_seconds(child.pid) - cpu0) / CHANGES
 
+            if profile_to:
+                child.stdin.write(f"profile {profile_to}-{n}{'s' if sidecars else ''}.prof\n")
+                child.stdin.flush()
             # A pod removed -> every proxy that sees its service has the new endpoints.
             victim = next(p for p in pods if p["deployment"] == "svc-1")
             cluster = f"outbound|{PORT}||svc-1.{victim['namespace']}.svc.cluster.local"

@@ -168,7 +168,8 @@ class ControlPlane:
         for c in changes:
             if c.kind == "deleted" and c.object.kind == "Service":
                 self.store.release_vip(c.object.namespace, c.object.name)
-        self.pusher.request_push(full=True)
+        # Which resources changed: the push re-translates only what they can touch.
+        self.pusher.request_push(full=True, changed={c.object.key for c in changes})
 
     # -- registry ----------------------------------------------------------
     def snapshot(self) -> MeshSnapshot:

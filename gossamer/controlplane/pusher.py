@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.translate import (
+    endpoint_scope,
+    outbound_cluster_set,
     outbound_endpoints,
+    outbound_listeners,
     outbound_scope,
     translate_inbound,
-    translate_outbound,
     translate_proxy,
 )
+from gossamer.translate.incremental import ConfigKey, carry_over
 from gossamer.xds.build import build_resources, packed_cluster, packed_endpoints, packed_listener, packed_route_table
 from gossamer.xds.cache import ConfigCache, Packed, SharedResources, pack_all
 from gossamer.xds.envoyfilter import apply_envoy_filters, envoy_filters_for
@@ -62,7 +65,11 @@ class Pusher:
         self._members: dict[str, int] = {}
         self._pending_full = False
         self._pending_eds = False
+        # The config changes merged into the pending push (None: unknown, translate everything).
+        self._pending_changes: set[ConfigKey] | None = set()
         self._pushing = False
+        # Per group: the resource mappings it was last given, per type (unchanged ones are not re-sent).
+        self._given: dict[str, dict[str, object]] = {}
         self._first_request = 0.0
         self._last_request = 0.0
         self._wake = asyncio.Event()
@@ -92,6 +99,7 @@ class Pusher:
             self._groups.pop(group, None)
             self.stats.patch_errors.pop(group, None)
             self.stats.errors.pop(group, None)
+            self._given.pop(group, None)
             self._cache.remove_group(group)
 
     @property
@@ -102,13 +110,19 @@ class Pusher:
         return dict(self._groups)
 
     # -- requests ----------------------------------------------------------
-    def request_push(self, *, full: bool) -> None:
+    def request_push(self, *, full: bool, changed: set[ConfigKey] | None = None) -> None:
+        """Ask for a push: a full one for config CHANGED (kind, namespace, name; None: unknown), or an
+        endpoint push (pods changed)."""
         now = time.monotonic()
         if not (self._pending_full or self._pending_eds):
             self._first_request = now
         self._last_request = now
         if full:
             self._pending_full = True
+            if changed is None or self._pending_changes is None:
+                self._pending_changes = None
+            else:
+                self._pending_changes |= changed
         else:
             self._pending_eds = True
         self._wake.set()
@@ -126,19 +140,28 @@ class Pusher:
                 await asyncio.sleep(min(quiet_at, deadline) - now)
             self._wake.clear()
             full, self._pending_full, self._pending_eds = self._pending_full, False, False
+            changed, self._pending_changes = self._pending_changes, set()
             self._pushing = True
             try:
-                await self.push(full=full)
+                await self.push(full=full, changed=changed)
             except Exception:  # a bug must not stop future pushes
                 log.exception("push failed")
             finally:
                 self._pushing = False
 
-    async def push(self, *, full: bool) -> None:
-        """One push to every connected group, giving the event loop back every SLICE seconds."""
-        started = time.monotonic()
+    def _next_snapshot(self, changed: set[ConfigKey] | None) -> MeshSnapshot:
         snapshot = self._snapshot()
-        self._current = snapshot
+        if snapshot is not self._current:
+            # What the changes since the last push did not touch is not translated again.
+            carry_over(self._current, snapshot, changed)
+            self._current = snapshot
+        return snapshot
+
+    async def push(self, *, full: bool, changed: set[ConfigKey] | None = None) -> None:
+        """One push to every connected group, giving the event loop back every SLICE seconds. CHANGED:
+        the config changes since the last push (None: unknown); pod changes are found by comparing."""
+        started = time.monotonic()
+        snapshot = self._next_snapshot(changed if full else set())
         slice_start = time.monotonic()
         for group, proxy in list(self._groups.items()):
             if self._groups.get(group) is not proxy:
@@ -149,11 +172,10 @@ class Pusher:
                 slice_start = time.monotonic()
         self._finish(snapshot, full, time.monotonic() - started)
 
-    def push_now(self, *, full: bool) -> None:
+    def push_now(self, *, full: bool, changed: set[ConfigKey] | None = None) -> None:
         """The same push without yielding (tests, tools)."""
         started = time.monotonic()
-        snapshot = self._snapshot()
-        self._current = snapshot
+        snapshot = self._next_snapshot(changed if full else set())
         for group, proxy in list(self._groups.items()):
             self._push_group(snapshot, group, proxy, full=full)
         self._finish(snapshot, full, time.monotonic() - started)
@@ -170,9 +192,14 @@ class Pusher:
     def _push_group(self, snapshot: MeshSnapshot, group: str, proxy: Proxy, *, full: bool) -> None:
         try:
             if full or not self._cache.has_group(group):
-                self._cache.set_group_packed(group, self._group_resources(snapshot, group, proxy))
+                resources = self._group_resources(snapshot, group, proxy)
             else:
-                self._cache.set_endpoints_packed(group, _packed_endpoints(snapshot, proxy))
+                resources = {ENDPOINT: _packed_endpoints(snapshot, proxy)}
+            # Only the types whose mappings are not the very ones the group already has.
+            given = self._given.setdefault(group, {})
+            fresh = {t: m for t, m in resources.items() if given.get(t) is not m}
+            self._cache.set_group_packed(group, fresh, partial=self._cache.has_group(group))
+            given.update(fresh)
         except Exception as e:  # contained: this group keeps its last config, the others go on
             message = f"{type(e).__name__}: {e}"
             if self.stats.errors.get(group) != message:
@@ -184,14 +211,7 @@ class Pusher:
     def _group_resources(self, snapshot: MeshSnapshot, group: str, proxy: Proxy) -> GroupResources:
         if proxy.type == "sidecar" and not envoy_filters_for(snapshot, proxy):
             self.stats.patch_errors.pop(group, None)
-            shared = _packed_outbound(snapshot, proxy)
-            inbound_listener, inbound_clusters = translate_inbound(snapshot, proxy)
-            return {
-                LISTENER: {**shared[LISTENER], inbound_listener.name: packed_listener(inbound_listener)},
-                CLUSTER: {**shared[CLUSTER], **{c.name: packed_cluster(c) for c in inbound_clusters}},
-                ROUTE: shared[ROUTE],
-                ENDPOINT: _packed_endpoints(snapshot, proxy),
-            }
+            return _sidecar_resources(snapshot, proxy)
         # Gateways, and proxies with EnvoyFilters (the last step: they patch copies of the built protos).
         patched = apply_envoy_filters(snapshot, proxy, build_resources(translate_proxy(snapshot, proxy)))
         if patched.errors:
@@ -203,20 +223,45 @@ class Pusher:
         return out
 
 
-def _packed_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> dict[str, SharedResources]:
-    """The outbound scope's listeners, route tables and clusters, built and serialized once per snapshot."""
-    def compute() -> dict[str, SharedResources]:
-        outbound = translate_outbound(snapshot, proxy)
-        return {
-            LISTENER: SharedResources((x.name, packed_listener(x)) for x in outbound.listeners),
-            ROUTE: SharedResources((t.name, packed_route_table(t)) for t in outbound.route_tables),
-            CLUSTER: SharedResources((c.name, packed_cluster(c)) for c in outbound.clusters),
-        }
+def _sidecar_resources(snapshot: MeshSnapshot, proxy: Proxy) -> GroupResources:
+    """A sidecar group's resources: its outbound scope's (shared, serialized once) and its own inbound
+    part, merged once per snapshot and group - and carried over, whole, while neither changes."""
+    scope = outbound_scope(snapshot, proxy)
+    listeners = snapshot.derived(("packed_listeners", scope), lambda: _packed_listeners(snapshot, proxy))
+    clusters = snapshot.derived(("packed_clusters", scope), lambda: SharedResources(
+        (c.name, packed_cluster(c)) for c in outbound_cluster_set(snapshot, proxy)))
+    inbound_listener, inbound_clusters = snapshot.derived(("packed_inbound", proxy), lambda: _packed_inbound(
+        snapshot, proxy))
+    return {
+        LISTENER: _merged(snapshot, ("group_listeners", proxy), listeners[LISTENER], inbound_listener),
+        CLUSTER: _merged(snapshot, ("group_clusters", proxy), clusters, inbound_clusters),
+        ROUTE: listeners[ROUTE],
+        ENDPOINT: _packed_endpoints(snapshot, proxy),
+    }
 
-    return snapshot.derived(("packed_outbound", outbound_scope(snapshot, proxy)), compute)
+
+def _merged(snapshot: MeshSnapshot, key: tuple[str, Proxy], shared: Mapping[str, Packed],
+            own: Mapping[str, Packed]) -> Mapping[str, Packed]:
+    """SHARED and OWN as one mapping: the same object while both parts are the same objects (a carried
+    over snapshot value), so an unchanged type is not even compared."""
+    found = snapshot.derived(key, lambda: (shared, own, {**shared, **own}))
+    if found[0] is not shared or found[1] is not own:
+        found = (shared, own, {**shared, **own})
+        snapshot._derived[key] = found
+    return found[2]
+
+
+def _packed_listeners(snapshot: MeshSnapshot, proxy: Proxy) -> dict[str, SharedResources]:
+    listeners, tables = outbound_listeners(snapshot, proxy)
+    return {LISTENER: SharedResources((x.name, packed_listener(x)) for x in listeners),
+            ROUTE: SharedResources((t.name, packed_route_table(t)) for t in tables)}
+
+
+def _packed_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[dict[str, Packed], dict[str, Packed]]:
+    listener, clusters = translate_inbound(snapshot, proxy)
+    return {listener.name: packed_listener(listener)}, {c.name: packed_cluster(c) for c in clusters}
 
 
 def _packed_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> SharedResources:
-    endpoints = outbound_endpoints(snapshot, proxy)  # shared per namespace and Sidecar: one object
-    return snapshot.derived(("packed_endpoints", id(endpoints)),
-                            lambda: SharedResources((e.cluster, packed_endpoints(e)) for e in endpoints))
+    return snapshot.derived(("packed_endpoints", endpoint_scope(snapshot, proxy)), lambda: SharedResources(
+        (e.cluster, packed_endpoints(e)) for e in outbound_endpoints(snapshot, proxy)))

@@ -4,12 +4,12 @@ A sidecar's outbound config (clusters, endpoints, outbound listeners, route tabl
 namespace, the Sidecar resource that applies, whether it has SDS, the Telemetry that applies and -
 only where a VirtualService match has `sourceLabels` - its labels: `outbound_scope` is that key, and
 every proxy with the same key shares one translation per snapshot (Istio's XdsCache keys). Only
-virtualInbound and the inbound clusters are the proxy's own.
+virtualInbound and the inbound clusters are the proxy's own. Each part is a separate derived value of
+the snapshot, so a change can carry over what it did not touch (translate.incremental).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass, replace
 
 from gossamer.ir.types import Cluster, EndpointSet, Listener, ProxyConfig, RouteTable, TlsSecret, Tracing
@@ -22,9 +22,10 @@ from gossamer.translate.clusters import (
     translate_endpoints,
 )
 from gossamer.translate.gateway import translate_gateway
+from gossamer.translate.scope import endpoint_scope, outbound_scope
 from gossamer.translate.sidecar import translate_sidecar_inbound, translate_sidecar_outbound
-from gossamer.translate.telemetry import telemetry_levels, telemetry_off, tracing_for
-from gossamer.translate.visibility import sidecar_for, visible_services
+from gossamer.translate.telemetry import telemetry_off, tracing_for
+from gossamer.translate.visibility import visible_services
 
 
 @dataclass(frozen=True)
@@ -38,65 +39,45 @@ class OutboundConfig:
     endpoints: tuple[EndpointSet, ...]
 
 
-def _source_label_selectors(snapshot: MeshSnapshot) -> tuple[tuple[tuple[str, str], ...], ...]:
-    """Every distinct `sourceLabels` of a VirtualService match (http, tcp, tls), once per snapshot."""
-    seen: dict[tuple[tuple[str, str], ...], None] = {}
-    for vs in snapshot.of_kind("VirtualService"):
-        for rule in [*(vs.spec.http or []), *(vs.spec.tcp or []), *(vs.spec.tls or [])]:
-            for match in rule.match or []:
-                if match.source_labels:
-                    seen.setdefault(tuple(sorted(match.source_labels.items())), None)
-    return tuple(seen)
-
-
-def outbound_scope(snapshot: MeshSnapshot, proxy: Proxy) -> Hashable:
-    """The inputs a sidecar's outbound config depends on (see the module's docstring)."""
-    labels = proxy.label_map
-    selectors = snapshot.derived("source_label_selectors", lambda: _source_label_selectors(snapshot))
-    sidecar = sidecar_for(snapshot, proxy)
-    return (
-        proxy.type, proxy.namespace, proxy.has_sds,
-        (sidecar.metadata.namespace, sidecar.metadata.name) if sidecar is not None else None,
-        tuple((t.metadata.namespace, t.metadata.name) for t in telemetry_levels(snapshot, proxy)),
-        tuple(all(labels.get(k) == v for k, v in selector) for selector in selectors),
-    )
-
-
 def translate_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> OutboundConfig:
     """The sidecar's outbound config, translated once per snapshot and outbound scope."""
-    return snapshot.derived(("outbound", outbound_scope(snapshot, proxy)),
-                            lambda: _translate_outbound(snapshot, proxy))
+    listeners, tables = outbound_listeners(snapshot, proxy)
+    return OutboundConfig(listeners, tables, outbound_cluster_set(snapshot, proxy), outbound_endpoints(snapshot, proxy))
 
 
-def _translate_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> OutboundConfig:
-    listeners, tables = translate_sidecar_outbound(snapshot, proxy)
-    return OutboundConfig(
-        listeners=tuple(_with_telemetry(snapshot, proxy, listeners)),
-        route_tables=tuple(tables),
-        clusters=(*static_clusters(), *outbound_clusters(snapshot, proxy)),
-        endpoints=outbound_endpoints(snapshot, proxy),
-    )
+def outbound_listeners(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[tuple[Listener, ...], tuple[RouteTable, ...]]:
+    """The outbound listeners and route tables of the proxy's outbound scope."""
+    def compute() -> tuple[tuple[Listener, ...], tuple[RouteTable, ...]]:
+        listeners, tables = translate_sidecar_outbound(snapshot, proxy)
+        return tuple(_with_telemetry(snapshot, proxy, listeners)), tuple(tables)
+
+    return snapshot.derived(("outbound_listeners", outbound_scope(snapshot, proxy)), compute)
+
+
+def outbound_cluster_set(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[Cluster, ...]:
+    """The static and outbound clusters of the proxy's outbound scope."""
+    return snapshot.derived(("outbound_clusters", outbound_scope(snapshot, proxy)),
+                            lambda: (*static_clusters(), *outbound_clusters(snapshot, proxy)))
 
 
 def outbound_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[EndpointSet, ...]:
     """EDS for the services the proxy sees: a Sidecar narrowing egress (or exportTo) narrows endpoints
-    too. Once per snapshot, namespace and Sidecar; the endpoint fast path reads only this."""
-    sidecar = sidecar_for(snapshot, proxy)
-    key = ("outbound_endpoints", proxy.type, proxy.namespace,
-           (sidecar.metadata.namespace, sidecar.metadata.name) if sidecar is not None else None)
-
+    too. Once per snapshot and endpoint scope; the endpoint fast path reads only this."""
     def compute() -> tuple[EndpointSet, ...]:
         hosts = {s.hostname for s in visible_services(snapshot, proxy)}
         return tuple(e for e in translate_endpoints(snapshot, proxy.namespace)
                      if e.cluster.rsplit("|", 1)[-1] in hosts)
 
-    return snapshot.derived(key, compute)
+    return snapshot.derived(("outbound_endpoints", endpoint_scope(snapshot, proxy)), compute)
 
 
 def translate_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[Listener, tuple[Cluster, ...]]:
-    """The sidecar's own part: virtualInbound and the inbound clusters."""
-    listener = _with_telemetry(snapshot, proxy, [translate_sidecar_inbound(snapshot, proxy)])[0]
-    return listener, tuple(inbound_clusters(snapshot, proxy))
+    """The sidecar's own part: virtualInbound and the inbound clusters (once per snapshot and group)."""
+    def compute() -> tuple[Listener, tuple[Cluster, ...]]:
+        listener = _with_telemetry(snapshot, proxy, [translate_sidecar_inbound(snapshot, proxy)])[0]
+        return listener, tuple(inbound_clusters(snapshot, proxy))
+
+    return snapshot.derived(("inbound", proxy), compute)
 
 
 def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
@@ -145,5 +126,5 @@ def translate_proxy_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[End
     return outbound_endpoints(snapshot, proxy)
 
 
-__all__ = ["OutboundConfig", "outbound_endpoints", "outbound_scope", "translate_inbound", "translate_outbound",
-           "translate_proxy", "translate_proxy_endpoints"]
+__all__ = ["OutboundConfig", "endpoint_scope", "outbound_cluster_set", "outbound_endpoints", "outbound_listeners",
+           "outbound_scope", "translate_inbound", "translate_outbound", "translate_proxy", "translate_proxy_endpoints"]

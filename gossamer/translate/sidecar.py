@@ -7,6 +7,7 @@ route table "9080" holds one virtual host per service on that port.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 from gossamer.ir.policies import DirectResponse
@@ -41,6 +42,7 @@ from gossamer.translate.routes import (
     translate_http_rules,
     virtual_services_for,
 )
+from gossamer.translate.scope import outbound_scope
 from gossamer.translate.security import authorization_policies, inbound_mtls, peer_authentication_modes
 from gossamer.translate.tcp import dedupe_chains, sidecar_tcp_chains
 from gossamer.translate.traffic_policy import hash_for_service
@@ -133,6 +135,12 @@ def service_virtual_host(snapshot: MeshSnapshot, service: MeshService, port: int
     )
 
 
+def _scope_virtual_host(snapshot: MeshSnapshot, scope: Hashable, service: MeshService, port: int, proxy: Proxy,
+                        vss: HttpVirtualServices) -> VirtualHost:
+    return snapshot.derived(("vhost", scope, service.hostname, port),
+                            lambda: service_virtual_host(snapshot, service, port, proxy, vss))
+
+
 def translate_sidecar(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listener], list[RouteTable]]:
     listeners, tables = translate_sidecar_outbound(snapshot, proxy)
     return [*listeners, translate_sidecar_inbound(snapshot, proxy)], tables
@@ -184,10 +192,14 @@ def translate_sidecar_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[li
                                   tls_inspector=any(c.server_names for c in chains)))
     tables: list[RouteTable] = []
     http_vss = HttpVirtualServices(vss)
+    scope = outbound_scope(snapshot, proxy)
     for port_number, services in sorted(http_ports.items()):
         listeners.append(Listener(f"0.0.0.0_{port_number}", "outbound_http", "0.0.0.0", port_number,
                                   bind_to_port=False, route_table=str(port_number)))
-        vhosts = _dedupe_domains([service_virtual_host(snapshot, s, port_number, proxy, http_vss) for s in services])
+        # One virtual host per service, once per outbound scope: a change carries over the virtual hosts
+        # of the hosts it did not touch (translate.incremental).
+        vhosts = _dedupe_domains([_scope_virtual_host(snapshot, scope, s, port_number, proxy, http_vss)
+                                  for s in services])
         if blocked:
             vhosts.append(VirtualHost("block_all", ("*",), (block_all_route(),)))
         else:

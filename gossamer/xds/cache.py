@@ -86,12 +86,13 @@ class ConfigCache:
     def __init__(self) -> None:
         self._groups: dict[str, _Group] = {}
         # One counter for the whole cache: versions never repeat, not even after a
-        # group is removed and re-added, so an old ACK can never look current.
+        # group is removed and re-added, so an old ACK can never look current. (Groups
+        # given one shared mapping share its version: it names the same content.)
         self._counter = itertools.count(1)
         self._watchers: dict[str, list[ChangeCallback]] = {}
         self._global_watchers: list[ChangeCallback] = []
         # id(mapping) -> (mapping, resources, hashes): mappings shared by the groups of a scope
-        self._splits: dict[int, tuple[Mapping[str, Packed], Mapping[str, any_pb2.Any], Mapping[str, str]]] = {}
+        self._splits: dict[int, tuple[Mapping[str, Packed], Mapping[str, any_pb2.Any], Mapping[str, str], str]] = {}
         self._diffs: dict[tuple[int, int], tuple[Mapping[str, str], Mapping[str, str], frozenset[str],
                                                  frozenset[str]]] = {}
 
@@ -101,11 +102,13 @@ class ConfigCache:
         """Replace the full config of `group` (type_url -> name -> proto); see set_group_packed."""
         return self.set_group_packed(group, pack_all(resources))
 
-    def set_group_packed(self, group: str, resources: Mapping[str, Mapping[str, Packed]]) -> set[str]:
+    def set_group_packed(self, group: str, resources: Mapping[str, Mapping[str, Packed]], *,
+                         partial: bool = False) -> set[str]:
         """Replace the full config of `group` (type_url -> name -> packed resource).
 
         Types missing from `resources` are treated as empty (the group has none of
-        them). Returns the type_urls whose content changed; only those get a new version.
+        them), or as unchanged with PARTIAL. Returns the type_urls whose content changed;
+        only those get a new version.
         A mapping handed in for several groups (a scope's shared resources) is split once
         and its dicts are shared by those groups.
         """
@@ -115,7 +118,7 @@ class ConfigCache:
             g = _Group()
             self._groups[group] = g
         changed: set[str] = set()
-        for type_url in set(PUSH_ORDER) | set(resources) | set(g.types):
+        for type_url in set(resources) if partial else set(PUSH_ORDER) | set(resources) | set(g.types):
             if self._update_type(g, type_url, resources.get(type_url, _EMPTY)):
                 changed.add(type_url)
         if changed or created:
@@ -142,27 +145,31 @@ class ConfigCache:
             # Streams still attached to the group see version "" and stop pushing.
             self._notify(group, frozenset(g.types))
 
-    def _split(self, new: Mapping[str, Packed]) -> tuple[Mapping[str, any_pb2.Any], Mapping[str, str]]:
+    def _split(self, new: Mapping[str, Packed]) -> tuple[Mapping[str, any_pb2.Any], Mapping[str, str], str]:
+        """(resources, hashes, version). Shared mappings are split once and get one version for every
+        group they are given to: the same content, the same version, so the server can send every stream
+        of those groups the same serialized response."""
         found = self._splits.get(id(new)) if isinstance(new, SharedResources) else None
         if found is not None and found[0] is new:
-            return found[1], found[2]
+            return found[1], found[2], found[3]
         resources = MappingProxyType({n: p[0] for n, p in new.items()})
         hashes = MappingProxyType({n: p[1] for n, p in new.items()})
+        version = str(next(self._counter))
         if not isinstance(new, SharedResources):
-            return resources, hashes
+            return resources, hashes, version
         if len(self._splits) > 4096:
             self._splits.clear()
-        self._splits[id(new)] = (new, resources, hashes)  # holds `new`: its id cannot be reused meanwhile
-        return resources, hashes
+        self._splits[id(new)] = (new, resources, hashes, version)  # holds `new`: its id cannot be reused
+        return resources, hashes, version
 
     def _update_type(self, g: _Group, type_url: str, new: Mapping[str, Packed]) -> bool:
         old = g.types.get(type_url)
-        resources, hashes = self._split(new)
+        resources, hashes, version = self._split(new)
         if old is not None and (old.hashes is hashes or old.hashes == hashes):
             return False
         changed, removed = self._diff(old.hashes if old is not None else _EMPTY_HASHES, hashes,
                                       remember=isinstance(new, SharedResources))
-        g.types[type_url] = TypeSnapshot(version=str(next(self._counter)), resources=resources, hashes=hashes,
+        g.types[type_url] = TypeSnapshot(version=version, resources=resources, hashes=hashes,
                                          previous=old.version if old is not None else "",
                                          changed=changed, removed=removed)
         return True

@@ -17,6 +17,7 @@ import os
 import secrets
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,7 +27,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
-from gossamer.xds.cache import ConfigCache
+from gossamer.xds.cache import ConfigCache, TypeSnapshot
 from gossamer.xds.streams import CHANGED, Changed, End, read_requests
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, SHORT_NAMES, WILDCARD_TYPES, push_rank
 
@@ -47,6 +48,65 @@ def _next_nonce() -> str:
 
 def _short(type_url: str) -> str:
     return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
+def _serialize(message: Any) -> bytes:
+    return message if isinstance(message, bytes) else bytes(message.SerializeToString())
+
+
+class DeltaResponses:
+    """Delta responses, serialized once and shared by every stream that gets the same update.
+
+    A response is the concatenation of a small header (version, type, nonce, removals) and one
+    pre-serialized `resources` entry per resource: concatenated protobuf messages merge, repeated
+    fields append. Entries are kept per (type, name, per-resource version); whole responses per
+    (type, version, names, removals) - the groups of one scope share versions (see ConfigCache), so
+    after a change all their streams get the very same bytes. Nonces need only be unique per stream:
+    a shared response is not reused for a stream that already holds its nonce.
+    """
+
+    MAX_BYTES = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str, str], bytes] = {}
+        self._entry_bytes = 0
+        self._whole: OrderedDict[tuple[Any, ...], tuple[str, bytes]] = OrderedDict()
+        self._whole_bytes = 0
+
+    def delta(self, type_url: str, snap: TypeSnapshot, updates: list[str], removed: list[str], *,
+              avoid: _TypeState) -> tuple[str, bytes]:
+        key = (type_url, snap.version, tuple(updates), tuple(removed))
+        found = self._whole.get(key)
+        if found is not None and found[0] not in avoid.pending and found[0] != avoid.status.nonce:
+            self._whole.move_to_end(key)
+            return found
+        nonce = _next_nonce()
+        header = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=snap.version, type_url=type_url, nonce=nonce, removed_resources=removed,
+            control_plane=base_pb2.ControlPlane(identifier=CONTROL_PLANE_ID)).SerializeToString()
+        data = b"".join([header, *(self._entry(type_url, name, snap) for name in updates)])
+        self._whole[key] = (nonce, data)
+        self._whole_bytes += len(data)
+        while self._whole_bytes > self.MAX_BYTES and len(self._whole) > 1:
+            _, (_, dropped) = self._whole.popitem(last=False)
+            self._whole_bytes -= len(dropped)
+        return nonce, data
+
+    def _entry(self, type_url: str, name: str, snap: TypeSnapshot) -> bytes:
+        key = (type_url, name, snap.hashes[name])
+        entry = self._entries.get(key)
+        if entry is None:
+            if self._entry_bytes > self.MAX_BYTES:
+                self._entries.clear()
+                self._entry_bytes = 0
+            entry = discovery_pb2.DeltaDiscoveryResponse(resources=[discovery_pb2.Resource(
+                name=name, version=snap.hashes[name], resource=snap.resources[name])]).SerializeToString()
+            self._entries[key] = entry
+            self._entry_bytes += len(entry)
+        return entry
 
 
 # ---- public status ---------------------------------------------------------
@@ -164,6 +224,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._on_status_change = on_status_change
         self._on_disconnect = on_disconnect
         self._streams: dict[int, _Stream] = {}
+        self._responses = DeltaResponses()
         # Replaced after every status change; wait_synced() waits on the current one.
         self._changed = asyncio.Event()
         # One set per wait_synced() caller: groups whose config changed or that gained a stream since
@@ -174,7 +235,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     # ---- public API ---------------------------------------------------------
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
+        # As the generated add_AggregatedDiscoveryServiceServicer_to_server, except that a response
+        # may be given already serialized (delta responses shared by many streams are).
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.StreamAggregatedResources, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_serialize),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=_serialize),
+        }),))
 
     def proxies(self) -> list[ProxyStatus]:
         return [s.status for s in self._streams.values() if s.status is not None]
@@ -475,9 +545,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     # ---- Delta (incremental) ------------------------------------------------
 
-    def _on_delta_request(
-        self, stream: _Stream, req: discovery_pb2.DeltaDiscoveryRequest
-    ) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+    def _on_delta_request(self, stream: _Stream, req: discovery_pb2.DeltaDiscoveryRequest) -> list[bytes]:
         assert stream.status is not None
         type_url = req.type_url
         st = stream.types.get(type_url)
@@ -543,7 +611,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     def _delta_response(
         self, stream: _Stream, st: _TypeState, *, force: bool, also: frozenset[str] = frozenset()
-    ) -> discovery_pb2.DeltaDiscoveryResponse | None:
+    ) -> bytes | None:
         assert stream.status is not None
         type_url = st.status.type_url
         snap = self._cache.snapshot(stream.status.group, type_url)
@@ -569,16 +637,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 ts.acked_version = snap.version
             ts.sent_version = snap.version
             return None
-        nonce = _next_nonce()
-        resp = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=snap.version,
-            type_url=type_url,
-            nonce=nonce,
-            removed_resources=removed,
-            control_plane=base_pb2.ControlPlane(identifier=CONTROL_PLANE_ID),
-        )
+        nonce, resp = self._responses.delta(type_url, snap, updates, removed, avoid=st)
         for name in updates:
-            resp.resources.add(name=name, version=snap.hashes[name], resource=snap.resources[name])
             st.known[name] = snap.hashes[name]
         for name in removed:
             del st.known[name]

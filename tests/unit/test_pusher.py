@@ -220,3 +220,68 @@ def test_a_failing_group_keeps_its_config_and_the_others_are_pushed(monkeypatch:
     pusher.push_now(full=True)
     assert pusher.stats.errors == {}
     assert cache.get(a, ROUTE)[1]["8000"].value == cache.get(b, ROUTE)[1]["8000"].value
+
+
+def _derived(snapshot: MeshSnapshot, tag: str) -> dict[object, object]:
+    return {k: v for k, v in snapshot._derived.items() if isinstance(k, tuple) and k[0] == tag}
+
+
+def _carried(before: MeshSnapshot, after: MeshSnapshot) -> list[object]:
+    """Keys whose value AFTER took over from BEFORE (values Python shares anyway - (), None - aside)."""
+    return [k for k, v in after._derived.items() if before._derived.get(k) is v and v not in ((), None)]
+
+
+def test_a_virtual_service_change_re_translates_only_its_hosts_routes() -> None:
+    snapshots = Snapshots(MESH + VS)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    a, _ = connect(pusher, snapshots.current, "a")
+    c, _ = connect(pusher, snapshots.current, "c", "other")
+    before = snapshots.current
+    versions = {g: {t: cache.version(g, t) for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)} for g in (a, c)}
+    snapshots.set(MESH + VS.replace("timeout: 3s", "timeout: 4s"), version=2)
+    pusher.push_now(full=True, changed={("VirtualService", "default", "a")})
+    after = snapshots.current
+    old_vhosts, new_vhosts = _derived(before, "vhost"), _derived(after, "vhost")
+    assert old_vhosts.keys() == new_vhosts.keys()
+    for key, vhost in new_vhosts.items():
+        host = key[2]  # type: ignore[index]
+        # b's and c's virtual hosts are the very objects of the previous push; a's was translated again.
+        assert (vhost is old_vhosts[key]) == (host != "a.default.svc.cluster.local"), key
+    for tag in ("outbound_clusters", "packed_clusters", "packed_endpoints", "inbound"):
+        assert all(after._derived[k] is v for k, v in _derived(before, tag).items()), tag
+    for g in (a, c):  # only route tables changed, for every proxy that sees a
+        changed = [t for t, v in versions[g].items() if cache.version(g, t) != v]
+        assert changed == [ROUTE], (g, changed)
+
+
+def test_a_pod_change_re_translates_only_its_services_endpoints() -> None:
+    snapshots = Snapshots(MESH)
+    pusher = Pusher(ConfigCache(), snapshots)
+    connect(pusher, snapshots.current, "a")
+    before = snapshots.current
+    snapshots.current = replace(before, workloads=tuple(w for w in before.workloads if w.name != "c-1"))
+    pusher.push_now(full=False)
+    after = snapshots.current
+    for key, value in _derived(after, "service_endpoints").items():
+        assert (value is _derived(before, "service_endpoints").get(key)) == ("c.other" not in key[2]), key  # type: ignore[index]
+
+
+def test_an_unknown_change_re_translates_everything() -> None:
+    snapshots = Snapshots(MESH + VS)
+    pusher = Pusher(ConfigCache(), snapshots)
+    connect(pusher, snapshots.current, "a")
+    before = snapshots.current
+    snapshots.set(MESH + VS, version=2)
+    pusher.push_now(full=True, changed=None)
+    assert _carried(before, snapshots.current) == []
+
+
+def test_another_kind_re_translates_everything() -> None:
+    snapshots = Snapshots(MESH + VS)
+    pusher = Pusher(ConfigCache(), snapshots)
+    connect(pusher, snapshots.current, "a")
+    before = snapshots.current
+    snapshots.set(MESH + VS, version=2)
+    pusher.push_now(full=True, changed={("VirtualService", "default", "a"), ("Service", "default", "b")})
+    assert _carried(before, snapshots.current) == []
