@@ -333,7 +333,7 @@ class Envoys:
     async def _stream(self, proxy: SimProxy) -> None:
         import grpc
         from envoy.config.core.v3 import base_pb2
-        from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+        from envoy.service.discovery.v3 import discovery_pb2
         from google.protobuf import json_format, struct_pb2
 
         metadata = struct_pb2.Struct()
@@ -353,12 +353,15 @@ class Envoys:
 
         async with grpc.aio.insecure_channel(f"unix:{self.socket}", options=[
                 ("grpc.max_receive_message_length", 256 * 1024 * 1024)]) as channel:
-            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-            async for resp in stub.DeltaAggregatedResources(requests()):
+            call = channel.stream_stream(
+                "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
+                request_serializer=Req.SerializeToString, response_deserializer=bytes)
+            async for data in call(requests()):
                 now = time.monotonic()
-                proxy.bytes += resp.ByteSize()
-                names = frozenset(r.name for r in resp.resources)
+                proxy.bytes += len(data)
+                resp = discovery_pb2.DeltaDiscoveryResponse.FromString(data)
                 t = resp.type_url
+                names = frozenset(r.name for r in resp.resources) if t in (EDS, RDS) else frozenset()
                 if t == CDS:
                     for r in resp.resources:
                         proxy.clusters[r.name] = self.decoded.cluster(r)
@@ -424,29 +427,33 @@ def peak_rss_mb(pid: int) -> float:
 
 
 class ApiProbe:
-    """Reads one resource over the API (as `gossamer get` does) every 50 ms from a thread; keeps the
-    longest wait: how long the control plane's event loop left a client waiting."""
+    """Reads one resource over the API (as `gossamer get` does) every 50 ms, from a process of its own (not
+    to share a GIL with the simulated Envoys); the longest wait: how long the control plane left a client
+    waiting."""
 
     def __init__(self, socket: Path) -> None:
-        from gossamer.cli.client import ApiClient
+        self._child = subprocess.Popen([sys.executable, __file__, "--probe-api", str(socket)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-        self.client = ApiClient(socket, timeout=300)
-        self.max_wait = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+    def stop(self) -> float:
+        out, _ = self._child.communicate("stop\n", timeout=600)
+        return float(out.strip() or "nan")
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            t0 = time.monotonic()
-            with contextlib.suppress(OSError):
-                self.client.get("/v1/resources/VirtualService?namespace=ns-0&name=svc-0")
-            self.max_wait = max(self.max_wait, time.monotonic() - t0)
-            self._stop.wait(0.05)
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+def probe_api(socket: str) -> None:
+    from gossamer.cli.client import ApiClient
+
+    client = ApiClient(Path(socket), timeout=600)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    longest = 0.0
+    while not stop.is_set():
+        t0 = time.monotonic()
+        with contextlib.suppress(OSError):
+            client.get("/v1/resources/VirtualService?namespace=ns-0&name=svc-0")
+        longest = max(longest, time.monotonic() - t0)
+        stop.wait(0.05)
+    print(longest)
 
 
 @dataclass
@@ -466,6 +473,7 @@ class Result:
     api_max_wait: float = 0.0
     bytes_per_proxy: float = 0.0
     cancelled: int = 0
+    errors: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -516,17 +524,24 @@ async def measure(n: int, sidecars: bool) -> Result:
             envoys = Envoys(run_dir / "xds.sock", pods)
             result.proxies = len(envoys.proxies)
             probe = ApiProbe(run_dir / "api.sock")
+            # BENCH_PROFILE=PREFIX: cProfile of the control plane in the storm and the changes (PREFIX-*.prof).
+            profile_to = os.environ.get("BENCH_PROFILE")
+            tag = f"{n}{'s' if sidecars else ''}"
+            if profile_to:
+                child.stdin.write("profile start\n")
+                child.stdin.flush()
             cpu0, t0 = cpu_seconds(child.pid), time.monotonic()
             await envoys.start()
             await asyncio.wait_for(envoys.all_synced.wait(), 900)
             result.storm = time.monotonic() - t0
+            if profile_to:
+                child.stdin.write(f"profile {profile_to}-{tag}-storm.prof\n")
+                child.stdin.flush()
             status, synced = await asyncio.to_thread(client.get, "/v1/sync?timeout=120")
             assert synced["synced"], synced
             result.storm_cpu = cpu_seconds(child.pid) - cpu0
             result.bytes_per_proxy = sum(p.bytes for p in envoys.proxies) / len(envoys.proxies)
 
-            # BENCH_PROFILE=PREFIX: cProfile of the control plane during the changes (PREFIX-N.prof).
-            profile_to = os.environ.get("BENCH_PROFILE")
             if profile_to:
                 child.stdin.write("profile start\n")
                 child.stdin.flush()
@@ -550,7 +565,7 @@ async def measure(n: int, sidecars: bool) -> Result:
             result.change_cpu = (cpu_seconds(child.pid) - cpu0) / CHANGES
 
             if profile_to:
-                child.stdin.write(f"profile {profile_to}-{n}{'s' if sidecars else ''}.prof\n")
+                child.stdin.write(f"profile {profile_to}-{tag}-changes.prof\n")
                 child.stdin.flush()
             # A pod removed -> every proxy that sees its service has the new endpoints.
             victim = next(p for p in pods if p["deployment"] == "svc-1")
@@ -575,10 +590,10 @@ async def measure(n: int, sidecars: bool) -> Result:
             result.burst_seconds = time.monotonic() - t0
             result.burst_cpu = cpu_seconds(child.pid) - cpu0
 
-            probe.stop()
-            result.api_max_wait = probe.max_wait
+            result.api_max_wait = probe.stop()
             result.rss_mb = peak_rss_mb(child.pid)
             result.cancelled = envoys.cancelled
+            result.errors = sorted({e for p in envoys.proxies for e in p.errors})[:3]
             await envoys.stop()
         finally:
             if child.stdin is not None:
@@ -604,8 +619,8 @@ def report(r: Result) -> None:
           f"p99 {percentile(r.eds_samples, 0.99) * ms:.0f} ms")
     print(f"  10 changes within one second: all ACKed {r.burst_seconds:.1f} s after the first "
           f"({r.burst_cpu:.1f} CPU-s)")
-    print(f"  peak RSS {r.rss_mb:.0f} MB, API max wait {r.api_max_wait * ms:.0f} ms, cancelled streams {r.cancelled}",
-          flush=True)
+    print(f"  peak RSS {r.rss_mb:.0f} MB, API max wait {r.api_max_wait * ms:.0f} ms, cancelled streams {r.cancelled}"
+          + "".join(f"\n    stream error: {e}" for e in r.errors), flush=True)
 
 
 def summary(r: Result) -> str:
@@ -625,6 +640,9 @@ def exponent(a: float, b: float, na: int, nb: int) -> float:
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--serve-control-plane"]:
         serve_control_plane(*argv[1:4])
+        return
+    if argv[:1] == ["--probe-api"]:
+        probe_api(argv[1])
         return
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
     # A reconnecting simulated Envoy leaves grpc's request task behind: asyncio's complaints are noise here.

@@ -213,10 +213,8 @@ class ControlPlane:
         meta_name = ""
         if node.HasField("metadata") and "WORKLOAD_NAME" in node.metadata.fields:
             meta_name = node.metadata.fields["WORKLOAD_NAME"].string_value
-        ports: dict[str, int] = {}
-        for d in self.snapshots.resources().get("Deployment", ()):
-            if d.metadata.name == meta_name:
-                ports = named_ports(d)
+        deployment = self.snapshots.deployment(proxy_from_node(node).namespace, meta_name)
+        ports = named_ports(deployment) if deployment is not None else {}
         return self.pusher.proxy_connected(proxy_from_node(node, ports))
 
     def _on_proxy_disconnect(self, status: ProxyStatus) -> None:

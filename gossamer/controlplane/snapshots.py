@@ -61,6 +61,11 @@ class SnapshotBuilder:
             self._resources = {k: tuple(r for _, r in sorted(v, key=lambda t: t[0])) for k, v in by_kind.items()}
         return self._resources
 
+    def deployment(self, namespace: str, name: str) -> Any | None:
+        """The Deployment NAMESPACE/NAME, or None (a lookup, not a scan: every connecting proxy asks)."""
+        entry = self._objects.get(("Deployment", namespace, name))
+        return entry[2] if entry is not None else None
+
     def _refresh_services(self) -> None:
         """Services and ServiceEntry hosts with their VIPs; allocates and releases VIPs (store writes)."""
         resources = self.resources()

@@ -178,6 +178,8 @@ class ConfigCache:
               remember: bool) -> tuple[frozenset[str], frozenset[str]]:
         """(added or modified, removed) names; shared mappings (a scope's groups) are compared once."""
         key = (id(old), id(new))
+        if not old:
+            return frozenset(new), frozenset()
         found = self._diffs.get(key) if remember else None
         if found is not None and found[0] is old and found[1] is new:
             return found[2], found[3]

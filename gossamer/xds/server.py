@@ -18,8 +18,9 @@ import secrets
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import grpc
@@ -51,6 +52,12 @@ def _short(type_url: str) -> str:
 
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+# Proxies getting their initial config at once (Istio's PILOT_PUSH_THROTTLE): a connection storm is served
+# in waves, so the serialized config waiting in send buffers stays bounded; the others wait their turn. A
+# proxy not in sync after INITIAL_SYNC_SLOT_SECONDS gives its slot up anyway.
+INITIAL_SYNC_CONCURRENCY = 32
+INITIAL_SYNC_SLOT_SECONDS = 10.0
 
 
 def _serialize(message: Any) -> bytes:
@@ -87,7 +94,11 @@ class DeltaResponses:
         header = discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=snap.version, type_url=type_url, nonce=nonce, removed_resources=removed,
             control_plane=base_pb2.ControlPlane(identifier=CONTROL_PLANE_ID)).SerializeToString()
-        data = b"".join([header, *(self._entry(type_url, name, snap) for name in updates)])
+        get, hashes = self._entries.get, snap.hashes
+        parts = [header]
+        for name in updates:
+            parts.append(get((type_url, name, hashes[name])) or self._entry(type_url, name, snap))
+        data = b"".join(parts)
         self._whole[key] = (nonce, data)
         self._whole_bytes += len(data)
         while self._whole_bytes > self.MAX_BYTES and len(self._whole) > 1:
@@ -172,6 +183,65 @@ class ProxyStatus:
 
 # ---- per-stream internal state ---------------------------------------------
 
+_UNSET: Any = object()
+_NO_VERSIONS: Mapping[str, str] = MappingProxyType({})
+
+
+class KnownVersions(MutableMapping[str, str]):
+    """name -> version a delta client holds: the cache's versions of the snapshot it was last brought to in
+    full (a mapping shared by every stream at that snapshot) plus this stream's differences - so thousands
+    of streams in sync hold no copies of it. A difference of None: the client does not have that name."""
+
+    __slots__ = ("_base", "_over")
+
+    def __init__(self, base: Mapping[str, str] = _NO_VERSIONS, over: dict[str, str | None] | None = None) -> None:
+        self._base = base
+        self._over: dict[str, str | None] = over if over is not None else {}
+
+    def rebase(self, base: Mapping[str, str]) -> None:
+        self._base, self._over = base, {}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._over.get(name, _UNSET)
+        if value is _UNSET:
+            return self._base.get(name, default)
+        return default if value is None else value
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return str(value)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __setitem__(self, name: str, version: str) -> None:
+        if self._base.get(name) == version:
+            self._over.pop(name, None)
+        else:
+            self._over[name] = version
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        if name in self._base:
+            self._over[name] = None
+        else:
+            del self._over[name]
+
+    def __iter__(self) -> Iterator[str]:
+        over = self._over
+        yield from (n for n in self._base if over.get(n, _UNSET) is not None)
+        yield from (n for n, v in over.items() if v is not None and n not in self._base)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __bool__(self) -> bool:
+        return next(iter(self), None) is not None
+
+
 
 @dataclass
 class _TypeState:
@@ -179,7 +249,8 @@ class _TypeState:
     wildcard: bool = False
     names: set[str] = field(default_factory=set)  # explicit subscription
     sent_names: frozenset[str] | None = None  # SotW: subscription the last response answered
-    known: dict[str, str] = field(default_factory=dict)  # name -> version the client has (last sent in SotW)
+    # name -> version the client has (last sent in SotW; a KnownVersions on delta streams)
+    known: MutableMapping[str, str] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)  # delta: outstanding nonce -> version
     # Delta: the cache version `known` matches for every wanted name ("" after a subscription change):
     # the next version then only needs its changed names compared, not every resource.
@@ -225,6 +296,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._on_disconnect = on_disconnect
         self._streams: dict[int, _Stream] = {}
         self._responses = DeltaResponses()
+        self._initial_syncs = asyncio.Semaphore(INITIAL_SYNC_CONCURRENCY)
         # Replaced after every status change; wait_synced() waits on the current one.
         self._changed = asyncio.Event()
         # One set per wait_synced() caller: groups whose config changed or that gained a stream since
@@ -332,6 +404,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     ) -> AsyncIterator[Any]:
         stream = _Stream(id=next(_stream_ids), delta=delta)
         reader = asyncio.create_task(read_requests(request_iterator, stream.queue))
+        slot: list[asyncio.TimerHandle] = []  # held while the proxy gets its initial config
+
+        def release_slot() -> None:
+            if slot:
+                slot.pop().cancel()
+                self._initial_syncs.release()
+
         unwatch: Callable[[], None] | None = None
         try:
             while True:
@@ -350,6 +429,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                                 grpc.StatusCode.INVALID_ARGUMENT,
                                 "the first request of a stream must carry a node",
                             )
+                        await self._initial_syncs.acquire()
+                        slot.append(asyncio.get_running_loop().call_later(INITIAL_SYNC_SLOT_SECONDS, release_slot))
                         group = await self._group_for_node(item.node)
                         stream.status = ProxyStatus(
                             node_id=item.node.id,
@@ -381,7 +462,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     yield resp
                 if responses:
                     self._status_changed(stream)
+                if slot and stream.status is not None and stream.status.is_synced():
+                    release_slot()
         finally:
+            release_slot()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
@@ -555,7 +639,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             stream.types[type_url] = st
             stream.status.types[type_url] = st.status
             # Resources the client already has (reconnect): only send what differs.
-            st.known = dict(req.initial_resource_versions)
+            st.known = KnownVersions(over=dict(req.initial_resource_versions))
             # Legacy wildcard: first LDS/CDS request with no names means "everything".
             st.wildcard = type_url in WILDCARD_TYPES and not req.resource_names_subscribe
 
@@ -624,6 +708,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                              and st.known.get(n) != snap.hashes[n])
             gone = () if st.base == snap.version else snap.removed
             removed = sorted(n for n in gone if n in st.known and (st.wildcard or n in st.names))
+        elif not st.known:  # a new client: everything it wants
+            updates = sorted(snap.resources.keys() if st.wildcard else snap.resources.keys() & st.names)
+            removed = []
         else:
             wanted = snap.resources.keys() if st.wildcard else st.names
             updates = sorted(n for n in wanted if n in snap.resources and st.known.get(n) != snap.hashes[n])
@@ -638,10 +725,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             ts.sent_version = snap.version
             return None
         nonce, resp = self._responses.delta(type_url, snap, updates, removed, avoid=st)
-        for name in updates:
-            st.known[name] = snap.hashes[name]
-        for name in removed:
-            del st.known[name]
+        known = st.known
+        if isinstance(known, KnownVersions) and (st.wildcard or snap.resources.keys() <= st.names):
+            # The client now holds exactly this snapshot's resources: share the cache's versions.
+            known.rebase(snap.hashes)
+        else:
+            for name in updates:
+                known[name] = snap.hashes[name]
+            for name in removed:
+                del known[name]
         st.pending[nonce] = snap.version
         ts.sent_version = snap.version
         ts.nonce = nonce
