@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import gc
 import logging
 import math
 import os
@@ -129,7 +130,24 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="controlplane: %(levelname)s %(name)s: %(message)s")
 
+    gc_time = [0.0, 0.0, 0]  # (started, total seconds, full collections)
+
+    def gc_clock(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_time[0] = time.perf_counter()
+        else:
+            gc_time[1] += time.perf_counter() - gc_time[0]
+            gc_time[2] += info["generation"] == 2
+
+    gc.callbacks.append(gc_clock)
+
     async def run() -> None:
+        if os.environ.get("BENCH_SLOW_CALLBACKS"):  # log every event loop step longer than 100 ms
+            import logging
+
+            logging.getLogger("asyncio").setLevel(logging.WARNING)
+            asyncio.get_running_loop().set_debug(True)
+            asyncio.get_running_loop().slow_callback_duration = 0.1
         paths = Paths(Path(state_dir), Path(run_dir))
         cp = ControlPlane(paths, ingress_port=0, ingress_tls_port=0)
         runtime = SimulatedRuntime(cp._on_runtime_change)
@@ -151,6 +169,7 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
                 runtime.delete_pod(line[1], line[2])
             elif line[0] == "profile":  # `profile start` | `profile FILE` (stop and write)
                 if line[1] == "start":
+                    profile = cProfile.Profile()
                     profile.enable()
                 else:
                     profile.disable()
@@ -159,6 +178,7 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
         await cp.stop(wipe=True)
 
     asyncio.run(run())
+    print(f"control plane: {gc_time[1]:.1f} s in garbage collection ({gc_time[2]} full)", file=sys.stderr)
 
 
 class SimulatedRuntime:
@@ -304,11 +324,14 @@ class Envoys:
             self.proxies.append(SimProxy(node_id(p["proxyType"], p["ip"], p["name"], p["namespace"]), meta,
                                          p["namespace"]))
         self.cancelled = 0
+        self.error_times: list[float] = []
+        self.started = 0.0
         self.all_synced = asyncio.Event()
         self._pending = len(self.proxies)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        self.started = time.monotonic()
         self._tasks = [asyncio.create_task(self._run(p)) for p in self.proxies]
 
     async def stop(self) -> None:
@@ -328,6 +351,7 @@ class Envoys:
             except grpc.aio.AioRpcError as e:
                 self.cancelled += 1
                 proxy.errors.append(f"{e.code().name}: {e.details()}")
+                self.error_times.append(time.monotonic() - self.started)
                 await asyncio.sleep(0.5)  # Envoy's retry backoff (first step)
 
     async def _stream(self, proxy: SimProxy) -> None:
@@ -594,6 +618,9 @@ async def measure(n: int, sidecars: bool) -> Result:
             result.rss_mb = peak_rss_mb(child.pid)
             result.cancelled = envoys.cancelled
             result.errors = sorted({e for p in envoys.proxies for e in p.errors})[:3]
+            if envoys.error_times:
+                result.errors.append(f"errors between {min(envoys.error_times):.1f} s and "
+                                     f"{max(envoys.error_times):.1f} s after the storm began")
             await envoys.stop()
         finally:
             if child.stdin is not None:

@@ -164,8 +164,13 @@ class Api:
                      if (namespace is None or p.namespace == namespace) and (name is None or p.name == name)]
         else:
             ns_filter = namespace if info.namespaced else None
-            items = [o.with_metadata() for o in self.cp.store.objects(info.kind, ns_filter)
-                     if name is None or o.name == name]
+            if name is not None and (ns_filter is not None or not info.namespaced):
+                # One object by name: a lookup, not a read of the whole namespace.
+                found = self.cp.store.get(info.kind, ns_filter or "", name)
+                objects = [found] if found is not None else []
+            else:
+                objects = [o for o in self.cp.store.objects(info.kind, ns_filter) if name is None or o.name == name]
+            items = [o.with_metadata() for o in objects]
             if info.kind == "Service":
                 # The virtual IP is allocated by the control plane, shown where Kubernetes shows it.
                 vips = self.cp.store.service_vips()

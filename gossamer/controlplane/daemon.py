@@ -215,7 +215,7 @@ class ControlPlane:
             meta_name = node.metadata.fields["WORKLOAD_NAME"].string_value
         deployment = self.snapshots.deployment(proxy_from_node(node).namespace, meta_name)
         ports = named_ports(deployment) if deployment is not None else {}
-        return self.pusher.proxy_connected(proxy_from_node(node, ports))
+        return await self.pusher.proxy_connected(proxy_from_node(node, ports))
 
     def _on_proxy_disconnect(self, status: ProxyStatus) -> None:
         self.pusher.proxy_disconnected(status.group)

@@ -12,11 +12,15 @@ config and its error (`errors`); every other group is still pushed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
+from google.protobuf import any_pb2
+
+from gossamer.ir.types import RouteTable
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.translate import (
@@ -29,8 +33,9 @@ from gossamer.translate import (
     translate_proxy,
 )
 from gossamer.translate.incremental import ConfigKey, carry_over
-from gossamer.xds.build import build_resources, packed_cluster, packed_endpoints, packed_listener, packed_route_table
-from gossamer.xds.cache import ConfigCache, Packed, SharedResources, pack_all
+from gossamer.xds.build import build_resources, packed_cluster, packed_endpoints, packed_listener
+from gossamer.xds.build.routes import route_table_header, virtual_host_entry
+from gossamer.xds.cache import ConfigCache, Packed, SharedResources, pack_all, resource_hash
 from gossamer.xds.envoyfilter import apply_envoy_filters, envoy_filters_for
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
@@ -38,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # A push gives the event loop back after this much work (seconds).
 SLICE = 0.02
+# Young objects are collected after 50,000 allocations (default 700), old ones rarely.
+GC_THRESHOLDS = (50_000, 20, 100)
 
 GroupResources = dict[str, Mapping[str, Packed]]
 
@@ -81,15 +88,19 @@ class Pusher:
         self.pushed_revision = 0
 
     # -- proxy groups ------------------------------------------------------
-    def proxy_connected(self, proxy: Proxy) -> str:
-        """Register a proxy; translate its group now if nobody else is in it yet."""
+    async def proxy_connected(self, proxy: Proxy) -> str:
+        """Register a proxy; translate its group (off the event loop) if nobody else is in it yet."""
         group = proxy.group
         self._members[group] = self._members.get(group, 0) + 1
         if group not in self._groups:
             self._groups[group] = proxy
             if self._current is None:
                 self._current = self._snapshot()
-            self._push_group(self._current, group, proxy, full=True)
+            snapshot = self._current
+            result = await asyncio.to_thread(self._compute, snapshot, group, proxy, True)
+            # A push since then covers this group with a newer snapshot: this result is stale.
+            if snapshot is self._current and self._groups.get(group) is proxy:
+                self._apply(group, result)
         return group
 
     def proxy_disconnected(self, group: str) -> None:
@@ -128,6 +139,10 @@ class Pusher:
         self._wake.set()
 
     async def run(self) -> None:
+        # The control plane keeps a large long-lived heap (snapshots, translated and serialized config).
+        # With Python's default thresholds full collections come every few pushes and each walks all of
+        # it (hundreds of ms at 1000 services, the event loop stalled): collect less often.
+        gc.set_threshold(GC_THRESHOLDS[0], GC_THRESHOLDS[1], GC_THRESHOLDS[2])
         while True:
             await self._wake.wait()
             # Debounce: wait for quiet, but never longer than max_delay after the first request.
@@ -149,36 +164,43 @@ class Pusher:
             finally:
                 self._pushing = False
 
-    def _next_snapshot(self, changed: set[ConfigKey] | None) -> MeshSnapshot:
-        snapshot = self._snapshot()
-        if snapshot is not self._current:
-            # What the changes since the last push did not touch is not translated again.
-            carry_over(self._current, snapshot, changed)
-            self._current = snapshot
-        return snapshot
-
     async def push(self, *, full: bool, changed: set[ConfigKey] | None = None) -> None:
-        """One push to every connected group, giving the event loop back every SLICE seconds. CHANGED:
-        the config changes since the last push (None: unknown); pod changes are found by comparing."""
+        """One push to every connected group. CHANGED: the config changes since the last push (None:
+        unknown); pod changes are found by comparing. Translation and serialization run off the event loop
+        (pure work on an immutable snapshot); the results go into the cache on the loop, in slices of
+        SLICE seconds, so streams and the API keep being served."""
         started = time.monotonic()
-        snapshot = self._next_snapshot(changed if full else set())
+        snapshot = self._snapshot()
+        groups = list(self._groups.items())
+        results = await asyncio.to_thread(self._compute_all, snapshot, groups, full,
+                                          changed if full else set())
         slice_start = time.monotonic()
-        for group, proxy in list(self._groups.items()):
+        for (group, proxy), result in zip(groups, results, strict=True):
             if self._groups.get(group) is not proxy:
                 continue  # disconnected meanwhile
-            self._push_group(snapshot, group, proxy, full=full)
+            self._apply(group, result)
             if time.monotonic() - slice_start > SLICE:
                 await asyncio.sleep(0)
                 slice_start = time.monotonic()
         self._finish(snapshot, full, time.monotonic() - started)
 
     def push_now(self, *, full: bool, changed: set[ConfigKey] | None = None) -> None:
-        """The same push without yielding (tests, tools)."""
+        """The same push, all on the caller's thread (tests, tools)."""
         started = time.monotonic()
-        snapshot = self._next_snapshot(changed if full else set())
-        for group, proxy in list(self._groups.items()):
-            self._push_group(snapshot, group, proxy, full=full)
+        snapshot = self._snapshot()
+        groups = list(self._groups.items())
+        for (group, _proxy), result in zip(groups, self._compute_all(snapshot, groups, full,
+                                                                      changed if full else set()), strict=True):
+            self._apply(group, result)
         self._finish(snapshot, full, time.monotonic() - started)
+
+    def _compute_all(self, snapshot: MeshSnapshot, groups: list[tuple[str, Proxy]], full: bool,
+                     changed: set[ConfigKey] | None) -> list[GroupResources | Exception]:
+        if snapshot is not self._current:
+            # What the changes since the last push did not touch is not translated again.
+            carry_over(self._current, snapshot, changed)
+            self._current = snapshot
+        return [self._compute(snapshot, group, proxy, full) for group, proxy in groups]
 
     def _finish(self, snapshot: MeshSnapshot, full: bool, elapsed: float) -> None:
         if full:
@@ -189,24 +211,28 @@ class Pusher:
         self.stats.last_push_seconds = elapsed
         self.stats.history = [*self.stats.history[-49:], (elapsed, "full" if full else "eds")]
 
-    def _push_group(self, snapshot: MeshSnapshot, group: str, proxy: Proxy, *, full: bool) -> None:
+    def _compute(self, snapshot: MeshSnapshot, group: str, proxy: Proxy, full: bool) -> GroupResources | Exception:
+        """The group's resources (everything, or only endpoints), or why they could not be translated."""
         try:
             if full or not self._cache.has_group(group):
-                resources = self._group_resources(snapshot, group, proxy)
-            else:
-                resources = {ENDPOINT: _packed_endpoints(snapshot, proxy)}
-            # Only the types whose mappings are not the very ones the group already has.
-            given = self._given.setdefault(group, {})
-            fresh = {t: m for t, m in resources.items() if given.get(t) is not m}
-            self._cache.set_group_packed(group, fresh, partial=self._cache.has_group(group))
-            given.update(fresh)
+                return self._group_resources(snapshot, group, proxy)
+            return {ENDPOINT: _packed_endpoints(snapshot, proxy)}
         except Exception as e:  # contained: this group keeps its last config, the others go on
-            message = f"{type(e).__name__}: {e}"
+            return e
+
+    def _apply(self, group: str, result: GroupResources | Exception) -> None:
+        if isinstance(result, Exception):
+            message = f"{type(result).__name__}: {result}"
             if self.stats.errors.get(group) != message:
-                log.exception("proxy group %s: translation failed", group)
+                log.error("proxy group %s: translation failed (its last config stays)", group, exc_info=result)
             self.stats.errors[group] = message
-        else:
-            self.stats.errors.pop(group, None)
+            return
+        # Only the types whose mappings are not the very ones the group already has.
+        given = self._given.setdefault(group, {})
+        fresh = {t: m for t, m in result.items() if given.get(t) is not m}
+        self._cache.set_group_packed(group, fresh, partial=self._cache.has_group(group))
+        given.update(fresh)
+        self.stats.errors.pop(group, None)
 
     def _group_resources(self, snapshot: MeshSnapshot, group: str, proxy: Proxy) -> GroupResources:
         if proxy.type == "sidecar" and not envoy_filters_for(snapshot, proxy):
@@ -253,8 +279,24 @@ def _merged(snapshot: MeshSnapshot, key: tuple[str, Proxy], shared: Mapping[str,
 
 def _packed_listeners(snapshot: MeshSnapshot, proxy: Proxy) -> dict[str, SharedResources]:
     listeners, tables = outbound_listeners(snapshot, proxy)
+    scope = outbound_scope(snapshot, proxy)
     return {LISTENER: SharedResources((x.name, packed_listener(x)) for x in listeners),
-            ROUTE: SharedResources((t.name, packed_route_table(t)) for t in tables)}
+            ROUTE: SharedResources((t.name, _packed_route_table(snapshot, scope, t)) for t in tables)}
+
+
+def _packed_route_table(snapshot: MeshSnapshot, scope: Hashable, table: RouteTable) -> Packed:
+    """A route table serialized from its virtual hosts' serialized entries, each kept (and carried over)
+    while its virtual host is the same object."""
+    parts = [route_table_header(table)]
+    for vhost in table.virtual_hosts:
+        key = ("vhost_bytes", scope, table.name, vhost.name)
+        found = snapshot._derived.get(key)
+        if found is None or found[0] is not vhost:
+            found = (vhost, virtual_host_entry(vhost))
+            snapshot._derived[key] = found
+        parts.append(found[1])
+    data = b"".join(parts)
+    return any_pb2.Any(type_url=ROUTE, value=data), resource_hash(data)
 
 
 def _packed_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[dict[str, Packed], dict[str, Packed]]:

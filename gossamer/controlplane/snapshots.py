@@ -32,6 +32,7 @@ class SnapshotBuilder:
         self._resources: dict[str, tuple[Any, ...]] | None = None
         self._services: tuple[MeshService, ...] = ()
         self._pods: tuple[PodStatus, ...] | None = None
+        self._workloads: tuple[Workload, ...] | None = None  # of self._pods: kept while they and Deployments are
         self._snapshot: MeshSnapshot | None = None
         self._refresh_services()
         store.subscribe(self._on_store_change)
@@ -49,6 +50,8 @@ class SnapshotBuilder:
                 self._objects[obj.key] = (obj.created_index, obj.resource_version, self._parse(obj))
         self._resources = None
         self._snapshot = None
+        if any(c.object.kind in ("Deployment", "WorkloadEntry") for c in changes):
+            self._workloads = None  # named ports and WorkloadEntries come from these
         if any(c.object.kind in ("Service", "ServiceEntry") for c in changes):
             self._refresh_services()
 
@@ -96,6 +99,19 @@ class SnapshotBuilder:
         pods = tuple(pods)
         if self._snapshot is not None and pods == self._pods:
             return self._snapshot
+        if self._workloads is None or pods != self._pods:
+            self._workloads = self._build_workloads(pods)
+        self._pods = pods
+        self._snapshot = MeshSnapshot(
+            version=self._store.revision(),
+            resources=self.resources(),
+            services=self._services,
+            # The same tuple while pods and Deployments stay: a config change is then seen to move no pod.
+            workloads=self._workloads,
+        )
+        return self._snapshot
+
+    def _build_workloads(self, pods: tuple[PodStatus, ...]) -> tuple[Workload, ...]:
         resources = self.resources()
         deployments = {(d.metadata.namespace, d.metadata.name): d for d in resources.get("Deployment", ())}
         workloads = []
@@ -108,11 +124,4 @@ class SnapshotBuilder:
                                       pod.ready, pod.deployment, ports,
                                       has_sidecar=pod.has_sidecar, router=pod.proxy_type == "router"))
         workloads.extend(workload_entry_workloads(resources.get("WorkloadEntry", ())))
-        self._pods = pods
-        self._snapshot = MeshSnapshot(
-            version=self._store.revision(),
-            resources=resources,
-            services=self._services,
-            workloads=tuple(sorted(workloads, key=lambda w: (w.namespace, w.name))),
-        )
-        return self._snapshot
+        return tuple(sorted(workloads, key=lambda w: (w.namespace, w.name)))

@@ -29,8 +29,9 @@ _PER_SERVICE_WORKLOADS = {"endpoints_of", "service_accounts", "service_endpoints
 _CLUSTERS = {"outbound_clusters", "packed_clusters"}
 _ENDPOINTS = {"outbound_endpoints", "packed_endpoints"}
 _INBOUND = {"inbound", "packed_inbound"}
-# A group's shared part merged with its own: valid while both parts are the same objects (it checks).
-_MERGED = {"group_listeners", "group_clusters"}
+# Values that check themselves: a group's shared part merged with its own (valid while both parts are the
+# same objects), a virtual host's serialized entry (while it is the same virtual host).
+_MERGED = {"group_listeners", "group_clusters", "vhost_bytes"}
 _VHOST = "vhost"  # ("vhost", scope, hostname, port)
 ALL_HOSTS = "*"
 
@@ -67,7 +68,7 @@ def carry_over(previous: MeshSnapshot | None, current: MeshSnapshot, changed: It
 
 def _changed_workloads(old: tuple[Workload, ...], new: tuple[Workload, ...]) -> list[Workload]:
     """Workloads added, removed or changed (old and new versions)."""
-    if old == new:
+    if old is new or old == new:
         return []
     return list(set(old).symmetric_difference(new))
 

@@ -167,10 +167,11 @@ class ConfigCache:
         resources, hashes, version = self._split(new)
         if old is not None and (old.hashes is hashes or old.hashes == hashes):
             return False
-        changed, removed = self._diff(old.hashes if old is not None else _EMPTY_HASHES, hashes,
+        changed, removed = self._diff(old.hashes if old is not None and old.hashes else _EMPTY_HASHES, hashes,
                                       remember=isinstance(new, SharedResources))
         g.types[type_url] = TypeSnapshot(version=version, resources=resources, hashes=hashes,
-                                         previous=old.version if old is not None else "",
+                                         # "" when nothing was there: no stream takes a shortcut from it
+                                         previous=old.version if old is not None and old.hashes else "",
                                          changed=changed, removed=removed)
         return True
 
@@ -179,7 +180,7 @@ class ConfigCache:
         """(added or modified, removed) names; shared mappings (a scope's groups) are compared once."""
         key = (id(old), id(new))
         if not old:
-            return frozenset(new), frozenset()
+            return frozenset(), frozenset()  # no previous version: nobody can hold it (see `previous`)
         found = self._diffs.get(key) if remember else None
         if found is not None and found[0] is old and found[1] is new:
             return found[2], found[3]

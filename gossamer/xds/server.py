@@ -278,6 +278,15 @@ class _Stream:
             self.queue.put_nowait(CHANGED)
 
 
+@dataclass
+class _SyncWatch:
+    """What a wait_synced() caller has yet to look at: streams that reported something, groups whose
+    config changed."""
+
+    streams: set[int] = field(default_factory=set)
+    groups: set[str] = field(default_factory=set)
+
+
 GroupForNode = Callable[[base_pb2.Node], Awaitable[str]]
 StatusCallback = Callable[[ProxyStatus], None]
 
@@ -299,9 +308,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._initial_syncs = asyncio.Semaphore(INITIAL_SYNC_CONCURRENCY)
         # Replaced after every status change; wait_synced() waits on the current one.
         self._changed = asyncio.Event()
-        # One set per wait_synced() caller: groups whose config changed or that gained a stream since
-        # it last looked (only their proxies can have fallen out of sync).
-        self._dirty_groups: list[set[str]] = []
+        # One per wait_synced() caller: what changed since it last looked.
+        self._sync_watches: list[_SyncWatch] = []
         cache.watch_all(self._mark_dirty)
 
     # ---- public API ---------------------------------------------------------
@@ -322,8 +330,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         return [s.status for s in self._streams.values() if s.status is not None]
 
     def _mark_dirty(self, group: str, _changed: frozenset[str] = frozenset()) -> None:
-        for dirty in self._dirty_groups:
-            dirty.add(group)
+        for watch in self._sync_watches:
+            watch.groups.add(group)
+
+    def _touch(self, stream: _Stream) -> None:
+        for watch in self._sync_watches:
+            watch.streams.add(stream.id)
 
     async def wait_synced(self, node_ids: Iterable[str] | None, timeout: float) -> bool:
         """True once every given (or every connected) proxy ACKed the current config."""
@@ -345,20 +357,26 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 return self._all_synced(wanted)
 
     async def _wait_all_synced(self, deadline: float) -> bool:
-        """wait_synced for every proxy: after one full look, only the proxies not yet in sync and those
-        of groups that changed are looked at again (an ACK must not cost a pass over every proxy)."""
+        """wait_synced for every proxy: after one full look, only the proxies whose stream reported something
+        (an ACK, a subscription, its end) or whose group's config changed are looked at again - an ACK must
+        not cost a pass over every proxy."""
         loop = asyncio.get_running_loop()
-        dirty: set[str] = set()
-        self._dirty_groups.append(dirty)
+        watch = _SyncWatch()
+        self._sync_watches.append(watch)
         try:
-            pending = {s.stream_id: s for s in self.proxies()}
+            pending = {s.stream_id: s for s in self.proxies() if not s.is_synced()}
             while True:
                 event = self._changed  # grab before checking so no wake-up is missed
-                if dirty:
-                    groups = set(dirty)
-                    dirty.clear()
-                    pending.update((s.stream_id, s) for s in self.proxies() if s.group in groups)
-                pending = {k: s for k, s in pending.items() if k in self._streams and not s.is_synced()}
+                touched, watch.streams = watch.streams, set()
+                if watch.groups:
+                    groups, watch.groups = watch.groups, set()
+                    touched.update(s.stream_id for s in self.proxies() if s.group in groups)
+                for stream_id in touched:
+                    stream = self._streams.get(stream_id)
+                    if stream is None or stream.status is None or stream.status.is_synced():
+                        pending.pop(stream_id, None)
+                    else:
+                        pending[stream_id] = stream.status
                 if not pending:
                     return True
                 remaining = deadline - loop.time()
@@ -368,7 +386,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     await asyncio.wait_for(event.wait(), remaining)
                 await asyncio.sleep(0.005)  # one look per burst of ACKs
         finally:
-            self._dirty_groups.remove(dirty)
+            self._sync_watches.remove(watch)
 
     def _all_synced(self, wanted: set[str] | None) -> bool:
         statuses = self.proxies()
@@ -445,7 +463,6 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                         # first response is then either in it or pushed right after.
                         unwatch = self._cache.watch(group, stream.on_cache_change)
                         self._streams[stream.id] = stream
-                        self._mark_dirty(group)
                         log.info(
                             "xds %s stream %d: node %s group %s",
                             "delta" if delta else "sotw",
@@ -472,6 +489,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             if unwatch is not None:
                 unwatch()
             self._streams.pop(stream.id, None)
+            self._touch(stream)
             if stream.status is not None:
                 log.info("xds stream %d: node %s disconnected", stream.id, stream.status.node_id)
                 if self._on_disconnect is not None:
@@ -482,6 +500,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 self._signal()
 
     def _status_changed(self, stream: _Stream) -> None:
+        self._touch(stream)
         if stream.status is not None and self._on_status_change is not None:
             try:
                 self._on_status_change(stream.status)

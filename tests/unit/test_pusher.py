@@ -73,7 +73,7 @@ class Snapshots:
 
 def connect(pusher: Pusher, snapshot: MeshSnapshot, deployment: str, namespace: str = "default") -> tuple[str, Proxy]:
     proxy = proxy_for(snapshot, deployment, namespace, has_sds=True)
-    return pusher.proxy_connected(proxy), proxy
+    return asyncio.run(pusher.proxy_connected(proxy)), proxy
 
 
 def test_groups_of_one_scope_share_their_outbound_config() -> None:
@@ -108,7 +108,7 @@ def test_requests_within_the_debounce_are_merged_into_one_push() -> None:
     async def scenario() -> Pusher:
         snapshots = Snapshots(MESH)
         pusher = Pusher(ConfigCache(), snapshots, debounce=0.05, max_delay=5.0)
-        connect(pusher, snapshots.current, "a")
+        await pusher.proxy_connected(proxy_for(snapshots.current, "a", has_sds=True))
         task = asyncio.create_task(pusher.run())
         for _ in range(5):
             pusher.request_push(full=False)
@@ -128,7 +128,7 @@ def test_max_delay_bounds_the_debounce() -> None:
     async def scenario() -> Pusher:
         snapshots = Snapshots(MESH)
         pusher = Pusher(ConfigCache(), snapshots, debounce=0.05, max_delay=0.1)
-        connect(pusher, snapshots.current, "a")
+        await pusher.proxy_connected(proxy_for(snapshots.current, "a", has_sds=True))
         task = asyncio.create_task(pusher.run())
         for _ in range(30):  # never quiet for 50 ms
             pusher.request_push(full=True)

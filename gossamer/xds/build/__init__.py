@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from google.protobuf.message import Message
 
-from gossamer.ir.types import Cluster, EndpointSet, Listener, ProxyConfig, RouteTable
+from gossamer.ir.types import Cluster, EndpointSet, Listener, ProxyConfig
 from gossamer.xds.build.clusters import build_cluster, build_endpoints
 from gossamer.xds.build.listeners import build_listener
 from gossamer.xds.build.routes import build_route_table
@@ -52,7 +52,3 @@ def packed_endpoints(endpoints: EndpointSet) -> Packed:
 
 def packed_listener(listener: Listener) -> Packed:
     return pack(LISTENER, listener.name, build_listener(listener))
-
-
-def packed_route_table(table: RouteTable) -> Packed:
-    return pack(ROUTE, table.name, build_route_table(table))

@@ -172,3 +172,19 @@ def build_route_table(table: RouteTable) -> route_pb2.RouteConfiguration:
         # Istio raises Envoy's 4 KiB limit on directResponse bodies to 1 MiB.
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
     )
+
+
+# A RouteConfiguration serialized from pieces: its fields without virtual hosts, then one pre-serialized
+# `virtual_hosts` entry per virtual host (concatenated protobuf messages merge; repeated fields append). A
+# change to one VirtualService then rebuilds one virtual host, not a table of thousands.
+def route_table_header(table: RouteTable) -> bytes:
+    return bytes(route_pb2.RouteConfiguration(
+        name=table.name,
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+        max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
+    ).SerializeToString(deterministic=True))
+
+
+def virtual_host_entry(vhost: VirtualHost) -> bytes:
+    return bytes(route_pb2.RouteConfiguration(virtual_hosts=[build_virtual_host(vhost)]).SerializeToString(
+        deterministic=True))
