@@ -791,6 +791,9 @@ async def serve(server: AdsServer, address: str, *, others: Iterable[Servicer] =
             # Envoy keeps the ADS stream alive with HTTP/2 pings; don't GOAWAY it.
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # Never GOAWAY a client for pinging "too often": under load (a connection storm) gRPC clients'
+            # flow-control pings bunch up, and a proxy cut off must reconnect and sync all over again.
+            ("grpc.http2.max_ping_strikes", 0),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ]
     )
