@@ -17,8 +17,8 @@ def _line(console: Console, label: str, text: str, style: str | None = None) -> 
 def _rule(entry: dict[str, Any]) -> str:
     name = f" {entry['name']!r}" if entry.get("name") else ""
     index = f"#{entry['index']}" if entry.get("index") else ""
-    op = entry.get("operation")
-    origin = " (built-in default route)" if op == "default" else (f" from {op}" if op else "")
+    source = entry.get("source")
+    origin = " (built-in default route)" if source == "default" else (f" from {source}" if source else "")
     return f"{index}{name}{origin}".strip()
 
 

@@ -30,7 +30,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from gossamer.controlplane.workloads import service_addresses
-from gossamer.debug.simulate import Request, Result, SimulationError, simulate
+from gossamer.debug.simulate import Request, Result, SimulationError, route_source, simulate
 from gossamer.registry.types import MeshService
 from gossamer.runtime.hosts import CLUSTER_DOMAIN
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
@@ -283,13 +283,14 @@ def _describe(resources: Mapping[str, Mapping[str, Message]], result: Result, re
         route = vh.routes[index - 1] if vh is not None and index <= len(vh.routes) else None
         entry = {"index": index, "name": route.name if route is not None else None,
                  "operation": route.decorator.operation if route is not None and route.HasField("decorator")
-                 else None, "why": why}
+                 else None, "source": route_source(route) if route is not None else None, "why": why}
         if verdict == "matched":
             out["route"] = entry
         else:
             out["notMatched"].append(entry)
-    if out["route"] is None and (result.route is not None or result.operation is not None):
-        out["route"] = {"index": None, "name": result.route, "operation": result.operation, "why": ""}
+    if out["route"] is None and (result.route is not None or result.source is not None):
+        out["route"] = {"index": None, "name": result.route, "operation": result.operation,
+                        "source": result.source, "why": ""}
     for name, weight in result.clusters:
         out["clusters"].append(_cluster(resources, name, weight, request))
     out["verdict"] = _verdict(result, out)
@@ -392,7 +393,7 @@ def _verdict(result: Result, out: dict[str, Any]) -> str:
     vh = result.virtual_host or ""
     if result.status is not None:
         last = result.explanation[-1] if result.explanation else ""
-        if vh == "block_all" or result.operation == "REGISTRY_ONLY":
+        if vh == "block_all" or result.source == "REGISTRY_ONLY":
             return (f"{result.status}: outboundTrafficPolicy REGISTRY_ONLY - the host is not a service this "
                     "proxy knows, Envoy answers 502 (block_all)")
         if result.status == 404 and not result.clusters and result.route is None:

@@ -95,7 +95,8 @@ class Result:
     route_config: str | None = None
     virtual_host: str | None = None
     route: str | None = None
-    operation: str | None = None
+    operation: str | None = None  # the route's decorator (Istio's span name)
+    source: str | None = None  # the rule the route came from ("ns/vs#http[0]", "default")
     clusters: tuple[tuple[str, int], ...] = ()
     status: int | None = None
     request_headers_to_add: tuple[tuple[str, str], ...] = ()
@@ -595,8 +596,15 @@ def _apply_route(resources: Mapping[str, Mapping[str, Message]], listener: str, 
     return Result(listener=listener, filter_chain=chain_name, route_config=cfg_name, virtual_host=vh.name or None,
                   route=route.name or None,
                   operation=route.decorator.operation if route.HasField("decorator") else None,
-                  clusters=clusters, status=status, request_headers_to_add=tuple(to_add),
+                  source=route_source(route), clusters=clusters, status=status, request_headers_to_add=tuple(to_add),
                   explanation=tuple(steps))
+
+
+def route_source(route: rc.Route) -> str | None:
+    """The rule a route was built from (route metadata `gossamer.source`), None if unknown."""
+    meta = route.metadata.filter_metadata.get("gossamer")
+    value = meta.fields.get("source") if meta is not None else None
+    return value.string_value if value is not None else None
 
 
 def _describe_cluster(resources: Mapping[str, Mapping[str, Message]], name: str, steps: list[str]) -> bool:

@@ -96,6 +96,9 @@ class HttpRoute:
     direct_response: DirectResponse | None = None
     fault: FaultInjection | None = None
     cors: CorsPolicy | None = None
+    # Istio's route decorator (span name, x-envoy-decorator-operation): "HOST:PORT/PATH" for one
+    # destination cluster, "VS-NAME:PORT/PATH" otherwise; "" none (passthrough, block_all).
+    operation: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ class InboundChain:
     protocol: Literal["http", "tcp"]
     # PeerAuthentication for this port: STRICT (mTLS only), PERMISSIVE (mTLS and plaintext), "" plaintext.
     mtls: InboundMtls = ""
+    # The inbound route's decorator: the service's "FQDN:PORT/*" (Istio's TraceOperation).
+    operation: str = ""
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,22 @@ class TlsSecret:
     trusted_ca: str = ""
 
 
+PathNormalization = Literal["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"]
+
+
+@dataclass(frozen=True)
+class AccessLogFile:
+    """The text access log of Istio's mesh config: `accessLogFile` ("/dev/stdout" or a path),
+    `accessLogEncoding` (TEXT or JSON) and `accessLogFormat` ("" Istio's default format)."""
+
+    path: str = "/dev/stdout"
+    encoding: Literal["TEXT", "JSON"] = "TEXT"
+    format: str = ""
+
+
+STDOUT_ACCESS_LOG = AccessLogFile()
+
+
 ListenerKind = Literal[
     "virtual_outbound", "virtual_inbound", "outbound_http", "outbound_tcp", "gateway_http", "gateway_tcp"]
 
@@ -267,6 +288,11 @@ class Listener:
     tracing: Tracing | None = None
     # gateway_http: TLS-terminating servers, one filter chain each (instead of one plaintext chain).
     tls_servers: tuple[GatewayTlsServer, ...] = ()
+    # HTTP connection managers: the mesh config's pathNormalization; None: Istio's default, BASE.
+    path_normalization: PathNormalization | None = None
+    # Where the text access log goes (the mesh config's accessLog*; None: Istio's text line on
+    # stdout); `no_access_log` turns it off.
+    access_log: AccessLogFile | None = None
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,12 @@ Gossamer's defaults are Istio's, except `accessLogFile`: `/dev/stdout` as in Ist
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from gossamer.resources.base import FieldPath, Model
 from gossamer.resources.core import configmap_data
@@ -105,6 +106,18 @@ class MeshConfig(_Open):
             raise ValueError("trustDomain must be a DNS name like cluster.local")
         return v
 
+    @field_validator("access_log_format")
+    @classmethod
+    def _json_format(cls, v: str, info: ValidationInfo) -> str:
+        if info.data.get("access_log_encoding") == "JSON" and v:
+            try:
+                fields = json.loads(v)
+            except ValueError as e:
+                raise ValueError(f"with accessLogEncoding JSON, a JSON object of log keys: {e}") from None
+            if not isinstance(fields, dict):
+                raise ValueError("with accessLogEncoding JSON, a JSON object of log keys")
+        return v
+
     # ------------------------------------------------------------------ effective values
 
     @property
@@ -119,9 +132,9 @@ class MeshConfig(_Open):
 
     @property
     def trace_sampling(self) -> float:
-        """`defaultConfig.tracing.sampling`, else Istio's default 1%."""
+        """`defaultConfig.tracing.sampling`, else Istio's default 1% (as Istio, 0 means unset)."""
         tracing = self.default_config.tracing
-        return 1.0 if tracing is None or tracing.sampling is None else tracing.sampling
+        return tracing.sampling if tracing is not None and tracing.sampling else 1.0
 
     @property
     def hold_application_until_proxy_starts(self) -> bool:

@@ -11,10 +11,23 @@ the snapshot, so a change can carry over what it did not touch (translate.increm
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import cast
 
-from gossamer.ir.types import Cluster, EndpointSet, Listener, ProxyConfig, RouteTable, TlsSecret, Tracing
+from gossamer.ir.types import (
+    STDOUT_ACCESS_LOG,
+    AccessLogFile,
+    Cluster,
+    EndpointSet,
+    Listener,
+    PathNormalization,
+    ProxyConfig,
+    RouteTable,
+    TlsSecret,
+    Tracing,
+)
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.resources.meshconfig import MeshConfig
 from gossamer.translate.clusters import (
     inbound_clusters,
     outbound_clusters,
@@ -105,10 +118,26 @@ def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
 
 def _with_telemetry(snapshot: MeshSnapshot, proxy: Proxy, listeners: list[Listener]) -> list[Listener]:
     logs_off, metrics_off = telemetry_off(snapshot, proxy)
+    mesh = snapshot.mesh_config
+    if not mesh.access_log_file:
+        logs_off = True  # Istio: no accessLogFile, no text access log
     if logs_off or metrics_off:
         listeners = [replace(x, no_access_log=logs_off, no_metrics=metrics_off) for x in listeners]
+    listeners = _with_mesh_options(listeners, mesh)
     client, server = tracing_for(snapshot, proxy, "client"), tracing_for(snapshot, proxy, "server")
     return [_with_tracing(x, client, server) for x in listeners]
+
+
+def _with_mesh_options(listeners: list[Listener], mesh: MeshConfig) -> list[Listener]:
+    """Mesh-wide connection manager options: path normalization and the access log's file/encoding."""
+    access_log: AccessLogFile | None = AccessLogFile(
+        mesh.access_log_file or STDOUT_ACCESS_LOG.path, mesh.access_log_encoding, mesh.access_log_format)
+    if access_log == STDOUT_ACCESS_LOG:
+        access_log = None
+    normalization = cast(PathNormalization, mesh.path_normalization_mode)
+    if access_log is None and normalization == "BASE":
+        return listeners
+    return [replace(x, access_log=access_log, path_normalization=normalization) for x in listeners]
 
 
 def _with_tracing(listener: Listener, client: Tracing | None, server: Tracing | None) -> Listener:

@@ -242,6 +242,22 @@ def translate_rule_action(snapshot: MeshSnapshot, rule: Any, namespace: str, ctx
     }
 
 
+def route_operation(route: HttpRoute, vs_name: str, port: int) -> str:
+    """Istio's route decorator (GetRouteOperation): the matched path ("/*" without one, a prefix
+    with "*" appended, an exact path or a regex as written) after "HOST:PORT" of the one
+    destination cluster, or after "VS-NAME:PORT" when the route has several destinations or none."""
+    path = route.match.path
+    if path is None:
+        suffix = "/*"
+    else:
+        suffix = path.value + "*" if path.kind == "prefix" else path.value
+    if len(route.destinations) == 1 and route.redirect is None and route.direct_response is None:
+        parts = route.destinations[0].cluster.split("|")
+        if len(parts) == 4 and parts[0] == "outbound" and parts[1].isdigit():
+            return f"{parts[3]}:{parts[1]}{suffix}"
+    return f"{vs_name}:{port}{suffix}"
+
+
 def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> list[HttpRoute]:
     """The routes one VirtualService contributes in this context, in rule order."""
     routes: list[HttpRoute] = []
@@ -274,7 +290,7 @@ def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> 
                 **action,
                 **filters,
             ))
-    return routes
+    return [replace(r, operation=route_operation(r, vs.metadata.name, ctx.port)) for r in routes]
 
 
 def virtual_services_for(snapshot: MeshSnapshot, ctx: RouteContext) -> Iterable[Any]:

@@ -119,7 +119,8 @@ def default_service_route(snapshot: MeshSnapshot, service: MeshService, port: in
     hashed = hash_for_service(dr, port)
     destination = WeightedDestination(outbound_cluster_name(service.hostname, port), 100)
     return HttpRoute("default", RouteMatch(), (destination,), source="default", retry=translate_retry(None),
-                     hash_policies=(hashed,) if hashed is not None else ())
+                     hash_policies=(hashed,) if hashed is not None else (),
+                     operation=f"{service.hostname}:{port}/*")
 
 
 def service_virtual_host(snapshot: MeshSnapshot, service: MeshService, port: int, proxy: Proxy,
@@ -139,6 +140,11 @@ def _scope_virtual_host(snapshot: MeshSnapshot, scope: Hashable, service: MeshSe
                         vss: HttpVirtualServices) -> VirtualHost:
     return snapshot.derived(("vhost", scope, service.hostname, port),
                             lambda: service_virtual_host(snapshot, service, port, proxy, vss))
+
+
+def _service_port(service: MeshService, target: int) -> int:
+    """The service port whose target is TARGET (the first; named targets: the target itself)."""
+    return next((p.port for p in service.ports if str(p.target_port) == str(target)), target)
 
 
 def translate_sidecar(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listener], list[RouteTable]]:
@@ -214,8 +220,9 @@ def translate_sidecar_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> Listener:
     workload_mode, port_modes = peer_authentication_modes(snapshot, proxy)
     inbound = tuple(
         InboundChain(port, inbound_cluster_name(port), "http" if protocol in ("http", "http2", "grpc") else "tcp",
-                     mtls=inbound_mtls(proxy, port_modes.get(port, workload_mode)))
-        for port, _service, protocol in inbound_ports(snapshot, proxy)
+                     mtls=inbound_mtls(proxy, port_modes.get(port, workload_mode)),
+                     operation=f"{service.hostname}:{_service_port(service, port)}/*")
+        for port, service, protocol in inbound_ports(snapshot, proxy)
     )
     passthrough_mtls = inbound_mtls(proxy, workload_mode)
     return Listener(

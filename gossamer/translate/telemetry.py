@@ -24,7 +24,6 @@ from gossamer.resources.telemetry import applies_to_all
 from gossamer.translate.security import ROOT_NAMESPACE
 
 ENVOY_PROVIDER = "envoy"
-DEFAULT_SAMPLING = 1.0  # percent of new requests: Istio's default (PILOT_TRACE_SAMPLING)
 
 Side = Literal["client", "server"]
 
@@ -111,19 +110,23 @@ def custom_tags(tags: dict[str, Any]) -> list[TracingTag]:
 def tracing_for(snapshot: MeshSnapshot, proxy: Proxy, side: Side) -> Tracing | None:
     """The tracing of the proxy's connection managers on one side, None when spans are not reported."""
     disabled = False
-    sampling = DEFAULT_SAMPLING
+    mesh = snapshot.mesh_config
+    # Istio: randomSamplingPercentage, else the mesh config's defaultConfig.tracing.sampling (1%).
+    sampling = mesh.trace_sampling
     tags: dict[str, Any] = {}
+    configured = False  # a Telemetry `tracing` entry applies (else the mesh config's enableTracing decides)
     for spec in _levels(snapshot, proxy):
         for entry in spec.tracing or []:
             if not isinstance(entry, dict) or not _for_side(entry, side):
                 continue
+            configured = True
             if entry.get("disableSpanReporting") is not None:
                 disabled = bool(entry["disableSpanReporting"])
             if entry.get("randomSamplingPercentage") is not None:
                 sampling = float(entry["randomSamplingPercentage"])
             if isinstance(entry.get("customTags"), dict) and entry["customTags"]:
                 tags = entry["customTags"]
-    if disabled:
+    if disabled or (not configured and not mesh.enable_tracing):
         return None
     return Tracing(sampling=min(100.0, max(0.0, sampling)),
                    tags=tuple(sorted(custom_tags(tags), key=lambda t: t.tag)))

@@ -39,9 +39,12 @@ def sidecar_for(snapshot: MeshSnapshot, proxy: Proxy) -> Any | None:
 
 
 def registry_only(snapshot: MeshSnapshot, proxy: Proxy) -> bool:
+    """The Sidecar's outboundTrafficPolicy, else the mesh config's (Istio's egress task sets it there)."""
     sc = sidecar_for(snapshot, proxy)
     policy = sc.spec.outbound_traffic_policy if sc is not None else None
-    return policy is not None and policy.mode == "REGISTRY_ONLY"
+    if policy is not None and policy.mode:
+        return policy.mode == "REGISTRY_ONLY"
+    return snapshot.mesh_config.registry_only
 
 
 def _egress_host_matches(pattern: str, sidecar_ns: str, service: MeshService) -> bool:

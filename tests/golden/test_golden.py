@@ -66,7 +66,7 @@ def build_case(case: Path) -> dict[str, dict[str, Message]]:
     return patched.resources
 
 
-_MAPS = ("policies", "providers")
+_MAPS = ("policies", "providers", "jsonFormat")
 
 
 def _sort_struct(value: object) -> object:
@@ -78,8 +78,8 @@ def _sort_struct(value: object) -> object:
 
 
 def _sort_maps(value: object) -> object:
-    """Protobuf map fields have no order: RBAC `policies` and jwt_authn `providers` are dumped sorted
-    by name."""
+    """Protobuf map fields have no order: RBAC `policies`, jwt_authn `providers` and access log
+    `jsonFormat` (a Struct) are dumped sorted by name."""
     if isinstance(value, dict):
         if str(value.get("@type", "")).endswith(".TypedStruct") and isinstance(value.get("value"), dict):
             # a TypedStruct's value is a google.protobuf.Struct: a map, dumped sorted

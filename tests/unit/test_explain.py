@@ -56,7 +56,7 @@ def test_jason_goes_to_v2_by_the_virtual_service_rule_with_endpoints(test_v2: An
     assert out["routeConfig"] == "9080"
     assert out["virtualHost"]["name"] == "reviews.default.svc.cluster.local:9080"
     assert "'reviews:9080'" in out["virtualHost"]["why"]
-    assert out["route"]["operation"] == "default/reviews#http[0]"
+    assert out["route"]["source"] == "default/reviews#http[0]"
     assert out["notMatched"] == []
     [cluster] = out["clusters"]
     assert cluster["name"] == V2 and cluster["weight"] == 100 and cluster["type"] == "EDS"
@@ -68,9 +68,9 @@ def test_jason_goes_to_v2_by_the_virtual_service_rule_with_endpoints(test_v2: An
 def test_everyone_else_is_told_why_the_jason_rule_did_not_match(test_v2: Any) -> None:
     out = run(test_v2, "http://reviews:9080/reviews/0", "end-user: mallory")
     [skipped] = out["notMatched"]
-    assert skipped["operation"] == "default/reviews#http[0]"
+    assert skipped["source"] == "default/reviews#http[0]"
     assert "end-user" in skipped["why"] and "'mallory'" in skipped["why"]
-    assert out["route"]["operation"] == "default/reviews#http[1]"
+    assert out["route"]["source"] == "default/reviews#http[1]"
     assert [c["name"] for c in out["clusters"]] == [V1]
 
 
@@ -79,7 +79,7 @@ def test_unknown_host_by_ip_passes_through_to_the_original_destination(test_v2: 
     assert out["request"]["authority"] == "example.com"
     assert out["destination"]["address"] == "10.244.9.9"
     assert out["virtualHost"]["name"] == "allow_any"
-    assert out["route"]["operation"] == "default"
+    assert out["route"]["source"] == "default"
     [cluster] = out["clusters"]
     assert cluster["name"] == "PassthroughCluster" and cluster["type"] == "ORIGINAL_DST"
     assert cluster["endpoints"][0]["address"] == "10.244.9.9:9080"

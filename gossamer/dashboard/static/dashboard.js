@@ -215,7 +215,7 @@ function step(k, v, cls) { return h("div", { class: "step " + (cls || "") }, h("
                                     h("span", { class: "v" }, v)); }
 function ruleName(r) {
   const name = r.name ? ` '${r.name}'` : "", index = r.index ? `#${r.index}` : "";
-  const origin = r.operation === "default" ? " (built-in default route)" : r.operation ? ` from ${r.operation}` : "";
+  const origin = r.source === "default" ? " (built-in default route)" : r.source ? ` from ${r.source}` : "";
   return `${index}${name}${origin}`.trim();
 }
 function renderExplanation(b) {

@@ -14,7 +14,15 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
 from gossamer.ir.security import AuthzPolicy, JwtProvider
-from gossamer.ir.types import InboundChain, Listener, TcpChain, Tracing
+from gossamer.ir.types import (
+    STDOUT_ACCESS_LOG,
+    AccessLogFile,
+    InboundChain,
+    Listener,
+    PathNormalization,
+    TcpChain,
+    Tracing,
+)
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
 from gossamer.xds.build.jwt import jwt_filters
 from gossamer.xds.build.policies import http_policy_filters
@@ -33,20 +41,38 @@ def _router_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
 
 
+# Istio's connection managers answer with this `server` header (EnvoyServerName).
+SERVER_NAME = "istio-envoy"
+
+
+def _path_normalization(hcm: hcm_pb2.HttpConnectionManager, mode: PathNormalization) -> None:
+    """Istio's mesh config pathNormalization: BASE (the default) is RFC 3986 normalization (dot
+    segments, percent-decoded unreserved characters); MERGE_SLASHES adds `//` -> `/`;
+    DECODE_AND_MERGE_SLASHES also decodes %2F and %5C before merging; NONE leaves the path as sent."""
+    hcm.path_with_escaped_slashes_action = hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED
+    hcm.normalize_path.value = mode != "NONE"
+    hcm.merge_slashes = mode in ("MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES")
+    if mode == "DECODE_AND_MERGE_SLASHES":
+        hcm.path_with_escaped_slashes_action = hcm_pb2.HttpConnectionManager.UNESCAPE_AND_FORWARD
+
+
 def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb2.RouteConfiguration | None = None,
                             use_remote_address: bool = False, authz: tuple[AuthzPolicy, ...] = (),
                             client_cert_details: bool = False,
                             jwt: tuple[JwtProvider, ...] = (), direction: Direction = "outbound",
                             logs: bool = True, metrics: bool = True,
-                            tracing: Tracing | None = None) -> listener_components_pb2.Filter:
+                            tracing: Tracing | None = None, path_normalization: PathNormalization | None = None,
+                            access_log: AccessLogFile | None = None) -> listener_components_pb2.Filter:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         # JWT authentication (RequestAuthentication), then authorization (Istio's order: DENY then
         # ALLOW RBAC); fault and CORS act only on routes whose typed_per_filter_config asks.
         http_filters=[*jwt_filters(jwt), *http_rbac_filters(authz), *http_policy_filters(), _router_filter()],
-        access_log=http_access_logs(direction, logs=logs, metrics=metrics),
+        access_log=http_access_logs(direction, logs=logs, metrics=metrics, file=access_log or STDOUT_ACCESS_LOG),
         use_remote_address=wrappers_pb2.BoolValue(value=use_remote_address),
+        server_name=SERVER_NAME,
     )
+    _path_normalization(hcm, path_normalization or "BASE")
     if tracing is not None:
         hcm.tracing.CopyFrom(hcm_tracing(tracing))
     if client_cert_details:
@@ -66,7 +92,8 @@ def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb
 def _with_access_logs(proxy: tcp_proxy_pb2.TcpProxy, listener: Listener) -> tcp_proxy_pb2.TcpProxy:
     """A TCP proxy logs when the upstream connects and when the connection ends (text: at the end only)."""
     proxy.access_log.extend(tcp_access_logs(_direction(listener), logs=not listener.no_access_log,
-                                            metrics=not listener.no_metrics))
+                                            metrics=not listener.no_metrics,
+                                            file=listener.access_log or STDOUT_ACCESS_LOG))
     if not listener.no_metrics:
         proxy.access_log_options.flush_access_log_on_connected = True
     return proxy
@@ -128,7 +155,7 @@ def _original_dst() -> listener_components_pb2.ListenerFilter:
 def _inbound_route(chain: InboundChain) -> route_pb2.RouteConfiguration:
     route = rc.Route(match=rc.RouteMatch(prefix="/"),
                      route=rc.RouteAction(cluster=chain.cluster, timeout=seconds(0)),
-                     decorator=rc.Decorator(operation=f"{chain.cluster}/*"))
+                     decorator=rc.Decorator(operation=chain.operation or f"{chain.cluster}/*"))
     return route_pb2.RouteConfiguration(name=chain.cluster, virtual_hosts=[
         rc.VirtualHost(name=f"inbound|http|{chain.port}", domains=["*"], routes=[route])])
 
@@ -139,14 +166,16 @@ def _inbound_filters(chain: InboundChain, ir: Listener, *, mtls: bool,
         return [http_connection_manager(f"inbound_0.0.0.0_{chain.port}", inline=_inbound_route(chain),
                                         use_remote_address=False, authz=ir.authz, client_cert_details=mtls,
                                         jwt=ir.jwt, direction="inbound", logs=not ir.no_access_log,
-                                        metrics=not ir.no_metrics, tracing=ir.tracing)]
+                                        metrics=not ir.no_metrics, tracing=ir.tracing,
+                                        path_normalization=ir.path_normalization, access_log=ir.access_log)]
     return [*network_rbac_filters(ir.authz), tcp_proxy(chain.cluster, chain.cluster, ir)]
 
 
 def _inbound_chains(chain: InboundChain, ir: Listener) -> list[listener_components_pb2.FilterChain]:
-    """One port of virtualInbound. PeerAuthentication: "" plaintext; STRICT one chain that terminates
-    mTLS (plaintext fails the handshake); PERMISSIVE an mTLS chain for TLS with Istio's ALPN, a
-    TLS chain for other TLS (the app's own, passed through) and a plaintext chain."""
+    """One port of virtualInbound. PeerAuthentication: "" plaintext; STRICT one chain for TLS that
+    terminates mTLS (plaintext matches no chain: Envoy resets the connection, as Istio's does);
+    PERMISSIVE an mTLS chain for TLS with Istio's ALPN, a TLS chain for other TLS (the app's own,
+    passed through) and a plaintext chain."""
     name = f"0.0.0.0_{chain.port}"
     port = wrappers_pb2.UInt32Value(value=chain.port)
     http = chain.protocol == "http"
@@ -156,7 +185,8 @@ def _inbound_chains(chain: InboundChain, ir: Listener) -> list[listener_componen
             filters=_inbound_filters(chain, ir, mtls=False))]
     if chain.mtls == "STRICT":
         return [listener_components_pb2.FilterChain(
-            name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(destination_port=port),
+            name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(
+                destination_port=port, transport_protocol="tls"),
             filters=_inbound_filters(chain, ir, mtls=True), transport_socket=downstream_mtls_socket(http))]
     return [
         listener_components_pb2.FilterChain(
@@ -174,16 +204,28 @@ def _inbound_chains(chain: InboundChain, ir: Listener) -> list[listener_componen
 
 
 def _inbound_passthrough(listener: listener_pb2.Listener, ir: Listener) -> None:
-    """Ports no service declares: straight to the original destination, under the workload's mode."""
+    """Ports no service declares: straight to the original destination, under the workload's mode.
+    With mTLS anywhere on the listener these are ordinary chains (no default_filter_chain), so a
+    connection that no chain of its port accepts (plaintext to a STRICT port) is reset rather than
+    handed to the passthrough: Envoy's matching never backtracks out of a destination port."""
     filters = [*network_rbac_filters(ir.authz), tcp_proxy(ir.tcp_cluster, ir.tcp_cluster, ir)]
-    default = listener_components_pb2.FilterChain(name="InboundPassthroughFilterChain", filters=filters)
+    passthrough = listener_components_pb2.FilterChain(name="InboundPassthroughFilterChain", filters=filters)
+    if not _inspects_tls(ir):
+        listener.default_filter_chain.CopyFrom(passthrough)
+        return
     if ir.inbound_mtls == "STRICT":
-        default.transport_socket.CopyFrom(downstream_mtls_socket(False))
+        passthrough.filter_chain_match.transport_protocol = "tls"
+        passthrough.transport_socket.CopyFrom(downstream_mtls_socket(False))
     elif ir.inbound_mtls == "PERMISSIVE":
         listener.filter_chains.append(listener_components_pb2.FilterChain(
             name="InboundPassthroughFilterChain_mtls", filter_chain_match=mtls_chain_match(None),
             filters=filters, transport_socket=downstream_mtls_socket(False)))
-    listener.default_filter_chain.CopyFrom(default)
+    listener.filter_chains.append(passthrough)
+
+
+def _inspects_tls(ir: Listener) -> bool:
+    """virtualInbound tells TLS from plaintext when any of its chains (or the passthrough) uses mTLS."""
+    return ir.inbound_mtls != "" or any(c.mtls != "" for c in ir.inbound_chains)
 
 
 def build_listener(listener: Listener) -> listener_pb2.Listener:
@@ -202,7 +244,7 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
             name="PassthroughFilterChain", filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster, listener)]))
     elif listener.kind == "virtual_inbound":
         out.listener_filters.append(_original_dst())
-        if listener.tls_inspector:
+        if listener.tls_inspector or _inspects_tls(listener):
             out.listener_filters.append(_tls_inspector())
         out.traffic_direction = base_pb2.INBOUND
         for c in listener.inbound_chains:
@@ -231,7 +273,8 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
                 filters=[http_connection_manager(
                     listener.stat_prefix or listener.name, rds=server.route_table, use_remote_address=True,
                     authz=listener.authz, jwt=listener.jwt, direction="gateway", logs=not listener.no_access_log,
-                    metrics=not listener.no_metrics, tracing=listener.tracing)])
+                    metrics=not listener.no_metrics, tracing=listener.tracing,
+                    path_normalization=listener.path_normalization, access_log=listener.access_log)])
             if server.server_names:
                 chain.filter_chain_match.server_names.extend(server.server_names)
             out.filter_chains.append(chain)
@@ -241,5 +284,6 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         out.filter_chains.append(listener_components_pb2.FilterChain(filters=[http_connection_manager(
             listener.stat_prefix or listener.name, rds=listener.route_table, use_remote_address=gateway,
             authz=listener.authz, jwt=listener.jwt if gateway else (), direction=_direction(listener),
-            logs=not listener.no_access_log, metrics=not listener.no_metrics, tracing=listener.tracing)]))
+            logs=not listener.no_access_log, metrics=not listener.no_metrics, tracing=listener.tracing,
+            path_normalization=listener.path_normalization, access_log=listener.access_log)]))
     return out

@@ -132,6 +132,9 @@ def _route_action(route: HttpRoute) -> rc.RouteAction:
     return action
 
 
+SOURCE_METADATA = "gossamer"
+
+
 def build_route(route: HttpRoute) -> rc.Route:
     out = rc.Route(
         name=route.name,
@@ -140,8 +143,12 @@ def build_route(route: HttpRoute) -> rc.Route:
         request_headers_to_remove=list(route.request_headers.remove),
         response_headers_to_add=header_values(route.response_headers),
         response_headers_to_remove=list(route.response_headers.remove),
-        decorator=rc.Decorator(operation=route.source or route.name),
     )
+    if route.operation:
+        out.decorator.operation = route.operation
+    if route.source:
+        # Which rule this route came from, for `gossamer explain` (Istio keeps its config path here too).
+        out.metadata.filter_metadata[SOURCE_METADATA].update({"source": route.source})
     if route.redirect is not None:
         out.redirect.CopyFrom(_redirect(route.redirect))
     elif route.direct_response is not None:

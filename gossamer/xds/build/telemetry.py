@@ -12,14 +12,17 @@ reporter=destination) and gateway (an ingress gateway, which Istio reports as so
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2, substitution_format_string_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2 as data_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 
+from gossamer.ir.types import STDOUT_ACCESS_LOG, AccessLogFile
 from gossamer.xds.build.common import pack, seconds
 
 Direction = Literal["outbound", "inbound", "gateway"]
@@ -41,11 +44,43 @@ ACCESS_LOG_FORMAT = (
 )
 
 
-def stdout_access_log(*, tcp: bool = False) -> accesslog_pb2.AccessLog:
-    fmt = substitution_format_string_pb2.SubstitutionFormatString(
-        text_format_source=base_pb2.DataSource(inline_string=ACCESS_LOG_FORMAT))
-    out = accesslog_pb2.AccessLog(name="envoy.access_loggers.stdout",
-                                  typed_config=pack(stream_pb2.StdoutAccessLog(log_format=fmt)))
+# Istio's JSON access log (accessLogEncoding: JSON), key -> command operator.
+JSON_ACCESS_LOG_FORMAT = {
+    "start_time": "%START_TIME%", "route_name": "%ROUTE_NAME%", "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%", "protocol": "%PROTOCOL%", "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%", "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%", "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%", "duration": "%DURATION%",
+    "upstream_service_time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%", "x_forwarded_for": "%REQ(X-FORWARDED-FOR)%",
+    "user_agent": "%REQ(USER-AGENT)%", "request_id": "%REQ(X-REQUEST-ID)%", "authority": "%REQ(:AUTHORITY)%",
+    "upstream_host": "%UPSTREAM_HOST%", "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
+    "upstream_local_address": "%UPSTREAM_LOCAL_ADDRESS%", "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%", "requested_server_name": "%REQUESTED_SERVER_NAME%",
+    "upstream_transport_failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+}
+
+
+def _log_format(file: AccessLogFile) -> substitution_format_string_pb2.SubstitutionFormatString:
+    """The mesh config's accessLogEncoding/accessLogFormat, as Istio builds it."""
+    if file.encoding == "JSON":
+        fields = json.loads(file.format) if file.format else JSON_ACCESS_LOG_FORMAT  # validated at apply
+        out = substitution_format_string_pb2.SubstitutionFormatString()
+        out.json_format.update(fields)
+        return out
+    text = file.format if file.format.endswith("\n") or not file.format else file.format + "\n"
+    return substitution_format_string_pb2.SubstitutionFormatString(
+        text_format_source=base_pb2.DataSource(inline_string=text or ACCESS_LOG_FORMAT))
+
+
+def stdout_access_log(*, tcp: bool = False, file: AccessLogFile = STDOUT_ACCESS_LOG) -> accesslog_pb2.AccessLog:
+    """The text access log: Envoy's stdout logger for /dev/stdout (the proxy's log), else a file logger."""
+    fmt = _log_format(file)
+    if file.path == "/dev/stdout":
+        out = accesslog_pb2.AccessLog(name="envoy.access_loggers.stdout",
+                                      typed_config=pack(stream_pb2.StdoutAccessLog(log_format=fmt)))
+    else:
+        out = accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=pack(
+            file_pb2.FileAccessLog(path=file.path, log_format=fmt)))
     if tcp:
         # TCP proxies also log when the upstream connects (for istio_tcp_connections_opened_total):
         # the text log keeps one line per connection, at its end.
@@ -79,13 +114,16 @@ def grpc_tcp_access_log(direction: Direction) -> accesslog_pb2.AccessLog:
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.tcp_grpc", typed_config=pack(config))
 
 
-def http_access_logs(direction: Direction, *, logs: bool = True, metrics: bool = True
-                     ) -> list[accesslog_pb2.AccessLog]:
-    """An HTTP connection manager's loggers: the text line (Telemetry accessLogging) and the gRPC
-    entries the control plane's metrics come from (Telemetry metrics)."""
-    return [*([stdout_access_log()] if logs else []), *([grpc_http_access_log(direction)] if metrics else [])]
+def http_access_logs(direction: Direction, *, logs: bool = True, metrics: bool = True,
+                     file: AccessLogFile = STDOUT_ACCESS_LOG) -> list[accesslog_pb2.AccessLog]:
+    """An HTTP connection manager's loggers: the text line (Telemetry accessLogging, the mesh
+    config's accessLogFile/Encoding/Format) and the gRPC entries the control plane's metrics come
+    from (Telemetry metrics)."""
+    return [*([stdout_access_log(file=file)] if logs else []),
+            *([grpc_http_access_log(direction)] if metrics else [])]
 
 
-def tcp_access_logs(direction: Direction, *, logs: bool = True, metrics: bool = True
-                    ) -> list[accesslog_pb2.AccessLog]:
-    return [*([stdout_access_log(tcp=True)] if logs else []), *([grpc_tcp_access_log(direction)] if metrics else [])]
+def tcp_access_logs(direction: Direction, *, logs: bool = True, metrics: bool = True,
+                    file: AccessLogFile = STDOUT_ACCESS_LOG) -> list[accesslog_pb2.AccessLog]:
+    return [*([stdout_access_log(tcp=True, file=file)] if logs else []),
+            *([grpc_tcp_access_log(direction)] if metrics else [])]

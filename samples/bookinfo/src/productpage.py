@@ -48,7 +48,9 @@ STATIC_FILES: dict[str, tuple[str, str]] = {
         ".navbar { background: #222; color: #eee; padding: .5em 1em; }\n"
         ".navbar a, .navbar button { color: #eee; }\n"
         "blockquote { border-left: 4px solid #ccc; margin: 1em 0; padding-left: 1em; }\n"
-        ".stars { font-size: 1.3em; }\n",
+        ".glyphicon { font-size: 1.3em; font-style: normal; }\n"
+        '.glyphicon-star:before { content: "\\2605"; }\n'
+        '.glyphicon-star-empty:before { content: "\\2606"; }\n',
     ),
 }
 
@@ -122,10 +124,10 @@ def render_rating(rating: Any) -> str:
     if isinstance(stars, int):
         stars = max(0, min(stars, 5))
         color = _e(rating.get("color", "black"))
-        return (
-            f'<font color="{color}" class="stars">'
-            f"{'★' * stars}{'☆' * (5 - stars)}</font>\n"
-        )
+        # Istio's markup (Bootstrap glyphicons), which Istio's own tests grep for.
+        full = '<span class="glyphicon glyphicon-star"></span>\n' * stars
+        empty = '<span class="glyphicon glyphicon-star-empty"></span>\n' * (5 - stars)
+        return f'<font color="{color}">\n<!-- full stars: -->\n{full}<!-- empty stars: -->\n{empty}</font>\n'
     if "error" in rating:
         return f'<p><i class="rating-error">{_e(rating["error"])}</i></p>\n'
     return ""
