@@ -78,6 +78,13 @@ def print_describe(console: Console, body: dict[str, Any]) -> None:
                    f"{'on' if tel['accessLogging'] else 'off'}, metrics {'on' if tel['metrics'] else 'off'}, "
                    f"tracing {tracing}")
     _line(console, "EnvoyFilters: " + (", ".join(body["envoyFilters"]) or "none"))
+    mesh = body.get("meshConfig")
+    if mesh is not None:
+        _line(console, f"Mesh config: {mesh['source'] or 'defaults (no ConfigMap istio-system/istio)'}")
+        for key, value in mesh["options"].items():
+            shown = ", ".join(value) or "none" if isinstance(value, list) else (
+                str(value).lower() if isinstance(value, bool) else ("\"\"" if value == "" else value))
+            _line(console, f"{key}: {shown}", 3)
     for gw in body["gateways"]:
         servers = ", ".join(f"{s['port']}/{s['protocol']} {','.join(s['hosts'])}" for s in gw["servers"])
         _line(console, f"Gateway: {gw['name']}  servers: {servers}")

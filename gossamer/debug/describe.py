@@ -13,6 +13,8 @@ from typing import Any
 from gossamer.ir.security import spiffe_id
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, Workload
+from gossamer.resources.core import configmap_data
+from gossamer.resources.meshconfig import MESH_CONFIGMAP_KEY, MESH_CONFIGMAP_NAME, MESH_CONFIGMAP_NAMESPACE
 from gossamer.translate.clusters import destination_rule_for
 from gossamer.translate.gateway import gateways_for
 from gossamer.translate.hosts import host_matches, resolve_host
@@ -154,6 +156,18 @@ def _gateways(snapshot: MeshSnapshot, proxy: Proxy) -> list[dict[str, Any]]:
     return out
 
 
+def mesh_config_summary(snapshot: MeshSnapshot) -> dict[str, Any]:
+    """Istio's mesh-wide options in effect, and where they come from (ConfigMap istio-system/istio)."""
+    source = next((cm for cm in snapshot.of_kind("ConfigMap")
+                   if (cm.metadata.namespace, cm.metadata.name) == (MESH_CONFIGMAP_NAMESPACE, MESH_CONFIGMAP_NAME)
+                   and MESH_CONFIGMAP_KEY in configmap_data(cm.raw)), None)
+    where = None
+    if source is not None:
+        where = f"ConfigMap {_ref(source)}" + (f" ({source.source_file}:{source.source_line})"
+                                               if source.source_file else "")
+    return {"source": where, "options": snapshot.mesh_config.summary()}
+
+
 def describe(snapshot: MeshSnapshot, workload: Workload) -> dict[str, Any]:
     proxy = proxy_of(workload)
     labels = workload.label_map
@@ -181,6 +195,7 @@ def describe(snapshot: MeshSnapshot, workload: Workload) -> dict[str, Any]:
                                    if request_authentication_applies(p, proxy)],
         "sidecar": {"name": _ref(sidecar) if sidecar is not None else None,
                     "outboundTrafficPolicy": "REGISTRY_ONLY" if registry_only(snapshot, proxy) else "ALLOW_ANY"},
+        "meshConfig": mesh_config_summary(snapshot),
         "telemetry": {"policies": [_ref(t) for t in telemetry_levels(snapshot, proxy)],
                       "accessLogging": not logs_off, "metrics": not metrics_off,
                       "tracing": {side: (None if (t := tracing_for(snapshot, proxy, side)) is None

@@ -2,7 +2,8 @@
 
 The gateways' Services map 80->8080 and 443->8443 as Istio's do, so a server on
 either number of a pair is served by the same container port. Only the ingress
-gateway's 8080/8443 listeners are also bound on the host (127.0.0.1).
+gateway's listeners are also bound on the host (127.0.0.1): 8080 at `--ingress-port`,
+8443 at `--ingress-tls-port`, TCP and TLS passthrough servers at their own port.
 """
 
 from __future__ import annotations
@@ -102,9 +103,8 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy
                 https_by_port.setdefault(container_port(server.port.number), []).append(entry)
     authz = authorization_policies(snapshot, proxy)
     jwt = request_authentication(snapshot, proxy)
-    listeners: list[Listener] = [replace(lis, authz=authz)
-                                 for lis in translate_gateway_l4(snapshot, proxy, l4_by_port,
-                                                                 set(by_port) | set(https_by_port))]
+    l4 = translate_gateway_l4(snapshot, proxy, l4_by_port, set(by_port) | set(https_by_port))
+    listeners: list[Listener] = [replace(lis, authz=authz) for lis in [*l4, *host_l4_listeners(proxy, l4)]]
     tables: list[RouteTable] = []
     for port, servers in sorted(by_port.items()):
         table = f"http.{port}"
@@ -144,6 +144,31 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy
                                       stat_prefix=f"0.0.0.0_{port}", authz=authz, jwt=jwt,
                                       tls_servers=tuple(chains), tls_inspector=True))
     return listeners, tables, [secrets[n] for n in sorted(secrets)]
+
+
+def host_port(proxy: Proxy, port: int) -> int:
+    """Where a gateway container port is reachable on the host's loopback: 8080 (servers on 80) at
+    `up --ingress-port`, 8443 (443) at `--ingress-tls-port`, any other port at its own number, as
+    Istio's ingress Service exposes 31400 and 15443 on the same numbers. 0: not on the host."""
+    if not (host_bound(proxy) and proxy.ingress_port):
+        return 0
+    if port == 8080:
+        return proxy.ingress_port
+    if port == 8443:
+        return proxy.ingress_tls_port
+    return 0 if port in (proxy.ingress_port, proxy.ingress_tls_port) else port
+
+
+def host_l4_listeners(proxy: Proxy, listeners: list[Listener]) -> list[Listener]:
+    """The TCP and TLS passthrough servers' listeners again, bound on the host's 127.0.0.1 through
+    Envoy's network_namespace_filepath, like the HTTP/HTTPS ones (no Python on the path)."""
+    out = []
+    for lis in listeners:
+        port = host_port(proxy, lis.port)
+        if port:
+            out.append(replace(lis, name=f"ingress_127.0.0.1_{port}", address="127.0.0.1", port=port,
+                               network_namespace=proxy.host_netns, stat_prefix=lis.name))
+    return out
 
 
 def translate_gateway_l4(snapshot: MeshSnapshot, proxy: Proxy, by_port: dict[int, list[tuple[int, str, Any]]],

@@ -52,6 +52,24 @@ def test_productpage_through_the_ingress_gateway(bookinfo: Mesh) -> None:
     assert "The Comedy of Errors" in resp.body
     assert "William Shakespeare" in resp.body  # details, through two sidecars
     assert reviews_version(resp.body) in ("v1", "v2", "v3")
+    assert resp.headers["server"] == "istio-envoy"  # as Istio's connection managers say
+
+
+def test_ratings_stars_are_istios_markup(bookinfo: Mesh) -> None:
+    """Istio's productpage markup, which Istio's own tests grep: glyphicon spans, red for v3."""
+    pages: dict[str | None, str] = {}
+    for _ in range(60):  # requests spread over every reviews version
+        page = bookinfo.get("/productpage").body
+        pages.setdefault(reviews_version(page), page)
+        if {"v1", "v2", "v3"} <= set(pages):
+            break
+    assert {"v1", "v2", "v3"} <= set(pages), set(pages)
+    assert "glyphicon" not in pages["v1"]
+    for version, color in (("v2", "black"), ("v3", "red")):
+        page = pages[version]
+        assert f'<font color="{color}">' in page
+        assert page.count('<span class="glyphicon glyphicon-star"></span>') == 9  # 5 + 4
+        assert page.count("glyphicon-star") == 10  # what Istio's tests count
 
 
 def test_without_a_virtual_service_requests_spread_over_every_reviews_version(bookinfo: Mesh) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections import Counter
@@ -249,3 +250,41 @@ def test_port_protocol_decides_what_reaches_the_app(mesh: Mesh, url: str, app_pr
     out = curl(mesh, "--http2-prior-knowledge", "-w", "%{http_version} %{http_code}\n%header{x-app-protocol}",
                url)
     assert out[:2] == ["2 200", app_protocol], out
+
+
+INGRESS_TCP_PORT = 31400  # Istio's TCP traffic shifting task: the gateway's TCP server, on the host's loopback
+
+
+def ingress_answers(n: int) -> Counter[str]:
+    """First word of the answer to "hello" on N new connections to the ingress gateway's TCP port."""
+    out: Counter[str] = Counter()
+    for _ in range(n):
+        try:
+            with socket.create_connection(("127.0.0.1", INGRESS_TCP_PORT), timeout=5) as s:
+                s.sendall(b"hello\n")
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = s.recv(1024)
+                    if not chunk:
+                        break
+                    data += chunk
+            out[(data.split() or [b"ERR:empty"])[0].decode()] += 1
+        except OSError as e:
+            out["ERR:" + type(e).__name__] += 1
+    return out
+
+
+def test_gateway_tcp_server_is_on_the_hosts_loopback_as_in_istios_tcp_shifting_task(mesh: Mesh) -> None:
+    all_v1, v2_20 = TCP_ECHO / "networking" / "tcp-echo-all-v1.yaml", TCP_ECHO / "networking" / "tcp-echo-20-v2.yaml"
+    try:
+        mesh.apply(all_v1)
+        last: list[Counter[str]] = []
+        assert wait_until(lambda: last.append(ingress_answers(10)) or last[-1] == Counter(one=10),
+                          timeout=10, interval=0.2), last[-1]
+        mesh.apply(v2_20)
+        seen = ingress_answers(100)
+        assert set(seen) <= {"one", "two"}, seen
+        assert 10 <= seen["two"] <= 32, seen  # 20% expected
+    finally:
+        mesh.cli("delete", "-f", str(v2_20), "--wait", check=False)
+        mesh.cli("delete", "-f", str(all_v1), "--wait", check=False)

@@ -104,6 +104,9 @@ def test_a_request_through_the_ingress_makes_one_linked_trace(mesh: Mesh) -> Non
     # The ingress gateway started the trace: its span is the root, 200 for /productpage.
     [root] = [s for s in spans if "parentId" not in s]
     assert service(root) == GATEWAY
+    # Span names are Istio's route decorators: the gateway's bookinfo rule (host:port and its path),
+    # then each service's FQDN:PORT/* (default routes and inbound routes).
+    assert root["name"] == "productpage.default.svc.cluster.local:9080/productpage"
     assert root["tags"]["http.status_code"] == "200"
     assert "productpage.default.svc.cluster.local" in root["tags"].get("upstream_cluster", "")
     # productpage's inbound span is the gateway's child; its outbound spans are children of it.
@@ -115,6 +118,7 @@ def test_a_request_through_the_ingress_makes_one_linked_trace(mesh: Mesh) -> Non
     for callee in ("reviews", "details"):
         [inbound] = spans_of(spans, f"{callee}.default", "SERVER")
         parent = by_id[inbound["parentId"]]
+        assert inbound["name"] == parent["name"] == f"{callee}.default.svc.cluster.local:9080/*"
         assert parent in page_out
         assert f"{callee}.default.svc.cluster.local" in parent["tags"]["upstream_cluster"]
         assert parent["tags"]["http.status_code"] == "200"

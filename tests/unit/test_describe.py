@@ -134,6 +134,41 @@ def test_printing_keeps_long_names_whole(reviews_v2: dict[str, Any]) -> None:
     assert "STRICT" in out and "v2" in out
 
 
+MESH_CONFIG = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+    accessLogEncoding: JSON
+    defaultConfig:
+      tracing: {sampling: 10}
+      holdApplicationUntilProxyStarts: true
+"""
+
+
+def test_mesh_config_options_and_where_they_come_from(reviews_v2: dict[str, Any]) -> None:
+    default = reviews_v2["meshConfig"]
+    assert default["source"] is None
+    assert default["options"]["outboundTrafficPolicy.mode"] == "ALLOW_ANY"
+    assert default["options"]["pathNormalization.normalization"] == "BASE"
+    snap = snapshot(MESH_CONFIG)
+    body = describe(snap, find_workload(snap, "deploy/reviews-v2"))
+    mesh = body["meshConfig"]
+    assert mesh["source"].startswith("ConfigMap istio-system/istio (")
+    assert mesh["options"]["outboundTrafficPolicy.mode"] == "REGISTRY_ONLY"
+    assert body["sidecar"]["outboundTrafficPolicy"] == "REGISTRY_ONLY"  # no Sidecar: the mesh config decides
+    assert body["telemetry"]["tracing"]["client"] == {"sampling": 10.0}
+    buf = io.StringIO()
+    print_describe(Console(file=buf, width=40), body)
+    out = buf.getvalue()
+    for line in ("outboundTrafficPolicy.mode: REGISTRY_ONLY", "accessLogEncoding: JSON",
+                 "defaultConfig.tracing.sampling: 10.0", "defaultConfig.holdApplicationUntilProxyStarts: true",
+                 "trustDomain: cluster.local", 'accessLogFile: /dev/stdout'):
+        assert f"   {line}\n" in out, out
+
+
 def test_secret_summary_shows_the_certificate_not_the_key(tmp_path: Path) -> None:
     import json
     from datetime import UTC, datetime, timedelta

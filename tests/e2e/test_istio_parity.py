@@ -1,0 +1,123 @@
+"""Istio's details that users compare, with live traffic: path normalization in front of an
+AuthorizationPolicy (Istio's default BASE, then DECODE_AND_MERGE_SLASHES from the mesh config), and
+the mesh-wide options of `ConfigMap istio-system/istio` applied live (REGISTRY_ONLY as Istio's
+egress task sets it, a JSON access log) and shown by `gossamer describe`.
+
+One mesh for the module: curl (meshed) and `files`, a static file server whose /secret.txt a DENY
+policy protects. Each test deletes what it applied.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.mesh import (
+    HOST_ADDRESS,
+    REPO,
+    Applied,
+    Mesh,
+    applying,
+    curl_status_body,
+    own_mesh,
+    serving_on_host,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+RUN_DIR = Path("/run/gsm-e2e-parity")
+FILES = REPO / "tests/data/parity/files.yaml"
+FILES_URL = "http://files:8000"
+# Envoy writes its access log every --file-flush-interval-msec (default 10 s) or when 64 KB are buffered.
+LOG_FLUSH_SECONDS = 12
+
+DENY_SECRET = {
+    "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+    "metadata": {"name": "deny-secret", "namespace": "default"},
+    "spec": {"selector": {"matchLabels": {"app": "files"}}, "action": "DENY",
+             "rules": [{"to": [{"operation": {"paths": ["/secret.txt"]}}]}]},
+}
+
+
+def mesh_config(mesh_yaml: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": "istio-system"},
+            "data": {"mesh": mesh_yaml}}
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    tmp = tmp_path_factory.mktemp("parity")
+    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/curl", FILES) as m:
+        yield m
+
+
+@pytest.fixture
+def applied(mesh: Mesh, tmp_path: Path) -> Iterator[Applied]:
+    with applying(mesh, tmp_path) as a:
+        yield a
+
+
+def status(mesh: Mesh, path: str) -> str:
+    """The status curl gets for PATH, sent as written (no client-side dot-segment removal)."""
+    proc = mesh.exec("deploy/curl", "curl", "-sS", "--path-as-is", "--max-time", "5", "-o", "/dev/null",
+                     "-w", "%{http_code}", f"{FILES_URL}{path}", check=False)
+    return proc.stdout.strip()
+
+
+def eventually(mesh: Mesh, path: str, want: str, timeout: float = 10) -> None:
+    seen: list[str] = []
+    assert wait_until(lambda: seen.append(status(mesh, path)) or seen[-1] == want, timeout, interval=0.5), \
+        f"{path}: wanted {want}, saw {seen}"
+
+
+BYPASSES = ["/public/../secret.txt", "/./secret.txt", "/%73ecret.txt", "/public/%2e%2e/secret.txt"]
+SLASH_BYPASSES = ["//secret.txt", "/public/..//secret.txt", "/%2Fsecret.txt", "/public%2F..%2Fsecret.txt"]
+
+
+def test_path_tricks_do_not_pass_a_deny_base_then_decode_and_merge_slashes(mesh: Mesh, applied: Applied) -> None:
+    assert status(mesh, "/secret.txt") == "200"
+    applied.docs("deny.yaml", DENY_SECRET)
+    eventually(mesh, "/secret.txt", "403")
+    # Istio's default BASE: RFC 3986 normalization (dot segments, percent-encoded unreserved characters).
+    assert {p: status(mesh, p) for p in BYPASSES} == dict.fromkeys(BYPASSES, "403")
+    assert status(mesh, "/public/hello.txt") == "200"
+    # BASE keeps slashes as they are: "//secret.txt" is another path to the policy, the app serves it.
+    assert status(mesh, "//secret.txt") == "200"
+
+    applied.docs("mesh.yaml", mesh_config("pathNormalization:\n  normalization: DECODE_AND_MERGE_SLASHES\n"))
+    eventually(mesh, "//secret.txt", "403")
+    assert {p: status(mesh, p) for p in [*BYPASSES, *SLASH_BYPASSES]} == \
+        dict.fromkeys([*BYPASSES, *SLASH_BYPASSES], "403")
+    assert status(mesh, "//public/hello.txt") == "200"
+    describe = mesh.cli("describe", "deploy/files").stdout
+    assert "pathNormalization.normalization: DECODE_AND_MERGE_SLASHES" in describe, describe
+
+
+def test_mesh_config_registry_only_and_json_access_log_live(mesh: Mesh, applied: Applied) -> None:
+    outside = f"http://{HOST_ADDRESS}:8000/"  # a known HTTP port, an address no service has
+    with serving_on_host(8000):
+        code, body = curl_status_body(mesh, outside)
+        assert code == "200" and "outside" in body, (code, body)
+        applied.docs("mesh.yaml", mesh_config(
+            "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogEncoding: JSON\n"))
+        assert wait_until(lambda: curl_status_body(mesh, outside)[0] == "502", timeout=10, interval=0.5)
+        # Mesh services still answer.
+        assert curl_status_body(mesh, f"{FILES_URL}/public/hello.txt")[0] == "200"
+    describe = mesh.cli("describe", "deploy/curl").stdout
+    assert "Mesh config: ConfigMap istio-system/istio" in describe, describe
+    assert "outboundTrafficPolicy.mode: REGISTRY_ONLY" in describe and "accessLogEncoding: JSON" in describe
+
+    # The curl sidecar's access log: Istio's JSON keys, the 502 from block_all among them.
+    def blocked_entries() -> list[dict[str, Any]]:
+        log = mesh.cli("logs", "deploy/curl", "-c", "istio-proxy").stdout
+        entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        return [e for e in entries if e.get("response_code") == 502 or e.get("response_code") == "502"]
+
+    assert wait_until(lambda: bool(blocked_entries()), timeout=LOG_FLUSH_SECONDS, interval=0.5)
+    entry = blocked_entries()[-1]
+    assert entry["route_name"] == "block_all" and entry["authority"] == f"{HOST_ADDRESS}:8000", entry
