@@ -71,5 +71,5 @@ def _mesh_findings(res: Resource) -> list[Finding]:
     key_line = res.line_of(("data", MESH_CONFIGMAP_KEY))
     # A block scalar (`mesh: |`) starts on the line after its key: line N of the text is key + N.
     block = "\n" in text.rstrip("\n")
-    return [Finding("error", ("data", MESH_CONFIGMAP_KEY, *p.path), p.message,
-                    line=key_line + p.line if block else key_line) for p in problems]
+    return [Finding("warning" if p.level == "warning" else "error", ("data", MESH_CONFIGMAP_KEY, *p.path),
+                    p.message, line=key_line + p.line if block else key_line) for p in problems]

@@ -30,6 +30,26 @@ MESH_CONFIGMAP_KEY = "mesh"
 PathNormalizationMode = Literal["DEFAULT", "NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"]
 OutboundMode = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 
+# The top-level fields of Istio's MeshConfig (istio/api mesh/v1alpha1/config.proto, with its reserved
+# names): Istio accepts and ignores unknown fields; Gossamer accepts these and warns about others.
+ISTIO_MESH_FIELDS = frozenset((
+    "accessLogEncoding", "accessLogFile", "accessLogFormat", "authPolicy", "ca", "caCertificates", "certificates",
+    "configSources", "connectTimeout", "defaultConfig", "defaultDestinationRuleExportTo", "defaultHttpRetryPolicy",
+    "defaultProviders", "defaultServiceExportTo", "defaultTrafficPolicy", "defaultVirtualServiceExportTo",
+    "disableEnvoyListenerLog", "disableMixerHttpReports", "disablePolicyChecks", "disableReportBatch",
+    "discoverySelectors", "dnsRefreshRate", "enableAutoMtls", "enableClientSidePolicyCheck",
+    "enableEnvoyAccessLogService", "enablePrometheusMerge", "enableSdsTokenMount", "enableTracing",
+    "extensionProviders", "fileFlushInterval", "fileFlushMinSize", "h2UpgradePolicy", "hboneIdleTimeout",
+    "inboundClusterStatName", "inboundTrafficPolicy", "ingressClass", "ingressControllerMode", "ingressSelector",
+    "ingressService", "localityLbSetting", "meshMTLS", "mixerAddress", "mixerCheckServer", "mixerReportServer",
+    "outboundClusterStatName", "outboundTrafficPolicy", "pathNormalization", "policyCheckFailOpen",
+    "protocolDetectionTimeout", "proxyHttpPort", "proxyInboundListenPort", "proxyListenPort", "rdsRefreshDelay",
+    "reportBatchMaxEntries", "reportBatchMaxTime", "rootNamespace", "sdsRefreshDelay", "sdsUdsPath",
+    "sdsUseK8sSaJwt", "serviceEntryVisibility", "serviceScopeConfigs", "serviceSettings",
+    "sidecarToTelemetrySessionAffinity", "tcpKeepalive", "terminationDrainDuration", "thriftConfig", "tlsDefaults",
+    "trustDomain", "trustDomainAliases", "verifyCertificateAtClient", "zoneAwareLbSetting",
+))
+
 # Istio's extensionProviders kinds (one per provider entry).
 EXTENSION_PROVIDER_KINDS = (
     "envoyExtAuthzHttp", "envoyExtAuthzGrpc", "zipkin", "lightstep", "datadog", "stackdriver",
@@ -165,15 +185,16 @@ DEFAULT_MESH_CONFIG = MeshConfig()
 
 
 class MeshConfigProblem:
-    """One problem in the mesh text: the path below `mesh`, the line in the mesh text (1-based)."""
+    """One problem in the mesh text: the path below `mesh`, the line in the mesh text (1-based);
+    warnings leave the config usable."""
 
-    __slots__ = ("path", "line", "message")
+    __slots__ = ("path", "line", "message", "level")
 
-    def __init__(self, path: FieldPath, line: int, message: str) -> None:
-        self.path, self.line, self.message = path, line, message
+    def __init__(self, path: FieldPath, line: int, message: str, level: str = "error") -> None:
+        self.path, self.line, self.message, self.level = path, line, message, level
 
     def __repr__(self) -> str:
-        return f"MeshConfigProblem({self.path!r}, {self.line}, {self.message!r})"
+        return f"MeshConfigProblem({self.path!r}, {self.line}, {self.message!r}, {self.level!r})"
 
 
 _MAX_NODES = 20_000  # aliases may repeat nodes: the walk below is bounded, as Kubernetes bounds aliases
@@ -236,13 +257,26 @@ def parse_mesh_config(text: str) -> tuple[MeshConfig | None, list[MeshConfigProb
         return None, [MeshConfigProblem((), 1, "mesh must be a mapping of MeshConfig fields, "
                                                 f"got {type(raw).__name__}")]
     problems = _provider_problems(raw.get("extensionProviders"), lines)
+    warnings = list(_unknown_fields(raw, lines))
     try:
         config = MeshConfig.model_validate(raw)
     except ValidationError as err:
-        return None, problems + list(_pydantic_problems(err, raw, lines))
+        return None, problems + list(_pydantic_problems(err, raw, lines)) + warnings
     if problems:
-        return None, problems
-    return config, []
+        return None, problems + warnings
+    return config, warnings
+
+
+def _unknown_fields(raw: dict[Any, Any], lines: dict[FieldPath, int]) -> Iterable[MeshConfigProblem]:
+    import difflib
+
+    for key in raw:
+        if isinstance(key, str) and key not in ISTIO_MESH_FIELDS:
+            close = difflib.get_close_matches(key, sorted(ISTIO_MESH_FIELDS), n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            yield MeshConfigProblem((), _line_of(lines, (key,)),
+                                    f"unknown field {_short(key)}: not a field of Istio's MeshConfig, "
+                                    f"ignored{hint}", level="warning")
 
 
 def _provider_problems(providers: Any, lines: dict[FieldPath, int]) -> list[MeshConfigProblem]:

@@ -121,3 +121,13 @@ def test_alias_bomb_in_mesh_is_bounded() -> None:
         f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True))
     config, problems = parse_mesh_config(bomb)
     assert config is None and "aliases" in problems[0].message
+
+
+def test_a_field_istio_does_not_know_is_a_warning_that_names_it() -> None:
+    text = ISTIO_CM.replace("    enableTracing: false\n", "    enableTracng: false\n")
+    resources, issues = parse_documents(text, "mesh.yaml")
+    assert resources and [str(i) for i in issues] == [
+        "mesh.yaml:11: warning: ConfigMap/istio: data.mesh: unknown field 'enableTracng': not a field of "
+        "Istio's MeshConfig, ignored (did you mean 'enableTracing'?)"]
+    # Istio's other fields are plain accepted.
+    assert not parse_documents(ISTIO_CM.replace("enablePrometheusMerge", "enableAutoMtls"), "m.yaml")[1]
