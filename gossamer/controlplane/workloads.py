@@ -12,9 +12,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, ServicePort, protocol_for_port
 from gossamer.resources.core import configmap_binary_data, configmap_data, secret_data
+from gossamer.resources.meshconfig import DEFAULT_MESH_CONFIG, MeshConfig
 from gossamer.runtime.types import (
     ContainerSpec,
     DeploymentSpec,
@@ -106,6 +109,23 @@ def named_ports(deployment: Any) -> dict[str, int]:
             if p.name:
                 out[p.name] = p.container_port
     return out
+
+
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+
+
+def hold_application(annotations: dict[str, str], mesh: MeshConfig) -> bool:
+    """Istio's holdApplicationUntilProxyStarts: the pod's `proxy.istio.io/config` annotation (ProxyConfig
+    YAML), else the mesh config's defaultConfig. Decided when the pod is made, as Istio's injector does."""
+    text = annotations.get(PROXY_CONFIG_ANNOTATION)
+    if text:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = None
+        if isinstance(value, dict) and isinstance(value.get("holdApplicationUntilProxyStarts"), bool):
+            return bool(value["holdApplicationUntilProxyStarts"])
+    return mesh.hold_application_until_proxy_starts
 
 
 def _env_refs(container: Any) -> tuple[EnvRef, ...]:
@@ -224,6 +244,8 @@ def deployment_spec(deployment: Any, snapshot: MeshSnapshot | None = None) -> De
         proxy_type="router" if router else "sidecar",
         volumes=volumes,
         sources=_sources(deployment, volumes, containers, snapshot),
+        hold_application_until_proxy_starts=not router and hold_application(
+            annotations, snapshot.mesh_config if snapshot is not None else DEFAULT_MESH_CONFIG),
     )
 
 

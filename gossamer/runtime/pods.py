@@ -33,6 +33,8 @@ from gossamer.runtime.types import PROXY_UID, ContainerSpec, DeploymentSpec, Pod
 
 log = logging.getLogger(__name__)
 
+HOLD_APPLICATION_TIMEOUT_S = 60.0
+
 PROXY_CONTAINER = "istio-proxy"
 STOP_GRACE = 3.0
 PROBE_FAILURE_THRESHOLD = 3
@@ -194,6 +196,8 @@ class Pod:
                     os.chown(self.run_dir, PROXY_UID, PROXY_UID)
                 await self._start_sds()
                 self._start_proxy()
+                if self.spec.hold_application_until_proxy_starts:
+                    await self._wait_proxy_live(HOLD_APPLICATION_TIMEOUT_S)
             if prepare is not None:
                 await prepare(self)
             self.waiting = await asyncio.to_thread(self.volumes.prepare)
@@ -352,6 +356,16 @@ class Pod:
         if c.probe_ready != value:
             c.probe_ready = value
             self.ctx.notify()
+
+    async def _wait_proxy_live(self, timeout: float) -> None:
+        """holdApplicationUntilProxyStarts: until Envoy says LIVE (its first config arrived), at most
+        TIMEOUT seconds (Istio's `pilot-agent wait` default); the app starts either way."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.proxy_live and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        if not self.proxy_live:
+            log.warning("pod %s/%s: proxy not ready after %.0fs; starting the app anyway",
+                        self.namespace, self.name, timeout)
 
     async def _proxy_ready_loop(self) -> None:
         while True:

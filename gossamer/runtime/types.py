@@ -126,6 +126,9 @@ class DeploymentSpec:
     # The ConfigMaps and Secrets the pods use, as they are now. Not part of the template: a change
     # updates the running pods' volumes in place (as the kubelet does) instead of replacing them.
     sources: tuple[SourceData, ...] = ()
+    # Istio's holdApplicationUntilProxyStarts: start the containers once Envoy is ready. Decided when
+    # a pod is made (as Istio's injector), so it is not part of the template hash: no rollout.
+    hold_application_until_proxy_starts: bool = False
 
     @property
     def template_hash(self) -> str:

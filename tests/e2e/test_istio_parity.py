@@ -121,3 +121,36 @@ def test_mesh_config_registry_only_and_json_access_log_live(mesh: Mesh, applied:
     assert wait_until(lambda: bool(blocked_entries()), timeout=LOG_FLUSH_SECONDS, interval=0.5)
     entry = blocked_entries()[-1]
     assert entry["route_name"] == "block_all" and entry["authority"] == f"{HOST_ADDRESS}:8000", entry
+
+
+# At start, before anything else: one request through the pod's sidecar, its outcome printed.
+EARLY_REQUEST = """
+import time, urllib.request
+try:
+    with urllib.request.urlopen("http://files:8000/public/hello.txt", timeout=5) as r:
+        print("startup", r.status, flush=True)
+except Exception as e:
+    print("startup failed", type(e).__name__, e, flush=True)
+time.sleep(1e9)
+"""
+
+
+def test_hold_application_until_proxy_starts_from_the_mesh_config(mesh: Mesh, applied: Applied) -> None:
+    """Istio's holdApplicationUntilProxyStarts: the app's first request, made the moment it starts,
+    goes through a sidecar that already has its config."""
+    applied.docs("mesh.yaml", mesh_config("defaultConfig:\n  holdApplicationUntilProxyStarts: true\n"))
+    applied.docs("early.yaml", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "early"},
+        "spec": {"selector": {"matchLabels": {"app": "early"}},
+                 "template": {"metadata": {"labels": {"app": "early"}},
+                              "spec": {"terminationGracePeriodSeconds": 0,
+                                       "containers": [{"name": "early", "image": "python",
+                                                       "command": ["python3", "-c", EARLY_REQUEST]}]}}}})
+
+    def first_line() -> str:
+        lines = mesh.cli("logs", "deploy/early", check=False).stdout.splitlines()
+        return lines[0] if lines else ""
+
+    assert wait_until(lambda: first_line().startswith("startup"), timeout=20, interval=0.5)
+    assert first_line() == "startup 200"
+    assert "defaultConfig.holdApplicationUntilProxyStarts: true" in mesh.cli("describe", "deploy/early").stdout

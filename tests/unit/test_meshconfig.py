@@ -131,3 +131,26 @@ def test_a_field_istio_does_not_know_is_a_warning_that_names_it() -> None:
         "Istio's MeshConfig, ignored (did you mean 'enableTracing'?)"]
     # Istio's other fields are plain accepted.
     assert not parse_documents(ISTIO_CM.replace("enablePrometheusMerge", "enableAutoMtls"), "m.yaml")[1]
+
+
+def test_hold_application_from_the_mesh_config_and_the_pods_proxy_config_annotation() -> None:
+    from gossamer.controlplane.workloads import deployment_spec
+    from gossamer.resources.meshconfig import parse_mesh_config
+
+    def deployment(annotation: str = "") -> object:
+        ann = f"\n      annotations:\n        proxy.istio.io/config: '{annotation}'" if annotation else ""
+        text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n"
+                "  selector: {matchLabels: {app: web}}\n  template:\n    metadata:\n"
+                f"      labels: {{app: web}}{ann}\n    spec:\n      containers: [{{name: web, command: [sleep]}}]\n")
+        [res], issues = parse_documents(text, "web.yaml")
+        return res
+
+    held, _ = parse_mesh_config("defaultConfig:\n  holdApplicationUntilProxyStarts: true\n")
+    assert held is not None
+    assert not deployment_spec(deployment()).hold_application_until_proxy_starts
+    assert deployment_spec(deployment(), held).hold_application_until_proxy_starts
+    assert deployment_spec(deployment("holdApplicationUntilProxyStarts: true")).hold_application_until_proxy_starts
+    assert not deployment_spec(deployment("{holdApplicationUntilProxyStarts: false}"),
+                               held).hold_application_until_proxy_starts
+    # Not a rollout: pods made before keep running as they are.
+    assert deployment_spec(deployment(), held).template_hash == deployment_spec(deployment()).template_hash
