@@ -3,13 +3,16 @@ AuthorizationPolicy (Istio's default BASE, then DECODE_AND_MERGE_SLASHES from th
 the mesh-wide options of `ConfigMap istio-system/istio` applied live (REGISTRY_ONLY as Istio's
 egress task sets it, a JSON access log) and shown by `gossamer describe`.
 
-One mesh for the module: curl (meshed) and `files`, a static file server whose /secret.txt a DENY
-policy protects. Each test deletes what it applied.
+One mesh for the module: curl (meshed), `files`, a static file server whose /secret.txt a DENY
+policy protects, and `tls-app`, a TLS server behind the ingress gateway's TLS passthrough server on
+the host's loopback. Each test deletes what it applied.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from tests.e2e.mesh import (
     Mesh,
     applying,
     curl_status_body,
+    free_port,
     own_mesh,
     serving_on_host,
     wait_until,
@@ -32,6 +36,8 @@ pytestmark = pytest.mark.e2e
 
 RUN_DIR = Path("/run/gsm-e2e-parity")
 FILES = REPO / "tests/data/parity/files.yaml"
+TLS_APP = REPO / "tests/data/parity/tls-app.yaml"
+TLS_PORT = free_port()
 FILES_URL = "http://files:8000"
 # Envoy writes its access log every --file-flush-interval-msec (default 10 s) or when 64 KB are buffered.
 LOG_FLUSH_SECONDS = 12
@@ -52,7 +58,8 @@ def mesh_config(mesh_yaml: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("parity")
-    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/curl", FILES) as m:
+    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/curl", FILES, TLS_APP,
+                  up_args=("--ingress-tls-port", str(TLS_PORT))) as m:
         yield m
 
 
@@ -154,3 +161,42 @@ def test_hold_application_until_proxy_starts_from_the_mesh_config(mesh: Mesh, ap
     assert wait_until(lambda: first_line().startswith("startup"), timeout=20, interval=0.5)
     assert first_line() == "startup 200"
     assert "defaultConfig.holdApplicationUntilProxyStarts: true" in mesh.cli("describe", "deploy/early").stdout
+
+
+TLS_HOST = "tls.example.com"
+TLS_PASSTHROUGH = [
+    {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "tls-gateway"},
+     "spec": {"selector": {"istio": "ingressgateway"},
+              "servers": [{"port": {"number": 443, "name": "tls", "protocol": "TLS"}, "hosts": [TLS_HOST],
+                           "tls": {"mode": "PASSTHROUGH"}}]}},
+    {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "tls-app"},
+     "spec": {"hosts": [TLS_HOST], "gateways": ["tls-gateway"],
+              "tls": [{"match": [{"port": 443, "sniHosts": [TLS_HOST]}],
+                       "route": [{"destination": {"host": "tls-app", "port": {"number": 8443}}}]}]}},
+]
+
+
+def tls_hello() -> tuple[str, bytes]:
+    """(what the server says, its certificate) over TLS to the ingress TLS port with SNI tls.example.com."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection(("127.0.0.1", TLS_PORT), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname=TLS_HOST) as tls:
+                return tls.recv(200).decode().strip(), tls.getpeercert(binary_form=True) or b""
+    except OSError as e:
+        return f"ERR:{type(e).__name__}", b""
+
+
+def test_gateway_tls_passthrough_is_on_the_hosts_loopback(mesh: Mesh, applied: Applied) -> None:
+    """A TLS PASSTHROUGH server on 443 is reached at 127.0.0.1:<--ingress-tls-port>, as HTTPS servers
+    are; the gateway routes by SNI and the app terminates TLS with its own certificate."""
+    from cryptography import x509
+
+    applied.docs("tls.yaml", *TLS_PASSTHROUGH)
+    seen: list[tuple[str, bytes]] = []
+    assert wait_until(lambda: seen.append(tls_hello()) or seen[-1][0] == f"tls-app {TLS_HOST}", timeout=10,
+                      interval=0.5), seen[-1][0]
+    cert = x509.load_der_x509_certificate(seen[-1][1])
+    assert cert.subject.rfc4514_string() == f"CN={TLS_HOST}"  # the app's own, not a mesh certificate
