@@ -213,7 +213,8 @@ def test_explain_names_the_rule_the_cluster_and_its_endpoints(bookinfo: Mesh) ->
         body = json.loads(bookinfo.cli("explain", "deploy/productpage-v1", "http://reviews:9080/reviews/0",
                                        "-o", "json").stdout)
         assert [c["name"] for c in body["clusters"]] == ["outbound|9080|v1|reviews.default.svc.cluster.local"]
-        assert body["notMatched"][0]["operation"] == "default/reviews#http[0]"
+        assert body["notMatched"][0]["source"] == "default/reviews#http[0]"
+        assert body["notMatched"][0]["operation"] == "reviews.default.svc.cluster.local:9080/*"
     finally:
         bookinfo.delete(*reversed(files))
 
