@@ -37,7 +37,7 @@ from gossamer.translate.clusters import (
 from gossamer.translate.gateway import translate_gateway
 from gossamer.translate.scope import endpoint_scope, outbound_scope
 from gossamer.translate.sidecar import translate_sidecar_inbound, translate_sidecar_outbound
-from gossamer.translate.telemetry import telemetry_off, tracing_for
+from gossamer.translate.telemetry import access_logging_configured, telemetry_off, tracing_for
 from gossamer.translate.visibility import visible_services
 
 
@@ -119,8 +119,8 @@ def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
 def _with_telemetry(snapshot: MeshSnapshot, proxy: Proxy, listeners: list[Listener]) -> list[Listener]:
     logs_off, metrics_off = telemetry_off(snapshot, proxy)
     mesh = snapshot.mesh_config
-    if not mesh.access_log_file:
-        logs_off = True  # Istio: no accessLogFile, no text access log
+    if not mesh.access_log_file and not access_logging_configured(snapshot, proxy):
+        logs_off = True  # Istio: no accessLogFile and no Telemetry accessLogging, no text access log
     if logs_off or metrics_off:
         listeners = [replace(x, no_access_log=logs_off, no_metrics=metrics_off) for x in listeners]
     listeners = _with_mesh_options(listeners, mesh)

@@ -84,6 +84,12 @@ def telemetry_off(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[bool, bool]:
     return logs_off, metrics_off
 
 
+def access_logging_configured(snapshot: MeshSnapshot, proxy: Proxy) -> bool:
+    """A Telemetry `accessLogging` entry applies to the proxy: it, not the mesh config's
+    accessLogFile, decides whether the proxy logs (Istio's envoy provider logs to stdout)."""
+    return any(_access_logging_disabled(spec) is not None for spec in _levels(snapshot, proxy))
+
+
 def _for_side(entry: dict[str, Any], side: Side) -> bool:
     match = entry.get("match")
     mode = match.get("mode", "CLIENT_AND_SERVER") if isinstance(match, dict) else "CLIENT_AND_SERVER"

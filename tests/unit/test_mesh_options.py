@@ -168,6 +168,15 @@ def test_access_log_file_encoding_and_off() -> None:
     assert "envoy.access_loggers.stdout" in loggers("")
     off = loggers(_mesh('accessLogFile: ""'))
     assert "envoy.access_loggers.stdout" not in off and "envoy.access_loggers.http_grpc" in off
+    # A Telemetry that turns access logging on wins over an empty accessLogFile (Istio's envoy provider).
+    telemetry = """---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: logs, namespace: default}
+spec:
+  accessLogging: [{providers: [{name: envoy}]}]
+"""
+    assert "envoy.access_loggers.stdout" in loggers(_mesh('accessLogFile: ""') + telemetry)
     hcm = _hcms(_resources(_mesh("accessLogFile: /tmp/x.log\naccessLogEncoding: JSON")))[0]
     file_log = next(a for a in hcm.access_log if a.name == "envoy.access_loggers.file")
     config = file_pb2.FileAccessLog()
