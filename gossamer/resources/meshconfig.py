@@ -243,7 +243,7 @@ def parse_mesh_config(text: str) -> tuple[MeshConfig | None, list[MeshConfigProb
     except yaml.YAMLError as e:
         return None, [MeshConfigProblem((), 1, f"invalid YAML: {e}")]
     if node is None:
-        return DEFAULT_MESH_CONFIG, []
+        return MeshConfig(), []
     lines: dict[FieldPath, int] = {}
     try:
         _lines(node, (), lines, [_MAX_NODES])
@@ -348,5 +348,5 @@ def mesh_config_of(configmaps: Iterable[Any]) -> MeshConfig:
             text = configmap_data(cm.raw).get(MESH_CONFIGMAP_KEY)
             if text is not None:
                 config, _ = parse_mesh_config(text)
-                return config or DEFAULT_MESH_CONFIG
-    return DEFAULT_MESH_CONFIG
+                return config or MeshConfig()
+    return MeshConfig()  # a value of this snapshot's own (MeshConfig() == DEFAULT_MESH_CONFIG)

@@ -135,7 +135,6 @@ def test_a_field_istio_does_not_know_is_a_warning_that_names_it() -> None:
 
 def test_hold_application_from_the_mesh_config_and_the_pods_proxy_config_annotation() -> None:
     from gossamer.controlplane.workloads import deployment_spec
-    from gossamer.resources.meshconfig import parse_mesh_config
 
     def deployment(annotation: str = "") -> object:
         ann = f"\n      annotations:\n        proxy.istio.io/config: '{annotation}'" if annotation else ""
@@ -145,8 +144,10 @@ def test_hold_application_from_the_mesh_config_and_the_pods_proxy_config_annotat
         [res], issues = parse_documents(text, "web.yaml")
         return res
 
-    held, _ = parse_mesh_config("defaultConfig:\n  holdApplicationUntilProxyStarts: true\n")
-    assert held is not None
+    held_cm, _ = parse_documents(ISTIO_CM.replace("holdApplicationUntilProxyStarts: true",
+                                                  "holdApplicationUntilProxyStarts: true  # held"), "m.yaml")
+    held = MeshSnapshot(1, resources={"ConfigMap": tuple(held_cm)})
+    assert held.mesh_config.hold_application_until_proxy_starts
     assert not deployment_spec(deployment()).hold_application_until_proxy_starts
     assert deployment_spec(deployment(), held).hold_application_until_proxy_starts
     assert deployment_spec(deployment("holdApplicationUntilProxyStarts: true")).hold_application_until_proxy_starts
