@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, KeysView, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, TypeVar, cast
 
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
@@ -30,7 +31,50 @@ _TYPE_PREFIX = "type.googleapis.com/"
 ChangeCallback = Callable[[str, frozenset[str]], None]
 
 _EMPTY: Mapping[str, any_pb2.Any] = MappingProxyType({})
-_EMPTY_HASHES: Mapping[str, str] = MappingProxyType({})
+_NOTHING: Mapping[str, Packed] = MappingProxyType({})
+
+
+def _same(old: Mapping[str, Packed], new: Mapping[str, Packed]) -> bool:
+    """The same names at the same per-resource versions."""
+    if old is new:
+        return True
+    if old.keys() != new.keys():
+        return False
+    return all(new[name][1] == packed[1] for name, packed in old.items())
+
+
+T = TypeVar("T")
+
+
+class _Column(Mapping[str, T]):
+    """One column - the packed resources, or their versions - of a name -> (Any, version) mapping, read
+    in place: a group's resources are the very mapping the pusher built (shared by a scope's groups),
+    not copies of it."""
+
+    __slots__ = ("_packed", "_i")
+
+    def __init__(self, packed: Mapping[str, Packed], column: int) -> None:
+        self._packed = packed
+        self._i = column
+
+    def __getitem__(self, name: str) -> T:
+        return cast(T, self._packed[name][self._i])
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = self._packed.get(name)
+        return default if found is None else found[self._i]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._packed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def keys(self) -> KeysView[str]:
+        return self._packed.keys()  # a dict's keys: set operations in C
 
 
 @dataclass(frozen=True)
@@ -38,13 +82,22 @@ class TypeSnapshot:
     """Immutable content of one (group, type): shared by every stream of the group."""
 
     version: str
-    resources: Mapping[str, any_pb2.Any]  # name -> packed resource
-    hashes: Mapping[str, str]  # name -> per-resource version (hash of serialized bytes), for delta xDS
+    packed: Mapping[str, Packed]  # name -> (packed resource, per-resource version)
     # What changed since the group's previous snapshot of this type (version `previous`): a delta
     # stream that holds exactly `previous` only needs these, not a comparison of every resource.
     previous: str = ""
     changed: frozenset[str] = frozenset()  # added or modified names
     removed: frozenset[str] = frozenset()
+
+    @property
+    def resources(self) -> Mapping[str, any_pb2.Any]:
+        """name -> packed resource"""
+        return _Column(self.packed, 0)
+
+    @property
+    def hashes(self) -> Mapping[str, str]:
+        """name -> per-resource version (hash of the serialized bytes), for delta xDS"""
+        return _Column(self.packed, 1)
 
 
 @dataclass
@@ -92,8 +145,8 @@ class ConfigCache:
         self._watchers: dict[str, list[ChangeCallback]] = {}
         self._global_watchers: list[ChangeCallback] = []
         # id(mapping) -> (mapping, resources, hashes): mappings shared by the groups of a scope
-        self._splits: dict[int, tuple[Mapping[str, Packed], Mapping[str, any_pb2.Any], Mapping[str, str], str]] = {}
-        self._diffs: dict[tuple[int, int], tuple[Mapping[str, str], Mapping[str, str], frozenset[str],
+        self._versions: dict[int, tuple[Mapping[str, Packed], str]] = {}
+        self._diffs: dict[tuple[int, int], tuple[Mapping[str, Packed], Mapping[str, Packed], frozenset[str],
                                                  frozenset[str]]] = {}
 
     # ---- writes -------------------------------------------------------------
@@ -119,7 +172,7 @@ class ConfigCache:
             self._groups[group] = g
         changed: set[str] = set()
         for type_url in set(resources) if partial else set(PUSH_ORDER) | set(resources) | set(g.types):
-            if self._update_type(g, type_url, resources.get(type_url, _EMPTY)):
+            if self._update_type(g, type_url, resources.get(type_url, _NOTHING)):
                 changed.add(type_url)
         if changed or created:
             self._notify(group, frozenset(changed))
@@ -145,46 +198,41 @@ class ConfigCache:
             # Streams still attached to the group see version "" and stop pushing.
             self._notify(group, frozenset(g.types))
 
-    def _split(self, new: Mapping[str, Packed]) -> tuple[Mapping[str, any_pb2.Any], Mapping[str, str], str]:
-        """(resources, hashes, version). Shared mappings are split once and get one version for every
-        group they are given to: the same content, the same version, so the server can send every stream
-        of those groups the same serialized response."""
-        found = self._splits.get(id(new)) if isinstance(new, SharedResources) else None
+    def _version(self, new: Mapping[str, Packed]) -> str:
+        """A new version; shared mappings get one for every group they are given to: the same content,
+        the same version, so the server can send every stream of those groups the same response."""
+        found = self._versions.get(id(new)) if isinstance(new, SharedResources) else None
         if found is not None and found[0] is new:
-            return found[1], found[2], found[3]
-        resources = MappingProxyType({n: p[0] for n, p in new.items()})
-        hashes = MappingProxyType({n: p[1] for n, p in new.items()})
+            return found[1]
         version = str(next(self._counter))
-        if not isinstance(new, SharedResources):
-            return resources, hashes, version
-        if len(self._splits) > 4096:
-            self._splits.clear()
-        self._splits[id(new)] = (new, resources, hashes, version)  # holds `new`: its id cannot be reused
-        return resources, hashes, version
+        if isinstance(new, SharedResources):
+            if len(self._versions) > 4096:
+                self._versions.clear()
+            self._versions[id(new)] = (new, version)  # holds `new`: its id cannot be reused meanwhile
+        return version
 
     def _update_type(self, g: _Group, type_url: str, new: Mapping[str, Packed]) -> bool:
         old = g.types.get(type_url)
-        resources, hashes, version = self._split(new)
-        if old is not None and (old.hashes is hashes or old.hashes == hashes):
+        if old is not None and _same(old.packed, new):
             return False
-        changed, removed = self._diff(old.hashes if old is not None and old.hashes else _EMPTY_HASHES, hashes,
+        changed, removed = self._diff(old.packed if old is not None else _NOTHING, new,
                                       remember=isinstance(new, SharedResources))
-        g.types[type_url] = TypeSnapshot(version=version, resources=resources, hashes=hashes,
+        g.types[type_url] = TypeSnapshot(version=self._version(new), packed=new,
                                          # "" when nothing was there: no stream takes a shortcut from it
-                                         previous=old.version if old is not None and old.hashes else "",
+                                         previous=old.version if old is not None and old.packed else "",
                                          changed=changed, removed=removed)
         return True
 
-    def _diff(self, old: Mapping[str, str], new: Mapping[str, str], *,
+    def _diff(self, old: Mapping[str, Packed], new: Mapping[str, Packed], *,
               remember: bool) -> tuple[frozenset[str], frozenset[str]]:
         """(added or modified, removed) names; shared mappings (a scope's groups) are compared once."""
-        key = (id(old), id(new))
         if not old:
             return frozenset(), frozenset()  # no previous version: nobody can hold it (see `previous`)
+        key = (id(old), id(new))
         found = self._diffs.get(key) if remember else None
         if found is not None and found[0] is old and found[1] is new:
             return found[2], found[3]
-        changed = frozenset(n for n, h in (new.items() - old.items()))
+        changed = frozenset(n for n, p in new.items() if (o := old.get(n)) is None or o[1] != p[1])
         removed = frozenset(old.keys() - new.keys())
         if not remember:
             return changed, removed

@@ -17,8 +17,10 @@ import os
 import secrets
 import stat
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -94,10 +96,10 @@ class DeltaResponses:
         header = discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=snap.version, type_url=type_url, nonce=nonce, removed_resources=removed,
             control_plane=base_pb2.ControlPlane(identifier=CONTROL_PLANE_ID)).SerializeToString()
-        get, hashes = self._entries.get, snap.hashes
+        get, packed = self._entries.get, snap.packed
         parts = [header]
         for name in updates:
-            parts.append(get((type_url, name, hashes[name])) or self._entry(type_url, name, snap))
+            parts.append(get((type_url, name, packed[name][1])) or self._entry(type_url, name, snap))
         data = b"".join(parts)
         self._whole[key] = (nonce, data)
         self._whole_bytes += len(data)
@@ -107,14 +109,15 @@ class DeltaResponses:
         return nonce, data
 
     def _entry(self, type_url: str, name: str, snap: TypeSnapshot) -> bytes:
-        key = (type_url, name, snap.hashes[name])
+        resource, version = snap.packed[name]
+        key = (type_url, name, version)
         entry = self._entries.get(key)
         if entry is None:
             if self._entry_bytes > self.MAX_BYTES:
                 self._entries.clear()
                 self._entry_bytes = 0
             entry = discovery_pb2.DeltaDiscoveryResponse(resources=[discovery_pb2.Resource(
-                name=name, version=snap.hashes[name], resource=snap.resources[name])]).SerializeToString()
+                name=name, version=version, resource=resource)]).SerializeToString()
             self._entries[key] = entry
             self._entry_bytes += len(entry)
         return entry
@@ -247,7 +250,7 @@ class KnownVersions(MutableMapping[str, str]):
 class _TypeState:
     status: ProxyTypeStatus
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)  # explicit subscription
+    names: AbstractSet[str] = field(default_factory=frozenset)  # explicit subscription
     sent_names: frozenset[str] | None = None  # SotW: subscription the last response answered
     # name -> version the client has (last sent in SotW; a KnownVersions on delta streams)
     known: MutableMapping[str, str] = field(default_factory=dict)
@@ -306,6 +309,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._streams: dict[int, _Stream] = {}
         self._responses = DeltaResponses()
         self._initial_syncs = asyncio.Semaphore(INITIAL_SYNC_CONCURRENCY)
+        self._name_sets: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = weakref.WeakValueDictionary()
         # Replaced after every status change; wait_synced() waits on the current one.
         self._changed = asyncio.Event()
         # One per wait_synced() caller: what changed since it last looked.
@@ -694,17 +698,22 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         # Subscription changes are deltas, so they apply even on a stale nonce.
         if req.resource_names_subscribe:
             st.base = ""  # newly wanted names are not in `known`: compare everything next time
-        for name in req.resource_names_subscribe:
-            if name == "*":
-                st.wildcard = True
-            else:
-                st.names.add(name)
-        for name in req.resource_names_unsubscribe:
-            if name == "*":
-                st.wildcard = False
-            else:
-                st.names.discard(name)
-                st.known.pop(name, None)  # the client dropped it
+        if req.resource_names_subscribe or req.resource_names_unsubscribe:
+            names = set(st.names)
+            for name in req.resource_names_subscribe:
+                if name == "*":
+                    st.wildcard = True
+                else:
+                    names.add(name)
+            for name in req.resource_names_unsubscribe:
+                if name == "*":
+                    st.wildcard = False
+                else:
+                    names.discard(name)
+                    st.known.pop(name, None)  # the client dropped it
+            # Streams of one scope subscribe to the same names (every EDS cluster): one shared set.
+            wanted = frozenset(names)
+            st.names = self._name_sets.setdefault(wanted, wanted)
         if not fresh and not req.resource_names_subscribe:
             return []
         if not self._cache.version(stream.status.group, type_url):
@@ -720,20 +729,21 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         snap = self._cache.snapshot(stream.status.group, type_url)
         if snap is None:
             return None
+        packed = snap.packed
         if st.base and st.base in (snap.previous, snap.version):
             # The client holds version `base`: only what changed since (and ALSO) can differ.
             candidates = also if st.base == snap.version else snap.changed | also
-            updates = sorted(n for n in candidates if n in snap.resources and (st.wildcard or n in st.names)
-                             and st.known.get(n) != snap.hashes[n])
+            updates = sorted(n for n in candidates if (p := packed.get(n)) is not None
+                             and (st.wildcard or n in st.names) and st.known.get(n) != p[1])
             gone = () if st.base == snap.version else snap.removed
             removed = sorted(n for n in gone if n in st.known and (st.wildcard or n in st.names))
         elif not st.known:  # a new client: everything it wants
-            updates = sorted(snap.resources.keys() if st.wildcard else snap.resources.keys() & st.names)
+            updates = sorted(packed.keys() if st.wildcard else packed.keys() & st.names)
             removed = []
         else:
-            wanted = snap.resources.keys() if st.wildcard else st.names
-            updates = sorted(n for n in wanted if n in snap.resources and st.known.get(n) != snap.hashes[n])
-            removed = sorted(n for n in st.known if n not in snap.resources and (st.wildcard or n in st.names))
+            wanted = packed.keys() if st.wildcard else st.names
+            updates = sorted(n for n in wanted if (p := packed.get(n)) is not None and st.known.get(n) != p[1])
+            removed = sorted(n for n in st.known if n not in packed and (st.wildcard or n in st.names))
         st.base = snap.version
         st.modified = frozenset(n for n in updates if n in st.known)
         ts = st.status
@@ -745,12 +755,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             return None
         nonce, resp = self._responses.delta(type_url, snap, updates, removed, avoid=st)
         known = st.known
-        if isinstance(known, KnownVersions) and (st.wildcard or snap.resources.keys() <= st.names):
+        if isinstance(known, KnownVersions) and (st.wildcard or packed.keys() <= st.names):
             # The client now holds exactly this snapshot's resources: share the cache's versions.
             known.rebase(snap.hashes)
         else:
             for name in updates:
-                known[name] = snap.hashes[name]
+                known[name] = packed[name][1]
             for name in removed:
                 del known[name]
         st.pending[nonce] = snap.version

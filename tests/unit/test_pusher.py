@@ -85,7 +85,9 @@ def test_groups_of_one_scope_share_their_outbound_config() -> None:
     c, _ = connect(pusher, snapshots.current, "c", "other")
     # a and b (one namespace) share every outbound resource object: serialized once.
     for type_url in (ROUTE, ENDPOINT):
-        assert cache.get(a, type_url)[1] is cache.get(b, type_url)[1]
+        snap_a, snap_b = cache.snapshot(a, type_url), cache.snapshot(b, type_url)
+        assert snap_a is not None and snap_b is not None
+        assert snap_a.packed is snap_b.packed and snap_a.version == snap_b.version
     a_clusters, b_clusters = cache.get(a, CLUSTER)[1], cache.get(b, CLUSTER)[1]
     outbound = "outbound|8000||c.other.svc.cluster.local"
     assert a_clusters[outbound] is b_clusters[outbound]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
@@ -13,6 +15,8 @@ from gossamer.xds.build.routes import build_route_table
 from gossamer.xds.build.security import build_secret
 from gossamer.xds.cache import Packed, pack
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+
+T = TypeVar("T")
 
 # IR values are frozen and hashable, and most of them are identical across the proxy groups of a
 # push (every sidecar of a namespace gets the same outbound clusters and endpoints): build each
@@ -39,15 +43,39 @@ def build_endpoint_resources(endpoints: tuple[EndpointSet, ...]) -> dict[str, Me
 
 
 # Built and packed (serialized once, with its per-resource version), for the cache. Clusters and
-# endpoints are remembered across snapshots: an unchanged one costs a lookup, not a build.
+# endpoints are remembered across snapshots: an unchanged one costs a lookup, not a build - first by
+# identity (a value carried over from the previous snapshot is the same object; hashing a frozen IR value
+# walks all of it), then by value.
 @lru_cache(maxsize=65536)
-def packed_cluster(cluster: Cluster) -> Packed:
+def _packed_cluster(cluster: Cluster) -> Packed:
     return pack(CLUSTER, cluster.name, _cluster(cluster))
 
 
 @lru_cache(maxsize=65536)
-def packed_endpoints(endpoints: EndpointSet) -> Packed:
+def _packed_endpoints(endpoints: EndpointSet) -> Packed:
     return pack(ENDPOINT, endpoints.cluster, _endpoints(endpoints))
+
+
+_by_identity: dict[int, tuple[object, Packed]] = {}
+
+
+def _remembered(value: T, pack_value: Callable[[T], Packed]) -> Packed:
+    found = _by_identity.get(id(value))
+    if found is not None and found[0] is value:
+        return found[1]
+    packed = pack_value(value)
+    if len(_by_identity) > 50_000:
+        _by_identity.clear()
+    _by_identity[id(value)] = (value, packed)  # holds `value`: its id cannot be reused meanwhile
+    return packed
+
+
+def packed_cluster(cluster: Cluster) -> Packed:
+    return _remembered(cluster, _packed_cluster)
+
+
+def packed_endpoints(endpoints: EndpointSet) -> Packed:
+    return _remembered(endpoints, _packed_endpoints)
 
 
 def packed_listener(listener: Listener) -> Packed:
