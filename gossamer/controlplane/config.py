@@ -67,7 +67,8 @@ def stored_tuple(resource: Any) -> tuple[tuple[str, str, str], dict[str, Any], s
 def apply_files(store: Store, files: Sequence[tuple[str, str]], *, dry_run: bool = False,
                 analyze: Callable[[list[Any]], list[Issue]] | None = None,
                 admit: Callable[[list[Any]], list[Issue]] | None = None,
-                namespace: str | None = None, existing: Sequence[Any] | None = None) -> ApplyResult:
+                namespace: str | None = None, existing: Sequence[Any] | None = None,
+                envoy_issues: list[Issue] | None = None) -> ApplyResult:
     """All or nothing: any error in any document stores nothing. Namespaces that objects live in and
     that do not exist yet are created with them, with a note (kubectl would need `create namespace`).
     `existing`: the stored resources as objects, when the caller has them (else read from the store)."""
@@ -80,7 +81,9 @@ def apply_files(store: Store, files: Sequence[tuple[str, str]], *, dry_run: bool
     # Accepted means Envoy accepts: build what every proxy would receive and check it (envoycheck.py).
     from gossamer.controlplane.envoycheck import check_issues, stored_resources
 
-    result.errors.extend(check_issues(resources, stored_resources(store) if existing is None else existing))
+    if envoy_issues is None:  # (else worked out by envoy_check, off the caller's event loop)
+        envoy_issues = check_issues(resources, stored_resources(store) if existing is None else existing)
+    result.errors.extend(envoy_issues)
     if result.errors:
         return result
     if analyze is not None:
@@ -93,6 +96,16 @@ def apply_files(store: Store, files: Sequence[tuple[str, str]], *, dry_run: bool
         stored = [namespace_tuple(ns) for ns in created] + [stored_tuple(r) for r in resources]
         result.changes = store.apply(stored)
     return result
+
+
+def envoy_check(files: Sequence[tuple[str, str]], namespace: str | None, existing: Sequence[Any]) -> list[Issue]:
+    """apply_files' Envoy check alone (what Envoy would reject once FILES are applied over EXISTING): pure,
+    so the control plane runs it on a worker thread - building every proxy's config takes seconds at a
+    thousand services - and hands the result to apply_files(envoy_issues=...)."""
+    from gossamer.controlplane.envoycheck import check_issues
+
+    resources, errors, _warnings = parse_files(files, namespace)
+    return [] if errors else check_issues(resources, existing)
 
 
 IMPLICIT_NAMESPACES = ("default",)

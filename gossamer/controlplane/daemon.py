@@ -138,11 +138,11 @@ class ControlPlane:
 
     # -- config ------------------------------------------------------------
     def apply(self, files: list[tuple[str, str]], *, dry_run: bool = False,
-              namespace: str | None = None) -> ApplyResult:
+              namespace: str | None = None, envoy_issues: list[Any] | None = None) -> ApplyResult:
         existing = [r for rs in self.snapshots.resources().values() for r in rs]
         result = apply_files(self.store, files, dry_run=dry_run, analyze=lambda new: analyze(new, existing),
                              admit=lambda new: image_issues(new, self.images), namespace=namespace,
-                             existing=existing)
+                             existing=existing, envoy_issues=envoy_issues)
         if result.ok and not self._image_note_shown and any(
                 c.object.kind == "Deployment" and c.object.source_file != BUILTIN_SOURCE for c in result.changes):
             self._image_note_shown = True

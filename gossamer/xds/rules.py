@@ -79,7 +79,23 @@ _CHECKED: dict[tuple[str, bytes], tuple[tuple[str, str], ...]] = {}
 _CHECKED_MAX = 20_000  # entries: a digest and (almost always) an empty tuple each
 
 
+_CHECKED_BY_IDENTITY: dict[int, tuple[Message, tuple[tuple[str, str], ...]]] = {}
+
+
 def _checked(msg: Message) -> tuple[tuple[str, str], ...]:
+    # The builders share one proto among the proxies that get the same resource: found by identity,
+    # it is not even serialized again (a route table of a thousand virtual hosts, for each proxy).
+    by_identity = _CHECKED_BY_IDENTITY.get(id(msg))
+    if by_identity is not None and by_identity[0] is msg:
+        return by_identity[1]
+    if len(_CHECKED_BY_IDENTITY) >= _CHECKED_MAX:
+        _CHECKED_BY_IDENTITY.clear()
+    found = _checked_content(msg)
+    _CHECKED_BY_IDENTITY[id(msg)] = (msg, found)  # holds `msg`: its id cannot be reused meanwhile
+    return found
+
+
+def _checked_content(msg: Message) -> tuple[tuple[str, str], ...]:
     digest = hashlib.blake2b(msg.SerializeToString(deterministic=True), digest_size=16).digest()
     key = (msg.DESCRIPTOR.full_name, digest)
     found = _CHECKED.get(key)
@@ -176,7 +192,29 @@ def _is_map(fd: FieldDescriptor) -> bool:
     return fd.message_type is not None and fd.message_type.GetOptions().map_entry
 
 
+# Parts checked once per content: a route table of a thousand virtual hosts differs from the previous
+# one (and from another namespace's) in a few of them, so its unchanged virtual hosts are not walked again.
+_PARTS_CHECKED_BY_CONTENT = {"envoy.config.route.v3.VirtualHost"}
+_PARTS_CHECKED: dict[tuple[str, bytes], tuple[tuple[str, str], ...]] = {}
+
+
 def _message(msg: Message, path: str) -> Iterator[tuple[str, str]]:
+    desc = msg.DESCRIPTOR
+    if desc.full_name in _PARTS_CHECKED_BY_CONTENT:
+        key = (desc.full_name, hashlib.blake2b(msg.SerializeToString(deterministic=True), digest_size=16).digest())
+        found = _PARTS_CHECKED.get(key)
+        if found is None:
+            found = tuple(_message_walk(msg, ""))
+            if len(_PARTS_CHECKED) >= _CHECKED_MAX:
+                _PARTS_CHECKED.clear()
+            _PARTS_CHECKED[key] = found
+        for sub, problem in found:
+            yield (_join(path, sub) if sub else path), problem
+        return
+    yield from _message_walk(msg, path)
+
+
+def _message_walk(msg: Message, path: str) -> Iterator[tuple[str, str]]:
     desc = msg.DESCRIPTOR
     if desc.full_name == "google.protobuf.Any":
         yield from _any_body(msg, path)

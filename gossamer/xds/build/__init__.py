@@ -26,11 +26,13 @@ _endpoints = lru_cache(maxsize=16384)(build_endpoints)
 
 
 def build_resources(config: ProxyConfig) -> dict[str, dict[str, Message]]:
-    """type_url -> resource name -> proto, for one proxy group."""
+    """type_url -> resource name -> proto, for one proxy group. IR objects shared by many proxies (an
+    outbound scope's listeners, route tables, clusters: translate_proxy hands out the same objects) are
+    built once, found by identity."""
     out: dict[str, dict[str, Message]] = {
-        LISTENER: {lis.name: build_listener(lis) for lis in config.listeners},
-        ROUTE: {t.name: build_route_table(t) for t in config.route_tables},
-        CLUSTER: {c.name: _cluster(c) for c in config.clusters},
+        LISTENER: {lis.name: _built(lis, build_listener) for lis in config.listeners},
+        ROUTE: {t.name: _built(t, build_route_table) for t in config.route_tables},
+        CLUSTER: {c.name: _built(c, _cluster) for c in config.clusters},
         ENDPOINT: build_endpoint_resources(config.endpoints),
     }
     if config.secrets:  # (absent and empty are the same to the cache)
@@ -39,7 +41,21 @@ def build_resources(config: ProxyConfig) -> dict[str, dict[str, Message]]:
 
 
 def build_endpoint_resources(endpoints: tuple[EndpointSet, ...]) -> dict[str, Message]:
-    return {e.cluster: _endpoints(e) for e in endpoints}
+    return {e.cluster: _built(e, _endpoints) for e in endpoints}
+
+
+_built_by_identity: dict[int, tuple[object, Message]] = {}
+
+
+def _built(value: T, build: Callable[[T], Message]) -> Message:
+    found = _built_by_identity.get(id(value))
+    if found is not None and found[0] is value:
+        return found[1]
+    built = build(value)
+    if len(_built_by_identity) > 50_000:
+        _built_by_identity.clear()
+    _built_by_identity[id(value)] = (value, built)  # holds `value`: its id cannot be reused meanwhile
+    return built
 
 
 # Built and packed (serialized once, with its per-resource version), for the cache. Clusters and
