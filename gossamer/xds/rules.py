@@ -82,9 +82,15 @@ _CHECKED_MAX = 20_000  # entries: a digest and (almost always) an empty tuple ea
 _CHECKED_BY_IDENTITY: dict[int, tuple[Message, tuple[tuple[str, str], ...]]] = {}
 
 
+# Kept by identity (the builders share one proto among the proxies that get the same resource: found by
+# identity it is not even serialized again): the numerous, small, stable kinds only - a memo must not keep
+# large protos (route tables) alive.
+_CHECKED_BY_IDENTITY_TYPES = {"envoy.config.cluster.v3.Cluster", "envoy.config.endpoint.v3.ClusterLoadAssignment"}
+
+
 def _checked(msg: Message) -> tuple[tuple[str, str], ...]:
-    # The builders share one proto among the proxies that get the same resource: found by identity,
-    # it is not even serialized again (a route table of a thousand virtual hosts, for each proxy).
+    if msg.DESCRIPTOR.full_name not in _CHECKED_BY_IDENTITY_TYPES:
+        return _checked_content(msg)
     by_identity = _CHECKED_BY_IDENTITY.get(id(msg))
     if by_identity is not None and by_identity[0] is msg:
         return by_identity[1]

@@ -58,7 +58,7 @@ ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 # Proxies getting their initial config at once (Istio's PILOT_PUSH_THROTTLE): a connection storm is served
 # in waves, so the serialized config waiting in send buffers stays bounded; the others wait their turn. A
 # proxy not in sync after INITIAL_SYNC_SLOT_SECONDS gives its slot up anyway.
-INITIAL_SYNC_CONCURRENCY = 32
+INITIAL_SYNC_CONCURRENCY = 16
 INITIAL_SYNC_SLOT_SECONDS = 10.0
 
 
@@ -77,7 +77,7 @@ class DeltaResponses:
     a shared response is not reused for a stream that already holds its nonce.
     """
 
-    MAX_BYTES = 64 * 1024 * 1024
+    MAX_BYTES = 24 * 1024 * 1024
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str, str], bytes] = {}

@@ -26,12 +26,11 @@ _endpoints = lru_cache(maxsize=16384)(build_endpoints)
 
 
 def build_resources(config: ProxyConfig) -> dict[str, dict[str, Message]]:
-    """type_url -> resource name -> proto, for one proxy group. IR objects shared by many proxies (an
-    outbound scope's listeners, route tables, clusters: translate_proxy hands out the same objects) are
-    built once, found by identity."""
+    """type_url -> resource name -> proto, for one proxy group. Clusters and endpoint sets shared by many
+    proxies (translate_proxy hands out the same objects) are built once, found by identity."""
     out: dict[str, dict[str, Message]] = {
-        LISTENER: {lis.name: _built(lis, build_listener) for lis in config.listeners},
-        ROUTE: {t.name: _built(t, build_route_table) for t in config.route_tables},
+        LISTENER: {lis.name: build_listener(lis) for lis in config.listeners},
+        ROUTE: {t.name: build_route_table(t) for t in config.route_tables},
         CLUSTER: {c.name: _built(c, _cluster) for c in config.clusters},
         ENDPOINT: build_endpoint_resources(config.endpoints),
     }
