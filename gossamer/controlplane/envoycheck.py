@@ -107,9 +107,7 @@ def _problems(resources: Sequence[Any]) -> dict[str, list[str]]:
                     by_scope[scope] = [str(v) for v in violations(build_resources(ProxyConfig(
                         listeners=outbound.listeners, route_tables=outbound.route_tables,
                         clusters=outbound.clusters, endpoints=outbound.endpoints)))]
-                listener, inbound = translate_inbound(snapshot, proxy)
-                problems = by_scope[scope] + [str(v) for v in violations(build_resources(ProxyConfig(
-                    listeners=(listener,), clusters=inbound)))]
+                problems = by_scope[scope] + _inbound_problems(translate_inbound(snapshot, proxy))
             else:
                 built = apply_envoy_filters(snapshot, proxy,
                                             build_resources(translate_proxy(snapshot, proxy))).resources
@@ -120,6 +118,23 @@ def _problems(resources: Sequence[Any]) -> dict[str, list[str]]:
         for problem in dict.fromkeys(problems):
             found.setdefault(problem, []).append(label)
     return found
+
+
+_INBOUND_CHECKED: dict[int, tuple[tuple[Any, tuple[Any, ...]], list[str]]] = {}
+
+
+def _inbound_problems(inbound: tuple[Any, tuple[Any, ...]]) -> list[str]:
+    """The violations of a sidecar's own part (virtualInbound, inbound clusters), once per translation of
+    it (carried over from the previous check while untouched: the same object)."""
+    found = _INBOUND_CHECKED.get(id(inbound))
+    if found is not None and found[0] is inbound:
+        return found[1]
+    listener, clusters = inbound
+    problems = [str(v) for v in violations(build_resources(ProxyConfig(listeners=(listener,), clusters=clusters)))]
+    if len(_INBOUND_CHECKED) > 20_000:
+        _INBOUND_CHECKED.clear()
+    _INBOUND_CHECKED[id(inbound)] = (inbound, problems)  # holds `inbound`: its id cannot be reused meanwhile
+    return problems
 
 
 # The last offline snapshot built and the resources it was built from: the next one (an apply changes a

@@ -171,10 +171,26 @@ def build_virtual_host(vhost: VirtualHost) -> rc.VirtualHost:
     return out
 
 
+_vhosts_by_identity: dict[int, tuple[VirtualHost, rc.VirtualHost]] = {}
+
+
+def _virtual_host(vhost: VirtualHost) -> rc.VirtualHost:
+    """build_virtual_host, once per virtual host object: translation hands out the same object while a
+    virtual host is untouched (a change to one VirtualService rebuilds one of a thousand)."""
+    found = _vhosts_by_identity.get(id(vhost))
+    if found is not None and found[0] is vhost:
+        return found[1]
+    built = build_virtual_host(vhost)
+    if len(_vhosts_by_identity) > 20_000:
+        _vhosts_by_identity.clear()
+    _vhosts_by_identity[id(vhost)] = (vhost, built)  # holds `vhost`: its id cannot be reused meanwhile
+    return built
+
+
 def build_route_table(table: RouteTable) -> route_pb2.RouteConfiguration:
     return route_pb2.RouteConfiguration(
         name=table.name,
-        virtual_hosts=[build_virtual_host(v) for v in table.virtual_hosts],
+        virtual_hosts=[_virtual_host(v) for v in table.virtual_hosts],
         validate_clusters=wrappers_pb2.BoolValue(value=False),
         # Istio raises Envoy's 4 KiB limit on directResponse bodies to 1 MiB.
         max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
