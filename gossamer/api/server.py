@@ -11,7 +11,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gossamer.controlplane.config import envoy_check
+from gossamer.controlplane.config import precheck
 from gossamer.controlplane.daemon import ControlPlane
 from gossamer.debug import explain
 from gossamer.debug.describe import DescribeError, describe, find_workload
@@ -119,11 +119,12 @@ class Api:
         if namespace is not None and not isinstance(namespace, str):
             return _error(400, "namespace must be a string")
         async with self._apply_lock:  # one apply at a time: its Envoy check must see the config it lands on
-            # The Envoy check builds every proxy's config (seconds at a thousand services): on a worker thread,
-            # so the event loop keeps serving the API and the proxies meanwhile.
+            # The Envoy check builds every proxy's config (seconds at a thousand services) and analysis reads
+            # everything: on a worker thread, so the event loop keeps serving the API and the proxies meanwhile.
             existing = [r for rs in self.cp.snapshots.resources().values() for r in rs]
-            issues = await asyncio.to_thread(envoy_check, files, namespace, existing)
-            result = self.cp.apply(files, dry_run=bool(body.get("dryRun")), namespace=namespace, envoy_issues=issues)
+            issues, warnings = await asyncio.to_thread(precheck, files, namespace, existing)
+            result = self.cp.apply(files, dry_run=bool(body.get("dryRun")), namespace=namespace, envoy_issues=issues,
+                                   warnings=warnings)
         out = result.to_json()
         out["revision"] = self.cp.store.revision()
         return web.json_response(out, status=200 if result.ok else 422)

@@ -81,7 +81,7 @@ def apply_files(store: Store, files: Sequence[tuple[str, str]], *, dry_run: bool
     # Accepted means Envoy accepts: build what every proxy would receive and check it (envoycheck.py).
     from gossamer.controlplane.envoycheck import check_issues, stored_resources
 
-    if envoy_issues is None:  # (else worked out by envoy_check, off the caller's event loop)
+    if envoy_issues is None:  # (else worked out by precheck, off the caller's event loop)
         envoy_issues = check_issues(resources, stored_resources(store) if existing is None else existing)
     result.errors.extend(envoy_issues)
     if result.errors:
@@ -98,14 +98,19 @@ def apply_files(store: Store, files: Sequence[tuple[str, str]], *, dry_run: bool
     return result
 
 
-def envoy_check(files: Sequence[tuple[str, str]], namespace: str | None, existing: Sequence[Any]) -> list[Issue]:
-    """apply_files' Envoy check alone (what Envoy would reject once FILES are applied over EXISTING): pure,
-    so the control plane runs it on a worker thread - building every proxy's config takes seconds at a
-    thousand services - and hands the result to apply_files(envoy_issues=...)."""
+def precheck(files: Sequence[tuple[str, str]], namespace: str | None,
+             existing: Sequence[Any]) -> tuple[list[Issue], list[Issue]]:
+    """apply_files' expensive, pure parts: (what Envoy would reject once FILES are applied over EXISTING,
+    the analysis warnings). Building every proxy's config takes a while at a thousand services, so the
+    control plane runs this on a worker thread and hands the results to apply_files."""
+    from gossamer.controlplane.analyze import analyze
     from gossamer.controlplane.envoycheck import check_issues
 
     resources, errors, _warnings = parse_files(files, namespace)
-    return [] if errors else check_issues(resources, existing)
+    if errors:
+        return [], []
+    issues = check_issues(resources, existing)
+    return issues, ([] if issues else analyze(resources, existing))
 
 
 IMPLICIT_NAMESPACES = ("default",)

@@ -138,9 +138,13 @@ class ControlPlane:
 
     # -- config ------------------------------------------------------------
     def apply(self, files: list[tuple[str, str]], *, dry_run: bool = False,
-              namespace: str | None = None, envoy_issues: list[Any] | None = None) -> ApplyResult:
+              namespace: str | None = None, envoy_issues: list[Any] | None = None,
+              warnings: list[Any] | None = None) -> ApplyResult:
+        """ENVOY_ISSUES, WARNINGS: config.precheck's results, when the caller worked them out already."""
         existing = [r for rs in self.snapshots.resources().values() for r in rs]
-        result = apply_files(self.store, files, dry_run=dry_run, analyze=lambda new: analyze(new, existing),
+        result = apply_files(self.store, files, dry_run=dry_run,
+                             analyze=(lambda new: warnings) if warnings is not None else
+                             (lambda new: analyze(new, existing)),
                              admit=lambda new: image_issues(new, self.images), namespace=namespace,
                              existing=existing, envoy_issues=envoy_issues)
         if result.ok and not self._image_note_shown and any(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
@@ -145,6 +146,9 @@ class Pusher:
         # The control plane keeps a large long-lived heap (snapshots, translated and serialized config):
         # with Python's default thresholds full collections come every few pushes (see GC_THRESHOLDS).
         gc.set_threshold(GC_THRESHOLDS[0], GC_THRESHOLDS[1], GC_THRESHOLDS[2])
+        # Translation runs on worker threads: hand the GIL back to the event loop every millisecond (not 5),
+        # so the API and the streams are served while a thread works.
+        sys.setswitchinterval(0.001)
         last_full_gc = time.monotonic()
         while True:
             await self._wake.wait()
