@@ -455,16 +455,21 @@ def peak_rss_mb(pid: int) -> float:
 
 class ApiProbe:
     """Reads one resource over the API (as `gossamer get` does) every 50 ms, from a process of its own (not
-    to share a GIL with the simulated Envoys); the longest wait: how long the control plane left a client
-    waiting."""
+    to share a GIL with the simulated Envoys); the longest wait per phase (`mark()` ends one): how long the
+    control plane left a client waiting."""
 
     def __init__(self, socket: Path) -> None:
         self._child = subprocess.Popen([sys.executable, __file__, "--probe-api", str(socket)],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def stop(self) -> float:
+    def mark(self) -> None:
+        assert self._child.stdin is not None
+        self._child.stdin.write("mark\n")
+        self._child.stdin.flush()
+
+    def stop(self) -> list[float]:
         out, _ = self._child.communicate("stop\n", timeout=600)
-        return float(out.strip() or "nan")
+        return [float(x) for x in out.split()]
 
 
 def probe_api(socket: str) -> None:
@@ -472,15 +477,25 @@ def probe_api(socket: str) -> None:
 
     client = ApiClient(Path(socket), timeout=600)
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
-    longest = 0.0
+    phases: list[float] = []
+    longest = [0.0]
+
+    def commands() -> None:
+        for line in sys.stdin:
+            phases.append(longest[0])
+            longest[0] = 0.0
+            if line.strip() == "stop":
+                break
+        stop.set()
+
+    threading.Thread(target=commands, daemon=True).start()
     while not stop.is_set():
         t0 = time.monotonic()
         with contextlib.suppress(OSError):
             client.get("/v1/resources/VirtualService?namespace=ns-0&name=svc-0")
-        longest = max(longest, time.monotonic() - t0)
+        longest[0] = max(longest[0], time.monotonic() - t0)
         stop.wait(0.05)
-    print(longest)
+    print(" ".join(str(p) for p in phases))
 
 
 @dataclass
@@ -501,6 +516,7 @@ class Result:
     bytes_per_proxy: float = 0.0
     cancelled: int = 0
     apply_seconds: float = 0.0  # the longest `apply` of one VirtualService took
+    api_max_wait_storm: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -564,6 +580,7 @@ async def measure(n: int, sidecars: bool) -> Result:
             await envoys.start()
             await asyncio.wait_for(envoys.all_synced.wait(), 900)
             result.storm = time.monotonic() - t0
+            probe.mark()
             if profile_to:
                 child.stdin.write(f"profile {profile_to}-{tag}-storm.prof\n")
                 child.stdin.flush()
@@ -621,7 +638,8 @@ async def measure(n: int, sidecars: bool) -> Result:
             result.burst_seconds = time.monotonic() - t0
             result.burst_cpu = cpu_seconds(child.pid) - cpu0
 
-            result.api_max_wait = probe.stop()
+            waits = probe.stop()  # the storm's, then the changes'
+            result.api_max_wait, result.api_max_wait_storm = max(waits), waits[0]
             result.rss_mb = peak_rss_mb(child.pid)
             result.cancelled = envoys.cancelled
             result.errors = sorted({e for p in envoys.proxies for e in p.errors})[:3]
@@ -653,8 +671,9 @@ def report(r: Result) -> None:
           f"p99 {percentile(r.eds_samples, 0.99) * ms:.0f} ms")
     print(f"  10 changes within one second: all ACKed {r.burst_seconds:.1f} s after the first "
           f"({r.burst_cpu:.1f} CPU-s)")
-    print(f"  peak RSS {r.rss_mb:.0f} MB, API max wait {r.api_max_wait * ms:.0f} ms (apply of one VirtualService: "
-          f"{r.apply_seconds * ms:.0f} ms), cancelled streams {r.cancelled}"
+    print(f"  peak RSS {r.rss_mb:.0f} MB, API max wait {r.api_max_wait * ms:.0f} ms (in the storm "
+          f"{r.api_max_wait_storm * ms:.0f} ms; apply of one VirtualService: {r.apply_seconds * ms:.0f} ms), "
+          f"cancelled streams {r.cancelled}"
           + "".join(f"\n    stream error: {e}" for e in r.errors), flush=True)
 
 
