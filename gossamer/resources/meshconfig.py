@@ -258,6 +258,10 @@ def parse_mesh_config(text: str) -> tuple[MeshConfig | None, list[MeshConfigProb
                                                 f"got {type(raw).__name__}")]
     problems = _provider_problems(raw.get("extensionProviders"), lines)
     warnings = list(_unknown_fields(raw, lines))
+    if isinstance(raw.get("trustDomain"), str) and raw["trustDomain"] != "cluster.local":
+        warnings.append(MeshConfigProblem(("trustDomain",), _line_of(lines, ("trustDomain",)),
+                                          "not enforced yet: workload identities stay spiffe://cluster.local/...",
+                                          level="warning"))
     try:
         config = MeshConfig.model_validate(raw)
     except ValidationError as err:

@@ -46,7 +46,9 @@ def _errors(text: str) -> list[str]:
 
 def test_istio_configmap_parses_into_the_snapshot_mesh_config() -> None:
     resources, issues = parse_documents(ISTIO_CM, "mesh.yaml")
-    assert not issues, [str(i) for i in issues]
+    # Shown by describe, but certificates still carry cluster.local: said at apply.
+    assert [str(i) for i in issues] == ["mesh.yaml:22: warning: ConfigMap/istio: data.mesh.trustDomain: "
+                                        "not enforced yet: workload identities stay spiffe://cluster.local/..."]
     mesh = MeshSnapshot(1, resources={"ConfigMap": tuple(resources)}).mesh_config
     assert mesh.registry_only
     assert (mesh.access_log_file, mesh.access_log_encoding, mesh.enable_tracing) == ("/dev/stdout", "JSON", False)
@@ -126,11 +128,12 @@ def test_alias_bomb_in_mesh_is_bounded() -> None:
 def test_a_field_istio_does_not_know_is_a_warning_that_names_it() -> None:
     text = ISTIO_CM.replace("    enableTracing: false\n", "    enableTracng: false\n")
     resources, issues = parse_documents(text, "mesh.yaml")
-    assert resources and [str(i) for i in issues] == [
+    assert resources and [str(i) for i in issues if "enableTracng" in str(i)] == [
         "mesh.yaml:11: warning: ConfigMap/istio: data.mesh: unknown field 'enableTracng': not a field of "
         "Istio's MeshConfig, ignored (did you mean 'enableTracing'?)"]
     # Istio's other fields are plain accepted.
-    assert not parse_documents(ISTIO_CM.replace("enablePrometheusMerge", "enableAutoMtls"), "m.yaml")[1]
+    other = ISTIO_CM.replace("enablePrometheusMerge", "enableAutoMtls").replace("example.org", "cluster.local")
+    assert not parse_documents(other, "m.yaml")[1]
 
 
 def test_hold_application_from_the_mesh_config_and_the_pods_proxy_config_annotation() -> None:
