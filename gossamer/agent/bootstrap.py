@@ -1,7 +1,8 @@
 """Envoy bootstrap generation — what Istio's pilot-agent writes to envoy-rev.json.
 
 Envoy gets its node identity, an ADS connection to the control plane over a unix
-socket (static cluster `xds-grpc`), the agent's SDS server over a unix socket (static
+socket (static cluster `xds-grpc`; mTLS with the workload certificate from SDS when the pod has an
+agent), the agent's SDS server over a unix socket (static
 cluster `sds-grpc`, when the mesh has a CA), the control plane's Zipkin collector over a unix
 socket (static cluster `zipkin`, when given), its admin interface on a unix socket, and two
 static listeners like Istio's: Prometheus stats on :15090 (/stats/prometheus) and
@@ -29,7 +30,7 @@ CLUSTER_DOMAIN = "cluster.local"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-ADMIN_SOCKET_MODE = 0o660
+ADMIN_SOCKET_MODE = 0o600  # the pod's proxy user only (and root)
 DOWNSTREAM_CONNECTIONS_TYPE = (
     "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
@@ -108,6 +109,52 @@ def _grpc_pipe_cluster(name: str, path: Path) -> dict[str, Any]:
     }
 
 
+UPSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+# Istio's names: the control plane's SAN/SNI, the workload certificate and the mesh root over SDS.
+CONTROL_PLANE_NAME = "istiod.istio-system.svc"
+WORKLOAD_SECRET = "default"
+ROOT_SECRET = "ROOTCA"
+
+
+def _sds_secret(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "sds_config": {
+            "api_config_source": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": SDS_CLUSTER}}],
+            },
+            "resource_api_version": "V3",
+        },
+    }
+
+
+def xds_mtls_socket() -> dict[str, Any]:
+    """The `xds-grpc` cluster's TLS: the pod's workload certificate (its proof of identity to the
+    control plane) and the mesh root, both from the agent over SDS; the server must be the control
+    plane (DNS SAN `istiod.istio-system.svc`, which no workload certificate carries)."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": UPSTREAM_TLS_TYPE,
+            "sni": CONTROL_PLANE_NAME,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [_sds_secret(WORKLOAD_SECRET)],
+                "combined_validation_context": {
+                    "default_validation_context": {
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "DNS", "matcher": {"exact": CONTROL_PLANE_NAME}}
+                        ]
+                    },
+                    "validation_context_sds_secret_config": _sds_secret(ROOT_SECRET),
+                },
+            },
+        },
+    }
+
+
 def _static_http_listener(name: str, port: int, routes: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "name": name,
@@ -181,7 +228,9 @@ def build_bootstrap(
         },
         "static_resources": {
             "clusters": [
-                _grpc_pipe_cluster(XDS_CLUSTER, xds_socket),
+                # With an agent (SDS), the control plane is reached over mTLS with the workload certificate.
+                {**_grpc_pipe_cluster(XDS_CLUSTER, xds_socket),
+                 **({"transport_socket": xds_mtls_socket()} if sds_socket is not None else {})},
                 *([_grpc_pipe_cluster(SDS_CLUSTER, sds_socket)] if sds_socket is not None else []),
                 *([zipkin_cluster(zipkin_socket)] if zipkin_socket is not None else []),
                 {
@@ -236,7 +285,8 @@ def zipkin_cluster(path: Path) -> dict[str, Any]:
 
 
 def write_bootstrap(path: Path, bootstrap: Mapping[str, Any]) -> Path:
-    """Write the bootstrap as JSON (world-readable: Envoy runs as uid 1337)."""
+    """Write the bootstrap as JSON (readable by the pod's proxy user; it holds no secret and lives in
+    the pod's 0700 directory)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(bootstrap, indent=2))
     tmp.chmod(0o644)

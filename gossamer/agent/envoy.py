@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from gossamer.runtime.types import PROXY_UID
+from gossamer.runtime.sandbox import proxy_argv
 
 
 def envoy_binary() -> Path:
@@ -48,16 +48,8 @@ def envoy_args(bootstrap: Path, *, binary: Path | None = None, log_level: str = 
     ]
 
 
-def as_proxy_user(argv: list[str], uid: int = PROXY_UID) -> list[str]:
-    """Run `argv` as uid/gid 1337 (the identity iptables exempts), keeping PDEATHSIG after the switch."""
-    return [
-        "setpriv",
-        "--reuid",
-        str(uid),
-        "--regid",
-        str(uid),
-        "--clear-groups",
-        "--pdeathsig",
-        "KILL",
-        *argv,
-    ]
+def as_proxy_user(argv: list[str], uid: int) -> list[str]:
+    """Run `argv` as the pod's proxy user (its own uid/gid, the identity its capture rules exempt,
+    plus the proxies' group; no capabilities), keeping PDEATHSIG after the switch."""
+    wrapped = proxy_argv(argv, uid)
+    return [*wrapped[:-len(argv) - 1], "--pdeathsig", "KILL", "--", *argv]

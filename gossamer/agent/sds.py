@@ -42,7 +42,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 
-from gossamer.agent.bootstrap import SDS_CLUSTER
+from gossamer.agent.bootstrap import ROOT_SECRET, SDS_CLUSTER, WORKLOAD_SECRET
 from gossamer.xds.streams import CHANGED, Changed, End, read_requests
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,6 @@ __all__ = [
 ]
 
 SDS_SOCKET_NAME = "sds.sock"
-WORKLOAD_SECRET = "default"
-ROOT_SECRET = "ROOTCA"
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 DEFAULT_CERT_TTL = timedelta(hours=24)
 DEFAULT_ROTATE_FRACTION = 0.8
@@ -223,10 +221,10 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
         await server.start()
         self._grpc = server
         try:
-            # Only the proxy's user (and root) may connect: the socket hands out the private key.
+            # Only the pod's proxy user (and root) may connect: the socket hands out the private key.
             if self.socket_owner is not None and os.geteuid() == 0:
                 os.chown(path, self.socket_owner, self.socket_owner)
-            os.chmod(path, 0o660)
+            os.chmod(path, 0o600)
         except BaseException:
             await self.stop()
             raise

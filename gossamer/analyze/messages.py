@@ -90,6 +90,8 @@ _TYPES = (
     ("IST0177", "ConflictingServiceEntryProtocol", "Warning"),
     # Gossamer's own: Envoy would reject what this builds (a NACK in production)
     ("GSM0001", "EnvoyWouldRejectConfig", "Error"),
+    # Gossamer's own (no Istio code): the local runtime runs apps as root only when their spec asks.
+    ("GSM0002", "RunsAsRoot", "Warning"),
 )
 
 TYPES: dict[str, MessageType] = {code: MessageType(code, name, level) for code, name, level in _TYPES}  # type: ignore[arg-type]

@@ -31,7 +31,8 @@ def pod_json(pod: PodStatus, netns: str) -> dict[str, Any]:
         "labels": dict(pod.labels), "serviceAccount": pod.service_account, "phase": pod.phase,
         "ready": pod.ready, "appReady": pod.app_ready, "proxyReady": pod.proxy_ready,
         "hasSidecar": pod.has_sidecar, "proxyType": pod.proxy_type, "restarts": pod.restarts,
-        "startedAt": pod.started_at, "netns": netns,
+        "startedAt": pod.started_at, "netns": netns, "proxyUid": pod.proxy_uid,
+        "runAs": [{"container": name, "uid": uid, "gid": gid} for name, uid, gid in pod.run_as],
     }
 
 

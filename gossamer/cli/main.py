@@ -87,6 +87,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise CliError(f"--metrics-port: {args.metrics_port} is not a port number (1-65535, or 0: off)")
     if not 0 <= args.dashboard_port < 65536:
         raise CliError(f"--dashboard-port: {args.dashboard_port} is not a port number (1-65535, or 0: off)")
+    from gossamer.security.settings import CertSettings
+
+    try:
+        certs = CertSettings.parse(args.workload_cert_ttl, args.secret_grace_period_ratio)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     if args.detach:
         from gossamer.cli.up import detach
 
@@ -95,6 +101,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "--metrics-port", str(args.metrics_port),
                 "--dashboard-port", str(args.dashboard_port),
                 *(["--egress-gateway"] if args.egress_gateway else []),
+                "--workload-cert-ttl", args.workload_cert_ttl,
+                "--secret-grace-period-ratio", str(args.secret_grace_period_ratio),
                 *[str(Path(p).resolve()) for p in args.paths]]
         return detach(paths, argv)
     # grpc's fork handlers warn on every pod the runtime spawns; no child of ours uses grpc.
@@ -105,7 +113,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(run_up(paths, [Path(p).resolve() for p in args.paths], args.ingress_port,
                               args.metrics_port, args.dashboard_port, ingress_tls_port=args.ingress_tls_port,
-                              egress_gateway=args.egress_gateway))
+                              egress_gateway=args.egress_gateway, certs=certs))
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -343,15 +351,30 @@ def _pod(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    command = args.command[1:] if args.command and args.command[0] == "--" else args.command
+    command = list(args.command)
+    if command[:1] in (["-c"], ["--container"]) and len(command) > 1:  # `exec POD -c NAME -- CMD` (kubectl's order)
+        args.container, command = command[1], command[2:]
+    command = command[1:] if command and command[0] == "--" else command
     if not command:
         raise CliError("exec: give a command after --, e.g. gossamer exec deploy/curl -- curl -s productpage:9080")
     from gossamer.runtime.processes import path_with_own_python
+    from gossamer.runtime.sandbox import app_argv, default_exposed
 
     pod = _pod(args)
-    # As in the pod's containers: `python3` is the Python running Gossamer (runtime/processes.py).
+    # As the pod's containers run (kubectl exec): the container's user, no capabilities, and
+    # `python3` is the Python running Gossamer (runtime/processes.py).
+    run_as = pod.get("runAs") or []
+    chosen = next((r for r in run_as if r["container"] == args.container), None) if args.container else \
+        (run_as[0] if run_as else None)
+    if args.container and chosen is None:
+        raise CliError(f"container {args.container!r} not found in pod {pod['name']}")
     env = {**os.environ, "PATH": path_with_own_python(os.environ.get("PATH", os.defpath))}
-    os.execvpe("ip", ["ip", "netns", "exec", pod["netns"], *command], env)
+    if chosen is None:  # a pod without containers (a gateway): root, as its Envoy
+        argv = ["ip", "netns", "exec", pod["netns"], *command]
+    else:
+        argv = app_argv(pod["netns"], command, uid=chosen["uid"], gid=chosen["gid"],
+                        expose=default_exposed(Path.cwd()))
+    os.execvpe(argv[0], argv, env)
     return 127
 
 
@@ -504,6 +527,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the dashboard on http://127.0.0.1:PORT/ (0: off)")
     p.add_argument("--egress-gateway", action="store_true",
                    help="also run Istio's egress gateway, istio-system/istio-egressgateway (istio: egressgateway)")
+    p.add_argument("--workload-cert-ttl", default="24h", metavar="DURATION",
+                   help="lifetime of workload certificates (Istio's DEFAULT_WORKLOAD_CERT_TTL), e.g. 45s, 1h")
+    p.add_argument("--secret-grace-period-ratio", type=float, default=0.2, metavar="RATIO",
+                   help="agents renew a certificate when this share of its lifetime is left "
+                        "(Istio's SECRET_GRACE_PERIOD_RATIO)")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_up)
 
@@ -554,9 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["json", "table"], default="table")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("exec", help="run a command in a pod's network namespace")
+    p = sub.add_parser("exec", help="run a command in a pod, as its container's user")
     p.add_argument("pod", metavar="POD|deploy/NAME")
     p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("-c", "--container", help="whose user to run as (default: the first container)")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_exec)
 

@@ -19,6 +19,7 @@ from gossamer.controlplane.daemon import ControlPlane
 from gossamer.controlplane.paths import Paths
 from gossamer.controlplane.watch import manifest_files, read_manifest
 from gossamer.runtime.local import cleanup_leftovers
+from gossamer.security.settings import CertSettings
 
 log = logging.getLogger("gossamer.up")
 
@@ -30,10 +31,11 @@ def read_manifests(paths: list[Path]) -> list[tuple[str, str]]:
 
 
 async def run_up(paths: Paths, manifests: list[Path], ingress_port: int, metrics_port: int = 0,
-                 dashboard_port: int = 0, *, ingress_tls_port: int = 8443, egress_gateway: bool = False) -> int:
+                 dashboard_port: int = 0, *, ingress_tls_port: int = 8443, egress_gateway: bool = False,
+                 certs: CertSettings | None = None) -> int:
     cleanup_leftovers(paths.state_dir / "runtime")
     cp = ControlPlane(paths, ingress_port=ingress_port, ingress_tls_port=ingress_tls_port,
-                      egress_gateway=egress_gateway)
+                      egress_gateway=egress_gateway, certs=certs or CertSettings())
     result = await cp.start(read_manifests(manifests))
     for w in [*result.warnings, *result.notes]:
         print(w, file=sys.stderr)

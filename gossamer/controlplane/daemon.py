@@ -36,7 +36,10 @@ from gossamer.controlplane.workloads import (
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.runtime.images import ImageCache
 from gossamer.runtime.local import LocalRuntime
+from gossamer.runtime.sandbox import PROXY_GROUP
 from gossamer.security import CertificateAuthority
+from gossamer.security.server_tls import ServerTls
+from gossamer.security.settings import CertSettings
 from gossamer.store import Change, Store
 from gossamer.telemetry import AccessLogServicer, MeshMetrics, SpanStore, ZipkinCollector
 from gossamer.xds.cache import ConfigCache
@@ -51,23 +54,28 @@ RUNTIME_KINDS = {"Deployment", "Service", "Namespace", "ServiceAccount", "Servic
 
 class ControlPlane:
     def __init__(self, paths: Paths, *, ingress_port: int = 8080, ingress_tls_port: int = 8443,
-                 egress_gateway: bool = False) -> None:
+                 egress_gateway: bool = False, certs: CertSettings | None = None) -> None:
+        certs = certs or CertSettings()
         self.paths = paths
         self.ingress_port = ingress_port
         self.egress_gateway = egress_gateway  # the built-in istio-system/istio-egressgateway (`up --egress-gateway`)
         paths.state_dir.mkdir(parents=True, exist_ok=True)
         paths.run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(paths.run_dir, 0o755)
+        os.chmod(paths.state_dir, 0o700)  # the store (Secrets) and the CA key: root only
+        if os.geteuid() == 0:
+            os.chown(paths.run_dir, 0, PROXY_GROUP)  # Envoys reach xds.sock and their pod's directory
+        os.chmod(paths.run_dir, 0o710)
         self.store = Store(paths.store)
         self.images = ImageCache(paths.state_dir / "images")  # pulled at apply, shared with the runtime
         self.snapshots = SnapshotBuilder(self.store)
         self.cache = ConfigCache()
         # The mesh CA (istiod's): its root persists in <state>/ca, so restarts keep it.
-        self.ca = CertificateAuthority(paths.state_dir / "ca")
+        self.ca = CertificateAuthority(paths.state_dir / "ca", default_ttl=certs.workload_cert_ttl)
         self.runtime = LocalRuntime(state_dir=paths.state_dir / "runtime", run_dir=paths.run_dir,
                                     xds_socket=paths.xds_socket, ingress_port=ingress_port,
                                     ingress_tls_port=ingress_tls_port,
                                     on_change=self._on_runtime_change, ca=self.ca,
+                                    cert_ttl=certs.workload_cert_ttl, cert_rotate_fraction=certs.rotate_fraction,
                                     zipkin_socket=paths.zipkin_socket)
         self.pusher = Pusher(self.cache, self.snapshot)
         self.ads = AdsServer(self.cache, self._group_for_node, on_disconnect=self._on_proxy_disconnect)
@@ -104,7 +112,9 @@ class ControlPlane:
         result = self.apply(manifests)
         await self.zipkin.start(self.paths.zipkin_socket)
         await self.runtime.start()
-        self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}", others=[self.access_logs])
+        # mTLS: proxies prove their identity with the workload certificate their agent serves them.
+        self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}", others=[self.access_logs],
+                                 credentials=ServerTls(self.ca).credentials)
         self._tasks = [asyncio.create_task(self.pusher.run(), name="pusher"),
                        asyncio.create_task(self._reconcile_loop(), name="reconcile"),
                        asyncio.create_task(self._endpoints_loop(), name="kube-proxy"),

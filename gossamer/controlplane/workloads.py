@@ -16,6 +16,7 @@ import yaml
 
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, ServicePort, protocol_for_port
+from gossamer.resources.apps import run_as
 from gossamer.resources.core import configmap_binary_data, configmap_data, secret_data
 from gossamer.resources.meshconfig import DEFAULT_MESH_CONFIG, MeshConfig
 from gossamer.runtime.types import (
@@ -228,6 +229,8 @@ def deployment_spec(deployment: Any, snapshot: MeshSnapshot | None = None) -> De
                          for m in c.volume_mounts or []),
             env_refs=_env_refs(c),
             env_from=_env_from(c),
+            run_as_user=run_as(template.spec, c)[0],
+            run_as_group=run_as(template.spec, c)[1],
         )
         for c in template.spec.containers
     )

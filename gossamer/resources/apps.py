@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -11,7 +11,6 @@ from gossamer.resources.base import IntOrString, Model, NonNegInt, NonNegInt32, 
 # Pod/container fields that are accepted but mean nothing for a local process: a warning
 # is issued when they are set (see validation.py).
 IGNORED_POD_FIELDS = (
-    "security_context",
     "init_containers",
     "affinity",
     "tolerations",
@@ -26,7 +25,34 @@ IGNORED_POD_FIELDS = (
     "image_pull_secrets",
     "runtime_class_name",
 )
-IGNORED_CONTAINER_FIELDS = ("security_context", "lifecycle", "startup_probe")
+IGNORED_CONTAINER_FIELDS = ("lifecycle", "startup_probe")
+# uid/gid ceiling: ids above it are reserved for the runtime's per-pod proxy and app users.
+MAX_RUN_AS_ID = 2**31 - 1
+
+
+class SecurityContext(Model):
+    """Pod- or container-level securityContext. The local runtime enforces `runAsUser`, `runAsGroup`
+    (the app's uid/gid; a container's value overrides the pod's) and `runAsNonRoot`; the other fields
+    are accepted as Kubernetes defines them."""
+
+    run_as_user: Annotated[int, Field(ge=0, le=MAX_RUN_AS_ID)] | None = None
+    run_as_group: Annotated[int, Field(ge=0, le=MAX_RUN_AS_ID)] | None = None
+    run_as_non_root: bool | None = None
+    fs_group: int | None = None
+    fs_group_change_policy: str | None = None
+    supplemental_groups: list[int] | None = None
+    supplemental_groups_policy: str | None = None
+    privileged: bool | None = None
+    allow_privilege_escalation: bool | None = None
+    read_only_root_filesystem: bool | None = None
+    capabilities: dict[str, Any] | None = None
+    proc_mount: str | None = None
+    se_linux_options: dict[str, Any] | None = Field(default=None, alias="seLinuxOptions")
+    seccomp_profile: dict[str, Any] | None = None
+    app_armor_profile: dict[str, Any] | None = None
+    windows_options: dict[str, Any] | None = None
+    sysctls: list[dict[str, Any]] | None = None
+    se_linux_change_policy: str | None = Field(default=None, alias="seLinuxChangePolicy")
 
 
 class LabelSelector(Model):
@@ -194,7 +220,7 @@ class Container(Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     working_dir: str | None = None
     volume_mounts: list[VolumeMount] | None = None
-    security_context: dict[str, Any] | None = None
+    security_context: SecurityContext | None = None
     lifecycle: dict[str, Any] | None = None
     env_from: list[EnvFromSource] | None = None
     stdin: bool | None = None
@@ -221,8 +247,8 @@ class PodSpec(Model):
     enable_service_links: bool | None = None
     share_process_namespace: bool | None = None
     volumes: list[Volume] | None = None
+    security_context: SecurityContext | None = None
     # accepted with a warning (no meaning for local processes)
-    security_context: dict[str, Any] | None = None
     init_containers: list[dict[str, Any]] | None = None
     affinity: dict[str, Any] | None = None
     tolerations: list[dict[str, Any]] | None = None
@@ -251,6 +277,16 @@ class PodSpec(Model):
     resources: dict[str, Any] | None = None
     scheduling_gates: list[dict[str, Any]] | None = None
     set_hostname_as_fqdn: bool | None = Field(default=None, alias="setHostnameAsFQDN")
+
+
+def run_as(pod: PodSpec, container: Container) -> tuple[int | None, int | None]:
+    """(runAsUser, runAsGroup) for a container: its own securityContext's, else the pod's, else None."""
+    user = group = None
+    for ctx in (pod.security_context, container.security_context):
+        if ctx is not None:
+            user = ctx.run_as_user if ctx.run_as_user is not None else user
+            group = ctx.run_as_group if ctx.run_as_group is not None else group
+    return user, group
 
 
 class PodTemplateSpec(Model):

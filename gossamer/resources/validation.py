@@ -1043,6 +1043,29 @@ def validate_service(res: Resource) -> list[Finding]:
     return rep.findings
 
 
+def _check_run_as(rep: _Report, pod_path: FieldPath, pod: Any, container_path: FieldPath,
+                  container: Any) -> None:
+    """securityContext users the local runtime can honour (runtime/sandbox.py)."""
+    from gossamer.runtime.sandbox import ID_BASE, ID_RANGE, is_reserved_id
+
+    contexts = [(container_path, container.security_context)]
+    if container is pod.containers[0]:  # the pod's own once
+        contexts.insert(0, (pod_path, pod.security_context))
+    for path, ctx in contexts:
+        for field in ("run_as_user", "run_as_group"):
+            value = getattr(ctx, field, None) if ctx is not None else None
+            if value is not None and is_reserved_id(value):
+                rep.error(path + ("securityContext", _camel(field)),
+                          f"{value} is reserved for the mesh's per-pod users ({ID_BASE}..{ID_BASE + ID_RANGE - 1})")
+    user, _ = apps.run_as(pod, container)
+    non_root = None
+    for ctx in (pod.security_context, container.security_context):
+        if ctx is not None and ctx.run_as_non_root is not None:
+            non_root = ctx.run_as_non_root
+    if non_root and user == 0:
+        rep.error(container_path + ("securityContext", "runAsUser"), "runAsNonRoot is true but runAsUser is 0")
+
+
 def _check_int_or_name(rep: _Report, path: FieldPath, value: int | str | None) -> None:
     if value is None:
         return
@@ -1108,6 +1131,7 @@ def validate_deployment(res: Resource) -> list[Finding]:
         for field in apps.IGNORED_CONTAINER_FIELDS:
             if getattr(c, field) is not None:
                 rep.warn(cp + (_camel(field),), "ignored: has no meaning for local pods")
+        _check_run_as(rep, pp, pod, cp, c)
         port_names: set[str] = set()
         for j, port in enumerate(c.ports):
             if port.name is not None:

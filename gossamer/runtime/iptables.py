@@ -59,9 +59,11 @@ def istio_rules(
     return "\n".join(lines)
 
 
-async def apply_capture(netns: str) -> None:
-    """Install the rules atomically inside the pod's netns (removed with the netns)."""
-    await run("ip", "netns", "exec", netns, "iptables-restore", input=istio_rules().encode())
+async def apply_capture(netns: str, proxy_uid: int = PROXY_UID) -> None:
+    """Install the rules atomically inside the pod's netns (removed with the netns), exempting the
+    pod's own proxy user (runtime/sandbox.py), whose uid and gid are the same number."""
+    rules = istio_rules(proxy_uid=proxy_uid, proxy_gid=proxy_uid)
+    await run("ip", "netns", "exec", netns, "iptables-restore", input=rules.encode())
 
 
 async def dump_rules(netns: str) -> str:

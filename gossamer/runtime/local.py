@@ -1,9 +1,10 @@
 """LocalRuntime: a cluster on one machine.
 
 Each pod is a Linux network namespace on the `gsm0` bridge, running its
-containers' commands (and, for meshed pods, Envoy as uid 1337 behind Istio's
-iptables capture). Everything created is recorded in `state_dir/runtime.json`
-so that a crashed runtime can be cleaned up (`cleanup_leftovers`).
+containers' commands as the pod's own unprivileged user (and, for meshed pods,
+Envoy as the pod's proxy user behind Istio's iptables capture; see sandbox.py).
+Everything created is recorded in `state_dir/runtime.json` so that a crashed
+runtime can be cleaned up (`cleanup_leftovers`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from gossamer.agent.envoy import envoy_binary
-from gossamer.agent.sds import DEFAULT_CERT_TTL, CertificateSigner, SdsServer
+from gossamer.agent.sds import DEFAULT_CERT_TTL, DEFAULT_ROTATE_FRACTION, CertificateSigner, SdsServer
 from gossamer.runtime import kube_proxy, network
 from gossamer.runtime.pods import Pod, PodContext, has_sidecar, log_path
 from gossamer.runtime.probes import unix_http_get
+from gossamer.runtime.sandbox import PROXY_GROUP
 from gossamer.runtime.state import (
     RuntimeAlreadyRunning,
     StateRecord,
@@ -53,6 +55,7 @@ class LocalRuntime:
         envoy: Path | None = None,
         ca: CertificateSigner | None = None,
         cert_ttl: timedelta = DEFAULT_CERT_TTL,
+        cert_rotate_fraction: float = DEFAULT_ROTATE_FRACTION,
         zipkin_socket: Path | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
@@ -64,6 +67,7 @@ class LocalRuntime:
         self._envoy = envoy
         self.ca = ca  # when set, each pod's Envoy gets its workload certificate over SDS
         self.cert_ttl = cert_ttl
+        self.cert_rotate_fraction = cert_rotate_fraction
         self.zipkin_socket = zipkin_socket  # the control plane's span collector (bootstrap cluster `zipkin`)
         self._record = StateRecord(self.state_dir)
         self._ips = network.IpAllocator(reserved=(str(network.BRIDGE_IP),))
@@ -86,7 +90,11 @@ class LocalRuntime:
         """Clean up after a crashed previous run, then create the bridge."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.chmod(0o755)  # uid 1337 must reach its admin socket dir
+        # Only root and the pods' Envoys (the proxies' group) may enter; each pod's own directory
+        # inside is its proxy user's alone.
+        if os.geteuid() == 0:
+            os.chown(self.run_dir, 0, PROXY_GROUP)
+        self.run_dir.chmod(0o710)
         previous = load_record(self.state_dir)
         if previous is not None:
             pid = owner_alive(previous)
@@ -111,6 +119,7 @@ class LocalRuntime:
             notify=self._pod_changed,
             ca=self.ca,
             cert_ttl=self.cert_ttl,
+            cert_rotate_fraction=self.cert_rotate_fraction,
             zipkin_socket=self.zipkin_socket,
         )
         self._record.set_bridge(network.BRIDGE)

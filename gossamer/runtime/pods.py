@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import shutil
-import stat
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -24,12 +23,18 @@ from gossamer.agent.bootstrap import (
     write_bootstrap,
 )
 from gossamer.agent.envoy import as_proxy_user, envoy_args
-from gossamer.agent.sds import DEFAULT_CERT_TTL, CertificateSigner, SdsServer, sds_socket_for
-from gossamer.runtime import hosts, iptables, network, volumes
+from gossamer.agent.sds import (
+    DEFAULT_CERT_TTL,
+    DEFAULT_ROTATE_FRACTION,
+    CertificateSigner,
+    SdsServer,
+    sds_socket_for,
+)
+from gossamer.runtime import hosts, iptables, network, sandbox, volumes
 from gossamer.runtime.probes import run_probe, unix_http_get
 from gossamer.runtime.processes import SupervisedProcess, base_env
 from gossamer.runtime.state import StateRecord, kill_netns_processes
-from gossamer.runtime.types import PROXY_UID, ContainerSpec, DeploymentSpec, PodStatus, ServiceAddress
+from gossamer.runtime.types import ContainerSpec, DeploymentSpec, PodStatus, ServiceAddress
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,7 @@ class PodContext:
     # pod's workload certificate (`default`) and the root (`ROOTCA`) on <run_dir>/sds.sock.
     ca: CertificateSigner | None = None
     cert_ttl: timedelta = DEFAULT_CERT_TTL
+    cert_rotate_fraction: float = DEFAULT_ROTATE_FRACTION  # up --secret-grace-period-ratio (1 - it)
     # The control plane's Zipkin collector: every Envoy's bootstrap gets a `zipkin` cluster to it.
     zipkin_socket: Path | None = None
     # Routers bind their TLS-terminating gateway listener (8443) on 127.0.0.1:<port> of the host too (0: off).
@@ -94,6 +100,11 @@ class Pod:
         self.net = network.PodNetwork(netns=netns, veth=veth, ip=ip)
         self.has_sidecar = has_sidecar(spec)
         self.proxy_type: Literal["sidecar", "router"] = spec.proxy_type
+        # Sidecars' Envoy runs as the pod's own proxy user. Routers' Envoy stays root: binding the
+        # gateway's listeners in the host's netns (network_namespace_filepath) needs setns().
+        self.proxy_uid: int | None = (
+            sandbox.proxy_uid(ip) if self.has_sidecar and self.proxy_type == "sidecar" else None
+        )
         self.phase: Literal["Pending", "Running", "Terminating"] = "Pending"
         self.started_at = time.time()
         self.containers: list[Container] = []
@@ -170,7 +181,18 @@ class Pod:
             restarts=self.restarts,
             started_at=self.started_at,
             ports=tuple(ports),
+            proxy_uid=self.proxy_uid,
+            run_as=tuple((c.name, *self.run_as(c)) for c in self.spec.containers),
         )
+
+    def run_as(self, cspec: ContainerSpec) -> tuple[int, int]:
+        """(uid, gid) of a container: its securityContext's, else the pod's own app user."""
+        uid = cspec.run_as_user if cspec.run_as_user is not None else sandbox.app_uid(self.net.ip)
+        if cspec.run_as_group is not None:
+            gid = cspec.run_as_group
+        else:
+            gid = 0 if uid == 0 else sandbox.app_uid(self.net.ip)
+        return uid, gid
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -188,12 +210,16 @@ class Pod:
             await network.create_netns(self.net.netns)
             await network.setup_pod_network(self.net)
             self.write_name_files(services)
+            # Apps bind ports below 1024 without capabilities, as in a container runtime.
+            await network.run("ip", "netns", "exec", self.net.netns,
+                              "sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=0")
+            # The pod's sockets (Envoy admin, SDS: the workload's key) are for its proxy user only.
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.run_dir.chmod(0o755)
+            self.run_dir.chmod(0o700)
             if self.has_sidecar:
-                if self.proxy_type == "sidecar":
-                    await iptables.apply_capture(self.net.netns)
-                    os.chown(self.run_dir, PROXY_UID, PROXY_UID)
+                if self.proxy_uid is not None:
+                    await iptables.apply_capture(self.net.netns, self.proxy_uid)
+                    os.chown(self.run_dir, self.proxy_uid, self.proxy_uid)
                 await self._start_sds()
                 self._start_proxy()
                 if self.spec.hold_application_until_proxy_starts:
@@ -254,8 +280,9 @@ class Pod:
             signer=self.ctx.ca,
             socket_path=self.sds_socket,
             ttl=self.ctx.cert_ttl,
-            # Sidecars run as uid 1337; routers as root (who may connect anyway).
-            socket_owner=PROXY_UID if self.proxy_type == "sidecar" else None,
+            rotate_fraction=self.ctx.cert_rotate_fraction,
+            # Only the pod's proxy user (routers: root, who may connect anyway).
+            socket_owner=self.proxy_uid,
         )
         await self.sds.start()
 
@@ -285,9 +312,9 @@ class Pod:
         )
         write_bootstrap(self.bootstrap_path, bootstrap)
         argv = envoy_args(self.bootstrap_path, binary=self.ctx.envoy_binary)
-        if self.proxy_type == "sidecar":
-            # uid/gid 1337: the identity the capture rules let through.
-            argv = as_proxy_user(argv)
+        if self.proxy_uid is not None:
+            # The pod's proxy user: the identity its capture rules let through.
+            argv = as_proxy_user(argv, self.proxy_uid)
         # Routers run as root: binding in the host netns (network_namespace_filepath) needs setns().
         self.proxy = SupervisedProcess(
             name=f"{self.namespace}/{self.name}/{PROXY_CONTAINER}",
@@ -312,9 +339,12 @@ class Pod:
         env = {**base_env(), **self._pod_env(), **volumes.container_env(cspec, self.spec, fields)}
         mounts = self.volumes.mounts(cspec)
         volumes.ensure_mountpoints(mounts, self.ctx.record)
+        uid, gid = self.run_as(cspec)
+        argv = sandbox.app_argv(self.net.netns, cspec.command, uid=uid, gid=gid,
+                                expose=sandbox.default_exposed(cspec.workdir))
         proc = SupervisedProcess(
             name=f"{self.namespace}/{self.name}/{cspec.name}",
-            argv=volumes.with_mounts(["ip", "netns", "exec", self.net.netns, *cspec.command], self.net.netns, mounts),
+            argv=volumes.with_mounts(argv, self.net.netns, mounts),
             env=env,
             cwd=cspec.workdir,
             log_path=self.log_path(cspec.name),
@@ -376,8 +406,6 @@ class Pod:
                     live = code == 200 and body.strip() == "LIVE"
                 except (OSError, TimeoutError, Exception):  # noqa: BLE001 - any failure means not ready
                     live = False
-                if not live:
-                    _ensure_socket_access(self.ctx.xds_socket)
             if live != self.proxy_live:
                 self.proxy_live = live
                 self.ctx.notify()
@@ -417,11 +445,3 @@ class Pod:
 
 def log_path(state_dir: Path, pod: str, namespace: str, container: str) -> Path:
     return state_dir / "logs" / namespace / pod / f"{container}.log"
-
-
-def _ensure_socket_access(path: Path) -> None:
-    """Envoy runs as uid 1337: connecting to a unix socket needs write permission on it."""
-    with contextlib.suppress(OSError):
-        st = path.stat()
-        if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & stat.S_IWOTH:
-            path.chmod(0o666)

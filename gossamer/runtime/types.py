@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-# Istio's well-known ports and the proxy's uid (iptables exempts it).
+# Istio's well-known ports. Istio's proxy uid 1337 is per pod here (runtime/sandbox.py).
 PROXY_UID = 1337
 OUTBOUND_CAPTURE_PORT = 15001
 INBOUND_CAPTURE_PORT = 15006
@@ -74,6 +74,9 @@ class ContainerSpec:
     mounts: tuple[VolumeMount, ...] = ()
     env_refs: tuple[EnvRef, ...] = ()  # resolved when the container starts (runtime/volumes.py)
     env_from: tuple[EnvFrom, ...] = ()
+    # securityContext (container's, else pod's): None = the pod's own unprivileged app user.
+    run_as_user: int | None = None
+    run_as_group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,9 @@ class PodStatus:
     restarts: int = 0
     started_at: float = 0.0
     ports: tuple[int, ...] = field(default=())
+    proxy_uid: int | None = None  # the uid the pod's Envoy runs as (None: no Envoy, or root for routers)
+    # (container, uid, gid) the pod's containers run as (runtime/sandbox.py).
+    run_as: tuple[tuple[str, int, int], ...] = field(default=())
 
     @property
     def ready(self) -> bool:

@@ -163,6 +163,32 @@ class CertificateAuthority:
         if not identity.startswith(prefix) or len(identity) == len(prefix):
             raise CsrRejected(f"identity {identity!r} is not a SPIFFE id in trust domain {self.trust_domain}")
 
+    def issue_server_certificate(self, dns_name: str, ttl: timedelta) -> tuple[str, str]:
+        """(certificate PEM, key PEM) for the control plane's own TLS server: a DNS SAN only
+        (`istiod.istio-system.svc`), which no workload certificate can carry (sign_csr signs one
+        URI SAN and nothing else), serverAuth only."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _now()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(self._cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - BACKDATE)
+            .not_valid_after(min(now + ttl, self._cert.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=True)
+        )
+        with self._lock:
+            cert = builder.sign(self._key, hashes.SHA256())
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
     def sign_csr(self, csr_pem: str | bytes, identity: str, ttl: timedelta | None = None) -> str:
         """Sign `csr_pem` for `identity` (the SPIFFE id the caller is entitled to); returns the leaf PEM.
 

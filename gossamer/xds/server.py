@@ -30,6 +30,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
+from gossamer.runtime.sandbox import PROXY_GROUP
+from gossamer.security.authz import IdentityRejected, check_node, peer_identity
 from gossamer.xds.cache import ConfigCache, TypeSnapshot
 from gossamer.xds.streams import CHANGED, Changed, End, read_requests
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, SHORT_NAMES, WILDCARD_TYPES, push_rank
@@ -43,6 +45,17 @@ CONTROL_PLANE_ID = "gossamer"
 _NONCE_PREFIX = secrets.token_hex(4)
 _nonce_counter = itertools.count(1)
 _stream_ids = itertools.count(1)
+
+
+async def _check_identity(context: Any, node: base_pb2.Node) -> None:
+    """Refuse (PERMISSION_DENIED, nothing sent) a node whose claimed namespace/service account is not
+    the identity its client certificate proves."""
+    try:
+        identity = peer_identity(context)
+        check_node(identity, json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {})
+    except IdentityRejected as e:
+        log.warning("xds: refused node %s: %s", node.id, e)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
 
 
 def _next_nonce() -> str:
@@ -301,8 +314,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         group_for_node: GroupForNode,
         on_status_change: StatusCallback | None = None,
         on_disconnect: StatusCallback | None = None,
+        *,
+        authenticate: bool = True,
     ) -> None:
+        """`authenticate`: serve a stream only to a client whose verified certificate (mTLS, see
+        `serve(credentials=...)`) names the namespace and service account its node claims
+        (security/authz.py). Off only for tests of the protocol itself."""
         self._cache = cache
+        self._authenticate = authenticate
         self._group_for_node = group_for_node
         self._on_status_change = on_status_change
         self._on_disconnect = on_disconnect
@@ -451,6 +470,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                                 grpc.StatusCode.INVALID_ARGUMENT,
                                 "the first request of a stream must carry a node",
                             )
+                        if self._authenticate:
+                            await _check_identity(context, item.node)
                         await self._initial_syncs.acquire()
                         slot.append(asyncio.get_running_loop().call_later(INITIAL_SYNC_SLOT_SECONDS, release_slot))
                         group = await self._group_for_node(item.node)
@@ -783,9 +804,11 @@ class Servicer(Protocol):
     def add_to_server(self, server: grpc.aio.Server) -> None: ...
 
 
-async def serve(server: AdsServer, address: str, *, others: Iterable[Servicer] = ()) -> grpc.aio.Server:
+async def serve(server: AdsServer, address: str, *, others: Iterable[Servicer] = (),
+                credentials: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
     """Start a gRPC server for `server` on `address` (e.g. "unix:/run/gossamer/xds.sock"), with
-    `others` (e.g. the access log service proxies stream their entries to) on the same server."""
+    `others` (e.g. the access log service proxies stream their entries to) on the same server.
+    `credentials` (security/server_tls.py): mTLS for every service on it; None: plaintext."""
     path: str | None = None
     if address.startswith("unix:") and not address.startswith("unix-abstract:"):
         path = address[len("unix:") :]
@@ -810,9 +833,14 @@ async def serve(server: AdsServer, address: str, *, others: Iterable[Servicer] =
     server.add_to_server(grpc_server)
     for other in others:
         other.add_to_server(grpc_server)
-    grpc_server.add_insecure_port(address)
+    if credentials is not None:
+        grpc_server.add_secure_port(address, credentials)
+    else:
+        grpc_server.add_insecure_port(address)
     await grpc_server.start()
     if path is not None:
-        # The proxy runs as uid 1337 and must be able to connect.
-        os.chmod(path, 0o777)
+        # Envoys (each pod's own proxy user) carry the proxies' group; nobody else may connect.
+        if os.geteuid() == 0:
+            os.chown(path, 0, PROXY_GROUP)
+        os.chmod(path, 0o660)
     return grpc_server

@@ -28,6 +28,20 @@ def one_mesh_per_machine() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def readable_tmp_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Pods run as unprivileged users of their own: the folders tests write apps and manifests into
+    must be readable by them (pytest makes its temporary directories 0700)."""
+    original = tmp_path_factory.mktemp
+
+    def mktemp(basename: str, numbered: bool = True) -> Path:
+        path = original(basename, numbered)
+        path.chmod(0o755)
+        return path
+
+    tmp_path_factory.mktemp = mktemp  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session")
 def bookinfo() -> Iterator[Mesh]:
     """One bookinfo mesh for the session, brought up the way the README says."""

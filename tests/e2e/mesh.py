@@ -115,7 +115,18 @@ class Mesh:
             return Response(e.code, e.read().decode(errors="replace"), {k.lower(): v for k, v in e.headers.items()})
 
     def exec(self, ref: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """COMMAND in the pod as its container's user (no capabilities), as `kubectl exec`."""
         return self.cli("exec", ref, "--", *command, check=check)
+
+    def pod(self, ref: str, namespace: str = "default") -> dict[str, Any]:
+        status, body = ApiClient(self.run_dir / "api.sock", timeout=10).get(f"/v1/pods/{namespace}/{ref}")
+        assert status == 200, body
+        return dict(body)
+
+    def root_exec(self, ref: str, *command: str, namespace: str = "default") -> subprocess.CompletedProcess[str]:
+        """COMMAND in the pod's network namespace as root (the node's administrator, not the app)."""
+        netns = self.pod(ref, namespace)["netns"]
+        return subprocess.run(["ip", "netns", "exec", netns, *command], capture_output=True, text=True, timeout=30)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

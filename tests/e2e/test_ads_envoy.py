@@ -103,7 +103,7 @@ async def setup(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
             cache.set_group(GROUP, config(port, "v1"))
         return GROUP
 
-    ads = AdsServer(cache, group_for_node)
+    ads = AdsServer(cache, group_for_node, authenticate=False)  # plaintext: no identity to check
     xds_sock = tmp_path / "xds.sock"
     server: grpc.aio.Server = await serve(ads, f"unix:{xds_sock}")
     envoy = await asyncio.to_thread(
@@ -187,7 +187,8 @@ async def test_envoy_reconnects_after_control_plane_restart(setup: Setup) -> Non
     assert await fetch_until(s.port, "v1") == "v1"  # Envoy keeps its config meanwhile
 
     disconnected: list[str] = []
-    ads2 = AdsServer(s.cache, lambda node: _group(), on_disconnect=lambda st: disconnected.append(st.node_id))
+    ads2 = AdsServer(s.cache, lambda node: _group(), on_disconnect=lambda st: disconnected.append(st.node_id),
+                     authenticate=False)
     s.server = await serve(ads2, f"unix:{s.xds_sock}")  # the old socket file is replaced
     assert await ads2.wait_synced([NODE], 30), s.envoy.log()
     s.cache.set_group(GROUP, config(s.port, "v3"))

@@ -324,9 +324,9 @@ def test_a_pod_without_sidecar_is_reachable_from_meshed_clients(small: tuple[Mes
     assert re.search(r"\bplain-\S+\s+\S+\s+\S+\s+\S+\s+-\s*$", mesh.cli("status").stdout, re.MULTILINE)
     assert not [p for p in mesh.status()["proxies"] if "plain-" in p["nodeId"]]
 
-    rules = mesh.exec("deploy/plain", "iptables-save").stdout
+    rules = mesh.root_exec("deploy/plain", "iptables-save").stdout
     assert "ISTIO" not in rules, rules
-    assert "ISTIO_OUTPUT" in mesh.exec("deploy/curl", "iptables-save").stdout  # the meshed one is captured
+    assert "ISTIO_OUTPUT" in mesh.root_exec("deploy/curl", "iptables-save").stdout  # the meshed one is captured
 
     for _ in range(3):
         proc = mesh.exec("deploy/curl", "curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}",

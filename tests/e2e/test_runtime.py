@@ -19,6 +19,7 @@ import pytest
 
 from gossamer.runtime.linux import same_process_alive
 from gossamer.runtime.local import LocalRuntime, cleanup_leftovers
+from gossamer.runtime.sandbox import PROXY_GROUP, app_uid, proxy_uid
 from gossamer.runtime.types import ContainerSpec, DeploymentSpec, ServiceAddress
 
 from .test_runtime_support import (
@@ -206,12 +207,14 @@ async def test_rolling_update_starts_new_before_deleting_old(env: Env) -> None:
 
 
 async def test_sidecar_pod_capture_without_xds(env: Env) -> None:
-    """Envoy (uid 1337) runs, cannot get config (proxy_ready False); capture rules are in place."""
+    """Envoy (the pod's proxy user) runs, cannot get config (proxy_ready False); capture rules are in place."""
     rt = env.rt
-    # A bare unix socket standing in for the xDS server, created with default (0755) permissions:
-    # the runtime must make it connectable for uid 1337, and Envoy must dial it.
+    # A bare unix socket standing in for the xDS server, with the xDS server's permissions (root and the
+    # proxies' group): Envoy must dial it.
     xds = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     xds.bind(str(rt.xds_socket))
+    os.chown(rt.xds_socket, 0, PROXY_GROUP)
+    os.chmod(rt.xds_socket, 0o660)
     xds.listen(8)
     xds.settimeout(20)
     dialed = threading.Event()
@@ -246,14 +249,14 @@ async def test_sidecar_pod_capture_without_xds(env: Env) -> None:
         ns = rt.netns_name(meshed.name, "default")
 
         await asyncio.to_thread(dialed.wait, 20)
-        assert dialed.is_set(), "Envoy (uid 1337) never connected to the xDS socket"
+        assert dialed.is_set(), "Envoy (the pod's proxy user) never connected to the xDS socket"
 
         code, body = await rt.admin_get(meshed.name, "default", "/ready")
         assert code == 503 and body.strip() != "LIVE"
         code, body = await rt.admin_get(meshed.name, "default", "/server_info")
         assert code == 200 and meshed.name in body
 
-        # Envoy runs as 1337; the app as root.
+        # Envoy runs as the pod's proxy user; the app as the pod's app user (none of them root).
         pids = sh("ip", "netns", "pids", ns).stdout.split()
         uids = {}
         for pid in pids:
@@ -264,7 +267,11 @@ async def test_sidecar_pod_capture_without_xds(env: Env) -> None:
                 if line.startswith("Uid:")
             )
             uids[comm] = uid
-        assert uids.get("envoy") == "1337", uids
+        assert uids.get("envoy") == str(proxy_uid(meshed.ip)), uids
+        assert uids.get("python3") == str(app_uid(meshed.ip)), uids
+        run_dir = rt.admin_socket(meshed.name, "default").parent
+        st = run_dir.stat()
+        assert (st.st_uid, oct(st.st_mode & 0o777)) == (proxy_uid(meshed.ip), "0o700")
 
         rules = in_pod(ns, "iptables-save", "-t", "nat").stdout
         assert ":ISTIO_OUTPUT" in rules and "--to-ports 15001" in rules and "--to-ports 15006" in rules

@@ -89,7 +89,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[LocalRuntime, ConfigCac
         cache.set_group(node.id, resources)
         return node.id
 
-    ads = AdsServer(cache, group_for_node)
+    ads = AdsServer(cache, group_for_node, authenticate=False)  # plaintext: no identity to check
     xds_socket = run_dir / "xds.sock"
     server = await serve(ads, f"unix:{xds_socket}")
     rt = LocalRuntime(state_dir=tmp_path / "state", run_dir=run_dir, xds_socket=xds_socket, ingress_port=ingress_port)

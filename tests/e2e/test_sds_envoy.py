@@ -29,7 +29,7 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 
 from gossamer.agent.bootstrap import SDS_CLUSTER, _grpc_pipe_cluster
 from gossamer.agent.sds import ROOT_SECRET, WORKLOAD_SECRET, SdsServer, issue_workload_certificate
-from gossamer.runtime.types import PROXY_UID
+from gossamer.runtime.sandbox import proxy_uid
 from gossamer.security import CertificateAuthority
 from tests.e2e.envoy_helper import EnvoyProcess, envoy_binary, free_port, start_envoy
 from tests.e2e.mesh import Mesh
@@ -245,9 +245,9 @@ def test_bookinfo_pods_get_certificates_over_sds(bookinfo: Mesh) -> None:
             cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"]
         )
         assert sock == path.parent / "sds.sock" and stat.S_ISSOCK(sock.stat().st_mode)
-        if meta["INTERCEPTION_MODE"] == "REDIRECT":  # sidecars run as uid 1337
-            assert sock.stat().st_uid == PROXY_UID
-        assert not sock.stat().st_mode & stat.S_IRWXO  # nobody else gets the private key
+        if meta["INTERCEPTION_MODE"] == "REDIRECT":  # sidecars run as their pod's own proxy user
+            assert sock.stat().st_uid == proxy_uid(meta["INSTANCE_IPS"])
+        assert not sock.stat().st_mode & (stat.S_IRWXO | stat.S_IRWXG)  # nobody else gets the private key
         with grpc.insecure_channel(f"unix:{sock}") as channel:
             stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
             resp = stub.FetchSecrets(discovery_pb2.DiscoveryRequest(resource_names=[WORKLOAD_SECRET]), timeout=5)

@@ -54,10 +54,10 @@ def legacy_pod(mesh: Mesh) -> dict[str, object]:
 def test_a_sidecarless_pod_reaches_a_service_by_name(mesh: Mesh) -> None:
     proc = curl(mesh, "deploy/legacy", "http://httpbin:8000/get")
     assert status_of(proc) == "200", proc.stdout + proc.stderr
-    rules = mesh.exec("deploy/legacy", "iptables-save", "-t", "nat").stdout
+    rules = mesh.root_exec("deploy/legacy", "iptables-save", "-t", "nat").stdout
     assert "GSM_SERVICES" in rules and "ISTIO" not in rules, rules
     # Sidecar pods keep Istio's capture only (their Envoy routes VIP traffic).
-    assert "GSM_SERVICES" not in mesh.exec("deploy/curl", "iptables-save").stdout
+    assert "GSM_SERVICES" not in mesh.root_exec("deploy/curl", "iptables-save").stdout
 
 
 def test_requests_spread_over_the_ready_endpoints(mesh: Mesh) -> None:

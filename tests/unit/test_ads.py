@@ -21,6 +21,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import message, struct_pb2
 from google.rpc import status_pb2
 
+from gossamer.runtime.sandbox import PROXY_GROUP
 from gossamer.xds.cache import ConfigCache
 from gossamer.xds.server import AdsServer, ProxyStatus, serve
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -95,7 +96,8 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             cache.set_group(group, config(lds={"other": listener("other")}))
         return group
 
-    ads = AdsServer(cache, group_for_node, on_status_change=statuses.append, on_disconnect=disconnected.append)
+    ads = AdsServer(cache, group_for_node, on_status_change=statuses.append, on_disconnect=disconnected.append,
+                    authenticate=False)  # the protocol; identity: test_xds_identity.py
     sock = tmp_path / "xds.sock"
     server = await serve(ads, f"unix:{sock}")
     channel = grpc.aio.insecure_channel(f"unix:{sock}")
@@ -418,9 +420,11 @@ async def test_first_request_without_node_is_rejected(env: Env) -> None:
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_socket_is_world_accessible(env: Env) -> None:
-    mode = os.stat(env.socket).st_mode
-    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o777
+async def test_socket_is_for_root_and_the_proxies_group_only(env: Env) -> None:
+    st = os.stat(env.socket)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
+    if os.geteuid() == 0:
+        assert (st.st_uid, st.st_gid) == (0, PROXY_GROUP)
 
 
 # ---- Delta --------------------------------------------------------------------

@@ -18,9 +18,10 @@ from gossamer.agent import (
     write_bootstrap,
 )
 from gossamer.agent.envoy import as_proxy_user
+from gossamer.runtime.sandbox import PROXY_GROUP
 
 
-def _bootstrap(tmp_path: Path, proxy_type: str = "sidecar") -> dict:
+def _bootstrap(tmp_path: Path, proxy_type: str = "sidecar", sds: bool = False) -> dict:
     labels = {"app": "reviews", "version": "v1"}
     meta = proxy_metadata(
         pod="reviews-v1-abc",
@@ -38,7 +39,25 @@ def _bootstrap(tmp_path: Path, proxy_type: str = "sidecar") -> dict:
         metadata=meta,
         xds_socket=tmp_path / "xds.sock",
         admin_socket=tmp_path / "admin.sock",
+        sds_socket=tmp_path / "sds.sock" if sds else None,
     )
+
+
+def test_ads_over_mtls_with_the_workload_certificate_when_the_pod_has_an_agent(tmp_path: Path) -> None:
+    def xds_cluster(b: dict) -> dict:
+        return next(c for c in b["static_resources"]["clusters"] if c["name"] == "xds-grpc")
+
+    assert "transport_socket" not in xds_cluster(_bootstrap(tmp_path))
+    tls = xds_cluster(_bootstrap(tmp_path, sds=True))["transport_socket"]["typed_config"]
+    assert tls["sni"] == "istiod.istio-system.svc"
+    common = tls["common_tls_context"]
+    assert [s["name"] for s in common["tls_certificate_sds_secret_configs"]] == ["default"]
+    validation = common["combined_validation_context"]
+    assert validation["validation_context_sds_secret_config"]["name"] == "ROOTCA"
+    assert validation["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "istiod.istio-system.svc"}}]
+    sds_source = common["tls_certificate_sds_secret_configs"][0]["sds_config"]["api_config_source"]
+    assert sds_source["grpc_services"] == [{"envoy_grpc": {"cluster_name": "sds-grpc"}}]
 
 
 def test_node_identity(tmp_path: Path) -> None:
@@ -96,20 +115,22 @@ def test_ads_and_static_resources(tmp_path: Path) -> None:
 
 
 def test_envoy_command_line(tmp_path: Path) -> None:
-    argv = as_proxy_user(envoy_args(tmp_path / "envoy.json", binary=Path("/bin/envoy")))
-    assert argv[:6] == ["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups"]
+    argv = as_proxy_user(envoy_args(tmp_path / "envoy.json", binary=Path("/bin/envoy")), 1337000005)
+    assert argv[:7] == ["setpriv", "--reuid", "1337000005", "--regid", "1337000005", "--groups", str(PROXY_GROUP)]
+    assert "--bounding-set=-all" in argv and "--no-new-privs" in argv
     assert argv[argv.index("-c") + 1] == str(tmp_path / "envoy.json")
     assert "--disable-hot-restart" in argv
     assert argv[argv.index("--concurrency") + 1] == "1"
 
 
 @pytest.mark.parametrize("proxy_type", ["sidecar", "router"])
-def test_envoy_validates_bootstrap(tmp_path: Path, proxy_type: str) -> None:
+@pytest.mark.parametrize("sds", [False, True], ids=["plain", "mtls"])
+def test_envoy_validates_bootstrap(tmp_path: Path, proxy_type: str, sds: bool) -> None:
     try:
         binary = envoy_binary()
     except FileNotFoundError:
         pytest.skip("envoy binary not installed")
-    path = write_bootstrap(tmp_path / "envoy.json", _bootstrap(tmp_path, proxy_type))
+    path = write_bootstrap(tmp_path / "envoy.json", _bootstrap(tmp_path, proxy_type, sds))
     assert json.loads(path.read_text())["node"]["cluster"] == "reviews.default"
     result = subprocess.run(
         [str(binary), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=60

@@ -86,6 +86,40 @@ def application_uid(ctx: Context) -> Iterator[Message]:
                               f"runs as UID {PROXY_UID}, the sidecar proxy's: its traffic would bypass the proxy")
 
 
+def _root_paths(spec: Mapping[str, Any]) -> list[tuple[str | int, ...]]:
+    """Where a pod spec makes a container run as uid 0: a container's own `runAsUser: 0`, or the pod's
+    when some container does not set its own (a container's runAsUser overrides the pod's)."""
+
+    def run_as_user(obj: Any) -> Any:
+        security = obj.get("securityContext") if isinstance(obj, dict) else None
+        return security.get("runAsUser") if isinstance(security, dict) else None
+
+    out: list[tuple[str | int, ...]] = []
+    inherit = False
+    for i, c in enumerate(spec.get("containers") or []):
+        own = run_as_user(c)
+        if own == 0:
+            out.append(("containers", i, "securityContext", "runAsUser"))
+        inherit = inherit or own is None
+    if inherit and run_as_user(spec) == 0:
+        out.insert(0, ("securityContext", "runAsUser"))
+    return out
+
+
+@analyzer("deployment.RootUserAnalyzer", "Checks for app containers that run as root", ("GSM0002",))
+def root_user(ctx: Context) -> Iterator[Message]:
+    """Apps run as an unprivileged user of their pod unless the spec says `runAsUser: 0`; then they get
+    root, with the power to change their pod's traffic capture, read other pods' files and the mesh's."""
+    for r in [*ctx.pods, *ctx.of("Deployment")]:
+        if is_control_plane(r):
+            continue
+        prefix: tuple[str | int, ...] = ("spec",) if r.kind == "Pod" else ("spec", "template", "spec")
+        for path in _root_paths(pod_spec(r)):
+            yield ctx.message("GSM0002", r, prefix + path,
+                              "runs as root (runAsUser: 0): it can change its pod's traffic capture and read "
+                              "what root can; leave runAsUser unset to run as the pod's own unprivileged user")
+
+
 def _matching_services(ctx: Context, d: Resource) -> list[Resource]:
     labels = d.spec.template.metadata.labels
     return [s for s in ctx.of("Service") if s.spec.selector and s.namespace == d.namespace
