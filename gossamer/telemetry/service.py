@@ -8,7 +8,9 @@ from typing import Any
 
 import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+from google.protobuf import json_format
 
+from gossamer.security.authz import IdentityRejected, check_node, peer_identity
 from gossamer.telemetry.metrics import MeshMetrics, Reporter
 
 log = logging.getLogger(__name__)
@@ -17,8 +19,11 @@ log = logging.getLogger(__name__)
 class AccessLogServicer(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
     """One stream per proxy and log name; its first message identifies the proxy (node, log name)."""
 
-    def __init__(self, metrics: MeshMetrics) -> None:
+    def __init__(self, metrics: MeshMetrics, *, authenticate: bool = True) -> None:
         self.metrics = metrics
+        # As ADS (same mTLS server): a proxy reports only as the identity its certificate proves, so
+        # it cannot pass its traffic off as another workload's in the metrics.
+        self.authenticate = authenticate
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(self, server)
@@ -29,6 +34,13 @@ class AccessLogServicer(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[
         reporter: Reporter | None = None
         async for msg in request_iterator:
             if msg.HasField("identifier"):
+                if self.authenticate:
+                    node = msg.identifier.node
+                    try:
+                        check_node(peer_identity(context), json_format.MessageToDict(node.metadata))
+                    except IdentityRejected as e:
+                        log.warning("access logs: refused node %s: %s", node.id, e)
+                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
                 reporter = Reporter.from_node(msg.identifier.node, msg.identifier.log_name)
             if reporter is None:
                 log.debug("access log message before an identifier: dropped")

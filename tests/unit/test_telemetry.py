@@ -147,7 +147,9 @@ def als(tmp_path: Path) -> Iterator[tuple[MeshMetrics, Path]]:
         async def group(_node: base_pb2.Node) -> str:
             return "g"
 
-        server = await serve(AdsServer(ConfigCache(), group), f"unix:{socket}", others=[AccessLogServicer(metrics)])
+        # Plaintext: this tests the metrics, not the identity check (tests/unit/test_xds_identity.py).
+        server = await serve(AdsServer(ConfigCache(), group), f"unix:{socket}",
+                             others=[AccessLogServicer(metrics, authenticate=False)])
         started.set()
         await stop.wait()
         await server.stop(grace=0.2)
