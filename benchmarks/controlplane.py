@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -311,10 +312,14 @@ class SimProxy:
 
 
 class Envoys:
-    def __init__(self, xds_socket: Path, pods: list[dict[str, Any]]) -> None:
+    def __init__(self, xds_socket: Path, pods: list[dict[str, Any]], ca_dir: Path) -> None:
         from gossamer.agent.bootstrap import node_id, proxy_metadata
+        from gossamer.security import CertificateAuthority
 
         self.socket = xds_socket
+        # Like real Envoys, each proves its pod's identity over mTLS: certificates from the mesh CA.
+        self.ca = CertificateAuthority(ca_dir)
+        self._credentials: dict[tuple[str, str], Any] = {}
         self.decoded = Decoded()
         self.proxies: list[SimProxy] = []
         for p in pods:
@@ -332,6 +337,20 @@ class Envoys:
         self.all_synced = asyncio.Event()
         self._pending = len(self.proxies)
         self._tasks: list[asyncio.Task[None]] = []
+
+    def credentials(self, proxy: SimProxy) -> Any:
+        """mTLS with a workload certificate for the proxy's namespace and service account (one per identity)."""
+        import grpc
+
+        from gossamer.agent.sds import issue_workload_certificate
+        from gossamer.security import spiffe_id
+
+        key = (proxy.namespace, str(proxy.metadata["SERVICE_ACCOUNT"]))
+        if key not in self._credentials:
+            cert = issue_workload_certificate(self.ca, spiffe_id(*key), timedelta(hours=1))
+            self._credentials[key] = grpc.ssl_channel_credentials(
+                self.ca.root_pem.encode(), cert.key_pem.encode(), cert.cert_pem.encode())
+        return self._credentials[key]
 
     async def start(self) -> None:
         self.started = time.monotonic()
@@ -363,6 +382,8 @@ class Envoys:
         from envoy.service.discovery.v3 import discovery_pb2
         from google.protobuf import json_format, struct_pb2
 
+        from gossamer.security.server_tls import CONTROL_PLANE_NAME
+
         metadata = struct_pb2.Struct()
         json_format.ParseDict(proxy.metadata, metadata)
         node = base_pb2.Node(id=proxy.node_id, cluster=f"{proxy.metadata['LABELS'].get('app', '')}.{proxy.namespace}",
@@ -378,8 +399,9 @@ class Envoys:
                     return
                 yield item
 
-        async with grpc.aio.insecure_channel(f"unix:{self.socket}", options=[
-                ("grpc.max_receive_message_length", 256 * 1024 * 1024)]) as channel:
+        async with grpc.aio.secure_channel(f"unix:{self.socket}", self.credentials(proxy), options=[
+                ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+                ("grpc.ssl_target_name_override", CONTROL_PLANE_NAME)]) as channel:
             call = channel.stream_stream(
                 "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
                 request_serializer=Req.SerializeToString, response_deserializer=bytes)
@@ -565,7 +587,7 @@ async def measure(n: int, sidecars: bool) -> Result:
                 pods = (await asyncio.to_thread(client.get, "/v1/status"))[1]["pods"]
                 await asyncio.sleep(0.2)
             await asyncio.sleep(1.0)  # the start-up push is done: the storm starts on a settled control plane
-            envoys = Envoys(run_dir / "xds.sock", pods)
+            envoys = Envoys(run_dir / "xds.sock", pods, Path(tmp) / "state" / "ca")
             result.proxies = len(envoys.proxies)
             probe = ApiProbe(run_dir / "api.sock")
             # BENCH_PROFILE=PREFIX: cProfile of the control plane in the storm and the changes (PREFIX-*.prof).

@@ -86,7 +86,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     async def group_for_node(_node: object) -> str:
         return GROUP
 
-    ads = AdsServer(cache, group_for_node)
+    ads = AdsServer(cache, group_for_node, authenticate=False)  # plaintext: no identity to check
     xds_sock = tmp_path / "xds.sock"
     server: grpc.aio.Server = await serve(ads, f"unix:{xds_sock}")
     bootstrap = ads_bootstrap(NODE, xds_sock, tmp_path / "admin.sock", delta=True)
