@@ -35,6 +35,8 @@ DOWNSTREAM_CONNECTIONS_TYPE = (
     "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
 MAX_DOWNSTREAM_CONNECTIONS = 100_000
+ADS_RETRY_BASE = "0.1s"
+ADS_RETRY_MAX = "0.5s"
 
 
 def node_id(proxy_type: Literal["sidecar", "router"], ip: str, pod: str, namespace: str) -> str:
@@ -219,7 +221,10 @@ def build_bootstrap(
                 # Incremental xDS, as Istio uses by default; GOSSAMER_XDS_API=sotw selects State of the World.
                 "api_type": "GRPC" if os.environ.get("GOSSAMER_XDS_API", "delta") == "sotw" else "DELTA_GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                # Reconnect fast when the control plane restarts (Envoy's default back-off grows to 30 s):
+                # proxies must re-sync within a couple of seconds of it being back.
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER, "retry_policy": {
+                    "retry_back_off": {"base_interval": ADS_RETRY_BASE, "max_interval": ADS_RETRY_MAX}}}}],
                 "set_node_on_first_message_only": True,
             },
             # initial_fetch_timeout 0s (like Istio): the proxy is not LIVE before it got its config.

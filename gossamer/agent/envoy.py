@@ -50,6 +50,6 @@ def envoy_args(bootstrap: Path, *, binary: Path | None = None, log_level: str = 
 
 def as_proxy_user(argv: list[str], uid: int) -> list[str]:
     """Run `argv` as the pod's proxy user (its own uid/gid, the identity its capture rules exempt,
-    plus the proxies' group; no capabilities), keeping PDEATHSIG after the switch."""
-    wrapped = proxy_argv(argv, uid)
-    return [*wrapped[:-len(argv) - 1], "--pdeathsig", "KILL", "--", *argv]
+    plus the proxies' group; no capabilities). No parent-death signal: Envoy outlives the runtime
+    process (a restarted runtime adopts it)."""
+    return proxy_argv(argv, uid)

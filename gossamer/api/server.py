@@ -12,12 +12,14 @@ from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gossamer.controlplane.config import precheck
+from gossamer.controlplane.csr import PodUnknown, sign_pod_csr
 from gossamer.controlplane.daemon import ControlPlane
+from gossamer.controlplane.supervision import processes_status
 from gossamer.debug import explain
 from gossamer.debug.describe import DescribeError, describe, find_workload
-from gossamer.debug.secret import secret_summary
 from gossamer.resources.kinds import lookup_kind
 from gossamer.runtime.types import PodStatus
+from gossamer.security import CsrRejected
 from gossamer.telemetry.tracing import summary
 from gossamer.xds.server import ProxyStatus
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
@@ -74,8 +76,12 @@ class Api:
             web.get("/v1/proxy-config/{namespace}/{ref:.+}", self.proxy_config),
             web.get("/v1/describe/{namespace}/{ref:.+}", self.describe),
             web.post("/v1/explain", self.explain_request),
-            web.post("/v1/shutdown", self.stop),
             web.get("/v1/sync", self.sync),
+            # The runtime (kubelet) side: desired state, pod reports, its agents' certificates.
+            web.get("/v1/runtime/desired", self.runtime_desired),
+            web.put("/v1/runtime/pods", self.runtime_pods),
+            web.post("/v1/runtime/csr", self.runtime_csr),
+            web.get("/v1/runtime/root", self.runtime_root),
             web.get("/metrics", self.metrics),
             web.get("/v1/traces", self.traces),
         ])
@@ -110,7 +116,9 @@ class Api:
 
     async def ready(self, request: web.Request) -> web.Response:
         return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url,
-                                  "pid": os.getpid(), "dashboard": self.dashboard_url})
+                                  "pid": os.getpid(), "dashboard": self.dashboard_url,
+                                  "pods": len(self.cp.runtime.pods()), "proxies": len(self.cp.ads.proxies()),
+                                  "podsKnown": self.cp.runtime.known.is_set()})
 
     async def apply(self, request: web.Request) -> web.Response:
         body, files = await _files_body(request)
@@ -209,7 +217,9 @@ class Api:
                                                   "error": s.error}
                           for t, s in p.types.items() for state in [p.synced.get(t, "NOT SENT")]},
             })
-        return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url, "pods": pods,
+        control_plane, runtime = processes_status(self.cp.paths, self.cp.runtime.process(), self.cp.started_at)
+        return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url,
+                                  "controlPlane": control_plane, "runtime": runtime, "pods": pods,
                                   "proxies": proxies,
                                   "pushes": {"full": stats.full_pushes, "endpoints": stats.endpoint_pushes,
                                              "lastSeconds": stats.last_push_seconds},
@@ -227,8 +237,8 @@ class Api:
         if pod is None:
             return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
         out = pod_json(pod, self.cp.runtime.netns_name(pod.name, pod.namespace))
-        out["logs"] = {c: str(self.cp.runtime.log_path(pod.name, pod.namespace, c))
-                       for c in [*self._containers(pod), "istio-proxy"]}
+        logs = self.cp.runtime.log_paths(pod.name, pod.namespace)
+        out["logs"] = {c: logs[c] for c in [*self._containers(pod), "istio-proxy"] if c in logs}
         return web.json_response(out)
 
     def _containers(self, pod: PodStatus) -> list[str]:
@@ -259,16 +269,14 @@ class Api:
         except DescribeError as e:
             return _error(404, str(e))
 
-    def _secret(self, pod: PodStatus) -> web.Response:
-        """The pod's workload certificate and root as its agent serves them over SDS (never the key)."""
-        sds = self.cp.runtime.pod_sds(pod.name, pod.namespace)
-        try:
-            if sds is None:
-                raise RuntimeError("no agent serving SDS")
-            cert = sds.certificate
-        except RuntimeError:
+    async def _secret(self, pod: PodStatus) -> web.Response:
+        """The pod's workload certificate and root as its agent serves them over SDS (never the key);
+        the agents live in the runtime process, which answers on its own socket."""
+        status, out = await self.cp.runtime.pod_secret(pod.name, pod.namespace)
+        if status == 404:
             return _error(404, f"pod {pod.name} has no workload certificate (no sidecar agent serving SDS)")
-        out = secret_summary(cert, sds.streams())
+        if status != 200:
+            return _error(status, str(out.get("error", f"runtime answered HTTP {status}")))
         out.update({"pod": pod.name, "namespace": pod.namespace})
         return web.json_response(out)
 
@@ -278,7 +286,7 @@ class Api:
             secret_pod = self._find_pod(ns, ref)
             if secret_pod is None:
                 return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
-            return self._secret(secret_pod)
+            return await self._secret(secret_pod)
         found = self._pod_and_proxy(request.match_info["namespace"], request.match_info["ref"])
         if isinstance(found, web.Response):
             return found
@@ -323,6 +331,36 @@ class Api:
         return web.json_response({"synced": synced, "revision": revision, "seconds": time.monotonic() - started},
                                  status=200 if synced else 504)
 
-    async def stop(self, request: web.Request) -> web.Response:
-        self.shutdown.set()
-        return web.json_response({"stopping": True})
+    # ---- the runtime's side of the API (a kubelet's) ------------------------------------
+
+    async def runtime_desired(self, request: web.Request) -> web.Response:
+        """Long poll: the desired state once its version differs from `?version=` (or after `?wait=` s)."""
+        try:
+            wait = min(float(request.query.get("wait") or 0), 60.0)
+        except ValueError:
+            return _error(400, "wait must be a number")
+        return web.json_response(await self.cp.desired(request.query.get("version"), wait))
+
+    async def runtime_pods(self, request: web.Request) -> web.Response:
+        """The runtime's full pod list (sent on every change, and to every new control plane)."""
+        try:
+            self.cp.runtime.report(await request.json())
+        except (ValueError, KeyError, TypeError) as e:
+            return _error(400, f"bad pod report: {e}")
+        return web.json_response({"instance": self.cp.instance})
+
+    async def runtime_csr(self, request: web.Request) -> web.Response:
+        """Sign a pod agent's CSR (only for a reported pod, with its own identity)."""
+        body = await request.json()
+        try:
+            cert = await asyncio.to_thread(
+                sign_pod_csr, self.cp.ca, self.cp.runtime, namespace=str(body["namespace"]), pod=str(body["pod"]),
+                identity=str(body["identity"]), csr_pem=str(body["csr"]), ttl_seconds=float(body["ttlSeconds"]))
+        except PodUnknown as e:
+            return _error(409, str(e))
+        except (CsrRejected, KeyError, ValueError, TypeError) as e:
+            return _error(403, str(e))
+        return web.json_response({"certificate": cert, "root": self.cp.ca.root_pem})
+
+    async def runtime_root(self, request: web.Request) -> web.Response:
+        return web.json_response({"root": self.cp.ca.root_pem})

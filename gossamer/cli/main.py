@@ -77,7 +77,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     for p in args.paths:
         if not Path(p).exists():
             raise CliError(f"{p}: no such file or directory")
-    if ApiClient(paths.api_socket, timeout=2).alive():
+    from gossamer.cli.up import UpOptions, detach, run_up, supervisor_alive
+
+    if supervisor_alive(paths) is not None or (
+            not paths.processes_file.exists() and ApiClient(paths.api_socket, timeout=2).alive()):
         raise CliError("a mesh is already running (stop it with `gossamer down`)")
     if not 0 < args.ingress_port < 65536:
         raise CliError(f"--ingress-port: {args.ingress_port} is not a port number (1-65535)")
@@ -90,12 +93,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from gossamer.security.settings import CertSettings
 
     try:
-        certs = CertSettings.parse(args.workload_cert_ttl, args.secret_grace_period_ratio)
+        CertSettings.parse(args.workload_cert_ttl, args.secret_grace_period_ratio)  # checked before anything starts
     except ValueError as e:
         raise CliError(str(e)) from None
     if args.detach:
-        from gossamer.cli.up import detach
-
         argv = ["--state-dir", str(paths.state_dir), "--run-dir", str(paths.run_dir), "up",
                 "--ingress-port", str(args.ingress_port), "--ingress-tls-port", str(args.ingress_tls_port),
                 "--metrics-port", str(args.metrics_port),
@@ -103,48 +104,61 @@ def cmd_up(args: argparse.Namespace) -> int:
                 *(["--egress-gateway"] if args.egress_gateway else []),
                 "--workload-cert-ttl", args.workload_cert_ttl,
                 "--secret-grace-period-ratio", str(args.secret_grace_period_ratio),
+                *(["--verbose"] if args.verbose else []),
                 *[str(Path(p).resolve()) for p in args.paths]]
         return detach(paths, argv)
-    # grpc's fork handlers warn on every pod the runtime spawns; no child of ours uses grpc.
-    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-    from gossamer.cli.up import run_up
+    return run_up(paths, [Path(p).resolve() for p in args.paths], UpOptions(
+        ingress_port=args.ingress_port, ingress_tls_port=args.ingress_tls_port, metrics_port=args.metrics_port,
+        dashboard_port=args.dashboard_port, egress_gateway=args.egress_gateway, verbose=args.verbose,
+        workload_cert_ttl=args.workload_cert_ttl, secret_grace_period_ratio=args.secret_grace_period_ratio))
 
+
+def _log_setup(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(run_up(paths, [Path(p).resolve() for p in args.paths], args.ingress_port,
-                              args.metrics_port, args.dashboard_port, ingress_tls_port=args.ingress_tls_port,
-                              egress_gateway=args.egress_gateway, certs=certs))
+
+
+def cmd_controlplane(args: argparse.Namespace) -> int:
+    """The control plane process (started and restarted by `gossamer up`)."""
+    from gossamer.controlplane.process import run_controlplane
+    from gossamer.security.settings import CertSettings
+
+    _log_setup(args)
+    certs = CertSettings.parse(args.workload_cert_ttl, args.secret_grace_period_ratio)
+    return asyncio.run(run_controlplane(
+        _paths(args), [Path(p) for p in args.paths], apply_manifests=args.apply, ingress_port=args.ingress_port,
+        certs=certs,
+        metrics_port=args.metrics_port, dashboard_port=args.dashboard_port, ingress_tls_port=args.ingress_tls_port,
+        egress_gateway=args.egress_gateway))
+
+
+def cmd_runtime(args: argparse.Namespace) -> int:
+    """The runtime process (started and restarted by `gossamer up`)."""
+    # grpc's fork handlers warn on every pod the runtime spawns; no child of ours uses grpc.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    from gossamer.runtime.daemon import run_runtime
+    from gossamer.security.settings import CertSettings
+
+    _log_setup(args)
+    certs = CertSettings.parse(args.workload_cert_ttl, args.secret_grace_period_ratio)
+    return asyncio.run(run_runtime(_paths(args), ingress_port=args.ingress_port,
+                                   ingress_tls_port=args.ingress_tls_port, certs=certs))
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     paths = _paths(args)
-    client = ApiClient(paths.api_socket, timeout=5)
-    if client.alive():
-        status, body = client.get("/v1/ready")
-        pid = int(body["pid"])
-        client.post("/v1/shutdown", {})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _pid_alive(pid):
-            time.sleep(0.2)
+    from gossamer.cli.up import stop_recorded
     from gossamer.runtime.local import cleanup_leftovers
 
-    # Whatever a crashed or killed `up` left behind, and the stored config.
-    cleanup_leftovers(paths.state_dir / "runtime")
-    for name in ("store.db", "store.db-wal", "store.db-shm", "up.pid"):
+    stop_recorded(paths)
+    # Whatever a crashed or killed runtime left behind, and the stored config.
+    cleanup_leftovers(paths.runtime_state_dir, force=True)
+    for name in ("store.db", "store.db-wal", "store.db-shm", "up.pid", "processes.json"):
         (paths.state_dir / name).unlink(missing_ok=True)
-    paths.api_socket.unlink(missing_ok=True)
-    paths.xds_socket.unlink(missing_ok=True)
-    paths.zipkin_socket.unlink(missing_ok=True)
+    for sock in (paths.api_socket, paths.xds_socket, paths.zipkin_socket, paths.runtime_socket):
+        sock.unlink(missing_ok=True)
     print("Mesh stopped; nothing left running.")
     return 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def _print_result(body: dict[str, Any], verb: str) -> None:
@@ -315,6 +329,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     console.print(f"Mesh {'[green]ready[/]' if body['ready'] else '[yellow]not ready[/]'}; "
                   f"ingress {body['ingress']}")
+    processes = Table(title="Processes", box=None, pad_edge=False)
+    for col in ("PROCESS", "PID", "STATE", "UPTIME", "RESTARTS"):
+        processes.add_column(col)
+    for label, key in (("control plane", "controlPlane"), ("runtime", "runtime")):
+        proc = body.get(key) or {}
+        uptime = proc.get("uptimeSeconds")
+        processes.add_row(label, str(proc.get("pid") or "-"), str(proc.get("state") or "-"),
+                          f"{uptime:.0f}s" if isinstance(uptime, (int, float)) else "-", str(proc.get("restarts", 0)))
+    console.print(processes)
     pods = Table(title="Pods", box=None, pad_edge=False)
     for col in ("NAMESPACE", "POD", "READY", "RESTARTS", "IP", "SIDECAR"):
         pods.add_column(col)
@@ -537,6 +560,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("down", help="stop everything and remove what the mesh created")
     p.set_defaults(func=cmd_down)
+
+    # The two processes `up` supervises (not for direct use).
+    p = sub.add_parser("controlplane")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument("--apply", action="store_true", help="apply PATHs first (a fresh start; not on a restart)")
+    p.add_argument("--ingress-port", type=int, default=8080)
+    p.add_argument("--ingress-tls-port", type=int, default=8443)
+    p.add_argument("--metrics-port", type=int, default=0)
+    p.add_argument("--dashboard-port", type=int, default=0)
+    p.add_argument("--egress-gateway", action="store_true")
+    p.add_argument("--workload-cert-ttl", default="24h")
+    p.add_argument("--secret-grace-period-ratio", type=float, default=0.2)
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(func=cmd_controlplane)
+
+    p = sub.add_parser("runtime")
+    p.add_argument("--ingress-port", type=int, default=8080)
+    p.add_argument("--ingress-tls-port", type=int, default=8443)
+    p.add_argument("--workload-cert-ttl", default="24h")
+    p.add_argument("--secret-grace-period-ratio", type=float, default=0.2)
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(func=cmd_runtime)
 
     for name, func, text in (("apply", cmd_apply, "validate, then store"), ("delete", cmd_delete, "delete")):
         p = sub.add_parser(name, help=f"{text} the resources in these files")

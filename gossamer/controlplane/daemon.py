@@ -1,15 +1,17 @@
-"""The control plane process: store, registry, translation, ADS, runtime, REST API.
+"""The control plane process: store, registry, translation, ADS, CA, REST API ("the istiod").
 
-One asyncio process, as DESIGN.md describes ("the istiod"). The local runtime
-and the agents of all its pods live in the same process.
+The runtime is another process (`gossamer runtime`, the kubelet): it reads the desired state this
+process computes (`desired()`, a long poll on the API socket) and reports its pods
+(`RuntimeView.report`). Either process may die and come back without touching the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-import shutil
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from gossamer.controlplane.images import image_issues
 from gossamer.controlplane.paths import Paths
 from gossamer.controlplane.proxies import proxy_from_node
 from gossamer.controlplane.pusher import Pusher
+from gossamer.controlplane.runtime_view import RuntimeView
 from gossamer.controlplane.snapshots import SnapshotBuilder
 from gossamer.controlplane.watch import ManifestWatcher
 from gossamer.controlplane.workloads import (
@@ -35,8 +38,8 @@ from gossamer.controlplane.workloads import (
 )
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.runtime.images import ImageCache
-from gossamer.runtime.local import LocalRuntime
 from gossamer.runtime.sandbox import PROXY_GROUP
+from gossamer.runtime.wire import deployments_to_json, endpoints_to_json, services_to_json
 from gossamer.security import CertificateAuthority
 from gossamer.security.server_tls import ServerTls
 from gossamer.security.settings import CertSettings
@@ -50,6 +53,9 @@ log = logging.getLogger(__name__)
 # ServiceEntry: its hosts resolve inside pods (hosts files).
 # ConfigMap, Secret: the content of pod volumes and env references (updated in place, as the kubelet does)
 RUNTIME_KINDS = {"Deployment", "Service", "Namespace", "ServiceAccount", "ServiceEntry", "ConfigMap", "Secret"}
+# A restarted control plane waits this long for the runtime's pod report before serving xDS anyway
+# (a mesh without a runtime); with one, the report comes within a fraction of a second.
+PODS_KNOWN_TIMEOUT_S = 10.0
 
 
 class ControlPlane:
@@ -71,12 +77,13 @@ class ControlPlane:
         self.cache = ConfigCache()
         # The mesh CA (istiod's): its root persists in <state>/ca, so restarts keep it.
         self.ca = CertificateAuthority(paths.state_dir / "ca", default_ttl=certs.workload_cert_ttl)
-        self.runtime = LocalRuntime(state_dir=paths.state_dir / "runtime", run_dir=paths.run_dir,
-                                    xds_socket=paths.xds_socket, ingress_port=ingress_port,
-                                    ingress_tls_port=ingress_tls_port,
-                                    on_change=self._on_runtime_change, ca=self.ca,
-                                    cert_ttl=certs.workload_cert_ttl, cert_rotate_fraction=certs.rotate_fraction,
-                                    zipkin_socket=paths.zipkin_socket)
+        # The pods, as the runtime process reports them.
+        self.runtime = RuntimeView(paths.runtime_socket, on_change=self._on_runtime_change)
+        # The desired state for the runtime: a version (unique across restarts) and its content.
+        self.instance = secrets.token_hex(4)
+        self._desired_serial = 0
+        self._desired: dict[str, Any] | None = None
+        self._desired_changed = asyncio.Event()
         self.pusher = Pusher(self.cache, self.snapshot)
         self.ads = AdsServer(self.cache, self._group_for_node, on_disconnect=self._on_proxy_disconnect)
         # Istio's standard metrics, from the access log entries proxies stream next to ADS.
@@ -89,8 +96,7 @@ class ControlPlane:
         self.watcher = ManifestWatcher(self._apply_watched)
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._reconcile_wanted = asyncio.Event()
-        self._endpoints_wanted = asyncio.Event()
+        self._desired_wanted = asyncio.Event()
         self._stopped = asyncio.Event()
         self.started_at = time.time()
         self._image_note_shown = False
@@ -98,7 +104,9 @@ class ControlPlane:
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self, manifests: list[tuple[str, str]]) -> ApplyResult:
-        """Validate the manifests first: with any error nothing is started or stored."""
+        """Validate the manifests first: with any error nothing is started or stored.
+
+        A restarted control plane gets no manifests: its store already holds what was applied."""
         result = apply_files(self.store, manifests, dry_run=True, admit=lambda new: image_issues(new, self.images))
         if not result.ok:
             return result
@@ -111,16 +119,14 @@ class ControlPlane:
                 self.store.delete(stale)
         result = self.apply(manifests)
         await self.zipkin.start(self.paths.zipkin_socket)
-        await self.runtime.start()
+        # Proxies may connect at once; their streams wait for the runtime's pod report (_group_for_node).
         # mTLS: proxies prove their identity with the workload certificate their agent serves them.
         self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}", others=[self.access_logs],
                                  credentials=ServerTls(self.ca).credentials)
-        self._tasks = [asyncio.create_task(self.pusher.run(), name="pusher"),
-                       asyncio.create_task(self._reconcile_loop(), name="reconcile"),
-                       asyncio.create_task(self._endpoints_loop(), name="kube-proxy"),
+        self._tasks = [asyncio.create_task(self._push_once_pods_known(), name="pusher"),
+                       asyncio.create_task(self._desired_loop(), name="desired"),
                        asyncio.create_task(self.watcher.run(), name="watch")]
-        self._reconcile_wanted.set()
-        self._endpoints_wanted.set()
+        self._desired_wanted.set()
         # A restart on an unchanged store makes no store change: push once anyway, so that
         # pushed_revision reaches the stored revision (`apply --wait`, /v1/sync wait on it).
         self.pusher.request_push(full=True)
@@ -130,7 +136,6 @@ class ControlPlane:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.runtime.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=0.5)
         await self.zipkin.stop()
@@ -140,7 +145,6 @@ class ControlPlane:
             self.paths.store.unlink(missing_ok=True)
             for suffix in ("-wal", "-shm"):
                 Path(str(self.paths.store) + suffix).unlink(missing_ok=True)
-            shutil.rmtree(self.paths.state_dir / "runtime", ignore_errors=True)
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
@@ -177,8 +181,7 @@ class ControlPlane:
 
     def _on_store_change(self, changes: list[Change]) -> None:
         if any(c.object.kind in RUNTIME_KINDS for c in changes):
-            self._reconcile_wanted.set()
-            self._endpoints_wanted.set()
+            self._desired_wanted.set()
         for c in changes:
             if c.kind == "deleted" and c.object.kind == "Service":
                 self.store.release_vip(c.object.namespace, c.object.name)
@@ -191,39 +194,65 @@ class ControlPlane:
         self._last_snapshot = snapshot  # pod IPs -> workloads for the metrics' labels
         return snapshot
 
-    async def _reconcile_loop(self) -> None:
+    async def _desired_loop(self, debounce: float = 0.05) -> None:
+        """What the runtime must run: Deployments, the names pods resolve, and (kube-proxy) each
+        Service port's ready endpoints; recomputed on config and pod changes, coalesced like pushes."""
         while True:
-            await self._reconcile_wanted.wait()
-            self._reconcile_wanted.clear()
-            snapshot = self.snapshot()
-            deployments = [deployment_spec(d, snapshot) for d in snapshot.of_kind("Deployment")]
-            try:
-                await self.runtime.apply(deployments, service_addresses(snapshot.services))
-            except Exception:
-                log.exception("runtime reconcile failed")
-
-    async def _endpoints_loop(self, debounce: float = 0.05) -> None:
-        """kube-proxy: service VIPs -> ready endpoints in sidecar-less pods, on every endpoint change
-        (pod readiness, Services, Deployments), coalesced like pushes."""
-        last: tuple[object, ...] | None = None
-        while True:
-            await self._endpoints_wanted.wait()
+            await self._desired_wanted.wait()
             await asyncio.sleep(debounce)
-            self._endpoints_wanted.clear()
-            endpoints = tuple(service_endpoints(self.snapshot()))
-            if endpoints == last:
-                continue
+            self._desired_wanted.clear()
             try:
-                await self.runtime.set_service_endpoints(endpoints)
-                last = endpoints
+                snapshot = self.snapshot()
+                specs = [deployment_spec(d, snapshot) for d in snapshot.of_kind("Deployment")]
+                desired: dict[str, Any] = {
+                    "deployments": deployments_to_json(specs),
+                    "services": services_to_json(service_addresses(snapshot.services)),
+                    # Until the runtime reported its pods, every endpoint would look gone: send none.
+                    "endpoints": endpoints_to_json(service_endpoints(snapshot)) if self.runtime.known.is_set()
+                    else None,
+                }
             except Exception:
-                log.exception("service endpoints update failed")
+                log.exception("computing the runtime's desired state failed")
+                continue
+            if desired != self._desired:
+                self._desired = desired
+                self._desired_serial += 1
+                self._desired_changed.set()
+                self._desired_changed = asyncio.Event()
+
+    @property
+    def desired_version(self) -> str:
+        return f"{self.instance}-{self._desired_serial}"
+
+    async def desired(self, known_version: str | None, wait: float) -> dict[str, Any]:
+        """The desired state, once it differs from `known_version` (or after `wait` seconds)."""
+        deadline = time.monotonic() + wait
+        while self._desired is None or self.desired_version == known_version:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._desired_changed.wait(), remaining)
+        return {"instance": self.instance, "version": self.desired_version, **(self._desired or {})}
+
+    async def _push_once_pods_known(self) -> None:
+        """The pusher starts once the runtime has reported its pods (or after a timeout): a push before
+        would translate a registry without them, and proxies connecting later are translated from the
+        latest push's snapshot."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.runtime.known.wait(), PODS_KNOWN_TIMEOUT_S)
+        self.runtime.assume_known()
+        self.pusher.request_push(full=True)
+        await self.pusher.run()
 
     def _on_runtime_change(self) -> None:
-        self._endpoints_wanted.set()
+        self._desired_wanted.set()
         self.pusher.request_push(full=False)
 
     async def _group_for_node(self, node: Any) -> str:
+        # A restarted control plane serves nobody before it knows the pods again: a proxy must never
+        # get a registry without them (empty endpoints). Its stream just waits here.
+        await self.runtime.known.wait()
         meta_name = ""
         if node.HasField("metadata") and "WORKLOAD_NAME" in node.metadata.fields:
             meta_name = node.metadata.fields["WORKLOAD_NAME"].string_value

@@ -28,5 +28,20 @@ class Paths:
         return self.run_dir / "zipkin.sock"
 
     @property
+    def runtime_socket(self) -> Path:
+        """The runtime process's own API (root only): what only it holds, e.g. an agent's SDS state."""
+        return self.run_dir / "runtime.sock"
+
+    @property
+    def runtime_state_dir(self) -> Path:
+        return self.state_dir / "runtime"
+
+    @property
     def pid_file(self) -> Path:
+        """The supervisor's (`gossamer up`) pid."""
         return self.state_dir / "up.pid"
+
+    @property
+    def processes_file(self) -> Path:
+        """The supervisor's record of its two children (pid, start time, argv, restarts)."""
+        return self.state_dir / "processes.json"

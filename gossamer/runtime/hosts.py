@@ -47,7 +47,13 @@ def etc_dir(netns: str) -> Path:
 
 
 def write_in_place(path: Path, text: str) -> None:
-    """Truncate and rewrite (keeps the inode, which the bind mount follows)."""
+    """Truncate and rewrite (keeps the inode, which the bind mount follows). An unchanged file is left
+    alone: a lookup in the pod must never see it empty (an adopting runtime rewrites every pod's)."""
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
     with open(path, "w") as f:
         f.write(text)
         f.flush()

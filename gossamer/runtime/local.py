@@ -17,10 +17,12 @@ import string
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from gossamer.agent.envoy import envoy_binary
 from gossamer.agent.sds import DEFAULT_CERT_TTL, DEFAULT_ROTATE_FRACTION, CertificateSigner, SdsServer
 from gossamer.runtime import kube_proxy, network
+from gossamer.runtime.linux import netns_path
 from gossamer.runtime.pods import Pod, PodContext, has_sidecar, log_path
 from gossamer.runtime.probes import unix_http_get
 from gossamer.runtime.sandbox import PROXY_GROUP
@@ -33,12 +35,14 @@ from gossamer.runtime.state import (
     owner_alive,
 )
 from gossamer.runtime.types import DeploymentSpec, PodStatus, ServiceAddress, ServiceEndpoints
+from gossamer.runtime.wire import deployment_from_json
 
 __all__ = ["LocalRuntime", "RuntimeAlreadyRunning", "cleanup_leftovers"]
 
 log = logging.getLogger(__name__)
 
 _ALNUM = string.ascii_lowercase + string.digits
+HOST_NETNS = "gsm-host"  # /run/netns/gsm-host: the host's own network namespace (not a pod's)
 DeployKey = tuple[str, str]  # (namespace, deployment)
 
 
@@ -57,6 +61,7 @@ class LocalRuntime:
         cert_ttl: timedelta = DEFAULT_CERT_TTL,
         cert_rotate_fraction: float = DEFAULT_ROTATE_FRACTION,
         zipkin_socket: Path | None = None,
+        pod_signer: Callable[[str, str], CertificateSigner] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.run_dir = Path(run_dir)
@@ -69,6 +74,7 @@ class LocalRuntime:
         self.cert_ttl = cert_ttl
         self.cert_rotate_fraction = cert_rotate_fraction
         self.zipkin_socket = zipkin_socket  # the control plane's span collector (bootstrap cluster `zipkin`)
+        self.pod_signer = pod_signer  # per pod: the control plane signs only for pods it was told about
         self._record = StateRecord(self.state_dir)
         self._ips = network.IpAllocator(reserved=(str(network.BRIDGE_IP),))
         self._pods: dict[tuple[str, str], Pod] = {}  # (namespace, pod name) -> Pod
@@ -87,7 +93,8 @@ class LocalRuntime:
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Clean up after a crashed previous run, then create the bridge."""
+        """Adopt the pods a previous runtime left running (and clean up the rest of what it left), or
+        start afresh: create the bridge."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # Only root and the pods' Envoys (the proxies' group) may enter; each pod's own directory
@@ -96,12 +103,14 @@ class LocalRuntime:
             os.chown(self.run_dir, 0, PROXY_GROUP)
         self.run_dir.chmod(0o710)
         previous = load_record(self.state_dir)
+        adoptable: dict[str, dict[str, Any]] = {}
         if previous is not None:
             pid = owner_alive(previous)
             if pid is not None:
                 raise RuntimeAlreadyRunning(f"another runtime owns {self.state_dir} (pid {pid})")
-            await asyncio.to_thread(cleanup_record, previous)
-        if network.link_exists(network.BRIDGE):
+            adoptable = _adoptable_pods(previous)
+            await asyncio.to_thread(cleanup_record, _not_adopted(previous, adoptable))
+        if not adoptable and network.link_exists(network.BRIDGE):
             raise RuntimeError(
                 f"bridge {network.BRIDGE} already exists and is not recorded in {self.state_dir}: "
                 "another gossamer runtime is running on this machine "
@@ -121,10 +130,37 @@ class LocalRuntime:
             cert_ttl=self.cert_ttl,
             cert_rotate_fraction=self.cert_rotate_fraction,
             zipkin_socket=self.zipkin_socket,
+            pod_signer=self.pod_signer,
+            host_netns=str(netns_path(HOST_NETNS)),
         )
         self._record.set_bridge(network.BRIDGE)
-        await network.create_bridge(network.BRIDGE)
+        # The host's netns by name: routers' host listeners are bound through this path, which (unlike
+        # /proc/<our pid>/ns/net) outlives this process.
+        self._record.set_host_netns(HOST_NETNS)
+        await network.attach_host_netns(HOST_NETNS)
+        if not adoptable:
+            await network.create_bridge(network.BRIDGE)
         self._started = True
+        for entry in adoptable.values():
+            await self._adopt_pod(entry)
+
+    async def _adopt_pod(self, entry: dict[str, Any]) -> None:
+        assert self._ctx is not None
+        spec = deployment_from_json(entry["spec"])
+        pod = Pod(spec=spec, name=str(entry["name"]), short_id=str(entry["shortId"]), ip=str(entry["ip"]),
+                  ctx=self._ctx)
+        pod.template_hash = str(entry.get("templateHash") or spec.template_hash)
+        self._ips.reserve(pod.net.ip)
+        rec = self._record
+        for kind, value in (("netns", pod.net.netns), ("veths", pod.net.veth), ("etc_netns", pod.net.netns),
+                            ("dirs", str(pod.run_dir))):
+            rec.add(kind, value)
+        self._pods[(pod.namespace, pod.name)] = pod
+        if not has_sidecar(spec):
+            self._service_rules_applied[(pod.namespace, pod.name)] = ""  # reprogrammed with the next endpoints
+        await pod.adopt(entry)
+        log.info("pod %s/%s adopted (%s, netns %s)", pod.namespace, pod.name, pod.net.ip, pod.net.netns)
+        self._pod_changed()
 
     async def stop(self) -> None:
         """Stop every process and remove every pod, then the bridge and the record."""
@@ -133,8 +169,10 @@ class LocalRuntime:
                 t.cancel()
             self._desired = {}
             await asyncio.gather(*(self._delete_pod(p) for p in list(self._pods.values())), return_exceptions=True)
+            self._started = False  # no pod is recorded any more
             if self._record.data.get("owner"):  # we claimed the state dir in start()
                 await network.delete_bridge(network.BRIDGE)
+                await network.detach_host_netns(HOST_NETNS)
                 # Anything the pods did not remove themselves (errors above).
                 await asyncio.to_thread(cleanup_record, self._record.data)
                 self._record.delete()
@@ -226,6 +264,7 @@ class LocalRuntime:
         ip = self._ips.allocate()
         pod = Pod(spec=spec, name=name, short_id=short_id, ip=ip, ctx=self._ctx)
         self._pods[(spec.namespace, name)] = pod
+        self._pod_changed()  # reported (Pending) before its agent asks the CA for its certificate
         try:
             await pod.create(self._services, prepare=self._install_service_rules)
         except BaseException:
@@ -248,7 +287,10 @@ class LocalRuntime:
             self._pod_changed()
 
     def _pod_changed(self) -> None:
-        """Called on any pod event: diff the snapshots, notify, advance rolling updates."""
+        """Called on any pod event: record running pods, diff the snapshots, notify, advance rolling updates."""
+        if self._started:
+            self._record.set_pods({f"{ns}/{name}": pod.record_entry() for (ns, name), pod in sorted(self._pods.items())
+                                   if pod.phase == "Running"})
         snapshots = {key: pod.status() for key, pod in self._pods.items()}
         if snapshots == self._snapshots:
             return
@@ -285,6 +327,19 @@ class LocalRuntime:
             return candidates[0].status()
         return self._get(name_or_deploy_ref, namespace).status()
 
+    def pod_reports(self) -> list[tuple[PodStatus, dict[str, object]]]:
+        """Every pod's status and where its things are (netns, Envoy admin socket, container logs)."""
+        out: list[tuple[PodStatus, dict[str, object]]] = []
+        for key in sorted(self._pods):
+            pod = self._pods[key]
+            containers = [c.name for c in pod.spec.containers] + (["istio-proxy"] if pod.has_sidecar else [])
+            out.append((pod.status(), {
+                "netns": pod.net.netns,
+                "adminSocket": str(pod.admin_socket) if pod.has_sidecar else "",
+                "logs": {c: str(pod.log_path(c)) for c in containers},
+            }))
+        return out
+
     def pod_sds(self, pod: str, namespace: str) -> SdsServer | None:
         """The pod's agent SDS server (its workload certificate and Envoy's SDS streams), if it runs one."""
         return self._get(pod, namespace).sds
@@ -305,3 +360,38 @@ class LocalRuntime:
     @property
     def pid(self) -> int:
         return os.getpid()
+
+
+def _adoptable_pods(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The recorded running pods whose network is still there (the bridge, their netns and veth)."""
+    if not record.get("bridge") or not network.link_exists(str(record["bridge"])):
+        return {}
+    out = {}
+    for key, entry in (record.get("pods") or {}).items():
+        try:
+            deployment_from_json(entry["spec"])
+        except (KeyError, ValueError):
+            continue
+        if network.netns_exists(str(entry.get("netns"))) and network.link_exists(str(entry.get("veth"))):
+            out[key] = entry
+    return out
+
+
+def _not_adopted(record: dict[str, Any], adopted: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What of `record` is not part of an adopted pod (to clean up): other netns, processes, the bridge if no pod
+    is adopted. Adopted pods' processes stay whether alive or not (a dead one is restarted)."""
+    netns = {e["netns"] for e in adopted.values()}
+    veths = {e["veth"] for e in adopted.values()}
+    dirs = {d for d in record.get("dirs", []) if any(d.endswith(f"/{e['shortId']}") for e in adopted.values())}
+    pids = {(p.get("pid"), p.get("start")) for e in adopted.values()
+            for p in [e.get("proxy") or {}, *(e.get("containers") or {}).values()] if p.get("pid")}
+    return {
+        **record,
+        "processes": [p for p in record.get("processes", []) if (p.get("pid"), p.get("start")) not in pids],
+        "netns": [n for n in record.get("netns", []) if n not in netns],
+        "etc_netns": [n for n in record.get("etc_netns", []) if n not in netns],
+        "veths": [v for v in record.get("veths", []) if v not in veths],
+        "dirs": [d for d in record.get("dirs", []) if d not in dirs],
+        "bridge": None if adopted else record.get("bridge"),
+        "host_netns": None if adopted else record.get("host_netns"),
+    }

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from gossamer.agent.bootstrap import (
     CLUSTER_DOMAIN,
@@ -31,10 +31,12 @@ from gossamer.agent.sds import (
     sds_socket_for,
 )
 from gossamer.runtime import hosts, iptables, network, sandbox, volumes
+from gossamer.runtime.linux import same_process_alive
 from gossamer.runtime.probes import run_probe, unix_http_get
 from gossamer.runtime.processes import SupervisedProcess, base_env
 from gossamer.runtime.state import StateRecord, kill_netns_processes
 from gossamer.runtime.types import ContainerSpec, DeploymentSpec, PodStatus, ServiceAddress
+from gossamer.runtime.wire import deployment_to_json
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ class PodContext:
     zipkin_socket: Path | None = None
     # Routers bind their TLS-terminating gateway listener (8443) on 127.0.0.1:<port> of the host too (0: off).
     ingress_tls_port: int = 0
+    # A signer per pod (namespace, pod name): the runtime process asks the control plane's CA for that pod.
+    pod_signer: Callable[[str, str], CertificateSigner] | None = None
+    # The host's network namespace by a path that outlives the runtime process (routers bind host listeners in it).
+    host_netns: str = ""
 
 
 class Container:
@@ -115,6 +121,7 @@ class Pod:
         self.waiting: list[str] = []  # references (volumes, env) the containers wait for
         self._tasks: list[asyncio.Task[None]] = []
         self._deleting: asyncio.Task[None] | None = None
+        self._adopting: dict[str, Any] | None = None  # a previous runtime's record of this pod, while adopting it
 
     # ---- paths -------------------------------------------------------------------------
 
@@ -238,6 +245,54 @@ class Pod:
             await self._teardown()
             raise
 
+    # ---- adoption (a restarted runtime takes over its running pods) ----------------------
+
+    def record_entry(self) -> dict[str, Any]:
+        """What the state record keeps so that the next runtime can adopt this pod."""
+        return {
+            "namespace": self.namespace, "name": self.name, "shortId": self.short_id, "ip": self.net.ip,
+            "netns": self.net.netns, "veth": self.net.veth, "templateHash": self.template_hash,
+            "spec": deployment_to_json(self.spec), "startedAt": self.started_at, "proxyLive": self.proxy_live,
+            "proxy": self.proxy.entry() if self.proxy is not None else None,
+            "containers": {c.spec.name: {**c.proc.entry(), "probeReady": c.probe_ready} for c in self.containers},
+        }
+
+    async def adopt(self, entry: dict[str, Any]) -> None:
+        """Take over this pod from a previous runtime: its network is there, its processes that still run
+        are watched (never restarted), the others started; readiness as last recorded until re-checked."""
+        self._adopting = entry
+        self.phase = "Running"
+        self.started_at = float(entry.get("startedAt") or self.started_at)
+        self.proxy_live = bool(entry.get("proxyLive"))
+        try:
+            if self.has_sidecar:
+                self._tasks.append(asyncio.get_running_loop().create_task(self._adopt_sds()))
+                self._start_proxy()
+            for cspec in self.spec.containers:
+                self._start_container(cspec)
+        finally:
+            self._adopting = None
+
+    async def _adopt_sds(self) -> None:
+        """A new agent for an adopted pod (the old one died with its runtime; Envoy keeps its certificate
+        meanwhile and reconnects to the new one). Retries while the control plane's CA is away."""
+        while True:
+            try:
+                await self._start_sds()
+                return
+            except Exception as e:  # noqa: BLE001 - keep trying; Envoy serves with its current certificate
+                self.sds = None
+                log.warning("pod %s/%s: agent not started (%s); retrying", self.namespace, self.name, e)
+                await asyncio.sleep(1.0)
+
+    def _adopt_process(self, proc: SupervisedProcess, recorded: dict[str, Any] | None) -> None:
+        pid = recorded.get("pid") if recorded else None
+        if recorded and isinstance(pid, int) and same_process_alive(pid, recorded.get("start")):
+            proc.adopt(recorded["pid"], recorded.get("start"), restarts=int(recorded.get("restarts", 0)),
+                       started_at=float(recorded.get("startedAt") or 0.0))
+        elif recorded:
+            proc.restarts = int(recorded.get("restarts", 0)) + (1 if recorded.get("pid") else 0)
+
     def write_name_files(self, services: Sequence[ServiceAddress]) -> None:
         hosts.write_pod_files(
             self.net.netns,
@@ -277,7 +332,7 @@ class Pod:
             return
         self.sds = SdsServer(
             identity=self.identity,
-            signer=self.ctx.ca,
+            signer=self.ctx.pod_signer(self.namespace, self.name) if self.ctx.pod_signer else self.ctx.ca,
             socket_path=self.sds_socket,
             ttl=self.ctx.cert_ttl,
             rotate_fraction=self.ctx.cert_rotate_fraction,
@@ -303,14 +358,15 @@ class Pod:
                 proxy_type=self.proxy_type,
                 ingress_port=self.ctx.ingress_port if ingress else None,
                 ingress_tls_port=self.ctx.ingress_tls_port if ingress else None,
-                host_netns=f"/proc/{os.getpid()}/ns/net",
+                host_netns=self.ctx.host_netns or f"/proc/{os.getpid()}/ns/net",
             ),
             xds_socket=self.ctx.xds_socket,
             admin_socket=self.admin_socket,
             sds_socket=self.sds_socket if self.sds is not None else None,
             zipkin_socket=self.ctx.zipkin_socket,
         )
-        write_bootstrap(self.bootstrap_path, bootstrap)
+        if self._adopting is None or not self.bootstrap_path.exists():
+            write_bootstrap(self.bootstrap_path, bootstrap)
         argv = envoy_args(self.bootstrap_path, binary=self.ctx.envoy_binary)
         if self.proxy_uid is not None:
             # The pod's proxy user: the identity its capture rules let through.
@@ -325,6 +381,8 @@ class Pod:
             record=self.ctx.record,
             on_change=self._proxy_changed,
         )
+        if self._adopting is not None:
+            self._adopt_process(self.proxy, self._adopting.get("proxy"))
         self.proxy.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._proxy_ready_loop()))
 
@@ -353,6 +411,10 @@ class Pod:
         )
         container = Container(cspec, proc)
         self.containers.append(container)
+        if self._adopting is not None:
+            recorded = (self._adopting.get("containers") or {}).get(cspec.name)
+            self._adopt_process(proc, recorded)
+            container.probe_ready = bool(recorded and recorded.get("probeReady")) and proc.running
         proc.start()
         if cspec.readiness_probe is not None:
             container.task = asyncio.get_running_loop().create_task(self._probe_loop(container))
@@ -362,7 +424,8 @@ class Pod:
         probe = c.spec.readiness_probe
         assert probe is not None
         period = min(max(probe.period_seconds, 0.25), 1.0)
-        generation = -1
+        # An adopted container keeps its recorded readiness until a probe says otherwise.
+        generation = c.proc.generation if c.probe_ready else -1
         failures = 0
         started = 0.0
         while True:

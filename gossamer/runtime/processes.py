@@ -1,4 +1,9 @@
-"""Supervised child processes: spawn in a netns, log to a file, restart with back-off."""
+"""Supervised pod processes: spawn in a netns, log to a file, restart with back-off.
+
+They outlive the runtime process (no parent-death signal): a restarted runtime *adopts* a process it
+recorded (pid + start time), watches it through a pidfd and restarts it when it dies, as it does
+for its own children.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from gossamer.runtime.linux import proc_start_time, set_pdeathsig
+from gossamer.runtime.linux import proc_start_time, same_process_alive
 from gossamer.runtime.state import StateRecord
 
 log = logging.getLogger(__name__)
@@ -42,15 +47,34 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def _preexec() -> None:
-    set_pdeathsig(signal.SIGKILL)
+async def wait_pid_exit(pid: int, start: int | None) -> None:
+    """Until the process (pid + start time) is gone; works for processes that are not our children."""
+    if not same_process_alive(pid, start):
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        if same_process_alive(pid, start):  # it may have gone before the pidfd was opened
+            await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 class SupervisedProcess:
     """Keeps one command running; `restarts` counts the restarts after crashes/exits.
 
-    Must be started from the event-loop thread: PR_SET_PDEATHSIG fires when the
-    *thread* that forked the child exits.
+    `adopt()` before `start()` takes over a process a previous runtime started.
     """
 
     def __init__(
@@ -79,10 +103,28 @@ class SupervisedProcess:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._generation = 0  # increments on every (re)start, lets probes notice restarts
+        self.start_time: int | None = None  # the process's start time (/proc), with pid: its identity
+        self._adopted = False  # the current process was started by a previous runtime
 
     @property
     def running(self) -> bool:
+        if self._adopted:
+            return True
         return self._proc is not None and self._proc.returncode is None
+
+    def adopt(self, pid: int, start_time: int | None, *, restarts: int, started_at: float) -> None:
+        """Take over a running process a previous runtime started (call before start())."""
+        self.pid, self.start_time = pid, start_time
+        self.restarts = restarts
+        self.started_at = started_at
+        self._adopted = True
+        self._generation += 1
+        self.record.add_process(pid, start_time, self.name)
+
+    def entry(self) -> dict[str, object]:
+        """What the state record keeps to adopt this process later."""
+        return {"pid": self.pid if self.running else None, "start": self.start_time, "argv": self.argv,
+                "restarts": self.restarts, "startedAt": self.started_at}
 
     @property
     def generation(self) -> int:
@@ -107,13 +149,23 @@ class SupervisedProcess:
                 env=self.env,
                 cwd=str(self.cwd) if self.cwd else None,
                 start_new_session=True,  # own process group: stop() signals the whole group
-                preexec_fn=_preexec,  # noqa: PLW1509 - prctl only, spawned from the loop thread
             )
-        self.record.add_process(proc.pid, proc_start_time(proc.pid), f"{self.name}")
+        self.start_time = proc_start_time(proc.pid)
+        self.record.add_process(proc.pid, self.start_time, f"{self.name}")
         return proc
 
     async def _supervise(self) -> None:
         backoff = BACKOFF_INITIAL
+        if self._adopted and self.pid is not None:
+            await wait_pid_exit(self.pid, self.start_time)
+            self._adopted = False
+            self.record.remove_process(self.pid)
+            if self._stopping:
+                return
+            self._log_line(f"{self.name} exited (adopted process, code unknown); restarting in {backoff:.1f}s")
+            self.restarts += 1
+            self.on_change()
+            await asyncio.sleep(backoff)
         while not self._stopping:
             try:
                 self._proc = await self._spawn()
@@ -141,6 +193,17 @@ class SupervisedProcess:
 
     async def stop(self, grace: float = 5.0) -> None:
         self._stopping = True
+        if self._adopted and self.pid is not None:
+            pid, start = self.pid, self.start_time
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+                if same_process_alive(pid, start):
+                    _signal_group(pid, sig)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wait_pid_exit(pid, start), wait)
+                if not same_process_alive(pid, start):
+                    break
+            self._adopted = False
+            self.record.remove_process(pid)
         proc = self._proc
         if proc is not None and proc.returncode is None:
             for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):

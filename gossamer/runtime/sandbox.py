@@ -138,10 +138,10 @@ def app_script(*, uid: int | None, gid: int | None, expose: Iterable[Path]) -> s
     else:
         assert uid is not None
         group = uid if gid is None else gid
-        # A uid change clears PR_SET_PDEATHSIG: set it again, as processes._preexec does (keep them in step).
+        # No parent-death signal: apps outlive the runtime process (a restarted runtime adopts them).
         lines.append(
             f"exec setpriv --reuid {uid} --regid {group} --clear-groups"
-            " --inh-caps=-all --bounding-set=-all --no-new-privs --pdeathsig KILL -- \"$@\""
+            " --inh-caps=-all --bounding-set=-all --no-new-privs -- \"$@\""
         )
     return "\n".join(lines)
 

@@ -1,8 +1,10 @@
 """`runtime.json`: a durable record of everything the runtime created.
 
 Every netns, veth, bridge, /etc/netns dir, socket dir and child process is
-recorded *as it is created*, so a runtime that was SIGKILLed can be cleaned up
-by the next `LocalRuntime.start()` or by `cleanup_leftovers()` (`gossamer down`).
+recorded *as it is created*, so what a runtime that was SIGKILLed left can be
+cleaned up by `cleanup_leftovers()` (`gossamer down`). Each running pod is
+recorded too (`pods`: its spec, names, address and processes with pid, start
+time, argv and restarts): the next `LocalRuntime.start()` adopts those pods.
 """
 
 from __future__ import annotations
@@ -74,13 +76,24 @@ class StateRecord:
         self.data["processes"] = [p for p in self.data["processes"] if p["pid"] != pid]
         self.save()
 
+    def set_host_netns(self, name: str | None) -> None:
+        self.data["host_netns"] = name
+        self.save()
+
+    def set_pods(self, pods: dict[str, Any]) -> None:
+        """The running pods, as `Pod.record_entry()` describes them (saved only when they changed)."""
+        if self.data.get("pods") != pods:
+            self.data["pods"] = pods
+            self.save()
+
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)
         self.data = _empty()
 
 
 def _empty() -> dict[str, Any]:
-    return {"owner": None, "bridge": None, "processes": [], **{k: [] for k in LIST_KINDS}}
+    return {"owner": None, "bridge": None, "host_netns": None, "processes": [], "pods": {},
+            **{k: [] for k in LIST_KINDS}}
 
 
 def load_record(state_dir: Path) -> dict[str, Any] | None:
@@ -166,6 +179,10 @@ def cleanup_record(record: dict[str, Any]) -> None:
     from gossamer.runtime.volumes import cleanup_mountpoints  # (volumes imports this module)
 
     cleanup_mountpoints(record.get("mountpoints", []))
+    host_netns = record.get("host_netns")
+    if host_netns and Path(f"/run/netns/{host_netns}").exists():
+        # A name for the host's own namespace (`ip netns attach`): only the name goes, nothing in it.
+        _run("ip", "netns", "del", host_netns)
     bridge = record.get("bridge")
     if bridge and Path(f"/sys/class/net/{bridge}").exists():
         _run("ip", "link", "del", bridge)

@@ -119,10 +119,10 @@ def down(mesh: Mesh) -> None:
 
 
 def up_pid(mesh: Mesh) -> int:
-    status, body = ApiClient(mesh.run_dir / "api.sock", timeout=5).get("/v1/ready")
-    assert status == 200
-    pid = int(body["pid"])
-    assert (mesh.state_dir / "up.pid").read_text().strip() == str(pid)
+    """The supervisor's pid (`gossamer up`), as it recorded itself."""
+    pid = int((mesh.state_dir / "up.pid").read_text().strip())
+    record = json.loads((mesh.state_dir / "processes.json").read_text())
+    assert record["supervisor"]["pid"] == pid
     return pid
 
 
@@ -141,7 +141,7 @@ def alive(processes: dict[int, int | None]) -> list[int]:
 
 
 def kill_up(mesh: Mesh) -> tuple[int, dict[int, int | None], list[str]]:
-    """SIGKILL the detached `up`; returns its pid, the pod processes and pod netns names it had."""
+    """SIGKILL the detached `up` (the supervisor); returns its pid, the pod processes and pod netns names."""
     pid = up_pid(mesh)
     procs = mesh_processes(mesh)
     netns = [p["netns"] for p in mesh.status()["pods"]]
@@ -207,38 +207,41 @@ def test_up_with_an_invalid_manifest_fails_with_file_and_line_and_creates_nothin
 
 
 # -- 2 + 3. a killed `up` --------------------------------------------------------------------
-def test_killed_up_is_cleaned_by_the_next_up_keeps_config_and_down_cleans_it(root: None, tmp_path: Path) -> None:
+def test_killed_up_leaves_the_mesh_serving_the_next_up_adopts_it_and_down_cleans_it(root: None, tmp_path: Path
+                                                                                     ) -> None:
     app = write_app(tmp_path / "app")
     vs = tmp_path / "vs.yaml"
     vs.write_text(header_vs("web-routes", "web", "default"))
     with own_mesh(RUN_DIR, tmp_path / "state", CURL, app) as mesh:
         mesh.apply(vs)
         assert route_header(mesh, "http://web:8000/", "end-user: jason") == "jason"
-        assert route_header(mesh, "http://web:8000/") == "default"
+        before = mesh.status()
 
-        # SIGKILL `up`: the next `up` (same state dir) cleans what it left and restores the config.
+        # SIGKILL `up` (the supervisor): the control plane, the runtime and every pod go on.
         first_pid, first_procs, first_netns = kill_up(mesh)
-        assert leftovers(), "a SIGKILLed `up` cannot remove its namespaces: the next `up` must"
+        assert sorted(alive(first_procs)) == sorted(first_procs), "pod processes died with the supervisor"
+        assert route_header(mesh, "http://web:8000/") == "default"
+        # The next `up` (same state dir) adopts them: same processes, same pods, same config.
         up(mesh, CURL, app)
         assert up_pid(mesh) != first_pid
-        assert alive(first_procs) == [], "processes of the killed mesh survived the next `up`"
-        assert [n for n in first_netns if netns_exists(n)] == []
-        got = mesh.cli("get", "vs", "web-routes", "-o", "yaml").stdout
-        assert yaml.safe_load(got)["metadata"]["name"] == "web-routes"
-        assert "web-routes" in mesh.cli("get", "vs").stdout
-        assert mesh.cli("apply", "-f", str(vs), "--wait").returncode == 0  # unchanged, and every proxy in sync
+        after = mesh.status()
+        for key in ("controlPlane", "runtime"):
+            assert after[key]["pid"] == before[key]["pid"], key
+        assert {p["name"] for p in after["pods"]} == {p["name"] for p in before["pods"]}
+        assert sorted(alive(first_procs)) == sorted(first_procs)
         assert "unchanged" in mesh.cli("apply", "-f", str(vs)).stdout
-        assert wait_until(lambda: route_header(mesh, "http://web:8000/", "end-user: jason") == "jason", timeout=10)
-        assert route_header(mesh, "http://web:8000/") == "default"
+        assert route_header(mesh, "http://web:8000/", "end-user: jason") == "jason"
 
-        # SIGKILL again: `gossamer down` alone cleans everything up.
+        # SIGKILL the supervisor again: `gossamer down` alone stops everything from the state records.
         _, procs, _ = kill_up(mesh)
-        assert leftovers()
         proc = mesh.cli("down", timeout=120)
         assert "nothing left running" in proc.stdout
         assert leftovers() == []
-        assert alive(procs) == [], "processes of the killed mesh survived `gossamer down`"
+        assert alive(procs) == [], "processes of the mesh survived `gossamer down`"
+        for key in ("controlPlane", "runtime"):
+            assert not same_process_alive(after[key]["pid"], None), key
         assert not (mesh.state_dir / "runtime" / "runtime.json").exists()
+        assert [n for n in first_netns if netns_exists(n)] == []
         assert mesh.cli("status", check=False).returncode != 0
 
 

@@ -337,7 +337,9 @@ async def test_router_pod_runs_envoy_as_root_without_capture(env: Env) -> None:
     bootstrap = json.loads((rt.admin_socket(pod.name, "istio-system").parent / "envoy.json").read_text())
     meta = bootstrap["node"]["metadata"]
     assert bootstrap["node"]["id"].startswith(f"router~{pod.ip}~{pod.name}.istio-system~")
-    assert meta["GOSSAMER_HOST_NETNS"] == f"/proc/{os.getpid()}/ns/net"
+    # The host's netns by a name that outlives the runtime process (not /proc/<its pid>/ns/net).
+    assert meta["GOSSAMER_HOST_NETNS"] == "/run/netns/gsm-host"
+    assert os.stat("/run/netns/gsm-host").st_ino == os.stat(f"/proc/{os.getpid()}/ns/net").st_ino
     assert meta["GOSSAMER_INGRESS_PORT"] == "8080"
     assert bootstrap["node"]["cluster"] == "istio-ingressgateway.istio-system"
 
@@ -364,7 +366,8 @@ asyncio.run(main())
 
 
 @pytest.mark.skipif(os.environ.get("GSM_SKIP_SIGKILL") == "1", reason="disabled")
-async def test_sigkilled_runtime_is_cleaned_up(tmp_path: Path) -> None:
+async def test_sigkilled_runtime_leaves_pods_running_the_next_adopts_them_and_cleanup_removes_all(
+        tmp_path: Path) -> None:
     state = tmp_path / "state"
     run = short_run_dir()
     repo = str(Path(__file__).resolve().parents[2])
@@ -380,25 +383,49 @@ async def test_sigkilled_runtime_is_cleaned_up(tmp_path: Path) -> None:
         assert line.strip() == "UP", proc.stderr.read() if proc.poll() is not None else line
         record = json.loads((state / "runtime.json").read_text())
         assert len(record["netns"]) == 2 and record["bridge"] == "gsm0"
-        await eventually(
-            lambda: len(json.loads((state / "runtime.json").read_text())["processes"]) == 4,
-            what="2 sidecars + 2 apps recorded",
-        )
+
+        def recorded() -> bool:
+            data = json.loads((state / "runtime.json").read_text())
+            pids = [p["pid"] for e in data["pods"].values() for p in [e["proxy"], *e["containers"].values()]]
+            return len(data["pods"]) == 2 and len(data["processes"]) == 4 and None not in pids
+
+        await eventually(recorded, what="2 running pods recorded with their 2 sidecars + 2 apps")
         record = json.loads((state / "runtime.json").read_text())
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        # PR_SET_PDEATHSIG: the pod processes (apps and the uid-1337 Envoys) die with the runtime.
-        await eventually(
-            lambda: not any(same_process_alive(p["pid"], p["start"]) for p in record["processes"]),
-            timeout=10,
-            what="children killed by PDEATHSIG",
-        )
-        # Leftovers are there...
-        assert all(Path("/run/netns", ns).exists() for ns in record["netns"])
-        assert Path("/sys/class/net/gsm0").exists()
-        # ...and cleanup_leftovers removes all of it.
+        # No parent-death signal: the pod processes outlive the runtime.
+        await asyncio.sleep(0.5)
+        assert all(same_process_alive(p["pid"], p["start"]) for p in record["processes"])
+
+        # The next runtime adopts them: same pods, same addresses, same processes, restarts unchanged.
+        adopter = LocalRuntime(state_dir=state, run_dir=run, xds_socket=run / "xds.sock")
+        await adopter.start()
+        try:
+            pods = {(p.name, p.ip, p.restarts) for p in adopter.pods()}
+            assert pods == {(e["name"], e["ip"], 0) for e in record["pods"].values()}
+            assert all(same_process_alive(p["pid"], p["start"]) for p in record["processes"])
+            # An adopted process that dies is restarted, as one of our own children would be.
+            victim = next(iter(record["pods"].values()))
+            app = victim["containers"]["app"]
+            os.killpg(app["pid"], signal.SIGKILL)
+            await eventually(lambda: any(p.name == victim["name"] and p.restarts == 1 for p in adopter.pods()),
+                             what="the adopted app restarted")
+        finally:
+            # Simulate another crash: leave everything to cleanup_leftovers.
+            data = adopter._record.data
+            data["owner"] = {"pid": 999999999, "start": 1}
+            adopter._record.save()
+            for pod in adopter._pods.values():
+                for t in pod._tasks:
+                    t.cancel()
+                for p in [c.proc for c in pod.containers] + ([pod.proxy] if pod.proxy else []):
+                    p._stopping = True
+                    if p._task:
+                        p._task.cancel()
+        record = json.loads((state / "runtime.json").read_text())
         assert cleanup_leftovers(state) is True
         assert not Path("/sys/class/net/gsm0").exists()
+        assert not Path("/run/netns/gsm-host").exists()
         for ns in record["netns"]:
             assert not Path("/run/netns", ns).exists()
             assert not Path("/etc/netns", ns).exists()
@@ -419,7 +446,7 @@ async def test_sigkilled_runtime_is_cleaned_up(tmp_path: Path) -> None:
 
 
 async def test_start_cleans_previous_crash(tmp_path: Path) -> None:
-    """start() removes what a crashed run recorded, then works normally."""
+    """start() removes what a crashed run recorded and cannot adopt, then works normally."""
     state = tmp_path / "state"
     run = short_run_dir()
     try:
@@ -431,9 +458,10 @@ async def test_start_cleans_previous_crash(tmp_path: Path) -> None:
         data = crashed._record.data
         data["owner"] = {"pid": 999999999, "start": 1}
         crashed._record.save()
-        # Its processes would have died with it (PDEATHSIG); kill them like that.
+        # Its processes are gone, and so is its pod's network: nothing to adopt.
         for p in data["processes"]:
             os.killpg(p["pid"], signal.SIGKILL)
+        sh("ip", "netns", "del", leftover_ns)
         for pod in crashed._pods.values():
             for t in pod._tasks:
                 t.cancel()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gossamer.agent import envoy_binary
-from gossamer.runtime.processes import _preexec
+from gossamer.runtime.linux import set_pdeathsig
 
 from .test_runtime_support import requires_root_netns, sh, short_run_dir
 
@@ -126,7 +126,7 @@ def test_router_envoy_binds_listener_in_host_netns() -> None:
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(work / "envoy.log", "wb"),  # noqa: SIM115
-            preexec_fn=_preexec,
+            preexec_fn=set_pdeathsig,  # this Envoy dies with the test
             start_new_session=True,
         )
         deadline = time.monotonic() + 20

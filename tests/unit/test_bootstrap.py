@@ -96,7 +96,9 @@ def test_ads_and_static_resources(tmp_path: Path) -> None:
     dyn = b["dynamic_resources"]
     ads = dyn["ads_config"]
     assert ads["api_type"] == "DELTA_GRPC" and ads["transport_api_version"] == "V3"  # incremental, as Istio
-    assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]
+    # A restarted control plane is reconnected to within half a second (Envoy's default back-off: up to 30 s).
+    assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": "xds-grpc", "retry_policy": {
+        "retry_back_off": {"base_interval": "0.1s", "max_interval": "0.5s"}}}}]
     assert ads["set_node_on_first_message_only"] is True
     for key in ("lds_config", "cds_config"):
         assert dyn[key]["ads"] == {} and dyn[key]["resource_api_version"] == "V3"

@@ -79,7 +79,7 @@ def test_app_script_drops_every_privilege() -> None:
     script = sandbox.app_script(uid=1000, gid=3000, expose=())
     assert script.splitlines()[-1] == (
         'exec setpriv --reuid 1000 --regid 3000 --clear-groups --inh-caps=-all --bounding-set=-all'
-        ' --no-new-privs --pdeathsig KILL -- "$@"'
+        ' --no-new-privs -- "$@"'
     )
     assert sandbox.app_script(uid=0, gid=None, expose=()).splitlines()[-1] == 'exec "$@"'
 

@@ -1,0 +1,126 @@
+"""The runtime <-> control plane protocol over the API socket, with a real control plane (store, API on a
+unix socket) and the runtime's real Kubelet loops driving a stand-in for the LocalRuntime (no root): the
+desired state reaches the runtime, pod reports reach the registry, and a restarted control plane gets
+the pods again before it serves anything built from them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gossamer.api.server import Api
+from gossamer.controlplane.daemon import ControlPlane
+from gossamer.controlplane.paths import Paths
+from gossamer.runtime.daemon import Kubelet
+from gossamer.runtime.types import DeploymentSpec, PodStatus, ServiceAddress, ServiceEndpoints
+
+MANIFEST = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 8000}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: web, image: python, command: [python3, -m, http.server, "8000"], ports: [{containerPort: 8000}]}
+"""
+
+
+class FakeRuntime:
+    """What the Kubelet needs of a LocalRuntime: it records what it was asked to run and reports pods."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[list[DeploymentSpec], list[ServiceAddress]]] = []
+        self.endpoints: list[list[ServiceEndpoints]] = []
+        self.statuses: list[PodStatus] = []
+
+    async def apply(self, deployments: Sequence[DeploymentSpec], services: Sequence[ServiceAddress]) -> None:
+        self.applied.append((list(deployments), list(services)))
+        self.statuses = [
+            PodStatus(name=f"{d.name}-{i}", namespace=d.namespace, deployment=d.name, ip=f"10.244.0.{10 + i}",
+                      labels=d.labels, service_account=d.service_account, has_sidecar=False,
+                      proxy_type=d.proxy_type, phase="Running", app_ready=True, proxy_ready=True, ports=(8000,))
+            for d in deployments for i in range(d.replicas)]
+
+    async def set_service_endpoints(self, services: Sequence[ServiceEndpoints]) -> None:
+        self.endpoints.append(list(services))
+
+    def pod_reports(self) -> list[tuple[PodStatus, dict[str, object]]]:
+        return [(s, {"netns": f"gsm-{s.name}", "adminSocket": "", "logs": {}}) for s in self.statuses]
+
+
+@contextlib.asynccontextmanager
+async def control_plane(paths: Paths, manifests: list[tuple[str, str]]) -> AsyncIterator[ControlPlane]:
+    cp = ControlPlane(paths)
+    result = await cp.start(manifests)
+    assert result.ok, result.errors
+    runner = web.AppRunner(Api(cp, asyncio.Event()).app(), shutdown_timeout=1.0)
+    await runner.setup()
+    paths.api_socket.unlink(missing_ok=True)
+    await web.UnixSite(runner, str(paths.api_socket)).start()
+    try:
+        yield cp
+    finally:
+        await runner.cleanup()
+        await cp.stop(wipe=False)
+
+
+async def eventually(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Paths:
+    return Paths(tmp_path / "state", Path(tempfile.mkdtemp(prefix="gsm-k", dir="/tmp")))  # short socket paths
+
+
+async def test_desired_state_in_pod_reports_out_and_a_restarted_control_plane_is_told_again(paths: Paths) -> None:
+    runtime = FakeRuntime()
+    kubelet = Kubelet(paths, runtime)  # type: ignore[arg-type]
+    task = asyncio.create_task(kubelet.run())
+    try:
+        async with control_plane(paths, [("web.yaml", MANIFEST)]) as cp:
+            await eventually(lambda: any(any(d.name == "web" for d in ds) for ds, _ in runtime.applied))
+            web_spec = next(d for ds, _ in runtime.applied for d in ds if d.name == "web")
+            assert web_spec.replicas == 2 and web_spec.containers[0].command == ("python3", "-m", "http.server", "8000")
+            assert any(s.name == "web" and s.vip.startswith("10.96.") for s in runtime.applied[-1][1])
+            kubelet.pods_changed()  # the pods the stand-in "started"
+            await eventually(lambda: {p.name for p in cp.runtime.pods()} >= {"web-0", "web-1"})
+            reported = {p.name for p in cp.runtime.pods()}
+            # kube-proxy: the Service's endpoints, once the control plane knows the pods.
+            await eventually(lambda: any(e.name == "web" and len(e.endpoints) == 2
+                                         for es in runtime.endpoints for e in es))
+        applied_before = len(runtime.applied)
+        await asyncio.sleep(0.3)  # no control plane: the kubelet keeps retrying, the pods stay
+        # A new control plane on the same store: it knows no pod until the runtime reports, and the runtime
+        # reports at once although none of its pods changed.
+        async with control_plane(paths, []) as cp:
+            await eventually(lambda: cp.runtime.known.is_set(), timeout=2.0)
+            assert {p.name for p in cp.runtime.pods()} == reported
+            # Its desired state is the same: the runtime re-applies it (nothing to change there).
+            await eventually(lambda: len(runtime.applied) > applied_before)
+            assert [d.name for d in runtime.applied[-1][0]] == [d.name for d in runtime.applied[applied_before - 1][0]]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
