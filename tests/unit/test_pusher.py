@@ -127,19 +127,21 @@ def test_requests_within_the_debounce_are_merged_into_one_push() -> None:
 
 
 def test_max_delay_bounds_the_debounce() -> None:
-    async def scenario() -> Pusher:
+    async def scenario() -> bool:
         snapshots = Snapshots(MESH)
         pusher = Pusher(ConfigCache(), snapshots, debounce=0.05, max_delay=0.1)
         await pusher.proxy_connected(proxy_for(snapshots.current, "a", has_sds=True))
         task = asyncio.create_task(pusher.run())
+        started = False
         for _ in range(30):  # never quiet for 50 ms
             pusher.request_push(full=True)
             await asyncio.sleep(0.01)
-        pushes = pusher.stats.full_pushes
+            # A push began (it runs on a worker thread and may still be running) despite no quiet.
+            started = started or pusher._pushing or pusher.stats.full_pushes > 0
         task.cancel()
-        return pushes
+        return started
 
-    assert asyncio.run(scenario()) >= 1
+    assert asyncio.run(scenario())
 
 
 def test_an_endpoint_push_changes_only_endpoints() -> None:
