@@ -35,6 +35,7 @@ def pod_json(pod: PodStatus, netns: str) -> dict[str, Any]:
         "hasSidecar": pod.has_sidecar, "proxyType": pod.proxy_type, "restarts": pod.restarts,
         "startedAt": pod.started_at, "netns": netns, "proxyUid": pod.proxy_uid,
         "runAs": [{"container": name, "uid": uid, "gid": gid} for name, uid, gid in pod.run_as],
+        "reason": pod.reason, "waiting": list(pod.waiting),
     }
 
 

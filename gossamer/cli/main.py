@@ -310,7 +310,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 st = it["status"]
                 ready = f"{int(st['appReady']) + int(st['hasSidecar'] and st['proxyReady'])}/" \
                         f"{1 + int(st['hasSidecar'])}"
-                table.add_row(it["metadata"]["namespace"], it["metadata"]["name"], ready, st["phase"],
+                table.add_row(it["metadata"]["namespace"], it["metadata"]["name"], ready, st.get("reason", st["phase"]),
                               str(st["restarts"]), st["ip"])
         else:
             for col in ("NAMESPACE", "NAME", "RESOURCE VERSION"):

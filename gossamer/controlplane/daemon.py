@@ -72,7 +72,7 @@ class ControlPlane:
             os.chown(paths.run_dir, 0, PROXY_GROUP)  # Envoys reach xds.sock and their pod's directory
         os.chmod(paths.run_dir, 0o710)
         self.store = Store(paths.store)
-        self.images = ImageCache(paths.state_dir / "images")  # pulled at apply, shared with the runtime
+        self.images = ImageCache(paths.images_dir)  # pulled at apply, shared with the runtime
         self.snapshots = SnapshotBuilder(self.store)
         self.cache = ConfigCache()
         # The mesh CA (istiod's): its root persists in <state>/ca, so restarts keep it.

@@ -37,6 +37,11 @@ class Paths:
         return self.state_dir / "runtime"
 
     @property
+    def images_dir(self) -> Path:
+        """Images the control plane pulls at apply and the runtime unpacks (runtime_state_dir/../images)."""
+        return self.state_dir / "images"
+
+    @property
     def pid_file(self) -> Path:
         """The supervisor's (`gossamer up`) pid."""
         return self.state_dir / "up.pid"

@@ -43,7 +43,6 @@ async def prepare_image_container(
     cache: ImageCache,
     spec: ContainerSpec,
     pod_dir: Path,
-    netns: str,
     hostname: str,
     env: Mapping[str, str],
     user: ContainerUser,
@@ -86,12 +85,10 @@ async def prepare_image_container(
     spec_path = bundle / "launch.json"
     spec_path.write_text(launch.to_json())
     spec_path.chmod(0o600)
-    # Unprivileged apps may bind low ports (Docker sets the same in every container's netns).
-    await _run("ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=0")
-    return [sys.executable, "-m", "gossamer.runtime.container_init", str(spec_path)]
+    return launch_argv(pod_dir, spec.name)
 
 
-async def _run(*argv: str) -> None:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
-    await proc.wait()
+def launch_argv(pod_dir: Path, container: str) -> list[str]:
+    """The command that starts a prepared image container (also for a pod adopted after a restart)."""
+    return [sys.executable, "-m", "gossamer.runtime.container_init", str(pod_dir / "containers" / container /
+                                                                         "launch.json")]

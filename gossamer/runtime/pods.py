@@ -31,6 +31,8 @@ from gossamer.agent.sds import (
     sds_socket_for,
 )
 from gossamer.runtime import hosts, iptables, network, sandbox, volumes
+from gossamer.runtime.image_containers import ContainerUser, launch_argv, prepare_image_container
+from gossamer.runtime.images import ImageCache, ImageError
 from gossamer.runtime.linux import same_process_alive
 from gossamer.runtime.probes import run_probe, unix_http_get
 from gossamer.runtime.processes import SupervisedProcess, base_env
@@ -118,7 +120,8 @@ class Pod:
         self.proxy_live = False
         self.sds: SdsServer | None = None
         self.volumes = volumes.PodVolumes(volumes.volumes_dir(ctx.run_dir / short_id), spec)
-        self.waiting: list[str] = []  # references (volumes, env) the containers wait for
+        self.waiting: list[str] = []  # references (volumes, env) and images the containers wait for
+        self._image_argv: dict[str, list[str]] = {}  # container -> its container_init command (image containers)
         self._tasks: list[asyncio.Task[None]] = []
         self._deleting: asyncio.Task[None] | None = None
         self._adopting: dict[str, Any] | None = None  # a previous runtime's record of this pod, while adopting it
@@ -190,6 +193,7 @@ class Pod:
             ports=tuple(ports),
             proxy_uid=self.proxy_uid,
             run_as=tuple((c.name, *self.run_as(c)) for c in self.spec.containers),
+            waiting=tuple(self.waiting),
         )
 
     def run_as(self, cspec: ContainerSpec) -> tuple[int, int]:
@@ -234,6 +238,7 @@ class Pod:
             if prepare is not None:
                 await prepare(self)
             self.waiting = await asyncio.to_thread(self.volumes.prepare)
+            self.waiting += await self._prepare_images()
             if self.waiting:
                 log.warning("pod %s/%s: containers wait for %s", self.namespace, self.name, "; ".join(self.waiting))
             else:
@@ -311,6 +316,8 @@ class Pod:
         await asyncio.to_thread(self.volumes.refresh, spec)
         if self.waiting:
             self.waiting = self.volumes.missing()
+            if not self.waiting:
+                self.waiting = await self._prepare_images()
             if not self.waiting:
                 for cspec in self.spec.containers:
                     self._start_container(cspec)
@@ -391,20 +398,57 @@ class Pod:
             self.proxy_live = False
         self.ctx.notify()
 
-    def _start_container(self, cspec: ContainerSpec) -> None:
+    def _container_env(self, cspec: ContainerSpec) -> dict[str, str]:
         fields = volumes.pod_fields(name=self.name, namespace=self.namespace, ip=self.net.ip,
                                     service_account=self.spec.service_account, uid=self.short_id)
-        env = {**base_env(), **self._pod_env(), **volumes.container_env(cspec, self.spec, fields)}
+        return {**self._pod_env(), **volumes.container_env(cspec, self.spec, fields)}
+
+    @property
+    def image_dir(self) -> Path:
+        """Root-only: each image container's root filesystem and launch spec (`image_containers`)."""
+        return self.ctx.state_dir / "pod-images" / self.short_id
+
+    async def _prepare_images(self) -> list[str]:
+        """Obtain and unpack the images of containers that run one; what cannot be pulled keeps the
+        pod's containers waiting, with the reason (kubectl's ErrImagePull)."""
+        problems: list[str] = []
+        for cspec in self.spec.containers:
+            if not cspec.image:
+                continue
+            self.ctx.record.add("dirs", str(self.image_dir))
+            uid, gid = self.run_as(cspec)
+            try:
+                self._image_argv[cspec.name] = await prepare_image_container(
+                    # The control plane's cache (Paths.images_dir): what apply pulled is there already.
+                    cache=ImageCache(self.ctx.state_dir.parent / "images"), spec=cspec, pod_dir=self.image_dir,
+                    hostname=self.name, env=self._container_env(cspec),
+                    user=ContainerUser(uid, gid, explicit=cspec.run_as_user is not None),
+                    etc_dir=hosts.etc_dir(self.net.netns), mounts=self.volumes.mounts(cspec))
+            except (ImageError, OSError) as exc:
+                problems.append(f"container {cspec.name}: ErrImagePull: cannot pull {cspec.image}: {exc}")
+        return problems
+
+    def _start_container(self, cspec: ContainerSpec) -> None:
         mounts = self.volumes.mounts(cspec)
-        volumes.ensure_mountpoints(mounts, self.ctx.record)
-        uid, gid = self.run_as(cspec)
-        argv = sandbox.app_argv(self.net.netns, cspec.command, uid=uid, gid=gid,
-                                expose=sandbox.default_exposed(cspec.workdir))
+        if cspec.image:
+            # Runs its image: container_init (as root) makes the mount namespace, chroots, drops to its user.
+            env = self._container_env(cspec)
+            launch = self._image_argv.get(cspec.name) or launch_argv(self.image_dir, cspec.name)  # adopted pods
+            argv = ["ip", "netns", "exec", self.net.netns, *launch]
+            cwd = None
+        else:
+            env = {**base_env(), **self._container_env(cspec)}
+            volumes.ensure_mountpoints(mounts, self.ctx.record)
+            uid, gid = self.run_as(cspec)
+            argv = volumes.with_mounts(sandbox.app_argv(self.net.netns, cspec.command, uid=uid, gid=gid,
+                                                        expose=sandbox.default_exposed(cspec.workdir)),
+                                       self.net.netns, mounts)
+            cwd = cspec.workdir
         proc = SupervisedProcess(
             name=f"{self.namespace}/{self.name}/{cspec.name}",
-            argv=volumes.with_mounts(argv, self.net.netns, mounts),
+            argv=argv,
             env=env,
-            cwd=cspec.workdir,
+            cwd=cwd,
             log_path=self.log_path(cspec.name),
             record=self.ctx.record,
             on_change=self.ctx.notify,

@@ -185,6 +185,16 @@ class PodStatus:
     proxy_uid: int | None = None  # the uid the pod's Envoy runs as (None: no Envoy, or root for routers)
     # (container, uid, gid) the pod's containers run as (runtime/sandbox.py).
     run_as: tuple[tuple[str, int, int], ...] = field(default=())
+    # Why the containers have not started: "container web: ErrImagePull: cannot pull IMAGE: reason", ...
+    waiting: tuple[str, ...] = field(default=())
+
+    @property
+    def reason(self) -> str:
+        """kubectl's STATUS for a pod whose containers wait (ErrImagePull, ...), else its phase."""
+        for w in self.waiting:
+            if ": ErrImagePull: " in w:
+                return "ErrImagePull"
+        return "ContainerCreating" if self.waiting else self.phase
 
     @property
     def ready(self) -> bool:
