@@ -72,12 +72,15 @@ def test_seed_example_runs_from_its_image_through_the_gateway(mesh: Mesh, tmp_pa
     assert "namespace/simple created" in applied.stdout + applied.stderr
 
     def served() -> bool:
-        r = mesh.get("/", {"Host": "simple.cncamp.io"})
-        return r.status == 200 and "hello from gossamer-httpserver" in r.text
+        try:
+            r = mesh.get("/", {"Host": "simple.cncamp.io"}, timeout=3)
+        except OSError:  # the gateway's listener for the new Gateway is not bound yet
+            return False
+        return r.status == 200 and "hello from gossamer-httpserver" in r.body
 
     assert wait_until(served, 90, 0.5), mesh.cli("get", "pods", "-A", check=False).stdout
     metrics = mesh.get("/metrics", {"Host": "simple.cncamp.io"})
-    assert metrics.status == 200 and "httpserver_up 1" in metrics.text
+    assert metrics.status == 200 and "httpserver_up 1" in metrics.body
     pods = mesh.cli("get", "pods", "-n", "simple").stdout
     assert "Running" in pods and "simple-" in pods
 

@@ -65,6 +65,8 @@ def build_busybox_image(
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
+        if text.startswith("#!"):
+            target.chmod(0o755)
     umoci("repack", "--image", f"{layout}:{tag}", str(bundle))
     shutil.rmtree(bundle, ignore_errors=True)
     config = ["config", "--image", f"{layout}:{tag}"]
