@@ -161,24 +161,44 @@ def test_invalid_yaml_is_rejected_with_file_and_line_and_changes_nothing(bookinf
 
 
 def test_a_config_envoy_rejects_is_shown_as_nacked_and_traffic_keeps_flowing(bookinfo: Mesh, tmp_path: Path) -> None:
-    # Valid for Istio's validation, but larger than Envoy's RE2 program-size limit: Envoy NACKs it.
-    regex = "/reviews/" + "".join(f"(a{i}|b{i}|c{i})" for i in range(40))
-    vs = tmp_path / "huge-regex.yaml"
-    vs.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: details\n"
-                  f"spec:\n  hosts: [details]\n  http:\n  - match:\n    - uri: {{regex: '{regex}'}}\n"
-                  "    route:\n    - destination: {host: details}\n  - route:\n    - destination: {host: details}\n")
-    bookinfo.apply(vs, wait=False)
+    # Apply refuses what Envoy's published rules reject; a Lua script that does not compile is only found
+    # by Envoy itself when it loads the filter: it NACKs the listener and keeps serving the old one.
+    ef = tmp_path / "broken-lua.yaml"
+    ef.write_text("""\
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: details-broken-lua}
+spec:
+  workloadSelector: {labels: {app: details}}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      context: SIDECAR_INBOUND
+      listener:
+        filterChain:
+          filter:
+            name: envoy.filters.network.http_connection_manager
+            subFilter: {name: envoy.filters.http.router}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.lua
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+          defaultSourceCode: {inlineString: "function envoy_on_request(h) this is not lua"}
+""")
+    bookinfo.apply(ef, wait=False)
     try:
         def nacked() -> list[str]:
             return [t["error"] for p in bookinfo.status()["proxies"] for t in p["types"].values()
                     if t["state"] == "NACKED"]
         assert wait_until(lambda: bool(nacked()), timeout=10)
-        assert any("regex" in e.lower() for e in nacked()), nacked()
+        assert any("lua" in e.lower() for e in nacked()), nacked()
         text = bookinfo.cli("status").stdout
         assert "NACK" in text
         assert bookinfo.get("/productpage").status == 200
     finally:
-        bookinfo.delete(vs)
+        bookinfo.delete(ef)
     assert wait_until(lambda: not [1 for p in bookinfo.status()["proxies"] for t in p["types"].values()
                                    if t["state"] == "NACKED"], timeout=10)
 
