@@ -1,8 +1,8 @@
 """Control plane at scale: the real control plane against simulated Envoys (no root needed).
 
-The control plane runs in a child process, as `up` runs it, with a simulated runtime in place of the
-local one: it turns Deployments into pods exactly through the interface the control plane uses for
-the runtime's pods (pod statuses, a change callback), only without network namespaces or processes.
+The control plane runs in a child process, with a simulated runtime in place of the runtime process: it
+speaks the runtime's API exactly (long-polls the desired Deployments, reports its pods with PUT
+/v1/runtime/pods), only its pods are ready at once, without network namespaces or processes.
 This process plays every pod's Envoy: one gRPC channel and one incremental (delta) ADS stream per
 proxy, node id and metadata as the agent's bootstrap builds them, CDS -> EDS -> LDS -> RDS as Envoy
 subscribes, every response ACKed with its nonce.
@@ -151,15 +151,17 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
             asyncio.get_running_loop().slow_callback_duration = 0.1
         paths = Paths(Path(state_dir), Path(run_dir))
         cp = ControlPlane(paths, ingress_port=0, ingress_tls_port=0)
-        runtime = SimulatedRuntime(cp._on_runtime_change)
-        cp.runtime = runtime  # type: ignore[assignment]
-        result = await cp.start([(manifest, Path(manifest).read_text())])
-        if not result.ok:
-            raise SystemExit("\n".join(str(e) for e in result.errors))
         api = Api(cp, asyncio.Event())
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
+        paths.run_dir.mkdir(parents=True, exist_ok=True)
         await web.UnixSite(runner, str(paths.api_socket)).start()
+        # The runtime's side of the API (as gossamer/runtime/daemon.py): desired state in, pod reports out.
+        runtime = SimulatedRuntime(paths.api_socket)
+        runtime_task = asyncio.create_task(runtime.run())
+        result = await cp.start([(manifest, Path(manifest).read_text())])
+        if not result.ok:
+            raise SystemExit("\n".join(str(e) for e in result.errors))
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -177,6 +179,7 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
                 else:
                     profile.disable()
                     profile.dump_stats(line[1])
+        runtime_task.cancel()
         await runner.cleanup()
         await cp.stop(wipe=True)
 
@@ -186,26 +189,45 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
 
 
 class SimulatedRuntime:
-    """The runtime interface the control plane uses (apply Deployments, report pods, notify changes),
-    with pods that are ready at once and nothing started on the machine."""
+    """The runtime's side of the control plane's API, as the runtime process speaks it: it long-polls the
+    desired Deployments (GET /v1/runtime/desired) and reports its pods (PUT /v1/runtime/pods) - pods
+    that are ready at once, with nothing started on the machine."""
 
-    def __init__(self, on_change: Any) -> None:
+    def __init__(self, api_socket: Path) -> None:
+        self._socket = api_socket
+        self._pods: dict[tuple[str, str], Any] = {}
+        self._deleted: set[tuple[str, str]] = set()
+        self._next_ip = 2
+        self._report = asyncio.Event()
+        self._started_at = time.time()
+
+    async def run(self) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self._socket))) as session:
+            await asyncio.gather(self._poll(session), self._report_loop(session))
+
+    async def _poll(self, session: Any) -> None:
+        from gossamer.runtime.wire import deployments_from_json
+
+        version = ""
+        while True:
+            try:
+                async with session.get("http://cp/v1/runtime/desired", params={"version": version, "wait": "30"}) as r:
+                    desired = await r.json()
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
+            if desired["version"] == version or "deployments" not in desired:
+                self._report.set()  # a control plane waiting for our pods
+                continue
+            version = desired["version"]
+            self._apply(deployments_from_json(desired["deployments"]))
+            self._report.set()
+
+    def _apply(self, deployments: Iterable[Any]) -> None:
         from gossamer.runtime.types import PodStatus
 
-        self._pod_status = PodStatus
-        self.on_change = on_change
-        self._pods: dict[tuple[str, str], Any] = {}
-        self._next_ip = 2
-        self._deleted: set[tuple[str, str]] = set()
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        self._pods.clear()
-
-    async def apply(self, deployments: Iterable[Any], _services: Any) -> None:
-        changed = False
         for spec in deployments:
             for k in range(spec.replicas):
                 name = f"{spec.name}-{spec.template_hash[:10]}-{k}"
@@ -214,31 +236,28 @@ class SimulatedRuntime:
                     continue
                 ip = f"10.244.{self._next_ip // 250}.{self._next_ip % 250 + 2}"
                 self._next_ip += 1
-                self._pods[key] = self._pod_status(
+                self._pods[key] = PodStatus(
                     name=name, namespace=spec.namespace, deployment=spec.name, ip=ip, labels=spec.labels,
                     service_account=spec.service_account, has_sidecar=spec.inject_sidecar,
                     proxy_type=spec.proxy_type, phase="Running", app_ready=True, proxy_ready=True,
                     started_at=time.time())
-                changed = True
-        if changed:
-            self.on_change()
-
-    async def set_service_endpoints(self, _services: Any) -> None:
-        pass
 
     def delete_pod(self, namespace: str, name: str) -> None:
         self._deleted.add((namespace, name))
         if self._pods.pop((namespace, name), None) is not None:
-            self.on_change()
+            self._report.set()
 
-    def pods(self) -> list[Any]:
-        return [self._pods[k] for k in sorted(self._pods)]
+    async def _report_loop(self, session: Any) -> None:
+        from gossamer.runtime.wire import pods_to_json
 
-    def pod(self, name: str, namespace: str = "default") -> Any:
-        return self._pods[(namespace, name)]
-
-    def netns_name(self, _pod: str, _namespace: str) -> str:
-        return ""
+        while True:
+            await self._report.wait()
+            self._report.clear()
+            pods = [self._pods[k] for k in sorted(self._pods)]
+            body = {"runtime": {"pid": os.getpid(), "pidStart": None, "startedAt": self._started_at},
+                    "pods": [{"status": status, "netns": ""} for status in pods_to_json(pods)]}
+            async with session.put("http://cp/v1/runtime/pods", json=body) as r:
+                await r.read()
 
 
 # ---------------------------------------------------------------------------------------------------------
