@@ -396,11 +396,15 @@ async def test_new_group_translated_on_connect_and_many_streams(env: Env) -> Non
     for c in clients:
         await c.send(CLUSTER)
         await c.send(LISTENER)
-    for i, c in enumerate(clients):
+    async def sync(i: int, c: Client) -> None:
         await c.ack(await c.recv())  # CDS
         r = await c.recv()
         assert names_of(r) == (["other"] if i % 2 else ["l1"])
         await c.ack(r)
+
+    # Each client answers on its own, as Envoys do: the server serves initial syncs in waves
+    # (INITIAL_SYNC_CONCURRENCY), so a client waiting on another's ACK could wait for its slot.
+    await asyncio.gather(*(sync(i, c) for i, c in enumerate(clients)))
     assert await env.ads.wait_synced([f"n{i}" for i in range(20)], TIMEOUT)
     assert {p.group for p in env.ads.proxies()} == {"default", "other"}
     env.cache.set_group("other", config(lds={"other2": listener("other2")}))
