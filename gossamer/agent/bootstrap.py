@@ -26,6 +26,10 @@ ZIPKIN_CLUSTER = "zipkin"  # HCM tracing posts spans here (xds/build/tracing.py)
 # Envoy's Zipkin reporter flushes every 5 s by default (or every 5 spans): every second here.
 ZIPKIN_FLUSH_INTERVAL_MS = 1000
 PROMETHEUS_CLUSTER = "prometheus_stats"
+# Istio's merged metrics port (agent): Envoy's listener forwards to the runtime's merge server.
+MERGED_STATS_PORT = 15020
+MERGED_STATS_CLUSTER = "merged_stats"
+APP_METRICS_CLUSTER = "app_metrics"
 CLUSTER_DOMAIN = "cluster.local"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -194,6 +198,8 @@ def build_bootstrap(
     admin_socket: Path,
     sds_socket: Path | None = None,
     zipkin_socket: Path | None = None,
+    merged_stats_socket: Path | None = None,
+    app_metrics: tuple[Path, int] | None = None,
 ) -> dict[str, Any]:
     """A JSON-able Envoy v3 bootstrap (with the `sds-grpc` cluster when `sds_socket` is given, the
     `zipkin` cluster when `zipkin_socket` is)."""
@@ -264,18 +270,49 @@ def build_bootstrap(
                         }
                     ],
                 ),
+                *merged_stats_listeners(merged_stats_socket, app_metrics),
             ],
         },
     }
     # Istio's bootstrap raises RE2's program-size limit from Envoy's default 100: a regex Istio
     # accepts must work here too (validation checks the same limit, `resources/regex.py`).
     static_layer: dict[str, Any] = {"re2.max_program_size.error_level": RE2_MAX_PROGRAM_SIZE}
+    out["static_resources"]["clusters"] += merged_stats_clusters(merged_stats_socket, app_metrics)
     if zipkin_socket is not None:
         static_layer["tracing.zipkin.flush_interval_ms"] = ZIPKIN_FLUSH_INTERVAL_MS
     out["layered_runtime"] = {"layers": [
         {"name": "static", "static_layer": static_layer},
         {"name": "admin", "admin_layer": {}},
     ]}
+    return out
+
+
+def merged_stats_listeners(merged: Path | None, app: tuple[Path, int] | None) -> list[dict[str, Any]]:
+    """:15020 /stats/prometheus -> the runtime's merge server (gossamer/telemetry/merge.py); for a
+    pod whose app is scraped, a unix socket listener the merge server reads the app's metrics from."""
+    out: list[dict[str, Any]] = []
+    if merged is not None:
+        out.append(_static_http_listener(
+            "gossamer_merged_stats", MERGED_STATS_PORT,
+            [{"match": {"prefix": "/stats/prometheus"}, "route": {"cluster": MERGED_STATS_CLUSTER}}]))
+    if merged is not None and app is not None:
+        listener = _static_http_listener(
+            "gossamer_app_metrics", 0, [{"match": {"prefix": "/"}, "route": {"cluster": APP_METRICS_CLUSTER}}])
+        listener["address"] = _pipe_address(app[0], 0o600)
+        out.append(listener)
+    return out
+
+
+def merged_stats_clusters(merged: Path | None, app: tuple[Path, int] | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if merged is not None:
+        out.append({"name": MERGED_STATS_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+                    "load_assignment": {"cluster_name": MERGED_STATS_CLUSTER, "endpoints": _pipe_endpoints(merged)}})
+    if merged is not None and app is not None:
+        out.append({"name": APP_METRICS_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+                    "load_assignment": {"cluster_name": APP_METRICS_CLUSTER, "endpoints": [{"lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                                     "port_value": app[1]}}}}]}]}})
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,8 @@ from gossamer.debug.describe import DescribeError, describe, find_workload
 from gossamer.resources.kinds import lookup_kind
 from gossamer.runtime.types import PodStatus
 from gossamer.security import CsrRejected
+from gossamer.telemetry.controlplane import PILOT
+from gossamer.telemetry.prometheus import PrometheusError
 from gossamer.telemetry.tracing import summary
 from gossamer.xds.server import ProxyStatus
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
@@ -57,6 +60,22 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def loopback_host(host: str) -> bool:
+    name = host[: host.find("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
+    return name.lower() in LOOPBACK_HOSTS
+
+
+@web.middleware
+async def loopback_host_only(request: web.Request,
+                             handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    if not loopback_host(request.host or ""):
+        return web.Response(status=403, text="only loopback Host names (127.0.0.1, localhost) are answered\n")
+    return await handler(request)
+
+
 class Api:
     def __init__(self, cp: ControlPlane, shutdown: asyncio.Event) -> None:
         self.cp = cp
@@ -84,20 +103,34 @@ class Api:
             web.post("/v1/runtime/csr", self.runtime_csr),
             web.get("/v1/runtime/root", self.runtime_root),
             web.get("/metrics", self.metrics),
+            web.post("/v1/metrics/query", self.metrics_query),
             web.get("/v1/traces", self.traces),
         ])
         return app
 
     def metrics_app(self) -> web.Application:
-        """Only /metrics: what `up --metrics-port` serves on loopback for Prometheus (istiod's 15014)."""
-        app = web.Application()
+        """Only /metrics: what `up --metrics-port` serves on loopback for Prometheus (istiod's 15014),
+        to loopback Host names only (a page on another site cannot read it by rebinding its name)."""
+        app = web.Application(middlewares=[loopback_host_only])
         app.add_routes([web.get("/metrics", self.metrics)])
         return app
 
     async def metrics(self, request: web.Request) -> web.Response:
-        """Istio's standard metrics, in Prometheus' text exposition format."""
-        return web.Response(body=generate_latest(self.cp.metrics.registry),
+        """Istio's standard metrics of the whole mesh (read from the pods now) and the control plane's
+        own (istiod's pilot_*), in Prometheus' text format."""
+        return web.Response(body=(await self.cp.metrics.text()).encode() + generate_latest(PILOT.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def metrics_query(self, request: web.Request) -> web.Response:
+        """A PromQL instant query to the mesh's Prometheus (`up --prometheus`)."""
+        if self.cp.prometheus is None:
+            return _error(409, "no Prometheus: start the mesh with `gossamer up --prometheus`")
+        body = await request.json()
+        try:
+            result = await self.cp.prometheus.query(str(body.get("query") or ""))
+        except PrometheusError as e:
+            return _error(400, str(e))
+        return web.json_response({"result": result})
 
     async def traces(self, request: web.Request) -> web.Response:
         """Recent traces from the Zipkin collector (`?service=NAME&limit=N`, or one: `?trace=ID`)."""

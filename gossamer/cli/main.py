@@ -105,11 +105,13 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "--workload-cert-ttl", args.workload_cert_ttl,
                 "--secret-grace-period-ratio", str(args.secret_grace_period_ratio),
                 *(["--verbose"] if args.verbose else []),
+                *(["--prometheus"] if args.prometheus else []),
                 *[str(Path(p).resolve()) for p in args.paths]]
         return detach(paths, argv)
     return run_up(paths, [Path(p).resolve() for p in args.paths], UpOptions(
         ingress_port=args.ingress_port, ingress_tls_port=args.ingress_tls_port, metrics_port=args.metrics_port,
         dashboard_port=args.dashboard_port, egress_gateway=args.egress_gateway, verbose=args.verbose,
+        prometheus=args.prometheus,
         workload_cert_ttl=args.workload_cert_ttl, secret_grace_period_ratio=args.secret_grace_period_ratio))
 
 
@@ -129,7 +131,7 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
         _paths(args), [Path(p) for p in args.paths], apply_manifests=args.apply, ingress_port=args.ingress_port,
         certs=certs,
         metrics_port=args.metrics_port, dashboard_port=args.dashboard_port, ingress_tls_port=args.ingress_tls_port,
-        egress_gateway=args.egress_gateway))
+        egress_gateway=args.egress_gateway, prometheus=args.prometheus))
 
 
 def cmd_runtime(args: argparse.Namespace) -> int:
@@ -483,7 +485,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+REQUEST_RATES = ('sum by (source_workload, source_workload_namespace, destination_workload, '
+                 'destination_workload_namespace) (rate(istio_requests_total{reporter="source"}[1m]))')
+
+
 def cmd_metrics(args: argparse.Namespace) -> int:
+    if args.query or args.requests:
+        return _metrics_query(args, args.query or REQUEST_RATES, table=not args.query)
     try:
         status, text = _client(args).get_text("/metrics")
     except NotRunning as e:
@@ -495,7 +503,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         keep = False
         lines = []
         for line in text.splitlines():
-            if line.startswith("# HELP "):
+            if line.startswith(("# HELP ", "# TYPE ")):
                 keep = args.filter in line.split()[2]
             if keep:
                 lines.append(line)
@@ -509,6 +517,28 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if not body.get("dashboard"):
         raise CliError("the dashboard is off (start the mesh with `gossamer up --dashboard-port N`)")
     print(body["dashboard"])
+    return 0
+
+
+def _metrics_query(args: argparse.Namespace, promql: str, *, table: bool) -> int:
+    try:
+        status, body = _client(args).post("/v1/metrics/query", {"query": promql})
+    except NotRunning as e:
+        raise CliError("no mesh is running (start one with `gossamer up PATH`)") from e
+    if status != 200:
+        raise CliError(str(body.get("error") if isinstance(body, dict) else body))
+    rows = sorted(body["result"], key=lambda r: sorted(r["metric"].items()))
+    if table:
+        print(f"{'SOURCE':40s} {'DESTINATION':40s} {'REQ/S':>8s}")
+        for r in rows:
+            m = r["metric"]
+            source = f"{m.get('source_workload', '?')}.{m.get('source_workload_namespace', '?')}"
+            dest = f"{m.get('destination_workload', '?')}.{m.get('destination_workload_namespace', '?')}"
+            print(f"{source:40s} {dest:40s} {float(r['value'][1]):8.2f}")
+        return 0
+    for r in rows:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(r["metric"].items()))
+        print(f"{{{labels}}} {r['value'][1]}")
     return 0
 
 
@@ -548,6 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Istio's metrics for Prometheus on 127.0.0.1:PORT/metrics (0: off)")
     p.add_argument("--dashboard-port", type=int, default=20001,
                    help="serve the dashboard on http://127.0.0.1:PORT/ (0: off)")
+    p.add_argument("--prometheus", action="store_true",
+                   help="run Prometheus on 127.0.0.1:9090, scraping every pod's :15020 and the control plane")
     p.add_argument("--egress-gateway", action="store_true",
                    help="also run Istio's egress gateway, istio-system/istio-egressgateway (istio: egressgateway)")
     p.add_argument("--workload-cert-ttl", default="24h", metavar="DURATION",
@@ -570,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=0)
     p.add_argument("--dashboard-port", type=int, default=0)
     p.add_argument("--egress-gateway", action="store_true")
+    p.add_argument("--prometheus", action="store_true")
     p.add_argument("--workload-cert-ttl", default="24h")
     p.add_argument("--secret-grace-period-ratio", type=float, default=0.2)
     p.add_argument("--verbose", "-v", action="store_true")
@@ -668,6 +701,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("metrics", help="Istio's standard metrics (istio_requests_total, ...), Prometheus text")
     p.add_argument("--filter", metavar="NAME", help="only the metric families whose name contains NAME")
+    p.add_argument("--query", metavar="PROMQL", help="a PromQL query to the mesh's Prometheus (`up --prometheus`)")
+    p.add_argument("--requests", action="store_true",
+                   help="request rates by source and destination workload over the last minute (Prometheus)")
     p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("traces", help="recent traces (spans every proxy reports), as span trees")

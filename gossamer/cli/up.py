@@ -52,6 +52,7 @@ class UpOptions:
     metrics_port: int = 0
     dashboard_port: int = 0
     egress_gateway: bool = False
+    prometheus: bool = False  # up --prometheus: the control plane runs Prometheus (gossamer/telemetry/prometheus.py)
     verbose: bool = False
     workload_cert_ttl: str = "24h"  # up --workload-cert-ttl / --secret-grace-period-ratio (Istio's settings)
     secret_grace_period_ratio: float = 0.2
@@ -144,6 +145,7 @@ def child_argvs(paths: Paths, manifests: list[Path], opts: UpOptions) -> tuple[C
         return [*base, "controlplane", "--ingress-port", str(opts.ingress_port),
                 "--ingress-tls-port", str(opts.ingress_tls_port), "--metrics-port", str(opts.metrics_port),
                 "--dashboard-port", str(opts.dashboard_port), *(["--egress-gateway"] if opts.egress_gateway else []),
+                *(["--prometheus"] if opts.prometheus else []),
                 *(["--apply"] if first else []), *certs, *verbose, *[str(m) for m in manifests]]
 
     def runtime(first: bool) -> list[str]:

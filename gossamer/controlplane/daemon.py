@@ -44,7 +44,10 @@ from gossamer.security import CertificateAuthority
 from gossamer.security.server_tls import ServerTls
 from gossamer.security.settings import CertSettings
 from gossamer.store import Change, Store
-from gossamer.telemetry import AccessLogServicer, MeshMetrics, SpanStore, ZipkinCollector
+from gossamer.telemetry import SpanStore, ZipkinCollector
+from gossamer.telemetry.controlplane import PILOT
+from gossamer.telemetry.prometheus import PrometheusServer
+from gossamer.telemetry.scrape import MeshScraper, ScrapeTarget
 from gossamer.xds.cache import ConfigCache
 from gossamer.xds.server import AdsServer, ProxyStatus, serve
 
@@ -60,7 +63,8 @@ PODS_KNOWN_TIMEOUT_S = 10.0
 
 class ControlPlane:
     def __init__(self, paths: Paths, *, ingress_port: int = 8080, ingress_tls_port: int = 8443,
-                 egress_gateway: bool = False, certs: CertSettings | None = None) -> None:
+                 egress_gateway: bool = False, certs: CertSettings | None = None,
+                 prometheus: bool = False, metrics_port: int = 0) -> None:
         certs = certs or CertSettings()
         self.paths = paths
         self.ingress_port = ingress_port
@@ -86,10 +90,12 @@ class ControlPlane:
         self._desired_changed = asyncio.Event()
         self.pusher = Pusher(self.cache, self.snapshot)
         self.ads = AdsServer(self.cache, self._group_for_node, on_disconnect=self._on_proxy_disconnect)
-        # Istio's standard metrics, from the access log entries proxies stream next to ADS.
-        self._last_snapshot: MeshSnapshot | None = None
-        self.metrics = MeshMetrics(lambda: self._last_snapshot)
-        self.access_logs = AccessLogServicer(self.metrics)
+        # Istio's standard metrics: computed by every proxy, read from the pods per scrape.
+        self.metrics = MeshScraper(self._scrape_targets)
+        PILOT.connected = lambda: len(self.ads.proxies())
+        # `up --prometheus`: a real Prometheus scraping every pod and this control plane.
+        self.prometheus = PrometheusServer(paths.run_dir / "prometheus") if prometheus else None
+        self._istiod_metrics = f"127.0.0.1:{metrics_port}" if metrics_port else None
         # Distributed tracing: every proxy posts its spans to this Zipkin collector (<run-dir>/zipkin.sock).
         self.traces = SpanStore()
         self.zipkin = ZipkinCollector(self.traces)
@@ -118,11 +124,12 @@ class ControlPlane:
             if stale:
                 self.store.delete(stale)
         result = self.apply(manifests)
-        await self.zipkin.start(self.paths.zipkin_socket)
+        await self.zipkin.start(self.paths.zipkin_socket, writer_gid=PROXY_GROUP)  # root and the Envoys only
+        if self.prometheus is not None:
+            await self.prometheus.start(self._istiod_metrics)
         # Proxies may connect at once; their streams wait for the runtime's pod report (_group_for_node).
         # mTLS: proxies prove their identity with the workload certificate their agent serves them.
-        self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}", others=[self.access_logs],
-                                 credentials=ServerTls(self.ca).credentials)
+        self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}", credentials=ServerTls(self.ca).credentials)
         self._tasks = [asyncio.create_task(self._push_once_pods_known(), name="pusher"),
                        asyncio.create_task(self._desired_loop(), name="desired"),
                        asyncio.create_task(self.watcher.run(), name="watch")]
@@ -132,6 +139,11 @@ class ControlPlane:
         self.pusher.request_push(full=True)
         return result
 
+    def _scrape_targets(self) -> list[ScrapeTarget]:
+        """Every pod with a proxy (sidecar or router): each serves its metrics on :15020."""
+        return [ScrapeTarget(p.namespace, p.name, p.ip) for p in self.runtime.pods()
+                if (p.has_sidecar or p.proxy_type == "router") and p.ip]
+
     async def stop(self, *, wipe: bool) -> None:
         for task in self._tasks:
             task.cancel()
@@ -140,6 +152,8 @@ class ControlPlane:
             await self._grpc.stop(grace=0.5)
         await self.zipkin.stop()
         self.paths.zipkin_socket.unlink(missing_ok=True)
+        if self.prometheus is not None:
+            await self.prometheus.stop()
         self.store.close()
         if wipe:
             self.paths.store.unlink(missing_ok=True)
@@ -191,7 +205,6 @@ class ControlPlane:
     # -- registry ----------------------------------------------------------
     def snapshot(self) -> MeshSnapshot:
         snapshot = self.snapshots.build(self.runtime.pods())
-        self._last_snapshot = snapshot  # pod IPs -> workloads for the metrics' labels
         return snapshot
 
     async def _desired_loop(self, debounce: float = 0.05) -> None:
@@ -246,6 +259,8 @@ class ControlPlane:
         await self.pusher.run()
 
     def _on_runtime_change(self) -> None:
+        if self.prometheus is not None:
+            self.prometheus.update_pods(self._scrape_targets())
         self._desired_wanted.set()
         self.pusher.request_push(full=False)
 

@@ -24,6 +24,7 @@ from google.protobuf import any_pb2
 from gossamer.ir.types import RouteTable
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.telemetry.controlplane import PILOT
 from gossamer.translate import (
     endpoint_scope,
     outbound_cluster_set,
@@ -98,6 +99,7 @@ class Pusher:
         self._members[group] = self._members.get(group, 0) + 1
         if group not in self._groups:
             self._groups[group] = proxy
+            PILOT.triggered("proxy")
             if self._current is None:
                 self._current = self._snapshot()
             snapshot = self._current
@@ -140,6 +142,7 @@ class Pusher:
                 self._pending_changes |= changed
         else:
             self._pending_eds = True
+        PILOT.triggered("config" if full else "endpoint")
         self._wake.set()
 
     async def run(self) -> None:
@@ -165,7 +168,7 @@ class Pusher:
             changed, self._pending_changes = self._pending_changes, set()
             self._pushing = True
             try:
-                await self.push(full=full, changed=changed)
+                await self.push(full=full, changed=changed, since=self._first_request)
             except Exception:  # a bug must not stop future pushes
                 log.exception("push failed")
             finally:
@@ -174,11 +177,13 @@ class Pusher:
                 gc.collect()  # cyclic garbage that reached the old generation
                 last_full_gc = time.monotonic()
 
-    async def push(self, *, full: bool, changed: set[ConfigKey] | None = None) -> None:
+    async def push(self, *, full: bool, changed: set[ConfigKey] | None = None,
+                   since: float | None = None) -> None:
         """One push to every connected group. CHANGED: the config changes since the last push (None:
         unknown); pod changes are found by comparing. Translation and serialization run off the event loop
         (pure work on an immutable snapshot); the results go into the cache on the loop, in slices of
-        SLICE seconds, so streams and the API keep being served."""
+        SLICE seconds, so streams and the API keep being served. SINCE: when the first change it carries
+        was asked for (istiod's convergence time)."""
         started = time.monotonic()
         snapshot = self._snapshot()
         groups = list(self._groups.items())
@@ -192,7 +197,7 @@ class Pusher:
             if time.monotonic() - slice_start > SLICE:
                 await asyncio.sleep(0)
                 slice_start = time.monotonic()
-        self._finish(snapshot, full, time.monotonic() - started)
+        self._finish(snapshot, full, time.monotonic() - started, since)
 
     def push_now(self, *, full: bool, changed: set[ConfigKey] | None = None) -> None:
         """The same push, all on the caller's thread (tests, tools)."""
@@ -212,7 +217,7 @@ class Pusher:
             self._current = snapshot
         return [self._compute(snapshot, group, proxy, full) for group, proxy in groups]
 
-    def _finish(self, snapshot: MeshSnapshot, full: bool, elapsed: float) -> None:
+    def _finish(self, snapshot: MeshSnapshot, full: bool, elapsed: float, since: float | None = None) -> None:
         if full:
             self.pushed_revision = max(self.pushed_revision, snapshot.version)
             self.stats.full_pushes += 1
@@ -220,6 +225,7 @@ class Pusher:
             self.stats.endpoint_pushes += 1
         self.stats.last_push_seconds = elapsed
         self.stats.history = [*self.stats.history[-49:], (elapsed, "full" if full else "eds")]
+        PILOT.pushed(full=full, seconds=elapsed, since_change=time.monotonic() - since if since is not None else None)
 
     def _compute(self, snapshot: MeshSnapshot, group: str, proxy: Proxy, full: bool) -> GroupResources | Exception:
         """The group's resources (everything, or only endpoints), or why they could not be translated."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 SAMPLE_EVERY_S = 2.0
+WATCHED_FOR_S = 120.0
+IDLE_SAMPLE_EVERY_S = 10.0
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
@@ -63,8 +66,11 @@ def dashboard_app(api: Api) -> web.Application:
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
 
+    viewed = [0.0]  # when the graph was last asked for
+
     async def graph(request: web.Request) -> web.Response:
-        return await json_of(dash.graph)
+        viewed[0] = time.monotonic()
+        return web.json_response(await dash.graph())
 
     async def workloads(request: web.Request) -> web.Response:
         return await json_of(dash.workloads)
@@ -79,14 +85,16 @@ def dashboard_app(api: Api) -> web.Application:
         return await api.explain_request(request)  # the API's own handler: same body, same answer
 
     async def sampler(app: web.Application) -> AsyncIterator[None]:
-        # Counter history for rates, whether or not a browser is polling.
+        # Counter history for rates, whether or not a browser is polling: every SAMPLE_EVERY_S while
+        # someone watches, every IDLE_SAMPLE_EVERY_S otherwise (a sample scrapes every proxy).
         async def run() -> None:
             while True:
                 try:
-                    dash.sample()
+                    await dash.sample()
                 except Exception:  # never let a bad sample stop the history
                     log.exception("dashboard: sampling the request counters failed")
-                await asyncio.sleep(SAMPLE_EVERY_S)
+                watched = time.monotonic() - viewed[0] < WATCHED_FOR_S
+                await asyncio.sleep(SAMPLE_EVERY_S if watched else IDLE_SAMPLE_EVERY_S)
 
         task = asyncio.create_task(run(), name="dashboard-sampler")
         yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -10,11 +11,20 @@ from gossamer.analyze.messages import Message
 from gossamer.api.server import pod_json
 from gossamer.controlplane.daemon import ControlPlane
 from gossamer.controlplane.workloads import BUILTIN_SOURCE
-from gossamer.dashboard.graph import RateWindow, ServiceInfo, WorkloadInfo, build_graph, edge_counters, request_samples
+from gossamer.dashboard.graph import (
+    RateWindow,
+    Sample,
+    ServiceInfo,
+    WorkloadInfo,
+    build_graph,
+    edge_counters,
+    request_samples_from_text,
+)
 from gossamer.registry.types import DOMAIN_SUFFIX
 from gossamer.resources.enforcement import not_enforced_issues
 from gossamer.runtime.types import PodStatus
 from gossamer.store import StoredObject
+from gossamer.telemetry.prometheus import PrometheusError
 from gossamer.xds.server import ProxyStatus
 from gossamer.xds.types import SHORT_NAMES
 
@@ -144,11 +154,20 @@ class Dashboard:
         self.window = rates or RateWindow()
         self._analysis: tuple[Any, list[Message]] | None = None
 
-    def sample(self) -> None:
-        self.window.observe(edge_counters(request_samples(self.cp.metrics.registry)))
+    async def sample(self) -> None:
+        """The request counters now: from Prometheus (PromQL) when the mesh runs one, else from
+        the control plane's own scrape of the pods."""
+        prometheus = getattr(self.cp, "prometheus", None)
+        samples: list[Sample] | None = None
+        if prometheus is not None:
+            with contextlib.suppress(PrometheusError):  # not up yet: the pods answer themselves
+                samples = [Sample(labels, value) for labels, value in await prometheus.request_counters()]
+        if samples is None:
+            samples = request_samples_from_text(await self.cp.metrics.text())
+        self.window.observe(edge_counters(samples))
 
-    def graph(self) -> dict[str, Any]:
-        self.sample()
+    async def graph(self) -> dict[str, Any]:
+        await self.sample()
         out = build_graph(mesh_services(self.cp.snapshots.resources()), mesh_workloads(self.cp.runtime.pods()),
                           self.window.latest(), self.window.rates())
         out["windowSeconds"] = self.window.window

@@ -127,6 +127,10 @@ class Endpoint:
     labels: tuple[tuple[str, str], ...] = ()
     # "istio": the endpoint's proxy accepts mesh mTLS (EDS metadata envoy.transport_socket_match).
     tls_mode: str = ""
+    # The workload behind the endpoint, for Istio's destination_* metric labels ("": unknown).
+    workload: str = ""
+    workload_namespace: str = ""
+    principal: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,9 @@ class Cluster:
     upstream_bind_address: str | None = None
     http2: bool = False
     service_host: str = ""
+    # destination_service_name / _namespace of Istio's metric labels ("": from the host).
+    service_name: str = ""
+    service_namespace: str = ""
     port: int = 0
     subset: str = ""
     # DestinationRule traffic policy (with Istio's defaults) for outbound clusters.
@@ -194,6 +201,20 @@ class TracingTag:
 
 
 @dataclass(frozen=True)
+class TracingProvider:
+    """A tracing backend from the mesh config's `extensionProviders` (`zipkin:` or `opentelemetry:`),
+    reached through the outbound cluster of its service, as Istio does."""
+
+    kind: Literal["zipkin", "opentelemetry"]
+    cluster: str  # outbound|PORT||HOST
+    host: str
+    port: int
+    path: str = ""  # zipkin: the spans endpoint; opentelemetry over HTTP: the traces path
+    grpc: bool = False  # opentelemetry: OTLP over gRPC (else HTTP)
+    service_name: str = ""  # opentelemetry: this proxy's service (Istio: app.namespace)
+
+
+@dataclass(frozen=True)
 class Tracing:
     """An HTTP connection manager's tracing (Telemetry `tracing`): spans to the control plane's
     Zipkin collector, `sampling` percent of the requests that start a trace here (requests already
@@ -202,6 +223,8 @@ class Tracing:
     sampling: float
     tags: tuple[TracingTag, ...] = ()
     spawn_upstream_span: bool = False
+    # None: the control plane's own collector (the default, as Istio's default zipkin provider).
+    provider: TracingProvider | None = None
 
 
 GatewayTlsMode = Literal["SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"]

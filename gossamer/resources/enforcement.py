@@ -52,11 +52,11 @@ NOT_ENFORCED_KINDS: frozenset[str] = frozenset()
 # Telemetry: enforced are selector, accessLogging[].disabled (provider `envoy`: the text log on stdout),
 # metrics[].overrides[].disabled for every metric on both sides (no match, or ALL_METRICS in
 # CLIENT_AND_SERVER mode) and tracing[] (match.mode, disableSpanReporting, randomSamplingPercentage,
-# customTags; provider `zipkin`: the control plane's collector). Target refs, other providers,
+# customTags, providers: mesh config extensionProviders `zipkin`/`opentelemetry`, default: the control
+# plane's collector). Target refs, other access log / metrics providers,
 # filters, tag overrides, useRequestIdForTraceSampling and enableIstioTags (istio.* span tags) are not.
 NOT_ENFORCED_TELEMETRY_SPEC: frozenset[str] = frozenset({"targetRef", "targetRefs"})
 NOT_ENFORCED_TRACING: frozenset[str] = frozenset({"useRequestIdForTraceSampling", "enableIstioTags"})
-TRACING_PROVIDERS: frozenset[str] = frozenset({"zipkin"})
 NOT_ENFORCED_ACCESS_LOGGING: frozenset[str] = frozenset({"filter"})
 NOT_ENFORCED_METRICS: frozenset[str] = frozenset({"reportingInterval"})
 NOT_ENFORCED_METRIC_OVERRIDE: frozenset[str] = frozenset({"tagOverrides"})
@@ -155,8 +155,10 @@ def _telemetry_paths(spec: dict[str, Any]) -> list[FieldPath]:
                 continue
             out += [("spec", section, i, key) for key in entry if key in fields]
             providers = entry.get("providers") or []
-            known = TRACING_PROVIDERS if section == "tracing" else ENFORCED_PROVIDERS
-            if any(not isinstance(p, dict) or p.get("name") not in known for p in providers):
+            # Tracing providers name mesh config extensionProviders (zipkin, opentelemetry), resolved per
+            # proxy when translating; the others only Gossamer's own.
+            if section != "tracing" and any(not isinstance(p, dict) or p.get("name") not in ENFORCED_PROVIDERS
+                                            for p in providers):
                 out.append(("spec", section, i, "providers"))
             if section == "accessLogging" and not applies_to_all(entry.get("match")):
                 out.append(("spec", section, i, "match"))

@@ -39,6 +39,8 @@ from gossamer.runtime.processes import SupervisedProcess, base_env
 from gossamer.runtime.state import StateRecord, kill_netns_processes
 from gossamer.runtime.types import ContainerSpec, DeploymentSpec, PodStatus, ServiceAddress
 from gossamer.runtime.wire import deployment_to_json
+from gossamer.telemetry.merge import StatsMerger, app_scrape
+from gossamer.telemetry.peer import proxy_env
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ class Pod:
         self.volumes = volumes.PodVolumes(volumes.volumes_dir(ctx.run_dir / short_id), spec)
         self.waiting: list[str] = []  # references (volumes, env) and images the containers wait for
         self._image_argv: dict[str, list[str]] = {}  # container -> its container_init command (image containers)
+        self.stats: StatsMerger | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._deleting: asyncio.Task[None] | None = None
         self._adopting: dict[str, Any] | None = None  # a previous runtime's record of this pod, while adopting it
@@ -232,6 +235,7 @@ class Pod:
                     await iptables.apply_capture(self.net.netns, self.proxy_uid)
                     os.chown(self.run_dir, self.proxy_uid, self.proxy_uid)
                 await self._start_sds()
+                await self._start_stats()
                 self._start_proxy()
                 if self.spec.hold_application_until_proxy_starts:
                     await self._wait_proxy_live(HOLD_APPLICATION_TIMEOUT_S)
@@ -284,6 +288,8 @@ class Pod:
         while True:
             try:
                 await self._start_sds()
+                if self.stats is None:
+                    await self._start_stats()  # its :15020 merge server too (the old one died with the runtime)
                 return
             except Exception as e:  # noqa: BLE001 - keep trying; Envoy serves with its current certificate
                 self.sds = None
@@ -348,6 +354,15 @@ class Pod:
         )
         await self.sds.start()
 
+    async def _start_stats(self) -> None:
+        """The pod's :15020 merge of Envoy's and the app's metrics (Envoy forwards the port to it)."""
+        scrape = app_scrape(dict(self.spec.annotations))
+        self.stats = StatsMerger(
+            socket_path=self.run_dir / "stats.sock", admin_socket=self.admin_socket,
+            app_socket=self.run_dir / "app-metrics.sock" if scrape is not None else None, app=scrape,
+            socket_owner=self.proxy_uid)
+        await self.stats.start()
+
     def _start_proxy(self) -> None:
         labels = dict(self.spec.labels)
         # Only the ingress gateway is bound on the host (the egress gateway and other routers are not).
@@ -371,6 +386,9 @@ class Pod:
             admin_socket=self.admin_socket,
             sds_socket=self.sds_socket if self.sds is not None else None,
             zipkin_socket=self.ctx.zipkin_socket,
+            merged_stats_socket=self.stats.socket_path if self.stats is not None else None,
+            app_metrics=(self.stats.app_socket, self.stats.app.port)
+            if self.stats is not None and self.stats.app is not None and self.stats.app_socket is not None else None,
         )
         if self._adopting is None or not self.bootstrap_path.exists():
             write_bootstrap(self.bootstrap_path, bootstrap)
@@ -382,7 +400,10 @@ class Pod:
         self.proxy = SupervisedProcess(
             name=f"{self.namespace}/{self.name}/{PROXY_CONTAINER}",
             argv=["ip", "netns", "exec", self.net.netns, *argv],
-            env={**base_env(), **self._pod_env()},
+            # Envoy's own side of Istio's metric labels (gossamer/xds/build/telemetry.py).
+            env={**base_env(), **self._pod_env(), **proxy_env(workload=self.spec.name, namespace=self.namespace,
+                                                               service_account=self.spec.service_account,
+                                                               labels=labels)},
             cwd=self.run_dir,
             log_path=self.log_path(PROXY_CONTAINER),
             record=self.ctx.record,
@@ -534,6 +555,9 @@ class Pod:
                 await t
         procs = [c.proc for c in self.containers] + ([self.proxy] if self.proxy else [])
         await asyncio.gather(*(p.stop(STOP_GRACE) for p in procs), return_exceptions=True)
+        if self.stats is not None:
+            await self.stats.stop()
+            self.stats = None
         if self.sds is not None:
             with contextlib.suppress(Exception):
                 await self.sds.stop()

@@ -1,8 +1,7 @@
-"""Istio's standard metrics, from the access log entries proxies stream to the control plane, and
-distributed tracing: the spans proxies post to the control plane's Zipkin collector."""
+"""Telemetry: Istio's standard metrics (computed inside Envoy, gossamer/xds/build/telemetry.py;
+merged per pod on :15020 and scraped, merge.py, scrape.py), the control plane's own metrics
+(istiod's pilot_*, controlplane.py) and distributed tracing (the Zipkin collector, tracing.py)."""
 
-from gossamer.telemetry.metrics import LABELS, MeshMetrics, Reporter
-from gossamer.telemetry.service import AccessLogServicer
 from gossamer.telemetry.tracing import SpanStore, ZipkinCollector
 
-__all__ = ["LABELS", "AccessLogServicer", "MeshMetrics", "Reporter", "SpanStore", "ZipkinCollector"]
+__all__ = ["SpanStore", "ZipkinCollector"]

@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 SPANS_PATH = "/api/v2/spans"
 DEFAULT_MAX_SPANS = 10_000
-SOCKET_MODE = 0o666  # sidecars' Envoy runs as uid 1337
+# Only root and the proxies' group may connect (connect() on a unix socket needs write permission):
+# no other local user can post spans that would show as real ones.
+SOCKET_MODE = 0o660
 KINDS = frozenset({"CLIENT", "SERVER", "PRODUCER", "CONSUMER"})
 _TRACE_ID = re.compile(r"^[0-9a-f]{16}([0-9a-f]{16})?$")
 _SPAN_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -251,11 +253,14 @@ class ZipkinCollector:
             log.debug("spans rejected: %s", "; ".join(errors[:5]))
         return web.Response(status=202)
 
-    async def start(self, socket_path: Path) -> None:
+    async def start(self, socket_path: Path, *, writer_gid: int | None = None) -> None:
+        """Serve on `socket_path`, writable by root and the group `writer_gid` (the proxies') only."""
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         socket_path.unlink(missing_ok=True)
         await web.UnixSite(self._runner, str(socket_path)).start()
+        if writer_gid is not None and os.geteuid() == 0:
+            os.chown(socket_path, 0, writer_gid)
         os.chmod(socket_path, SOCKET_MODE)
 
     async def stop(self) -> None:

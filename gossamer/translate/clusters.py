@@ -10,6 +10,7 @@ from typing import Any
 from gossamer.ir.types import Cluster, Endpoint, EndpointSet
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, ServicePort, Workload
+from gossamer.telemetry.peer import spiffe_id
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.routes import exported_to, outbound_cluster_name
 from gossamer.translate.security import (
@@ -113,6 +114,8 @@ def outbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
                     static_endpoints=endpoints,
                     http2=http2 or policy.h2_upgrade,
                     service_host=service.hostname, port=port.port, subset=subset,
+                    service_name=service.hostname if service.is_service_entry else service.name,
+                    service_namespace=service.namespace,
                     policy=policy, tls=tls, auto_mtls=auto_mtls,
                 ))
     return clusters
@@ -147,8 +150,9 @@ def inbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
     return [
         Cluster(inbound_cluster_name(port), "static",
                 static_endpoints=(Endpoint("127.0.0.1", port),),
-                upstream_bind_address=INBOUND_SOURCE_ADDRESS, http2=protocol in ("http2", "grpc"))
-        for port, _service, protocol in inbound_ports(snapshot, proxy)
+                upstream_bind_address=INBOUND_SOURCE_ADDRESS, http2=protocol in ("http2", "grpc"),
+                service_host=service.hostname, service_name=service.name, service_namespace=service.namespace)
+        for port, service, protocol in inbound_ports(snapshot, proxy)
     ]
 
 
@@ -201,8 +205,10 @@ def _service_endpoints(snapshot: MeshSnapshot, service: MeshService, subsets: Su
                     continue
                 target = _workload_port(service, port, w)
                 if target is not None:
-                    endpoints.append(Endpoint(w.ip, target, w.labels,
-                                              endpoint_tls_mode(w, mtls_modes[id(w)], target)))
+                    endpoints.append(Endpoint(
+                        w.ip, target, w.labels, endpoint_tls_mode(w, mtls_modes[id(w)], target),
+                        workload=w.deployment or w.name, workload_namespace=w.namespace,
+                        principal=spiffe_id(w.namespace, w.service_account) if w.has_sidecar else ""))
             for e in service.endpoints:
                 if _labels_match(dict(e.labels), subset_labels):
                     tls_mode = "istio" if dict(e.labels).get(TLS_MODE_LABEL) == "istio" else ""

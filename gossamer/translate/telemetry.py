@@ -9,7 +9,9 @@ CLIENT_AND_SERVER mode): no access log entries go to the control plane's metrics
 Tracing (`tracing[]`, per side: `match.mode` CLIENT for outbound and gateway connection managers,
 SERVER for inbound ones, CLIENT_AND_SERVER both): `disableSpanReporting`, `randomSamplingPercentage`
 (Istio's default: 1%) and `customTags` (literal, header, environment; a more specific level replaces
-the whole set). Spans go to the control plane's Zipkin collector, the mesh's one tracing provider.
+the whole set) and `providers`: a mesh config `extensionProviders` entry of kind `zipkin` or
+`opentelemetry` (or `defaultProviders.tracing`), reached through its service's outbound cluster;
+without one, spans go to the control plane's own Zipkin collector (the default).
 Istio's own `istio.*` span tags are not added (each span names its proxy's `app.namespace`).
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from gossamer.ir.types import Tracing, TracingTag
+from gossamer.ir.types import Tracing, TracingProvider, TracingTag
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.telemetry import applies_to_all
@@ -121,6 +123,7 @@ def tracing_for(snapshot: MeshSnapshot, proxy: Proxy, side: Side) -> Tracing | N
     sampling = mesh.trace_sampling
     tags: dict[str, Any] = {}
     configured = False  # a Telemetry `tracing` entry applies (else the mesh config's enableTracing decides)
+    providers: list[str] = [str(n) for n in (mesh.default_providers.get("tracing") or []) if n]
     for spec in _levels(snapshot, proxy):
         for entry in spec.tracing or []:
             if not isinstance(entry, dict) or not _for_side(entry, side):
@@ -132,7 +135,39 @@ def tracing_for(snapshot: MeshSnapshot, proxy: Proxy, side: Side) -> Tracing | N
                 sampling = float(entry["randomSamplingPercentage"])
             if isinstance(entry.get("customTags"), dict) and entry["customTags"]:
                 tags = entry["customTags"]
+            named = [str(p.get("name")) for p in entry.get("providers") or [] if isinstance(p, dict) and p.get("name")]
+            if named:
+                providers = named
     if disabled or (not configured and not mesh.enable_tracing):
         return None
     return Tracing(sampling=min(100.0, max(0.0, sampling)),
-                   tags=tuple(sorted(custom_tags(tags), key=lambda t: t.tag)))
+                   tags=tuple(sorted(custom_tags(tags), key=lambda t: t.tag)),
+                   provider=tracing_provider(snapshot, proxy, providers))
+
+
+ZIPKIN_PATH = "/api/v2/spans"
+OTLP_PATH = "/v1/traces"
+
+
+def tracing_provider(snapshot: MeshSnapshot, proxy: Proxy, names: list[str]) -> TracingProvider | None:
+    """The first named `extensionProviders` entry Gossamer can send spans to (`zipkin:` or
+    `opentelemetry:` with `service` and `port`), as Istio picks one; None: the built-in collector."""
+    mesh = snapshot.mesh_config
+    for name in names:
+        provider = mesh.extension_provider(name)
+        if provider is None or provider.kind not in ("zipkin", "opentelemetry"):
+            continue
+        settings = provider.settings
+        service, port = str(settings.get("service") or ""), settings.get("port")
+        if not service or not isinstance(port, int) or not 0 < port < 65536:
+            continue
+        host = service.split("/", 1)[1] if "/" in service else service  # Istio also takes "namespace/host"
+        cluster = f"outbound|{port}||{host}"
+        if provider.kind == "zipkin":
+            return TracingProvider("zipkin", cluster, host, port, path=str(settings.get("path") or ZIPKIN_PATH))
+        http = settings.get("http")
+        app = proxy.label_map.get("app") or proxy.label_map.get("istio") or "unknown"
+        return TracingProvider("opentelemetry", cluster, host, port,
+                               path=str((http or {}).get("path") or OTLP_PATH) if isinstance(http, dict) else "",
+                               grpc=not isinstance(http, dict), service_name=f"{app}.{proxy.namespace}")
+    return None

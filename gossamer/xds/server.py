@@ -32,6 +32,7 @@ from google.protobuf import json_format
 
 from gossamer.runtime.sandbox import PROXY_GROUP
 from gossamer.security.authz import IdentityRejected, check_node, peer_identity
+from gossamer.telemetry.controlplane import PILOT
 from gossamer.xds.cache import ConfigCache, TypeSnapshot
 from gossamer.xds.streams import CHANGED, Changed, End, read_requests
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, SHORT_NAMES, WILDCARD_TYPES, push_rank
@@ -501,6 +502,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     else:
                         responses = self._on_sotw_request(stream, item)
                 for resp in responses:
+                    PILOT.sent(resp.type_url)
                     yield resp
                 if responses:
                     self._status_changed(stream)
@@ -612,6 +614,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             ts = st.status
             ts.nacked_version = ts.sent_version
             ts.error = req.error_detail.message
+            PILOT.rejected(type_url)
             log.warning(
                 "xds: node %s NACKed %s version %s: %s",
                 stream.status.node_id,
@@ -700,6 +703,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 if req.HasField("error_detail"):
                     ts.nacked_version = version
                     ts.error = req.error_detail.message
+                    PILOT.rejected(type_url)
                     log.warning(
                         "xds: node %s NACKed %s version %s: %s",
                         stream.status.node_id,

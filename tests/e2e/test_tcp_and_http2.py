@@ -288,3 +288,36 @@ def test_gateway_tcp_server_is_on_the_hosts_loopback_as_in_istios_tcp_shifting_t
     finally:
         mesh.cli("delete", "-f", str(v2_20), "--wait", check=False)
         mesh.cli("delete", "-f", str(all_v1), "--wait", check=False)
+
+
+def test_tcp_connections_are_counted_by_both_proxies_with_istio_labels(mesh: Mesh) -> None:
+    """istio_tcp_* computed inside the two Envoys: the client's (reporter=source, the destination from
+    the endpoint's metadata) and tcp-echo's (reporter=destination, the client known by its certificate)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answers(mesh, 5)
+
+    def samples() -> dict[str, list[dict[str, object]]]:
+        out: dict[str, list[dict[str, object]]] = {}
+        for family in text_string_to_metric_families(mesh.cli("metrics", "--filter", "istio_tcp").stdout):
+            for s in family.samples:
+                out.setdefault(s.name, []).append({**s.labels, "value": s.value})
+        return out
+
+    def counted(reporter: str) -> float:
+        return sum(float(s["value"]) for s in samples().get("istio_tcp_connections_closed_total", [])  # type: ignore[arg-type]
+                   if s["reporter"] == reporter and s["destination_service_name"] == "tcp-echo")
+
+    assert wait_until(lambda: counted("source") >= 5 and counted("destination") >= 5, timeout=10, interval=0.5), \
+        samples()
+    scraped = samples()
+    source = [s for s in scraped["istio_tcp_connections_opened_total"] if s["reporter"] == "source"
+              and s["destination_service_name"] == "tcp-echo"]
+    assert {s["source_workload"] for s in source} == {"curl"}
+    assert {s["destination_workload"] for s in source} <= {"tcp-echo-v1", "tcp-echo-v2"}
+    assert {s["request_protocol"] for s in source} == {"tcp"}
+    server = [s for s in scraped["istio_tcp_received_bytes_total"] if s["reporter"] == "destination"
+              and s["destination_service_name"] == "tcp-echo"]
+    assert sum(float(s["value"]) for s in server) >= 5 * len("hello\n")  # type: ignore[arg-type]
+    assert {s["connection_security_policy"] for s in server} == {"mutual_tls"}
+    assert {str(s["source_principal"]) for s in server} == {"spiffe://cluster.local/ns/default/sa/curl"}

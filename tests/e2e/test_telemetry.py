@@ -1,12 +1,17 @@
 """Istio's standard metrics with live traffic: bookinfo behind the ingress gateway, every sidecar
-streaming access log entries to the control plane, Prometheus' view of them on
-`up --metrics-port` (loopback), the REST socket and `gossamer metrics`.
+computing them inside Envoy, each pod serving them on :15020, and the control plane's scrape of
+the pods on `up --metrics-port` (loopback), the REST socket and `gossamer metrics`.
+
+A real Prometheus (`up --prometheus`) scrapes the pods and the control plane; PromQL, including the
+queries of Istio's own Grafana dashboards, sees the traffic.
 
 One mesh for the module (its own run dir, ingress port and metrics port)."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +26,7 @@ pytestmark = pytest.mark.e2e
 RUN_DIR = Path("/run/gsm-e2e-tel")
 REVIEWS = "reviews.default.svc.cluster.local"
 DETAILS = "details.default.svc.cluster.local"
-FLUSH_WAIT_S = 5.0  # entries are flushed every second
+FLUSH_WAIT_S = 12.0  # counters count at once; Envoy merges histograms every 5 s
 
 Sample = dict[str, str | float]
 
@@ -35,7 +40,7 @@ def metrics_port() -> int:
 def mesh(tmp_path_factory: pytest.TempPathFactory, metrics_port: int) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("telemetry")
     with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/bookinfo",
-                  up_args=("--metrics-port", str(metrics_port))) as m:
+                  up_args=("--metrics-port", str(metrics_port), "--prometheus")) as m:
         yield m
 
 
@@ -74,8 +79,7 @@ def test_requests_through_the_ingress_are_counted_with_istio_labels(mesh: Mesh, 
         return all(total(requests, **labels) >= 20 for labels in (source, gateway, destination))
 
     assert wait_until(counted, FLUSH_WAIT_S, interval=0.25), scrape(metrics_port).get("istio_requests_total")
-    scraped = scrape(metrics_port)
-    requests = scraped["istio_requests_total"]
+    requests = scrape(metrics_port)["istio_requests_total"]
     # productpage's client side: every series carries Istio's labels.
     out = [s for s in requests if all(s.get(k) == v for k, v in source.items())]
     assert all(s["source_app"] == "productpage" and s["source_version"] == "v1" for s in out)
@@ -94,11 +98,32 @@ def test_requests_through_the_ingress_are_counted_with_istio_labels(mesh: Mesh, 
     # The gateway reports as source; the duration histogram counts what the counter counts.
     assert {s["destination_workload"] for s in requests if all(s.get(k) == v for k, v in gateway.items())} \
         == {"productpage-v1"}
-    labels = {k: v for k, v in out[0].items() if k != "value"}
-    counter = total(requests, **labels)
-    assert total(scraped["istio_request_duration_milliseconds_count"], **labels) == counter
-    assert total(scraped["istio_request_duration_milliseconds_bucket"], le="+Inf", **labels) == counter
-    assert total(scraped["istio_response_bytes_count"], **labels) == counter
+    labels = {k: str(v) for k, v in out[0].items() if k != "value"}
+
+    def histograms_agree() -> bool:
+        scraped = scrape(metrics_port)
+        counter = total(scraped["istio_requests_total"], **labels)
+        return all(total(scraped.get(name, []), **labels, **extra) == counter for name, extra in (
+            ("istio_request_duration_milliseconds_count", {}), ("istio_request_duration_milliseconds_bucket",
+                                                                {"le": "+Inf"}),
+            ("istio_response_bytes_count", {}), ("istio_request_bytes_count", {})))
+
+    assert wait_until(histograms_agree, FLUSH_WAIT_S, interval=0.5)
+
+
+def test_each_pod_serves_its_own_metrics_on_15020(mesh: Mesh) -> None:
+    """Istio's agent port: the pod's Envoy metrics under Istio's names, read by anyone who can reach the pod."""
+    for _ in range(3):
+        assert mesh.get("/productpage").status == 200
+    pod = next(p for p in mesh.status()["pods"] if p["deployment"] == "productpage-v1")
+    with urllib.request.urlopen(f"http://{pod['ip']}:15020/stats/prometheus", timeout=5) as resp:
+        text = resp.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert "istio_requests" in families and "envoy_server_live" in families  # Istio's and Envoy's own
+    assert "envoy_istiocustom" not in text
+    mine = [s for s in families["istio_requests"].samples
+            if s.labels["reporter"] == "destination" and s.labels["destination_workload"] == "productpage-v1"]
+    assert mine and {s.labels["source_workload"] for s in mine} == {"istio-ingressgateway"}
 
 
 def test_fault_injected_abort_shows_code_and_flags(mesh: Mesh, metrics_port: int, applied: Applied) -> None:
@@ -122,7 +147,8 @@ def test_metrics_on_the_api_socket_and_the_cli(mesh: Mesh) -> None:
     assert "istio_request_duration_milliseconds" not in out
     everything = mesh.cli("metrics").stdout
     assert "istio_request_duration_milliseconds_bucket" in everything
-    assert "istio_tcp_connections_opened_total" in everything
+    # ... and the control plane's own, under istiod's names.
+    assert 'pilot_xds_pushes{type="cds"}' in everything and "pilot_proxy_convergence_time_bucket" in everything
 
 
 def test_telemetry_turns_off_a_workloads_metrics_and_access_log(mesh: Mesh, metrics_port: int,
@@ -132,8 +158,8 @@ def test_telemetry_turns_off_a_workloads_metrics_and_access_log(mesh: Mesh, metr
         "spec": {"selector": {"matchLabels": {"app": "details"}}, "accessLogging": [{"disabled": True}],
                  "metrics": [{"overrides": [{"disabled": True}]}]}})
     sent = mesh.cli("proxy-config", "listeners", "deploy/details-v1", "-o", "json").stdout
-    assert "envoy.access_loggers.http_grpc" not in sent and "envoy.access_loggers.stdout" not in sent
-    assert "envoy.access_loggers.http_grpc" in mesh.cli("proxy-config", "listeners", "deploy/reviews-v1",
+    assert "envoy.access_loggers.stats" not in sent and "envoy.access_loggers.stdout" not in sent
+    assert "envoy.access_loggers.stats" in mesh.cli("proxy-config", "listeners", "deploy/reviews-v1",
                                                         "-o", "json").stdout
     time.sleep(2)  # connections accepted on the old filter chains drain (Envoy --drain-time-s 1)
     inbound = {"reporter": "destination", "destination_service": DETAILS}
@@ -150,3 +176,82 @@ def test_telemetry_turns_off_a_workloads_metrics_and_access_log(mesh: Mesh, metr
     assert total(scrape(metrics_port)["istio_requests_total"], **inbound) == total(before, **inbound)
     log_after = mesh.cli("logs", "deploy/details-v1", "-c", "istio-proxy").stdout.count("inbound|9080||")
     assert log_after == log_before
+
+
+# -------------------------------------------------------------------------- Prometheus (up --prometheus)
+
+PROMETHEUS = "http://127.0.0.1:9090"
+SCRAPE_WAIT_S = 40.0  # scrape every 5 s; rate() needs two samples of a series
+
+# Queries of Istio's Grafana dashboards (istio-mesh, istio-service, istio-workload and the control
+# plane's), their template variables filled in for bookinfo.
+GRAFANA_QUERIES = {
+    "mesh: global request volume":
+        'round(sum(irate(istio_requests_total{reporter=~"source|waypoint"}[1m])), 0.001)',
+    "mesh: global success rate":
+        'sum(rate(istio_requests_total{reporter=~"source|waypoint", response_code!~"5.*"}[1m])) '
+        '/ sum(rate(istio_requests_total{reporter=~"source|waypoint"}[1m]))',
+    "mesh: HTTP workloads":
+        'label_join(sum(rate(istio_requests_total{reporter=~"source|waypoint", response_code="200"}[1m])) '
+        'by (destination_workload, destination_workload_namespace, destination_service), '
+        '"destination_workload_var", ".", "destination_workload", "destination_workload_namespace")',
+    "service: client request volume":
+        f'round(sum(irate(istio_requests_total{{reporter=~"source|waypoint",destination_service=~"{REVIEWS}"}}[5m])), '
+        '0.001)',
+    "service: client request duration p50":
+        'histogram_quantile(0.50, sum(irate(istio_request_duration_milliseconds_bucket{reporter=~"source|waypoint",'
+        f'destination_service=~"{REVIEWS}"}}[1m])) by (le)) / 1000',
+    "service: incoming requests by source and response code":
+        'round(sum(irate(istio_requests_total{reporter=~"destination|waypoint",connection_security_policy='
+        f'"mutual_tls",destination_service=~"{REVIEWS}"}}[5m])) by (source_workload, source_workload_namespace, '
+        'response_code), 0.001)',
+    "workload: incoming request volume":
+        'round(sum(irate(istio_requests_total{reporter=~"destination|waypoint",destination_workload_namespace=~'
+        '"default",destination_workload=~"productpage-v1"}[5m])), 0.001)',
+    "workload: request size p50":
+        'histogram_quantile(0.50, sum(irate(istio_request_bytes_bucket{reporter=~"destination|waypoint",'
+        'destination_workload=~"productpage-v1", destination_workload_namespace=~"default"}[1m])) by (le))',
+    "workload: outgoing requests by destination":
+        'round(sum(irate(istio_requests_total{reporter=~"source|waypoint", source_workload_namespace=~"default", '
+        'source_workload=~"productpage-v1"}[5m])) by (destination_service, response_code), 0.001)',
+    "control plane: xDS pushes":
+        'sum(irate(pilot_xds_pushes[1m])) by (type)',
+    "control plane: connected proxies": 'sum(pilot_xds)',
+}
+
+
+def promql(query: str) -> list[dict[str, object]]:
+    data = urllib.parse.urlencode({"query": query}).encode()
+    with urllib.request.urlopen(f"{PROMETHEUS}/api/v1/query", data=data, timeout=10) as resp:
+        body = json.loads(resp.read())
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+def test_prometheus_sees_request_rates_by_workload_and_grafanas_queries_answer(mesh: Mesh) -> None:
+    # Steady traffic for a while: rate() needs two scrapes of each series.
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        assert mesh.get("/productpage").status == 200
+        time.sleep(0.2)
+
+    def rates() -> dict[tuple[str, str], float]:
+        rows = promql('sum by (source_workload, destination_workload) '
+                      '(rate(istio_requests_total{reporter="source"}[1m]))')
+        return {(str(r["metric"].get("source_workload")), str(r["metric"].get("destination_workload"))):  # type: ignore[union-attr]
+                float(r["value"][1]) for r in rows}  # type: ignore[index]
+
+    assert wait_until(lambda: rates().get(("istio-ingressgateway", "productpage-v1"), 0) > 0
+                      and any(d.startswith("reviews-") and v > 0 for (s, d), v in rates().items()
+                              if s == "productpage-v1"), SCRAPE_WAIT_S, interval=2), rates()
+    # The same question through the CLI (PromQL via the control plane).
+    table = mesh.cli("metrics", "--requests").stdout
+    assert "istio-ingressgateway.istio-system" in table and "productpage-v1.default" in table
+    empty = [name for name, query in GRAFANA_QUERIES.items() if not promql(query)]
+    assert empty == [], f"Istio Grafana dashboard queries without data: {empty}"
+    # Prometheus found every pod with a proxy by file service discovery, and scrapes them all.
+    with urllib.request.urlopen(f"{PROMETHEUS}/api/v1/targets", timeout=10) as resp:
+        targets = json.loads(resp.read())["data"]["activeTargets"]
+    pods = {t["labels"]["pod"] for t in targets if t["labels"]["job"] == "kubernetes-pods" and t["health"] == "up"}
+    assert {p["name"] for p in mesh.status()["pods"] if p["deployment"] == "productpage-v1"} <= pods
+    assert any(t["labels"]["job"] == "pilot" and t["health"] == "up" for t in targets)

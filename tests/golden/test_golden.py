@@ -84,6 +84,9 @@ def _sort_maps(value: object) -> object:
         if str(value.get("@type", "")).endswith(".TypedStruct") and isinstance(value.get("value"), dict):
             # a TypedStruct's value is a google.protobuf.Struct: a map, dumped sorted
             return {**value, "value": _sort_struct(value["value"])}
+        if isinstance(value.get("filterMetadata"), dict):
+            # metadata values are google.protobuf.Structs: maps, dumped sorted
+            value = {**value, "filterMetadata": _sort_struct(value["filterMetadata"])}
         return {k: (_sort_maps(dict(sorted(v.items()))) if k in _MAPS and isinstance(v, dict) else _sort_maps(v))
                 for k, v in value.items()}
     if isinstance(value, list):

@@ -26,7 +26,8 @@ from gossamer.dashboard.views import config_view, workloads_view
 from gossamer.resources.loader import parse_documents
 from gossamer.runtime.types import PodStatus
 from gossamer.store import StoredObject
-from gossamer.telemetry.metrics import LABELS, MeshMetrics
+from gossamer.telemetry.peer import HTTP_LABELS as LABELS
+from gossamer.telemetry.scrape import merge_expositions
 from gossamer.xds.server import ProxyStatus, ProxyTypeStatus
 from gossamer.xds.types import CLUSTER, LISTENER
 
@@ -95,11 +96,12 @@ def test_edges_from_metrics_text_match_the_registry() -> None:
     assert edge_counters(request_samples_from_text(text)) == edge_counters(request_samples(registry))
 
 
-def test_edges_from_the_control_planes_own_metrics() -> None:
-    metrics = MeshMetrics()
-    metrics.requests.labels(**_labels("source", "productpage-v1", REVIEWS, "reviews-v3")).inc(3)
-    counters = edge_counters(request_samples(metrics.registry))
-    assert counters[("source", "calls", "wl:default/productpage-v1", f"svc:{REVIEWS}")].requests == 3
+def test_edges_from_several_pods_metrics_summed() -> None:
+    """Two replicas report the same series: the mesh view (what the control plane's scrape serves) sums them."""
+    one = generate_latest(bookinfo_registry(ok=10)).decode()
+    two = generate_latest(bookinfo_registry(ok=4)).decode()
+    counters = edge_counters(request_samples_from_text(merge_expositions([one, two])))
+    assert counters[("source", "calls", "wl:default/productpage-v1", f"svc:{REVIEWS}")].requests == 14
 
 
 def test_rates_over_the_window_and_counter_history() -> None:
@@ -218,8 +220,12 @@ def test_config_view_shows_sources_and_warnings() -> None:
     assert view["warnings"] == 2
 
 
+async def _no_metrics() -> str:
+    return ""
+
+
 async def test_app_serves_the_page_on_loopback_names_only() -> None:
-    cp = SimpleNamespace(metrics=MeshMetrics())
+    cp = SimpleNamespace(metrics=SimpleNamespace(text=_no_metrics))
     api = SimpleNamespace(cp=cp)
     async with TestClient(TestServer(dashboard_app(api))) as client:  # type: ignore[arg-type]
         page = await client.get("/", headers={"Host": "127.0.0.1:20001"})

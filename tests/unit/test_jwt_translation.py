@@ -139,7 +139,9 @@ def test_missing_token_allowed_invalid_rejected() -> None:
 
 def test_filter_order_on_inbound_and_only_with_policies() -> None:
     snap = _snapshot(_ra("wl", "default", f"  jwtRules:\n  - {{issuer: i, jwks: '{JWKS}'}}"))
-    assert _hcm_filters(snap, "virtualInbound")[:2] == [JWT_AUTHN, SET_FILTER_STATE]
+    # After the peer metadata filter (Istio's metrics labels), which authenticates nothing.
+    assert _hcm_filters(snap, "virtualInbound")[:3] == ["envoy.filters.http.header_to_metadata", JWT_AUTHN,
+                                                        SET_FILTER_STATE]
     assert _hcm_filters(snap, "virtualInbound")[-1] == "envoy.filters.http.router"
     # Outbound listeners never authenticate end users.
     snap_out = _snapshot(_ra("wl", "default", f"  jwtRules:\n  - {{issuer: i, jwks: '{JWKS}'}}"))

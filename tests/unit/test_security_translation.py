@@ -158,7 +158,7 @@ def test_endpoint_tls_mode() -> None:
     lb = build_load_assignment("c", (Endpoint("10.244.0.9", 80, tls_mode="istio"), Endpoint("10.244.0.10", 80)))
     first, second = lb.endpoints[0].lb_endpoints
     assert first.metadata.filter_metadata["envoy.transport_socket_match"]["tlsMode"] == "istio"
-    assert not second.HasField("metadata")
+    assert "envoy.transport_socket_match" not in second.metadata.filter_metadata
 
 
 def test_auto_mtls_clusters_and_dr_overrides() -> None:
@@ -299,7 +299,9 @@ def test_golden_authz_filters_are_placed_before_the_router() -> None:
     by_name = {c.name: c for c in listener.filter_chains}  # type: ignore[attr-defined]
     hcm = hcm_pb2.HttpConnectionManager()
     by_name["0.0.0.0_8080_mtls"].filters[0].typed_config.Unpack(hcm)
-    assert [f.name for f in hcm.http_filters][:2] == ["envoy.filters.http.rbac"] * 2
+    # (after the peer metadata filter, which decides nothing)
+    assert [f.name for f in hcm.http_filters][:3] == ["envoy.filters.http.header_to_metadata",
+                                                      *["envoy.filters.http.rbac"] * 2]
     assert hcm.http_filters[-1].name == "envoy.filters.http.router"
     tcp_filters = [f.name for f in by_name["0.0.0.0_9000_mtls"].filters]
     assert tcp_filters == ["envoy.filters.network.rbac", "envoy.filters.network.rbac",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,11 @@ def test_collector_accepts_zipkin_v2_posts_on_a_unix_socket(tmp_path: Path) -> N
         store = SpanStore()
         collector = ZipkinCollector(store)
         sock = tmp_path / "zipkin.sock"
-        await collector.start(sock)
+        await collector.start(sock, writer_gid=4242)
         try:
-            assert sock.stat().st_mode & 0o777 == 0o666  # Envoy runs as uid 1337
+            assert sock.stat().st_mode & 0o777 == 0o660  # root and the proxies' group only
+            if os.geteuid() == 0:
+                assert sock.stat().st_gid == 4242
             async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as session:
                 body = json.dumps([span("0000000000000001"), span("0000000000000002", "0000000000000001")])
                 async with session.post("http://zipkin/api/v2/spans", data=body,

@@ -11,6 +11,7 @@ from gossamer.ir.types import Cluster, Endpoint, EndpointSet
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
 from gossamer.xds.build.policies import apply_cluster_policy
 from gossamer.xds.build.security import apply_endpoint_tls_mode, apply_upstream_tls
+from gossamer.xds.build.telemetry import apply_cluster_service, apply_endpoint_peer
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 # Istio's default connect timeout.
@@ -23,6 +24,7 @@ def build_load_assignment(name: str, endpoints: tuple[Endpoint, ...]) -> endpoin
         lb_endpoint = endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(
             address=socket_address(e.address, e.port)))
         apply_endpoint_tls_mode(lb_endpoint, e)
+        apply_endpoint_peer(lb_endpoint, e)
         lb_endpoints.append(lb_endpoint)
     localities = [endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)] if lb_endpoints else []
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=localities)
@@ -51,6 +53,7 @@ def build_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
         out.upstream_bind_config.CopyFrom(address_pb2.BindConfig(
             source_address=address_pb2.SocketAddress(address=cluster.upstream_bind_address, port_value=0)))
     apply_upstream_tls(out, cluster)
+    apply_cluster_service(out, cluster)
     options = apply_cluster_policy(out, cluster.policy) if cluster.policy is not None else None
     if cluster.kind == "original_dst":
         out.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED  # the only policy ORIGINAL_DST allows

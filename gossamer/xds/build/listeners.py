@@ -33,7 +33,7 @@ from gossamer.xds.build.security import (
     mtls_chain_match,
     network_rbac_filters,
 )
-from gossamer.xds.build.telemetry import Direction, http_access_logs, tcp_access_logs
+from gossamer.xds.build.telemetry import Direction, http_access_logs, peer_metadata_filter, tcp_access_logs
 from gossamer.xds.build.tracing import hcm_tracing
 
 
@@ -63,12 +63,16 @@ def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb
                             logs: bool = True, metrics: bool = True,
                             tracing: Tracing | None = None, path_normalization: PathNormalization | None = None,
                             access_log: AccessLogFile | None = None) -> listener_components_pb2.Filter:
+    # Server side: the client proxy's peer headers become metadata for the metrics, never reach the app.
+    peer = [peer_metadata_filter()] if direction == "inbound" else []
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         # JWT authentication (RequestAuthentication), then authorization (Istio's order: DENY then
         # ALLOW RBAC); fault and CORS act only on routes whose typed_per_filter_config asks.
-        http_filters=[*jwt_filters(jwt), *http_rbac_filters(authz), *http_policy_filters(), _router_filter()],
-        access_log=http_access_logs(direction, logs=logs, metrics=metrics, file=access_log or STDOUT_ACCESS_LOG),
+        http_filters=[*peer, *jwt_filters(jwt), *http_rbac_filters(authz), *http_policy_filters(),
+                      _router_filter()],
+        access_log=http_access_logs(direction, logs=logs, metrics=metrics, mtls=client_cert_details,
+                                    file=access_log or STDOUT_ACCESS_LOG),
         use_remote_address=wrappers_pb2.BoolValue(value=use_remote_address),
         server_name=SERVER_NAME,
     )
@@ -89,10 +93,12 @@ def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb
                                           typed_config=pack(hcm))
 
 
-def _with_access_logs(proxy: tcp_proxy_pb2.TcpProxy, listener: Listener) -> tcp_proxy_pb2.TcpProxy:
-    """A TCP proxy logs when the upstream connects and when the connection ends (text: at the end only)."""
+def _with_access_logs(proxy: tcp_proxy_pb2.TcpProxy, listener: Listener, *,
+                      mtls: bool = False) -> tcp_proxy_pb2.TcpProxy:
+    """A TCP proxy logs when the upstream connects and when the connection ends (text: at the end only).
+    `mtls`: the chain terminates mesh mTLS (the source's principal is its certificate's)."""
     proxy.access_log.extend(tcp_access_logs(_direction(listener), logs=not listener.no_access_log,
-                                            metrics=not listener.no_metrics,
+                                            metrics=not listener.no_metrics, mtls=mtls,
                                             file=listener.access_log or STDOUT_ACCESS_LOG))
     if not listener.no_metrics:
         proxy.access_log_options.flush_access_log_on_connected = True
@@ -105,11 +111,12 @@ def _direction(listener: Listener) -> Direction:
     return "inbound" if listener.kind == "virtual_inbound" else "outbound"
 
 
-def tcp_proxy(stat_prefix: str, cluster: str, listener: Listener) -> listener_components_pb2.Filter:
+def tcp_proxy(stat_prefix: str, cluster: str, listener: Listener, *,
+              mtls: bool = False) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(
         name="envoy.filters.network.tcp_proxy",
         typed_config=pack(_with_access_logs(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster),
-                                            listener)))
+                                            listener, mtls=mtls)))
 
 
 def weighted_tcp_proxy(stat_prefix: str, chain: TcpChain, listener: Listener) -> listener_components_pb2.Filter:
@@ -168,7 +175,7 @@ def _inbound_filters(chain: InboundChain, ir: Listener, *, mtls: bool,
                                         jwt=ir.jwt, direction="inbound", logs=not ir.no_access_log,
                                         metrics=not ir.no_metrics, tracing=ir.tracing,
                                         path_normalization=ir.path_normalization, access_log=ir.access_log)]
-    return [*network_rbac_filters(ir.authz), tcp_proxy(chain.cluster, chain.cluster, ir)]
+    return [*network_rbac_filters(ir.authz), tcp_proxy(chain.cluster, chain.cluster, ir, mtls=mtls)]
 
 
 def _inbound_chains(chain: InboundChain, ir: Listener) -> list[listener_components_pb2.FilterChain]:
@@ -208,18 +215,22 @@ def _inbound_passthrough(listener: listener_pb2.Listener, ir: Listener) -> None:
     With mTLS anywhere on the listener these are ordinary chains (no default_filter_chain), so a
     connection that no chain of its port accepts (plaintext to a STRICT port) is reset rather than
     handed to the passthrough: Envoy's matching never backtracks out of a destination port."""
-    filters = [*network_rbac_filters(ir.authz), tcp_proxy(ir.tcp_cluster, ir.tcp_cluster, ir)]
-    passthrough = listener_components_pb2.FilterChain(name="InboundPassthroughFilterChain", filters=filters)
+    def filters(mtls: bool) -> list[listener_components_pb2.Filter]:
+        return [*network_rbac_filters(ir.authz), tcp_proxy(ir.tcp_cluster, ir.tcp_cluster, ir, mtls=mtls)]
+
+    strict = ir.inbound_mtls == "STRICT"
+    passthrough = listener_components_pb2.FilterChain(name="InboundPassthroughFilterChain",
+                                                      filters=filters(strict and _inspects_tls(ir)))
     if not _inspects_tls(ir):
         listener.default_filter_chain.CopyFrom(passthrough)
         return
-    if ir.inbound_mtls == "STRICT":
+    if strict:
         passthrough.filter_chain_match.transport_protocol = "tls"
         passthrough.transport_socket.CopyFrom(downstream_mtls_socket(False))
     elif ir.inbound_mtls == "PERMISSIVE":
         listener.filter_chains.append(listener_components_pb2.FilterChain(
             name="InboundPassthroughFilterChain_mtls", filter_chain_match=mtls_chain_match(None),
-            filters=filters, transport_socket=downstream_mtls_socket(False)))
+            filters=filters(True), transport_socket=downstream_mtls_socket(False)))
     listener.filter_chains.append(passthrough)
 
 

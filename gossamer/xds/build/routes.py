@@ -23,8 +23,11 @@ from gossamer.xds.build.policies import (
     mirror_policy,
     retry_policy,
 )
+from gossamer.xds.build.telemetry import add_peer_headers
 
 MAX_DIRECT_RESPONSE_BODY_BYTES = 1024 * 1024
+# Virtual hosts for hosts outside the mesh: our identity is none of their business.
+PASSTHROUGH_VHOSTS = ("allow_any", "block_all")
 _REDIRECT_CODES = {
     301: rc.RedirectAction.MOVED_PERMANENTLY,
     302: rc.RedirectAction.FOUND,
@@ -168,6 +171,9 @@ def build_virtual_host(vhost: VirtualHost) -> rc.VirtualHost:
                          routes=[build_route(r) for r in vhost.routes])
     if vhost.require_tls:
         out.require_tls = rc.VirtualHost.ALL  # Gateway httpsRedirect: 301 to https
+    if vhost.name not in PASSTHROUGH_VHOSTS:
+        # Istio's peer metadata exchange: the server's proxy labels its metrics with our identity.
+        add_peer_headers(out)
     return out
 
 

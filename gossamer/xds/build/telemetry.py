@@ -1,13 +1,29 @@
-"""Access logs: Istio's text line on stdout, and entries streamed over gRPC to the control plane.
+"""Access logs and Istio's standard metrics, both computed inside Envoy.
 
-The gRPC access log service (`envoy.access_loggers.http_grpc` / `tcp_grpc`) is how Gossamer gets
-Istio's standard metrics without Python on the request path: Envoy buffers entries and sends them
-in batches, asynchronously, over the `xds-grpc` cluster (the control plane's unix socket); the
-control plane turns them into `istio_requests_total` and friends (gossamer/telemetry/).
+* The text line: Istio's access log format on stdout, or the mesh config's accessLogFile /
+  accessLogEncoding / accessLogFormat (Telemetry `accessLogging` turns it off).
+* Istio's standard metrics (`istio_requests_total`, `istio_request_duration_milliseconds`,
+  `istio_request_bytes`, `istio_response_bytes`, `istio_tcp_*`, Istio's labels, both reporters):
+  Envoy's stats access logger (`envoy.access_loggers.stats`) counts each request / connection in
+  counters and histograms whose tags come from access-log command operators. Nothing leaves the
+  proxy per request: the stats are scraped (the pod's :15020, gossamer/telemetry/merge.py).
 
-The log name says which side of the traffic the proxy saw, which is Istio's `reporter`:
-outbound (a sidecar's client side: reporter=source), inbound (a sidecar's server side:
-reporter=destination) and gateway (an ingress gateway, which Istio reports as source).
+Where each label comes from (no lookup outside Envoy):
+
+* the reporting proxy's own side: environment variables of the Envoy process (set by the runtime,
+  `gossamer.telemetry.peer.proxy_env`); `%ENVIRONMENT(..)%` is resolved once, at config load.
+* the destination of a client-side request (`reporter="source"`, sidecar outbound and gateways):
+  the upstream endpoint's metadata `istio` (workload, namespace, principal, app, version, cluster;
+  set on every endpoint we build) and the cluster's metadata `istio` (service, service_name,
+  service_namespace; the workload keys too on clusters without our endpoints, e.g. passthrough).
+* the source of a server-side request (`reporter="destination"`): the peer metadata headers the
+  client's sidecar (or gateway) added (`x-istio-peer-*`), moved into dynamic metadata and removed
+  from the request before it reaches the app (header_to_metadata); the source principal from the
+  client certificate (mTLS filter chains only; Istio's `connection_security_policy`).
+* TCP has no headers: a server-side TCP connection knows its source by its certificate only.
+
+The stat names carry the prefix `istiocustom.` (as in Istio's proxies); Envoy exposes them as
+`envoy_istiocustom_istio_*`, which the pod's merged endpoint renames to Istio's `istio_*`.
 """
 
 from __future__ import annotations
@@ -16,21 +32,44 @@ import json
 from typing import Literal
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2, substitution_format_string_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2, substitution_format_string_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.data.accesslog.v3 import accesslog_pb2 as data_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
-from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import any_pb2, struct_pb2
+from xds.type.v3 import typed_struct_pb2
 
-from gossamer.ir.types import STDOUT_ACCESS_LOG, AccessLogFile
-from gossamer.xds.build.common import pack, seconds
+from gossamer.ir.types import STDOUT_ACCESS_LOG, AccessLogFile, Cluster, Endpoint
+from gossamer.telemetry.peer import (
+    DEFAULT_CLUSTER,
+    LOCAL_ENV,
+    PEER_HEADERS,
+    PEER_KEYS,
+    PEER_METADATA_NAMESPACE,
+    STATS_METADATA_NAMESPACE,
+    UNKNOWN,
+    service_labels,
+    unknown_peer,
+)
+from gossamer.xds.build.common import pack
 
 Direction = Literal["outbound", "inbound", "gateway"]
 
-ALS_CLUSTER = "xds-grpc"  # the bootstrap's static cluster to the control plane (agent/bootstrap.py)
-FLUSH_INTERVAL_S = 1.0
-# gRPC status (trailers, or headers of a trailers-only response) and content-type (grpc or http).
-GRPC_STATUS = "grpc-status"
+STATS_LOGGER = "envoy.access_loggers.stats"
+STATS_CONFIG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
+# Istio's proxies name their stats `istiocustom.istio_requests_total`; so do ours.
+STATS_SCOPE = "istiocustom"
+# Labels come partly from what clients send (peer headers): a cap per logger on distinct series
+# keeps a client making up label values from growing the proxy's memory without bound.
+MAX_SERIES_PER_LOGGER = 10_000
+PEER_FILTER = "envoy.filters.http.header_to_metadata"
+GRPC_CONTENT_TYPE = "application/grpc"
 
 # Istio's default access log line, plus the peers' identities (URI SANs) at the end.
 ACCESS_LOG_FORMAT = (
@@ -89,41 +128,202 @@ def stdout_access_log(*, tcp: bool = False, file: AccessLogFile = STDOUT_ACCESS_
     return out
 
 
-def _common(direction: Direction) -> als_pb2.CommonGrpcAccessLogConfig:
-    return als_pb2.CommonGrpcAccessLogConfig(
-        log_name=direction,
-        grpc_service=grpc_service_pb2.GrpcService(
-            envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=ALS_CLUSTER)),
-        transport_api_version=config_source_pb2.V3,
-        buffer_flush_interval=seconds(FLUSH_INTERVAL_S),
-    )
+# -- labels --------------------------------------------------------------------------------------
+
+def _local(key: str) -> str:
+    return f"%ENVIRONMENT({LOCAL_ENV[key]})%"
 
 
-def grpc_http_access_log(direction: Direction) -> accesslog_pb2.AccessLog:
-    config = als_pb2.HttpGrpcAccessLogConfig(
-        common_config=_common(direction),
-        additional_request_headers_to_log=["content-type"],
-        additional_response_headers_to_log=[GRPC_STATUS],
-        additional_response_trailers_to_log=[GRPC_STATUS],
-    )
-    return accesslog_pb2.AccessLog(name="envoy.access_loggers.http_grpc", typed_config=pack(config))
+def _upstream(key: str) -> str:
+    # Endpoint metadata where we built the endpoints, else the cluster's (passthrough, original
+    # destination): exactly one of the two is set, and an absent value formats as "".
+    return f"%UPSTREAM_METADATA({STATS_METADATA_NAMESPACE}:{key})%%CLUSTER_METADATA({STATS_METADATA_NAMESPACE}:{key})%"
 
 
-def grpc_tcp_access_log(direction: Direction) -> accesslog_pb2.AccessLog:
-    config = als_pb2.TcpGrpcAccessLogConfig(common_config=_common(direction))
-    return accesslog_pb2.AccessLog(name="envoy.access_loggers.tcp_grpc", typed_config=pack(config))
+def _service(key: str) -> str:
+    return f"%CLUSTER_METADATA({STATS_METADATA_NAMESPACE}:{key})%"
 
 
-def http_access_logs(direction: Direction, *, logs: bool = True, metrics: bool = True,
+def _peer_header(key: str) -> str:
+    return f"%DYNAMIC_METADATA({PEER_METADATA_NAMESPACE}:{key})%"
+
+
+def peer_labels(direction: Direction, *, mtls: bool, tcp: bool) -> list[tuple[str, str]]:
+    """(label, command-operator format) for Istio's labels of one side's logger."""
+    if direction == "inbound":
+        source = {key: UNKNOWN if tcp else _peer_header(key) for key in PEER_KEYS}
+        source["principal"] = "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN
+        destination = {key: _local(key) for key in PEER_KEYS}
+        destination["principal"] = "%DOWNSTREAM_LOCAL_URI_SAN%" if mtls else UNKNOWN
+        reporter, policy = "destination", "mutual_tls" if mtls else "none"
+    else:
+        source = {key: _local(key) for key in PEER_KEYS}
+        destination = {key: _upstream(key) for key in PEER_KEYS}
+        reporter, policy = "source", UNKNOWN
+    names = {"workload": "workload", "namespace": "workload_namespace", "principal": "principal", "app": "app",
+             "version": "version", "cluster": "cluster"}
+    return [
+        ("reporter", reporter),
+        *((f"source_{names[k]}", source[k]) for k in PEER_KEYS),
+        *((f"destination_{names[k]}", destination[k]) for k in PEER_KEYS),
+        ("destination_service", _service("service")),
+        ("destination_service_name", _service("service_name")),
+        ("destination_service_namespace", _service("service_namespace")),
+        ("connection_security_policy", policy),
+        ("response_flags", "%RESPONSE_FLAGS%"),
+    ]
+
+
+def _stat(name: str, tags: list[tuple[str, str]]) -> dict[str, object]:
+    return {"name": name, "tags": [{"name": k, "value_format": v} for k, v in tags]}
+
+
+def _stats_logger(counters: list[dict[str, object]], histograms: list[dict[str, object]],
+                  log_filter: accesslog_pb2.AccessLogFilter | None = None) -> accesslog_pb2.AccessLog:
+    # A TypedStruct: the generated protos lag Envoy 1.40's stats_scope (stat_prefix is deprecated).
+    config = struct_pb2.Struct()
+    config.update({
+        "stats_scope": {"prefix": STATS_SCOPE, "max_counters": MAX_SERIES_PER_LOGGER,
+                        "max_histograms": MAX_SERIES_PER_LOGGER},
+        "counters": counters,
+        "histograms": histograms,
+    })
+    typed = any_pb2.Any()
+    typed.Pack(typed_struct_pb2.TypedStruct(type_url=STATS_CONFIG_TYPE, value=config))
+    out = accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=typed)
+    if log_filter is not None:
+        out.filter.CopyFrom(log_filter)
+    return out
+
+
+def _content_type_filter(grpc: bool) -> accesslog_pb2.AccessLogFilter:
+    """Istio's request_protocol: grpc when the request's content-type says so, else http."""
+    matcher = rc.HeaderMatcher(
+        name="content-type", string_match=string_pb2.StringMatcher(prefix=GRPC_CONTENT_TYPE),
+        invert_match=not grpc, treat_missing_header_as_empty=True)
+    return accesslog_pb2.AccessLogFilter(header_filter=accesslog_pb2.HeaderFilter(header=matcher))
+
+
+def http_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2.AccessLog]:
+    out = []
+    for protocol in ("http", "grpc"):
+        tags = [*peer_labels(direction, mtls=mtls, tcp=False), ("request_protocol", protocol),
+                ("response_code", "%RESPONSE_CODE%"), ("grpc_response_status", "%GRPC_STATUS_NUMBER%")]
+        out.append(_stats_logger(
+            counters=[{"stat": _stat("istio_requests_total", tags), "value_fixed": 1}],
+            histograms=[
+                {"stat": _stat("istio_request_duration_milliseconds", tags), "unit": "Milliseconds",
+                 "value_format": "%DURATION%"},
+                # Headers and body, as Istio's request.total_size / response.total_size.
+                {"stat": _stat("istio_request_bytes", tags), "unit": "Bytes",
+                 "value_format": "%DOWNSTREAM_WIRE_BYTES_RECEIVED%"},
+                {"stat": _stat("istio_response_bytes", tags), "unit": "Bytes",
+                 "value_format": "%DOWNSTREAM_WIRE_BYTES_SENT%"},
+            ],
+            log_filter=_content_type_filter(protocol == "grpc")))
+    return out
+
+
+def _log_types(*types: int, exclude: bool = False) -> accesslog_pb2.LogTypeFilter:
+    return accesslog_pb2.LogTypeFilter(types=list(types), exclude=exclude)
+
+
+def tcp_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2.AccessLog]:
+    """Opened when the upstream connects; closed, bytes sent and received when the connection ends
+    (no periodic entries are asked for, so nothing counts twice)."""
+    tags = [*peer_labels(direction, mtls=mtls, tcp=True), ("request_protocol", "tcp")]
+    opened = _stats_logger(
+        counters=[{"stat": _stat("istio_tcp_connections_opened_total", tags), "value_fixed": 1}], histograms=[],
+        log_filter=accesslog_pb2.AccessLogFilter(
+            log_type_filter=_log_types(data_pb2.AccessLogType.TcpUpstreamConnected)))
+    closed = _stats_logger(
+        counters=[
+            {"stat": _stat("istio_tcp_connections_closed_total", tags), "value_fixed": 1},
+            {"stat": _stat("istio_tcp_sent_bytes_total", tags), "value_format": "%BYTES_SENT%"},
+            {"stat": _stat("istio_tcp_received_bytes_total", tags), "value_format": "%BYTES_RECEIVED%"},
+        ],
+        histograms=[],
+        log_filter=accesslog_pb2.AccessLogFilter(
+            log_type_filter=_log_types(data_pb2.AccessLogType.TcpConnectionEnd)))
+    return [opened, closed]
+
+
+def http_access_logs(direction: Direction, *, logs: bool = True, metrics: bool = True, mtls: bool = False,
                      file: AccessLogFile = STDOUT_ACCESS_LOG) -> list[accesslog_pb2.AccessLog]:
     """An HTTP connection manager's loggers: the text line (Telemetry accessLogging, the mesh
-    config's accessLogFile/Encoding/Format) and the gRPC entries the control plane's metrics come
-    from (Telemetry metrics)."""
+    config's accessLogFile/Encoding/Format) and Istio's metrics (Telemetry metrics). `mtls`: the
+    chain terminates mesh mTLS (server side)."""
     return [*([stdout_access_log(file=file)] if logs else []),
-            *([grpc_http_access_log(direction)] if metrics else [])]
+            *(http_stats_loggers(direction, mtls=mtls) if metrics else [])]
 
 
-def tcp_access_logs(direction: Direction, *, logs: bool = True, metrics: bool = True,
+def tcp_access_logs(direction: Direction, *, logs: bool = True, metrics: bool = True, mtls: bool = False,
                     file: AccessLogFile = STDOUT_ACCESS_LOG) -> list[accesslog_pb2.AccessLog]:
     return [*([stdout_access_log(tcp=True, file=file)] if logs else []),
-            *([grpc_tcp_access_log(direction)] if metrics else [])]
+            *(tcp_stats_loggers(direction, mtls=mtls) if metrics else [])]
+
+
+# -- peer metadata exchange ----------------------------------------------------------------------
+
+def peer_metadata_filter() -> hcm_pb2.HttpFilter:
+    """Server side, first HTTP filter: the client proxy's `x-istio-peer-*` headers become dynamic
+    metadata (`unknown` when absent: a client without a sidecar) and are removed, so the app never
+    sees them."""
+    rules = []
+    for key in PEER_KEYS:
+        header = PEER_HEADERS.get(key)
+        if header is None:
+            continue
+        rules.append(h2m.Config.Rule(
+            header=header,
+            on_header_present=h2m.Config.KeyValuePair(metadata_namespace=PEER_METADATA_NAMESPACE, key=key,
+                                                      type=h2m.Config.STRING),
+            on_header_missing=h2m.Config.KeyValuePair(metadata_namespace=PEER_METADATA_NAMESPACE, key=key,
+                                                      value=UNKNOWN, type=h2m.Config.STRING),
+            remove=True))
+    return hcm_pb2.HttpFilter(name=PEER_FILTER, typed_config=pack(h2m.Config(request_rules=rules)))
+
+
+def peer_request_headers() -> list[base_pb2.HeaderValueOption]:
+    """Client side (mesh virtual hosts of sidecars and gateways): this proxy's identity for the
+    server's labels, overwriting whatever the app (or an outside client) sent under those names."""
+    return [base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=header, value=_local(key)),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+        for key, header in PEER_HEADERS.items()]
+
+
+def add_peer_headers(vhost: rc.VirtualHost) -> None:
+    vhost.request_headers_to_add.extend(peer_request_headers())
+
+
+# -- what the client side's labels read: endpoint and cluster metadata ---------------------------
+
+# Clusters whose hosts we do not build (original destination, blackhole): their traffic goes to a
+# destination nobody knows; Istio names the service after the cluster.
+PASSTHROUGH_KINDS = ("original_dst", "blackhole")
+
+
+def apply_endpoint_peer(lb_endpoint: endpoint_components_pb2.LbEndpoint, endpoint: Endpoint) -> None:
+    labels = dict(endpoint.labels)
+    values = {
+        "workload": endpoint.workload or UNKNOWN,
+        "namespace": endpoint.workload_namespace or UNKNOWN,
+        "principal": endpoint.principal or UNKNOWN,
+        "app": labels.get("app") or UNKNOWN,
+        "version": labels.get("version") or UNKNOWN,
+        "cluster": DEFAULT_CLUSTER if endpoint.workload else UNKNOWN,
+    }
+    lb_endpoint.metadata.filter_metadata[STATS_METADATA_NAMESPACE].update(values)
+
+
+def apply_cluster_service(out: cluster_pb2.Cluster, cluster: Cluster) -> None:
+    if cluster.service_host:
+        values = service_labels(cluster.service_host, cluster.service_name, cluster.service_namespace)
+    elif cluster.kind in PASSTHROUGH_KINDS:
+        values = {**service_labels(""), "service_name": cluster.name, **unknown_peer()}
+    else:
+        return
+    if cluster.kind in PASSTHROUGH_KINDS and cluster.service_host:
+        values.update(unknown_peer())
+    out.metadata.filter_metadata[STATS_METADATA_NAMESPACE].update(values)

@@ -1,0 +1,98 @@
+"""Who is on each side of a request, in the words of Istio's metric labels, and how Envoy learns it.
+
+Istio's proxies label their metrics with both peers (workload, namespace, principal, app, version,
+cluster). Gossamer's proxies learn:
+
+* their own side from environment variables (`proxy_env`, set by the runtime when it starts Envoy),
+* a destination's side from endpoint and cluster metadata (`endpoint_metadata`, `service_metadata`),
+* a client's side from the peer headers its proxy adds (`PEER_HEADERS`), which the server's proxy
+  turns into dynamic metadata and removes.
+
+The stats themselves are built in gossamer/xds/build/telemetry.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+UNKNOWN = "unknown"
+TRUST_DOMAIN = "cluster.local"
+DEFAULT_CLUSTER = "Kubernetes"
+DOMAIN_SUFFIX = "svc.cluster.local"
+
+PEER_KEYS = ("workload", "namespace", "principal", "app", "version", "cluster")
+# Endpoint/cluster metadata namespace the stats read (Istio keeps its own endpoint facts under `istio`).
+STATS_METADATA_NAMESPACE = "istio"
+# Dynamic metadata namespace of the client's side, filled from the peer headers.
+PEER_METADATA_NAMESPACE = "istio.peer"
+# What a client's proxy tells the server's proxy (the principal is never taken from a header: only
+# the client certificate proves it).
+PEER_HEADERS = {
+    "workload": "x-istio-peer-workload",
+    "namespace": "x-istio-peer-namespace",
+    "app": "x-istio-peer-app",
+    "version": "x-istio-peer-version",
+    "cluster": "x-istio-peer-cluster",
+}
+# The Envoy process's environment: the proxy's own side (resolved once, at config load).
+LOCAL_ENV = {
+    "workload": "GOSSAMER_WORKLOAD_NAME",
+    "namespace": "GOSSAMER_WORKLOAD_NAMESPACE",
+    "principal": "GOSSAMER_PRINCIPAL",
+    "app": "GOSSAMER_APP",
+    "version": "GOSSAMER_VERSION",
+    "cluster": "GOSSAMER_CLUSTER_ID",
+}
+
+
+def spiffe_id(namespace: str, service_account: str) -> str:
+    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+
+
+def peer_values(*, workload: str, namespace: str, service_account: str, labels: Mapping[str, str],
+                has_sidecar: bool = True) -> dict[str, str]:
+    """One workload's values for Istio's peer labels (the principal only for a proxy that holds one)."""
+    return {
+        "workload": workload or UNKNOWN,
+        "namespace": namespace or UNKNOWN,
+        "principal": spiffe_id(namespace, service_account) if has_sidecar and service_account and namespace
+        else UNKNOWN,
+        "app": labels.get("app") or UNKNOWN,
+        "version": labels.get("version") or UNKNOWN,
+        "cluster": DEFAULT_CLUSTER,
+    }
+
+
+def proxy_env(*, workload: str, namespace: str, service_account: str, labels: Mapping[str, str]) -> dict[str, str]:
+    """The environment Envoy needs for its own side of Istio's labels."""
+    values = peer_values(workload=workload, namespace=namespace, service_account=service_account, labels=labels)
+    return {LOCAL_ENV[k]: v for k, v in values.items()}
+
+
+def unknown_peer() -> dict[str, str]:
+    return dict.fromkeys(PEER_KEYS, UNKNOWN)
+
+
+def service_labels(host: str, name: str = "", namespace: str = "") -> dict[str, str]:
+    """destination_service / _name / _namespace for a service host ("" host: unknown)."""
+    if not host:
+        return {"service": UNKNOWN, "service_name": UNKNOWN, "service_namespace": UNKNOWN}
+    if not name:
+        parts = host.split(".")
+        if host.endswith("." + DOMAIN_SUFFIX) and len(parts) == 5:
+            name, namespace = parts[0], parts[1]
+        else:
+            name = host
+    return {"service": host, "service_name": name, "service_namespace": namespace or UNKNOWN}
+
+
+# Istio's label names of the standard metrics (TCP ones have no response code or gRPC status).
+_LABEL_SIDES = ("workload", "workload_namespace", "principal", "app", "version", "cluster")
+TCP_LABELS = (
+    "reporter",
+    *(f"source_{x}" for x in _LABEL_SIDES),
+    *(f"destination_{x}" for x in _LABEL_SIDES),
+    "destination_service", "destination_service_name", "destination_service_namespace",
+    "connection_security_policy", "response_flags", "request_protocol",
+)
+HTTP_LABELS = (*TCP_LABELS, "response_code", "grpc_response_status")
