@@ -9,6 +9,7 @@ Same client, same upstream (an Envoy answering 1 KB), same Envoy binary and flag
   pair mTLS           the same, mTLS between A and B
   mesh default        client pod (sidecar) -> upstream Service (sidecar): auto mTLS, Istio's metrics,
                       access log and tracing at 1%, as the mesh comes
+  mesh tracing off    the same with a mesh-wide Telemetry turning tracing off (what 1% tracing costs)
   mesh telemetry off  the same with a mesh-wide Telemetry turning metrics, access logs and tracing off
 
 For each: throughput (wrk, closed loop, CONNECTIONS connections) and its ratio to the pair of the
@@ -225,7 +226,8 @@ def main() -> None:
         sidecars = envoys_in(pods["client-mesh"]["netns"]) + envoys_in(pods["upstream-mesh"]["netns"])
         assert len(sidecars) == 2, sidecars
         results = {name: PathResult() for name in
-                   ("direct", "pair plaintext", "pair mTLS", "mesh default", "mesh telemetry off")}
+                   ("direct", "pair plaintext", "pair mTLS", "mesh default", "mesh tracing off",
+                    "mesh telemetry off")}
         load = [os.getloadavg()[0]]
         with hand_written_pairs(client_plain["netns"], plain["netns"], plain["ip"]) as pairs:
             openloop(mesh, "client-mesh", mesh_url)  # warm up: connections, certificates
@@ -237,18 +239,19 @@ def main() -> None:
                         pairs["mtls"].pids, control_plane)
                 measure(mesh, results["mesh default"], "client-mesh", mesh_url, sidecars, control_plane)
                 load.append(os.getloadavg()[0])
-            mesh.apply(REPO / "benchmarks/dataplane/telemetry-off.yaml")
-            time.sleep(3)  # connections on the old filter chains drain
-            for _ in range(REPS):
-                measure(mesh, results["mesh telemetry off"], "client-mesh", mesh_url, sidecars, control_plane)
-                load.append(os.getloadavg()[0])
+            for variant in ("tracing", "telemetry"):
+                mesh.apply(REPO / f"benchmarks/dataplane/{variant}-off.yaml")
+                time.sleep(3)  # connections on the old filter chains drain
+                for _ in range(REPS):
+                    measure(mesh, results[f"mesh {variant} off"], "client-mesh", mesh_url, sidecars, control_plane)
+                    load.append(os.getloadavg()[0])
         rss = [rss_mb(p) for p in sidecars]
 
     def med(values: list[float]) -> float:
         return statistics.median(values) if values else float("nan")
 
     pair = {"direct": "pair plaintext", "pair plaintext": "pair plaintext", "pair mTLS": "pair mTLS",
-            "mesh default": "pair mTLS", "mesh telemetry off": "pair mTLS"}
+            "mesh default": "pair mTLS", "mesh tracing off": "pair mTLS", "mesh telemetry off": "pair mTLS"}
     print(f"dataplane: 1 KB responses; throughput: wrk -t1 -c{CONNECTIONS} for {THROUGHPUT_S:.0f}s; latency: "
           f"{RATE} req/s for {LATENCY_S:.0f}s, constant rate, from each request's due time; Envoy --concurrency 1; "
           f"medians of {REPS} interleaved runs; load average {min(load):.1f}-{max(load):.1f} on "
@@ -266,6 +269,8 @@ def main() -> None:
           f"p90 +{med(mesh_p.p90) - med(results['direct'].p90):.2f} ms, "
           f"p99 +{med(mesh_p.p99) - med(results['direct'].p99):.2f} ms")
     print(f"  sidecar RSS: {', '.join(f'{x:.0f} MB' for x in rss)}")
+    tracing = med(mesh_p.envoy_cpu) / med(results["mesh tracing off"].envoy_cpu) - 1
+    print(f"  tracing at 1% costs the sidecars {tracing:+.0%} CPU per request (mesh default vs tracing off)")
     print(f"mesh default vs mTLS pair: throughput ratio {med(mesh_p.rps) / med(results['pair mTLS'].rps):.2f}")
     print(f"control plane: {med(mesh_p.cp_cpu):.3f} CPU-s per 1000 requests")
 
