@@ -502,7 +502,6 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     else:
                         responses = self._on_sotw_request(stream, item)
                 for resp in responses:
-                    PILOT.sent(resp.type_url)
                     yield resp
                 if responses:
                     self._status_changed(stream)
@@ -664,6 +663,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         ts.nonce = nonce
         ts.last_sent = time.time()
         st.sent_names = frozenset(st.names)
+        PILOT.sent(type_url)
         log.debug(
             "xds stream %d: push %s v%s (%d resources) nonce %s",
             stream.id,
@@ -792,6 +792,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         ts.sent_version = snap.version
         ts.nonce = nonce
         ts.last_sent = time.time()
+        PILOT.sent(type_url)
         log.debug(
             "xds stream %d: delta %s v%s (+%d -%d) nonce %s",
             stream.id,
