@@ -167,7 +167,7 @@ def test_access_log_file_encoding_and_off() -> None:
 
     assert "envoy.access_loggers.stdout" in loggers("")
     off = loggers(_mesh('accessLogFile: ""'))
-    assert "envoy.access_loggers.stdout" not in off and "envoy.access_loggers.http_grpc" in off
+    assert "envoy.access_loggers.stdout" not in off and "envoy.access_loggers.stats" in off  # metrics stay
     # A Telemetry that turns access logging on wins over an empty accessLogFile (Istio's envoy provider).
     telemetry = """---
 apiVersion: telemetry.istio.io/v1
