@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 ENVOY_ISTIO_PREFIX = "envoy_istiocustom_"
 MERGED_PORT = 15020
 MERGED_PATH = "/stats/prometheus"
-SCRAPE_TIMEOUT_S = 2.0
+SCRAPE_TIMEOUT_S = 5.0
 
 
 def istio_names(text: str) -> str:

@@ -183,6 +183,9 @@ def _stats_logger(counters: list[dict[str, object]], histograms: list[dict[str, 
     # A TypedStruct: the generated protos lag Envoy 1.40's stats_scope (stat_prefix is deprecated).
     config = struct_pb2.Struct()
     config.update({
+        # A scope per logger: when a config change replaces a listener, its loggers' series restart from
+        # zero once the old listener has drained (Prometheus' rate() takes counter resets in its stride).
+        # Envoy 1.40's `sharing_name` would keep them, but crashes Envoy on shutdown.
         "stats_scope": {"prefix": STATS_SCOPE, "max_counters": MAX_SERIES_PER_LOGGER,
                         "max_histograms": MAX_SERIES_PER_LOGGER},
         "counters": counters,
