@@ -15,7 +15,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from envoy.config.core.v3 import base_pb2
-from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 
@@ -23,7 +22,6 @@ from gossamer.agent.sds import issue_workload_certificate
 from gossamer.security import CertificateAuthority, CsrRejected
 from gossamer.security.authz import IdentityRejected, check_node, pod_identity, sign_for_pod
 from gossamer.security.server_tls import CONTROL_PLANE_NAME, ServerTls
-from gossamer.telemetry import AccessLogServicer, MeshMetrics
 from gossamer.xds.cache import ConfigCache
 from gossamer.xds.server import AdsServer, serve
 from gossamer.xds.types import CLUSTER
@@ -68,8 +66,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         return "g"
 
     sock = tmp_path / "xds.sock"
-    logs = AccessLogServicer(MeshMetrics(lambda: None))
-    server = await serve(AdsServer(cache, group_for_node), f"unix:{sock}", others=[logs],
+    server = await serve(AdsServer(cache, group_for_node), f"unix:{sock}",
                          credentials=ServerTls(ca).credentials)
     try:
         yield Env(ca, sock, groups)
@@ -82,20 +79,6 @@ def channel(env: Env, identity: str) -> grpc.aio.Channel:
     creds = grpc.ssl_channel_credentials(env.ca.root_pem.encode(), cert.key_pem.encode(), cert.cert_pem.encode())
     return grpc.aio.secure_channel(f"unix:{env.socket}", creds,
                                    options=[("grpc.ssl_target_name_override", CONTROL_PLANE_NAME)])
-
-
-async def test_access_logs_only_as_the_proven_identity(env: Env) -> None:
-    """The access-log service shares the server: a proxy cannot report traffic as another workload."""
-    async def send(claimed: base_pb2.Node) -> None:
-        async with channel(env, CURL_ID) as ch:
-            msg = als_pb2.StreamAccessLogsMessage(
-                identifier=als_pb2.StreamAccessLogsMessage.Identifier(node=claimed, log_name="outbound"))
-            await asyncio.wait_for(als_pb2_grpc.AccessLogServiceStub(ch).StreamAccessLogs(iter([msg])), 5)
-
-    await send(node("default", "curl"))
-    with pytest.raises(grpc.aio.AioRpcError) as e:
-        await send(node("istio-system", "istio-ingressgateway-service-account"))
-    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def fetch(env: Env, claimed: base_pb2.Node, identity: str | None, ca: CertificateAuthority | None = None
