@@ -94,7 +94,8 @@ class ControlPlane:
         self.metrics = MeshScraper(self._scrape_targets)
         PILOT.connected = lambda: len(self.ads.proxies())
         # `up --prometheus`: a real Prometheus scraping every pod and this control plane.
-        self.prometheus = PrometheusServer(paths.run_dir / "prometheus") if prometheus else None
+        # Its files sit beside the run dir, which only root and the Envoys' group may enter.
+        self.prometheus = PrometheusServer(Path(f"{paths.run_dir}-prometheus")) if prometheus else None
         self._istiod_metrics = f"127.0.0.1:{metrics_port}" if metrics_port else None
         # Distributed tracing: every proxy posts its spans to this Zipkin collector (<run-dir>/zipkin.sock).
         self.traces = SpanStore()

@@ -136,7 +136,7 @@ class PrometheusServer:
                 await self._proc.wait()
         self._proc = None
         with contextlib.suppress(OSError):
-            shutil.rmtree(self.directory / "data")
+            shutil.rmtree(self.directory)
 
     async def ready(self) -> bool:
         try:
