@@ -107,7 +107,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 *(["--verbose"] if args.verbose else []),
                 *(["--prometheus"] if args.prometheus else []),
                 *[str(Path(p).resolve()) for p in args.paths]]
-        return detach(paths, argv)
+        return detach(paths, argv, timeout=args.timeout)
     return run_up(paths, [Path(p).resolve() for p in args.paths], UpOptions(
         ingress_port=args.ingress_port, ingress_tls_port=args.ingress_tls_port, metrics_port=args.metrics_port,
         dashboard_port=args.dashboard_port, egress_gateway=args.egress_gateway, verbose=args.verbose,
@@ -571,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="start the control plane and the local runtime with these manifests")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--detach", "-d", action="store_true", help="return once the mesh is ready")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="with --detach: give up waiting after this long, say which pods are not ready and why, "
+                        "exit 1 and leave the mesh running")
     p.add_argument("--ingress-port", type=int, default=8080)
     p.add_argument("--ingress-tls-port", type=int, default=8443,
                    help="serve the ingress gateway's TLS servers (443/8443) on 127.0.0.1:PORT (0: off)")

@@ -332,14 +332,15 @@ def run_up(paths: Paths, manifests: list[Path], opts: UpOptions) -> int:
     return asyncio.run(Supervisor(paths, manifests, opts).run())
 
 
-def detach(paths: Paths, argv: list[str]) -> int:
-    """Start `up` in the background and return once the mesh is ready."""
+def detach(paths: Paths, argv: list[str], timeout: float = READY_TIMEOUT_S) -> int:
+    """Start `up` in the background and return once the mesh is ready; after `timeout`, say which pods
+    are not ready and why, and return 1 (the mesh keeps running: `gossamer down` stops it)."""
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = paths.state_dir / "up.log"
     with open(log_path, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gossamer.cli.main", *argv], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log_path.read_text()
         if proc.poll() is not None:
@@ -351,5 +352,49 @@ def detach(paths: Paths, argv: list[str]) -> int:
             print(f"(running in the background as pid {proc.pid}; log {log_path}; stop with `gossamer down`)")
             return 0
         time.sleep(0.2)
-    print(f"mesh not ready after {READY_TIMEOUT_S:.0f}s; see {log_path}", file=sys.stderr)
+    print(f"mesh not ready after {timeout:.0f}s (it keeps running; stop it with `gossamer down`; log {log_path})",
+          file=sys.stderr)
+    for line in not_ready_report(paths):
+        print(line, file=sys.stderr)
     return 1
+
+
+LOG_TAIL_LINES = 5
+
+
+def not_ready_report(paths: Paths) -> list[str]:
+    """Each pod that is not ready: why (waiting for an image or a reference, app or proxy not ready,
+    restarts) and the last lines of its containers' logs, as `kubectl describe`/`logs` would show."""
+    client = ApiClient(paths.api_socket, timeout=5)
+    try:
+        status, body = client.get("/v1/status")
+    except OSError as e:
+        return [f"  the control plane does not answer: {e}"]
+    if status != 200 or not isinstance(body, dict):
+        return [f"  the control plane answered {status}"]
+    out = []
+    for pod in body.get("pods", []):
+        if pod.get("ready"):
+            continue
+        name = f"{pod['namespace']}/{pod['name']}"
+        reasons = list(pod.get("waiting") or [])
+        if not reasons:
+            if not pod.get("appReady"):
+                reasons.append("app not ready (readiness probe failing or process not running)")
+            if pod.get("hasSidecar") and not pod.get("proxyReady"):
+                reasons.append("istio-proxy not ready (Envoy has not received its config)")
+        out.append(f"  pod {name}: {pod.get('reason') or pod.get('phase')}, {pod.get('restarts', 0)} restarts: "
+                   + "; ".join(reasons))
+        try:
+            code, detail = client.get(f"/v1/pods/{pod['namespace']}/{pod['name']}")
+        except OSError:
+            continue
+        for container, log_file in (detail.get("logs") or {}).items() if code == 200 else ():
+            try:
+                lines = Path(log_file).read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            except OSError:
+                continue
+            if lines and container != "istio-proxy":
+                out.append(f"    {container}, last {len(lines)} log lines:")
+                out += [f"      {line[:200]}" for line in lines]
+    return out or ["  every pod is ready; proxies have not all acknowledged their config (see `gossamer status`)"]

@@ -102,15 +102,16 @@ class RuntimeView:
             raise KeyError(f"pod {namespace}/{pod} not found") from None
 
     def pod(self, name_or_deploy_ref: str, namespace: str = "default") -> PodStatus:
-        """ "POD" or "deploy/NAME" (the first ready pod of that deployment); KeyError if none."""
+        """ "POD" or "deploy/NAME": the first ready pod of that deployment, else (as kubectl picks one for
+        `logs deploy/NAME`) its oldest pod that is not terminating; KeyError if none."""
         if name_or_deploy_ref.startswith(("deploy/", "deployment/")):
             deploy = name_or_deploy_ref.split("/", 1)[1]
             candidates = sorted((p.status for p in self._pods.values()
                                  if p.status.namespace == namespace and p.status.deployment == deploy
-                                 and p.status.phase != "Terminating" and p.status.ready),
-                                key=lambda s: (s.started_at, s.name))
+                                 and p.status.phase != "Terminating"),
+                                key=lambda s: (not s.ready, s.started_at, s.name))
             if not candidates:
-                raise KeyError(f"no ready pod for deployment {namespace}/{deploy}")
+                raise KeyError(f"no pod for deployment {namespace}/{deploy}")
             return candidates[0]
         return self._get(name_or_deploy_ref, namespace).status
 
