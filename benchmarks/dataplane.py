@@ -240,7 +240,7 @@ def main() -> None:
                 measure(mesh, results["mesh default"], "client-mesh", mesh_url, sidecars, control_plane)
                 load.append(os.getloadavg()[0])
             for variant in ("tracing", "telemetry"):
-                mesh.apply(REPO / f"benchmarks/dataplane/{variant}-off.yaml")
+                mesh.apply(REPO / f"benchmarks/dataplane-extra/{variant}-off.yaml")
                 time.sleep(3)  # connections on the old filter chains drain
                 for _ in range(REPS):
                     measure(mesh, results[f"mesh {variant} off"], "client-mesh", mesh_url, sidecars, control_plane)
