@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
 
@@ -17,6 +17,7 @@ from gossamer.xds.cache import Packed, pack
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # IR values are frozen and hashable, and most of them are identical across the proxy groups of a
 # push (every sidecar of a namespace gets the same outbound clusters and endpoints): build each
@@ -43,18 +44,23 @@ def build_endpoint_resources(endpoints: tuple[EndpointSet, ...]) -> dict[str, Me
     return {e.cluster: _built(e, _endpoints) for e in endpoints}
 
 
-_built_by_identity: dict[int, tuple[object, Message]] = {}
+_built_by_identity: dict[int, tuple[object, Any]] = {}
+
+
+def _by_identity_of(memo: dict[int, tuple[object, Any]], value: T, make: Callable[[T], R]) -> R:
+    """`make(value)`, remembered by the identity of `value` (hashing a frozen IR value walks all of it)."""
+    found = memo.get(id(value))
+    if found is not None and found[0] is value:
+        return cast(R, found[1])
+    made = make(value)
+    if len(memo) > 50_000:
+        memo.clear()
+    memo[id(value)] = (value, made)  # holds `value`: its id cannot be reused meanwhile
+    return made
 
 
 def _built(value: T, build: Callable[[T], Message]) -> Message:
-    found = _built_by_identity.get(id(value))
-    if found is not None and found[0] is value:
-        return found[1]
-    built = build(value)
-    if len(_built_by_identity) > 50_000:
-        _built_by_identity.clear()
-    _built_by_identity[id(value)] = (value, built)  # holds `value`: its id cannot be reused meanwhile
-    return built
+    return _by_identity_of(_built_by_identity, value, build)
 
 
 # Built and packed (serialized once, with its per-resource version), for the cache. Clusters and
@@ -71,18 +77,11 @@ def _packed_endpoints(endpoints: EndpointSet) -> Packed:
     return pack(ENDPOINT, endpoints.cluster, _endpoints(endpoints))
 
 
-_by_identity: dict[int, tuple[object, Packed]] = {}
+_by_identity: dict[int, tuple[object, Any]] = {}
 
 
 def _remembered(value: T, pack_value: Callable[[T], Packed]) -> Packed:
-    found = _by_identity.get(id(value))
-    if found is not None and found[0] is value:
-        return found[1]
-    packed = pack_value(value)
-    if len(_by_identity) > 50_000:
-        _by_identity.clear()
-    _by_identity[id(value)] = (value, packed)  # holds `value`: its id cannot be reused meanwhile
-    return packed
+    return _by_identity_of(_by_identity, value, pack_value)
 
 
 def packed_cluster(cluster: Cluster) -> Packed:
