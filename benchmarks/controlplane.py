@@ -184,8 +184,10 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
         await cp.stop(wipe=True)
 
     asyncio.run(run())
-    print(f"control plane: {gc_time[1]:.1f} s in garbage collection ({gc_time[2]} full) from the storm on",
-          file=sys.stderr)
+    print(
+        f"control plane: {gc_time[1]:.1f} s in garbage collection ({gc_time[2]} full) from the storm on",
+        file=sys.stderr,
+    )
 
 
 class SimulatedRuntime:
@@ -237,10 +239,19 @@ class SimulatedRuntime:
                 ip = f"10.244.{self._next_ip // 250}.{self._next_ip % 250 + 2}"
                 self._next_ip += 1
                 self._pods[key] = PodStatus(
-                    name=name, namespace=spec.namespace, deployment=spec.name, ip=ip, labels=spec.labels,
-                    service_account=spec.service_account, has_sidecar=spec.inject_sidecar,
-                    proxy_type=spec.proxy_type, phase="Running", app_ready=True, proxy_ready=True,
-                    started_at=time.time())
+                    name=name,
+                    namespace=spec.namespace,
+                    deployment=spec.name,
+                    ip=ip,
+                    labels=spec.labels,
+                    service_account=spec.service_account,
+                    has_sidecar=spec.inject_sidecar,
+                    proxy_type=spec.proxy_type,
+                    phase="Running",
+                    app_ready=True,
+                    proxy_ready=True,
+                    started_at=time.time(),
+                )
 
     def delete_pod(self, namespace: str, name: str) -> None:
         self._deleted.add((namespace, name))
@@ -254,8 +265,10 @@ class SimulatedRuntime:
             await self._report.wait()
             self._report.clear()
             pods = [self._pods[k] for k in sorted(self._pods)]
-            body = {"runtime": {"pid": os.getpid(), "pidStart": None, "startedAt": self._started_at},
-                    "pods": [{"status": status, "netns": ""} for status in pods_to_json(pods)]}
+            body = {
+                "runtime": {"pid": os.getpid(), "pidStart": None, "startedAt": self._started_at},
+                "pods": [{"status": status, "netns": ""} for status in pods_to_json(pods)],
+            }
             async with session.put("http://cp/v1/runtime/pods", json=body) as r:
                 await r.read()
 
@@ -327,7 +340,7 @@ class SimProxy:
     errors: list[str] = field(default_factory=list)
 
     def full(self) -> bool:
-        return (self.lds_acked and self.eds_names <= self.have[EDS] and self.rds_names <= self.have[RDS])
+        return self.lds_acked and self.eds_names <= self.have[EDS] and self.rds_names <= self.have[RDS]
 
 
 class Envoys:
@@ -344,12 +357,21 @@ class Envoys:
         for p in pods:
             if not p["hasSidecar"] and p["proxyType"] != "router":
                 continue
-            meta = proxy_metadata(pod=p["name"], namespace=p["namespace"], ip=p["ip"], labels=p["labels"],
-                                  service_account=p["serviceAccount"], workload=p["deployment"],
-                                  proxy_type=p["proxyType"], ingress_port=0, host_netns="/proc/1/ns/net")
+            meta = proxy_metadata(
+                pod=p["name"],
+                namespace=p["namespace"],
+                ip=p["ip"],
+                labels=p["labels"],
+                service_account=p["serviceAccount"],
+                workload=p["deployment"],
+                proxy_type=p["proxyType"],
+                ingress_port=0,
+                host_netns="/proc/1/ns/net",
+            )
             meta["GOSSAMER_SDS"] = "true"  # as the agent's bootstrap says when it serves SDS
-            self.proxies.append(SimProxy(node_id(p["proxyType"], p["ip"], p["name"], p["namespace"]), meta,
-                                         p["namespace"]))
+            self.proxies.append(
+                SimProxy(node_id(p["proxyType"], p["ip"], p["name"], p["namespace"]), meta, p["namespace"])
+            )
         self.cancelled = 0
         self.error_times: list[float] = []
         self.started = 0.0
@@ -368,7 +390,8 @@ class Envoys:
         if key not in self._credentials:
             cert = issue_workload_certificate(self.ca, spiffe_id(*key), timedelta(hours=1))
             self._credentials[key] = grpc.ssl_channel_credentials(
-                self.ca.root_pem.encode(), cert.key_pem.encode(), cert.cert_pem.encode())
+                self.ca.root_pem.encode(), cert.key_pem.encode(), cert.cert_pem.encode()
+            )
         return self._credentials[key]
 
     async def start(self) -> None:
@@ -405,8 +428,9 @@ class Envoys:
 
         metadata = struct_pb2.Struct()
         json_format.ParseDict(proxy.metadata, metadata)
-        node = base_pb2.Node(id=proxy.node_id, cluster=f"{proxy.metadata['LABELS'].get('app', '')}.{proxy.namespace}",
-                             metadata=metadata)
+        node = base_pb2.Node(
+            id=proxy.node_id, cluster=f"{proxy.metadata['LABELS'].get('app', '')}.{proxy.namespace}", metadata=metadata
+        )
         outbox: asyncio.Queue[Any] = asyncio.Queue()
         Req = discovery_pb2.DeltaDiscoveryRequest
         outbox.put_nowait(Req(node=node, type_url=CDS))
@@ -418,12 +442,19 @@ class Envoys:
                     return
                 yield item
 
-        async with grpc.aio.secure_channel(f"unix:{self.socket}", self.credentials(proxy), options=[
+        async with grpc.aio.secure_channel(
+            f"unix:{self.socket}",
+            self.credentials(proxy),
+            options=[
                 ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-                ("grpc.ssl_target_name_override", CONTROL_PLANE_NAME)]) as channel:
+                ("grpc.ssl_target_name_override", CONTROL_PLANE_NAME),
+            ],
+        ) as channel:
             call = channel.stream_stream(
                 "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
-                request_serializer=Req.SerializeToString, response_deserializer=bytes)
+                request_serializer=Req.SerializeToString,
+                response_deserializer=bytes,
+            )
             async for data in call(requests()):
                 now = time.monotonic()
                 proxy.bytes += len(data)
@@ -440,8 +471,13 @@ class Envoys:
                     proxy.eds_names = wanted
                     proxy.have[EDS] -= gone
                     if added or gone:
-                        outbox.put_nowait(Req(type_url=EDS, resource_names_subscribe=sorted(added),
-                                              resource_names_unsubscribe=sorted(gone)))
+                        outbox.put_nowait(
+                            Req(
+                                type_url=EDS,
+                                resource_names_subscribe=sorted(added),
+                                resource_names_unsubscribe=sorted(gone),
+                            )
+                        )
                 elif t == LDS:
                     for r in resp.resources:
                         proxy.listeners[r.name] = self.decoded.listener(r)
@@ -452,8 +488,13 @@ class Envoys:
                     proxy.rds_names = wanted
                     proxy.have[RDS] -= gone
                     if added or gone:
-                        outbox.put_nowait(Req(type_url=RDS, resource_names_subscribe=sorted(added),
-                                              resource_names_unsubscribe=sorted(gone)))
+                        outbox.put_nowait(
+                            Req(
+                                type_url=RDS,
+                                resource_names_subscribe=sorted(added),
+                                resource_names_unsubscribe=sorted(gone),
+                            )
+                        )
                 elif t in (EDS, RDS):
                     proxy.have[t] |= names
                     proxy.have[t] -= set(resp.removed_resources)
@@ -500,8 +541,12 @@ class ApiProbe:
     control plane left a client waiting."""
 
     def __init__(self, socket: Path) -> None:
-        self._child = subprocess.Popen([sys.executable, __file__, "--probe-api", str(socket)],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._child = subprocess.Popen(
+            [sys.executable, __file__, "--probe-api", str(socket)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def mark(self) -> None:
         assert self._child.stdin is not None
@@ -594,8 +639,11 @@ async def measure(n: int, sidecars: bool) -> Result:
         manifest.write_text(manifests(n, sidecars))
         run_dir = Path(tmp) / "run"
         child = subprocess.Popen(
-            [sys.executable, __file__, "--serve-control-plane", str(Path(tmp) / "state"), str(run_dir),
-             str(manifest)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [sys.executable, __file__, "--serve-control-plane", str(Path(tmp) / "state"), str(run_dir), str(manifest)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert child.stdout is not None and child.stdin is not None
             if child.stdout.readline().strip() != "ready":
@@ -640,12 +688,14 @@ async def measure(n: int, sidecars: bool) -> Result:
             for change in range(CHANGES):
                 t0 = time.monotonic()
                 text = ROUTED.format(i=0, ns=host_ns, timeout=change + 2)
-                status, body = await asyncio.to_thread(client.post, "/v1/apply",
-                                                       {"files": [{"name": "vs.yaml", "text": text}]})
+                status, body = await asyncio.to_thread(
+                    client.post, "/v1/apply", {"files": [{"name": "vs.yaml", "text": text}]}
+                )
                 assert status == 200, body
                 result.apply_seconds = max(result.apply_seconds, time.monotonic() - t0)
                 status, synced = await asyncio.to_thread(
-                    client.get, f"/v1/sync?revision={body['revision']}&timeout=120")
+                    client.get, f"/v1/sync?revision={body['revision']}&timeout=120"
+                )
                 assert synced["synced"], synced
                 await wait_quiet(envoys.proxies, t0, quiet=0.3)
                 samples = acked_after(envoys.proxies, t0, RDS, route_name)
@@ -670,8 +720,9 @@ async def measure(n: int, sidecars: bool) -> Result:
             for change in range(CHANGES):
                 i = ROUTED_EVERY * (change + 1)
                 text = ROUTED.format(i=i, ns=namespace_of(i), timeout=7)
-                status, body = await asyncio.to_thread(client.post, "/v1/apply",
-                                                       {"files": [{"name": f"vs{i}.yaml", "text": text}]})
+                status, body = await asyncio.to_thread(
+                    client.post, "/v1/apply", {"files": [{"name": f"vs{i}.yaml", "text": text}]}
+                )
                 assert status == 200, body
                 await asyncio.sleep(max(0.0, t0 + (change + 1) * 0.1 - time.monotonic()))
             status, synced = await asyncio.to_thread(client.get, f"/v1/sync?revision={body['revision']}&timeout=300")
@@ -685,8 +736,10 @@ async def measure(n: int, sidecars: bool) -> Result:
             result.cancelled = envoys.cancelled
             result.errors = sorted({e for p in envoys.proxies for e in p.errors})[:3]
             if envoys.error_times:
-                result.errors.append(f"errors between {min(envoys.error_times):.1f} s and "
-                                     f"{max(envoys.error_times):.1f} s after the storm began")
+                result.errors.append(
+                    f"errors between {min(envoys.error_times):.1f} s and "
+                    f"{max(envoys.error_times):.1f} s after the storm began"
+                )
             await envoys.stop()
         finally:
             if child.stdin is not None:
@@ -703,29 +756,40 @@ async def measure(n: int, sidecars: bool) -> Result:
 def report(r: Result) -> None:
     ms = 1000
     print(f"{r.label}, {r.proxies} proxies:")
-    print(f"  storm: every proxy has its full config after {r.storm:.1f} s ({r.storm_cpu:.1f} CPU-s); "
-          f"{r.bytes_per_proxy / 1024:.0f} KiB per proxy")
-    print(f"  one VirtualService change -> {r.change_affected} affected proxies ACKed: "
-          f"p50 {percentile(r.change_samples, 0.5) * ms:.0f} ms, p99 {percentile(r.change_samples, 0.99) * ms:.0f} ms, "
-          f"{r.change_cpu:.2f} CPU-s per change")
-    print(f"  a pod removed -> {len(r.eds_samples)} proxies have the new endpoints: "
-          f"p99 {percentile(r.eds_samples, 0.99) * ms:.0f} ms")
-    print(f"  10 changes within one second: all ACKed {r.burst_seconds:.1f} s after the first "
-          f"({r.burst_cpu:.1f} CPU-s)")
-    print(f"  peak RSS {r.rss_mb:.0f} MB, API max wait {r.api_max_wait * ms:.0f} ms (in the storm "
-          f"{r.api_max_wait_storm * ms:.0f} ms; apply of one VirtualService: {r.apply_seconds * ms:.0f} ms), "
-          f"cancelled streams {r.cancelled}"
-          + "".join(f"\n    stream error: {e}" for e in r.errors), flush=True)
+    print(
+        f"  storm: every proxy has its full config after {r.storm:.1f} s ({r.storm_cpu:.1f} CPU-s); "
+        f"{r.bytes_per_proxy / 1024:.0f} KiB per proxy"
+    )
+    print(
+        f"  one VirtualService change -> {r.change_affected} affected proxies ACKed: "
+        f"p50 {percentile(r.change_samples, 0.5) * ms:.0f} ms, p99 {percentile(r.change_samples, 0.99) * ms:.0f} ms, "
+        f"{r.change_cpu:.2f} CPU-s per change"
+    )
+    print(
+        f"  a pod removed -> {len(r.eds_samples)} proxies have the new endpoints: "
+        f"p99 {percentile(r.eds_samples, 0.99) * ms:.0f} ms"
+    )
+    print(
+        f"  10 changes within one second: all ACKed {r.burst_seconds:.1f} s after the first ({r.burst_cpu:.1f} CPU-s)"
+    )
+    print(
+        f"  peak RSS {r.rss_mb:.0f} MB, API max wait {r.api_max_wait * ms:.0f} ms (in the storm "
+        f"{r.api_max_wait_storm * ms:.0f} ms; apply of one VirtualService: {r.apply_seconds * ms:.0f} ms), "
+        f"cancelled streams {r.cancelled}" + "".join(f"\n    stream error: {e}" for e in r.errors),
+        flush=True,
+    )
 
 
 def summary(r: Result) -> str:
     ms = 1000
     sidecar = " with a Sidecar per namespace" if r.sidecars else ""
-    return (f"{r.services} services{sidecar}, {r.proxies} proxies: storm {r.storm:.1f} s, "
-            f"change p50 {percentile(r.change_samples, 0.5) * ms:.0f} ms, "
-            f"change p99 {percentile(r.change_samples, 0.99) * ms:.0f} ms, change CPU {r.change_cpu:.1f} s, "
-            f"eds p99 {percentile(r.eds_samples, 0.99) * ms:.0f} ms, peak RSS {r.rss_mb:.0f} MB, "
-            f"API max wait {r.api_max_wait * ms:.0f} ms, cancelled streams {r.cancelled}")
+    return (
+        f"{r.services} services{sidecar}, {r.proxies} proxies: storm {r.storm:.1f} s, "
+        f"change p50 {percentile(r.change_samples, 0.5) * ms:.0f} ms, "
+        f"change p99 {percentile(r.change_samples, 0.99) * ms:.0f} ms, change CPU {r.change_cpu:.1f} s, "
+        f"eds p99 {percentile(r.eds_samples, 0.99) * ms:.0f} ms, peak RSS {r.rss_mb:.0f} MB, "
+        f"API max wait {r.api_max_wait * ms:.0f} ms, cancelled streams {r.cancelled}"
+    )
 
 
 def exponent(a: float, b: float, na: int, nb: int) -> float:
@@ -742,11 +806,18 @@ def main(argv: list[str]) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
     # A reconnecting simulated Envoy leaves grpc's request task behind: asyncio's complaints are noise here.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    scenarios = [(int(a.rstrip("s")), a.endswith("s")) for a in argv] or [(100, False), (300, False),
-                                                                          (1000, False), (300, True)]
-    print(f"control plane: real control plane, simulated Envoys (delta ADS); {NAMESPACES} namespaces, "
-          f"{REPLICAS} replicas per service, 1 in {ROUTED_EVERY} services with a VirtualService and a "
-          f"DestinationRule (2 subsets); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    scenarios = [(int(a.rstrip("s")), a.endswith("s")) for a in argv] or [
+        (100, False),
+        (300, False),
+        (1000, False),
+        (300, True),
+    ]
+    print(
+        f"control plane: real control plane, simulated Envoys (delta ADS); {NAMESPACES} namespaces, "
+        f"{REPLICAS} replicas per service, 1 in {ROUTED_EVERY} services with a VirtualService and a "
+        f"DestinationRule (2 subsets); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
     results = []
     for n, sidecars in scenarios:
         results.append(asyncio.run(measure(n, sidecars)))
@@ -754,10 +825,12 @@ def main(argv: list[str]) -> None:
     plain = [r for r in results if not r.sidecars]
     for a, b in zip(plain, plain[1:], strict=False):
         na, nb = a.services, b.services
-        print(f"growth {na} -> {nb} services: storm CPU x{b.storm_cpu / a.storm_cpu:.1f} "
-              f"(N^{exponent(a.storm_cpu, b.storm_cpu, na, nb):.2f}), change CPU x{b.change_cpu / a.change_cpu:.1f} "
-              f"(N^{exponent(a.change_cpu, b.change_cpu, na, nb):.2f}), "
-              f"RSS N^{exponent(a.rss_mb, b.rss_mb, na, nb):.2f}")
+        print(
+            f"growth {na} -> {nb} services: storm CPU x{b.storm_cpu / a.storm_cpu:.1f} "
+            f"(N^{exponent(a.storm_cpu, b.storm_cpu, na, nb):.2f}), change CPU x{b.change_cpu / a.change_cpu:.1f} "
+            f"(N^{exponent(a.change_cpu, b.change_cpu, na, nb):.2f}), "
+            f"RSS N^{exponent(a.rss_mb, b.rss_mb, na, nb):.2f}"
+        )
     for r in results:
         print(summary(r))
 

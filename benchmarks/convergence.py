@@ -47,8 +47,10 @@ def main() -> None:
     p50, p99 = percentile(changes, 0.5), percentile(changes, 0.99)
     b50 = percentile(noop, 0.5)
     print(f"convergence: {CHANGES} route changes, {proxies} proxies (bookinfo + ingress gateway)")
-    print(f"  apply -> all proxies ACKed: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
-          f"(target p99 < 1000 ms: {'met' if p99 < 1.0 else 'MISSED'})")
+    print(
+        f"  apply -> all proxies ACKed: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
+        f"(target p99 < 1000 ms: {'met' if p99 < 1.0 else 'MISSED'})"
+    )
     print(f"  baseline no-op apply + sync: p50 {b50 * 1000:.1f} ms; change/baseline p50 ratio {p50 / b50:.1f}x")
 
 

@@ -84,47 +84,105 @@ def envoys_in(netns: str) -> list[int]:
 
 # -- the hand-written pair -------------------------------------------------------------------------
 
+
 def _hcm(name: str, cluster: str) -> dict[str, Any]:
-    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
-                 "HttpConnectionManager",
-        "stat_prefix": name,
-        "route_config": {"virtual_hosts": [{"name": name, "domains": ["*"],
-                                            "routes": [{"match": {"prefix": "/"},
-                                                        "route": {"cluster": cluster, "timeout": "0s"}}]}]},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+            "HttpConnectionManager",
+            "stat_prefix": name,
+            "route_config": {
+                "virtual_hosts": [
+                    {
+                        "name": name,
+                        "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}],
+                    }
+                ]
+            },
+            "http_filters": [
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }
+            ],
+        },
+    }
 
 
 def _tls_context(kind: str, certs: dict[str, str]) -> dict[str, Any]:
-    common = {"tls_certificates": [{"certificate_chain": {"inline_string": certs["cert"]},
-                                    "private_key": {"inline_string": certs["key"]}}],
-              "validation_context": {"trusted_ca": {"inline_string": certs["ca"]}}}
+    common = {
+        "tls_certificates": [
+            {"certificate_chain": {"inline_string": certs["cert"]}, "private_key": {"inline_string": certs["key"]}}
+        ],
+        "validation_context": {"trusted_ca": {"inline_string": certs["ca"]}},
+    }
     if kind == "server":
-        return {"name": "envoy.transport_sockets.tls", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "common_tls_context": common, "require_client_certificate": True}}
-    return {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-        "common_tls_context": common}}
+        return {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "common_tls_context": common,
+                "require_client_certificate": True,
+            },
+        }
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": common,
+        },
+    }
 
 
-def pair_config(name: str, listen: str, port: int, upstream: str, upstream_port: int, *,
-                server_tls: dict[str, str] | None = None, client_tls: dict[str, str] | None = None) -> dict[str, Any]:
+def pair_config(
+    name: str,
+    listen: str,
+    port: int,
+    upstream: str,
+    upstream_port: int,
+    *,
+    server_tls: dict[str, str] | None = None,
+    client_tls: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One listener and one cluster: what a person writes by hand."""
     chain: dict[str, Any] = {"filters": [_hcm(name, "upstream")]}
     if server_tls is not None:
         chain["transport_socket"] = _tls_context("server", server_tls)
     cluster: dict[str, Any] = {
-        "name": "upstream", "type": "STATIC", "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {"address": upstream, "port_value": upstream_port}}}}]}]}}
+        "name": "upstream",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": "upstream",
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": upstream, "port_value": upstream_port}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
     if client_tls is not None:
         cluster["transport_socket"] = _tls_context("client", client_tls)
-    return {"static_resources": {
-        "listeners": [{"name": name, "address": {"socket_address": {"address": listen, "port_value": port}},
-                       "filter_chains": [chain]}],
-        "clusters": [cluster]}}
+    return {
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": name,
+                    "address": {"socket_address": {"address": listen, "port_value": port}},
+                    "filter_chains": [chain],
+                }
+            ],
+            "clusters": [cluster],
+        }
+    }
 
 
 @dataclass
@@ -143,12 +201,14 @@ def hand_written_pairs(client_netns: str, upstream_netns: str, upstream_ip: str)
     b_tls = {"cert": server.cert_pem, "key": server.key_pem, "ca": ca.cert_pem}
     a_tls = {"cert": client.cert_pem, "key": client.key_pem, "ca": ca.cert_pem}
     configs = {
-        "plaintext": [(client_netns, pair_config("a", "127.0.0.1", PAIR_PLAIN[0], upstream_ip, PAIR_PLAIN[1])),
-                      (upstream_netns, pair_config("b", "0.0.0.0", PAIR_PLAIN[1], "127.0.0.1", 8000))],
-        "mtls": [(client_netns, pair_config("a", "127.0.0.1", PAIR_MTLS[0], upstream_ip, PAIR_MTLS[1],
-                                            client_tls=a_tls)),
-                 (upstream_netns, pair_config("b", "0.0.0.0", PAIR_MTLS[1], "127.0.0.1", 8000,
-                                              server_tls=b_tls))],
+        "plaintext": [
+            (client_netns, pair_config("a", "127.0.0.1", PAIR_PLAIN[0], upstream_ip, PAIR_PLAIN[1])),
+            (upstream_netns, pair_config("b", "0.0.0.0", PAIR_PLAIN[1], "127.0.0.1", 8000)),
+        ],
+        "mtls": [
+            (client_netns, pair_config("a", "127.0.0.1", PAIR_MTLS[0], upstream_ip, PAIR_MTLS[1], client_tls=a_tls)),
+            (upstream_netns, pair_config("b", "0.0.0.0", PAIR_MTLS[1], "127.0.0.1", 8000, server_tls=b_tls)),
+        ],
     }
     pairs = {name: Pair() for name in configs}
     with tempfile.TemporaryDirectory(prefix="gsm-pair-") as tmp:
@@ -158,9 +218,25 @@ def hand_written_pairs(client_netns: str, upstream_netns: str, upstream_ip: str)
                     path = Path(tmp) / f"{name}-{i}.json"
                     path.write_text(json.dumps(config))
                     # The sidecars' flags (gossamer/agent/envoy.py): one worker thread.
-                    pairs[name].procs.append(subprocess.Popen(
-                        ["ip", "netns", "exec", netns, str(envoy_binary()), "-c", str(path), "--concurrency", "1",
-                         "--disable-hot-restart", "-l", "error"], stdin=subprocess.DEVNULL))
+                    pairs[name].procs.append(
+                        subprocess.Popen(
+                            [
+                                "ip",
+                                "netns",
+                                "exec",
+                                netns,
+                                str(envoy_binary()),
+                                "-c",
+                                str(path),
+                                "--concurrency",
+                                "1",
+                                "--disable-hot-restart",
+                                "-l",
+                                "error",
+                            ],
+                            stdin=subprocess.DEVNULL,
+                        )
+                    )
             time.sleep(1.5)
             yield pairs
         finally:
@@ -173,6 +249,7 @@ def hand_written_pairs(client_netns: str, upstream_netns: str, upstream_ip: str)
 
 # -- clients -----------------------------------------------------------------------------------------
 
+
 def wrk(mesh: Mesh, client: str, url: str) -> tuple[float, int]:
     """(requests/s, requests) closed loop."""
     out = mesh.exec(f"deploy/{client}", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{THROUGHPUT_S:.0f}s", url).stdout
@@ -184,8 +261,9 @@ def wrk(mesh: Mesh, client: str, url: str) -> tuple[float, int]:
 
 
 def openloop(mesh: Mesh, client: str, url: str) -> dict[str, float]:
-    out = mesh.exec(f"deploy/{client}", "python3", OPENLOOP, "--url", url, "--rate", str(RATE),
-                    "--duration", str(LATENCY_S)).stdout
+    out = mesh.exec(
+        f"deploy/{client}", "python3", OPENLOOP, "--url", url, "--rate", str(RATE), "--duration", str(LATENCY_S)
+    ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     assert result["errors"] == 0 and set(result["codes"]) == {"200"}, result
     return result
@@ -225,18 +303,38 @@ def main() -> None:
         mesh_url = "http://upstream-mesh:8000/"
         sidecars = envoys_in(pods["client-mesh"]["netns"]) + envoys_in(pods["upstream-mesh"]["netns"])
         assert len(sidecars) == 2, sidecars
-        results = {name: PathResult() for name in
-                   ("direct", "pair plaintext", "pair mTLS", "mesh default", "mesh tracing off",
-                    "mesh telemetry off")}
+        results = {
+            name: PathResult()
+            for name in (
+                "direct",
+                "pair plaintext",
+                "pair mTLS",
+                "mesh default",
+                "mesh tracing off",
+                "mesh telemetry off",
+            )
+        }
         load = [os.getloadavg()[0]]
         with hand_written_pairs(client_plain["netns"], plain["netns"], plain["ip"]) as pairs:
             openloop(mesh, "client-mesh", mesh_url)  # warm up: connections, certificates
             for _ in range(REPS):
                 measure(mesh, results["direct"], "client-plain", direct_url, [], control_plane)
-                measure(mesh, results["pair plaintext"], "client-plain", f"http://127.0.0.1:{PAIR_PLAIN[0]}/",
-                        pairs["plaintext"].pids, control_plane)
-                measure(mesh, results["pair mTLS"], "client-plain", f"http://127.0.0.1:{PAIR_MTLS[0]}/",
-                        pairs["mtls"].pids, control_plane)
+                measure(
+                    mesh,
+                    results["pair plaintext"],
+                    "client-plain",
+                    f"http://127.0.0.1:{PAIR_PLAIN[0]}/",
+                    pairs["plaintext"].pids,
+                    control_plane,
+                )
+                measure(
+                    mesh,
+                    results["pair mTLS"],
+                    "client-plain",
+                    f"http://127.0.0.1:{PAIR_MTLS[0]}/",
+                    pairs["mtls"].pids,
+                    control_plane,
+                )
                 measure(mesh, results["mesh default"], "client-mesh", mesh_url, sidecars, control_plane)
                 load.append(os.getloadavg()[0])
             for variant in ("tracing", "telemetry"):
@@ -250,24 +348,38 @@ def main() -> None:
     def med(values: list[float]) -> float:
         return statistics.median(values) if values else float("nan")
 
-    pair = {"direct": "pair plaintext", "pair plaintext": "pair plaintext", "pair mTLS": "pair mTLS",
-            "mesh default": "pair mTLS", "mesh tracing off": "pair mTLS", "mesh telemetry off": "pair mTLS"}
-    print(f"dataplane: 1 KB responses; throughput: wrk -t1 -c{CONNECTIONS} for {THROUGHPUT_S:.0f}s; latency: "
-          f"{RATE} req/s for {LATENCY_S:.0f}s, constant rate, from each request's due time; Envoy --concurrency 1; "
-          f"medians of {REPS} interleaved runs; load average {min(load):.1f}-{max(load):.1f} on "
-          f"{os.cpu_count()} cores (other work shares them)")
-    print(f"  {'path':20s} {'req/s':>8s} {'vs pair':>8s} {'p50 ms':>7s} {'p90 ms':>7s} {'p99 ms':>7s} "
-          f"{'Envoy CPU-s/1k':>15s} {'CP CPU-s/1k':>12s}")
+    pair = {
+        "direct": "pair plaintext",
+        "pair plaintext": "pair plaintext",
+        "pair mTLS": "pair mTLS",
+        "mesh default": "pair mTLS",
+        "mesh tracing off": "pair mTLS",
+        "mesh telemetry off": "pair mTLS",
+    }
+    print(
+        f"dataplane: 1 KB responses; throughput: wrk -t1 -c{CONNECTIONS} for {THROUGHPUT_S:.0f}s; latency: "
+        f"{RATE} req/s for {LATENCY_S:.0f}s, constant rate, from each request's due time; Envoy --concurrency 1; "
+        f"medians of {REPS} interleaved runs; load average {min(load):.1f}-{max(load):.1f} on "
+        f"{os.cpu_count()} cores (other work shares them)"
+    )
+    print(
+        f"  {'path':20s} {'req/s':>8s} {'vs pair':>8s} {'p50 ms':>7s} {'p90 ms':>7s} {'p99 ms':>7s} "
+        f"{'Envoy CPU-s/1k':>15s} {'CP CPU-s/1k':>12s}"
+    )
     for name, r in results.items():
         ratio = med(r.rps) / med(results[pair[name]].rps)
         envoy = "-" if name == "direct" else f"{med(r.envoy_cpu):.3f}"
-        print(f"  {name:20s} {med(r.rps):8.0f} {ratio:8.2f} {med(r.p50):7.2f} {med(r.p90):7.2f} {med(r.p99):7.2f} "
-              f"{envoy:>15s} {med(r.cp_cpu):12.4f}")
+        print(
+            f"  {name:20s} {med(r.rps):8.0f} {ratio:8.2f} {med(r.p50):7.2f} {med(r.p90):7.2f} {med(r.p99):7.2f} "
+            f"{envoy:>15s} {med(r.cp_cpu):12.4f}"
+        )
     mesh_p = results["mesh default"]
-    print(f"  added by the two sidecars at {RATE} req/s (mesh default vs direct): "
-          f"p50 +{med(mesh_p.p50) - med(results['direct'].p50):.2f} ms, "
-          f"p90 +{med(mesh_p.p90) - med(results['direct'].p90):.2f} ms, "
-          f"p99 +{med(mesh_p.p99) - med(results['direct'].p99):.2f} ms")
+    print(
+        f"  added by the two sidecars at {RATE} req/s (mesh default vs direct): "
+        f"p50 +{med(mesh_p.p50) - med(results['direct'].p50):.2f} ms, "
+        f"p90 +{med(mesh_p.p90) - med(results['direct'].p90):.2f} ms, "
+        f"p99 +{med(mesh_p.p99) - med(results['direct'].p99):.2f} ms"
+    )
     print(f"  sidecar RSS: {', '.join(f'{x:.0f} MB' for x in rss)}")
     tracing = med(mesh_p.envoy_cpu) / med(results["mesh tracing off"].envoy_cpu) - 1
     print(f"  tracing at 1% costs the sidecars {tracing:+.0%} CPU per request (mesh default vs tracing off)")

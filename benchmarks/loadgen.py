@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--rate", type=float, default=200, help="requests/s, open loop; 0 = closed loop")
     parser.add_argument("--connections", type=int, default=4, help="closed-loop connections (threads)")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="seconds (default 5, unlimited with --requests)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds (default 5, unlimited with --requests)")
     parser.add_argument("--requests", type=int, default=None, help="stop after N requests in total")
     parser.add_argument("--method", default="GET")
     parser.add_argument("--header", action="append", type=parse_header, default=[], metavar="NAME:VALUE")
@@ -183,13 +182,21 @@ def main(argv: list[str] | None = None) -> None:
         results = closed_loop(req, max(1, args.connections), duration, budget)
     elapsed = time.perf_counter() - started
     latencies = results.latencies
-    print(json.dumps({
-        "count": len(latencies), "errors": results.errors,
-        "codes": {str(code): n for code, n in sorted(results.codes.items())},
-        "seconds": elapsed, "rps": len(latencies) / elapsed if elapsed > 0 else 0.0,
-        "p50_ms": percentile(latencies, 0.50) * 1000, "p90_ms": percentile(latencies, 0.90) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000, "max_ms": max(latencies, default=float("nan")) * 1000,
-    }))
+    print(
+        json.dumps(
+            {
+                "count": len(latencies),
+                "errors": results.errors,
+                "codes": {str(code): n for code, n in sorted(results.codes.items())},
+                "seconds": elapsed,
+                "rps": len(latencies) / elapsed if elapsed > 0 else 0.0,
+                "p50_ms": percentile(latencies, 0.50) * 1000,
+                "p90_ms": percentile(latencies, 0.90) * 1000,
+                "p99_ms": percentile(latencies, 0.99) * 1000,
+                "max_ms": max(latencies, default=float("nan")) * 1000,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

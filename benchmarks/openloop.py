@@ -111,9 +111,17 @@ async def run(url: str, rate: float, duration: float, warmup: float) -> dict[str
     def pct(q: float) -> float:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
-    return {"count": len(ordered), "errors": errors, "codes": {str(k): v for k, v in sorted(codes.items())},
-            "rps": len(ordered) / duration, "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
-            "max_ms": ordered[-1] * 1000 if ordered else float("nan"), "connections": opened}
+    return {
+        "count": len(ordered),
+        "errors": errors,
+        "codes": {str(k): v for k, v in sorted(codes.items())},
+        "rps": len(ordered) / duration,
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": ordered[-1] * 1000 if ordered else float("nan"),
+        "connections": opened,
+    }
 
 
 def main() -> None:

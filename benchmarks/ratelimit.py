@@ -31,8 +31,12 @@ DOCS = REPO / "tests/data/istio-docs/rate-limit"
 def loadgen(url: str, *extra: str) -> dict[str, Any]:
     import subprocess
 
-    out = subprocess.run([sys.executable, LOADGEN, "--url", url, "--duration", str(SECONDS), *extra],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, LOADGEN, "--url", url, "--duration", str(SECONDS), *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     assert result["errors"] == 0 and set(result["codes"]) == {"200"}, result
     return result
@@ -43,8 +47,14 @@ async def _decisions(target: str, seconds: float, concurrency: int) -> dict[str,
     from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
     from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
-    request = rls_pb2.RateLimitRequest(domain="ratelimit", descriptors=[ratelimit_pb2.RateLimitDescriptor(
-        entries=[ratelimit_pb2.RateLimitDescriptor.Entry(key="PATH", value="/bench")])])
+    request = rls_pb2.RateLimitRequest(
+        domain="ratelimit",
+        descriptors=[
+            ratelimit_pb2.RateLimitDescriptor(
+                entries=[ratelimit_pb2.RateLimitDescriptor.Entry(key="PATH", value="/bench")]
+            )
+        ],
+    )
     async with grpc.aio.insecure_channel(target) as channel:
         stub = rls_pb2_grpc.RateLimitServiceStub(channel)
         await stub.ShouldRateLimit(request, timeout=5)
@@ -75,9 +85,12 @@ def client(argv: list[str]) -> None:
 
 
 def main() -> None:
-    with running_mesh(str(REPO / "samples/httpbin/httpbin.yaml"), str(REPO / "samples/curl"),
-                      str(REPO / "benchmarks/ratelimit/config.yaml"),
-                      str(REPO / "samples/ratelimit/rate-limit-service.yaml")) as mesh:
+    with running_mesh(
+        str(REPO / "samples/httpbin/httpbin.yaml"),
+        str(REPO / "samples/curl"),
+        str(REPO / "benchmarks/ratelimit/config.yaml"),
+        str(REPO / "samples/ratelimit/rate-limit-service.yaml"),
+    ) as mesh:
         url = f"http://127.0.0.1:{mesh.ingress_port}/get"
         loadgen(url, "--rate", "50")  # warm up
         without = loadgen(url, "--rate", str(RATE))
@@ -89,19 +102,30 @@ def main() -> None:
         before = _stats(mesh).get("total_hits", 0)
         tput_with = loadgen(url, "--rate", "0", "--connections", "4")
         counted = _stats(mesh).get("total_hits", 0) - before
-        direct = json.loads(mesh.exec("deploy/curl", "python3", str(REPO / "benchmarks/ratelimit.py"), "client",
-                                      "ratelimit:8081").stdout.strip().splitlines()[-1])
-    print(f"ratelimit: gateway -> httpbin at {RATE} req/s for {SECONDS}s, without and with the global rate limit "
-          "filter (every request one decision: gRPC to the service, Redis INCRBY+EXPIRE pipelined)")
+        direct = json.loads(
+            mesh.exec("deploy/curl", "python3", str(REPO / "benchmarks/ratelimit.py"), "client", "ratelimit:8081")
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+    print(
+        f"ratelimit: gateway -> httpbin at {RATE} req/s for {SECONDS}s, without and with the global rate limit "
+        "filter (every request one decision: gRPC to the service, Redis INCRBY+EXPIRE pipelined)"
+    )
     for label, r in (("without", without), ("with", with_limit)):
         print(f"  {label:8s} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  ({r['count']} requests)")
-    print(f"  added by the rate limit check: p50 +{with_limit['p50_ms'] - without['p50_ms']:.2f} ms, "
-          f"p99 +{with_limit['p99_ms'] - without['p99_ms']:.2f} ms")
-    print(f"  gateway closed loop (4 connections): without {tput_without['rps']:.0f} req/s, with "
-          f"{tput_with['rps']:.0f} req/s (ratio {tput_with['rps'] / tput_without['rps']:.2f}; "
-          f"service counted {counted} of {tput_with['count']} requests)")
-    print(f"  decisions: {direct['per_second']:.0f}/s (ShouldRateLimit, {CONCURRENCY} in flight, from the curl pod "
-          f"through its sidecar, {direct['decisions']} in {direct['seconds']:.1f}s)")
+    print(
+        f"  added by the rate limit check: p50 +{with_limit['p50_ms'] - without['p50_ms']:.2f} ms, "
+        f"p99 +{with_limit['p99_ms'] - without['p99_ms']:.2f} ms"
+    )
+    print(
+        f"  gateway closed loop (4 connections): without {tput_without['rps']:.0f} req/s, with "
+        f"{tput_with['rps']:.0f} req/s (ratio {tput_with['rps'] / tput_without['rps']:.2f}; "
+        f"service counted {counted} of {tput_with['count']} requests)"
+    )
+    print(
+        f"  decisions: {direct['per_second']:.0f}/s (ShouldRateLimit, {CONCURRENCY} in flight, from the curl pod "
+        f"through its sidecar, {direct['decisions']} in {direct['seconds']:.1f}s)"
+    )
 
 
 def _probe(url: str) -> bool:

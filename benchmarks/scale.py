@@ -64,8 +64,9 @@ def measure(n: int) -> tuple[float, list[float], int]:
             samples = []
             for change in range(CHANGES):
                 t0 = time.perf_counter()
-                status, body = client.post("/v1/apply", {"files": [{"name": "vs.yaml",
-                                                                    "text": ROUTE.format(timeout=change + 1)}]})
+                status, body = client.post(
+                    "/v1/apply", {"files": [{"name": "vs.yaml", "text": ROUTE.format(timeout=change + 1)}]}
+                )
                 assert status == 200, body
                 status, synced = client.get(f"/v1/sync?revision={body['revision']}&timeout=20")
                 assert status == 200 and synced["synced"], synced
@@ -78,8 +79,10 @@ def main() -> None:
     small, large = SIZES
     print(f"scale: {small} vs {large} services (one sidecar pod each, plus the ingress gateway)")
     for n, (up, samples, proxies) in results.items():
-        print(f"  {n:3d} services, {proxies:3d} proxies: up {up:5.1f} s; route change -> all ACKed "
-              f"p50 {percentile(samples, 0.5) * 1000:.0f} ms, p99 {percentile(samples, 0.99) * 1000:.0f} ms")
+        print(
+            f"  {n:3d} services, {proxies:3d} proxies: up {up:5.1f} s; route change -> all ACKed "
+            f"p50 {percentile(samples, 0.5) * 1000:.0f} ms, p99 {percentile(samples, 0.99) * 1000:.0f} ms"
+        )
     up_ratio = results[large][0] / results[small][0]
     conv_ratio = percentile(results[large][1], 0.5) / percentile(results[small][1], 0.5)
     print(f"  x{large / small:.0f} services: up x{up_ratio:.1f}, convergence p50 x{conv_ratio:.1f}")

@@ -48,13 +48,14 @@ def main() -> None:
     assert len(resources) > 1000 and not [i for i in issues if i.level == "error"]
     baseline = best_of(3, lambda: list(yaml.load_all(text, Loader=yaml.SafeLoader)))
     ours = best_of(3, lambda: parse_documents(text, "big.yaml"))
-    print(f"1 MB manifest ({len(resources)} objects): validated in {ours:.2f} s; "
-          f"PyYAML pure-Python parse alone {baseline:.2f} s (ratio {ours / baseline:.2f})")
+    print(
+        f"1 MB manifest ({len(resources)} objects): validated in {ours:.2f} s; "
+        f"PyYAML pure-Python parse alone {baseline:.2f} s (ratio {ours / baseline:.2f})"
+    )
     for name, hostile in mutate.special_inputs():
         seconds = best_of(3, lambda hostile=hostile, name=name: parse_documents(hostile, name))
         _, found = parse_documents(hostile, name)
-        print(f"{name}: rejected in {seconds * 1000:.0f} ms ({len(hostile)} bytes; first error: "
-              f"{str(found[0])[:90]})")
+        print(f"{name}: rejected in {seconds * 1000:.0f} ms ({len(hostile)} bytes; first error: {str(found[0])[:90]})")
 
 
 if __name__ == "__main__":

@@ -150,9 +150,7 @@ def xds_mtls_socket() -> dict[str, Any]:
                 "tls_certificate_sds_secret_configs": [_sds_secret(WORKLOAD_SECRET)],
                 "combined_validation_context": {
                     "default_validation_context": {
-                        "match_typed_subject_alt_names": [
-                            {"san_type": "DNS", "matcher": {"exact": CONTROL_PLANE_NAME}}
-                        ]
+                        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": CONTROL_PLANE_NAME}}]
                     },
                     "validation_context_sds_secret_config": _sds_secret(ROOT_SECRET),
                 },
@@ -229,8 +227,16 @@ def build_bootstrap(
                 "transport_api_version": "V3",
                 # Reconnect fast when the control plane restarts (Envoy's default back-off grows to 30 s):
                 # proxies must re-sync within a couple of seconds of it being back.
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER, "retry_policy": {
-                    "retry_back_off": {"base_interval": ADS_RETRY_BASE, "max_interval": ADS_RETRY_MAX}}}}],
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": XDS_CLUSTER,
+                            "retry_policy": {
+                                "retry_back_off": {"base_interval": ADS_RETRY_BASE, "max_interval": ADS_RETRY_MAX}
+                            },
+                        }
+                    }
+                ],
                 "set_node_on_first_message_only": True,
             },
             # initial_fetch_timeout 0s (like Istio): the proxy is not LIVE before it got its config.
@@ -240,8 +246,10 @@ def build_bootstrap(
         "static_resources": {
             "clusters": [
                 # With an agent (SDS), the control plane is reached over mTLS with the workload certificate.
-                {**_grpc_pipe_cluster(XDS_CLUSTER, xds_socket),
-                 **({"transport_socket": xds_mtls_socket()} if sds_socket is not None else {})},
+                {
+                    **_grpc_pipe_cluster(XDS_CLUSTER, xds_socket),
+                    **({"transport_socket": xds_mtls_socket()} if sds_socket is not None else {}),
+                },
                 *([_grpc_pipe_cluster(SDS_CLUSTER, sds_socket)] if sds_socket is not None else []),
                 *([zipkin_cluster(zipkin_socket)] if zipkin_socket is not None else []),
                 {
@@ -280,10 +288,12 @@ def build_bootstrap(
     out["static_resources"]["clusters"] += merged_stats_clusters(merged_stats_socket, app_metrics)
     if zipkin_socket is not None:
         static_layer["tracing.zipkin.flush_interval_ms"] = ZIPKIN_FLUSH_INTERVAL_MS
-    out["layered_runtime"] = {"layers": [
-        {"name": "static", "static_layer": static_layer},
-        {"name": "admin", "admin_layer": {}},
-    ]}
+    out["layered_runtime"] = {
+        "layers": [
+            {"name": "static", "static_layer": static_layer},
+            {"name": "admin", "admin_layer": {}},
+        ]
+    }
     return out
 
 
@@ -292,12 +302,17 @@ def merged_stats_listeners(merged: Path | None, app: tuple[Path, int] | None) ->
     pod whose app is scraped, a unix socket listener the merge server reads the app's metrics from."""
     out: list[dict[str, Any]] = []
     if merged is not None:
-        out.append(_static_http_listener(
-            "gossamer_merged_stats", MERGED_STATS_PORT,
-            [{"match": {"prefix": "/stats/prometheus"}, "route": {"cluster": MERGED_STATS_CLUSTER}}]))
+        out.append(
+            _static_http_listener(
+                "gossamer_merged_stats",
+                MERGED_STATS_PORT,
+                [{"match": {"prefix": "/stats/prometheus"}, "route": {"cluster": MERGED_STATS_CLUSTER}}],
+            )
+        )
     if merged is not None and app is not None:
         listener = _static_http_listener(
-            "gossamer_app_metrics", 0, [{"match": {"prefix": "/"}, "route": {"cluster": APP_METRICS_CLUSTER}}])
+            "gossamer_app_metrics", 0, [{"match": {"prefix": "/"}, "route": {"cluster": APP_METRICS_CLUSTER}}]
+        )
         listener["address"] = _pipe_address(app[0], 0o600)
         out.append(listener)
     return out
@@ -306,13 +321,36 @@ def merged_stats_listeners(merged: Path | None, app: tuple[Path, int] | None) ->
 def merged_stats_clusters(merged: Path | None, app: tuple[Path, int] | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if merged is not None:
-        out.append({"name": MERGED_STATS_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
-                    "load_assignment": {"cluster_name": MERGED_STATS_CLUSTER, "endpoints": _pipe_endpoints(merged)}})
+        out.append(
+            {
+                "name": MERGED_STATS_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": MERGED_STATS_CLUSTER, "endpoints": _pipe_endpoints(merged)},
+            }
+        )
     if merged is not None and app is not None:
-        out.append({"name": APP_METRICS_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
-                    "load_assignment": {"cluster_name": APP_METRICS_CLUSTER, "endpoints": [{"lb_endpoints": [
-                        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
-                                                                     "port_value": app[1]}}}}]}]}})
+        out.append(
+            {
+                "name": APP_METRICS_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": APP_METRICS_CLUSTER,
+                    "endpoints": [
+                        {
+                            "lb_endpoints": [
+                                {
+                                    "endpoint": {
+                                        "address": {"socket_address": {"address": "127.0.0.1", "port_value": app[1]}}
+                                    }
+                                }
+                            ]
+                        }
+                    ],
+                },
+            }
+        )
     return out
 
 

@@ -134,8 +134,11 @@ class Context:
         return self.of("Pod")
 
     def pods_matching(self, selector: Mapping[str, str] | None, namespace: str | None = None) -> list[Resource]:
-        return [p for p in self.pods if (namespace is None or p.namespace == namespace)
-                and selector_matches(selector, p.metadata.labels)]
+        return [
+            p
+            for p in self.pods
+            if (namespace is None or p.namespace == namespace) and selector_matches(selector, p.metadata.labels)
+        ]
 
     @cached_property
     def service_hosts(self) -> dict[tuple[str, str], ServiceView]:
@@ -144,9 +147,11 @@ class Context:
         out: dict[tuple[str, str], ServiceView] = {}
         for r in self.of("ServiceEntry"):
             spec = r.spec
-            view = ServiceView(r, tuple(ServicePort(p.number, p.name or "", (p.protocol or "").upper())
-                                        for p in spec.ports),
-                               spec.workload_selector.labels if spec.workload_selector else None)
+            view = ServiceView(
+                r,
+                tuple(ServicePort(p.number, p.name or "", (p.protocol or "").upper()) for p in spec.ports),
+                spec.workload_selector.labels if spec.workload_selector else None,
+            )
             for scope in _export_scopes(spec.export_to, r.namespace):
                 for h in spec.hosts:
                     out[(scope, to_fqdn(r.namespace, h))] = view
@@ -165,7 +170,7 @@ class Context:
         found = hosts.get((EXPORT_ALL, fqdn))
         if found:
             return found
-        for e in (export_to or [source_ns]):
+        for e in export_to or [source_ns]:
             found = hosts.get((source_ns if e == EXPORT_LOCAL else e, fqdn))
             if found:
                 return found
@@ -181,6 +186,13 @@ class Context:
     def message(self, code: str, resource: Resource, path: Sequence[str | int] | str, text: str) -> Message:
         """A finding on `resource`, pinned to the line of the field at `path` (a tuple or "spec.x[0].y")."""
         field_path: tuple[str | int, ...] = split_path(path) if isinstance(path, str) else tuple(path)
-        return Message(TYPES[code], resource.kind, resource.namespace, resource.name, resource.source_file,
-                       resource.line_of(field_path) if field_path else resource.source_line,
-                       format_path(field_path), text)
+        return Message(
+            TYPES[code],
+            resource.kind,
+            resource.namespace,
+            resource.name,
+            resource.source_file,
+            resource.line_of(field_path) if field_path else resource.source_line,
+            format_path(field_path),
+            text,
+        )

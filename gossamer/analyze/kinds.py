@@ -24,25 +24,57 @@ class AnyObject(Model):
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 
 # Kinds some analyzer reads (group, kind); the others are loaded and reported as not analyzed.
-ANALYZED: frozenset[tuple[str, str]] = frozenset({
-    ("", "Pod"), ("", "ConfigMap"), ("", "Node"), ("", "Namespace"), ("", "Service"), ("", "Secret"),
-    ("", "ServiceAccount"), ("apps", "Deployment"),
-    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
-    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
-    ("apiextensions.k8s.io", "CustomResourceDefinition"),
-    (GATEWAY_API_GROUP, "Gateway"), (GATEWAY_API_GROUP, "HTTPRoute"), (GATEWAY_API_GROUP, "GRPCRoute"),
-    ("extensions.istio.io", "WasmPlugin"), ("networking.istio.io", "ProxyConfig"),
-})
+ANALYZED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("", "Pod"),
+        ("", "ConfigMap"),
+        ("", "Node"),
+        ("", "Namespace"),
+        ("", "Service"),
+        ("", "Secret"),
+        ("", "ServiceAccount"),
+        ("apps", "Deployment"),
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+        ("apiextensions.k8s.io", "CustomResourceDefinition"),
+        (GATEWAY_API_GROUP, "Gateway"),
+        (GATEWAY_API_GROUP, "HTTPRoute"),
+        (GATEWAY_API_GROUP, "GRPCRoute"),
+        ("extensions.istio.io", "WasmPlugin"),
+        ("networking.istio.io", "ProxyConfig"),
+    }
+)
 
 # Kubernetes kinds without a namespace (metadata.namespace is dropped for them).
-CLUSTER_SCOPED: frozenset[str] = frozenset({
-    "Namespace", "Node", "PersistentVolume", "StorageClass", "CustomResourceDefinition", "ClusterRole",
-    "ClusterRoleBinding", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
-    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "APIService", "PriorityClass",
-    "RuntimeClass", "IngressClass", "GatewayClass", "CSIDriver", "CSINode", "VolumeAttachment",
-    "CertificateSigningRequest", "PodSecurityPolicy", "ComponentStatus", "FlowSchema",
-    "PriorityLevelConfiguration", "ClusterIssuer",
-})
+CLUSTER_SCOPED: frozenset[str] = frozenset(
+    {
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "StorageClass",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "APIService",
+        "PriorityClass",
+        "RuntimeClass",
+        "IngressClass",
+        "GatewayClass",
+        "CSIDriver",
+        "CSINode",
+        "VolumeAttachment",
+        "CertificateSigningRequest",
+        "PodSecurityPolicy",
+        "ComponentStatus",
+        "FlowSchema",
+        "PriorityLevelConfiguration",
+        "ClusterIssuer",
+    }
+)
 
 
 def _group_of(raw: dict[str, Any]) -> str:
@@ -54,9 +86,18 @@ def _plain_kind(kind: str, raw: dict[str, Any]) -> KindInfo:
     api_version = raw.get("apiVersion")
     group, _, version = api_version.rpartition("/") if isinstance(api_version, str) else ("", "", "")
     extra = tuple(str(k) for k in raw if k not in ("apiVersion", "kind", "metadata", "spec", "status"))
-    return KindInfo(group, (version,) if version else ("v1",), kind, kind.lower() + "s", (),
-                    kind not in CLUSTER_SCOPED, AnyObject, v.validate_nothing, name_rule="any",
-                    extra_top_level=extra)
+    return KindInfo(
+        group,
+        (version,) if version else ("v1",),
+        kind,
+        kind.lower() + "s",
+        (),
+        kind not in CLUSTER_SCOPED,
+        AnyObject,
+        v.validate_nothing,
+        name_rule="any",
+        extra_top_level=extra,
+    )
 
 
 def analysis_kind(kind: str, raw: dict[str, Any]) -> KindInfo:

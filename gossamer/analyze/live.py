@@ -28,9 +28,15 @@ def runtime_pods(pods: Sequence[Any], stored: Sequence[Resource] = ()) -> list[R
         template = as_dict(as_dict(d.raw.get("spec")).get("template")) if d is not None else {}
         spec = as_dict(template.get("spec"))
         containers = [c for c in spec.get("containers") or [] if isinstance(c, dict) and c.get("name") != "istio-proxy"]
-        doc = pod_document(p.name, p.namespace, dict(p.labels), sidecar=p.has_sidecar or p.proxy_type == "router",
-                           annotations=as_dict(as_dict(template.get("metadata")).get("annotations")),
-                           service_account=p.service_account, containers=containers)
+        doc = pod_document(
+            p.name,
+            p.namespace,
+            dict(p.labels),
+            sidecar=p.has_sidecar or p.proxy_type == "router",
+            annotations=as_dict(as_dict(template.get("metadata")).get("annotations")),
+            service_account=p.service_account,
+            containers=containers,
+        )
         if isinstance(spec.get("securityContext"), dict):
             doc["spec"]["securityContext"] = spec["securityContext"]
         out.append(pod_resource(doc, RUNTIME_SOURCE))
@@ -60,14 +66,29 @@ def with_field_lines(stored: Sequence[Resource]) -> list[Resource]:
     return out
 
 
-def analyze_mesh(files: Sequence[tuple[str, str]], stored: Sequence[Resource], pods: Sequence[Any], *,
-                 namespace: str = "default", all_namespaces: bool = False,
-                 mesh_config: tuple[str, str] | None = None, analyzers: Sequence[str] | None = None) -> Result:
-    return analyze(files, namespace=namespace, all_namespaces=all_namespaces, mesh_config=mesh_config,
-                   existing=with_field_lines(stored), pods=runtime_pods(pods, stored), analyzers=analyzers)
+def analyze_mesh(
+    files: Sequence[tuple[str, str]],
+    stored: Sequence[Resource],
+    pods: Sequence[Any],
+    *,
+    namespace: str = "default",
+    all_namespaces: bool = False,
+    mesh_config: tuple[str, str] | None = None,
+    analyzers: Sequence[str] | None = None,
+) -> Result:
+    return analyze(
+        files,
+        namespace=namespace,
+        all_namespaces=all_namespaces,
+        mesh_config=mesh_config,
+        existing=with_field_lines(stored),
+        pods=runtime_pods(pods, stored),
+        analyzers=analyzers,
+    )
 
 
 def mesh_messages(stored: Sequence[Resource], pods: Sequence[Any]) -> list[Message]:
     """Every message about the running mesh's config, all namespaces (the dashboard's config view)."""
-    return analyze_mesh([], stored, pods, all_namespaces=True,
-                        analyzers=[a.name for a in without_envoy_check()]).messages
+    return analyze_mesh(
+        [], stored, pods, all_namespaces=True, analyzers=[a.name for a in without_envoy_check()]
+    ).messages

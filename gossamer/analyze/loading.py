@@ -73,13 +73,31 @@ def load_for_analysis(files: Sequence[tuple[str, str]], namespace: str = "defaul
         resources, issues = parse_documents(text, filename, kinds=kinds)
         for res, finding in deferred:
             if not res.group.endswith("istio.io"):  # istioctl validates Istio's kinds only (IST0106)
-                out.warnings.append(Issue("warning", res.source_file, finding.line or res.line_of(finding.path),
-                                          res.kind, res.name, format_path(finding.path), finding.message))
+                out.warnings.append(
+                    Issue(
+                        "warning",
+                        res.source_file,
+                        finding.line or res.line_of(finding.path),
+                        res.kind,
+                        res.name,
+                        format_path(finding.path),
+                        finding.message,
+                    )
+                )
                 continue
             namespace_given = bool((res.raw.get("metadata") or {}).get("namespace"))
-            out.messages.append(Message(TYPES["IST0106"], res.kind, res.namespace if namespace_given else namespace,
-                                        res.name, res.source_file, finding.line or res.line_of(finding.path),
-                                        format_path(finding.path), finding.message))
+            out.messages.append(
+                Message(
+                    TYPES["IST0106"],
+                    res.kind,
+                    res.namespace if namespace_given else namespace,
+                    res.name,
+                    res.source_file,
+                    finding.line or res.line_of(finding.path),
+                    format_path(finding.path),
+                    finding.message,
+                )
+            )
         for issue in issues:
             if issue.level == "error":
                 info = kind_for(issue.kind)

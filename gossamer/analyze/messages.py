@@ -133,10 +133,27 @@ class Message:
 
     def to_issue(self) -> Issue:
         """As an apply-time warning (analysis never rejects config, whatever Istio's level)."""
-        return Issue("warning", self.file, self.line, self.kind, self.name, self.field,
-                     f"{self.text} ({self.code} {self.type.name})")
+        return Issue(
+            "warning",
+            self.file,
+            self.line,
+            self.kind,
+            self.name,
+            self.field,
+            f"{self.text} ({self.code} {self.type.name})",
+        )
 
     def to_json(self) -> dict[str, object]:
-        return {"code": self.code, "name": self.type.name, "level": self.level, "kind": self.kind,
-                "namespace": self.namespace, "resource": self.name, "file": self.file, "line": self.line,
-                "field": self.field, "message": self.text, "text": str(self)}
+        return {
+            "code": self.code,
+            "name": self.type.name,
+            "level": self.level,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "resource": self.name,
+            "file": self.file,
+            "line": self.line,
+            "field": self.field,
+            "message": self.text,
+            "text": str(self),
+        }

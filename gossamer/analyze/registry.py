@@ -24,8 +24,9 @@ class Analyzer:
 ANALYZERS: list[Analyzer] = []
 
 
-def analyzer(name: str, description: str, codes: Iterable[str], *,
-             default: bool = True) -> Callable[[AnalyzerFunc], AnalyzerFunc]:
+def analyzer(
+    name: str, description: str, codes: Iterable[str], *, default: bool = True
+) -> Callable[[AnalyzerFunc], AnalyzerFunc]:
     def register(func: AnalyzerFunc) -> AnalyzerFunc:
         ANALYZERS.append(Analyzer(name, description, tuple(codes), func, default))
         return func

@@ -50,9 +50,14 @@ def select_analyzers(names: Iterable[str] | None = None) -> list[Analyzer]:
     return [a for a in every if a.name in wanted]
 
 
-def run_analyzers(resources: Sequence[Resource], mesh: MeshConfig | None = None, *,
-                  namespace: str | None = None, istio_namespace: str = "istio-system",
-                  analyzers: Sequence[Analyzer] | None = None) -> list[Message]:
+def run_analyzers(
+    resources: Sequence[Resource],
+    mesh: MeshConfig | None = None,
+    *,
+    namespace: str | None = None,
+    istio_namespace: str = "istio-system",
+    analyzers: Sequence[Analyzer] | None = None,
+) -> list[Message]:
     """Every message the analyzers find, for objects in `namespace` (None: all namespaces; messages on
     cluster-scoped objects are always kept), deduplicated and sorted by file and line."""
     ctx = Context(resources, mesh or MeshConfig(), istio_namespace)

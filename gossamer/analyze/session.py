@@ -25,26 +25,45 @@ class Result:
     unreadable: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"messages": [m.to_json() for m in self.messages], "notAnalyzed": dict(self.not_analyzed),
-                "notes": list(self.notes), "unreadable": list(self.unreadable)}
+        return {
+            "messages": [m.to_json() for m in self.messages],
+            "notAnalyzed": dict(self.not_analyzed),
+            "notes": list(self.notes),
+            "unreadable": list(self.unreadable),
+        }
 
 
-def pod_document(name: str, namespace: str, labels: dict[str, str], *, sidecar: bool,
-                 annotations: dict[str, str] | None = None, service_account: str = "default",
-                 containers: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def pod_document(
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    *,
+    sidecar: bool,
+    annotations: dict[str, str] | None = None,
+    service_account: str = "default",
+    containers: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """A Pod as Kubernetes would show it: the app containers, plus `istio-proxy` when it has a sidecar."""
     spec_containers = [dict(c) for c in containers] or [{"name": "app"}]
     if sidecar:
         spec_containers.append({"name": "istio-proxy", "image": "docker.io/istio/proxyv2"})
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
-                         "annotations": dict(annotations or {})},
-            "spec": {"serviceAccountName": service_account, "containers": spec_containers}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "annotations": dict(annotations or {}),
+        },
+        "spec": {"serviceAccountName": service_account, "containers": spec_containers},
+    }
 
 
 def pod_resource(doc: dict[str, Any], source: str) -> Resource:
-    return Resource(api_version="v1", kind="Pod", metadata=Metadata.model_validate(doc["metadata"]),
-                    source_file=source, raw=doc)
+    return Resource(
+        api_version="v1", kind="Pod", metadata=Metadata.model_validate(doc["metadata"]), source_file=source, raw=doc
+    )
 
 
 def derived_pods(resources: Iterable[Resource]) -> list[Resource]:
@@ -60,9 +79,15 @@ def derived_pods(resources: Iterable[Resource]) -> list[Resource]:
         containers = [{"name": c.name, "image": c.image or ""} for c in template.spec.containers]
         if router:
             containers = [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2"}]
-        doc = pod_document(f"{d.name}-0", d.namespace, dict(template.metadata.labels), sidecar=sidecar,
-                           annotations=annotations, service_account=template.spec.service_account_name,
-                           containers=containers)
+        doc = pod_document(
+            f"{d.name}-0",
+            d.namespace,
+            dict(template.metadata.labels),
+            sidecar=sidecar,
+            annotations=annotations,
+            service_account=template.spec.service_account_name,
+            containers=containers,
+        )
         out.append(pod_resource(doc, d.source_file if d.source_file == BUILTIN_SOURCE else DERIVED_SOURCE))
     return out
 
@@ -72,13 +97,23 @@ def builtin_resources() -> list[Resource]:
     from gossamer.controlplane.workloads import builtin_documents
     from gossamer.resources.loader import resource_from_raw
 
-    return [resource_from_raw(doc, BUILTIN_SOURCE, 0) for doc in builtin_documents()
-            if doc["kind"] in ("Service", "Deployment")]
+    return [
+        resource_from_raw(doc, BUILTIN_SOURCE, 0)
+        for doc in builtin_documents()
+        if doc["kind"] in ("Service", "Deployment")
+    ]
 
 
-def analyze(files: Sequence[tuple[str, str]], *, namespace: str = "default", all_namespaces: bool = False,
-            mesh_config: tuple[str, str] | None = None, existing: Sequence[Resource] | None = None,
-            pods: Sequence[Resource] | None = None, analyzers: Sequence[str] | None = None) -> Result:
+def analyze(
+    files: Sequence[tuple[str, str]],
+    *,
+    namespace: str = "default",
+    all_namespaces: bool = False,
+    mesh_config: tuple[str, str] | None = None,
+    existing: Sequence[Resource] | None = None,
+    pods: Sequence[Resource] | None = None,
+    analyzers: Sequence[str] | None = None,
+) -> Result:
     """Analyze `files` = (name, text) over `existing` (None: nothing runs; Gossamer's built-in gateway
     is assumed, as istioctl assumes Istio's) and the running `pods`. `mesh_config` = (name, text) of a
     MeshConfig file (istioctl's --meshConfigFile); else the `istio` ConfigMap, else Istio's defaults."""
@@ -99,11 +134,13 @@ def analyze(files: Sequence[tuple[str, str]], *, namespace: str = "default", all
         mesh = parse_mesh_config(mesh_config[1], mesh_config[0])
     else:
         mesh = mesh_config_from_resources(resources) or MeshConfig()
-    messages = run_analyzers(resources, mesh, namespace=None if all_namespaces else namespace,
-                             analyzers=select_analyzers(analyzers))
+    messages = run_analyzers(
+        resources, mesh, namespace=None if all_namespaces else namespace, analyzers=select_analyzers(analyzers)
+    )
     schema = [m for m in loaded.messages if all_namespaces or not m.namespace or m.namespace == namespace]
-    result.messages = sorted([*schema, *(m for m in messages if m.file != DERIVED_SOURCE)],
-                             key=lambda m: (m.file, m.line, m.code))
+    result.messages = sorted(
+        [*schema, *(m for m in messages if m.file != DERIVED_SOURCE)], key=lambda m: (m.file, m.line, m.code)
+    )
     result.notes = [str(w) for w in loaded.warnings]
     result.unreadable = [str(i) for i in loaded.unreadable]
     return result

@@ -32,13 +32,25 @@ CONFIG_TYPES = {"listeners": LISTENER, "routes": ROUTE, "clusters": CLUSTER, "en
 
 def pod_json(pod: PodStatus, netns: str) -> dict[str, Any]:
     return {
-        "name": pod.name, "namespace": pod.namespace, "deployment": pod.deployment, "ip": pod.ip,
-        "labels": dict(pod.labels), "serviceAccount": pod.service_account, "phase": pod.phase,
-        "ready": pod.ready, "appReady": pod.app_ready, "proxyReady": pod.proxy_ready,
-        "hasSidecar": pod.has_sidecar, "proxyType": pod.proxy_type, "restarts": pod.restarts,
-        "startedAt": pod.started_at, "netns": netns, "proxyUid": pod.proxy_uid,
+        "name": pod.name,
+        "namespace": pod.namespace,
+        "deployment": pod.deployment,
+        "ip": pod.ip,
+        "labels": dict(pod.labels),
+        "serviceAccount": pod.service_account,
+        "phase": pod.phase,
+        "ready": pod.ready,
+        "appReady": pod.app_ready,
+        "proxyReady": pod.proxy_ready,
+        "hasSidecar": pod.has_sidecar,
+        "proxyType": pod.proxy_type,
+        "restarts": pod.restarts,
+        "startedAt": pod.started_at,
+        "netns": netns,
+        "proxyUid": pod.proxy_uid,
         "runAs": [{"container": name, "uid": uid, "gid": gid} for name, uid, gid in pod.run_as],
-        "reason": pod.reason, "waiting": list(pod.waiting),
+        "reason": pod.reason,
+        "waiting": list(pod.waiting),
     }
 
 
@@ -51,7 +63,8 @@ async def _files_body(request: web.Request) -> tuple[dict[str, Any], list[tuple[
         return {}, None
     files = body.get("files", []) if isinstance(body, dict) else None
     if not isinstance(files, list) or not all(
-            isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("text"), str) for f in files):
+        isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("text"), str) for f in files
+    ):
         return {}, None
     return body, [(f["name"], f["text"]) for f in files]
 
@@ -69,8 +82,9 @@ def loopback_host(host: str) -> bool:
 
 
 @web.middleware
-async def loopback_host_only(request: web.Request,
-                             handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def loopback_host_only(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     if not loopback_host(request.host or ""):
         return web.Response(status=403, text="only loopback Host names (127.0.0.1, localhost) are answered\n")
     return await handler(request)
@@ -85,27 +99,29 @@ class Api:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.add_routes([
-            web.get("/v1/ready", self.ready),
-            web.post("/v1/apply", self.apply),
-            web.post("/v1/analyze", self.analyze),
-            web.post("/v1/delete", self.delete),
-            web.get("/v1/resources/{kind}", self.list_resources),
-            web.get("/v1/status", self.status),
-            web.get("/v1/pods/{namespace}/{ref:.+}", self.pod),
-            web.get("/v1/proxy-config/{namespace}/{ref:.+}", self.proxy_config),
-            web.get("/v1/describe/{namespace}/{ref:.+}", self.describe),
-            web.post("/v1/explain", self.explain_request),
-            web.get("/v1/sync", self.sync),
-            # The runtime (kubelet) side: desired state, pod reports, its agents' certificates.
-            web.get("/v1/runtime/desired", self.runtime_desired),
-            web.put("/v1/runtime/pods", self.runtime_pods),
-            web.post("/v1/runtime/csr", self.runtime_csr),
-            web.get("/v1/runtime/root", self.runtime_root),
-            web.get("/metrics", self.metrics),
-            web.post("/v1/metrics/query", self.metrics_query),
-            web.get("/v1/traces", self.traces),
-        ])
+        app.add_routes(
+            [
+                web.get("/v1/ready", self.ready),
+                web.post("/v1/apply", self.apply),
+                web.post("/v1/analyze", self.analyze),
+                web.post("/v1/delete", self.delete),
+                web.get("/v1/resources/{kind}", self.list_resources),
+                web.get("/v1/status", self.status),
+                web.get("/v1/pods/{namespace}/{ref:.+}", self.pod),
+                web.get("/v1/proxy-config/{namespace}/{ref:.+}", self.proxy_config),
+                web.get("/v1/describe/{namespace}/{ref:.+}", self.describe),
+                web.post("/v1/explain", self.explain_request),
+                web.get("/v1/sync", self.sync),
+                # The runtime (kubelet) side: desired state, pod reports, its agents' certificates.
+                web.get("/v1/runtime/desired", self.runtime_desired),
+                web.put("/v1/runtime/pods", self.runtime_pods),
+                web.post("/v1/runtime/csr", self.runtime_csr),
+                web.get("/v1/runtime/root", self.runtime_root),
+                web.get("/metrics", self.metrics),
+                web.post("/v1/metrics/query", self.metrics_query),
+                web.get("/v1/traces", self.traces),
+            ]
+        )
         return app
 
     def metrics_app(self) -> web.Application:
@@ -118,8 +134,10 @@ class Api:
     async def metrics(self, request: web.Request) -> web.Response:
         """Istio's standard metrics of the whole mesh (read from the pods now) and the control plane's
         own (istiod's pilot_*), in Prometheus' text format."""
-        return web.Response(body=(await self.cp.metrics.text()).encode() + generate_latest(PILOT.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=(await self.cp.metrics.text()).encode() + generate_latest(PILOT.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
 
     async def metrics_query(self, request: web.Request) -> web.Response:
         """A PromQL instant query to the mesh's Prometheus (`up --prometheus`)."""
@@ -144,15 +162,25 @@ class Api:
             limit = int(request.query.get("limit") or 20)
         except ValueError:
             return _error(400, "limit must be a number")
-        return web.json_response({"traces": self.cp.traces.traces(service=request.query.get("service") or None,
-                                                                  limit=limit),
-                                  "spans": len(self.cp.traces)})
+        return web.json_response(
+            {
+                "traces": self.cp.traces.traces(service=request.query.get("service") or None, limit=limit),
+                "spans": len(self.cp.traces),
+            }
+        )
 
     async def ready(self, request: web.Request) -> web.Response:
-        return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url,
-                                  "pid": os.getpid(), "dashboard": self.dashboard_url,
-                                  "pods": len(self.cp.runtime.pods()), "proxies": len(self.cp.ads.proxies()),
-                                  "podsKnown": self.cp.runtime.known.is_set()})
+        return web.json_response(
+            {
+                "ready": self.cp.is_ready(),
+                "ingress": self.cp.ingress_url,
+                "pid": os.getpid(),
+                "dashboard": self.dashboard_url,
+                "pods": len(self.cp.runtime.pods()),
+                "proxies": len(self.cp.ads.proxies()),
+                "podsKnown": self.cp.runtime.known.is_set(),
+            }
+        )
 
     async def apply(self, request: web.Request) -> web.Response:
         body, files = await _files_body(request)
@@ -166,8 +194,9 @@ class Api:
             # everything: on a worker thread, so the event loop keeps serving the API and the proxies meanwhile.
             existing = [r for rs in self.cp.snapshots.resources().values() for r in rs]
             issues, warnings = await asyncio.to_thread(precheck, files, namespace, existing)
-            result = self.cp.apply(files, dry_run=bool(body.get("dryRun")), namespace=namespace, envoy_issues=issues,
-                                   warnings=warnings)
+            result = self.cp.apply(
+                files, dry_run=bool(body.get("dryRun")), namespace=namespace, envoy_issues=issues, warnings=warnings
+            )
         out = result.to_json()
         out["revision"] = self.cp.store.revision()
         return web.json_response(out, status=200 if result.ok else 422)
@@ -184,9 +213,15 @@ class Api:
         pods = self.cp.runtime.pods()
         try:  # in a worker thread: building every proxy's config for Envoy's check takes a while on a big mesh
             result = await asyncio.to_thread(
-                analyze_mesh, files, stored, pods, namespace=body.get("namespace") or "default",
+                analyze_mesh,
+                files,
+                stored,
+                pods,
+                namespace=body.get("namespace") or "default",
                 all_namespaces=bool(body.get("allNamespaces")),
-                mesh_config=(mesh["name"], mesh["text"]) if mesh else None, analyzers=body.get("analyzers"))
+                mesh_config=(mesh["name"], mesh["text"]) if mesh else None,
+                analyzers=body.get("analyzers"),
+            )
         except ValueError as e:
             return _error(400, str(e))
         return web.json_response(result.to_json())
@@ -211,8 +246,11 @@ class Api:
         namespace = request.query.get("namespace") or None
         name = request.query.get("name") or None
         if info.kind == "Pod":
-            items = [self._pod_resource(p) for p in self.cp.runtime.pods()
-                     if (namespace is None or p.namespace == namespace) and (name is None or p.name == name)]
+            items = [
+                self._pod_resource(p)
+                for p in self.cp.runtime.pods()
+                if (namespace is None or p.namespace == namespace) and (name is None or p.name == name)
+            ]
         else:
             ns_filter = namespace if info.namespaced else None
             if name is not None and (ns_filter is not None or not info.namespaced):
@@ -234,30 +272,54 @@ class Api:
         return web.json_response({"kind": info.kind, "items": items})
 
     def _pod_resource(self, pod: PodStatus) -> dict[str, Any]:
-        return {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": pod.name, "namespace": pod.namespace, "labels": dict(pod.labels)},
-                "status": pod_json(pod, self.cp.runtime.netns_name(pod.name, pod.namespace))}
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod.name, "namespace": pod.namespace, "labels": dict(pod.labels)},
+            "status": pod_json(pod, self.cp.runtime.netns_name(pod.name, pod.namespace)),
+        }
 
     async def status(self, request: web.Request) -> web.Response:
         pods = [pod_json(p, self.cp.runtime.netns_name(p.name, p.namespace)) for p in self.cp.runtime.pods()]
         proxies = []
         stats = self.cp.pusher.stats
         for p in self.cp.ads.proxies():
-            proxies.append({
-                "nodeId": p.node_id, "group": p.group, "delta": p.delta,
-                # Its config could not be translated: it keeps the last one it had (others are unaffected).
-                "translationError": stats.errors.get(p.group),
-                "types": {SHORT_NAMES.get(t, t): {"state": state, "sent": s.sent_version, "acked": s.acked_version,
-                                                  "error": s.error}
-                          for t, s in p.types.items() for state in [p.synced.get(t, "NOT SENT")]},
-            })
+            proxies.append(
+                {
+                    "nodeId": p.node_id,
+                    "group": p.group,
+                    "delta": p.delta,
+                    # Its config could not be translated: it keeps the last one it had (others are unaffected).
+                    "translationError": stats.errors.get(p.group),
+                    "types": {
+                        SHORT_NAMES.get(t, t): {
+                            "state": state,
+                            "sent": s.sent_version,
+                            "acked": s.acked_version,
+                            "error": s.error,
+                        }
+                        for t, s in p.types.items()
+                        for state in [p.synced.get(t, "NOT SENT")]
+                    },
+                }
+            )
         control_plane, runtime = processes_status(self.cp.paths, self.cp.runtime.process(), self.cp.started_at)
-        return web.json_response({"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url,
-                                  "controlPlane": control_plane, "runtime": runtime, "pods": pods,
-                                  "proxies": proxies,
-                                  "pushes": {"full": stats.full_pushes, "endpoints": stats.endpoint_pushes,
-                                             "lastSeconds": stats.last_push_seconds},
-                                  "patchErrors": {g: list(e) for g, e in stats.patch_errors.items()}})
+        return web.json_response(
+            {
+                "ready": self.cp.is_ready(),
+                "ingress": self.cp.ingress_url,
+                "controlPlane": control_plane,
+                "runtime": runtime,
+                "pods": pods,
+                "proxies": proxies,
+                "pushes": {
+                    "full": stats.full_pushes,
+                    "endpoints": stats.endpoint_pushes,
+                    "lastSeconds": stats.last_push_seconds,
+                },
+                "patchErrors": {g: list(e) for g, e in stats.patch_errors.items()},
+            }
+        )
 
     def _find_pod(self, namespace: str, ref: str) -> PodStatus | None:
         try:
@@ -327,8 +389,11 @@ class Api:
         pod, proxy = found
         wanted = request.query.get("type", "all")
         types = CONFIG_TYPES if wanted == "all" else {wanted: CONFIG_TYPES[wanted]}
-        out: dict[str, Any] = {"nodeId": proxy.node_id, "group": proxy.group,
-                               "patchErrors": list(self.cp.pusher.stats.patch_errors.get(proxy.group, []))}
+        out: dict[str, Any] = {
+            "nodeId": proxy.node_id,
+            "group": proxy.group,
+            "patchErrors": list(self.cp.pusher.stats.patch_errors.get(proxy.group, [])),
+        }
         for key, type_url in types.items():
             version, resources = self.cp.cache.get(proxy.group, type_url)
             out[key] = {"version": version, "items": [json_format.MessageToDict(r) for r in resources.values()]}
@@ -347,10 +412,16 @@ class Api:
         try:
             out = explain.explain(
                 explain.unpack({t: res for t, (_, res) in packed.items()}),
-                url=str(body.get("url", "")), method=str(body.get("method") or "GET"),
-                headers=body.get("headers") or [], inbound=bool(body.get("inbound")), namespace=pod.namespace,
-                services=self.cp.snapshot().services, pod_ip=pod.ip, proxy=proxy.node_id,
-                sync=explain.sync_states(proxy.types, proxy.synced, {t: v for t, (v, _) in packed.items()}))
+                url=str(body.get("url", "")),
+                method=str(body.get("method") or "GET"),
+                headers=body.get("headers") or [],
+                inbound=bool(body.get("inbound")),
+                namespace=pod.namespace,
+                services=self.cp.snapshot().services,
+                pod_ip=pod.ip,
+                proxy=proxy.node_id,
+                sync=explain.sync_states(proxy.types, proxy.synced, {t: v for t, (v, _) in packed.items()}),
+            )
         except explain.ExplainError as e:
             return _error(400, str(e))
         out["pod"] = pod.name
@@ -362,8 +433,10 @@ class Api:
         timeout = float(request.query.get("timeout") or 10)
         started = time.monotonic()
         synced = await self.cp.wait_config_synced(revision, timeout)
-        return web.json_response({"synced": synced, "revision": revision, "seconds": time.monotonic() - started},
-                                 status=200 if synced else 504)
+        return web.json_response(
+            {"synced": synced, "revision": revision, "seconds": time.monotonic() - started},
+            status=200 if synced else 504,
+        )
 
     # ---- the runtime's side of the API (a kubelet's) ------------------------------------
 
@@ -388,8 +461,15 @@ class Api:
         body = await request.json()
         try:
             cert = await asyncio.to_thread(
-                sign_pod_csr, self.cp.ca, self.cp.runtime, namespace=str(body["namespace"]), pod=str(body["pod"]),
-                identity=str(body["identity"]), csr_pem=str(body["csr"]), ttl_seconds=float(body["ttlSeconds"]))
+                sign_pod_csr,
+                self.cp.ca,
+                self.cp.runtime,
+                namespace=str(body["namespace"]),
+                pod=str(body["pod"]),
+                identity=str(body["identity"]),
+                csr_pem=str(body["csr"]),
+                ttl_seconds=float(body["ttlSeconds"]),
+            )
         except PodUnknown as e:
             return _error(409, str(e))
         except (CsrRejected, KeyError, ValueError, TypeError) as e:

@@ -52,9 +52,8 @@ def print_describe(console: Console, body: dict[str, Any]) -> None:
             _line(console, "DestinationRule: none", 3)
             continue
         matched = ", ".join(dr["podSubsets"]) or "none"
-        _line(console, f"DestinationRule: {dr['name']} for \"{dr['host']}\"", 3)
-        _line(console, f"Matching subsets: {matched}  (of {', '.join(s['name'] for s in dr['subsets']) or 'none'})",
-              6)
+        _line(console, f'DestinationRule: {dr["name"]} for "{dr["host"]}"', 3)
+        _line(console, f"Matching subsets: {matched}  (of {', '.join(s['name'] for s in dr['subsets']) or 'none'})", 6)
         summary = _policy(dr["trafficPolicy"])
         _line(console, f"Traffic policy: {summary or 'none'}", 6)
         for s in dr["subsets"]:
@@ -66,24 +65,37 @@ def print_describe(console: Console, body: dict[str, Any]) -> None:
     for p in pa["ports"]:
         _line(console, f"port {p['port']}: {p['mode']} (from {p['policy']})", 3)
     authz = body["authorizationPolicies"]
-    _line(console, "AuthorizationPolicies: " + (", ".join(
-        f"{a['action']} {a['name']}" + (f" ({a['note']})" if a.get("note") else "") for a in authz) or "none"))
+    _line(
+        console,
+        "AuthorizationPolicies: "
+        + (
+            ", ".join(f"{a['action']} {a['name']}" + (f" ({a['note']})" if a.get("note") else "") for a in authz)
+            or "none"
+        ),
+    )
     _line(console, "RequestAuthentications: " + (", ".join(body["requestAuthentications"]) or "none"))
     sc = body["sidecar"]
     _line(console, f"Sidecar: {sc['name'] or 'none'}  outbound: {sc['outboundTrafficPolicy']}")
     tel = body["telemetry"]
-    tracing = ", ".join(f"{side} {'off' if t is None else str(t['sampling']) + '%'}"
-                        for side, t in tel["tracing"].items())
-    _line(console, f"Telemetry: {', '.join(tel['policies']) or 'defaults'}  access logs "
-                   f"{'on' if tel['accessLogging'] else 'off'}, metrics {'on' if tel['metrics'] else 'off'}, "
-                   f"tracing {tracing}")
+    tracing = ", ".join(
+        f"{side} {'off' if t is None else str(t['sampling']) + '%'}" for side, t in tel["tracing"].items()
+    )
+    _line(
+        console,
+        f"Telemetry: {', '.join(tel['policies']) or 'defaults'}  access logs "
+        f"{'on' if tel['accessLogging'] else 'off'}, metrics {'on' if tel['metrics'] else 'off'}, "
+        f"tracing {tracing}",
+    )
     _line(console, "EnvoyFilters: " + (", ".join(body["envoyFilters"]) or "none"))
     mesh = body.get("meshConfig")
     if mesh is not None:
         _line(console, f"Mesh config: {mesh['source'] or 'defaults (no ConfigMap istio-system/istio)'}")
         for key, value in mesh["options"].items():
-            shown = ", ".join(value) or "none" if isinstance(value, list) else (
-                str(value).lower() if isinstance(value, bool) else ("\"\"" if value == "" else value))
+            shown = (
+                ", ".join(value) or "none"
+                if isinstance(value, list)
+                else (str(value).lower() if isinstance(value, bool) else ('""' if value == "" else value))
+            )
             _line(console, f"{key}: {shown}", 3)
     for gw in body["gateways"]:
         servers = ", ".join(f"{s['port']}/{s['protocol']} {','.join(s['hosts'])}" for s in gw["servers"])
@@ -103,7 +115,13 @@ def print_secret(console: Console, body: dict[str, Any]) -> None:
     if not body["streams"]:
         _line(console, "SDS: no stream connected")
     for s in body["streams"]:
-        state = "NACKED: " + (s["error"] or "") if s["nackedVersion"] else (
-            "ACKED" if s["ackedVersion"] and s["ackedVersion"] == s["sentVersion"] else "SENT")
-        _line(console, f"SDS stream {s['streamId']} {s['nodeId']}: {','.join(s['resourceNames'])} "
-                       f"version {s['ackedVersion'] or '-'} {state}")
+        state = (
+            "NACKED: " + (s["error"] or "")
+            if s["nackedVersion"]
+            else ("ACKED" if s["ackedVersion"] and s["ackedVersion"] == s["sentVersion"] else "SENT")
+        )
+        _line(
+            console,
+            f"SDS stream {s['streamId']} {s['nodeId']}: {','.join(s['resourceNames'])} "
+            f"version {s['ackedVersion'] or '-'} {state}",
+        )

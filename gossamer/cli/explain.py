@@ -25,8 +25,11 @@ def _rule(entry: dict[str, Any]) -> str:
 def print_explanation(console: Console, body: dict[str, Any]) -> None:
     req = body["request"]
     direction = "to" if req.get("inbound") else "from"
-    console.out(f"{req['method']} {req['url']} {direction} pod {body.get('pod', '?')} (proxy {body.get('proxy', '?')})",
-                style="bold", highlight=False)
+    console.out(
+        f"{req['method']} {req['url']} {direction} pod {body.get('pod', '?')} (proxy {body.get('proxy', '?')})",
+        style="bold",
+        highlight=False,
+    )
     console.out(f"{'':<{_WIDTH}}Host: {req['authority']}", highlight=False)
     for name, value in req.get("headers", {}).items():
         console.out(f"{'':<{_WIDTH}}{name}: {value}", highlight=False)

@@ -80,7 +80,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from gossamer.cli.up import UpOptions, detach, run_up, supervisor_alive
 
     if supervisor_alive(paths) is not None or (
-            not paths.processes_file.exists() and ApiClient(paths.api_socket, timeout=2).alive()):
+        not paths.processes_file.exists() and ApiClient(paths.api_socket, timeout=2).alive()
+    ):
         raise CliError("a mesh is already running (stop it with `gossamer down`)")
     if not 0 < args.ingress_port < 65536:
         raise CliError(f"--ingress-port: {args.ingress_port} is not a port number (1-65535)")
@@ -97,27 +98,52 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CliError(str(e)) from None
     if args.detach:
-        argv = ["--state-dir", str(paths.state_dir), "--run-dir", str(paths.run_dir), "up",
-                "--ingress-port", str(args.ingress_port), "--ingress-tls-port", str(args.ingress_tls_port),
-                "--metrics-port", str(args.metrics_port),
-                "--dashboard-port", str(args.dashboard_port),
-                *(["--egress-gateway"] if args.egress_gateway else []),
-                "--workload-cert-ttl", args.workload_cert_ttl,
-                "--secret-grace-period-ratio", str(args.secret_grace_period_ratio),
-                *(["--verbose"] if args.verbose else []),
-                *(["--prometheus"] if args.prometheus else []),
-                *[str(Path(p).resolve()) for p in args.paths]]
+        argv = [
+            "--state-dir",
+            str(paths.state_dir),
+            "--run-dir",
+            str(paths.run_dir),
+            "up",
+            "--ingress-port",
+            str(args.ingress_port),
+            "--ingress-tls-port",
+            str(args.ingress_tls_port),
+            "--metrics-port",
+            str(args.metrics_port),
+            "--dashboard-port",
+            str(args.dashboard_port),
+            *(["--egress-gateway"] if args.egress_gateway else []),
+            "--workload-cert-ttl",
+            args.workload_cert_ttl,
+            "--secret-grace-period-ratio",
+            str(args.secret_grace_period_ratio),
+            *(["--verbose"] if args.verbose else []),
+            *(["--prometheus"] if args.prometheus else []),
+            *[str(Path(p).resolve()) for p in args.paths],
+        ]
         return detach(paths, argv, timeout=args.timeout)
-    return run_up(paths, [Path(p).resolve() for p in args.paths], UpOptions(
-        ingress_port=args.ingress_port, ingress_tls_port=args.ingress_tls_port, metrics_port=args.metrics_port,
-        dashboard_port=args.dashboard_port, egress_gateway=args.egress_gateway, verbose=args.verbose,
-        prometheus=args.prometheus,
-        workload_cert_ttl=args.workload_cert_ttl, secret_grace_period_ratio=args.secret_grace_period_ratio))
+    return run_up(
+        paths,
+        [Path(p).resolve() for p in args.paths],
+        UpOptions(
+            ingress_port=args.ingress_port,
+            ingress_tls_port=args.ingress_tls_port,
+            metrics_port=args.metrics_port,
+            dashboard_port=args.dashboard_port,
+            egress_gateway=args.egress_gateway,
+            verbose=args.verbose,
+            prometheus=args.prometheus,
+            workload_cert_ttl=args.workload_cert_ttl,
+            secret_grace_period_ratio=args.secret_grace_period_ratio,
+        ),
+    )
 
 
 def _log_setup(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def cmd_controlplane(args: argparse.Namespace) -> int:
@@ -127,11 +153,20 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
 
     _log_setup(args)
     certs = CertSettings.parse(args.workload_cert_ttl, args.secret_grace_period_ratio)
-    return asyncio.run(run_controlplane(
-        _paths(args), [Path(p) for p in args.paths], apply_manifests=args.apply, ingress_port=args.ingress_port,
-        certs=certs,
-        metrics_port=args.metrics_port, dashboard_port=args.dashboard_port, ingress_tls_port=args.ingress_tls_port,
-        egress_gateway=args.egress_gateway, prometheus=args.prometheus))
+    return asyncio.run(
+        run_controlplane(
+            _paths(args),
+            [Path(p) for p in args.paths],
+            apply_manifests=args.apply,
+            ingress_port=args.ingress_port,
+            certs=certs,
+            metrics_port=args.metrics_port,
+            dashboard_port=args.dashboard_port,
+            ingress_tls_port=args.ingress_tls_port,
+            egress_gateway=args.egress_gateway,
+            prometheus=args.prometheus,
+        )
+    )
 
 
 def cmd_runtime(args: argparse.Namespace) -> int:
@@ -143,8 +178,9 @@ def cmd_runtime(args: argparse.Namespace) -> int:
 
     _log_setup(args)
     certs = CertSettings.parse(args.workload_cert_ttl, args.secret_grace_period_ratio)
-    return asyncio.run(run_runtime(_paths(args), ingress_port=args.ingress_port,
-                                   ingress_tls_port=args.ingress_tls_port, certs=certs))
+    return asyncio.run(
+        run_runtime(_paths(args), ingress_port=args.ingress_port, ingress_tls_port=args.ingress_tls_port, certs=certs)
+    )
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -169,24 +205,31 @@ def _print_result(body: dict[str, Any], verb: str) -> None:
     for e in body.get("errors", []):
         print(e, file=sys.stderr)
     for c in body.get("changes", []):
-        action = {"created": "created", "configured": "configured", "unchanged": "unchanged",
-                  "deleted": "deleted"}[c["action"]]
+        action = {"created": "created", "configured": "configured", "unchanged": "unchanged", "deleted": "deleted"}[
+            c["action"]
+        ]
         print(f"{c['kind'].lower()}/{c['name']} {action}")
 
 
 def _wait_synced(args: argparse.Namespace, revision: int) -> int:
     status, body = _call(args, "GET", f"/v1/sync?revision={revision}&timeout={args.timeout}")
     if status != 200:
-        print(f"error: not every proxy acknowledged revision {revision} within {args.timeout}s "
-              "(see `gossamer status`)", file=sys.stderr)
+        print(
+            f"error: not every proxy acknowledged revision {revision} within {args.timeout}s (see `gossamer status`)",
+            file=sys.stderr,
+        )
         return 1
     print(f"every proxy in sync ({body['seconds'] * 1000:.0f} ms)")
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    status, body = _call(args, "POST", "/v1/apply", {"files": _files_payload(args.filename),
-                                                      "dryRun": args.dry_run, "namespace": args.namespace})
+    status, body = _call(
+        args,
+        "POST",
+        "/v1/apply",
+        {"files": _files_payload(args.filename), "dryRun": args.dry_run, "namespace": args.namespace},
+    )
     _print_result(body, "apply")
     if status != 200:
         return 1
@@ -238,9 +281,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     namespace = args.namespace or "default"
     client = _client(args)
     if client.alive():
-        status, body = client.post("/v1/analyze", {"files": files, "namespace": namespace,
-                                                   "allNamespaces": args.all_namespaces, "meshConfig": mesh_config,
-                                                   "analyzers": args.analyzers})
+        status, body = client.post(
+            "/v1/analyze",
+            {
+                "files": files,
+                "namespace": namespace,
+                "allNamespaces": args.all_namespaces,
+                "meshConfig": mesh_config,
+                "analyzers": args.analyzers,
+            },
+        )
         if status != 200:
             raise CliError(body.get("error") or f"analyze failed ({status})")
         against = "the running mesh's config"
@@ -248,9 +298,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from gossamer.analyze.session import analyze
 
         try:
-            result = analyze([(f["name"], f["text"]) for f in files], namespace=namespace,
-                             all_namespaces=args.all_namespaces, analyzers=args.analyzers,
-                             mesh_config=(mesh_config["name"], mesh_config["text"]) if mesh_config else None)
+            result = analyze(
+                [(f["name"], f["text"]) for f in files],
+                namespace=namespace,
+                all_namespaces=args.all_namespaces,
+                analyzers=args.analyzers,
+                mesh_config=(mesh_config["name"], mesh_config["text"]) if mesh_config else None,
+            )
         except ValueError as e:
             raise CliError(str(e)) from e
         body = result.to_json()
@@ -282,8 +336,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    status, body = _call(args, "POST", "/v1/delete", {"files": _files_payload(args.filename),
-                                                       "namespace": args.namespace})
+    status, body = _call(
+        args, "POST", "/v1/delete", {"files": _files_payload(args.filename), "namespace": args.namespace}
+    )
     _print_result(body, "delete")
     if status != 200:
         return 1
@@ -310,10 +365,17 @@ def cmd_get(args: argparse.Namespace) -> int:
                 table.add_column(col)
             for it in items:
                 st = it["status"]
-                ready = f"{int(st['appReady']) + int(st['hasSidecar'] and st['proxyReady'])}/" \
-                        f"{1 + int(st['hasSidecar'])}"
-                table.add_row(it["metadata"]["namespace"], it["metadata"]["name"], ready, st.get("reason", st["phase"]),
-                              str(st["restarts"]), st["ip"])
+                ready = (
+                    f"{int(st['appReady']) + int(st['hasSidecar'] and st['proxyReady'])}/{1 + int(st['hasSidecar'])}"
+                )
+                table.add_row(
+                    it["metadata"]["namespace"],
+                    it["metadata"]["name"],
+                    ready,
+                    st.get("reason", st["phase"]),
+                    str(st["restarts"]),
+                    st["ip"],
+                )
         else:
             for col in ("NAMESPACE", "NAME", "RESOURCE VERSION"):
                 table.add_column(col)
@@ -329,23 +391,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(body, indent=2))
         return 0
-    console.print(f"Mesh {'[green]ready[/]' if body['ready'] else '[yellow]not ready[/]'}; "
-                  f"ingress {body['ingress']}")
+    console.print(f"Mesh {'[green]ready[/]' if body['ready'] else '[yellow]not ready[/]'}; ingress {body['ingress']}")
     processes = Table(title="Processes", box=None, pad_edge=False)
     for col in ("PROCESS", "PID", "STATE", "UPTIME", "RESTARTS"):
         processes.add_column(col)
     for label, key in (("control plane", "controlPlane"), ("runtime", "runtime")):
         proc = body.get(key) or {}
         uptime = proc.get("uptimeSeconds")
-        processes.add_row(label, str(proc.get("pid") or "-"), str(proc.get("state") or "-"),
-                          f"{uptime:.0f}s" if isinstance(uptime, (int, float)) else "-", str(proc.get("restarts", 0)))
+        processes.add_row(
+            label,
+            str(proc.get("pid") or "-"),
+            str(proc.get("state") or "-"),
+            f"{uptime:.0f}s" if isinstance(uptime, (int, float)) else "-",
+            str(proc.get("restarts", 0)),
+        )
     console.print(processes)
     pods = Table(title="Pods", box=None, pad_edge=False)
     for col in ("NAMESPACE", "POD", "READY", "RESTARTS", "IP", "SIDECAR"):
         pods.add_column(col)
     for p in body["pods"]:
-        pods.add_row(p["namespace"], p["name"], "yes" if p["ready"] else "no", str(p["restarts"]), p["ip"],
-                     p["proxyType"] if p["hasSidecar"] else "-")
+        pods.add_row(
+            p["namespace"],
+            p["name"],
+            "yes" if p["ready"] else "no",
+            str(p["restarts"]),
+            p["ip"],
+            p["proxyType"] if p["hasSidecar"] else "-",
+        )
     console.print(pods)
     proxies = Table(title="Proxies", box=None, pad_edge=False)
     for col in ("PROXY", "CDS", "EDS", "LDS", "RDS"):
@@ -389,16 +461,18 @@ def cmd_exec(args: argparse.Namespace) -> int:
     # As the pod's containers run (kubectl exec): the container's user, no capabilities, and
     # `python3` is the Python running Gossamer (runtime/processes.py).
     run_as = pod.get("runAs") or []
-    chosen = next((r for r in run_as if r["container"] == args.container), None) if args.container else \
-        (run_as[0] if run_as else None)
+    chosen = (
+        next((r for r in run_as if r["container"] == args.container), None)
+        if args.container
+        else (run_as[0] if run_as else None)
+    )
     if args.container and chosen is None:
         raise CliError(f"container {args.container!r} not found in pod {pod['name']}")
     env = {**os.environ, "PATH": path_with_own_python(os.environ.get("PATH", os.defpath))}
     if chosen is None:  # a pod without containers (a gateway): root, as its Envoy
         argv = ["ip", "netns", "exec", pod["netns"], *command]
     else:
-        argv = app_argv(pod["netns"], command, uid=chosen["uid"], gid=chosen["gid"],
-                        expose=default_exposed(Path.cwd()))
+        argv = app_argv(pod["netns"], command, uid=chosen["uid"], gid=chosen["gid"], expose=default_exposed(Path.cwd()))
     os.execvpe(argv[0], argv, env)
     return 127
 
@@ -414,7 +488,7 @@ def previous_run(text: str) -> str | None:
     if not ends:
         return None
     start = ends[-2] + 1 if len(ends) > 1 else 0
-    return "".join(lines[start:ends[-1] + 1])
+    return "".join(lines[start : ends[-1] + 1])
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -445,8 +519,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_proxy_config(args: argparse.Namespace) -> int:
-    body = _call_ok(args, "GET", f"/v1/proxy-config/{args.namespace}/{args.pod}?type={args.type}"
-                    + ("&stats=1" if args.stats else ""))
+    body = _call_ok(
+        args,
+        "GET",
+        f"/v1/proxy-config/{args.namespace}/{args.pod}?type={args.type}" + ("&stats=1" if args.stats else ""),
+    )
     if args.output == "json":
         print(json.dumps(body, indent=2))
         return 0
@@ -473,9 +550,19 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    body = _call_ok(args, "POST", "/v1/explain", {
-        "namespace": args.namespace, "ref": args.pod, "url": args.url, "method": args.method,
-        "headers": args.header or [], "inbound": args.inbound})
+    body = _call_ok(
+        args,
+        "POST",
+        "/v1/explain",
+        {
+            "namespace": args.namespace,
+            "ref": args.pod,
+            "url": args.url,
+            "method": args.method,
+            "headers": args.header or [],
+            "inbound": args.inbound,
+        },
+    )
     if args.output == "json":
         print(json.dumps(body, indent=2))
         return 0
@@ -485,8 +572,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-REQUEST_RATES = ('sum by (source_workload, source_workload_namespace, destination_workload, '
-                 'destination_workload_namespace) (rate(istio_requests_total{reporter="source"}[1m]))')
+REQUEST_RATES = (
+    "sum by (source_workload, source_workload_namespace, destination_workload, "
+    'destination_workload_namespace) (rate(istio_requests_total{reporter="source"}[1m]))'
+)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -571,25 +660,53 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="start the control plane and the local runtime with these manifests")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--detach", "-d", action="store_true", help="return once the mesh is ready")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="with --detach: give up waiting after this long, say which pods are not ready and why, "
-                        "exit 1 and leave the mesh running")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --detach: give up waiting after this long, say which pods are not ready and why, "
+        "exit 1 and leave the mesh running",
+    )
     p.add_argument("--ingress-port", type=int, default=8080)
-    p.add_argument("--ingress-tls-port", type=int, default=8443,
-                   help="serve the ingress gateway's TLS servers (443/8443) on 127.0.0.1:PORT (0: off)")
-    p.add_argument("--metrics-port", type=int, default=15014,
-                   help="serve Istio's metrics for Prometheus on 127.0.0.1:PORT/metrics (0: off)")
-    p.add_argument("--dashboard-port", type=int, default=20001,
-                   help="serve the dashboard on http://127.0.0.1:PORT/ (0: off)")
-    p.add_argument("--prometheus", action="store_true",
-                   help="run Prometheus on 127.0.0.1:9090, scraping every pod's :15020 and the control plane")
-    p.add_argument("--egress-gateway", action="store_true",
-                   help="also run Istio's egress gateway, istio-system/istio-egressgateway (istio: egressgateway)")
-    p.add_argument("--workload-cert-ttl", default="24h", metavar="DURATION",
-                   help="lifetime of workload certificates (Istio's DEFAULT_WORKLOAD_CERT_TTL), e.g. 45s, 1h")
-    p.add_argument("--secret-grace-period-ratio", type=float, default=0.2, metavar="RATIO",
-                   help="agents renew a certificate when this share of its lifetime is left "
-                        "(Istio's SECRET_GRACE_PERIOD_RATIO)")
+    p.add_argument(
+        "--ingress-tls-port",
+        type=int,
+        default=8443,
+        help="serve the ingress gateway's TLS servers (443/8443) on 127.0.0.1:PORT (0: off)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=15014,
+        help="serve Istio's metrics for Prometheus on 127.0.0.1:PORT/metrics (0: off)",
+    )
+    p.add_argument(
+        "--dashboard-port", type=int, default=20001, help="serve the dashboard on http://127.0.0.1:PORT/ (0: off)"
+    )
+    p.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="run Prometheus on 127.0.0.1:9090, scraping every pod's :15020 and the control plane",
+    )
+    p.add_argument(
+        "--egress-gateway",
+        action="store_true",
+        help="also run Istio's egress gateway, istio-system/istio-egressgateway (istio: egressgateway)",
+    )
+    p.add_argument(
+        "--workload-cert-ttl",
+        default="24h",
+        metavar="DURATION",
+        help="lifetime of workload certificates (Istio's DEFAULT_WORKLOAD_CERT_TTL), e.g. 45s, 1h",
+    )
+    p.add_argument(
+        "--secret-grace-period-ratio",
+        type=float,
+        default=0.2,
+        metavar="RATIO",
+        help="agents renew a certificate when this share of its lifetime is left (Istio's SECRET_GRACE_PERIOD_RATIO)",
+    )
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_up)
 
@@ -629,26 +746,54 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=10.0, help="seconds --wait waits")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("analyze", help="Istio's config analyzers over files, cluster dumps or the running mesh, "
-                                        "like istioctl analyze (changes nothing)")
+    p = sub.add_parser(
+        "analyze",
+        help="Istio's config analyzers over files, cluster dumps or the running mesh, "
+        "like istioctl analyze (changes nothing)",
+    )
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (- for stdin); none: the mesh's config")
-    p.add_argument("-n", "--namespace", default=None,
-                   help="namespace of objects that name none, and whose messages are shown (default: default)")
+    p.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        help="namespace of objects that name none, and whose messages are shown (default: default)",
+    )
     p.add_argument("-A", "--all-namespaces", action="store_true", help="show messages for every namespace")
-    p.add_argument("--meshConfigFile", dest="mesh_config_file", metavar="FILE",
-                   help="mesh config (Istio MeshConfig YAML) to analyze with, instead of the istio ConfigMap's")
+    p.add_argument(
+        "--meshConfigFile",
+        dest="mesh_config_file",
+        metavar="FILE",
+        help="mesh config (Istio MeshConfig YAML) to analyze with, instead of the istio ConfigMap's",
+    )
     levels = ["Info", "Warning", "Error"]
-    p.add_argument("--failure-threshold", choices=levels, default="Error",
-                   help=f"exit {ANALYZE_FOUND_ISSUES} when a message is at least this level")
+    p.add_argument(
+        "--failure-threshold",
+        choices=levels,
+        default="Error",
+        help=f"exit {ANALYZE_FOUND_ISSUES} when a message is at least this level",
+    )
     p.add_argument("--output-threshold", choices=levels, default="Info", help="print messages of at least this level")
     p.add_argument("-o", "--output", choices=["log", "json", "yaml"], default="log")
-    p.add_argument("--analyzers", type=lambda v: [a for a in v.split(",") if a], default=None,
-                   help="comma-separated analyzer names to run (default: istioctl's set; see --list-analyzers)")
-    p.add_argument("-S", "--suppress", action="append", metavar="CODE=RESOURCE",
-                   help='leave out messages CODE about RESOURCE, a glob over "Kind namespace/name" (repeatable)')
+    p.add_argument(
+        "--analyzers",
+        type=lambda v: [a for a in v.split(",") if a],
+        default=None,
+        help="comma-separated analyzer names to run (default: istioctl's set; see --list-analyzers)",
+    )
+    p.add_argument(
+        "-S",
+        "--suppress",
+        action="append",
+        metavar="CODE=RESOURCE",
+        help='leave out messages CODE about RESOURCE, a glob over "Kind namespace/name" (repeatable)',
+    )
     p.add_argument("-L", "--list-analyzers", action="store_true", help="list the analyzers and their codes")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="also print validation notes that are not analysis messages (to stderr)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print validation notes that are not analysis messages (to stderr)",
+    )
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("get", help="list resources (virtualservices, vs, pods, svc, ...)")
@@ -705,8 +850,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metrics", help="Istio's standard metrics (istio_requests_total, ...), Prometheus text")
     p.add_argument("--filter", metavar="NAME", help="only the metric families whose name contains NAME")
     p.add_argument("--query", metavar="PROMQL", help="a PromQL query to the mesh's Prometheus (`up --prometheus`)")
-    p.add_argument("--requests", action="store_true",
-                   help="request rates by source and destination workload over the last minute (Prometheus)")
+    p.add_argument(
+        "--requests",
+        action="store_true",
+        help="request rates by source and destination workload over the last minute (Prometheus)",
+    )
     p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("traces", help="recent traces (spans every proxy reports), as span trees")

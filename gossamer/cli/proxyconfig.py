@@ -14,8 +14,12 @@ def _listeners(items: list[dict[str, Any]]) -> Table:
         t.add_column(col)
     for it in items:
         sock = it.get("address", {}).get("socketAddress", {})
-        t.add_row(it["name"], sock.get("address", ""), str(sock.get("portValue", "")),
-                  "no" if it.get("bindToPort") is False else "yes")
+        t.add_row(
+            it["name"],
+            sock.get("address", ""),
+            str(sock.get("portValue", "")),
+            "no" if it.get("bindToPort") is False else "yes",
+        )
     return t
 
 
@@ -34,8 +38,13 @@ def _routes(items: list[dict[str, Any]]) -> Table:
                 action = r.get("route", {})
                 weighted = action.get("weightedClusters", {}).get("clusters", [])
                 dest = action.get("cluster") or ", ".join(f"{c['name']} ({c.get('weight', '')})" for c in weighted)
-                t.add_row(rc["name"], vh["name"], domains[0] + (f" +{len(domains) - 1}" if len(domains) > 1 else ""),
-                          match, dest)
+                t.add_row(
+                    rc["name"],
+                    vh["name"],
+                    domains[0] + (f" +{len(domains) - 1}" if len(domains) > 1 else ""),
+                    match,
+                    dest,
+                )
     return t
 
 

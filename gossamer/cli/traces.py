@@ -17,8 +17,13 @@ def span_line(span: dict[str, Any]) -> str:
     tags = span.get("tags") or {}
     code = tags.get("http.status_code", "-")
     flags = tags.get("response_flags", "-")
-    parts = [service_of(span) or "?", span.get("kind", "").lower() or "-", span.get("name") or "-",
-             _ms(int(span.get("duration", 0))), code]
+    parts = [
+        service_of(span) or "?",
+        span.get("kind", "").lower() or "-",
+        span.get("name") or "-",
+        _ms(int(span.get("duration", 0))),
+        code,
+    ]
     if flags not in ("-", ""):
         parts.append(flags)
     if tags.get("error") == "true" and code == "-":
@@ -33,8 +38,10 @@ def format_trace(trace: dict[str, Any]) -> list[str]:
     spans = trace.get("spans") or []
     start = int(trace.get("timestamp", 0)) / 1e6
     when = time.strftime("%H:%M:%S", time.localtime(start)) + f".{int(start * 1000) % 1000:03d}" if start else "-"
-    head = (f"trace {trace['traceId']}  {when}  {_ms(int(trace.get('duration', 0)))}  "
-            f"{len(spans)} spans, {len(trace.get('services') or [])} services")
+    head = (
+        f"trace {trace['traceId']}  {when}  {_ms(int(trace.get('duration', 0)))}  "
+        f"{len(spans)} spans, {len(trace.get('services') or [])} services"
+    )
     return [head, *(f"{'  ' * (depth + 1)}{span_line(span)}" for depth, span in span_tree(spans))]
 
 

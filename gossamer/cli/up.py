@@ -133,24 +133,57 @@ class Child:
                 os.kill(self.pid, sig)
 
 
-def child_argvs(paths: Paths, manifests: list[Path], opts: UpOptions) -> tuple[Callable[[bool], list[str]],
-                                                                                  Callable[[bool], list[str]]]:
-    base = [sys.executable, "-m", "gossamer.cli.main", "--state-dir", str(paths.state_dir),
-            "--run-dir", str(paths.run_dir)]
+def child_argvs(
+    paths: Paths, manifests: list[Path], opts: UpOptions
+) -> tuple[Callable[[bool], list[str]], Callable[[bool], list[str]]]:
+    base = [
+        sys.executable,
+        "-m",
+        "gossamer.cli.main",
+        "--state-dir",
+        str(paths.state_dir),
+        "--run-dir",
+        str(paths.run_dir),
+    ]
     verbose = ["--verbose"] if opts.verbose else []
-    certs = ["--workload-cert-ttl", opts.workload_cert_ttl,
-             "--secret-grace-period-ratio", str(opts.secret_grace_period_ratio)]
+    certs = [
+        "--workload-cert-ttl",
+        opts.workload_cert_ttl,
+        "--secret-grace-period-ratio",
+        str(opts.secret_grace_period_ratio),
+    ]
 
     def control_plane(first: bool) -> list[str]:
-        return [*base, "controlplane", "--ingress-port", str(opts.ingress_port),
-                "--ingress-tls-port", str(opts.ingress_tls_port), "--metrics-port", str(opts.metrics_port),
-                "--dashboard-port", str(opts.dashboard_port), *(["--egress-gateway"] if opts.egress_gateway else []),
-                *(["--prometheus"] if opts.prometheus else []),
-                *(["--apply"] if first else []), *certs, *verbose, *[str(m) for m in manifests]]
+        return [
+            *base,
+            "controlplane",
+            "--ingress-port",
+            str(opts.ingress_port),
+            "--ingress-tls-port",
+            str(opts.ingress_tls_port),
+            "--metrics-port",
+            str(opts.metrics_port),
+            "--dashboard-port",
+            str(opts.dashboard_port),
+            *(["--egress-gateway"] if opts.egress_gateway else []),
+            *(["--prometheus"] if opts.prometheus else []),
+            *(["--apply"] if first else []),
+            *certs,
+            *verbose,
+            *[str(m) for m in manifests],
+        ]
 
     def runtime(first: bool) -> list[str]:
-        return [*base, "runtime", "--ingress-port", str(opts.ingress_port),
-                "--ingress-tls-port", str(opts.ingress_tls_port), *certs, *verbose]
+        return [
+            *base,
+            "runtime",
+            "--ingress-port",
+            str(opts.ingress_port),
+            "--ingress-tls-port",
+            str(opts.ingress_tls_port),
+            *certs,
+            *verbose,
+        ]
 
     return control_plane, runtime
 
@@ -198,8 +231,11 @@ class Supervisor:
             self.rt.spawn(first=True)
         self.save()
         self.paths.pid_file.write_text(str(os.getpid()))
-        tasks = [asyncio.create_task(self._keep(self.cp)), asyncio.create_task(self._keep(self.rt)),
-                 asyncio.create_task(self._announce(started))]
+        tasks = [
+            asyncio.create_task(self._keep(self.cp)),
+            asyncio.create_task(self._keep(self.rt)),
+            asyncio.create_task(self._announce(started)),
+        ]
         await self.stopping.wait()
         for t in tasks:
             t.cancel()
@@ -233,11 +269,13 @@ class Supervisor:
             code = await child.wait()
             if self.stopping.is_set():
                 return
-            how = f"code {code}" if code is not None and code >= 0 else (
-                f"signal {-code}" if code is not None else "not our child: no exit code")
+            how = (
+                f"code {code}"
+                if code is not None and code >= 0
+                else (f"signal {-code}" if code is not None else "not our child: no exit code")
+            )
             if code == EXIT_FATAL:
-                print(f"error: the {child.label} cannot start ({how}); stopping the mesh", file=sys.stderr,
-                      flush=True)
+                print(f"error: the {child.label} cannot start ({how}); stopping the mesh", file=sys.stderr, flush=True)
                 self.exit_code = 1
                 self.stopping.set()
                 return
@@ -262,8 +300,11 @@ class Supervisor:
             except OSError:
                 status, body = 0, None
             if status == 200 and body and body.get("ready"):
-                print(f"Mesh ready in {time.monotonic() - started:.1f}s: {body['pods']} pods, "
-                      f"{body['proxies']} proxies in sync.", flush=True)
+                print(
+                    f"Mesh ready in {time.monotonic() - started:.1f}s: {body['pods']} pods, "
+                    f"{body['proxies']} proxies in sync.",
+                    flush=True,
+                )
                 print(f"Ingress: {body['ingress']}", flush=True)
                 if body.get("dashboard"):
                     print(f"Dashboard: {body['dashboard']}", flush=True)
@@ -338,8 +379,13 @@ def detach(paths: Paths, argv: list[str], timeout: float = READY_TIMEOUT_S) -> i
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = paths.state_dir / "up.log"
     with open(log_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gossamer.cli.main", *argv], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gossamer.cli.main", *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log_path.read_text()
@@ -352,8 +398,10 @@ def detach(paths: Paths, argv: list[str], timeout: float = READY_TIMEOUT_S) -> i
             print(f"(running in the background as pid {proc.pid}; log {log_path}; stop with `gossamer down`)")
             return 0
         time.sleep(0.2)
-    print(f"mesh not ready after {timeout:.0f}s (it keeps running; stop it with `gossamer down`; log {log_path})",
-          file=sys.stderr)
+    print(
+        f"mesh not ready after {timeout:.0f}s (it keeps running; stop it with `gossamer down`; log {log_path})",
+        file=sys.stderr,
+    )
     for line in not_ready_report(paths):
         print(line, file=sys.stderr)
     return 1
@@ -383,8 +431,10 @@ def not_ready_report(paths: Paths) -> list[str]:
                 reasons.append("app not ready (readiness probe failing or process not running)")
             if pod.get("hasSidecar") and not pod.get("proxyReady"):
                 reasons.append("istio-proxy not ready (Envoy has not received its config)")
-        out.append(f"  pod {name}: {pod.get('reason') or pod.get('phase')}, {pod.get('restarts', 0)} restarts: "
-                   + "; ".join(reasons))
+        out.append(
+            f"  pod {name}: {pod.get('reason') or pod.get('phase')}, {pod.get('restarts', 0)} restarts: "
+            + "; ".join(reasons)
+        )
         try:
             code, detail = client.get(f"/v1/pods/{pod['namespace']}/{pod['name']}")
         except OSError:

@@ -25,5 +25,8 @@ def analyze(new: Sequence[Any], existing: Iterable[Any], pods: Sequence[Any] | N
     resources += derived_pods(resources) if pods is None else list(pods)
     mesh = mesh_config_from_resources(resources) or MeshConfig()
     keys = {r.key for r in new}
-    return [m.to_issue() for m in run_analyzers(resources, mesh, namespace=None, analyzers=without_envoy_check())
-            if (m.kind, m.namespace, m.name) in keys and m.level in APPLY_LEVELS]
+    return [
+        m.to_issue()
+        for m in run_analyzers(resources, mesh, namespace=None, analyzers=without_envoy_check())
+        if (m.kind, m.namespace, m.name) in keys and m.level in APPLY_LEVELS
+    ]

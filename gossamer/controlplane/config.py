@@ -28,13 +28,17 @@ class ApplyResult:
             "errors": [str(i) for i in self.errors],
             "warnings": [str(i) for i in self.warnings],
             "notes": list(self.notes),
-            "changes": [{"action": c.kind, "kind": c.object.kind, "namespace": c.object.namespace,
-                         "name": c.object.name} for c in self.changes],
+            "changes": [
+                {"action": c.kind, "kind": c.object.kind, "namespace": c.object.namespace, "name": c.object.name}
+                for c in self.changes
+            ],
         }
 
 
-def parse_files(files: Sequence[tuple[str, str]], namespace: str | None = None,
-                ) -> tuple[list[Any], list[Issue], list[Issue]]:
+def parse_files(
+    files: Sequence[tuple[str, str]],
+    namespace: str | None = None,
+) -> tuple[list[Any], list[Issue], list[Issue]]:
     """`namespace`: `-n` (the namespace of objects that name none); None: Kubernetes' "default"."""
     resources: list[Any] = []
     errors: list[Issue] = []
@@ -64,11 +68,17 @@ def stored_tuple(resource: Any) -> tuple[tuple[str, str, str], dict[str, Any], s
     return resource.key, body, resource.source_file, resource.source_line
 
 
-def apply_files(store: Store, files: Sequence[tuple[str, str]], *, dry_run: bool = False,
-                analyze: Callable[[list[Any]], list[Issue]] | None = None,
-                admit: Callable[[list[Any]], list[Issue]] | None = None,
-                namespace: str | None = None, existing: Sequence[Any] | None = None,
-                envoy_issues: list[Issue] | None = None) -> ApplyResult:
+def apply_files(
+    store: Store,
+    files: Sequence[tuple[str, str]],
+    *,
+    dry_run: bool = False,
+    analyze: Callable[[list[Any]], list[Issue]] | None = None,
+    admit: Callable[[list[Any]], list[Issue]] | None = None,
+    namespace: str | None = None,
+    existing: Sequence[Any] | None = None,
+    envoy_issues: list[Issue] | None = None,
+) -> ApplyResult:
     """All or nothing: any error in any document stores nothing. Namespaces that objects live in and
     that do not exist yet are created with them, with a note (kubectl would need `create namespace`).
     `existing`: the stored resources as objects, when the caller has them (else read from the store)."""
@@ -90,16 +100,18 @@ def apply_files(store: Store, files: Sequence[tuple[str, str]], *, dry_run: bool
         result.warnings.extend(analyze(resources))
     created = missing_namespaces(store, resources)
     for ns in created:
-        result.notes.append(f"namespace/{ns} created (it did not exist; `kubectl create namespace {ns}` "
-                            "would be needed on a cluster)")
+        result.notes.append(
+            f"namespace/{ns} created (it did not exist; `kubectl create namespace {ns}` would be needed on a cluster)"
+        )
     if not dry_run:
         stored = [namespace_tuple(ns) for ns in created] + [stored_tuple(r) for r in resources]
         result.changes = store.apply(stored)
     return result
 
 
-def precheck(files: Sequence[tuple[str, str]], namespace: str | None,
-             existing: Sequence[Any]) -> tuple[list[Issue], list[Issue]]:
+def precheck(
+    files: Sequence[tuple[str, str]], namespace: str | None, existing: Sequence[Any]
+) -> tuple[list[Issue], list[Issue]]:
     """apply_files' expensive, pure parts: (what Envoy would reject once FILES are applied over EXISTING,
     the analysis warnings). Building every proxy's config takes a while at a thousand services, so the
     control plane runs this on a worker thread and hands the results to apply_files."""

@@ -19,8 +19,16 @@ class PodUnknown(CsrRejected):
     """No such pod was reported (yet): the runtime may retry after its next report."""
 
 
-def sign_pod_csr(ca: CertificateAuthority, pods: RuntimeView, *, namespace: str, pod: str, identity: str,
-                 csr_pem: str, ttl_seconds: float) -> str:
+def sign_pod_csr(
+    ca: CertificateAuthority,
+    pods: RuntimeView,
+    *,
+    namespace: str,
+    pod: str,
+    identity: str,
+    csr_pem: str,
+    ttl_seconds: float,
+) -> str:
     status = pods.find(namespace, pod)
     if status is None or status.phase == "Terminating":
         raise PodUnknown(f"pod {namespace}/{pod} is not a running pod the runtime reported")

@@ -62,9 +62,17 @@ PODS_KNOWN_TIMEOUT_S = 10.0
 
 
 class ControlPlane:
-    def __init__(self, paths: Paths, *, ingress_port: int = 8080, ingress_tls_port: int = 8443,
-                 egress_gateway: bool = False, certs: CertSettings | None = None,
-                 prometheus: bool = False, metrics_port: int = 0) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        *,
+        ingress_port: int = 8080,
+        ingress_tls_port: int = 8443,
+        egress_gateway: bool = False,
+        certs: CertSettings | None = None,
+        prometheus: bool = False,
+        metrics_port: int = 0,
+    ) -> None:
         certs = certs or CertSettings()
         self.paths = paths
         self.ingress_port = ingress_port
@@ -120,8 +128,11 @@ class ControlPlane:
         self.store.apply(_builtin_tuples(egress_gateway=self.egress_gateway))
         if not self.egress_gateway:
             # A store kept from an `up --egress-gateway`: its built-in egress gateway goes (a user's stays).
-            stale = [key for key in sorted(_egress_keys())
-                     if (old := self.store.get(*key)) is not None and old.source_file == BUILTIN_SOURCE]
+            stale = [
+                key
+                for key in sorted(_egress_keys())
+                if (old := self.store.get(*key)) is not None and old.source_file == BUILTIN_SOURCE
+            ]
             if stale:
                 self.store.delete(stale)
         result = self.apply(manifests)
@@ -131,9 +142,11 @@ class ControlPlane:
         # Proxies may connect at once; their streams wait for the runtime's pod report (_group_for_node).
         # mTLS: proxies prove their identity with the workload certificate their agent serves them.
         self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}", credentials=ServerTls(self.ca).credentials)
-        self._tasks = [asyncio.create_task(self._push_once_pods_known(), name="pusher"),
-                       asyncio.create_task(self._desired_loop(), name="desired"),
-                       asyncio.create_task(self.watcher.run(), name="watch")]
+        self._tasks = [
+            asyncio.create_task(self._push_once_pods_known(), name="pusher"),
+            asyncio.create_task(self._desired_loop(), name="desired"),
+            asyncio.create_task(self.watcher.run(), name="watch"),
+        ]
         self._desired_wanted.set()
         # A restart on an unchanged store makes no store change: push once anyway, so that
         # pushed_revision reaches the stored revision (`apply --wait`, /v1/sync wait on it).
@@ -142,8 +155,11 @@ class ControlPlane:
 
     def _scrape_targets(self) -> list[ScrapeTarget]:
         """Every pod with a proxy (sidecar or router): each serves its metrics on :15020."""
-        return [ScrapeTarget(p.namespace, p.name, p.ip) for p in self.runtime.pods()
-                if (p.has_sidecar or p.proxy_type == "router") and p.ip]
+        return [
+            ScrapeTarget(p.namespace, p.name, p.ip)
+            for p in self.runtime.pods()
+            if (p.has_sidecar or p.proxy_type == "router") and p.ip
+        ]
 
     async def stop(self, *, wipe: bool) -> None:
         for task in self._tasks:
@@ -166,21 +182,37 @@ class ControlPlane:
         await self._stopped.wait()
 
     # -- config ------------------------------------------------------------
-    def apply(self, files: list[tuple[str, str]], *, dry_run: bool = False,
-              namespace: str | None = None, envoy_issues: list[Any] | None = None,
-              warnings: list[Any] | None = None) -> ApplyResult:
+    def apply(
+        self,
+        files: list[tuple[str, str]],
+        *,
+        dry_run: bool = False,
+        namespace: str | None = None,
+        envoy_issues: list[Any] | None = None,
+        warnings: list[Any] | None = None,
+    ) -> ApplyResult:
         """ENVOY_ISSUES, WARNINGS: config.precheck's results, when the caller worked them out already."""
         existing = [r for rs in self.snapshots.resources().values() for r in rs]
-        result = apply_files(self.store, files, dry_run=dry_run,
-                             analyze=(lambda new: warnings) if warnings is not None else
-                             (lambda new: analyze(new, existing)),
-                             admit=lambda new: image_issues(new, self.images), namespace=namespace,
-                             existing=existing, envoy_issues=envoy_issues)
-        if result.ok and not self._image_note_shown and any(
-                c.object.kind == "Deployment" and c.object.source_file != BUILTIN_SOURCE for c in result.changes):
+        result = apply_files(
+            self.store,
+            files,
+            dry_run=dry_run,
+            analyze=(lambda new: warnings) if warnings is not None else (lambda new: analyze(new, existing)),
+            admit=lambda new: image_issues(new, self.images),
+            namespace=namespace,
+            existing=existing,
+            envoy_issues=envoy_issues,
+        )
+        if (
+            result.ok
+            and not self._image_note_shown
+            and any(c.object.kind == "Deployment" and c.object.source_file != BUILTIN_SOURCE for c in result.changes)
+        ):
             self._image_note_shown = True
-            result.notes.append("note: a container with a `command` runs it on this machine (from the manifest's "
-                                "folder, as its pod's user); a container without one runs its image")
+            result.notes.append(
+                "note: a container with a `command` runs it on this machine (from the manifest's "
+                "folder, as its pod's user); a container without one runs its image"
+            )
         return result
 
     def delete(self, files: list[tuple[str, str]], *, namespace: str | None = None) -> ApplyResult:
@@ -222,7 +254,8 @@ class ControlPlane:
                     "deployments": deployments_to_json(specs),
                     "services": services_to_json(service_addresses(snapshot.services)),
                     # Until the runtime reported its pods, every endpoint would look gone: send none.
-                    "endpoints": endpoints_to_json(service_endpoints(snapshot)) if self.runtime.known.is_set()
+                    "endpoints": endpoints_to_json(service_endpoints(snapshot))
+                    if self.runtime.known.is_set()
                     else None,
                 }
             except Exception:

@@ -30,9 +30,25 @@ from gossamer.xds.envoyfilter import apply_envoy_filters, envoy_filters_for
 from gossamer.xds.rules import violations
 
 MAX_CULPRITS = 5
-_PROXY_KINDS = frozenset({"Deployment", "Service", "VirtualService", "DestinationRule", "Gateway", "ServiceEntry",
-                          "WorkloadEntry", "Sidecar", "EnvoyFilter", "PeerAuthentication", "AuthorizationPolicy",
-                          "RequestAuthentication", "Telemetry", "Secret", "ConfigMap"})
+_PROXY_KINDS = frozenset(
+    {
+        "Deployment",
+        "Service",
+        "VirtualService",
+        "DestinationRule",
+        "Gateway",
+        "ServiceEntry",
+        "WorkloadEntry",
+        "Sidecar",
+        "EnvoyFilter",
+        "PeerAuthentication",
+        "AuthorizationPolicy",
+        "RequestAuthentication",
+        "Telemetry",
+        "Secret",
+        "ConfigMap",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -47,9 +63,15 @@ class Rejection:
     def issue(self) -> Issue:
         others = f" (and {self.proxies - 1} other proxies)" if self.proxies > 1 else ""
         more = f" (and {self.more} more)" if self.more else ""
-        return Issue("error", self.resource.source_file, self.resource.line_of(self.path), self.resource.kind,
-                     self.resource.name, _format(self.path),
-                     f"Envoy would reject what this builds for {self.proxy}{others}: {self.problem}{more}")
+        return Issue(
+            "error",
+            self.resource.source_file,
+            self.resource.line_of(self.path),
+            self.resource.kind,
+            self.resource.name,
+            _format(self.path),
+            f"Envoy would reject what this builds for {self.proxy}{others}: {self.problem}{more}",
+        )
 
 
 def offline_snapshot(resources: Sequence[Any]) -> MeshSnapshot:
@@ -65,11 +87,19 @@ def offline_snapshot(resources: Sequence[Any]) -> MeshSnapshot:
     ip = 10
     for d in by_kind.get("Deployment", []):
         ip += 1
-        workloads.append(Workload(
-            name=f"{d.metadata.name}-0", namespace=d.metadata.namespace, ip=f"10.244.{ip // 250}.{ip % 250 + 2}",
-            labels=tuple(sorted((d.spec.template.metadata.labels or {}).items())),
-            service_account=d.spec.template.spec.service_account_name or "default", ready=True,
-            deployment=d.metadata.name, named_ports=tuple(sorted(named_ports(d).items())), router=is_router(d)))
+        workloads.append(
+            Workload(
+                name=f"{d.metadata.name}-0",
+                namespace=d.metadata.namespace,
+                ip=f"10.244.{ip // 250}.{ip % 250 + 2}",
+                labels=tuple(sorted((d.spec.template.metadata.labels or {}).items())),
+                service_account=d.spec.template.spec.service_account_name or "default",
+                ready=True,
+                deployment=d.metadata.name,
+                named_ports=tuple(sorted(named_ports(d).items())),
+                router=is_router(d),
+            )
+        )
     workloads.extend(workload_entry_workloads(by_kind.get("WorkloadEntry", [])))
     return MeshSnapshot(version=1, resources=kinds, services=services, workloads=tuple(workloads))
 
@@ -81,11 +111,21 @@ def proxies(snapshot: MeshSnapshot) -> list[tuple[str, Proxy]]:
         template = d.spec.template
         router = (template.metadata.annotations or {}).get("gossamer.io/proxy-type") == "router"
         kind: Literal["sidecar", "router"] = "router" if router else "sidecar"
-        out.append((f"{kind} {d.metadata.namespace}/{d.metadata.name}", Proxy(
-            type=kind, namespace=d.metadata.namespace, labels=tuple(sorted((template.metadata.labels or {}).items())),
-            ingress_port=8080 if router else 0, ingress_tls_port=8443 if router else 0,
-            host_netns="/proc/1/ns/net" if router else "", named_ports=tuple(sorted(named_ports(d).items())),
-            has_sds=True)))
+        out.append(
+            (
+                f"{kind} {d.metadata.namespace}/{d.metadata.name}",
+                Proxy(
+                    type=kind,
+                    namespace=d.metadata.namespace,
+                    labels=tuple(sorted((template.metadata.labels or {}).items())),
+                    ingress_port=8080 if router else 0,
+                    ingress_tls_port=8443 if router else 0,
+                    host_netns="/proc/1/ns/net" if router else "",
+                    named_ports=tuple(sorted(named_ports(d).items())),
+                    has_sds=True,
+                ),
+            )
+        )
     return out
 
 
@@ -104,13 +144,24 @@ def _problems(resources: Sequence[Any]) -> dict[str, list[str]]:
                 scope = outbound_scope(snapshot, proxy)
                 if scope not in by_scope:
                     outbound = translate_outbound(snapshot, proxy)
-                    by_scope[scope] = [str(v) for v in violations(build_resources(ProxyConfig(
-                        listeners=outbound.listeners, route_tables=outbound.route_tables,
-                        clusters=outbound.clusters, endpoints=outbound.endpoints)))]
+                    by_scope[scope] = [
+                        str(v)
+                        for v in violations(
+                            build_resources(
+                                ProxyConfig(
+                                    listeners=outbound.listeners,
+                                    route_tables=outbound.route_tables,
+                                    clusters=outbound.clusters,
+                                    endpoints=outbound.endpoints,
+                                )
+                            )
+                        )
+                    ]
                 problems = by_scope[scope] + _inbound_problems(translate_inbound(snapshot, proxy))
             else:
-                built = apply_envoy_filters(snapshot, proxy,
-                                            build_resources(translate_proxy(snapshot, proxy))).resources
+                built = apply_envoy_filters(
+                    snapshot, proxy, build_resources(translate_proxy(snapshot, proxy))
+                ).resources
                 problems = [str(v) for v in violations(built)]
         except Exception as e:  # noqa: BLE001 - a config the translator cannot build is a rejection too
             found.setdefault(f"the config cannot be built ({type(e).__name__}: {str(e)[:200]})", []).append(label)
@@ -193,7 +244,7 @@ def check_rejections(new: Sequence[Any], existing: Sequence[Any]) -> list[Reject
         culprit = relevant[lo - 1]
         first = sorted(brought)[0]
         labels = remaining[first]
-        path = _patch_responsible(culprit, existing, relevant[:lo - 1], first)
+        path = _patch_responsible(culprit, existing, relevant[: lo - 1], first)
         out.append(Rejection(culprit, labels[0], first, len(labels), len(brought) - 1, path))
         for problem in brought:
             remaining.pop(problem)
@@ -201,8 +252,9 @@ def check_rejections(new: Sequence[Any], existing: Sequence[Any]) -> list[Reject
     return out
 
 
-def _patch_responsible(resource: Any, existing: Sequence[Any], before: Sequence[Any],
-                       problem: str) -> tuple[str | int, ...]:
+def _patch_responsible(
+    resource: Any, existing: Sequence[Any], before: Sequence[Any], problem: str
+) -> tuple[str | int, ...]:
     """For an EnvoyFilter, the first of its configPatches that brings `problem` (bisected like the
     resources); else () (the whole resource)."""
     patches = resource.spec.config_patches if resource.kind == "EnvoyFilter" else []
@@ -238,8 +290,11 @@ def stored_resources(store: Any) -> list[Any]:
 
 def check_issues(new: Sequence[Any], existing: Sequence[Any]) -> list[Issue]:
     """Errors for `gossamer apply`: missing certificate files on this machine, then what Envoy would reject."""
-    issues = [Issue("error", r.source_file, r.line_of(path), r.kind, r.name, _format(path), message)
-              for r in new for path, message in missing_files(r)]
+    issues = [
+        Issue("error", r.source_file, r.line_of(path), r.kind, r.name, _format(path), message)
+        for r in new
+        for path, message in missing_files(r)
+    ]
     if issues:
         return issues
     return [r.issue() for r in check_rejections(new, existing)]

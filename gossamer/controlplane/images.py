@@ -40,14 +40,26 @@ def image_issues(resources: Iterable[Any], cache: ImageCache) -> list[Issue]:
         for i, c in image_containers(r):
             field = f"spec.template.spec.containers[{i}].image"
             if not c.image:
-                issues.append(Issue("error", r.source_file, r.line_of(f"spec.template.spec.containers[{i}]"),
-                                    r.kind, r.name, field, "a container needs an image or a command"))
+                issues.append(
+                    Issue(
+                        "error",
+                        r.source_file,
+                        r.line_of(f"spec.template.spec.containers[{i}]"),
+                        r.kind,
+                        r.name,
+                        field,
+                        "a container needs an image or a command",
+                    )
+                )
                 continue
             try:
                 cache.ensure(c.image, c.image_pull_policy or "IfNotPresent", manifest_dir(r))
             except ImageError as exc:
-                issues.append(Issue("error", r.source_file, r.line_of(field), r.kind, r.name, field,
-                                    f"cannot pull {c.image}: {exc}"))
+                issues.append(
+                    Issue(
+                        "error", r.source_file, r.line_of(field), r.kind, r.name, field, f"cannot pull {c.image}: {exc}"
+                    )
+                )
     return issues
 
 

@@ -27,12 +27,28 @@ def read_manifests(paths: list[Path]) -> list[tuple[str, str]]:
     return [(str(f), read_manifest(f)) for f in manifest_files(paths)]
 
 
-async def run_controlplane(paths: Paths, manifests: list[Path], *, apply_manifests: bool, ingress_port: int,
-                           metrics_port: int = 0, dashboard_port: int = 0, ingress_tls_port: int = 8443,
-                           egress_gateway: bool = False, certs: CertSettings | None = None,
-                           prometheus: bool = False) -> int:
-    cp = ControlPlane(paths, ingress_port=ingress_port, ingress_tls_port=ingress_tls_port,
-                      egress_gateway=egress_gateway, certs=certs, prometheus=prometheus, metrics_port=metrics_port)
+async def run_controlplane(
+    paths: Paths,
+    manifests: list[Path],
+    *,
+    apply_manifests: bool,
+    ingress_port: int,
+    metrics_port: int = 0,
+    dashboard_port: int = 0,
+    ingress_tls_port: int = 8443,
+    egress_gateway: bool = False,
+    certs: CertSettings | None = None,
+    prometheus: bool = False,
+) -> int:
+    cp = ControlPlane(
+        paths,
+        ingress_port=ingress_port,
+        ingress_tls_port=ingress_tls_port,
+        egress_gateway=egress_gateway,
+        certs=certs,
+        prometheus=prometheus,
+        metrics_port=metrics_port,
+    )
     # A restarted control plane does not re-apply the manifests: the store has them, and whatever
     # was applied or deleted since; it only goes on watching them.
     result = await cp.start(read_manifests(manifests) if apply_manifests else [])

@@ -18,8 +18,9 @@ def proxy_from_node(node: Any, named_ports: dict[str, int] | None = None) -> Pro
     meta = metadata_of(node)
     proxy_type: ProxyType = "router" if node.id.startswith("router~") else "sidecar"
     labels = meta.get("LABELS") or {}
-    namespace = meta.get("NAMESPACE") or (node.id.split("~")[2].rsplit(".", 1)[-1] if node.id.count("~") >= 3
-                                          else "default")
+    namespace = meta.get("NAMESPACE") or (
+        node.id.split("~")[2].rsplit(".", 1)[-1] if node.id.count("~") >= 3 else "default"
+    )
     return Proxy(
         type=proxy_type,
         namespace=namespace,

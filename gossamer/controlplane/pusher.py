@@ -67,8 +67,14 @@ class PushStats:
 
 
 class Pusher:
-    def __init__(self, cache: ConfigCache, snapshot: Callable[[], MeshSnapshot], *,
-                 debounce: float = 0.05, max_delay: float = 0.5) -> None:
+    def __init__(
+        self,
+        cache: ConfigCache,
+        snapshot: Callable[[], MeshSnapshot],
+        *,
+        debounce: float = 0.05,
+        max_delay: float = 0.5,
+    ) -> None:
         self._cache = cache
         self._snapshot = snapshot
         self._debounce = debounce
@@ -177,8 +183,7 @@ class Pusher:
                 gc.collect()  # cyclic garbage that reached the old generation
                 last_full_gc = time.monotonic()
 
-    async def push(self, *, full: bool, changed: set[ConfigKey] | None = None,
-                   since: float | None = None) -> None:
+    async def push(self, *, full: bool, changed: set[ConfigKey] | None = None, since: float | None = None) -> None:
         """One push to every connected group. CHANGED: the config changes since the last push (None:
         unknown); pod changes are found by comparing. Translation and serialization run off the event loop
         (pure work on an immutable snapshot); the results go into the cache on the loop, in slices of
@@ -187,8 +192,7 @@ class Pusher:
         started = time.monotonic()
         snapshot = self._snapshot()
         groups = list(self._groups.items())
-        results = await asyncio.to_thread(self._compute_all, snapshot, groups, full,
-                                          changed if full else set())
+        results = await asyncio.to_thread(self._compute_all, snapshot, groups, full, changed if full else set())
         slice_start = time.monotonic()
         for (group, proxy), result in zip(groups, results, strict=True):
             if self._groups.get(group) is not proxy:
@@ -204,13 +208,15 @@ class Pusher:
         started = time.monotonic()
         snapshot = self._snapshot()
         groups = list(self._groups.items())
-        for (group, _proxy), result in zip(groups, self._compute_all(snapshot, groups, full,
-                                                                      changed if full else set()), strict=True):
+        for (group, _proxy), result in zip(
+            groups, self._compute_all(snapshot, groups, full, changed if full else set()), strict=True
+        ):
             self._apply(group, result)
         self._finish(snapshot, full, time.monotonic() - started)
 
-    def _compute_all(self, snapshot: MeshSnapshot, groups: list[tuple[str, Proxy]], full: bool,
-                     changed: set[ConfigKey] | None) -> list[GroupResources | Exception]:
+    def _compute_all(
+        self, snapshot: MeshSnapshot, groups: list[tuple[str, Proxy]], full: bool, changed: set[ConfigKey] | None
+    ) -> list[GroupResources | Exception]:
         if snapshot is not self._current:
             # What the changes since the last push did not touch is not translated again.
             carry_over(self._current, snapshot, changed)
@@ -270,10 +276,13 @@ def _sidecar_resources(snapshot: MeshSnapshot, proxy: Proxy) -> GroupResources:
     part, merged once per snapshot and group - and carried over, whole, while neither changes."""
     scope = outbound_scope(snapshot, proxy)
     listeners = snapshot.derived(("packed_listeners", scope), lambda: _packed_listeners(snapshot, proxy))
-    clusters = snapshot.derived(("packed_clusters", scope), lambda: SharedResources(
-        (c.name, packed_cluster(c)) for c in outbound_cluster_set(snapshot, proxy)))
-    inbound_listener, inbound_clusters = snapshot.derived(("packed_inbound", proxy), lambda: _packed_inbound(
-        snapshot, proxy))
+    clusters = snapshot.derived(
+        ("packed_clusters", scope),
+        lambda: SharedResources((c.name, packed_cluster(c)) for c in outbound_cluster_set(snapshot, proxy)),
+    )
+    inbound_listener, inbound_clusters = snapshot.derived(
+        ("packed_inbound", proxy), lambda: _packed_inbound(snapshot, proxy)
+    )
     return {
         LISTENER: _merged(snapshot, ("group_listeners", proxy), listeners[LISTENER], inbound_listener),
         CLUSTER: _merged(snapshot, ("group_clusters", proxy), clusters, inbound_clusters),
@@ -282,8 +291,9 @@ def _sidecar_resources(snapshot: MeshSnapshot, proxy: Proxy) -> GroupResources:
     }
 
 
-def _merged(snapshot: MeshSnapshot, key: tuple[str, Proxy], shared: Mapping[str, Packed],
-            own: Mapping[str, Packed]) -> Mapping[str, Packed]:
+def _merged(
+    snapshot: MeshSnapshot, key: tuple[str, Proxy], shared: Mapping[str, Packed], own: Mapping[str, Packed]
+) -> Mapping[str, Packed]:
     """SHARED and OWN as one mapping: the same object while both parts are the same objects (a carried
     over snapshot value), so an unchanged type is not even compared."""
     found = snapshot.derived(key, lambda: (shared, own, {**shared, **own}))
@@ -296,8 +306,10 @@ def _merged(snapshot: MeshSnapshot, key: tuple[str, Proxy], shared: Mapping[str,
 def _packed_listeners(snapshot: MeshSnapshot, proxy: Proxy) -> dict[str, SharedResources]:
     listeners, tables = outbound_listeners(snapshot, proxy)
     scope = outbound_scope(snapshot, proxy)
-    return {LISTENER: SharedResources((x.name, packed_listener(x)) for x in listeners),
-            ROUTE: SharedResources((t.name, _packed_route_table(snapshot, scope, t)) for t in tables)}
+    return {
+        LISTENER: SharedResources((x.name, packed_listener(x)) for x in listeners),
+        ROUTE: SharedResources((t.name, _packed_route_table(snapshot, scope, t)) for t in tables),
+    }
 
 
 def _packed_route_table(snapshot: MeshSnapshot, scope: Hashable, table: RouteTable) -> Packed:
@@ -321,5 +333,7 @@ def _packed_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[dict[str, Pac
 
 
 def _packed_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> SharedResources:
-    return snapshot.derived(("packed_endpoints", endpoint_scope(snapshot, proxy)), lambda: SharedResources(
-        (e.cluster, packed_endpoints(e)) for e in outbound_endpoints(snapshot, proxy)))
+    return snapshot.derived(
+        ("packed_endpoints", endpoint_scope(snapshot, proxy)),
+        lambda: SharedResources((e.cluster, packed_endpoints(e)) for e in outbound_endpoints(snapshot, proxy)),
+    )

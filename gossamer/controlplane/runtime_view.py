@@ -59,10 +59,15 @@ class RuntimeView:
         self.started_at = runtime.get("startedAt")
         items = body.get("pods") or []
         statuses = pods_from_json([item["status"] for item in items])
-        pods = {(s.namespace, s.name): ReportedPod(status=s, netns=str(item.get("netns", "")),
-                                                   admin_socket=str(item.get("adminSocket", "")),
-                                                   logs={str(k): str(v) for k, v in (item.get("logs") or {}).items()})
-                for s, item in zip(statuses, items, strict=True)}
+        pods = {
+            (s.namespace, s.name): ReportedPod(
+                status=s,
+                netns=str(item.get("netns", "")),
+                admin_socket=str(item.get("adminSocket", "")),
+                logs={str(k): str(v) for k, v in (item.get("logs") or {}).items()},
+            )
+            for s, item in zip(statuses, items, strict=True)
+        }
         changed = pods != self._pods
         self._pods = pods
         self.last_report = time.time()
@@ -82,9 +87,13 @@ class RuntimeView:
     def process(self) -> dict[str, Any]:
         """The runtime process for `gossamer status`."""
         alive = self.pid is not None and same_process_alive(self.pid, self.pid_start)
-        return {"pid": self.pid, "state": "Running" if alive else ("Unknown" if self.pid is None else "Down"),
-                "startedAt": self.started_at, "lastReport": self.last_report,
-                "uptimeSeconds": round(time.time() - self.started_at, 1) if alive and self.started_at else None}
+        return {
+            "pid": self.pid,
+            "state": "Running" if alive else ("Unknown" if self.pid is None else "Down"),
+            "startedAt": self.started_at,
+            "lastReport": self.last_report,
+            "uptimeSeconds": round(time.time() - self.started_at, 1) if alive and self.started_at else None,
+        }
 
     # ---- queries (what LocalRuntime answered when it lived in this process) -------------
 
@@ -106,10 +115,16 @@ class RuntimeView:
         `logs deploy/NAME`) its oldest pod that is not terminating; KeyError if none."""
         if name_or_deploy_ref.startswith(("deploy/", "deployment/")):
             deploy = name_or_deploy_ref.split("/", 1)[1]
-            candidates = sorted((p.status for p in self._pods.values()
-                                 if p.status.namespace == namespace and p.status.deployment == deploy
-                                 and p.status.phase != "Terminating"),
-                                key=lambda s: (not s.ready, s.started_at, s.name))
+            candidates = sorted(
+                (
+                    p.status
+                    for p in self._pods.values()
+                    if p.status.namespace == namespace
+                    and p.status.deployment == deploy
+                    and p.status.phase != "Terminating"
+                ),
+                key=lambda s: (not s.ready, s.started_at, s.name),
+            )
             if not candidates:
                 raise KeyError(f"no pod for deployment {namespace}/{deploy}")
             return candidates[0]
@@ -131,9 +146,11 @@ class RuntimeView:
     async def pod_secret(self, pod: str, namespace: str) -> tuple[int, dict[str, Any]]:
         """The pod's workload certificate as its agent (in the runtime process) serves it."""
         try:
-            async with aiohttp.UnixConnector(path=str(self.runtime_socket)) as conn, \
-                    aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=5)) as session, \
-                    session.get(f"http://runtime/v1/pods/{namespace}/{pod}/secret") as resp:
+            async with (
+                aiohttp.UnixConnector(path=str(self.runtime_socket)) as conn,
+                aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=5)) as session,
+                session.get(f"http://runtime/v1/pods/{namespace}/{pod}/secret") as resp,
+            ):
                 return resp.status, await resp.json()
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             return 503, {"error": f"the runtime is not answering ({e})"}

@@ -120,8 +120,19 @@ class SnapshotBuilder:
                 continue
             deployment = deployments.get((pod.namespace, pod.deployment))
             ports = tuple(sorted(named_ports(deployment).items())) if deployment is not None else ()
-            workloads.append(Workload(pod.name, pod.namespace, pod.ip, pod.labels, pod.service_account,
-                                      pod.ready, pod.deployment, ports,
-                                      has_sidecar=pod.has_sidecar, router=pod.proxy_type == "router"))
+            workloads.append(
+                Workload(
+                    pod.name,
+                    pod.namespace,
+                    pod.ip,
+                    pod.labels,
+                    pod.service_account,
+                    pod.ready,
+                    pod.deployment,
+                    ports,
+                    has_sidecar=pod.has_sidecar,
+                    router=pod.proxy_type == "router",
+                )
+            )
         workloads.extend(workload_entry_workloads(resources.get("WorkloadEntry", ())))
         return tuple(sorted(workloads, key=lambda w: (w.namespace, w.name)))

@@ -47,21 +47,30 @@ def entry_alive(entry: dict[str, Any] | None) -> bool:
     return same_process_alive(entry["pid"], entry.get("start"))
 
 
-def processes_status(paths: Paths, runtime: dict[str, Any], started_at: float
-                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+def processes_status(paths: Paths, runtime: dict[str, Any], started_at: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """(control plane, runtime) as `gossamer status -o json` shows them: pid, state, uptime, restarts."""
     record = load_processes(paths.processes_file)
     cp_entry = record.get(CONTROL_PLANE) or {}
-    control_plane = {"pid": os.getpid(), "state": "Running", "startedAt": started_at,
-                     "uptimeSeconds": round(time.time() - started_at, 1),
-                     "restarts": int(cp_entry.get("restarts", 0))}
+    control_plane = {
+        "pid": os.getpid(),
+        "state": "Running",
+        "startedAt": started_at,
+        "uptimeSeconds": round(time.time() - started_at, 1),
+        "restarts": int(cp_entry.get("restarts", 0)),
+    }
     rt_entry = record.get(RUNTIME) or {}
     out = dict(runtime)
     if rt_entry.get("pid") and rt_entry.get("pid") != runtime.get("pid"):
         # Restarted, and not reported yet: what the supervisor started.
         alive = entry_alive(rt_entry)
-        out.update({"pid": rt_entry["pid"], "state": "Starting" if alive else "Down",
-                    "startedAt": rt_entry.get("startedAt"), "uptimeSeconds": None})
+        out.update(
+            {
+                "pid": rt_entry["pid"],
+                "state": "Starting" if alive else "Down",
+                "startedAt": rt_entry.get("startedAt"),
+                "uptimeSeconds": None,
+            }
+        )
     out["restarts"] = int(rt_entry.get("restarts", 0))
     supervisor = record.get(SUPERVISOR) or {}
     control_plane["supervisor"] = {"pid": supervisor.get("pid"), "alive": entry_alive(supervisor)}

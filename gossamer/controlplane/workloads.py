@@ -49,28 +49,49 @@ def _gateway_documents(name: str, labels: dict[str, str]) -> list[dict[str, Any]
     """A router pod's Deployment, its ServiceAccount and its Service (80->8080 http2, 443->8443 https)."""
     meta = {"name": name, "namespace": GATEWAY_NAMESPACE, "labels": dict(labels)}
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": f"{name}-service-account", "namespace": GATEWAY_NAMESPACE}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
-            "selector": {"istio": labels["istio"]},
-            "ports": [{"name": "http2", "port": 80, "targetPort": 8080},
-                      {"name": "https", "port": 443, "targetPort": 8443}]}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": dict(labels)},
-            "template": {
-                "metadata": {"labels": dict(labels),
-                             "annotations": {"gossamer.io/proxy-type": "router"}},
-                "spec": {"serviceAccountName": f"{name}-service-account",
-                         "containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2"}]}}}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": f"{name}-service-account", "namespace": GATEWAY_NAMESPACE},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {
+                "selector": {"istio": labels["istio"]},
+                "ports": [
+                    {"name": "http2", "port": 80, "targetPort": 8080},
+                    {"name": "https", "port": 443, "targetPort": 8443},
+                ],
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": dict(labels)},
+                "template": {
+                    "metadata": {"labels": dict(labels), "annotations": {"gossamer.io/proxy-type": "router"}},
+                    "spec": {
+                        "serviceAccountName": f"{name}-service-account",
+                        "containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2"}],
+                    },
+                },
+            },
+        },
     ]
 
 
 def builtin_documents(*, egress_gateway: bool = False) -> list[dict[str, Any]]:
     """The ingress gateway: a router pod labelled istio: ingressgateway and its Service (80->8080, 443->8443);
     with EGRESS_GATEWAY also the egress gateway (istio: egressgateway, the same ports, nothing bound on the host)."""
-    docs = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
-            *_gateway_documents(GATEWAY_NAME, GATEWAY_LABELS)]
+    docs = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
+        *_gateway_documents(GATEWAY_NAME, GATEWAY_LABELS),
+    ]
     if egress_gateway:
         docs.extend(egress_gateway_documents())
     return docs
@@ -162,19 +183,35 @@ def _volume(v: Any) -> VolumeSpec:
 
     if v.config_map is not None:
         src = v.config_map
-        return VolumeSpec(v.name, "configMap", src.name, items(src),
-                          src.default_mode if src.default_mode is not None else 0o644, bool(src.optional))
+        return VolumeSpec(
+            v.name,
+            "configMap",
+            src.name,
+            items(src),
+            src.default_mode if src.default_mode is not None else 0o644,
+            bool(src.optional),
+        )
     if v.secret is not None:
         src = v.secret
-        return VolumeSpec(v.name, "secret", src.secret_name, items(src),
-                          src.default_mode if src.default_mode is not None else 0o644, bool(src.optional))
+        return VolumeSpec(
+            v.name,
+            "secret",
+            src.secret_name,
+            items(src),
+            src.default_mode if src.default_mode is not None else 0o644,
+            bool(src.optional),
+        )
     if v.empty_dir is not None:
         return VolumeSpec(v.name, "emptyDir", medium=v.empty_dir.medium or "")
     return VolumeSpec(v.name, "unsupported")
 
 
-def _sources(deployment: Any, volumes: tuple[VolumeSpec, ...], containers: tuple[ContainerSpec, ...],
-             snapshot: MeshSnapshot | None) -> tuple[SourceData, ...]:
+def _sources(
+    deployment: Any,
+    volumes: tuple[VolumeSpec, ...],
+    containers: tuple[ContainerSpec, ...],
+    snapshot: MeshSnapshot | None,
+) -> tuple[SourceData, ...]:
     """The current content of every ConfigMap and Secret the pod template uses."""
     wanted: set[tuple[str, str]] = set()
     for v in volumes:
@@ -211,28 +248,35 @@ def deployment_spec(deployment: Any, snapshot: MeshSnapshot | None = None) -> De
     annotations = dict(template.metadata.annotations or {})
     router = is_router(deployment)
     ports_by_name = named_ports(deployment)
-    workdir = Path(deployment.source_file).resolve().parent if deployment.source_file not in ("", BUILTIN_SOURCE) \
-        else None
-    containers = () if router else tuple(
-        ContainerSpec(
-            name=c.name,
-            command=tuple([*(c.command or []), *(c.args or [])]) if c.command else (),
-            env=tuple((e.name, e.value or "") for e in c.env or [] if e.value_from is None),
-            ports=tuple(p.container_port for p in c.ports or []),
-            readiness_probe=_probe(c.readiness_probe, ports_by_name),
-            workdir=workdir,
-            # No command: the container runs its image (Kubernetes' rule: args replace the image's Cmd).
-            image="" if c.command else (c.image or ""),
-            args=() if c.command else tuple(c.args or ()),
-            pull_policy=c.image_pull_policy or "IfNotPresent",
-            mounts=tuple(VolumeMount(m.name, m.mount_path, m.sub_path or "", bool(m.read_only))
-                         for m in c.volume_mounts or []),
-            env_refs=_env_refs(c),
-            env_from=_env_from(c),
-            run_as_user=run_as(template.spec, c)[0],
-            run_as_group=run_as(template.spec, c)[1],
+    workdir = (
+        Path(deployment.source_file).resolve().parent if deployment.source_file not in ("", BUILTIN_SOURCE) else None
+    )
+    containers = (
+        ()
+        if router
+        else tuple(
+            ContainerSpec(
+                name=c.name,
+                command=tuple([*(c.command or []), *(c.args or [])]) if c.command else (),
+                env=tuple((e.name, e.value or "") for e in c.env or [] if e.value_from is None),
+                ports=tuple(p.container_port for p in c.ports or []),
+                readiness_probe=_probe(c.readiness_probe, ports_by_name),
+                workdir=workdir,
+                # No command: the container runs its image (Kubernetes' rule: args replace the image's Cmd).
+                image="" if c.command else (c.image or ""),
+                args=() if c.command else tuple(c.args or ()),
+                pull_policy=c.image_pull_policy or "IfNotPresent",
+                mounts=tuple(
+                    VolumeMount(m.name, m.mount_path, m.sub_path or "", bool(m.read_only))
+                    for m in c.volume_mounts or []
+                ),
+                env_refs=_env_refs(c),
+                env_from=_env_from(c),
+                run_as_user=run_as(template.spec, c)[0],
+                run_as_group=run_as(template.spec, c)[1],
+            )
+            for c in template.spec.containers
         )
-        for c in template.spec.containers
     )
     volumes = () if router else tuple(_volume(v) for v in template.spec.volumes or [])
     return DeploymentSpec(
@@ -247,8 +291,8 @@ def deployment_spec(deployment: Any, snapshot: MeshSnapshot | None = None) -> De
         proxy_type="router" if router else "sidecar",
         volumes=volumes,
         sources=_sources(deployment, volumes, containers, snapshot),
-        hold_application_until_proxy_starts=not router and hold_application(
-            annotations, snapshot.mesh_config if snapshot is not None else DEFAULT_MESH_CONFIG),
+        hold_application_until_proxy_starts=not router
+        and hold_application(annotations, snapshot.mesh_config if snapshot is not None else DEFAULT_MESH_CONFIG),
     )
 
 
@@ -268,8 +312,13 @@ def mesh_service(service: Any, vip: str) -> MeshService:
         )
         for p in service.spec.ports or []
     )
-    return MeshService(service.metadata.name, service.metadata.namespace, vip, ports,
-                       tuple(sorted((service.spec.selector or {}).items())))
+    return MeshService(
+        service.metadata.name,
+        service.metadata.namespace,
+        vip,
+        ports,
+        tuple(sorted((service.spec.selector or {}).items())),
+    )
 
 
 def service_address(service: MeshService) -> ServiceAddress:

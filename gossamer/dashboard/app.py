@@ -103,13 +103,15 @@ def dashboard_app(api: Api) -> web.Application:
             await task
 
     app.cleanup_ctx.append(sampler)
-    app.add_routes([
-        web.get("/", index),
-        web.get("/api/overview", overview),
-        web.get("/api/graph", graph),
-        web.get("/api/workloads", workloads),
-        web.get("/api/config", config),
-        web.post("/api/explain", explain),
-        web.static("/static", STATIC),
-    ])
+    app.add_routes(
+        [
+            web.get("/", index),
+            web.get("/api/overview", overview),
+            web.get("/api/graph", graph),
+            web.get("/api/workloads", workloads),
+            web.get("/api/config", config),
+            web.post("/api/explain", explain),
+            web.static("/static", STATIC),
+        ]
+    )
     return app

@@ -36,14 +36,23 @@ class Sample(NamedTuple):
 
 def request_samples(registry: CollectorRegistry) -> list[Sample]:
     """The istio_requests_total series of a registry (read in process, no text round trip)."""
-    return [Sample(s.labels, s.value) for family in registry.collect() if family.name == REQUESTS_FAMILY
-            for s in family.samples if s.name == REQUESTS_SAMPLE]
+    return [
+        Sample(s.labels, s.value)
+        for family in registry.collect()
+        if family.name == REQUESTS_FAMILY
+        for s in family.samples
+        if s.name == REQUESTS_SAMPLE
+    ]
 
 
 def request_samples_from_text(text: str) -> list[Sample]:
     """The same from Prometheus' text exposition format (what /metrics serves)."""
-    return [Sample(s.labels, s.value) for family in text_string_to_metric_families(text)
-            for s in family.samples if s.name == REQUESTS_SAMPLE]
+    return [
+        Sample(s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == REQUESTS_SAMPLE
+    ]
 
 
 @dataclass(frozen=True)
@@ -53,8 +62,9 @@ class Counts:
     client_errors: float = 0.0  # 4xx
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(self.requests + other.requests, self.errors + other.errors,
-                      self.client_errors + other.client_errors)
+        return Counts(
+            self.requests + other.requests, self.errors + other.errors, self.client_errors + other.client_errors
+        )
 
     def __sub__(self, other: Counts) -> Counts:
         # A counter never goes down; a series that vanished counts as reset (rate() does the same).
@@ -93,8 +103,9 @@ def edge_counters(samples: Iterable[Sample]) -> dict[EdgeKey, Counts]:
         reporter = labels.get("reporter", UNKNOWN)
         service = labels.get("destination_service") or UNKNOWN
         counts = _counts(labels, value)
-        source = workload_id(labels.get("source_workload_namespace") or UNKNOWN,
-                             labels.get("source_workload") or UNKNOWN)
+        source = workload_id(
+            labels.get("source_workload_namespace") or UNKNOWN, labels.get("source_workload") or UNKNOWN
+        )
         add((reporter, "calls", source, service_id(service)), counts)
         dest_workload = labels.get("destination_workload") or UNKNOWN
         if dest_workload != UNKNOWN:
@@ -122,8 +133,7 @@ class RateWindow:
             return {}
         (t0, base), (t1, latest) = self._samples[0], self._samples[-1]
         elapsed = max(t1 - t0, 1e-9)
-        return {k: Counts(*(x / elapsed for x in (v - base.get(k, Counts())).as_tuple()))
-                for k, v in latest.items()}
+        return {k: Counts(*(x / elapsed for x in (v - base.get(k, Counts())).as_tuple())) for k, v in latest.items()}
 
     def latest(self) -> dict[EdgeKey, Counts]:
         return self._samples[-1][1] if self._samples else {}
@@ -154,19 +164,35 @@ def _pick(by_reporter: dict[str, Any], preferred: str) -> tuple[str, Any]:
     return reporter, by_reporter[reporter]
 
 
-def build_graph(services: Iterable[ServiceInfo], workloads: Iterable[WorkloadInfo],
-                totals: dict[EdgeKey, Counts], rates: dict[EdgeKey, Counts]) -> dict[str, Any]:
+def build_graph(
+    services: Iterable[ServiceInfo],
+    workloads: Iterable[WorkloadInfo],
+    totals: dict[EdgeKey, Counts],
+    rates: dict[EdgeKey, Counts],
+) -> dict[str, Any]:
     """Nodes (with layer and order for a left-to-right layered drawing) and edges, as JSON."""
     nodes: dict[str, dict[str, Any]] = {}
     for w in workloads:
         nodes[workload_id(w.namespace, w.name)] = {
-            "id": workload_id(w.namespace, w.name), "type": "workload", "name": w.name, "namespace": w.namespace,
-            "app": dict(w.labels).get("app", ""), "version": dict(w.labels).get("version", ""),
-            "pods": w.pods, "ready": w.ready, "sidecar": w.sidecar}
+            "id": workload_id(w.namespace, w.name),
+            "type": "workload",
+            "name": w.name,
+            "namespace": w.namespace,
+            "app": dict(w.labels).get("app", ""),
+            "version": dict(w.labels).get("version", ""),
+            "pods": w.pods,
+            "ready": w.ready,
+            "sidecar": w.sidecar,
+        }
     service_list = list(services)
     for s in service_list:
-        nodes[service_id(s.host)] = {"id": service_id(s.host), "type": "service", "name": s.name,
-                                     "namespace": s.namespace, "host": s.host}
+        nodes[service_id(s.host)] = {
+            "id": service_id(s.host),
+            "type": "service",
+            "name": s.name,
+            "namespace": s.namespace,
+            "host": s.host,
+        }
 
     # Traffic edges: one per (type, source, target), the preferred reporter's counters.
     grouped: dict[tuple[str, str, str], dict[str, tuple[Counts, Counts]]] = {}
@@ -179,13 +205,20 @@ def build_graph(services: Iterable[ServiceInfo], workloads: Iterable[WorkloadInf
         for node_id in (src, dst):
             if node_id not in nodes:
                 nodes[node_id] = _node_from_id(node_id)
-        edges.append({
-            "source": src, "target": dst, "type": kind, "reporter": reporter,
-            "requests": total.requests, "errors": total.errors,
-            "rps": round(rate.requests, 3), "errorRps": round(rate.errors, 3),
-            "clientErrorRps": round(rate.client_errors, 3),
-            "errorRatio": round(rate.errors / rate.requests, 4) if rate.requests else 0.0,
-        })
+        edges.append(
+            {
+                "source": src,
+                "target": dst,
+                "type": kind,
+                "reporter": reporter,
+                "requests": total.requests,
+                "errors": total.errors,
+                "rps": round(rate.requests, 3),
+                "errorRps": round(rate.errors, 3),
+                "clientErrorRps": round(rate.client_errors, 3),
+                "errorRatio": round(rate.errors / rate.requests, 4) if rate.requests else 0.0,
+            }
+        )
 
     # Selection edges (no traffic needed): a service to the workloads its selector picks.
     served = {(e["source"], e["target"]) for e in edges}
@@ -195,17 +228,33 @@ def build_graph(services: Iterable[ServiceInfo], workloads: Iterable[WorkloadInf
         for w in workloads_selected(s, workloads):
             pair = (service_id(s.host), workload_id(w.namespace, w.name))
             if pair not in served:
-                edges.append({"source": pair[0], "target": pair[1], "type": "selects", "reporter": "",
-                              "requests": 0.0, "errors": 0.0, "rps": 0.0, "errorRps": 0.0,
-                              "clientErrorRps": 0.0, "errorRatio": 0.0})
+                edges.append(
+                    {
+                        "source": pair[0],
+                        "target": pair[1],
+                        "type": "selects",
+                        "reporter": "",
+                        "requests": 0.0,
+                        "errors": 0.0,
+                        "rps": 0.0,
+                        "errorRps": 0.0,
+                        "clientErrorRps": 0.0,
+                        "errorRatio": 0.0,
+                    }
+                )
     layout(nodes, edges)
     return {"nodes": sorted(nodes.values(), key=lambda n: (n["layer"], n["order"])), "edges": edges}
 
 
 def workloads_selected(service: ServiceInfo, workloads: Iterable[WorkloadInfo]) -> list[WorkloadInfo]:
     selector = dict(service.selector or ())
-    return [w for w in workloads if w.namespace == service.namespace and selector
-            and all(dict(w.labels).get(k) == v for k, v in selector.items())]
+    return [
+        w
+        for w in workloads
+        if w.namespace == service.namespace
+        and selector
+        and all(dict(w.labels).get(k) == v for k, v in selector.items())
+    ]
 
 
 def _node_from_id(node_id: str) -> dict[str, Any]:
@@ -213,11 +262,25 @@ def _node_from_id(node_id: str) -> dict[str, Any]:
     kind, _, rest = node_id.partition(":")
     if kind == "svc":
         name, _, namespace = rest.partition(".")
-        return {"id": node_id, "type": "service", "name": name, "namespace": namespace.split(".")[0]
-                if namespace.endswith(".svc.cluster.local") else "", "host": rest}
+        return {
+            "id": node_id,
+            "type": "service",
+            "name": name,
+            "namespace": namespace.split(".")[0] if namespace.endswith(".svc.cluster.local") else "",
+            "host": rest,
+        }
     namespace, _, name = rest.partition("/")
-    return {"id": node_id, "type": "workload", "name": name, "namespace": namespace, "app": "", "version": "",
-            "pods": 0, "ready": 0, "sidecar": False}
+    return {
+        "id": node_id,
+        "type": "workload",
+        "name": name,
+        "namespace": namespace,
+        "app": "",
+        "version": "",
+        "pods": 0,
+        "ready": 0,
+        "sidecar": False,
+    }
 
 
 def layout(nodes: dict[str, dict[str, Any]], edges: list[dict[str, Any]]) -> None:

@@ -29,8 +29,17 @@ from gossamer.xds.server import ProxyStatus
 from gossamer.xds.types import SHORT_NAMES
 
 # The config view's kinds, in the order shown (Istio's networking kinds first).
-CONFIG_KINDS = ("VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "Sidecar", "PeerAuthentication",
-                "AuthorizationPolicy", "RequestAuthentication", "Telemetry")
+CONFIG_KINDS = (
+    "VirtualService",
+    "DestinationRule",
+    "Gateway",
+    "ServiceEntry",
+    "Sidecar",
+    "PeerAuthentication",
+    "AuthorizationPolicy",
+    "RequestAuthentication",
+    "Telemetry",
+)
 XDS_ORDER = ("cds", "eds", "lds", "rds", "sds")
 STATE_RANK = {"NACKED": 3, "STALE": 2, "NOT SENT": 1, "SYNCED": 0}
 
@@ -41,21 +50,29 @@ def proxy_json(proxy: ProxyStatus, pods: Sequence[PodStatus]) -> dict[str, Any]:
     types: dict[str, dict[str, Any]] = {}
     for type_url, ts in proxy.types.items():
         types[SHORT_NAMES.get(type_url, type_url)] = {
-            "state": synced.get(type_url, "NOT SENT"), "sent": ts.sent_version, "acked": ts.acked_version,
-            "error": ts.error}
-    ordered = dict(sorted(types.items(), key=lambda kv: (XDS_ORDER.index(kv[0]) if kv[0] in XDS_ORDER else 99,
-                                                         kv[0])))
+            "state": synced.get(type_url, "NOT SENT"),
+            "sent": ts.sent_version,
+            "acked": ts.acked_version,
+            "error": ts.error,
+        }
+    ordered = dict(sorted(types.items(), key=lambda kv: (XDS_ORDER.index(kv[0]) if kv[0] in XDS_ORDER else 99, kv[0])))
     pod = next((p for p in pods if f"~{p.name}.{p.namespace}~" in proxy.node_id), None)
     states = [str(t["state"]) for t in ordered.values()]
-    return {"nodeId": proxy.node_id, "group": proxy.group, "delta": proxy.delta,
-            "pod": pod.name if pod else None, "namespace": pod.namespace if pod else None,
-            "types": ordered,
-            "state": max(states, key=lambda s: STATE_RANK.get(s, 1)) if states else "NOT SENT",
-            "nacks": [f"{t.upper()}: {v['error']}" for t, v in ordered.items() if v["state"] == "NACKED"]}
+    return {
+        "nodeId": proxy.node_id,
+        "group": proxy.group,
+        "delta": proxy.delta,
+        "pod": pod.name if pod else None,
+        "namespace": pod.namespace if pod else None,
+        "types": ordered,
+        "state": max(states, key=lambda s: STATE_RANK.get(s, 1)) if states else "NOT SENT",
+        "nacks": [f"{t.upper()}: {v['error']}" for t, v in ordered.items() if v["state"] == "NACKED"],
+    }
 
 
-def workloads_view(pods: Sequence[PodStatus], proxies: Iterable[ProxyStatus],
-                   netns: Callable[[str, str], str]) -> dict[str, Any]:
+def workloads_view(
+    pods: Sequence[PodStatus], proxies: Iterable[ProxyStatus], netns: Callable[[str, str], str]
+) -> dict[str, Any]:
     """Pods (readiness, restarts, IP, sidecar) and proxies (sync per xDS type, NACKs)."""
     pod_rows = []
     for p in sorted(pods, key=lambda p: (p.namespace, p.name)):
@@ -64,11 +81,16 @@ def workloads_view(pods: Sequence[PodStatus], proxies: Iterable[ProxyStatus],
         pod_rows.append(row)
     proxy_rows = sorted((proxy_json(x, pods) for x in proxies), key=lambda r: (r["namespace"] or "", r["nodeId"]))
     return {
-        "pods": pod_rows, "proxies": proxy_rows,
-        "summary": {"pods": len(pod_rows), "ready": sum(1 for p in pods if p.ready),
-                    "restarts": sum(p.restarts for p in pods), "proxies": len(proxy_rows),
-                    "synced": sum(1 for r in proxy_rows if r["state"] == "SYNCED"),
-                    "nacked": sum(1 for r in proxy_rows if r["state"] == "NACKED")},
+        "pods": pod_rows,
+        "proxies": proxy_rows,
+        "summary": {
+            "pods": len(pod_rows),
+            "ready": sum(1 for p in pods if p.ready),
+            "restarts": sum(p.restarts for p in pods),
+            "proxies": len(proxy_rows),
+            "synced": sum(1 for r in proxy_rows if r["state"] == "SYNCED"),
+            "nacked": sum(1 for r in proxy_rows if r["state"] == "NACKED"),
+        },
     }
 
 
@@ -89,11 +111,14 @@ def _summary(kind: str, spec: dict[str, Any]) -> str:
         return "; ".join(parts)
     if kind == "DestinationRule":
         subsets = [str(s.get("name")) for s in spec.get("subsets") or []]
-        return ("subsets " + ", ".join(subsets) if subsets else "") + ("; trafficPolicy" if spec.get("trafficPolicy")
-                                                                       else "")
+        return ("subsets " + ", ".join(subsets) if subsets else "") + (
+            "; trafficPolicy" if spec.get("trafficPolicy") else ""
+        )
     if kind == "Gateway":
-        return ", ".join(f"{(s.get('port') or {}).get('protocol', '')} {(s.get('port') or {}).get('number', '')}"
-                         for s in spec.get("servers") or [])
+        return ", ".join(
+            f"{(s.get('port') or {}).get('protocol', '')} {(s.get('port') or {}).get('number', '')}"
+            for s in spec.get("servers") or []
+        )
     if kind in ("PeerAuthentication",):
         return str((spec.get("mtls") or {}).get("mode", ""))
     if kind == "AuthorizationPolicy":
@@ -101,8 +126,9 @@ def _summary(kind: str, spec: dict[str, Any]) -> str:
     return ""
 
 
-def config_view(stored: Iterable[StoredObject], parsed: Sequence[Any],
-                messages: Sequence[Message] = ()) -> dict[str, Any]:
+def config_view(
+    stored: Iterable[StoredObject], parsed: Sequence[Any], messages: Sequence[Message] = ()
+) -> dict[str, Any]:
     """Istio config objects with their source file:line, the analysis messages about them (what
     `gossamer analyze` says of the running mesh) and the fields accepted but not enforced."""
     analysis: dict[tuple[str, str, str], list[Message]] = {}
@@ -116,34 +142,70 @@ def config_view(stored: Iterable[StoredObject], parsed: Sequence[Any],
         resource = by_key.get(obj.key)
         warnings: list[dict[str, Any]] = []
         if resource is not None:
-            warnings = [{"line": i.line, "field": i.field, "message": i.message, "text": str(i)}
-                        for i in not_enforced_issues(resource)]
-            warnings += [{"line": m.line, "field": m.field, "message": f"{m.text} ({m.code} {m.type.name})",
-                          "code": m.code, "level": m.level, "text": str(m)} for m in analysis.get(obj.key, [])]
+            warnings = [
+                {"line": i.line, "field": i.field, "message": i.message, "text": str(i)}
+                for i in not_enforced_issues(resource)
+            ]
+            warnings += [
+                {
+                    "line": m.line,
+                    "field": m.field,
+                    "message": f"{m.text} ({m.code} {m.type.name})",
+                    "code": m.code,
+                    "level": m.level,
+                    "text": str(m),
+                }
+                for m in analysis.get(obj.key, [])
+            ]
         spec = obj.body.get("spec") or {}
-        items.append({"kind": obj.kind, "namespace": obj.namespace, "name": obj.name,
-                      "source": f"{obj.source_file}:{obj.source_line}" if obj.source_line else obj.source_file,
-                      "resourceVersion": obj.resource_version, "generation": obj.generation,
-                      "hosts": _hosts(obj.kind, spec), "summary": _summary(obj.kind, spec), "warnings": warnings})
+        items.append(
+            {
+                "kind": obj.kind,
+                "namespace": obj.namespace,
+                "name": obj.name,
+                "source": f"{obj.source_file}:{obj.source_line}" if obj.source_line else obj.source_file,
+                "resourceVersion": obj.resource_version,
+                "generation": obj.generation,
+                "hosts": _hosts(obj.kind, spec),
+                "summary": _summary(obj.kind, spec),
+                "warnings": warnings,
+            }
+        )
     items.sort(key=lambda i: (CONFIG_KINDS.index(i["kind"]), i["namespace"], i["name"]))
-    return {"items": items, "warnings": sum(len(i["warnings"]) for i in items),
-            "analysis": [m.to_json() for m in messages]}
+    return {
+        "items": items,
+        "warnings": sum(len(i["warnings"]) for i in items),
+        "analysis": [m.to_json() for m in messages],
+    }
 
 
 def mesh_services(resources: dict[str, tuple[Any, ...]]) -> list[ServiceInfo]:
-    return [ServiceInfo(host=f"{s.metadata.name}.{s.metadata.namespace}.{DOMAIN_SUFFIX}", name=s.metadata.name,
-                        namespace=s.metadata.namespace,
-                        selector=tuple(sorted(s.spec.selector.items())) if s.spec.selector else None)
-            for s in resources.get("Service", ())]
+    return [
+        ServiceInfo(
+            host=f"{s.metadata.name}.{s.metadata.namespace}.{DOMAIN_SUFFIX}",
+            name=s.metadata.name,
+            namespace=s.metadata.namespace,
+            selector=tuple(sorted(s.spec.selector.items())) if s.spec.selector else None,
+        )
+        for s in resources.get("Service", ())
+    ]
 
 
 def mesh_workloads(pods: Sequence[PodStatus]) -> list[WorkloadInfo]:
     by_deployment: dict[tuple[str, str], list[PodStatus]] = {}
     for p in pods:
         by_deployment.setdefault((p.namespace, p.deployment or p.name), []).append(p)
-    return [WorkloadInfo(name=name, namespace=ns, labels=ps[0].labels, pods=len(ps),
-                         ready=sum(1 for p in ps if p.ready), sidecar=any(p.has_sidecar for p in ps))
-            for (ns, name), ps in sorted(by_deployment.items())]
+    return [
+        WorkloadInfo(
+            name=name,
+            namespace=ns,
+            labels=ps[0].labels,
+            pods=len(ps),
+            ready=sum(1 for p in ps if p.ready),
+            sidecar=any(p.has_sidecar for p in ps),
+        )
+        for (ns, name), ps in sorted(by_deployment.items())
+    ]
 
 
 class Dashboard:
@@ -168,8 +230,12 @@ class Dashboard:
 
     async def graph(self) -> dict[str, Any]:
         await self.sample()
-        out = build_graph(mesh_services(self.cp.snapshots.resources()), mesh_workloads(self.cp.runtime.pods()),
-                          self.window.latest(), self.window.rates())
+        out = build_graph(
+            mesh_services(self.cp.snapshots.resources()),
+            mesh_workloads(self.cp.runtime.pods()),
+            self.window.latest(),
+            self.window.rates(),
+        )
         out["windowSeconds"] = self.window.window
         return out
 

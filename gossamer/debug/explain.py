@@ -143,28 +143,41 @@ def resolve_host(host: str, namespace: str, services: Iterable[MeshService]) -> 
                 names.setdefault(h.lower(), (addr.vip, f"ServiceEntry host {h}"))
             continue
         what = f"Service {addr.namespace}/{addr.name}"
-        for n in (f"{addr.name}.{addr.namespace}.svc.{CLUSTER_DOMAIN}", f"{addr.name}.{addr.namespace}.svc",
-                  f"{addr.name}.{addr.namespace}"):
+        for n in (
+            f"{addr.name}.{addr.namespace}.svc.{CLUSTER_DOMAIN}",
+            f"{addr.name}.{addr.namespace}.svc",
+            f"{addr.name}.{addr.namespace}",
+        ):
             names.setdefault(n, (addr.vip, what))
         if addr.namespace == namespace:
             names.setdefault(addr.name, (addr.vip, what))
     bare = host.rstrip(".")
     # resolv.conf: ndots:5 tries the search domains first for names with fewer dots, then the name.
     search = [f"{namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN]
-    candidates = [bare] if host.endswith(".") else (
-        [f"{bare}.{s}" for s in search] + [bare] if bare.count(".") < 5 else [bare] + [f"{bare}.{s}" for s in search])
+    candidates = (
+        [bare]
+        if host.endswith(".")
+        else (
+            [f"{bare}.{s}" for s in search] + [bare]
+            if bare.count(".") < 5
+            else [bare] + [f"{bare}.{s}" for s in search]
+        )
+    )
     for name in candidates:
         if name in names:
             vip, what = names[name]
             via = f" (as {name})" if name != bare else ""
             return vip, f"{host} resolves to {vip}{via}: {what}"
-    return None, (f"{host} does not resolve inside the pod: no Service in namespace {namespace} (or "
-                  f"name.namespace elsewhere) and no ServiceEntry host with an address has that name, "
-                  "so the app fails the DNS lookup before its proxy sees the request")
+    return None, (
+        f"{host} does not resolve inside the pod: no Service in namespace {namespace} (or "
+        f"name.namespace elsewhere) and no ServiceEntry host with an address has that name, "
+        "so the app fails the DNS lookup before its proxy sees the request"
+    )
 
 
-def sync_states(types: Mapping[str, Any], synced: Mapping[str, str],
-                versions: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def sync_states(
+    types: Mapping[str, Any], synced: Mapping[str, str], versions: Mapping[str, str]
+) -> dict[str, dict[str, Any]]:
     """Per short type name: state, the version the cache holds, what was sent / ACKed, Envoy's error.
 
     ``types`` are a ProxyStatus's ProxyTypeStatus by type URL, ``synced`` its ``synced`` property,
@@ -188,18 +201,33 @@ def sync_states(types: Mapping[str, Any], synced: Mapping[str, str],
 # --------------------------------------------------------------------------------------------------
 
 
-def explain(resources: Mapping[str, Mapping[str, Message]], *, url: str, method: str = "GET",
-            headers: Iterable[str] | Mapping[str, str] = (), inbound: bool = False, namespace: str = "default",
-            services: Iterable[MeshService] = (), pod_ip: str = "", proxy: str = "",
-            sync: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def explain(
+    resources: Mapping[str, Mapping[str, Message]],
+    *,
+    url: str,
+    method: str = "GET",
+    headers: Iterable[str] | Mapping[str, str] = (),
+    inbound: bool = False,
+    namespace: str = "default",
+    services: Iterable[MeshService] = (),
+    pod_ip: str = "",
+    proxy: str = "",
+    sync: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Where ``method url`` (with ``headers``) from (or, ``inbound``, to) the pod goes on ``resources``."""
     target = parse_url(url)
     hdrs = parse_headers(headers)
     authority = hdrs.pop("host", None) or hdrs.pop(":authority", None) or target.authority
     out: dict[str, Any] = {
         "proxy": proxy,
-        "request": {"method": method.upper(), "url": url, "authority": authority, "path": target.path,
-                    "headers": hdrs, "inbound": inbound},
+        "request": {
+            "method": method.upper(),
+            "url": url,
+            "authority": authority,
+            "path": target.path,
+            "headers": hdrs,
+            "inbound": inbound,
+        },
         "sync": dict(sync or {}),
         "warnings": [],
     }
@@ -216,8 +244,16 @@ def explain(resources: Mapping[str, Mapping[str, Message]], *, url: str, method:
         out["verdict"] = "the name does not resolve inside the pod"
         return out
 
-    request = Request(host=authority, path=target.path, method=method.upper(), headers=hdrs, port=target.port,
-                      address=address, scheme=target.scheme, inbound=inbound)
+    request = Request(
+        host=authority,
+        path=target.path,
+        method=method.upper(),
+        headers=hdrs,
+        port=target.port,
+        address=address,
+        scheme=target.scheme,
+        inbound=inbound,
+    )
     try:
         result = simulate(resources, request)
     except SimulationError as e:
@@ -226,8 +262,11 @@ def explain(resources: Mapping[str, Mapping[str, Message]], *, url: str, method:
         _sync_warnings(out, (LISTENER, ROUTE))
         return out
     out.update(_describe(resources, result, request))
-    involved = [LISTENER] + ([ROUTE] if result.route_config and _rds(resources, result) else []) \
+    involved = (
+        [LISTENER]
+        + ([ROUTE] if result.route_config and _rds(resources, result) else [])
         + ([CLUSTER, ENDPOINT] if result.clusters else [])
+    )
     _sync_warnings(out, involved)
     return out
 
@@ -245,11 +284,15 @@ def _sync_warnings(out: dict[str, Any], involved: Iterable[str]) -> None:
             continue
         state = st.get("state")
         if state == "NACKED":
-            msg = (f"{short.upper()} is NACKED: Envoy rejected version {st.get('cache')} "
-                   f"({st.get('error')}) and still runs version {st.get('acked') or '(none)'}")
+            msg = (
+                f"{short.upper()} is NACKED: Envoy rejected version {st.get('cache')} "
+                f"({st.get('error')}) and still runs version {st.get('acked') or '(none)'}"
+            )
         elif state == "STALE":
-            msg = (f"{short.upper()} is STALE: the control plane holds version {st.get('cache')}, Envoy has "
-                   f"ACKed {st.get('acked') or 'nothing yet'} - what you read here is not yet what Envoy runs")
+            msg = (
+                f"{short.upper()} is STALE: the control plane holds version {st.get('cache')}, Envoy has "
+                f"ACKed {st.get('acked') or 'nothing yet'} - what you read here is not yet what Envoy runs"
+            )
         else:
             msg = f"{short.upper()} is {state}: this proxy has not been sent it"
         out["warnings"].append(msg)
@@ -272,8 +315,10 @@ def _describe(resources: Mapping[str, Mapping[str, Message]], result: Result, re
     }
     if result.virtual_host is not None:
         prefix = f"virtual host {result.virtual_host} matched "
-        out["virtualHost"] = {"name": result.virtual_host,
-                              "why": next((s[len(prefix):] for s in steps if s.startswith(prefix)), "")}
+        out["virtualHost"] = {
+            "name": result.virtual_host,
+            "why": next((s[len(prefix) :] for s in steps if s.startswith(prefix)), ""),
+        }
     vh = _virtual_host(resources, result)
     for step in steps:
         m = _ROUTE_STEP.match(step)
@@ -281,16 +326,25 @@ def _describe(resources: Mapping[str, Mapping[str, Message]], result: Result, re
             continue
         index, why, verdict = int(m.group(1)), m.group(2), m.group(3)
         route = vh.routes[index - 1] if vh is not None and index <= len(vh.routes) else None
-        entry = {"index": index, "name": route.name if route is not None else None,
-                 "operation": route.decorator.operation if route is not None and route.HasField("decorator")
-                 else None, "source": route_source(route) if route is not None else None, "why": why}
+        entry = {
+            "index": index,
+            "name": route.name if route is not None else None,
+            "operation": route.decorator.operation if route is not None and route.HasField("decorator") else None,
+            "source": route_source(route) if route is not None else None,
+            "why": why,
+        }
         if verdict == "matched":
             out["route"] = entry
         else:
             out["notMatched"].append(entry)
     if out["route"] is None and (result.route is not None or result.source is not None):
-        out["route"] = {"index": None, "name": result.route, "operation": result.operation,
-                        "source": result.source, "why": ""}
+        out["route"] = {
+            "index": None,
+            "name": result.route,
+            "operation": result.operation,
+            "source": result.source,
+            "why": "",
+        }
     for name, weight in result.clusters:
         out["clusters"].append(_cluster(resources, name, weight, request))
     out["verdict"] = _verdict(result, out)
@@ -300,7 +354,7 @@ def _describe(resources: Mapping[str, Mapping[str, Message]], result: Result, re
 def _reason(steps: list[str], prefix: str) -> str:
     for s in steps:
         if s.startswith(prefix) and s.endswith(")"):
-            return s[len(prefix):-1]
+            return s[len(prefix) : -1]
     return ""
 
 
@@ -315,8 +369,10 @@ def _virtual_host(resources: Mapping[str, Mapping[str, Message]], result: Result
     return next((vh for vh in cfg.virtual_hosts if vh.name == result.virtual_host), None)
 
 
-def _inline_route_config(resources: Mapping[str, Mapping[str, Message]], result: Result,
-                         ) -> route_pb2.RouteConfiguration | None:
+def _inline_route_config(
+    resources: Mapping[str, Mapping[str, Message]],
+    result: Result,
+) -> route_pb2.RouteConfiguration | None:
     listener = resources.get(LISTENER, {}).get(result.listener)
     if not isinstance(listener, listener_pb2.Listener):
         return None
@@ -348,16 +404,19 @@ def _endpoints(cla: endpoint_pb2.ClusterLoadAssignment) -> list[dict[str, Any]]:
         for lb in loc.lb_endpoints:
             if lb.WhichOneof("host_identifier") != "endpoint":
                 continue
-            ep: dict[str, Any] = {"address": _socket(lb.endpoint.address),
-                                  "health": health_check_pb2.HealthStatus.Name(lb.health_status)}
+            ep: dict[str, Any] = {
+                "address": _socket(lb.endpoint.address),
+                "health": health_check_pb2.HealthStatus.Name(lb.health_status),
+            }
             if lb.HasField("load_balancing_weight"):
                 ep["weight"] = lb.load_balancing_weight.value
             out.append(ep)
     return out
 
 
-def _cluster(resources: Mapping[str, Mapping[str, Message]], name: str, weight: int,
-             request: Request) -> dict[str, Any]:
+def _cluster(
+    resources: Mapping[str, Mapping[str, Message]], name: str, weight: int, request: Request
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": name, "weight": weight, "type": None, "endpoints": [], "note": ""}
     cluster = resources.get(CLUSTER, {}).get(name)
     if not isinstance(cluster, cluster_pb2.Cluster):
@@ -394,8 +453,10 @@ def _verdict(result: Result, out: dict[str, Any]) -> str:
     if result.status is not None:
         last = result.explanation[-1] if result.explanation else ""
         if vh == "block_all" or result.source == "REGISTRY_ONLY":
-            return (f"{result.status}: outboundTrafficPolicy REGISTRY_ONLY - the host is not a service this "
-                    "proxy knows, Envoy answers 502 (block_all)")
+            return (
+                f"{result.status}: outboundTrafficPolicy REGISTRY_ONLY - the host is not a service this "
+                "proxy knows, Envoy answers 502 (block_all)"
+            )
         if result.status == 404 and not result.clusters and result.route is None:
             return f"404: {last}"
         if last.startswith("redirect"):

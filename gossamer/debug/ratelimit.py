@@ -68,17 +68,22 @@ def _bucket(cfg: local_rate_limit_pb2.LocalRateLimit) -> str:
     return text
 
 
-def _per_filter(name: str, cfg: route_pb2.RouteConfiguration, vh: rc.VirtualHost, route: rc.Route
-                ) -> tuple[any_pb2.Any, str] | None:
+def _per_filter(
+    name: str, cfg: route_pb2.RouteConfiguration, vh: rc.VirtualHost, route: rc.Route
+) -> tuple[any_pb2.Any, str] | None:
     for where, holder in (("route", route), ("virtual host", vh), ("route table", cfg)):
         if name in holder.typed_per_filter_config:
             return holder.typed_per_filter_config[name], where
     return None
 
 
-def _entries(rl: rc.RateLimit, headers: Mapping[str, str], source_ip: str, cluster: str | None,
-             header_match: Callable[[rc.HeaderMatcher, Mapping[str, str]], tuple[bool, str]]
-             ) -> tuple[list[tuple[str, str]] | None, str]:
+def _entries(
+    rl: rc.RateLimit,
+    headers: Mapping[str, str],
+    source_ip: str,
+    cluster: str | None,
+    header_match: Callable[[rc.HeaderMatcher, Mapping[str, str]], tuple[bool, str]],
+) -> tuple[list[tuple[str, str]] | None, str]:
     """The descriptor one `rate_limits` entry makes of the request, or None and why it makes none."""
     entries: list[tuple[str, str]] = []
     for action in rl.actions:
@@ -111,10 +116,17 @@ def _entries(rl: rc.RateLimit, headers: Mapping[str, str], source_ip: str, clust
     return entries, ""
 
 
-def describe(resources: Mapping[str, Mapping[str, Message]], filters: Sequence[hcm_pb2.HttpFilter],
-             cfg: route_pb2.RouteConfiguration, vh: rc.VirtualHost, route: rc.Route, headers: Mapping[str, str],
-             source_ip: str, cluster: str | None,
-             header_match: Callable[[rc.HeaderMatcher, Mapping[str, str]], tuple[bool, str]]) -> list[str]:
+def describe(
+    resources: Mapping[str, Mapping[str, Message]],
+    filters: Sequence[hcm_pb2.HttpFilter],
+    cfg: route_pb2.RouteConfiguration,
+    vh: rc.VirtualHost,
+    route: rc.Route,
+    headers: Mapping[str, str],
+    source_ip: str,
+    cluster: str | None,
+    header_match: Callable[[rc.HeaderMatcher, Mapping[str, str]], tuple[bool, str]],
+) -> list[str]:
     """One line per rate limit filter in FILTERS (and per descriptor for the global one)."""
     out: list[str] = []
     for f in filters:
@@ -137,18 +149,31 @@ def describe(resources: Mapping[str, Mapping[str, Message]], filters: Sequence[h
         service = rl.rate_limit_service.grpc_service
         target = service.envoy_grpc.cluster_name if service.HasField("envoy_grpc") else service.google_grpc.target_uri
         have = resources.get(CLUSTER)
-        known = "" if have is None or not service.HasField("envoy_grpc") else (
-            " (in this proxy's clusters)" if target in have else " (NOT in this proxy's clusters: every call fails)")
+        known = (
+            ""
+            if have is None or not service.HasField("envoy_grpc")
+            else (
+                " (in this proxy's clusters)" if target in have else " (NOT in this proxy's clusters: every call fails)"
+            )
+        )
         deny = "refused (failure_mode_deny)" if rl.failure_mode_deny else "let through"
-        out.append(f"global rate limit {f.name}: domain {rl.domain!r}, service {target}{known}; "
-                   f"if the service fails the request is {deny}")
+        out.append(
+            f"global rate limit {f.name}: domain {rl.domain!r}, service {target}{known}; "
+            f"if the service fails the request is {deny}"
+        )
         out.extend(f"  {line}" for line in _descriptors(rl, vh, route, headers, source_ip, cluster, header_match))
     return out
 
 
-def _descriptors(rl: rate_limit_pb2.RateLimit, vh: rc.VirtualHost, route: rc.Route, headers: Mapping[str, str],
-                 source_ip: str, cluster: str | None,
-                 header_match: Callable[[rc.HeaderMatcher, Mapping[str, str]], tuple[bool, str]]) -> list[str]:
+def _descriptors(
+    rl: rate_limit_pb2.RateLimit,
+    vh: rc.VirtualHost,
+    route: rc.Route,
+    headers: Mapping[str, str],
+    source_ip: str,
+    cluster: str | None,
+    header_match: Callable[[rc.HeaderMatcher, Mapping[str, str]], tuple[bool, str]],
+) -> list[str]:
     route_limits: Iterable[rc.RateLimit] = route.route.rate_limits if route.HasField("route") else ()
     sources: list[tuple[str, rc.RateLimit]] = [(f"route rate_limits[{i}]", r) for i, r in enumerate(route_limits)]
     include_vh = not sources or (route.HasField("route") and route.route.include_vh_rate_limits.value)

@@ -24,21 +24,31 @@ def secret_summary(cert: WorkloadCertificate, streams: list[SdsStreamStatus]) ->
     root = x509.load_pem_x509_certificate(cert.root_pem.encode())
     return {
         "certificate": {
-            "name": "default", "identity": (_uri_sans(leaf) or [cert.identity])[0],
-            "serial": format(leaf.serial_number, "x"), "issuer": leaf.issuer.rfc4514_string(),
-            "notBefore": leaf.not_valid_before_utc.isoformat(), "notAfter": leaf.not_valid_after_utc.isoformat(),
+            "name": "default",
+            "identity": (_uri_sans(leaf) or [cert.identity])[0],
+            "serial": format(leaf.serial_number, "x"),
+            "issuer": leaf.issuer.rfc4514_string(),
+            "notBefore": leaf.not_valid_before_utc.isoformat(),
+            "notAfter": leaf.not_valid_after_utc.isoformat(),
             "issuedAt": cert.issued_at.isoformat(),
         },
         "root": {
-            "name": "ROOTCA", "subject": root.subject.rfc4514_string(),
+            "name": "ROOTCA",
+            "subject": root.subject.rfc4514_string(),
             "sha256": root.fingerprint(hashes.SHA256()).hex(":").upper(),
             "notAfter": root.not_valid_after_utc.isoformat(),
         },
-        "streams": [{
-            "streamId": s.stream_id, "nodeId": s.node_id, "resourceNames": list(s.resource_names),
-            "sentVersion": s.sent_version, "ackedVersion": s.acked_version, "nackedVersion": s.nacked_version,
-            "error": s.error, "lastAck": s.last_ack,
-        } for s in streams],
+        "streams": [
+            {
+                "streamId": s.stream_id,
+                "nodeId": s.node_id,
+                "resourceNames": list(s.resource_names),
+                "sentVersion": s.sent_version,
+                "ackedVersion": s.acked_version,
+                "nackedVersion": s.nacked_version,
+                "error": s.error,
+                "lastAck": s.last_ack,
+            }
+            for s in streams
+        ],
     }
-
-

@@ -144,16 +144,22 @@ def _typed(resources: Mapping[str, Mapping[str, Message]], type_url: str, cls: t
 def _socket(listener: listener_pb2.Listener) -> list[tuple[str, int]]:
     """(ip, port) of the listener's address and additional addresses (socket addresses only)."""
     addrs = [listener.address] + [a.address for a in listener.additional_addresses]
-    return [(a.socket_address.address, a.socket_address.port_value)
-            for a in addrs if a.WhichOneof("address") == "socket_address"]
+    return [
+        (a.socket_address.address, a.socket_address.port_value)
+        for a in addrs
+        if a.WhichOneof("address") == "socket_address"
+    ]
 
 
 def _bound(listener: listener_pb2.Listener) -> bool:
     return not listener.HasField("bind_to_port") or listener.bind_to_port.value
 
 
-def _by_address(candidates: Iterable[listener_pb2.Listener], ip: str, port: int,
-                ) -> tuple[listener_pb2.Listener | None, str]:
+def _by_address(
+    candidates: Iterable[listener_pb2.Listener],
+    ip: str,
+    port: int,
+) -> tuple[listener_pb2.Listener | None, str]:
     """Envoy's lookup of a listener by local address: exact ip:port first, then the wildcard ip on port."""
     candidates = list(candidates)
     for lis in candidates:
@@ -178,16 +184,19 @@ def _select_listener(listeners: Mapping[str, Message], request: Request) -> tupl
         if outbound.HasField("use_original_dst") and outbound.use_original_dst.value:
             target, how = _by_address(others, request.address, request.port)
             if target is not None:
-                return target, f"original destination port {request.port}; handed off from " \
-                    f"{VIRTUAL_OUTBOUND} by {how}"
-            return outbound, (f"original destination {request.address}:{request.port} matches no listener; "
-                              f"{VIRTUAL_OUTBOUND} keeps the connection")
+                return target, f"original destination port {request.port}; handed off from {VIRTUAL_OUTBOUND} by {how}"
+            return outbound, (
+                f"original destination {request.address}:{request.port} matches no listener; "
+                f"{VIRTUAL_OUTBOUND} keeps the connection"
+            )
         return outbound, f"{VIRTUAL_OUTBOUND} without use_original_dst keeps every connection"
     bound = [lis for lis in all_listeners if _bound(lis)]
     target, how = _by_address(bound, request.address, request.port)
     if target is None:
-        raise SimulationError(f"no listener bound to {request.address}:{request.port} "
-                              f"(and no {VIRTUAL_OUTBOUND} to capture the connection)")
+        raise SimulationError(
+            f"no listener bound to {request.address}:{request.port} "
+            f"(and no {VIRTUAL_OUTBOUND} to capture the connection)"
+        )
     return target, f"bound to port {request.port}, {how}"
 
 
@@ -197,8 +206,7 @@ def _select_listener(listeners: Mapping[str, Message], request: Request) -> tupl
 
 
 def _has_listener_filter(listener: listener_pb2.Listener, short: str, type_name: str) -> bool:
-    return any(f.name.endswith(short) or f.typed_config.type_url.endswith(type_name)
-               for f in listener.listener_filters)
+    return any(f.name.endswith(short) or f.typed_config.type_url.endswith(type_name) for f in listener.listener_filters)
 
 
 def _prefix_len(ranges: Sequence[address_pb2.CidrRange], ip: str) -> int | None:
@@ -248,8 +256,10 @@ def _stage(chains: list[_Chain], rank: Mapping[int, int | None], label: str, not
     return kept
 
 
-def _select_filter_chain(listener: listener_pb2.Listener, request: Request,
-                         ) -> tuple[listener_components_pb2.FilterChain, str, str]:
+def _select_filter_chain(
+    listener: listener_pb2.Listener,
+    request: Request,
+) -> tuple[listener_components_pb2.FilterChain, str, str]:
     if listener.HasField("filter_chain_matcher"):
         raise SimulationError(f"listener {listener.name}: filter_chain_matcher is not simulated")
     inspector = _has_listener_filter(listener, "tls_inspector", "TlsInspector")
@@ -266,8 +276,14 @@ def _select_filter_chain(listener: listener_pb2.Listener, request: Request,
     def m(c: listener_components_pb2.FilterChain) -> listener_components_pb2.FilterChainMatch:
         return c.filter_chain_match
 
-    port_rank = {i: (-1 if not m(c).HasField("destination_port")
-                     else (1 if m(c).destination_port.value == request.port else None)) for i, c in chains}
+    port_rank = {
+        i: (
+            -1
+            if not m(c).HasField("destination_port")
+            else (1 if m(c).destination_port.value == request.port else None)
+        )
+        for i, c in chains
+    }
     chains = _stage(chains, port_rank, f"destination_port {request.port}", notes)
     ip_rank: dict[int, int | None] = {}
     for i, c in chains:
@@ -275,18 +291,25 @@ def _select_filter_chain(listener: listener_pb2.Listener, request: Request,
     chains = _stage(chains, ip_rank, f"prefix_ranges contain {request.address}", notes)
     sni_rank: dict[int, int | None] = {
         i: -1 if not m(c).server_names else (_server_name_rank(m(c).server_names, sni) if sni else None)
-        for i, c in chains}
+        for i, c in chains
+    }
     chains = _stage(chains, sni_rank, f"server_names match SNI {sni!r}", notes)
-    tp_rank = {i: -1 if not m(c).transport_protocol else (1 if m(c).transport_protocol == transport else None)
-               for i, c in chains}
+    tp_rank = {
+        i: -1 if not m(c).transport_protocol else (1 if m(c).transport_protocol == transport else None)
+        for i, c in chains
+    }
     chains = _stage(chains, tp_rank, f"transport_protocol {transport}", notes)
-    ap_rank = {i: -1 if not m(c).application_protocols
-               else (1 if set(m(c).application_protocols) & set(alpn) else None) for i, c in chains}
+    ap_rank = {
+        i: -1 if not m(c).application_protocols else (1 if set(m(c).application_protocols) & set(alpn) else None)
+        for i, c in chains
+    }
     chains = _stage(chains, ap_rank, f"application_protocols include {'/'.join(alpn) or 'nothing'}", notes)
     # Source criteria: the simulated request has no known source, so prefer chains that do not use them.
-    unsourced = [(i, c) for i, c in chains
-                 if not (m(c).direct_source_prefix_ranges or m(c).source_prefix_ranges or m(c).source_ports
-                         or m(c).source_type)]
+    unsourced = [
+        (i, c)
+        for i, c in chains
+        if not (m(c).direct_source_prefix_ranges or m(c).source_prefix_ranges or m(c).source_ports or m(c).source_type)
+    ]
     if unsourced:
         chains = unsourced
     elif chains:
@@ -301,8 +324,10 @@ def _select_filter_chain(listener: listener_pb2.Listener, request: Request,
     if listener.HasField("default_filter_chain"):
         chain = listener.default_filter_chain
         return chain, chain.name or "default_filter_chain", "no filter chain matched; default_filter_chain"
-    raise SimulationError(f"listener {listener.name}: no filter chain matches {request.address}:{request.port} "
-                          "and there is no default_filter_chain (Envoy closes the connection)")
+    raise SimulationError(
+        f"listener {listener.name}: no filter chain matches {request.address}:{request.port} "
+        "and there is no default_filter_chain (Envoy closes the connection)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,14 +335,22 @@ def _select_filter_chain(listener: listener_pb2.Listener, request: Request,
 # --------------------------------------------------------------------------------------------------
 
 
-def _run_chain(resources: Mapping[str, Mapping[str, Message]], request: Request, listener: listener_pb2.Listener,
-               chain: listener_components_pb2.FilterChain, chain_name: str, steps: list[str]) -> Result:
+def _run_chain(
+    resources: Mapping[str, Mapping[str, Message]],
+    request: Request,
+    listener: listener_pb2.Listener,
+    chain: listener_components_pb2.FilterChain,
+    chain_name: str,
+    steps: list[str],
+) -> Result:
     # The peer is authenticated only where the chain terminates TLS (requiring a client certificate).
     terminates = chain.transport_socket.typed_config.Is(tls_pb2.DownstreamTlsContext.DESCRIPTOR)
     if terminates:
         if not request.peer_principal:
-            raise SimulationError(f"filter chain {chain_name} terminates mTLS: a plaintext client fails the "
-                                  "handshake (Envoy closes the connection)")
+            raise SimulationError(
+                f"filter chain {chain_name} terminates mTLS: a plaintext client fails the "
+                "handshake (Envoy closes the connection)"
+            )
         steps.append(f"mTLS terminated, peer {request.peer_principal}")
     peer = request.peer_principal if terminates else None
     for flt in chain.filters:
@@ -338,12 +371,16 @@ def _run_chain(resources: Mapping[str, Mapping[str, Message]], request: Request,
             any_msg.Unpack(tcp)
             return _run_tcp(resources, listener.name, chain_name, tcp, steps)
         steps.append(f"network filter {flt.name or any_msg.type_url} passed through (not simulated)")
-    raise SimulationError(f"filter chain {chain_name} of {listener.name} has no http_connection_manager "
-                          "or tcp_proxy")
+    raise SimulationError(f"filter chain {chain_name} of {listener.name} has no http_connection_manager or tcp_proxy")
 
 
-def _run_tcp(resources: Mapping[str, Mapping[str, Message]], listener: str, chain_name: str,
-             tcp: tcp_proxy_pb2.TcpProxy, steps: list[str]) -> Result:
+def _run_tcp(
+    resources: Mapping[str, Mapping[str, Message]],
+    listener: str,
+    chain_name: str,
+    tcp: tcp_proxy_pb2.TcpProxy,
+    steps: list[str],
+) -> Result:
     if tcp.WhichOneof("cluster_specifier") == "weighted_clusters":
         clusters = tuple((c.name, c.weight) for c in tcp.weighted_clusters.clusters)
         steps.append("tcp_proxy weighted clusters " + ", ".join(f"{n} ({w})" for n, w in clusters))
@@ -367,7 +404,7 @@ def _split_port(authority: str) -> tuple[str, str | None]:
     colon = authority.rfind(":")
     if colon < 0 or authority.rfind("]") > colon:
         return authority, None
-    return authority[:colon], authority[colon + 1:]
+    return authority[:colon], authority[colon + 1 :]
 
 
 def _normalize_path(path: str) -> str:
@@ -391,15 +428,23 @@ def _normalize_path(path: str) -> str:
     return result if result.startswith("/") else "/" + result
 
 
-def _run_http(resources: Mapping[str, Mapping[str, Message]], request: Request, listener: str, chain_name: str,
-              hcm: hcm_pb2.HttpConnectionManager, steps: list[str], peer: str | None = None) -> Result:
+def _run_http(
+    resources: Mapping[str, Mapping[str, Message]],
+    request: Request,
+    listener: str,
+    chain_name: str,
+    hcm: hcm_pb2.HttpConnectionManager,
+    steps: list[str],
+    peer: str | None = None,
+) -> Result:
     kind = hcm.WhichOneof("route_specifier")
     if kind == "rds":
         name = hcm.rds.route_config_name
         cfg = resources.get(ROUTE, {}).get(name)
         if not isinstance(cfg, route_pb2.RouteConfiguration):
-            raise SimulationError(f"http_connection_manager uses RDS {name!r}, which was not sent "
-                                  "(Envoy would keep the listener warming)")
+            raise SimulationError(
+                f"http_connection_manager uses RDS {name!r}, which was not sent (Envoy would keep the listener warming)"
+            )
         steps.append(f"http_connection_manager, RDS route config {name}")
     elif kind == "route_config":
         cfg = hcm.route_config
@@ -416,8 +461,12 @@ def _run_http(resources: Mapping[str, Mapping[str, Message]], request: Request, 
             authority = host_part[:-1] + (f":{port_part}" if port_part is not None else "")
     port_mode = hcm.WhichOneof("strip_port_mode")
     host_part, port_part = _split_port(authority)
-    if port_part is not None and (port_mode == "strip_any_host_port" and hcm.strip_any_host_port or
-                                  port_mode == "strip_matching_host_port" and port_part == str(request.port)):
+    if port_part is not None and (
+        port_mode == "strip_any_host_port"
+        and hcm.strip_any_host_port
+        or port_mode == "strip_matching_host_port"
+        and port_part == str(request.port)
+    ):
         steps.append(f"http_connection_manager {port_mode}: authority {authority!r} -> {host_part!r}")
         authority = host_part
     elif port_part is not None and hcm.strip_matching_host_port:
@@ -432,22 +481,31 @@ def _run_http(resources: Mapping[str, Mapping[str, Message]], request: Request, 
     full_path = path_only + (sep + query if sep else "")
     if full_path != path:
         steps.append(f"path normalized to {full_path!r}")
-    headers.update({":authority": authority, ":path": full_path, ":method": request.method.upper(),
-                    ":scheme": request.scheme})
+    headers.update(
+        {":authority": authority, ":path": full_path, ":method": request.method.upper(), ":scheme": request.scheme}
+    )
     for http_filter in hcm.http_filters:
         if http_filter.typed_config.Is(http_rbac_pb2.RBAC.DESCRIPTOR):
             rbac = http_rbac_pb2.RBAC()
             http_filter.typed_config.Unpack(rbac)
             ctx = _RbacContext(peer, request.source_ip, request.port, request.address, headers, path_only)
             if not _rbac_allows(rbac.rules, ctx, steps, "http"):
-                return Result(listener=listener, filter_chain=chain_name, route_config=name or None, status=403,
-                              explanation=tuple(steps))
-    return _route(resources, request, listener, chain_name, name or None, cfg, headers, path_only, query, steps,
-                  hcm.http_filters)
+                return Result(
+                    listener=listener,
+                    filter_chain=chain_name,
+                    route_config=name or None,
+                    status=403,
+                    explanation=tuple(steps),
+                )
+    return _route(
+        resources, request, listener, chain_name, name or None, cfg, headers, path_only, query, steps, hcm.http_filters
+    )
 
 
-def _select_virtual_host(cfg: route_pb2.RouteConfiguration, host: str,
-                         ) -> tuple[rc.VirtualHost | None, str]:
+def _select_virtual_host(
+    cfg: route_pb2.RouteConfiguration,
+    host: str,
+) -> tuple[rc.VirtualHost | None, str]:
     """Envoy's RouteMatcher::findVirtualHost precedence."""
     host = host.lower()
     exact: dict[str, rc.VirtualHost] = {}
@@ -486,14 +544,26 @@ def _port_hint(cfg: route_pb2.RouteConfiguration, host: str) -> str | None:
         return None
     for vh in cfg.virtual_hosts:
         if bare in (d.lower() for d in vh.domains):
-            return (f"note: virtual host {vh.name} has domain {bare!r}, but Envoy matches the full authority "
-                    f"{host!r} including ':{port}', so it does not apply")
+            return (
+                f"note: virtual host {vh.name} has domain {bare!r}, but Envoy matches the full authority "
+                f"{host!r} including ':{port}', so it does not apply"
+            )
     return None
 
 
-def _route(resources: Mapping[str, Mapping[str, Message]], request: Request, listener: str, chain_name: str,
-           cfg_name: str | None, cfg: route_pb2.RouteConfiguration, headers: dict[str, str], path: str,
-           query: str, steps: list[str], filters: Sequence[hcm_pb2.HttpFilter] = ()) -> Result:
+def _route(
+    resources: Mapping[str, Mapping[str, Message]],
+    request: Request,
+    listener: str,
+    chain_name: str,
+    cfg_name: str | None,
+    cfg: route_pb2.RouteConfiguration,
+    headers: dict[str, str],
+    path: str,
+    query: str,
+    steps: list[str],
+    filters: Sequence[hcm_pb2.HttpFilter] = (),
+) -> Result:
     if cfg.vhds.HasField("config_source"):
         raise SimulationError(f"route config {cfg_name}: VHDS is not simulated")
     host = headers.get(cfg.vhost_header.lower(), "") if cfg.vhost_header else headers[":authority"]
@@ -505,20 +575,34 @@ def _route(resources: Mapping[str, Mapping[str, Message]], request: Request, lis
         steps.append(f"no virtual host matches {host!r}: 404")
         if hint:
             steps.append(hint)
-        return Result(listener=listener, filter_chain=chain_name, route_config=cfg_name, status=404,
-                      explanation=tuple(steps))
+        return Result(
+            listener=listener, filter_chain=chain_name, route_config=cfg_name, status=404, explanation=tuple(steps)
+        )
     steps.append(f"virtual host {vh.name} matched {how}" + (f" for {host!r}" if "exactly" not in how else ""))
     if hint and "exactly" not in how:
         steps.append(hint)
     vh_name = vh.name or None
 
-    if vh.require_tls == rc.VirtualHost.ALL and request.scheme != "https" or (
-            vh.require_tls == rc.VirtualHost.EXTERNAL_ONLY and request.scheme != "https"
-            and headers.get("x-envoy-internal") != "true"):
-        steps.append(f"virtual host requires TLS ({rc.VirtualHost.TlsRequirementType.Name(vh.require_tls)}): "
-                     "redirect to https")
-        return Result(listener=listener, filter_chain=chain_name, route_config=cfg_name, virtual_host=vh_name,
-                      status=301, explanation=tuple(steps))
+    if (
+        vh.require_tls == rc.VirtualHost.ALL
+        and request.scheme != "https"
+        or (
+            vh.require_tls == rc.VirtualHost.EXTERNAL_ONLY
+            and request.scheme != "https"
+            and headers.get("x-envoy-internal") != "true"
+        )
+    ):
+        steps.append(
+            f"virtual host requires TLS ({rc.VirtualHost.TlsRequirementType.Name(vh.require_tls)}): redirect to https"
+        )
+        return Result(
+            listener=listener,
+            filter_chain=chain_name,
+            route_config=cfg_name,
+            virtual_host=vh_name,
+            status=301,
+            explanation=tuple(steps),
+        )
 
     params = _parse_query(query)
     for index, route in enumerate(vh.routes, start=1):
@@ -529,21 +613,36 @@ def _route(resources: Mapping[str, Mapping[str, Message]], request: Request, lis
             continue
         steps.append(f"{label}: {why} matched")
         result = _apply_route(resources, listener, chain_name, cfg_name, cfg, vh, route, headers, steps)
-        limits = ratelimit.describe(resources, filters, cfg, vh, route, headers, request.source_ip, result.cluster,
-                                    _header_match)
+        limits = ratelimit.describe(
+            resources, filters, cfg, vh, route, headers, request.source_ip, result.cluster, _header_match
+        )
         return replace(result, rate_limits=tuple(limits)) if limits else result
     steps.append(f"no route in virtual host {vh.name} matched: 404")
-    return Result(listener=listener, filter_chain=chain_name, route_config=cfg_name, virtual_host=vh_name,
-                  status=404, explanation=tuple(steps))
+    return Result(
+        listener=listener,
+        filter_chain=chain_name,
+        route_config=cfg_name,
+        virtual_host=vh_name,
+        status=404,
+        explanation=tuple(steps),
+    )
 
 
 def _headers_to_add(options: Iterable[base_pb2.HeaderValueOption]) -> list[tuple[str, str]]:
     return [(o.header.key, o.header.value or o.header.raw_value.decode("utf-8", "replace")) for o in options]
 
 
-def _apply_route(resources: Mapping[str, Mapping[str, Message]], listener: str, chain_name: str,
-                 cfg_name: str | None, cfg: route_pb2.RouteConfiguration, vh: rc.VirtualHost, route: rc.Route,
-                 headers: Mapping[str, str], steps: list[str]) -> Result:
+def _apply_route(
+    resources: Mapping[str, Mapping[str, Message]],
+    listener: str,
+    chain_name: str,
+    cfg_name: str | None,
+    cfg: route_pb2.RouteConfiguration,
+    vh: rc.VirtualHost,
+    route: rc.Route,
+    headers: Mapping[str, str],
+    steps: list[str],
+) -> Result:
     to_add = _headers_to_add(route.request_headers_to_add) + _headers_to_add(vh.request_headers_to_add)
     to_add += _headers_to_add(cfg.request_headers_to_add)
     clusters: tuple[tuple[str, int], ...] = ()
@@ -580,8 +679,10 @@ def _apply_route(resources: Mapping[str, Mapping[str, Message]], listener: str, 
             status = _CLUSTER_NOT_FOUND_CODES.get(ra.cluster_not_found_response_code, 503)
             steps.append(f"cluster {', '.join(missing)} not in CDS: Envoy answers {status} (NC)")
         elif missing:
-            steps.append(f"cluster {', '.join(missing)} not in CDS: requests picked for it get "
-                         f"{_CLUSTER_NOT_FOUND_CODES.get(ra.cluster_not_found_response_code, 503)}")
+            steps.append(
+                f"cluster {', '.join(missing)} not in CDS: requests picked for it get "
+                f"{_CLUSTER_NOT_FOUND_CODES.get(ra.cluster_not_found_response_code, 503)}"
+            )
     elif action == "direct_response":
         status = route.direct_response.status
         steps.append(f"direct response {status}")
@@ -593,11 +694,19 @@ def _apply_route(resources: Mapping[str, Mapping[str, Message]], listener: str, 
         steps.append("non-forwarding route: the router filter answers 404")
     else:
         raise SimulationError(f"route {route.name!r}: action {action} is not simulated")
-    return Result(listener=listener, filter_chain=chain_name, route_config=cfg_name, virtual_host=vh.name or None,
-                  route=route.name or None,
-                  operation=route.decorator.operation if route.HasField("decorator") else None,
-                  source=route_source(route), clusters=clusters, status=status, request_headers_to_add=tuple(to_add),
-                  explanation=tuple(steps))
+    return Result(
+        listener=listener,
+        filter_chain=chain_name,
+        route_config=cfg_name,
+        virtual_host=vh.name or None,
+        route=route.name or None,
+        operation=route.decorator.operation if route.HasField("decorator") else None,
+        source=route_source(route),
+        clusters=clusters,
+        status=status,
+        request_headers_to_add=tuple(to_add),
+        explanation=tuple(steps),
+    )
 
 
 def route_source(route: rc.Route) -> str | None:
@@ -620,8 +729,10 @@ def _describe_cluster(resources: Mapping[str, Mapping[str, Message]], name: str,
         cla = resources[ENDPOINT].get(service)
         if isinstance(cla, endpoint_pb2.ClusterLoadAssignment):
             count = sum(len(loc.lb_endpoints) for loc in cla.endpoints)
-            steps.append(f"cluster {name}: {count} endpoint(s) in EDS"
-                         + ("; Envoy would answer 503 (no healthy upstream)" if count == 0 else ""))
+            steps.append(
+                f"cluster {name}: {count} endpoint(s) in EDS"
+                + ("; Envoy would answer 503 (no healthy upstream)" if count == 0 else "")
+            )
         else:
             steps.append(f"cluster {name}: no EDS assignment sent (503 no healthy upstream)")
     return False
@@ -660,8 +771,12 @@ def _string_match(m: string_pb2.StringMatcher, value: str) -> tuple[bool, str]:
     got = value
     if m.ignore_case:
         expected, got = expected.lower(), got.lower()
-    ok = {"exact": got == expected, "prefix": got.startswith(expected),
-          "suffix": got.endswith(expected), "contains": expected in got}[kind]
+    ok = {
+        "exact": got == expected,
+        "prefix": got.startswith(expected),
+        "suffix": got.endswith(expected),
+        "contains": expected in got,
+    }[kind]
     return ok, f"{kind} {getattr(m, kind)!r}" + (" (ignore case)" if m.ignore_case else "")
 
 
@@ -728,8 +843,7 @@ def _header_match(hm: rc.HeaderMatcher, headers: Mapping[str, str]) -> tuple[boo
 def _query_match(qm: rc.QueryParameterMatcher, params: Mapping[str, str]) -> tuple[bool, str]:
     value = params.get(qm.name)
     if qm.HasField("present_match"):
-        return (value is not None) == qm.present_match, \
-            f"query {qm.name} {'present' if qm.present_match else 'absent'}"
+        return (value is not None) == qm.present_match, f"query {qm.name} {'present' if qm.present_match else 'absent'}"
     if value is None:
         return False, f"query {qm.name} (absent)"
     if qm.HasField("string_match"):
@@ -738,8 +852,9 @@ def _query_match(qm: rc.QueryParameterMatcher, params: Mapping[str, str]) -> tup
     return True, f"query {qm.name} present"
 
 
-def _match_route(match: rc.RouteMatch, request: Request, headers: Mapping[str, str], path: str,
-                 params: Mapping[str, str]) -> tuple[bool, str]:
+def _match_route(
+    match: rc.RouteMatch, request: Request, headers: Mapping[str, str], path: str, params: Mapping[str, str]
+) -> tuple[bool, str]:
     """(matched, description of the deciding condition(s))."""
     case_sensitive = not match.HasField("case_sensitive") or match.case_sensitive.value
     cmp_path = path if case_sensitive else path.lower()
@@ -813,9 +928,11 @@ class _RbacContext:
 
 
 def _rbac_allows(rules: rbac_pb2.RBAC, ctx: _RbacContext, steps: list[str], kind: str) -> bool:
-    matched = [name for name, policy in sorted(rules.policies.items())
-               if any(_permission(p, ctx) for p in policy.permissions)
-               and any(_principal(p, ctx) for p in policy.principals)]
+    matched = [
+        name
+        for name, policy in sorted(rules.policies.items())
+        if any(_permission(p, ctx) for p in policy.permissions) and any(_principal(p, ctx) for p in policy.principals)
+    ]
     action = rbac_pb2.RBAC.Action.Name(rules.action)
     if rules.action == rbac_pb2.RBAC.ALLOW:
         allowed = bool(matched)
@@ -824,8 +941,9 @@ def _rbac_allows(rules: rbac_pb2.RBAC, ctx: _RbacContext, steps: list[str], kind
     else:
         allowed = True
     which = f"matched {', '.join(matched)}" if matched else "no policy matched"
-    verdict = "allowed" if allowed else ("denied: 403 RBAC: access denied" if kind == "http"
-                                         else "denied: connection closed")
+    verdict = (
+        "allowed" if allowed else ("denied: 403 RBAC: access denied" if kind == "http" else "denied: connection closed")
+    )
     steps.append(f"{kind} rbac {action}: {which}; {verdict}")
     return allowed
 

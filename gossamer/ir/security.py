@@ -12,8 +12,7 @@ from typing import Literal
 
 # Istio's ALPN values for mesh mTLS: clients offer them, servers' mTLS chains match them.
 ISTIO_ALPN_CLIENT: tuple[str, ...] = ("istio-peer-exchange", "istio")
-ISTIO_ALPN_SERVER: tuple[str, ...] = ("istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1",
-                                      "istio-h2")
+ISTIO_ALPN_SERVER: tuple[str, ...] = ("istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1", "istio-h2")
 TRUST_DOMAIN = "cluster.local"
 
 UpstreamTlsMode = Literal["ISTIO_MUTUAL", "SIMPLE", "MUTUAL"]

@@ -276,7 +276,8 @@ STDOUT_ACCESS_LOG = AccessLogFile()
 
 
 ListenerKind = Literal[
-    "virtual_outbound", "virtual_inbound", "outbound_http", "outbound_tcp", "gateway_http", "gateway_tcp"]
+    "virtual_outbound", "virtual_inbound", "outbound_http", "outbound_tcp", "gateway_http", "gateway_tcp"
+]
 
 
 @dataclass(frozen=True)

@@ -154,8 +154,10 @@ async def serve() -> None:
         return web.Response(text="".join(f"{line}\n" for line in config.dump()) if config else "no configuration\n")
 
     async def stats(_: web.Request) -> web.Response:
-        extra = {"ratelimit.service.config_load_success": watcher.loads,
-                 "ratelimit.service.config_load_error": watcher.errors}
+        extra = {
+            "ratelimit.service.config_load_success": watcher.loads,
+            "ratelimit.service.config_load_error": watcher.errors,
+        }
         return web.Response(text=limiter.stats.text() + "".join(f"{k}: {v}\n" for k, v in extra.items()))
 
     app = web.Application()

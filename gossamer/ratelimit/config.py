@@ -26,11 +26,17 @@ from typing import Any
 import yaml
 
 UNIT_SECONDS: dict[str, int] = {
-    "SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400, "WEEK": 7 * 86400, "MONTH": 30 * 86400,
+    "SECOND": 1,
+    "MINUTE": 60,
+    "HOUR": 3600,
+    "DAY": 86400,
+    "WEEK": 7 * 86400,
+    "MONTH": 30 * 86400,
     "YEAR": 365 * 86400,
 }
-_DESCRIPTOR_FIELDS = frozenset({"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric",
-                                "value_to_metric"})
+_DESCRIPTOR_FIELDS = frozenset(
+    {"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric", "value_to_metric"}
+)
 _RATE_LIMIT_FIELDS = frozenset({"unit", "requests_per_unit", "unlimited", "name", "replaces"})
 _TOP_FIELDS = frozenset({"domain", "descriptors"})
 
@@ -100,10 +106,15 @@ class Config:
             for child in list(node.children.values()) + [w[2] for w in node.wildcards]:
                 if child.limit is not None:
                     lim = child.limit
-                    what = ("unlimited" if lim.unlimited
-                            else f"requests_per_unit={lim.requests_per_unit}, unit={lim.unit}")
-                    flags = "".join([", shadow_mode: true" if lim.shadow_mode else "",
-                                     ", detailed_metric: true" if lim.detailed_metric else ""])
+                    what = (
+                        "unlimited" if lim.unlimited else f"requests_per_unit={lim.requests_per_unit}, unit={lim.unit}"
+                    )
+                    flags = "".join(
+                        [
+                            ", shadow_mode: true" if lim.shadow_mode else "",
+                            ", detailed_metric: true" if lim.detailed_metric else "",
+                        ]
+                    )
                     out.append(f"{lim.stat_key}: {what}{flags}")
                 walk(child)
 
@@ -138,14 +149,25 @@ def _rate_limit(raw: Any, source: str, where: str, stat_key: str, shadow: bool, 
     if unlimited:
         if rpu or unit_raw is not None:
             raise _fail(source, where, "an unlimited rate_limit has no unit or requests_per_unit")
-        return RateLimit("SECOND", 0, unlimited=True, shadow_mode=shadow, detailed_metric=detailed,
-                         name=str(raw.get("name") or ""), stat_key=stat_key)
+        return RateLimit(
+            "SECOND",
+            0,
+            unlimited=True,
+            shadow_mode=shadow,
+            detailed_metric=detailed,
+            name=str(raw.get("name") or ""),
+            stat_key=stat_key,
+        )
     unit = str(unit_raw or "").upper()
     if unit not in UNIT_SECONDS:
-        raise _fail(source, f"{where}.unit", f"invalid rate limit unit {unit_raw!r} "
-                                             f"(one of {', '.join(u.lower() for u in UNIT_SECONDS)})")
-    return RateLimit(unit, rpu, shadow_mode=shadow, detailed_metric=detailed, name=str(raw.get("name") or ""),
-                     stat_key=stat_key)
+        raise _fail(
+            source,
+            f"{where}.unit",
+            f"invalid rate limit unit {unit_raw!r} (one of {', '.join(u.lower() for u in UNIT_SECONDS)})",
+        )
+    return RateLimit(
+        unit, rpu, shadow_mode=shadow, detailed_metric=detailed, name=str(raw.get("name") or ""), stat_key=stat_key
+    )
 
 
 def _descriptors(raw: Any, source: str, where: str, parent: Node, stat_prefix: str) -> None:

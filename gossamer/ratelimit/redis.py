@@ -88,12 +88,12 @@ class Redis:
                 raise RedisError(f"cannot connect to redis at {self.host}:{self.port}: {e}") from e
             self._writer = writer
             self._waiting = deque()  # this connection's callers, oldest first
-            self._reader_task = asyncio.get_running_loop().create_task(
-                self._read_loop(reader, writer, self._waiting))
+            self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader, writer, self._waiting))
             return writer
 
-    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         waiting: deque[_Pending]) -> None:
+    async def _read_loop(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, waiting: deque[_Pending]
+    ) -> None:
         """Hand each reply to the oldest caller still waiting (callers queue before they write)."""
         error: BaseException | None = None
         try:
@@ -114,8 +114,7 @@ class Redis:
                         if failed:
                             pending.future.set_exception(failed[0])
                         else:
-                            pending.future.set_result([r for r in pending.replies
-                                                       if not isinstance(r, RedisError)])
+                            pending.future.set_result([r for r in pending.replies if not isinstance(r, RedisError)])
         except (OSError, asyncio.IncompleteReadError, RedisError, ValueError) as e:
             error = e
         except asyncio.CancelledError:

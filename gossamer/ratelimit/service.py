@@ -93,8 +93,14 @@ NEAR_LIMIT_RATIO = 0.8  # the reference's NEAR_LIMIT_RATIO default
 class RateLimiter:
     """The decision: configuration lookup + Redis counters -> RateLimitResponse."""
 
-    def __init__(self, redis: Redis, *, headers: HeaderNames = HeaderNames(), shadow_mode: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        headers: HeaderNames = HeaderNames(),
+        shadow_mode: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis = redis
         self.config: Config | None = None
         self.headers = headers
@@ -176,9 +182,11 @@ class RateLimiter:
             self.stats.counters["ratelimit.service.global_shadow_mode"] += 1
         if self.headers.enabled and closest is not None:
             reset = closest.duration_until_reset.seconds
-            for name, value in ((self.headers.limit, closest.current_limit.requests_per_unit),
-                                (self.headers.remaining, closest.limit_remaining),
-                                (self.headers.reset, reset)):
+            for name, value in (
+                (self.headers.limit, closest.current_limit.requests_per_unit),
+                (self.headers.remaining, closest.limit_remaining),
+                (self.headers.reset, reset),
+            ):
                 response.response_headers_to_add.append(base_pb2.HeaderValue(key=name, value=str(value)))
         return response
 
@@ -187,8 +195,11 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
 
-    async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,  # noqa: N802 (gRPC's name)
-                              context: grpc.aio.ServicerContext) -> rls_pb2.RateLimitResponse:
+    async def ShouldRateLimit(
+        self,
+        request: rls_pb2.RateLimitRequest,  # noqa: N802 (gRPC's name)
+        context: grpc.aio.ServicerContext,
+    ) -> rls_pb2.RateLimitResponse:
         try:
             return await self.limiter.should_rate_limit(request)
         except RedisError as e:

@@ -42,10 +42,14 @@ def _ports(spec: Any) -> tuple[ServicePort, ...]:
     out = []
     for p in spec.ports or []:
         protocol = protocol_from_name(p.protocol) if p.protocol else None
-        out.append(ServicePort(
-            name=p.name or "", port=p.number,
-            target_port=p.target_port if p.target_port is not None else p.number,
-            protocol=protocol or protocol_for_port(p.name or "", None)))
+        out.append(
+            ServicePort(
+                name=p.name or "",
+                port=p.number,
+                target_port=p.target_port if p.target_port is not None else p.number,
+                protocol=protocol or protocol_for_port(p.name or "", None),
+            )
+        )
     return tuple(out)
 
 
@@ -71,7 +75,8 @@ def service_entry_services(entry: Any, allocate: AllocateVip | None = None) -> l
             ports=tuple(sorted((e.ports or {}).items())),
             labels=tuple(sorted((e.labels or {}).items())),
         )
-        for e in spec.endpoints or [] if e.address
+        for e in spec.endpoints or []
+        if e.address
     )
     selector = tuple(sorted((spec.workload_selector.labels or {}).items())) if spec.workload_selector else ()
     out = []
@@ -79,12 +84,21 @@ def service_entry_services(entry: Any, allocate: AllocateVip | None = None) -> l
         vip = plain[0] if plain else ""
         if not vip and allocate is not None and needs_vip(entry, host):
             vip = allocate(ns, vip_key(entry.metadata.name, host))
-        out.append(MeshService(
-            name=host, namespace=ns, vip=vip, ports=_ports(spec), selector=selector, host=host,
-            addresses=addresses, resolution=_resolution(spec.resolution),  # type: ignore[arg-type]
-            endpoints=endpoints, mesh_external=spec.location == "MESH_EXTERNAL",
-            export_to=tuple(spec.export_to or ()),
-        ))
+        out.append(
+            MeshService(
+                name=host,
+                namespace=ns,
+                vip=vip,
+                ports=_ports(spec),
+                selector=selector,
+                host=host,
+                addresses=addresses,
+                resolution=_resolution(spec.resolution),  # type: ignore[arg-type]
+                endpoints=endpoints,
+                mesh_external=spec.location == "MESH_EXTERNAL",
+                export_to=tuple(spec.export_to or ()),
+            )
+        )
     return out
 
 
@@ -94,17 +108,25 @@ def workload_entry_workloads(entries: Iterable[Any]) -> list[Workload]:
         spec = we.spec
         if not spec.address:
             continue
-        out.append(Workload(
-            name=we.metadata.name, namespace=we.metadata.namespace, ip=spec.address,
-            labels=tuple(sorted((spec.labels or {}).items())),
-            service_account=spec.service_account or "default", ready=True,
-            named_ports=tuple(sorted((spec.ports or {}).items())), workload_entry=True,
-        ))
+        out.append(
+            Workload(
+                name=we.metadata.name,
+                namespace=we.metadata.namespace,
+                ip=spec.address,
+                labels=tuple(sorted((spec.labels or {}).items())),
+                service_account=spec.service_account or "default",
+                ready=True,
+                named_ports=tuple(sorted((spec.ports or {}).items())),
+                workload_entry=True,
+            )
+        )
     return out
 
 
-def registry_services(resources: dict[str, tuple[Any, ...]], allocate: AllocateVip | None = None,
-                      ) -> list[MeshService]:
+def registry_services(
+    resources: dict[str, tuple[Any, ...]],
+    allocate: AllocateVip | None = None,
+) -> list[MeshService]:
     """Every ServiceEntry host as a MeshService; with two entries for one host in one namespace
     the older wins (Istio merges them; we keep the first)."""
     out: list[MeshService] = []

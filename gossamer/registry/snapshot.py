@@ -51,6 +51,7 @@ class MeshSnapshot:
 
     def of_kind_in(self, kind: str, namespace: str) -> tuple[Any, ...]:
         """Resources of KIND in NAMESPACE, in the snapshot's order (an index, built once)."""
+
         def index() -> dict[str, tuple[Any, ...]]:
             out: dict[str, list[Any]] = {}
             for r in self.of_kind(kind):

@@ -17,9 +17,20 @@ Protocol = Literal["http", "http2", "grpc", "tcp", "tls"]
 # `protocol`) -> how the proxy treats the port. MONGO, MYSQL, REDIS and friends are TCP to
 # Istio unless their protocol filters are enabled (they are not by default).
 _PROTOCOLS: dict[str, Protocol] = {
-    "http": "http", "http2": "http2", "grpc": "grpc", "grpc-web": "http", "h2c": "http2",
-    "kubernetes.io/h2c": "http2", "tcp": "tcp", "tls": "tls", "https": "tls",
-    "mongo": "tcp", "mysql": "tcp", "redis": "tcp", "mqtt": "tcp", "thrift": "tcp",
+    "http": "http",
+    "http2": "http2",
+    "grpc": "grpc",
+    "grpc-web": "http",
+    "h2c": "http2",
+    "kubernetes.io/h2c": "http2",
+    "tcp": "tcp",
+    "tls": "tls",
+    "https": "tls",
+    "mongo": "tcp",
+    "mysql": "tcp",
+    "redis": "tcp",
+    "mqtt": "tcp",
+    "thrift": "tcp",
 }
 
 

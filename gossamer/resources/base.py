@@ -76,6 +76,7 @@ def _int_or_string(v: Any) -> Any:
 IntOrString = Annotated[int | str, BeforeValidator(_int_or_string)]
 """Kubernetes IntOrString (e.g. targetPort: 8080 or targetPort: http)."""
 
+
 def _null_is_empty(v: Any) -> Any:
     return {} if v is None else v
 

@@ -37,8 +37,9 @@ def validate_config_map(res: Resource) -> list[Finding]:
         for key, value in values.items():
             path = (section, str(key))
             if not isinstance(key, str) or len(key) > 253 or not _KEY.match(key):
-                out.append(Finding("error", path, "invalid key: keys are letters, digits, '-', '_' and '.' "
-                                                  "(at most 253)"))
+                out.append(
+                    Finding("error", path, "invalid key: keys are letters, digits, '-', '_' and '.' (at most 253)")
+                )
                 continue
             if key in keys:
                 out.append(Finding("error", path, f"key {key!r} is in both data and binaryData"))
@@ -71,5 +72,12 @@ def _mesh_findings(res: Resource) -> list[Finding]:
     key_line = res.line_of(("data", MESH_CONFIGMAP_KEY))
     # A block scalar (`mesh: |`) starts on the line after its key: line N of the text is key + N.
     block = "\n" in text.rstrip("\n")
-    return [Finding("warning" if p.level == "warning" else "error", ("data", MESH_CONFIGMAP_KEY, *p.path),
-                    p.message, line=key_line + p.line if block else key_line) for p in problems]
+    return [
+        Finding(
+            "warning" if p.level == "warning" else "error",
+            ("data", MESH_CONFIGMAP_KEY, *p.path),
+            p.message,
+            line=key_line + p.line if block else key_line,
+        )
+        for p in problems
+    ]

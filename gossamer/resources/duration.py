@@ -39,8 +39,7 @@ def parse_duration(s: str) -> float:
         m = _PART.match(text, pos)
         if m is None:
             raise ValueError(
-                f"invalid duration {s!r}: expected a number and a unit "
-                "(ns, us, ms, s, m, h), e.g. '1s', '100ms'"
+                f"invalid duration {s!r}: expected a number and a unit (ns, us, ms, s, m, h), e.g. '1s', '100ms'"
             )
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()

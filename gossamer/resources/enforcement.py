@@ -67,9 +67,19 @@ ENFORCED_PROVIDERS: frozenset[str] = frozenset({"envoy", "prometheus"})
 NOT_ENFORCED_AUTHZ_SPEC: frozenset[str] = frozenset({"targetRef", "targetRefs", "provider"})
 NOT_ENFORCED_AUTHZ_SOURCE: frozenset[str] = frozenset()
 ENFORCED_AUTHZ_CONDITION_PREFIXES: tuple[str, ...] = (
-    "request.headers[", "source.ip", "remote.ip", "source.namespace", "source.principal", "destination.ip",
-    "destination.port", "connection.sni", "request.auth.principal", "request.auth.audiences",
-    "request.auth.presenter", "request.auth.claims[")
+    "request.headers[",
+    "source.ip",
+    "remote.ip",
+    "source.namespace",
+    "source.principal",
+    "destination.ip",
+    "destination.port",
+    "connection.sni",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "request.auth.claims[",
+)
 
 # RequestAuthentication: targetRef(s) are not enforced. Keys are: inline `jwks`, or a `jwksUri` a
 # mesh service serves (fetched by Envoy through its outbound cluster). Keys elsewhere (an external
@@ -114,8 +124,9 @@ def _authorization_paths(spec: dict[str, Any]) -> list[FieldPath]:
         for j, source in enumerate(rule.get("from") or []):
             fields = source.get("source") if isinstance(source, dict) else None
             if isinstance(fields, dict):
-                out += [("spec", "rules", i, "from", j, "source", key) for key in fields
-                        if key in NOT_ENFORCED_AUTHZ_SOURCE]
+                out += [
+                    ("spec", "rules", i, "from", j, "source", key) for key in fields if key in NOT_ENFORCED_AUTHZ_SOURCE
+                ]
         for k, cond in enumerate(rule.get("when") or []):
             key = cond.get("key") if isinstance(cond, dict) else None
             if isinstance(key, str) and not key.startswith(ENFORCED_AUTHZ_CONDITION_PREFIXES):
@@ -148,8 +159,11 @@ def _request_authentication_paths(spec: dict[str, Any]) -> list[FieldPath]:
 
 def _telemetry_paths(spec: dict[str, Any]) -> list[FieldPath]:
     out: list[FieldPath] = [("spec", key) for key in spec if key in NOT_ENFORCED_TELEMETRY_SPEC]
-    for section, fields in (("accessLogging", NOT_ENFORCED_ACCESS_LOGGING), ("metrics", NOT_ENFORCED_METRICS),
-                            ("tracing", NOT_ENFORCED_TRACING)):
+    for section, fields in (
+        ("accessLogging", NOT_ENFORCED_ACCESS_LOGGING),
+        ("metrics", NOT_ENFORCED_METRICS),
+        ("tracing", NOT_ENFORCED_TRACING),
+    ):
         for i, entry in enumerate(spec.get(section) or []):
             if not isinstance(entry, dict):
                 continue
@@ -157,16 +171,18 @@ def _telemetry_paths(spec: dict[str, Any]) -> list[FieldPath]:
             providers = entry.get("providers") or []
             # Tracing providers name mesh config extensionProviders (zipkin, opentelemetry), resolved per
             # proxy when translating; the others only Gossamer's own.
-            if section != "tracing" and any(not isinstance(p, dict) or p.get("name") not in ENFORCED_PROVIDERS
-                                            for p in providers):
+            if section != "tracing" and any(
+                not isinstance(p, dict) or p.get("name") not in ENFORCED_PROVIDERS for p in providers
+            ):
                 out.append(("spec", section, i, "providers"))
             if section == "accessLogging" and not applies_to_all(entry.get("match")):
                 out.append(("spec", section, i, "match"))
             for j, override in enumerate(entry.get("overrides") or [] if section == "metrics" else []):
                 if not isinstance(override, dict):
                     continue
-                out += [("spec", section, i, "overrides", j, key) for key in override
-                        if key in NOT_ENFORCED_METRIC_OVERRIDE]
+                out += [
+                    ("spec", section, i, "overrides", j, key) for key in override if key in NOT_ENFORCED_METRIC_OVERRIDE
+                ]
                 if not applies_to_all(override.get("match")):
                     out.append(("spec", section, i, "overrides", j, "match"))
     return out
@@ -204,9 +220,7 @@ def not_enforced_paths(resource: Resource) -> list[FieldPath]:
         out += _traffic_policy_paths(spec.get("trafficPolicy"), ("spec", "trafficPolicy"))
         for i, subset in enumerate(spec.get("subsets") or []):
             if isinstance(subset, dict):
-                out += _traffic_policy_paths(
-                    subset.get("trafficPolicy"), ("spec", "subsets", i, "trafficPolicy")
-                )
+                out += _traffic_policy_paths(subset.get("trafficPolicy"), ("spec", "subsets", i, "trafficPolicy"))
     elif resource.kind == "AuthorizationPolicy":
         out += _authorization_paths(spec)
     elif resource.kind == "RequestAuthentication":

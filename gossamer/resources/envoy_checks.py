@@ -46,13 +46,30 @@ UINT32_MAX = 2**32 - 1
 
 # BoringSSL's cipher suite names (what Envoy's `cipher_suites` accepts; TLS 1.3 suites are not
 # configurable there).
-CIPHER_SUITES = frozenset({
-    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
-    "ECDHE-PSK-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-PSK-AES128-CBC-SHA",
-    "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA", "ECDHE-PSK-AES256-CBC-SHA", "AES128-GCM-SHA256",
-    "AES256-GCM-SHA384", "AES128-SHA", "PSK-AES128-CBC-SHA", "AES256-SHA", "PSK-AES256-CBC-SHA", "DES-CBC3-SHA",
-})
+CIPHER_SUITES = frozenset(
+    {
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-PSK-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-SHA",
+        "ECDHE-RSA-AES128-SHA",
+        "ECDHE-PSK-AES128-CBC-SHA",
+        "ECDHE-ECDSA-AES256-SHA",
+        "ECDHE-RSA-AES256-SHA",
+        "ECDHE-PSK-AES256-CBC-SHA",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+        "AES128-SHA",
+        "PSK-AES128-CBC-SHA",
+        "AES256-SHA",
+        "PSK-AES256-CBC-SHA",
+        "DES-CBC3-SHA",
+    }
+)
 _TLS_VERSIONS = {"TLS_AUTO": 0, "TLSV1_0": 1, "TLSV1_1": 2, "TLSV1_2": 3, "TLSV1_3": 4}
 
 
@@ -145,8 +162,7 @@ def load_balancer(error: Error, path: FieldPath, lb: Any) -> None:
         if size > MAGLEV_MAX:
             error(cp + ("maglev", "tableSize"), f"table size {size} is over Envoy's limit ({MAGLEV_MAX})")
         elif size and not _is_prime(size):
-            error(cp + ("maglev", "tableSize"), f"table size {size} must be a prime number (Envoy's rule), "
-                                               "e.g. 65537")
+            error(cp + ("maglev", "tableSize"), f"table size {size} must be a prime number (Envoy's rule), e.g. 65537")
     if ch.http_header_name is not None:
         header_match_name(error, cp + ("httpHeaderName",), ch.http_header_name)
     if ch.http_cookie is not None:
@@ -175,8 +191,9 @@ def missing_files(resource: Any) -> list[tuple[FieldPath, str]]:
 
     def check(path: FieldPath, value: str | None) -> None:
         if value and value.startswith("/") and not Path(value).is_file():
-            out.append((path, f"file {_show(value)} does not exist on this machine (Envoy would reject the "
-                              "configuration)"))
+            out.append(
+                (path, f"file {_show(value)} does not exist on this machine (Envoy would reject the configuration)")
+            )
 
     def client(path: FieldPath, tls: Any) -> None:
         if tls is not None and tls.mode in ("SIMPLE", "MUTUAL") and not tls.credential_name:
@@ -205,8 +222,11 @@ def missing_files(resource: Any) -> list[tuple[FieldPath, str]]:
 
 def client_tls_files(error: Error, path: FieldPath, tls: Any) -> None:
     if tls.mode in ("SIMPLE", "MUTUAL") and not tls.credential_name:
-        for field, value in (("caCertificates", tls.ca_certificates), ("clientCertificate", tls.client_certificate),
-                             ("privateKey", tls.private_key)):
+        for field, value in (
+            ("caCertificates", tls.ca_certificates),
+            ("clientCertificate", tls.client_certificate),
+            ("privateKey", tls.private_key),
+        ):
             certificate_file(error, path + (field,), value)
     if tls.sni is not None and (tls.sni == "" or _FORBIDDEN_IN_HEADER.search(tls.sni) or len(tls.sni) > 255):
         error(path + ("sni",), f"invalid SNI {_show(tls.sni)}")
@@ -220,14 +240,19 @@ def server_tls(error: Error, path: FieldPath, tls: Any) -> None:
         names = suite[1:-1].split("|") if suite.startswith("[") and suite.endswith("]") else [suite]
         unknown = [n for n in names if n not in CIPHER_SUITES]
         if unknown:
-            error(path + ("cipherSuites", i), f"unknown cipher suite {_show(unknown[0])} (BoringSSL's names, e.g. "
-                                              "ECDHE-RSA-AES128-GCM-SHA256)")
+            error(
+                path + ("cipherSuites", i),
+                f"unknown cipher suite {_show(unknown[0])} (BoringSSL's names, e.g. ECDHE-RSA-AES128-GCM-SHA256)",
+            )
     low, high = tls.min_protocol_version, tls.max_protocol_version
     if low and high and low != "TLS_AUTO" and high != "TLS_AUTO" and _TLS_VERSIONS[low] > _TLS_VERSIONS[high]:
         error(path + ("minProtocolVersion",), f"minProtocolVersion {low} is above maxProtocolVersion {high}")
     if not tls.credential_name and not tls.credential_names and not tls.tls_certificates:
-        for field, value in (("serverCertificate", tls.server_certificate), ("privateKey", tls.private_key),
-                             ("caCertificates", tls.ca_certificates)):
+        for field, value in (
+            ("serverCertificate", tls.server_certificate),
+            ("privateKey", tls.private_key),
+            ("caCertificates", tls.ca_certificates),
+        ):
             certificate_file(error, path + (field,), value)
     for i, san in enumerate(tls.subject_alt_names or []):
         if not san:

@@ -247,9 +247,7 @@ def lookup_kind(name: str) -> KindInfo:
     "VirtualService", "virtualservices", "vs", "virtualservices.networking.istio.io", "po"."""
     info = _BY_NAME.get(name.strip().lower())
     if info is None:
-        known = ", ".join(
-            f"{i.plural} ({', '.join(i.short_names)})" if i.short_names else i.plural for i in ALL_KINDS
-        )
+        known = ", ".join(f"{i.plural} ({', '.join(i.short_names)})" if i.short_names else i.plural for i in ALL_KINDS)
         raise KeyError(f"unknown resource type {name!r}; known types: {known}")
     return info
 

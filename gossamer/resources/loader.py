@@ -145,9 +145,7 @@ def _pydantic_findings(
 class _Doc:
     """Collects issues for one object."""
 
-    def __init__(
-        self, filename: str, lines: dict[FieldPath, int], doc_line: int, kind: str, name: str
-    ) -> None:
+    def __init__(self, filename: str, lines: dict[FieldPath, int], doc_line: int, kind: str, name: str) -> None:
         self.filename = filename
         self.lines = lines
         self.doc_line = doc_line
@@ -162,8 +160,9 @@ class _Doc:
             path = path[:-1]
         return self.doc_line
 
-    def add(self, level: str, shown: FieldPath, message: str, line_path: FieldPath | None = None,
-            line: int = 0) -> None:
+    def add(
+        self, level: str, shown: FieldPath, message: str, line_path: FieldPath | None = None, line: int = 0
+    ) -> None:
         self.issues.append(
             Issue(
                 level="error" if level == "error" else "warning",
@@ -191,7 +190,11 @@ def _kind_lookup(kind: str, raw: dict[str, Any]) -> KindInfo | None:
 
 
 def _build(
-    raw: Any, filename: str, lines: dict[FieldPath, int], doc_line: int, validate: bool = True,
+    raw: Any,
+    filename: str,
+    lines: dict[FieldPath, int],
+    doc_line: int,
+    validate: bool = True,
     kinds: KindLookup = _kind_lookup,
 ) -> tuple[Resource | None, list[Issue]]:
     if not isinstance(raw, dict):
@@ -329,8 +332,11 @@ def _build_document(
     if isinstance(raw, dict) and raw.get("kind") == "List" and "items" in raw:
         items = raw.get("items")
         if not isinstance(items, list):
-            issues.append(Issue("error", filename, doc.lines.get(("items",), doc.line), "List", "", "items",
-                                "items must be a list"))
+            issues.append(
+                Issue(
+                    "error", filename, doc.lines.get(("items",), doc.line), "List", "", "items", "items must be a list"
+                )
+            )
             return resources, issues
         for i, item in enumerate(items):
             r, found = _build_document(_sub_document(doc, ("items", i)), item, filename, kinds)
@@ -364,9 +370,7 @@ def _build_document(
 # ---------------------------------------------------------------------------- public API
 
 
-def parse_documents(
-    text: str, filename: str, kinds: KindLookup = _kind_lookup
-) -> tuple[list[Resource], list[Issue]]:
+def parse_documents(text: str, filename: str, kinds: KindLookup = _kind_lookup) -> tuple[list[Resource], list[Issue]]:
     """Parse multi-document YAML. Returns the objects without errors, and every issue.
     `kinds` decides which kinds are read (default: the kinds Gossamer runs). Never raises for any
     text (see `yamldoc`: bounded depth, aliases and sizes)."""
@@ -384,9 +388,7 @@ def parse_documents(
     return resources, issues
 
 
-def _check_duplicates(
-    resources: list[Resource], issues: list[Issue], first: dict[Any, Resource] | None = None
-) -> None:
+def _check_duplicates(resources: list[Resource], issues: list[Issue], first: dict[Any, Resource] | None = None) -> None:
     seen: dict[Any, Resource] = {} if first is None else first
     for r in resources:
         prev = seen.get(r.key)
@@ -417,9 +419,18 @@ def in_namespace(resources: Sequence[Resource], namespace: str) -> tuple[list[Re
         if info is None or not info.namespaced:
             out.append(r)
         elif written and written != namespace:
-            issues.append(Issue("error", r.source_file, r.line_of("metadata.namespace"), r.kind, r.name,
-                                "metadata.namespace", f"the object's namespace {str(written)[:63]!r} does not "
-                                f"match the namespace {namespace!r} given with -n"))
+            issues.append(
+                Issue(
+                    "error",
+                    r.source_file,
+                    r.line_of("metadata.namespace"),
+                    r.kind,
+                    r.name,
+                    "metadata.namespace",
+                    f"the object's namespace {str(written)[:63]!r} does not "
+                    f"match the namespace {namespace!r} given with -n",
+                )
+            )
         else:
             moved = r.model_copy(update={"metadata": r.metadata.model_copy(update={"namespace": namespace})})
             out.append(moved)
@@ -445,9 +456,7 @@ def load_paths(paths: Sequence[str | Path]) -> tuple[list[Resource], list[Issue]
         if path.is_dir():
             found = yaml_files(path)
             if not found:
-                issues.append(
-                    Issue("warning", str(path), 0, "", "", "", "no *.yaml or *.yml files in this folder")
-                )
+                issues.append(Issue("warning", str(path), 0, "", "", "", "no *.yaml or *.yml files in this folder"))
             files.extend(found)
         elif path.exists():
             files.append(path)

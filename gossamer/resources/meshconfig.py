@@ -32,29 +32,99 @@ OutboundMode = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 
 # The top-level fields of Istio's MeshConfig (istio/api mesh/v1alpha1/config.proto, with its reserved
 # names): Istio accepts and ignores unknown fields; Gossamer accepts these and warns about others.
-ISTIO_MESH_FIELDS = frozenset((
-    "accessLogEncoding", "accessLogFile", "accessLogFormat", "authPolicy", "ca", "caCertificates", "certificates",
-    "configSources", "connectTimeout", "defaultConfig", "defaultDestinationRuleExportTo", "defaultHttpRetryPolicy",
-    "defaultProviders", "defaultServiceExportTo", "defaultTrafficPolicy", "defaultVirtualServiceExportTo",
-    "disableEnvoyListenerLog", "disableMixerHttpReports", "disablePolicyChecks", "disableReportBatch",
-    "discoverySelectors", "dnsRefreshRate", "enableAutoMtls", "enableClientSidePolicyCheck",
-    "enableEnvoyAccessLogService", "enablePrometheusMerge", "enableSdsTokenMount", "enableTracing",
-    "extensionProviders", "fileFlushInterval", "fileFlushMinSize", "h2UpgradePolicy", "hboneIdleTimeout",
-    "inboundClusterStatName", "inboundTrafficPolicy", "ingressClass", "ingressControllerMode", "ingressSelector",
-    "ingressService", "localityLbSetting", "meshMTLS", "mixerAddress", "mixerCheckServer", "mixerReportServer",
-    "outboundClusterStatName", "outboundTrafficPolicy", "pathNormalization", "policyCheckFailOpen",
-    "protocolDetectionTimeout", "proxyHttpPort", "proxyInboundListenPort", "proxyListenPort", "rdsRefreshDelay",
-    "reportBatchMaxEntries", "reportBatchMaxTime", "rootNamespace", "sdsRefreshDelay", "sdsUdsPath",
-    "sdsUseK8sSaJwt", "serviceEntryVisibility", "serviceScopeConfigs", "serviceSettings",
-    "sidecarToTelemetrySessionAffinity", "tcpKeepalive", "terminationDrainDuration", "thriftConfig", "tlsDefaults",
-    "trustDomain", "trustDomainAliases", "verifyCertificateAtClient", "zoneAwareLbSetting",
-))
+ISTIO_MESH_FIELDS = frozenset(
+    (
+        "accessLogEncoding",
+        "accessLogFile",
+        "accessLogFormat",
+        "authPolicy",
+        "ca",
+        "caCertificates",
+        "certificates",
+        "configSources",
+        "connectTimeout",
+        "defaultConfig",
+        "defaultDestinationRuleExportTo",
+        "defaultHttpRetryPolicy",
+        "defaultProviders",
+        "defaultServiceExportTo",
+        "defaultTrafficPolicy",
+        "defaultVirtualServiceExportTo",
+        "disableEnvoyListenerLog",
+        "disableMixerHttpReports",
+        "disablePolicyChecks",
+        "disableReportBatch",
+        "discoverySelectors",
+        "dnsRefreshRate",
+        "enableAutoMtls",
+        "enableClientSidePolicyCheck",
+        "enableEnvoyAccessLogService",
+        "enablePrometheusMerge",
+        "enableSdsTokenMount",
+        "enableTracing",
+        "extensionProviders",
+        "fileFlushInterval",
+        "fileFlushMinSize",
+        "h2UpgradePolicy",
+        "hboneIdleTimeout",
+        "inboundClusterStatName",
+        "inboundTrafficPolicy",
+        "ingressClass",
+        "ingressControllerMode",
+        "ingressSelector",
+        "ingressService",
+        "localityLbSetting",
+        "meshMTLS",
+        "mixerAddress",
+        "mixerCheckServer",
+        "mixerReportServer",
+        "outboundClusterStatName",
+        "outboundTrafficPolicy",
+        "pathNormalization",
+        "policyCheckFailOpen",
+        "protocolDetectionTimeout",
+        "proxyHttpPort",
+        "proxyInboundListenPort",
+        "proxyListenPort",
+        "rdsRefreshDelay",
+        "reportBatchMaxEntries",
+        "reportBatchMaxTime",
+        "rootNamespace",
+        "sdsRefreshDelay",
+        "sdsUdsPath",
+        "sdsUseK8sSaJwt",
+        "serviceEntryVisibility",
+        "serviceScopeConfigs",
+        "serviceSettings",
+        "sidecarToTelemetrySessionAffinity",
+        "tcpKeepalive",
+        "terminationDrainDuration",
+        "thriftConfig",
+        "tlsDefaults",
+        "trustDomain",
+        "trustDomainAliases",
+        "verifyCertificateAtClient",
+        "zoneAwareLbSetting",
+    )
+)
 
 # Istio's extensionProviders kinds (one per provider entry).
 EXTENSION_PROVIDER_KINDS = (
-    "envoyExtAuthzHttp", "envoyExtAuthzGrpc", "zipkin", "lightstep", "datadog", "stackdriver",
-    "opencensus", "skywalking", "opentelemetry", "prometheus", "envoyFileAccessLog", "envoyHttpAls",
-    "envoyTcpAls", "envoyOtelAls", "sds",
+    "envoyExtAuthzHttp",
+    "envoyExtAuthzGrpc",
+    "zipkin",
+    "lightstep",
+    "datadog",
+    "stackdriver",
+    "opencensus",
+    "skywalking",
+    "opentelemetry",
+    "prometheus",
+    "envoyFileAccessLog",
+    "envoyHttpAls",
+    "envoyTcpAls",
+    "envoyOtelAls",
+    "sds",
 )
 
 
@@ -254,14 +324,20 @@ def parse_mesh_config(text: str) -> tuple[MeshConfig | None, list[MeshConfigProb
     except yaml.YAMLError as e:
         return None, [MeshConfigProblem((), 1, f"invalid YAML: {e}")]
     if not isinstance(raw, dict):
-        return None, [MeshConfigProblem((), 1, "mesh must be a mapping of MeshConfig fields, "
-                                                f"got {type(raw).__name__}")]
+        return None, [
+            MeshConfigProblem((), 1, f"mesh must be a mapping of MeshConfig fields, got {type(raw).__name__}")
+        ]
     problems = _provider_problems(raw.get("extensionProviders"), lines)
     warnings = list(_unknown_fields(raw, lines))
     if isinstance(raw.get("trustDomain"), str) and raw["trustDomain"] != "cluster.local":
-        warnings.append(MeshConfigProblem(("trustDomain",), _line_of(lines, ("trustDomain",)),
-                                          "not enforced yet: workload identities stay spiffe://cluster.local/...",
-                                          level="warning"))
+        warnings.append(
+            MeshConfigProblem(
+                ("trustDomain",),
+                _line_of(lines, ("trustDomain",)),
+                "not enforced yet: workload identities stay spiffe://cluster.local/...",
+                level="warning",
+            )
+        )
     try:
         config = MeshConfig.model_validate(raw)
     except ValidationError as err:
@@ -278,9 +354,12 @@ def _unknown_fields(raw: dict[Any, Any], lines: dict[FieldPath, int]) -> Iterabl
         if isinstance(key, str) and key not in ISTIO_MESH_FIELDS:
             close = difflib.get_close_matches(key, sorted(ISTIO_MESH_FIELDS), n=1, cutoff=0.75)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            yield MeshConfigProblem((), _line_of(lines, (key,)),
-                                    f"unknown field {_short(key)}: not a field of Istio's MeshConfig, "
-                                    f"ignored{hint}", level="warning")
+            yield MeshConfigProblem(
+                (),
+                _line_of(lines, (key,)),
+                f"unknown field {_short(key)}: not a field of Istio's MeshConfig, ignored{hint}",
+                level="warning",
+            )
 
 
 def _provider_problems(providers: Any, lines: dict[FieldPath, int]) -> list[MeshConfigProblem]:
@@ -295,20 +374,37 @@ def _provider_problems(providers: Any, lines: dict[FieldPath, int]) -> list[Mesh
         name = entry.get("name")
         if isinstance(name, str):
             if name in seen:
-                out.append(MeshConfigProblem(path + ("name",), _line_of(lines, path + ("name",)),
-                                             f"duplicate extension provider name {_short(name)}"))
+                out.append(
+                    MeshConfigProblem(
+                        path + ("name",),
+                        _line_of(lines, path + ("name",)),
+                        f"duplicate extension provider name {_short(name)}",
+                    )
+                )
             seen.add(name)
         kinds = [k for k in entry if k != "name"]
         if len(kinds) != 1:
-            out.append(MeshConfigProblem(path, _line_of(lines, path), "an extension provider has a name and "
-                                         f"exactly one of {', '.join(EXTENSION_PROVIDER_KINDS)}"))
+            out.append(
+                MeshConfigProblem(
+                    path,
+                    _line_of(lines, path),
+                    f"an extension provider has a name and exactly one of {', '.join(EXTENSION_PROVIDER_KINDS)}",
+                )
+            )
         elif kinds[0] not in EXTENSION_PROVIDER_KINDS:
-            out.append(MeshConfigProblem(path + (kinds[0],), _line_of(lines, path + (kinds[0],)),
-                                         f"unknown extension provider kind {_short(kinds[0])}; "
-                                         f"one of {', '.join(EXTENSION_PROVIDER_KINDS)}"))
+            out.append(
+                MeshConfigProblem(
+                    path + (kinds[0],),
+                    _line_of(lines, path + (kinds[0],)),
+                    f"unknown extension provider kind {_short(kinds[0])}; one of {', '.join(EXTENSION_PROVIDER_KINDS)}",
+                )
+            )
         elif not isinstance(entry[kinds[0]], dict | None):
-            out.append(MeshConfigProblem(path + (kinds[0],), _line_of(lines, path + (kinds[0],)),
-                                         f"{kinds[0]} must be a mapping of settings"))
+            out.append(
+                MeshConfigProblem(
+                    path + (kinds[0],), _line_of(lines, path + (kinds[0],)), f"{kinds[0]} must be a mapping of settings"
+                )
+            )
     return out
 
 

@@ -27,6 +27,8 @@ def re2_problem(pattern: str) -> str | None:
     except (TypeError, ValueError) as e:
         return str(e)
     if compiled.programsize > RE2_MAX_PROGRAM_SIZE:
-        return (f"compiled program size {compiled.programsize} is over Envoy's limit "
-                f"(re2.max_program_size.error_level {RE2_MAX_PROGRAM_SIZE})")
+        return (
+            f"compiled program size {compiled.programsize} is over Envoy's limit "
+            f"(re2.max_program_size.error_level {RE2_MAX_PROGRAM_SIZE})"
+        )
     return None

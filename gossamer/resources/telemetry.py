@@ -49,9 +49,22 @@ class Tracing(Model):
 
 
 class MetricSelector(Model):
-    metric: Literal["ALL_METRICS", "REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE",
-                    "TCP_OPENED_CONNECTIONS", "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES", "TCP_RECEIVED_BYTES",
-                    "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES"] | None = None
+    metric: (
+        Literal[
+            "ALL_METRICS",
+            "REQUEST_COUNT",
+            "REQUEST_DURATION",
+            "REQUEST_SIZE",
+            "RESPONSE_SIZE",
+            "TCP_OPENED_CONNECTIONS",
+            "TCP_CLOSED_CONNECTIONS",
+            "TCP_SENT_BYTES",
+            "TCP_RECEIVED_BYTES",
+            "GRPC_REQUEST_MESSAGES",
+            "GRPC_RESPONSE_MESSAGES",
+        ]
+        | None
+    ) = None
     custom_metric: str | None = None
     mode: Mode = "CLIENT_AND_SERVER"
 
@@ -103,5 +116,8 @@ def applies_to_all(match: Any) -> bool:
     if not isinstance(match, dict):
         return False
     metric = match.get("metric", "ALL_METRICS")
-    return (metric == "ALL_METRICS" and not match.get("customMetric")
-            and match.get("mode", "CLIENT_AND_SERVER") == "CLIENT_AND_SERVER")
+    return (
+        metric == "ALL_METRICS"
+        and not match.get("customMetric")
+        and match.get("mode", "CLIENT_AND_SERVER") == "CLIENT_AND_SERVER"
+    )

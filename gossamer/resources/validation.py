@@ -160,9 +160,7 @@ def _check_regex(rep: _Report, path: FieldPath, pattern: str) -> None:
         rep.error(path, f"invalid regex {pattern!r} (RE2 syntax, as Envoy runs it): {problem}")
 
 
-def _check_string_match(
-    rep: _Report, path: FieldPath, m: networking.StringMatch, allow_empty: bool = False
-) -> None:
+def _check_string_match(rep: _Report, path: FieldPath, m: networking.StringMatch, allow_empty: bool = False) -> None:
     fields = m.set_fields
     if len(fields) > 1:
         rep.error(path, f"exactly one of exact, prefix, regex may be set (found {', '.join(fields)})")
@@ -233,8 +231,7 @@ def validate_virtual_service(res: Resource) -> list[Finding]:
     if is_delegate:
         rep.warn(
             sp + ("hosts",),
-            "no hosts: this is a delegate VirtualService, used only where another VirtualService "
-            "delegates to it",
+            "no hosts: this is a delegate VirtualService, used only where another VirtualService delegates to it",
         )
         if spec.gateways:
             rep.error(sp + ("gateways",), "a delegate VirtualService (no hosts) must not set gateways")
@@ -247,9 +244,7 @@ def validate_virtual_service(res: Resource) -> list[Finding]:
         if problem:
             rep.error(sp + ("hosts", i), problem)
         elif host == "*" and (not spec.gateways or "mesh" in spec.gateways):
-            rep.error(
-                sp + ("hosts", i), "wildcard host '*' is not allowed for VirtualServices bound to the mesh"
-            )
+            rep.error(sp + ("hosts", i), "wildcard host '*' is not allowed for VirtualServices bound to the mesh")
     for i, gw in enumerate(spec.gateways):
         _check_gateway_ref(rep, sp + ("gateways", i), gw)
     _check_export_to(rep, sp + ("exportTo",), spec.export_to)
@@ -340,8 +335,13 @@ def _check_http_route(rep: _Report, p: FieldPath, r: networking.HTTPRoute, in_de
             envoy_checks.headers(rep.error, p + ("route", j, "headers"), d.headers)
         _check_weights(rep, p + ("route",), r.route)
     envoy_checks.headers(rep.error, p + ("headers",), r.headers)
-    for field, value in (("rewrite", "uri"), ("rewrite", "authority"), ("redirect", "uri"),
-                         ("redirect", "authority"), ("redirect", "scheme")):
+    for field, value in (
+        ("rewrite", "uri"),
+        ("rewrite", "authority"),
+        ("redirect", "uri"),
+        ("redirect", "authority"),
+        ("redirect", "scheme"),
+    ):
         text = getattr(getattr(r, field), value, None) if getattr(r, field) is not None else None
         if isinstance(text, str):
             envoy_checks.header_value(rep.error, p + (field, value), text)
@@ -427,9 +427,7 @@ def _check_http_route(rep: _Report, p: FieldPath, r: networking.HTTPRoute, in_de
             if len(kinds) != 1:
                 rep.error(fp + ("abort",), "exactly one of httpStatus, grpcStatus, http2Error must be set")
             if a.http_status is not None and not 200 <= a.http_status <= 599:
-                rep.error(
-                    fp + ("abort", "httpStatus"), f"httpStatus {a.http_status} must be in the range 200-599"
-                )
+                rep.error(fp + ("abort", "httpStatus"), f"httpStatus {a.http_status} must be in the range 200-599")
             _check_percent(rep, fp + ("abort", "percentage"), a.percentage)
 
     if r.mirror is not None:
@@ -475,9 +473,7 @@ def _check_http_match(rep: _Report, p: FieldPath, m: networking.HTTPMatchRequest
     for name, sm in (m.query_params or {}).items():
         _check_string_match(rep, p + ("queryParams", name), sm, allow_empty=True)
         if sm.prefix is not None:
-            rep.warn(
-                p + ("queryParams", name, "prefix"), "prefix matching of query parameters is not supported"
-            )
+            rep.warn(p + ("queryParams", name, "prefix"), "prefix matching of query parameters is not supported")
     for g, gw in enumerate(m.gateways or []):
         _check_gateway_ref(rep, p + ("gateways", g), gw)
     if m.source_namespace is not None and not is_dns1123_label(m.source_namespace):
@@ -507,9 +503,7 @@ def validate_destination_rule(res: Resource) -> list[Finding]:
         if not is_dns1123_label(subset.name):
             rep.error(p + ("name",), f"invalid subset name {subset.name!r}: must be a DNS-1123 label")
         if subset.name in seen:
-            rep.error(
-                p + ("name",), f"duplicate subset name {subset.name!r} (also subsets[{seen[subset.name]}])"
-            )
+            rep.error(p + ("name",), f"duplicate subset name {subset.name!r} (also subsets[{seen[subset.name]}])")
         seen.setdefault(subset.name, i)
         check_labels(rep, p + ("labels",), subset.labels)
         if subset.traffic_policy is not None:
@@ -531,16 +525,15 @@ def _check_traffic_policy(rep: _Report, p: FieldPath, tp: Any) -> None:
         cp = tp.connection_pool
         if cp.tcp is not None and cp.tcp.connect_timeout is not None:
             if parse_duration(cp.tcp.connect_timeout) < 0.001:
-                rep.error(
-                    p + ("connectionPool", "tcp", "connectTimeout"), "connectTimeout must be at least 1ms"
-                )
+                rep.error(p + ("connectionPool", "tcp", "connectTimeout"), "connectTimeout must be at least 1ms")
         if cp.tcp is None and cp.http is None:
             rep.warn(p + ("connectionPool",), "empty connectionPool: set tcp and/or http")
         if cp.tcp is not None and cp.tcp.tcp_keepalive is not None:
             ka = cp.tcp.tcp_keepalive
             for field in ("time", "interval"):
                 envoy_checks.duration_seconds_in_uint32(
-                    rep.error, p + ("connectionPool", "tcp", "tcpKeepalive", field), getattr(ka, field))
+                    rep.error, p + ("connectionPool", "tcp", "tcpKeepalive", field), getattr(ka, field)
+                )
     if tp.tls is not None:
         _check_client_tls(rep, p + ("tls",), tp.tls)
         envoy_checks.client_tls_files(rep.error, p + ("tls",), tp.tls)
@@ -591,9 +584,7 @@ def _check_load_balancer(rep: _Report, p: FieldPath, lb: networking.LoadBalancer
             if v is not None
         ]
         if len(algos) > 1:
-            rep.error(
-                cp, f"only one of ringHash, maglev, minimumRingSize may be set (found {', '.join(algos)})"
-            )
+            rep.error(cp, f"only one of ringHash, maglev, minimumRingSize may be set (found {', '.join(algos)})")
         if ch.minimum_ring_size is not None:
             rep.warn(cp + ("minimumRingSize",), "deprecated: use ringHash.minimumRingSize")
         if ch.http_cookie is not None and not ch.http_cookie.name:
@@ -625,9 +616,7 @@ def _check_outlier(rep: _Report, p: FieldPath, od: networking.OutlierDetection) 
             "consecutiveLocalOriginFailures requires splitExternalLocalOriginErrors: true",
         )
     if od.consecutive_errors is not None:
-        rep.warn(
-            p + ("consecutiveErrors",), "deprecated: use consecutive5xxErrors / consecutiveGatewayErrors"
-        )
+        rep.warn(p + ("consecutiveErrors",), "deprecated: use consecutive5xxErrors / consecutiveGatewayErrors")
 
 
 def _check_client_tls(rep: _Report, p: FieldPath, tls: networking.ClientTLSSettings) -> None:
@@ -681,8 +670,7 @@ def validate_gateway(res: Resource) -> list[Finding]:
         if proto not in _GATEWAY_PROTOCOLS:
             rep.error(
                 p + ("port", "protocol"),
-                f"unknown protocol {server.port.protocol!r}; "
-                f"expected one of {', '.join(sorted(_GATEWAY_PROTOCOLS))}",
+                f"unknown protocol {server.port.protocol!r}; expected one of {', '.join(sorted(_GATEWAY_PROTOCOLS))}",
             )
         if not server.hosts:
             rep.error(p + ("hosts",), "a server needs at least one host")
@@ -704,9 +692,12 @@ def validate_gateway(res: Resource) -> list[Finding]:
                     sni = host.partition("/")[2] or host
                     key = (server.port.number, sni)
                     if key in passthrough:
-                        rep.error(p + ("hosts", h), f"host {sni!r} on port {server.port.number} is already a "
-                                                    f"passthrough server (servers[{passthrough[key]}]): Envoy "
-                                                    "cannot tell two filter chains with the same SNI apart")
+                        rep.error(
+                            p + ("hosts", h),
+                            f"host {sni!r} on port {server.port.number} is already a "
+                            f"passthrough server (servers[{passthrough[key]}]): Envoy "
+                            "cannot tell two filter chains with the same SNI apart",
+                        )
                     passthrough.setdefault(key, i)
         if server.bind is not None and not is_ip(server.bind) and not server.bind.startswith("unix://"):
             rep.error(p + ("bind",), f"bind {server.bind!r} must be an IP address or unix:// socket")
@@ -785,9 +776,7 @@ def validate_service_entry(res: Resource) -> list[Finding]:
             and not is_ip(ep.address)
             and not ep.address.startswith("unix://")
         ):
-            rep.error(
-                p + ("address",), f"endpoint address {ep.address!r} must be an IP with resolution STATIC"
-            )
+            rep.error(p + ("address",), f"endpoint address {ep.address!r} must be an IP with resolution STATIC")
         for pname in ep.ports or {}:
             if spec.ports and pname not in seen_names:
                 rep.error(p + ("ports", pname), f"port name {pname!r} is not one of the ServiceEntry's ports")
@@ -873,8 +862,11 @@ def validate_envoy_filter(res: Resource) -> list[Finding]:
             rep.error(p + ("applyTo",), f"applyTo {cp.apply_to} is not supported by this version")
             continue
         if op not in OPERATIONS[cp.apply_to]:
-            rep.error(p + ("patch", "operation"), f"operation {op} is not valid for applyTo {cp.apply_to}"
-                      f" (valid: {', '.join(sorted(OPERATIONS[cp.apply_to]))})")
+            rep.error(
+                p + ("patch", "operation"),
+                f"operation {op} is not valid for applyTo {cp.apply_to}"
+                f" (valid: {', '.join(sorted(OPERATIONS[cp.apply_to]))})",
+            )
             continue
         m = cp.match
         if m is not None:
@@ -970,9 +962,13 @@ def validate_telemetry(res: Resource) -> list[Finding]:
             except ValidationError as e:
                 for err in e.errors()[:20]:
                     loc = tuple(p for p in err["loc"] if isinstance(p, int) or p in _known_keys(entry, err["loc"]))
-                    message = (f"unknown field {err['loc'][-1]!r}" if err["type"] == "extra_forbidden"
-                               else "required field is missing" if err["type"] == "missing"
-                               else str(err["msg"]).removeprefix("Value error, "))
+                    message = (
+                        f"unknown field {err['loc'][-1]!r}"
+                        if err["type"] == "extra_forbidden"
+                        else "required field is missing"
+                        if err["type"] == "missing"
+                        else str(err["msg"]).removeprefix("Value error, ")
+                    )
                     shown = loc[:-1] if err["type"] == "extra_forbidden" else loc
                     rep.error(("spec", field, i) + shown, message)
     return rep.findings
@@ -1023,9 +1019,7 @@ def validate_service(res: Resource) -> list[Finding]:
             if not is_dns1123_label(port.name):
                 rep.error(p + ("name",), f"invalid port name {port.name!r}: must be a DNS-1123 label")
             if port.name in names:
-                rep.error(
-                    p + ("name",), f"duplicate port name {port.name!r} (also ports[{names[port.name]}])"
-                )
+                rep.error(p + ("name",), f"duplicate port name {port.name!r} (also ports[{names[port.name]}])")
             names.setdefault(port.name, i)
         if port.protocol not in ("TCP", "UDP", "SCTP"):
             rep.error(p + ("protocol",), f"protocol must be TCP, UDP or SCTP, got {port.protocol!r}")
@@ -1043,8 +1037,7 @@ def validate_service(res: Resource) -> list[Finding]:
     return rep.findings
 
 
-def _check_run_as(rep: _Report, pod_path: FieldPath, pod: Any, container_path: FieldPath,
-                  container: Any) -> None:
+def _check_run_as(rep: _Report, pod_path: FieldPath, pod: Any, container_path: FieldPath, container: Any) -> None:
     """securityContext users the local runtime can honour (runtime/sandbox.py)."""
     from gossamer.runtime.sandbox import ID_BASE, ID_RANGE, is_reserved_id
 
@@ -1055,8 +1048,10 @@ def _check_run_as(rep: _Report, pod_path: FieldPath, pod: Any, container_path: F
         for field in ("run_as_user", "run_as_group"):
             value = getattr(ctx, field, None) if ctx is not None else None
             if value is not None and is_reserved_id(value):
-                rep.error(path + ("securityContext", _camel(field)),
-                          f"{value} is reserved for the mesh's per-pod users ({ID_BASE}..{ID_BASE + ID_RANGE - 1})")
+                rep.error(
+                    path + ("securityContext", _camel(field)),
+                    f"{value} is reserved for the mesh's per-pod users ({ID_BASE}..{ID_BASE + ID_RANGE - 1})",
+                )
     user, _ = apps.run_as(pod, container)
     non_root = None
     for ctx in (pod.security_context, container.security_context):
@@ -1124,9 +1119,7 @@ def validate_deployment(res: Resource) -> list[Finding]:
         if not is_dns1123_label(c.name):
             rep.error(cp + ("name",), f"invalid container name {c.name!r}: must be a DNS-1123 label")
         if c.name in names:
-            rep.error(
-                cp + ("name",), f"duplicate container name {c.name!r} (also containers[{names[c.name]}])"
-            )
+            rep.error(cp + ("name",), f"duplicate container name {c.name!r} (also containers[{names[c.name]}])")
         names.setdefault(c.name, i)
         for field in apps.IGNORED_CONTAINER_FIELDS:
             if getattr(c, field) is not None:
@@ -1142,9 +1135,7 @@ def validate_deployment(res: Resource) -> list[Finding]:
         env_names: set[str] = set()
         for j, env in enumerate(c.env):
             if env.name in env_names:
-                rep.warn(
-                    cp + ("env", j, "name"), f"duplicate environment variable {env.name!r}: the last one wins"
-                )
+                rep.warn(cp + ("env", j, "name"), f"duplicate environment variable {env.name!r}: the last one wins")
             env_names.add(env.name)
         for probe_field, probe in (
             ("readinessProbe", c.readiness_probe),
@@ -1183,9 +1174,7 @@ def validate_deployment(res: Resource) -> list[Finding]:
             if probe.exec is not None or probe.grpc is not None:
                 rep.warn(prp, "exec and grpc probes are not supported locally; the probe always passes")
             if probe_field in ("livenessProbe", "startupProbe") and probe.success_threshold != 1:
-                rep.error(
-                    prp + ("successThreshold",), "successThreshold must be 1 for liveness and startup probes"
-                )
+                rep.error(prp + ("successThreshold",), "successThreshold must be 1 for liveness and startup probes")
     return rep.findings
 
 

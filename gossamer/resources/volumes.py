@@ -13,8 +13,17 @@ Path_ = tuple[str | int, ...]
 
 SUPPORTED_VOLUMES = ("configMap", "secret", "emptyDir")
 # fieldRef paths the local runtime fills (Kubernetes' downward API for env).
-FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName",
-               "status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs")
+FIELD_PATHS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.podIP",
+    "status.podIPs",
+    "status.hostIP",
+    "status.hostIPs",
+)
 _FIELD_MAP = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -48,23 +57,43 @@ def check_pod(pod: Any, pp: Path_) -> list[Problem]:
         if v.name in volumes:
             out.append(Problem("error", vp + ("name",), f"duplicate volume name {v.name!r}"))
         volumes.setdefault(v.name, i)
-        kinds = [k for k, val in (("configMap", v.config_map), ("secret", v.secret), ("emptyDir", v.empty_dir))
-                 if val is not None] + sorted(v.model_extra or {})
+        kinds = [
+            k
+            for k, val in (("configMap", v.config_map), ("secret", v.secret), ("emptyDir", v.empty_dir))
+            if val is not None
+        ] + sorted(v.model_extra or {})
         if len(kinds) != 1:
-            out.append(Problem("error", vp, "a volume has exactly one type (configMap, secret, emptyDir, ...)"
-                               if kinds else "a volume needs a type (configMap, secret or emptyDir)"))
+            out.append(
+                Problem(
+                    "error",
+                    vp,
+                    "a volume has exactly one type (configMap, secret, emptyDir, ...)"
+                    if kinds
+                    else "a volume needs a type (configMap, secret or emptyDir)",
+                )
+            )
             continue
         if kinds[0] not in SUPPORTED_VOLUMES:
-            out.append(Problem("warning", vp + (kinds[0],), f"{kinds[0]} volumes are not supported locally: "
-                               "containers mounting it get an empty directory"))
+            out.append(
+                Problem(
+                    "warning",
+                    vp + (kinds[0],),
+                    f"{kinds[0]} volumes are not supported locally: containers mounting it get an empty directory",
+                )
+            )
             continue
         source = v.config_map if v.config_map is not None else v.secret
         if source is not None:
             sp = vp + (kinds[0],)
             name = v.config_map.name if v.config_map is not None else v.secret.secret_name  # type: ignore[union-attr]
             if not name:
-                out.append(Problem("error", sp + ("name" if v.config_map is not None else "secretName",),
-                                   f"the {'ConfigMap' if v.config_map is not None else 'Secret'} name is required"))
+                out.append(
+                    Problem(
+                        "error",
+                        sp + ("name" if v.config_map is not None else "secretName",),
+                        f"the {'ConfigMap' if v.config_map is not None else 'Secret'} name is required",
+                    )
+                )
             mode = source.default_mode
             if mode is not None and not 0 <= mode <= 0o777:
                 out.append(Problem("error", sp + ("defaultMode",), "must be a file mode between 0 and 0777"))
@@ -80,7 +109,7 @@ def check_pod(pod: Any, pp: Path_) -> list[Problem]:
                 if item.mode is not None and not 0 <= item.mode <= 0o777:
                     out.append(Problem("error", ip + ("mode",), "must be a file mode between 0 and 0777"))
         if v.empty_dir is not None and v.empty_dir.medium not in (None, "", "Memory"):
-            out.append(Problem("error", vp + ("emptyDir", "medium"), "medium is \"\" or \"Memory\""))
+            out.append(Problem("error", vp + ("emptyDir", "medium"), 'medium is "" or "Memory"'))
     for i, c in enumerate(pod.containers):
         cp = pp + ("containers", i)
         targets: set[str] = set()
@@ -108,16 +137,33 @@ def check_pod(pod: Any, pp: Path_) -> list[Problem]:
             if env.value is not None:
                 out.append(Problem("error", ep, "only one of value, valueFrom may be set"))
             src = env.value_from
-            set_ = [n for n, val in (("configMapKeyRef", src.config_map_key_ref), ("secretKeyRef", src.secret_key_ref),
-                                     ("fieldRef", src.field_ref), ("resourceFieldRef", src.resource_field_ref))
-                    if val is not None]
+            set_ = [
+                n
+                for n, val in (
+                    ("configMapKeyRef", src.config_map_key_ref),
+                    ("secretKeyRef", src.secret_key_ref),
+                    ("fieldRef", src.field_ref),
+                    ("resourceFieldRef", src.resource_field_ref),
+                )
+                if val is not None
+            ]
             if len(set_) != 1:
-                out.append(Problem("error", ep + ("valueFrom",), "exactly one of configMapKeyRef, secretKeyRef, "
-                                   "fieldRef, resourceFieldRef must be set"))
+                out.append(
+                    Problem(
+                        "error",
+                        ep + ("valueFrom",),
+                        "exactly one of configMapKeyRef, secretKeyRef, fieldRef, resourceFieldRef must be set",
+                    )
+                )
                 continue
             if src.resource_field_ref is not None:
-                out.append(Problem("warning", ep + ("valueFrom", "resourceFieldRef"),
-                                   "not supported locally: the variable is left unset"))
+                out.append(
+                    Problem(
+                        "warning",
+                        ep + ("valueFrom", "resourceFieldRef"),
+                        "not supported locally: the variable is left unset",
+                    )
+                )
             for what, ref in (("configMapKeyRef", src.config_map_key_ref), ("secretKeyRef", src.secret_key_ref)):
                 if ref is None:
                     continue
@@ -126,17 +172,25 @@ def check_pod(pod: Any, pp: Path_) -> list[Problem]:
                 if not _KEY.match(ref.key):
                     out.append(Problem("error", ep + ("valueFrom", what, "key"), f"invalid key {ref.key!r}"))
             if src.field_ref is not None and not field_path_ok(src.field_ref.field_path):
-                out.append(Problem("error", ep + ("valueFrom", "fieldRef", "fieldPath"),
-                                   f"unsupported fieldPath {src.field_ref.field_path!r} (one of "
-                                   f"{', '.join(FIELD_PATHS)}, metadata.labels['KEY'], metadata.annotations['KEY'])"))
+                out.append(
+                    Problem(
+                        "error",
+                        ep + ("valueFrom", "fieldRef", "fieldPath"),
+                        f"unsupported fieldPath {src.field_ref.field_path!r} (one of "
+                        f"{', '.join(FIELD_PATHS)}, metadata.labels['KEY'], metadata.annotations['KEY'])",
+                    )
+                )
         for j, ef in enumerate(c.env_from or []):
             fp = cp + ("envFrom", j)
             refs = [r for r in (ef.config_map_ref, ef.secret_ref) if r is not None]
             if len(refs) != 1:
                 out.append(Problem("error", fp, "exactly one of configMapRef, secretRef must be set"))
             elif not refs[0].name:
-                out.append(Problem("error", fp + ("configMapRef" if ef.config_map_ref else "secretRef", "name"),
-                                   "name is required"))
+                out.append(
+                    Problem(
+                        "error", fp + ("configMapRef" if ef.config_map_ref else "secretRef", "name"), "name is required"
+                    )
+                )
             if ef.prefix and not _ENV_NAME.match(ef.prefix):
                 out.append(Problem("error", fp + ("prefix",), f"invalid environment variable prefix {ef.prefix!r}"))
     return out
@@ -173,13 +227,17 @@ def references(deployment: Any) -> Iterator[Reference]:
             src = env.value_from
             if src is None:
                 continue
-            for kind, what, ref in (("ConfigMap", "configMapKeyRef", src.config_map_key_ref),
-                                    ("Secret", "secretKeyRef", src.secret_key_ref)):
+            for kind, what, ref in (
+                ("ConfigMap", "configMapKeyRef", src.config_map_key_ref),
+                ("Secret", "secretKeyRef", src.secret_key_ref),
+            ):
                 if ref is not None and ref.name:
                     yield Reference(kind, ref.name, ref.key, bool(ref.optional), cp + ("env", j, "valueFrom", what))
         for j, ef in enumerate(c.env_from or []):
-            for kind, what, obj in (("ConfigMap", "configMapRef", ef.config_map_ref), ("Secret", "secretRef",
-                                                                                    ef.secret_ref)):
+            for kind, what, obj in (
+                ("ConfigMap", "configMapRef", ef.config_map_ref),
+                ("Secret", "secretRef", ef.secret_ref),
+            ):
                 if obj is not None and obj.name:
                     yield Reference(kind, obj.name, "", bool(obj.optional), cp + ("envFrom", j, what, "name"))
 

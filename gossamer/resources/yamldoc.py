@@ -109,10 +109,14 @@ def check_characters(text: str) -> None:
         column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
         char = bad.group()
         if 0xDC80 <= ord(char) <= 0xDCFF:  # a byte that was not UTF-8 (read with surrogateescape)
-            raise YamlInputError(line, f"byte 0x{ord(char) - 0xDC00:02X} at column {column} is not UTF-8 "
-                                       "(YAML files are UTF-8)")
-        raise YamlInputError(line, f"character U+{ord(char):04X} at column {column} is not allowed in YAML "
-                                   "(control characters and lone surrogates are not)")
+            raise YamlInputError(
+                line, f"byte 0x{ord(char) - 0xDC00:02X} at column {column} is not UTF-8 (YAML files are UTF-8)"
+            )
+        raise YamlInputError(
+            line,
+            f"character U+{ord(char):04X} at column {column} is not allowed in YAML "
+            "(control characters and lone surrogates are not)",
+        )
 
 
 # ---------------------------------------------------------------------------- construction
@@ -149,15 +153,19 @@ def _scalar(node: yaml.ScalarNode) -> Any:
         except (ValueError, TypeError):
             raise YamlInputError(_line(node), f"{_show(value)} is not a number") from None
         if not math.isfinite(real):
-            raise YamlInputError(_line(node), f"{_show(value)}: only finite numbers are allowed (JSON has no "
-                                              "NaN or infinity)")
+            raise YamlInputError(
+                _line(node), f"{_show(value)}: only finite numbers are allowed (JSON has no NaN or infinity)"
+            )
         return real
-    raise YamlInputError(_line(node), f"unsupported YAML tag {_tag_name(tag)} (only strings, numbers, booleans, "
-                                      "null, lists and mappings are accepted)")
+    raise YamlInputError(
+        _line(node),
+        f"unsupported YAML tag {_tag_name(tag)} (only strings, numbers, booleans, "
+        "null, lists and mappings are accepted)",
+    )
 
 
 def _tag_name(tag: str) -> str:
-    return "!!" + tag[len("tag:yaml.org,2002:"):] if tag.startswith("tag:yaml.org,2002:") else _show(tag, 30)
+    return "!!" + tag[len("tag:yaml.org,2002:") :] if tag.startswith("tag:yaml.org,2002:") else _show(tag, 30)
 
 
 def _key(node: yaml.Node) -> str | int:
@@ -254,8 +262,11 @@ class _Builder:
     def check_aliases(self, root: yaml.Node, decoded: int) -> None:
         """go-yaml's rule (Kubernetes' decoder): past 1000 nodes, at most a share of them through aliases."""
         if decoded > 1000 and self.through_alias > 100 and self.through_alias / decoded > allowed_alias_ratio(decoded):
-            raise YamlInputError(_line(root), f"document contains excessive aliasing ({decoded} nodes once aliases "
-                                              f"are expanded, {self.through_alias} of them through aliases)")
+            raise YamlInputError(
+                _line(root),
+                f"document contains excessive aliasing ({decoded} nodes once aliases "
+                f"are expanded, {self.through_alias} of them through aliases)",
+            )
 
 
 def read_documents(text: str) -> Iterator[Document]:
@@ -295,5 +306,6 @@ def _marked(e: yaml.MarkedYAMLError) -> tuple[int, str]:
     message = e.problem or "syntax error"
     if e.context:
         message = f"{message} ({e.context}" + (
-            f" at line {e.context_mark.line + 1})" if e.context_mark is not None else ")")
+            f" at line {e.context_mark.line + 1})" if e.context_mark is not None else ")"
+        )
     return line, f"invalid YAML: {message}"

@@ -81,9 +81,17 @@ class RemoteSigner:
         return self._root
 
     def sign_csr(self, csr_pem: str, identity: str, ttl: timedelta) -> str:
-        answer = self._call("POST", "/v1/runtime/csr", {
-            "namespace": self.namespace, "pod": self.pod, "identity": identity, "csr": csr_pem,
-            "ttlSeconds": ttl.total_seconds()})
+        answer = self._call(
+            "POST",
+            "/v1/runtime/csr",
+            {
+                "namespace": self.namespace,
+                "pod": self.pod,
+                "identity": identity,
+                "csr": csr_pem,
+                "ttlSeconds": ttl.total_seconds(),
+            },
+        )
         self._root = str(answer["root"])
         return str(answer["certificate"])
 
@@ -111,10 +119,12 @@ class Kubelet:
         conn = aiohttp.UnixConnector(path=str(self.paths.api_socket))
         async with aiohttp.ClientSession(connector=conn) as session:
             self._session = session
-            tasks = [asyncio.create_task(self._report_loop(), name="report"),
-                     asyncio.create_task(self._poll_loop(), name="desired"),
-                     asyncio.create_task(self._apply_loop(), name="apply"),
-                     asyncio.create_task(self._endpoints_loop(), name="kube-proxy")]
+            tasks = [
+                asyncio.create_task(self._report_loop(), name="report"),
+                asyncio.create_task(self._poll_loop(), name="desired"),
+                asyncio.create_task(self._apply_loop(), name="apply"),
+                asyncio.create_task(self._endpoints_loop(), name="kube-proxy"),
+            ]
             self._report_wanted.set()
             try:
                 await asyncio.gather(*tasks)
@@ -130,13 +140,17 @@ class Kubelet:
             await asyncio.sleep(REPORT_DEBOUNCE_S)
             self._report_wanted.clear()
             reports = self.runtime.pod_reports()
-            body = {"runtime": {"pid": os.getpid(), "pidStart": proc_start_time(os.getpid()),
-                                "startedAt": self.started_at},
-                    "pods": [{"status": s, **extra}
-                             for s, (_, extra) in zip(pods_to_json([r[0] for r in reports]), reports, strict=True)]}
+            body = {
+                "runtime": {"pid": os.getpid(), "pidStart": proc_start_time(os.getpid()), "startedAt": self.started_at},
+                "pods": [
+                    {"status": s, **extra}
+                    for s, (_, extra) in zip(pods_to_json([r[0] for r in reports]), reports, strict=True)
+                ],
+            }
             try:
-                async with self._session.put("http://cp/v1/runtime/pods", json=body,
-                                             timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                async with self._session.put(
+                    "http://cp/v1/runtime/pods", json=body, timeout=aiohttp.ClientTimeout(total=10)
+                ) as resp:
                     answer = await resp.json()
                     if resp.status != 200:
                         raise RuntimeError(answer.get("error", f"HTTP {resp.status}"))
@@ -152,8 +166,10 @@ class Kubelet:
         while True:
             try:
                 async with self._session.get(
-                        "http://cp/v1/runtime/desired", params={"version": version or "", "wait": str(POLL_WAIT_S)},
-                        timeout=aiohttp.ClientTimeout(total=POLL_WAIT_S + 10)) as resp:
+                    "http://cp/v1/runtime/desired",
+                    params={"version": version or "", "wait": str(POLL_WAIT_S)},
+                    timeout=aiohttp.ClientTimeout(total=POLL_WAIT_S + 10),
+                ) as resp:
                     if resp.status != 200:
                         raise RuntimeError(f"HTTP {resp.status}")
                     desired = await resp.json()
@@ -170,8 +186,10 @@ class Kubelet:
                 continue
             version = str(desired["version"])
             try:
-                self._deployments = (deployments_from_json(desired["deployments"]),
-                                     services_from_json(desired["services"]))
+                self._deployments = (
+                    deployments_from_json(desired["deployments"]),
+                    services_from_json(desired["services"]),
+                )
                 self._apply_wanted.set()
                 if desired.get("endpoints") is not None:
                     self._endpoints = endpoints_from_json(desired["endpoints"])
@@ -222,8 +240,9 @@ def runtime_app(runtime: LocalRuntime) -> web.Application:
     return app
 
 
-async def run_runtime(paths: Paths, *, ingress_port: int, ingress_tls_port: int,
-                      certs: CertSettings | None = None) -> int:
+async def run_runtime(
+    paths: Paths, *, ingress_port: int, ingress_tls_port: int, certs: CertSettings | None = None
+) -> int:
     certs = certs or CertSettings()
     signer = RemoteSigner(paths.api_socket)
     kubelet: Kubelet | None = None
@@ -232,10 +251,19 @@ async def run_runtime(paths: Paths, *, ingress_port: int, ingress_tls_port: int,
         if kubelet is not None:
             kubelet.pods_changed()
 
-    runtime = LocalRuntime(state_dir=paths.runtime_state_dir, run_dir=paths.run_dir, xds_socket=paths.xds_socket,
-                           ingress_port=ingress_port, ingress_tls_port=ingress_tls_port, on_change=changed,
-                           ca=signer, pod_signer=signer.for_pod, zipkin_socket=paths.zipkin_socket,
-                           cert_ttl=certs.workload_cert_ttl, cert_rotate_fraction=certs.rotate_fraction)
+    runtime = LocalRuntime(
+        state_dir=paths.runtime_state_dir,
+        run_dir=paths.run_dir,
+        xds_socket=paths.xds_socket,
+        ingress_port=ingress_port,
+        ingress_tls_port=ingress_tls_port,
+        on_change=changed,
+        ca=signer,
+        pod_signer=signer.for_pod,
+        zipkin_socket=paths.zipkin_socket,
+        cert_ttl=certs.workload_cert_ttl,
+        cert_rotate_fraction=certs.rotate_fraction,
+    )
     kubelet = Kubelet(paths, runtime)
     try:
         await runtime.start()

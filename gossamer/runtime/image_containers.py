@@ -90,5 +90,9 @@ async def prepare_image_container(
 
 def launch_argv(pod_dir: Path, container: str) -> list[str]:
     """The command that starts a prepared image container (also for a pod adopted after a restart)."""
-    return [sys.executable, "-m", "gossamer.runtime.container_init", str(pod_dir / "containers" / container /
-                                                                         "launch.json")]
+    return [
+        sys.executable,
+        "-m",
+        "gossamer.runtime.container_init",
+        str(pod_dir / "containers" / container / "launch.json"),
+    ]

@@ -90,7 +90,7 @@ def skopeo_source(image: str, base_dir: Path | None) -> str:
     """The skopeo transport string for an image reference (relative local paths from `base_dir`)."""
     for transport in LOCAL_TRANSPORTS:
         if image.startswith(transport):
-            rest = image[len(transport):]
+            rest = image[len(transport) :]
             path, sep, tag = rest.partition(":")
             p = Path(path)
             if not p.is_absolute() and base_dir is not None:
@@ -151,16 +151,28 @@ class ImageCache:
             staged = Path(tmp) / "layout"
             try:
                 proc = subprocess.run(
-                    [self.skopeo, "--command-timeout", f"{PULL_TIMEOUT_S}s", "copy", "--quiet",
-                     source, f"oci:{staged}:{CACHE_TAG}"],
-                    capture_output=True, text=True, timeout=PULL_TIMEOUT_S + 10, check=False)
+                    [
+                        self.skopeo,
+                        "--command-timeout",
+                        f"{PULL_TIMEOUT_S}s",
+                        "copy",
+                        "--quiet",
+                        source,
+                        f"oci:{staged}:{CACHE_TAG}",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=PULL_TIMEOUT_S + 10,
+                    check=False,
+                )
             except subprocess.TimeoutExpired:
                 raise ImageError(f"timed out after {PULL_TIMEOUT_S}s") from None
             if proc.returncode != 0:
                 raise ImageError(_reason(proc.stderr))
             digest = _manifest_digest(staged)
-            (staged / "source.json").write_text(json.dumps(
-                {"reference": image, "source": source, "digest": digest, "pulled_at": time.time()}))
+            (staged / "source.json").write_text(
+                json.dumps({"reference": image, "source": source, "digest": digest, "pulled_at": time.time()})
+            )
             # Replace atomically enough: a reader sees the old layout or the new one.
             old = layout.with_name(layout.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
@@ -200,8 +212,9 @@ def _manifest_digest(layout: Path) -> str:
     try:
         index = json.loads((layout / "index.json").read_text())
         manifests = index["manifests"]
-        tagged = [m for m in manifests
-                  if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == CACHE_TAG]
+        tagged = [
+            m for m in manifests if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == CACHE_TAG
+        ]
         return str((tagged or manifests)[0]["digest"])
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise ImageError(f"not an OCI layout: {exc}") from None

@@ -51,8 +51,9 @@ def service_rules(services: Iterable[ServiceEndpoints]) -> str:
         f"-A OUTPUT -p tcp -j {SERVICES_CHAIN}",
     ]
     for s, _ in with_endpoints:
-        nat.append(f"-A {SERVICES_CHAIN} -d {s.vip}/32 -p tcp -m tcp --dport {s.port} {_comment(s)} "
-                   f"-j {service_chain(s)}")
+        nat.append(
+            f"-A {SERVICES_CHAIN} -d {s.vip}/32 -p tcp -m tcp --dport {s.port} {_comment(s)} -j {service_chain(s)}"
+        )
     for s, endpoints in with_endpoints:
         n = len(endpoints)
         for i, (ip, port) in enumerate(endpoints):
@@ -67,8 +68,12 @@ def service_rules(services: Iterable[ServiceEndpoints]) -> str:
         ":OUTPUT ACCEPT [0:0]",
         f":{SERVICES_CHAIN} - [0:0]",
         f"-A OUTPUT -p tcp -j {SERVICES_CHAIN}",
-        *(f"-A {SERVICES_CHAIN} -d {s.vip}/32 -p tcp -m tcp --dport {s.port} {_comment(s)} "
-          "-j REJECT --reject-with tcp-reset" for s in items if not s.endpoints),
+        *(
+            f"-A {SERVICES_CHAIN} -d {s.vip}/32 -p tcp -m tcp --dport {s.port} {_comment(s)} "
+            "-j REJECT --reject-with tcp-reset"
+            for s in items
+            if not s.endpoints
+        ),
         "COMMIT",
         "",
     ]

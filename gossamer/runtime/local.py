@@ -147,13 +147,18 @@ class LocalRuntime:
     async def _adopt_pod(self, entry: dict[str, Any]) -> None:
         assert self._ctx is not None
         spec = deployment_from_json(entry["spec"])
-        pod = Pod(spec=spec, name=str(entry["name"]), short_id=str(entry["shortId"]), ip=str(entry["ip"]),
-                  ctx=self._ctx)
+        pod = Pod(
+            spec=spec, name=str(entry["name"]), short_id=str(entry["shortId"]), ip=str(entry["ip"]), ctx=self._ctx
+        )
         pod.template_hash = str(entry.get("templateHash") or spec.template_hash)
         self._ips.reserve(pod.net.ip)
         rec = self._record
-        for kind, value in (("netns", pod.net.netns), ("veths", pod.net.veth), ("etc_netns", pod.net.netns),
-                            ("dirs", str(pod.run_dir))):
+        for kind, value in (
+            ("netns", pod.net.netns),
+            ("veths", pod.net.veth),
+            ("etc_netns", pod.net.netns),
+            ("dirs", str(pod.run_dir)),
+        ):
             rec.add(kind, value)
         self._pods[(pod.namespace, pod.name)] = pod
         if not has_sidecar(spec):
@@ -289,8 +294,13 @@ class LocalRuntime:
     def _pod_changed(self) -> None:
         """Called on any pod event: record running pods, diff the snapshots, notify, advance rolling updates."""
         if self._started:
-            self._record.set_pods({f"{ns}/{name}": pod.record_entry() for (ns, name), pod in sorted(self._pods.items())
-                                   if pod.phase == "Running"})
+            self._record.set_pods(
+                {
+                    f"{ns}/{name}": pod.record_entry()
+                    for (ns, name), pod in sorted(self._pods.items())
+                    if pod.phase == "Running"
+                }
+            )
         snapshots = {key: pod.status() for key, pod in self._pods.items()}
         if snapshots == self._snapshots:
             return
@@ -333,11 +343,16 @@ class LocalRuntime:
         for key in sorted(self._pods):
             pod = self._pods[key]
             containers = [c.name for c in pod.spec.containers] + (["istio-proxy"] if pod.has_sidecar else [])
-            out.append((pod.status(), {
-                "netns": pod.net.netns,
-                "adminSocket": str(pod.admin_socket) if pod.has_sidecar else "",
-                "logs": {c: str(pod.log_path(c)) for c in containers},
-            }))
+            out.append(
+                (
+                    pod.status(),
+                    {
+                        "netns": pod.net.netns,
+                        "adminSocket": str(pod.admin_socket) if pod.has_sidecar else "",
+                        "logs": {c: str(pod.log_path(c)) for c in containers},
+                    },
+                )
+            )
         return out
 
     def pod_sds(self, pod: str, namespace: str) -> SdsServer | None:
@@ -383,8 +398,12 @@ def _not_adopted(record: dict[str, Any], adopted: dict[str, dict[str, Any]]) -> 
     netns = {e["netns"] for e in adopted.values()}
     veths = {e["veth"] for e in adopted.values()}
     dirs = {d for d in record.get("dirs", []) if any(d.endswith(f"/{e['shortId']}") for e in adopted.values())}
-    pids = {(p.get("pid"), p.get("start")) for e in adopted.values()
-            for p in [e.get("proxy") or {}, *(e.get("containers") or {}).values()] if p.get("pid")}
+    pids = {
+        (p.get("pid"), p.get("start"))
+        for e in adopted.values()
+        for p in [e.get("proxy") or {}, *(e.get("containers") or {}).values()]
+        if p.get("pid")
+    }
     return {
         **record,
         "processes": [p for p in record.get("processes", []) if (p.get("pid"), p.get("start")) not in pids],

@@ -210,8 +210,9 @@ class Pod:
 
     # ---- lifecycle ---------------------------------------------------------------------
 
-    async def create(self, services: Sequence[ServiceAddress],
-                     prepare: Callable[[Pod], Awaitable[None]] | None = None) -> None:
+    async def create(
+        self, services: Sequence[ServiceAddress], prepare: Callable[[Pod], Awaitable[None]] | None = None
+    ) -> None:
         """Build the pod; on failure, whatever was created is removed and the error re-raised.
         `prepare` runs once the network is up, before any process starts."""
         rec = self.ctx.record
@@ -225,8 +226,9 @@ class Pod:
             await network.setup_pod_network(self.net)
             self.write_name_files(services)
             # Apps bind ports below 1024 without capabilities, as in a container runtime.
-            await network.run("ip", "netns", "exec", self.net.netns,
-                              "sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=0")
+            await network.run(
+                "ip", "netns", "exec", self.net.netns, "sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=0"
+            )
             # The pod's sockets (Envoy admin, SDS: the workload's key) are for its proxy user only.
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.run_dir.chmod(0o700)
@@ -259,9 +261,16 @@ class Pod:
     def record_entry(self) -> dict[str, Any]:
         """What the state record keeps so that the next runtime can adopt this pod."""
         return {
-            "namespace": self.namespace, "name": self.name, "shortId": self.short_id, "ip": self.net.ip,
-            "netns": self.net.netns, "veth": self.net.veth, "templateHash": self.template_hash,
-            "spec": deployment_to_json(self.spec), "startedAt": self.started_at, "proxyLive": self.proxy_live,
+            "namespace": self.namespace,
+            "name": self.name,
+            "shortId": self.short_id,
+            "ip": self.net.ip,
+            "netns": self.net.netns,
+            "veth": self.net.veth,
+            "templateHash": self.template_hash,
+            "spec": deployment_to_json(self.spec),
+            "startedAt": self.started_at,
+            "proxyLive": self.proxy_live,
             "proxy": self.proxy.entry() if self.proxy is not None else None,
             "containers": {c.spec.name: {**c.proc.entry(), "probeReady": c.probe_ready} for c in self.containers},
         }
@@ -299,8 +308,12 @@ class Pod:
     def _adopt_process(self, proc: SupervisedProcess, recorded: dict[str, Any] | None) -> None:
         pid = recorded.get("pid") if recorded else None
         if recorded and isinstance(pid, int) and same_process_alive(pid, recorded.get("start")):
-            proc.adopt(recorded["pid"], recorded.get("start"), restarts=int(recorded.get("restarts", 0)),
-                       started_at=float(recorded.get("startedAt") or 0.0))
+            proc.adopt(
+                recorded["pid"],
+                recorded.get("start"),
+                restarts=int(recorded.get("restarts", 0)),
+                started_at=float(recorded.get("startedAt") or 0.0),
+            )
         elif recorded:
             proc.restarts = int(recorded.get("restarts", 0)) + (1 if recorded.get("pid") else 0)
 
@@ -358,9 +371,12 @@ class Pod:
         """The pod's :15020 merge of Envoy's and the app's metrics (Envoy forwards the port to it)."""
         scrape = app_scrape(dict(self.spec.annotations))
         self.stats = StatsMerger(
-            socket_path=self.run_dir / "stats.sock", admin_socket=self.admin_socket,
-            app_socket=self.run_dir / "app-metrics.sock" if scrape is not None else None, app=scrape,
-            socket_owner=self.proxy_uid)
+            socket_path=self.run_dir / "stats.sock",
+            admin_socket=self.admin_socket,
+            app_socket=self.run_dir / "app-metrics.sock" if scrape is not None else None,
+            app=scrape,
+            socket_owner=self.proxy_uid,
+        )
         await self.stats.start()
 
     def _start_proxy(self) -> None:
@@ -388,7 +404,8 @@ class Pod:
             zipkin_socket=self.ctx.zipkin_socket,
             merged_stats_socket=self.stats.socket_path if self.stats is not None else None,
             app_metrics=(self.stats.app_socket, self.stats.app.port)
-            if self.stats is not None and self.stats.app is not None and self.stats.app_socket is not None else None,
+            if self.stats is not None and self.stats.app is not None and self.stats.app_socket is not None
+            else None,
         )
         if self._adopting is None or not self.bootstrap_path.exists():
             write_bootstrap(self.bootstrap_path, bootstrap)
@@ -401,9 +418,16 @@ class Pod:
             name=f"{self.namespace}/{self.name}/{PROXY_CONTAINER}",
             argv=["ip", "netns", "exec", self.net.netns, *argv],
             # Envoy's own side of Istio's metric labels (gossamer/xds/build/telemetry.py).
-            env={**base_env(), **self._pod_env(), **proxy_env(workload=self.spec.name, namespace=self.namespace,
-                                                               service_account=self.spec.service_account,
-                                                               labels=labels)},
+            env={
+                **base_env(),
+                **self._pod_env(),
+                **proxy_env(
+                    workload=self.spec.name,
+                    namespace=self.namespace,
+                    service_account=self.spec.service_account,
+                    labels=labels,
+                ),
+            },
             cwd=self.run_dir,
             log_path=self.log_path(PROXY_CONTAINER),
             record=self.ctx.record,
@@ -420,8 +444,13 @@ class Pod:
         self.ctx.notify()
 
     def _container_env(self, cspec: ContainerSpec) -> dict[str, str]:
-        fields = volumes.pod_fields(name=self.name, namespace=self.namespace, ip=self.net.ip,
-                                    service_account=self.spec.service_account, uid=self.short_id)
+        fields = volumes.pod_fields(
+            name=self.name,
+            namespace=self.namespace,
+            ip=self.net.ip,
+            service_account=self.spec.service_account,
+            uid=self.short_id,
+        )
         return {**self._pod_env(), **volumes.container_env(cspec, self.spec, fields)}
 
     @property
@@ -441,10 +470,15 @@ class Pod:
             try:
                 self._image_argv[cspec.name] = await prepare_image_container(
                     # The control plane's cache (Paths.images_dir): what apply pulled is there already.
-                    cache=ImageCache(self.ctx.state_dir.parent / "images"), spec=cspec, pod_dir=self.image_dir,
-                    hostname=self.name, env=self._container_env(cspec),
+                    cache=ImageCache(self.ctx.state_dir.parent / "images"),
+                    spec=cspec,
+                    pod_dir=self.image_dir,
+                    hostname=self.name,
+                    env=self._container_env(cspec),
                     user=ContainerUser(uid, gid, explicit=cspec.run_as_user is not None),
-                    etc_dir=hosts.etc_dir(self.net.netns), mounts=self.volumes.mounts(cspec))
+                    etc_dir=hosts.etc_dir(self.net.netns),
+                    mounts=self.volumes.mounts(cspec),
+                )
             except (ImageError, OSError) as exc:
                 problems.append(f"container {cspec.name}: ErrImagePull: cannot pull {cspec.image}: {exc}")
         return problems
@@ -461,9 +495,13 @@ class Pod:
             env = {**base_env(), **self._container_env(cspec)}
             volumes.ensure_mountpoints(mounts, self.ctx.record)
             uid, gid = self.run_as(cspec)
-            argv = volumes.with_mounts(sandbox.app_argv(self.net.netns, cspec.command, uid=uid, gid=gid,
-                                                        expose=sandbox.default_exposed(cspec.workdir)),
-                                       self.net.netns, mounts)
+            argv = volumes.with_mounts(
+                sandbox.app_argv(
+                    self.net.netns, cspec.command, uid=uid, gid=gid, expose=sandbox.default_exposed(cspec.workdir)
+                ),
+                self.net.netns,
+                mounts,
+            )
             cwd = cspec.workdir
         proc = SupervisedProcess(
             name=f"{self.namespace}/{self.name}/{cspec.name}",
@@ -522,8 +560,9 @@ class Pod:
         while not self.proxy_live and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         if not self.proxy_live:
-            log.warning("pod %s/%s: proxy not ready after %.0fs; starting the app anyway",
-                        self.namespace, self.name, timeout)
+            log.warning(
+                "pod %s/%s: proxy not ready after %.0fs; starting the app anyway", self.namespace, self.name, timeout
+            )
 
     async def _proxy_ready_loop(self) -> None:
         while True:

@@ -123,8 +123,13 @@ class SupervisedProcess:
 
     def entry(self) -> dict[str, object]:
         """What the state record keeps to adopt this process later."""
-        return {"pid": self.pid if self.running else None, "start": self.start_time, "argv": self.argv,
-                "restarts": self.restarts, "startedAt": self.started_at}
+        return {
+            "pid": self.pid if self.running else None,
+            "start": self.start_time,
+            "argv": self.argv,
+            "restarts": self.restarts,
+            "startedAt": self.started_at,
+        }
 
     @property
     def generation(self) -> int:

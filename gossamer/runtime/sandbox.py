@@ -69,9 +69,12 @@ def proxy_argv(argv: Sequence[str], uid: int) -> list[str]:
     """Run `argv` as the pod's proxy user (uid = gid = `uid`, supplementary group PROXY_GROUP)."""
     return [
         "setpriv",
-        "--reuid", str(uid),
-        "--regid", str(uid),
-        "--groups", str(PROXY_GROUP),
+        "--reuid",
+        str(uid),
+        "--regid",
+        str(uid),
+        "--groups",
+        str(PROXY_GROUP),
         "--inh-caps=-all",
         "--bounding-set=-all",
         "--no-new-privs",
@@ -132,7 +135,7 @@ def app_script(*, uid: int | None, gid: int | None, expose: Iterable[Path]) -> s
             lines.append("exec 3<&-")
     if uid == 0:
         if gid is not None and gid != 0:
-            lines.append(f"exec setpriv --regid {gid} --clear-groups -- \"$@\"")
+            lines.append(f'exec setpriv --regid {gid} --clear-groups -- "$@"')
         else:
             lines.append('exec "$@"')
     else:
@@ -141,13 +144,11 @@ def app_script(*, uid: int | None, gid: int | None, expose: Iterable[Path]) -> s
         # No parent-death signal: apps outlive the runtime process (a restarted runtime adopts them).
         lines.append(
             f"exec setpriv --reuid {uid} --regid {group} --clear-groups"
-            " --inh-caps=-all --bounding-set=-all --no-new-privs -- \"$@\""
+            ' --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"'
         )
     return "\n".join(lines)
 
 
-def app_argv(netns: str, argv: Sequence[str], *, uid: int, gid: int | None,
-             expose: Iterable[Path] = ()) -> list[str]:
+def app_argv(netns: str, argv: Sequence[str], *, uid: int, gid: int | None, expose: Iterable[Path] = ()) -> list[str]:
     """`argv` inside the pod's netns, as `uid`/`gid`, without capabilities (unless uid 0)."""
-    return ["ip", "netns", "exec", netns, "sh", "-c", app_script(uid=uid, gid=gid, expose=expose),
-            "gsm-app", *argv]
+    return ["ip", "netns", "exec", netns, "sh", "-c", app_script(uid=uid, gid=gid, expose=expose), "gsm-app", *argv]

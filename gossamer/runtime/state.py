@@ -92,8 +92,14 @@ class StateRecord:
 
 
 def _empty() -> dict[str, Any]:
-    return {"owner": None, "bridge": None, "host_netns": None, "processes": [], "pods": {},
-            **{k: [] for k in LIST_KINDS}}
+    return {
+        "owner": None,
+        "bridge": None,
+        "host_netns": None,
+        "processes": [],
+        "pods": {},
+        **{k: [] for k in LIST_KINDS},
+    }
 
 
 def load_record(state_dir: Path) -> dict[str, Any] | None:

@@ -137,8 +137,14 @@ class DeploymentSpec:
     def template_hash(self) -> str:
         import hashlib
 
-        template: tuple[object, ...] = (self.labels, self.annotations, self.service_account, self.containers,
-                                        self.inject_sidecar, self.proxy_type)
+        template: tuple[object, ...] = (
+            self.labels,
+            self.annotations,
+            self.service_account,
+            self.containers,
+            self.inject_sidecar,
+            self.proxy_type,
+        )
         if self.volumes:
             template += (self.volumes,)
         return hashlib.sha256(repr(template).encode()).hexdigest()[:10]

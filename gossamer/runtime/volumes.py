@@ -65,8 +65,9 @@ def _source_kind(volume: VolumeSpec) -> str:
     return "ConfigMap" if volume.kind == "configMap" else "Secret"
 
 
-def projected_files(volume: VolumeSpec, sources: Mapping[tuple[str, str], dict[str, bytes] | None]
-                    ) -> tuple[dict[str, tuple[bytes, int]], str | None]:
+def projected_files(
+    volume: VolumeSpec, sources: Mapping[tuple[str, str], dict[str, bytes] | None]
+) -> tuple[dict[str, tuple[bytes, int]], str | None]:
     """The files of a configMap/secret volume: relative path -> (content, mode), and what is missing
     (None: nothing) for a volume that is not optional."""
     data = sources.get((_source_kind(volume), volume.source))
@@ -290,8 +291,7 @@ def env_problems(container: ContainerSpec, sources: Mapping[tuple[str, str], dic
     return out
 
 
-def field_value(path: str, fields: Mapping[str, str], labels: Mapping[str, str],
-                annotations: Mapping[str, str]) -> str:
+def field_value(path: str, fields: Mapping[str, str], labels: Mapping[str, str], annotations: Mapping[str, str]) -> str:
     m = _FIELD_MAP.match(path)
     if m:
         return (labels if m.group(1) == "labels" else annotations).get(m.group(2), "")
@@ -323,10 +323,26 @@ def container_env(container: ContainerSpec, spec: DeploymentSpec, fields: Mappin
 def pod_fields(*, name: str, namespace: str, ip: str, service_account: str, uid: str) -> dict[str, str]:
     """What `fieldRef` paths read for one pod (the node is this machine)."""
     host = os.uname().nodename
-    return {"metadata.name": name, "metadata.namespace": namespace, "metadata.uid": uid,
-            "spec.nodeName": host, "spec.serviceAccountName": service_account, "status.podIP": ip,
-            "status.podIPs": ip, "status.hostIP": "10.244.0.1", "status.hostIPs": "10.244.0.1"}
+    return {
+        "metadata.name": name,
+        "metadata.namespace": namespace,
+        "metadata.uid": uid,
+        "spec.nodeName": host,
+        "spec.serviceAccountName": service_account,
+        "status.podIP": ip,
+        "status.podIPs": ip,
+        "status.hostIP": "10.244.0.1",
+        "status.hostIPs": "10.244.0.1",
+    }
 
 
-__all__ = ["SourceData", "PodVolumes", "container_env", "ensure_mountpoints", "cleanup_mountpoints", "with_mounts",
-           "pod_fields", "volumes_dir"]
+__all__ = [
+    "SourceData",
+    "PodVolumes",
+    "container_env",
+    "ensure_mountpoints",
+    "cleanup_mountpoints",
+    "with_mounts",
+    "pod_fields",
+    "volumes_dir",
+]

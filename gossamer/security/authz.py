@@ -49,8 +49,15 @@ def pod_identity(pods: Iterable[PodRecord], namespace: str, pod: str, trust_doma
     raise CsrRejected(f"no pod {namespace}/{pod}: certificates are signed only for running pods")
 
 
-def sign_for_pod(signer: Signer, pods: Iterable[PodRecord], namespace: str, pod: str, csr_pem: str,
-                 ttl: timedelta | None = None, trust_domain: str = TRUST_DOMAIN) -> str:
+def sign_for_pod(
+    signer: Signer,
+    pods: Iterable[PodRecord],
+    namespace: str,
+    pod: str,
+    csr_pem: str,
+    ttl: timedelta | None = None,
+    trust_domain: str = TRUST_DOMAIN,
+) -> str:
     """Sign `csr_pem` for the pod's own identity (the CSR must ask for exactly that)."""
     return signer.sign_csr(csr_pem, pod_identity(pods, namespace, pod, trust_domain), ttl)
 

@@ -28,8 +28,9 @@ class ServerCertificateIssuer(Protocol):
 class ServerTls:
     """Dynamic server credentials that require and verify client certificates against the mesh root."""
 
-    def __init__(self, ca: ServerCertificateIssuer, *, ttl: timedelta = SERVER_CERT_TTL,
-                 rotate_fraction: float = 0.5) -> None:
+    def __init__(
+        self, ca: ServerCertificateIssuer, *, ttl: timedelta = SERVER_CERT_TTL, rotate_fraction: float = 0.5
+    ) -> None:
         self.ca = ca
         self.ttl = ttl
         self.rotate_fraction = rotate_fraction
@@ -39,14 +40,16 @@ class ServerTls:
         initial = self._config()
         assert initial is not None
         self.credentials: grpc.ServerCredentials = grpc.dynamic_ssl_server_credentials(
-            initial, self._fetch, require_client_authentication=True)
+            initial, self._fetch, require_client_authentication=True
+        )
 
     def _config(self) -> grpc.ServerCertificateConfiguration | None:
         cert_pem, key_pem = self.ca.issue_server_certificate(CONTROL_PLANE_NAME, self.ttl)
         self._renew_at = datetime.now(UTC) + self.ttl * self.rotate_fraction
         self.issued += 1
         return grpc.ssl_server_certificate_configuration(
-            [(key_pem.encode(), cert_pem.encode())], root_certificates=self.ca.root_pem.encode())
+            [(key_pem.encode(), cert_pem.encode())], root_certificates=self.ca.root_pem.encode()
+        )
 
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """gRPC's per-handshake hook: None keeps the current certificate."""

@@ -96,8 +96,9 @@ class Store:
         return [self._row(r) for r in self._db.execute(query, args)]
 
     def get(self, kind: str, namespace: str, name: str) -> StoredObject | None:
-        row = self._db.execute("SELECT * FROM resources WHERE kind=? AND namespace=? AND name=?",
-                               (kind, namespace, name)).fetchone()
+        row = self._db.execute(
+            "SELECT * FROM resources WHERE kind=? AND namespace=? AND name=?", (kind, namespace, name)
+        ).fetchone()
         return self._row(row) if row else None
 
     @staticmethod
@@ -127,10 +128,14 @@ class Store:
                     created = old.created_index
                 self._db.execute(
                     "INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,?,?,?,?)",
-                    (kind, ns, name, revision, generation, created, json.dumps(body), source_file, source_line))
-                changes.append(Change("created" if old is None else "configured",
-                                      StoredObject(kind, ns, name, revision, generation, created, body,
-                                                   source_file, source_line)))
+                    (kind, ns, name, revision, generation, created, json.dumps(body), source_file, source_line),
+                )
+                changes.append(
+                    Change(
+                        "created" if old is None else "configured",
+                        StoredObject(kind, ns, name, revision, generation, created, body, source_file, source_line),
+                    )
+                )
             self._set_revision(revision)
         self._notify(changes)
         return changes

@@ -24,8 +24,13 @@ from prometheus_client.registry import Collector
 # istiod's buckets for both histograms (seconds).
 BUCKETS = (0.1, 0.5, 1, 3, 5, 10, 20, 30)
 PUSH_TIME_BUCKETS = (0.01, 0.1, 0.5, 1, 3, 5, 10, 20, 30)
-XDS_TYPES = {"Cluster": "cds", "ClusterLoadAssignment": "eds", "Listener": "lds", "RouteConfiguration": "rds",
-             "Secret": "sds"}
+XDS_TYPES = {
+    "Cluster": "cds",
+    "ClusterLoadAssignment": "eds",
+    "Listener": "lds",
+    "RouteConfiguration": "rds",
+    "Secret": "sds",
+}
 
 
 def xds_type(type_url: str) -> str:
@@ -59,11 +64,19 @@ class PilotMetrics:
         self.rejects: Tally[str] = Tally()
         self.triggers: Tally[str] = Tally()
         self.connected: Callable[[], int] = lambda: 0
-        self.push_time = Histogram("pilot_xds_push_time", "Seconds to translate, build and queue one push",
-                                   ["type"], buckets=PUSH_TIME_BUCKETS, registry=self.registry)
-        self.convergence = Histogram("pilot_proxy_convergence_time",
-                                     "Seconds from a change to its push queued to every proxy",
-                                     buckets=BUCKETS, registry=self.registry)
+        self.push_time = Histogram(
+            "pilot_xds_push_time",
+            "Seconds to translate, build and queue one push",
+            ["type"],
+            buckets=PUSH_TIME_BUCKETS,
+            registry=self.registry,
+        )
+        self.convergence = Histogram(
+            "pilot_proxy_convergence_time",
+            "Seconds from a change to its push queued to every proxy",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_Counters(self))
 
     def sent(self, type_url: str) -> None:

@@ -54,8 +54,10 @@ def app_scrape(annotations: Mapping[str, str]) -> AppScrape | None:
 async def _get(socket: Path, path: str) -> str:
     connector = aiohttp.UnixConnector(path=str(socket))
     timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, \
-            session.get(f"http://localhost{path}") as resp:
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+        session.get(f"http://localhost{path}") as resp,
+    ):
         if resp.status != 200:
             raise RuntimeError(f"{path}: HTTP {resp.status}")
         return await resp.text()
@@ -64,8 +66,15 @@ async def _get(socket: Path, path: str) -> str:
 class StatsMerger:
     """One pod's :15020 merge: serves on `socket_path`, reads Envoy's admin and the app."""
 
-    def __init__(self, *, socket_path: Path, admin_socket: Path, app_socket: Path | None = None,
-                 app: AppScrape | None = None, socket_owner: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        socket_path: Path,
+        admin_socket: Path,
+        app_socket: Path | None = None,
+        app: AppScrape | None = None,
+        socket_owner: int | None = None,
+    ) -> None:
         self.socket_path = socket_path
         self.admin_socket = admin_socket
         self.app_socket = app_socket

@@ -49,13 +49,15 @@ def spiffe_id(namespace: str, service_account: str) -> str:
     return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
 
 
-def peer_values(*, workload: str, namespace: str, service_account: str, labels: Mapping[str, str],
-                has_sidecar: bool = True) -> dict[str, str]:
+def peer_values(
+    *, workload: str, namespace: str, service_account: str, labels: Mapping[str, str], has_sidecar: bool = True
+) -> dict[str, str]:
     """One workload's values for Istio's peer labels (the principal only for a proxy that holds one)."""
     return {
         "workload": workload or UNKNOWN,
         "namespace": namespace or UNKNOWN,
-        "principal": spiffe_id(namespace, service_account) if has_sidecar and service_account and namespace
+        "principal": spiffe_id(namespace, service_account)
+        if has_sidecar and service_account and namespace
         else UNKNOWN,
         "app": labels.get("app") or UNKNOWN,
         "version": labels.get("version") or UNKNOWN,
@@ -92,7 +94,11 @@ TCP_LABELS = (
     "reporter",
     *(f"source_{x}" for x in _LABEL_SIDES),
     *(f"destination_{x}" for x in _LABEL_SIDES),
-    "destination_service", "destination_service_name", "destination_service_namespace",
-    "connection_security_policy", "response_flags", "request_protocol",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "connection_security_policy",
+    "response_flags",
+    "request_protocol",
 )
 HTTP_LABELS = (*TCP_LABELS, "response_code", "grpc_response_status")

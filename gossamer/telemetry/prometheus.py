@@ -35,9 +35,17 @@ PODS_JOB = "kubernetes-pods"
 ISTIOD_JOB = "pilot"
 QUERY_TIMEOUT_S = 10.0
 # The labels of istio_requests_total a mesh graph needs (dashboard).
-GRAPH_LABELS = ("reporter", "source_workload", "source_workload_namespace", "destination_service",
-                "destination_service_name", "destination_service_namespace", "destination_workload",
-                "destination_workload_namespace", "response_code")
+GRAPH_LABELS = (
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_workload",
+    "destination_workload_namespace",
+    "response_code",
+)
 
 
 class PrometheusError(Exception):
@@ -50,19 +58,28 @@ def binary() -> str | None:
 
 def scrape_config(directory: Path, *, interval: str = SCRAPE_INTERVAL) -> dict[str, Any]:
     def job(name: str, path: str, targets: Path) -> dict[str, Any]:
-        return {"job_name": name, "scrape_interval": interval, "metrics_path": path,
-                "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "5s"}]}
+        return {
+            "job_name": name,
+            "scrape_interval": interval,
+            "metrics_path": path,
+            "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "5s"}],
+        }
 
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "scrape_configs": [job(PODS_JOB, MERGED_PATH, directory / "pods.json"),
-                           job(ISTIOD_JOB, "/metrics", directory / "istiod.json")],
+        "scrape_configs": [
+            job(PODS_JOB, MERGED_PATH, directory / "pods.json"),
+            job(ISTIOD_JOB, "/metrics", directory / "istiod.json"),
+        ],
     }
 
 
 def pod_targets(pods: Sequence[ScrapeTarget], port: int = MERGED_PORT) -> list[dict[str, Any]]:
-    return [{"targets": [f"{p.ip}:{port}"], "labels": {"namespace": p.namespace, "pod": p.pod}}
-            for p in sorted(pods, key=lambda p: (p.namespace, p.pod)) if p.ip]
+    return [
+        {"targets": [f"{p.ip}:{port}"], "labels": {"namespace": p.namespace, "pod": p.pod}}
+        for p in sorted(pods, key=lambda p: (p.namespace, p.pod))
+        if p.ip
+    ]
 
 
 def _write(path: Path, data: Any) -> bool:
@@ -96,9 +113,14 @@ class PrometheusServer:
         (self.directory / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(self.directory)))
         _write(self.directory / "pods.json", [])
         _write(self.directory / "istiod.json", [{"targets": [istiod], "labels": {"app": "istiod"}}] if istiod else [])
-        argv = [exe, f"--config.file={self.directory / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
-                f"--storage.tsdb.retention.time={RETENTION}", f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn"]
+        argv = [
+            exe,
+            f"--config.file={self.directory / 'prometheus.yml'}",
+            f"--storage.tsdb.path={data}",
+            f"--storage.tsdb.retention.time={RETENTION}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
         if os.geteuid() == 0:
             # Least privilege: Prometheus needs nothing of root's.
             try:
@@ -106,13 +128,19 @@ class PrometheusServer:
             except KeyError:
                 user = pwd.getpwnam("nobody")
             os.chown(data, user.pw_uid, user.pw_gid)
-            argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-                    "--inh-caps=-all", *argv]
+            argv = [
+                "setpriv",
+                f"--reuid={user.pw_uid}",
+                f"--regid={user.pw_gid}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                *argv,
+            ]
         log_file = (self.directory / "prometheus.log").open("ab")
         try:
-            self._proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                              stdout=log_file, stderr=log_file,
-                                                              cwd=self.directory)
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=self.directory
+            )
         finally:
             log_file.close()
 
@@ -140,8 +168,10 @@ class PrometheusServer:
 
     async def ready(self) -> bool:
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session, \
-                    session.get(f"{self.url}/-/ready") as resp:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+                session.get(f"{self.url}/-/ready") as resp,
+            ):
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
@@ -149,8 +179,10 @@ class PrometheusServer:
     async def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant PromQL query: [{"metric": {labels}, "value": [time, "value"]}, ...]."""
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=QUERY_TIMEOUT_S)) as session, \
-                    session.post(f"{self.url}/api/v1/query", data={"query": promql}) as resp:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=QUERY_TIMEOUT_S)) as session,
+                session.post(f"{self.url}/api/v1/query", data={"query": promql}) as resp,
+            ):
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise PrometheusError(f"prometheus at {self.url}: {e}") from e

@@ -30,8 +30,11 @@ def istio_names(text: str) -> str:
     """Envoy's `envoy_istiocustom_istio_requests_total` -> Istio's `istio_requests_total`."""
     if ENVOY_ISTIO_PREFIX not in text:
         return text
-    return text.replace(f"# TYPE {ENVOY_ISTIO_PREFIX}", "# TYPE ").replace(
-        f"\n{ENVOY_ISTIO_PREFIX}", "\n").removeprefix(ENVOY_ISTIO_PREFIX)
+    return (
+        text.replace(f"# TYPE {ENVOY_ISTIO_PREFIX}", "# TYPE ")
+        .replace(f"\n{ENVOY_ISTIO_PREFIX}", "\n")
+        .removeprefix(ENVOY_ISTIO_PREFIX)
+    )
 
 
 def _number(value: float) -> str:
@@ -77,8 +80,14 @@ class ScrapeTarget:
 class MeshScraper:
     """Every proxy's Istio metrics, summed across pods; a scrape at most every `max_age_s`."""
 
-    def __init__(self, targets: Callable[[], list[ScrapeTarget]], *, port: int = MERGED_PORT,
-                 path: str = MERGED_PATH, max_age_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        targets: Callable[[], list[ScrapeTarget]],
+        *,
+        port: int = MERGED_PORT,
+        path: str = MERGED_PATH,
+        max_age_s: float = 1.0,
+    ) -> None:
         self._targets = targets
         self._url = f"http://{{ip}}:{port}{path}?filter=istiocustom"
         self._max_age_s = max_age_s

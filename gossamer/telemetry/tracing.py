@@ -130,8 +130,11 @@ def _key(span: Span) -> SpanKey:
 
 def _matches_service(span: Span, name: str) -> bool:
     service = service_of(span)
-    return (service == name or service.startswith(name + ".")
-            or (span.get("tags") or {}).get("istio.canonical_service") == name)
+    return (
+        service == name
+        or service.startswith(name + ".")
+        or (span.get("tags") or {}).get("istio.canonical_service") == name
+    )
 
 
 class SpanStore:
@@ -180,7 +183,7 @@ class SpanStore:
                 continue
             out.append(summary(trace_id, list(group.values())))
         out.sort(key=lambda t: t["timestamp"], reverse=True)
-        return out[:max(0, limit)]
+        return out[: max(0, limit)]
 
 
 def summary(trace_id: str, spans: Sequence[Span]) -> dict[str, Any]:
@@ -189,10 +192,14 @@ def summary(trace_id: str, spans: Sequence[Span]) -> dict[str, Any]:
     start = min((s["timestamp"] for s in ordered), default=0)
     end = max((s["timestamp"] + s["duration"] for s in ordered), default=0)
     roots = [s for depth, s in span_tree(ordered) if depth == 0]
-    return {"traceId": trace_id, "timestamp": start, "duration": end - start,
-            "root": roots[0]["name"] if roots else "",
-            "services": sorted({service_of(s) for s in ordered if service_of(s)}),
-            "spans": ordered}
+    return {
+        "traceId": trace_id,
+        "timestamp": start,
+        "duration": end - start,
+        "root": roots[0]["name"] if roots else "",
+        "services": sorted({service_of(s) for s in ordered if service_of(s)}),
+        "spans": ordered,
+    }
 
 
 def span_tree(spans: Sequence[Span]) -> list[tuple[int, Span]]:

@@ -60,6 +60,7 @@ def translate_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> OutboundConfig:
 
 def outbound_listeners(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[tuple[Listener, ...], tuple[RouteTable, ...]]:
     """The outbound listeners and route tables of the proxy's outbound scope."""
+
     def compute() -> tuple[tuple[Listener, ...], tuple[RouteTable, ...]]:
         listeners, tables = translate_sidecar_outbound(snapshot, proxy)
         return tuple(_with_telemetry(snapshot, proxy, listeners)), tuple(tables)
@@ -69,23 +70,26 @@ def outbound_listeners(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[tuple[List
 
 def outbound_cluster_set(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[Cluster, ...]:
     """The static and outbound clusters of the proxy's outbound scope."""
-    return snapshot.derived(("outbound_clusters", outbound_scope(snapshot, proxy)),
-                            lambda: (*static_clusters(), *outbound_clusters(snapshot, proxy)))
+    return snapshot.derived(
+        ("outbound_clusters", outbound_scope(snapshot, proxy)),
+        lambda: (*static_clusters(), *outbound_clusters(snapshot, proxy)),
+    )
 
 
 def outbound_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[EndpointSet, ...]:
     """EDS for the services the proxy sees: a Sidecar narrowing egress (or exportTo) narrows endpoints
     too. Once per snapshot and endpoint scope; the endpoint fast path reads only this."""
+
     def compute() -> tuple[EndpointSet, ...]:
         hosts = {s.hostname for s in visible_services(snapshot, proxy)}
-        return tuple(e for e in translate_endpoints(snapshot, proxy.namespace)
-                     if e.cluster.rsplit("|", 1)[-1] in hosts)
+        return tuple(e for e in translate_endpoints(snapshot, proxy.namespace) if e.cluster.rsplit("|", 1)[-1] in hosts)
 
     return snapshot.derived(("outbound_endpoints", endpoint_scope(snapshot, proxy)), compute)
 
 
 def translate_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[Listener, tuple[Cluster, ...]]:
     """The sidecar's own part: virtualInbound and the inbound clusters (once per snapshot and group)."""
+
     def compute() -> tuple[Listener, tuple[Cluster, ...]]:
         listener = _with_telemetry(snapshot, proxy, [translate_sidecar_inbound(snapshot, proxy)])[0]
         return listener, tuple(inbound_clusters(snapshot, proxy))
@@ -131,7 +135,8 @@ def _with_telemetry(snapshot: MeshSnapshot, proxy: Proxy, listeners: list[Listen
 def _with_mesh_options(listeners: list[Listener], mesh: MeshConfig) -> list[Listener]:
     """Mesh-wide connection manager options: path normalization and the access log's file/encoding."""
     access_log: AccessLogFile | None = AccessLogFile(
-        mesh.access_log_file or STDOUT_ACCESS_LOG.path, mesh.access_log_encoding, mesh.access_log_format)
+        mesh.access_log_file or STDOUT_ACCESS_LOG.path, mesh.access_log_encoding, mesh.access_log_format
+    )
     if access_log == STDOUT_ACCESS_LOG:
         access_log = None
     normalization = cast(PathNormalization, mesh.path_normalization_mode)
@@ -155,5 +160,15 @@ def translate_proxy_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[End
     return outbound_endpoints(snapshot, proxy)
 
 
-__all__ = ["OutboundConfig", "endpoint_scope", "outbound_cluster_set", "outbound_endpoints", "outbound_listeners",
-           "outbound_scope", "translate_inbound", "translate_outbound", "translate_proxy", "translate_proxy_endpoints"]
+__all__ = [
+    "OutboundConfig",
+    "endpoint_scope",
+    "outbound_cluster_set",
+    "outbound_endpoints",
+    "outbound_listeners",
+    "outbound_scope",
+    "translate_inbound",
+    "translate_outbound",
+    "translate_proxy",
+    "translate_proxy_endpoints",
+]

@@ -48,8 +48,9 @@ def destination_rules_for_host(snapshot: MeshSnapshot, host: str) -> list[Any]:
 
 def destination_rule_for(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> Any | None:
     """Istio's lookup order: the proxy's namespace, then the service's, then any other."""
-    return snapshot.derived(("destination_rule_for", host, proxy_namespace),
-                            lambda: _destination_rule_for(snapshot, host, proxy_namespace))
+    return snapshot.derived(
+        ("destination_rule_for", host, proxy_namespace), lambda: _destination_rule_for(snapshot, host, proxy_namespace)
+    )
 
 
 def _destination_rule_for(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> Any | None:
@@ -77,8 +78,11 @@ def dns_endpoints(service: MeshService, port: ServicePort, subset_labels: dict[s
     """DNS ServiceEntries: Envoy resolves the endpoints' addresses, or the host itself without endpoints."""
     if not service.endpoints:
         return (Endpoint(service.hostname, port.port),)
-    return tuple(Endpoint(e.address, e.port_for(port), e.labels) for e in service.endpoints
-                 if _labels_match(dict(e.labels), subset_labels))
+    return tuple(
+        Endpoint(e.address, e.port_for(port), e.labels)
+        for e in service.endpoints
+        if _labels_match(dict(e.labels), subset_labels)
+    )
 
 
 def outbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
@@ -106,18 +110,31 @@ def outbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
                 else:
                     kind = "eds"
                 # Auto mTLS needs endpoints that say whether they take mTLS: EDS ones.
-                tls, auto_mtls = upstream_tls(snapshot, proxy, service, port.port, subset,
-                                              merged.tls if merged is not None else None, kind == "eds")
-                clusters.append(Cluster(
-                    name=outbound_cluster_name(service.hostname, port.port, subset),
-                    kind=kind,  # type: ignore[arg-type]
-                    static_endpoints=endpoints,
-                    http2=http2 or policy.h2_upgrade,
-                    service_host=service.hostname, port=port.port, subset=subset,
-                    service_name=service.hostname if service.is_service_entry else service.name,
-                    service_namespace=service.namespace,
-                    policy=policy, tls=tls, auto_mtls=auto_mtls,
-                ))
+                tls, auto_mtls = upstream_tls(
+                    snapshot,
+                    proxy,
+                    service,
+                    port.port,
+                    subset,
+                    merged.tls if merged is not None else None,
+                    kind == "eds",
+                )
+                clusters.append(
+                    Cluster(
+                        name=outbound_cluster_name(service.hostname, port.port, subset),
+                        kind=kind,  # type: ignore[arg-type]
+                        static_endpoints=endpoints,
+                        http2=http2 or policy.h2_upgrade,
+                        service_host=service.hostname,
+                        port=port.port,
+                        subset=subset,
+                        service_name=service.hostname if service.is_service_entry else service.name,
+                        service_namespace=service.namespace,
+                        policy=policy,
+                        tls=tls,
+                        auto_mtls=auto_mtls,
+                    )
+                )
     return clusters
 
 
@@ -148,10 +165,16 @@ def inbound_ports(snapshot: MeshSnapshot, proxy: Proxy) -> list[tuple[int, MeshS
 def inbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
     # HTTP/2 and gRPC ports speak HTTP/2 to the application too (gRPC servers need it).
     return [
-        Cluster(inbound_cluster_name(port), "static",
-                static_endpoints=(Endpoint("127.0.0.1", port),),
-                upstream_bind_address=INBOUND_SOURCE_ADDRESS, http2=protocol in ("http2", "grpc"),
-                service_host=service.hostname, service_name=service.name, service_namespace=service.namespace)
+        Cluster(
+            inbound_cluster_name(port),
+            "static",
+            static_endpoints=(Endpoint("127.0.0.1", port),),
+            upstream_bind_address=INBOUND_SOURCE_ADDRESS,
+            http2=protocol in ("http2", "grpc"),
+            service_host=service.hostname,
+            service_name=service.name,
+            service_namespace=service.namespace,
+        )
         for port, service, protocol in inbound_ports(snapshot, proxy)
     ]
 
@@ -168,8 +191,9 @@ def translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> tuple[E
     """EDS for every outbound EDS cluster: ready workloads (pods, WorkloadEntries) the service
     selects and a ServiceEntry's inline endpoints, narrowed by subset labels. The same for every
     proxy of a namespace, so computed once per snapshot and namespace."""
-    return snapshot.derived(("endpoints", proxy_namespace),
-                            lambda: tuple(_translate_endpoints(snapshot, proxy_namespace)))
+    return snapshot.derived(
+        ("endpoints", proxy_namespace), lambda: tuple(_translate_endpoints(snapshot, proxy_namespace))
+    )
 
 
 def _translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> list[EndpointSet]:
@@ -177,8 +201,10 @@ def _translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> list[E
     for service in snapshot.services:
         if service.resolution != "STATIC":
             continue  # DNS clusters carry their endpoints; NONE goes to the original destination
-        subsets = tuple((name, tuple(sorted(labels.items())))
-                        for name, labels in subsets_of(snapshot, service.hostname, proxy_namespace))
+        subsets = tuple(
+            (name, tuple(sorted(labels.items())))
+            for name, labels in subsets_of(snapshot, service.hostname, proxy_namespace)
+        )
         sets.extend(service_endpoint_sets(snapshot, service, subsets))
     return sets
 
@@ -189,8 +215,10 @@ Subsets = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 def service_endpoint_sets(snapshot: MeshSnapshot, service: MeshService, subsets: Subsets) -> list[EndpointSet]:
     """One service's endpoint sets (per port and subset): the same for every proxy namespace that
     picks the same subsets, so computed once per snapshot."""
-    return snapshot.derived(("service_endpoints", service.namespace, service.hostname, subsets),
-                            lambda: _service_endpoints(snapshot, service, subsets))
+    return snapshot.derived(
+        ("service_endpoints", service.namespace, service.hostname, subsets),
+        lambda: _service_endpoints(snapshot, service, subsets),
+    )
 
 
 def _service_endpoints(snapshot: MeshSnapshot, service: MeshService, subsets: Subsets) -> list[EndpointSet]:
@@ -205,14 +233,25 @@ def _service_endpoints(snapshot: MeshSnapshot, service: MeshService, subsets: Su
                     continue
                 target = _workload_port(service, port, w)
                 if target is not None:
-                    endpoints.append(Endpoint(
-                        w.ip, target, w.labels, endpoint_tls_mode(w, mtls_modes[id(w)], target),
-                        workload=w.deployment or w.name, workload_namespace=w.namespace,
-                        principal=spiffe_id(w.namespace, w.service_account) if w.has_sidecar else ""))
+                    endpoints.append(
+                        Endpoint(
+                            w.ip,
+                            target,
+                            w.labels,
+                            endpoint_tls_mode(w, mtls_modes[id(w)], target),
+                            workload=w.deployment or w.name,
+                            workload_namespace=w.namespace,
+                            principal=spiffe_id(w.namespace, w.service_account) if w.has_sidecar else "",
+                        )
+                    )
             for e in service.endpoints:
                 if _labels_match(dict(e.labels), subset_labels):
                     tls_mode = "istio" if dict(e.labels).get(TLS_MODE_LABEL) == "istio" else ""
                     endpoints.append(Endpoint(e.address, e.port_for(port), e.labels, tls_mode))
-            sets.append(EndpointSet(outbound_cluster_name(service.hostname, port.port, subset),
-                                    tuple(sorted(set(endpoints), key=lambda e: (e.address, e.port)))))
+            sets.append(
+                EndpointSet(
+                    outbound_cluster_name(service.hostname, port.port, subset),
+                    tuple(sorted(set(endpoints), key=lambda e: (e.address, e.port))),
+                )
+            )
     return sets

@@ -16,16 +16,40 @@ from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.translate.hosts import resolve_host
 
 # Root rule properties a delegate rule inherits when it does not set them.
-INHERITED = ("headers", "timeout", "retries", "fault", "mirror", "mirrors", "mirror_percentage", "cors_policy",
-             "rewrite")
-MATCH_FIELDS = ("uri", "scheme", "method", "authority", "port", "source_labels", "gateways", "ignore_uri_case",
-                "source_namespace")
+INHERITED = (
+    "headers",
+    "timeout",
+    "retries",
+    "fault",
+    "mirror",
+    "mirrors",
+    "mirror_percentage",
+    "cors_policy",
+    "rewrite",
+)
+MATCH_FIELDS = (
+    "uri",
+    "scheme",
+    "method",
+    "authority",
+    "port",
+    "source_labels",
+    "gateways",
+    "ignore_uri_case",
+    "source_namespace",
+)
 
 
 def find_delegate(snapshot: MeshSnapshot, root: Any, ref: Any) -> Any | None:
     namespace = ref.namespace or root.metadata.namespace
-    return next((vs for vs in snapshot.of_kind("VirtualService")
-                 if vs.metadata.name == ref.name and vs.metadata.namespace == namespace and not vs.spec.hosts), None)
+    return next(
+        (
+            vs
+            for vs in snapshot.of_kind("VirtualService")
+            if vs.metadata.name == ref.name and vs.metadata.namespace == namespace and not vs.spec.hosts
+        ),
+        None,
+    )
 
 
 def _uri_within(root: Any, delegate: Any) -> bool:
@@ -58,6 +82,7 @@ def merge_match(root: Any | None, delegate: Any | None) -> Any | None:
 
 def _resolve_destinations(rule: Any, namespace: str) -> Any:
     """Delegate destinations name hosts in the delegate's namespace; make them FQDNs."""
+
     def fix(dest: Any) -> Any:
         return dest.model_copy(update={"host": resolve_host(dest.host, namespace)})
 

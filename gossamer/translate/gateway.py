@@ -38,8 +38,11 @@ def host_bound(proxy: Proxy) -> bool:
 
 def gateways_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
     labels = proxy.label_map
-    return [gw for gw in snapshot.of_kind("Gateway")
-            if gw.spec.selector and all(labels.get(k) == v for k, v in gw.spec.selector.items())]
+    return [
+        gw
+        for gw in snapshot.of_kind("Gateway")
+        if gw.spec.selector and all(labels.get(k) == v for k, v in gw.spec.selector.items())
+    ]
 
 
 def _server_allows(server_host: str, gateway_ns: str, vs: Any, vs_host: str) -> bool:
@@ -52,8 +55,9 @@ def _server_allows(server_host: str, gateway_ns: str, vs: Any, vs_host: str) -> 
     return hosts_intersect(host, vs_host)
 
 
-def _virtual_hosts(snapshot: MeshSnapshot, proxy: Proxy, servers: list[tuple[int, str, Any]],
-                   port: int) -> tuple[VirtualHost, ...]:
+def _virtual_hosts(
+    snapshot: MeshSnapshot, proxy: Proxy, servers: list[tuple[int, str, Any]], port: int
+) -> tuple[VirtualHost, ...]:
     """The virtual hosts of the VirtualServices bound to SERVERS (one route table)."""
     vhost_routes: dict[str, list[HttpRoute]] = {}
     redirect_hosts: set[str] = set()
@@ -78,14 +82,17 @@ def _virtual_hosts(snapshot: MeshSnapshot, proxy: Proxy, servers: list[tuple[int
                     if redirect:
                         redirect_hosts.add(vs_host)
     return tuple(
-        VirtualHost(f"{host}:{port}", ("*",) if host == "*" else (host, f"{host}:*"), tuple(routes),
-                    require_tls=host in redirect_hosts)
+        VirtualHost(
+            f"{host}:{port}",
+            ("*",) if host == "*" else (host, f"{host}:*"),
+            tuple(routes),
+            require_tls=host in redirect_hosts,
+        )
         for host, routes in sorted(vhost_routes.items())
     )
 
 
-def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy
-                      ) -> tuple[list[Listener], list[RouteTable], list[TlsSecret]]:
+def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listener], list[RouteTable], list[TlsSecret]]:
     # listener port -> [(server port number, gateway "ns/name", server)]
     by_port: dict[int, list[tuple[int, str, Any]]] = {}
     l4_by_port: dict[int, list[tuple[int, str, Any]]] = {}
@@ -109,12 +116,23 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy
     for port, servers in sorted(by_port.items()):
         table = f"http.{port}"
         tables.append(RouteTable(table, _virtual_hosts(snapshot, proxy, servers, port)))
-        listeners.append(Listener(f"0.0.0.0_{port}", "gateway_http", "0.0.0.0", port, route_table=table,
-                                  authz=authz, jwt=jwt))
+        listeners.append(
+            Listener(f"0.0.0.0_{port}", "gateway_http", "0.0.0.0", port, route_table=table, authz=authz, jwt=jwt)
+        )
         if port == 8080 and proxy.ingress_port and host_bound(proxy):
-            listeners.append(Listener(f"ingress_127.0.0.1_{proxy.ingress_port}", "gateway_http", "127.0.0.1",
-                                      proxy.ingress_port, route_table=table, network_namespace=proxy.host_netns,
-                                      stat_prefix=f"0.0.0.0_{port}", authz=authz, jwt=jwt))
+            listeners.append(
+                Listener(
+                    f"ingress_127.0.0.1_{proxy.ingress_port}",
+                    "gateway_http",
+                    "127.0.0.1",
+                    proxy.ingress_port,
+                    route_table=table,
+                    network_namespace=proxy.host_netns,
+                    stat_prefix=f"0.0.0.0_{port}",
+                    authz=authz,
+                    jwt=jwt,
+                )
+            )
     secrets: dict[str, TlsSecret] = {}
     for port, servers in sorted(https_by_port.items()):
         if port in by_port:
@@ -136,13 +154,33 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy
                 tables.append(RouteTable(chain.route_table, _virtual_hosts(snapshot, proxy, [entry], port)))
         if not chains:
             continue
-        listeners.append(Listener(f"0.0.0.0_{port}", "gateway_http", "0.0.0.0", port, authz=authz, jwt=jwt,
-                                  tls_servers=tuple(chains), tls_inspector=True))
+        listeners.append(
+            Listener(
+                f"0.0.0.0_{port}",
+                "gateway_http",
+                "0.0.0.0",
+                port,
+                authz=authz,
+                jwt=jwt,
+                tls_servers=tuple(chains),
+                tls_inspector=True,
+            )
+        )
         if port == 8443 and proxy.ingress_tls_port and host_bound(proxy):
-            listeners.append(Listener(f"ingress_127.0.0.1_{proxy.ingress_tls_port}", "gateway_http", "127.0.0.1",
-                                      proxy.ingress_tls_port, network_namespace=proxy.host_netns,
-                                      stat_prefix=f"0.0.0.0_{port}", authz=authz, jwt=jwt,
-                                      tls_servers=tuple(chains), tls_inspector=True))
+            listeners.append(
+                Listener(
+                    f"ingress_127.0.0.1_{proxy.ingress_tls_port}",
+                    "gateway_http",
+                    "127.0.0.1",
+                    proxy.ingress_tls_port,
+                    network_namespace=proxy.host_netns,
+                    stat_prefix=f"0.0.0.0_{port}",
+                    authz=authz,
+                    jwt=jwt,
+                    tls_servers=tuple(chains),
+                    tls_inspector=True,
+                )
+            )
     return listeners, tables, [secrets[n] for n in sorted(secrets)]
 
 
@@ -166,13 +204,22 @@ def host_l4_listeners(proxy: Proxy, listeners: list[Listener]) -> list[Listener]
     for lis in listeners:
         port = host_port(proxy, lis.port)
         if port:
-            out.append(replace(lis, name=f"ingress_127.0.0.1_{port}", address="127.0.0.1", port=port,
-                               network_namespace=proxy.host_netns, stat_prefix=lis.name))
+            out.append(
+                replace(
+                    lis,
+                    name=f"ingress_127.0.0.1_{port}",
+                    address="127.0.0.1",
+                    port=port,
+                    network_namespace=proxy.host_netns,
+                    stat_prefix=lis.name,
+                )
+            )
     return out
 
 
-def translate_gateway_l4(snapshot: MeshSnapshot, proxy: Proxy, by_port: dict[int, list[tuple[int, str, Any]]],
-                         http_ports: set[int]) -> list[Listener]:
+def translate_gateway_l4(
+    snapshot: MeshSnapshot, proxy: Proxy, by_port: dict[int, list[tuple[int, str, Any]]], http_ports: set[int]
+) -> list[Listener]:
     """TCP servers and TLS PASSTHROUGH servers: 0.0.0.0_<port> with tcp_proxy chains."""
     listeners = []
     for port, servers in sorted(by_port.items()):
@@ -197,6 +244,7 @@ def translate_gateway_l4(snapshot: MeshSnapshot, proxy: Proxy, by_port: dict[int
                     chains.append(chain)
         chains = dedupe_chains(chains)
         if chains:
-            listeners.append(Listener(f"0.0.0.0_{port}", "gateway_tcp", "0.0.0.0", port,
-                                      tcp_chains=tuple(chains), tls_inspector=tls))
+            listeners.append(
+                Listener(f"0.0.0.0_{port}", "gateway_tcp", "0.0.0.0", port, tcp_chains=tuple(chains), tls_inspector=tls)
+            )
     return listeners

@@ -78,8 +78,9 @@ def route_table_name(server: Any, gw_name: str) -> str:
     return f"https.{server.port.number}.{server.port.name or ''}.{name}.{ns}"
 
 
-def tls_server(snapshot: MeshSnapshot, namespace: str, server: Any, gw_name: str,
-               mode: GatewayTlsMode) -> tuple[GatewayTlsServer, list[TlsSecret]] | None:
+def tls_server(
+    snapshot: MeshSnapshot, namespace: str, server: Any, gw_name: str, mode: GatewayTlsMode
+) -> tuple[GatewayTlsServer, list[TlsSecret]] | None:
     """The filter chain of one server and the secrets it needs, or None when its credential is
     missing or incomplete (Istio skips such a server: nothing could complete its handshake)."""
     tls = server.tls

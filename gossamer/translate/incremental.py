@@ -83,8 +83,7 @@ def _selects_any(snapshot: MeshSnapshot, key: tuple[Any, ...], moved: list[Workl
         if service is None:
             return True
         selector = dict(service.selector)
-    return any(w.namespace == namespace and all(w.label_map.get(k) == v for k, v in selector.items())
-               for w in moved)
+    return any(w.namespace == namespace and all(w.label_map.get(k) == v for k, v in selector.items()) for w in moved)
 
 
 def _touched_hosts(previous: MeshSnapshot, current: MeshSnapshot, changed: set[ConfigKey]) -> set[str]:
@@ -94,8 +93,7 @@ def _touched_hosts(previous: MeshSnapshot, current: MeshSnapshot, changed: set[C
         if kind != "VirtualService":
             continue
         for snapshot in (previous, current):
-            vs = next((v for v in snapshot.of_kind_in("VirtualService", namespace) if v.metadata.name == name),
-                      None)
+            vs = next((v for v in snapshot.of_kind_in("VirtualService", namespace) if v.metadata.name == name), None)
             if vs is None:
                 continue
             if not vs.spec.hosts or any(r.delegate is not None for r in vs.spec.http or []):

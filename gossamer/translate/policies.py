@@ -46,10 +46,23 @@ _KNOWN_STATUS = frozenset(s.value for s in HTTPStatus) | {418, 421, 425}
 
 # istio.io/istio/pkg/util/grpc SupportedGRPCStatus.
 GRPC_STATUS = {
-    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4,
-    "NOT_FOUND": 5, "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
-    "FAILED_PRECONDITION": 9, "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12,
-    "INTERNAL": 13, "UNAVAILABLE": 14, "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
 }
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -112,8 +125,11 @@ def translate_fault(fault: Any) -> FaultInjection | None:
         return None
     delay = None
     if fault.delay is not None and fault.delay.fixed_delay is not None:
-        pct = (percent(fault.delay.percentage.value) if fault.delay.percentage is not None
-               else FractionalPercent(fault.delay.percent or 0))
+        pct = (
+            percent(fault.delay.percentage.value)
+            if fault.delay.percentage is not None
+            else FractionalPercent(fault.delay.percent or 0)
+        )
         delay = FaultDelay(parse_duration(fault.delay.fixed_delay), pct)
     abort = None
     if fault.abort is not None:
@@ -186,8 +202,13 @@ def translate_redirect(redirect: Any, listener_port: int, is_tls: bool = False) 
         scheme = redirect.scheme or ("https" if is_tls else "http")
         if (port == 80 and scheme == "http") or (port == 443 and scheme == "https"):
             port = 0
-    return Redirect(path=redirect.uri or "", host=redirect.authority or "", port=port,
-                    scheme=redirect.scheme or "", response_code=code)
+    return Redirect(
+        path=redirect.uri or "",
+        host=redirect.authority or "",
+        port=port,
+        scheme=redirect.scheme or "",
+        response_code=code,
+    )
 
 
 def translate_direct_response(direct: Any) -> DirectResponse:

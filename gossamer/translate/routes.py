@@ -161,8 +161,9 @@ def destination_port(snapshot: MeshSnapshot, host: str, port: Any, ctx: RouteCon
 
 def destination_cluster(snapshot: MeshSnapshot, destination: Any, namespace: str, ctx: RouteContext) -> str:
     host = resolve_host(destination.host, namespace)
-    return outbound_cluster_name(host, destination_port(snapshot, host, destination.port, ctx),
-                                 destination.subset or "")
+    return outbound_cluster_name(
+        host, destination_port(snapshot, host, destination.port, ctx), destination.subset or ""
+    )
 
 
 def _kept_destinations(rule: Any) -> list[tuple[Any, int]]:
@@ -176,23 +177,25 @@ def _kept_destinations(rule: Any) -> list[tuple[Any, int]]:
     return out
 
 
-def translate_destinations(snapshot: MeshSnapshot, rule: Any, namespace: str,
-                           ctx: RouteContext) -> tuple[WeightedDestination, ...]:
+def translate_destinations(
+    snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: RouteContext
+) -> tuple[WeightedDestination, ...]:
     out = []
     for dest, weight in _kept_destinations(rule):
         headers = dest.headers
-        out.append(WeightedDestination(
-            cluster=destination_cluster(snapshot, dest.destination, namespace, ctx),
-            weight=weight,
-            request_headers=translate_header_ops(headers.request if headers else None),
-            response_headers=translate_header_ops(headers.response if headers else None),
-            host_rewrite=header_authority(headers),
-        ))
+        out.append(
+            WeightedDestination(
+                cluster=destination_cluster(snapshot, dest.destination, namespace, ctx),
+                weight=weight,
+                request_headers=translate_header_ops(headers.request if headers else None),
+                response_headers=translate_header_ops(headers.response if headers else None),
+                host_rewrite=header_authority(headers),
+            )
+        )
     return tuple(out)
 
 
-def _hash_policies(snapshot: MeshSnapshot, rule: Any, namespace: str,
-                   ctx: RouteContext) -> tuple[HashPolicy, ...]:
+def _hash_policies(snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: RouteContext) -> tuple[HashPolicy, ...]:
     """Istio puts each destination's consistent-hash key (from its DestinationRule) on the route."""
     from gossamer.translate.clusters import destination_rule_for
 
@@ -207,8 +210,9 @@ def _hash_policies(snapshot: MeshSnapshot, rule: Any, namespace: str,
     return tuple(out)
 
 
-def translate_rule_action(snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: RouteContext,
-                          authority: str) -> dict[str, Any] | None:
+def translate_rule_action(
+    snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: RouteContext, authority: str
+) -> dict[str, Any] | None:
     """The HttpRoute fields that say what a rule does: redirect, direct response or forward
     (destinations, timeout, retries, rewrite, mirrors, hash policies). None: no valid action."""
     if rule.redirect is not None:
@@ -274,22 +278,32 @@ def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> 
         matches: Sequence[Any] = rule.match or []
         if not matches:
             if vs_gateways(vs) & ctx.gateways:
-                routes.append(HttpRoute(name=rule.name or f"{vs.metadata.name}.{index}", match=RouteMatch(),
-                                        request_headers=request_ops, response_headers=response_ops,
-                                        source=source, **action, **filters))
+                routes.append(
+                    HttpRoute(
+                        name=rule.name or f"{vs.metadata.name}.{index}",
+                        match=RouteMatch(),
+                        request_headers=request_ops,
+                        response_headers=response_ops,
+                        source=source,
+                        **action,
+                        **filters,
+                    )
+                )
             continue
         for m_index, match in enumerate(matches):
             if not _match_applies(match, vs, ctx):
                 continue
-            routes.append(HttpRoute(
-                name=match.name or rule.name or f"{vs.metadata.name}.{index}.{m_index}",
-                match=translate_match(match),
-                request_headers=request_ops,
-                response_headers=response_ops,
-                source=source,
-                **action,
-                **filters,
-            ))
+            routes.append(
+                HttpRoute(
+                    name=match.name or rule.name or f"{vs.metadata.name}.{index}.{m_index}",
+                    match=translate_match(match),
+                    request_headers=request_ops,
+                    response_headers=response_ops,
+                    source=source,
+                    **action,
+                    **filters,
+                )
+            )
     return [replace(r, operation=route_operation(r, vs.metadata.name, ctx.port)) for r in routes]
 
 
@@ -302,7 +316,9 @@ def virtual_services_for(snapshot: MeshSnapshot, ctx: RouteContext) -> Iterable[
         rules = [*(vs.spec.http or []), *(vs.spec.tcp or []), *(vs.spec.tls or [])]
         rule_gateways = {
             qualify_gateway(g, vs.metadata.namespace)
-            for rule in rules for m in rule.match or [] for g in m.gateways or []
+            for rule in rules
+            for m in rule.match or []
+            for g in m.gateways or []
         }
         if (bound | rule_gateways) & ctx.gateways:
             yield vs

@@ -37,7 +37,10 @@ def outbound_scope(snapshot: MeshSnapshot, proxy: Proxy) -> Hashable:
     labels = proxy.label_map
     selectors = snapshot.derived("source_label_selectors", lambda: _source_label_selectors(snapshot))
     return (
-        proxy.type, proxy.namespace, proxy.has_sds, sidecar_key(snapshot, proxy),
+        proxy.type,
+        proxy.namespace,
+        proxy.has_sds,
+        sidecar_key(snapshot, proxy),
         tuple((t.metadata.namespace, t.metadata.name) for t in telemetry_levels(snapshot, proxy)),
         tuple(all(labels.get(k) == v for k, v in selector) for selector in selectors),
     )

@@ -58,17 +58,22 @@ def peer_authentication_levels(snapshot: MeshSnapshot, proxy: Proxy | Workload) 
     """The PeerAuthentications that count for the workload: (mesh, namespace, workload), each or None."""
     labels = proxy.label_map
     policies = snapshot.of_kind("PeerAuthentication")
-    workload = next((p for p in policies if p.metadata.namespace == proxy.namespace and _has_selector(p.spec)
-                     and _selects(p.spec.selector, labels)), None)
-    namespace = next((p for p in policies if p.metadata.namespace == proxy.namespace
-                      and not _has_selector(p.spec)), None)
-    mesh = next((p for p in policies if p.metadata.namespace == ROOT_NAMESPACE and not _has_selector(p.spec)),
-                None)
+    workload = next(
+        (
+            p
+            for p in policies
+            if p.metadata.namespace == proxy.namespace and _has_selector(p.spec) and _selects(p.spec.selector, labels)
+        ),
+        None,
+    )
+    namespace = next(
+        (p for p in policies if p.metadata.namespace == proxy.namespace and not _has_selector(p.spec)), None
+    )
+    mesh = next((p for p in policies if p.metadata.namespace == ROOT_NAMESPACE and not _has_selector(p.spec)), None)
     return mesh, namespace, workload
 
 
-def peer_authentication_modes(snapshot: MeshSnapshot, proxy: Proxy | Workload
-                              ) -> tuple[MeshMode, dict[int, MeshMode]]:
+def peer_authentication_modes(snapshot: MeshSnapshot, proxy: Proxy | Workload) -> tuple[MeshMode, dict[int, MeshMode]]:
     """The effective mode for the workload (a proxy's, or an endpoint's), and the ports whose
     portLevelMtls says otherwise."""
     mesh, namespace, workload = peer_authentication_levels(snapshot, proxy)
@@ -101,8 +106,9 @@ def istio_sni(host: str, port: int, subset: str) -> str:
 def service_accounts(snapshot: MeshSnapshot, service: MeshService) -> tuple[str, ...]:
     """SPIFFE ids of the workloads behind a service: its pods and WorkloadEntries, and the pod
     templates of the Deployments it selects (so a new Deployment's pods are trusted at once)."""
-    return snapshot.derived(("service_accounts", service.namespace, service.hostname),
-                            lambda: _service_accounts(snapshot, service))
+    return snapshot.derived(
+        ("service_accounts", service.namespace, service.hostname), lambda: _service_accounts(snapshot, service)
+    )
 
 
 def _service_accounts(snapshot: MeshSnapshot, service: MeshService) -> tuple[str, ...]:
@@ -115,15 +121,28 @@ def _service_accounts(snapshot: MeshSnapshot, service: MeshService) -> tuple[str
     return tuple(sorted(ids))
 
 
-def istio_mutual(snapshot: MeshSnapshot, service: MeshService, port: int, subset: str,
-                 sans: tuple[str, ...] = (), sni: str = "") -> UpstreamTls:
+def istio_mutual(
+    snapshot: MeshSnapshot, service: MeshService, port: int, subset: str, sans: tuple[str, ...] = (), sni: str = ""
+) -> UpstreamTls:
     sans = sans or service_accounts(snapshot, service)
-    return UpstreamTls("ISTIO_MUTUAL", sni=sni or istio_sni(service.hostname, port, subset),
-                       subject_alt_names=sans, trust_domain="" if sans else TRUST_DOMAIN, alpn=ISTIO_ALPN_CLIENT)
+    return UpstreamTls(
+        "ISTIO_MUTUAL",
+        sni=sni or istio_sni(service.hostname, port, subset),
+        subject_alt_names=sans,
+        trust_domain="" if sans else TRUST_DOMAIN,
+        alpn=ISTIO_ALPN_CLIENT,
+    )
 
 
-def upstream_tls(snapshot: MeshSnapshot, proxy: Proxy, service: MeshService, port: int, subset: str,
-                 settings: Any, auto_allowed: bool) -> tuple[UpstreamTls | None, UpstreamTls | None]:
+def upstream_tls(
+    snapshot: MeshSnapshot,
+    proxy: Proxy,
+    service: MeshService,
+    port: int,
+    subset: str,
+    settings: Any,
+    auto_allowed: bool,
+) -> tuple[UpstreamTls | None, UpstreamTls | None]:
     """(tls for every endpoint, auto mTLS for tlsMode istio endpoints) of one outbound cluster."""
     if settings is not None:
         mode = settings.mode or "DISABLE"
@@ -136,18 +155,22 @@ def upstream_tls(snapshot: MeshSnapshot, proxy: Proxy, service: MeshService, por
             return istio_mutual(snapshot, service, port, subset, sans, settings.sni or ""), None
         # SIMPLE / MUTUAL: TLS origination with the files named in the DestinationRule.
         return UpstreamTls(
-            "MUTUAL" if mode == "MUTUAL" else "SIMPLE", sni=settings.sni or service.hostname, subject_alt_names=sans,
+            "MUTUAL" if mode == "MUTUAL" else "SIMPLE",
+            sni=settings.sni or service.hostname,
+            subject_alt_names=sans,
             ca_certificates=settings.ca_certificates or "",
             client_certificate=settings.client_certificate or "" if mode == "MUTUAL" else "",
             private_key=settings.private_key or "" if mode == "MUTUAL" else "",
-            insecure_skip_verify=bool(settings.insecure_skip_verify)), None
+            insecure_skip_verify=bool(settings.insecure_skip_verify),
+        ), None
     if not proxy.has_sds or not auto_allowed or service.mesh_external:
         return None, None
     return None, istio_mutual(snapshot, service, port, subset)
 
 
-def endpoint_tls_mode(workload: Workload, port_modes: tuple[MeshMode, dict[int, MeshMode]] | None = None,
-                      port: int | None = None) -> str:
+def endpoint_tls_mode(
+    workload: Workload, port_modes: tuple[MeshMode, dict[int, MeshMode]] | None = None, port: int | None = None
+) -> str:
     """Pods with a sidecar accept mesh mTLS (gateway pods do not); WorkloadEntries when labelled so (Istio's label).
     As Istio's mtlsChecker: not on a port whose PeerAuthentication (PORT_MODES, from
     peer_authentication_modes of the workload) is DISABLE, so auto mTLS sends plaintext there."""
@@ -196,8 +219,11 @@ def _service_account_principals(values: list[str] | None, namespace: str) -> lis
 def _source_fields(src: Any, namespace: str) -> tuple[AuthzField, ...]:
     fields = [
         *_field("principal", src.principals, src.not_principals),
-        *_field("principal", _service_account_principals(src.service_accounts, namespace),
-                _service_account_principals(src.not_service_accounts, namespace)),
+        *_field(
+            "principal",
+            _service_account_principals(src.service_accounts, namespace),
+            _service_account_principals(src.not_service_accounts, namespace),
+        ),
         *_field("request_principal", src.request_principals, src.not_request_principals),
         *_field("namespace", src.namespaces, src.not_namespaces),
         *_field("ip", src.ip_blocks, src.not_ip_blocks),
@@ -207,29 +233,36 @@ def _source_fields(src: Any, namespace: str) -> tuple[AuthzField, ...]:
 
 
 def _operation_fields(op: Any) -> tuple[AuthzField, ...]:
-    return tuple([
-        *_field("host", op.hosts, op.not_hosts),
-        *_field("port", op.ports, op.not_ports),
-        *_field("method", op.methods, op.not_methods),
-        *_field("path", op.paths, op.not_paths),
-    ])
+    return tuple(
+        [
+            *_field("host", op.hosts, op.not_hosts),
+            *_field("port", op.ports, op.not_ports),
+            *_field("method", op.methods, op.not_methods),
+            *_field("path", op.paths, op.not_paths),
+        ]
+    )
 
 
 _CONDITION_KEYS = {
-    "source.ip": "ip", "remote.ip": "remote_ip", "source.namespace": "namespace",
-    "source.principal": "principal", "destination.ip": "destination_ip", "destination.port": "port",
-    "connection.sni": "sni", "request.auth.principal": "request_principal",
+    "source.ip": "ip",
+    "remote.ip": "remote_ip",
+    "source.namespace": "namespace",
+    "source.principal": "principal",
+    "destination.ip": "destination_ip",
+    "destination.port": "port",
+    "connection.sni": "sni",
+    "request.auth.principal": "request_principal",
 }
 
 
 def condition_key(key: str) -> str:
     """An Istio `when` key -> an AuthzField key ("" if not supported)."""
     if key.startswith("request.headers[") and key.endswith("]"):
-        return "header:" + key[len("request.headers["):-1]
+        return "header:" + key[len("request.headers[") : -1]
     if key in _CONDITION_KEYS:
         return _CONDITION_KEYS[key]
     if key.startswith("request.auth."):
-        return "request_auth:" + key[len("request.auth."):]
+        return "request_auth:" + key[len("request.auth.") :]
     return ""
 
 
@@ -261,6 +294,11 @@ def authorization_policies(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[AuthzP
         if policy.spec.action == "CUSTOM" or not authz_applies(policy, proxy):
             continue
         ns = policy.metadata.namespace
-        out.append(AuthzPolicy(f"{ns}/{policy.metadata.name}", policy.spec.action,
-                               tuple(translate_rule(r, ns) for r in policy.spec.rules or [])))
+        out.append(
+            AuthzPolicy(
+                f"{ns}/{policy.metadata.name}",
+                policy.spec.action,
+                tuple(translate_rule(r, ns) for r in policy.spec.rules or []),
+            )
+        )
     return tuple(out)

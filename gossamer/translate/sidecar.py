@@ -118,17 +118,27 @@ def default_service_route(snapshot: MeshSnapshot, service: MeshService, port: in
     dr = destination_rule_for(snapshot, service.hostname, proxy.namespace)
     hashed = hash_for_service(dr, port)
     destination = WeightedDestination(outbound_cluster_name(service.hostname, port), 100)
-    return HttpRoute("default", RouteMatch(), (destination,), source="default", retry=translate_retry(None),
-                     hash_policies=(hashed,) if hashed is not None else (),
-                     operation=f"{service.hostname}:{port}/*")
+    return HttpRoute(
+        "default",
+        RouteMatch(),
+        (destination,),
+        source="default",
+        retry=translate_retry(None),
+        hash_policies=(hashed,) if hashed is not None else (),
+        operation=f"{service.hostname}:{port}/*",
+    )
 
 
-def service_virtual_host(snapshot: MeshSnapshot, service: MeshService, port: int, proxy: Proxy,
-                         vss: HttpVirtualServices) -> VirtualHost:
+def service_virtual_host(
+    snapshot: MeshSnapshot, service: MeshService, port: int, proxy: Proxy, vss: HttpVirtualServices
+) -> VirtualHost:
     ctx = RouteContext(proxy, frozenset({MESH_GATEWAY}), port)
     vs = vss.for_host(service.hostname)
-    routes = translate_http_rules(snapshot, vs, ctx) if vs is not None else [
-        default_service_route(snapshot, service, port, proxy)]
+    routes = (
+        translate_http_rules(snapshot, vs, ctx)
+        if vs is not None
+        else [default_service_route(snapshot, service, port, proxy)]
+    )
     return VirtualHost(
         name=f"{service.hostname}:{port}",
         domains=service_host_domains(service, port, proxy.namespace),
@@ -136,10 +146,12 @@ def service_virtual_host(snapshot: MeshSnapshot, service: MeshService, port: int
     )
 
 
-def _scope_virtual_host(snapshot: MeshSnapshot, scope: Hashable, service: MeshService, port: int, proxy: Proxy,
-                        vss: HttpVirtualServices) -> VirtualHost:
-    return snapshot.derived(("vhost", scope, service.hostname, port),
-                            lambda: service_virtual_host(snapshot, service, port, proxy, vss))
+def _scope_virtual_host(
+    snapshot: MeshSnapshot, scope: Hashable, service: MeshService, port: int, proxy: Proxy, vss: HttpVirtualServices
+) -> VirtualHost:
+    return snapshot.derived(
+        ("vhost", scope, service.hostname, port), lambda: service_virtual_host(snapshot, service, port, proxy, vss)
+    )
 
 
 def _service_port(service: MeshService, target: int) -> int:
@@ -178,7 +190,8 @@ def translate_sidecar_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[li
                 # CIDR addresses, or no address at all (wildcard or NONE ServiceEntry hosts):
                 # 0.0.0.0_<port>, told apart by destination CIDR or SNI.
                 wildcard_chains.setdefault(port.port, []).extend(
-                    sidecar_tcp_chains(snapshot, vss, service, port.port, port.protocol, ctx, cidrs))
+                    sidecar_tcp_chains(snapshot, vss, service, port.port, port.protocol, ctx, cidrs)
+                )
             if not ips:
                 continue
             chains = tuple(sidecar_tcp_chains(snapshot, vss, service, port.port, port.protocol, ctx))
@@ -186,26 +199,50 @@ def translate_sidecar_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[li
                 name = f"{ip}_{port.port}"
                 if name not in tcp_listeners:  # two services on one address: the first wins, as in Istio
                     tcp_listeners[name] = Listener(
-                        name, "outbound_tcp", ip, port.port, bind_to_port=False, tcp_chains=chains,
-                        tls_inspector=any(c.server_names for c in chains))
+                        name,
+                        "outbound_tcp",
+                        ip,
+                        port.port,
+                        bind_to_port=False,
+                        tcp_chains=chains,
+                        tls_inspector=any(c.server_names for c in chains),
+                    )
     listeners.extend(tcp_listeners.values())
     for port_number, port_chains in sorted(wildcard_chains.items()):
         if port_number in http_ports:
             continue  # HTTP owns 0.0.0.0_<port>
         chains = tuple(dedupe_chains(port_chains))
-        listeners.append(Listener(f"0.0.0.0_{port_number}", "outbound_tcp", "0.0.0.0", port_number,
-                                  bind_to_port=False, tcp_chains=chains, tcp_cluster=fallback,
-                                  tls_inspector=any(c.server_names for c in chains)))
+        listeners.append(
+            Listener(
+                f"0.0.0.0_{port_number}",
+                "outbound_tcp",
+                "0.0.0.0",
+                port_number,
+                bind_to_port=False,
+                tcp_chains=chains,
+                tcp_cluster=fallback,
+                tls_inspector=any(c.server_names for c in chains),
+            )
+        )
     tables: list[RouteTable] = []
     http_vss = HttpVirtualServices(vss)
     scope = outbound_scope(snapshot, proxy)
     for port_number, services in sorted(http_ports.items()):
-        listeners.append(Listener(f"0.0.0.0_{port_number}", "outbound_http", "0.0.0.0", port_number,
-                                  bind_to_port=False, route_table=str(port_number)))
+        listeners.append(
+            Listener(
+                f"0.0.0.0_{port_number}",
+                "outbound_http",
+                "0.0.0.0",
+                port_number,
+                bind_to_port=False,
+                route_table=str(port_number),
+            )
+        )
         # One virtual host per service, once per outbound scope: a change carries over the virtual hosts
         # of the hosts it did not touch (translate.incremental).
-        vhosts = _dedupe_domains([_scope_virtual_host(snapshot, scope, s, port_number, proxy, http_vss)
-                                  for s in services])
+        vhosts = _dedupe_domains(
+            [_scope_virtual_host(snapshot, scope, s, port_number, proxy, http_vss) for s in services]
+        )
         if blocked:
             vhosts.append(VirtualHost("block_all", ("*",), (block_all_route(),)))
         else:
@@ -219,15 +256,26 @@ def translate_sidecar_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> Listener:
     """virtualInbound: this workload's ports, mTLS modes, authorization and request authentication."""
     workload_mode, port_modes = peer_authentication_modes(snapshot, proxy)
     inbound = tuple(
-        InboundChain(port, inbound_cluster_name(port), "http" if protocol in ("http", "http2", "grpc") else "tcp",
-                     mtls=inbound_mtls(proxy, port_modes.get(port, workload_mode)),
-                     operation=f"{service.hostname}:{_service_port(service, port)}/*")
+        InboundChain(
+            port,
+            inbound_cluster_name(port),
+            "http" if protocol in ("http", "http2", "grpc") else "tcp",
+            mtls=inbound_mtls(proxy, port_modes.get(port, workload_mode)),
+            operation=f"{service.hostname}:{_service_port(service, port)}/*",
+        )
         for port, service, protocol in inbound_ports(snapshot, proxy)
     )
     passthrough_mtls = inbound_mtls(proxy, workload_mode)
     return Listener(
-        "virtualInbound", "virtual_inbound", "0.0.0.0", INBOUND_PORT, inbound_chains=inbound,
-        tcp_cluster=INBOUND_PASSTHROUGH, inbound_mtls=passthrough_mtls,
+        "virtualInbound",
+        "virtual_inbound",
+        "0.0.0.0",
+        INBOUND_PORT,
+        inbound_chains=inbound,
+        tcp_cluster=INBOUND_PASSTHROUGH,
+        inbound_mtls=passthrough_mtls,
         # PERMISSIVE chains tell mTLS from plaintext by the transport protocol and ALPN.
         tls_inspector="PERMISSIVE" in (passthrough_mtls, *(c.mtls for c in inbound)),
-        authz=authorization_policies(snapshot, proxy), jwt=request_authentication(snapshot, proxy))
+        authz=authorization_policies(snapshot, proxy),
+        jwt=request_authentication(snapshot, proxy),
+    )

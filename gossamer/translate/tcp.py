@@ -35,10 +35,13 @@ from gossamer.translate.routes import (
 )
 
 
-def l4_destinations(snapshot: MeshSnapshot, rule: Any, namespace: str,
-                    ctx: RouteContext) -> tuple[WeightedDestination, ...]:
-    return tuple(WeightedDestination(destination_cluster(snapshot, dest.destination, namespace, ctx), weight)
-                 for dest, weight in _kept_destinations(rule))
+def l4_destinations(
+    snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: RouteContext
+) -> tuple[WeightedDestination, ...]:
+    return tuple(
+        WeightedDestination(destination_cluster(snapshot, dest.destination, namespace, ctx), weight)
+        for dest, weight in _kept_destinations(rule)
+    )
 
 
 def _source(vs: Any, kind: str, index: int) -> str:
@@ -47,8 +50,11 @@ def _source(vs: Any, kind: str, index: int) -> str:
 
 def virtual_services_for_host(vss: Iterable[Any], hostname: str) -> list[Any]:
     """Every VirtualService (in order) with a host covering `hostname` (tcp/tls use them all)."""
-    return [vs for vs in vss
-            if any(hosts_intersect(resolve_host(h, vs.metadata.namespace), hostname) for h in vs.spec.hosts or [])]
+    return [
+        vs
+        for vs in vss
+        if any(hosts_intersect(resolve_host(h, vs.metadata.namespace), hostname) for h in vs.spec.hosts or [])
+    ]
 
 
 def dedupe_chains(chains: Iterable[TcpChain]) -> list[TcpChain]:
@@ -63,8 +69,15 @@ def dedupe_chains(chains: Iterable[TcpChain]) -> list[TcpChain]:
     return out
 
 
-def sidecar_tcp_chains(snapshot: MeshSnapshot, vss: list[Any], service: MeshService, port: int, protocol: str,
-                       ctx: RouteContext, listener_cidrs: tuple[str, ...] = ()) -> list[TcpChain]:
+def sidecar_tcp_chains(
+    snapshot: MeshSnapshot,
+    vss: list[Any],
+    service: MeshService,
+    port: int,
+    protocol: str,
+    ctx: RouteContext,
+    listener_cidrs: tuple[str, ...] = (),
+) -> list[TcpChain]:
     """The filter chains for one service port on a sidecar's outbound TCP listener."""
     configs = virtual_services_for_host(vss, service.hostname)
     default = (WeightedDestination(outbound_cluster_name(service.hostname, port), 100),)
@@ -78,9 +91,14 @@ def sidecar_tcp_chains(snapshot: MeshSnapshot, vss: list[Any], service: MeshServ
                     if not _match_applies(match, vs, ctx):
                         continue
                     cidrs = tuple(match.destination_subnets or ()) or listener_cidrs
-                    tls_chains.append(TcpChain(l4_destinations(snapshot, rule, vs.metadata.namespace, ctx),
-                                               prefix_ranges=cidrs, server_names=tuple(match.sni_hosts),
-                                               source=_source(vs, "tls", index)))
+                    tls_chains.append(
+                        TcpChain(
+                            l4_destinations(snapshot, rule, vs.metadata.namespace, ctx),
+                            prefix_ranges=cidrs,
+                            server_names=tuple(match.sni_hosts),
+                            source=_source(vs, "tls", index),
+                        )
+                    )
         if not tls_chains:
             sni = (service.hostname,) if service.is_service_entry or not service.vip else ()
             tls_chains.append(TcpChain(default, prefix_ranges=listener_cidrs, server_names=sni, source="default"))
@@ -119,21 +137,20 @@ def sidecar_tcp_chains(snapshot: MeshSnapshot, vss: list[Any], service: MeshServ
 HostFilter = Callable[[Any, str], bool]
 
 
-def gateway_tcp_chain(snapshot: MeshSnapshot, vss: list[Any], ctx: RouteContext,
-                      allows: HostFilter) -> TcpChain | None:
+def gateway_tcp_chain(snapshot: MeshSnapshot, vss: list[Any], ctx: RouteContext, allows: HostFilter) -> TcpChain | None:
     """A TCP server: the first applicable tcp rule of the bound VirtualServices it allows."""
     for vs in vss:
         if not any(allows(vs, resolve_host(h, vs.metadata.namespace)) for h in vs.spec.hosts or []):
             continue
         for index, rule in enumerate(vs.spec.tcp or []):
             if not rule.match or any(_match_applies(m, vs, ctx) for m in rule.match):
-                return TcpChain(l4_destinations(snapshot, rule, vs.metadata.namespace, ctx),
-                                source=_source(vs, "tcp", index))
+                return TcpChain(
+                    l4_destinations(snapshot, rule, vs.metadata.namespace, ctx), source=_source(vs, "tcp", index)
+                )
     return None
 
 
-def gateway_tls_chains(snapshot: MeshSnapshot, vss: list[Any], ctx: RouteContext,
-                       allows: HostFilter) -> list[TcpChain]:
+def gateway_tls_chains(snapshot: MeshSnapshot, vss: list[Any], ctx: RouteContext, allows: HostFilter) -> list[TcpChain]:
     """A TLS PASSTHROUGH server: one chain per applicable tls match, SNI limited to the server's hosts."""
     chains = []
     for vs in vss:
@@ -143,7 +160,12 @@ def gateway_tls_chains(snapshot: MeshSnapshot, vss: list[Any], ctx: RouteContext
                     continue
                 sni = tuple(h for h in match.sni_hosts if allows(vs, h))
                 if sni:
-                    chains.append(TcpChain(l4_destinations(snapshot, rule, vs.metadata.namespace, ctx),
-                                           prefix_ranges=tuple(match.destination_subnets or ()),
-                                           server_names=sni, source=_source(vs, "tls", index)))
+                    chains.append(
+                        TcpChain(
+                            l4_destinations(snapshot, rule, vs.metadata.namespace, ctx),
+                            prefix_ranges=tuple(match.destination_subnets or ()),
+                            server_names=sni,
+                            source=_source(vs, "tls", index),
+                        )
+                    )
     return dedupe_chains(chains)

@@ -66,8 +66,11 @@ def telemetry_levels(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
     """The Telemetry resources that apply to the proxy, least specific first (mesh, namespace, workload)."""
     labels = proxy.label_map
     policies = [t for t in snapshot.of_kind("Telemetry") if not (t.spec.target_ref or t.spec.target_refs)]
-    workload = [t for t in policies if t.metadata.namespace == proxy.namespace and _has_selector(t.spec)
-                and _selects(t.spec, labels)]
+    workload = [
+        t
+        for t in policies
+        if t.metadata.namespace == proxy.namespace and _has_selector(t.spec) and _selects(t.spec, labels)
+    ]
     namespace = [t for t in policies if t.metadata.namespace == proxy.namespace and not _has_selector(t.spec)]
     mesh = [t for t in policies if t.metadata.namespace == ROOT_NAMESPACE and not _has_selector(t.spec)]
     return [t for level in (mesh, namespace, workload) for t in level[:1]]
@@ -98,6 +101,9 @@ def _for_side(entry: dict[str, Any], side: Side) -> bool:
     return mode == "CLIENT_AND_SERVER" or str(mode).lower() == side
 
 
+_TAG_SOURCES: tuple[Literal["header", "environment"], ...] = ("header", "environment")
+
+
 def custom_tags(tags: dict[str, Any]) -> list[TracingTag]:
     """Telemetry `customTags` (name -> {literal: {value}} | {header: {name, defaultValue}} |
     {environment: {name, defaultValue}}); entries of another shape are skipped."""
@@ -107,11 +113,10 @@ def custom_tags(tags: dict[str, Any]) -> list[TracingTag]:
             continue
         if isinstance(body.get("literal"), dict):
             out.append(TracingTag(str(name), "literal", str(body["literal"].get("value", ""))))
-        for key, kind in (("header", "header"), ("environment", "environment")):
-            value = body.get(key)
+        for kind in _TAG_SOURCES:
+            value = body.get(kind)
             if isinstance(value, dict) and value.get("name"):
-                out.append(TracingTag(str(name), kind, str(value["name"]),  # type: ignore[arg-type]
-                                      str(value.get("defaultValue", ""))))
+                out.append(TracingTag(str(name), kind, str(value["name"]), str(value.get("defaultValue", ""))))
     return out
 
 
@@ -140,9 +145,11 @@ def tracing_for(snapshot: MeshSnapshot, proxy: Proxy, side: Side) -> Tracing | N
                 providers = named
     if disabled or (not configured and not mesh.enable_tracing):
         return None
-    return Tracing(sampling=min(100.0, max(0.0, sampling)),
-                   tags=tuple(sorted(custom_tags(tags), key=lambda t: t.tag)),
-                   provider=tracing_provider(snapshot, proxy, providers))
+    return Tracing(
+        sampling=min(100.0, max(0.0, sampling)),
+        tags=tuple(sorted(custom_tags(tags), key=lambda t: t.tag)),
+        provider=tracing_provider(snapshot, proxy, providers),
+    )
 
 
 ZIPKIN_PATH = "/api/v2/spans"
@@ -167,7 +174,13 @@ def tracing_provider(snapshot: MeshSnapshot, proxy: Proxy, names: list[str]) -> 
             return TracingProvider("zipkin", cluster, host, port, path=str(settings.get("path") or ZIPKIN_PATH))
         http = settings.get("http")
         app = proxy.label_map.get("app") or proxy.label_map.get("istio") or "unknown"
-        return TracingProvider("opentelemetry", cluster, host, port,
-                               path=str((http or {}).get("path") or OTLP_PATH) if isinstance(http, dict) else "",
-                               grpc=not isinstance(http, dict), service_name=f"{app}.{proxy.namespace}")
+        return TracingProvider(
+            "opentelemetry",
+            cluster,
+            host,
+            port,
+            path=str((http or {}).get("path") or OTLP_PATH) if isinstance(http, dict) else "",
+            grpc=not isinstance(http, dict),
+            service_name=f"{app}.{proxy.namespace}",
+        )
     return None

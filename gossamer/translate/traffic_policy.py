@@ -118,8 +118,9 @@ def cluster_policy(merged: MergedPolicy | None, *, http2_port: bool = False) -> 
             idle_timeout = _secs(tcp.idle_timeout)
         if tcp.tcp_keepalive is not None:
             ka = tcp.tcp_keepalive
-            keepalive = TcpKeepalive(probes=ka.probes or None, time=_whole_secs(ka.time),
-                                     interval=_whole_secs(ka.interval))
+            keepalive = TcpKeepalive(
+                probes=ka.probes or None, time=_whole_secs(ka.time), interval=_whole_secs(ka.interval)
+            )
 
     outlier_ir, panic = translate_outlier(outlier)
     lb_policy, ring, maglev, slow_start = translate_load_balancer(lb)

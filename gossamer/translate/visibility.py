@@ -27,8 +27,12 @@ def sidecar_for(snapshot: MeshSnapshot, proxy: Proxy) -> Any | None:
     labels = proxy.label_map
     for sc in sidecars:
         selector = sc.spec.workload_selector
-        if sc.metadata.namespace == proxy.namespace and selector is not None and selector.labels \
-                and all(labels.get(k) == v for k, v in selector.labels.items()):
+        if (
+            sc.metadata.namespace == proxy.namespace
+            and selector is not None
+            and selector.labels
+            and all(labels.get(k) == v for k, v in selector.labels.items())
+        ):
             return sc
     for namespace in (proxy.namespace, ROOT_NAMESPACE):
         for sc in sidecars:

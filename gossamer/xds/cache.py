@@ -146,8 +146,9 @@ class ConfigCache:
         self._global_watchers: list[ChangeCallback] = []
         # id(mapping) -> (mapping, resources, hashes): mappings shared by the groups of a scope
         self._versions: dict[int, tuple[Mapping[str, Packed], str]] = {}
-        self._diffs: dict[tuple[int, int], tuple[Mapping[str, Packed], Mapping[str, Packed], frozenset[str],
-                                                 frozenset[str]]] = {}
+        self._diffs: dict[
+            tuple[int, int], tuple[Mapping[str, Packed], Mapping[str, Packed], frozenset[str], frozenset[str]]
+        ] = {}
 
     # ---- writes -------------------------------------------------------------
 
@@ -155,8 +156,9 @@ class ConfigCache:
         """Replace the full config of `group` (type_url -> name -> proto); see set_group_packed."""
         return self.set_group_packed(group, pack_all(resources))
 
-    def set_group_packed(self, group: str, resources: Mapping[str, Mapping[str, Packed]], *,
-                         partial: bool = False) -> set[str]:
+    def set_group_packed(
+        self, group: str, resources: Mapping[str, Mapping[str, Packed]], *, partial: bool = False
+    ) -> set[str]:
         """Replace the full config of `group` (type_url -> name -> packed resource).
 
         Types missing from `resources` are treated as empty (the group has none of
@@ -215,16 +217,22 @@ class ConfigCache:
         old = g.types.get(type_url)
         if old is not None and _same(old.packed, new):
             return False
-        changed, removed = self._diff(old.packed if old is not None else _NOTHING, new,
-                                      remember=isinstance(new, SharedResources))
-        g.types[type_url] = TypeSnapshot(version=self._version(new), packed=new,
-                                         # "" when nothing was there: no stream takes a shortcut from it
-                                         previous=old.version if old is not None and old.packed else "",
-                                         changed=changed, removed=removed)
+        changed, removed = self._diff(
+            old.packed if old is not None else _NOTHING, new, remember=isinstance(new, SharedResources)
+        )
+        g.types[type_url] = TypeSnapshot(
+            version=self._version(new),
+            packed=new,
+            # "" when nothing was there: no stream takes a shortcut from it
+            previous=old.version if old is not None and old.packed else "",
+            changed=changed,
+            removed=removed,
+        )
         return True
 
-    def _diff(self, old: Mapping[str, Packed], new: Mapping[str, Packed], *,
-              remember: bool) -> tuple[frozenset[str], frozenset[str]]:
+    def _diff(
+        self, old: Mapping[str, Packed], new: Mapping[str, Packed], *, remember: bool
+    ) -> tuple[frozenset[str], frozenset[str]]:
         """(added or modified, removed) names; shared mappings (a scope's groups) are compared once."""
         if not old:
             return frozenset(), frozenset()  # no previous version: nobody can hold it (see `previous`)

@@ -94,10 +94,8 @@ VALUE_TYPES: dict[str, type[Message]] = {
 OPERATIONS: dict[str, frozenset[str]] = {
     "LISTENER": frozenset({"ADD", "REMOVE", "MERGE"}),
     "FILTER_CHAIN": frozenset({"ADD", "REMOVE", "MERGE"}),
-    "NETWORK_FILTER": frozenset({"MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST",
-                                 "REPLACE"}),
-    "HTTP_FILTER": frozenset({"MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST",
-                              "REPLACE"}),
+    "NETWORK_FILTER": frozenset({"MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE"}),
+    "HTTP_FILTER": frozenset({"MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE"}),
     "ROUTE_CONFIGURATION": frozenset({"MERGE"}),
     "VIRTUAL_HOST": frozenset({"ADD", "REMOVE", "MERGE"}),
     "HTTP_ROUTE": frozenset({"MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST"}),
@@ -229,8 +227,7 @@ def _merge_message(dst: Message, src: Message) -> None:
                 dst.Pack(a)
                 return
         if dst.type_url and src.type_url and dst.type_url != src.type_url:
-            raise ValueError(f"cannot merge {src.type_url.rpartition('/')[2]} into "
-                             f"{dst.type_url.rpartition('/')[2]}")
+            raise ValueError(f"cannot merge {src.type_url.rpartition('/')[2]} into {dst.type_url.rpartition('/')[2]}")
         dst.CopyFrom(src)
         return
     merge(dst, src)
@@ -251,8 +248,12 @@ def _message_class(type_url: str) -> type[Message] | None:
 
 def proxy_metadata(proxy: Proxy) -> dict[str, str]:
     """The node metadata an EnvoyFilter's `match.proxy.metadata` is compared with."""
-    return {"NAMESPACE": proxy.namespace, "ISTIO_VERSION": ISTIO_VERSION, "CLUSTER_ID": "Kubernetes",
-            "MESH_ID": "cluster.local"}
+    return {
+        "NAMESPACE": proxy.namespace,
+        "ISTIO_VERSION": ISTIO_VERSION,
+        "CLUSTER_ID": "Kubernetes",
+        "MESH_ID": "cluster.local",
+    }
 
 
 def envoy_filters_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[Resource]:
@@ -342,8 +343,9 @@ def apply_envoy_filters(snapshot: MeshSnapshot, proxy: Proxy, resources: Resourc
     ctx = _Ctx(proxy, patches, result.errors)
     out = result.resources
     if any(patches.get(a) for a in ROUTE_CLASS):
-        out[ROUTE] = {n: _patched_route_config(ctx, m, inbound=False)
-                      for n, m in _copies(resources.get(ROUTE, {})).items()}
+        out[ROUTE] = {
+            n: _patched_route_config(ctx, m, inbound=False) for n, m in _copies(resources.get(ROUTE, {})).items()
+        }
     if any(patches.get(a) for a in (*LISTENER_CLASS, *ROUTE_CLASS)):
         out[LISTENER] = ctx.patch_listeners(_copies(resources.get(LISTENER, {})))
     if patches.get("CLUSTER"):
@@ -385,8 +387,13 @@ def _insert(items: Any, p: _Patch, matches: Callable[[Any], bool], has_match: bo
     items.extend(current)
 
 
-def _apply_list_ops(items: Any, patches: list[_Patch], matches: Callable[[_Patch, Any], bool],
-                    has_match: Callable[[_Patch], bool], errors: list[str]) -> None:
+def _apply_list_ops(
+    items: Any,
+    patches: list[_Patch],
+    matches: Callable[[_Patch, Any], bool],
+    has_match: Callable[[_Patch], bool],
+    errors: list[str],
+) -> None:
     """Istio's list operations on a repeated field of messages (filters, routes)."""
     for p in patches:
         if p.operation in ("ADD", "INSERT_FIRST", "INSERT_BEFORE", "INSERT_AFTER"):
@@ -487,8 +494,9 @@ class _Ctx:
             return False
         return True
 
-    def _chain_matches(self, p: _Patch, listener: listener_pb2.Listener, chain: Any, *,
-                       check_filter: bool = True) -> bool:
+    def _chain_matches(
+        self, p: _Patch, listener: listener_pb2.Listener, chain: Any, *, check_filter: bool = True
+    ) -> bool:
         """The filter chain criteria of p's match; `filter.name` (the chain has that filter) unless
         check_filter is False (NETWORK_FILTER patches match it per filter)."""
         lm = p.raw.match.listener if p.raw.match else None
@@ -507,8 +515,9 @@ class _Ctx:
             return False
         if m.transport_protocol and m.transport_protocol != fcm.transport_protocol:
             return False
-        if m.application_protocols and any(a.strip() not in fcm.application_protocols
-                                           for a in m.application_protocols.split(",")):
+        if m.application_protocols and any(
+            a.strip() not in fcm.application_protocols for a in m.application_protocols.split(",")
+        ):
             return False
         if m.destination_port and fcm.destination_port.value != m.destination_port:
             return False
@@ -543,8 +552,9 @@ class _Ctx:
                 keep.append(chain)
             del listener.filter_chains[:]
             listener.filter_chains.extend(keep)
-            if listener.HasField("default_filter_chain") and self._chain_matches(p, listener,
-                                                                                 listener.default_filter_chain):
+            if listener.HasField("default_filter_chain") and self._chain_matches(
+                p, listener, listener.default_filter_chain
+            ):
                 if p.operation == "REMOVE":
                     listener.ClearField("default_filter_chain")
                 else:
@@ -568,15 +578,24 @@ class _Ctx:
             fm = lm.filter_chain.filter if lm and lm.filter_chain else None
             return canonical(fm.name) if fm and fm.name else ""
 
-        relevant = [p for p in self._of("NETWORK_FILTER", context)
-                    if self._listener_matches(p, listener)
-                    and self._chain_matches(p, listener, chain, check_filter=False)]
+        relevant = [
+            p
+            for p in self._of("NETWORK_FILTER", context)
+            if self._listener_matches(p, listener) and self._chain_matches(p, listener, chain, check_filter=False)
+        ]
         if relevant:
-            _apply_list_ops(chain.filters, relevant,
-                            lambda p, f: not filter_name(p) or canonical(f.name) == filter_name(p),
-                            lambda p: bool(filter_name(p)), self.errors)
-        http = [p for p in self._of("HTTP_FILTER", context)
-                if self._listener_matches(p, listener) and self._chain_matches(p, listener, chain)]
+            _apply_list_ops(
+                chain.filters,
+                relevant,
+                lambda p, f: not filter_name(p) or canonical(f.name) == filter_name(p),
+                lambda p: bool(filter_name(p)),
+                self.errors,
+            )
+        http = [
+            p
+            for p in self._of("HTTP_FILTER", context)
+            if self._listener_matches(p, listener) and self._chain_matches(p, listener, chain)
+        ]
         inbound_routes = context == "SIDECAR_INBOUND" and any(self.patches.get(a) for a in ROUTE_CLASS)
         if not http and not inbound_routes:
             return
@@ -599,9 +618,13 @@ class _Ctx:
             fm = lm.filter_chain.filter if lm and lm.filter_chain else None
             return canonical(fm.sub_filter.name) if fm and fm.sub_filter and fm.sub_filter.name else ""
 
-        _apply_list_ops(hcm.http_filters, patches,
-                        lambda p, f: not sub_name(p) or canonical(f.name) == sub_name(p),
-                        lambda p: bool(sub_name(p)), self.errors)
+        _apply_list_ops(
+            hcm.http_filters,
+            patches,
+            lambda p, f: not sub_name(p) or canonical(f.name) == sub_name(p),
+            lambda p: bool(sub_name(p)),
+            self.errors,
+        )
 
     # -- clusters ---------------------------------------------------------
     def cluster_context(self, name: str) -> str:

@@ -41,12 +41,30 @@ _HEADER_VALUE_STRICT = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 _HEADER_LOOSE = re.compile(r"[^\x00\x0a\x0d]*")
 
 _WRAPPERS = {
-    "google.protobuf.DoubleValue", "google.protobuf.FloatValue", "google.protobuf.Int64Value",
-    "google.protobuf.UInt64Value", "google.protobuf.Int32Value", "google.protobuf.UInt32Value",
-    "google.protobuf.BoolValue", "google.protobuf.StringValue", "google.protobuf.BytesValue",
+    "google.protobuf.DoubleValue",
+    "google.protobuf.FloatValue",
+    "google.protobuf.Int64Value",
+    "google.protobuf.UInt64Value",
+    "google.protobuf.Int32Value",
+    "google.protobuf.UInt32Value",
+    "google.protobuf.BoolValue",
+    "google.protobuf.StringValue",
+    "google.protobuf.BytesValue",
 }
-_NUMERIC_RULES = ("float", "double", "int32", "int64", "uint32", "uint64", "sint32", "sint64", "fixed32",
-                  "fixed64", "sfixed32", "sfixed64")
+_NUMERIC_RULES = (
+    "float",
+    "double",
+    "int32",
+    "int64",
+    "uint32",
+    "uint64",
+    "sint32",
+    "sint64",
+    "fixed32",
+    "fixed64",
+    "sfixed32",
+    "sfixed64",
+)
 
 
 @dataclass(frozen=True)
@@ -120,8 +138,14 @@ def check(msg: Message) -> Iterator[tuple[str, str]]:
         yield from _filter_chain_overlaps(msg)
 
 
-_MATCH_LISTS = ("prefix_ranges", "direct_source_prefix_ranges", "source_prefix_ranges", "source_ports",
-                "server_names", "application_protocols")
+_MATCH_LISTS = (
+    "prefix_ranges",
+    "direct_source_prefix_ranges",
+    "source_prefix_ranges",
+    "source_ports",
+    "server_names",
+    "application_protocols",
+)
 
 
 def _filter_chain_overlaps(listener: Any) -> Iterator[tuple[str, str]]:
@@ -131,8 +155,14 @@ def _filter_chain_overlaps(listener: Any) -> Iterator[tuple[str, str]]:
     seen: list[tuple[int, dict[str, frozenset[bytes]], bytes]] = []
     for i, chain in enumerate(listener.filter_chains):
         m = chain.filter_chain_match
-        lists = {name: frozenset(v.SerializeToString(deterministic=True) if isinstance(v, Message) else str(v).encode()
-                                 for v in getattr(m, name)) or frozenset({b""}) for name in _MATCH_LISTS}
+        lists = {
+            name: frozenset(
+                v.SerializeToString(deterministic=True) if isinstance(v, Message) else str(v).encode()
+                for v in getattr(m, name)
+            )
+            or frozenset({b""})
+            for name in _MATCH_LISTS
+        }
         rest = type(m)()
         rest.CopyFrom(m)
         for name in _MATCH_LISTS:
@@ -140,9 +170,11 @@ def _filter_chain_overlaps(listener: Any) -> Iterator[tuple[str, str]]:
         scalar = rest.SerializeToString(deterministic=True)
         for j, other_lists, other_scalar in seen:
             if scalar == other_scalar and all(lists[n] & other_lists[n] for n in _MATCH_LISTS):
-                yield (f"filter_chains[{i}].filter_chain_match",
-                       f"matches the same connections as filter_chains[{j}] (Envoy rejects a listener whose "
-                       "filter chains have the same matching rules)")
+                yield (
+                    f"filter_chains[{i}].filter_chain_match",
+                    f"matches the same connections as filter_chains[{j}] (Envoy rejects a listener whose "
+                    "filter chains have the same matching rules)",
+                )
                 break
         seen.append((i, lists, scalar))
 
@@ -157,7 +189,8 @@ def _rules(fd: FieldDescriptor) -> validate_pb2.FieldRules | None:
 def _disabled(desc: Descriptor) -> bool:
     options = desc.GetOptions()
     return bool(options.HasExtension(validate_pb2.disabled) and options.Extensions[validate_pb2.disabled]) or bool(
-        options.HasExtension(validate_pb2.ignored) and options.Extensions[validate_pb2.ignored])
+        options.HasExtension(validate_pb2.ignored) and options.Extensions[validate_pb2.ignored]
+    )
 
 
 def _in(rule: Any) -> list[Any]:
@@ -186,9 +219,11 @@ _PLANS: dict[str, _Plan] = {}
 def _plan(desc: Descriptor) -> _Plan:
     plan = _PLANS.get(desc.full_name)
     if plan is None:
-        oneofs = tuple((o.name, ", ".join(f.name for f in o.fields)) for o in desc.oneofs
-                       if o.GetOptions().HasExtension(validate_pb2.required)
-                       and o.GetOptions().Extensions[validate_pb2.required])
+        oneofs = tuple(
+            (o.name, ", ".join(f.name for f in o.fields))
+            for o in desc.oneofs
+            if o.GetOptions().HasExtension(validate_pb2.required) and o.GetOptions().Extensions[validate_pb2.required]
+        )
         ruled = tuple((fd, r) for fd in desc.fields if (r := _rules(fd)) is not None)
         plan = _PLANS[desc.full_name] = _Plan(_disabled(desc), oneofs, ruled, frozenset(fd.name for fd, _ in ruled))
     return plan
@@ -364,8 +399,14 @@ def _duration(value: duration_pb2.Duration, r: Any, path: str) -> Iterator[tuple
 
     if not -315_576_000_000 <= value.seconds <= 315_576_000_000 or abs(value.nanos) >= 10**9:
         return  # reported by `_message`
-    bounds = _bounds(nanos, n(r.gt) if r.HasField("gt") else None, n(r.gte) if r.HasField("gte") else None,
-                     n(r.lt) if r.HasField("lt") else None, n(r.lte) if r.HasField("lte") else None, _seconds)
+    bounds = _bounds(
+        nanos,
+        n(r.gt) if r.HasField("gt") else None,
+        n(r.gte) if r.HasField("gte") else None,
+        n(r.lt) if r.HasField("lt") else None,
+        n(r.lte) if r.HasField("lte") else None,
+        _seconds,
+    )
     if bounds:
         yield path, "duration " + bounds.replace("{}", "")
     if r.HasField("const") and nanos != n(r.const):
@@ -406,8 +447,13 @@ def _scalar(value: Any, fd: FieldDescriptor, rules: Any, path: str) -> Iterator[
             return
         if r.HasField("const") and value != r.const:
             yield path, f"must equal {r.const} (is {value})"
-        problem = _bounds(value, r.gt if r.HasField("gt") else None, r.gte if r.HasField("gte") else None,
-                          r.lt if r.HasField("lt") else None, r.lte if r.HasField("lte") else None)
+        problem = _bounds(
+            value,
+            r.gt if r.HasField("gt") else None,
+            r.gte if r.HasField("gte") else None,
+            r.lt if r.HasField("lt") else None,
+            r.lte if r.HasField("lte") else None,
+        )
         if problem:
             yield path, problem
         if _in(r) and value not in _in(r):

@@ -99,8 +99,9 @@ class DeltaResponses:
         self._whole: OrderedDict[tuple[Any, ...], tuple[str, bytes]] = OrderedDict()
         self._whole_bytes = 0
 
-    def delta(self, type_url: str, snap: TypeSnapshot, updates: list[str], removed: list[str], *,
-              avoid: _TypeState) -> tuple[str, bytes]:
+    def delta(
+        self, type_url: str, snap: TypeSnapshot, updates: list[str], removed: list[str], *, avoid: _TypeState
+    ) -> tuple[str, bytes]:
         key = (type_url, snap.version, tuple(updates), tuple(removed))
         found = self._whole.get(key)
         if found is not None and found[0] not in avoid.pending and found[0] != avoid.status.nonce:
@@ -108,8 +109,12 @@ class DeltaResponses:
             return found
         nonce = _next_nonce()
         header = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=snap.version, type_url=type_url, nonce=nonce, removed_resources=removed,
-            control_plane=base_pb2.ControlPlane(identifier=CONTROL_PLANE_ID)).SerializeToString()
+            system_version_info=snap.version,
+            type_url=type_url,
+            nonce=nonce,
+            removed_resources=removed,
+            control_plane=base_pb2.ControlPlane(identifier=CONTROL_PLANE_ID),
+        ).SerializeToString()
         get, packed = self._entries.get, snap.packed
         parts = [header]
         for name in updates:
@@ -130,8 +135,9 @@ class DeltaResponses:
             if self._entry_bytes > self.MAX_BYTES:
                 self._entries.clear()
                 self._entry_bytes = 0
-            entry = discovery_pb2.DeltaDiscoveryResponse(resources=[discovery_pb2.Resource(
-                name=name, version=version, resource=resource)]).SerializeToString()
+            entry = discovery_pb2.DeltaDiscoveryResponse(
+                resources=[discovery_pb2.Resource(name=name, version=version, resource=resource)]
+            ).SerializeToString()
             self._entries[key] = entry
             self._entry_bytes += len(entry)
         return entry
@@ -259,7 +265,6 @@ class KnownVersions(MutableMapping[str, str]):
         return next(iter(self), None) is not None
 
 
-
 @dataclass
 class _TypeState:
     status: ProxyTypeStatus
@@ -341,14 +346,25 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     def add_to_server(self, server: grpc.aio.Server) -> None:
         # As the generated add_AggregatedDiscoveryServiceServicer_to_server, except that a response
         # may be given already serialized (delta responses shared by many streams are).
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, {
-            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self.StreamAggregatedResources, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
-                response_serializer=_serialize),
-            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
-                response_serializer=_serialize),
-        }),))
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    ADS_SERVICE,
+                    {
+                        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                            self.StreamAggregatedResources,
+                            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                            response_serializer=_serialize,
+                        ),
+                        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                            self.DeltaAggregatedResources,
+                            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                            response_serializer=_serialize,
+                        ),
+                    },
+                ),
+            )
+        )
 
     def proxies(self) -> list[ProxyStatus]:
         return [s.status for s in self._streams.values() if s.status is not None]
@@ -758,8 +774,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         if st.base and st.base in (snap.previous, snap.version):
             # The client holds version `base`: only what changed since (and ALSO) can differ.
             candidates = also if st.base == snap.version else snap.changed | also
-            updates = sorted(n for n in candidates if (p := packed.get(n)) is not None
-                             and (st.wildcard or n in st.names) and st.known.get(n) != p[1])
+            updates = sorted(
+                n
+                for n in candidates
+                if (p := packed.get(n)) is not None and (st.wildcard or n in st.names) and st.known.get(n) != p[1]
+            )
             gone = () if st.base == snap.version else snap.removed
             removed = sorted(n for n in gone if n in st.known and (st.wildcard or n in st.names))
         elif not st.known:  # a new client: everything it wants
@@ -809,8 +828,13 @@ class Servicer(Protocol):
     def add_to_server(self, server: grpc.aio.Server) -> None: ...
 
 
-async def serve(server: AdsServer, address: str, *, others: Iterable[Servicer] = (),
-                credentials: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
+async def serve(
+    server: AdsServer,
+    address: str,
+    *,
+    others: Iterable[Servicer] = (),
+    credentials: grpc.ServerCredentials | None = None,
+) -> grpc.aio.Server:
     """Start a gRPC server for `server` on `address` (e.g. "unix:/run/gossamer/xds.sock"), with
     `others` (e.g. the access log service proxies stream their entries to) on the same server.
     `credentials` (security/server_tls.py): mTLS for every service on it; None: plaintext."""

@@ -26,8 +26,12 @@ def run_case(case: Path) -> list[str]:
     code = case.name.split("-")[0]
     # istioctl's set, plus the analyzer of this case's code when istioctl runs it only on request (IST0136)
     analyzers = [a.name for a in all_analyzers() if a.default or code in a.codes]
-    result = analyze(files, all_namespaces=True, analyzers=analyzers,
-                     mesh_config=("mesh.yaml", mesh.read_text()) if mesh.exists() else None)
+    result = analyze(
+        files,
+        all_namespaces=True,
+        analyzers=analyzers,
+        mesh_config=("mesh.yaml", mesh.read_text()) if mesh.exists() else None,
+    )
     return [str(m) for m in result.messages]
 
 

@@ -70,24 +70,44 @@ def try_sds(path: str) -> str:
             resp = stub.FetchSecrets(discovery_pb2.DiscoveryRequest(resource_names=["default"]), timeout=5)
         except grpc.RpcError as e:
             return f"refused: {e.code().name}"
-    return f"got: {len(resp.resources)} secrets" + (" with a private key" if b"PRIVATE KEY" in
-                                                      resp.SerializeToString() else "")
+    return f"got: {len(resp.resources)} secrets" + (
+        " with a private key" if b"PRIVATE KEY" in resp.SerializeToString() else ""
+    )
 
 
 def _node(claim: list[str] | None) -> base_pb2.Node:
     meta = struct_pb2.Struct()
-    meta.update({
-        "NAMESPACE": "istio-system", "NAME": "istio-ingressgateway-x", "POD_NAME": "istio-ingressgateway-x",
-        "SERVICE_ACCOUNT": "istio-ingressgateway-service-account", "WORKLOAD_NAME": "istio-ingressgateway",
-        "LABELS": {"app": "istio-ingressgateway", "istio": "ingressgateway"}, "INSTANCE_IPS": "10.244.0.2",
-        "GOSSAMER_SDS": "true", "CLUSTER_ID": "Kubernetes", "MESH_ID": "cluster.local",
-    })
+    meta.update(
+        {
+            "NAMESPACE": "istio-system",
+            "NAME": "istio-ingressgateway-x",
+            "POD_NAME": "istio-ingressgateway-x",
+            "SERVICE_ACCOUNT": "istio-ingressgateway-service-account",
+            "WORKLOAD_NAME": "istio-ingressgateway",
+            "LABELS": {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+            "INSTANCE_IPS": "10.244.0.2",
+            "GOSSAMER_SDS": "true",
+            "CLUSTER_ID": "Kubernetes",
+            "MESH_ID": "cluster.local",
+        }
+    )
     if claim is not None:
         namespace, account = claim
-        meta.update({"NAMESPACE": namespace, "SERVICE_ACCOUNT": account, "LABELS": {"app": account},
-                     "WORKLOAD_NAME": account, "NAME": f"{account}-x", "POD_NAME": f"{account}-x"})
-        return base_pb2.Node(id=f"sidecar~10.244.0.3~{account}-x.{namespace}~{namespace}.svc.cluster.local",
-                             cluster=f"{account}.{namespace}", metadata=meta)
+        meta.update(
+            {
+                "NAMESPACE": namespace,
+                "SERVICE_ACCOUNT": account,
+                "LABELS": {"app": account},
+                "WORKLOAD_NAME": account,
+                "NAME": f"{account}-x",
+                "POD_NAME": f"{account}-x",
+            }
+        )
+        return base_pb2.Node(
+            id=f"sidecar~10.244.0.3~{account}-x.{namespace}~{namespace}.svc.cluster.local",
+            cluster=f"{account}.{namespace}",
+            metadata=meta,
+        )
     return base_pb2.Node(id=GATEWAY_NODE, cluster="istio-ingressgateway.istio-system", metadata=meta)
 
 
@@ -104,8 +124,11 @@ def own_identity(sds_path: str) -> tuple[bytes, bytes, bytes]:
         any_secret.Unpack(secret)
         found[secret.name] = secret
     workload = found["default"].tls_certificate
-    return (workload.certificate_chain.inline_bytes, workload.private_key.inline_bytes,
-            found["ROOTCA"].validation_context.trusted_ca.inline_bytes)
+    return (
+        workload.certificate_chain.inline_bytes,
+        workload.private_key.inline_bytes,
+        found["ROOTCA"].validation_context.trusted_ca.inline_bytes,
+    )
 
 
 def try_ads(path: str, tls: tuple[bytes, bytes, bytes] | None, claim: list[str] | None = None) -> str:
@@ -122,8 +145,10 @@ def try_ads(path: str, tls: tuple[bytes, bytes, bytes] | None, claim: list[str] 
         creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
         # The control plane's certificate names it istiod.istio-system.svc (Istio's name), not the socket.
         channel = grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", CONTROL_PLANE)])
-    requests = [discovery_pb2.DeltaDiscoveryRequest(type_url=t, node=_node(claim) if i == 0 else None)
-                for i, t in enumerate(TYPES)]
+    requests = [
+        discovery_pb2.DeltaDiscoveryRequest(type_url=t, node=_node(claim) if i == 0 else None)
+        for i, t in enumerate(TYPES)
+    ]
     got: list[str] = []
     try:
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)

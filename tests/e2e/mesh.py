@@ -80,8 +80,9 @@ class Mesh:
     run_dir: Path
     ingress_port: int
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 120, stdin: str | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [*GOSSAMER, "--state-dir", str(self.state_dir), "--run-dir", str(self.run_dir), *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, input=stdin)
         if check and proc.returncode != 0:
@@ -103,10 +104,10 @@ class Mesh:
     def status(self) -> dict[str, Any]:
         return json.loads(self.cli("status", "-o", "json").stdout)
 
-    def get(self, path: str, headers: dict[str, str] | None = None, *, data: bytes | None = None,
-            timeout: float = 10) -> Response:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.ingress_port}{path}", headers=headers or {},
-                                     data=data)
+    def get(
+        self, path: str, headers: dict[str, str] | None = None, *, data: bytes | None = None, timeout: float = 10
+    ) -> Response:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.ingress_port}{path}", headers=headers or {}, data=data)
         opener = urllib.request.build_opener(_NoRedirect)
         try:
             with opener.open(req, timeout=timeout) as resp:
@@ -171,21 +172,30 @@ def stop_shared_bookinfo() -> None:
     """The shared bookinfo mesh (if this session started it) owns gsm0: stop it, then check nothing is left."""
     if leftovers() and ApiClient(BOOKINFO_RUN_DIR / "api.sock", timeout=2).alive():
         Mesh(state_dir=Path("/nonexistent-gsm-e2e-state"), run_dir=BOOKINFO_RUN_DIR, ingress_port=0).cli(
-            "down", check=False, timeout=120)
+            "down", check=False, timeout=120
+        )
     assert leftovers() == [], f"another mesh is running on this machine: {leftovers()}"
 
 
 @contextlib.contextmanager
-def own_mesh(run_dir: Path, state_dir: Path, *paths: str | Path, timeout: float = 180,
-             up_args: tuple[str, ...] = ()) -> Iterator[Mesh]:
+def own_mesh(
+    run_dir: Path, state_dir: Path, *paths: str | Path, timeout: float = 180, up_args: tuple[str, ...] = ()
+) -> Iterator[Mesh]:
     """A mesh of a module's own (`up --detach` on PATHS, a free ingress port, UP_ARGS), after stopping the
     shared bookinfo one; `down` afterwards, and nothing may be left on the machine."""
     skip_without_root()
     stop_shared_bookinfo()
     mesh = Mesh(state_dir=state_dir, run_dir=run_dir, ingress_port=free_port())
     try:
-        mesh.cli("up", *[str(p) for p in paths], "--detach", "--ingress-port", str(mesh.ingress_port),
-                 *up_args, timeout=timeout)
+        mesh.cli(
+            "up",
+            *[str(p) for p in paths],
+            "--detach",
+            "--ingress-port",
+            str(mesh.ingress_port),
+            *up_args,
+            timeout=timeout,
+        )
         yield mesh
     finally:
         mesh.cli("down", check=False, timeout=120)

@@ -187,8 +187,9 @@ async def test_envoy_reconnects_after_control_plane_restart(setup: Setup) -> Non
     assert await fetch_until(s.port, "v1") == "v1"  # Envoy keeps its config meanwhile
 
     disconnected: list[str] = []
-    ads2 = AdsServer(s.cache, lambda node: _group(), on_disconnect=lambda st: disconnected.append(st.node_id),
-                     authenticate=False)
+    ads2 = AdsServer(
+        s.cache, lambda node: _group(), on_disconnect=lambda st: disconnected.append(st.node_id), authenticate=False
+    )
     s.server = await serve(ads2, f"unix:{s.xds_sock}")  # the old socket file is replaced
     assert await ads2.wait_synced([NODE], 30), s.envoy.log()
     s.cache.set_group(GROUP, config(s.port, "v3"))

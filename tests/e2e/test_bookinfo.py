@@ -41,8 +41,12 @@ def login(mesh: Mesh, user: str) -> dict[str, str]:
 @pytest.fixture
 def clean_routing(bookinfo: Mesh):
     yield bookinfo
-    for f in ("virtual-service-all-v1.yaml", "virtual-service-reviews-test-v2.yaml",
-              "virtual-service-reviews-50-v3.yaml", "destination-rule-all.yaml"):
+    for f in (
+        "virtual-service-all-v1.yaml",
+        "virtual-service-reviews-test-v2.yaml",
+        "virtual-service-reviews-50-v3.yaml",
+        "destination-rule-all.yaml",
+    ):
         bookinfo.cli("delete", "-f", str(NETWORKING / f), "--wait", check=False)
 
 
@@ -126,9 +130,13 @@ def test_gateway_routes_by_host_and_answers_404_for_unknown_hosts(bookinfo: Mesh
         assert bookinfo.get("/productpage", {"Host": "unknown.example.com"}).status == 404
         # a server on port 80 is the same gateway port as 8080 (the Service maps 80 -> 8080)
         port80 = tmp_path / "port80.yaml"
-        port80.write_text(original.replace("number: 8080", "number: 80").replace('"*"', '"eighty.example.com"')
-                          .replace("name: bookinfo-gateway", "name: gw80").replace("- bookinfo-gateway", "- gw80")
-                          .replace("name: bookinfo\n", "name: bookinfo80\n"))
+        port80.write_text(
+            original.replace("number: 8080", "number: 80")
+            .replace('"*"', '"eighty.example.com"')
+            .replace("name: bookinfo-gateway", "name: gw80")
+            .replace("- bookinfo-gateway", "- gw80")
+            .replace("name: bookinfo\n", "name: bookinfo80\n")
+        )
         bookinfo.apply(port80)
         assert bookinfo.get("/productpage", {"Host": "eighty.example.com"}).status == 200
         bookinfo.delete(port80)
@@ -145,16 +153,20 @@ def test_invalid_yaml_is_rejected_with_file_and_line_and_changes_nothing(bookinf
         "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n"
         "      weight: 50\n    - destination: {host: reviews, subset: v3}\n      weight: 40\n"
         "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ratings\n"
-        "spec:\n  hosts: [ratings]\n  http:\n  - route:\n    - destination: {host: ratings}\n")
+        "spec:\n  hosts: [ratings]\n  http:\n  - route:\n    - destination: {host: ratings}\n"
+    )
     proc = bookinfo.cli("apply", "-f", str(bad), check=False)
     assert proc.returncode != 0
-    assert re.search(rf"{re.escape(str(bad))}:\d+: VirtualService/reviews: spec\.http\[0\]\.route.*100", proc.stderr), \
+    assert re.search(rf"{re.escape(str(bad))}:\d+: VirtualService/reviews: spec\.http\[0\]\.route.*100", proc.stderr), (
         proc.stderr
+    )
     assert bookinfo.cli("get", "virtualservices", "-o", "json").stdout == before  # all or nothing
 
     unknown = tmp_path / "unknown-field.yaml"
-    unknown.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: x\n"
-                       "spec:\n  hosts: [reviews]\n  htp: []\n")
+    unknown.write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: x\n"
+        "spec:\n  hosts: [reviews]\n  htp: []\n"
+    )
     proc = bookinfo.cli("apply", "-f", str(unknown), check=False)
     assert proc.returncode != 0
     assert f"{unknown}:7: VirtualService/x: spec: unknown field 'htp'" in proc.stderr, proc.stderr
@@ -189,9 +201,12 @@ spec:
 """)
     bookinfo.apply(ef, wait=False)
     try:
+
         def nacked() -> list[str]:
-            return [t["error"] for p in bookinfo.status()["proxies"] for t in p["types"].values()
-                    if t["state"] == "NACKED"]
+            return [
+                t["error"] for p in bookinfo.status()["proxies"] for t in p["types"].values() if t["state"] == "NACKED"
+            ]
+
         assert wait_until(lambda: bool(nacked()), timeout=10)
         assert any("lua" in e.lower() for e in nacked()), nacked()
         text = bookinfo.cli("status").stdout
@@ -199,8 +214,10 @@ spec:
         assert bookinfo.get("/productpage").status == 200
     finally:
         bookinfo.delete(ef)
-    assert wait_until(lambda: not [1 for p in bookinfo.status()["proxies"] for t in p["types"].values()
-                                   if t["state"] == "NACKED"], timeout=10)
+    assert wait_until(
+        lambda: not [1 for p in bookinfo.status()["proxies"] for t in p["types"].values() if t["state"] == "NACKED"],
+        timeout=10,
+    )
 
 
 def test_exec_curl_inside_the_mesh_and_proxy_config(bookinfo: Mesh) -> None:
@@ -224,14 +241,16 @@ def test_explain_names_the_rule_the_cluster_and_its_endpoints(bookinfo: Mesh) ->
     files = [NETWORKING / "destination-rule-all.yaml", NETWORKING / "virtual-service-reviews-test-v2.yaml"]
     bookinfo.apply(*files)
     try:
-        out = bookinfo.cli("explain", "deploy/productpage-v1", "http://reviews:9080/reviews/0",
-                           "-H", "end-user: jason").stdout
+        out = bookinfo.cli(
+            "explain", "deploy/productpage-v1", "http://reviews:9080/reviews/0", "-H", "end-user: jason"
+        ).stdout
         assert "outbound|9080|v2|reviews.default.svc.cluster.local" in out, out
         assert "default/reviews#http[0]" in out, out
         assert re.search(r"endpoint\s+10\.244\.\d+\.\d+:9080", out), out
         assert "LDS SYNCED" in out, out
-        body = json.loads(bookinfo.cli("explain", "deploy/productpage-v1", "http://reviews:9080/reviews/0",
-                                       "-o", "json").stdout)
+        body = json.loads(
+            bookinfo.cli("explain", "deploy/productpage-v1", "http://reviews:9080/reviews/0", "-o", "json").stdout
+        )
         assert [c["name"] for c in body["clusters"]] == ["outbound|9080|v1|reviews.default.svc.cluster.local"]
         assert body["notMatched"][0]["source"] == "default/reviews#http[0]"
         assert body["notMatched"][0]["operation"] == "reviews.default.svc.cluster.local:9080/*"

@@ -38,8 +38,9 @@ def fetch(port: int, path: str, body: Any = None, host: str | None = None) -> tu
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if host:
         headers["Host"] = host
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers,
-                                 data=json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers=headers, data=json.dumps(body).encode() if body is not None else None
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, resp.read().decode()
@@ -68,8 +69,17 @@ def test_graph_shows_productpage_calling_reviews_with_a_rate(mesh: Mesh, port: i
 
     def edge() -> dict[str, Any] | None:
         graph = get_json(port, "/api/graph")
-        return next((e for e in graph["edges"] if e["source"] == "wl:default/productpage-v1"
-                     and e["target"] == f"svc:{REVIEWS}" and e["rps"] > 0 and e["requests"] >= 20), None)
+        return next(
+            (
+                e
+                for e in graph["edges"]
+                if e["source"] == "wl:default/productpage-v1"
+                and e["target"] == f"svc:{REVIEWS}"
+                and e["rps"] > 0
+                and e["requests"] >= 20
+            ),
+            None,
+        )
 
     assert wait_until(lambda: edge() is not None, 10, interval=0.5), get_json(port, "/api/graph")["edges"]
     found = edge()
@@ -78,8 +88,10 @@ def test_graph_shows_productpage_calling_reviews_with_a_rate(mesh: Mesh, port: i
     graph = get_json(port, "/api/graph")
     nodes = {n["id"]: n for n in graph["nodes"]}
     assert nodes[f"svc:{REVIEWS}"]["layer"] > nodes["wl:default/productpage-v1"]["layer"]
-    assert any(e["source"] == f"svc:{REVIEWS}" and e["target"].startswith("wl:default/reviews-v") and e["rps"] > 0
-               for e in graph["edges"])
+    assert any(
+        e["source"] == f"svc:{REVIEWS}" and e["target"].startswith("wl:default/reviews-v") and e["rps"] > 0
+        for e in graph["edges"]
+    )
 
 
 def test_workloads_and_config_views(mesh: Mesh, port: int) -> None:
@@ -91,8 +103,11 @@ def test_workloads_and_config_views(mesh: Mesh, port: int) -> None:
     config = get_json(port, "/api/config")
     gateway = next(i for i in config["items"] if i["kind"] == "Gateway")
     assert gateway["source"].endswith("samples/bookinfo/bookinfo-gateway.yaml:1") and gateway["warnings"] == []
-    status, text = fetch(port, "/api/explain", {"namespace": "default", "ref": "deploy/productpage-v1",
-                                                "url": "http://reviews:9080/reviews/0", "headers": []})
+    status, text = fetch(
+        port,
+        "/api/explain",
+        {"namespace": "default", "ref": "deploy/productpage-v1", "url": "http://reviews:9080/reviews/0", "headers": []},
+    )
     assert status == 200, text
     assert "reviews.default.svc.cluster.local" in json.loads(text)["clusters"][0]["name"]
 
@@ -117,8 +132,10 @@ spec:
 
 
 def messages(proc: Any) -> set[tuple[str, str, str, str, str, int, str]]:
-    return {(m["code"], m["kind"], m["namespace"], m["resource"], m["file"], m["line"], m["field"])
-            for m in json.loads(proc.stdout)}
+    return {
+        (m["code"], m["kind"], m["namespace"], m["resource"], m["file"], m["line"], m["field"])
+        for m in json.loads(proc.stdout)
+    }
 
 
 def test_analyze_of_the_running_mesh_is_that_of_its_files(mesh: Mesh, port: int, tmp_path: Path) -> None:
@@ -126,18 +143,31 @@ def test_analyze_of_the_running_mesh_is_that_of_its_files(mesh: Mesh, port: int,
     extra.write_text(ANALYZED)
     live = mesh.cli("analyze", "-A", "-o", "json", str(extra), check=False)
     assert live.returncode == 79, live.stderr  # Error-level messages, as istioctl
-    offline = mesh.cli("--run-dir", str(tmp_path / "no-mesh"), "analyze", "-A", "-o", "json",
-                       *(str(p) for p in sorted((REPO / "samples/bookinfo").glob("*.yaml"))), str(extra), check=False)
+    offline = mesh.cli(
+        "--run-dir",
+        str(tmp_path / "no-mesh"),
+        "analyze",
+        "-A",
+        "-o",
+        "json",
+        *(str(p) for p in sorted((REPO / "samples/bookinfo").glob("*.yaml"))),
+        str(extra),
+        check=False,
+    )
     assert messages(live) == messages(offline)
-    assert {m[:4] for m in messages(live)} >= {("IST0101", "VirtualService", "default", "reviews"),
-                                               ("IST0173", "DestinationRule", "default", "reviews")}
+    assert {m[:4] for m in messages(live)} >= {
+        ("IST0101", "VirtualService", "default", "reviews"),
+        ("IST0173", "DestinationRule", "default", "reviews"),
+    }
     # applied, the same messages are in the dashboard's config view, pinned to the file's fields
     mesh.apply(extra)
     try:
+
         def listed() -> bool:
             analysis = get_json(port, "/api/config")["analysis"]
             shown = {(m["code"], m["resource"], m["file"], m["line"]) for m in analysis}
             return {(m[0], m[3], m[4], m[5]) for m in messages(live) if m[4] == str(extra)} <= shown
+
         assert wait_until(listed, 10), get_json(port, "/api/config")["analysis"]
         # and `gossamer analyze` without files now finds them in the mesh's own config
         assert messages(mesh.cli("analyze", "-A", "-o", "json", check=False)) == messages(live)

@@ -74,8 +74,6 @@ spec:
 """
 
 
-
-
 @pytest.fixture(scope="module")
 def egress() -> Iterator[tuple[Mesh, Path]]:
     tmp = Path(tempfile.mkdtemp(prefix="gsm-e2e-egress-"))
@@ -94,11 +92,18 @@ def egress() -> Iterator[tuple[Mesh, Path]]:
 
 def _debug(mesh: Mesh) -> str:
     out = []
-    for args in (("proxy-config", "listeners", *EGRESS), ("proxy-config", "routes", *EGRESS),
-                 ("proxy-config", "clusters", *EGRESS), ("proxy-config", "endpoints", *EGRESS),
-                 ("proxy-config", "routes", "deploy/curl"), ("proxy-config", "clusters", "deploy/curl"),
-                 ("proxy-config", "endpoints", "deploy/curl"), ("logs", *EGRESS, "-c", "istio-proxy"),
-                 ("logs", "deploy/curl", "-c", "istio-proxy"), ("status",)):
+    for args in (
+        ("proxy-config", "listeners", *EGRESS),
+        ("proxy-config", "routes", *EGRESS),
+        ("proxy-config", "clusters", *EGRESS),
+        ("proxy-config", "endpoints", *EGRESS),
+        ("proxy-config", "routes", "deploy/curl"),
+        ("proxy-config", "clusters", "deploy/curl"),
+        ("proxy-config", "endpoints", "deploy/curl"),
+        ("logs", *EGRESS, "-c", "istio-proxy"),
+        ("logs", "deploy/curl", "-c", "istio-proxy"),
+        ("status",),
+    ):
         proc = mesh.cli(*args, check=False)
         out.append(f"== {' '.join(args)}\n{proc.stdout[-3000:]}{proc.stderr[-1000:]}")
     return "\n".join(out)

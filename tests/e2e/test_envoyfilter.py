@@ -86,8 +86,19 @@ def applied(mesh: Mesh, tmp_path: Path) -> Iterator[Applied]:
 
 
 def response_headers(mesh: Mesh) -> str:
-    proc = mesh.exec("deploy/curl", "curl", "-sS", "-D", "-", "-o", "/dev/null", "--max-time", "5",
-                     "http://httpbin:8000/headers", check=False)
+    proc = mesh.exec(
+        "deploy/curl",
+        "curl",
+        "-sS",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "5",
+        "http://httpbin:8000/headers",
+        check=False,
+    )
     return proc.stdout.lower()
 
 

@@ -93,9 +93,11 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     # what the agent's bootstrap gives every proxy: the SDS and Zipkin clusters, RE2's program-size limit
     bootstrap["static_resources"]["clusters"] += [
         json_format.MessageToDict(sds_grpc_cluster(), preserving_proto_field_name=True),
-        zipkin_cluster(tmp_path / "zipkin.sock")]
-    agent = build_bootstrap(node_id=NODE, cluster="fuzz.default", metadata={}, xds_socket=xds_sock,
-                            admin_socket=tmp_path / "admin.sock")
+        zipkin_cluster(tmp_path / "zipkin.sock"),
+    ]
+    agent = build_bootstrap(
+        node_id=NODE, cluster="fuzz.default", metadata={}, xds_socket=xds_sock, admin_socket=tmp_path / "admin.sock"
+    )
     bootstrap["layered_runtime"] = agent["layered_runtime"]
     envoy = await asyncio.to_thread(start_envoy, bootstrap, tmp_path / "envoy")
     try:

@@ -138,7 +138,9 @@ def test_calls_go_through_both_sidecars_and_reach_both_versions(mesh: Mesh) -> N
     for ref in ("deploy/curl", "deploy/grpc-echo-v1", "deploy/grpc-echo-v2"):
         assert wait_until(
             lambda ref=ref: '"POST /echo.Echo/Say HTTP/2" 200' in mesh.cli("logs", ref, "-c", "istio-proxy").stdout,
-            timeout=5, interval=0.2), mesh.cli("logs", ref, "-c", "istio-proxy").stdout[-2000:]
+            timeout=5,
+            interval=0.2,
+        ), mesh.cli("logs", ref, "-c", "istio-proxy").stdout[-2000:]
 
 
 def test_weighted_route_sends_every_call_on_one_channel_to_v2(mesh: Mesh, applied: Applied) -> None:

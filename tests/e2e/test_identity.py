@@ -34,15 +34,33 @@ CERT_TTL_SECONDS = 20
 CERT_ARGS = ("--workload-cert-ttl", f"{CERT_TTL_SECONDS}s", "--secret-grace-period-ratio", "0.5")
 
 PRIVILEGED = {
-    "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "privileged"},
-    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "privileged"}},
-             "template": {"metadata": {"labels": {"app": "privileged"},
-                                       "annotations": {"sidecar.istio.io/inject": "false"}},
-                          "spec": {"terminationGracePeriodSeconds": 0, "containers": [
-                              {"name": "root", "image": "busybox", "command": ["sleep", "infinity"],
-                               "securityContext": {"runAsUser": 0}},
-                              {"name": "fixed", "image": "busybox", "command": ["sleep", "infinity"],
-                               "securityContext": {"runAsUser": 1000, "runAsGroup": 1000}}]}}},
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "privileged"},
+    "spec": {
+        "replicas": 1,
+        "selector": {"matchLabels": {"app": "privileged"}},
+        "template": {
+            "metadata": {"labels": {"app": "privileged"}, "annotations": {"sidecar.istio.io/inject": "false"}},
+            "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "containers": [
+                    {
+                        "name": "root",
+                        "image": "busybox",
+                        "command": ["sleep", "infinity"],
+                        "securityContext": {"runAsUser": 0},
+                    },
+                    {
+                        "name": "fixed",
+                        "image": "busybox",
+                        "command": ["sleep", "infinity"],
+                        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+                    },
+                ],
+            },
+        },
+    },
 }
 
 
@@ -50,8 +68,14 @@ PRIVILEGED = {
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("ident")
     (tmp / "privileged.yaml").write_text(yaml.safe_dump(PRIVILEGED, sort_keys=False))
-    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/httpbin/httpbin.yaml", REPO / "samples/curl",
-                  tmp / "privileged.yaml", up_args=CERT_ARGS) as m:
+    with own_mesh(
+        RUN_DIR,
+        tmp / "state",
+        REPO / "samples/httpbin/httpbin.yaml",
+        REPO / "samples/curl",
+        tmp / "privileged.yaml",
+        up_args=CERT_ARGS,
+    ) as m:
         yield m
 
 
@@ -67,15 +91,20 @@ def processes(mesh: Mesh, ref: str) -> dict[str, dict[str, str]]:
         except OSError:
             continue
         out[f"{comm}#{pid}" if comm in out else comm] = {
-            k: fields[k].split()[0] for k in ("Uid", "Gid", "CapEff", "NoNewPrivs")}
+            k: fields[k].split()[0] for k in ("Uid", "Gid", "CapEff", "NoNewPrivs")
+        }
     return out
 
 
 def test_apps_and_envoy_run_as_users_of_their_own_pod(mesh: Mesh) -> None:
     httpbin = mesh.pod("deploy/httpbin")
     procs = processes(mesh, "deploy/httpbin")
-    assert procs["python3"] == {"Uid": str(app_uid(httpbin["ip"])), "Gid": str(app_uid(httpbin["ip"])),
-                                "CapEff": "0000000000000000", "NoNewPrivs": "1"}, procs
+    assert procs["python3"] == {
+        "Uid": str(app_uid(httpbin["ip"])),
+        "Gid": str(app_uid(httpbin["ip"])),
+        "CapEff": "0000000000000000",
+        "NoNewPrivs": "1",
+    }, procs
     assert procs["envoy"]["Uid"] == str(proxy_uid(httpbin["ip"])), procs
     assert procs["envoy"]["CapEff"] == "0000000000000000", procs
     curl = mesh.pod("deploy/curl")
@@ -135,8 +164,11 @@ def test_an_app_gets_nothing_from_the_mesh_sockets_and_files(mesh: Mesh) -> None
 def intruder() -> Iterator[tuple[int, int]]:
     """An unprivileged host user, created for the test and removed after it."""
     subprocess.run(["userdel", INTRUDER], capture_output=True)
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", INTRUDER],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", INTRUDER],
+        check=True,
+        capture_output=True,
+    )
     try:
         uid = int(subprocess.run(["id", "-u", INTRUDER], check=True, capture_output=True, text=True).stdout)
         gid = int(subprocess.run(["id", "-g", INTRUDER], check=True, capture_output=True, text=True).stdout)
@@ -151,8 +183,12 @@ def run_as(uid: int, gid: int, argv: list[str], groups: tuple[int, ...] = ()) ->
     script = app_script(uid=uid, gid=gid, expose=default_exposed(REPO))
     if groups:
         script = script.replace("--clear-groups", "--groups " + ",".join(map(str, groups)))
-    return subprocess.run(["unshare", "--mount", "--propagation", "slave", "sh", "-c", script, "attack", *argv],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "slave", "sh", "-c", script, "attack", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_an_unprivileged_host_user_gets_nothing(mesh: Mesh, intruder: tuple[int, int]) -> None:
@@ -169,13 +205,18 @@ def test_another_pods_envoy_gets_only_its_own_identity(mesh: Mesh) -> None:
     refused with nothing sent, claiming curl itself works (the control)."""
     curl = mesh.pod("deploy/curl")
     own = mesh.run_dir / curl["netns"].removeprefix("gsm-")
-    others = [t for t in mesh_targets(mesh) if t["kind"] in ("sds", "http") and Path(t["path"]).parent != own
-              and not t["path"].endswith("api.sock")]
+    others = [
+        t
+        for t in mesh_targets(mesh)
+        if t["kind"] in ("sds", "http") and Path(t["path"]).parent != own and not t["path"].endswith("api.sock")
+    ]
     assert len(others) >= 4, others  # httpbin's and the gateway's SDS and admin sockets
     xds = str(mesh.run_dir / "xds.sock")
     own_sds = str(own / "sds.sock")
-    ads = [{"kind": "ads", "path": xds, "sds": own_sds},  # forged: the ingress gateway
-           {"kind": "ads", "path": xds, "sds": own_sds, "claim": ["default", "curl"]}]
+    ads = [
+        {"kind": "ads", "path": xds, "sds": own_sds},  # forged: the ingress gateway
+        {"kind": "ads", "path": xds, "sds": own_sds, "claim": ["default", "curl"]},
+    ]
     uid = proxy_uid(curl["ip"])
     proc = run_as(uid, uid, [sys.executable, str(ATTACK), json.dumps([*others, *ads])], groups=(PROXY_GROUP,))
     assert proc.returncode == 0, proc.stderr
@@ -184,16 +225,16 @@ def test_another_pods_envoy_gets_only_its_own_identity(mesh: Mesh) -> None:
     assert results[xds].startswith("refused: PERMISSION_DENIED"), results[xds]
     assert "proved spiffe://cluster.local/ns/default/sa/curl" in results[xds]
     control = results[f"{xds} as default/curl"]
-    assert control.startswith("got: ") and "Cluster/outbound|8000||httpbin.default.svc.cluster.local" in control, \
+    assert control.startswith("got: ") and "Cluster/outbound|8000||httpbin.default.svc.cluster.local" in control, (
         control
+    )
 
 
 def serial(mesh: Mesh, ref: str) -> tuple[str, bool]:
     """(serial of the pod's workload certificate, whether its Envoy ACKed what the agent sent)."""
     body = json.loads(mesh.cli("proxy-config", "secret", ref, "-o", "json").stdout)
     streams = body["streams"]
-    return body["certificate"]["serial"], bool(streams) and all(
-        s["ackedVersion"] == s["sentVersion"] for s in streams)
+    return body["certificate"]["serial"], bool(streams) and all(s["ackedVersion"] == s["sentVersion"] for s in streams)
 
 
 def test_certificates_rotate_under_load_without_a_failed_request(mesh: Mesh) -> None:
@@ -204,8 +245,17 @@ def test_certificates_rotate_under_load_without_a_failed_request(mesh: Mesh) -> 
     load: dict[str, Any] = {}
 
     def run_load() -> None:
-        out = mesh.exec("deploy/curl", "python3", str(LOADGEN), "--url", "http://httpbin:8000/get",
-                        "--rate", "25", "--duration", str(seconds)).stdout
+        out = mesh.exec(
+            "deploy/curl",
+            "python3",
+            str(LOADGEN),
+            "--url",
+            "http://httpbin:8000/get",
+            "--rate",
+            "25",
+            "--duration",
+            str(seconds),
+        ).stdout
         load.update(json.loads(out))
 
     seen: dict[str, set[str]] = {"deploy/httpbin": set(), "deploy/curl": set()}

@@ -67,8 +67,9 @@ def test_seed_example_runs_from_its_image_through_the_gateway(mesh: Mesh, tmp_pa
     sample = tmp_path / "simple"
     shutil.copytree(REPO / "samples/simple", sample, ignore=shutil.ignore_patterns("gossamer-httpserver"))
     subprocess.run([str(sample / "build-image")], check=True, capture_output=True)
-    applied = mesh.cli("apply", "-n", "simple", "-f", str(sample / "simple.yaml"),
-                       "-f", str(sample / "istio-specs.yaml"))
+    applied = mesh.cli(
+        "apply", "-n", "simple", "-f", str(sample / "simple.yaml"), "-f", str(sample / "istio-specs.yaml")
+    )
     assert "namespace/simple created" in applied.stdout + applied.stderr
 
     def served() -> bool:
@@ -87,10 +88,15 @@ def test_seed_example_runs_from_its_image_through_the_gateway(mesh: Mesh, tmp_pa
 
 def test_image_user_is_honoured_and_an_unpullable_image_is_refused(mesh: Mesh, tmp_path: Path) -> None:
     cgi = "#!/bin/sh\necho Content-Type: text/plain\necho\nid -u\n"
-    ref = build_busybox_image(tmp_path / "layout", "whoami", entrypoint=["/bin/httpd"],
-                              cmd=["-f", "-p", "8080", "-h", "/www"], user="app",
-                              passwd="root:x:0:0::/root:/bin/sh\napp:x:4242:4242::/tmp:/bin/sh\n",
-                              files={"/www/index.html": "whoami\n", "/www/cgi-bin/id": cgi})
+    ref = build_busybox_image(
+        tmp_path / "layout",
+        "whoami",
+        entrypoint=["/bin/httpd"],
+        cmd=["-f", "-p", "8080", "-h", "/www"],
+        user="app",
+        passwd="root:x:0:0::/root:/bin/sh\napp:x:4242:4242::/tmp:/bin/sh\n",
+        files={"/www/index.html": "whoami\n", "/www/cgi-bin/id": cgi},
+    )
     manifest = tmp_path / "whoami.yaml"
     manifest.write_text(WHOAMI.replace("IMAGE", ref))
     mesh.cli("apply", "-f", str(manifest))
@@ -105,7 +111,9 @@ def test_image_user_is_honoured_and_an_unpullable_image_is_refused(mesh: Mesh, t
     broken.write_text(BROKEN)
     refused = mesh.cli("apply", "-f", str(broken), check=False)
     assert refused.returncode != 0
-    assert (f"{broken}:11: Deployment/broken: spec.template.spec.containers[0].image: "
-            "cannot pull cncamp/httpserver:v1.0-metrics: ") in refused.stdout + refused.stderr
+    assert (
+        f"{broken}:11: Deployment/broken: spec.template.spec.containers[0].image: "
+        "cannot pull cncamp/httpserver:v1.0-metrics: "
+    ) in refused.stdout + refused.stderr
     assert "broken" not in mesh.cli("get", "deployments", "-A").stdout
     assert uid() == "4242"  # nothing else disturbed

@@ -43,23 +43,32 @@ FILES_URL = "http://files:8000"
 LOG_FLUSH_SECONDS = 12
 
 DENY_SECRET = {
-    "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+    "apiVersion": "security.istio.io/v1",
+    "kind": "AuthorizationPolicy",
     "metadata": {"name": "deny-secret", "namespace": "default"},
-    "spec": {"selector": {"matchLabels": {"app": "files"}}, "action": "DENY",
-             "rules": [{"to": [{"operation": {"paths": ["/secret.txt"]}}]}]},
+    "spec": {
+        "selector": {"matchLabels": {"app": "files"}},
+        "action": "DENY",
+        "rules": [{"to": [{"operation": {"paths": ["/secret.txt"]}}]}],
+    },
 }
 
 
 def mesh_config(mesh_yaml: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": "istio-system"},
-            "data": {"mesh": mesh_yaml}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "istio", "namespace": "istio-system"},
+        "data": {"mesh": mesh_yaml},
+    }
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("parity")
-    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/curl", FILES, TLS_APP,
-                  up_args=("--ingress-tls-port", str(TLS_PORT))) as m:
+    with own_mesh(
+        RUN_DIR, tmp / "state", REPO / "samples/curl", FILES, TLS_APP, up_args=("--ingress-tls-port", str(TLS_PORT))
+    ) as m:
         yield m
 
 
@@ -71,15 +80,28 @@ def applied(mesh: Mesh, tmp_path: Path) -> Iterator[Applied]:
 
 def status(mesh: Mesh, path: str) -> str:
     """The status curl gets for PATH, sent as written (no client-side dot-segment removal)."""
-    proc = mesh.exec("deploy/curl", "curl", "-sS", "--path-as-is", "--max-time", "5", "-o", "/dev/null",
-                     "-w", "%{http_code}", f"{FILES_URL}{path}", check=False)
+    proc = mesh.exec(
+        "deploy/curl",
+        "curl",
+        "-sS",
+        "--path-as-is",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        f"{FILES_URL}{path}",
+        check=False,
+    )
     return proc.stdout.strip()
 
 
 def eventually(mesh: Mesh, path: str, want: str, timeout: float = 10) -> None:
     seen: list[str] = []
-    assert wait_until(lambda: seen.append(status(mesh, path)) or seen[-1] == want, timeout, interval=0.5), \
+    assert wait_until(lambda: seen.append(status(mesh, path)) or seen[-1] == want, timeout, interval=0.5), (
         f"{path}: wanted {want}, saw {seen}"
+    )
 
 
 BYPASSES = ["/public/../secret.txt", "/./secret.txt", "/%73ecret.txt", "/public/%2e%2e/secret.txt"]
@@ -98,8 +120,9 @@ def test_path_tricks_do_not_pass_a_deny_base_then_decode_and_merge_slashes(mesh:
 
     applied.docs("mesh.yaml", mesh_config("pathNormalization:\n  normalization: DECODE_AND_MERGE_SLASHES\n"))
     eventually(mesh, "//secret.txt", "403")
-    assert {p: status(mesh, p) for p in [*BYPASSES, *SLASH_BYPASSES]} == \
-        dict.fromkeys([*BYPASSES, *SLASH_BYPASSES], "403")
+    assert {p: status(mesh, p) for p in [*BYPASSES, *SLASH_BYPASSES]} == dict.fromkeys(
+        [*BYPASSES, *SLASH_BYPASSES], "403"
+    )
     assert status(mesh, "//public/hello.txt") == "200"
     describe = mesh.cli("describe", "deploy/files").stdout
     assert "pathNormalization.normalization: DECODE_AND_MERGE_SLASHES" in describe, describe
@@ -110,8 +133,9 @@ def test_mesh_config_registry_only_and_json_access_log_live(mesh: Mesh, applied:
     with serving_on_host(8000):
         code, body = curl_status_body(mesh, outside)
         assert code == "200" and "outside" in body, (code, body)
-        applied.docs("mesh.yaml", mesh_config(
-            "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogEncoding: JSON\n"))
+        applied.docs(
+            "mesh.yaml", mesh_config("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogEncoding: JSON\n")
+        )
         assert wait_until(lambda: curl_status_body(mesh, outside)[0] == "502", timeout=10, interval=0.5)
         # Mesh services still answer.
         assert curl_status_body(mesh, f"{FILES_URL}/public/hello.txt")[0] == "200"
@@ -146,13 +170,26 @@ def test_hold_application_until_proxy_starts_from_the_mesh_config(mesh: Mesh, ap
     """Istio's holdApplicationUntilProxyStarts: the app's first request, made the moment it starts,
     goes through a sidecar that already has its config."""
     applied.docs("mesh.yaml", mesh_config("defaultConfig:\n  holdApplicationUntilProxyStarts: true\n"))
-    applied.docs("early.yaml", {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "early"},
-        "spec": {"selector": {"matchLabels": {"app": "early"}},
-                 "template": {"metadata": {"labels": {"app": "early"}},
-                              "spec": {"terminationGracePeriodSeconds": 0,
-                                       "containers": [{"name": "early", "image": "python",
-                                                       "command": ["python3", "-c", EARLY_REQUEST]}]}}}})
+    applied.docs(
+        "early.yaml",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "early"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "early"}},
+                "template": {
+                    "metadata": {"labels": {"app": "early"}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 0,
+                        "containers": [
+                            {"name": "early", "image": "python", "command": ["python3", "-c", EARLY_REQUEST]}
+                        ],
+                    },
+                },
+            },
+        },
+    )
 
     def first_line() -> str:
         lines = mesh.cli("logs", "deploy/early", check=False).stdout.splitlines()
@@ -165,14 +202,36 @@ def test_hold_application_until_proxy_starts_from_the_mesh_config(mesh: Mesh, ap
 
 TLS_HOST = "tls.example.com"
 TLS_PASSTHROUGH = [
-    {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "tls-gateway"},
-     "spec": {"selector": {"istio": "ingressgateway"},
-              "servers": [{"port": {"number": 443, "name": "tls", "protocol": "TLS"}, "hosts": [TLS_HOST],
-                           "tls": {"mode": "PASSTHROUGH"}}]}},
-    {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "tls-app"},
-     "spec": {"hosts": [TLS_HOST], "gateways": ["tls-gateway"],
-              "tls": [{"match": [{"port": 443, "sniHosts": [TLS_HOST]}],
-                       "route": [{"destination": {"host": "tls-app", "port": {"number": 8443}}}]}]}},
+    {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "tls-gateway"},
+        "spec": {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [
+                {
+                    "port": {"number": 443, "name": "tls", "protocol": "TLS"},
+                    "hosts": [TLS_HOST],
+                    "tls": {"mode": "PASSTHROUGH"},
+                }
+            ],
+        },
+    },
+    {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "tls-app"},
+        "spec": {
+            "hosts": [TLS_HOST],
+            "gateways": ["tls-gateway"],
+            "tls": [
+                {
+                    "match": [{"port": 443, "sniHosts": [TLS_HOST]}],
+                    "route": [{"destination": {"host": "tls-app", "port": {"number": 8443}}}],
+                }
+            ],
+        },
+    },
 ]
 
 
@@ -196,7 +255,8 @@ def test_gateway_tls_passthrough_is_on_the_hosts_loopback(mesh: Mesh, applied: A
 
     applied.docs("tls.yaml", *TLS_PASSTHROUGH)
     seen: list[tuple[str, bytes]] = []
-    assert wait_until(lambda: seen.append(tls_hello()) or seen[-1][0] == f"tls-app {TLS_HOST}", timeout=10,
-                      interval=0.5), seen[-1][0]
+    assert wait_until(
+        lambda: seen.append(tls_hello()) or seen[-1][0] == f"tls-app {TLS_HOST}", timeout=10, interval=0.5
+    ), seen[-1][0]
     cert = x509.load_der_x509_certificate(seen[-1][1])
     assert cert.subject.rfc4514_string() == f"CN={TLS_HOST}"  # the app's own, not a mesh certificate

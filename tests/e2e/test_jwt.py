@@ -42,8 +42,20 @@ class Signer:
 
     def jwks(self) -> str:
         numbers = self.key.public_key().public_numbers()
-        return json.dumps({"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid,
-                                     "n": _int(numbers.n), "e": _int(numbers.e)}]})
+        return json.dumps(
+            {
+                "keys": [
+                    {
+                        "kty": "RSA",
+                        "alg": "RS256",
+                        "use": "sig",
+                        "kid": self.kid,
+                        "n": _int(numbers.n),
+                        "e": _int(numbers.e),
+                    }
+                ]
+            }
+        )
 
     def token(self, **claims: Any) -> str:
         now = int(time.time())
@@ -72,15 +84,24 @@ def applied(mesh: Mesh, tmp_path: Path) -> Iterator[Applied]:
 
 
 def request_authentication(**rule: Any) -> dict[str, Any]:
-    return {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
-            "metadata": {"name": "httpbin-jwt"},
-            "spec": {"selector": {"matchLabels": {"app": "httpbin"}},
-                     "jwtRules": [{"issuer": ISSUER, "jwks": SIGNER.jwks(), **rule}]}}
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "RequestAuthentication",
+        "metadata": {"name": "httpbin-jwt"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "httpbin"}},
+            "jwtRules": [{"issuer": ISSUER, "jwks": SIGNER.jwks(), **rule}],
+        },
+    }
 
 
 def authorization_policy(name: str, action: str, *rules: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": name},
-            "spec": {"selector": {"matchLabels": {"app": "httpbin"}}, "action": action, "rules": list(rules)}}
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": "httpbin"}}, "action": action, "rules": list(rules)},
+    }
 
 
 def curl(mesh: Mesh, path: str, token: str | None = None) -> tuple[int, str]:
@@ -124,11 +145,16 @@ def test_request_authentication_rejects_invalid_tokens_only(mesh: Mesh, applied:
 
 
 def test_authorization_on_request_principals_and_claims(mesh: Mesh, applied: Applied) -> None:
-    applied.docs("ra.yaml", request_authentication(),
-                 authorization_policy("require-jwt", "ALLOW",
-                                      {"from": [{"source": {"requestPrincipals": [f"{ISSUER}/alice"]}}]}),
-                 authorization_policy("deny-guests", "DENY",
-                                      {"when": [{"key": "request.auth.claims[role]", "values": ["guest"]}]}))
+    applied.docs(
+        "ra.yaml",
+        request_authentication(),
+        authorization_policy(
+            "require-jwt", "ALLOW", {"from": [{"source": {"requestPrincipals": [f"{ISSUER}/alice"]}}]}
+        ),
+        authorization_policy(
+            "deny-guests", "DENY", {"when": [{"key": "request.auth.claims[role]", "values": ["guest"]}]}
+        ),
+    )
     assert settles(mesh, "/get", None, 403)
     assert curl(mesh, "/get", SIGNER.token())[0] == 200
     assert curl(mesh, "/get", SIGNER.token(sub="bob"))[0] == 403
@@ -139,10 +165,18 @@ def test_authorization_on_request_principals_and_claims(mesh: Mesh, applied: App
     # Any principal of the issuer ("iss/*"), and a list claim (Istio matches one of its values).
     # (A new file: the first one's DENY policy goes away with it.)
     applied.mesh.delete(applied.tmp_path / "ra.yaml")
-    applied.docs("ra2.yaml", request_authentication(),
-                 authorization_policy("require-jwt", "ALLOW", {
-                     "from": [{"source": {"requestPrincipals": [f"{ISSUER}/*"]}}],
-                     "when": [{"key": "request.auth.claims[groups]", "values": ["dev"]}]}))
+    applied.docs(
+        "ra2.yaml",
+        request_authentication(),
+        authorization_policy(
+            "require-jwt",
+            "ALLOW",
+            {
+                "from": [{"source": {"requestPrincipals": [f"{ISSUER}/*"]}}],
+                "when": [{"key": "request.auth.claims[groups]", "values": ["dev"]}],
+            },
+        ),
+    )
     assert settles(mesh, "/get", SIGNER.token(sub="bob", groups=["ops", "dev"]), 200)
     assert curl(mesh, "/get", SIGNER.token(sub="bob", groups=["ops"]))[0] == 403
     assert curl(mesh, "/get")[0] == 403

@@ -59,26 +59,45 @@ http.server.ThreadingHTTPServer(("", 8000), Handler).serve_forever()
 
 
 def service(name: str, port: int = 8000) -> str:
-    return (f"apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n"
-            f"  ports:\n  - port: {port}\n    name: http\n  selector:\n    app: {name}\n")
+    return (
+        f"apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n"
+        f"  ports:\n  - port: {port}\n    name: http\n  selector:\n    app: {name}\n"
+    )
 
 
-def deployment(name: str, command: list[str], *, replicas: int = 1, port: int | None = 8000,
-               annotations: dict[str, str] | None = None, version: str = "v1") -> str:
+def deployment(
+    name: str,
+    command: list[str],
+    *,
+    replicas: int = 1,
+    port: int | None = 8000,
+    annotations: dict[str, str] | None = None,
+    version: str = "v1",
+) -> str:
     doc = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": name, "labels": {"app": name}},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": name, "version": version},
-                             **({"annotations": annotations} if annotations else {})},
-                "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
-                    "name": name, "image": "python:3", "command": command,
-                    **({"ports": [{"containerPort": port}]} if port else {}),
-                    **({"readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1}} if port else {}),
-                }]},
+                "metadata": {
+                    "labels": {"app": name, "version": version},
+                    **({"annotations": annotations} if annotations else {}),
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [
+                        {
+                            "name": name,
+                            "image": "python:3",
+                            "command": command,
+                            **({"ports": [{"containerPort": port}]} if port else {}),
+                            **({"readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1}} if port else {}),
+                        }
+                    ],
+                },
             },
         },
     }
@@ -87,13 +106,15 @@ def deployment(name: str, command: list[str], *, replicas: int = 1, port: int | 
 
 def header_vs(name: str, host: str, value: str) -> str:
     """A VirtualService that sets response header x-route: VALUE (and x-route: jason for `end-user: jason`)."""
-    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\nspec:\n"
-            f"  hosts: [{host}]\n  http:\n"
-            f"  - match:\n    - headers:\n        end-user: {{exact: jason}}\n"
-            f"    route:\n    - destination: {{host: {host}}}\n"
-            f"      headers:\n        response:\n          set: {{x-route: jason}}\n"
-            f"  - route:\n    - destination: {{host: {host}}}\n"
-            f"      headers:\n        response:\n          set: {{x-route: {value}}}\n")
+    return (
+        f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\nspec:\n"
+        f"  hosts: [{host}]\n  http:\n"
+        f"  - match:\n    - headers:\n        end-user: {{exact: jason}}\n"
+        f"    route:\n    - destination: {{host: {host}}}\n"
+        f"      headers:\n        response:\n          set: {{x-route: jason}}\n"
+        f"  - route:\n    - destination: {{host: {host}}}\n"
+        f"      headers:\n        response:\n          set: {{x-route: {value}}}\n"
+    )
 
 
 def write_app(folder: Path, replicas: int = 1) -> Path:
@@ -170,8 +191,9 @@ def route_header(mesh: Mesh, url: str, *headers: str) -> str | None:
 
 
 def ready_pods(mesh: Mesh, deployment: str) -> list[dict[str, object]]:
-    return [p for p in mesh.status()["pods"] if p["deployment"] == deployment and p["ready"]
-            and p["phase"] == "Running"]
+    return [
+        p for p in mesh.status()["pods"] if p["deployment"] == deployment and p["ready"] and p["phase"] == "Running"
+    ]
 
 
 # -- 1. invalid manifest ---------------------------------------------------------------------
@@ -184,18 +206,25 @@ def test_up_with_an_invalid_manifest_fails_with_file_and_line_and_creates_nothin
     stop_shared_bookinfo()
     mesh = new_mesh(tmp_path)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(service("web") + "---\n" + deployment("web", ["python3", "-m", "http.server", "8000"])
-                   + "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web\n"
-                   "spec:\n  hosts: [web]\n  http:\n  - route:\n    - destination: {host: web}\n"
-                   "      weight: 60\n    - destination: {host: web}\n      weight: 30\n")
+    bad.write_text(
+        service("web")
+        + "---\n"
+        + deployment("web", ["python3", "-m", "http.server", "8000"])
+        + "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: web\n"
+        "spec:\n  hosts: [web]\n  http:\n  - route:\n    - destination: {host: web}\n"
+        "      weight: 60\n    - destination: {host: web}\n      weight: 30\n"
+    )
     try:
-        for args in (["up", str(bad), "--ingress-port", str(mesh.ingress_port)],
-                     ["up", str(bad), "--detach", "--ingress-port", str(mesh.ingress_port)]):
+        for args in (
+            ["up", str(bad), "--ingress-port", str(mesh.ingress_port)],
+            ["up", str(bad), "--detach", "--ingress-port", str(mesh.ingress_port)],
+        ):
             proc = mesh.cli(*args, check=False, timeout=60)
             assert proc.returncode != 0, proc.stdout
             output = proc.stdout + proc.stderr
-            assert re.search(rf"{re.escape(str(bad))}:\d+: VirtualService/web: spec\.http\[0\]\.route\S*: .*100",
-                             output), output
+            assert re.search(
+                rf"{re.escape(str(bad))}:\d+: VirtualService/web: spec\.http\[0\]\.route\S*: .*100", output
+            ), output
             assert "Mesh ready" not in output
             assert leftovers() == []
             assert not ApiClient(mesh.run_dir / "api.sock", timeout=2).alive()
@@ -207,8 +236,7 @@ def test_up_with_an_invalid_manifest_fails_with_file_and_line_and_creates_nothin
 
 
 # -- 2 + 3. a killed `up` --------------------------------------------------------------------
-def test_killed_up_leaves_the_mesh_serving_the_next_up_adopts_it_and_down_cleans_it(root: None, tmp_path: Path
-                                                                                     ) -> None:
+def test_killed_up_leaves_the_mesh_serving_the_next_up_adopts_it_and_down_cleans_it(root: None, tmp_path: Path) -> None:
     app = write_app(tmp_path / "app")
     vs = tmp_path / "vs.yaml"
     vs.write_text(header_vs("web-routes", "web", "default"))
@@ -252,8 +280,13 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, Path
     tmp = tmp_path_factory.mktemp("lifecycle")
     write_app(tmp / "app", replicas=3)
     plain = tmp / "app" / "plain.yaml"
-    plain.write_text(service("plain") + "---\n" + deployment(
-        "plain", ["python3", "-m", "http.server", "8000"], annotations={"sidecar.istio.io/inject": "false"}))
+    plain.write_text(
+        service("plain")
+        + "---\n"
+        + deployment(
+            "plain", ["python3", "-m", "http.server", "8000"], annotations={"sidecar.istio.io/inject": "false"}
+        )
+    )
     vs = tmp / "routes" / "vs.yaml"
     vs.parent.mkdir()
     vs.write_text(header_vs("web-routes", "web", "one"))
@@ -276,7 +309,7 @@ def test_an_edited_manifest_is_reapplied_and_an_invalid_edit_changes_nothing(sma
     before = log.read_text()
     vs.write_text(header_vs("web-routes", "web", "three").replace("hosts: [web]", "hosts: [web]\n  htp: []"))
     assert wait_until(lambda: len(log.read_text()) > len(before), timeout=3)
-    new = log.read_text()[len(before):]
+    new = log.read_text()[len(before) :]
     assert re.search(rf"{re.escape(str(vs))}:\d+: VirtualService/web-routes: spec: unknown field 'htp'", new), new
     time.sleep(0.5)
     assert route_header(mesh, "http://web:8000/") == "two"
@@ -332,8 +365,19 @@ def test_a_pod_without_sidecar_is_reachable_from_meshed_clients(small: tuple[Mes
     assert "ISTIO_OUTPUT" in mesh.root_exec("deploy/curl", "iptables-save").stdout  # the meshed one is captured
 
     for _ in range(3):
-        proc = mesh.exec("deploy/curl", "curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}",
-                         "http://plain:8000/", check=False)
+        proc = mesh.exec(
+            "deploy/curl",
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://plain:8000/",
+            check=False,
+        )
         assert proc.stdout == "200", proc.stdout + proc.stderr
 
 
@@ -343,6 +387,7 @@ def test_a_crashing_app_is_restarted_with_backoff(small: tuple[Mesh, Path]) -> N
     crasher.write_text(deployment("crasher", ["sh", "-c", "echo starting; sleep 1; exit 3"], port=None))
     mesh.apply(crasher, wait=False)
     try:
+
         def restarts() -> int:
             return sum(int(p["restarts"]) for p in mesh.status()["pods"] if p["deployment"] == "crasher")
 

@@ -35,8 +35,14 @@ KILL_AFTER = 3.0
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("processes")
-    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/bookinfo", REPO / "samples/curl",
-                  REPO / "samples/httpbin/httpbin.yaml", timeout=240) as mesh:
+    with own_mesh(
+        RUN_DIR,
+        tmp / "state",
+        REPO / "samples/bookinfo",
+        REPO / "samples/curl",
+        REPO / "samples/httpbin/httpbin.yaml",
+        timeout=240,
+    ) as mesh:
         yield mesh
 
 
@@ -47,11 +53,28 @@ class Load:
         ingress = f"http://127.0.0.1:{mesh.ingress_port}/productpage"
         self.procs = {
             "ingress -> productpage": subprocess.Popen(
-                ["python3", str(LOAD), ingress, str(RATE), str(LOAD_SECONDS)], stdout=subprocess.PIPE, text=True),
+                ["python3", str(LOAD), ingress, str(RATE), str(LOAD_SECONDS)], stdout=subprocess.PIPE, text=True
+            ),
             "curl pod -> httpbin": subprocess.Popen(
-                [*GOSSAMER, "--state-dir", str(mesh.state_dir), "--run-dir", str(mesh.run_dir), "exec",
-                 "deploy/curl", "--", "python3", str(LOAD), "http://httpbin:8000/get", str(RATE), str(LOAD_SECONDS)],
-                stdout=subprocess.PIPE, text=True, cwd=REPO),
+                [
+                    *GOSSAMER,
+                    "--state-dir",
+                    str(mesh.state_dir),
+                    "--run-dir",
+                    str(mesh.run_dir),
+                    "exec",
+                    "deploy/curl",
+                    "--",
+                    "python3",
+                    str(LOAD),
+                    "http://httpbin:8000/get",
+                    str(RATE),
+                    str(LOAD_SECONDS),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+            ),
         }
 
     def results(self) -> dict[str, dict[str, Any]]:
@@ -77,7 +100,8 @@ def pods(status: dict[str, Any]) -> dict[str, int]:
 
 def all_synced(status: dict[str, Any], proxies: int) -> bool:
     return len(status["proxies"]) == proxies and all(
-        t["state"] == "SYNCED" for p in status["proxies"] for t in p["types"].values())
+        t["state"] == "SYNCED" for p in status["proxies"] for t in p["types"].values()
+    )
 
 
 def kill(pid: int) -> None:
@@ -87,8 +111,19 @@ def kill(pid: int) -> None:
 
 
 def details_header(mesh: Mesh) -> str | None:
-    out = mesh.exec("deploy/curl", "curl", "-sS", "--max-time", "5", "-D", "-", "-o", "/dev/null",
-                    "http://details:9080/details/0", check=False).stdout
+    out = mesh.exec(
+        "deploy/curl",
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "http://details:9080/details/0",
+        check=False,
+    ).stdout
     for line in out.splitlines():
         if line.lower().startswith("x-proc:"):
             return line.split(":", 1)[1].strip()
@@ -100,7 +135,8 @@ def details_vs(tmp: Path, value: str) -> Path:
     path.write_text(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: details-proc\nspec:\n"
         "  hosts: [details]\n  http:\n  - route:\n    - destination: {host: details}\n"
-        f"      headers:\n        response:\n          set: {{x-proc: {value}}}\n")
+        f"      headers:\n        response:\n          set: {{x-proc: {value}}}\n"
+    )
     return path
 
 
@@ -200,8 +236,9 @@ def test_ctrl_c_on_up_stops_every_process_and_keeps_the_config(mesh: Mesh) -> No
     for key in ("controlPlane", "runtime"):
         processes[status[key]["pid"]] = proc_start_time(status[key]["pid"])
     os.kill(supervisor, signal.SIGINT)
-    assert wait_until(lambda: not any(same_process_alive(p, s) for p, s in processes.items()), timeout=60), \
-        [p for p, s in processes.items() if same_process_alive(p, s)]
+    assert wait_until(lambda: not any(same_process_alive(p, s) for p, s in processes.items()), timeout=60), [
+        p for p, s in processes.items() if same_process_alive(p, s)
+    ]
     assert leftovers() == []
     assert (mesh.state_dir / "store.db").exists(), "Ctrl-C keeps the applied config for the next `up`"
     assert not (mesh.run_dir / "api.sock").exists()

@@ -27,8 +27,7 @@ def applied(bookinfo: Mesh, tmp_path: Path) -> Iterator[Applied]:
 
 def curl_from_ratings(mesh: Mesh, url: str) -> tuple[int, dict[str, str]]:
     """Status and response headers (lower-cased names) of a GET from the ratings pod, as the page does."""
-    out = mesh.exec("deploy/ratings-v1", "curl", "-s", "-D", "-", "-o", "/dev/null", "--max-time", "10",
-                    url).stdout
+    out = mesh.exec("deploy/ratings-v1", "curl", "-s", "-D", "-", "-o", "/dev/null", "--max-time", "10", url).stdout
     lines = out.replace("\r\n", "\n").strip().splitlines()
     if not lines:
         return 0, {}
@@ -45,8 +44,9 @@ def statuses_from_ratings(mesh: Mesh, url: str, n: int) -> list[int]:
 
 def wait_limited(mesh: Mesh, url: str, timeout: float = 20) -> None:
     """Until the filter is in place (the new config reached productpage's sidecar): a 429 comes back."""
-    assert wait_until(lambda: curl_from_ratings(mesh, url)[0] == 429, timeout, interval=0.2), \
+    assert wait_until(lambda: curl_from_ratings(mesh, url)[0] == 429, timeout, interval=0.2), (
         "no 429 from productpage after applying the local rate limit"
+    )
 
 
 def test_local_rate_limit_workload_level_docs(bookinfo: Mesh, applied: Applied) -> None:
@@ -222,8 +222,9 @@ def global_limit(bookinfo: Mesh, applied: Applied) -> Iterator[Applied]:
     assert wait_until(lambda: ready("ratelimit") and ready("redis"), 60), bookinfo.status()["pods"]
     applied(DOCS / "filter-ratelimit.yaml", DOCS / "filter-ratelimit-svc.yaml")
     # failure_mode_deny: until the service answers, requests get 500
-    assert wait_until(lambda: bookinfo.get("/static/nothing-here").status in (200, 404), 30, interval=0.5), \
+    assert wait_until(lambda: bookinfo.get("/static/nothing-here").status in (200, 404), 30, interval=0.5), (
         bookinfo.get("/static/nothing-here")
+    )
     yield applied
 
 
@@ -235,8 +236,9 @@ def test_global_rate_limit_docs_productpage_one_per_minute(bookinfo: Mesh, globa
     for _ in range(3):
         assert bookinfo.get("/api/v1/products/1").status == 200
     # explain names the filter, its service and the descriptor the gateway sends for this request
-    out = bookinfo.cli("explain", "deploy/istio-ingressgateway", "-n", "istio-system",
-                       "http://127.0.0.1:8080/productpage").stdout
+    out = bookinfo.cli(
+        "explain", "deploy/istio-ingressgateway", "-n", "istio-system", "http://127.0.0.1:8080/productpage"
+    ).stdout
     assert "global rate limit envoy.filters.http.ratelimit: domain 'ratelimit'" in out, out
     assert "outbound|8081||ratelimit.default.svc.cluster.local (in this proxy's clusters)" in out, out
     assert "descriptor (PATH, /productpage)" in out, out
@@ -247,15 +249,30 @@ def test_global_rate_limit_shared_by_two_gateway_replicas(bookinfo: Mesh, global
     directly at its pod address: the second replica sees the first one's requests (one budget)."""
     try:
         bookinfo.apply(global_limit.yaml("gw2.yaml", GATEWAY_REPLICAS.replace("REPLICAS", "2")))
-        assert wait_until(lambda: len([p for p in bookinfo.status()["pods"] if p.get("deployment")
-                                       == "istio-ingressgateway" and p["ready"]]) == 2, 60)
+        assert wait_until(
+            lambda: (
+                len(
+                    [
+                        p
+                        for p in bookinfo.status()["pods"]
+                        if p.get("deployment") == "istio-ingressgateway" and p["ready"]
+                    ]
+                )
+                == 2
+            ),
+            60,
+        )
         bookinfo.apply(DOCS / "virtualservice-api.yaml")
         global_limit(DOCS / "filter-ratelimit-svc-api.yaml")
         a, b = sorted(p["ip"] for p in bookinfo.status()["pods"] if p.get("deployment") == "istio-ingressgateway")
         assert wait_until(lambda: _gateway_get(f"{b}:8080", "/productpage") in (200, 429), 30)
         _mid_window()
-        codes = [_gateway_get(f"{a}:8080", "/api/v1/products/1"), _gateway_get(f"{b}:8080", "/api/v1/products/2"),
-                 _gateway_get(f"{b}:8080", "/api/v1/products/3"), _gateway_get(f"{a}:8080", "/api/v1/products/4")]
+        codes = [
+            _gateway_get(f"{a}:8080", "/api/v1/products/1"),
+            _gateway_get(f"{b}:8080", "/api/v1/products/2"),
+            _gateway_get(f"{b}:8080", "/api/v1/products/3"),
+            _gateway_get(f"{a}:8080", "/api/v1/products/4"),
+        ]
         assert codes == [200, 200, 429, 429], codes
     finally:
         bookinfo.apply(BOOKINFO_GATEWAY)
@@ -266,8 +283,14 @@ def test_global_rate_limit_service_down_failure_mode(bookinfo: Mesh, global_limi
     """With the rate limit service gone, `failure_mode_deny: true` (the page's) refuses every request the
     filter asks about (500); `false` lets them through. With `enable_x_ratelimit_headers` Envoy writes
     x-ratelimit-* headers from the service's answers."""
-    headers_filter = (DOCS / "filter-ratelimit.yaml").read_text().replace(
-        "failure_mode_deny: true", "failure_mode_deny: false\n            enable_x_ratelimit_headers: DRAFT_VERSION_03")
+    headers_filter = (
+        (DOCS / "filter-ratelimit.yaml")
+        .read_text()
+        .replace(
+            "failure_mode_deny: true",
+            "failure_mode_deny: false\n            enable_x_ratelimit_headers: DRAFT_VERSION_03",
+        )
+    )
     lenient = global_limit.yaml("filter-ratelimit-lenient.yaml", headers_filter)
     bookinfo.apply(lenient)
     resp = bookinfo.get("/api/v1/products/1")

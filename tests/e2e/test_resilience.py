@@ -54,24 +54,38 @@ http.server.ThreadingHTTPServer(("", 8000), Handler).serve_forever()
 
 
 def service(name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": {"app": name}},
-            "spec": {"ports": [{"port": 8000, "name": "http"}], "selector": {"app": name}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"ports": [{"port": 8000, "name": "http"}], "selector": {"app": name}},
+    }
 
 
-def deployment(name: str, app: str, version: str, replicas: int, env: dict[str, str] | None = None
-               ) -> dict[str, Any]:
+def deployment(name: str, app: str, version: str, replicas: int, env: dict[str, str] | None = None) -> dict[str, Any]:
     labels = {"app": app, "version": version}
     container: dict[str, Any] = {
-        "name": app, "image": "python:3", "command": ["python3", "app.py"],
+        "name": app,
+        "image": "python:3",
+        "command": ["python3", "app.py"],
         "ports": [{"containerPort": 8000}],
         "readinessProbe": {"tcpSocket": {"port": 8000}, "periodSeconds": 1},
     }
     if env:
         container["env"] = [{"name": k, "value": v} for k, v in env.items()]
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"terminationGracePeriodSeconds": 0, "containers": [container]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"terminationGracePeriodSeconds": 0, "containers": [container]},
+            },
+        },
+    }
 
 
 def write_apps(folder: Path) -> Path:
@@ -104,20 +118,37 @@ def applied(mesh: Mesh, tmp_path: Path) -> Iterator[Applied]:
 
 
 def virtual_service(name: str, host: str, route: dict[str, Any], **http: Any) -> dict[str, Any]:
-    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": name},
-            "spec": {"hosts": [host], "http": [{"route": [route], **http}]}}
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name},
+        "spec": {"hosts": [host], "http": [{"route": [route], **http}]},
+    }
 
 
 def destination_rule(name: str, host: str, traffic_policy: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": name},
-            "spec": {"host": host, "trafficPolicy": traffic_policy}}
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": name},
+        "spec": {"host": host, "trafficPolicy": traffic_policy},
+    }
 
 
-def load(mesh: Mesh, url: str, *, requests: int, connections: int = 3, headers: tuple[str, ...] = ()
-         ) -> dict[str, Any]:
+def load(mesh: Mesh, url: str, *, requests: int, connections: int = 3, headers: tuple[str, ...] = ()) -> dict[str, Any]:
     """benchmarks/loadgen.py in the curl pod, closed loop: {count, errors, codes: {"200": n}, ...}."""
-    args = ["python3", LOADGEN, "--url", url, "--rate", "0", "--connections", str(connections),
-            "--requests", str(requests)]
+    args = [
+        "python3",
+        LOADGEN,
+        "--url",
+        url,
+        "--rate",
+        "0",
+        "--connections",
+        str(connections),
+        "--requests",
+        str(requests),
+    ]
     for h in headers:
         args += ["--header", h]
     result: dict[str, Any] = json.loads(mesh.exec("deploy/curl", *args).stdout)
@@ -141,14 +172,20 @@ def sidecar_log(mesh: Mesh, ref: str) -> str:
 # -- 1. retries ------------------------------------------------------------------------------
 def test_retries_hide_a_flaky_upstream_and_attempts_0_shows_it(mesh: Mesh, applied: Applied) -> None:
     url = "http://httpbin:8000/status/200,503"
-    applied.docs("retries.yaml", virtual_service("httpbin", "httpbin", {"destination": {"host": "httpbin"}},
-                                                 retries={"attempts": 10, "retryOn": "5xx"}))
+    applied.docs(
+        "retries.yaml",
+        virtual_service(
+            "httpbin", "httpbin", {"destination": {"host": "httpbin"}}, retries={"attempts": 10, "retryOn": "5xx"}
+        ),
+    )
     got = load(mesh, url, requests=200)
     assert got["errors"] == 0 and got["count"] == 200, got
     assert got["codes"].get("200", 0) >= 198, got
 
-    applied.docs("retries.yaml", virtual_service("httpbin", "httpbin", {"destination": {"host": "httpbin"}},
-                                                 retries={"attempts": 0}))
+    applied.docs(
+        "retries.yaml",
+        virtual_service("httpbin", "httpbin", {"destination": {"host": "httpbin"}}, retries={"attempts": 0}),
+    )
     got = load(mesh, url, requests=200)
     assert got["errors"] == 0 and got["count"] == 200, got
     assert set(got["codes"]) <= {"200", "503"}, got
@@ -158,12 +195,25 @@ def test_retries_hide_a_flaky_upstream_and_attempts_0_shows_it(mesh: Mesh, appli
 # -- 2. circuit breaking ---------------------------------------------------------------------
 def test_circuit_breaker_overflows_with_503_uo_and_counts_it(mesh: Mesh, applied: Applied) -> None:
     """Istio's circuit-breaking task: 1 connection, 1 pending request, 3 concurrent clients."""
-    applied.docs("breaker.yaml", destination_rule("httpbin", "httpbin", {
-        "connectionPool": {"tcp": {"maxConnections": 1},
-                           "http": {"http1MaxPendingRequests": 1, "maxRequestsPerConnection": 1}},
-        "outlierDetection": {"consecutive5xxErrors": 1, "interval": "1s", "baseEjectionTime": "3m",
-                             "maxEjectionPercent": 100},
-    }))
+    applied.docs(
+        "breaker.yaml",
+        destination_rule(
+            "httpbin",
+            "httpbin",
+            {
+                "connectionPool": {
+                    "tcp": {"maxConnections": 1},
+                    "http": {"http1MaxPendingRequests": 1, "maxRequestsPerConnection": 1},
+                },
+                "outlierDetection": {
+                    "consecutive5xxErrors": 1,
+                    "interval": "1s",
+                    "baseEjectionTime": "3m",
+                    "maxEjectionPercent": 100,
+                },
+            },
+        ),
+    )
     got = load(mesh, "http://httpbin:8000/get", requests=100)
     assert got["errors"] == 0 and got["count"] == 100, got
     assert set(got["codes"]) <= {"200", "503"}, got
@@ -171,8 +221,11 @@ def test_circuit_breaker_overflows_with_503_uo_and_counts_it(mesh: Mesh, applied
     assert got["codes"].get("200", 0) >= 5, got
 
     # The client's sidecar says why: UO (upstream overflow) ...
-    assert wait_until(lambda: re.search(r'"GET /get HTTP/1\.1" 503 UO\b', sidecar_log(mesh, "deploy/curl"))
-                      is not None, timeout=5, interval=0.5), sidecar_log(mesh, "deploy/curl")[-3000:]
+    assert wait_until(
+        lambda: re.search(r'"GET /get HTTP/1\.1" 503 UO\b', sidecar_log(mesh, "deploy/curl")) is not None,
+        timeout=5,
+        interval=0.5,
+    ), sidecar_log(mesh, "deploy/curl")[-3000:]
     # ... and Envoy's stats count the overflows.
     out = mesh.cli("proxy-config", "clusters", "deploy/curl", "--stats").stdout
     m = re.search(rf"^cluster\.{re.escape(HTTPBIN_CLUSTER)}\.upstream_rq_pending_overflow: (\d+)$", out, re.MULTILINE)
@@ -182,11 +235,22 @@ def test_circuit_breaker_overflows_with_503_uo_and_counts_it(mesh: Mesh, applied
 
 # -- 3. outlier detection --------------------------------------------------------------------
 def test_outlier_detection_ejects_the_failing_pod(mesh: Mesh, applied: Applied) -> None:
-    applied.docs("outlier.yaml",
-                 destination_rule("flaky", "flaky", {"outlierDetection": {
-                     "consecutive5xxErrors": 1, "interval": "1s", "baseEjectionTime": "3m",
-                     "maxEjectionPercent": 100}}),
-                 virtual_service("flaky", "flaky", {"destination": {"host": "flaky"}}, retries={"attempts": 0}))
+    applied.docs(
+        "outlier.yaml",
+        destination_rule(
+            "flaky",
+            "flaky",
+            {
+                "outlierDetection": {
+                    "consecutive5xxErrors": 1,
+                    "interval": "1s",
+                    "baseEjectionTime": "3m",
+                    "maxEjectionPercent": 100,
+                }
+            },
+        ),
+        virtual_service("flaky", "flaky", {"destination": {"host": "flaky"}}, retries={"attempts": 0}),
+    )
     # Without ejection a third of the requests would fail (no retries): warm up until the bad
     # pod has answered at least once (and so been ejected).
     warm = load(mesh, "http://flaky:8000/", requests=30, connections=1)
@@ -225,11 +289,15 @@ def test_mirroring_sends_a_copy_to_v2_and_answers_from_v1(mesh: Mesh, applied: A
 
 # -- 5. consistent hash ----------------------------------------------------------------------
 def test_consistent_hash_on_a_header_is_sticky(mesh: Mesh, applied: Applied) -> None:
-    applied.docs("hash.yaml", destination_rule("sticky", "sticky", {
-        "loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}}))
+    applied.docs(
+        "hash.yaml",
+        destination_rule("sticky", "sticky", {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}}),
+    )
     users = [f"user{i}" for i in range(10)]
-    script = ("for u in " + " ".join(users) + "; do for i in $(seq 10); do "
-              'printf "%s " "$u"; curl -sS --max-time 5 -H "x-user: $u" http://sticky:8000/; echo; done; done')
+    script = (
+        "for u in " + " ".join(users) + "; do for i in $(seq 10); do "
+        'printf "%s " "$u"; curl -sS --max-time 5 -H "x-user: $u" http://sticky:8000/; echo; done; done'
+    )
     out = mesh.exec("deploy/curl", "sh", "-c", script).stdout
     landed: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for line in out.splitlines():
@@ -244,9 +312,21 @@ def test_consistent_hash_on_a_header_is_sticky(mesh: Mesh, applied: Applied) -> 
 
 # -- 6. request headers ----------------------------------------------------------------------
 def test_request_headers_set_add_remove_reach_the_app(mesh: Mesh, applied: Applied) -> None:
-    applied.docs("headers.yaml", virtual_service("httpbin", "httpbin", {"destination": {"host": "httpbin"}}, headers={
-        "request": {"set": {"x-gsm-set": "set-by-mesh"}, "add": {"x-gsm-add": "added-by-mesh"},
-                    "remove": ["x-gsm-remove"]}}))
+    applied.docs(
+        "headers.yaml",
+        virtual_service(
+            "httpbin",
+            "httpbin",
+            {"destination": {"host": "httpbin"}},
+            headers={
+                "request": {
+                    "set": {"x-gsm-set": "set-by-mesh"},
+                    "add": {"x-gsm-add": "added-by-mesh"},
+                    "remove": ["x-gsm-remove"],
+                }
+            },
+        ),
+    )
     _, body = curl(mesh, "http://httpbin:8000/headers", "x-gsm-remove: from-client", "x-gsm-set: from-client")
     headers = {k.lower(): v for k, v in json.loads(body)["headers"].items()}
     assert headers.get("x-gsm-set") == "set-by-mesh", headers

@@ -367,7 +367,8 @@ asyncio.run(main())
 
 @pytest.mark.skipif(os.environ.get("GSM_SKIP_SIGKILL") == "1", reason="disabled")
 async def test_sigkilled_runtime_leaves_pods_running_the_next_adopts_them_and_cleanup_removes_all(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     state = tmp_path / "state"
     run = short_run_dir()
     repo = str(Path(__file__).resolve().parents[2])
@@ -408,8 +409,10 @@ async def test_sigkilled_runtime_leaves_pods_running_the_next_adopts_them_and_cl
             victim = next(iter(record["pods"].values()))
             app = victim["containers"]["app"]
             os.killpg(app["pid"], signal.SIGKILL)
-            await eventually(lambda: any(p.name == victim["name"] and p.restarts == 1 for p in adopter.pods()),
-                             what="the adopted app restarted")
+            await eventually(
+                lambda: any(p.name == victim["name"] and p.restarts == 1 for p in adopter.pods()),
+                what="the adopted app restarted",
+            )
         finally:
             # Simulate another crash: leave everything to cleanup_leftovers.
             data = adopter._record.data

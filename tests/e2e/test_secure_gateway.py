@@ -32,8 +32,7 @@ CA = TestCA("httpbin.example.com CA")
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("tls")
-    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/httpbin",
-                  up_args=("--ingress-tls-port", str(TLS_PORT))) as m:
+    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/httpbin", up_args=("--ingress-tls-port", str(TLS_PORT))) as m:
         yield m
 
 
@@ -44,20 +43,43 @@ def applied(mesh: Mesh, tmp_path: Path) -> Iterator[Applied]:
 
 
 def gateway(mode: str = "SIMPLE", *, redirect: bool = False) -> dict[str, Any]:
-    servers: list[dict[str, Any]] = [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
-                                      "hosts": [HOST], "tls": {"mode": mode, "credentialName": "httpbin-credential"}}]
+    servers: list[dict[str, Any]] = [
+        {
+            "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+            "hosts": [HOST],
+            "tls": {"mode": mode, "credentialName": "httpbin-credential"},
+        }
+    ]
     if redirect:
-        servers.append({"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [HOST],
-                        "tls": {"httpsRedirect": True}})
-    return {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "mygateway"},
-            "spec": {"selector": {"istio": "ingressgateway"}, "servers": servers}}
+        servers.append(
+            {
+                "port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                "hosts": [HOST],
+                "tls": {"httpsRedirect": True},
+            }
+        )
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "mygateway"},
+        "spec": {"selector": {"istio": "ingressgateway"}, "servers": servers},
+    }
 
 
 VIRTUAL_SERVICE = {
-    "apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "httpbin"},
-    "spec": {"hosts": [HOST], "gateways": ["mygateway"],
-             "http": [{"match": [{"uri": {"prefix": "/status"}}, {"uri": {"prefix": "/delay"}}],
-                       "route": [{"destination": {"host": "httpbin", "port": {"number": 8000}}}]}]},
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "VirtualService",
+    "metadata": {"name": "httpbin"},
+    "spec": {
+        "hosts": [HOST],
+        "gateways": ["mygateway"],
+        "http": [
+            {
+                "match": [{"uri": {"prefix": "/status"}}, {"uri": {"prefix": "/delay"}}],
+                "route": [{"destination": {"host": "httpbin", "port": {"number": 8000}}}],
+            }
+        ],
+    },
 }
 
 
@@ -70,8 +92,10 @@ def https_get(path: str, sni: str = HOST, client: Issued | None = None) -> tuple
             cert.write_text(client.cert_pem)
             key.write_text(client.key_pem)
             context.load_cert_chain(cert, key)
-    with socket.create_connection(("127.0.0.1", TLS_PORT), timeout=5) as raw, \
-            context.wrap_socket(raw, server_hostname=sni) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", TLS_PORT), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=sni) as tls,
+    ):
         der = tls.getpeercert(binary_form=True)
         assert der is not None
         tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
@@ -98,6 +122,7 @@ def serves(status: int, serial: int | None = None, client: Issued | None = None)
         except (ssl.SSLError, ConnectionError, OSError):
             return False
         return got == status and (serial is None or got_serial == serial)
+
     return wait_until(ok, timeout=20, interval=0.3)
 
 

@@ -33,13 +33,20 @@ LOG_FLUSH_SECONDS = 12
 DETAILS_SPIFFE = "spiffe://cluster.local/ns/default/sa/bookinfo-details"
 
 LEGACY = {
-    "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "legacy"},
-    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "legacy"}},
-             "template": {"metadata": {"labels": {"app": "legacy"},
-                                       "annotations": {"sidecar.istio.io/inject": "false"}},
-                          "spec": {"terminationGracePeriodSeconds": 0,
-                                   "containers": [{"name": "legacy", "image": "curlimages/curl",
-                                                   "command": ["sleep", "infinity"]}]}}},
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "legacy"},
+    "spec": {
+        "replicas": 1,
+        "selector": {"matchLabels": {"app": "legacy"}},
+        "template": {
+            "metadata": {"labels": {"app": "legacy"}, "annotations": {"sidecar.istio.io/inject": "false"}},
+            "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "legacy", "image": "curlimages/curl", "command": ["sleep", "infinity"]}],
+            },
+        },
+    },
 }
 
 # Run in the legacy pod (no sidecar, no capture): a TLS handshake with the details pod's inbound
@@ -158,9 +165,14 @@ def test_strict_rejects_plaintext_and_a_port_level_exception_lets_it_in(mesh: Me
     page = mesh.get("/productpage")
     assert page.status == 200 and "Book Details" in page.body and "reviews-v" in page.body, page.body[-2000:]
 
-    applied.docs("details-port.yaml", policy("PeerAuthentication", "details", {
-        "selector": {"matchLabels": {"app": "details"}},
-        "portLevelMtls": {9080: {"mode": "PERMISSIVE"}}}))
+    applied.docs(
+        "details-port.yaml",
+        policy(
+            "PeerAuthentication",
+            "details",
+            {"selector": {"matchLabels": {"app": "details"}}, "portLevelMtls": {9080: {"mode": "PERMISSIVE"}}},
+        ),
+    )
     eventually(mesh, "deploy/legacy", legacy_url, 200)
     # Only details got the exception: reviews is still STRICT.
     assert status_of(mesh, "deploy/legacy", f"http://{pod_ip(mesh, 'reviews-v1')}:9080/reviews/0") == 0
@@ -170,8 +182,14 @@ def test_strict_rejects_plaintext_and_a_port_level_exception_lets_it_in(mesh: Me
 def test_disable_on_a_workload_auto_mtls_sends_plaintext(mesh: Mesh, applied: Applied) -> None:
     """Istio's auto mTLS honours the server's PeerAuthentication: DISABLE on details makes the
     client sidecars send plaintext to it, so meshed clients keep working."""
-    applied.docs("details-disable.yaml", policy("PeerAuthentication", "details", {
-        "selector": {"matchLabels": {"app": "details"}}, "mtls": {"mode": "DISABLE"}}))
+    applied.docs(
+        "details-disable.yaml",
+        policy(
+            "PeerAuthentication",
+            "details",
+            {"selector": {"matchLabels": {"app": "details"}}, "mtls": {"mode": "DISABLE"}},
+        ),
+    )
     eventually(mesh, "deploy/legacy", f"http://{pod_ip(mesh, 'details-v1')}:9080/details/0", 200)
     eventually(mesh, "deploy/curl", "http://details:9080/details/0", 200)
     page = mesh.get("/productpage")
@@ -180,9 +198,18 @@ def test_disable_on_a_workload_auto_mtls_sends_plaintext(mesh: Mesh, applied: Ap
 
 # -- 4. AuthorizationPolicy ------------------------------------------------------------------
 def test_allow_by_principal_lets_productpage_in_and_denies_curl(mesh: Mesh, applied: Applied) -> None:
-    applied.docs("details-allow.yaml", policy("AuthorizationPolicy", "details-viewer", {
-        "selector": {"matchLabels": {"app": "details"}}, "action": "ALLOW",
-        "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/bookinfo-productpage"]}}]}]}))
+    applied.docs(
+        "details-allow.yaml",
+        policy(
+            "AuthorizationPolicy",
+            "details-viewer",
+            {
+                "selector": {"matchLabels": {"app": "details"}},
+                "action": "ALLOW",
+                "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/bookinfo-productpage"]}}]}],
+            },
+        ),
+    )
     eventually(mesh, "deploy/curl", "http://details:9080/details/0", 403)
     code, body = curl(mesh, "deploy/curl", "http://details:9080/details/0")
     assert code == 403 and body == "RBAC: access denied", (code, body)
@@ -190,15 +217,29 @@ def test_allow_by_principal_lets_productpage_in_and_denies_curl(mesh: Mesh, appl
     assert page.status == 200 and "Book Details" in page.body and "ISBN-10" in page.body, page.body[-2000:]
     assert "Error fetching product details" not in page.body
     # The details sidecar says which rule refused curl (none matched: an ALLOW policy's denial).
-    assert wait_until(lambda: re.search(r'"GET /details/0 HTTP/1\.1" 403 .*rbac_access_denied',
-                                        sidecar_log(mesh, "deploy/details-v1")) is not None,
-                      timeout=LOG_FLUSH_SECONDS, interval=0.5), sidecar_log(mesh, "deploy/details-v1")[-3000:]
+    assert wait_until(
+        lambda: (
+            re.search(r'"GET /details/0 HTTP/1\.1" 403 .*rbac_access_denied', sidecar_log(mesh, "deploy/details-v1"))
+            is not None
+        ),
+        timeout=LOG_FLUSH_SECONDS,
+        interval=0.5,
+    ), sidecar_log(mesh, "deploy/details-v1")[-3000:]
 
 
 def test_deny_by_path(mesh: Mesh, applied: Applied) -> None:
-    applied.docs("reviews-deny.yaml", policy("AuthorizationPolicy", "deny-reviews-1", {
-        "selector": {"matchLabels": {"app": "reviews"}}, "action": "DENY",
-        "rules": [{"to": [{"operation": {"paths": ["/reviews/1"]}}]}]}))
+    applied.docs(
+        "reviews-deny.yaml",
+        policy(
+            "AuthorizationPolicy",
+            "deny-reviews-1",
+            {
+                "selector": {"matchLabels": {"app": "reviews"}},
+                "action": "DENY",
+                "rules": [{"to": [{"operation": {"paths": ["/reviews/1"]}}]}],
+            },
+        ),
+    )
     eventually(mesh, "deploy/curl", "http://reviews:9080/reviews/1", 403)
     for _ in range(3):  # every reviews version
         assert curl(mesh, "deploy/curl", "http://reviews:9080/reviews/1") == (403, "RBAC: access denied")
@@ -217,8 +258,10 @@ def test_allow_nothing_on_ratings_shows_the_ratings_error(mesh: Mesh, applied: A
     page = mesh.get("/productpage")
     assert page.status == 200 and "reviews-v3" in page.body and "glyphicon-star" in page.body, page.body[-2000:]
 
-    applied.docs("ratings-allow-nothing.yaml", policy("AuthorizationPolicy", "allow-nothing", {
-        "selector": {"matchLabels": {"app": "ratings"}}}))
+    applied.docs(
+        "ratings-allow-nothing.yaml",
+        policy("AuthorizationPolicy", "allow-nothing", {"selector": {"matchLabels": {"app": "ratings"}}}),
+    )
     eventually(mesh, "deploy/curl", "http://ratings:9080/ratings/0", 403)
 
     def ratings_error() -> bool:
@@ -233,9 +276,18 @@ def test_allow_nothing_on_ratings_shows_the_ratings_error(mesh: Mesh, applied: A
 # -- 5. namespaces ---------------------------------------------------------------------------
 def test_allow_from_namespaces(mesh: Mesh, applied: Applied) -> None:
     def allow_from(ns: str) -> None:
-        applied.docs("details-ns.yaml", policy("AuthorizationPolicy", "details-ns", {
-            "selector": {"matchLabels": {"app": "details"}}, "action": "ALLOW",
-            "rules": [{"from": [{"source": {"namespaces": [ns]}}]}]}))
+        applied.docs(
+            "details-ns.yaml",
+            policy(
+                "AuthorizationPolicy",
+                "details-ns",
+                {
+                    "selector": {"matchLabels": {"app": "details"}},
+                    "action": "ALLOW",
+                    "rules": [{"from": [{"source": {"namespaces": [ns]}}]}],
+                },
+            ),
+        )
 
     allow_from("default")
     eventually(mesh, "deploy/curl", "http://details:9080/details/0", 200)

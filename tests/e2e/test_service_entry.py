@@ -53,8 +53,6 @@ spec:
 """
 
 
-
-
 @pytest.fixture(scope="module")
 def external() -> Iterator[tuple[Mesh, Path, int]]:
     tmp = Path(tempfile.mkdtemp(prefix="gsm-e2e-se-"))

@@ -31,8 +31,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     app.mkdir()
     (app / "echo.py").write_text(ECHO_PY)
     echo_manifest(app, replicas=2)
-    (app / "legacy.yaml").write_text(deployment("legacy", ["sleep", "infinity"], port=None,
-                                                annotations={"sidecar.istio.io/inject": "false"}))
+    (app / "legacy.yaml").write_text(
+        deployment("legacy", ["sleep", "infinity"], port=None, annotations={"sidecar.istio.io/inject": "false"})
+    )
     with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/httpbin", REPO / "samples/curl", app) as m:
         yield m
 
@@ -74,6 +75,7 @@ def test_a_service_without_endpoints_refuses_quickly(mesh: Mesh, tmp_path: Path)
     (tmp_path / "echo.py").write_text(ECHO_PY)
     mesh.apply(echo_manifest(tmp_path, replicas=0))
     try:
+
         def refused() -> bool:
             started = time.monotonic()
             proc = curl(mesh, "deploy/legacy", "http://echo:8000/", max_time=10)
@@ -94,17 +96,19 @@ def test_a_service_without_endpoints_refuses_quickly(mesh: Mesh, tmp_path: Path)
 
 def test_strict_mtls_refuses_the_sidecarless_client_only(mesh: Mesh, tmp_path: Path) -> None:
     strict = tmp_path / "strict.yaml"
-    strict.write_text("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
-                      "metadata:\n  name: default\n  namespace: default\nspec:\n  mtls:\n    mode: STRICT\n")
+    strict.write_text(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+        "metadata:\n  name: default\n  namespace: default\nspec:\n  mtls:\n    mode: STRICT\n"
+    )
     mesh.apply(strict)
     try:
-        assert wait_until(lambda: status_of(curl(mesh, "deploy/legacy", "http://httpbin:8000/get")) == "000",
-                          timeout=10)
+        assert wait_until(
+            lambda: status_of(curl(mesh, "deploy/legacy", "http://httpbin:8000/get")) == "000", timeout=10
+        )
         proc = curl(mesh, "deploy/legacy", "http://httpbin:8000/get")
         assert proc.returncode != 0 and status_of(proc) == "000", proc.stdout + proc.stderr
         meshed = curl(mesh, "deploy/curl", "http://httpbin:8000/get")
         assert status_of(meshed) == "200", meshed.stdout + meshed.stderr
     finally:
         mesh.delete(strict)
-    assert wait_until(lambda: status_of(curl(mesh, "deploy/legacy", "http://httpbin:8000/get")) == "200",
-                      timeout=10)
+    assert wait_until(lambda: status_of(curl(mesh, "deploy/legacy", "http://httpbin:8000/get")) == "200", timeout=10)

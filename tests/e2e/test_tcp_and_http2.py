@@ -199,8 +199,9 @@ def test_tcp_all_to_v1_then_20_percent_to_v2(mesh: Mesh) -> None:
 def test_proxy_config_shows_tcp_listener_and_subset_cluster(mesh: Mesh) -> None:
     mesh.apply(ALL_V1)  # the DestinationRule (again: the test may run alone)
     # The service's address as the pod resolves it (`get svc` shows no allocated clusterIP).
-    vip = mesh.exec("deploy/curl", "python3", "-c", "import socket; print(socket.gethostbyname('tcp-echo'))"
-                    ).stdout.strip()
+    vip = mesh.exec(
+        "deploy/curl", "python3", "-c", "import socket; print(socket.gethostbyname('tcp-echo'))"
+    ).stdout.strip()
     listener = f"{vip}_9000"
     listeners = mesh.cli("proxy-config", "listeners", "deploy/curl").stdout
     assert listener in listeners, listeners
@@ -234,11 +235,14 @@ def test_h2c_from_the_client_to_an_http_port(mesh: Mesh) -> None:
     assert out[0] == "1.1 200", out
 
 
-@pytest.mark.parametrize(("url", "app_protocol"), [
-    ("http://h2-app:8080/", "HTTP/2"),  # port name http2
-    ("http://h2-app-proto:8080/", "HTTP/2"),  # appProtocol: http2
-    ("http://h2-app-http:8081/", "HTTP/1.1"),  # port name http: the control, the same app with HTTP/1.1
-])
+@pytest.mark.parametrize(
+    ("url", "app_protocol"),
+    [
+        ("http://h2-app:8080/", "HTTP/2"),  # port name http2
+        ("http://h2-app-proto:8080/", "HTTP/2"),  # appProtocol: http2
+        ("http://h2-app-http:8081/", "HTTP/1.1"),  # port name http: the control, the same app with HTTP/1.1
+    ],
+)
 def test_port_protocol_decides_what_reaches_the_app(mesh: Mesh, url: str, app_protocol: str) -> None:
     # An HTTP/1.1 client: only an http2 port makes the sidecars speak HTTP/2 to the app.
     out = curl(mesh, "-w", "%{http_version} %{http_code}\n%header{x-app-protocol}", url)
@@ -247,8 +251,7 @@ def test_port_protocol_decides_what_reaches_the_app(mesh: Mesh, url: str, app_pr
     if reason:
         pytest.skip(reason)
     # An h2c client: what reaches the app still follows the port, not the client.
-    out = curl(mesh, "--http2-prior-knowledge", "-w", "%{http_version} %{http_code}\n%header{x-app-protocol}",
-               url)
+    out = curl(mesh, "--http2-prior-knowledge", "-w", "%{http_version} %{http_code}\n%header{x-app-protocol}", url)
     assert out[:2] == ["2 200", app_protocol], out
 
 
@@ -279,8 +282,9 @@ def test_gateway_tcp_server_is_on_the_hosts_loopback_as_in_istios_tcp_shifting_t
     try:
         mesh.apply(all_v1)
         last: list[Counter[str]] = []
-        assert wait_until(lambda: last.append(ingress_answers(10)) or last[-1] == Counter(one=10),
-                          timeout=10, interval=0.2), last[-1]
+        assert wait_until(
+            lambda: last.append(ingress_answers(10)) or last[-1] == Counter(one=10), timeout=10, interval=0.2
+        ), last[-1]
         mesh.apply(v2_20)
         seen = ingress_answers(100)
         assert set(seen) <= {"one", "two"}, seen
@@ -306,21 +310,32 @@ def test_tcp_connections_are_counted_by_both_proxies_with_istio_labels(mesh: Mes
         return out
 
     def counted(reporter: str, source: str) -> float:
-        return sum(float(s["value"]) for s in samples().get("istio_tcp_connections_closed_total", [])  # type: ignore[arg-type]
-                   if s["reporter"] == reporter and s["destination_service_name"] == "tcp-echo"
-                   and s["source_workload"] == source)
+        return sum(
+            float(s["value"])
+            for s in samples().get("istio_tcp_connections_closed_total", [])  # type: ignore[arg-type]
+            if s["reporter"] == reporter
+            and s["destination_service_name"] == "tcp-echo"
+            and s["source_workload"] == source
+        )
 
     # curl's sidecar reports as source; tcp-echo's as destination, knowing curl by its certificate only
     # (TCP has no peer headers), so its source_workload is "unknown".
-    assert wait_until(lambda: counted("source", "curl") >= 5 and counted("destination", "unknown") >= 5,
-                      timeout=20, interval=1), samples()
+    assert wait_until(
+        lambda: counted("source", "curl") >= 5 and counted("destination", "unknown") >= 5, timeout=20, interval=1
+    ), samples()
     scraped = samples()
-    source = [s for s in scraped["istio_tcp_connections_opened_total"] if s["reporter"] == "source"
-              and s["destination_service_name"] == "tcp-echo" and s["source_workload"] == "curl"]
+    source = [
+        s
+        for s in scraped["istio_tcp_connections_opened_total"]
+        if s["reporter"] == "source" and s["destination_service_name"] == "tcp-echo" and s["source_workload"] == "curl"
+    ]
     assert {s["destination_workload"] for s in source} <= {"tcp-echo-v1", "tcp-echo-v2"}
     assert {s["request_protocol"] for s in source} == {"tcp"}
-    server = [s for s in scraped["istio_tcp_received_bytes_total"] if s["reporter"] == "destination"
-              and s["destination_service_name"] == "tcp-echo"]
+    server = [
+        s
+        for s in scraped["istio_tcp_received_bytes_total"]
+        if s["reporter"] == "destination" and s["destination_service_name"] == "tcp-echo"
+    ]
     assert sum(float(s["value"]) for s in server) >= 5 * len("hello\n")  # type: ignore[arg-type]
     assert {s["connection_security_policy"] for s in server} == {"mutual_tls"}
     assert "spiffe://cluster.local/ns/default/sa/curl" in {str(s["source_principal"]) for s in server}

@@ -39,8 +39,9 @@ def metrics_port() -> int:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory, metrics_port: int) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("telemetry")
-    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/bookinfo",
-                  up_args=("--metrics-port", str(metrics_port), "--prometheus")) as m:
+    with own_mesh(
+        RUN_DIR, tmp / "state", REPO / "samples/bookinfo", up_args=("--metrics-port", str(metrics_port), "--prometheus")
+    ) as m:
         yield m
 
 
@@ -66,10 +67,18 @@ def total(samples: list[Sample], **labels: str) -> float:
 
 
 def test_requests_through_the_ingress_are_counted_with_istio_labels(mesh: Mesh, metrics_port: int) -> None:
-    source = {"reporter": "source", "source_workload": "productpage-v1", "destination_service": REVIEWS,
-              "response_code": "200"}
-    gateway = {"reporter": "source", "source_workload": "istio-ingressgateway",
-               "destination_service": "productpage.default.svc.cluster.local", "response_code": "200"}
+    source = {
+        "reporter": "source",
+        "source_workload": "productpage-v1",
+        "destination_service": REVIEWS,
+        "response_code": "200",
+    }
+    gateway = {
+        "reporter": "source",
+        "source_workload": "istio-ingressgateway",
+        "destination_service": "productpage.default.svc.cluster.local",
+        "response_code": "200",
+    }
     destination = {"reporter": "destination", "destination_service": REVIEWS}
     for _ in range(20):
         assert mesh.get("/productpage").status == 200
@@ -83,30 +92,42 @@ def test_requests_through_the_ingress_are_counted_with_istio_labels(mesh: Mesh, 
     # productpage's client side: every series carries Istio's labels.
     out = [s for s in requests if all(s.get(k) == v for k, v in source.items())]
     assert all(s["source_app"] == "productpage" and s["source_version"] == "v1" for s in out)
-    assert all(s["destination_service_name"] == "reviews" and s["destination_service_namespace"] == "default"
-               for s in out)
+    assert all(
+        s["destination_service_name"] == "reviews" and s["destination_service_namespace"] == "default" for s in out
+    )
     assert {s["destination_workload"] for s in out} <= {"reviews-v1", "reviews-v2", "reviews-v3"}
     assert all(s["source_principal"] == "spiffe://cluster.local/ns/default/sa/bookinfo-productpage" for s in out)
     # The reviews sidecars' server side: reporter=destination, summing to the 20 requests, over mTLS.
-    inbound = [s for s in requests if s["reporter"] == "destination" and s["destination_service"] == REVIEWS
-               and s["destination_workload"] in ("reviews-v1", "reviews-v2", "reviews-v3")]
+    inbound = [
+        s
+        for s in requests
+        if s["reporter"] == "destination"
+        and s["destination_service"] == REVIEWS
+        and s["destination_workload"] in ("reviews-v1", "reviews-v2", "reviews-v3")
+    ]
     assert total(inbound) >= 20, inbound
     assert {s["connection_security_policy"] for s in inbound} == {"mutual_tls"}
     assert all(s["source_workload"] == "productpage-v1" for s in inbound)
     assert all(str(s["source_principal"]).endswith("/sa/bookinfo-productpage") for s in inbound)
     assert all(str(s["destination_principal"]).endswith("/sa/bookinfo-reviews") for s in inbound)
     # The gateway reports as source; the duration histogram counts what the counter counts.
-    assert {s["destination_workload"] for s in requests if all(s.get(k) == v for k, v in gateway.items())} \
-        == {"productpage-v1"}
+    assert {s["destination_workload"] for s in requests if all(s.get(k) == v for k, v in gateway.items())} == {
+        "productpage-v1"
+    }
     labels = {k: str(v) for k, v in out[0].items() if k != "value"}
 
     def histograms_agree() -> bool:
         scraped = scrape(metrics_port)
         counter = total(scraped["istio_requests_total"], **labels)
-        return all(total(scraped.get(name, []), **labels, **extra) == counter for name, extra in (
-            ("istio_request_duration_milliseconds_count", {}), ("istio_request_duration_milliseconds_bucket",
-                                                                {"le": "+Inf"}),
-            ("istio_response_bytes_count", {}), ("istio_request_bytes_count", {})))
+        return all(
+            total(scraped.get(name, []), **labels, **extra) == counter
+            for name, extra in (
+                ("istio_request_duration_milliseconds_count", {}),
+                ("istio_request_duration_milliseconds_bucket", {"le": "+Inf"}),
+                ("istio_response_bytes_count", {}),
+                ("istio_request_bytes_count", {}),
+            )
+        )
 
     assert wait_until(histograms_agree, FLUSH_WAIT_S, interval=0.5)
 
@@ -121,23 +142,44 @@ def test_each_pod_serves_its_own_metrics_on_15020(mesh: Mesh) -> None:
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert "istio_requests" in families and "envoy_server_live" in families  # Istio's and Envoy's own
     assert "envoy_istiocustom" not in text
-    mine = [s for s in families["istio_requests"].samples
-            if s.labels["reporter"] == "destination" and s.labels["destination_workload"] == "productpage-v1"]
+    mine = [
+        s
+        for s in families["istio_requests"].samples
+        if s.labels["reporter"] == "destination" and s.labels["destination_workload"] == "productpage-v1"
+    ]
     assert mine and {s.labels["source_workload"] for s in mine} == {"istio-ingressgateway"}
 
 
 def test_fault_injected_abort_shows_code_and_flags(mesh: Mesh, metrics_port: int, applied: Applied) -> None:
-    applied.docs("details-abort.yaml", {
-        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "details"},
-        "spec": {"hosts": ["details"], "http": [{
-            "fault": {"abort": {"percentage": {"value": 100.0}, "httpStatus": 500}},
-            "route": [{"destination": {"host": "details"}}]}]}})
+    applied.docs(
+        "details-abort.yaml",
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "details"},
+            "spec": {
+                "hosts": ["details"],
+                "http": [
+                    {
+                        "fault": {"abort": {"percentage": {"value": 100.0}, "httpStatus": 500}},
+                        "route": [{"destination": {"host": "details"}}],
+                    }
+                ],
+            },
+        },
+    )
     for _ in range(3):
         assert mesh.get("/productpage").status == 200  # productpage shows "details unavailable"
-    fault = {"reporter": "source", "source_workload": "productpage-v1", "destination_service": DETAILS,
-             "response_code": "500", "response_flags": "FI"}
-    assert wait_until(lambda: total(scrape(metrics_port).get("istio_requests_total", []), **fault) >= 3,
-                      FLUSH_WAIT_S, interval=0.25), scrape(metrics_port).get("istio_requests_total")
+    fault = {
+        "reporter": "source",
+        "source_workload": "productpage-v1",
+        "destination_service": DETAILS,
+        "response_code": "500",
+        "response_flags": "FI",
+    }
+    assert wait_until(
+        lambda: total(scrape(metrics_port).get("istio_requests_total", []), **fault) >= 3, FLUSH_WAIT_S, interval=0.25
+    ), scrape(metrics_port).get("istio_requests_total")
 
 
 def test_metrics_on_the_api_socket_and_the_cli(mesh: Mesh) -> None:
@@ -151,16 +193,27 @@ def test_metrics_on_the_api_socket_and_the_cli(mesh: Mesh) -> None:
     assert 'pilot_xds_pushes{type="cds"}' in everything and "pilot_proxy_convergence_time_bucket" in everything
 
 
-def test_telemetry_turns_off_a_workloads_metrics_and_access_log(mesh: Mesh, metrics_port: int,
-                                                                applied: Applied) -> None:
-    applied.docs("telemetry-off.yaml", {
-        "apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry", "metadata": {"name": "details-off"},
-        "spec": {"selector": {"matchLabels": {"app": "details"}}, "accessLogging": [{"disabled": True}],
-                 "metrics": [{"overrides": [{"disabled": True}]}]}})
+def test_telemetry_turns_off_a_workloads_metrics_and_access_log(
+    mesh: Mesh, metrics_port: int, applied: Applied
+) -> None:
+    applied.docs(
+        "telemetry-off.yaml",
+        {
+            "apiVersion": "telemetry.istio.io/v1",
+            "kind": "Telemetry",
+            "metadata": {"name": "details-off"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "details"}},
+                "accessLogging": [{"disabled": True}],
+                "metrics": [{"overrides": [{"disabled": True}]}],
+            },
+        },
+    )
     sent = mesh.cli("proxy-config", "listeners", "deploy/details-v1", "-o", "json").stdout
     assert "envoy.access_loggers.stats" not in sent and "envoy.access_loggers.stdout" not in sent
-    assert "envoy.access_loggers.stats" in mesh.cli("proxy-config", "listeners", "deploy/reviews-v1",
-                                                        "-o", "json").stdout
+    assert (
+        "envoy.access_loggers.stats" in mesh.cli("proxy-config", "listeners", "deploy/reviews-v1", "-o", "json").stdout
+    )
     time.sleep(2)  # connections accepted on the old filter chains drain (Envoy --drain-time-s 1)
     inbound = {"reporter": "destination", "destination_service": DETAILS}
     outbound = {"reporter": "source", "source_workload": "productpage-v1", "destination_service": DETAILS}
@@ -169,8 +222,13 @@ def test_telemetry_turns_off_a_workloads_metrics_and_access_log(mesh: Mesh, metr
     for _ in range(5):
         assert mesh.get("/productpage").status == 200
     # productpage still reports its calls to details (source side) ...
-    assert wait_until(lambda: total(scrape(metrics_port).get("istio_requests_total", []), **outbound)
-                      >= total(before, **outbound) + 5, FLUSH_WAIT_S, interval=0.25)
+    assert wait_until(
+        lambda: (
+            total(scrape(metrics_port).get("istio_requests_total", []), **outbound) >= total(before, **outbound) + 5
+        ),
+        FLUSH_WAIT_S,
+        interval=0.25,
+    )
     # ... details' own proxy reports nothing and logs nothing (its entries would have arrived by now).
     time.sleep(1.5)
     assert total(scrape(metrics_port)["istio_requests_total"], **inbound) == total(before, **inbound)
@@ -185,6 +243,7 @@ SCRAPE_WAIT_S = 40.0  # scrape every 5 s; rate() needs two samples of a series
 
 # Queries of Istio's Grafana dashboards (istio-mesh, istio-service, istio-workload and the control
 # plane's), their template variables filled in for bookinfo.
+# fmt: off
 GRAFANA_QUERIES = {
     "mesh: global request volume":
         'round(sum(irate(istio_requests_total{reporter=~"source|waypoint"}[1m])), 0.001)',
@@ -218,6 +277,7 @@ GRAFANA_QUERIES = {
         'sum(irate(pilot_xds_pushes[1m])) by (type)',
     "control plane: connected proxies": 'sum(pilot_xds)',
 }
+# fmt: on
 
 
 def promql(query: str) -> list[dict[str, object]]:
@@ -236,14 +296,26 @@ def test_prometheus_sees_request_rates_by_workload_and_grafanas_queries_answer(m
         time.sleep(0.2)
 
     def rates() -> dict[tuple[str, str], float]:
-        rows = promql('sum by (source_workload, destination_workload) '
-                      '(rate(istio_requests_total{reporter="source"}[1m]))')
-        return {(str(r["metric"].get("source_workload")), str(r["metric"].get("destination_workload"))):  # type: ignore[union-attr]
-                float(r["value"][1]) for r in rows}  # type: ignore[index]
+        rows = promql(
+            'sum by (source_workload, destination_workload) (rate(istio_requests_total{reporter="source"}[1m]))'
+        )
+        return {
+            (
+                str(r["metric"].get("source_workload")),
+                str(r["metric"].get("destination_workload")),
+            ):  # type: ignore[union-attr]
+            float(r["value"][1])
+            for r in rows
+        }  # type: ignore[index]
 
-    assert wait_until(lambda: rates().get(("istio-ingressgateway", "productpage-v1"), 0) > 0
-                      and any(d.startswith("reviews-") and v > 0 for (s, d), v in rates().items()
-                              if s == "productpage-v1"), SCRAPE_WAIT_S, interval=2), rates()
+    assert wait_until(
+        lambda: (
+            rates().get(("istio-ingressgateway", "productpage-v1"), 0) > 0
+            and any(d.startswith("reviews-") and v > 0 for (s, d), v in rates().items() if s == "productpage-v1")
+        ),
+        SCRAPE_WAIT_S,
+        interval=2,
+    ), rates()
     # The same question through the CLI (PromQL via the control plane).
     table = mesh.cli("metrics", "--requests").stdout
     assert "istio-ingressgateway.istio-system" in table and "productpage-v1.default" in table

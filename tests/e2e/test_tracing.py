@@ -27,7 +27,8 @@ FLUSH_S = 1.5
 DRAIN_S = 2.5
 
 MESH_TELEMETRY = {
-    "apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+    "apiVersion": "telemetry.istio.io/v1",
+    "kind": "Telemetry",
     "metadata": {"name": "mesh-default", "namespace": "istio-system"},
     "spec": {"tracing": [{"providers": [{"name": "zipkin"}], "randomSamplingPercentage": 100.0}]},
 }
@@ -90,8 +91,11 @@ def test_a_request_through_the_ingress_makes_one_linked_trace(mesh: Mesh) -> Non
     found: list[dict[str, Any]] = []
 
     def new_trace() -> bool:
-        found[:] = [t for t in traces(mesh, "--service", "istio-ingressgateway") if t["traceId"] not in before
-                    and complete(t["spans"], wanted)]
+        found[:] = [
+            t
+            for t in traces(mesh, "--service", "istio-ingressgateway")
+            if t["traceId"] not in before and complete(t["spans"], wanted)
+        ]
         return bool(found)
 
     assert wait_until(new_trace, REPORT_WAIT_S, interval=0.5), traces(mesh)
@@ -134,42 +138,52 @@ def test_a_request_through_the_ingress_makes_one_linked_trace(mesh: Mesh) -> Non
     assert lines[0].startswith(f"trace {trace['traceId']}")
     assert lines[1].startswith(f"  {GATEWAY}  server")
     assert lines[2].startswith("    productpage.default  server")
-    assert any(line.startswith("      productpage.default  client") and "outbound|9080||reviews" in line
-               for line in lines)
+    assert any(
+        line.startswith("      productpage.default  client") and "outbound|9080||reviews" in line for line in lines
+    )
     assert any(line.startswith("        reviews.default  server") for line in lines)
 
 
 def test_an_upstream_sampling_decision_is_kept(mesh: Mesh) -> None:
     """A caller's B3 context (`x-b3-sampled: 1`): the mesh continues that trace under the caller's span."""
     trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
-    response = mesh.get("/productpage", headers={"x-b3-traceid": trace_id, "x-b3-spanid": span_id,
-                                                 "x-b3-sampled": "1"})
+    response = mesh.get("/productpage", headers={"x-b3-traceid": trace_id, "x-b3-spanid": span_id, "x-b3-sampled": "1"})
     assert response.status == 200
     wanted = expected_services(reviews_version(response.body))
-    assert wait_until(lambda: complete(trace_by_id(mesh, trace_id), wanted), REPORT_WAIT_S, interval=0.5), \
-        trace_by_id(mesh, trace_id)
+    assert wait_until(lambda: complete(trace_by_id(mesh, trace_id), wanted), REPORT_WAIT_S, interval=0.5), trace_by_id(
+        mesh, trace_id
+    )
     spans = trace_by_id(mesh, trace_id)
     [gateway] = [s for s in spans if service(s) == GATEWAY]
     assert gateway["parentId"] == span_id
 
 
 def test_disable_span_reporting_silences_one_workload(mesh: Mesh, applied: Applied) -> None:
-    applied.docs("details-no-spans.yaml", {
-        "apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
-        "metadata": {"name": "details-quiet", "namespace": "default"},
-        "spec": {"selector": {"matchLabels": {"app": "details"}}, "tracing": [{"disableSpanReporting": True}]}})
+    applied.docs(
+        "details-no-spans.yaml",
+        {
+            "apiVersion": "telemetry.istio.io/v1",
+            "kind": "Telemetry",
+            "metadata": {"name": "details-quiet", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "details"}}, "tracing": [{"disableSpanReporting": True}]},
+        },
+    )
     # Connections open before the change keep the old filter chain until Envoy drains them (--drain-time-s 1).
     time.sleep(DRAIN_S)
     trace_id = secrets.token_hex(16)
-    response = mesh.get("/productpage", headers={"x-b3-traceid": trace_id, "x-b3-spanid": secrets.token_hex(8),
-                                                 "x-b3-sampled": "1"})
+    response = mesh.get(
+        "/productpage", headers={"x-b3-traceid": trace_id, "x-b3-spanid": secrets.token_hex(8), "x-b3-sampled": "1"}
+    )
     assert response.status == 200
     wanted = expected_services(reviews_version(response.body)) - {"details.default"}
-    assert wait_until(lambda: complete(trace_by_id(mesh, trace_id), wanted), REPORT_WAIT_S, interval=0.5), \
-        trace_by_id(mesh, trace_id)
+    assert wait_until(lambda: complete(trace_by_id(mesh, trace_id), wanted), REPORT_WAIT_S, interval=0.5), trace_by_id(
+        mesh, trace_id
+    )
     time.sleep(FLUSH_S)  # anything details would report has arrived by now
     spans = trace_by_id(mesh, trace_id)
     assert "details.default" not in {service(s) for s in spans}
     # productpage still reports its call to details (its own client side).
-    assert any("details.default.svc.cluster.local" in s["tags"].get("upstream_cluster", "")
-               for s in spans_of(spans, "productpage.default", "CLIENT"))
+    assert any(
+        "details.default.svc.cluster.local" in s["tags"].get("upstream_cluster", "")
+        for s in spans_of(spans, "productpage.default", "CLIENT")
+    )

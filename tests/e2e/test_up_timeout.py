@@ -35,8 +35,17 @@ def test_up_gives_up_naming_the_pod_and_why(tmp_path: Path) -> None:
     manifest.write_text(CRASHING)
     mesh = Mesh(state_dir=tmp_path / "state", run_dir=Path("/run/gsm-e2e-timeout"), ingress_port=free_port())
     try:
-        up = mesh.cli("up", str(manifest), "--detach", "--timeout", "15", "--ingress-port", str(mesh.ingress_port),
-                      check=False, timeout=120)
+        up = mesh.cli(
+            "up",
+            str(manifest),
+            "--detach",
+            "--timeout",
+            "15",
+            "--ingress-port",
+            str(mesh.ingress_port),
+            check=False,
+            timeout=120,
+        )
         assert up.returncode == 1
         assert "mesh not ready after 15s" in up.stderr
         assert "pod default/crashy-" in up.stderr and "restarts" in up.stderr, up.stderr

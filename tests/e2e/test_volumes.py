@@ -190,8 +190,17 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 
 def get(mesh: Mesh, path: str) -> tuple[str, str]:
-    proc = mesh.exec("deploy/curl", "curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}",
-                     f"http://volapp:8080{path}", check=False)
+    proc = mesh.exec(
+        "deploy/curl",
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "-w",
+        "\n%{http_code}",
+        f"http://volapp:8080{path}",
+        check=False,
+    )
     body, _, code = proc.stdout.rpartition("\n")
     return code.strip(), body
 
@@ -239,8 +248,9 @@ def test_only_that_pods_containers_see_the_volumes(mesh: Mesh) -> None:
 def test_configmap_change_updates_the_volume_in_place(mesh: Mesh, tmp_path: Path) -> None:
     before = json.loads(get(mesh, "/env")[1])["MY_POD_NAME"]
     changed = tmp_path / "cm.yaml"
-    changed.write_text(MANIFEST.split("---")[0].replace("greeting: hello", "greeting: bonjour")
-                       .replace("level: 1", "level: 2"))
+    changed.write_text(
+        MANIFEST.split("---")[0].replace("greeting: hello", "greeting: bonjour").replace("level: 1", "level: 2")
+    )
     mesh.apply(changed)
     assert wait_until(lambda: get(mesh, f"/file?path={MOUNT_ROOT}/config/greeting")[1] == "bonjour", 15)
     assert read(mesh, f"{MOUNT_ROOT}/items/msgs/hello.txt") == "bonjour"

@@ -57,8 +57,9 @@ def message_problems(issues: Sequence[Issue]) -> list[str]:
             out.append(f"long message ({len(text)} chars): {text[:120]}...")
         if "did you mean" in i.message:
             said = i.message.split("did you mean", 1)[1]
-            unknown = i.message.split("unknown field", 1)[1].split("(", 1)[0].strip() if "unknown field" in i.message \
-                else ""
+            unknown = (
+                i.message.split("unknown field", 1)[1].split("(", 1)[0].strip() if "unknown field" in i.message else ""
+            )
             if unknown and unknown in said:
                 out.append(f"suggests the same word: {text[:200]}")
         if i.level == "error" and i.line == 0 and i.file and i.kind:
@@ -73,8 +74,11 @@ def run(files: Sequence[tuple[str, str]], *, envoy_rules: bool = False, keep_bui
     except Exception as e:  # noqa: BLE001 - that is what is being measured
         return Outcome("validate", time.monotonic() - start, _where(e), repr(e)[:300])
     # as `apply` on this machine: certificate files must be here (controlplane/envoycheck.py)
-    errors += [Issue("error", r.source_file, r.line_of(path), r.kind, r.name, "", message)
-               for r in resources for path, message in missing_files(r)]
+    errors += [
+        Issue("error", r.source_file, r.line_of(path), r.kind, r.name, "", message)
+        for r in resources
+        for path, message in missing_files(r)
+    ]
     seconds = time.monotonic() - start
     if errors:
         return Outcome("rejected", seconds, problems=message_problems(errors))
@@ -87,8 +91,10 @@ def run(files: Sequence[tuple[str, str]], *, envoy_rules: bool = False, keep_bui
     outcome = Outcome("accepted", seconds)
     try:
         snapshot = snapshot_from_resources(resources)
-        proxies = [proxy_for(snapshot, d.metadata.name, d.metadata.namespace, has_sds=True)
-                   for d in snapshot.of_kind("Deployment")]
+        proxies = [
+            proxy_for(snapshot, d.metadata.name, d.metadata.namespace, has_sds=True)
+            for d in snapshot.of_kind("Deployment")
+        ]
         for proxy in proxies:
             built = build_resources(translate_proxy(snapshot, proxy))
             translate_proxy_endpoints(snapshot, proxy)

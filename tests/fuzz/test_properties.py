@@ -38,15 +38,21 @@ def test_the_corpus_is_the_samples_and_goldens() -> None:
     assert all(pipeline.run([c]).stage == "accepted" for c in CORPUS[:5])
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(mutated_manifests())
 def test_no_input_breaks_the_config_path(manifest: tuple[str, str]) -> None:
     outcome = pipeline.run([manifest], envoy_rules=True)
     shown = manifest[1][:3000]
     assert not outcome.crashed, f"{outcome.stage} raised {outcome.error}: {outcome.detail}\n--- input:\n{shown}"
     assert outcome.stage in ("accepted", "rejected"), (
-        f"accepted, but Envoy would reject what was built: {outcome.problems}\n--- input:\n{shown}")
+        f"accepted, but Envoy would reject what was built: {outcome.problems}\n--- input:\n{shown}"
+    )
 
 
 @settings(max_examples=len(mutate.special_inputs()), deadline=None, database=None)

@@ -59,8 +59,11 @@ def build_busybox_image(
     (root / "tmp").chmod(0o1777)
     (root / "etc").mkdir(exist_ok=True)
     (root / "etc" / "passwd").write_text(passwd)
-    (root / "etc" / "group").write_text("".join(f"{line.split(':')[0]}:x:{line.split(':')[3]}:\n"
-                                                for line in passwd.splitlines() if line.count(":") >= 3))
+    (root / "etc" / "group").write_text(
+        "".join(
+            f"{line.split(':')[0]}:x:{line.split(':')[3]}:\n" for line in passwd.splitlines() if line.count(":") >= 3
+        )
+    )
     for path, text in (files or {}).items():
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)

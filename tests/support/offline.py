@@ -43,31 +43,47 @@ def snapshot_from_resources(resources: list[Any], *, with_gateway: bool = True) 
         replicas = d.spec.replicas if d.spec.replicas is not None else 1
         for i in range(replicas):
             ip += 1
-            workloads.append(Workload(
-                name=f"{d.metadata.name}-{i}", namespace=d.metadata.namespace, ip=f"10.244.1.{ip}",
-                labels=tuple(sorted((d.spec.template.metadata.labels or {}).items())),
-                service_account=d.spec.template.spec.service_account_name or "default", ready=True,
-                deployment=d.metadata.name, named_ports=tuple(sorted(named_ports(d).items())),
-                router=is_router(d)))
+            workloads.append(
+                Workload(
+                    name=f"{d.metadata.name}-{i}",
+                    namespace=d.metadata.namespace,
+                    ip=f"10.244.1.{ip}",
+                    labels=tuple(sorted((d.spec.template.metadata.labels or {}).items())),
+                    service_account=d.spec.template.spec.service_account_name or "default",
+                    ready=True,
+                    deployment=d.metadata.name,
+                    named_ports=tuple(sorted(named_ports(d).items())),
+                    router=is_router(d),
+                )
+            )
     workloads.extend(workload_entry_workloads(by_kind.get("WorkloadEntry", [])))
-    return MeshSnapshot(version=1, resources=kinds,
-                        services=services, workloads=tuple(workloads))
+    return MeshSnapshot(version=1, resources=kinds, services=services, workloads=tuple(workloads))
 
 
-def proxy_for(snapshot: MeshSnapshot, deployment: str, namespace: str = "default", *,
-              ingress_port: int = 8080, ingress_tls_port: int = 8443, has_sds: bool = False) -> Proxy:
+def proxy_for(
+    snapshot: MeshSnapshot,
+    deployment: str,
+    namespace: str = "default",
+    *,
+    ingress_port: int = 8080,
+    ingress_tls_port: int = 8443,
+    has_sds: bool = False,
+) -> Proxy:
     """The proxy of a Deployment's pods, as its Envoy would identify itself."""
     for d in snapshot.of_kind("Deployment"):
         if d.metadata.name == deployment and d.metadata.namespace == namespace:
             annotations = d.spec.template.metadata.annotations or {}
             router = annotations.get("gossamer.io/proxy-type") == "router"
             return Proxy(
-                type="router" if router else "sidecar", namespace=namespace,
+                type="router" if router else "sidecar",
+                namespace=namespace,
                 labels=tuple(sorted((d.spec.template.metadata.labels or {}).items())),
                 ingress_port=ingress_port if router else 0,
                 ingress_tls_port=ingress_tls_port if router else 0,
                 host_netns="/proc/1/ns/net" if router else "",
-                named_ports=tuple(sorted(named_ports(d).items())), has_sds=has_sds)
+                named_ports=tuple(sorted(named_ports(d).items())),
+                has_sds=has_sds,
+            )
     raise KeyError(f"no Deployment {namespace}/{deployment}")
 
 

@@ -96,8 +96,9 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
             cache.set_group(group, config(lds={"other": listener("other")}))
         return group
 
-    ads = AdsServer(cache, group_for_node, on_status_change=statuses.append, on_disconnect=disconnected.append,
-                    authenticate=False)  # the protocol; identity: test_xds_identity.py
+    ads = AdsServer(
+        cache, group_for_node, on_status_change=statuses.append, on_disconnect=disconnected.append, authenticate=False
+    )  # the protocol; identity: test_xds_identity.py
     sock = tmp_path / "xds.sock"
     server = await serve(ads, f"unix:{sock}")
     channel = grpc.aio.insecure_channel(f"unix:{sock}")
@@ -396,6 +397,7 @@ async def test_new_group_translated_on_connect_and_many_streams(env: Env) -> Non
     for c in clients:
         await c.send(CLUSTER)
         await c.send(LISTENER)
+
     async def sync(i: int, c: Client) -> None:
         await c.ack(await c.recv())  # CDS
         r = await c.recv()

@@ -16,8 +16,12 @@ def parsed(text: str, name: str = "f.yaml") -> list:
     return resources
 
 
-EXISTING = parsed((BOOKINFO / "bookinfo.yaml").read_text() + "\n---\n"
-                  + (BOOKINFO / "networking/destination-rule-all.yaml").read_text(), "base.yaml")
+EXISTING = parsed(
+    (BOOKINFO / "bookinfo.yaml").read_text()
+    + "\n---\n"
+    + (BOOKINFO / "networking/destination-rule-all.yaml").read_text(),
+    "base.yaml",
+)
 
 
 def messages(text: str) -> list[str]:
@@ -40,9 +44,11 @@ spec:
         host: reviews
         subset: v9
 """)
-    assert out == ["vs.yaml:10: warning: VirtualService/reviews: spec.http[0].route[0].destination.subset: "
-                   "referenced host+subset in destinationrule not found: 'reviews+v9' "
-                   "(IST0101 ReferencedResourceNotFound)"]
+    assert out == [
+        "vs.yaml:10: warning: VirtualService/reviews: spec.http[0].route[0].destination.subset: "
+        "referenced host+subset in destinationrule not found: 'reviews+v9' "
+        "(IST0101 ReferencedResourceNotFound)"
+    ]
 
 
 def test_mirror_to_an_unknown_host_and_a_missing_gateway_are_warned() -> None:
@@ -80,34 +86,46 @@ spec:
     # the subset is known (no IST0101); no pod carries version: v7 (IST0173, Istio's error level)
     assert [m.split(": ")[-1] for m in messages(text)] == [
         "subset 'v7' selects no pod (requests to it get 503 UH, no healthy upstream) "
-        "(IST0173 DestinationRuleSubsetNotSelectPods)"]
+        "(IST0173 DestinationRuleSubsetNotSelectPods)"
+    ]
 
 
 def test_two_mesh_virtual_services_for_one_host_are_warned() -> None:
-    existing_vs = parsed("""apiVersion: networking.istio.io/v1
+    existing_vs = parsed(
+        """apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews-a}
 spec:
   hosts: [reviews]
   http: [{route: [{destination: {host: reviews, subset: v1}}]}]
-""", "a.yaml")
-    new = parsed("""apiVersion: networking.istio.io/v1
+""",
+        "a.yaml",
+    )
+    new = parsed(
+        """apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews-b}
 spec:
   hosts: [reviews.default.svc.cluster.local]
   http: [{route: [{destination: {host: reviews, subset: v2}}]}]
-""", "b.yaml")
+""",
+        "b.yaml",
+    )
     out = [str(i) for i in analyze(new, [*EXISTING, *existing_vs])]
-    assert any("b.yaml:3: warning: VirtualService/reviews-b: metadata.name" in m and "IST0109" in m
-               and "default/reviews-a" in m for m in out), out
+    assert any(
+        "b.yaml:3: warning: VirtualService/reviews-b: metadata.name" in m
+        and "IST0109" in m
+        and "default/reviews-a" in m
+        for m in out
+    ), out
 
 
 def test_the_running_mesh_is_analyzed_with_its_pods() -> None:
     from gossamer.analyze.live import analyze_mesh
     from gossamer.runtime.types import PodStatus
 
-    stored = parsed("""apiVersion: v1
+    stored = parsed(
+        """apiVersion: v1
 kind: Namespace
 metadata: {name: shop, labels: {istio-injection: enabled}}
 ---
@@ -136,15 +154,29 @@ metadata: {name: cart, namespace: shop}
 spec:
   selector: {app: batch}
   ports: [{name: http, port: 80}]
-""", "mesh.yaml")
+""",
+        "mesh.yaml",
+    )
 
     def pod(name: str, sidecar: bool) -> PodStatus:
-        return PodStatus(name=name, namespace="shop", deployment="batch", ip="10.244.0.9",
-                         labels=(("app", "batch"),), service_account="default", has_sidecar=sidecar,
-                         proxy_type="sidecar", phase="Running", app_ready=True, proxy_ready=True)
+        return PodStatus(
+            name=name,
+            namespace="shop",
+            deployment="batch",
+            ip="10.244.0.9",
+            labels=(("app", "batch"),),
+            service_account="default",
+            has_sidecar=sidecar,
+            proxy_type="sidecar",
+            phase="Running",
+            app_ready=True,
+            proxy_ready=True,
+        )
 
-    found = {(m.code, m.kind, m.name) for m in analyze_mesh([], stored, [pod("batch-1", False)],
-                                                           all_namespaces=True).messages}
+    found = {
+        (m.code, m.kind, m.name)
+        for m in analyze_mesh([], stored, [pod("batch-1", False)], all_namespaces=True).messages
+    }
     # the pod opted out of injection (its Deployment's template says so): no IST0103; subsets as pods run
     assert found == {("IST0173", "DestinationRule", "batch"), ("IST0135", "Pod", "batch-1")}  # deprecated annotation
     running = analyze_mesh([], stored, [], all_namespaces=True).messages
@@ -154,7 +186,8 @@ spec:
 def test_null_fields_read_as_unset() -> None:
     """`kubectl get -o yaml` and Istio's protobuf JSON write `null` for unset fields: defaults apply;
     an unknown field is still reported, null or not."""
-    resources, issues = parse_documents("""apiVersion: v1
+    resources, issues = parse_documents(
+        """apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: null, labels: null, annotations: null}
 spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: null}]}
@@ -171,7 +204,9 @@ apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: web}
 spec: {host: web, subsets: null, trafficPolicy: null, bogus: null}
-""", "nulls.yaml")
+""",
+        "nulls.yaml",
+    )
     assert [(i.kind, i.field, i.message) for i in issues] == [("DestinationRule", "spec", "unknown field 'bogus'")]
     svc, vs = resources
     assert (svc.namespace, svc.metadata.labels, svc.spec.ports[0].target_port) == ("default", {}, None)

@@ -20,8 +20,17 @@ class _NoControlPlane:
 
 
 @pytest.mark.parametrize("path", ["/v1/apply", "/v1/delete", "/v1/analyze"])
-@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"files": 5}', b'{"files": [{"name": "a"}]}',
-                                  b'{"files": [{"name": "a", "text": 5}]}', b'{"files": ["x"]}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"files": 5}',
+        b'{"files": [{"name": "a"}]}',
+        b'{"files": [{"name": "a", "text": 5}]}',
+        b'{"files": ["x"]}',
+    ],
+)
 async def test_a_malformed_body_is_a_400(path: str, body: bytes) -> None:
     api = Api(_NoControlPlane(), asyncio.Event())  # type: ignore[arg-type]
     async with TestClient(TestServer(api.app())) as client:

@@ -48,7 +48,8 @@ def test_an_envoyfilter_patch_envoy_would_reject_is_refused_with_its_line(store:
     vs = (ROOT / "samples/bookinfo/networking/virtual-service-all-v1.yaml").read_text()
     result = apply_files(store, [("vs.yaml", vs), ("ef.yaml", EF)])
     assert [(e.file, e.line, e.kind, e.name, e.field) for e in result.errors] == [
-        ("ef.yaml", 12, "EnvoyFilter", "headers", "spec.configPatches[1]")]
+        ("ef.yaml", 12, "EnvoyFilter", "headers", "spec.configPatches[1]")
+    ]
     message = result.errors[0].message
     assert "Envoy would reject what this builds for sidecar default/reviews-v" in message
     assert "request_headers_to_add[1].header.value: 'a\\x00b' is not a valid HTTP header value" in message
@@ -57,8 +58,10 @@ def test_an_envoyfilter_patch_envoy_would_reject_is_refused_with_its_line(store:
 
 
 def test_a_certificate_file_missing_on_this_machine_is_refused(store: Store, tmp_path: Path) -> None:
-    dr = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n"
-          "  host: reviews\n  trafficPolicy:\n    tls: {mode: SIMPLE, caCertificates: %s}\n")
+    dr = (
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n"
+        "  host: reviews\n  trafficPolicy:\n    tls: {mode: SIMPLE, caCertificates: %s}\n"
+    )
     result = apply_files(store, [("dr.yaml", dr % "/no/such/ca.pem")])
     assert [(e.line, e.field) for e in result.errors] == [(7, "spec.trafficPolicy.tls.caCertificates")]
     assert "does not exist on this machine" in result.errors[0].message

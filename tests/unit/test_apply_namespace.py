@@ -56,7 +56,9 @@ def test_an_object_naming_another_namespace_is_refused_and_nothing_stored(tmp_pa
     text = SIMPLE.replace("  name: simple\nspec:\n  ports", "  name: simple\n  namespace: other\nspec:\n  ports")
     result = apply_files(store, [("simple.yaml", text)], namespace="simple")
     (error,) = [str(e) for e in result.errors]
-    assert error == ("simple.yaml:5: Service/simple: metadata.namespace: the object's namespace 'other' does not "
-                     "match the namespace 'simple' given with -n")
+    assert error == (
+        "simple.yaml:5: Service/simple: metadata.namespace: the object's namespace 'other' does not "
+        "match the namespace 'simple' given with -n"
+    )
     assert store.get("VirtualService", "simple", "simple") is None
     assert store.get("Namespace", "", "simple") is None

@@ -28,28 +28,32 @@ def _errors(text: str) -> list[Issue]:
 
 
 def _vs(body: str) -> str:
-    return "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\nspec:\n" + \
-        textwrap.indent(textwrap.dedent(body), "  ")
+    return "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\nspec:\n" + textwrap.indent(
+        textwrap.dedent(body), "  "
+    )
 
 
-@pytest.mark.parametrize(("text", "line", "fragment"), [
-    (NS + "  labels: {a: \"b\x00\"}\n", 5, "U+0000 at column"),
-    (NS + "  labels: {a: b\x07}\n", 5, "U+0007"),
-    (NS + "  labels: {a: \ud800}\n", 5, "U+D800"),
-    (NS + "  labels: &a [*a]\n", 5, "recursive alias"),
-    (NS + "  labels: &a {b: *a}\n", 5, "recursive alias"),
-    (NS + "  labels: {a: " + "9" * 5000 + "}\n", 5, "out of range"),
-    (NS + "  labels: {a: !!binary aGVsbG8=}\n", 5, "unsupported YAML tag !!binary"),
-    (NS + "  labels: {a: !!set {b}}\n", 5, "unsupported YAML tag !!set"),
-    (NS + "  labels: {a: !custom b}\n", 5, "unsupported YAML tag '!custom'"),
-    (NS + "  labels: {a: !!bool maybe}\n", 5, "is not a boolean"),
-    (NS + "  labels: {a: !!int 0x}\n", 5, "is not an integer"),
-    (NS + "  labels: {a: .nan}\n", 5, "only finite numbers"),
-    (NS + "  labels:\n    ? [a]\n    : b\n", 6, "must be a string or a number"),
-    ("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: !!binary YQ==\n", 4, "!!binary"),
-    (NS + "  labels: " + "[" * 2000 + "]" * 2000 + "\n", 5, "nesting depth"),
-    (mutate.deep_block(150), 108, "nesting is deeper than 100 levels"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        (NS + '  labels: {a: "b\x00"}\n', 5, "U+0000 at column"),
+        (NS + "  labels: {a: b\x07}\n", 5, "U+0007"),
+        (NS + "  labels: {a: \ud800}\n", 5, "U+D800"),
+        (NS + "  labels: &a [*a]\n", 5, "recursive alias"),
+        (NS + "  labels: &a {b: *a}\n", 5, "recursive alias"),
+        (NS + "  labels: {a: " + "9" * 5000 + "}\n", 5, "out of range"),
+        (NS + "  labels: {a: !!binary aGVsbG8=}\n", 5, "unsupported YAML tag !!binary"),
+        (NS + "  labels: {a: !!set {b}}\n", 5, "unsupported YAML tag !!set"),
+        (NS + "  labels: {a: !custom b}\n", 5, "unsupported YAML tag '!custom'"),
+        (NS + "  labels: {a: !!bool maybe}\n", 5, "is not a boolean"),
+        (NS + "  labels: {a: !!int 0x}\n", 5, "is not an integer"),
+        (NS + "  labels: {a: .nan}\n", 5, "only finite numbers"),
+        (NS + "  labels:\n    ? [a]\n    : b\n", 6, "must be a string or a number"),
+        ("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: !!binary YQ==\n", 4, "!!binary"),
+        (NS + "  labels: " + "[" * 2000 + "]" * 2000 + "\n", 5, "nesting depth"),
+        (mutate.deep_block(150), 108, "nesting is deeper than 100 levels"),
+    ],
+)
 def test_yaml_crash_classes_are_errors_with_a_line(text: str, line: int, fragment: str) -> None:
     errors = _errors(text)
     assert errors[0].line == line, errors
@@ -84,12 +88,14 @@ def test_unknown_top_level_null_key_is_named_with_its_line() -> None:
 
 def test_suggestions_are_never_the_same_word_and_come_from_the_same_object() -> None:
     # `hosts` is a field of VirtualService, not of a route destination
-    errors = _errors(_vs("""
+    errors = _errors(
+        _vs("""
         hosts: [r]
         http:
         - route:
           - destination: {host: r, hosts: x}
-    """))
+    """)
+    )
     assert "unknown field 'hosts'" in errors[0].message
     assert "did you mean 'hosts'" not in errors[0].message
     errors = _errors(_vs("hosts: [r]\nhttp:\n- route:\n  - destination: {hots: r}\n"))
@@ -103,30 +109,39 @@ def test_thousands_of_unknown_keys_are_each_reported() -> None:
     assert len(errors) == 5000 and errors[0].line == 6
 
 
-@pytest.mark.parametrize("text", [
-    NS + "  labels: {a: " + "x" * 5_000_000 + "}\n",
-    "apiVersion: v1\nkind: " + "K" * 100_000 + "\nmetadata: {name: a}\n",
-    "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + "a" * 100_000 + "}\n",
-    NS + "  labels: {" + "k" * 100_000 + ": v}\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        NS + "  labels: {a: " + "x" * 5_000_000 + "}\n",
+        "apiVersion: v1\nkind: " + "K" * 100_000 + "\nmetadata: {name: a}\n",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + "a" * 100_000 + "}\n",
+        NS + "  labels: {" + "k" * 100_000 + ": v}\n",
+    ],
+)
 def test_messages_quote_only_a_short_prefix_of_a_value(text: str) -> None:
     for e in _errors(text):
         assert len(str(e)) < 800, str(e)[:300]
 
 
 def test_telemetry_entries_are_checked_against_istios_schema() -> None:
-    text = ("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t}\nspec:\n"
-            "  metrics: [{overrides: 5}]\n  accessLogging: [{disabled: maybe}]\n")
+    text = (
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t}\nspec:\n"
+        "  metrics: [{overrides: 5}]\n  accessLogging: [{disabled: maybe}]\n"
+    )
     errors = _errors(text)
-    assert [(e.line, e.field) for e in errors] == [(5, "spec.metrics[0].overrides"),
-                                                  (6, "spec.accessLogging[0].disabled")]
+    assert [(e.line, e.field) for e in errors] == [
+        (5, "spec.metrics[0].overrides"),
+        (6, "spec.accessLogging[0].disabled"),
+    ]
 
 
 def test_envoyfilter_type_urls_never_import_modules_named_by_config() -> None:
     before = set(sys.modules)
-    text = ("apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: e}\nspec:\n"
-            "  configPatches:\n  - applyTo: HTTP_FILTER\n    patch:\n      operation: INSERT_FIRST\n"
-            "      value:\n        name: x\n        typed_config: {'@type': type.googleapis.com/this.X}\n")
+    text = (
+        "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: e}\nspec:\n"
+        "  configPatches:\n  - applyTo: HTTP_FILTER\n    patch:\n      operation: INSERT_FIRST\n"
+        "      value:\n        name: x\n        typed_config: {'@type': type.googleapis.com/this.X}\n"
+    )
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         errors = _errors(text)
@@ -151,8 +166,10 @@ def test_probe_timings_are_kubernetes_int32() -> None:
                 readinessProbe: {tcpSocket: {port: 80}, initialDelaySeconds: 9999999999}
         """)
     errors = _errors(text)
-    assert (errors[0].line, errors[0].field) == (12, "spec.template.spec.containers[0].readinessProbe"
-                                                     ".initialDelaySeconds")
+    assert (errors[0].line, errors[0].field) == (
+        12,
+        "spec.template.spec.containers[0].readinessProbe.initialDelaySeconds",
+    )
 
 
 def test_a_one_megabyte_manifest_validates() -> None:
@@ -200,4 +217,6 @@ def test_bytes_that_are_not_utf8_are_an_error_with_their_line(tmp_path: Path) ->
     f.write_bytes(NS.encode() + b"  labels: {a: caf\xe9}\n")  # Latin-1, not UTF-8
     errors = _errors(read_manifest(f))
     assert (errors[0].line, errors[0].message) == (
-        5, "invalid YAML: byte 0xE9 at column 18 is not UTF-8 (YAML files are UTF-8)")
+        5,
+        "invalid YAML: byte 0xE9 at column 18 is not UTF-8 (YAML files are UTF-8)",
+    )

@@ -139,12 +139,22 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         rv = {
             "v1": apps.spawn("reviews", SERVICE_VERSION="v1", HOSTNAME="reviews-v1-abc"),
             "v2": apps.spawn(
-                "reviews", SERVICE_VERSION="v2", ENABLE_RATINGS="true", STAR_COLOR="black",
-                HOSTNAME="reviews-v2-abc", RATINGS_HOSTNAME=LOOPBACK, RATINGS_SERVICE_PORT=ratings.port,
+                "reviews",
+                SERVICE_VERSION="v2",
+                ENABLE_RATINGS="true",
+                STAR_COLOR="black",
+                HOSTNAME="reviews-v2-abc",
+                RATINGS_HOSTNAME=LOOPBACK,
+                RATINGS_SERVICE_PORT=ratings.port,
             ),
             "v3": apps.spawn(
-                "reviews", SERVICE_VERSION="v3", ENABLE_RATINGS="true", STAR_COLOR="red",
-                HOSTNAME="reviews-v3-abc", RATINGS_HOSTNAME=LOOPBACK, RATINGS_SERVICE_PORT=ratings.port,
+                "reviews",
+                SERVICE_VERSION="v3",
+                ENABLE_RATINGS="true",
+                STAR_COLOR="red",
+                HOSTNAME="reviews-v3-abc",
+                RATINGS_HOSTNAME=LOOPBACK,
+                RATINGS_SERVICE_PORT=ratings.port,
             ),
         }
         for app in rv.values():
@@ -152,9 +162,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         pp = {
             version: apps.spawn(
                 "productpage",
-                DETAILS_HOSTNAME=LOOPBACK, DETAILS_SERVICE_PORT=details.port,
-                REVIEWS_HOSTNAME=LOOPBACK, REVIEWS_SERVICE_PORT=app.port,
-                RATINGS_HOSTNAME=LOOPBACK, RATINGS_SERVICE_PORT=ratings.port,
+                DETAILS_HOSTNAME=LOOPBACK,
+                DETAILS_SERVICE_PORT=details.port,
+                REVIEWS_HOSTNAME=LOOPBACK,
+                REVIEWS_SERVICE_PORT=app.port,
+                RATINGS_HOSTNAME=LOOPBACK,
+                RATINGS_SERVICE_PORT=ratings.port,
             )
             for version, app in rv.items()
         }
@@ -231,14 +244,18 @@ def test_details_and_ratings_json(mesh: Mesh) -> None:
     assert get_json(mesh.details.port, "/details/0") == (
         200,
         {
-            "id": 0, "author": "William Shakespeare", "year": 1595, "type": "paperback", "pages": 200,
-            "publisher": "PublisherA", "language": "English", "ISBN-10": "1234567890",
+            "id": 0,
+            "author": "William Shakespeare",
+            "year": 1595,
+            "type": "paperback",
+            "pages": 200,
+            "publisher": "PublisherA",
+            "language": "English",
+            "ISBN-10": "1234567890",
             "ISBN-13": "123-1234567890",
         },
     )
-    assert get_json(mesh.ratings.port, "/ratings/7") == (
-        200, {"id": 7, "ratings": {"Reviewer1": 5, "Reviewer2": 4}}
-    )
+    assert get_json(mesh.ratings.port, "/ratings/7") == (200, {"id": 7, "ratings": {"Reviewer1": 5, "Reviewer2": 4}})
     assert get_json(mesh.ratings.port, "/ratings/abc")[0] == 400
     assert get_json(mesh.details.port, "/details/abc")[0] == 400
 
@@ -254,11 +271,13 @@ def test_reviews_versions(mesh: Mesh) -> None:
 
     _, v2 = get_json(mesh.reviews["v2"].port, "/reviews/0")
     assert [r["rating"] for r in v2["reviews"]] == [
-        {"stars": 5, "color": "black"}, {"stars": 4, "color": "black"},
+        {"stars": 5, "color": "black"},
+        {"stars": 4, "color": "black"},
     ]
     _, v3 = get_json(mesh.reviews["v3"].port, "/reviews/0")
     assert [r["rating"] for r in v3["reviews"]] == [
-        {"stars": 5, "color": "red"}, {"stars": 4, "color": "red"},
+        {"stars": 5, "color": "red"},
+        {"stars": 4, "color": "red"},
     ]
 
 
@@ -319,16 +338,23 @@ def test_product_api(mesh: Mesh) -> None:
 def test_ratings_down(apps: Apps) -> None:
     details = apps.spawn("details")
     reviews = apps.spawn(
-        "reviews", SERVICE_VERSION="v2", ENABLE_RATINGS="true", STAR_COLOR="black",
-        RATINGS_HOSTNAME=LOOPBACK, RATINGS_SERVICE_PORT=dead_port(),
+        "reviews",
+        SERVICE_VERSION="v2",
+        ENABLE_RATINGS="true",
+        STAR_COLOR="black",
+        RATINGS_HOSTNAME=LOOPBACK,
+        RATINGS_SERVICE_PORT=dead_port(),
     )
     apps.wait(details)
     apps.wait(reviews)
     _, body = get_json(reviews.port, "/reviews/0")
     assert [r["rating"] for r in body["reviews"]] == [{"error": RATINGS_DOWN}] * 2
     pp = apps.start(
-        "productpage", DETAILS_HOSTNAME=LOOPBACK, DETAILS_SERVICE_PORT=details.port,
-        REVIEWS_HOSTNAME=LOOPBACK, REVIEWS_SERVICE_PORT=reviews.port,
+        "productpage",
+        DETAILS_HOSTNAME=LOOPBACK,
+        DETAILS_SERVICE_PORT=details.port,
+        REVIEWS_HOSTNAME=LOOPBACK,
+        REVIEWS_SERVICE_PORT=reviews.port,
     )
     status, _, page = request(pp.port, "/productpage")
     assert status == 200
@@ -337,8 +363,11 @@ def test_ratings_down(apps: Apps) -> None:
 
 def test_reviews_and_details_down(apps: Apps) -> None:
     pp = apps.start(
-        "productpage", DETAILS_HOSTNAME=LOOPBACK, DETAILS_SERVICE_PORT=dead_port(),
-        REVIEWS_HOSTNAME=LOOPBACK, REVIEWS_SERVICE_PORT=dead_port(),
+        "productpage",
+        DETAILS_HOSTNAME=LOOPBACK,
+        DETAILS_SERVICE_PORT=dead_port(),
+        REVIEWS_HOSTNAME=LOOPBACK,
+        REVIEWS_SERVICE_PORT=dead_port(),
     )
     status, _, page = request(pp.port, "/productpage")
     assert status == 200
@@ -352,8 +381,11 @@ def test_reviews_retried_once_and_status_passed_through(apps: Apps, recorder: Re
     recorder.responses["/reviews/0"] = (503, {"error": "unavailable"})
     recorder.responses["/details/0"] = (200, {"id": 0, "type": "paperback"})
     pp = apps.start(
-        "productpage", DETAILS_HOSTNAME=LOOPBACK, DETAILS_SERVICE_PORT=recorder.port,
-        REVIEWS_HOSTNAME=LOOPBACK, REVIEWS_SERVICE_PORT=recorder.port,
+        "productpage",
+        DETAILS_HOSTNAME=LOOPBACK,
+        DETAILS_SERVICE_PORT=recorder.port,
+        REVIEWS_HOSTNAME=LOOPBACK,
+        REVIEWS_SERVICE_PORT=recorder.port,
     )
     status, _, page = request(pp.port, "/productpage")
     assert status == 200 and REVIEWS_DOWN in page and "paperback" in page
@@ -377,11 +409,17 @@ def test_login_sets_session_and_end_user_propagates(apps: Apps, recorder: Record
     recorder.responses["/details/0"] = (200, {"id": 0, "type": "paperback"})
     recorder.responses["/reviews/0"] = (200, {"id": "0", "podname": "fake", "reviews": []})
     pp = apps.start(
-        "productpage", DETAILS_HOSTNAME=LOOPBACK, DETAILS_SERVICE_PORT=recorder.port,
-        REVIEWS_HOSTNAME=LOOPBACK, REVIEWS_SERVICE_PORT=recorder.port,
+        "productpage",
+        DETAILS_HOSTNAME=LOOPBACK,
+        DETAILS_SERVICE_PORT=recorder.port,
+        REVIEWS_HOSTNAME=LOOPBACK,
+        REVIEWS_SERVICE_PORT=recorder.port,
     )
     status, headers, _ = request(
-        pp.port, "/login", "POST", {"Content-Type": "application/x-www-form-urlencoded"},
+        pp.port,
+        "/login",
+        "POST",
+        {"Content-Type": "application/x-www-form-urlencoded"},
         "username=jason&passwd=secret",
     )
     assert status == 302 and headers["location"] == "/productpage"
@@ -408,13 +446,18 @@ def test_login_sets_session_and_end_user_propagates(apps: Apps, recorder: Record
 def test_reviews_propagates_headers_to_ratings(apps: Apps, recorder: Recorder) -> None:
     recorder.responses["/ratings/0"] = (200, {"id": 0, "ratings": {"Reviewer1": 2, "Reviewer2": 3}})
     reviews = apps.start(
-        "reviews", SERVICE_VERSION="v3", ENABLE_RATINGS="true", STAR_COLOR="red",
-        RATINGS_HOSTNAME=LOOPBACK, RATINGS_SERVICE_PORT=recorder.port,
+        "reviews",
+        SERVICE_VERSION="v3",
+        ENABLE_RATINGS="true",
+        STAR_COLOR="red",
+        RATINGS_HOSTNAME=LOOPBACK,
+        RATINGS_SERVICE_PORT=recorder.port,
     )
     status, body = get_json(reviews.port, "/reviews/0", {"end-user": "jason", **TRACE_HEADERS})
     assert status == 200
     assert [r["rating"] for r in body["reviews"]] == [
-        {"stars": 2, "color": "red"}, {"stars": 3, "color": "red"},
+        {"stars": 2, "color": "red"},
+        {"stars": 3, "color": "red"},
     ]
     seen = recorder.headers_for("/ratings/0")[-1]
     assert seen["end-user"] == "jason"
@@ -441,7 +484,12 @@ def test_bookinfo_manifest() -> None:
         assert ("Service", svc) in kinds and ("ServiceAccount", f"bookinfo-{svc}") in kinds
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     assert set(deployments) == {
-        "details-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3", "productpage-v1",
+        "details-v1",
+        "ratings-v1",
+        "reviews-v1",
+        "reviews-v2",
+        "reviews-v3",
+        "productpage-v1",
     }
     for name, dep in deployments.items():
         app, version = name.rsplit("-", 1)
@@ -453,8 +501,7 @@ def test_bookinfo_manifest() -> None:
         assert container["image"] == f"docker.io/istio/examples-bookinfo-{app}-{version}:1.20.1"
         assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": 9080}
         assert (BOOKINFO / container["command"][1]).is_file()
-    env = {e["name"]: e["value"] for e in deployments["reviews-v3"]["spec"]["template"]["spec"]
-           ["containers"][0]["env"]}
+    env = {e["name"]: e["value"] for e in deployments["reviews-v3"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env == {"SERVICE_VERSION": "v3", "ENABLE_RATINGS": "true", "STAR_COLOR": "red"}
 
 
@@ -467,8 +514,8 @@ def test_networking_manifests_parse() -> None:
         for doc in _docs(path):
             assert doc["apiVersion"] == "networking.istio.io/v1", path.name
     weights = [
-        r["weight"] for r in _docs(BOOKINFO / "networking" / "virtual-service-reviews-80-20.yaml")[0]
-        ["spec"]["http"][0]["route"]
+        r["weight"]
+        for r in _docs(BOOKINFO / "networking" / "virtual-service-reviews-80-20.yaml")[0]["spec"]["http"][0]["route"]
     ]
     assert weights == [80, 20]
     curl = _docs(REPO / "samples" / "curl" / "curl.yaml")

@@ -55,7 +55,8 @@ def test_ads_over_mtls_with_the_workload_certificate_when_the_pod_has_an_agent(t
     validation = common["combined_validation_context"]
     assert validation["validation_context_sds_secret_config"]["name"] == "ROOTCA"
     assert validation["default_validation_context"]["match_typed_subject_alt_names"] == [
-        {"san_type": "DNS", "matcher": {"exact": "istiod.istio-system.svc"}}]
+        {"san_type": "DNS", "matcher": {"exact": "istiod.istio-system.svc"}}
+    ]
     sds_source = common["tls_certificate_sds_secret_configs"][0]["sds_config"]["api_config_source"]
     assert sds_source["grpc_services"] == [{"envoy_grpc": {"cluster_name": "sds-grpc"}}]
 
@@ -97,8 +98,14 @@ def test_ads_and_static_resources(tmp_path: Path) -> None:
     ads = dyn["ads_config"]
     assert ads["api_type"] == "DELTA_GRPC" and ads["transport_api_version"] == "V3"  # incremental, as Istio
     # A restarted control plane is reconnected to within half a second (Envoy's default back-off: up to 30 s).
-    assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": "xds-grpc", "retry_policy": {
-        "retry_back_off": {"base_interval": "0.1s", "max_interval": "0.5s"}}}}]
+    assert ads["grpc_services"] == [
+        {
+            "envoy_grpc": {
+                "cluster_name": "xds-grpc",
+                "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "0.5s"}},
+            }
+        }
+    ]
     assert ads["set_node_on_first_message_only"] is True
     for key in ("lds_config", "cds_config"):
         assert dyn[key]["ads"] == {} and dyn[key]["resource_api_version"] == "V3"

@@ -12,14 +12,32 @@ NET = REPO / "samples/bookinfo/networking"
 
 
 def analyze(tmp_path: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gossamer.cli.main", "--run-dir", str(tmp_path / "run"),
-                           "--state-dir", str(tmp_path / "state"), "analyze", *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gossamer.cli.main",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "analyze",
+            *map(str, args),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
 
 
 def test_consistent_files_have_no_issues(tmp_path: Path) -> None:
-    proc = analyze(tmp_path, REPO / "samples/bookinfo/bookinfo.yaml", NET / "destination-rule-reviews.yaml",
-                   NET / "virtual-service-reviews-v3.yaml")
+    proc = analyze(
+        tmp_path,
+        REPO / "samples/bookinfo/bookinfo.yaml",
+        NET / "destination-rule-reviews.yaml",
+        NET / "virtual-service-reviews-v3.yaml",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No validation issues found" in proc.stdout
     assert not (tmp_path / "state").exists()  # offline: nothing started, nothing stored
@@ -28,22 +46,36 @@ def test_consistent_files_have_no_issues(tmp_path: Path) -> None:
 def test_missing_subset_is_an_error_with_its_line(tmp_path: Path) -> None:
     proc = analyze(tmp_path, REPO / "samples/bookinfo/bookinfo.yaml", NET / "virtual-service-all-v1.yaml")
     assert proc.returncode == 79  # istioctl's exit code: a message at --failure-threshold (Error)
-    assert (f"{NET / 'virtual-service-all-v1.yaml'}:25: Error [IST0101] (VirtualService default/reviews) "
-            "spec.http[0].route[0].destination.subset: referenced host+subset in destinationrule not found: "
-            "'reviews+v1'") in proc.stdout
-    quiet = analyze(tmp_path, "--failure-threshold", "Error", "--output-threshold", "Error", "-o", "json",
-                    REPO / "samples/bookinfo/bookinfo.yaml", NET / "virtual-service-all-v1.yaml")
+    assert (
+        f"{NET / 'virtual-service-all-v1.yaml'}:25: Error [IST0101] (VirtualService default/reviews) "
+        "spec.http[0].route[0].destination.subset: referenced host+subset in destinationrule not found: "
+        "'reviews+v1'"
+    ) in proc.stdout
+    quiet = analyze(
+        tmp_path,
+        "--failure-threshold",
+        "Error",
+        "--output-threshold",
+        "Error",
+        "-o",
+        "json",
+        REPO / "samples/bookinfo/bookinfo.yaml",
+        NET / "virtual-service-all-v1.yaml",
+    )
     assert {(m["code"], m["kind"], m["resource"]) for m in json.loads(quiet.stdout)} == {
-        ("IST0101", "VirtualService", name) for name in ("details", "productpage", "ratings", "reviews")}
+        ("IST0101", "VirtualService", name) for name in ("details", "productpage", "ratings", "reviews")
+    }
 
 
 def test_schema_errors_are_reported_and_the_rest_is_analyzed(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\n"
-                   "spec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n"
-                   "      weight: 30\n    - destination: {host: ratings}\n      weight: 30\n---\n"
-                   "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: y}\n"
-                   "spec:\n  hosts: [y]\n  http:\n  - route:\n    - destination: {host: nowhere}\n")
+    bad.write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\n"
+        "spec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n"
+        "      weight: 30\n    - destination: {host: ratings}\n      weight: 30\n---\n"
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: y}\n"
+        "spec:\n  hosts: [y]\n  http:\n  - route:\n    - destination: {host: nowhere}\n"
+    )
     proc = analyze(tmp_path, bad)
     assert proc.returncode == 79
     assert f"{bad}:7: Error [IST0106] (VirtualService default/x) spec.http[0].route: weights sum to 60" in proc.stdout
@@ -105,13 +137,18 @@ def test_a_cluster_dump_list_is_read_whole_and_scoped_by_namespace(tmp_path: Pat
     assert found(default_ns) == {shop_ns}
     assert "rbac.authorization.k8s.io/ClusterRole (1)" in default_ns.stderr  # read, listed once, not analyzed
     shop = analyze(tmp_path, "-n", "shop", "-o", "json", dump)
-    assert found(shop) == {shop_ns, ("IST0101", "VirtualService", "shop", "cart"),
-                           ("IST0118", "Service", "shop", "cart")}
+    assert found(shop) == {
+        shop_ns,
+        ("IST0101", "VirtualService", "shop", "cart"),
+        ("IST0118", "Service", "shop", "cart"),
+    }
     everything = analyze(tmp_path, "-A", "-o", "json", dump)
     assert found(everything) == found(shop)
     log = analyze(tmp_path, "-n", "shop", dump).stdout
-    assert (f"{dump}:33: Error [IST0101] (VirtualService shop/cart) spec.http[0].route[0].destination.subset: "
-            "referenced host+subset in destinationrule not found: 'cart+v2'") in log
+    assert (
+        f"{dump}:33: Error [IST0101] (VirtualService shop/cart) spec.http[0].route[0].destination.subset: "
+        "referenced host+subset in destinationrule not found: 'cart+v2'"
+    ) in log
 
 
 def test_mesh_config_file(tmp_path: Path) -> None:
@@ -128,8 +165,10 @@ spec:
     default_mesh = analyze(tmp_path, entry)
     assert f"{entry}:6: Warning [IST0134] (ServiceEntry default/db) spec.ports[0].name:" in default_mesh.stdout
     mesh = tmp_path / "mesh.yaml"
-    mesh.write_text("defaultConfig:\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: 'true'\n"
-                    "    ISTIO_META_DNS_AUTO_ALLOCATE: 'true'\n")
+    mesh.write_text(
+        "defaultConfig:\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: 'true'\n"
+        "    ISTIO_META_DNS_AUTO_ALLOCATE: 'true'\n"
+    )
     auto = analyze(tmp_path, "--meshConfigFile", mesh, entry)
     assert auto.returncode == 0 and "IST0134" not in auto.stdout, auto.stdout
     missing = analyze(tmp_path, "--meshConfigFile", tmp_path / "nope.yaml", entry)
@@ -139,13 +178,18 @@ spec:
 def test_suppressions(tmp_path: Path) -> None:
     """istioctl's --suppress CODE=RESOURCE (a glob) and the galley.istio.io/analyze-suppress annotation."""
     dump = tmp_path / "dump.yaml"
-    dump.write_text(DUMP.replace("metadata: {name: cart, namespace: shop}\n  spec:\n    hosts",
-                                 "metadata: {name: cart, namespace: shop, annotations: "
-                                 "{galley.istio.io/analyze-suppress: 'IST0101,IST0999'}}\n  spec:\n    hosts"))
+    dump.write_text(
+        DUMP.replace(
+            "metadata: {name: cart, namespace: shop}\n  spec:\n    hosts",
+            "metadata: {name: cart, namespace: shop, annotations: "
+            "{galley.istio.io/analyze-suppress: 'IST0101,IST0999'}}\n  spec:\n    hosts",
+        )
+    )
     everything = found(analyze(tmp_path, "-n", "shop", "-o", "json", dump))
     assert ("IST0101", "VirtualService", "shop", "cart") not in everything  # the annotation
-    quiet = analyze(tmp_path, "-n", "shop", "-o", "json", "-S", "IST0118=Service shop/*",
-                    "-S", "IST0102=Namespace sh*", dump)
+    quiet = analyze(
+        tmp_path, "-n", "shop", "-o", "json", "-S", "IST0118=Service shop/*", "-S", "IST0102=Namespace sh*", dump
+    )
     assert found(quiet) == everything - {("IST0118", "Service", "shop", "cart"), ("IST0102", "Namespace", "", "shop")}
     unknown = analyze(tmp_path, "-S", "IST9999=Service x", dump)
     assert "IST9999 is not an analysis code" in unknown.stderr
@@ -154,9 +198,11 @@ def test_suppressions(tmp_path: Path) -> None:
 
 def test_a_kubernetes_object_that_does_not_parse_is_a_note(tmp_path: Path) -> None:
     bad = tmp_path / "deploy.yaml"
-    bad.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n"
-                   "  selector: {matchLabels: {a: b}}\n"
-                   "  template:\n    spec: {containers: [{name: a, image: x, bogusField: 1}]}\n")
+    bad.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n"
+        "  selector: {matchLabels: {a: b}}\n"
+        "  template:\n    spec: {containers: [{name: a, image: x, bogusField: 1}]}\n"
+    )
     proc = analyze(tmp_path, bad)
     assert proc.returncode == 0 and "IST0106" not in proc.stdout  # istioctl does not validate Kubernetes kinds
     assert f"note: not analyzed: {bad}:7: Deployment/x: spec.template.spec.containers[0]: unknown field" in proc.stderr

@@ -35,12 +35,19 @@ REVIEWS = "reviews.default.svc.cluster.local"
 PRODUCTPAGE = "productpage.default.svc.cluster.local"
 
 
-def _labels(reporter: str, source: str, service: str, dest: str, code: str = "200",
-            source_ns: str = "default") -> dict[str, str]:
+def _labels(
+    reporter: str, source: str, service: str, dest: str, code: str = "200", source_ns: str = "default"
+) -> dict[str, str]:
     out = dict.fromkeys(LABELS, "unknown")
-    out.update(reporter=reporter, source_workload=source, source_workload_namespace=source_ns,
-               destination_service=service, destination_workload=dest, destination_workload_namespace="default",
-               response_code=code)
+    out.update(
+        reporter=reporter,
+        source_workload=source,
+        source_workload_namespace=source_ns,
+        destination_service=service,
+        destination_workload=dest,
+        destination_workload_namespace="default",
+        response_code=code,
+    )
     return out
 
 
@@ -53,14 +60,17 @@ def bookinfo_registry(ok: int = 20, failed: int = 0) -> CollectorRegistry:
         requests.labels(**_labels(reporter, "productpage-v1", REVIEWS, "reviews-v2")).inc(ok - ok // 2)
         if failed:
             requests.labels(**_labels(reporter, "productpage-v1", REVIEWS, "reviews-v2", "503")).inc(failed)
-        requests.labels(**_labels(reporter, "istio-ingressgateway", PRODUCTPAGE, "productpage-v1",
-                                  source_ns="istio-system")).inc(ok)
+        requests.labels(
+            **_labels(reporter, "istio-ingressgateway", PRODUCTPAGE, "productpage-v1", source_ns="istio-system")
+        ).inc(ok)
     return registry
 
 
-SERVICES = [ServiceInfo(PRODUCTPAGE, "productpage", "default", (("app", "productpage"),)),
-            ServiceInfo(REVIEWS, "reviews", "default", (("app", "reviews"),)),
-            ServiceInfo("ratings.default.svc.cluster.local", "ratings", "default", (("app", "ratings"),))]
+SERVICES = [
+    ServiceInfo(PRODUCTPAGE, "productpage", "default", (("app", "productpage"),)),
+    ServiceInfo(REVIEWS, "reviews", "default", (("app", "reviews"),)),
+    ServiceInfo("ratings.default.svc.cluster.local", "ratings", "default", (("app", "ratings"),)),
+]
 WORKLOADS = [
     WorkloadInfo("istio-ingressgateway", "istio-system", (("app", "istio-ingressgateway"),), 1, 1, True),
     WorkloadInfo("productpage-v1", "default", (("app", "productpage"), ("version", "v1")), 1, 1, True),
@@ -121,8 +131,13 @@ def test_graph_layers_left_to_right_and_selection_edges_without_traffic() -> Non
     counters = edge_counters(request_samples(bookinfo_registry()))
     graph = build_graph(SERVICES, WORKLOADS, counters, {})
     layer = {n["id"]: n["layer"] for n in graph["nodes"]}
-    chain = ["wl:istio-system/istio-ingressgateway", f"svc:{PRODUCTPAGE}", "wl:default/productpage-v1",
-             f"svc:{REVIEWS}", "wl:default/reviews-v1"]
+    chain = [
+        "wl:istio-system/istio-ingressgateway",
+        f"svc:{PRODUCTPAGE}",
+        "wl:default/productpage-v1",
+        f"svc:{REVIEWS}",
+        "wl:default/reviews-v1",
+    ]
     assert [layer[n] for n in chain] == [0, 1, 2, 3, 4]
     # ratings has no traffic: its service still shows, joined to its workload by a "selects" edge.
     selects = _edge(graph, "svc:ratings.default.svc.cluster.local", "wl:default/ratings-v1")
@@ -145,18 +160,36 @@ def test_graph_nodes_seen_only_in_metrics_and_cycles() -> None:
 
 
 def _pod(name: str, *, ready: bool = True, restarts: int = 0, sidecar: bool = True) -> PodStatus:
-    return PodStatus(name=name, namespace="default", deployment=name.rsplit("-", 1)[0], ip="10.244.0.9",
-                     labels=(("app", "x"),), service_account="default", has_sidecar=sidecar, proxy_type="sidecar",
-                     phase="Running", app_ready=ready, proxy_ready=True, restarts=restarts)
+    return PodStatus(
+        name=name,
+        namespace="default",
+        deployment=name.rsplit("-", 1)[0],
+        ip="10.244.0.9",
+        labels=(("app", "x"),),
+        service_account="default",
+        has_sidecar=sidecar,
+        proxy_type="sidecar",
+        phase="Running",
+        app_ready=ready,
+        proxy_ready=True,
+        restarts=restarts,
+    )
 
 
 def test_workloads_view_highlights_nacks() -> None:
     pods = [_pod("reviews-v1-abc"), _pod("ratings-v1-def", ready=False, restarts=2)]
-    nacked = ProxyStatus(node_id="sidecar~10.244.0.9~reviews-v1-abc.default~default.svc.cluster.local",
-                         group="g1", metadata={}, connected_at=0.0, types={
-                             CLUSTER: ProxyTypeStatus(CLUSTER, sent_version="2", acked_version="1",
-                                                      nacked_version="2", error="bad cluster x"),
-                             LISTENER: ProxyTypeStatus(LISTENER, sent_version="1")})
+    nacked = ProxyStatus(
+        node_id="sidecar~10.244.0.9~reviews-v1-abc.default~default.svc.cluster.local",
+        group="g1",
+        metadata={},
+        connected_at=0.0,
+        types={
+            CLUSTER: ProxyTypeStatus(
+                CLUSTER, sent_version="2", acked_version="1", nacked_version="2", error="bad cluster x"
+            ),
+            LISTENER: ProxyTypeStatus(LISTENER, sent_version="1"),
+        },
+    )
     view = workloads_view(pods, [nacked], lambda pod, ns: f"gsm-{pod}")
     ratings = next(p for p in view["pods"] if p["name"] == "ratings-v1-def")
     assert ratings["ready"] is False and ratings["restarts"] == 2 and ratings["containersReady"] == "1/2"
@@ -205,14 +238,21 @@ spec:
 def test_config_view_shows_sources_and_warnings() -> None:
     parsed, issues = parse_documents(CONFIG, "rules.yaml")
     assert not issues
-    stored = [StoredObject(r.kind, r.metadata.namespace or "default", r.metadata.name, i + 1, 1, i, r.raw,
-                           r.source_file, r.source_line) for i, r in enumerate(parsed)]
+    stored = [
+        StoredObject(
+            r.kind, r.metadata.namespace or "default", r.metadata.name, i + 1, 1, i, r.raw, r.source_file, r.source_line
+        )
+        for i, r in enumerate(parsed)
+    ]
     view = config_view(stored, parsed, mesh_messages(parsed, pods=[]))
     vs, dr = view["items"]
     assert (vs["kind"], vs["source"], vs["hosts"]) == ("VirtualService", "rules.yaml:1", ["reviews"])
     (warning,) = vs["warnings"]
-    assert (warning["line"], warning["field"], warning["code"]) == (11, "spec.http[0].route[0].destination.subset",
-                                                                    "IST0101")
+    assert (warning["line"], warning["field"], warning["code"]) == (
+        11,
+        "spec.http[0].route[0].destination.subset",
+        "IST0101",
+    )
     assert "'reviews+v9'" in warning["message"]
     assert warning["text"].startswith("rules.yaml:11: Error [IST0101] (VirtualService default/reviews)")
     assert (dr["kind"], dr["source"], dr["summary"]) == ("DestinationRule", "rules.yaml:13", "subsets v1")

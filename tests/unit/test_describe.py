@@ -44,8 +44,15 @@ spec:
 
 
 def snapshot(*extra: str) -> Any:
-    text = "\n---\n".join([(BOOKINFO / "bookinfo.yaml").read_text(), (NET / "destination-rule-all.yaml").read_text(),
-                           (NET / "virtual-service-reviews-test-v2.yaml").read_text(), POLICIES, *extra])
+    text = "\n---\n".join(
+        [
+            (BOOKINFO / "bookinfo.yaml").read_text(),
+            (NET / "destination-rule-all.yaml").read_text(),
+            (NET / "virtual-service-reviews-test-v2.yaml").read_text(),
+            POLICIES,
+            *extra,
+        ]
+    )
     return snapshot_from_yaml(text)
 
 
@@ -163,9 +170,14 @@ def test_mesh_config_options_and_where_they_come_from(reviews_v2: dict[str, Any]
     buf = io.StringIO()
     print_describe(Console(file=buf, width=40), body)
     out = buf.getvalue()
-    for line in ("outboundTrafficPolicy.mode: REGISTRY_ONLY", "accessLogEncoding: JSON",
-                 "defaultConfig.tracing.sampling: 10.0", "defaultConfig.holdApplicationUntilProxyStarts: true",
-                 "trustDomain: cluster.local", 'accessLogFile: /dev/stdout'):
+    for line in (
+        "outboundTrafficPolicy.mode: REGISTRY_ONLY",
+        "accessLogEncoding: JSON",
+        "defaultConfig.tracing.sampling: 10.0",
+        "defaultConfig.holdApplicationUntilProxyStarts: true",
+        "trustDomain: cluster.local",
+        "accessLogFile: /dev/stdout",
+    ):
         assert f"   {line}\n" in out, out
 
 

@@ -75,8 +75,14 @@ def _snapshot() -> MeshSnapshot:
 
 
 def _route_clusters(config: ProxyConfig, host: str) -> set[str]:
-    return {d.cluster for t in config.route_tables for vh in t.virtual_hosts if host in vh.domains
-            for r in vh.routes for d in r.destinations}
+    return {
+        d.cluster
+        for t in config.route_tables
+        for vh in t.virtual_hosts
+        if host in vh.domains
+        for r in vh.routes
+        for d in r.destinations
+    }
 
 
 def test_egress_gateway_is_off_by_default() -> None:

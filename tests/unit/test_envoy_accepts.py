@@ -95,7 +95,8 @@ def static_bootstrap(resources: dict[str, dict[str, Message]]) -> bootstrap_pb2.
     out.static_resources.clusters.append(sds_grpc_cluster())
     # The bootstrap's `zipkin` cluster (the control plane's span collector) that HCM tracing names.
     out.static_resources.clusters.append(
-        json_format.ParseDict(zipkin_cluster(Path("/tmp/gossamer-validate-zipkin.sock")), cluster_pb2.Cluster()))
+        json_format.ParseDict(zipkin_cluster(Path("/tmp/gossamer-validate-zipkin.sock")), cluster_pb2.Cluster())
+    )
     return out
 
 
@@ -118,8 +119,9 @@ def test_envoy_accepts_golden_case(case: Path, tmp_path: Path) -> None:
     assert ENVOY is not None
     config = tmp_path / "bootstrap.json"
     config.write_text(json_format.MessageToJson(static_bootstrap(build_case(case))))
-    proc = subprocess.run([ENVOY, "--mode", "validate", "-c", str(config), "-l", "error"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [ENVOY, "--mode", "validate", "-c", str(config), "-l", "error"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, f"{case.name}: envoy rejected the config:\n{proc.stdout}\n{proc.stderr}"
 
 
@@ -138,6 +140,7 @@ def test_envoy_validate_rejects_a_broken_route(tmp_path: Path) -> None:
     table.virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.fault"].Pack(broken)
     config = tmp_path / "bootstrap.json"
     config.write_text(json_format.MessageToJson(static_bootstrap(resources)))
-    proc = subprocess.run([ENVOY, "--mode", "validate", "-c", str(config), "-l", "error"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [ENVOY, "--mode", "validate", "-c", str(config), "-l", "error"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode != 0

@@ -78,14 +78,22 @@ def _negative_timeout(res: Resources) -> None:
 
 
 def _duplicate_filter_chain(res: Resources) -> None:
-    listener = next(m for m in res[LISTENER].values()
-                    if isinstance(m, listener_pb2.Listener) and len(m.filter_chains) == 1)
+    listener = next(
+        m for m in res[LISTENER].values() if isinstance(m, listener_pb2.Listener) and len(m.filter_chains) == 1
+    )
     listener.filter_chains.add().CopyFrom(listener.filter_chains[0])
 
 
 BREAKAGES: list[Callable[[Resources], None]] = [
-    _header_newline, _empty_header_value_name, _long_header_value, _backreference, _repeat_over_1000,
-    _fault_without_delay, _ring_too_big, _negative_timeout, _duplicate_filter_chain,
+    _header_newline,
+    _empty_header_value_name,
+    _long_header_value,
+    _backreference,
+    _repeat_over_1000,
+    _fault_without_delay,
+    _ring_too_big,
+    _negative_timeout,
+    _duplicate_filter_chain,
 ]
 
 
@@ -116,8 +124,9 @@ def test_a_violation_found_is_one_envoy_rejects(breakage: Callable[[Resources], 
     if ENVOY is None:
         pytest.skip("no envoy binary")
     # with RE2's program-size limit as Istio's (and our agent's) bootstrap sets it
-    assert not _envoy_validates(res, tmp_path, {"re2.max_program_size.error_level": 32768}), \
+    assert not _envoy_validates(res, tmp_path, {"re2.max_program_size.error_level": 32768}), (
         f"Envoy accepted what the check flagged: {found[0]}"
+    )
 
 
 def test_durations_beyond_protobufs_range_are_flagged() -> None:
@@ -141,8 +150,9 @@ def _envoy_validates(res: Resources, tmp_path: Path, runtime: dict[str, object] 
         bootstrap.layered_runtime.layers.add(name="static").static_layer.update(runtime)
     config = tmp_path / "bootstrap.json"
     config.write_text(json_format.MessageToJson(bootstrap))
-    proc = subprocess.run([ENVOY, "--mode", "validate", "-c", str(config), "-l", "error"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [ENVOY, "--mode", "validate", "-c", str(config), "-l", "error"], capture_output=True, text=True, timeout=60
+    )
     return proc.returncode == 0
 
 
@@ -152,8 +162,13 @@ def test_the_agents_bootstrap_raises_re2s_program_size_limit_as_istios(tmp_path:
     Istio accepts it, so must we: validation passes it, and Envoy with our bootstrap's runtime takes it."""
     from gossamer.agent.bootstrap import build_bootstrap
 
-    boot = build_bootstrap(node_id="sidecar~10.0.0.1~p.default~default.svc.cluster.local", cluster="p.default",
-                           metadata={}, xds_socket=tmp_path / "x.sock", admin_socket=tmp_path / "a.sock")
+    boot = build_bootstrap(
+        node_id="sidecar~10.0.0.1~p.default~default.svc.cluster.local",
+        cluster="p.default",
+        metadata={},
+        xds_socket=tmp_path / "x.sock",
+        admin_socket=tmp_path / "a.sock",
+    )
     (static,) = [layer["static_layer"] for layer in boot["layered_runtime"]["layers"] if "static_layer" in layer]
     res = _http_policies()
     _route(res).match.safe_regex.regex = "/[a-z]{200}"

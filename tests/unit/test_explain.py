@@ -42,8 +42,15 @@ def test_v2() -> tuple[MeshSnapshot, dict[str, Any], dict[str, str]]:
 
 def run(m: tuple[MeshSnapshot, dict[str, Any], dict[str, str]], url: str, *headers: str, **kw: Any) -> dict[str, Any]:
     snapshot, resources, _ = m
-    return explain(resources, url=url, headers=list(headers), namespace="default", services=snapshot.services,
-                   pod_ip="10.244.1.15", **kw)
+    return explain(
+        resources,
+        url=url,
+        headers=list(headers),
+        namespace="default",
+        services=snapshot.services,
+        pod_ip="10.244.1.15",
+        **kw,
+    )
 
 
 def test_jason_goes_to_v2_by_the_virtual_service_rule_with_endpoints(test_v2: Any) -> None:

@@ -32,16 +32,22 @@ def _b64(text: str) -> str:
 
 def test_tls_secret_parses(ca: TestCA) -> None:
     issued = ca.issue("a.example.com", ("a.example.com",))
-    resources, issues = parse_documents(yaml.safe_dump(tls_secret("cred", "istio-system", issued, ca.cert_pem)),
-                                        "s.yaml")
+    resources, issues = parse_documents(
+        yaml.safe_dump(tls_secret("cred", "istio-system", issued, ca.cert_pem)), "s.yaml"
+    )
     assert not _errors(issues), [str(i) for i in issues]
     assert resources[0].kind == "Secret" and resources[0].namespace == "istio-system"
 
 
 def test_secret_with_string_data_and_opaque_type(ca: TestCA) -> None:
     issued = ca.issue("a.example.com")
-    doc = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}, "type": "Opaque",
-           "stringData": {"cert": issued.cert_pem, "key": issued.key_pem, "other": "hello"}}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "x"},
+        "type": "Opaque",
+        "stringData": {"cert": issued.cert_pem, "key": issued.key_pem, "other": "hello"},
+    }
     _, issues = parse_documents(yaml.safe_dump(doc), "s.yaml")
     assert not _errors(issues)
 
@@ -84,8 +90,13 @@ def test_bad_key_and_bad_base64_and_missing_key(ca: TestCA) -> None:
     errs = _errors(parse_documents(text, "s.yaml")[1])
     assert [e.line for e in errs] == [5] and "base64" in errs[0].message
 
-    doc = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "c"}, "type": "kubernetes.io/tls",
-           "stringData": {"tls.crt": issued.cert_pem}}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "c"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": issued.cert_pem},
+    }
     errs = _errors(parse_documents(yaml.safe_dump(doc), "s.yaml")[1])
     assert any("tls.key" in e.message for e in errs)
 
@@ -145,8 +156,13 @@ def _mesh(ca: TestCA, *secrets: dict[str, object]) -> str:
 def test_only_referenced_secrets_reach_the_gateway(ca: TestCA) -> None:
     a = ca.issue("a.example.com", ("a.example.com",))
     b = ca.issue("b.example.com", ("b.example.com",))
-    text = _mesh(ca, tls_secret("a-cred", "istio-system", a), tls_secret("b-cred", "istio-system", b, ca.cert_pem),
-                 tls_secret("unused", "istio-system", a), tls_secret("a-cred", "default", b))
+    text = _mesh(
+        ca,
+        tls_secret("a-cred", "istio-system", a),
+        tls_secret("b-cred", "istio-system", b, ca.cert_pem),
+        tls_secret("unused", "istio-system", a),
+        tls_secret("a-cred", "default", b),
+    )
     snapshot = snapshot_from_yaml(text)
     gateway = build_resources(translate_proxy(snapshot, gateway_proxy(snapshot)))
     assert sorted(gateway[SECRET]) == ["kubernetes://a-cred", "kubernetes://b-cred", "kubernetes://b-cred-cacert"]
@@ -160,8 +176,12 @@ def test_only_referenced_secrets_reach_the_gateway(ca: TestCA) -> None:
 def test_missing_credential_drops_the_server_and_cacert_secret_is_used(ca: TestCA) -> None:
     a = ca.issue("a.example.com")
     b = ca.issue("b.example.com")
-    ca_only = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "b-cred-cacert", "namespace": "istio-system"},
-               "stringData": {"ca.crt": ca.cert_pem}}
+    ca_only = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "b-cred-cacert", "namespace": "istio-system"},
+        "stringData": {"ca.crt": ca.cert_pem},
+    }
     snapshot = snapshot_from_yaml(_mesh(ca, tls_secret("b-cred", "istio-system", b), ca_only))
     config = translate_proxy(snapshot, gateway_proxy(snapshot))
     listener = next(x for x in config.listeners if x.name == "0.0.0.0_8443")
@@ -172,11 +192,14 @@ def test_missing_credential_drops_the_server_and_cacert_secret_is_used(ca: TestC
 
 
 def test_https_redirect_requires_tls() -> None:
-    text = GATEWAY.replace("""  - port: {number: 443, name: https-b, protocol: HTTPS}
+    text = GATEWAY.replace(
+        """  - port: {number: 443, name: https-b, protocol: HTTPS}
     hosts: [b.example.com]
-    tls: {mode: MUTUAL, credentialName: b-cred}""", """  - port: {number: 80, name: http, protocol: HTTP}
+    tls: {mode: MUTUAL, credentialName: b-cred}""",
+        """  - port: {number: 80, name: http, protocol: HTTP}
     hosts: [a.example.com]
-    tls: {httpsRedirect: true}""")
+    tls: {httpsRedirect: true}""",
+    )
     snapshot = snapshot_from_yaml(text)
     config = translate_proxy(snapshot, gateway_proxy(snapshot))
     table = next(t for t in config.route_tables if t.name == "http.8080")

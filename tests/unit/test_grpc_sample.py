@@ -36,8 +36,14 @@ class Server:
         self.log = log
         full_env = {**os.environ, "BIND_ADDRESS": LOOPBACK, "PORT": "0", "PYTHONUNBUFFERED": "1", **env}
         with open(log, "wb") as fh:
-            self.proc = subprocess.Popen([sys.executable, str(SERVER)], cwd=GRPC_ECHO, env=full_env,
-                                         stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, str(SERVER)],
+                cwd=GRPC_ECHO,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             m = LISTENING.search(self.output())
@@ -78,18 +84,19 @@ def start(tmp_path: Path) -> Iterator[Any]:
         s.stop()
 
 
-def say(target: str, message: bytes, metadata: tuple[tuple[str, str], ...] = ()
-        ) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+def say(
+    target: str, message: bytes, metadata: tuple[tuple[str, str], ...] = ()
+) -> tuple[bytes, tuple[tuple[str, str], ...]]:
     with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
-        reply, call = channel.unary_unary("/echo.Echo/Say").with_call(message, metadata=metadata or None,
-                                                                         timeout=10)
+        reply, call = channel.unary_unary("/echo.Echo/Say").with_call(message, metadata=metadata or None, timeout=10)
         return reply, tuple(call.initial_metadata() or ())
 
 
 def client(target: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    return subprocess.run([sys.executable, str(CLIENT), target, *args], capture_output=True, text=True,
-                          timeout=30, env=env)
+    return subprocess.run(
+        [sys.executable, str(CLIENT), target, *args], capture_output=True, text=True, timeout=30, env=env
+    )
 
 
 def load_server_module() -> ModuleType:
@@ -149,8 +156,13 @@ def test_failure_spread() -> None:
 
 
 def test_server_rejects_unknown_fail_code(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(SERVER)], capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "BIND_ADDRESS": LOOPBACK, "PORT": "0", "FAIL_CODE": "NOPE"})
+    proc = subprocess.run(
+        [sys.executable, str(SERVER)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "BIND_ADDRESS": LOOPBACK, "PORT": "0", "FAIL_CODE": "NOPE"},
+    )
     assert proc.returncode != 0 and "unknown gRPC status 'NOPE'" in proc.stderr
 
 
@@ -222,6 +234,11 @@ def test_pods_get_the_python_running_gossamer_first_on_path(monkeypatch: pytest.
     monkeypatch.delenv("PATH")
     assert base_env()["PATH"].split(":")[0] == own
     # So `python3` in a container command is this Python, with grpcio.
-    found = subprocess.run(["python3", "-c", "import grpc, sys; print(sys.prefix)"], env=base_env(),
-                           capture_output=True, text=True, timeout=30)
+    found = subprocess.run(
+        ["python3", "-c", "import grpc, sys; print(sys.prefix)"],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert found.returncode == 0 and found.stdout.strip() == sys.prefix, found.stderr

@@ -49,10 +49,17 @@ def test_container_env_wins_over_the_image_env() -> None:
 
 @needs_tools
 def test_image_is_cached_config_read_and_unpacked(tmp_path: Path) -> None:
-    ref = build_busybox_image(tmp_path / "layout", "v1", entrypoint=["/bin/httpd"], cmd=["-f", "-p", "80"],
-                              env={"GREETING": "hi"}, workdir="/www", user="app",
-                              passwd="root:x:0:0::/root:/bin/sh\napp:x:4242:4343::/home:/bin/sh\n",
-                              files={"/www/index.html": "hello\n"})
+    ref = build_busybox_image(
+        tmp_path / "layout",
+        "v1",
+        entrypoint=["/bin/httpd"],
+        cmd=["-f", "-p", "80"],
+        env={"GREETING": "hi"},
+        workdir="/www",
+        user="app",
+        passwd="root:x:0:0::/root:/bin/sh\napp:x:4242:4343::/home:/bin/sh\n",
+        files={"/www/index.html": "hello\n"},
+    )
     cache = ImageCache(tmp_path / "cache")
     with pytest.raises(ImageError, match="Never"):
         cache.ensure(ref, "Never")
@@ -124,7 +131,9 @@ def test_apply_pulls_images_relative_to_the_manifest(tmp_path: Path) -> None:
 @needs_tools
 def test_apply_names_the_image_field_that_cannot_be_pulled(tmp_path: Path) -> None:
     (issue,) = _deployment_issues(tmp_path, "oci:nowhere:v1")
-    assert issue.startswith(f"{tmp_path / 'web.yaml'}:17: Deployment/web: spec.template.spec.containers[1].image: "
-                            "cannot pull oci:nowhere:v1: ")
+    assert issue.startswith(
+        f"{tmp_path / 'web.yaml'}:17: Deployment/web: spec.template.spec.containers[1].image: "
+        "cannot pull oci:nowhere:v1: "
+    )
     (issue,) = _deployment_issues(tmp_path, "gossamer/never-pulled:v1", "Never")
     assert issue.endswith("cannot pull gossamer/never-pulled:v1: image not present and imagePullPolicy is Never")

@@ -37,8 +37,10 @@ JWKS = '{"keys":[{"kty":"RSA","e":"AQAB","n":"xAE7eB6qugXyCAG3yhh7pkDkT65pHymX-P
 
 
 def _ra(name: str, namespace: str, body: str) -> str:
-    return (f"apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: {name}, "
-            f"namespace: {namespace}}}\nspec:\n{body}\n")
+    return (
+        f"apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: {name}, "
+        f"namespace: {namespace}}}\nspec:\n{body}\n"
+    )
 
 
 def _snapshot(*docs: str, base: str = BASE) -> MeshSnapshot:
@@ -66,22 +68,36 @@ def test_every_applicable_policy_counts_in_order() -> None:
     snap = _snapshot(
         _ra("mesh", "istio-system", f"  jwtRules:\n  - {{issuer: mesh, jwks: '{JWKS}'}}"),
         _ra("ns", "default", f"  jwtRules:\n  - {{issuer: ns, jwks: '{JWKS}'}}"),
-        _ra("wl", "default", "  selector: {matchLabels: {app: httpbin}}\n"
-                             f"  jwtRules:\n  - {{issuer: wl1, jwks: '{JWKS}'}}\n  - {{issuer: wl2, jwks: '{JWKS}'}}"),
+        _ra(
+            "wl",
+            "default",
+            "  selector: {matchLabels: {app: httpbin}}\n"
+            f"  jwtRules:\n  - {{issuer: wl1, jwks: '{JWKS}'}}\n  - {{issuer: wl2, jwks: '{JWKS}'}}",
+        ),
         _ra("sleep", "default", "  selector: {matchLabels: {app: sleep}}\n  jwtRules:\n  - {issuer: s}"),
         _ra("other", "other", "  jwtRules:\n  - {issuer: o}"),
-        _ra("gw", "default", "  targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: gw}\n"
-                             "  jwtRules:\n  - {issuer: t}"),
+        _ra(
+            "gw",
+            "default",
+            "  targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: gw}\n  jwtRules:\n  - {issuer: t}",
+        ),
     )
     providers = _providers(snap)
     assert [(p.name, p.issuer, p.source) for p in providers] == [
-        ("origins-0", "mesh", "istio-system/mesh"), ("origins-1", "ns", "default/ns"),
-        ("origins-2", "wl1", "default/wl"), ("origins-3", "wl2", "default/wl")]
+        ("origins-0", "mesh", "istio-system/mesh"),
+        ("origins-1", "ns", "default/ns"),
+        ("origins-2", "wl1", "default/wl"),
+        ("origins-3", "wl2", "default/wl"),
+    ]
     assert [p.issuer for p in _providers(snap, "sleep")] == ["mesh", "ns", "s"]
 
 
 def test_rule_fields() -> None:
-    snap = _snapshot(_ra("wl", "default", f"""  jwtRules:
+    snap = _snapshot(
+        _ra(
+            "wl",
+            "default",
+            f"""  jwtRules:
   - issuer: iss
     audiences: [a, b]
     jwks: '{JWKS}'
@@ -90,12 +106,23 @@ def test_rule_fields() -> None:
     fromCookies: [session]
     forwardOriginalToken: true
     outputPayloadToHeader: x-payload
-    outputClaimToHeaders: [{{header: x-sub, claim: sub}}]"""))
+    outputClaimToHeaders: [{{header: x-sub, claim: sub}}]""",
+        )
+    )
     (p,) = _providers(snap)
-    assert p == JwtProvider("origins-0", "iss", "default/wl", audiences=("a", "b"), jwks=JWKS,
-                            from_headers=(JwtHeader("x-jwt", "Bearer "),), from_params=("tok",),
-                            from_cookies=("session",), forward_original_token=True,
-                            output_payload_to_header="x-payload", claim_to_headers=(("x-sub", "sub"),))
+    assert p == JwtProvider(
+        "origins-0",
+        "iss",
+        "default/wl",
+        audiences=("a", "b"),
+        jwks=JWKS,
+        from_headers=(JwtHeader("x-jwt", "Bearer "),),
+        from_params=("tok",),
+        from_cookies=("session",),
+        forward_original_token=True,
+        output_payload_to_header="x-payload",
+        claim_to_headers=(("x-sub", "sub"),),
+    )
     built = jwt_authentication((p,)).providers["origins-0"]
     assert built.local_jwks.inline_string == JWKS and built.forward and built.payload_in_metadata == PAYLOAD_KEY
     assert [(h.name, h.value_prefix) for h in built.from_headers] == [("x-jwt", "Bearer ")]
@@ -104,13 +131,19 @@ def test_rule_fields() -> None:
 
 
 def test_jwks_uri_of_a_mesh_service_is_fetched_through_its_cluster() -> None:
-    snap = _snapshot(_ra("wl", "default", """  jwtRules:
+    snap = _snapshot(
+        _ra(
+            "wl",
+            "default",
+            """  jwtRules:
   - {issuer: a, jwksUri: "http://sleep/jwks.json", timeout: 2s}
   - {issuer: b, jwksUri: "http://sleep.default.svc.cluster.local:80/k"}
   - {issuer: c, jwksUri: "http://sleep.default/k"}
   - {issuer: d, jwksUri: "https://example.com/jwks.json"}
   - {issuer: e, jwksUri: "http://sleep:1234/jwks.json"}
-  - {issuer: f}"""))
+  - {issuer: f}""",
+        )
+    )
     providers = _providers(snap)
     cluster = "outbound|80||sleep.default.svc.cluster.local"
     assert [p.jwks_cluster for p in providers] == [cluster, cluster, cluster, "", "", ""]
@@ -118,7 +151,10 @@ def test_jwks_uri_of_a_mesh_service_is_fetched_through_its_cluster() -> None:
     config = jwt_authentication(providers)
     remote = config.providers["origins-0"].remote_jwks
     assert (remote.http_uri.uri, remote.http_uri.cluster, remote.http_uri.timeout.seconds) == (
-        "http://sleep/jwks.json", cluster, 2)
+        "http://sleep/jwks.json",
+        cluster,
+        2,
+    )
     # Keys out of reach: a JWKS nobody can sign for, so that issuer's tokens are rejected (Istio).
     assert config.providers["origins-3"].local_jwks.inline_string == FAKE_JWKS
     assert config.providers["origins-5"].local_jwks.inline_string == FAKE_JWKS
@@ -140,8 +176,11 @@ def test_missing_token_allowed_invalid_rejected() -> None:
 def test_filter_order_on_inbound_and_only_with_policies() -> None:
     snap = _snapshot(_ra("wl", "default", f"  jwtRules:\n  - {{issuer: i, jwks: '{JWKS}'}}"))
     # After the peer metadata filter (Istio's metrics labels), which authenticates nothing.
-    assert _hcm_filters(snap, "virtualInbound")[:3] == ["envoy.filters.http.header_to_metadata", JWT_AUTHN,
-                                                        SET_FILTER_STATE]
+    assert _hcm_filters(snap, "virtualInbound")[:3] == [
+        "envoy.filters.http.header_to_metadata",
+        JWT_AUTHN,
+        SET_FILTER_STATE,
+    ]
     assert _hcm_filters(snap, "virtualInbound")[-1] == "envoy.filters.http.router"
     # Outbound listeners never authenticate end users.
     snap_out = _snapshot(_ra("wl", "default", f"  jwtRules:\n  - {{issuer: i, jwks: '{JWKS}'}}"))
@@ -153,8 +192,14 @@ def test_filter_order_on_inbound_and_only_with_policies() -> None:
 
 def test_gateway_gets_jwt_authn() -> None:
     base = (GOLDEN / "gateway-bookinfo" / "in.yaml").read_text()
-    snap = _snapshot(_ra("gw", "istio-system", "  selector: {matchLabels: {istio: ingressgateway}}\n"
-                                               f"  jwtRules:\n  - {{issuer: i, jwks: '{JWKS}'}}"), base=base)
+    snap = _snapshot(
+        _ra(
+            "gw",
+            "istio-system",
+            f"  selector: {{matchLabels: {{istio: ingressgateway}}}}\n  jwtRules:\n  - {{issuer: i, jwks: '{JWKS}'}}",
+        ),
+        base=base,
+    )
     assert _hcm_filters(snap, "0.0.0.0_8080", "")[:2] == [JWT_AUTHN, SET_FILTER_STATE]
 
 
@@ -188,7 +233,8 @@ def test_request_auth_claims() -> None:
 
 
 def test_policy_with_request_principals_and_claims() -> None:
-    docs, _ = parse_documents("""apiVersion: security.istio.io/v1
+    docs, _ = parse_documents(
+        """apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: a}
 spec:
@@ -199,10 +245,13 @@ spec:
     - {key: "request.auth.principal", values: ["iss/alice"]}
     - {key: "request.auth.claims[groups]", values: ["dev"]}
     - {key: "request.auth.unknown", values: ["x"]}
-""", "a.yaml")
+""",
+        "a.yaml",
+    )
     rule = translate_rule(docs[0].spec.rules[0], "default")
-    assert rule.sources == ((AuthzField("request_principal", ("iss/alice",)),
-                             AuthzField("request_principal", ("iss/bob",), negate=True)),)
+    assert rule.sources == (
+        (AuthzField("request_principal", ("iss/alice",)), AuthzField("request_principal", ("iss/bob",), negate=True)),
+    )
     policy = rbac_policy(rule)
     ids = policy.principals[0].and_ids.ids
     assert ids[0].filter_state.string_match.exact == "iss/alice"
@@ -217,7 +266,8 @@ spec:
 
 
 def test_enforcement_reports() -> None:
-    resources, issues = parse_documents("""apiVersion: security.istio.io/v1
+    resources, issues = parse_documents(
+        """apiVersion: security.istio.io/v1
 kind: RequestAuthentication
 metadata: {name: r}
 spec:
@@ -241,7 +291,9 @@ spec:
     - {key: "request.auth.audiences", values: ["me"]}
     - {key: "request.auth.presenter", values: ["me"]}
     - {key: "request.auth.principal", values: ["me"]}
-""", "s.yaml")
+""",
+        "s.yaml",
+    )
     assert not [i for i in issues if i.level == "error"]
     ra, authz = resources
     assert not_enforced_fields(ra) == ["spec.targetRefs", "spec.jwtRules[3].jwksUri", "spec.jwtRules[4].issuer"]

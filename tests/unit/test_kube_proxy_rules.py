@@ -10,15 +10,16 @@ from gossamer.registry.types import MeshService, ServicePort, Workload
 from gossamer.runtime.kube_proxy import SERVICES_CHAIN, service_chain, service_rules
 from gossamer.runtime.types import ServiceEndpoints
 
-ECHO = ServiceEndpoints("default", "echo", "10.96.0.20", 8000,
-                        (("10.244.0.7", 80), ("10.244.0.5", 80), ("10.244.0.6", 80)))
+ECHO = ServiceEndpoints(
+    "default", "echo", "10.96.0.20", 8000, (("10.244.0.7", 80), ("10.244.0.5", 80), ("10.244.0.6", 80))
+)
 EMPTY = ServiceEndpoints("default", "gone", "10.96.0.30", 9000, ())
 
 
 def _table(rules: str, name: str) -> list[str]:
     lines = rules.splitlines()
     start = lines.index(f"*{name}")
-    return lines[start:lines.index("COMMIT", start)]
+    return lines[start : lines.index("COMMIT", start)]
 
 
 def test_cascade_probabilities() -> None:
@@ -29,10 +30,12 @@ def test_cascade_probabilities() -> None:
     assert len(jump) == 1 and "-d 10.96.0.20/32 -p tcp -m tcp --dport 8000" in jump[0] and jump[0].endswith(chain)
     dnat = [r for r in nat if r.startswith(f"-A {chain} ")]
     assert [re.search(r"--to-destination (\S+)", r).group(1) for r in dnat] == [  # type: ignore[union-attr]
-        "10.244.0.5:80", "10.244.0.6:80", "10.244.0.7:80"]
+        "10.244.0.5:80",
+        "10.244.0.6:80",
+        "10.244.0.7:80",
+    ]
     probs = [re.search(r"--probability (\S+)", r) for r in dnat]
-    assert [float(p.group(1)) if p else None for p in probs] == [
-        float(f"{1/3:.10f}"), 0.5, None]
+    assert [float(p.group(1)) if p else None for p in probs] == [float(f"{1 / 3:.10f}"), 0.5, None]
 
 
 def test_single_endpoint_has_no_statistic() -> None:
@@ -70,4 +73,5 @@ def test_service_endpoints_from_snapshot() -> None:
     ]
     snapshot = MeshSnapshot(1, services=(svc,), workloads=tuple(pods))
     assert service_endpoints(snapshot) == [
-        ServiceEndpoints("default", "echo", "10.96.0.20", 8000, (("10.244.0.5", 80),))]
+        ServiceEndpoints("default", "echo", "10.96.0.20", 8000, (("10.244.0.5", 80),))
+    ]

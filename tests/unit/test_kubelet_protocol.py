@@ -54,10 +54,23 @@ class FakeRuntime:
     async def apply(self, deployments: Sequence[DeploymentSpec], services: Sequence[ServiceAddress]) -> None:
         self.applied.append((list(deployments), list(services)))
         self.statuses = [
-            PodStatus(name=f"{d.name}-{i}", namespace=d.namespace, deployment=d.name, ip=f"10.244.0.{10 + i}",
-                      labels=d.labels, service_account=d.service_account, has_sidecar=False,
-                      proxy_type=d.proxy_type, phase="Running", app_ready=True, proxy_ready=True, ports=(8000,))
-            for d in deployments for i in range(d.replicas)]
+            PodStatus(
+                name=f"{d.name}-{i}",
+                namespace=d.namespace,
+                deployment=d.name,
+                ip=f"10.244.0.{10 + i}",
+                labels=d.labels,
+                service_account=d.service_account,
+                has_sidecar=False,
+                proxy_type=d.proxy_type,
+                phase="Running",
+                app_ready=True,
+                proxy_ready=True,
+                ports=(8000,),
+            )
+            for d in deployments
+            for i in range(d.replicas)
+        ]
 
     async def set_service_endpoints(self, services: Sequence[ServiceEndpoints]) -> None:
         self.endpoints.append(list(services))
@@ -108,8 +121,9 @@ async def test_desired_state_in_pod_reports_out_and_a_restarted_control_plane_is
             await eventually(lambda: {p.name for p in cp.runtime.pods()} >= {"web-0", "web-1"})
             reported = {p.name for p in cp.runtime.pods()}
             # kube-proxy: the Service's endpoints, once the control plane knows the pods.
-            await eventually(lambda: any(e.name == "web" and len(e.endpoints) == 2
-                                         for es in runtime.endpoints for e in es))
+            await eventually(
+                lambda: any(e.name == "web" and len(e.endpoints) == 2 for es in runtime.endpoints for e in es)
+            )
         applied_before = len(runtime.applied)
         await asyncio.sleep(0.3)  # no control plane: the kubelet keeps retrying, the pods stay
         # A new control plane on the same store: it knows no pod until the runtime reports, and the runtime

@@ -25,8 +25,10 @@ SLEEP = "spiffe://cluster.local/ns/default/sa/sleep"
 
 def _mesh(body: str) -> str:
     indented = "".join(f"    {line}\n" for line in body.strip().splitlines())
-    return f"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\n" \
-           f"data:\n  mesh: |\n{indented}"
+    return (
+        f"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\n"
+        f"data:\n  mesh: |\n{indented}"
+    )
 
 
 def _resources(extra: str = "", deployment: str = "httpbin") -> dict[str, Any]:
@@ -59,17 +61,22 @@ def test_every_connection_manager_says_istio_envoy_and_normalizes_as_istios_base
         assert hcm.path_with_escaped_slashes_action == hcm_pb2.HttpConnectionManager.KEEP_UNCHANGED
 
 
-@pytest.mark.parametrize(("mode", "normalize", "merge", "escaped"), [
-    ("NONE", False, False, "KEEP_UNCHANGED"),
-    ("BASE", True, False, "KEEP_UNCHANGED"),
-    ("MERGE_SLASHES", True, True, "KEEP_UNCHANGED"),
-    ("DECODE_AND_MERGE_SLASHES", True, True, "UNESCAPE_AND_FORWARD"),
-])
+@pytest.mark.parametrize(
+    ("mode", "normalize", "merge", "escaped"),
+    [
+        ("NONE", False, False, "KEEP_UNCHANGED"),
+        ("BASE", True, False, "KEEP_UNCHANGED"),
+        ("MERGE_SLASHES", True, True, "KEEP_UNCHANGED"),
+        ("DECODE_AND_MERGE_SLASHES", True, True, "UNESCAPE_AND_FORWARD"),
+    ],
+)
 def test_path_normalization_modes(mode: str, normalize: bool, merge: bool, escaped: str) -> None:
     for hcm in _hcms(_resources(_mesh(f"pathNormalization: {{normalization: {mode}}}"))):
         assert (hcm.normalize_path.value, hcm.merge_slashes) == (normalize, merge)
-        assert hcm_pb2.HttpConnectionManager.PathWithEscapedSlashesAction.Name(
-            hcm.path_with_escaped_slashes_action) == escaped
+        assert (
+            hcm_pb2.HttpConnectionManager.PathWithEscapedSlashesAction.Name(hcm.path_with_escaped_slashes_action)
+            == escaped
+        )
 
 
 def test_decorators_follow_istio() -> None:
@@ -87,16 +94,24 @@ spec:
     - {destination: {host: tcp-echo, port: {number: 9000}}, weight: 50}
 """
     sleep = _resources(vs, "sleep")
-    for path, operation in [("/status/200", "httpbin.default.svc.cluster.local:8000/status*"),
-                            ("/ip", "httpbin.default.svc.cluster.local:8000/ip"),
-                            ("/headers", "shop:8000/*")]:
+    for path, operation in [
+        ("/status/200", "httpbin.default.svc.cluster.local:8000/status*"),
+        ("/ip", "httpbin.default.svc.cluster.local:8000/ip"),
+        ("/headers", "shop:8000/*"),
+    ]:
         assert simulate(sleep, _outbound("httpbin", 8000, path)).operation == operation
     # No VirtualService: Istio's default route, HOST:PORT/*; the route keeps the rule it came from.
     default = simulate(_resources("", "sleep"), _outbound("httpbin", 8000))
     assert (default.operation, default.source) == ("httpbin.default.svc.cluster.local:8000/*", "default")
     # The inbound route names the service (Istio's TraceOperation), not the inbound cluster.
-    req = Request(host="httpbin:8000", port=8080, address="10.244.1.11", inbound=True, peer_principal=SLEEP,
-                  source_ip="10.244.1.13")
+    req = Request(
+        host="httpbin:8000",
+        port=8080,
+        address="10.244.1.11",
+        inbound=True,
+        peer_principal=SLEEP,
+        source_ip="10.244.1.13",
+    )
     assert simulate(_resources(), req).operation == "httpbin.default.svc.cluster.local:8000/*"
 
 
@@ -117,12 +132,23 @@ spec:
     plain = Request(host="httpbin:8000", port=8080, address="10.244.1.11", inbound=True, source_ip="10.244.1.13")
     with pytest.raises(SimulationError):
         simulate(resources, plain)
-    mtls = simulate(resources, Request(host="httpbin:8000", port=8080, address="10.244.1.11", inbound=True,
-                                       peer_principal=SLEEP, source_ip="10.244.1.13"))
+    mtls = simulate(
+        resources,
+        Request(
+            host="httpbin:8000",
+            port=8080,
+            address="10.244.1.11",
+            inbound=True,
+            peer_principal=SLEEP,
+            source_ip="10.244.1.13",
+        ),
+    )
     assert mtls.cluster == "inbound|8080||"
     # A port no service declares still passes through, in plaintext (PERMISSIVE workload).
-    other = simulate(resources, Request(host="x", port=7070, address="10.244.1.11", inbound=True, scheme="tcp",
-                                        source_ip="10.244.1.13"))
+    other = simulate(
+        resources,
+        Request(host="x", port=7070, address="10.244.1.11", inbound=True, scheme="tcp", source_ip="10.244.1.13"),
+    )
     assert other.cluster == "InboundPassthroughCluster"
 
 
@@ -131,19 +157,21 @@ def test_registry_only_from_the_mesh_config_and_the_sidecar_overrides_it() -> No
     assert simulate(_resources("", "sleep"), unknown).cluster == "PassthroughCluster"
     blocked = simulate(_resources(_mesh("outboundTrafficPolicy: {mode: REGISTRY_ONLY}"), "sleep"), unknown)
     assert (blocked.virtual_host, blocked.status) == ("block_all", 502)
-    allow = _mesh("outboundTrafficPolicy: {mode: REGISTRY_ONLY}") + """---
+    allow = (
+        _mesh("outboundTrafficPolicy: {mode: REGISTRY_ONLY}")
+        + """---
 apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata: {name: default}
 spec:
   outboundTrafficPolicy: {mode: ALLOW_ANY}
 """
+    )
     assert simulate(_resources(allow, "sleep"), unknown).cluster == "PassthroughCluster"
 
 
 def _tracing(extra: str) -> list[float | None]:
-    return [hcm.tracing.random_sampling.value if hcm.HasField("tracing") else None
-            for hcm in _hcms(_resources(extra))]
+    return [hcm.tracing.random_sampling.value if hcm.HasField("tracing") else None for hcm in _hcms(_resources(extra))]
 
 
 def test_tracing_from_the_mesh_config() -> None:

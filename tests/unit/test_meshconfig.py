@@ -47,8 +47,10 @@ def _errors(text: str) -> list[str]:
 def test_istio_configmap_parses_into_the_snapshot_mesh_config() -> None:
     resources, issues = parse_documents(ISTIO_CM, "mesh.yaml")
     # Shown by describe, but certificates still carry cluster.local: said at apply.
-    assert [str(i) for i in issues] == ["mesh.yaml:22: warning: ConfigMap/istio: data.mesh.trustDomain: "
-                                        "not enforced yet: workload identities stay spiffe://cluster.local/..."]
+    assert [str(i) for i in issues] == [
+        "mesh.yaml:22: warning: ConfigMap/istio: data.mesh.trustDomain: "
+        "not enforced yet: workload identities stay spiffe://cluster.local/..."
+    ]
     mesh = MeshSnapshot(1, resources={"ConfigMap": tuple(resources)}).mesh_config
     assert mesh.registry_only
     assert (mesh.access_log_file, mesh.access_log_encoding, mesh.enable_tracing) == ("/dev/stdout", "JSON", False)
@@ -75,21 +77,27 @@ def test_bad_mesh_field_is_reported_at_its_line_inside_the_embedded_yaml() -> No
     text = ISTIO_CM.replace("mode: REGISTRY_ONLY", "mode: REGISTRY_ONLI")
     assert _errors(text) == [
         "mesh.yaml:19: ConfigMap/istio: data.mesh.outboundTrafficPolicy.mode: "
-        "Input should be 'ALLOW_ANY' or 'REGISTRY_ONLY' (got 'REGISTRY_ONLI')"]
+        "Input should be 'ALLOW_ANY' or 'REGISTRY_ONLY' (got 'REGISTRY_ONLI')"
+    ]
     text = ISTIO_CM.replace("sampling: 25", "sampling: 250")
-    assert _errors(text) == ["mesh.yaml:16: ConfigMap/istio: data.mesh.defaultConfig.tracing.sampling: "
-                             "Input should be less than or equal to 100 (got 250)"]
+    assert _errors(text) == [
+        "mesh.yaml:16: ConfigMap/istio: data.mesh.defaultConfig.tracing.sampling: "
+        "Input should be less than or equal to 100 (got 250)"
+    ]
     text = ISTIO_CM.replace("  normalization:", "  normalisation:")
     assert _errors(text) == [
-        "mesh.yaml:21: ConfigMap/istio: data.mesh.pathNormalization: unknown field 'normalisation'"]
+        "mesh.yaml:21: ConfigMap/istio: data.mesh.pathNormalization: unknown field 'normalisation'"
+    ]
 
 
 def test_bad_mesh_yaml_and_providers() -> None:
     assert _errors(ISTIO_CM.replace("enableTracing: false", "enableTracing: [")) == [
-        "mesh.yaml:13: ConfigMap/istio: data.mesh: invalid YAML: expected ',' or ']', but got ':'"]
+        "mesh.yaml:13: ConfigMap/istio: data.mesh: invalid YAML: expected ',' or ']', but got ':'"
+    ]
     dup = ISTIO_CM + "    - name: otel\n      zipkin: {service: z, port: 9411}\n"
-    assert _errors(dup) == ["mesh.yaml:28: ConfigMap/istio: data.mesh.extensionProviders[1].name: "
-                            "duplicate extension provider name 'otel'"]
+    assert _errors(dup) == [
+        "mesh.yaml:28: ConfigMap/istio: data.mesh.extensionProviders[1].name: duplicate extension provider name 'otel'"
+    ]
     # Only Istio's ConfigMap carries a mesh config: another ConfigMap's `mesh` key is plain data.
     assert _errors(ISTIO_CM.replace("name: istio\n", "name: other\n").replace("mode: REGISTRY_ONLY", "mode: X")) == []
 
@@ -120,7 +128,8 @@ def test_configmap_fields() -> None:
 
 def test_alias_bomb_in_mesh_is_bounded() -> None:
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True))
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh", strict=True)
+    )
     config, problems = parse_mesh_config(bomb)
     assert config is None and "aliases" in problems[0].message
 
@@ -130,7 +139,8 @@ def test_a_field_istio_does_not_know_is_a_warning_that_names_it() -> None:
     resources, issues = parse_documents(text, "mesh.yaml")
     assert resources and [str(i) for i in issues if "enableTracng" in str(i)] == [
         "mesh.yaml:11: warning: ConfigMap/istio: data.mesh: unknown field 'enableTracng': not a field of "
-        "Istio's MeshConfig, ignored (did you mean 'enableTracing'?)"]
+        "Istio's MeshConfig, ignored (did you mean 'enableTracing'?)"
+    ]
     # Istio's other fields are plain accepted.
     other = ISTIO_CM.replace("enablePrometheusMerge", "enableAutoMtls").replace("example.org", "cluster.local")
     assert not parse_documents(other, "m.yaml")[1]
@@ -141,20 +151,25 @@ def test_hold_application_from_the_mesh_config_and_the_pods_proxy_config_annotat
 
     def deployment(annotation: str = "") -> object:
         ann = f"\n      annotations:\n        proxy.istio.io/config: '{annotation}'" if annotation else ""
-        text = ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n"
-                "  selector: {matchLabels: {app: web}}\n  template:\n    metadata:\n"
-                f"      labels: {{app: web}}{ann}\n    spec:\n      containers: [{{name: web, command: [sleep]}}]\n")
+        text = (
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n"
+            "  selector: {matchLabels: {app: web}}\n  template:\n    metadata:\n"
+            f"      labels: {{app: web}}{ann}\n    spec:\n      containers: [{{name: web, command: [sleep]}}]\n"
+        )
         [res], issues = parse_documents(text, "web.yaml")
         return res
 
-    held_cm, _ = parse_documents(ISTIO_CM.replace("holdApplicationUntilProxyStarts: true",
-                                                  "holdApplicationUntilProxyStarts: true  # held"), "m.yaml")
+    held_cm, _ = parse_documents(
+        ISTIO_CM.replace("holdApplicationUntilProxyStarts: true", "holdApplicationUntilProxyStarts: true  # held"),
+        "m.yaml",
+    )
     held = MeshSnapshot(1, resources={"ConfigMap": tuple(held_cm)})
     assert held.mesh_config.hold_application_until_proxy_starts
     assert not deployment_spec(deployment()).hold_application_until_proxy_starts
     assert deployment_spec(deployment(), held).hold_application_until_proxy_starts
     assert deployment_spec(deployment("holdApplicationUntilProxyStarts: true")).hold_application_until_proxy_starts
-    assert not deployment_spec(deployment("{holdApplicationUntilProxyStarts: false}"),
-                               held).hold_application_until_proxy_starts
+    assert not deployment_spec(
+        deployment("{holdApplicationUntilProxyStarts: false}"), held
+    ).hold_application_until_proxy_starts
     # Not a rollout: pods made before keep running as they are.
     assert deployment_spec(deployment(), held).template_hash == deployment_spec(deployment()).template_hash

@@ -91,19 +91,27 @@ def test_allow_any_passthrough_route_has_no_retries() -> None:
 
 
 def test_attempts_zero_disables_retries() -> None:
-    (route,) = reviews_routes(translate(vs("""  - retries: {attempts: 0, perTryTimeout: 1s}
-    route: [{destination: {host: reviews}}]""")))
+    (route,) = reviews_routes(
+        translate(
+            vs("""  - retries: {attempts: 0, perTryTimeout: 1s}
+    route: [{destination: {host: reviews}}]""")
+        )
+    )
     assert route.retry is None
 
 
 def test_explicit_retries_timeout_and_retry_on() -> None:
-    (route,) = reviews_routes(translate(vs("""  - timeout: 2.5s
+    (route,) = reviews_routes(
+        translate(
+            vs("""  - timeout: 2.5s
     retries:
       attempts: 4
       perTryTimeout: 250ms
       retryOn: "cancelled, deadline-exceeded,internal,resource-exhausted,unavailable,502,503"
       retryRemoteLocalities: true
-    route: [{destination: {host: reviews}}]""")))
+    route: [{destination: {host: reviews}}]""")
+        )
+    )
     assert route.timeout == 2.5
     r = route.retry
     assert r is not None
@@ -115,31 +123,44 @@ def test_explicit_retries_timeout_and_retry_on() -> None:
 
 
 def test_retry_on_without_codes_drops_default_503() -> None:
-    (route,) = reviews_routes(translate(vs("""  - retries: {attempts: 3, retryOn: gateway-error}
-    route: [{destination: {host: reviews}}]""")))
+    (route,) = reviews_routes(
+        translate(
+            vs("""  - retries: {attempts: 3, retryOn: gateway-error}
+    route: [{destination: {host: reviews}}]""")
+        )
+    )
     assert route.retry is not None
     assert route.retry.retry_on == "gateway-error" and route.retry.retriable_status_codes == ()
 
 
 def test_retry_on_attempts_only_keeps_default_conditions() -> None:
-    (route,) = reviews_routes(translate(vs("""  - retries: {attempts: 5}
-    route: [{destination: {host: reviews}}]""")))
+    (route,) = reviews_routes(
+        translate(
+            vs("""  - retries: {attempts: 5}
+    route: [{destination: {host: reviews}}]""")
+        )
+    )
     assert route.retry is not None
     assert route.retry.num_retries == 5
     assert route.retry.retry_on == DEFAULT_RETRY.retry_on and route.retry.retriable_status_codes == (503,)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("5xx,retriable-status-codes,503", ("5xx,retriable-status-codes", (503,))),
-    ("999,connect-failure", ("999,connect-failure", ())),  # not an HTTP status Go knows
-    (" , reset ,", ("reset", ())),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("5xx,retriable-status-codes,503", ("5xx,retriable-status-codes", (503,))),
+        ("999,connect-failure", ("999,connect-failure", ())),  # not an HTTP status Go knows
+        (" , reset ,", ("reset", ())),
+    ],
+)
 def test_parse_retry_on(text: str, expected: tuple[str, tuple[int, ...]]) -> None:
     assert parse_retry_on(text) == expected
 
 
 def test_gateway_routes_get_the_default_retry_policy() -> None:
-    snapshot = snapshot_from_yaml(BASE + """---
+    snapshot = snapshot_from_yaml(
+        BASE
+        + """---
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: gw}
@@ -154,7 +175,8 @@ spec:
   hosts: ["*"]
   gateways: [gw]
   http: [{route: [{destination: {host: reviews, port: {number: 9080}}}]}]
-""")
+"""
+    )
     config = translate_proxy(snapshot, gateway_proxy(snapshot))
     routes = [r for t in config.route_tables for v in t.virtual_hosts for r in v.routes]
     assert routes and all(r.retry == DEFAULT_RETRY for r in routes)
@@ -164,46 +186,66 @@ spec:
 
 
 def test_fault_percentages() -> None:
-    (route,) = reviews_routes(translate(vs("""  - fault:
+    (route,) = reviews_routes(
+        translate(
+            vs("""  - fault:
       delay: {fixedDelay: 1s, percent: 30}
       abort: {httpStatus: 500}
-    route: [{destination: {host: reviews}}]""")))
+    route: [{destination: {host: reviews}}]""")
+        )
+    )
     assert route.fault is not None and route.fault.delay is not None and route.fault.abort is not None
     assert route.fault.delay.percent == FractionalPercent(30, "HUNDRED")
     assert route.fault.abort.http_status == 500 and route.fault.abort.percent is None
 
 
 def test_exponential_delay_alone_is_dropped() -> None:
-    (route,) = reviews_routes(translate(vs("""  - fault: {delay: {exponentialDelay: 1s}}
-    route: [{destination: {host: reviews}}]""")))
+    (route,) = reviews_routes(
+        translate(
+            vs("""  - fault: {delay: {exponentialDelay: 1s}}
+    route: [{destination: {host: reviews}}]""")
+        )
+    )
     assert route.fault is None
 
 
 def test_mirror_percentages() -> None:
-    (route,) = reviews_routes(translate(vs("""  - mirror: {host: reviews, subset: v1}
+    (route,) = reviews_routes(
+        translate(
+            vs("""  - mirror: {host: reviews, subset: v1}
     mirrors:
     - destination: {host: reviews, port: {number: 9090}}
       percentage: {value: 0.5}
     - destination: {host: reviews}
       percentage: {value: 0}
-    route: [{destination: {host: reviews}}]""")))
+    route: [{destination: {host: reviews}}]""")
+        )
+    )
     assert [(m.cluster, m.percent) for m in route.mirrors] == [
         ("outbound|9080|v1|reviews.default.svc.cluster.local", FractionalPercent(100)),
         ("outbound|9090||reviews.default.svc.cluster.local", FractionalPercent(5000, "MILLION")),
     ]
-    (route,) = reviews_routes(translate(vs("""  - mirror: {host: reviews}
+    (route,) = reviews_routes(
+        translate(
+            vs("""  - mirror: {host: reviews}
     mirrorPercentage: {value: 0}
-    route: [{destination: {host: reviews}}]""")))
+    route: [{destination: {host: reviews}}]""")
+        )
+    )
     assert route.mirrors == ()
 
 
 def test_redirect_ports_and_codes() -> None:
-    routes = reviews_routes(translate(vs("""  - match: [{uri: {prefix: /a}}]
+    routes = reviews_routes(
+        translate(
+            vs("""  - match: [{uri: {prefix: /a}}]
     redirect: {uri: /b, derivePort: FROM_REQUEST_PORT}
   - match: [{uri: {prefix: /c}}]
     redirect: {port: 80}
   - match: [{uri: {prefix: /d}}]
-    redirect: {authority: x, redirectCode: 308}""")))
+    redirect: {authority: x, redirectCode: 308}""")
+        )
+    )
     assert len(routes) == 3
     a, c, d = (r.redirect for r in routes)
     assert a is not None and a.port == 9080 and a.path == "/b" and a.response_code == 301
@@ -213,10 +255,14 @@ def test_redirect_ports_and_codes() -> None:
 
 
 def test_cors_policy() -> None:
-    (route,) = reviews_routes(translate(vs("""  - corsPolicy:
+    (route,) = reviews_routes(
+        translate(
+            vs("""  - corsPolicy:
       allowOrigins: [{exact: "https://a"}]
       maxAge: 90s
-    route: [{destination: {host: reviews}}]""")))
+    route: [{destination: {host: reviews}}]""")
+        )
+    )
     assert route.cors is not None
     assert route.cors.max_age == "90" and route.cors.allow_credentials is None
     assert route.cors.forward_not_matching_preflights
@@ -281,10 +327,15 @@ def test_port_level_settings_do_not_inherit() -> None:
 
 
 def test_merge_traffic_policy_subset_port_level_replaces_all() -> None:
-    snapshot = snapshot_from_yaml(BASE + "---\n" + DR.replace(
-        "      connectionPool: {tcp: {maxConnections: 3}}",
-        "      connectionPool: {tcp: {maxConnections: 3}}\n"
-        "      portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: RANDOM}}]"))
+    snapshot = snapshot_from_yaml(
+        BASE
+        + "---\n"
+        + DR.replace(
+            "      connectionPool: {tcp: {maxConnections: 3}}",
+            "      connectionPool: {tcp: {maxConnections: 3}}\n"
+            "      portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: RANDOM}}]",
+        )
+    )
     dr = snapshot.of_kind("DestinationRule")[0]
     merged = merge_traffic_policy(dr.spec.traffic_policy, dr.spec.subsets[0].traffic_policy, 9080)
     assert merged is not None
@@ -293,8 +344,10 @@ def test_merge_traffic_policy_subset_port_level_replaces_all() -> None:
 
 
 def test_outlier_detection_zero_disables_and_panic_threshold() -> None:
-    c = cluster(translate(DR.replace("consecutive5xxErrors: 2", "consecutive5xxErrors: 0, minHealthPercent: 20")),
-                "outbound|9080||reviews.default.svc.cluster.local")
+    c = cluster(
+        translate(DR.replace("consecutive5xxErrors: 2", "consecutive5xxErrors: 0, minHealthPercent: 20")),
+        "outbound|9080||reviews.default.svc.cluster.local",
+    )
     assert c.policy is not None and c.policy.outlier_detection is not None
     od = c.policy.outlier_detection
     assert od.consecutive_5xx == 0 and od.enforcing_consecutive_5xx == 0
@@ -303,8 +356,10 @@ def test_outlier_detection_zero_disables_and_panic_threshold() -> None:
 
 
 def test_passthrough_load_balancer_makes_original_dst_cluster() -> None:
-    c = cluster(translate(DR.replace("simple: ROUND_ROBIN", "simple: PASSTHROUGH")),
-                "outbound|9080||reviews.default.svc.cluster.local")
+    c = cluster(
+        translate(DR.replace("simple: ROUND_ROBIN", "simple: PASSTHROUGH")),
+        "outbound|9080||reviews.default.svc.cluster.local",
+    )
     assert c.kind == "original_dst" and c.policy is not None and c.policy.lb_policy == "CLUSTER_PROVIDED"
 
 
@@ -325,7 +380,8 @@ def test_consistent_hash_puts_hash_policy_on_routes() -> None:
 
 
 def test_enforcement_warnings_left() -> None:
-    resources, _ = parse_documents("""apiVersion: networking.istio.io/v1
+    resources, _ = parse_documents(
+        """apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: r}
 spec:
@@ -346,7 +402,9 @@ spec:
     fault: {abort: {httpStatus: 500, percentage: {value: 1}}}
     corsPolicy: {allowMethods: [GET]}
     route: [{destination: {host: reviews}}]
-""", "x.yaml")
+""",
+        "x.yaml",
+    )
     dr, vs_ = resources
     assert not_enforced_fields(dr) == ["spec.trafficPolicy.loadBalancer.localityLbSetting"]
     assert not_enforced_fields(vs_) == []

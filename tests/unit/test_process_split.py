@@ -20,22 +20,54 @@ from gossamer.security import CertificateAuthority, CsrRejected
 from tests.unit.test_ca import make_csr
 
 SPEC = DeploymentSpec(
-    name="reviews-v1", namespace="default", replicas=2, labels=(("app", "reviews"), ("version", "v1")),
-    annotations=(("sidecar.istio.io/inject", "true"),), service_account="bookinfo-reviews",
-    containers=(ContainerSpec("reviews", ("python3", "reviews.py", "9080"), (("PORT", "9080"),), (9080,),
-                              Probe("http", 9080, "/health", 1.0, 2.0), Path("/srv/bookinfo")),))
+    name="reviews-v1",
+    namespace="default",
+    replicas=2,
+    labels=(("app", "reviews"), ("version", "v1")),
+    annotations=(("sidecar.istio.io/inject", "true"),),
+    service_account="bookinfo-reviews",
+    containers=(
+        ContainerSpec(
+            "reviews",
+            ("python3", "reviews.py", "9080"),
+            (("PORT", "9080"),),
+            (9080,),
+            Probe("http", 9080, "/health", 1.0, 2.0),
+            Path("/srv/bookinfo"),
+        ),
+    ),
+)
 
 
 def status(name: str, *, sa: str = "bookinfo-reviews", phase: str = "Running", ready: bool = True) -> PodStatus:
-    return PodStatus(name=name, namespace="default", deployment="reviews-v1", ip="10.244.0.9",
-                     labels=SPEC.labels, service_account=sa, has_sidecar=True, proxy_type="sidecar",
-                     phase=phase, app_ready=ready, proxy_ready=ready)  # type: ignore[arg-type]
+    return PodStatus(
+        name=name,
+        namespace="default",
+        deployment="reviews-v1",
+        ip="10.244.0.9",
+        labels=SPEC.labels,
+        service_account=sa,
+        has_sidecar=True,
+        proxy_type="sidecar",
+        phase=phase,
+        app_ready=ready,
+        proxy_ready=ready,
+    )  # type: ignore[arg-type]
 
 
 def report(*pods: PodStatus) -> dict[str, Any]:
-    body = {"runtime": {"pid": 4243, "pidStart": 1, "startedAt": 1.0},
-            "pods": [{"status": s, "netns": f"gsm-{i}", "adminSocket": f"/run/x/{i}/admin.sock",
-                      "logs": {"reviews": f"/logs/{i}.log"}} for i, s in enumerate(pods_to_json(list(pods)))]}
+    body = {
+        "runtime": {"pid": 4243, "pidStart": 1, "startedAt": 1.0},
+        "pods": [
+            {
+                "status": s,
+                "netns": f"gsm-{i}",
+                "adminSocket": f"/run/x/{i}/admin.sock",
+                "logs": {"reviews": f"/logs/{i}.log"},
+            }
+            for i, s in enumerate(pods_to_json(list(pods)))
+        ],
+    }
     return json.loads(json.dumps(body))  # as it crosses the socket
 
 
@@ -78,21 +110,38 @@ def test_a_csr_is_signed_only_for_a_reported_pod_and_its_own_identity(tmp_path: 
     other = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
     _, other_csr = make_csr(other)
     with pytest.raises(CsrRejected, match="runs as"):
-        sign_pod_csr(ca, view, namespace="default", pod="reviews-v1-a", identity=other, csr_pem=other_csr,
-                     ttl_seconds=60)
+        sign_pod_csr(
+            ca, view, namespace="default", pod="reviews-v1-a", identity=other, csr_pem=other_csr, ttl_seconds=60
+        )
     with pytest.raises(CsrRejected):  # the CSR must ask for the pod's identity too
-        sign_pod_csr(ca, view, namespace="default", pod="reviews-v1-a", identity=own, csr_pem=other_csr,
-                     ttl_seconds=60)
+        sign_pod_csr(ca, view, namespace="default", pod="reviews-v1-a", identity=own, csr_pem=other_csr, ttl_seconds=60)
 
 
 def test_what_a_restarted_runtime_cleans_up_leaves_the_adopted_pods_alone() -> None:
-    adopted = {"default/a": {"netns": "gsm-aaaa", "veth": "gsmvaaaa", "shortId": "aaaa",
-                             "proxy": {"pid": 11, "start": 5}, "containers": {"app": {"pid": 12, "start": 6}}}}
-    record = {"owner": None, "bridge": "gsm0", "host_netns": "gsm-host",
-              "processes": [{"pid": 11, "start": 5}, {"pid": 12, "start": 6}, {"pid": 13, "start": 7},
-                            {"pid": 12, "start": 99}],
-              "netns": ["gsm-aaaa", "gsm-bbbb"], "etc_netns": ["gsm-aaaa", "gsm-bbbb"],
-              "veths": ["gsmvaaaa", "gsmvbbbb"], "dirs": ["/run/g/aaaa", "/run/g/bbbb"]}
+    adopted = {
+        "default/a": {
+            "netns": "gsm-aaaa",
+            "veth": "gsmvaaaa",
+            "shortId": "aaaa",
+            "proxy": {"pid": 11, "start": 5},
+            "containers": {"app": {"pid": 12, "start": 6}},
+        }
+    }
+    record = {
+        "owner": None,
+        "bridge": "gsm0",
+        "host_netns": "gsm-host",
+        "processes": [
+            {"pid": 11, "start": 5},
+            {"pid": 12, "start": 6},
+            {"pid": 13, "start": 7},
+            {"pid": 12, "start": 99},
+        ],
+        "netns": ["gsm-aaaa", "gsm-bbbb"],
+        "etc_netns": ["gsm-aaaa", "gsm-bbbb"],
+        "veths": ["gsmvaaaa", "gsmvbbbb"],
+        "dirs": ["/run/g/aaaa", "/run/g/bbbb"],
+    }
     garbage = _not_adopted(record, adopted)
     assert garbage["processes"] == [{"pid": 13, "start": 7}, {"pid": 12, "start": 99}]  # pid reused: not ours
     assert garbage["netns"] == ["gsm-bbbb"] and garbage["etc_netns"] == ["gsm-bbbb"]

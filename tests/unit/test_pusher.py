@@ -153,8 +153,9 @@ def test_an_endpoint_push_changes_only_endpoints() -> None:
     before = {t: cache.version(a, t) for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
     # One pod of c gone (as the runtime reports it): a new snapshot with one workload fewer.
     snap = snapshots.current
-    snapshots.current = replace(snap, version=snap.version, workloads=tuple(
-        w for w in snap.workloads if w.name != "c-1"))
+    snapshots.current = replace(
+        snap, version=snap.version, workloads=tuple(w for w in snap.workloads if w.name != "c-1")
+    )
     pusher.push_now(full=False)
     after = {t: cache.version(a, t) for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
     assert [t for t in before if before[t] != after[t]] == [ENDPOINT]
@@ -233,8 +234,11 @@ def _derived(snapshot: MeshSnapshot, tag: str) -> dict[object, object]:
 
 def _carried(before: MeshSnapshot, after: MeshSnapshot) -> list[object]:
     """Keys whose value AFTER took over from BEFORE (values Python shares anyway - (), None - aside)."""
-    return [k for k, v in after._derived.items() if before._derived.get(k) is v and v not in ((), None)
-            and v is not DEFAULT_MESH_CONFIG]  # Istio's defaults: one object for every snapshot without a ConfigMap
+    return [
+        k
+        for k, v in after._derived.items()
+        if before._derived.get(k) is v and v not in ((), None) and v is not DEFAULT_MESH_CONFIG
+    ]  # Istio's defaults: one object for every snapshot without a ConfigMap
 
 
 def test_a_virtual_service_change_re_translates_only_its_hosts_routes() -> None:

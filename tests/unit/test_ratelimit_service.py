@@ -95,16 +95,23 @@ def test_nested_wildcard_unlimited_lookup() -> None:
     assert config.limit_for("nested", [("client", "human")]) is None
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("descriptors: []\n", "empty domain"),
-    ("domain: d\ndescriptors:\n- value: x\n", "descriptors[0]: descriptor has no key"),
-    ("domain: d\ndescriptors:\n- key: a\n  rate_limit: {unit: fortnight, requests_per_unit: 1}\n",
-     "descriptors[0].rate_limit.unit: invalid rate limit unit 'fortnight'"),
-    ("domain: d\ndescriptors:\n- key: a\n  ratelimit: {unit: second}\n", "unknown key 'ratelimit'"),
-    ("domain: d\ndescriptors:\n- key: a\n  value: b\n- key: a\n  value: b\n",
-     "duplicate descriptor composite key 'd.a_b'"),
-    ("domain: d\ndescriptors:\n- key: a\n  rate_limit: {unlimited: true, unit: second}\n", "unlimited"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("descriptors: []\n", "empty domain"),
+        ("domain: d\ndescriptors:\n- value: x\n", "descriptors[0]: descriptor has no key"),
+        (
+            "domain: d\ndescriptors:\n- key: a\n  rate_limit: {unit: fortnight, requests_per_unit: 1}\n",
+            "descriptors[0].rate_limit.unit: invalid rate limit unit 'fortnight'",
+        ),
+        ("domain: d\ndescriptors:\n- key: a\n  ratelimit: {unit: second}\n", "unknown key 'ratelimit'"),
+        (
+            "domain: d\ndescriptors:\n- key: a\n  value: b\n- key: a\n  value: b\n",
+            "duplicate descriptor composite key 'd.a_b'",
+        ),
+        ("domain: d\ndescriptors:\n- key: a\n  rate_limit: {unlimited: true, unit: second}\n", "unlimited"),
+    ],
+)
 def test_configuration_errors(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_files([("bad.yaml", text)])
@@ -141,8 +148,23 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
     if binary is None:
         pytest.skip("redis-server is not installed (scripts/install installs it)")
     port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -172,10 +194,13 @@ class Service:
 
 @pytest.fixture
 async def service(redis_port: int) -> AsyncIterator[Service]:
-    limiter = RateLimiter(Redis("127.0.0.1", redis_port),
-                          headers=HeaderNames(enabled=True, limit="x-ratelimit-limit",
-                                              remaining="x-ratelimit-remaining", reset="x-ratelimit-reset"),
-                          clock=lambda: 1_800_000_030.0)  # mid-window: no test crosses a window's end
+    limiter = RateLimiter(
+        Redis("127.0.0.1", redis_port),
+        headers=HeaderNames(
+            enabled=True, limit="x-ratelimit-limit", remaining="x-ratelimit-remaining", reset="x-ratelimit-reset"
+        ),
+        clock=lambda: 1_800_000_030.0,
+    )  # mid-window: no test crosses a window's end
     limiter.config = parse_files([("config.yaml", DOCS_CONFIG), ("nested.yaml", NESTED)])
     server = grpc.aio.server()
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(limiter), server)

@@ -238,11 +238,10 @@ def test_empty_documents_are_skipped() -> None:
 
 
 def test_issue_string_format() -> None:
-    issue = Issue("error", "f.yaml", 12, "VirtualService", "reviews", "spec.http[0].route",
-                  "weights sum to 90, must be 100")
-    assert str(issue) == (
-        "f.yaml:12: VirtualService/reviews: spec.http[0].route: weights sum to 90, must be 100"
+    issue = Issue(
+        "error", "f.yaml", 12, "VirtualService", "reviews", "spec.http[0].route", "weights sum to 90, must be 100"
     )
+    assert str(issue) == ("f.yaml:12: VirtualService/reviews: spec.http[0].route: weights sum to 90, must be 100")
     warning = Issue("warning", "f.yaml", 3, "Deployment", "web", "spec.x", "ignored")
     assert str(warning) == "f.yaml:3: warning: Deployment/web: spec.x: ignored"
 
@@ -314,9 +313,7 @@ def test_yaml_syntax_error_line() -> None:
 
 
 def test_missing_name() -> None:
-    _, issues = parse(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  labels: {a: b}\nspec:\n  ports: [{port: 80}]\n"
-    )
+    _, issues = parse("apiVersion: v1\nkind: Service\nmetadata:\n  labels: {a: b}\nspec:\n  ports: [{port: 80}]\n")
     issue = only_error(issues)
     assert (issue.line, issue.field) == (3, "metadata.name")
 
@@ -356,30 +353,42 @@ def test_wrong_type_and_bad_duration() -> None:
         (  # two of exact/prefix/regex
             "spec:\n  hosts: [a]\n  http:\n  - match:\n    - uri: {exact: /a, prefix: /b}\n"
             "    route: [{destination: {host: a}}]\n",
-            8, "spec.http[0].match[0].uri", "exactly one of exact, prefix, regex",
+            8,
+            "spec.http[0].match[0].uri",
+            "exactly one of exact, prefix, regex",
         ),
         (  # regex must compile
             "spec:\n  hosts: [a]\n  http:\n  - match:\n    - uri: {regex: '(/a'}\n"
             "    route: [{destination: {host: a}}]\n",
-            8, "spec.http[0].match[0].uri.regex", "invalid regex",
+            8,
+            "spec.http[0].match[0].uri.regex",
+            "invalid regex",
         ),
         (  # route and redirect together
             "spec:\n  hosts: [a]\n  http:\n  - route: [{destination: {host: a}}]\n    redirect: {uri: /x}\n",
-            8, "spec.http[0].redirect", "only one of route, redirect",
+            8,
+            "spec.http[0].redirect",
+            "only one of route, redirect",
         ),
         (  # negative weight
             "spec:\n  hosts: [a]\n  http:\n  - route:\n    - {destination: {host: a}, weight: 110}\n"
             "    - {destination: {host: b}, weight: -10}\n",
-            9, "spec.http[0].route[1].weight", "must not be negative",
+            9,
+            "spec.http[0].route[1].weight",
+            "must not be negative",
         ),
         (  # fault percentage out of range
             "spec:\n  hosts: [a]\n  http:\n  - route: [{destination: {host: a}}]\n    fault:\n"
             "      abort: {httpStatus: 503, percentage: {value: 150}}\n",
-            9, "spec.http[0].fault.abort.percentage.value", "between 0 and 100",
+            9,
+            "spec.http[0].fault.abort.percentage.value",
+            "between 0 and 100",
         ),
         (  # bad gateway reference
             "spec:\n  hosts: [a]\n  gateways: [Bad_GW]\n  http:\n  - route: [{destination: {host: a}}]\n",
-            6, "spec.gateways[0]", "invalid gateway",
+            6,
+            "spec.gateways[0]",
+            "invalid gateway",
         ),
     ],
 )
@@ -406,9 +415,7 @@ def test_per_try_timeout_longer_than_timeout_is_a_warning() -> None:
         """
     )
     assert len(resources) == 1
-    assert [(i.level, i.line, i.field) for i in issues] == [
-        ("warning", 9, "spec.http[0].retries.perTryTimeout")
-    ]
+    assert [(i.level, i.line, i.field) for i in issues] == [("warning", 9, "spec.http[0].retries.perTryTimeout")]
 
 
 def test_destination_rule_semantics() -> None:
@@ -430,9 +437,7 @@ def test_destination_rule_semantics() -> None:
         (7, "spec.trafficPolicy.loadBalancer"),
         (10, "spec.subsets[1].name"),
     ]
-    _, issues = parse(
-        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec: {}\n"
-    )
+    _, issues = parse("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec: {}\n")
     assert only_error(issues).field == "spec.host"
 
 
@@ -487,11 +492,23 @@ def test_duplicate_key_is_an_error() -> None:
 @pytest.mark.parametrize(
     ("alias", "kind"),
     [
-        ("VirtualService", "VirtualService"), ("virtualservice", "VirtualService"),
-        ("virtualservices", "VirtualService"), ("vs", "VirtualService"), ("VS", "VirtualService"),
-        ("pods", "Pod"), ("po", "Pod"), ("pod", "Pod"), ("svc", "Service"), ("services", "Service"),
-        ("deploy", "Deployment"), ("deployments", "Deployment"), ("dr", "DestinationRule"),
-        ("gw", "Gateway"), ("se", "ServiceEntry"), ("ns", "Namespace"), ("sa", "ServiceAccount"),
+        ("VirtualService", "VirtualService"),
+        ("virtualservice", "VirtualService"),
+        ("virtualservices", "VirtualService"),
+        ("vs", "VirtualService"),
+        ("VS", "VirtualService"),
+        ("pods", "Pod"),
+        ("po", "Pod"),
+        ("pod", "Pod"),
+        ("svc", "Service"),
+        ("services", "Service"),
+        ("deploy", "Deployment"),
+        ("deployments", "Deployment"),
+        ("dr", "DestinationRule"),
+        ("gw", "Gateway"),
+        ("se", "ServiceEntry"),
+        ("ns", "Namespace"),
+        ("sa", "ServiceAccount"),
         ("virtualservices.networking.istio.io", "VirtualService"),
         ("authorizationpolicies", "AuthorizationPolicy"),
     ],
@@ -528,8 +545,7 @@ def test_load_paths_folder_is_top_level_only_and_sorted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("1s", 1.0), ("0.5s", 0.5), ("100ms", 0.1), ("1m", 60.0), ("1h", 3600.0), ("1h30m", 5400.0),
-     ("0s", 0.0)],
+    [("1s", 1.0), ("0.5s", 0.5), ("100ms", 0.1), ("1m", 60.0), ("1h", 3600.0), ("1h30m", 5400.0), ("0s", 0.0)],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
@@ -700,8 +716,17 @@ def test_other_istio_kinds_parse_cleanly() -> None:
     resources, issues = parse_documents(OTHER_KINDS, "kinds.yaml")
     assert issues == []
     assert [r.kind for r in resources] == [
-        "ServiceEntry", "ServiceEntry", "Sidecar", "Gateway", "PeerAuthentication", "AuthorizationPolicy",
-        "RequestAuthentication", "Telemetry", "VirtualService", "VirtualService", "WorkloadEntry",
+        "ServiceEntry",
+        "ServiceEntry",
+        "Sidecar",
+        "Gateway",
+        "PeerAuthentication",
+        "AuthorizationPolicy",
+        "RequestAuthentication",
+        "Telemetry",
+        "VirtualService",
+        "VirtualService",
+        "WorkloadEntry",
     ]
     se = resources[1]
     assert se.spec.resolution == "STATIC" and se.spec.endpoints[1].ports == {"mongodb": 27019}

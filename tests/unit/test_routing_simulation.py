@@ -36,8 +36,16 @@ def test_no_virtual_service_balances_over_the_whole_service() -> None:
     assert result.listener == "0.0.0.0_9080"
 
 
-@pytest.mark.parametrize("host", ["reviews", "reviews:9080", "reviews.default", "reviews.default.svc.cluster.local",
-                                  "reviews.default.svc.cluster.local:9080"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "reviews",
+        "reviews:9080",
+        "reviews.default",
+        "reviews.default.svc.cluster.local",
+        "reviews.default.svc.cluster.local:9080",
+    ],
+)
 def test_every_name_of_the_service_reaches_it(host: str) -> None:
     assert simulate(resources(), reviews(host=host)).cluster == "outbound|9080||reviews.default.svc.cluster.local"
 

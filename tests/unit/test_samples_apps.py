@@ -61,8 +61,12 @@ class Procs:
         log = self.tmp / f"{Path(script).stem}-{len(self.procs)}.log"
         with open(log, "wb") as fh:
             proc = subprocess.Popen(
-                [sys.executable, script, *args], cwd=cwd, env=full_env,
-                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                [sys.executable, script, *args],
+                cwd=cwd,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
             )
         p = Proc(script, proc, log)
         self.procs.append(p)
@@ -112,7 +116,10 @@ def httpbin_v2(procs: Procs) -> Proc:
 
 
 def request(
-    port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None,
+    port: int,
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
     body: str | bytes | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=15)
@@ -163,20 +170,31 @@ def test_httpbin_anything_methods(httpbin: Proc, method: str) -> None:
 
 
 def test_httpbin_anything_bodies(httpbin: Proc) -> None:
-    obj = get_json(httpbin.port, "/anything", "POST", body='{"a": [1, 2]}',
-                   headers={"Content-Type": "application/json"})
+    obj = get_json(
+        httpbin.port, "/anything", "POST", body='{"a": [1, 2]}', headers={"Content-Type": "application/json"}
+    )
     assert obj["json"] == {"a": [1, 2]} and obj["data"] == '{"a": [1, 2]}' and obj["form"] == {}
-    obj = get_json(httpbin.port, "/anything", "PUT", body="k=v&k=w&z=1",
-                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    obj = get_json(
+        httpbin.port,
+        "/anything",
+        "PUT",
+        body="k=v&k=w&z=1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert obj["form"] == {"k": ["v", "w"], "z": "1"} and obj["data"] == "" and obj["json"] is None
     boundary = "XyZ"
     multipart = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"field\"\r\n\r\nvalue\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"up\"; filename=\"a.txt\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="field"\r\n\r\nvalue\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="up"; filename="a.txt"\r\n'
         f"Content-Type: text/plain\r\n\r\nfile body\r\n--{boundary}--\r\n"
     )
-    obj = get_json(httpbin.port, "/anything", "POST", body=multipart,
-                   headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    obj = get_json(
+        httpbin.port,
+        "/anything",
+        "POST",
+        body=multipart,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert obj["form"] == {"field": "value"} and obj["files"] == {"up": "file body"}
 
 
@@ -283,8 +301,9 @@ def test_helloworld(procs: Procs) -> None:
 
 # --- loadgen -------------------------------------------------------------------------------
 def loadgen(*args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, str(LOADGEN), *args], capture_output=True, text=True, timeout=30,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(LOADGEN), *args], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
@@ -295,15 +314,28 @@ def test_loadgen_codes_histogram(httpbin: Proc) -> None:
     assert r["codes"] == {"503": 40} and r["errors"] == 0 and r["count"] == 40
     for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "seconds"):
         assert isinstance(r[key], float)
-    r = loadgen("--url", f"{base}/status/200,503", "--rate", "500", "--requests", "60", "--method", "POST",
-                "--data", "x")
+    r = loadgen(
+        "--url", f"{base}/status/200,503", "--rate", "500", "--requests", "60", "--method", "POST", "--data", "x"
+    )
     assert sum(r["codes"].values()) == 60 and set(r["codes"]) <= {"200", "503"} and r["errors"] == 0
 
 
 def test_loadgen_method_header_duration(httpbin: Proc) -> None:
     base = f"http://{LOOPBACK}:{httpbin.port}"
-    r = loadgen("--url", f"{base}/anything/lg", "--rate", "100", "--duration", "0.3", "--method", "PUT",
-                "--header", "x-request-id: lg-rid-7", "--header", "end-user:jason")
+    r = loadgen(
+        "--url",
+        f"{base}/anything/lg",
+        "--rate",
+        "100",
+        "--duration",
+        "0.3",
+        "--method",
+        "PUT",
+        "--header",
+        "x-request-id: lg-rid-7",
+        "--header",
+        "end-user:jason",
+    )
     assert r["codes"] == {"200": r["count"]} and 20 <= r["count"] <= 31
     log = httpbin.output()
     assert "PUT /anything/lg 200" in log and "x-request-id=lg-rid-7" in log
@@ -318,9 +350,7 @@ def test_loadgen_transport_errors() -> None:
 
 
 # --- manifests -----------------------------------------------------------------------------
-NEW_MANIFESTS = sorted(
-    p for d in (HTTPBIN, TCP_ECHO, HELLOWORLD) for p in d.rglob("*.yaml")
-)
+NEW_MANIFESTS = sorted(p for d in (HTTPBIN, TCP_ECHO, HELLOWORLD) for p in d.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", NEW_MANIFESTS, ids=lambda p: str(p.relative_to(SAMPLES)))

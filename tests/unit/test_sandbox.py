@@ -78,7 +78,7 @@ def test_reserved_ids_and_non_root_contradiction_are_errors() -> None:
 def test_app_script_drops_every_privilege() -> None:
     script = sandbox.app_script(uid=1000, gid=3000, expose=())
     assert script.splitlines()[-1] == (
-        'exec setpriv --reuid 1000 --regid 3000 --clear-groups --inh-caps=-all --bounding-set=-all'
+        "exec setpriv --reuid 1000 --regid 3000 --clear-groups --inh-caps=-all --bounding-set=-all"
         ' --no-new-privs -- "$@"'
     )
     assert sandbox.app_script(uid=0, gid=None, expose=()).splitlines()[-1] == 'exec "$@"'

@@ -42,8 +42,10 @@ def _proxy(snapshot: MeshSnapshot, deployment: str = "httpbin", sds: bool = True
 
 
 def _pa(name: str, namespace: str, body: str) -> str:
-    return f"apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {name}, " \
-           f"namespace: {namespace}}}\nspec:\n{body}\n"
+    return (
+        f"apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {name}, "
+        f"namespace: {namespace}}}\nspec:\n{body}\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------- PeerAuthentication
@@ -55,12 +57,20 @@ def test_default_mode_is_permissive() -> None:
 
 
 def test_levels_override_and_unset_inherits() -> None:
-    snap = _snapshot("---\n".join([
-        _pa("mesh", "istio-system", "  mtls: {mode: STRICT}"),
-        _pa("ns", "default", "  mtls: {mode: UNSET}"),
-        _pa("wl", "default", "  selector: {matchLabels: {app: httpbin}}\n  portLevelMtls:\n"
-                             "    8080: {mode: DISABLE}\n    9000: {mode: UNSET}"),
-    ]))
+    snap = _snapshot(
+        "---\n".join(
+            [
+                _pa("mesh", "istio-system", "  mtls: {mode: STRICT}"),
+                _pa("ns", "default", "  mtls: {mode: UNSET}"),
+                _pa(
+                    "wl",
+                    "default",
+                    "  selector: {matchLabels: {app: httpbin}}\n  portLevelMtls:\n"
+                    "    8080: {mode: DISABLE}\n    9000: {mode: UNSET}",
+                ),
+            ]
+        )
+    )
     # namespace UNSET and workload without mtls inherit the mesh's STRICT; port 9000 UNSET inherits too.
     assert peer_authentication_modes(snap, _proxy(snap)) == ("STRICT", {8080: "DISABLE"})
     # tcp-echo: no workload policy.
@@ -68,47 +78,70 @@ def test_levels_override_and_unset_inherits() -> None:
 
 
 def test_namespace_beats_mesh() -> None:
-    snap = _snapshot("---\n".join([
-        _pa("mesh", "istio-system", "  mtls: {mode: STRICT}"),
-        _pa("ns", "default", "  mtls: {mode: DISABLE}"),
-        # A selector policy in the root namespace is for root-namespace workloads only.
-        _pa("root-wl", "istio-system", "  selector: {matchLabels: {app: httpbin}}\n  mtls: {mode: STRICT}"),
-    ]))
+    snap = _snapshot(
+        "---\n".join(
+            [
+                _pa("mesh", "istio-system", "  mtls: {mode: STRICT}"),
+                _pa("ns", "default", "  mtls: {mode: DISABLE}"),
+                # A selector policy in the root namespace is for root-namespace workloads only.
+                _pa("root-wl", "istio-system", "  selector: {matchLabels: {app: httpbin}}\n  mtls: {mode: STRICT}"),
+            ]
+        )
+    )
     assert peer_authentication_modes(snap, _proxy(snap)) == ("DISABLE", {})
 
 
 def test_oldest_workload_policy_wins() -> None:
-    snap = _snapshot("---\n".join([
-        _pa("first", "default", "  selector: {matchLabels: {app: httpbin}}\n  mtls: {mode: STRICT}"),
-        _pa("second", "default", "  selector: {matchLabels: {version: v1}}\n  mtls: {mode: DISABLE}"),
-    ]))
+    snap = _snapshot(
+        "---\n".join(
+            [
+                _pa("first", "default", "  selector: {matchLabels: {app: httpbin}}\n  mtls: {mode: STRICT}"),
+                _pa("second", "default", "  selector: {matchLabels: {version: v1}}\n  mtls: {mode: DISABLE}"),
+            ]
+        )
+    )
     assert peer_authentication_modes(snap, _proxy(snap))[0] == "STRICT"
 
 
 def _inbound(snapshot: MeshSnapshot, proxy: Proxy) -> dict[str, object]:
     config = translate_proxy(snapshot, proxy)
     vi = next(lis for lis in config.listeners if lis.name == "virtualInbound")
-    return {"ports": {c.port: c.mtls for c in vi.inbound_chains}, "passthrough": vi.inbound_mtls,
-            "inspector": vi.tls_inspector}
+    return {
+        "ports": {c.port: c.mtls for c in vi.inbound_chains},
+        "passthrough": vi.inbound_mtls,
+        "inspector": vi.tls_inspector,
+    }
 
 
 def test_inbound_chains_follow_peer_authentication() -> None:
-    snap = _snapshot(_pa("wl", "default", "  selector: {matchLabels: {app: httpbin}}\n  mtls: {mode: STRICT}\n"
-                                          "  portLevelMtls:\n    9000: {mode: PERMISSIVE}"))
-    assert _inbound(snap, _proxy(snap)) == {"ports": {8080: "STRICT", 9000: "PERMISSIVE"},
-                                            "passthrough": "STRICT", "inspector": True}
+    snap = _snapshot(
+        _pa(
+            "wl",
+            "default",
+            "  selector: {matchLabels: {app: httpbin}}\n  mtls: {mode: STRICT}\n"
+            "  portLevelMtls:\n    9000: {mode: PERMISSIVE}",
+        )
+    )
+    assert _inbound(snap, _proxy(snap)) == {
+        "ports": {8080: "STRICT", 9000: "PERMISSIVE"},
+        "passthrough": "STRICT",
+        "inspector": True,
+    }
 
 
 def test_no_sds_means_no_tls_anywhere() -> None:
     """Until the proxy's agent serves SDS, STRICT and ISTIO_MUTUAL cannot be honoured: plaintext only."""
-    snap = _snapshot(_pa("mesh", "istio-system", "  mtls: {mode: STRICT}") + """---
+    snap = _snapshot(
+        _pa("mesh", "istio-system", "  mtls: {mode: STRICT}")
+        + """---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: tcp-echo}
 spec:
   host: tcp-echo
   trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
-""")
+"""
+    )
     proxy = _proxy(snap, sds=False)
     assert _inbound(snap, proxy) == {"ports": {8080: "", 9000: ""}, "passthrough": "", "inspector": False}
     resources = build_resources(translate_proxy(snap, proxy))
@@ -135,11 +168,19 @@ def test_proxy_from_node_reads_sds_flag() -> None:
 
 def test_disable_on_the_server_turns_auto_mtls_off_for_its_endpoints() -> None:
     snap = _snapshot(_pa("wl", "default", "  selector: {matchLabels: {app: httpbin}}\n  mtls: {mode: DISABLE}"))
-    tls = {e.address: e.tls_mode for s in translate_endpoints(snap, "default") for e in s.endpoints
-           if "|httpbin." in s.cluster}
+    tls = {
+        e.address: e.tls_mode
+        for s in translate_endpoints(snap, "default")
+        for e in s.endpoints
+        if "|httpbin." in s.cluster
+    }
     assert tls and set(tls.values()) == {""}, tls
-    tls = {e.address: e.tls_mode for s in translate_endpoints(_snapshot(""), "default") for e in s.endpoints
-           if "|httpbin." in s.cluster}
+    tls = {
+        e.address: e.tls_mode
+        for s in translate_endpoints(_snapshot(""), "default")
+        for e in s.endpoints
+        if "|httpbin." in s.cluster
+    }
     assert tls and set(tls.values()) == {"istio"}, tls
 
 
@@ -204,28 +245,41 @@ def test_auto_mtls_transport_socket_matches() -> None:
 
 
 def _ap(name: str, namespace: str, body: str) -> str:
-    return f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, " \
-           f"namespace: {namespace}}}\nspec:\n{body}\n"
+    return (
+        f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, "
+        f"namespace: {namespace}}}\nspec:\n{body}\n"
+    )
 
 
 def test_policy_selection() -> None:
-    snap = _snapshot("---\n".join([
-        _ap("mesh", "istio-system", "  action: DENY\n  rules: [{}]"),
-        _ap("mesh-selected", "istio-system", "  selector: {matchLabels: {app: httpbin}}\n  rules: [{}]"),
-        _ap("ns", "default", "  {}"),
-        _ap("other-ns", "other", "  {}"),
-        _ap("echo-only", "default", "  selector: {matchLabels: {app: tcp-echo}}"),
-        _ap("custom", "default", "  action: CUSTOM\n  provider: {name: ext}\n  rules: [{}]"),
-        _ap("target", "default", "  targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: gw}"),
-    ]))
+    snap = _snapshot(
+        "---\n".join(
+            [
+                _ap("mesh", "istio-system", "  action: DENY\n  rules: [{}]"),
+                _ap("mesh-selected", "istio-system", "  selector: {matchLabels: {app: httpbin}}\n  rules: [{}]"),
+                _ap("ns", "default", "  {}"),
+                _ap("other-ns", "other", "  {}"),
+                _ap("echo-only", "default", "  selector: {matchLabels: {app: tcp-echo}}"),
+                _ap("custom", "default", "  action: CUSTOM\n  provider: {name: ext}\n  rules: [{}]"),
+                _ap("target", "default", "  targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: gw}"),
+            ]
+        )
+    )
     names = [p.name for p in authorization_policies(snap, _proxy(snap))]
     assert names == ["istio-system/mesh", "istio-system/mesh-selected", "default/ns"]
     assert [p.name for p in authorization_policies(snap, _proxy(snap, "tcp-echo"))] == [
-        "istio-system/mesh", "default/ns", "default/echo-only"]
+        "istio-system/mesh",
+        "default/ns",
+        "default/echo-only",
+    ]
 
 
 def test_rule_translation() -> None:
-    snap = _snapshot(_ap("p", "default", """  selector: {matchLabels: {app: httpbin}}
+    snap = _snapshot(
+        _ap(
+            "p",
+            "default",
+            """  selector: {matchLabels: {app: httpbin}}
   rules:
   - from:
     - source: {principals: ["cluster.local/ns/default/sa/sleep"], notNamespaces: ["test"]}
@@ -238,17 +292,23 @@ def test_rule_translation() -> None:
     - key: destination.port
       values: ["8080"]
     - key: experimental.envoy.filters.whatever
-      values: ["x"]"""))
+      values: ["x"]""",
+        )
+    )
     (policy,) = authorization_policies(snap, _proxy(snap))
     (rule,) = policy.rules
     assert rule.sources == (
         (AuthzField("principal", ("cluster.local/ns/default/sa/sleep",)), AuthzField("namespace", ("test",), True)),
         (AuthzField("principal", ("cluster.local/ns/default/sa/sleep", "cluster.local/ns/foo/sa/bar")),),
     )
-    assert rule.operations == ((AuthzField("port", ("9000",), True), AuthzField("method", ("GET", "HEAD")),
-                                AuthzField("path", ("/info*",))),)
-    assert rule.conditions == (AuthzField("header:x-token", ("abc",)), AuthzField("port", ("8080",)),
-                               AuthzField("unsupported:experimental.envoy.filters.whatever", ("x",)))
+    assert rule.operations == (
+        (AuthzField("port", ("9000",), True), AuthzField("method", ("GET", "HEAD")), AuthzField("path", ("/info*",))),
+    )
+    assert rule.conditions == (
+        AuthzField("header:x-token", ("abc",)),
+        AuthzField("port", ("8080",)),
+        AuthzField("unsupported:experimental.envoy.filters.whatever", ("x",)),
+    )
     envoy = rbac_policy(rule)
     (permission,) = envoy.permissions
     assert len(permission.and_rules.rules) == 4  # notPorts, methods, paths, destination.port
@@ -275,8 +335,9 @@ def test_empty_policies() -> None:
 
 
 def test_action_order_and_tcp_rules() -> None:
-    http_rule = AuthzRule(sources=((AuthzField("namespace", ("default",)),),),
-                          operations=((AuthzField("method", ("GET",)),),))
+    http_rule = AuthzRule(
+        sources=((AuthzField("namespace", ("default",)),),), operations=((AuthzField("method", ("GET",)),),)
+    )
     allow = AuthzPolicy("default/a", "ALLOW", (http_rule, AuthzRule(operations=((AuthzField("port", ("9000",)),),))))
     deny = AuthzPolicy("default/d", "DENY", (http_rule,))
     audit = AuthzPolicy("default/au", "AUDIT", (AuthzRule(),))
@@ -300,19 +361,25 @@ def test_golden_authz_filters_are_placed_before_the_router() -> None:
     hcm = hcm_pb2.HttpConnectionManager()
     by_name["0.0.0.0_8080_mtls"].filters[0].typed_config.Unpack(hcm)
     # (after the peer metadata filter, which decides nothing)
-    assert [f.name for f in hcm.http_filters][:3] == ["envoy.filters.http.header_to_metadata",
-                                                      *["envoy.filters.http.rbac"] * 2]
+    assert [f.name for f in hcm.http_filters][:3] == [
+        "envoy.filters.http.header_to_metadata",
+        *["envoy.filters.http.rbac"] * 2,
+    ]
     assert hcm.http_filters[-1].name == "envoy.filters.http.router"
     tcp_filters = [f.name for f in by_name["0.0.0.0_9000_mtls"].filters]
-    assert tcp_filters == ["envoy.filters.network.rbac", "envoy.filters.network.rbac",
-                           "envoy.filters.network.tcp_proxy"]
+    assert tcp_filters == [
+        "envoy.filters.network.rbac",
+        "envoy.filters.network.rbac",
+        "envoy.filters.network.tcp_proxy",
+    ]
 
 
 # ---------------------------------------------------------------------------------------- enforcement
 
 
 def test_enforcement_reports() -> None:
-    resources, issues = parse_documents("""apiVersion: security.istio.io/v1
+    resources, issues = parse_documents(
+        """apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: a}
 spec:
@@ -338,7 +405,9 @@ spec:
   host: x
   trafficPolicy:
     tls: {mode: SIMPLE, credentialName: cred, sni: x}
-""", "s.yaml")
+""",
+        "s.yaml",
+    )
     assert not [i for i in issues if i.level == "error"]
     authz, peer, dr = resources
     # requestPrincipals and request.auth.claims[...] are enforced (JWT: tests/unit/test_jwt_translation.py).
@@ -363,8 +432,16 @@ def _golden(name: str) -> dict:
 def _inbound_request(port: int, path: str = "/", peer: str = "", **kw: object) -> object:
     from gossamer.debug.simulate import Request
 
-    return Request(host="httpbin:8000", path=path, port=port, address="10.244.1.11", inbound=True,
-                   peer_principal=peer, source_ip="10.244.1.13", **kw)  # type: ignore[arg-type]
+    return Request(
+        host="httpbin:8000",
+        path=path,
+        port=port,
+        address="10.244.1.11",
+        inbound=True,
+        peer_principal=peer,
+        source_ip="10.244.1.13",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_simulated_authorization() -> None:
@@ -411,11 +488,17 @@ def test_simulated_peer_authentication_chains() -> None:
 def test_simulated_tcp_authorization_without_http_deny() -> None:
     from gossamer.debug.simulate import simulate
 
-    snap = _snapshot(_ap("tcp", "default", """  selector: {matchLabels: {app: httpbin}}
+    snap = _snapshot(
+        _ap(
+            "tcp",
+            "default",
+            """  selector: {matchLabels: {app: httpbin}}
   rules:
   - from: [{source: {namespaces: ["default"]}}]
     to: [{operation: {ports: ["9000"]}}]
-  - to: [{operation: {methods: ["GET"]}}]"""))
+  - to: [{operation: {methods: ["GET"]}}]""",
+        )
+    )
     resources = build_resources(translate_proxy(snap, _proxy(snap)))
     assert simulate(resources, _inbound_request(9000, peer=SLEEP)).cluster == "inbound|9000||"  # type: ignore[arg-type]
     # The methods rule is dropped on TCP (ALLOW): another namespace matches nothing.

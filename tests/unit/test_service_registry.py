@@ -13,13 +13,28 @@ from gossamer.runtime.hosts import render_hosts
 from gossamer.runtime.types import ServiceAddress
 
 
-@pytest.mark.parametrize(("name", "app_protocol", "expected"), [
-    ("http", None, "http"), ("http-web", None, "http"), ("http2", None, "http2"), ("grpc", None, "grpc"),
-    ("grpc-api", None, "grpc"), ("grpc-web", None, "http"), ("tcp-db", None, "tcp"), ("tls", None, "tls"),
-    ("https", None, "tls"), ("https-admin", None, "tls"), ("mongo", None, "tcp"), ("mysql-main", None, "tcp"),
-    ("redis", None, "tcp"), ("web", "grpc", "grpc"), ("http", "tcp", "tcp"), ("x", "kubernetes.io/h2c", "http2"),
-    ("", None, "http"),
-])
+@pytest.mark.parametrize(
+    ("name", "app_protocol", "expected"),
+    [
+        ("http", None, "http"),
+        ("http-web", None, "http"),
+        ("http2", None, "http2"),
+        ("grpc", None, "grpc"),
+        ("grpc-api", None, "grpc"),
+        ("grpc-web", None, "http"),
+        ("tcp-db", None, "tcp"),
+        ("tls", None, "tls"),
+        ("https", None, "tls"),
+        ("https-admin", None, "tls"),
+        ("mongo", None, "tcp"),
+        ("mysql-main", None, "tcp"),
+        ("redis", None, "tcp"),
+        ("web", "grpc", "grpc"),
+        ("http", "tcp", "tcp"),
+        ("x", "kubernetes.io/h2c", "http2"),
+        ("", None, "http"),
+    ],
+)
 def test_protocol_selection(name: str, app_protocol: str | None, expected: str) -> None:
     assert protocol_for_port(name, app_protocol) == expected
 
@@ -88,8 +103,10 @@ def test_service_entry_hosts_become_services_with_istio_auto_allocation() -> Non
     e = services["e.example.com"]
     assert e.vip == "192.0.2.10" and e.addresses == ("10.0.0.0/8", "192.0.2.10")
     assert e.endpoints[0].port_for(e.ports[0]) == 8080
-    assert allocated == [("default", "ServiceEntry/multi/a.example.com"),
-                         ("default", "ServiceEntry/multi/b.example.com")]
+    assert allocated == [
+        ("default", "ServiceEntry/multi/a.example.com"),
+        ("default", "ServiceEntry/multi/b.example.com"),
+    ]
 
 
 def test_workload_entries_are_workloads() -> None:
@@ -101,8 +118,10 @@ def test_pods_resolve_service_entry_hosts_with_an_address() -> None:
     (entry,) = [r for r in _resources()["ServiceEntry"] if r.metadata.name == "multi"]  # type: ignore[attr-defined]
     services = service_entry_services(entry, lambda _ns, _key: "10.96.1.7")
     addresses = service_addresses(services)
-    assert addresses == [ServiceAddress("a.example.com", "default", "10.96.1.7", ("a.example.com",)),
-                         ServiceAddress("b.example.com", "default", "10.96.1.7", ("b.example.com",))]
+    assert addresses == [
+        ServiceAddress("a.example.com", "default", "10.96.1.7", ("a.example.com",)),
+        ServiceAddress("b.example.com", "default", "10.96.1.7", ("b.example.com",)),
+    ]
     text = render_hosts(pod_name="p", pod_ip="10.244.0.9", namespace="default", services=addresses[:1])
     assert "10.96.1.7\ta.example.com" in text.splitlines()
     # Without an address nothing is written.

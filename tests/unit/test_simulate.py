@@ -52,7 +52,8 @@ def _tcp(cluster: str = "", weighted: tuple[tuple[str, int], ...] = ()) -> lc.Fi
     tcp = tcp_proxy_pb2.TcpProxy(stat_prefix="x")
     if weighted:
         tcp.weighted_clusters.clusters.extend(
-            tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=n, weight=w) for n, w in weighted)
+            tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=n, weight=w) for n, w in weighted
+        )
     else:
         tcp.cluster = cluster
     return lc.Filter(name="envoy.filters.network.tcp_proxy", typed_config=_any(tcp))
@@ -81,8 +82,13 @@ def _route(match: rc.RouteMatch, cluster: str = "", name: str = "", **kw: object
 
 
 def _weighted(*entries: tuple[str, int]) -> rc.RouteAction:
-    return rc.RouteAction(weighted_clusters=rc.WeightedCluster(clusters=[
-        rc.WeightedCluster.ClusterWeight(name=n, weight=wrappers_pb2.UInt32Value(value=w)) for n, w in entries]))
+    return rc.RouteAction(
+        weighted_clusters=rc.WeightedCluster(
+            clusters=[
+                rc.WeightedCluster.ClusterWeight(name=n, weight=wrappers_pb2.UInt32Value(value=w)) for n, w in entries
+            ]
+        )
+    )
 
 
 def _reviews_vhost() -> rc.VirtualHost:
@@ -91,26 +97,49 @@ def _reviews_vhost() -> rc.VirtualHost:
         domains=[REVIEWS, f"{REVIEWS}:9080", "reviews", "reviews:9080", "reviews.default", "reviews.default:9080"],
         request_headers_to_add=[base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="x-vh", value="1"))],
         routes=[
-            _route(rc.RouteMatch(prefix="/", headers=[
-                rc.HeaderMatcher(name="end-user", string_match=_sm(exact="jason"))]),
-                V2, name="jason", decorator=rc.Decorator(operation="reviews-v2"),
-                request_headers_to_add=[base_pb2.HeaderValueOption(
-                    header=base_pb2.HeaderValue(key="x-route", value="jason"))]),
-            rc.Route(name="canary", match=rc.RouteMatch(prefix="/", headers=[
-                rc.HeaderMatcher(name="x-canary", present_match=True)]),
-                route=_weighted((V1, 80), (V3, 20))),
+            _route(
+                rc.RouteMatch(prefix="/", headers=[rc.HeaderMatcher(name="end-user", string_match=_sm(exact="jason"))]),
+                V2,
+                name="jason",
+                decorator=rc.Decorator(operation="reviews-v2"),
+                request_headers_to_add=[
+                    base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="x-route", value="jason"))
+                ],
+            ),
+            rc.Route(
+                name="canary",
+                match=rc.RouteMatch(prefix="/", headers=[rc.HeaderMatcher(name="x-canary", present_match=True)]),
+                route=_weighted((V1, 80), (V3, 20)),
+            ),
             _route(rc.RouteMatch(safe_regex=_regex(r"/reviews/[0-9]+/raw")), V3, name="regex"),
-            _route(rc.RouteMatch(path="/Exact", case_sensitive=wrappers_pb2.BoolValue(value=False)), V3,
-                   name="exact-ci"),
-            _route(rc.RouteMatch(prefix="/api", headers=[
-                rc.HeaderMatcher(name="x-env", string_match=_sm(prefix="prod"), invert_match=True)]),
-                V3, name="not-prod"),
-            _route(rc.RouteMatch(prefix="/", query_parameters=[
-                rc.QueryParameterMatcher(name="debug", string_match=_sm(exact="on"))]), V3, name="debug-query"),
-            rc.Route(name="old", match=rc.RouteMatch(path_separated_prefix="/old"),
-                     redirect=rc.RedirectAction(path_redirect="/new", response_code=rc.RedirectAction.FOUND)),
-            rc.Route(name="teapot", match=rc.RouteMatch(prefix="/teapot"),
-                     direct_response=rc.DirectResponseAction(status=418)),
+            _route(
+                rc.RouteMatch(path="/Exact", case_sensitive=wrappers_pb2.BoolValue(value=False)), V3, name="exact-ci"
+            ),
+            _route(
+                rc.RouteMatch(
+                    prefix="/api",
+                    headers=[rc.HeaderMatcher(name="x-env", string_match=_sm(prefix="prod"), invert_match=True)],
+                ),
+                V3,
+                name="not-prod",
+            ),
+            _route(
+                rc.RouteMatch(
+                    prefix="/", query_parameters=[rc.QueryParameterMatcher(name="debug", string_match=_sm(exact="on"))]
+                ),
+                V3,
+                name="debug-query",
+            ),
+            rc.Route(
+                name="old",
+                match=rc.RouteMatch(path_separated_prefix="/old"),
+                redirect=rc.RedirectAction(path_redirect="/new", response_code=rc.RedirectAction.FOUND),
+            ),
+            rc.Route(
+                name="teapot",
+                match=rc.RouteMatch(prefix="/teapot"),
+                direct_response=rc.DirectResponseAction(status=418),
+            ),
             _route(rc.RouteMatch(prefix="/"), V1, name="default"),
         ],
     )
@@ -118,39 +147,78 @@ def _reviews_vhost() -> rc.VirtualHost:
 
 def _mesh(with_clusters: bool = False) -> dict[str, dict[str, Message]]:
     outbound = listener_pb2.Listener(
-        name="virtualOutbound", address=_addr("0.0.0.0", 15001), use_original_dst=wrappers_pb2.BoolValue(value=True),
-        default_filter_chain=lc.FilterChain(name="PassthroughFilterChain", filters=[_tcp(PASSTHROUGH)]))
+        name="virtualOutbound",
+        address=_addr("0.0.0.0", 15001),
+        use_original_dst=wrappers_pb2.BoolValue(value=True),
+        default_filter_chain=lc.FilterChain(name="PassthroughFilterChain", filters=[_tcp(PASSTHROUGH)]),
+    )
     inbound = listener_pb2.Listener(
-        name="virtualInbound", address=_addr("0.0.0.0", 15006),
+        name="virtualInbound",
+        address=_addr("0.0.0.0", 15006),
         filter_chains=[
-            lc.FilterChain(name="0.0.0.0_9080", filter_chain_match=lc.FilterChainMatch(
-                destination_port=wrappers_pb2.UInt32Value(value=9080)),
-                filters=[_hcm(inline=route_pb2.RouteConfiguration(name="inbound|9080||", virtual_hosts=[
-                    rc.VirtualHost(name="inbound|http|9080", domains=["*"], routes=[
-                        _route(rc.RouteMatch(prefix="/"), "inbound|9080||",
-                               decorator=rc.Decorator(operation="reviews:9080/*"))])]))]),
-            lc.FilterChain(name="0.0.0.0_3306", filter_chain_match=lc.FilterChainMatch(
-                destination_port=wrappers_pb2.UInt32Value(value=3306)), filters=[_tcp("inbound|3306||")]),
+            lc.FilterChain(
+                name="0.0.0.0_9080",
+                filter_chain_match=lc.FilterChainMatch(destination_port=wrappers_pb2.UInt32Value(value=9080)),
+                filters=[
+                    _hcm(
+                        inline=route_pb2.RouteConfiguration(
+                            name="inbound|9080||",
+                            virtual_hosts=[
+                                rc.VirtualHost(
+                                    name="inbound|http|9080",
+                                    domains=["*"],
+                                    routes=[
+                                        _route(
+                                            rc.RouteMatch(prefix="/"),
+                                            "inbound|9080||",
+                                            decorator=rc.Decorator(operation="reviews:9080/*"),
+                                        )
+                                    ],
+                                )
+                            ],
+                        )
+                    )
+                ],
+            ),
+            lc.FilterChain(
+                name="0.0.0.0_3306",
+                filter_chain_match=lc.FilterChainMatch(destination_port=wrappers_pb2.UInt32Value(value=3306)),
+                filters=[_tcp("inbound|3306||")],
+            ),
         ],
-        default_filter_chain=lc.FilterChain(name="InboundPassthroughFilterChain",
-                                            filters=[_tcp("InboundPassthroughCluster")]))
+        default_filter_chain=lc.FilterChain(
+            name="InboundPassthroughFilterChain", filters=[_tcp("InboundPassthroughCluster")]
+        ),
+    )
     http = _listener("0.0.0.0_9080", "0.0.0.0", 9080, _hcm(rds="9080"), bind=False)
     mysql = _listener(f"{MYSQL_VIP}_3306", MYSQL_VIP, 3306, _tcp(MYSQL), bind=False)
     wildcard_3306 = _listener("0.0.0.0_3306", "0.0.0.0", 3306, _tcp(weighted=(("a", 60), ("b", 40))), bind=False)
-    routes = route_pb2.RouteConfiguration(name="9080", virtual_hosts=[
-        _reviews_vhost(),
-        rc.VirtualHost(name="ratings.default.svc.cluster.local:9080", domains=["ratings:9080", "*.ratings.example"],
-                       routes=[_route(rc.RouteMatch(prefix="/"), RATINGS)]),
-        rc.VirtualHost(name="allow_any", domains=["*"], routes=[_route(rc.RouteMatch(prefix="/"), PASSTHROUGH)]),
-    ])
+    routes = route_pb2.RouteConfiguration(
+        name="9080",
+        virtual_hosts=[
+            _reviews_vhost(),
+            rc.VirtualHost(
+                name="ratings.default.svc.cluster.local:9080",
+                domains=["ratings:9080", "*.ratings.example"],
+                routes=[_route(rc.RouteMatch(prefix="/"), RATINGS)],
+            ),
+            rc.VirtualHost(name="allow_any", domains=["*"], routes=[_route(rc.RouteMatch(prefix="/"), PASSTHROUGH)]),
+        ],
+    )
     res: dict[str, dict[str, Message]] = {
         LISTENER: {lis.name: lis for lis in (outbound, inbound, http, mysql, wildcard_3306)},
         ROUTE: {"9080": routes},
     }
     if with_clusters:
         res[CLUSTER] = {n: cluster_pb2.Cluster(name=n, type=cluster_pb2.Cluster.EDS) for n in (V1, V2)}
-        res[ENDPOINT] = {V1: endpoint_pb2.ClusterLoadAssignment(cluster_name=V1, endpoints=[
-            endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint_components_pb2.LbEndpoint()])])}
+        res[ENDPOINT] = {
+            V1: endpoint_pb2.ClusterLoadAssignment(
+                cluster_name=V1,
+                endpoints=[
+                    endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint_components_pb2.LbEndpoint()])
+                ],
+            )
+        }
     return res
 
 
@@ -199,8 +267,12 @@ def test_host_without_port_matches_only_declared_domains() -> None:
 
 
 def test_port_hint_when_domain_lacks_port() -> None:
-    routes = route_pb2.RouteConfiguration(name="gw", virtual_hosts=[
-        rc.VirtualHost(name="bookinfo", domains=["bookinfo.com"], routes=[_route(rc.RouteMatch(prefix="/"), V1)])])
+    routes = route_pb2.RouteConfiguration(
+        name="gw",
+        virtual_hosts=[
+            rc.VirtualHost(name="bookinfo", domains=["bookinfo.com"], routes=[_route(rc.RouteMatch(prefix="/"), V1)])
+        ],
+    )
     res: dict[str, dict[str, Message]] = {
         LISTENER: {"0.0.0.0_8080": _listener("0.0.0.0_8080", "0.0.0.0", 8080, _hcm(rds="gw"))},
         ROUTE: {"gw": routes},
@@ -215,11 +287,17 @@ def test_vhost_precedence_exact_suffix_prefix_default() -> None:
     def vh(name: str, *domains: str) -> rc.VirtualHost:
         return rc.VirtualHost(name=name, domains=domains, routes=[_route(rc.RouteMatch(prefix="/"), name)])
 
-    routes = route_pb2.RouteConfiguration(name="r", virtual_hosts=[
-        vh("default", "*"), vh("prefix", "api.*"), vh("short-suffix", "*.com"), vh("long-suffix", "*.example.com"),
-        vh("exact", "api.example.com")])
-    res: dict[str, dict[str, Message]] = {
-        LISTENER: {"gw": _listener("gw", "0.0.0.0", 80, _hcm(inline=routes))}}
+    routes = route_pb2.RouteConfiguration(
+        name="r",
+        virtual_hosts=[
+            vh("default", "*"),
+            vh("prefix", "api.*"),
+            vh("short-suffix", "*.com"),
+            vh("long-suffix", "*.example.com"),
+            vh("exact", "api.example.com"),
+        ],
+    )
+    res: dict[str, dict[str, Message]] = {LISTENER: {"gw": _listener("gw", "0.0.0.0", 80, _hcm(inline=routes))}}
     assert simulate(res, Request(host="api.example.com")).cluster == "exact"
     assert simulate(res, Request(host="www.example.com")).cluster == "long-suffix"
     assert simulate(res, Request(host="www.other.com")).cluster == "short-suffix"
@@ -296,9 +374,16 @@ def test_unknown_port_uses_virtual_outbound_default_chain() -> None:
 
 
 def test_gateway_404_without_catch_all_vhost() -> None:
-    routes = route_pb2.RouteConfiguration(name="http.8080", virtual_hosts=[
-        rc.VirtualHost(name="bookinfo.com:80", domains=["bookinfo.com"], routes=[
-            _route(rc.RouteMatch(prefix="/productpage"), "outbound|9080||productpage")])])
+    routes = route_pb2.RouteConfiguration(
+        name="http.8080",
+        virtual_hosts=[
+            rc.VirtualHost(
+                name="bookinfo.com:80",
+                domains=["bookinfo.com"],
+                routes=[_route(rc.RouteMatch(prefix="/productpage"), "outbound|9080||productpage")],
+            )
+        ],
+    )
     res: dict[str, dict[str, Message]] = {
         LISTENER: {"0.0.0.0_8080": _listener("0.0.0.0_8080", "0.0.0.0", 8080, _hcm(rds="http.8080"))},
         ROUTE: {"http.8080": routes},
@@ -312,8 +397,7 @@ def test_gateway_404_without_catch_all_vhost() -> None:
 
 
 def test_gateway_ignores_unbound_listeners() -> None:
-    res: dict[str, dict[str, Message]] = {LISTENER: {
-        "x": _listener("x", "0.0.0.0", 80, _tcp("c"), bind=False)}}
+    res: dict[str, dict[str, Message]] = {LISTENER: {"x": _listener("x", "0.0.0.0", 80, _tcp("c"), bind=False)}}
     with pytest.raises(SimulationError):
         simulate(res, Request(host="a"))
 
@@ -337,11 +421,24 @@ def test_cluster_missing_from_cds_is_503_and_endpoints_are_described() -> None:
 
 
 def test_cluster_header_and_present_match_false() -> None:
-    routes = route_pb2.RouteConfiguration(name="r", virtual_hosts=[rc.VirtualHost(name="v", domains=["*"], routes=[
-        rc.Route(match=rc.RouteMatch(prefix="/", headers=[rc.HeaderMatcher(name="x-cluster", present_match=False)]),
-                 direct_response=rc.DirectResponseAction(status=400)),
-        rc.Route(match=rc.RouteMatch(prefix="/"), route=rc.RouteAction(cluster_header="x-cluster")),
-    ])])
+    routes = route_pb2.RouteConfiguration(
+        name="r",
+        virtual_hosts=[
+            rc.VirtualHost(
+                name="v",
+                domains=["*"],
+                routes=[
+                    rc.Route(
+                        match=rc.RouteMatch(
+                            prefix="/", headers=[rc.HeaderMatcher(name="x-cluster", present_match=False)]
+                        ),
+                        direct_response=rc.DirectResponseAction(status=400),
+                    ),
+                    rc.Route(match=rc.RouteMatch(prefix="/"), route=rc.RouteAction(cluster_header="x-cluster")),
+                ],
+            )
+        ],
+    )
     res: dict[str, dict[str, Message]] = {LISTENER: {"gw": _listener("gw", "0.0.0.0", 80, _hcm(inline=routes))}}
     assert simulate(res, Request(host="a")).status == 400
     r = simulate(res, Request(host="a", headers={"x-cluster": "dyn"}))
@@ -349,15 +446,39 @@ def test_cluster_header_and_present_match_false() -> None:
 
 
 def test_pseudo_header_matchers() -> None:
-    routes = route_pb2.RouteConfiguration(name="r", virtual_hosts=[rc.VirtualHost(name="v", domains=["*"], routes=[
-        _route(rc.RouteMatch(prefix="/", headers=[
-            rc.HeaderMatcher(name=":method", string_match=_sm(exact="POST")),
-            rc.HeaderMatcher(name=":path", string_match=_sm(suffix="?v=2")),
-        ]), "post-v2"),
-        _route(rc.RouteMatch(prefix="/", headers=[rc.HeaderMatcher(
-            name=":authority", string_match=_sm(contains="EXAMPLE", ignore_case=True))]), "example"),
-        _route(rc.RouteMatch(prefix="/"), "other"),
-    ])])
+    routes = route_pb2.RouteConfiguration(
+        name="r",
+        virtual_hosts=[
+            rc.VirtualHost(
+                name="v",
+                domains=["*"],
+                routes=[
+                    _route(
+                        rc.RouteMatch(
+                            prefix="/",
+                            headers=[
+                                rc.HeaderMatcher(name=":method", string_match=_sm(exact="POST")),
+                                rc.HeaderMatcher(name=":path", string_match=_sm(suffix="?v=2")),
+                            ],
+                        ),
+                        "post-v2",
+                    ),
+                    _route(
+                        rc.RouteMatch(
+                            prefix="/",
+                            headers=[
+                                rc.HeaderMatcher(
+                                    name=":authority", string_match=_sm(contains="EXAMPLE", ignore_case=True)
+                                )
+                            ],
+                        ),
+                        "example",
+                    ),
+                    _route(rc.RouteMatch(prefix="/"), "other"),
+                ],
+            )
+        ],
+    )
     res: dict[str, dict[str, Message]] = {LISTENER: {"gw": _listener("gw", "0.0.0.0", 80, _hcm(inline=routes))}}
     assert simulate(res, Request(host="a", method="POST", path="/x?v=2")).cluster == "post-v2"
     assert simulate(res, Request(host="www.example.org", path="/x?v=2")).cluster == "example"
@@ -365,15 +486,28 @@ def test_pseudo_header_matchers() -> None:
 
 
 def test_strip_any_host_port_and_filter_chain_prefix_ranges() -> None:
-    routes = route_pb2.RouteConfiguration(name="r", virtual_hosts=[
-        rc.VirtualHost(name="v", domains=["bookinfo.com"], routes=[_route(rc.RouteMatch(prefix="/"), "bi")])])
-    gw = listener_pb2.Listener(name="gw", address=_addr("0.0.0.0", 80), filter_chains=[
-        lc.FilterChain(name="any", filters=[_hcm(inline=routes, strip_any_host_port=True)]),
-        lc.FilterChain(name="internal", filter_chain_match=lc.FilterChainMatch(
-            prefix_ranges=[address_pb2.CidrRange(address_prefix="10.0.0.0",
-                                                 prefix_len=wrappers_pb2.UInt32Value(value=8))]),
-            filters=[_tcp("internal")]),
-    ])
+    routes = route_pb2.RouteConfiguration(
+        name="r",
+        virtual_hosts=[
+            rc.VirtualHost(name="v", domains=["bookinfo.com"], routes=[_route(rc.RouteMatch(prefix="/"), "bi")])
+        ],
+    )
+    gw = listener_pb2.Listener(
+        name="gw",
+        address=_addr("0.0.0.0", 80),
+        filter_chains=[
+            lc.FilterChain(name="any", filters=[_hcm(inline=routes, strip_any_host_port=True)]),
+            lc.FilterChain(
+                name="internal",
+                filter_chain_match=lc.FilterChainMatch(
+                    prefix_ranges=[
+                        address_pb2.CidrRange(address_prefix="10.0.0.0", prefix_len=wrappers_pb2.UInt32Value(value=8))
+                    ]
+                ),
+                filters=[_tcp("internal")],
+            ),
+        ],
+    )
     res: dict[str, dict[str, Message]] = {LISTENER: {"gw": gw}}
     r = simulate(res, Request(host="bookinfo.com:80", address="192.168.1.1"))
     assert (r.filter_chain, r.cluster) == ("any", "bi")

@@ -44,9 +44,20 @@ spec:
 
 
 def pod(name: str, ip: str, ready: bool = True) -> PodStatus:
-    return PodStatus(name=name, namespace="default", deployment="web", ip=ip, labels=(("app", "web"),),
-                     service_account="default", has_sidecar=True, proxy_type="sidecar", phase="Running",
-                     app_ready=ready, proxy_ready=True, started_at=time.time())
+    return PodStatus(
+        name=name,
+        namespace="default",
+        deployment="web",
+        ip=ip,
+        labels=(("app", "web"),),
+        service_account="default",
+        has_sidecar=True,
+        proxy_type="sidecar",
+        phase="Running",
+        app_ready=ready,
+        proxy_ready=True,
+        started_at=time.time(),
+    )
 
 
 @pytest.fixture

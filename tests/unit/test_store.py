@@ -12,10 +12,12 @@ VS = ("VirtualService", "default", "reviews")
 
 
 def body(subset: str, label: str = "a") -> dict:
-    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": "reviews", "namespace": "default", "labels": {"team": label}},
-            "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews",
-                                                                                  "subset": subset}}]}]}}
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": "default", "labels": {"team": label}},
+        "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews", "subset": subset}}]}]},
+    }
 
 
 def test_versions_and_generations(tmp_path: Path) -> None:

@@ -35,8 +35,11 @@ def vip(res: dict, host: str, port: int) -> str:
     """The address of the outbound listener whose chains reach `host`'s cluster on `port`."""
     for name in res["type.googleapis.com/envoy.config.listener.v3.Listener"]:
         ip, _, p = name.partition("_")
-        if p == str(port) and ip not in ("0.0.0.0", "virtualOutbound", "virtualInbound") \
-                and host in str(simulate(res, Request(host="x", port=port, address=ip)).clusters):
+        if (
+            p == str(port)
+            and ip not in ("0.0.0.0", "virtualOutbound", "virtualInbound")
+            and host in str(simulate(res, Request(host="x", port=port, address=ip)).clusters)
+        ):
             return ip
     raise AssertionError(f"no listener for {host}:{port}")
 
@@ -50,6 +53,7 @@ def tls(sni: str, address: str, port: int = 443) -> Request:
 
 
 # ---------------------------------------------------------------------------- tcp routes
+
 
 def test_tcp_route_splits_80_20() -> None:
     res = resources("tcp-routes")
@@ -85,6 +89,7 @@ def test_unknown_tcp_destination_passes_through() -> None:
 
 # ---------------------------------------------------------------------------- tls routes
 
+
 def test_tls_sni_routes_on_the_wildcard_listener() -> None:
     res = resources("tls-sni-passthrough")
     en = simulate(res, tls("en.wikipedia.org", "203.0.113.7"))
@@ -109,6 +114,7 @@ def test_tls_sni_on_a_service_address() -> None:
 
 # ---------------------------------------------------------------------------- ServiceEntry
 
+
 def test_http_service_entry_by_host_name() -> None:
     res = resources("service-entries")
     result = simulate(res, Request(host="external.example.com:8000", port=8000, address="10.96.0.13"))
@@ -127,8 +133,11 @@ def test_service_entry_selecting_workload_entries() -> None:
     result = simulate(res, Request(host="vm.mesh.internal:9080", port=9080, address="10.96.0.16"))
     assert result.cluster == "outbound|9080||vm.mesh.internal"
     cla = res["type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"]["outbound|9080||vm.mesh.internal"]
-    addresses = [(e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value)
-                 for loc in cla.endpoints for e in loc.lb_endpoints]
+    addresses = [
+        (e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value)
+        for loc in cla.endpoints
+        for e in loc.lb_endpoints
+    ]
     assert addresses == [("10.244.0.1", 19080)]
 
 
@@ -147,6 +156,7 @@ def test_service_entry_export_to_hides_it_from_other_namespaces() -> None:
 
 # ---------------------------------------------------------------------------- Sidecar
 
+
 def test_registry_only_blocks_unknown_http_hosts_with_502() -> None:
     res = resources("sidecar-registry-only")
     result = simulate(res, Request(host="example.com", port=80, address="203.0.113.7"))
@@ -160,8 +170,10 @@ def test_registry_only_blocks_unknown_tcp_destinations() -> None:
 
 def test_registry_only_still_reaches_registered_services() -> None:
     res = resources("sidecar-registry-only")
-    assert simulate(res, Request(host="reviews:9080", port=9080)).cluster == \
-        "outbound|9080||reviews.default.svc.cluster.local"
+    assert (
+        simulate(res, Request(host="reviews:9080", port=9080)).cluster
+        == "outbound|9080||reviews.default.svc.cluster.local"
+    )
     assert simulate(res, Request(host="external.example.com", port=80)).cluster == "outbound|80||external.example.com"
 
 
@@ -176,11 +188,14 @@ def test_workload_sidecar_wins_over_the_namespace_default() -> None:
     assert simulate(res, Request(host="example.com", port=80, address="203.0.113.7")).cluster == "PassthroughCluster"
     assert simulate(res, tcp("203.0.113.7", 5555)).cluster == "PassthroughCluster"
     # No egress restriction on the workload's own Sidecar: the other namespace is visible.
-    assert simulate(res, Request(host="ratings.other:9080", port=9080)).cluster == \
-        "outbound|9080||ratings.other.svc.cluster.local"
+    assert (
+        simulate(res, Request(host="ratings.other:9080", port=9080)).cluster
+        == "outbound|9080||ratings.other.svc.cluster.local"
+    )
 
 
 # ---------------------------------------------------------------------------- gateway
+
 
 def test_gateway_tcp_server_splits_80_20() -> None:
     res = resources("gateway-tcp-tls", "gateway")

@@ -85,8 +85,7 @@ def test_inbound_labels_the_source_from_its_certificate_and_peer_headers(bookinf
     chains = dict(_hcms(listener))
     mtls, plain = _stats_tags(chains["0.0.0.0_9080_mtls"])[0], _stats_tags(chains["0.0.0.0_9080"])[0]
     assert mtls["reporter"] == "destination"
-    assert (mtls["source_principal"], mtls["connection_security_policy"]) == ("%DOWNSTREAM_PEER_URI_SAN%",
-                                                                              "mutual_tls")
+    assert (mtls["source_principal"], mtls["connection_security_policy"]) == ("%DOWNSTREAM_PEER_URI_SAN%", "mutual_tls")
     assert (plain["source_principal"], plain["connection_security_policy"]) == ("unknown", "none")
     assert mtls["source_workload"] == "%DYNAMIC_METADATA(istio.peer:workload)%"
     assert mtls["destination_workload"] == "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAME)%"
@@ -102,8 +101,9 @@ def test_inbound_labels_the_source_from_its_certificate_and_peer_headers(bookinf
 def test_mesh_virtual_hosts_send_the_peer_headers_and_passthrough_does_not(bookinfo: Any) -> None:
     routes = _built(bookinfo, "productpage-v1")[ROUTE]["9080"]
     vhosts = {v.name: v for v in routes.virtual_hosts}
-    sent = {h.header.key: h.header.value for h in vhosts["reviews.default.svc.cluster.local:9080"]
-            .request_headers_to_add}
+    sent = {
+        h.header.key: h.header.value for h in vhosts["reviews.default.svc.cluster.local:9080"].request_headers_to_add
+    }
     assert sent["x-istio-peer-workload"] == "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAME)%"
     assert not any(h.header.key.startswith("x-istio-peer") for h in vhosts["allow_any"].request_headers_to_add)
 
@@ -111,8 +111,11 @@ def test_mesh_virtual_hosts_send_the_peer_headers_and_passthrough_does_not(booki
 def test_endpoints_and_clusters_carry_the_destination_labels(bookinfo: Any) -> None:
     sets = {s.cluster: s for s in translate_endpoints(bookinfo, "default")}
     assignment = build_endpoints(sets[f"outbound|9080||{REVIEWS}"])
-    metas = [json_format.MessageToDict(e.metadata)["filterMetadata"]["istio"]
-             for loc in assignment.endpoints for e in loc.lb_endpoints]
+    metas = [
+        json_format.MessageToDict(e.metadata)["filterMetadata"]["istio"]
+        for loc in assignment.endpoints
+        for e in loc.lb_endpoints
+    ]
     assert {m["workload"] for m in metas} == {"reviews-v1", "reviews-v2", "reviews-v3"}
     assert {m["principal"] for m in metas} == {"spiffe://cluster.local/ns/default/sa/bookinfo-reviews"}
     assert {(m["app"], m["namespace"], m["cluster"]) for m in metas} == {("reviews", "default", "Kubernetes")}
@@ -124,8 +127,9 @@ def test_endpoints_and_clusters_carry_the_destination_labels(bookinfo: Any) -> N
 
 
 def test_proxy_environment_names_the_proxys_own_side() -> None:
-    env = proxy_env(workload="reviews-v1", namespace="default", service_account="bookinfo-reviews",
-                    labels={"app": "reviews"})
+    env = proxy_env(
+        workload="reviews-v1", namespace="default", service_account="bookinfo-reviews", labels={"app": "reviews"}
+    )
     assert env["GOSSAMER_WORKLOAD_NAME"] == "reviews-v1" and env["GOSSAMER_VERSION"] == "unknown"
     assert env["GOSSAMER_PRINCIPAL"] == "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
 
@@ -143,14 +147,17 @@ def test_envoys_names_become_istios_and_pods_are_summed() -> None:
     assert 'istio_requests_total{reporter="source",source_workload="a b",response_code="200"} 3' in renamed
     assert "envoy_cluster_upstream_cx_total" in renamed  # Envoy's own stats keep their names
     merged = merge_expositions([renamed, renamed.replace("} 3", "} 4")])
-    assert merged == ('# TYPE istio_requests_total counter\n'
-                      'istio_requests_total{reporter="source",source_workload="a b",response_code="200"} 7\n')
+    assert merged == (
+        "# TYPE istio_requests_total counter\n"
+        'istio_requests_total{reporter="source",source_workload="a b",response_code="200"} 7\n'
+    )
 
 
 def test_app_metrics_are_scraped_only_when_annotated() -> None:
     assert app_scrape({"prometheus.io/scrape": "true", "prometheus.io/port": "9090"}) == AppScrape(9090, "/metrics")
-    assert app_scrape({"prometheus.io/scrape": "true", "prometheus.io/port": "15", "prometheus.io/path": "stats"}) \
-        == AppScrape(15, "/stats")
+    assert app_scrape(
+        {"prometheus.io/scrape": "true", "prometheus.io/port": "15", "prometheus.io/path": "stats"}
+    ) == AppScrape(15, "/stats")
     assert app_scrape({"prometheus.io/scrape": "false", "prometheus.io/port": "9090"}) is None
     assert app_scrape({"prometheus.io/scrape": "true", "prometheus.io/port": "x"}) is None
 
@@ -169,8 +176,11 @@ def _loggers(config: ProxyConfig) -> set[str]:
     for listener in build_resources(config)[LISTENER].values():
         for chain in [*listener.filter_chains, listener.default_filter_chain]:  # type: ignore[attr-defined]
             for f in chain.filters:
-                msg: Any = hcm.HttpConnectionManager() if "http_connection_manager" in f.name else (
-                    tcp_proxy_pb2.TcpProxy() if "tcp_proxy" in f.name else None)
+                msg: Any = (
+                    hcm.HttpConnectionManager()
+                    if "http_connection_manager" in f.name
+                    else (tcp_proxy_pb2.TcpProxy() if "tcp_proxy" in f.name else None)
+                )
                 if msg is not None:
                     f.typed_config.Unpack(msg)
                     names |= {a.name for a in msg.access_log}
@@ -178,8 +188,14 @@ def _loggers(config: ProxyConfig) -> set[str]:
 
 
 def _telemetry(namespace: str, spec: dict[str, Any], name: str = "t") -> str:
-    return yaml.safe_dump({"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
-                           "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+    return yaml.safe_dump(
+        {
+            "apiVersion": "telemetry.istio.io/v1",
+            "kind": "Telemetry",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
 
 
 ALL = {"envoy.access_loggers.stdout", "envoy.access_loggers.stats"}
@@ -187,37 +203,69 @@ LOGS_OFF = {"accessLogging": [{"disabled": True}]}
 METRICS_OFF = {"metrics": [{"providers": [{"name": "prometheus"}], "overrides": [{"disabled": True}]}]}
 
 
-@pytest.mark.parametrize(("extra", "reviews", "ratings"), [
-    ([], ALL, ALL),
-    ([_telemetry("default", LOGS_OFF)], ALL - {"envoy.access_loggers.stdout"},
-     ALL - {"envoy.access_loggers.stdout"}),
-    ([_telemetry("default", {**METRICS_OFF, "selector": {"matchLabels": {"app": "reviews"}}})],
-     {"envoy.access_loggers.stdout"}, ALL),
-    # The most specific decides: the mesh turns logs off, reviews' own Telemetry turns them back on.
-    ([_telemetry("istio-system", LOGS_OFF),
-      _telemetry("default", {"selector": {"matchLabels": {"app": "reviews"}}, "accessLogging": [{}]}, "r")],
-     ALL, ALL - {"envoy.access_loggers.stdout"}),
-], ids=["default", "namespace-logs-off", "workload-metrics-off", "workload-overrides-mesh"])
-def test_telemetry_turns_access_logs_and_metrics_off(extra: list[str], reviews: set[str],
-                                                     ratings: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("extra", "reviews", "ratings"),
+    [
+        ([], ALL, ALL),
+        (
+            [_telemetry("default", LOGS_OFF)],
+            ALL - {"envoy.access_loggers.stdout"},
+            ALL - {"envoy.access_loggers.stdout"},
+        ),
+        (
+            [_telemetry("default", {**METRICS_OFF, "selector": {"matchLabels": {"app": "reviews"}}})],
+            {"envoy.access_loggers.stdout"},
+            ALL,
+        ),
+        # The most specific decides: the mesh turns logs off, reviews' own Telemetry turns them back on.
+        (
+            [
+                _telemetry("istio-system", LOGS_OFF),
+                _telemetry("default", {"selector": {"matchLabels": {"app": "reviews"}}, "accessLogging": [{}]}, "r"),
+            ],
+            ALL,
+            ALL - {"envoy.access_loggers.stdout"},
+        ),
+    ],
+    ids=["default", "namespace-logs-off", "workload-metrics-off", "workload-overrides-mesh"],
+)
+def test_telemetry_turns_access_logs_and_metrics_off(extra: list[str], reviews: set[str], ratings: set[str]) -> None:
     snapshot = snapshot_from_yaml("\n---\n".join([BOOKINFO, *extra]))
     assert _loggers(translate_proxy(snapshot, proxy_for(snapshot, "reviews-v1"))) == reviews
     assert _loggers(translate_proxy(snapshot, proxy_for(snapshot, "ratings-v1"))) == ratings
 
 
 def test_telemetry_fields_not_enforced_are_reported() -> None:
-    text = _telemetry("default", {
-        "tracing": [{"randomSamplingPercentage": 10, "useRequestIdForTraceSampling": False,
-                     "providers": [{"name": "otel"}]}, {"providers": [{"name": "zipkin"}]}],
-        "accessLogging": [{"providers": [{"name": "otel"}], "filter": {"expression": "response.code >= 400"}}],
-        "metrics": [{"overrides": [{"match": {"metric": "REQUEST_COUNT"}, "disabled": True},
-                                   {"disabled": True, "tagOverrides": {"x": {"value": "y"}}}]}],
-    })
+    text = _telemetry(
+        "default",
+        {
+            "tracing": [
+                {
+                    "randomSamplingPercentage": 10,
+                    "useRequestIdForTraceSampling": False,
+                    "providers": [{"name": "otel"}],
+                },
+                {"providers": [{"name": "zipkin"}]},
+            ],
+            "accessLogging": [{"providers": [{"name": "otel"}], "filter": {"expression": "response.code >= 400"}}],
+            "metrics": [
+                {
+                    "overrides": [
+                        {"match": {"metric": "REQUEST_COUNT"}, "disabled": True},
+                        {"disabled": True, "tagOverrides": {"x": {"value": "y"}}},
+                    ]
+                }
+            ],
+        },
+    )
     [resource], _ = parse_documents(text, "t.yaml")
     assert not_enforced_fields(resource) == [
-        "spec.accessLogging[0].filter", "spec.accessLogging[0].providers",
-        "spec.metrics[0].overrides[0].match", "spec.metrics[0].overrides[1].tagOverrides",
-        "spec.tracing[0].useRequestIdForTraceSampling"]
+        "spec.accessLogging[0].filter",
+        "spec.accessLogging[0].providers",
+        "spec.metrics[0].overrides[0].match",
+        "spec.metrics[0].overrides[1].tagOverrides",
+        "spec.tracing[0].useRequestIdForTraceSampling",
+    ]
     [ok], _ = parse_documents(_telemetry("default", {**LOGS_OFF, **METRICS_OFF}), "t.yaml")
     assert not_enforced_fields(ok) == []
 

@@ -29,11 +29,27 @@ from tests.support.offline import proxy_for, snapshot_from_yaml
 TRACE = "463ac35c9f6413ad48485a3953bb6124"
 
 
-def span(span_id: str, parent: str | None = None, *, trace: str = TRACE, service: str = "productpage.default",
-         kind: str = "SERVER", ts: int = 1_000, duration: int = 500, **tags: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"traceId": trace, "id": span_id, "name": f"op-{span_id[-2:]}", "kind": kind,
-                           "timestamp": ts, "duration": duration,
-                           "localEndpoint": {"serviceName": service, "ipv4": "10.244.0.5"}, "tags": tags}
+def span(
+    span_id: str,
+    parent: str | None = None,
+    *,
+    trace: str = TRACE,
+    service: str = "productpage.default",
+    kind: str = "SERVER",
+    ts: int = 1_000,
+    duration: int = 500,
+    **tags: str,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "traceId": trace,
+        "id": span_id,
+        "name": f"op-{span_id[-2:]}",
+        "kind": kind,
+        "timestamp": ts,
+        "duration": duration,
+        "localEndpoint": {"serviceName": service, "ipv4": "10.244.0.5"},
+        "tags": tags,
+    }
     if parent:
         out["parentId"] = parent
     return out
@@ -41,30 +57,43 @@ def span(span_id: str, parent: str | None = None, *, trace: str = TRACE, service
 
 # -- JSON v2 parsing ------------------------------------------------------------------
 def test_parse_span_normalizes_ids_numbers_and_tags() -> None:
-    out = parse_span({"traceId": TRACE.upper(), "id": "ABC", "parentId": "00000000000000ff", "kind": "CLIENT",
-                      "name": "reviews.default.svc.cluster.local:9080/*", "timestamp": "1700000000000000",
-                      "duration": 1234, "localEndpoint": {"serviceName": "productpage.default", "port": 0},
-                      "tags": {"http.status_code": 200, "upstream_cluster": "outbound|9080||reviews"}})
+    out = parse_span(
+        {
+            "traceId": TRACE.upper(),
+            "id": "ABC",
+            "parentId": "00000000000000ff",
+            "kind": "CLIENT",
+            "name": "reviews.default.svc.cluster.local:9080/*",
+            "timestamp": "1700000000000000",
+            "duration": 1234,
+            "localEndpoint": {"serviceName": "productpage.default", "port": 0},
+            "tags": {"http.status_code": 200, "upstream_cluster": "outbound|9080||reviews"},
+        }
+    )
     assert out["traceId"] == TRACE and out["id"] == "0000000000000abc" and out["parentId"] == "00000000000000ff"
     assert out["timestamp"] == 1_700_000_000_000_000 and out["duration"] == 1234
     assert out["tags"] == {"http.status_code": "200", "upstream_cluster": "outbound|9080||reviews"}
     assert out["localEndpoint"] == {"serviceName": "productpage.default", "port": 0}
     # 64-bit trace ids are valid too; a span naming itself as parent is a root.
-    assert "parentId" not in parse_span({"traceId": "48485a3953bb6124", "id": "48485a3953bb6124",
-                                         "parentId": "48485a3953bb6124"})
+    assert "parentId" not in parse_span(
+        {"traceId": "48485a3953bb6124", "id": "48485a3953bb6124", "parentId": "48485a3953bb6124"}
+    )
 
 
-@pytest.mark.parametrize("raw", [
-    {"id": "0000000000000001"},  # no trace id
-    {"traceId": "xyz", "id": "0000000000000001"},
-    {"traceId": TRACE + "00", "id": "0000000000000001"},  # 144 bits
-    {"traceId": TRACE, "id": "00000000000000001"},  # 68 bits
-    {"traceId": TRACE, "id": "0000000000000001", "kind": "INTERNAL"},
-    {"traceId": TRACE, "id": "0000000000000001", "timestamp": "soon"},
-    {"traceId": TRACE, "id": "0000000000000001", "duration": -1},
-    {"traceId": TRACE, "id": "0000000000000001", "tags": ["a"]},
-    "a span",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"id": "0000000000000001"},  # no trace id
+        {"traceId": "xyz", "id": "0000000000000001"},
+        {"traceId": TRACE + "00", "id": "0000000000000001"},  # 144 bits
+        {"traceId": TRACE, "id": "00000000000000001"},  # 68 bits
+        {"traceId": TRACE, "id": "0000000000000001", "kind": "INTERNAL"},
+        {"traceId": TRACE, "id": "0000000000000001", "timestamp": "soon"},
+        {"traceId": TRACE, "id": "0000000000000001", "duration": -1},
+        {"traceId": TRACE, "id": "0000000000000001", "tags": ["a"]},
+        "a span",
+    ],
+)
 def test_parse_span_rejects(raw: Any) -> None:
     with pytest.raises(SpanError):
         parse_span(raw)
@@ -82,11 +111,15 @@ def test_parse_spans_keeps_the_valid_ones() -> None:
 def test_store_groups_by_trace_and_reports_recent_first() -> None:
     store = SpanStore()
     other = "0" * 16 + "1" * 16
-    store.add(parse_spans([
-        span("00000000000000a1", ts=1_000, service="istio-ingressgateway.istio-system"),
-        span("00000000000000a2", "00000000000000a1", ts=1_100, duration=300),
-        span("00000000000000b1", trace=other, ts=5_000, service="ratings.default"),
-    ])[0])
+    store.add(
+        parse_spans(
+            [
+                span("00000000000000a1", ts=1_000, service="istio-ingressgateway.istio-system"),
+                span("00000000000000a2", "00000000000000a1", ts=1_100, duration=300),
+                span("00000000000000b1", trace=other, ts=5_000, service="ratings.default"),
+            ]
+        )[0]
+    )
     assert len(store) == 3
     traces = store.traces()
     assert [t["traceId"] for t in traces] == [other, TRACE]  # most recent first
@@ -108,8 +141,9 @@ def test_store_is_bounded_and_drops_the_oldest_spans() -> None:
     store.add([parse_span(span(f"{i:016x}", trace=traces[0])) for i in range(1, 3)])  # trace 1: 2 spans
     store.add([parse_span(span("0000000000000003", trace=traces[1]))])
     assert len(store) == 3
-    store.add([parse_span(span("0000000000000004", trace=traces[2])),
-               parse_span(span("0000000000000005", trace=traces[2]))])
+    store.add(
+        [parse_span(span("0000000000000004", trace=traces[2])), parse_span(span("0000000000000005", trace=traces[2]))]
+    )
     assert len(store) == 3
     # Trace 1 lost both its spans (and is gone); traces 2 and 3 remain.
     assert {t["traceId"] for t in store.traces()} == {traces[1], traces[2]}
@@ -123,28 +157,50 @@ def test_store_is_bounded_and_drops_the_oldest_spans() -> None:
 
 
 def test_span_tree_nests_children_under_parents() -> None:
-    spans = [parse_span(s) for s in (
-        span("0000000000000001", ts=1),
-        span("0000000000000003", "0000000000000002", ts=3),
-        span("0000000000000002", "0000000000000001", ts=2, kind="CLIENT"),
-        span("0000000000000004", "0000000000000001", ts=4, kind="CLIENT"),
-        span("0000000000000009", "00000000000000ff", ts=0),  # parent never reported: a root
-    )]
+    spans = [
+        parse_span(s)
+        for s in (
+            span("0000000000000001", ts=1),
+            span("0000000000000003", "0000000000000002", ts=3),
+            span("0000000000000002", "0000000000000001", ts=2, kind="CLIENT"),
+            span("0000000000000004", "0000000000000001", ts=4, kind="CLIENT"),
+            span("0000000000000009", "00000000000000ff", ts=0),  # parent never reported: a root
+        )
+    ]
     assert [(d, s["id"][-1]) for d, s in span_tree(spans)] == [(0, "9"), (0, "1"), (1, "2"), (2, "3"), (1, "4")]
 
 
 def test_format_trace_shows_the_tree_with_codes_and_upstream_clusters() -> None:
     store = SpanStore()
-    store.add(parse_spans([
-        span("0000000000000001", ts=1_000, duration=12_000, service="istio-ingressgateway.istio-system",
-             **{"http.status_code": "200", "upstream_cluster": "outbound|9080||productpage.default.svc.cluster.local"}),
-        span("0000000000000002", "0000000000000001", ts=2_000, duration=9_000,
-             **{"http.status_code": "503", "response_flags": "UF"}),
-    ])[0])
+    store.add(
+        parse_spans(
+            [
+                span(
+                    "0000000000000001",
+                    ts=1_000,
+                    duration=12_000,
+                    service="istio-ingressgateway.istio-system",
+                    **{
+                        "http.status_code": "200",
+                        "upstream_cluster": "outbound|9080||productpage.default.svc.cluster.local",
+                    },
+                ),
+                span(
+                    "0000000000000002",
+                    "0000000000000001",
+                    ts=2_000,
+                    duration=9_000,
+                    **{"http.status_code": "503", "response_flags": "UF"},
+                ),
+            ]
+        )[0]
+    )
     lines = format_trace(store.traces()[0])
     assert lines[0].startswith(f"trace {TRACE}") and "2 spans, 2 services" in lines[0]
-    assert lines[1] == ("  istio-ingressgateway.istio-system  server  op-01  12.0 ms  200  "
-                        "-> outbound|9080||productpage.default.svc.cluster.local")
+    assert lines[1] == (
+        "  istio-ingressgateway.istio-system  server  op-01  12.0 ms  200  "
+        "-> outbound|9080||productpage.default.svc.cluster.local"
+    )
     assert lines[2] == "    productpage.default  server  op-02  9.0 ms  503  UF"
 
 
@@ -161,8 +217,9 @@ def test_collector_accepts_zipkin_v2_posts_on_a_unix_socket(tmp_path: Path) -> N
                 assert sock.stat().st_gid == 4242
             async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as session:
                 body = json.dumps([span("0000000000000001"), span("0000000000000002", "0000000000000001")])
-                async with session.post("http://zipkin/api/v2/spans", data=body,
-                                        headers={"Content-Type": "application/json"}) as resp:
+                async with session.post(
+                    "http://zipkin/api/v2/spans", data=body, headers={"Content-Type": "application/json"}
+                ) as resp:
                     assert resp.status == 202
                 async with session.post("http://zipkin/api/v2/spans", data=b"{not json") as resp:
                     assert resp.status == 400
@@ -181,12 +238,19 @@ GATEWAY = (Path(__file__).resolve().parents[2] / "samples/bookinfo/bookinfo-gate
 
 
 def _telemetry(namespace: str, spec: dict[str, Any], name: str = "t") -> str:
-    return yaml.safe_dump({"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
-                           "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+    return yaml.safe_dump(
+        {
+            "apiVersion": "telemetry.istio.io/v1",
+            "kind": "Telemetry",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
 
 
-def _hcm_tracing(extra: list[str], deployment: str, namespace: str = "default"
-                 ) -> dict[str, hcm_pb2.HttpConnectionManager.Tracing | None]:
+def _hcm_tracing(
+    extra: list[str], deployment: str, namespace: str = "default"
+) -> dict[str, hcm_pb2.HttpConnectionManager.Tracing | None]:
     """listener name -> its HCMs' tracing (None: no tracing), all HCMs of a listener alike."""
     snapshot = snapshot_from_yaml("\n---\n".join([BOOKINFO, GATEWAY, *extra]))
     config = translate_proxy(snapshot, proxy_for(snapshot, deployment, namespace))
@@ -206,8 +270,10 @@ def _hcm_tracing(extra: list[str], deployment: str, namespace: str = "default"
 
 
 def _sampling(extra: list[str], deployment: str, namespace: str = "default") -> dict[str, float | None]:
-    return {name: (t.random_sampling.value if t is not None else None)
-            for name, t in _hcm_tracing(extra, deployment, namespace).items()}
+    return {
+        name: (t.random_sampling.value if t is not None else None)
+        for name, t in _hcm_tracing(extra, deployment, namespace).items()
+    }
 
 
 def test_every_hcm_traces_to_the_zipkin_collector_at_istio_default_sampling() -> None:
@@ -234,56 +300,99 @@ def test_telemetry_sampling_levels_and_sides() -> None:
     assert set(_sampling([mesh], "istio-ingressgateway", "istio-system").values()) == {100.0}
     # The namespace's Telemetry overrides the mesh's; a workload's overrides both.
     ns = _telemetry("default", {"tracing": [{"randomSamplingPercentage": 10}]}, "ns")
-    workload = _telemetry("default", {"selector": {"matchLabels": {"app": "reviews"}},
-                                      "tracing": [{"randomSamplingPercentage": 50.5}]}, "w")
+    workload = _telemetry(
+        "default",
+        {"selector": {"matchLabels": {"app": "reviews"}}, "tracing": [{"randomSamplingPercentage": 50.5}]},
+        "w",
+    )
     assert set(_sampling([mesh, ns, workload], "reviews-v1").values()) == {50.5}
     assert set(_sampling([mesh, ns, workload], "ratings-v1").values()) == {10.0}
     # match.mode: SERVER is the inbound side only, CLIENT the outbound (and gateway) side.
     server = _telemetry("default", {"tracing": [{"match": {"mode": "SERVER"}, "randomSamplingPercentage": 0}]})
-    assert _sampling([mesh, server], "reviews-v1") == {"0.0.0.0_80": 100.0, "0.0.0.0_9080": 100.0,
-                                                       "virtualInbound": 0.0}
+    assert _sampling([mesh, server], "reviews-v1") == {
+        "0.0.0.0_80": 100.0,
+        "0.0.0.0_9080": 100.0,
+        "virtualInbound": 0.0,
+    }
 
 
 def test_disable_span_reporting_turns_tracing_off() -> None:
-    off = _telemetry("default", {"selector": {"matchLabels": {"app": "reviews"}},
-                                 "tracing": [{"disableSpanReporting": True}]})
+    off = _telemetry(
+        "default", {"selector": {"matchLabels": {"app": "reviews"}}, "tracing": [{"disableSpanReporting": True}]}
+    )
     assert set(_sampling([off], "reviews-v1").values()) == {None}
     assert set(_sampling([off], "ratings-v1").values()) == {1.0}
     # Off for the mesh, back on for one workload.
     mesh_off = _telemetry("istio-system", {"tracing": [{"disableSpanReporting": True}]}, "m")
-    on = _telemetry("default", {"selector": {"matchLabels": {"app": "ratings"}},
-                                "tracing": [{"disableSpanReporting": False, "randomSamplingPercentage": 5}]})
+    on = _telemetry(
+        "default",
+        {
+            "selector": {"matchLabels": {"app": "ratings"}},
+            "tracing": [{"disableSpanReporting": False, "randomSamplingPercentage": 5}],
+        },
+    )
     assert set(_sampling([mesh_off, on], "reviews-v1").values()) == {None}
     assert set(_sampling([mesh_off, on], "ratings-v1").values()) == {5.0}
     assert set(_sampling([mesh_off], "istio-ingressgateway", "istio-system").values()) == {None}
 
 
 def test_custom_tags_literal_header_environment() -> None:
-    tags = _telemetry("default", {"tracing": [{"customTags": {
-        "team": {"literal": {"value": "books"}},
-        "user": {"header": {"name": "end-user", "defaultValue": "anonymous"}},
-        "pod": {"environment": {"name": "POD_NAME"}},
-        "odd": {"metadata": {}},  # not a kind Istio's Telemetry has: skipped
-    }}]})
+    tags = _telemetry(
+        "default",
+        {
+            "tracing": [
+                {
+                    "customTags": {
+                        "team": {"literal": {"value": "books"}},
+                        "user": {"header": {"name": "end-user", "defaultValue": "anonymous"}},
+                        "pod": {"environment": {"name": "POD_NAME"}},
+                        "odd": {"metadata": {}},  # not a kind Istio's Telemetry has: skipped
+                    }
+                }
+            ]
+        },
+    )
     t = _hcm_tracing([tags], "reviews-v1")["0.0.0.0_9080"]
     assert t is not None
     by_name = {c.tag: c for c in t.custom_tags}
     assert list(by_name) == ["pod", "team", "user"]  # sorted, like Istio
     assert by_name["team"].literal.value == "books"
-    assert (by_name["user"].request_header.name, by_name["user"].request_header.default_value) == \
-        ("end-user", "anonymous")
+    assert (by_name["user"].request_header.name, by_name["user"].request_header.default_value) == (
+        "end-user",
+        "anonymous",
+    )
     assert by_name["pod"].environment.name == "POD_NAME"
     # A more specific level's customTags replace the whole set.
-    workload = _telemetry("default", {"selector": {"matchLabels": {"app": "reviews"}},
-                                      "tracing": [{"customTags": {"x": {"literal": {"value": "1"}}}}]}, "w")
+    workload = _telemetry(
+        "default",
+        {
+            "selector": {"matchLabels": {"app": "reviews"}},
+            "tracing": [{"customTags": {"x": {"literal": {"value": "1"}}}}],
+        },
+        "w",
+    )
     t = _hcm_tracing([tags, workload], "reviews-v1")["virtualInbound"]
     assert t is not None and [c.tag for c in t.custom_tags] == ["x"]
 
 
 def test_tracing_fields_are_enforced_and_validated() -> None:
-    [res], _ = parse_documents(_telemetry("istio-system", {"tracing": [{
-        "providers": [{"name": "zipkin"}], "randomSamplingPercentage": 100, "disableSpanReporting": False,
-        "customTags": {"a": {"literal": {"value": "b"}}}, "match": {"mode": "CLIENT_AND_SERVER"}}]}), "t.yaml")
+    [res], _ = parse_documents(
+        _telemetry(
+            "istio-system",
+            {
+                "tracing": [
+                    {
+                        "providers": [{"name": "zipkin"}],
+                        "randomSamplingPercentage": 100,
+                        "disableSpanReporting": False,
+                        "customTags": {"a": {"literal": {"value": "b"}}},
+                        "match": {"mode": "CLIENT_AND_SERVER"},
+                    }
+                ]
+            },
+        ),
+        "t.yaml",
+    )
     assert not_enforced_fields(res) == []
     _, issues = parse_documents(_telemetry("default", {"tracing": [{"randomSamplingPercentage": 150}]}), "t.yaml")
     assert [i.level for i in issues] == ["error"] and "randomSamplingPercentage" in str(issues[0])
@@ -292,17 +401,20 @@ def test_tracing_fields_are_enforced_and_validated() -> None:
 def test_ir_tracing_is_what_the_builder_reads() -> None:
     from gossamer.xds.build.tracing import hcm_tracing
 
-    out = hcm_tracing(Tracing(sampling=25.0, tags=(TracingTag("t", "header", "x-h", "d"),),
-                              spawn_upstream_span=True))
+    out = hcm_tracing(Tracing(sampling=25.0, tags=(TracingTag("t", "header", "x-h", "d"),), spawn_upstream_span=True))
     assert out.random_sampling.value == 25.0 and out.spawn_upstream_span.value
     assert out.custom_tags[0].request_header.name == "x-h"
 
 
 # -- the bootstrap ---------------------------------------------------------------------
 def test_bootstrap_zipkin_cluster_only_when_given(tmp_path: Path) -> None:
-    common: dict[str, Any] = {"node_id": "sidecar~10.244.0.5~p.default~default.svc.cluster.local",
-                              "cluster": "p.default", "metadata": {}, "xds_socket": tmp_path / "xds.sock",
-                              "admin_socket": tmp_path / "admin.sock"}
+    common: dict[str, Any] = {
+        "node_id": "sidecar~10.244.0.5~p.default~default.svc.cluster.local",
+        "cluster": "p.default",
+        "metadata": {},
+        "xds_socket": tmp_path / "xds.sock",
+        "admin_socket": tmp_path / "admin.sock",
+    }
     plain = build_bootstrap(**common)
     assert "zipkin" not in {c["name"] for c in plain["static_resources"]["clusters"]}
     assert "tracing.zipkin.flush_interval_ms" not in str(plain.get("layered_runtime"))

@@ -144,8 +144,9 @@ def test_mounts_readonly_subpath_and_script(tmp_path: Path) -> None:
 
 def test_env_resolution_order_and_fields() -> None:
     spec = spec_of(MANIFEST)
-    fields = volumes.pod_fields(name="app-x", namespace="default", ip="10.244.0.9", service_account="default",
-                                uid="abc")
+    fields = volumes.pod_fields(
+        name="app-x", namespace="default", ip="10.244.0.9", service_account="default", uid="abc"
+    )
     env = volumes.container_env(spec.containers[0], spec, fields)
     assert env["PLAIN"] == "1" and env["G"] == "hello" and env["P"] == "s3cret"
     assert env["C_greeting"] == "hello" and env["password"] == "s3cret"
@@ -175,11 +176,16 @@ def test_mountpoints_recorded_and_removed(tmp_path: Path) -> None:
     src_dir.mkdir()
     (src_dir / "f").write_text("x")
     target = tmp_path / "host/a/b"
-    volumes.ensure_mountpoints([(str(src_dir), str(target), True), (str(src_dir / "f"), str(tmp_path / "host/f"),
-                                                                    True)], record)
+    volumes.ensure_mountpoints(
+        [(str(src_dir), str(target), True), (str(src_dir / "f"), str(tmp_path / "host/f"), True)], record
+    )
     assert target.is_dir() and (tmp_path / "host/f").is_file()
-    assert record.data["mountpoints"] == [str(tmp_path / "host"), str(tmp_path / "host/a"), str(target),
-                                          str(tmp_path / "host/f")]
+    assert record.data["mountpoints"] == [
+        str(tmp_path / "host"),
+        str(tmp_path / "host/a"),
+        str(target),
+        str(tmp_path / "host/f"),
+    ]
     volumes.cleanup_mountpoints(record.data["mountpoints"])
     assert not (tmp_path / "host").exists()
 
@@ -196,10 +202,12 @@ def test_validation_reports_bad_mounts_with_lines(mount: str) -> None:
         want = "volumeMounts[3].mountPath: must be an absolute path"
     _, issues = parse_documents(text, "app.yaml")
     errors = [str(i) for i in issues if i.level == "error"]
-    line = next(i for i, t in enumerate(text.splitlines(), 1)
-                if "{name: nope, mountPath" in t or "mountPath: scratch" in t)
-    assert any(e.startswith(f"app.yaml:{line}: Deployment/app: spec.template.spec.containers[0].{want}")
-               for e in errors), errors
+    line = next(
+        i for i, t in enumerate(text.splitlines(), 1) if "{name: nope, mountPath" in t or "mountPath: scratch" in t
+    )
+    assert any(
+        e.startswith(f"app.yaml:{line}: Deployment/app: spec.template.spec.containers[0].{want}") for e in errors
+    ), errors
 
 
 def test_a_mount_point_in_use_in_another_namespace_is_kept(tmp_path: Path) -> None:
@@ -213,8 +221,9 @@ def test_a_mount_point_in_use_in_another_namespace_is_kept(tmp_path: Path) -> No
     source, target = tmp_path / "src", tmp_path / "target"
     source.mkdir()
     target.mkdir()
-    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                               f"mount --bind {source} {target} && exec sleep 30"])
+    holder = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", f"mount --bind {source} {target} && exec sleep 30"]
+    )
     try:
         deadline = time.monotonic() + 5
         while str(target) not in volumes.mounted_anywhere() and time.monotonic() < deadline:

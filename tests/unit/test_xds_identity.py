@@ -66,8 +66,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         return "g"
 
     sock = tmp_path / "xds.sock"
-    server = await serve(AdsServer(cache, group_for_node), f"unix:{sock}",
-                         credentials=ServerTls(ca).credentials)
+    server = await serve(AdsServer(cache, group_for_node), f"unix:{sock}", credentials=ServerTls(ca).credentials)
     try:
         yield Env(ca, sock, groups)
     finally:
@@ -77,12 +76,14 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
 def channel(env: Env, identity: str) -> grpc.aio.Channel:
     cert = issue_workload_certificate(env.ca, identity, timedelta(minutes=5))
     creds = grpc.ssl_channel_credentials(env.ca.root_pem.encode(), cert.key_pem.encode(), cert.cert_pem.encode())
-    return grpc.aio.secure_channel(f"unix:{env.socket}", creds,
-                                   options=[("grpc.ssl_target_name_override", CONTROL_PLANE_NAME)])
+    return grpc.aio.secure_channel(
+        f"unix:{env.socket}", creds, options=[("grpc.ssl_target_name_override", CONTROL_PLANE_NAME)]
+    )
 
 
-async def fetch(env: Env, claimed: base_pb2.Node, identity: str | None, ca: CertificateAuthority | None = None
-                ) -> list[str]:
+async def fetch(
+    env: Env, claimed: base_pb2.Node, identity: str | None, ca: CertificateAuthority | None = None
+) -> list[str]:
     """Cluster names the server sends on a SotW stream, over mTLS with a certificate for IDENTITY
     (from CA, default the mesh's) or with no client certificate at all."""
     signer = ca or env.ca
@@ -91,8 +92,9 @@ async def fetch(env: Env, claimed: base_pb2.Node, identity: str | None, ca: Cert
         creds = grpc.ssl_channel_credentials(env.ca.root_pem.encode(), cert.key_pem.encode(), cert.cert_pem.encode())
     else:
         creds = grpc.ssl_channel_credentials(env.ca.root_pem.encode())
-    async with grpc.aio.secure_channel(f"unix:{env.socket}", creds,
-                                       options=[("grpc.ssl_target_name_override", CONTROL_PLANE_NAME)]) as ch:
+    async with grpc.aio.secure_channel(
+        f"unix:{env.socket}", creds, options=[("grpc.ssl_target_name_override", CONTROL_PLANE_NAME)]
+    ) as ch:
         call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(ch).StreamAggregatedResources()
         await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, node=claimed))
         resp = await asyncio.wait_for(call.read(), 5)
@@ -121,8 +123,12 @@ async def test_no_client_certificate_or_another_root_gets_nothing(env: Env, tmp_
 
 def test_node_must_name_namespace_and_service_account() -> None:
     check_node(CURL_ID, {"NAMESPACE": "default", "SERVICE_ACCOUNT": "curl"})
-    for meta in ({}, {"NAMESPACE": "default"}, {"NAMESPACE": "default", "SERVICE_ACCOUNT": "sleep"},
-                 {"NAMESPACE": "other", "SERVICE_ACCOUNT": "curl"}):
+    for meta in (
+        {},
+        {"NAMESPACE": "default"},
+        {"NAMESPACE": "default", "SERVICE_ACCOUNT": "sleep"},
+        {"NAMESPACE": "other", "SERVICE_ACCOUNT": "curl"},
+    ):
         with pytest.raises(IdentityRejected):
             check_node(CURL_ID, meta)
 
@@ -137,9 +143,12 @@ def test_the_ca_signs_only_for_a_known_running_pod(tmp_path: Path) -> None:
 
     def csr_for(identity: str) -> str:
         key = ec.generate_private_key(ec.SECP256R1())
-        csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-               .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]), critical=True)
-               .sign(key, hashes.SHA256()))
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([]))
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]), critical=True)
+            .sign(key, hashes.SHA256())
+        )
         return csr.public_bytes(serialization.Encoding.PEM).decode()
 
     # A CSR for the pod's own identity is signed; one asking for another identity is not.

@@ -105,8 +105,11 @@ def _annotated(ctx: Context) -> Iterator[Resource]:
         yield from ctx.of(kind)
 
 
-@analyzer("annotations.K8sAnalyzer", "Checks graph resources for misplaced and invalid Istio annotations",
-          ("IST0107", "IST0108", "IST0125", "IST0135"))
+@analyzer(
+    "annotations.K8sAnalyzer",
+    "Checks graph resources for misplaced and invalid Istio annotations",
+    ("IST0107", "IST0108", "IST0125", "IST0135"),
+)
 def istio_annotations(ctx: Context) -> Iterator[Message]:
     for r in _annotated(ctx):
         for name, value in r.metadata.annotations.items():
@@ -124,8 +127,9 @@ def istio_annotations(ctx: Context) -> Iterator[Message]:
             if "Any" in kinds:
                 continue
             if r.kind not in kinds:
-                yield ctx.message("IST0107", r, path,
-                                  f"annotation {name!r} only applies to {', '.join(kinds)}, not {r.kind}")
+                yield ctx.message(
+                    "IST0107", r, path, f"annotation {name!r} only applies to {', '.join(kinds)}, not {r.kind}"
+                )
                 continue
             check = VALIDATORS.get(name)
             if check is not None:
@@ -142,15 +146,25 @@ def _cni_enabled(r: Resource) -> bool:
 
 
 # Set by the injector when the CNI plugin is in use; not worth a message then.
-_CNI_DEFAULTS = {"sidecar.istio.io/interceptionMode", "traffic.sidecar.istio.io/includeInboundPorts",
-                 "traffic.sidecar.istio.io/excludeInboundPorts", "traffic.sidecar.istio.io/includeOutboundIPRanges",
-                 "traffic.sidecar.istio.io/excludeOutboundIPRanges", "traffic.sidecar.istio.io/excludeOutboundPorts",
-                 "traffic.sidecar.istio.io/excludeInterfaces", "traffic.sidecar.istio.io/kubevirtInterfaces",
-                 "istio.io/reroute-virtual-interfaces"}
+_CNI_DEFAULTS = {
+    "sidecar.istio.io/interceptionMode",
+    "traffic.sidecar.istio.io/includeInboundPorts",
+    "traffic.sidecar.istio.io/excludeInboundPorts",
+    "traffic.sidecar.istio.io/includeOutboundIPRanges",
+    "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+    "traffic.sidecar.istio.io/excludeOutboundPorts",
+    "traffic.sidecar.istio.io/excludeInterfaces",
+    "traffic.sidecar.istio.io/kubevirtInterfaces",
+    "istio.io/reroute-virtual-interfaces",
+}
 
 
-@analyzer("annotations.AlphaAnalyzer", "Checks for alpha Istio annotations in Kubernetes resources",
-          ("IST0136",), default=False)
+@analyzer(
+    "annotations.AlphaAnalyzer",
+    "Checks for alpha Istio annotations in Kubernetes resources",
+    ("IST0136",),
+    default=False,
+)
 def alpha_annotations(ctx: Context) -> Iterator[Message]:
     for r in _annotated(ctx):
         skip_cni = r.kind == "Pod" and _cni_enabled(r)
@@ -160,6 +174,9 @@ def alpha_annotations(ctx: Context) -> Iterator[Message]:
                 continue
             if skip_cni and name in _CNI_DEFAULTS:
                 continue
-            yield ctx.message("IST0136", r, ("metadata", "annotations", name),
-                              f"annotation {name!r} belongs to an alpha-phase feature and may be incompletely "
-                              "supported")
+            yield ctx.message(
+                "IST0136",
+                r,
+                ("metadata", "annotations", name),
+                f"annotation {name!r} belongs to an alpha-phase feature and may be incompletely supported",
+            )

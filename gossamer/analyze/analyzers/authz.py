@@ -26,8 +26,7 @@ def _namespace_match(ns: str, pattern: str) -> bool:
     return ns.lower() == pattern.lower()
 
 
-@analyzer("auth.AuthorizationPoliciesAnalyzer", "Checks the validity of authorization policies",
-          ("IST0101", "IST0127"))
+@analyzer("auth.AuthorizationPoliciesAnalyzer", "Checks the validity of authorization policies", ("IST0101", "IST0127"))
 def authorization_policies(ctx: Context) -> Iterator[Message]:
     meshed: dict[str, list[dict[str, str]]] = {}
     for pod in ctx.pods:
@@ -38,31 +37,50 @@ def authorization_policies(ctx: Context) -> Iterator[Message]:
     for ap in ctx.of("AuthorizationPolicy"):
         selector = ap.spec.selector.match_labels if ap.spec.selector is not None else None
         if ap.namespace == ctx.mesh.root_namespace:
-            if selector is not None and not any(selector_matches(selector, labels)
-                                                for pods in meshed.values() for labels in pods):
-                yield ctx.message("IST0127", ap, ("spec", "selector"),
-                                  f"no workload in the mesh matches selector {selector_string(selector)!r}")
+            if selector is not None and not any(
+                selector_matches(selector, labels) for pods in meshed.values() for labels in pods
+            ):
+                yield ctx.message(
+                    "IST0127",
+                    ap,
+                    ("spec", "selector"),
+                    f"no workload in the mesh matches selector {selector_string(selector)!r}",
+                )
         elif selector is None:
             if not meshed.get(ap.namespace):
-                yield ctx.message("IST0127", ap, ("metadata", "namespace"),
-                                  f"no workload of the mesh runs in namespace {ap.namespace}")
+                yield ctx.message(
+                    "IST0127",
+                    ap,
+                    ("metadata", "namespace"),
+                    f"no workload of the mesh runs in namespace {ap.namespace}",
+                )
         elif not any(selector_matches(selector, labels) for labels in meshed.get(ap.namespace, [])):
-            yield ctx.message("IST0127", ap, ("spec", "selector"),
-                              f"no workload of the mesh in {ap.namespace} matches selector "
-                              f"{selector_string(selector)!r}")
+            yield ctx.message(
+                "IST0127",
+                ap,
+                ("spec", "selector"),
+                f"no workload of the mesh in {ap.namespace} matches selector {selector_string(selector)!r}",
+            )
         for i, rule in enumerate(ap.spec.rules or []):
             for j, source in enumerate(rule.from_ or []):
                 for field in ("namespaces", "notNamespaces"):
                     values = getattr(source.source, "namespaces" if field == "namespaces" else "not_namespaces")
                     for k, ns in enumerate(values or []):
                         if not any(_namespace_match(n, ns) for n in namespaces):
-                            yield ctx.message("IST0101", ap, ("spec", "rules", i, "from", j, "source", field, k),
-                                              f"referenced namespace not found: {ns!r}")
+                            yield ctx.message(
+                                "IST0101",
+                                ap,
+                                ("spec", "rules", i, "from", j, "source", field, k),
+                                f"referenced namespace not found: {ns!r}",
+                            )
 
 
-@analyzer("telemetry.SelectorAnalyzer",
-          "Validates that telemetries that define a selector match at least one pod, and that there aren't "
-          "multiple telemetry resources that select overlapping pods", ("IST0101", "IST0159"))
+@analyzer(
+    "telemetry.SelectorAnalyzer",
+    "Validates that telemetries that define a selector match at least one pod, and that there aren't "
+    "multiple telemetry resources that select overlapping pods",
+    ("IST0101", "IST0159"),
+)
 def telemetry_selectors(ctx: Context) -> Iterator[Message]:
     by_pod: dict[tuple[str, str], list[Resource]] = {}
     for t in ctx.of("Telemetry"):
@@ -73,20 +91,29 @@ def telemetry_selectors(ctx: Context) -> Iterator[Message]:
         for pod in selected:
             by_pod.setdefault((pod.namespace, pod.name), []).append(t)
         if not selected:
-            yield ctx.message("IST0101", t, ("spec", "selector", "matchLabels", sorted(labels)[0]),
-                              f"referenced selector not found: {selector_string(labels)!r} selects no pod in "
-                              f"{t.namespace}")
+            yield ctx.message(
+                "IST0101",
+                t,
+                ("spec", "selector", "matchLabels", sorted(labels)[0]),
+                f"referenced selector not found: {selector_string(labels)!r} selects no pod in {t.namespace}",
+            )
     for (ns, pod_name), telemetries in by_pod.items():
         if len(telemetries) > 1:
             names = sorted(t.name for t in telemetries)
             for t in telemetries:
-                yield ctx.message("IST0159", t, ("metadata", "name"),
-                                  f"the Telemetries {names} in {ns} all select pod {pod_name}: which one applies is "
-                                  "undefined")
+                yield ctx.message(
+                    "IST0159",
+                    t,
+                    ("metadata", "name"),
+                    f"the Telemetries {names} in {ns} all select pod {pod_name}: which one applies is undefined",
+                )
 
 
-@analyzer("telemetry.DefaultSelectorAnalyzer",
-          "Validates that there aren't multiple telemetry resources that have no selector", ("IST0160",))
+@analyzer(
+    "telemetry.DefaultSelectorAnalyzer",
+    "Validates that there aren't multiple telemetry resources that have no selector",
+    ("IST0160",),
+)
 def telemetry_default_selectors(ctx: Context) -> Iterator[Message]:
     by_ns: dict[str, list[Resource]] = {}
     for t in ctx.of("Telemetry"):
@@ -96,8 +123,12 @@ def telemetry_default_selectors(ctx: Context) -> Iterator[Message]:
         if len(telemetries) > 1:
             names = sorted(t.name for t in telemetries)
             for t in telemetries:
-                yield ctx.message("IST0160", t, ("metadata", "name"),
-                                  f"the Telemetries {names} in {ns} have no selector: which one applies is undefined")
+                yield ctx.message(
+                    "IST0160",
+                    t,
+                    ("metadata", "name"),
+                    f"the Telemetries {names} in {ns} have no selector: which one applies is undefined",
+                )
 
 
 @analyzer("telemetry.ProviderAnalyzer", "Validates that providers in telemetry resource is valid", ("IST0157",))
@@ -109,27 +140,34 @@ def telemetry_providers(ctx: Context) -> Iterator[Message]:
             if not isinstance(logging, dict) or logging.get("disabled") is True:
                 continue
             if not logging.get("providers"):
-                yield ctx.message("IST0157", t, ("spec", "accessLogging", i),
-                                  "access logging without providers, and the mesh config names no default "
-                                  "access log provider: it is ignored")
+                yield ctx.message(
+                    "IST0157",
+                    t,
+                    ("spec", "accessLogging", i),
+                    "access logging without providers, and the mesh config names no default "
+                    "access log provider: it is ignored",
+                )
 
 
 def jwt_claim_key(vs: Resource) -> str:
     for rule in vs.spec.http:
         for match in rule.match or []:
             for key in [*(match.headers or {}), *(match.without_headers or {})]:
-                rest = key[len("@request.auth.claims"):] if key.lower().startswith("@request.auth.claims") else None
+                rest = key[len("@request.auth.claims") :] if key.lower().startswith("@request.auth.claims") else None
                 if rest is None:
                     continue
                 if (rest.startswith(".") and len(rest) > 1) or (
-                        rest.startswith("[") and rest.endswith("]") and len(rest) > 2):
+                    rest.startswith("[") and rest.endswith("]") and len(rest) > 2
+                ):
                     return key
     return ""
 
 
-@analyzer("virtualservice.JWTClaimRouteAnalyzer",
-          "Checks the VirtualService using JWT claim based routing has corresponding RequestAuthentication",
-          ("IST0149",))
+@analyzer(
+    "virtualservice.JWTClaimRouteAnalyzer",
+    "Checks the VirtualService using JWT claim based routing has corresponding RequestAuthentication",
+    ("IST0149",),
+)
 def jwt_claim_routes(ctx: Context) -> Iterator[Message]:
     selectors: dict[str, list[dict[str, str]]] = {}
     for ra in ctx.of("RequestAuthentication"):
@@ -149,6 +187,10 @@ def jwt_claim_routes(ctx: Context) -> Iterator[Message]:
             for pod in ctx.pods_matching(gw.spec.selector):
                 candidates = selectors.get("istio-system", []) + selectors.get(pod.namespace, [])
                 if not any(selector_matches(s, pod.metadata.labels) for s in candidates):
-                    yield ctx.message("IST0149", vs, ("metadata", "name"),
-                                      f"routes on JWT claim {key!r} but no RequestAuthentication applies to pod "
-                                      f"{pod.name} of gateway {ns}/{name}: the claims are never available")
+                    yield ctx.message(
+                        "IST0149",
+                        vs,
+                        ("metadata", "name"),
+                        f"routes on JWT claim {key!r} but no RequestAuthentication applies to pod "
+                        f"{pod.name} of gateway {ns}/{name}: the claims are never available",
+                    )

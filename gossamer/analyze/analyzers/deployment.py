@@ -82,8 +82,12 @@ def application_uid(ctx: Context) -> Iterator[Message]:
         if is_control_plane(r):
             continue
         if _runs_as_proxy(pod_spec(r)):
-            yield ctx.message("IST0144", r, ("metadata", "name"),
-                              f"runs as UID {PROXY_UID}, the sidecar proxy's: its traffic would bypass the proxy")
+            yield ctx.message(
+                "IST0144",
+                r,
+                ("metadata", "name"),
+                f"runs as UID {PROXY_UID}, the sidecar proxy's: its traffic would bypass the proxy",
+            )
 
 
 def _root_paths(spec: Mapping[str, Any]) -> list[tuple[str | int, ...]]:
@@ -115,19 +119,25 @@ def root_user(ctx: Context) -> Iterator[Message]:
             continue
         prefix: tuple[str | int, ...] = ("spec",) if r.kind == "Pod" else ("spec", "template", "spec")
         for path in _root_paths(pod_spec(r)):
-            yield ctx.message("GSM0002", r, prefix + path,
-                              "runs as root (runAsUser: 0): it can change its pod's traffic capture and read "
-                              "what root can; leave runAsUser unset to run as the pod's own unprivileged user")
+            yield ctx.message(
+                "GSM0002",
+                r,
+                prefix + path,
+                "runs as root (runAsUser: 0): it can change its pod's traffic capture and read "
+                "what root can; leave runAsUser unset to run as the pod's own unprivileged user",
+            )
 
 
 def _matching_services(ctx: Context, d: Resource) -> list[Resource]:
     labels = d.spec.template.metadata.labels
-    return [s for s in ctx.of("Service") if s.spec.selector and s.namespace == d.namespace
-            and selector_matches(s.spec.selector, labels)]
+    return [
+        s
+        for s in ctx.of("Service")
+        if s.spec.selector and s.namespace == d.namespace and selector_matches(s.spec.selector, labels)
+    ]
 
 
-@analyzer("deployment.MultiServiceAnalyzer",
-          "Checks association between services and pods", ("IST0116", "IST0137"))
+@analyzer("deployment.MultiServiceAnalyzer", "Checks association between services and pods", ("IST0116", "IST0137"))
 def service_association(ctx: Context) -> Iterator[Message]:
     for d in ctx.of("Deployment"):
         if d.metadata.labels.get("gateway.istio.io/managed") == "istio.io-mesh-controller" or not in_mesh(ctx, d):
@@ -144,11 +154,19 @@ def service_association(ctx: Context) -> Iterator[Message]:
         for port, protocols in sorted(by_port.items()):
             if len(protocols) > 1:
                 names = sorted(n for ns in protocols.values() for n in ns)
-                yield ctx.message("IST0116", d, ("metadata", "name"),
-                                  f"the Services {names} select its pods and use port {port} with different "
-                                  f"protocols ({', '.join(sorted(protocols))})")
+                yield ctx.message(
+                    "IST0116",
+                    d,
+                    ("metadata", "name"),
+                    f"the Services {names} select its pods and use port {port} with different "
+                    f"protocols ({', '.join(sorted(protocols))})",
+                )
         for target, ports in sorted(by_target.items()):
             if len(ports) > 1:
-                yield ctx.message("IST0137", d, ("metadata", "name"),
-                                  f"the Services {sorted(ports.values())} send targetPort {target} from different "
-                                  f"ports {sorted(ports)}: Services sharing a targetPort must use one port")
+                yield ctx.message(
+                    "IST0137",
+                    d,
+                    ("metadata", "name"),
+                    f"the Services {sorted(ports.values())} send targetPort {target} from different "
+                    f"ports {sorted(ports)}: Services sharing a targetPort must use one port",
+                )

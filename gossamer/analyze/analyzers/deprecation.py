@@ -18,19 +18,31 @@ def deprecated_fields(ctx: Context) -> Iterator[Message]:
         for i, rule in enumerate(vs.spec.http):
             delay = rule.fault.delay if rule.fault else None
             if delay is not None and (delay.percent or 0) > 0:
-                yield ctx.message("IST0002", vs, ("spec", "http", i, "fault", "delay", "percent"),
-                                  "HTTPRoute.fault.delay.percent is deprecated: use percentage")
+                yield ctx.message(
+                    "IST0002",
+                    vs,
+                    ("spec", "http", i, "fault", "delay", "percent"),
+                    "HTTPRoute.fault.delay.percent is deprecated: use percentage",
+                )
     for sc in ctx.of("Sidecar"):
         policy = sc.spec.outbound_traffic_policy
         if policy is not None and policy.egress_proxy is not None:
-            yield ctx.message("IST0002", sc, ("spec", "outboundTrafficPolicy", "egressProxy"),
-                              "OutboundTrafficPolicy.egressProxy is deprecated and ignored")
+            yield ctx.message(
+                "IST0002",
+                sc,
+                ("spec", "outboundTrafficPolicy", "egressProxy"),
+                "OutboundTrafficPolicy.egressProxy is deprecated and ignored",
+            )
     for crd in ctx.of("CustomResourceDefinition"):
         spec = as_dict(crd.raw.get("spec"))
         names = as_dict(spec.get("names"))
         if (spec.get("group"), names.get("kind")) in REMOVED_KINDS:
-            yield ctx.message("IST0002", crd, ("spec", "group"),
-                              f"custom resource type {spec.get('group')} {names.get('kind')} was removed from Istio")
+            yield ctx.message(
+                "IST0002",
+                crd,
+                ("spec", "group"),
+                f"custom resource type {spec.get('group')} {names.get('kind')} was removed from Istio",
+            )
 
 
 @analyzer("telemetry.LightstepAnalyzer", "Validates that lightstep provider is still used", ("IST0002",))
@@ -43,5 +55,9 @@ def lightstep(ctx: Context) -> Iterator[Message]:
             for j, provider in enumerate(tracing.get("providers") or [] if isinstance(tracing, dict) else []):
                 name = provider.get("name") if isinstance(provider, dict) else None
                 if name in providers:
-                    yield ctx.message("IST0002", t, ("spec", "tracing", i, "providers", j, "name"),
-                                      f"the Lightstep provider {name} is deprecated: use an OpenTelemetry provider")
+                    yield ctx.message(
+                        "IST0002",
+                        t,
+                        ("spec", "tracing", i, "providers", j, "name"),
+                        f"the Lightstep provider {name} is deprecated: use an OpenTelemetry provider",
+                    )

@@ -13,8 +13,11 @@ from gossamer.analyze.registry import analyzer
 _REGION, _ZONE, _SUBZONE = "topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone"
 
 
-@analyzer("destinationrule.CaCertificateAnalyzer",
-          "Checks if caCertificates is set when TLS mode is SIMPLE/MUTUAL", ("IST0128", "IST0129"))
+@analyzer(
+    "destinationrule.CaCertificateAnalyzer",
+    "Checks if caCertificates is set when TLS mode is SIMPLE/MUTUAL",
+    ("IST0128", "IST0129"),
+)
 def ca_certificates(ctx: Context) -> Iterator[Message]:
     for dr in ctx.of("DestinationRule"):
         policy = dr.spec.traffic_policy
@@ -22,24 +25,40 @@ def ca_certificates(ctx: Context) -> Iterator[Message]:
             continue
         selected = dr.spec.workload_selector is not None
         tls = policy.tls
-        if tls is not None and tls.mode in ("SIMPLE", "MUTUAL") and not tls.ca_certificates and not (
-                tls.credential_name and selected):
-            yield ctx.message("IST0128", dr, ("spec", "trafficPolicy", "tls", "caCertificates"),
-                              f"TLS mode {tls.mode} to {dr.spec.host} without caCertificates: the server's "
-                              "certificate is not verified")
+        if (
+            tls is not None
+            and tls.mode in ("SIMPLE", "MUTUAL")
+            and not tls.ca_certificates
+            and not (tls.credential_name and selected)
+        ):
+            yield ctx.message(
+                "IST0128",
+                dr,
+                ("spec", "trafficPolicy", "tls", "caCertificates"),
+                f"TLS mode {tls.mode} to {dr.spec.host} without caCertificates: the server's "
+                "certificate is not verified",
+            )
         for i, port in enumerate(policy.port_level_settings or []):
             tls = port.tls
-            if tls is not None and tls.mode in ("SIMPLE", "MUTUAL") and not tls.ca_certificates and not (
-                    tls.credential_name and selected):
+            if (
+                tls is not None
+                and tls.mode in ("SIMPLE", "MUTUAL")
+                and not tls.ca_certificates
+                and not (tls.credential_name and selected)
+            ):
                 number = port.port.number if port.port else 0
-                yield ctx.message("IST0129", dr, ("spec", "trafficPolicy", "portLevelSettings", i, "tls",
-                                                  "caCertificates"),
-                                  f"TLS mode {tls.mode} to {dr.spec.host} port {number} without caCertificates: "
-                                  "the server's certificate is not verified")
+                yield ctx.message(
+                    "IST0129",
+                    dr,
+                    ("spec", "trafficPolicy", "portLevelSettings", i, "tls", "caCertificates"),
+                    f"TLS mode {tls.mode} to {dr.spec.host} port {number} without caCertificates: "
+                    "the server's certificate is not verified",
+                )
 
 
-def _pod_labels(pod_labels: Mapping[str, str], node_name: str,
-                nodes: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+def _pod_labels(
+    pod_labels: Mapping[str, str], node_name: str, nodes: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
     """A pod's labels as the registry sees them: plus locality from its node, and its node name."""
     labels = dict(pod_labels)
     node = nodes.get(node_name, {})
@@ -55,21 +74,27 @@ def _pod_labels(pod_labels: Mapping[str, str], node_name: str,
     return labels
 
 
-@analyzer("destinationrule.SubsetSelectPodAnalyzer",
-          "Checks that a DestinationRule's host is a service and its subsets select pods", ("IST0173", "IST0174"))
+@analyzer(
+    "destinationrule.SubsetSelectPodAnalyzer",
+    "Checks that a DestinationRule's host is a service and its subsets select pods",
+    ("IST0173", "IST0174"),
+)
 def subsets_select_pods(ctx: Context) -> Iterator[Message]:
     nodes = {n.name: n.metadata.labels for n in ctx.of("Node")}
-    pods = [_pod_labels(p.metadata.labels, str((p.raw.get("spec") or {}).get("nodeName") or ""), nodes)
-            for p in ctx.pods]
+    pods = [
+        _pod_labels(p.metadata.labels, str((p.raw.get("spec") or {}).get("nodeName") or ""), nodes) for p in ctx.pods
+    ]
     for dr in ctx.of("DestinationRule"):
         service = ctx.destination_service(dr.namespace, dr.spec.export_to, dr.spec.host)
         if service is None:
-            yield ctx.message("IST0174", dr, ("spec", "host"),
-                              f"host {dr.spec.host!r} is not a service of the mesh")
+            yield ctx.message("IST0174", dr, ("spec", "host"), f"host {dr.spec.host!r} is not a service of the mesh")
             continue
         for i, subset in enumerate(dr.spec.subsets):
             selector = {**(service.workload_selector or {}), **subset.labels}
             if not any(selector_matches(selector, labels) for labels in pods):
-                yield ctx.message("IST0173", dr, ("spec", "subsets", i, "name"),
-                                  f"subset {subset.name!r} selects no pod "
-                                  "(requests to it get 503 UH, no healthy upstream)")
+                yield ctx.message(
+                    "IST0173",
+                    dr,
+                    ("spec", "subsets", i, "name"),
+                    f"subset {subset.name!r} selects no pod (requests to it get 503 UH, no healthy upstream)",
+                )

@@ -21,8 +21,7 @@ def _runs(r: Resource) -> bool:
     return info is not None and info.appliable and r.api_version in info.api_versions
 
 
-@analyzer("envoy.EnvoyRejectAnalyzer", "Builds each proxy's config and checks it against Envoy's rules",
-          ("GSM0001",))
+@analyzer("envoy.EnvoyRejectAnalyzer", "Builds each proxy's config and checks it against Envoy's rules", ("GSM0001",))
 def envoy_rejects(ctx: Context) -> Iterator[Message]:
     resources = [r for r in ctx.resources if _runs(r)]
     existing = [r for r in resources if r.source_file == BUILTIN_SOURCE]

@@ -13,8 +13,9 @@ _ROUTE_LEVEL = ("ROUTE_CONFIGURATION", "HTTP_ROUTE")
 _REPLACEABLE = ("NETWORK_FILTER", "HTTP_FILTER", "VIRTUAL_HOST")
 
 
-@analyzer("envoyfilter.EnvoyPatchAnalyzer", "Checks an envoyFilters", ("IST0151", "IST0152", "IST0153", "IST0154",
-                                                                       "IST0155"))
+@analyzer(
+    "envoyfilter.EnvoyPatchAnalyzer", "Checks an envoyFilters", ("IST0151", "IST0152", "IST0153", "IST0154", "IST0155")
+)
 def envoy_patches(ctx: Context) -> Iterator[Message]:
     versioned_names: list[str] = []  # filter names patched with a proxyVersion match, so far
     for ef in ctx.of("EnvoyFilter"):
@@ -27,8 +28,12 @@ def envoy_patches(ctx: Context) -> Iterator[Message]:
             if patch.value:
                 if "name" in patch.value:
                     name = str(patch.value["name"])
-                elif cp.match and cp.match.listener and cp.match.listener.filter_chain and \
-                        cp.match.listener.filter_chain.filter:
+                elif (
+                    cp.match
+                    and cp.match.listener
+                    and cp.match.listener.filter_chain
+                    and cp.match.listener.filter_chain.filter
+                ):
                     name = cp.match.listener.filter_chain.filter.name or ""
             op, apply_to = patch.operation, cp.apply_to
             relative = False
@@ -41,22 +46,33 @@ def envoy_patches(ctx: Context) -> Iterator[Message]:
                     relative = True
             elif op == "REPLACE":
                 if apply_to not in _REPLACEABLE:
-                    yield ctx.message("IST0152", ef, path,
-                                      f"REPLACE only applies to HTTP_FILTER, NETWORK_FILTER and VIRTUAL_HOST, "
-                                      f"not {apply_to}")
+                    yield ctx.message(
+                        "IST0152",
+                        ef,
+                        path,
+                        f"REPLACE only applies to HTTP_FILTER, NETWORK_FILTER and VIRTUAL_HOST, not {apply_to}",
+                    )
                 else:
                     relative = True
             elif op in ("INSERT_BEFORE", "INSERT_AFTER"):
                 relative = True
             if relative and ef.spec.priority == 0:
                 if name in versioned_names:
-                    yield ctx.message("IST0155", ef, path,
-                                      f"relative operation {op} without a priority, on a filter another EnvoyFilter "
-                                      "patches for a proxyVersion: it may not apply during an upgrade (set "
-                                      "priority, or use INSERT_FIRST/ADD)")
+                    yield ctx.message(
+                        "IST0155",
+                        ef,
+                        path,
+                        f"relative operation {op} without a priority, on a filter another EnvoyFilter "
+                        "patches for a proxyVersion: it may not apply during an upgrade (set "
+                        "priority, or use INSERT_FIRST/ADD)",
+                    )
                 else:
-                    yield ctx.message("IST0151", ef, path,
-                                      f"relative operation {op} without a priority: it may not apply, depending on "
-                                      "the order of EnvoyFilters (set priority, or use INSERT_FIRST/ADD)")
+                    yield ctx.message(
+                        "IST0151",
+                        ef,
+                        path,
+                        f"relative operation {op} without a priority: it may not apply, depending on "
+                        "the order of EnvoyFilters (set priority, or use INSERT_FIRST/ADD)",
+                    )
             if cp.match and cp.match.proxy and cp.match.proxy.proxy_version:
                 versioned_names.append(name)

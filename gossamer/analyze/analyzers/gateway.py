@@ -22,12 +22,19 @@ def _selector_path(gw: Resource) -> tuple[str, ...]:
 
 
 def _no_workload(ctx: Context, gw: Resource) -> Message:
-    return ctx.message("IST0101", gw, _selector_path(gw),
-                       f"referenced selector not found: {selector_string(gw.spec.selector)!r} selects no pod")
+    return ctx.message(
+        "IST0101",
+        gw,
+        _selector_path(gw),
+        f"referenced selector not found: {selector_string(gw.spec.selector)!r} selects no pod",
+    )
 
 
-@analyzer("gateway.IngressGatewayPortAnalyzer",
-          "Checks a gateway's ports against the gateway's Kubernetes service ports", ("IST0101", "IST0162"))
+@analyzer(
+    "gateway.IngressGatewayPortAnalyzer",
+    "Checks a gateway's ports against the gateway's Kubernetes service ports",
+    ("IST0101", "IST0162"),
+)
 def ingress_ports(ctx: Context) -> Iterator[Message]:
     for gw in ctx.of("Gateway"):
         pods = ctx.pods_matching(gw.spec.selector)
@@ -52,9 +59,13 @@ def ingress_ports(ctx: Context) -> Iterator[Message]:
         for server in gw.spec.servers:
             number = server.port.number
             if number not in target_ports and number not in port_map:
-                yield ctx.message("IST0162", gw, _selector_path(gw),
-                                  f"port {number} is not a (target) port of any Service of the gateway's pods "
-                                  f"(selector {selector_string(gw.spec.selector)}): it is not reachable through it")
+                yield ctx.message(
+                    "IST0162",
+                    gw,
+                    _selector_path(gw),
+                    f"port {number} is not a (target) port of any Service of the gateway's pods "
+                    f"(selector {selector_string(gw.spec.selector)}): it is not reachable through it",
+                )
 
 
 def _secret_certificate(secret: Resource) -> bytes | None:
@@ -105,12 +116,17 @@ def secrets(ctx: Context) -> Iterator[Message]:
             secret = ctx.find("Secret", ns, short) if sep else ctx.find("Secret", workload_ns, name)
             path = ("spec", "servers", i, "tls", "credentialName")
             if secret is None:
-                yield ctx.message("IST0101", gw, path,
-                                  f"referenced credentialName not found: {name!r} (no Secret in {workload_ns})")
+                yield ctx.message(
+                    "IST0101", gw, path, f"referenced credentialName not found: {name!r} (no Secret in {workload_ns})"
+                )
             elif not certificate_valid(_secret_certificate(secret)):
-                yield ctx.message("IST0161", gw, path,
-                                  f"Secret {secret.namespace}/{secret.name} holds no valid certificate and key "
-                                  "(tls.crt/tls.key or cert/key, PEM, not expired)")
+                yield ctx.message(
+                    "IST0161",
+                    gw,
+                    path,
+                    f"Secret {secret.namespace}/{secret.name} holds no valid certificate and key "
+                    "(tls.crt/tls.key or cert/key, PEM, not expired)",
+                )
 
 
 def _key(selector: Mapping[str, str], port: int) -> tuple[str, int]:
@@ -121,8 +137,9 @@ def _parse_selector(text: str) -> dict[str, str]:
     return dict(p.split("=", 1) for p in text.split(",") if p.count("=") == 1)
 
 
-@analyzer("gateway.ConflictingGatewayAnalyzer",
-          "Checks a gateway's selector, port number and hosts", ("IST0101", "IST0145"))
+@analyzer(
+    "gateway.ConflictingGatewayAnalyzer", "Checks a gateway's selector, port number and hosts", ("IST0101", "IST0145")
+)
 def conflicting_gateways(ctx: Context) -> Iterator[Message]:
     by_key: dict[tuple[str, int], dict[str, dict[str, str | None]]] = {}
     for gw in ctx.of("Gateway"):
@@ -137,29 +154,43 @@ def conflicting_gateways(ctx: Context) -> Iterator[Message]:
             matched = selector == own
             if not matched and (selector in own or own in selector):
                 other = _parse_selector(selector)
-                matched = any(selector_matches(gw.spec.selector, p.metadata.labels)
-                              and selector_matches(other, p.metadata.labels) for p in ctx.pods)
+                matched = any(
+                    selector_matches(gw.spec.selector, p.metadata.labels) and selector_matches(other, p.metadata.labels)
+                    for p in ctx.pods
+                )
             if matched:
                 same[(selector, port)] = entries
         if own and not same:
             yield _no_workload(ctx, gw)
             continue
         for server in gw.spec.servers:
-            conflicts = sorted(other for (_, port), entries in same.items() if port == server.port.number
-                               for other, known in entries.items()
-                               if other != name and any(h in known and known[h] == server.bind for h in server.hosts))
+            conflicts = sorted(
+                other
+                for (_, port), entries in same.items()
+                if port == server.port.number
+                for other, known in entries.items()
+                if other != name and any(h in known and known[h] == server.bind for h in server.hosts)
+            )
             if conflicts:
-                yield ctx.message("IST0145", gw, ("metadata", "name"),
-                                  f"gateways {','.join(conflicts)} also serve port {server.port.number} for hosts "
-                                  f"{','.join(server.hosts)} on the workloads selected by {own or '<all>'}")
+                yield ctx.message(
+                    "IST0145",
+                    gw,
+                    ("metadata", "name"),
+                    f"gateways {','.join(conflicts)} also serve port {server.port.number} for hosts "
+                    f"{','.join(server.hosts)} on the workloads selected by {own or '<all>'}",
+                )
 
 
 def _same_certificate(a: Any, b: Any) -> bool:
     if a.credential_name and b.credential_name:
         return bool(a.credential_name == b.credential_name)
     if not a.credential_name and not b.credential_name and a.server_certificate and b.server_certificate:
-        return bool(a.server_certificate == b.server_certificate and a.private_key and b.private_key
-                    and a.private_key == b.private_key)
+        return bool(
+            a.server_certificate == b.server_certificate
+            and a.private_key
+            and b.private_key
+            and a.private_key == b.private_key
+        )
     return False
 
 
@@ -177,7 +208,11 @@ def duplicate_certificates(ctx: Context) -> Iterator[Message]:
             for server in gw.spec.servers:
                 for other_server in other.spec.servers:
                     if server.tls and other_server.tls and _same_certificate(server.tls, other_server.tls):
-                        yield ctx.message("IST0138", gw, ("metadata", "name"),
-                                          f"gateways {gw.namespace}/{gw.name} and {other.namespace}/{other.name} "
-                                          "serve the same certificate: HTTP/2 clients reusing a connection across "
-                                          "them may get 404s")
+                        yield ctx.message(
+                            "IST0138",
+                            gw,
+                            ("metadata", "name"),
+                            f"gateways {gw.namespace}/{gw.name} and {other.namespace}/{other.name} "
+                            "serve the same certificate: HTTP/2 clients reusing a connection across "
+                            "them may get 404s",
+                        )

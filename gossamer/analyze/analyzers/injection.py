@@ -39,8 +39,11 @@ def injector_name(revision: str) -> str:
     return INJECTOR_CONFIGMAP if revision in ("", "default") else f"{INJECTOR_CONFIGMAP}-{revision}"
 
 
-@analyzer("injection.Analyzer", "Checks conditions related to Istio sidecar injection",
-          ("IST0102", "IST0103", "IST0123", "IST0148"))
+@analyzer(
+    "injection.Analyzer",
+    "Checks conditions related to Istio sidecar injection",
+    ("IST0102", "IST0103", "IST0123", "IST0148"),
+)
 def injection(ctx: Context) -> Iterator[Message]:
     injected: set[str] = set()
     for ns in ctx.of("Namespace"):
@@ -53,8 +56,12 @@ def injection(ctx: Context) -> Iterator[Message]:
             if key in labels and (legacy is None or legacy == "enabled"):
                 istio_labels.append(f"{key}={labels[key]}")
         if len(istio_labels) > 1:
-            yield ctx.message("IST0123", ns, ("metadata", "labels"),
-                              f"several injection labels {istio_labels}: which one wins is undefined; keep one")
+            yield ctx.message(
+                "IST0123",
+                ns,
+                ("metadata", "labels"),
+                f"several injection labels {istio_labels}: which one wins is undefined; keep one",
+            )
         if labels.get(DATAPLANE_MODE) == "ambient":
             continue
         by_default = False
@@ -64,28 +71,41 @@ def injection(ctx: Context) -> Iterator[Message]:
             by_default = isinstance(hook, dict) and hook.get("enableNamespacesByDefault") is True
         if not legacy and REVISION_LABEL not in labels:
             if by_default:
-                yield ctx.message("IST0148", ns, ("metadata", "name"),
-                                  "is injected: the injector enables namespaces by default "
-                                  "(enableNamespacesByDefault) and the namespace has no injection label")
+                yield ctx.message(
+                    "IST0148",
+                    ns,
+                    ("metadata", "name"),
+                    "is injected: the injector enables namespaces by default "
+                    "(enableNamespacesByDefault) and the namespace has no injection label",
+                )
             else:
-                yield ctx.message("IST0102", ns, ("metadata", "name"),
-                                  f"not enabled for injection: label it istio-injection=enabled (or =disabled to "
-                                  f"say it needs none): kubectl label namespace {ns.name} istio-injection=enabled")
+                yield ctx.message(
+                    "IST0102",
+                    ns,
+                    ("metadata", "name"),
+                    f"not enabled for injection: label it istio-injection=enabled (or =disabled to "
+                    f"say it needs none): kubectl label namespace {ns.name} istio-injection=enabled",
+                )
             continue
         if legacy == "enabled":
             injected.add(ns.name)
     for pod in ctx.pods:
         if pod.namespace not in injected:
             continue
-        inject = pod.metadata.labels.get("sidecar.istio.io/inject",
-                                         pod.metadata.annotations.get("sidecar.istio.io/inject", ""))
+        inject = pod.metadata.labels.get(
+            "sidecar.istio.io/inject", pod.metadata.annotations.get("sidecar.istio.io/inject", "")
+        )
         spec = pod_spec(pod)
         if inject.lower() == "false" or spec.get("hostNetwork"):
             continue
         if not any(c.get("name") == PROXY_CONTAINER and c.get("image") for c in containers(spec, init=True)):
-            yield ctx.message("IST0103", pod, ("metadata", "name"),
-                              f"pod {pod.namespace}/{pod.name} has no istio-proxy although its namespace is injected "
-                              "(restart or redeploy the workload)")
+            yield ctx.message(
+                "IST0103",
+                pod,
+                ("metadata", "name"),
+                f"pod {pod.namespace}/{pod.name} has no istio-proxy although its namespace is injected "
+                "(restart or redeploy the workload)",
+            )
 
 
 def injector_proxy_image(cm: Resource) -> str:
@@ -127,11 +147,13 @@ def _image_type(ctx: Context, pod: Resource) -> str:
     return "default"
 
 
-@analyzer("injection.ImageAnalyzer",
-          "Checks the image of auto-injection configured with the running proxies on pods", ("IST0158",))
+@analyzer(
+    "injection.ImageAnalyzer",
+    "Checks the image of auto-injection configured with the running proxies on pods",
+    ("IST0158",),
+)
 def proxy_images(ctx: Context) -> Iterator[Message]:
-    images = {cm.name: injector_proxy_image(cm) for cm in ctx.of("ConfigMap")
-              if cm.name.startswith(INJECTOR_CONFIGMAP)}
+    images = {cm.name: injector_proxy_image(cm) for cm in ctx.of("ConfigMap") if cm.name.startswith(INJECTOR_CONFIGMAP)}
     if not images:
         return
     injected: dict[str, str] = {}
@@ -160,9 +182,13 @@ def proxy_images(ctx: Context) -> Iterator[Message]:
     for ns_name, pods in sorted(mismatched.items()):
         namespace = namespaces.get(ns_name)
         if namespace is not None:
-            yield ctx.message("IST0158", namespace, ("metadata", "name"),
-                              f"the istio-proxy image of pods {sorted(pods)} is not the injector's (often after an "
-                              "upgrade of the control plane: redeploy them)")
+            yield ctx.message(
+                "IST0158",
+                namespace,
+                ("metadata", "name"),
+                f"the istio-proxy image of pods {sorted(pods)} is not the injector's (often after an "
+                "upgrade of the control plane: redeploy them)",
+            )
 
 
 def label_selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
@@ -191,23 +217,41 @@ def _auto_image(spec: Mapping[str, Any]) -> bool:
     return any(c.get("name") == PROXY_CONTAINER and c.get("image") == "auto" for c in containers(spec))
 
 
-@analyzer("injection.ImageAutoAnalyzer", "Makes sure that Pods and Deployments with `image: auto` are going to be "
-          "injected", ("IST0146", "IST0147"))
+@analyzer(
+    "injection.ImageAutoAnalyzer",
+    "Makes sure that Pods and Deployments with `image: auto` are going to be injected",
+    ("IST0146", "IST0147"),
+)
 def image_auto(ctx: Context) -> Iterator[Message]:
-    webhooks = [w for m in ctx.of("MutatingWebhookConfiguration") for w in m.raw.get("webhooks") or []
-                if isinstance(w, dict) and str(w.get("name", "")).endswith("istio.io")]
+    webhooks = [
+        w
+        for m in ctx.of("MutatingWebhookConfiguration")
+        for w in m.raw.get("webhooks") or []
+        if isinstance(w, dict) and str(w.get("name", "")).endswith("istio.io")
+    ]
     for pod in ctx.pods:
         if _auto_image(pod_spec(pod)):
-            yield ctx.message("IST0147", pod, ("metadata", "name"),
-                              "has an istio-proxy with `image: auto`, which only injection replaces: a Pod is "
-                              "created already, it cannot run")
+            yield ctx.message(
+                "IST0147",
+                pod,
+                ("metadata", "name"),
+                "has an istio-proxy with `image: auto`, which only injection replaces: a Pod is "
+                "created already, it cannot run",
+            )
     for d in ctx.of("Deployment"):
         if not _auto_image(pod_spec(d)):
             continue
         ns = ctx.find("Namespace", "", d.namespace or "default")
         ns_labels = ns.metadata.labels if ns is not None else {}
         labels = d.spec.template.metadata.labels
-        if not any(label_selector_matches(w.get("namespaceSelector"), ns_labels)
-                   and label_selector_matches(w.get("objectSelector"), labels) for w in webhooks):
-            yield ctx.message("IST0146", d, ("metadata", "name"),
-                              "has an istio-proxy with `image: auto` but no Istio injection webhook selects its pods")
+        if not any(
+            label_selector_matches(w.get("namespaceSelector"), ns_labels)
+            and label_selector_matches(w.get("objectSelector"), labels)
+            for w in webhooks
+        ):
+            yield ctx.message(
+                "IST0146",
+                d,
+                ("metadata", "name"),
+                "has an istio-proxy with `image: auto` but no Istio injection webhook selects its pods",
+            )

@@ -22,8 +22,11 @@ MINIMUM: dict[str, tuple[int, int, int]] = {
 _SEMVER = re.compile(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 
 
-@analyzer("k8sgateway.CRDVersionAnalyzer",
-          "Checks Gateway API CRDs are at the minimum version required by this Istio version", ("IST0176",))
+@analyzer(
+    "k8sgateway.CRDVersionAnalyzer",
+    "Checks Gateway API CRDs are at the minimum version required by this Istio version",
+    ("IST0176",),
+)
 def crd_versions(ctx: Context) -> Iterator[Message]:
     for crd in ctx.of("CustomResourceDefinition"):
         minimum = MINIMUM.get(crd.name)
@@ -34,16 +37,21 @@ def crd_versions(ctx: Context) -> Iterator[Message]:
         version = tuple(int(g or 0) for g in m.groups())
         if version < minimum:
             wanted = "v" + ".".join(map(str, minimum))
-            yield ctx.message("IST0176", crd, ("metadata", "annotations", BUNDLE_VERSION),
-                              f"Gateway API CRD {crd.name} is at {installed}, Istio needs at least {wanted}: "
-                              "its resources are not processed (upgrade the Gateway API CRDs)")
+            yield ctx.message(
+                "IST0176",
+                crd,
+                ("metadata", "annotations", BUNDLE_VERSION),
+                f"Gateway API CRD {crd.name} is at {installed}, Istio needs at least {wanted}: "
+                "its resources are not processed (upgrade the Gateway API CRDs)",
+            )
 
 
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 
 
-@analyzer("k8sgateway.SelectorAnalyzer",
-          "Check if a policy uses a selector on the pods of a Kubernetes Gateway", ("IST0166",))
+@analyzer(
+    "k8sgateway.SelectorAnalyzer", "Check if a policy uses a selector on the pods of a Kubernetes Gateway", ("IST0166",)
+)
 def gateway_selectors(ctx: Context) -> Iterator[Message]:
     gateway_pods: dict[str, list[dict[str, str]]] = {}
     for pod in ctx.pods:
@@ -62,6 +70,10 @@ def gateway_selectors(ctx: Context) -> Iterator[Message]:
                 labels = r.spec.selector.match_labels
             for pod_labels in gateway_pods.get(r.namespace, []):
                 if selector_matches(labels, pod_labels):
-                    yield ctx.message("IST0166", r, ("spec", "selector"),
-                                      f"selector matches the pods of Kubernetes Gateway "
-                                      f"{pod_labels[GATEWAY_NAME_LABEL]}, where it has no effect: use targetRef")
+                    yield ctx.message(
+                        "IST0166",
+                        r,
+                        ("spec", "selector"),
+                        f"selector matches the pods of Kubernetes Gateway "
+                        f"{pod_labels[GATEWAY_NAME_LABEL]}, where it has no effect: use targetRef",
+                    )

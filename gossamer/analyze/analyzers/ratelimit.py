@@ -20,8 +20,12 @@ from gossamer.analyze.registry import analyzer
 from gossamer.resources.core import configmap_binary_data, configmap_data, secret_data
 from gossamer.resources.volumes import reference_problem, references
 
-_SERVICE_KEYS = (("rate_limit_service", "rateLimitService"), ("grpc_service", "grpcService"),
-                 ("envoy_grpc", "envoyGrpc"), ("cluster_name", "clusterName"))
+_SERVICE_KEYS = (
+    ("rate_limit_service", "rateLimitService"),
+    ("grpc_service", "grpcService"),
+    ("envoy_grpc", "envoyGrpc"),
+    ("cluster_name", "clusterName"),
+)
 
 
 def _get(value: Any, names: tuple[str, str]) -> Any:
@@ -74,8 +78,11 @@ def _subsets(ctx: Context, host: str) -> set[str]:
     return out
 
 
-@analyzer("envoyfilter.RateLimitServiceAnalyzer",
-          "Checks that a rate limit EnvoyFilter's rate_limit_service cluster exists", ("IST0101",))
+@analyzer(
+    "envoyfilter.RateLimitServiceAnalyzer",
+    "Checks that a rate limit EnvoyFilter's rate_limit_service cluster exists",
+    ("IST0101",),
+)
 def rate_limit_service(ctx: Context) -> Iterator[Message]:
     added = None
     for ef in ctx.of("EnvoyFilter"):
@@ -88,24 +95,43 @@ def rate_limit_service(ctx: Context) -> Iterator[Message]:
                     _, port, subset, host = parts
                     view = ctx.destination_service(ef.namespace, None, host)
                     if view is None:
-                        yield ctx.message("IST0101", ef, path, f"rate limit service cluster {cluster!r}: service "
-                                          f"{host!r} not found: every rate limit check fails")
+                        yield ctx.message(
+                            "IST0101",
+                            ef,
+                            path,
+                            f"rate limit service cluster {cluster!r}: service "
+                            f"{host!r} not found: every rate limit check fails",
+                        )
                     elif not port.isdigit() or all(p.number != int(port) for p in view.ports):
-                        yield ctx.message("IST0101", ef, path, f"rate limit service cluster {cluster!r}: service "
-                                          f"{host!r} has no port {port}: every rate limit check fails")
+                        yield ctx.message(
+                            "IST0101",
+                            ef,
+                            path,
+                            f"rate limit service cluster {cluster!r}: service "
+                            f"{host!r} has no port {port}: every rate limit check fails",
+                        )
                     elif subset and subset not in _subsets(ctx, host):
-                        yield ctx.message("IST0101", ef, path, f"rate limit service cluster {cluster!r}: no "
-                                          f"DestinationRule defines subset {subset!r} of {host!r}")
+                        yield ctx.message(
+                            "IST0101",
+                            ef,
+                            path,
+                            f"rate limit service cluster {cluster!r}: no "
+                            f"DestinationRule defines subset {subset!r} of {host!r}",
+                        )
                     continue
                 if added is None:
                     added = _added_clusters(ctx)
                 if cluster not in added:
-                    yield ctx.message("IST0101", ef, path, f"rate limit service cluster {cluster!r} not found: it is "
-                                      "neither a service's outbound|PORT||HOST cluster nor ADDed by an EnvoyFilter")
+                    yield ctx.message(
+                        "IST0101",
+                        ef,
+                        path,
+                        f"rate limit service cluster {cluster!r} not found: it is "
+                        "neither a service's outbound|PORT||HOST cluster nor ADDed by an EnvoyFilter",
+                    )
 
 
-@analyzer("deployment.ConfigReferenceAnalyzer",
-          "Checks that the ConfigMaps and Secrets a pod uses exist", ("IST0101",))
+@analyzer("deployment.ConfigReferenceAnalyzer", "Checks that the ConfigMaps and Secrets a pod uses exist", ("IST0101",))
 def config_references(ctx: Context) -> Iterator[Message]:
     keys: dict[tuple[str, str, str], set[str]] = {}
     for cm in ctx.of("ConfigMap"):

@@ -9,8 +9,20 @@ from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 
-_PROTOCOLS = {"tcp", "udp", "grpc", "grpc-web", "http", "http_proxy", "http2", "https", "tls", "mongo", "redis",
-              "mysql"}
+_PROTOCOLS = {
+    "tcp",
+    "udp",
+    "grpc",
+    "grpc-web",
+    "http",
+    "http_proxy",
+    "http2",
+    "https",
+    "tls",
+    "mongo",
+    "redis",
+    "mysql",
+}
 _WELL_KNOWN_TCP = {25, 53, 3306, 27017}  # ports Istio treats as TCP whatever their name
 _APP_PROTOCOLS = {"kubernetes.io/h2c", "kubernetes.io/ws", "kubernetes.io/wss"}
 _GATEWAY_MANAGED = {"istio.io-gateway-controller", "istio.io-mesh-controller", "istio.io-eastwest-controller"}
@@ -33,8 +45,7 @@ def is_control_plane(resource: object) -> bool:
     return "istio" in labels or labels.get("release") == "istio"
 
 
-@analyzer("service.PortNameAnalyzer", "Checks the port names associated with each service",
-          ("IST0118", "IST0150"))
+@analyzer("service.PortNameAnalyzer", "Checks the port names associated with each service", ("IST0118", "IST0150"))
 def port_names(ctx: Context) -> Iterator[Message]:
     for svc in ctx.of("Service"):
         if is_control_plane(svc) or svc.metadata.labels.get("gateway.istio.io/managed") in _GATEWAY_MANAGED:
@@ -43,15 +54,24 @@ def port_names(ctx: Context) -> Iterator[Message]:
         for i, port in enumerate(svc.spec.ports):
             name = port.name or ""
             if port_protocol_known(port.port, name, port.protocol, port.app_protocol) and not (
-                    name == "tcp" and external):
+                name == "tcp" and external
+            ):
                 continue
             path = ("spec", "ports", i, "port")
             if external:
-                yield ctx.message("IST0150", svc, path,
-                                  f"port name {name!r} of an ExternalName Service: the proxy may not forward "
-                                  "its TCP traffic; name the port after its protocol (e.g. http-, https-, tls-)")
+                yield ctx.message(
+                    "IST0150",
+                    svc,
+                    path,
+                    f"port name {name!r} of an ExternalName Service: the proxy may not forward "
+                    "its TCP traffic; name the port after its protocol (e.g. http-, https-, tls-)",
+                )
             else:
                 target = port.target_port if port.target_port is not None else port.port
-                yield ctx.message("IST0118", svc, path,
-                                  f"port name {name!r} (port {port.port}, targetPort {target}) does not follow "
-                                  "Istio's <protocol>[-<suffix>] convention: the protocol is sniffed")
+                yield ctx.message(
+                    "IST0118",
+                    svc,
+                    path,
+                    f"port name {name!r} (port {port.port}, targetPort {target}) does not follow "
+                    "Istio's <protocol>[-<suffix>] convention: the protocol is sniffed",
+                )

@@ -32,10 +32,14 @@ def protocol_addresses(ctx: Context) -> Iterator[Message]:
             continue
         for i, port in enumerate(se.spec.ports):
             if not port.protocol or port.protocol.upper() == "TCP":
-                yield ctx.message("IST0134", se, ("spec", "ports", i, "name"),
-                                  f"port {port.number} ({port.protocol or 'protocol unset'}) needs addresses: "
-                                  "without them (or DNS auto-allocation in the mesh config) TCP traffic cannot "
-                                  "be told apart")
+                yield ctx.message(
+                    "IST0134",
+                    se,
+                    ("spec", "ports", i, "name"),
+                    f"port {port.number} ({port.protocol or 'protocol unset'}) needs addresses: "
+                    "without them (or DNS auto-allocation in the mesh config) TCP traffic cannot "
+                    "be told apart",
+                )
 
 
 def _scopes(se: Resource) -> set[str]:
@@ -45,8 +49,11 @@ def _scopes(se: Resource) -> set[str]:
     return {se.namespace if e == EXPORT_LOCAL else e for e in export_to}
 
 
-@analyzer("serviceentry.ConflictingServiceEntryProtocolAnalyzer",
-          "Checks for ServiceEntries that define the same host and port with different protocols", ("IST0177",))
+@analyzer(
+    "serviceentry.ConflictingServiceEntryProtocolAnalyzer",
+    "Checks for ServiceEntries that define the same host and port with different protocols",
+    ("IST0177",),
+)
 def conflicting_protocols(ctx: Context) -> Iterator[Message]:
     index: dict[tuple[str, str, int], list[tuple[str, Resource]]] = {}
     for se in ctx.of("ServiceEntry"):
@@ -66,6 +73,10 @@ def conflicting_protocols(ctx: Context) -> Iterator[Message]:
             if (se.namespace, se.name) in reported:
                 continue
             reported.add((se.namespace, se.name))
-            yield ctx.message("IST0177", se, ("metadata", "name"),
-                              f"the ServiceEntries {', '.join(names)} define host {host!r} port {port} with "
-                              f"different protocols ({', '.join(p or 'unset' for p in protocols)})")
+            yield ctx.message(
+                "IST0177",
+                se,
+                ("metadata", "name"),
+                f"the ServiceEntries {', '.join(names)} define host {host!r} port {port} with "
+                f"different protocols ({', '.join(p or 'unset' for p in protocols)})",
+            )

@@ -25,10 +25,12 @@ def namespace_in_ambient(ns: Resource | None) -> bool:
     return labels.get("istio.io/dataplane-mode") == "ambient"
 
 
-@analyzer("sidecar.SelectorAnalyzer",
-          "Validates that sidecars that define a workload selector match at least one pod, and that there "
-          "aren't multiple sidecar resources that select overlapping pods",
-          ("IST0101", "IST0110", "IST0111", "IST0167"))
+@analyzer(
+    "sidecar.SelectorAnalyzer",
+    "Validates that sidecars that define a workload selector match at least one pod, and that there "
+    "aren't multiple sidecar resources that select overlapping pods",
+    ("IST0101", "IST0110", "IST0111", "IST0167"),
+)
 def selectors(ctx: Context) -> Iterator[Message]:
     by_pod: dict[tuple[str, str], list[Resource]] = {}
     pods: dict[tuple[str, str], Resource] = {}
@@ -44,9 +46,12 @@ def selectors(ctx: Context) -> Iterator[Message]:
             pods[(pod.namespace, pod.name)] = pod
         if not selected:
             first = sorted(labels)[0]
-            yield ctx.message("IST0101", sc, ("spec", "workloadSelector", "labels", first),
-                              f"referenced selector not found: {selector_string(labels)!r} selects no pod in "
-                              f"{sc.namespace}")
+            yield ctx.message(
+                "IST0101",
+                sc,
+                ("spec", "workloadSelector", "labels", first),
+                f"referenced selector not found: {selector_string(labels)!r} selects no pod in {sc.namespace}",
+            )
     ineffective: set[tuple[str, str]] = set()
     for key, sidecars in by_pod.items():
         pod = pods[key]
@@ -57,28 +62,40 @@ def selectors(ctx: Context) -> Iterator[Message]:
             if pod_in_ambient(pod):
                 if (sc.namespace, sc.name) not in ineffective:
                     ineffective.add((sc.namespace, sc.name))
-                    yield ctx.message("IST0167", sc, ("metadata", "name"),
-                                      f"pod {pod.name} is in ambient mode (no sidecar): this Sidecar has no effect")
+                    yield ctx.message(
+                        "IST0167",
+                        sc,
+                        ("metadata", "name"),
+                        f"pod {pod.name} is in ambient mode (no sidecar): this Sidecar has no effect",
+                    )
                 continue
-            yield ctx.message("IST0110", sc, ("metadata", "name"),
-                              f"the Sidecars {names} in {key[0]} all select pod {key[1]}: which one applies is "
-                              "undefined")
+            yield ctx.message(
+                "IST0110",
+                sc,
+                ("metadata", "name"),
+                f"the Sidecars {names} in {key[0]} all select pod {key[1]}: which one applies is undefined",
+            )
     for ns, sidecars in unselected.items():
         if namespace_in_ambient(ctx.find("Namespace", "", ns)):
             for sc in sidecars:
                 if (sc.namespace, sc.name) not in ineffective:
                     ineffective.add((sc.namespace, sc.name))
-                    yield ctx.message("IST0167", sc, ("metadata", "name"),
-                                      f"namespace {ns} is in ambient mode (no sidecars): this Sidecar has no effect")
+                    yield ctx.message(
+                        "IST0167",
+                        sc,
+                        ("metadata", "name"),
+                        f"namespace {ns} is in ambient mode (no sidecars): this Sidecar has no effect",
+                    )
             continue
         if len(sidecars) > 1:
             names = sorted(s.name for s in sidecars)
             for sc in sidecars:
-                yield ctx.message("IST0111", sc, ("metadata", "name"),
-                                  f"the Sidecars {names} in {ns} have no workloadSelector: which one applies is "
-                                  "undefined")
-
-
+                yield ctx.message(
+                    "IST0111",
+                    sc,
+                    ("metadata", "name"),
+                    f"the Sidecars {names} in {ns} have no workloadSelector: which one applies is undefined",
+                )
 
 
 def _egress_host_known(ctx: Context, namespace: str, host: str) -> bool:
@@ -87,15 +104,19 @@ def _egress_host_known(ctx: Context, namespace: str, host: str) -> bool:
         if namespace != "*" and r.namespace != namespace:
             continue
         wanted = to_fqdn(r.namespace, host)
-        names = [to_fqdn(r.namespace, r.name)] if r.kind == "Service" else \
-            [to_fqdn(r.namespace, h) for h in r.spec.hosts]
+        names = (
+            [to_fqdn(r.namespace, r.name)] if r.kind == "Service" else [to_fqdn(r.namespace, h) for h in r.spec.hosts]
+        )
         if any(hosts_overlap(n, wanted) for n in names):
             return True
     return False
 
 
-@analyzer("sidecar.EgressHostAnalyzer",
-          "Checks that the hosts a Sidecar's egress listeners name exist (Gossamer's; not in istioctl)", ("IST0101",))
+@analyzer(
+    "sidecar.EgressHostAnalyzer",
+    "Checks that the hosts a Sidecar's egress listeners name exist (Gossamer's; not in istioctl)",
+    ("IST0101",),
+)
 def egress_hosts(ctx: Context) -> Iterator[Message]:
     for sc in ctx.of("Sidecar"):
         for i, listener in enumerate(sc.spec.egress or []):
@@ -105,6 +126,10 @@ def egress_hosts(ctx: Context) -> Iterator[Message]:
                     continue
                 namespace = sc.namespace if ns == "." else ns
                 if not _egress_host_known(ctx, namespace, host):
-                    yield ctx.message("IST0101", sc, ("spec", "egress", i, "hosts", j),
-                                      f"referenced egress host not found: {entry!r} (no such service in "
-                                      f"{'any namespace' if namespace == '*' else namespace})")
+                    yield ctx.message(
+                        "IST0101",
+                        sc,
+                        ("spec", "egress", i, "hosts", j),
+                        f"referenced egress host not found: {entry!r} (no such service in "
+                        f"{'any namespace' if namespace == '*' else namespace})",
+                    )

@@ -14,16 +14,21 @@ from gossamer.analyze.registry import analyzer
 _WAYPOINT = {"istio.io/WaypointBound": "False"}
 _GATEWAY_API = {"Accepted": "False", "Programmed": "False", "ResolvedRefs": "False"}
 NEGATIVE: dict[str, dict[str, str]] = {
-    "Service": _WAYPOINT, "ServiceEntry": _WAYPOINT, "WorkloadEntry": _WAYPOINT,
+    "Service": _WAYPOINT,
+    "ServiceEntry": _WAYPOINT,
+    "WorkloadEntry": _WAYPOINT,
     "AuthorizationPolicy": {"ZtunnelAccepted": "False", "WaypointAccepted": "False"},
-    "K8sGateway": _GATEWAY_API, "HTTPRoute": _GATEWAY_API, "GRPCRoute": _GATEWAY_API,
+    "K8sGateway": _GATEWAY_API,
+    "HTTPRoute": _GATEWAY_API,
+    "GRPCRoute": _GATEWAY_API,
 }
 
 
 def _conditions(kind: str, status: dict[str, Any]) -> list[dict[str, Any]]:
     if kind in ("HTTPRoute", "GRPCRoute"):
-        return [c for p in status.get("parents") or [] for c in as_dict(p).get("conditions") or []
-                if isinstance(c, dict)]
+        return [
+            c for p in status.get("parents") or [] for c in as_dict(p).get("conditions") or [] if isinstance(c, dict)
+        ]
     return [c for c in status.get("conditions") or [] if isinstance(c, dict)]
 
 
@@ -33,16 +38,25 @@ def negative_conditions(ctx: Context) -> Iterator[Message]:
         for r in ctx.of(kind):
             for c in _conditions(kind, as_dict(r.raw.get("status"))):
                 ctype, status = str(c.get("type", "")), str(c.get("status", ""))
-                partial = kind == "AuthorizationPolicy" and ctype == "WaypointAccepted" and \
-                    c.get("reason") == "PartiallyInvalid"
+                partial = (
+                    kind == "AuthorizationPolicy"
+                    and ctype == "WaypointAccepted"
+                    and c.get("reason") == "PartiallyInvalid"
+                )
                 if negative.get(ctype) == status or partial:
-                    yield ctx.message("IST0171", r, ("status",),
-                                      f"condition {ctype} is {status} (reason {c.get('reason', '')}: "
-                                      f"{c.get('message', '')})")
+                    yield ctx.message(
+                        "IST0171",
+                        r,
+                        ("status",),
+                        f"condition {ctype} is {status} (reason {c.get('reason', '')}: {c.get('message', '')})",
+                    )
 
 
-@analyzer("authn.BlockedCIDRsAnalyzer",
-          "Checks that BLOCKED_CIDRS_IN_JWKS_URIS is set on istiod when RequestAuthentications exist", ("IST0175",))
+@analyzer(
+    "authn.BlockedCIDRsAnalyzer",
+    "Checks that BLOCKED_CIDRS_IN_JWKS_URIS is set on istiod when RequestAuthentications exist",
+    ("IST0175",),
+)
 def blocked_cidrs(ctx: Context) -> Iterator[Message]:
     names = [f"{r.namespace}/{r.name}" for r in ctx.of("RequestAuthentication")]
     if not names:
@@ -51,9 +65,16 @@ def blocked_cidrs(ctx: Context) -> Iterator[Message]:
     for d in ctx.of("Deployment"):
         if d.metadata.labels.get("app") != "istiod":
             continue
-        if any(as_dict(e).get("name") == "BLOCKED_CIDRS_IN_JWKS_URIS" and as_dict(e).get("value")
-               for c in containers(pod_spec(d)) for e in c.get("env") or []):
+        if any(
+            as_dict(e).get("name") == "BLOCKED_CIDRS_IN_JWKS_URIS" and as_dict(e).get("value")
+            for c in containers(pod_spec(d))
+            for e in c.get("env") or []
+        ):
             continue
-        yield ctx.message("IST0175", d, ("metadata", "name"),
-                          f"{len(names)} RequestAuthentication(s) ({shown}) but BLOCKED_CIDRS_IN_JWKS_URIS is not set: "
-                          "istiod fetches JWKS URIs from any network")
+        yield ctx.message(
+            "IST0175",
+            d,
+            ("metadata", "name"),
+            f"{len(names)} RequestAuthentication(s) ({shown}) but BLOCKED_CIDRS_IN_JWKS_URIS is not set: "
+            "istiod fetches JWKS URIs from any network",
+        )

@@ -66,11 +66,17 @@ def _prefix_match(rule: Any, i: int, match: Any, j: int) -> _PrefixMatch | None:
     if match.uri is None or not match.uri.prefix:
         return None
     return _PrefixMatch(
-        ("spec", "http", i, "match", j), _rule_name(rule, i), _match_name(match, j), match.uri.prefix, match.port,
-        _exact_or_prefix(match.method) or "exact:GET", _exact_or_prefix(match.authority),
+        ("spec", "http", i, "match", j),
+        _rule_name(rule, i),
+        _match_name(match, j),
+        match.uri.prefix,
+        match.port,
+        _exact_or_prefix(match.method) or "exact:GET",
+        _exact_or_prefix(match.authority),
         {k: _exact_or_prefix(v) for k, v in (match.headers or {}).items()},
         {k: _exact_or_prefix(v) for k, v in (match.query_params or {}).items()},
-        {k: _exact_or_prefix(v) for k, v in (match.without_headers or {}).items()})
+        {k: _exact_or_prefix(v) for k, v in (match.without_headers or {}).items()},
+    )
 
 
 def _maps_covered(a: dict[str, str], b: dict[str, str]) -> bool:
@@ -87,8 +93,9 @@ def _covers(a: _PrefixMatch, b: _PrefixMatch) -> bool:
         return False
     if a.authority != b.authority and not a.authority.startswith(b.authority):
         return False
-    return _maps_covered(a.headers, b.headers) and _maps_covered(a.query, b.query) and \
-        _maps_covered(a.without, b.without)
+    return (
+        _maps_covered(a.headers, b.headers) and _maps_covered(a.query, b.query) and _maps_covered(a.without, b.without)
+    )
 
 
 def _unreachable(ctx: Context, vs: Resource, kind: str, rules: Sequence[Any]) -> Iterator[Message]:
@@ -99,22 +106,34 @@ def _unreachable(ctx: Context, vs: Resource, kind: str, rules: Sequence[Any]) ->
         path = ("spec", kind, i)
         if not rule.match:
             if catch_all >= 0:
-                yield ctx.message("IST0130", vs, path, f"rule {_rule_name(rule, i)} is never used: only the last "
-                                                       "rule can have no matches")
+                yield ctx.message(
+                    "IST0130",
+                    vs,
+                    path,
+                    f"rule {_rule_name(rule, i)} is never used: only the last rule can have no matches",
+                )
             catch_all = i
             continue
         duplicates = 0
         for j, match in enumerate(rule.match):
             if catch_all >= 0:
-                yield ctx.message("IST0130", vs, path, f"rule {_rule_name(rule, i)} is never used: an earlier rule "
-                                                       "without matches takes every request")
+                yield ctx.message(
+                    "IST0130",
+                    vs,
+                    path,
+                    f"rule {_rule_name(rule, i)} is never used: an earlier rule without matches takes every request",
+                )
                 continue
             key = _key(match)
             if key in seen:
                 dup = seen[key]
-                yield ctx.message("IST0131", vs, path + ("match", j),
-                                  f"match {_match_name(match, j)} of rule {_rule_name(rule, i)} is never used: rule "
-                                  f"{_rule_name(rules[dup], dup)} has the same match")
+                yield ctx.message(
+                    "IST0131",
+                    vs,
+                    path + ("match", j),
+                    f"match {_match_name(match, j)} of rule {_rule_name(rule, i)} is never used: rule "
+                    f"{_rule_name(rules[dup], dup)} has the same match",
+                )
                 duplicates += 1
                 continue
             seen[key] = i
@@ -123,18 +142,26 @@ def _unreachable(ctx: Context, vs: Resource, kind: str, rules: Sequence[Any]) ->
                 if pm is not None:
                     prefixes.append(pm)
         if duplicates == len(rule.match):
-            yield ctx.message("IST0130", vs, path, f"rule {_rule_name(rule, i)} is never used: earlier rules take "
-                                                   "all its matches")
+            yield ctx.message(
+                "IST0130", vs, path, f"rule {_rule_name(rule, i)} is never used: earlier rules take all its matches"
+            )
     for a_index, a in enumerate(prefixes):
-        for b in prefixes[a_index + 1:]:
+        for b in prefixes[a_index + 1 :]:
             if b.prefix != a.prefix and _covers(a, b):
-                yield ctx.message("IST0131", vs, b.path,
-                                  f"match {b.match} of prefix {b.prefix} in rule {b.rule} is never used: match "
-                                  f"{a.match} of prefix {a.prefix} in rule {a.rule} takes its requests first")
+                yield ctx.message(
+                    "IST0131",
+                    vs,
+                    b.path,
+                    f"match {b.match} of prefix {b.prefix} in rule {b.rule} is never used: match "
+                    f"{a.match} of prefix {a.prefix} in rule {a.rule} takes its requests first",
+                )
 
 
-@analyzer("schema.ValidationAnalyzer.VirtualService",
-          "Runs schema validation as an analyzer on 'VirtualService' resources", ("IST0130", "IST0131"))
+@analyzer(
+    "schema.ValidationAnalyzer.VirtualService",
+    "Runs schema validation as an analyzer on 'VirtualService' resources",
+    ("IST0130", "IST0131"),
+)
 def unreachable_rules(ctx: Context) -> Iterator[Message]:
     for vs in ctx.of("VirtualService"):
         yield from _unreachable(ctx, vs, "http", vs.spec.http)

@@ -14,8 +14,11 @@ from gossamer.resources.base import Resource
 
 REV = "istio.io/rev"
 NAMESPACE_LABELS: tuple[dict[str, str], ...] = ({}, {"istio-injection": "enabled"}, {"istio-injection": "disabled"})
-OBJECT_LABELS: tuple[dict[str, str], ...] = ({}, {"sidecar.istio.io/inject": "true"},
-                                             {"sidecar.istio.io/inject": "false"})
+OBJECT_LABELS: tuple[dict[str, str], ...] = (
+    {},
+    {"sidecar.istio.io/inject": "true"},
+    {"sidecar.istio.io/inject": "false"},
+)
 
 
 def _revisions(config: Resource, hooks: list[dict[str, Any]]) -> set[str]:
@@ -43,15 +46,20 @@ def injection_webhooks(ctx: Context) -> Iterator[Message]:
         revisions |= revs
         for i, h in enumerate(listed):
             hooks[f"{config.name}/{h.get('name', '')}"] = (config, i, h)
-    namespace_sets = [*NAMESPACE_LABELS,
-                      *({**base, REV: rev} for rev in sorted(revisions) for base in NAMESPACE_LABELS)]
+    namespace_sets = [
+        *NAMESPACE_LABELS,
+        *({**base, REV: rev} for rev in sorted(revisions) for base in NAMESPACE_LABELS),
+    ]
     object_sets = [*OBJECT_LABELS, *({**base, REV: rev} for rev in sorted(revisions) for base in OBJECT_LABELS)]
     reported: set[tuple[str, str]] = set()
     for ns_labels in namespace_sets:
         for obj_labels in object_sets:
-            matches = sorted(name for name, (_, _, h) in hooks.items()
-                             if label_selector_matches(h.get("namespaceSelector"), ns_labels)
-                             and label_selector_matches(h.get("objectSelector"), obj_labels))
+            matches = sorted(
+                name
+                for name, (_, _, h) in hooks.items()
+                if label_selector_matches(h.get("namespaceSelector"), ns_labels)
+                and label_selector_matches(h.get("objectSelector"), obj_labels)
+            )
             if len(matches) < 2:
                 continue
             for name in matches:
@@ -60,16 +68,23 @@ def injection_webhooks(ctx: Context) -> Iterator[Message]:
                     continue
                 reported.add((name, ",".join(others)))
                 config, i, _ = hooks[name]
-                yield ctx.message("IST0139", config, ("webhooks", i, "name"),
-                                  f"webhook {name} overlaps with {others}: pods would be injected twice")
+                yield ctx.message(
+                    "IST0139",
+                    config,
+                    ("webhooks", i, "name"),
+                    f"webhook {name} overlaps with {others}: pods would be injected twice",
+                )
     for name, (config, i, h) in hooks.items():
         service = as_dict(as_dict(h.get("clientConfig")).get("service"))
         if not service:
             continue
         if ctx.find("Service", str(service.get("namespace", "")), str(service.get("name", ""))) is None:
-            yield ctx.message("IST0139", config, ("webhooks", i, "clientConfig", "service"),
-                              f"webhook {name} calls Service {service.get('namespace')}/{service.get('name')}, "
-                              "which does not exist")
+            yield ctx.message(
+                "IST0139",
+                config,
+                ("webhooks", i, "clientConfig", "service"),
+                f"webhook {name} calls Service {service.get('namespace')}/{service.get('name')}, which does not exist",
+            )
 
 
 def _webhook_url_host(url: str) -> str | None:
@@ -82,14 +97,19 @@ def _webhook_url_host(url: str) -> str | None:
         return None
 
 
-@analyzer("externalcontrolplane.ExternalControlPlaneAnalyzer",
-          "Checks that the remote IstioOperator resources reference an external control plane",
-          ("IST0163", "IST0164"))
+@analyzer(
+    "externalcontrolplane.ExternalControlPlaneAnalyzer",
+    "Checks that the remote IstioOperator resources reference an external control plane",
+    ("IST0163", "IST0164"),
+)
 def external_control_plane(ctx: Context) -> Iterator[Message]:
     import ipaddress
 
-    configs = [c for c in ctx.of("ValidatingWebhookConfiguration")
-               if c.name == "istiod-default-validator" or c.name.startswith("istio-validator")]
+    configs = [
+        c
+        for c in ctx.of("ValidatingWebhookConfiguration")
+        if c.name == "istiod-default-validator" or c.name.startswith("istio-validator")
+    ]
     configs += [c for c in ctx.of("MutatingWebhookConfiguration") if c.name.startswith("istio-sidecar-injector")]
     for config in configs:
         for i, hook in enumerate(h for h in config.raw.get("webhooks") or [] if isinstance(h, dict)):
@@ -100,16 +120,28 @@ def external_control_plane(ctx: Context) -> Iterator[Message]:
                 url = str(client["url"])
                 host = _webhook_url_host(url)
                 if host is None:
-                    yield ctx.message("IST0163", config, path + ("url",),
-                                      f"webhook {name}: URL {url!r} to the external control plane does not parse")
+                    yield ctx.message(
+                        "IST0163",
+                        config,
+                        path + ("url",),
+                        f"webhook {name}: URL {url!r} to the external control plane does not parse",
+                    )
                     continue
                 try:
                     ipaddress.ip_address(host)
                 except ValueError:
                     continue
-                yield ctx.message("IST0164", config, path + ("url",),
-                                  f"webhook {name} reaches the external control plane at an IP address ({url}); "
-                                  "use a hostname in production")
+                yield ctx.message(
+                    "IST0164",
+                    config,
+                    path + ("url",),
+                    f"webhook {name} reaches the external control plane at an IP address ({url}); "
+                    "use a hostname in production",
+                )
             elif not client.get("service"):
-                yield ctx.message("IST0163", config, path,
-                                  f"webhook {name} names neither a URL nor a Service to reach the control plane")
+                yield ctx.message(
+                    "IST0163",
+                    config,
+                    path,
+                    f"webhook {name} names neither a URL nor a Service to reach the control plane",
+                )

@@ -21,8 +21,9 @@ CONNECT_TIMEOUT_S = 10.0
 def build_load_assignment(name: str, endpoints: tuple[Endpoint, ...]) -> endpoint_pb2.ClusterLoadAssignment:
     lb_endpoints = []
     for e in endpoints:
-        lb_endpoint = endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(
-            address=socket_address(e.address, e.port)))
+        lb_endpoint = endpoint_components_pb2.LbEndpoint(
+            endpoint=endpoint_components_pb2.Endpoint(address=socket_address(e.address, e.port))
+        )
         apply_endpoint_tls_mode(lb_endpoint, e)
         apply_endpoint_peer(lb_endpoint, e)
         lb_endpoints.append(lb_endpoint)
@@ -50,8 +51,11 @@ def build_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
     else:  # blackhole: a static cluster with no endpoints
         out.type = cluster_pb2.Cluster.STATIC
     if cluster.upstream_bind_address:
-        out.upstream_bind_config.CopyFrom(address_pb2.BindConfig(
-            source_address=address_pb2.SocketAddress(address=cluster.upstream_bind_address, port_value=0)))
+        out.upstream_bind_config.CopyFrom(
+            address_pb2.BindConfig(
+                source_address=address_pb2.SocketAddress(address=cluster.upstream_bind_address, port_value=0)
+            )
+        )
     apply_upstream_tls(out, cluster)
     apply_cluster_service(out, cluster)
     options = apply_cluster_policy(out, cluster.policy) if cluster.policy is not None else None

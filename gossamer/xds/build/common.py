@@ -17,13 +17,15 @@ def pack(message: Message) -> any_pb2.Any:
 
 
 def socket_address(ip: str, port: int, netns: str = "") -> address_pb2.Address:
-    return address_pb2.Address(socket_address=address_pb2.SocketAddress(
-        address=ip, port_value=port, network_namespace_filepath=netns))
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=ip, port_value=port, network_namespace_filepath=netns)
+    )
 
 
 def ads_config_source() -> config_source_pb2.ConfigSource:
-    return config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),
-                                          resource_api_version=config_source_pb2.V3)
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
+    )
 
 
 def seconds(value: float) -> duration_pb2.Duration:

@@ -57,16 +57,25 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 
 def jwt_provider(p: JwtProvider) -> jwt_pb2.JwtProvider:
     out = jwt_pb2.JwtProvider(
-        issuer=p.issuer, audiences=list(p.audiences), forward=p.forward_original_token,
+        issuer=p.issuer,
+        audiences=list(p.audiences),
+        forward=p.forward_original_token,
         from_headers=[jwt_pb2.JwtHeader(name=h.name, value_prefix=h.prefix) for h in p.from_headers],
-        from_params=list(p.from_params), from_cookies=list(p.from_cookies),
-        forward_payload_header=p.output_payload_to_header, payload_in_metadata=PAYLOAD_KEY,
-        claim_to_headers=[jwt_pb2.JwtClaimToHeader(header_name=h, claim_name=c) for h, c in p.claim_to_headers])
+        from_params=list(p.from_params),
+        from_cookies=list(p.from_cookies),
+        forward_payload_header=p.output_payload_to_header,
+        payload_in_metadata=PAYLOAD_KEY,
+        claim_to_headers=[jwt_pb2.JwtClaimToHeader(header_name=h, claim_name=c) for h, c in p.claim_to_headers],
+    )
     if p.jwks_cluster:
-        out.remote_jwks.CopyFrom(jwt_pb2.RemoteJwks(
-            http_uri=http_uri_pb2.HttpUri(uri=p.jwks_uri, cluster=p.jwks_cluster,
-                                          timeout=_duration(p.jwks_timeout_seconds)),
-            cache_duration=_duration(JWKS_CACHE_SECONDS)))
+        out.remote_jwks.CopyFrom(
+            jwt_pb2.RemoteJwks(
+                http_uri=http_uri_pb2.HttpUri(
+                    uri=p.jwks_uri, cluster=p.jwks_cluster, timeout=_duration(p.jwks_timeout_seconds)
+                ),
+                cache_duration=_duration(JWKS_CACHE_SECONDS),
+            )
+        )
     else:
         out.local_jwks.CopyFrom(base_pb2.DataSource(inline_string=p.jwks or FAKE_JWKS))
     return out
@@ -76,9 +85,14 @@ def jwt_authentication(providers: tuple[JwtProvider, ...]) -> jwt_pb2.JwtAuthent
     requirements = [jwt_pb2.JwtRequirement(provider_name=p.name) for p in providers]
     requirements.append(jwt_pb2.JwtRequirement(allow_missing=empty_pb2.Empty()))
     config = jwt_pb2.JwtAuthentication(
-        rules=[jwt_pb2.RequirementRule(match=rc.RouteMatch(prefix="/"), requires=jwt_pb2.JwtRequirement(
-            requires_any=jwt_pb2.JwtRequirementOrList(requirements=requirements)))],
-        bypass_cors_preflight=True)
+        rules=[
+            jwt_pb2.RequirementRule(
+                match=rc.RouteMatch(prefix="/"),
+                requires=jwt_pb2.JwtRequirement(requires_any=jwt_pb2.JwtRequirementOrList(requirements=requirements)),
+            )
+        ],
+        bypass_cors_preflight=True,
+    )
     for p in providers:
         config.providers[p.name].CopyFrom(jwt_provider(p))
     return config
@@ -92,17 +106,23 @@ def request_principal_state() -> set_filter_state_pb2.Config:
     """Filter state REQUEST_PRINCIPAL_KEY = "<iss>/<sub>" of the verified token ("/" without one)."""
     fmt = substitution_format_string_pb2.SubstitutionFormatString(
         text_format_source=base_pb2.DataSource(inline_string=f"{_payload_format('iss')}/{_payload_format('sub')}"),
-        omit_empty_values=True)
-    return set_filter_state_pb2.Config(on_request_headers=[value_pb2.FilterStateValue(
-        object_key=REQUEST_PRINCIPAL_KEY, factory_key="envoy.string", format_string=fmt)])
+        omit_empty_values=True,
+    )
+    return set_filter_state_pb2.Config(
+        on_request_headers=[
+            value_pb2.FilterStateValue(object_key=REQUEST_PRINCIPAL_KEY, factory_key="envoy.string", format_string=fmt)
+        ]
+    )
 
 
 def jwt_filters(providers: tuple[JwtProvider, ...]) -> list[hcm_pb2.HttpFilter]:
     """jwt_authn and the request principal, for the HCM ahead of RBAC; nothing without providers."""
     if not providers:
         return []
-    return [hcm_pb2.HttpFilter(name=JWT_AUTHN, typed_config=pack(jwt_authentication(providers))),
-            hcm_pb2.HttpFilter(name=SET_FILTER_STATE, typed_config=pack(request_principal_state()))]
+    return [
+        hcm_pb2.HttpFilter(name=JWT_AUTHN, typed_config=pack(jwt_authentication(providers))),
+        hcm_pb2.HttpFilter(name=SET_FILTER_STATE, typed_config=pack(request_principal_state())),
+    ]
 
 
 # ------------------------------------------------------------------------------------ RBAC
@@ -126,11 +146,11 @@ def _payload_matcher(path: tuple[str, ...], value: matcher_value_pb2.ValueMatche
 
 def claim_path(key: str) -> tuple[str, ...] | None:
     """`request_auth:claims[a][b]` -> ("a", "b"); audiences -> ("aud",); presenter -> ("azp",)."""
-    name = key[len("request_auth:"):]
+    name = key[len("request_auth:") :]
     if name in _AUTH_CLAIMS:
         return _AUTH_CLAIMS[name]
     if name.startswith("claims[") and name.endswith("]"):
-        parts = tuple(name[len("claims["):-1].split("]["))
+        parts = tuple(name[len("claims[") : -1].split("]["))
         if all(parts):
             return parts
     return None
@@ -139,8 +159,14 @@ def claim_path(key: str) -> tuple[str, ...] | None:
 def _claim_value(path: tuple[str, ...], value: str) -> rbac_pb2.Principal:
     """A claim equal to `value`, or a list claim holding it (as Istio matches `aud`, `groups`...)."""
     string = matcher_value_pb2.ValueMatcher(string_match=_istio_string(value))
-    either = matcher_value_pb2.ValueMatcher(or_match=matcher_value_pb2.OrMatcher(value_matchers=[
-        string, matcher_value_pb2.ValueMatcher(list_match=matcher_value_pb2.ListMatcher(one_of=string))]))
+    either = matcher_value_pb2.ValueMatcher(
+        or_match=matcher_value_pb2.OrMatcher(
+            value_matchers=[
+                string,
+                matcher_value_pb2.ValueMatcher(list_match=matcher_value_pb2.ListMatcher(one_of=string)),
+            ]
+        )
+    )
     return _payload_matcher(path, either)
 
 
@@ -149,8 +175,11 @@ def jwt_principal(key: str, value: str) -> rbac_pb2.Principal | None:
     if key == "request_principal":
         if value == "*":
             return _payload_matcher(("iss",), matcher_value_pb2.ValueMatcher(present_match=True))
-        return rbac_pb2.Principal(filter_state=filter_state_pb2.FilterStateMatcher(
-            key=REQUEST_PRINCIPAL_KEY, string_match=_istio_string(value)))
+        return rbac_pb2.Principal(
+            filter_state=filter_state_pb2.FilterStateMatcher(
+                key=REQUEST_PRINCIPAL_KEY, string_match=_istio_string(value)
+            )
+        )
     if key.startswith("request_auth:"):
         path = claim_path(key)
         return _claim_value(path, value) if path is not None else None

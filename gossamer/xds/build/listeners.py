@@ -56,23 +56,32 @@ def _path_normalization(hcm: hcm_pb2.HttpConnectionManager, mode: PathNormalizat
         hcm.path_with_escaped_slashes_action = hcm_pb2.HttpConnectionManager.UNESCAPE_AND_FORWARD
 
 
-def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb2.RouteConfiguration | None = None,
-                            use_remote_address: bool = False, authz: tuple[AuthzPolicy, ...] = (),
-                            client_cert_details: bool = False,
-                            jwt: tuple[JwtProvider, ...] = (), direction: Direction = "outbound",
-                            logs: bool = True, metrics: bool = True,
-                            tracing: Tracing | None = None, path_normalization: PathNormalization | None = None,
-                            access_log: AccessLogFile | None = None) -> listener_components_pb2.Filter:
+def http_connection_manager(
+    stat_prefix: str,
+    *,
+    rds: str = "",
+    inline: route_pb2.RouteConfiguration | None = None,
+    use_remote_address: bool = False,
+    authz: tuple[AuthzPolicy, ...] = (),
+    client_cert_details: bool = False,
+    jwt: tuple[JwtProvider, ...] = (),
+    direction: Direction = "outbound",
+    logs: bool = True,
+    metrics: bool = True,
+    tracing: Tracing | None = None,
+    path_normalization: PathNormalization | None = None,
+    access_log: AccessLogFile | None = None,
+) -> listener_components_pb2.Filter:
     # Server side: the client proxy's peer headers become metadata for the metrics, never reach the app.
     peer = [peer_metadata_filter()] if direction == "inbound" else []
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         # JWT authentication (RequestAuthentication), then authorization (Istio's order: DENY then
         # ALLOW RBAC); fault and CORS act only on routes whose typed_per_filter_config asks.
-        http_filters=[*peer, *jwt_filters(jwt), *http_rbac_filters(authz), *http_policy_filters(),
-                      _router_filter()],
-        access_log=http_access_logs(direction, logs=logs, metrics=metrics, mtls=client_cert_details,
-                                    file=access_log or STDOUT_ACCESS_LOG),
+        http_filters=[*peer, *jwt_filters(jwt), *http_rbac_filters(authz), *http_policy_filters(), _router_filter()],
+        access_log=http_access_logs(
+            direction, logs=logs, metrics=metrics, mtls=client_cert_details, file=access_log or STDOUT_ACCESS_LOG
+        ),
         use_remote_address=wrappers_pb2.BoolValue(value=use_remote_address),
         server_name=SERVER_NAME,
     )
@@ -82,24 +91,33 @@ def http_connection_manager(stat_prefix: str, *, rds: str = "", inline: route_pb
     if client_cert_details:
         # mTLS peers: the app sees the caller's identity in X-Forwarded-Client-Cert, as with Istio.
         hcm.forward_client_cert_details = hcm_pb2.HttpConnectionManager.APPEND_FORWARD
-        hcm.set_current_client_cert_details.CopyFrom(hcm_pb2.HttpConnectionManager.SetCurrentClientCertDetails(
-            subject=wrappers_pb2.BoolValue(value=True), dns=True, uri=True))
+        hcm.set_current_client_cert_details.CopyFrom(
+            hcm_pb2.HttpConnectionManager.SetCurrentClientCertDetails(
+                subject=wrappers_pb2.BoolValue(value=True), dns=True, uri=True
+            )
+        )
     if inline is not None:
         hcm.route_config.CopyFrom(inline)
     else:
         hcm.rds.config_source.CopyFrom(ads_config_source())
         hcm.rds.route_config_name = rds
-    return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
-                                          typed_config=pack(hcm))
+    return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager", typed_config=pack(hcm))
 
 
-def _with_access_logs(proxy: tcp_proxy_pb2.TcpProxy, listener: Listener, *,
-                      mtls: bool = False) -> tcp_proxy_pb2.TcpProxy:
+def _with_access_logs(
+    proxy: tcp_proxy_pb2.TcpProxy, listener: Listener, *, mtls: bool = False
+) -> tcp_proxy_pb2.TcpProxy:
     """A TCP proxy logs when the upstream connects and when the connection ends (text: at the end only).
     `mtls`: the chain terminates mesh mTLS (the source's principal is its certificate's)."""
-    proxy.access_log.extend(tcp_access_logs(_direction(listener), logs=not listener.no_access_log,
-                                            metrics=not listener.no_metrics, mtls=mtls,
-                                            file=listener.access_log or STDOUT_ACCESS_LOG))
+    proxy.access_log.extend(
+        tcp_access_logs(
+            _direction(listener),
+            logs=not listener.no_access_log,
+            metrics=not listener.no_metrics,
+            mtls=mtls,
+            file=listener.access_log or STDOUT_ACCESS_LOG,
+        )
+    )
     if not listener.no_metrics:
         proxy.access_log_options.flush_access_log_on_connected = True
     return proxy
@@ -111,12 +129,15 @@ def _direction(listener: Listener) -> Direction:
     return "inbound" if listener.kind == "virtual_inbound" else "outbound"
 
 
-def tcp_proxy(stat_prefix: str, cluster: str, listener: Listener, *,
-              mtls: bool = False) -> listener_components_pb2.Filter:
+def tcp_proxy(
+    stat_prefix: str, cluster: str, listener: Listener, *, mtls: bool = False
+) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(
         name="envoy.filters.network.tcp_proxy",
-        typed_config=pack(_with_access_logs(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster),
-                                            listener, mtls=mtls)))
+        typed_config=pack(
+            _with_access_logs(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster), listener, mtls=mtls)
+        ),
+    )
 
 
 def weighted_tcp_proxy(stat_prefix: str, chain: TcpChain, listener: Listener) -> listener_components_pb2.Filter:
@@ -127,7 +148,8 @@ def weighted_tcp_proxy(stat_prefix: str, chain: TcpChain, listener: Listener) ->
     else:
         proxy.weighted_clusters.clusters.extend(
             tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=d.cluster, weight=d.weight)
-            for d in chain.destinations)
+            for d in chain.destinations
+        )
     return listener_components_pb2.Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy))
 
 
@@ -139,42 +161,62 @@ def _cidr(value: str) -> address_pb2.CidrRange:
 
 def _tcp_chain(listener: Listener, chain: TcpChain) -> listener_components_pb2.FilterChain:
     match = listener_components_pb2.FilterChainMatch(
-        prefix_ranges=[_cidr(c) for c in chain.prefix_ranges], server_names=list(chain.server_names))
+        prefix_ranges=[_cidr(c) for c in chain.prefix_ranges], server_names=list(chain.server_names)
+    )
     single = chain.destinations[0].cluster if len(chain.destinations) == 1 else ""
     stat_prefix = single or listener.name
     out = listener_components_pb2.FilterChain(
-        filters=[*network_rbac_filters(listener.authz), weighted_tcp_proxy(stat_prefix, chain, listener)])
+        filters=[*network_rbac_filters(listener.authz), weighted_tcp_proxy(stat_prefix, chain, listener)]
+    )
     if chain.prefix_ranges or chain.server_names:
         out.filter_chain_match.CopyFrom(match)
     return out
 
 
 def _tls_inspector() -> listener_components_pb2.ListenerFilter:
-    return listener_components_pb2.ListenerFilter(name="envoy.filters.listener.tls_inspector",
-                                                  typed_config=pack(tls_inspector_pb2.TlsInspector()))
+    return listener_components_pb2.ListenerFilter(
+        name="envoy.filters.listener.tls_inspector", typed_config=pack(tls_inspector_pb2.TlsInspector())
+    )
 
 
 def _original_dst() -> listener_components_pb2.ListenerFilter:
-    return listener_components_pb2.ListenerFilter(name="envoy.filters.listener.original_dst",
-                                                  typed_config=pack(original_dst_pb2.OriginalDst()))
+    return listener_components_pb2.ListenerFilter(
+        name="envoy.filters.listener.original_dst", typed_config=pack(original_dst_pb2.OriginalDst())
+    )
 
 
 def _inbound_route(chain: InboundChain) -> route_pb2.RouteConfiguration:
-    route = rc.Route(match=rc.RouteMatch(prefix="/"),
-                     route=rc.RouteAction(cluster=chain.cluster, timeout=seconds(0)),
-                     decorator=rc.Decorator(operation=chain.operation or f"{chain.cluster}/*"))
-    return route_pb2.RouteConfiguration(name=chain.cluster, virtual_hosts=[
-        rc.VirtualHost(name=f"inbound|http|{chain.port}", domains=["*"], routes=[route])])
+    route = rc.Route(
+        match=rc.RouteMatch(prefix="/"),
+        route=rc.RouteAction(cluster=chain.cluster, timeout=seconds(0)),
+        decorator=rc.Decorator(operation=chain.operation or f"{chain.cluster}/*"),
+    )
+    return route_pb2.RouteConfiguration(
+        name=chain.cluster,
+        virtual_hosts=[rc.VirtualHost(name=f"inbound|http|{chain.port}", domains=["*"], routes=[route])],
+    )
 
 
-def _inbound_filters(chain: InboundChain, ir: Listener, *, mtls: bool,
-                     tcp: bool = False) -> list[listener_components_pb2.Filter]:
+def _inbound_filters(
+    chain: InboundChain, ir: Listener, *, mtls: bool, tcp: bool = False
+) -> list[listener_components_pb2.Filter]:
     if chain.protocol == "http" and not tcp:
-        return [http_connection_manager(f"inbound_0.0.0.0_{chain.port}", inline=_inbound_route(chain),
-                                        use_remote_address=False, authz=ir.authz, client_cert_details=mtls,
-                                        jwt=ir.jwt, direction="inbound", logs=not ir.no_access_log,
-                                        metrics=not ir.no_metrics, tracing=ir.tracing,
-                                        path_normalization=ir.path_normalization, access_log=ir.access_log)]
+        return [
+            http_connection_manager(
+                f"inbound_0.0.0.0_{chain.port}",
+                inline=_inbound_route(chain),
+                use_remote_address=False,
+                authz=ir.authz,
+                client_cert_details=mtls,
+                jwt=ir.jwt,
+                direction="inbound",
+                logs=not ir.no_access_log,
+                metrics=not ir.no_metrics,
+                tracing=ir.tracing,
+                path_normalization=ir.path_normalization,
+                access_log=ir.access_log,
+            )
+        ]
     return [*network_rbac_filters(ir.authz), tcp_proxy(chain.cluster, chain.cluster, ir, mtls=mtls)]
 
 
@@ -187,26 +229,45 @@ def _inbound_chains(chain: InboundChain, ir: Listener) -> list[listener_componen
     port = wrappers_pb2.UInt32Value(value=chain.port)
     http = chain.protocol == "http"
     if chain.mtls == "":
-        return [listener_components_pb2.FilterChain(
-            name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(destination_port=port),
-            filters=_inbound_filters(chain, ir, mtls=False))]
+        return [
+            listener_components_pb2.FilterChain(
+                name=name,
+                filter_chain_match=listener_components_pb2.FilterChainMatch(destination_port=port),
+                filters=_inbound_filters(chain, ir, mtls=False),
+            )
+        ]
     if chain.mtls == "STRICT":
-        return [listener_components_pb2.FilterChain(
-            name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(
-                destination_port=port, transport_protocol="tls"),
-            filters=_inbound_filters(chain, ir, mtls=True), transport_socket=downstream_mtls_socket(http))]
+        return [
+            listener_components_pb2.FilterChain(
+                name=name,
+                filter_chain_match=listener_components_pb2.FilterChainMatch(
+                    destination_port=port, transport_protocol="tls"
+                ),
+                filters=_inbound_filters(chain, ir, mtls=True),
+                transport_socket=downstream_mtls_socket(http),
+            )
+        ]
     return [
         listener_components_pb2.FilterChain(
-            name=f"{name}_mtls", filter_chain_match=mtls_chain_match(chain.port),
-            filters=_inbound_filters(chain, ir, mtls=True), transport_socket=downstream_mtls_socket(http)),
+            name=f"{name}_mtls",
+            filter_chain_match=mtls_chain_match(chain.port),
+            filters=_inbound_filters(chain, ir, mtls=True),
+            transport_socket=downstream_mtls_socket(http),
+        ),
         listener_components_pb2.FilterChain(
-            name=f"{name}_tls", filter_chain_match=listener_components_pb2.FilterChainMatch(
-                destination_port=port, transport_protocol="tls"),
-            filters=_inbound_filters(chain, ir, mtls=False, tcp=True)),
+            name=f"{name}_tls",
+            filter_chain_match=listener_components_pb2.FilterChainMatch(
+                destination_port=port, transport_protocol="tls"
+            ),
+            filters=_inbound_filters(chain, ir, mtls=False, tcp=True),
+        ),
         listener_components_pb2.FilterChain(
-            name=name, filter_chain_match=listener_components_pb2.FilterChainMatch(
-                destination_port=port, transport_protocol="raw_buffer"),
-            filters=_inbound_filters(chain, ir, mtls=False)),
+            name=name,
+            filter_chain_match=listener_components_pb2.FilterChainMatch(
+                destination_port=port, transport_protocol="raw_buffer"
+            ),
+            filters=_inbound_filters(chain, ir, mtls=False),
+        ),
     ]
 
 
@@ -215,12 +276,14 @@ def _inbound_passthrough(listener: listener_pb2.Listener, ir: Listener) -> None:
     With mTLS anywhere on the listener these are ordinary chains (no default_filter_chain), so a
     connection that no chain of its port accepts (plaintext to a STRICT port) is reset rather than
     handed to the passthrough: Envoy's matching never backtracks out of a destination port."""
+
     def filters(mtls: bool) -> list[listener_components_pb2.Filter]:
         return [*network_rbac_filters(ir.authz), tcp_proxy(ir.tcp_cluster, ir.tcp_cluster, ir, mtls=mtls)]
 
     strict = ir.inbound_mtls == "STRICT"
-    passthrough = listener_components_pb2.FilterChain(name="InboundPassthroughFilterChain",
-                                                      filters=filters(strict and _inspects_tls(ir)))
+    passthrough = listener_components_pb2.FilterChain(
+        name="InboundPassthroughFilterChain", filters=filters(strict and _inspects_tls(ir))
+    )
     if not _inspects_tls(ir):
         listener.default_filter_chain.CopyFrom(passthrough)
         return
@@ -228,9 +291,14 @@ def _inbound_passthrough(listener: listener_pb2.Listener, ir: Listener) -> None:
         passthrough.filter_chain_match.transport_protocol = "tls"
         passthrough.transport_socket.CopyFrom(downstream_mtls_socket(False))
     elif ir.inbound_mtls == "PERMISSIVE":
-        listener.filter_chains.append(listener_components_pb2.FilterChain(
-            name="InboundPassthroughFilterChain_mtls", filter_chain_match=mtls_chain_match(None),
-            filters=filters(True), transport_socket=downstream_mtls_socket(False)))
+        listener.filter_chains.append(
+            listener_components_pb2.FilterChain(
+                name="InboundPassthroughFilterChain_mtls",
+                filter_chain_match=mtls_chain_match(None),
+                filters=filters(True),
+                transport_socket=downstream_mtls_socket(False),
+            )
+        )
     listener.filter_chains.append(passthrough)
 
 
@@ -251,8 +319,11 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         out.use_original_dst.CopyFrom(wrappers_pb2.BoolValue(value=True))
         out.listener_filters.append(_original_dst())
         out.traffic_direction = base_pb2.OUTBOUND
-        out.default_filter_chain.CopyFrom(listener_components_pb2.FilterChain(
-            name="PassthroughFilterChain", filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster, listener)]))
+        out.default_filter_chain.CopyFrom(
+            listener_components_pb2.FilterChain(
+                name="PassthroughFilterChain", filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster, listener)]
+            )
+        )
     elif listener.kind == "virtual_inbound":
         out.listener_filters.append(_original_dst())
         if listener.tls_inspector or _inspects_tls(listener):
@@ -268,7 +339,8 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         out.filter_chains.extend(_tcp_chain(listener, c) for c in listener.tcp_chains)
         if listener.tcp_cluster:
             fallback = listener_components_pb2.FilterChain(
-                filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster, listener)])
+                filters=[tcp_proxy(listener.tcp_cluster, listener.tcp_cluster, listener)]
+            )
             if listener.tcp_chains:
                 fallback.name = "default"
                 out.default_filter_chain.CopyFrom(fallback)
@@ -280,21 +352,47 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
         out.listener_filters.append(_tls_inspector())
         for server in listener.tls_servers:
             chain = listener_components_pb2.FilterChain(
-                name=server.name, transport_socket=gateway_tls_socket(server),
-                filters=[http_connection_manager(
-                    listener.stat_prefix or listener.name, rds=server.route_table, use_remote_address=True,
-                    authz=listener.authz, jwt=listener.jwt, direction="gateway", logs=not listener.no_access_log,
-                    metrics=not listener.no_metrics, tracing=listener.tracing,
-                    path_normalization=listener.path_normalization, access_log=listener.access_log)])
+                name=server.name,
+                transport_socket=gateway_tls_socket(server),
+                filters=[
+                    http_connection_manager(
+                        listener.stat_prefix or listener.name,
+                        rds=server.route_table,
+                        use_remote_address=True,
+                        authz=listener.authz,
+                        jwt=listener.jwt,
+                        direction="gateway",
+                        logs=not listener.no_access_log,
+                        metrics=not listener.no_metrics,
+                        tracing=listener.tracing,
+                        path_normalization=listener.path_normalization,
+                        access_log=listener.access_log,
+                    )
+                ],
+            )
             if server.server_names:
                 chain.filter_chain_match.server_names.extend(server.server_names)
             out.filter_chains.append(chain)
     else:
         gateway = listener.kind == "gateway_http"
         out.traffic_direction = base_pb2.INBOUND if gateway else base_pb2.OUTBOUND
-        out.filter_chains.append(listener_components_pb2.FilterChain(filters=[http_connection_manager(
-            listener.stat_prefix or listener.name, rds=listener.route_table, use_remote_address=gateway,
-            authz=listener.authz, jwt=listener.jwt if gateway else (), direction=_direction(listener),
-            logs=not listener.no_access_log, metrics=not listener.no_metrics, tracing=listener.tracing,
-            path_normalization=listener.path_normalization, access_log=listener.access_log)]))
+        out.filter_chains.append(
+            listener_components_pb2.FilterChain(
+                filters=[
+                    http_connection_manager(
+                        listener.stat_prefix or listener.name,
+                        rds=listener.route_table,
+                        use_remote_address=gateway,
+                        authz=listener.authz,
+                        jwt=listener.jwt if gateway else (),
+                        direction=_direction(listener),
+                        logs=not listener.no_access_log,
+                        metrics=not listener.no_metrics,
+                        tracing=listener.tracing,
+                        path_normalization=listener.path_normalization,
+                        access_log=listener.access_log,
+                    )
+                ]
+            )
+        )
     return out

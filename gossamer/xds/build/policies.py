@@ -66,13 +66,19 @@ def retry_policy(p: RetryPolicy) -> rc.RetryPolicy:
     if p.per_try_timeout is not None:
         out.per_try_timeout.CopyFrom(seconds(p.per_try_timeout))
     if p.previous_hosts_predicate:
-        out.retry_host_predicate.append(rc.RetryPolicy.RetryHostPredicate(
-            name="envoy.retry_host_predicates.previous_hosts",
-            typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate())))
+        out.retry_host_predicate.append(
+            rc.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        )
     if p.previous_priorities:
-        out.retry_priority.CopyFrom(rc.RetryPolicy.RetryPriority(
-            name="envoy.retry_priorities.previous_priorities",
-            typed_config=pack(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=2))))
+        out.retry_priority.CopyFrom(
+            rc.RetryPolicy.RetryPriority(
+                name="envoy.retry_priorities.previous_priorities",
+                typed_config=pack(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=2)),
+            )
+        )
     if p.backoff_base_interval is not None:
         out.retry_back_off.base_interval.CopyFrom(seconds(p.backoff_base_interval))
     return out
@@ -88,7 +94,8 @@ def hash_policy(h: HashPolicy) -> rc.RouteAction.HashPolicy:
         return rc.RouteAction.HashPolicy(cookie=cookie)
     if h.kind == "source_ip":
         return rc.RouteAction.HashPolicy(
-            connection_properties=rc.RouteAction.HashPolicy.ConnectionProperties(source_ip=True))
+            connection_properties=rc.RouteAction.HashPolicy.ConnectionProperties(source_ip=True)
+        )
     return rc.RouteAction.HashPolicy(query_parameter=rc.RouteAction.HashPolicy.QueryParameter(name=h.name))
 
 
@@ -103,8 +110,11 @@ def mirror_policy(m: MirrorPolicy) -> rc.RouteAction.RequestMirrorPolicy:
 def fault_config(f: FaultInjection) -> fault_pb2.HTTPFault:
     out = fault_pb2.HTTPFault()
     if f.delay is not None:
-        out.delay.CopyFrom(common_fault_pb2.FaultDelay(
-            fixed_delay=seconds(f.delay.fixed_delay), percentage=fractional_percent(f.delay.percent)))
+        out.delay.CopyFrom(
+            common_fault_pb2.FaultDelay(
+                fixed_delay=seconds(f.delay.fixed_delay), percentage=fractional_percent(f.delay.percent)
+            )
+        )
     if f.abort is not None:
         abort = fault_pb2.FaultAbort()
         if f.abort.http_status is not None:
@@ -125,7 +135,8 @@ def cors_config(c: CorsPolicy) -> cors_pb2.CorsPolicy:
         expose_headers=c.expose_headers,
         max_age=c.max_age,
         filter_enabled=base_pb2.RuntimeFractionalPercent(
-            default_value=percent_pb2.FractionalPercent(numerator=100, denominator=_DENOMINATORS["HUNDRED"])),
+            default_value=percent_pb2.FractionalPercent(numerator=100, denominator=_DENOMINATORS["HUNDRED"])
+        ),
         forward_not_matching_preflights=wrappers_pb2.BoolValue(value=c.forward_not_matching_preflights),
     )
     if c.allow_credentials is not None:
@@ -149,8 +160,9 @@ def _u32(v: int) -> wrappers_pb2.UInt32Value:
     return wrappers_pb2.UInt32Value(value=v)
 
 
-def apply_cluster_policy(out: cluster_pb2.Cluster,
-                         p: ClusterPolicy) -> http_protocol_options_pb2.HttpProtocolOptions | None:
+def apply_cluster_policy(
+    out: cluster_pb2.Cluster, p: ClusterPolicy
+) -> http_protocol_options_pb2.HttpProtocolOptions | None:
     """Set the DestinationRule settings on `out`; returns the HttpProtocolOptions common options
     to merge into the cluster's typed_extension_protocol_options, if any."""
     out.lb_policy = _LB_POLICIES[p.lb_policy]
@@ -159,16 +171,24 @@ def apply_cluster_policy(out: cluster_pb2.Cluster,
     if p.maglev_table_size is not None:
         out.maglev_lb_config.table_size.value = p.maglev_table_size
     if p.slow_start_window is not None:
-        config = (out.round_robin_lb_config if p.lb_policy == "ROUND_ROBIN" else out.least_request_lb_config)
+        config = out.round_robin_lb_config if p.lb_policy == "ROUND_ROBIN" else out.least_request_lb_config
         config.slow_start_config.slow_start_window.CopyFrom(seconds(p.slow_start_window))
     if p.connect_timeout is not None:
         out.connect_timeout.CopyFrom(seconds(p.connect_timeout))
     b = p.circuit_breakers
-    out.circuit_breakers.CopyFrom(circuit_breaker_pb2.CircuitBreakers(thresholds=[
-        circuit_breaker_pb2.CircuitBreakers.Thresholds(
-            max_connections=_u32(b.max_connections), max_pending_requests=_u32(b.max_pending_requests),
-            max_requests=_u32(b.max_requests), max_retries=_u32(b.max_retries), track_remaining=b.track_remaining)
-    ]))
+    out.circuit_breakers.CopyFrom(
+        circuit_breaker_pb2.CircuitBreakers(
+            thresholds=[
+                circuit_breaker_pb2.CircuitBreakers.Thresholds(
+                    max_connections=_u32(b.max_connections),
+                    max_pending_requests=_u32(b.max_pending_requests),
+                    max_requests=_u32(b.max_requests),
+                    max_retries=_u32(b.max_retries),
+                    track_remaining=b.track_remaining,
+                )
+            ]
+        )
+    )
     if p.tcp_keepalive is not None:
         ka = out.upstream_connection_options.tcp_keepalive
         ka.SetInParent()
@@ -181,10 +201,16 @@ def apply_cluster_policy(out: cluster_pb2.Cluster,
     od = p.outlier_detection
     if od is not None:
         o = outlier_detection_pb2.OutlierDetection(enforcing_success_rate=_u32(od.enforcing_success_rate))
-        for name in ("consecutive_5xx", "enforcing_consecutive_5xx", "consecutive_gateway_failure",
-                     "enforcing_consecutive_gateway_failure", "max_ejection_percent",
-                     "consecutive_local_origin_failure", "enforcing_consecutive_local_origin_failure",
-                     "enforcing_local_origin_success_rate"):
+        for name in (
+            "consecutive_5xx",
+            "enforcing_consecutive_5xx",
+            "consecutive_gateway_failure",
+            "enforcing_consecutive_gateway_failure",
+            "max_ejection_percent",
+            "consecutive_local_origin_failure",
+            "enforcing_consecutive_local_origin_failure",
+            "enforcing_local_origin_success_rate",
+        ):
             value = getattr(od, name)
             if value is not None:
                 getattr(o, name).CopyFrom(_u32(value))

@@ -71,16 +71,19 @@ def build_route_match(match: RouteMatch) -> rc.RouteMatch:
 
 
 def header_values(ops: HeaderOps) -> list[base_pb2.HeaderValueOption]:
-    values = [base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE)
-              for k, v in ops.set]
-    values += [base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=_APPEND)
-               for k, v in ops.add]
+    values = [
+        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE)
+        for k, v in ops.set
+    ]
+    values += [
+        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=_APPEND)
+        for k, v in ops.add
+    ]
     return values
 
 
 def _redirect(r: Redirect) -> rc.RedirectAction:
-    out = rc.RedirectAction(host_redirect=r.host, port_redirect=r.port,
-                            response_code=_REDIRECT_CODES[r.response_code])
+    out = rc.RedirectAction(host_redirect=r.host, port_redirect=r.port, response_code=_REDIRECT_CODES[r.response_code])
     if r.path:
         out.path_redirect = r.path
     if r.scheme:
@@ -104,13 +107,17 @@ def _route_action(route: HttpRoute) -> rc.RouteAction:
     action = rc.RouteAction(timeout=seconds(route.timeout))
     action.max_stream_duration.max_stream_duration.CopyFrom(seconds(route.timeout))
     action.max_stream_duration.grpc_timeout_header_max.CopyFrom(seconds(route.timeout))
-    if len(route.destinations) == 1 and not route.destinations[0].request_headers \
-            and not route.destinations[0].response_headers:
+    if (
+        len(route.destinations) == 1
+        and not route.destinations[0].request_headers
+        and not route.destinations[0].response_headers
+    ):
         action.cluster = route.destinations[0].cluster
     else:
         for d in route.destinations:
             weight = rc.WeightedCluster.ClusterWeight(
-                name=d.cluster, weight=wrappers_pb2.UInt32Value(value=d.weight),
+                name=d.cluster,
+                weight=wrappers_pb2.UInt32Value(value=d.weight),
                 request_headers_to_add=header_values(d.request_headers),
                 request_headers_to_remove=list(d.request_headers.remove),
                 response_headers_to_add=header_values(d.response_headers),
@@ -121,8 +128,11 @@ def _route_action(route: HttpRoute) -> rc.RouteAction:
             action.weighted_clusters.clusters.append(weight)
     rewrite = route.rewrite
     if rewrite.regex_pattern:
-        action.regex_rewrite.CopyFrom(regex_pb2.RegexMatchAndSubstitute(
-            pattern=regex_pb2.RegexMatcher(regex=rewrite.regex_pattern), substitution=rewrite.regex_substitution))
+        action.regex_rewrite.CopyFrom(
+            regex_pb2.RegexMatchAndSubstitute(
+                pattern=regex_pb2.RegexMatcher(regex=rewrite.regex_pattern), substitution=rewrite.regex_substitution
+            )
+        )
     elif rewrite.prefix:
         # On a route matching an exact path Envoy swaps the whole path: a full-path rewrite.
         action.prefix_rewrite = rewrite.prefix
@@ -167,8 +177,7 @@ def build_route(route: HttpRoute) -> rc.Route:
 
 @lru_cache(maxsize=16384)  # shared by the proxy groups of a push; see xds/build/__init__.py
 def build_virtual_host(vhost: VirtualHost) -> rc.VirtualHost:
-    out = rc.VirtualHost(name=vhost.name, domains=list(vhost.domains),
-                         routes=[build_route(r) for r in vhost.routes])
+    out = rc.VirtualHost(name=vhost.name, domains=list(vhost.domains), routes=[build_route(r) for r in vhost.routes])
     if vhost.require_tls:
         out.require_tls = rc.VirtualHost.ALL  # Gateway httpsRedirect: 301 to https
     if vhost.name not in PASSTHROUGH_VHOSTS:
@@ -207,13 +216,16 @@ def build_route_table(table: RouteTable) -> route_pb2.RouteConfiguration:
 # `virtual_hosts` entry per virtual host (concatenated protobuf messages merge; repeated fields append). A
 # change to one VirtualService then rebuilds one virtual host, not a table of thousands.
 def route_table_header(table: RouteTable) -> bytes:
-    return bytes(route_pb2.RouteConfiguration(
-        name=table.name,
-        validate_clusters=wrappers_pb2.BoolValue(value=False),
-        max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
-    ).SerializeToString(deterministic=True))
+    return bytes(
+        route_pb2.RouteConfiguration(
+            name=table.name,
+            validate_clusters=wrappers_pb2.BoolValue(value=False),
+            max_direct_response_body_size_bytes=wrappers_pb2.UInt32Value(value=MAX_DIRECT_RESPONSE_BODY_BYTES),
+        ).SerializeToString(deterministic=True)
+    )
 
 
 def virtual_host_entry(vhost: VirtualHost) -> bytes:
-    return bytes(route_pb2.RouteConfiguration(virtual_hosts=[build_virtual_host(vhost)]).SerializeToString(
-        deterministic=True))
+    return bytes(
+        route_pb2.RouteConfiguration(virtual_hosts=[build_virtual_host(vhost)]).SerializeToString(deterministic=True)
+    )

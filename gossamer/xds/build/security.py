@@ -53,29 +53,42 @@ def sds_config_source() -> config_source_pb2.ConfigSource:
     grpc = grpc_service_pb2.GrpcService(envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=SDS_CLUSTER))
     return config_source_pb2.ConfigSource(
         api_config_source=config_source_pb2.ApiConfigSource(
-            api_type=config_source_pb2.ApiConfigSource.GRPC, transport_api_version=config_source_pb2.V3,
-            grpc_services=[grpc]),
-        resource_api_version=config_source_pb2.V3)
+            api_type=config_source_pb2.ApiConfigSource.GRPC,
+            transport_api_version=config_source_pb2.V3,
+            grpc_services=[grpc],
+        ),
+        resource_api_version=config_source_pb2.V3,
+    )
 
 
 def _sds(name: str) -> secret_pb2.SdsSecretConfig:
     return secret_pb2.SdsSecretConfig(name=name, sds_config=sds_config_source())
 
 
-def _mesh_common_context(sans: tuple[str, ...], trust_domain: str,
-                         alpn: tuple[str, ...]) -> tls_pb2.CommonTlsContext:
+def _mesh_common_context(sans: tuple[str, ...], trust_domain: str, alpn: tuple[str, ...]) -> tls_pb2.CommonTlsContext:
     """The workload certificate and the mesh root over SDS; peers checked by SPIFFE id."""
-    matchers = [common_pb2.SubjectAltNameMatcher(san_type=common_pb2.SubjectAltNameMatcher.URI,
-                                                 matcher=string_pb2.StringMatcher(exact=s)) for s in sans]
+    matchers = [
+        common_pb2.SubjectAltNameMatcher(
+            san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=string_pb2.StringMatcher(exact=s)
+        )
+        for s in sans
+    ]
     if not matchers and trust_domain:
-        matchers = [common_pb2.SubjectAltNameMatcher(
-            san_type=common_pb2.SubjectAltNameMatcher.URI,
-            matcher=string_pb2.StringMatcher(prefix=f"spiffe://{trust_domain}/"))]
+        matchers = [
+            common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.URI,
+                matcher=string_pb2.StringMatcher(prefix=f"spiffe://{trust_domain}/"),
+            )
+        ]
     combined = tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
         default_validation_context=common_pb2.CertificateValidationContext(match_typed_subject_alt_names=matchers),
-        validation_context_sds_secret_config=_sds(ROOT_SECRET))
-    return tls_pb2.CommonTlsContext(tls_certificate_sds_secret_configs=[_sds(CERT_SECRET)],
-                                       combined_validation_context=combined, alpn_protocols=list(alpn))
+        validation_context_sds_secret_config=_sds(ROOT_SECRET),
+    )
+    return tls_pb2.CommonTlsContext(
+        tls_certificate_sds_secret_configs=[_sds(CERT_SECRET)],
+        combined_validation_context=combined,
+        alpn_protocols=list(alpn),
+    )
 
 
 def _file(path: str) -> base_pb2.DataSource:
@@ -99,10 +112,12 @@ def _ads_sds(name: str) -> secret_pb2.SdsSecretConfig:
 def gateway_tls_socket(server: GatewayTlsServer) -> base_pb2.TransportSocket:
     """A gateway server's DownstreamTlsContext: its credential over SDS (ADS), Istio's ALPN, and for
     MUTUAL / OPTIONAL_MUTUAL client certificates checked against the credential's CA."""
-    common = tls_pb2.CommonTlsContext(tls_certificate_sds_secret_configs=[_ads_sds(server.certificate)],
-                                      alpn_protocols=list(HTTP_ALPN))
+    common = tls_pb2.CommonTlsContext(
+        tls_certificate_sds_secret_configs=[_ads_sds(server.certificate)], alpn_protocols=list(HTTP_ALPN)
+    )
     params = common_pb2.TlsParameters(
-        tls_minimum_protocol_version=_TLS_VERSIONS.get(server.min_protocol, common_pb2.TlsParameters.TLSv1_2))
+        tls_minimum_protocol_version=_TLS_VERSIONS.get(server.min_protocol, common_pb2.TlsParameters.TLSv1_2)
+    )
     if server.max_protocol:
         params.tls_maximum_protocol_version = _TLS_VERSIONS[server.max_protocol]
     params.cipher_suites.extend(server.cipher_suites)
@@ -110,11 +125,16 @@ def gateway_tls_socket(server: GatewayTlsServer) -> base_pb2.TransportSocket:
     if server.validation:
         default = common_pb2.CertificateValidationContext()
         default.match_typed_subject_alt_names.extend(
-            common_pb2.SubjectAltNameMatcher(san_type=common_pb2.SubjectAltNameMatcher.DNS,
-                                             matcher=string_pb2.StringMatcher(exact=s))
-            for s in server.subject_alt_names)
-        common.combined_validation_context.CopyFrom(tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
-            default_validation_context=default, validation_context_sds_secret_config=_ads_sds(server.validation)))
+            common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.DNS, matcher=string_pb2.StringMatcher(exact=s)
+            )
+            for s in server.subject_alt_names
+        )
+        common.combined_validation_context.CopyFrom(
+            tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+                default_validation_context=default, validation_context_sds_secret_config=_ads_sds(server.validation)
+            )
+        )
     context = tls_pb2.DownstreamTlsContext(common_tls_context=common)
     if server.mode == "MUTUAL":
         context.require_client_certificate.CopyFrom(wrappers_pb2.BoolValue(value=True))
@@ -125,12 +145,18 @@ def build_secret(secret: TlsSecret) -> secret_pb2.Secret:
     """An SDS Secret with inline PEM: a certificate and its key, or a validation context."""
     out = secret_pb2.Secret(name=secret.name)
     if secret.certificate_chain:
-        out.tls_certificate.CopyFrom(common_pb2.TlsCertificate(
-            certificate_chain=base_pb2.DataSource(inline_bytes=secret.certificate_chain.encode()),
-            private_key=base_pb2.DataSource(inline_bytes=secret.private_key.encode())))
+        out.tls_certificate.CopyFrom(
+            common_pb2.TlsCertificate(
+                certificate_chain=base_pb2.DataSource(inline_bytes=secret.certificate_chain.encode()),
+                private_key=base_pb2.DataSource(inline_bytes=secret.private_key.encode()),
+            )
+        )
     else:
-        out.validation_context.CopyFrom(common_pb2.CertificateValidationContext(
-            trusted_ca=base_pb2.DataSource(inline_bytes=secret.trusted_ca.encode())))
+        out.validation_context.CopyFrom(
+            common_pb2.CertificateValidationContext(
+                trusted_ca=base_pb2.DataSource(inline_bytes=secret.trusted_ca.encode())
+            )
+        )
     return out
 
 
@@ -140,14 +166,19 @@ def upstream_tls_context(tls: UpstreamTls) -> tls_pb2.UpstreamTlsContext:
     else:  # SIMPLE / MUTUAL: the DestinationRule's files
         common = tls_pb2.CommonTlsContext(alpn_protocols=list(tls.alpn))
         if tls.mode == "MUTUAL" and tls.client_certificate and tls.private_key:
-            common.tls_certificates.append(common_pb2.TlsCertificate(
-                certificate_chain=_file(tls.client_certificate), private_key=_file(tls.private_key)))
+            common.tls_certificates.append(
+                common_pb2.TlsCertificate(
+                    certificate_chain=_file(tls.client_certificate), private_key=_file(tls.private_key)
+                )
+            )
         if tls.ca_certificates and not tls.insecure_skip_verify:
             validation = common_pb2.CertificateValidationContext(trusted_ca=_file(tls.ca_certificates))
             validation.match_typed_subject_alt_names.extend(
-                common_pb2.SubjectAltNameMatcher(san_type=common_pb2.SubjectAltNameMatcher.DNS,
-                                                 matcher=string_pb2.StringMatcher(exact=s))
-                for s in tls.subject_alt_names)
+                common_pb2.SubjectAltNameMatcher(
+                    san_type=common_pb2.SubjectAltNameMatcher.DNS, matcher=string_pb2.StringMatcher(exact=s)
+                )
+                for s in tls.subject_alt_names
+            )
             common.validation_context.CopyFrom(validation)
     return tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=tls.sni)
 
@@ -164,13 +195,20 @@ def apply_upstream_tls(out: cluster_pb2.Cluster, cluster: Cluster) -> None:
     elif cluster.auto_mtls is not None:
         match = struct_pb2.Struct()
         match.update({"tlsMode": "istio"})
-        out.transport_socket_matches.append(cluster_pb2.Cluster.TransportSocketMatch(
-            name="tlsMode-istio", match=match,
-            transport_socket=_tls_socket(upstream_tls_context(cluster.auto_mtls))))
-        out.transport_socket_matches.append(cluster_pb2.Cluster.TransportSocketMatch(
-            name="tlsMode-disabled", match=struct_pb2.Struct(),
-            transport_socket=base_pb2.TransportSocket(name="envoy.transport_sockets.raw_buffer",
-                                                      typed_config=pack(raw_buffer_pb2.RawBuffer()))))
+        out.transport_socket_matches.append(
+            cluster_pb2.Cluster.TransportSocketMatch(
+                name="tlsMode-istio", match=match, transport_socket=_tls_socket(upstream_tls_context(cluster.auto_mtls))
+            )
+        )
+        out.transport_socket_matches.append(
+            cluster_pb2.Cluster.TransportSocketMatch(
+                name="tlsMode-disabled",
+                match=struct_pb2.Struct(),
+                transport_socket=base_pb2.TransportSocket(
+                    name="envoy.transport_sockets.raw_buffer", typed_config=pack(raw_buffer_pb2.RawBuffer())
+                ),
+            )
+        )
 
 
 def apply_endpoint_tls_mode(lb_endpoint: endpoint_components_pb2.LbEndpoint, endpoint: Endpoint) -> None:
@@ -181,15 +219,17 @@ def apply_endpoint_tls_mode(lb_endpoint: endpoint_components_pb2.LbEndpoint, end
 def downstream_mtls_socket(http: bool) -> base_pb2.TransportSocket:
     """Inbound mesh mTLS: a client certificate from the mesh root is required."""
     common = _mesh_common_context((), TRUST_DOMAIN, HTTP_ALPN if http else ISTIO_ALPN_SERVER[:2])
-    context = tls_pb2.DownstreamTlsContext(common_tls_context=common,
-                                           require_client_certificate=wrappers_pb2.BoolValue(value=True))
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=common, require_client_certificate=wrappers_pb2.BoolValue(value=True)
+    )
     return _tls_socket(context)
 
 
 def mtls_chain_match(port: int | None) -> listener_components_pb2.FilterChainMatch:
     """PERMISSIVE: mesh mTLS is TLS offering Istio's ALPN."""
-    match = listener_components_pb2.FilterChainMatch(transport_protocol="tls",
-                                                     application_protocols=list(ISTIO_ALPN_SERVER))
+    match = listener_components_pb2.FilterChainMatch(
+        transport_protocol="tls", application_protocols=list(ISTIO_ALPN_SERVER)
+    )
     if port is not None:
         match.destination_port.value = port
     return match
@@ -236,18 +276,27 @@ def _never() -> rbac_pb2.Principal:
 def _principal_value(key: str, value: str) -> rbac_pb2.Principal:
     authenticated = rbac_pb2.Principal.Authenticated
     if key == "principal":
-        return rbac_pb2.Principal(authenticated=authenticated(principal_name=_istio_string(value, prefix="spiffe://")
-                                                              if value != "*" and not value.startswith("*")
-                                                              else _istio_string(value)))
+        return rbac_pb2.Principal(
+            authenticated=authenticated(
+                principal_name=_istio_string(value, prefix="spiffe://")
+                if value != "*" and not value.startswith("*")
+                else _istio_string(value)
+            )
+        )
     if key == "namespace":
-        return rbac_pb2.Principal(authenticated=authenticated(principal_name=string_pb2.StringMatcher(
-            safe_regex=regex_pb2.RegexMatcher(regex=_namespace_regex(value)))))
+        return rbac_pb2.Principal(
+            authenticated=authenticated(
+                principal_name=string_pb2.StringMatcher(
+                    safe_regex=regex_pb2.RegexMatcher(regex=_namespace_regex(value))
+                )
+            )
+        )
     if key == "ip":
         return rbac_pb2.Principal(direct_remote_ip=_cidr(value))
     if key == "remote_ip":
         return rbac_pb2.Principal(remote_ip=_cidr(value))
     if key.startswith("header:"):
-        return rbac_pb2.Principal(header=_header(key[len("header:"):], value))
+        return rbac_pb2.Principal(header=_header(key[len("header:") :], value))
     if key == "request_principal" or key.startswith("request_auth:"):
         # What jwt_authn verified (gossamer/xds/build/jwt.py); absent without a valid token.
         return jwt_principal(key, value) or _never()
@@ -304,13 +353,16 @@ def rbac_policy(rule: AuthzRule) -> rbac_pb2.Policy:
     cond_perms, cond_principals = _split(rule.conditions)
     permissions = [_all_permissions([*op, *cond_perms]) for op in rule.operations]
     principals = [_all_principals([*src, *cond_principals]) for src in rule.sources]
-    return rbac_pb2.Policy(permissions=permissions or [_all_permissions(cond_perms)],
-                           principals=principals or [_all_principals(cond_principals)])
+    return rbac_pb2.Policy(
+        permissions=permissions or [_all_permissions(cond_perms)],
+        principals=principals or [_all_principals(cond_principals)],
+    )
 
 
 def tcp_rules(policy: AuthzPolicy) -> tuple[AuthzRule, ...]:
     """Istio on TCP: an ALLOW (or AUDIT) rule with HTTP-only fields never matches, so it is dropped;
     a DENY rule is applied without them."""
+
     def has_http(rule: AuthzRule) -> bool:
         return any(is_http_only(f.key) for group in (*rule.sources, *rule.operations, rule.conditions) for f in group)
 
@@ -319,8 +371,10 @@ def tcp_rules(policy: AuthzPolicy) -> tuple[AuthzRule, ...]:
 
     if policy.action != "DENY":
         return tuple(r for r in policy.rules if not has_http(r))
-    return tuple(AuthzRule(tuple(strip(s) for s in r.sources), tuple(strip(o) for o in r.operations),
-                           strip(r.conditions)) for r in policy.rules)
+    return tuple(
+        AuthzRule(tuple(strip(s) for s in r.sources), tuple(strip(o) for o in r.operations), strip(r.conditions))
+        for r in policy.rules
+    )
 
 
 _ACTIONS = {"ALLOW": rbac_pb2.RBAC.ALLOW, "DENY": rbac_pb2.RBAC.DENY, "AUDIT": rbac_pb2.RBAC.LOG}
@@ -345,10 +399,16 @@ def rbac_configs(policies: tuple[AuthzPolicy, ...], *, tcp: bool) -> list[rbac_p
 
 
 def http_rbac_filters(policies: tuple[AuthzPolicy, ...]) -> list[hcm_pb2.HttpFilter]:
-    return [hcm_pb2.HttpFilter(name=HTTP_RBAC, typed_config=pack(http_rbac_pb2.RBAC(rules=c)))
-            for c in rbac_configs(policies, tcp=False)]
+    return [
+        hcm_pb2.HttpFilter(name=HTTP_RBAC, typed_config=pack(http_rbac_pb2.RBAC(rules=c)))
+        for c in rbac_configs(policies, tcp=False)
+    ]
 
 
 def network_rbac_filters(policies: tuple[AuthzPolicy, ...]) -> list[listener_components_pb2.Filter]:
-    return [listener_components_pb2.Filter(name=NETWORK_RBAC, typed_config=pack(
-        network_rbac_pb2.RBAC(rules=c, stat_prefix="tcp."))) for c in rbac_configs(policies, tcp=True)]
+    return [
+        listener_components_pb2.Filter(
+            name=NETWORK_RBAC, typed_config=pack(network_rbac_pb2.RBAC(rules=c, stat_prefix="tcp."))
+        )
+        for c in rbac_configs(policies, tcp=True)
+    ]

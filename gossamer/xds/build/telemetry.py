@@ -74,27 +74,40 @@ GRPC_CONTENT_TYPE = "application/grpc"
 # Istio's default access log line, plus the peers' identities (URI SANs) at the end.
 ACCESS_LOG_FORMAT = (
     '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
-    '%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% '
+    "%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "
     '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
     '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
     '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% '
-    '%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% '
-    '%REQUESTED_SERVER_NAME% %ROUTE_NAME% %DOWNSTREAM_PEER_URI_SAN% %UPSTREAM_PEER_URI_SAN%\n'
+    "%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% "
+    "%REQUESTED_SERVER_NAME% %ROUTE_NAME% %DOWNSTREAM_PEER_URI_SAN% %UPSTREAM_PEER_URI_SAN%\n"
 )
 
 
 # Istio's JSON access log (accessLogEncoding: JSON), key -> command operator.
 JSON_ACCESS_LOG_FORMAT = {
-    "start_time": "%START_TIME%", "route_name": "%ROUTE_NAME%", "method": "%REQ(:METHOD)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%", "protocol": "%PROTOCOL%", "response_code": "%RESPONSE_CODE%",
-    "response_flags": "%RESPONSE_FLAGS%", "response_code_details": "%RESPONSE_CODE_DETAILS%",
-    "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%", "bytes_received": "%BYTES_RECEIVED%",
-    "bytes_sent": "%BYTES_SENT%", "duration": "%DURATION%",
-    "upstream_service_time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%", "x_forwarded_for": "%REQ(X-FORWARDED-FOR)%",
-    "user_agent": "%REQ(USER-AGENT)%", "request_id": "%REQ(X-REQUEST-ID)%", "authority": "%REQ(:AUTHORITY)%",
-    "upstream_host": "%UPSTREAM_HOST%", "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
-    "upstream_local_address": "%UPSTREAM_LOCAL_ADDRESS%", "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
-    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%", "requested_server_name": "%REQUESTED_SERVER_NAME%",
+    "start_time": "%START_TIME%",
+    "route_name": "%ROUTE_NAME%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "duration": "%DURATION%",
+    "upstream_service_time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    "x_forwarded_for": "%REQ(X-FORWARDED-FOR)%",
+    "user_agent": "%REQ(USER-AGENT)%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
+    "upstream_local_address": "%UPSTREAM_LOCAL_ADDRESS%",
+    "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "requested_server_name": "%REQUESTED_SERVER_NAME%",
     "upstream_transport_failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
 }
 
@@ -108,27 +121,32 @@ def _log_format(file: AccessLogFile) -> substitution_format_string_pb2.Substitut
         return out
     text = file.format if file.format.endswith("\n") or not file.format else file.format + "\n"
     return substitution_format_string_pb2.SubstitutionFormatString(
-        text_format_source=base_pb2.DataSource(inline_string=text or ACCESS_LOG_FORMAT))
+        text_format_source=base_pb2.DataSource(inline_string=text or ACCESS_LOG_FORMAT)
+    )
 
 
 def stdout_access_log(*, tcp: bool = False, file: AccessLogFile = STDOUT_ACCESS_LOG) -> accesslog_pb2.AccessLog:
     """The text access log: Envoy's stdout logger for /dev/stdout (the proxy's log), else a file logger."""
     fmt = _log_format(file)
     if file.path == "/dev/stdout":
-        out = accesslog_pb2.AccessLog(name="envoy.access_loggers.stdout",
-                                      typed_config=pack(stream_pb2.StdoutAccessLog(log_format=fmt)))
+        out = accesslog_pb2.AccessLog(
+            name="envoy.access_loggers.stdout", typed_config=pack(stream_pb2.StdoutAccessLog(log_format=fmt))
+        )
     else:
-        out = accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=pack(
-            file_pb2.FileAccessLog(path=file.path, log_format=fmt)))
+        out = accesslog_pb2.AccessLog(
+            name="envoy.access_loggers.file", typed_config=pack(file_pb2.FileAccessLog(path=file.path, log_format=fmt))
+        )
     if tcp:
         # TCP proxies also log when the upstream connects (for istio_tcp_connections_opened_total):
         # the text log keeps one line per connection, at its end.
-        out.filter.log_type_filter.CopyFrom(accesslog_pb2.LogTypeFilter(
-            types=[data_pb2.AccessLogType.TcpUpstreamConnected], exclude=True))
+        out.filter.log_type_filter.CopyFrom(
+            accesslog_pb2.LogTypeFilter(types=[data_pb2.AccessLogType.TcpUpstreamConnected], exclude=True)
+        )
     return out
 
 
 # -- labels --------------------------------------------------------------------------------------
+
 
 def _local(key: str) -> str:
     return f"%ENVIRONMENT({LOCAL_ENV[key]})%"
@@ -160,8 +178,14 @@ def peer_labels(direction: Direction, *, mtls: bool, tcp: bool) -> list[tuple[st
         source = {key: _local(key) for key in PEER_KEYS}
         destination = {key: _upstream(key) for key in PEER_KEYS}
         reporter, policy = "source", UNKNOWN
-    names = {"workload": "workload", "namespace": "workload_namespace", "principal": "principal", "app": "app",
-             "version": "version", "cluster": "cluster"}
+    names = {
+        "workload": "workload",
+        "namespace": "workload_namespace",
+        "principal": "principal",
+        "app": "app",
+        "version": "version",
+        "cluster": "cluster",
+    }
     return [
         ("reporter", reporter),
         *((f"source_{names[k]}", source[k]) for k in PEER_KEYS),
@@ -178,19 +202,27 @@ def _stat(name: str, tags: list[tuple[str, str]]) -> dict[str, object]:
     return {"name": name, "tags": [{"name": k, "value_format": v} for k, v in tags]}
 
 
-def _stats_logger(counters: list[dict[str, object]], histograms: list[dict[str, object]],
-                  log_filter: accesslog_pb2.AccessLogFilter | None = None) -> accesslog_pb2.AccessLog:
+def _stats_logger(
+    counters: list[dict[str, object]],
+    histograms: list[dict[str, object]],
+    log_filter: accesslog_pb2.AccessLogFilter | None = None,
+) -> accesslog_pb2.AccessLog:
     # A TypedStruct: the generated protos lag Envoy 1.40's stats_scope (stat_prefix is deprecated).
     config = struct_pb2.Struct()
-    config.update({
-        # A scope per logger: when a config change replaces a listener, its loggers' series restart from
-        # zero once the old listener has drained (Prometheus' rate() takes counter resets in its stride).
-        # Envoy 1.40's `sharing_name` would keep them, but crashes Envoy on shutdown.
-        "stats_scope": {"prefix": STATS_SCOPE, "max_counters": MAX_SERIES_PER_LOGGER,
-                        "max_histograms": MAX_SERIES_PER_LOGGER},
-        "counters": counters,
-        "histograms": histograms,
-    })
+    config.update(
+        {
+            # A scope per logger: when a config change replaces a listener, its loggers' series restart from
+            # zero once the old listener has drained (Prometheus' rate() takes counter resets in its stride).
+            # Envoy 1.40's `sharing_name` would keep them, but crashes Envoy on shutdown.
+            "stats_scope": {
+                "prefix": STATS_SCOPE,
+                "max_counters": MAX_SERIES_PER_LOGGER,
+                "max_histograms": MAX_SERIES_PER_LOGGER,
+            },
+            "counters": counters,
+            "histograms": histograms,
+        }
+    )
     typed = any_pb2.Any()
     typed.Pack(typed_struct_pb2.TypedStruct(type_url=STATS_CONFIG_TYPE, value=config))
     out = accesslog_pb2.AccessLog(name=STATS_LOGGER, typed_config=typed)
@@ -202,28 +234,47 @@ def _stats_logger(counters: list[dict[str, object]], histograms: list[dict[str, 
 def _content_type_filter(grpc: bool) -> accesslog_pb2.AccessLogFilter:
     """Istio's request_protocol: grpc when the request's content-type says so, else http."""
     matcher = rc.HeaderMatcher(
-        name="content-type", string_match=string_pb2.StringMatcher(prefix=GRPC_CONTENT_TYPE),
-        invert_match=not grpc, treat_missing_header_as_empty=True)
+        name="content-type",
+        string_match=string_pb2.StringMatcher(prefix=GRPC_CONTENT_TYPE),
+        invert_match=not grpc,
+        treat_missing_header_as_empty=True,
+    )
     return accesslog_pb2.AccessLogFilter(header_filter=accesslog_pb2.HeaderFilter(header=matcher))
 
 
 def http_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2.AccessLog]:
     out = []
     for protocol in ("http", "grpc"):
-        tags = [*peer_labels(direction, mtls=mtls, tcp=False), ("request_protocol", protocol),
-                ("response_code", "%RESPONSE_CODE%"), ("grpc_response_status", "%GRPC_STATUS_NUMBER%")]
-        out.append(_stats_logger(
-            counters=[{"stat": _stat("istio_requests_total", tags), "value_fixed": 1}],
-            histograms=[
-                {"stat": _stat("istio_request_duration_milliseconds", tags), "unit": "Milliseconds",
-                 "value_format": "%DURATION%"},
-                # Headers and body, as Istio's request.total_size / response.total_size.
-                {"stat": _stat("istio_request_bytes", tags), "unit": "Bytes",
-                 "value_format": "%DOWNSTREAM_WIRE_BYTES_RECEIVED%"},
-                {"stat": _stat("istio_response_bytes", tags), "unit": "Bytes",
-                 "value_format": "%DOWNSTREAM_WIRE_BYTES_SENT%"},
-            ],
-            log_filter=_content_type_filter(protocol == "grpc")))
+        tags = [
+            *peer_labels(direction, mtls=mtls, tcp=False),
+            ("request_protocol", protocol),
+            ("response_code", "%RESPONSE_CODE%"),
+            ("grpc_response_status", "%GRPC_STATUS_NUMBER%"),
+        ]
+        out.append(
+            _stats_logger(
+                counters=[{"stat": _stat("istio_requests_total", tags), "value_fixed": 1}],
+                histograms=[
+                    {
+                        "stat": _stat("istio_request_duration_milliseconds", tags),
+                        "unit": "Milliseconds",
+                        "value_format": "%DURATION%",
+                    },
+                    # Headers and body, as Istio's request.total_size / response.total_size.
+                    {
+                        "stat": _stat("istio_request_bytes", tags),
+                        "unit": "Bytes",
+                        "value_format": "%DOWNSTREAM_WIRE_BYTES_RECEIVED%",
+                    },
+                    {
+                        "stat": _stat("istio_response_bytes", tags),
+                        "unit": "Bytes",
+                        "value_format": "%DOWNSTREAM_WIRE_BYTES_SENT%",
+                    },
+                ],
+                log_filter=_content_type_filter(protocol == "grpc"),
+            )
+        )
     return out
 
 
@@ -236,9 +287,12 @@ def tcp_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2
     (no periodic entries are asked for, so nothing counts twice)."""
     tags = [*peer_labels(direction, mtls=mtls, tcp=True), ("request_protocol", "tcp")]
     opened = _stats_logger(
-        counters=[{"stat": _stat("istio_tcp_connections_opened_total", tags), "value_fixed": 1}], histograms=[],
+        counters=[{"stat": _stat("istio_tcp_connections_opened_total", tags), "value_fixed": 1}],
+        histograms=[],
         log_filter=accesslog_pb2.AccessLogFilter(
-            log_type_filter=_log_types(data_pb2.AccessLogType.TcpUpstreamConnected)))
+            log_type_filter=_log_types(data_pb2.AccessLogType.TcpUpstreamConnected)
+        ),
+    )
     closed = _stats_logger(
         counters=[
             {"stat": _stat("istio_tcp_connections_closed_total", tags), "value_fixed": 1},
@@ -246,27 +300,44 @@ def tcp_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2
             {"stat": _stat("istio_tcp_received_bytes_total", tags), "value_format": "%BYTES_RECEIVED%"},
         ],
         histograms=[],
-        log_filter=accesslog_pb2.AccessLogFilter(
-            log_type_filter=_log_types(data_pb2.AccessLogType.TcpConnectionEnd)))
+        log_filter=accesslog_pb2.AccessLogFilter(log_type_filter=_log_types(data_pb2.AccessLogType.TcpConnectionEnd)),
+    )
     return [opened, closed]
 
 
-def http_access_logs(direction: Direction, *, logs: bool = True, metrics: bool = True, mtls: bool = False,
-                     file: AccessLogFile = STDOUT_ACCESS_LOG) -> list[accesslog_pb2.AccessLog]:
+def http_access_logs(
+    direction: Direction,
+    *,
+    logs: bool = True,
+    metrics: bool = True,
+    mtls: bool = False,
+    file: AccessLogFile = STDOUT_ACCESS_LOG,
+) -> list[accesslog_pb2.AccessLog]:
     """An HTTP connection manager's loggers: the text line (Telemetry accessLogging, the mesh
     config's accessLogFile/Encoding/Format) and Istio's metrics (Telemetry metrics). `mtls`: the
     chain terminates mesh mTLS (server side)."""
-    return [*([stdout_access_log(file=file)] if logs else []),
-            *(http_stats_loggers(direction, mtls=mtls) if metrics else [])]
+    return [
+        *([stdout_access_log(file=file)] if logs else []),
+        *(http_stats_loggers(direction, mtls=mtls) if metrics else []),
+    ]
 
 
-def tcp_access_logs(direction: Direction, *, logs: bool = True, metrics: bool = True, mtls: bool = False,
-                    file: AccessLogFile = STDOUT_ACCESS_LOG) -> list[accesslog_pb2.AccessLog]:
-    return [*([stdout_access_log(tcp=True, file=file)] if logs else []),
-            *(tcp_stats_loggers(direction, mtls=mtls) if metrics else [])]
+def tcp_access_logs(
+    direction: Direction,
+    *,
+    logs: bool = True,
+    metrics: bool = True,
+    mtls: bool = False,
+    file: AccessLogFile = STDOUT_ACCESS_LOG,
+) -> list[accesslog_pb2.AccessLog]:
+    return [
+        *([stdout_access_log(tcp=True, file=file)] if logs else []),
+        *(tcp_stats_loggers(direction, mtls=mtls) if metrics else []),
+    ]
 
 
 # -- peer metadata exchange ----------------------------------------------------------------------
+
 
 def peer_metadata_filter() -> hcm_pb2.HttpFilter:
     """Server side, first HTTP filter: the client proxy's `x-istio-peer-*` headers become dynamic
@@ -277,23 +348,31 @@ def peer_metadata_filter() -> hcm_pb2.HttpFilter:
         header = PEER_HEADERS.get(key)
         if header is None:
             continue
-        rules.append(h2m.Config.Rule(
-            header=header,
-            on_header_present=h2m.Config.KeyValuePair(metadata_namespace=PEER_METADATA_NAMESPACE, key=key,
-                                                      type=h2m.Config.STRING),
-            on_header_missing=h2m.Config.KeyValuePair(metadata_namespace=PEER_METADATA_NAMESPACE, key=key,
-                                                      value=UNKNOWN, type=h2m.Config.STRING),
-            remove=True))
+        rules.append(
+            h2m.Config.Rule(
+                header=header,
+                on_header_present=h2m.Config.KeyValuePair(
+                    metadata_namespace=PEER_METADATA_NAMESPACE, key=key, type=h2m.Config.STRING
+                ),
+                on_header_missing=h2m.Config.KeyValuePair(
+                    metadata_namespace=PEER_METADATA_NAMESPACE, key=key, value=UNKNOWN, type=h2m.Config.STRING
+                ),
+                remove=True,
+            )
+        )
     return hcm_pb2.HttpFilter(name=PEER_FILTER, typed_config=pack(h2m.Config(request_rules=rules)))
 
 
 def peer_request_headers() -> list[base_pb2.HeaderValueOption]:
     """Client side (mesh virtual hosts of sidecars and gateways): this proxy's identity for the
     server's labels, overwriting whatever the app (or an outside client) sent under those names."""
-    return [base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=header, value=_local(key)),
-        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
-        for key, header in PEER_HEADERS.items()]
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=header, value=_local(key)),
+            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+        )
+        for key, header in PEER_HEADERS.items()
+    ]
 
 
 def add_peer_headers(vhost: rc.VirtualHost) -> None:

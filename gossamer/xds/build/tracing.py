@@ -44,12 +44,23 @@ def opentelemetry_provider(provider: TracingProvider) -> http_tracer_pb2.Tracing
     """A mesh config `opentelemetry` provider: OTLP over gRPC, or over HTTP when it says `http:`."""
     config = opentelemetry_pb2.OpenTelemetryConfig(service_name=provider.service_name)
     if provider.grpc:
-        config.grpc_service.CopyFrom(grpc_service_pb2.GrpcService(envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(
-            cluster_name=provider.cluster, authority=provider.host)))
+        config.grpc_service.CopyFrom(
+            grpc_service_pb2.GrpcService(
+                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(
+                    cluster_name=provider.cluster, authority=provider.host
+                )
+            )
+        )
     else:
-        config.http_service.CopyFrom(http_service_pb2.HttpService(http_uri=http_uri_pb2.HttpUri(
-            uri=f"http://{provider.host}:{provider.port}{provider.path}", cluster=provider.cluster,
-            timeout=duration_pb2.Duration(seconds=1))))
+        config.http_service.CopyFrom(
+            http_service_pb2.HttpService(
+                http_uri=http_uri_pb2.HttpUri(
+                    uri=f"http://{provider.host}:{provider.port}{provider.path}",
+                    cluster=provider.cluster,
+                    timeout=duration_pb2.Duration(seconds=1),
+                )
+            )
+        )
     return http_tracer_pb2.Tracing.Http(name=OTEL_TRACER, typed_config=pack(config))
 
 

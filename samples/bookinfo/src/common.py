@@ -96,9 +96,7 @@ def forward_headers(incoming: Message, *, include_end_user: bool = True) -> dict
     return out
 
 
-def http_get(
-    host: str, port: int, path: str, headers: Mapping[str, str], timeout: float
-) -> tuple[int, bytes]:
+def http_get(host: str, port: int, path: str, headers: Mapping[str, str], timeout: float) -> tuple[int, bytes]:
     """One GET request; raises ``OSError``/``http.client.HTTPException`` on transport failure."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -109,9 +107,7 @@ def http_get(
         conn.close()
 
 
-def http_get_json(
-    host: str, port: int, path: str, headers: Mapping[str, str], timeout: float
-) -> tuple[int, Any]:
+def http_get_json(host: str, port: int, path: str, headers: Mapping[str, str], timeout: float) -> tuple[int, Any]:
     """GET and decode JSON. Returns ``(status, body)``; status 0 means transport failure."""
     try:
         status, raw = http_get(host, port, path, headers, timeout)
@@ -223,8 +219,7 @@ class BookinfoHandler(BaseHTTPRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         rid = self.headers.get("x-request-id", "-") if self.headers is not None else "-"
         sys.stderr.write(
-            f"[{self.service_name}] {self.client_address[0]} {self.command} {self.path} "
-            f"{code} x-request-id={rid}\n"
+            f"[{self.service_name}] {self.client_address[0]} {self.command} {self.path} {code} x-request-id={rid}\n"
         )
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -63,9 +63,7 @@ def _status_or_500(status: int) -> int:
 
 
 def get_details(product_id: int, headers: dict[str, str]) -> tuple[int, Any]:
-    status, body = common.http_get_json(
-        DETAILS_HOST, DETAILS_PORT, f"/details/{product_id}", headers, TIMEOUT
-    )
+    status, body = common.http_get_json(DETAILS_HOST, DETAILS_PORT, f"/details/{product_id}", headers, TIMEOUT)
     if status == 200 and isinstance(body, dict):
         return 200, body
     return _status_or_500(status), {"error": DETAILS_UNAVAILABLE}
@@ -74,18 +72,14 @@ def get_details(product_id: int, headers: dict[str, str]) -> tuple[int, Any]:
 def get_reviews(product_id: int, headers: dict[str, str]) -> tuple[int, Any]:
     status = 0
     for _ in range(2):  # Istio's productpage retries reviews once (fault-injection demo relies on it)
-        status, body = common.http_get_json(
-            REVIEWS_HOST, REVIEWS_PORT, f"/reviews/{product_id}", headers, TIMEOUT
-        )
+        status, body = common.http_get_json(REVIEWS_HOST, REVIEWS_PORT, f"/reviews/{product_id}", headers, TIMEOUT)
         if status == 200 and isinstance(body, dict):
             return 200, body
     return _status_or_500(status), {"error": REVIEWS_UNAVAILABLE}
 
 
 def get_ratings(product_id: int, headers: dict[str, str]) -> tuple[int, Any]:
-    status, body = common.http_get_json(
-        RATINGS_HOST, RATINGS_PORT, f"/ratings/{product_id}", headers, TIMEOUT
-    )
+    status, body = common.http_get_json(RATINGS_HOST, RATINGS_PORT, f"/ratings/{product_id}", headers, TIMEOUT)
     if status == 200 and isinstance(body, dict):
         return 200, body
     return _status_or_500(status), {"error": RATINGS_UNAVAILABLE}
@@ -111,10 +105,7 @@ def render_details(details: common.JsonObj) -> str:
         ("ISBN-13", details.get("ISBN-13")),
     ]
     items = "".join(f"<dt>{_e(k)}:</dt><dd>{_e(v)}</dd>\n" for k, v in rows)
-    return (
-        '<h4 class="text-center text-primary">Book Details</h4>\n'
-        f'<dl class="details">\n{items}</dl>\n'
-    )
+    return f'<h4 class="text-center text-primary">Book Details</h4>\n<dl class="details">\n{items}</dl>\n'
 
 
 def render_rating(rating: Any) -> str:
@@ -175,11 +166,9 @@ def render_user_bar(user: str | None) -> str:
     )
 
 
-def render_page(
-    product: common.JsonObj, details: common.JsonObj, reviews: common.JsonObj, user: str | None
-) -> str:
+def render_page(product: common.JsonObj, details: common.JsonObj, reviews: common.JsonObj, user: str | None) -> str:
     return (
-        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n'
         "<title>Simple Bookstore App</title>\n"
         '<link rel="stylesheet" href="/static/bookinfo.css">\n</head>\n<body>\n'
         '<nav class="navbar"><a href="/">BookInfo Sample</a>\n'
@@ -193,7 +182,7 @@ def render_page(
 
 
 INDEX_HTML = (
-    "<!DOCTYPE html>\n<html>\n<head><meta charset=\"utf-8\"><title>Simple Bookstore App</title></head>\n"
+    '<!DOCTYPE html>\n<html>\n<head><meta charset="utf-8"><title>Simple Bookstore App</title></head>\n'
     "<body>\n<h3>Hello! This is a simple bookstore application consisting of three services "
     "as shown below</h3>\n"
     "<p>Click on one of the links below to auto generate a request to the backend as a real user "

@@ -30,17 +30,14 @@ REVIEWS: tuple[tuple[str, str], ...] = (
     ("Reviewer1", "An extremely entertaining play by Shakespeare. The slapstick humour is refreshing!"),
     (
         "Reviewer2",
-        "Absolutely fun and entertaining. The play lacks thematic depth when compared to other plays "
-        "by Shakespeare.",
+        "Absolutely fun and entertaining. The play lacks thematic depth when compared to other plays by Shakespeare.",
     ),
 )
 RATINGS_UNAVAILABLE = "Ratings service is currently unavailable"
 
 
 def fetch_ratings(product_id: int, headers: dict[str, str]) -> dict[str, int] | None:
-    status, body = common.http_get_json(
-        RATINGS_HOST, RATINGS_PORT, f"/ratings/{product_id}", headers, RATINGS_TIMEOUT
-    )
+    status, body = common.http_get_json(RATINGS_HOST, RATINGS_PORT, f"/ratings/{product_id}", headers, RATINGS_TIMEOUT)
     if status != 200 or not isinstance(body, dict):
         return None
     ratings = body.get("ratings")

@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         say = channel.unary_unary(METHOD)  # no serializers: bytes in, bytes out
         for _ in range(args.count):
             try:
-                reply, call = say.with_call(args.message.encode(), metadata=metadata or None,
-                                            timeout=args.timeout)
+                reply, call = say.with_call(args.message.encode(), metadata=metadata or None, timeout=args.timeout)
             except grpc.RpcError as e:
                 failed += 1
                 code = e.code() if isinstance(e, grpc.Call) else None

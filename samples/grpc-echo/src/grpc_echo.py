@@ -57,8 +57,9 @@ def status_code(name: str) -> grpc.StatusCode:
     try:
         return grpc.StatusCode[name.strip().upper()]
     except KeyError:
-        raise SystemExit(f"FAIL_CODE: unknown gRPC status {name!r} "
-                         f"(one of {', '.join(c.name for c in grpc.StatusCode)})") from None
+        raise SystemExit(
+            f"FAIL_CODE: unknown gRPC status {name!r} (one of {', '.join(c.name for c in grpc.StatusCode)})"
+        ) from None
 
 
 class Echo:
@@ -82,8 +83,9 @@ class Echo:
 def serve(host: str, port: int, version: str, failures: Failures) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     echo = Echo(version, failures)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(echo.say)}),))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(echo.say)}),)
+    )
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
         raise SystemExit(f"cannot listen on {host}:{port}")
@@ -98,8 +100,10 @@ def main() -> None:
     fail_code = os.environ.get("FAIL_CODE")
     failures = Failures(status_code(fail_code) if fail_code else None, float(os.environ.get("FAIL_RATE") or "1"))
     server, bound = serve(host, port, version, failures)
-    log(f"listening on {host}:{bound}, version: {version}"
-        + (f", failing {failures.rate:.0%} of calls with {failures.code.name}" if failures.code else ""))
+    log(
+        f"listening on {host}:{bound}, version: {version}"
+        + (f", failing {failures.rate:.0%} of calls with {failures.code.name}" if failures.code else "")
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

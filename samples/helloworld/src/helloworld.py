@@ -56,8 +56,9 @@ class HelloHandler(BaseHTTPRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         rid = self.headers.get("x-request-id", "-") if self.headers is not None else "-"
         code_s = getattr(code, "value", code)
-        sys.stdout.write(f"[helloworld] {self.client_address[0]} {self.command} {self.path} {code_s} "
-                         f"x-request-id={rid}\n")
+        sys.stdout.write(
+            f"[helloworld] {self.client_address[0]} {self.command} {self.path} {code_s} x-request-id={rid}\n"
+        )
         sys.stdout.flush()
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -80,8 +80,11 @@ SLIDESHOW: JsonObj = {
         "date": "date of publication",
         "slides": [
             {"title": "Wake up to WonderWidgets!", "type": "all"},
-            {"items": ["Why <em>WonderWidgets</em> are great", "Who <em>buys</em> WonderWidgets"],
-             "title": "Overview", "type": "all"},
+            {
+                "items": ["Why <em>WonderWidgets</em> are great", "Who <em>buys</em> WonderWidgets"],
+                "title": "Overview",
+                "type": "all",
+            },
         ],
         "title": "Sample Slide Show",
     }
@@ -365,11 +368,14 @@ class HttpbinHandler(BaseHTTPRequestHandler):
         elif code == 401:
             self.send_bytes(code, b"", "text/html; charset=utf-8", {"WWW-Authenticate": 'Basic realm="Fake Realm"'})
         elif code == 407:
-            self.send_bytes(code, b"", "text/html; charset=utf-8",
-                            {"Proxy-Authenticate": 'Basic realm="Fake Realm"'})
+            self.send_bytes(code, b"", "text/html; charset=utf-8", {"Proxy-Authenticate": 'Basic realm="Fake Realm"'})
         elif code == 418:
-            self.send_bytes(code, TEAPOT.encode(), "text/plain; charset=utf-8",
-                            {"x-more-info": "http://tools.ietf.org/html/rfc2324"})
+            self.send_bytes(
+                code,
+                TEAPOT.encode(),
+                "text/plain; charset=utf-8",
+                {"x-more-info": "http://tools.ietf.org/html/rfc2324"},
+            )
         elif code in (204, 304):
             self.send_bytes(code, b"", None)
         else:
@@ -475,8 +481,11 @@ class HttpbinHandler(BaseHTTPRequestHandler):
         self.send_json(200, SLIDESHOW)
 
     def ep_html(self) -> None:
-        self.send_text(200, "<!DOCTYPE html>\n<html><body><h1>Herman Melville - Moby-Dick</h1></body></html>\n",
-                       "text/html; charset=utf-8")
+        self.send_text(
+            200,
+            "<!DOCTYPE html>\n<html><body><h1>Herman Melville - Moby-Dick</h1></body></html>\n",
+            "text/html; charset=utf-8",
+        )
 
     def ep_robots(self) -> None:
         self.send_text(200, "User-agent: *\nDisallow: /deny\n")
@@ -492,8 +501,7 @@ class HttpbinHandler(BaseHTTPRequestHandler):
         code_s = getattr(code, "value", code)
         tag = f"httpbin {self.version}" if self.version else "httpbin"
         sys.stdout.write(
-            f"[{tag}] {self.client_address[0]} {self.command} {self.path} {code_s} "
-            f"host={host} x-request-id={rid}\n"
+            f"[{tag}] {self.client_address[0]} {self.command} {self.path} {code_s} host={host} x-request-id={rid}\n"
         )
         sys.stdout.flush()
 
