@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from gossamer.controlplane.workloads import is_router, mesh_service, named_ports, vip_candidates
+from gossamer.controlplane.offline_snapshot import offline_proxy, offline_snapshot
 from gossamer.ir.types import ProxyConfig
-from gossamer.registry.serviceentry import registry_services, workload_entry_workloads
 from gossamer.registry.snapshot import MeshSnapshot
-from gossamer.registry.types import Proxy, Workload
+from gossamer.registry.types import Proxy
 from gossamer.resources.envoy_checks import missing_files
 from gossamer.resources.issues import Issue
 from gossamer.translate import outbound_scope, translate_inbound, translate_outbound, translate_proxy
@@ -74,59 +73,13 @@ class Rejection:
         )
 
 
-def offline_snapshot(resources: Sequence[Any]) -> MeshSnapshot:
-    """The mesh these resources make, every Deployment replica a ready pod (no runtime needed)."""
-    by_kind: dict[str, list[Any]] = {}
-    for r in resources:
-        by_kind.setdefault(r.kind, []).append(r)
-    vips = vip_candidates()
-    services = tuple(mesh_service(s, next(vips)) for s in by_kind.get("Service", []))
-    kinds = {k: tuple(v) for k, v in by_kind.items()}
-    services += tuple(registry_services(kinds, lambda _ns, _key: next(vips)))
-    workloads = []
-    ip = 10
-    for d in by_kind.get("Deployment", []):
-        ip += 1
-        workloads.append(
-            Workload(
-                name=f"{d.metadata.name}-0",
-                namespace=d.metadata.namespace,
-                ip=f"10.244.{ip // 250}.{ip % 250 + 2}",
-                labels=tuple(sorted((d.spec.template.metadata.labels or {}).items())),
-                service_account=d.spec.template.spec.service_account_name or "default",
-                ready=True,
-                deployment=d.metadata.name,
-                named_ports=tuple(sorted(named_ports(d).items())),
-                router=is_router(d),
-            )
-        )
-    workloads.extend(workload_entry_workloads(by_kind.get("WorkloadEntry", [])))
-    return MeshSnapshot(version=1, resources=kinds, services=services, workloads=tuple(workloads))
-
-
 def proxies(snapshot: MeshSnapshot) -> list[tuple[str, Proxy]]:
     """One proxy per Deployment (with mTLS, the default), labelled as `status` names them."""
-    out = []
-    for d in snapshot.of_kind("Deployment"):
-        template = d.spec.template
-        router = (template.metadata.annotations or {}).get("gossamer.io/proxy-type") == "router"
-        kind: Literal["sidecar", "router"] = "router" if router else "sidecar"
-        out.append(
-            (
-                f"{kind} {d.metadata.namespace}/{d.metadata.name}",
-                Proxy(
-                    type=kind,
-                    namespace=d.metadata.namespace,
-                    labels=tuple(sorted((template.metadata.labels or {}).items())),
-                    ingress_port=8080 if router else 0,
-                    ingress_tls_port=8443 if router else 0,
-                    host_netns="/proc/1/ns/net" if router else "",
-                    named_ports=tuple(sorted(named_ports(d).items())),
-                    has_sds=True,
-                ),
-            )
-        )
-    return out
+    return [
+        (f"{proxy.type} {d.metadata.namespace}/{d.metadata.name}", proxy)
+        for d in snapshot.of_kind("Deployment")
+        for proxy in (offline_proxy(d),)
+    ]
 
 
 def _problems(resources: Sequence[Any]) -> dict[str, list[str]]:
@@ -195,7 +148,7 @@ _last: tuple[dict[tuple[str, str, str], Any], MeshSnapshot] | None = None
 
 def _offline_snapshot_since_last(resources: Sequence[Any]) -> MeshSnapshot:
     global _last
-    snapshot = offline_snapshot(resources)
+    snapshot = offline_snapshot(resources, every_replica=False)
     by_key = {r.key: r for r in resources}
     last = _last
     if last is not None:
