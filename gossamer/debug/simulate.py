@@ -957,7 +957,7 @@ def _cidr_contains(cidr: address_pb2.CidrRange, ip: str) -> bool:
 def _permission(p: rbac_pb2.Permission, ctx: _RbacContext) -> bool:
     kind = p.WhichOneof("rule")
     if kind == "any":
-        return p.any
+        return bool(p.any)
     if kind == "and_rules":
         return all(_permission(r, ctx) for r in p.and_rules.rules)
     if kind == "or_rules":
@@ -969,7 +969,7 @@ def _permission(p: rbac_pb2.Permission, ctx: _RbacContext) -> bool:
     if kind == "url_path":
         return ctx.path is not None and _string_match(p.url_path.path, ctx.path)[0]
     if kind == "destination_port":
-        return p.destination_port == ctx.port
+        return bool(p.destination_port == ctx.port)
     if kind == "destination_ip":
         return _prefix_len([p.destination_ip], ctx.address) is not None
     raise SimulationError(f"RBAC permission {kind} is not simulated")
@@ -978,7 +978,7 @@ def _permission(p: rbac_pb2.Permission, ctx: _RbacContext) -> bool:
 def _principal(p: rbac_pb2.Principal, ctx: _RbacContext) -> bool:
     kind = p.WhichOneof("identifier")
     if kind == "any":
-        return p.any
+        return bool(p.any)
     if kind == "and_ids":
         return all(_principal(i, ctx) for i in p.and_ids.ids)
     if kind == "or_ids":

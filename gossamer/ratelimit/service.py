@@ -191,7 +191,7 @@ class RateLimiter:
         return response
 
 
-class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]  # generated stubs are untyped
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
 

@@ -1164,7 +1164,7 @@ def validate_deployment(res: Resource) -> list[Finding]:
             for hname, handler in (("httpGet", probe.http_get), ("tcpSocket", probe.tcp_socket)):
                 if handler is None:
                     continue
-                port_value: int | str = handler.port  # type: ignore[attr-defined]
+                port_value: int | str = handler.port
                 _check_int_or_name(rep, prp + (hname, "port"), port_value)
                 if isinstance(port_value, str) and not port_value.isdigit() and port_value not in port_names:
                     rep.error(

@@ -85,7 +85,7 @@ def check_pod(pod: Any, pp: Path_) -> list[Problem]:
         source = v.config_map if v.config_map is not None else v.secret
         if source is not None:
             sp = vp + (kinds[0],)
-            name = v.config_map.name if v.config_map is not None else v.secret.secret_name  # type: ignore[union-attr]
+            name = v.config_map.name if v.config_map is not None else v.secret.secret_name
             if not name:
                 out.append(
                     Problem(

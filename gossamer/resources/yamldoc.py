@@ -57,7 +57,7 @@ _Parser: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 WITH_LIBYAML = _Parser is not yaml.SafeLoader
 
 
-class _Loader(_Parser):  # type: ignore[misc, valid-type]
+class _Loader(_Parser):  # type: ignore[misc]
     """SafeLoader (the C one when PyYAML has libyaml) that keeps timestamps as strings, as Kubernetes does."""
 
 
@@ -177,7 +177,7 @@ def _key(node: yaml.Node) -> str | int:
     if value is None:
         return "null"
     if isinstance(value, float):
-        return node.value
+        return str(node.value)
     return value  # type: ignore[no-any-return]
 
 

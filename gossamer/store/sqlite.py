@@ -47,7 +47,7 @@ class StoredObject:
 
     def with_metadata(self) -> dict[str, Any]:
         """The body as `get -o yaml` shows it: with resourceVersion and generation filled in."""
-        body = json.loads(json.dumps(self.body))
+        body: dict[str, Any] = json.loads(json.dumps(self.body))
         meta = body.setdefault("metadata", {})
         meta["namespace"] = self.namespace
         meta["resourceVersion"] = str(self.resource_version)

@@ -14,6 +14,7 @@ from typing import Any
 
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
+from gossamer.resources.networking import OutboundTrafficPolicy
 from gossamer.translate.hosts import host_matches
 
 ROOT_NAMESPACE = "istio-system"
@@ -45,7 +46,7 @@ def sidecar_for(snapshot: MeshSnapshot, proxy: Proxy) -> Any | None:
 def registry_only(snapshot: MeshSnapshot, proxy: Proxy) -> bool:
     """The Sidecar's outboundTrafficPolicy, else the mesh config's (Istio's egress task sets it there)."""
     sc = sidecar_for(snapshot, proxy)
-    policy = sc.spec.outbound_traffic_policy if sc is not None else None
+    policy: OutboundTrafficPolicy | None = sc.spec.outbound_traffic_policy if sc is not None else None
     if policy is not None and policy.mode:
         return policy.mode == "REGISTRY_ONLY"
     return snapshot.mesh_config.registry_only

@@ -240,7 +240,8 @@ def _message_class(type_url: str) -> type[Message] | None:
         desc = descriptor_pool.Default().FindMessageTypeByName(type_url.rpartition("/")[2])
     except KeyError:
         return None
-    return message_factory.GetMessageClass(desc)
+    cls: type[Message] = message_factory.GetMessageClass(desc)
+    return cls
 
 
 # ---------------------------------------------------------------------------- selection
@@ -541,7 +542,7 @@ class _Ctx:
             if not self._listener_matches(p, listener):
                 continue
             if p.operation == "ADD":
-                listener.filter_chains.append(_copy(p.value))  # type: ignore[arg-type]
+                listener.filter_chains.append(_copy(p.value))
                 continue
             keep = []
             for chain in list(listener.filter_chains):
@@ -744,7 +745,7 @@ def _patched_route_config(ctx: _Ctx, msg: Message, *, inbound: bool) -> Message:
         if not _route_config_matches(ctx, p, msg):
             continue
         if p.operation == "ADD":
-            msg.virtual_hosts.append(_copy(p.value))  # type: ignore[arg-type]
+            msg.virtual_hosts.append(_copy(p.value))
             continue
         keep = []
         for vh in list(msg.virtual_hosts):

@@ -166,7 +166,7 @@ def _filter_chain_overlaps(listener: Any) -> Iterator[tuple[str, str]]:
         rest = type(m)()
         rest.CopyFrom(m)
         for name in _MATCH_LISTS:
-            rest.ClearField(name)  # type: ignore[arg-type]
+            rest.ClearField(name)
         scalar = rest.SerializeToString(deterministic=True)
         for j, other_lists, other_scalar in seen:
             if scalar == other_scalar and all(lists[n] & other_lists[n] for n in _MATCH_LISTS):
@@ -183,7 +183,7 @@ def _rules(fd: FieldDescriptor) -> validate_pb2.FieldRules | None:
     options = fd.GetOptions()
     if not options.HasExtension(validate_pb2.rules):
         return None
-    return options.Extensions[validate_pb2.rules]  # type: ignore[no-any-return]
+    return options.Extensions[validate_pb2.rules]
 
 
 def _disabled(desc: Descriptor) -> bool:
@@ -261,16 +261,16 @@ def _message_walk(msg: Message, path: str) -> Iterator[tuple[str, str]]:
         yield from _any_body(msg, path)
         return
     if desc.full_name == "google.protobuf.Duration":  # every Duration, with or without rules
-        if not -315_576_000_000 <= msg.seconds <= 315_576_000_000 or abs(msg.nanos) >= 10**9:  # type: ignore[attr-defined]
+        if not -315_576_000_000 <= msg.seconds <= 315_576_000_000 or abs(msg.nanos) >= 10**9:
             yield path, "duration out of protobuf's range (+-10000 years)"
         return
     plan = _plan(desc)
     if plan.disabled:
         return
-    if desc.full_name == "envoy.type.matcher.v3.RegexMatcher" and msg.regex:  # type: ignore[attr-defined]
-        problem = re2_problem(msg.regex)  # type: ignore[attr-defined]
+    if desc.full_name == "envoy.type.matcher.v3.RegexMatcher" and msg.regex:
+        problem = re2_problem(msg.regex)
         if problem:
-            yield _join(path, "regex"), f"invalid RE2 regex {_short(msg.regex)}: {problem}"  # type: ignore[attr-defined]
+            yield _join(path, "regex"), f"invalid RE2 regex {_short(msg.regex)}: {problem}"
     for name, fields in plan.required_oneofs:
         if msg.WhichOneof(name) is None:
             yield _join(path, name), f"one of {fields} must be set"
@@ -335,14 +335,14 @@ def _single_message(value: Message | None, fd: FieldDescriptor, rules: Any, path
         return
     if kind is not None and type_name in _WRAPPERS:
         inner = value.DESCRIPTOR.fields_by_name["value"]
-        yield from _scalar(value.value, inner, rules, path)  # type: ignore[attr-defined]
+        yield from _scalar(value.value, inner, rules, path)
         return
     if kind == "duration" and isinstance(value, duration_pb2.Duration):
         yield from _duration(value, rules.duration, path)
     elif kind == "timestamp" and isinstance(value, timestamp_pb2.Timestamp):
         pass
     elif kind == "any":
-        url = value.type_url  # type: ignore[attr-defined]
+        url = value.type_url
         if _in(rules.any) and url not in _in(rules.any):
             yield path, f"type {url} is not one of {', '.join(_in(rules.any))}"
         if url in rules.any.not_in:
@@ -395,7 +395,7 @@ def _duration(value: duration_pb2.Duration, r: Any, path: str) -> Iterator[tuple
     nanos = value.seconds * 10**9 + value.nanos
 
     def n(d: duration_pb2.Duration) -> int:
-        return d.seconds * 10**9 + d.nanos
+        return int(d.seconds * 10**9 + d.nanos)
 
     if not -315_576_000_000 <= value.seconds <= 315_576_000_000 or abs(value.nanos) >= 10**9:
         return  # reported by `_message`

@@ -14,6 +14,7 @@ from gossamer.analyze.context import Context, selector_matches, selector_string
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.resources.base import Resource
+from gossamer.resources.networking import VirtualServiceSpec
 
 
 def _namespace_match(ns: str, pattern: str) -> bool:
@@ -150,7 +151,8 @@ def telemetry_providers(ctx: Context) -> Iterator[Message]:
 
 
 def jwt_claim_key(vs: Resource) -> str:
-    for rule in vs.spec.http:
+    spec: VirtualServiceSpec = vs.spec
+    for rule in spec.http:
         for match in rule.match or []:
             for key in [*(match.headers or {}), *(match.without_headers or {})]:
                 rest = key[len("@request.auth.claims") :] if key.lower().startswith("@request.auth.claims") else None

@@ -12,6 +12,7 @@ from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.resources.base import Resource
+from gossamer.resources.networking import StringMatch
 
 
 def _plain(value: Any) -> Any:
@@ -38,7 +39,7 @@ def _match_name(match: Any, j: int) -> str:
     return f'"{name}"' if name else f"#{j}"
 
 
-def _exact_or_prefix(m: Any) -> str:
+def _exact_or_prefix(m: StringMatch | None) -> str:
     if m is None:
         return ""
     if m.exact:
