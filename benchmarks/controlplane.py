@@ -384,7 +384,7 @@ class Envoys:
         import grpc
 
         from gossamer.agent.sds import issue_workload_certificate
-        from gossamer.security import spiffe_id
+        from gossamer.mesh import spiffe_id
 
         key = (proxy.namespace, str(proxy.metadata["SERVICE_ACCOUNT"]))
         if key not in self._credentials:
@@ -424,7 +424,7 @@ class Envoys:
         from envoy.service.discovery.v3 import discovery_pb2
         from google.protobuf import json_format, struct_pb2
 
-        from gossamer.security.server_tls import CONTROL_PLANE_NAME
+        from gossamer.mesh import CONTROL_PLANE_NAME
 
         metadata = struct_pb2.Struct()
         json_format.ParseDict(proxy.metadata, metadata)

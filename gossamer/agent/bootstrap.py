@@ -17,8 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from gossamer.mesh import (
+    CONTROL_PLANE_NAME,
+    DOMAIN_SUFFIX,
+    HEALTH_PORT,
+    MERGED_METRICS_PORT,
+    PROMETHEUS_PORT,
+    TRUST_DOMAIN,
+)
 from gossamer.resources.regex import RE2_MAX_PROGRAM_SIZE
-from gossamer.runtime.types import HEALTH_PORT, PROMETHEUS_PORT
 
 XDS_CLUSTER = "xds-grpc"
 SDS_CLUSTER = "sds-grpc"  # Istio's name: transport sockets reference their SDS secrets through it
@@ -26,11 +33,8 @@ ZIPKIN_CLUSTER = "zipkin"  # HCM tracing posts spans here (xds/build/tracing.py)
 # Envoy's Zipkin reporter flushes every 5 s by default (or every 5 spans): every second here.
 ZIPKIN_FLUSH_INTERVAL_MS = 1000
 PROMETHEUS_CLUSTER = "prometheus_stats"
-# Istio's merged metrics port (agent): Envoy's listener forwards to the runtime's merge server.
-MERGED_STATS_PORT = 15020
 MERGED_STATS_CLUSTER = "merged_stats"
 APP_METRICS_CLUSTER = "app_metrics"
-CLUSTER_DOMAIN = "cluster.local"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -45,7 +49,7 @@ ADS_RETRY_MAX = "0.5s"
 
 def node_id(proxy_type: Literal["sidecar", "router"], ip: str, pod: str, namespace: str) -> str:
     """Istio's node id: `sidecar~10.244.0.5~reviews-v1-xxx.default~default.svc.cluster.local`."""
-    return f"{proxy_type}~{ip}~{pod}.{namespace}~{namespace}.svc.{CLUSTER_DOMAIN}"
+    return f"{proxy_type}~{ip}~{pod}.{namespace}~{namespace}.{DOMAIN_SUFFIX}"
 
 
 def service_cluster(labels: Mapping[str, str], workload: str, namespace: str) -> str:
@@ -76,7 +80,7 @@ def proxy_metadata(
         "INSTANCE_IPS": ip,
         "WORKLOAD_NAME": workload,
         "CLUSTER_ID": "Kubernetes",
-        "MESH_ID": CLUSTER_DOMAIN,
+        "MESH_ID": TRUST_DOMAIN,
         "INTERCEPTION_MODE": "REDIRECT" if proxy_type == "sidecar" else "NONE",
     }
     if proxy_type == "router":
@@ -116,8 +120,7 @@ def _grpc_pipe_cluster(name: str, path: Path) -> dict[str, Any]:
 
 
 UPSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
-# Istio's names: the control plane's SAN/SNI, the workload certificate and the mesh root over SDS.
-CONTROL_PLANE_NAME = "istiod.istio-system.svc"
+# Istio's names: the workload certificate and the mesh root over SDS.
 WORKLOAD_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 
@@ -305,7 +308,7 @@ def merged_stats_listeners(merged: Path | None, app: tuple[Path, int] | None) ->
         out.append(
             _static_http_listener(
                 "gossamer_merged_stats",
-                MERGED_STATS_PORT,
+                MERGED_METRICS_PORT,
                 [{"match": {"prefix": "/stats/prometheus"}, "route": {"cluster": MERGED_STATS_CLUSTER}}],
             )
         )

@@ -13,9 +13,9 @@ from typing import Any
 from gossamer.analyze.kinds import GATEWAY_API_GROUP
 from gossamer.analyze.mesh import MeshConfig
 from gossamer.analyze.messages import TYPES, Message
+from gossamer.mesh import ROOT_NAMESPACE, host_matches, service_fqdn
 from gossamer.resources.base import Resource, format_path, split_path
 
-DOMAIN_SUFFIX = "svc.cluster.local"
 EXPORT_ALL = "*"
 EXPORT_LOCAL = "."
 _FQDN = re.compile(r"^(.+)\.(.+)\.svc\.cluster\.local$")
@@ -40,7 +40,7 @@ def to_fqdn(namespace: str, host: str) -> str:
     """A short name (no dot, no wildcard) is a Service of `namespace`; anything else is taken as written."""
     if host.startswith("*") or "." in host:
         return host
-    return f"{host}.{namespace}.{DOMAIN_SUFFIX}"
+    return service_fqdn(host, namespace)
 
 
 def name_from_host(default_namespace: str, host: str) -> tuple[str, str]:
@@ -49,17 +49,6 @@ def name_from_host(default_namespace: str, host: str) -> tuple[str, str]:
     if m:
         return m.group(2), m.group(1)
     return default_namespace, host
-
-
-def hosts_overlap(a: str, b: str) -> bool:
-    """Istio's host.Name.Matches: equal, or a wildcard covers the other (both ways)."""
-    if a.startswith("*"):
-        if b.startswith("*"):
-            return b[1:].endswith(a[1:]) if len(a) < len(b) else a[1:].endswith(b[1:])
-        return b.endswith(a[1:])
-    if b.startswith("*"):
-        return a.endswith(b[1:])
-    return a == b
 
 
 def selector_matches(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
@@ -110,7 +99,7 @@ def _export_scopes(export_to: Sequence[str] | None, namespace: str) -> list[str]
 class Context:
     resources: Sequence[Resource]
     mesh: MeshConfig = field(default_factory=MeshConfig)
-    istio_namespace: str = "istio-system"
+    istio_namespace: str = ROOT_NAMESPACE
 
     @cached_property
     def by_kind(self) -> dict[str, list[Resource]]:
@@ -174,11 +163,10 @@ class Context:
             found = hosts.get((source_ns if e == EXPORT_LOCAL else e, fqdn))
             if found:
                 return found
-        bare = host[1:] if host.startswith("*") else host
         for (scope, se_host), view in hosts.items():
             if not se_host.startswith("*") or scope not in (EXPORT_ALL, source_ns):
                 continue
-            if bare.endswith(se_host[1:]):
+            if host_matches(se_host, host):
                 return view
         return None
 

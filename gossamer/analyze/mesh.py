@@ -8,7 +8,9 @@ from typing import Any
 
 import yaml
 
-ISTIO_NAMESPACE = "istio-system"
+from gossamer.mesh import ROOT_NAMESPACE
+
+ISTIO_NAMESPACE = ROOT_NAMESPACE
 MESH_CONFIGMAP = "istio"
 
 

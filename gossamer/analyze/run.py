@@ -10,6 +10,7 @@ from gossamer.analyze.context import Context
 from gossamer.analyze.mesh import MeshConfig
 from gossamer.analyze.messages import TYPES, Message
 from gossamer.analyze.registry import ANALYZERS, Analyzer
+from gossamer.mesh import ROOT_NAMESPACE
 from gossamer.resources.base import Resource
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def run_analyzers(
     mesh: MeshConfig | None = None,
     *,
     namespace: str | None = None,
-    istio_namespace: str = "istio-system",
+    istio_namespace: str = ROOT_NAMESPACE,
     analyzers: Sequence[Analyzer] | None = None,
 ) -> list[Message]:
     """Every message the analyzers find, for objects in `namespace` (None: all namespaces; messages on

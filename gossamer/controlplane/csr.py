@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from gossamer.controlplane.runtime_view import RuntimeView
-from gossamer.security import CertificateAuthority, CsrRejected, spiffe_id
+from gossamer.mesh import spiffe_id
+from gossamer.security import CertificateAuthority, CsrRejected
 
 MAX_REQUESTED_TTL = timedelta(days=7)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from gossamer.mesh import ROOT_NAMESPACE
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, ServicePort, protocol_for_port
 from gossamer.resources.apps import run_as
@@ -34,7 +35,7 @@ from gossamer.runtime.types import (
 )
 
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")
-GATEWAY_NAMESPACE = "istio-system"
+GATEWAY_NAMESPACE = ROOT_NAMESPACE  # Istio's built-in gateways live in its root namespace
 GATEWAY_NAME = "istio-ingressgateway"
 GATEWAY_LABELS = {"app": GATEWAY_NAME, "istio": "ingressgateway"}
 

@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from gossamer.mesh import DOMAIN_SUFFIX
+
 UNKNOWN = "unknown"
 REQUESTS_FAMILY = "istio_requests"
 REQUESTS_SAMPLE = "istio_requests_total"
@@ -266,7 +268,7 @@ def _node_from_id(node_id: str) -> dict[str, Any]:
             "id": node_id,
             "type": "service",
             "name": name,
-            "namespace": namespace.split(".")[0] if namespace.endswith(".svc.cluster.local") else "",
+            "namespace": namespace.split(".")[0] if namespace.endswith("." + DOMAIN_SUFFIX) else "",
             "host": rest,
         }
     namespace, _, name = rest.partition("/")

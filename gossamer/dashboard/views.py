@@ -20,7 +20,7 @@ from gossamer.dashboard.graph import (
     edge_counters,
     request_samples_from_text,
 )
-from gossamer.registry.types import DOMAIN_SUFFIX
+from gossamer.mesh import service_fqdn
 from gossamer.resources.enforcement import not_enforced_issues
 from gossamer.runtime.types import PodStatus
 from gossamer.store import StoredObject
@@ -182,7 +182,7 @@ def config_view(
 def mesh_services(resources: dict[str, tuple[Any, ...]]) -> list[ServiceInfo]:
     return [
         ServiceInfo(
-            host=f"{s.metadata.name}.{s.metadata.namespace}.{DOMAIN_SUFFIX}",
+            host=service_fqdn(s.metadata.name, s.metadata.namespace),
             name=s.metadata.name,
             namespace=s.metadata.namespace,
             selector=tuple(sorted(s.spec.selector.items())) if s.spec.selector else None,

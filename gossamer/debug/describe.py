@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from gossamer.ir.security import spiffe_id
+from gossamer.mesh import host_matches, spiffe_id
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, Workload
 from gossamer.resources.core import configmap_data
 from gossamer.resources.meshconfig import MESH_CONFIGMAP_KEY, MESH_CONFIGMAP_NAME, MESH_CONFIGMAP_NAMESPACE
 from gossamer.translate.clusters import destination_rule_for
 from gossamer.translate.gateway import gateways_for
-from gossamer.translate.hosts import host_matches, resolve_host
+from gossamer.translate.hosts import resolve_host
 from gossamer.translate.jwt import request_authentication_applies
 from gossamer.translate.routes import MESH_GATEWAY, RouteContext, qualify_gateway, virtual_services_for
 from gossamer.translate.security import authz_applies, peer_authentication_levels, peer_authentication_modes

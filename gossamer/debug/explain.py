@@ -31,8 +31,8 @@ from google.protobuf.message import Message
 
 from gossamer.controlplane.workloads import service_addresses
 from gossamer.debug.simulate import Request, Result, SimulationError, route_source, simulate
+from gossamer.mesh import CLUSTER_DOMAIN, DOMAIN_SUFFIX
 from gossamer.registry.types import MeshService
-from gossamer.runtime.hosts import CLUSTER_DOMAIN
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
 
 __all__ = ["ExplainError", "Target", "explain", "parse_url", "resolve_host", "sync_states", "unpack"]
@@ -153,7 +153,7 @@ def resolve_host(host: str, namespace: str, services: Iterable[MeshService]) -> 
             names.setdefault(addr.name, (addr.vip, what))
     bare = host.rstrip(".")
     # resolv.conf: ndots:5 tries the search domains first for names with fewer dots, then the name.
-    search = [f"{namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN]
+    search = [f"{namespace}.{DOMAIN_SUFFIX}", DOMAIN_SUFFIX, CLUSTER_DOMAIN]
     candidates = (
         [bare]
         if host.endswith(".")

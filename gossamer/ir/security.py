@@ -13,15 +13,10 @@ from typing import Literal
 # Istio's ALPN values for mesh mTLS: clients offer them, servers' mTLS chains match them.
 ISTIO_ALPN_CLIENT: tuple[str, ...] = ("istio-peer-exchange", "istio")
 ISTIO_ALPN_SERVER: tuple[str, ...] = ("istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1", "istio-h2")
-TRUST_DOMAIN = "cluster.local"
 
 UpstreamTlsMode = Literal["ISTIO_MUTUAL", "SIMPLE", "MUTUAL"]
 # "" is plaintext only (DISABLE, or a proxy without SDS).
 InboundMtls = Literal["", "STRICT", "PERMISSIVE"]
-
-
-def spiffe_id(namespace: str, service_account: str, trust_domain: str = TRUST_DOMAIN) -> str:
-    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
 
 
 @dataclass(frozen=True)

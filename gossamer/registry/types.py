@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-DOMAIN_SUFFIX = "svc.cluster.local"
+from gossamer.mesh import service_fqdn
 
 Protocol = Literal["http", "http2", "grpc", "tcp", "tls"]
 
@@ -112,7 +112,7 @@ class MeshService:
 
     @property
     def hostname(self) -> str:
-        return self.host or f"{self.name}.{self.namespace}.{DOMAIN_SUFFIX}"
+        return self.host or service_fqdn(self.name, self.namespace)
 
     @property
     def is_service_entry(self) -> bool:

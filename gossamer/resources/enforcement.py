@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from gossamer.mesh import DOMAIN_SUFFIX
 from gossamer.resources.base import FieldPath, Resource, format_path
 from gossamer.resources.issues import Issue
 from gossamer.resources.telemetry import applies_to_all
@@ -89,7 +90,7 @@ NOT_ENFORCED_REQUEST_AUTHN_SPEC: frozenset[str] = frozenset({"targetRef", "targe
 # EnvoyFilter: targetRefs (waypoints, Gateway API gateways) are not enforced; neither are EXTENSION_CONFIG
 # and BOOTSTRAP patches (validation rejects them) nor patch.filterClass.
 NOT_ENFORCED_ENVOY_FILTER_SPEC: frozenset[str] = frozenset({"targetRefs"})
-MESH_HOST_SUFFIXES: tuple[str, ...] = (".svc", ".svc.cluster.local")
+MESH_HOST_SUFFIXES: tuple[str, ...] = (".svc", "." + DOMAIN_SUFFIX)
 
 
 def _traffic_policy_paths(tp: Any, path: FieldPath) -> list[FieldPath]:

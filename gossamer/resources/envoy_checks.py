@@ -18,21 +18,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from gossamer.mesh import PROXY_PORTS
 from gossamer.resources.base import FieldPath
 from gossamer.resources.duration import parse_duration
 
 Error = Callable[[FieldPath, str], None]
 
-# The ports the proxy itself listens on (Istio's): a Service, Gateway or ServiceEntry port among them
-# would collide with the proxy's own listener.
-RESERVED_PORTS: dict[int, str] = {
-    15000: "Envoy's admin port",
-    15001: "the sidecar's outbound capture port",
-    15006: "the sidecar's inbound capture port",
-    15020: "the proxy's merged metrics port",
-    15021: "the proxy's health check port",
-    15090: "Envoy's Prometheus port",
-}
 
 MAX_HEADER_BYTES = 16384  # Envoy's HeaderValue key and value limits
 # Istio's header names for operations (ValidateHTTPHeaderName); matches also allow pseudo-headers
@@ -125,8 +116,8 @@ def headers(error: Error, path: FieldPath, h: Any) -> None:
 
 
 def reserved_port(error: Error, path: FieldPath, port: Any, what: str = "port") -> None:
-    if isinstance(port, int) and port in RESERVED_PORTS:
-        error(path, f"{what} {port} is reserved for {RESERVED_PORTS[port]}")
+    if isinstance(port, int) and port in PROXY_PORTS:
+        error(path, f"{what} {port} is reserved for {PROXY_PORTS[port]}")
 
 
 def duration_seconds_in_uint32(error: Error, path: FieldPath, value: str | None) -> None:

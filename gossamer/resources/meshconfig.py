@@ -20,10 +20,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from gossamer.mesh import ROOT_NAMESPACE, TRUST_DOMAIN
 from gossamer.resources.base import FieldPath, Model
 from gossamer.resources.core import configmap_data
 
-MESH_CONFIGMAP_NAMESPACE = "istio-system"
+MESH_CONFIGMAP_NAMESPACE = ROOT_NAMESPACE
 MESH_CONFIGMAP_NAME = "istio"
 MESH_CONFIGMAP_KEY = "mesh"
 
@@ -181,8 +182,8 @@ class MeshConfig(_Open):
     access_log_format: str = ""
     enable_tracing: bool = True
     default_config: ProxyConfigDefaults = ProxyConfigDefaults()
-    trust_domain: str = "cluster.local"
-    root_namespace: str = "istio-system"
+    trust_domain: str = TRUST_DOMAIN
+    root_namespace: str = ROOT_NAMESPACE
     path_normalization: PathNormalization = PathNormalization()
     extension_providers: tuple[ExtensionProvider, ...] = ()
     default_providers: dict[str, Any] = Field(default_factory=dict)
@@ -329,7 +330,7 @@ def parse_mesh_config(text: str) -> tuple[MeshConfig | None, list[MeshConfigProb
         ]
     problems = _provider_problems(raw.get("extensionProviders"), lines)
     warnings = list(_unknown_fields(raw, lines))
-    if isinstance(raw.get("trustDomain"), str) and raw["trustDomain"] != "cluster.local":
+    if isinstance(raw.get("trustDomain"), str) and raw["trustDomain"] != TRUST_DOMAIN:
         warnings.append(
             MeshConfigProblem(
                 ("trustDomain",),

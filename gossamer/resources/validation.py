@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gossamer.mesh import hosts_intersect
 from gossamer.resources import apps, core, envoy_checks, networking, security
 from gossamer.resources import volumes as pod_volumes
 from gossamer.resources.base import FieldPath, Resource
@@ -93,17 +94,6 @@ def host_problem(host: str, allow_ip: bool = True) -> str | None:
         if not label or len(label) > 63 or not _HOST_LABEL.match(label):
             return f"invalid host name {host!r}: each label must be 1-63 letters, digits or '-'"
     return None
-
-
-def host_matches(pattern: str, host: str) -> bool:
-    """Istio wildcard host matching ("*.foo.com" covers "a.foo.com" and "*.b.foo.com")."""
-    pattern, host = pattern.lower(), host.lower()
-    if pattern == "*" or pattern == host:
-        return True
-    if pattern.startswith("*"):
-        suffix = pattern[1:]
-        return host.endswith(suffix) or (host.startswith("*") and host[1:].endswith(suffix))
-    return False
 
 
 def check_labels(rep: _Report, path: FieldPath, labels: dict[str, str] | None) -> None:
@@ -278,7 +268,7 @@ def validate_virtual_service(res: Resource) -> list[Finding]:
                 problem = None if sni == "*" else host_problem(sni, allow_ip=False)
                 if problem:
                     rep.error(mp + ("sniHosts", s), problem)
-                elif spec.hosts and not any(host_matches(h, sni) or host_matches(sni, h) for h in spec.hosts):
+                elif spec.hosts and not any(hosts_intersect(h, sni) for h in spec.hosts):
                     rep.error(
                         mp + ("sniHosts", s),
                         f"sniHost {sni!r} is not covered by any of the VirtualService hosts",

@@ -10,10 +10,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from gossamer.mesh import CLUSTER_DOMAIN, DOMAIN_SUFFIX, service_fqdn
 from gossamer.runtime.types import ServiceAddress
 
 ETC_NETNS = Path("/etc/netns")
-CLUSTER_DOMAIN = "cluster.local"
 
 
 def render_hosts(*, pod_name: str, pod_ip: str, namespace: str, services: Iterable[ServiceAddress]) -> str:
@@ -23,7 +23,7 @@ def render_hosts(*, pod_name: str, pod_ip: str, namespace: str, services: Iterab
             lines.append(f"{svc.vip}\t{' '.join(svc.hostnames)}")
             continue
         names = [
-            f"{svc.name}.{svc.namespace}.svc.{CLUSTER_DOMAIN}",
+            service_fqdn(svc.name, svc.namespace),
             f"{svc.name}.{svc.namespace}.svc",
             f"{svc.name}.{svc.namespace}",
         ]
@@ -36,7 +36,7 @@ def render_hosts(*, pod_name: str, pod_ip: str, namespace: str, services: Iterab
 def render_resolv(namespace: str) -> str:
     # Nothing listens on 127.0.0.1:53 inside the pod: unknown names fail fast.
     return (
-        f"search {namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\n"
+        f"search {namespace}.{DOMAIN_SUFFIX} {DOMAIN_SUFFIX} {CLUSTER_DOMAIN}\n"
         "nameserver 127.0.0.1\n"
         "options ndots:5 timeout:1 attempts:1\n"
     )

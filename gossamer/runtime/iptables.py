@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from gossamer.runtime.network import run
-from gossamer.runtime.types import (
+from gossamer.mesh import (
     HEALTH_PORT,
     INBOUND_CAPTURE_PORT,
+    MERGED_METRICS_PORT,
     OUTBOUND_CAPTURE_PORT,
     PROMETHEUS_PORT,
     PROXY_UID,
+    TUNNEL_PORT,
 )
+from gossamer.runtime.network import run
 
 # Inbound ports that are never redirected to Envoy (HBONE, prometheus, health, agent).
-INBOUND_EXCLUDED_PORTS = (15008, PROMETHEUS_PORT, HEALTH_PORT, 15020)
+INBOUND_EXCLUDED_PORTS = (TUNNEL_PORT, PROMETHEUS_PORT, HEALTH_PORT, MERGED_METRICS_PORT)
 PROXY_GID = PROXY_UID
 
 

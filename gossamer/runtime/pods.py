@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gossamer.agent.bootstrap import (
-    CLUSTER_DOMAIN,
     build_bootstrap,
     node_id,
     proxy_metadata,
@@ -30,6 +29,7 @@ from gossamer.agent.sds import (
     SdsServer,
     sds_socket_for,
 )
+from gossamer.mesh import spiffe_id
 from gossamer.runtime import hosts, iptables, network, sandbox, volumes
 from gossamer.runtime.image_containers import ContainerUser, launch_argv, prepare_image_container
 from gossamer.runtime.images import ImageCache, ImageError
@@ -146,7 +146,7 @@ class Pod:
     @property
     def identity(self) -> str:
         """The pod's SPIFFE id: spiffe://cluster.local/ns/<namespace>/sa/<service account>."""
-        return f"spiffe://{CLUSTER_DOMAIN}/ns/{self.namespace}/sa/{self.spec.service_account}"
+        return spiffe_id(self.namespace, self.spec.service_account)
 
     @property
     def bootstrap_path(self) -> Path:

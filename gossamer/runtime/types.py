@@ -11,14 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-# Istio's well-known ports. Istio's proxy uid 1337 is per pod here (runtime/sandbox.py).
-PROXY_UID = 1337
-OUTBOUND_CAPTURE_PORT = 15001
-INBOUND_CAPTURE_PORT = 15006
-ADMIN_PORT = 15000
-HEALTH_PORT = 15021
-PROMETHEUS_PORT = 15090
-
 
 @dataclass(frozen=True)
 class Probe:

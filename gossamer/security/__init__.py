@@ -2,10 +2,8 @@
 
 from gossamer.security.ca import (
     DEFAULT_CERT_TTL,
-    TRUST_DOMAIN,
     CertificateAuthority,
     CsrRejected,
-    spiffe_id,
 )
 
-__all__ = ["DEFAULT_CERT_TTL", "TRUST_DOMAIN", "CertificateAuthority", "CsrRejected", "spiffe_id"]
+__all__ = ["DEFAULT_CERT_TTL", "CertificateAuthority", "CsrRejected"]

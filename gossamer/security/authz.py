@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from gossamer.security.ca import TRUST_DOMAIN, CsrRejected, spiffe_id
+from gossamer.mesh import TRUST_DOMAIN, spiffe_id, spiffe_prefix
+from gossamer.security.ca import CsrRejected
 
 
 class IdentityRejected(PermissionError):
@@ -81,7 +82,7 @@ def peer_identity(context: Any, trust_domain: str = TRUST_DOMAIN) -> str:
     pems = auth.get("x509_pem_cert") or []
     if not pems:
         raise IdentityRejected("no verified client certificate: connect with the workload certificate (mTLS)")
-    ids = [u for u in uri_sans(pems[0]) if u.startswith(f"spiffe://{trust_domain}/")]
+    ids = [u for u in uri_sans(pems[0]) if u.startswith(spiffe_prefix(trust_domain))]
     if len(ids) != 1:
         raise IdentityRejected(f"the client certificate carries no single SPIFFE id of {trust_domain}")
     return ids[0]

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-TRUST_DOMAIN = "cluster.local"
+from gossamer.mesh import TRUST_DOMAIN, spiffe_prefix
+
 ROOT_COMMON_NAME = "Gossamer root CA"
 ROOT_TTL = timedelta(days=3650)
 DEFAULT_CERT_TTL = timedelta(hours=24)
@@ -36,11 +37,6 @@ ROOT_CERT_FILE = "root-cert.pem"
 
 class CsrRejected(ValueError):
     """The CSR is malformed, badly signed, or asks for an identity the caller may not have."""
-
-
-def spiffe_id(namespace: str, service_account: str, trust_domain: str = TRUST_DOMAIN) -> str:
-    """`spiffe://cluster.local/ns/<namespace>/sa/<service account>`."""
-    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
 
 
 def _now() -> datetime:
@@ -159,7 +155,7 @@ class CertificateAuthority:
     # ---- signing -----------------------------------------------------------------------
 
     def check_identity(self, identity: str) -> None:
-        prefix = f"spiffe://{self.trust_domain}/"
+        prefix = spiffe_prefix(self.trust_domain)
         if not identity.startswith(prefix) or len(identity) == len(prefix):
             raise CsrRejected(f"identity {identity!r} is not a SPIFFE id in trust domain {self.trust_domain}")
 

@@ -14,7 +14,8 @@ from typing import Protocol
 
 import grpc
 
-CONTROL_PLANE_NAME = "istiod.istio-system.svc"  # Istio's: the SAN and SNI proxies expect
+from gossamer.mesh import CONTROL_PLANE_NAME  # Istio's: the SAN and SNI proxies expect
+
 SERVER_CERT_TTL = timedelta(hours=24)
 
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gossamer.mesh import DOMAIN_SUFFIX, spiffe_id
+
 UNKNOWN = "unknown"
-TRUST_DOMAIN = "cluster.local"
 DEFAULT_CLUSTER = "Kubernetes"
-DOMAIN_SUFFIX = "svc.cluster.local"
 
 PEER_KEYS = ("workload", "namespace", "principal", "app", "version", "cluster")
 # Endpoint/cluster metadata namespace the stats read (Istio keeps its own endpoint facts under `istio`).
@@ -43,10 +43,6 @@ LOCAL_ENV = {
     "version": "GOSSAMER_VERSION",
     "cluster": "GOSSAMER_CLUSTER_ID",
 }
-
-
-def spiffe_id(namespace: str, service_account: str) -> str:
-    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
 
 
 def peer_values(

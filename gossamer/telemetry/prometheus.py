@@ -22,7 +22,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from gossamer.telemetry.scrape import MERGED_PATH, MERGED_PORT, ScrapeTarget
+from gossamer.mesh import MERGED_METRICS_PORT
+from gossamer.telemetry.scrape import MERGED_PATH, ScrapeTarget
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def scrape_config(directory: Path, *, interval: str = SCRAPE_INTERVAL) -> dict[s
     }
 
 
-def pod_targets(pods: Sequence[ScrapeTarget], port: int = MERGED_PORT) -> list[dict[str, Any]]:
+def pod_targets(pods: Sequence[ScrapeTarget], port: int = MERGED_METRICS_PORT) -> list[dict[str, Any]]:
     return [
         {"targets": [f"{p.ip}:{port}"], "labels": {"namespace": p.namespace, "pod": p.pod}}
         for p in sorted(pods, key=lambda p: (p.namespace, p.pod))

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from gossamer.mesh import MERGED_METRICS_PORT
+
 log = logging.getLogger(__name__)
 
 ENVOY_ISTIO_PREFIX = "envoy_istiocustom_"
-MERGED_PORT = 15020
 MERGED_PATH = "/stats/prometheus"
 SCRAPE_TIMEOUT_S = 5.0
 
@@ -84,7 +85,7 @@ class MeshScraper:
         self,
         targets: Callable[[], list[ScrapeTarget]],
         *,
-        port: int = MERGED_PORT,
+        port: int = MERGED_METRICS_PORT,
         path: str = MERGED_PATH,
         max_age_s: float = 1.0,
     ) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from gossamer.ir.types import Cluster, Endpoint, EndpointSet
+from gossamer.mesh import inbound_cluster_name, outbound_cluster_name, spiffe_id
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, ServicePort, Workload
-from gossamer.telemetry.peer import spiffe_id
 from gossamer.translate.hosts import resolve_host
-from gossamer.translate.routes import exported_to, outbound_cluster_name
+from gossamer.translate.routes import exported_to
 from gossamer.translate.security import (
     TLS_MODE_LABEL,
     endpoint_tls_mode,
@@ -28,10 +28,6 @@ INBOUND_PASSTHROUGH = "InboundPassthroughCluster"
 # Envoy's inbound connections to the app come from this address, which the
 # pod's iptables rules exempt from capture (see runtime.iptables).
 INBOUND_SOURCE_ADDRESS = "127.0.0.6"
-
-
-def inbound_cluster_name(port: int) -> str:
-    return f"inbound|{port}||"
 
 
 def _destination_rules_by_host(snapshot: MeshSnapshot) -> dict[str, list[Any]]:

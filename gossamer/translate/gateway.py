@@ -12,10 +12,11 @@ from dataclasses import replace
 from typing import Any
 
 from gossamer.ir.types import GatewayTlsServer, HttpRoute, Listener, RouteTable, TcpChain, TlsSecret, VirtualHost
+from gossamer.mesh import hosts_intersect
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.translate.gateway_tls import terminating_mode, tls_server
-from gossamer.translate.hosts import hosts_intersect, resolve_host
+from gossamer.translate.hosts import resolve_host
 from gossamer.translate.jwt import request_authentication
 from gossamer.translate.routes import RouteContext, translate_http_rules, virtual_services_for
 from gossamer.translate.security import authorization_policies

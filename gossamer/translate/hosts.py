@@ -1,8 +1,9 @@
-"""Host names as Istio treats them: short-name resolution and wildcard matching."""
+"""Host names as Istio treats them: short-name resolution and the names that reach a service
+(matching is gossamer.mesh.host_matches)."""
 
 from __future__ import annotations
 
-from gossamer.registry.types import DOMAIN_SUFFIX
+from gossamer.mesh import service_fqdn
 
 
 def resolve_host(host: str, namespace: str) -> str:
@@ -10,26 +11,13 @@ def resolve_host(host: str, namespace: str) -> str:
     if host == "*" or host.startswith("*."):
         return host
     if "." not in host:
-        return f"{host}.{namespace}.{DOMAIN_SUFFIX}"
+        return service_fqdn(host, namespace)
     return host
-
-
-def host_matches(pattern: str, hostname: str) -> bool:
-    """Does `pattern` (possibly a wildcard) cover `hostname`?"""
-    if pattern == "*":
-        return True
-    if pattern.startswith("*"):
-        return hostname.endswith(pattern[1:])
-    return pattern == hostname
-
-
-def hosts_intersect(a: str, b: str) -> bool:
-    return host_matches(a, b) or host_matches(b, a)
 
 
 def service_domains(name: str, namespace: str, vip: str, port: int, proxy_namespace: str) -> tuple[str, ...]:
     """The Host/:authority values that reach a service port, as Istio lists them."""
-    fqdn = f"{name}.{namespace}.{DOMAIN_SUFFIX}"
+    fqdn = service_fqdn(name, namespace)
     names = [fqdn, f"{name}.{namespace}.svc", f"{name}.{namespace}"]
     if namespace == proxy_namespace:
         names.insert(1, name)

@@ -18,12 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gossamer.ir.security import JwtHeader, JwtProvider
+from gossamer.mesh import CLUSTER_DOMAIN, DOMAIN_SUFFIX, ROOT_NAMESPACE, outbound_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
-from gossamer.registry.types import DOMAIN_SUFFIX, MeshService, Proxy
+from gossamer.registry.types import MeshService, Proxy
 from gossamer.resources.duration import parse_duration
 from gossamer.translate.hosts import resolve_host
-from gossamer.translate.routes import outbound_cluster_name
-from gossamer.translate.security import ROOT_NAMESPACE
 from gossamer.translate.visibility import visible_services
 
 
@@ -44,7 +43,7 @@ def jwks_service_host_candidates(host: str, namespace: str) -> list[str]:
     if host.count(".") == 1:
         out.append(f"{host}.{DOMAIN_SUFFIX}")
     if host.endswith(".svc"):
-        out.append(f"{host}.cluster.local")
+        out.append(f"{host}.{CLUSTER_DOMAIN}")
     return out
 
 

@@ -20,6 +20,7 @@ from gossamer.ir.types import (
     StringMatch,
     WeightedDestination,
 )
+from gossamer.mesh import outbound_cluster_name, parse_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.duration import parse_duration
@@ -47,10 +48,6 @@ class RouteContext:
     proxy: Proxy
     gateways: frozenset[str]  # {"mesh"} for sidecars, {"ns/name", ...} for a gateway proxy
     port: int
-
-
-def outbound_cluster_name(host: str, port: int, subset: str = "") -> str:
-    return f"outbound|{port}|{subset}|{host}"
 
 
 def vs_gateways(vs: Any) -> frozenset[str]:
@@ -256,9 +253,9 @@ def route_operation(route: HttpRoute, vs_name: str, port: int) -> str:
     else:
         suffix = path.value + "*" if path.kind == "prefix" else path.value
     if len(route.destinations) == 1 and route.redirect is None and route.direct_response is None:
-        parts = route.destinations[0].cluster.split("|")
-        if len(parts) == 4 and parts[0] == "outbound" and parts[1].isdigit():
-            return f"{parts[3]}:{parts[1]}{suffix}"
+        cluster = parse_cluster_name(route.destinations[0].cluster)
+        if cluster is not None and cluster.direction == "outbound" and cluster.port:
+            return f"{cluster.host}:{cluster.port}{suffix}"
     return f"{vs_name}:{port}{suffix}"
 
 

@@ -21,18 +21,16 @@ from typing import Any
 
 from gossamer.ir.security import (
     ISTIO_ALPN_CLIENT,
-    TRUST_DOMAIN,
     AuthzField,
     AuthzPolicy,
     AuthzRule,
     InboundMtls,
     UpstreamTls,
-    spiffe_id,
 )
+from gossamer.mesh import ROOT_NAMESPACE, TRUST_DOMAIN, principal, spiffe_id
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, Workload
 
-ROOT_NAMESPACE = "istio-system"
 MeshMode = str  # STRICT | PERMISSIVE | DISABLE (UNSET resolved away)
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
@@ -212,7 +210,7 @@ def _service_account_principals(values: list[str] | None, namespace: str) -> lis
     out = []
     for v in values:
         ns, _, sa = v.rpartition("/")
-        out.append(f"{TRUST_DOMAIN}/ns/{ns or namespace}/sa/{sa}")
+        out.append(principal(ns or namespace, sa))
     return out
 
 

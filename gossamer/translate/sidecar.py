@@ -21,6 +21,13 @@ from gossamer.ir.types import (
     VirtualHost,
     WeightedDestination,
 )
+from gossamer.mesh import (
+    INBOUND_CAPTURE_PORT,
+    OUTBOUND_CAPTURE_PORT,
+    host_matches,
+    inbound_cluster_name,
+    outbound_cluster_name,
+)
 from gossamer.registry.serviceentry import is_plain_ip
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
@@ -29,16 +36,14 @@ from gossamer.translate.clusters import (
     INBOUND_PASSTHROUGH,
     PASSTHROUGH,
     destination_rule_for,
-    inbound_cluster_name,
     inbound_ports,
 )
-from gossamer.translate.hosts import host_matches, resolve_host, service_domains
+from gossamer.translate.hosts import resolve_host, service_domains
 from gossamer.translate.jwt import request_authentication
 from gossamer.translate.policies import translate_retry
 from gossamer.translate.routes import (
     MESH_GATEWAY,
     RouteContext,
-    outbound_cluster_name,
     translate_http_rules,
     virtual_services_for,
 )
@@ -47,9 +52,6 @@ from gossamer.translate.security import authorization_policies, inbound_mtls, pe
 from gossamer.translate.tcp import dedupe_chains, sidecar_tcp_chains
 from gossamer.translate.traffic_policy import hash_for_service
 from gossamer.translate.visibility import registry_only, visible_services
-
-OUTBOUND_PORT = 15001
-INBOUND_PORT = 15006
 
 
 def virtual_service_for_host(vss: list[Any], hostname: str) -> Any | None:
@@ -173,7 +175,7 @@ def translate_sidecar_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[li
     blocked = registry_only(snapshot, proxy)
     fallback = BLACKHOLE if blocked else PASSTHROUGH
     listeners: list[Listener] = [
-        Listener("virtualOutbound", "virtual_outbound", "0.0.0.0", OUTBOUND_PORT, tcp_cluster=fallback),
+        Listener("virtualOutbound", "virtual_outbound", "0.0.0.0", OUTBOUND_CAPTURE_PORT, tcp_cluster=fallback),
     ]
     http_ports: dict[int, list[MeshService]] = {}
     tcp_listeners: dict[str, Listener] = {}
@@ -270,7 +272,7 @@ def translate_sidecar_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> Listener:
         "virtualInbound",
         "virtual_inbound",
         "0.0.0.0",
-        INBOUND_PORT,
+        INBOUND_CAPTURE_PORT,
         inbound_chains=inbound,
         tcp_cluster=INBOUND_PASSTHROUGH,
         inbound_mtls=passthrough_mtls,

@@ -23,15 +23,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gossamer.ir.types import TcpChain, WeightedDestination
+from gossamer.mesh import hosts_intersect, outbound_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService
-from gossamer.translate.hosts import hosts_intersect, resolve_host
+from gossamer.translate.hosts import resolve_host
 from gossamer.translate.routes import (
     RouteContext,
     _kept_destinations,
     _match_applies,
     destination_cluster,
-    outbound_cluster_name,
 )
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from gossamer.ir.types import Tracing, TracingProvider, TracingTag
+from gossamer.mesh import ROOT_NAMESPACE, outbound_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.telemetry import applies_to_all
-from gossamer.translate.security import ROOT_NAMESPACE
 
 ENVOY_PROVIDER = "envoy"
 
@@ -169,7 +169,7 @@ def tracing_provider(snapshot: MeshSnapshot, proxy: Proxy, names: list[str]) -> 
         if not service or not isinstance(port, int) or not 0 < port < 65536:
             continue
         host = service.split("/", 1)[1] if "/" in service else service  # Istio also takes "namespace/host"
-        cluster = f"outbound|{port}||{host}"
+        cluster = outbound_cluster_name(host, port)
         if provider.kind == "zipkin":
             return TracingProvider("zipkin", cluster, host, port, path=str(settings.get("path") or ZIPKIN_PATH))
         http = settings.get("http")

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from gossamer.mesh import ROOT_NAMESPACE, host_matches
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
 from gossamer.resources.networking import OutboundTrafficPolicy
-from gossamer.translate.hosts import host_matches
-
-ROOT_NAMESPACE = "istio-system"
 
 
 def sidecar_for(snapshot: MeshSnapshot, proxy: Proxy) -> Any | None:

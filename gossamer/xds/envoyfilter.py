@@ -42,6 +42,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2, descriptor_pool, json_format
 from google.protobuf.message import Message
 
+from gossamer.mesh import (
+    ROOT_NAMESPACE,
+    TRUST_DOMAIN,
+    ClusterName,
+    is_inbound_cluster,
+    parse_cluster_name,
+)
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.base import Resource
@@ -50,7 +57,6 @@ from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
 
 log = logging.getLogger(__name__)
 
-ROOT_NAMESPACE = "istio-system"
 # What `match.proxy.proxyVersion` is matched against (Istio's ISTIO_VERSION of the proxy).
 ISTIO_VERSION = "1.24.0"
 HCM = "envoy.filters.network.http_connection_manager"
@@ -253,7 +259,7 @@ def proxy_metadata(proxy: Proxy) -> dict[str, str]:
         "NAMESPACE": proxy.namespace,
         "ISTIO_VERSION": ISTIO_VERSION,
         "CLUSTER_ID": "Kubernetes",
-        "MESH_ID": "cluster.local",
+        "MESH_ID": TRUST_DOMAIN,
     }
 
 
@@ -433,18 +439,6 @@ def _merge_checked(target: Message, p: _Patch, errors: list[str]) -> None:
 
 def _port_of(listener: listener_pb2.Listener) -> int:
     return int(listener.address.socket_address.port_value)
-
-
-def _cluster_key(name: str) -> tuple[str, str, str, int]:
-    """`direction|port|subset|host` -> (direction, subset, host, port); other names: ("", "", "", 0)."""
-    parts = name.split("|")
-    if len(parts) != 4:
-        return "", "", "", 0
-    try:
-        port = int(parts[1])
-    except ValueError:
-        port = 0
-    return parts[0], parts[2], parts[3], port
 
 
 class _Ctx:
@@ -631,7 +625,7 @@ class _Ctx:
     def cluster_context(self, name: str) -> str:
         if self.router:
             return "GATEWAY"
-        inbound = name.startswith("inbound|") or name == "InboundPassthroughCluster"
+        inbound = is_inbound_cluster(name) or name == "InboundPassthroughCluster"
         return "SIDECAR_INBOUND" if inbound else "SIDECAR_OUTBOUND"
 
     def _cluster_matches(self, p: _Patch, name: str) -> bool:
@@ -640,12 +634,12 @@ class _Ctx:
             return True
         if cm.name:
             return cm.name == name
-        _, subset, host, port = _cluster_key(name)
-        if cm.subset and cm.subset != subset:
+        parsed = parse_cluster_name(name) or ClusterName("", 0, "", "")
+        if cm.subset and cm.subset != parsed.subset:
             return False
-        if cm.service and cm.service != host:
+        if cm.service and cm.service != parsed.host:
             return False
-        return not (cm.port_number and cm.port_number != port)
+        return not (cm.port_number and cm.port_number != parsed.port)
 
     def patch_clusters(self, clusters: dict[str, Message]) -> dict[str, Message]:
         out: dict[str, Message] = {}
@@ -685,8 +679,9 @@ def _route_port(name: str, gateway: bool) -> int:
     if gateway:
         parts = name.split(".")
         return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-    if name.startswith("inbound|"):
-        return _cluster_key(name)[3]
+    if is_inbound_cluster(name):
+        parsed = parse_cluster_name(name)
+        return parsed.port if parsed else 0
     return int(name) if name.isdigit() else 0
 
 

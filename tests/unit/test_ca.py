@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from gossamer.security import CertificateAuthority, CsrRejected, spiffe_id
+from gossamer.mesh import spiffe_id
+from gossamer.security import CertificateAuthority, CsrRejected
 
 IDENTITY = "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
 

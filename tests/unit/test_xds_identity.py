@@ -19,9 +19,10 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 
 from gossamer.agent.sds import issue_workload_certificate
+from gossamer.mesh import CONTROL_PLANE_NAME
 from gossamer.security import CertificateAuthority, CsrRejected
 from gossamer.security.authz import IdentityRejected, check_node, pod_identity, sign_for_pod
-from gossamer.security.server_tls import CONTROL_PLANE_NAME, ServerTls
+from gossamer.security.server_tls import ServerTls
 from gossamer.xds.cache import ConfigCache
 from gossamer.xds.server import AdsServer, serve
 from gossamer.xds.types import CLUSTER

@@ -13,6 +13,7 @@ from gossamer.analyze.analyzers.sidecar import pod_in_ambient
 from gossamer.analyze.context import Context, selector_matches, selector_string
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
+from gossamer.mesh import ROOT_NAMESPACE
 from gossamer.resources.base import Resource
 from gossamer.resources.networking import VirtualServiceSpec
 
@@ -187,7 +188,7 @@ def jwt_claim_routes(ctx: Context) -> Iterator[Message]:
             if gw is None:
                 continue
             for pod in ctx.pods_matching(gw.spec.selector):
-                candidates = selectors.get("istio-system", []) + selectors.get(pod.namespace, [])
+                candidates = selectors.get(ROOT_NAMESPACE, []) + selectors.get(pod.namespace, [])
                 if not any(selector_matches(s, pod.metadata.labels) for s in candidates):
                     yield ctx.message(
                         "IST0149",

@@ -11,9 +11,9 @@ from gossamer.analyze.analyzers.service import is_control_plane
 from gossamer.analyze.context import Context, selector_matches
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
+from gossamer.mesh import PROXY_UID
 from gossamer.resources.base import Resource
 
-PROXY_UID = 1337
 PROXY_CONTAINER = "istio-proxy"
 
 

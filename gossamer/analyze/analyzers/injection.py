@@ -13,6 +13,7 @@ from gossamer.analyze.analyzers.deployment import PROXY_CONTAINER, containers, p
 from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
+from gossamer.mesh import ROOT_NAMESPACE
 from gossamer.resources.base import Resource
 
 INJECTION_LABEL = "istio-injection"
@@ -47,7 +48,7 @@ def injector_name(revision: str) -> str:
 def injection(ctx: Context) -> Iterator[Message]:
     injected: set[str] = set()
     for ns in ctx.of("Namespace"):
-        if ns.name == "istio-system":
+        if ns.name == ROOT_NAMESPACE:
             continue
         labels = ns.metadata.labels
         legacy = labels.get(INJECTION_LABEL)

@@ -17,6 +17,7 @@ from typing import Any
 from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
+from gossamer.mesh import parse_cluster_name
 from gossamer.resources.core import configmap_binary_data, configmap_data, secret_data
 from gossamer.resources.volumes import reference_problem, references
 
@@ -90,9 +91,9 @@ def rate_limit_service(ctx: Context) -> Iterator[Message]:
             if cp.patch is None or cp.patch.value is None:
                 continue
             for cluster, path in _service_clusters(cp.patch.value, ("spec", "configPatches", i, "patch", "value")):
-                parts = cluster.split("|")
-                if len(parts) == 4 and parts[0] == "outbound":
-                    _, port, subset, host = parts
+                parsed = parse_cluster_name(cluster)
+                if parsed is not None and parsed.direction == "outbound":
+                    port, subset, host = parsed.port, parsed.subset, parsed.host  # port 0: not a number
                     view = ctx.destination_service(ef.namespace, None, host)
                     if view is None:
                         yield ctx.message(
@@ -102,7 +103,7 @@ def rate_limit_service(ctx: Context) -> Iterator[Message]:
                             f"rate limit service cluster {cluster!r}: service "
                             f"{host!r} not found: every rate limit check fails",
                         )
-                    elif not port.isdigit() or all(p.number != int(port) for p in view.ports):
+                    elif all(p.number != port for p in view.ports):
                         yield ctx.message(
                             "IST0101",
                             ef,

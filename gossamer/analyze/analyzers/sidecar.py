@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gossamer.analyze.context import Context, hosts_overlap, selector_string, to_fqdn
+from gossamer.analyze.context import Context, selector_string, to_fqdn
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
+from gossamer.mesh import hosts_intersect
 from gossamer.resources.base import Resource
 
 
@@ -107,7 +108,7 @@ def _egress_host_known(ctx: Context, namespace: str, host: str) -> bool:
         names = (
             [to_fqdn(r.namespace, r.name)] if r.kind == "Service" else [to_fqdn(r.namespace, h) for h in r.spec.hosts]
         )
-        if any(hosts_overlap(n, wanted) for n in names):
+        if any(hosts_intersect(n, wanted) for n in names):
             return True
     return False
 

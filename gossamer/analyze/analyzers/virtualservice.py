@@ -12,12 +12,12 @@ from gossamer.analyze.context import (
     EXPORT_ALL,
     EXPORT_LOCAL,
     Context,
-    hosts_overlap,
     name_from_host,
     to_fqdn,
 )
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
+from gossamer.mesh import hosts_intersect
 from gossamer.resources.base import Resource
 
 MESH = "mesh"
@@ -193,10 +193,10 @@ def gateways(ctx: Context) -> Iterator[Message]:
                 yield ctx.message("IST0101", vs, path, f"referenced gateway not found: {ref!r}")
             if k8s_gateway is not None:
                 gw_hosts = _k8s_gateway_hosts(k8s_gateway)
-                match = gw_hosts is None or any(hosts_overlap(g, h) for g in gw_hosts for h in vs.spec.hosts)
+                match = gw_hosts is None or any(hosts_intersect(g, h) for g in gw_hosts for h in vs.spec.hosts)
             else:
                 gw_hosts = _server_hosts_for(gateway, vs.namespace) if gateway is not None else []
-                match = any(hosts_overlap(g, h) for g in gw_hosts for h in vs.spec.hosts)
+                match = any(hosts_intersect(g, h) for g in gw_hosts for h in vs.spec.hosts)
             if not match:
                 yield ctx.message(
                     "IST0132", vs, path, f"none of the hosts {list(vs.spec.hosts)} is served by gateway {ns}/{name}"
@@ -232,7 +232,7 @@ def conflicting_mesh_hosts(ctx: Context) -> Iterator[Message]:
         group = list(listed)
         if scope != EXPORT_ALL:  # VirtualServices visible everywhere also reach this scope
             for (other_scope, other_host), more in by_host.items():
-                if other_scope == EXPORT_ALL and hosts_overlap(host, other_host):
+                if other_scope == EXPORT_ALL and hosts_intersect(host, other_host):
                     group.extend(more)
         if len(group) < 2:
             continue

@@ -24,13 +24,13 @@ from google.protobuf import struct_pb2, wrappers_pb2
 
 from gossamer.ir.security import (
     ISTIO_ALPN_SERVER,
-    TRUST_DOMAIN,
     AuthzField,
     AuthzPolicy,
     AuthzRule,
     UpstreamTls,
 )
 from gossamer.ir.types import Cluster, Endpoint, GatewayTlsServer, TlsSecret
+from gossamer.mesh import SPIFFE_SCHEME, TRUST_DOMAIN, spiffe_prefix
 from gossamer.translate.security import is_http_only
 from gossamer.xds.build.common import ads_config_source, pack
 from gossamer.xds.build.jwt import jwt_principal
@@ -77,7 +77,7 @@ def _mesh_common_context(sans: tuple[str, ...], trust_domain: str, alpn: tuple[s
         matchers = [
             common_pb2.SubjectAltNameMatcher(
                 san_type=common_pb2.SubjectAltNameMatcher.URI,
-                matcher=string_pb2.StringMatcher(prefix=f"spiffe://{trust_domain}/"),
+                matcher=string_pb2.StringMatcher(prefix=spiffe_prefix(trust_domain)),
             )
         ]
     combined = tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
@@ -278,7 +278,7 @@ def _principal_value(key: str, value: str) -> rbac_pb2.Principal:
     if key == "principal":
         return rbac_pb2.Principal(
             authenticated=authenticated(
-                principal_name=_istio_string(value, prefix="spiffe://")
+                principal_name=_istio_string(value, prefix=SPIFFE_SCHEME)
                 if value != "*" and not value.startswith("*")
                 else _istio_string(value)
             )

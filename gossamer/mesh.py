@@ -1,0 +1,145 @@
+"""Istio's mesh-wide names and numbers, in one place: namespaces, domains, SPIFFE ids, the proxy's
+uid and ports, Envoy cluster names, and how host names match.
+
+Every layer may import this module (it imports nothing of Gossamer's), so a constant written here
+once is never retyped elsewhere: `istio-system`, `cluster.local`, `spiffe://...`, `15006` and
+`outbound|PORT|SUBSET|HOST` appear in code only through these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# -- namespaces and domains ---------------------------------------------------------------------
+
+# Istio's root namespace (meshConfig.rootNamespace): mesh-wide Sidecar, PeerAuthentication,
+# AuthorizationPolicy, Telemetry, EnvoyFilter; the mesh ConfigMap `istio`; the built-in gateways.
+ROOT_NAMESPACE = "istio-system"
+# The Kubernetes cluster domain and Istio's default trust domain (meshConfig.trustDomain).
+CLUSTER_DOMAIN = "cluster.local"
+TRUST_DOMAIN = CLUSTER_DOMAIN
+# Services' names: NAME.NAMESPACE.svc.cluster.local.
+DOMAIN_SUFFIX = f"svc.{CLUSTER_DOMAIN}"
+# The control plane's name: the DNS SAN of its serving certificate and the SNI proxies send.
+CONTROL_PLANE_NAME = f"istiod.{ROOT_NAMESPACE}.svc"
+
+
+def service_fqdn(name: str, namespace: str) -> str:
+    """A Kubernetes Service's host name: `reviews.default.svc.cluster.local`."""
+    return f"{name}.{namespace}.{DOMAIN_SUFFIX}"
+
+
+# -- the proxy: uid and well-known ports ----------------------------------------------------------
+
+# Istio's proxy uid and gid (Gossamer gives every pod one of its own: runtime/sandbox.py).
+PROXY_UID = 1337
+ADMIN_PORT = 15000  # Envoy's admin (a unix socket per pod here; the number names it in checks)
+OUTBOUND_CAPTURE_PORT = 15001  # iptables redirects a pod's outbound connections here
+INBOUND_CAPTURE_PORT = 15006  # ... and its inbound ones here (`virtualInbound`)
+TUNNEL_PORT = 15008  # Istio's HBONE port: never captured
+MERGED_METRICS_PORT = 15020  # the pod's merged metrics (Envoy's and the app's), /stats/prometheus
+HEALTH_PORT = 15021  # the proxy's readiness, /healthz/ready
+PROMETHEUS_PORT = 15090  # Envoy's own metrics, /stats/prometheus
+# The ports the proxy itself listens on: a Service, Gateway or ServiceEntry port among them would
+# collide with the proxy's own listener.
+PROXY_PORTS: dict[int, str] = {
+    ADMIN_PORT: "Envoy's admin port",
+    OUTBOUND_CAPTURE_PORT: "the sidecar's outbound capture port",
+    INBOUND_CAPTURE_PORT: "the sidecar's inbound capture port",
+    MERGED_METRICS_PORT: "the proxy's merged metrics port",
+    HEALTH_PORT: "the proxy's health check port",
+    PROMETHEUS_PORT: "Envoy's Prometheus port",
+}
+
+# -- SPIFFE identities --------------------------------------------------------------------------
+
+
+SPIFFE_SCHEME = "spiffe://"
+
+
+def spiffe_prefix(trust_domain: str = TRUST_DOMAIN) -> str:
+    """What every identity of a trust domain starts with: `spiffe://cluster.local/`."""
+    return f"{SPIFFE_SCHEME}{trust_domain}/"
+
+
+def principal(namespace: str, service_account: str, trust_domain: str = TRUST_DOMAIN) -> str:
+    """An identity as AuthorizationPolicy writes it (no scheme): `cluster.local/ns/NS/sa/SA`."""
+    return f"{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+def spiffe_id(namespace: str, service_account: str, trust_domain: str = TRUST_DOMAIN) -> str:
+    """A workload's identity: `spiffe://cluster.local/ns/NAMESPACE/sa/SERVICE_ACCOUNT`."""
+    return SPIFFE_SCHEME + principal(namespace, service_account, trust_domain)
+
+
+@dataclass(frozen=True)
+class SpiffeId:
+    trust_domain: str
+    namespace: str
+    service_account: str
+
+
+def parse_spiffe_id(uri: str) -> SpiffeId | None:
+    """`spiffe://TD/ns/NS/sa/SA` -> its parts; anything else (another path, empty parts) -> None."""
+    if not uri.startswith(SPIFFE_SCHEME):
+        return None
+    trust_domain, _, path = uri[len(SPIFFE_SCHEME) :].partition("/")
+    parts = path.split("/")
+    if not trust_domain or len(parts) != 4 or parts[0] != "ns" or parts[2] != "sa" or not parts[1] or not parts[3]:
+        return None
+    return SpiffeId(trust_domain, parts[1], parts[3])
+
+
+# -- Envoy cluster names ------------------------------------------------------------------------
+
+
+def outbound_cluster_name(host: str, port: int, subset: str = "") -> str:
+    """Istio's outbound cluster name: `outbound|9080|v2|reviews.default.svc.cluster.local`."""
+    return f"outbound|{port}|{subset}|{host}"
+
+
+def inbound_cluster_name(port: int) -> str:
+    """A sidecar's cluster to its own app's port: `inbound|9080||`."""
+    return f"inbound|{port}||"
+
+
+@dataclass(frozen=True)
+class ClusterName:
+    direction: str  # "outbound", "inbound"
+    port: int  # 0 when the port part is not a number
+    subset: str
+    host: str
+
+
+def parse_cluster_name(name: str) -> ClusterName | None:
+    """`DIRECTION|PORT|SUBSET|HOST` (Istio's ParseSubsetKey) -> its parts; other names -> None."""
+    parts = name.split("|")
+    if len(parts) != 4:
+        return None
+    return ClusterName(parts[0], int(parts[1]) if parts[1].isdigit() else 0, parts[2], parts[3])
+
+
+def is_inbound_cluster(name: str) -> bool:
+    return name.startswith("inbound|")
+
+
+# -- host names ---------------------------------------------------------------------------------
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Does `pattern` cover `host`? Istio's host.Name.SubsetOf with DNS's case-insensitivity:
+    `*` covers everything; `*.foo.com` covers `a.foo.com` and `*.b.foo.com` (not `foo.com`);
+    other names match exactly, whatever their case."""
+    if pattern == "*":
+        return True
+    if pattern == host:
+        return True
+    pattern, host = pattern.lower(), host.lower()
+    if pattern.startswith("*"):
+        return host.endswith(pattern[1:])
+    return pattern == host
+
+
+def hosts_intersect(a: str, b: str) -> bool:
+    """Istio's host.Name.Matches: either covers the other."""
+    return host_matches(a, b) or host_matches(b, a)
