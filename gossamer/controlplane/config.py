@@ -9,7 +9,7 @@ from typing import Any
 from gossamer.resources.enforcement import not_enforced_issues
 from gossamer.resources.issues import Issue
 from gossamer.resources.loader import in_namespace, parse_documents
-from gossamer.store import Change, Store
+from gossamer.store import AppliedObject, Change, Store
 
 
 @dataclass
@@ -56,16 +56,17 @@ def parse_files(
     return resources, errors, warnings
 
 
-def stored_tuple(resource: Any) -> tuple[tuple[str, str, str], dict[str, Any], str, int]:
+def applied_object(resource: Any) -> AppliedObject:
+    """What the store keeps of a parsed RESOURCE: its document as applied, without the store's own metadata."""
     body = dict(resource.raw)
     meta = dict(body.get("metadata") or {})
-    kind, namespace, _name = resource.key
+    kind, namespace, name = resource.key
     if namespace:
         meta["namespace"] = namespace
     for volatile in ("resourceVersion", "generation", "uid", "creationTimestamp"):
         meta.pop(volatile, None)
     body["metadata"] = meta
-    return resource.key, body, resource.source_file, resource.source_line
+    return AppliedObject(kind, namespace, name, body, resource.source_file, resource.source_line)
 
 
 def apply_files(
@@ -104,7 +105,7 @@ def apply_files(
             f"namespace/{ns} created (it did not exist; `kubectl create namespace {ns}` would be needed on a cluster)"
         )
     if not dry_run:
-        stored = [namespace_tuple(ns) for ns in created] + [stored_tuple(r) for r in resources]
+        stored = [namespace_object(ns) for ns in created] + [applied_object(r) for r in resources]
         result.changes = store.apply(stored)
     return result
 
@@ -134,9 +135,9 @@ def missing_namespaces(store: Store, resources: Sequence[Any]) -> list[str]:
     return [ns for ns in wanted if store.get("Namespace", "", ns) is None]
 
 
-def namespace_tuple(name: str) -> tuple[tuple[str, str, str], dict[str, Any], str, int]:
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    return ("Namespace", "", name), body, "<created on demand>", 0
+def namespace_object(name: str) -> AppliedObject:
+    body: dict[str, Any] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    return AppliedObject("Namespace", "", name, body, "<created on demand>", 0)
 
 
 def delete_files(store: Store, files: Sequence[tuple[str, str]], namespace: str | None = None) -> ApplyResult:

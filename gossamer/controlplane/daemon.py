@@ -43,7 +43,7 @@ from gossamer.runtime.wire import deployments_to_json, endpoints_to_json, servic
 from gossamer.security import CertificateAuthority
 from gossamer.security.server_tls import ServerTls
 from gossamer.security.settings import CertSettings
-from gossamer.store import Change, Store
+from gossamer.store import AppliedObject, Change, Store
 from gossamer.telemetry import SpanStore, ZipkinCollector
 from gossamer.telemetry.controlplane import PILOT
 from gossamer.telemetry.prometheus import PrometheusServer
@@ -125,7 +125,7 @@ class ControlPlane:
         result = apply_files(self.store, manifests, dry_run=True, admit=lambda new: image_issues(new, self.images))
         if not result.ok:
             return result
-        self.store.apply(_builtin_tuples(egress_gateway=self.egress_gateway))
+        self.store.apply(_builtin_objects(egress_gateway=self.egress_gateway))
         if not self.egress_gateway:
             # A store kept from an `up --egress-gateway`: its built-in egress gateway goes (a user's stays).
             stale = [
@@ -342,10 +342,10 @@ def _egress_keys() -> set[tuple[str, str, str]]:
     return {(d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]) for d in egress_gateway_documents()}
 
 
-def _builtin_tuples(*, egress_gateway: bool = False) -> list[tuple[tuple[str, str, str], dict[str, Any], str, int]]:
+def _builtin_objects(*, egress_gateway: bool = False) -> list[AppliedObject]:
     out = []
     for doc in builtin_documents(egress_gateway=egress_gateway):
         meta = doc["metadata"]
         ns = meta.get("namespace", "") if doc["kind"] != "Namespace" else ""
-        out.append(((doc["kind"], ns, meta["name"]), doc, BUILTIN_SOURCE, 0))
+        out.append(AppliedObject(doc["kind"], ns, meta["name"], doc, BUILTIN_SOURCE, 0))
     return out

@@ -1,5 +1,5 @@
 """Durable config store (SQLite)."""
 
-from gossamer.store.sqlite import Change, Store, StoredObject
+from gossamer.store.sqlite import AppliedObject, Change, Store, StoredObject
 
-__all__ = ["Change", "Store", "StoredObject"]
+__all__ = ["AppliedObject", "Change", "Store", "StoredObject"]

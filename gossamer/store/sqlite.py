@@ -30,6 +30,23 @@ CREATE TABLE IF NOT EXISTS service_vips (namespace TEXT NOT NULL, name TEXT NOT 
 
 
 @dataclass(frozen=True)
+class AppliedObject:
+    """One object as `Store.apply` takes it: its key, the body to store (as applied, without the
+    store's own metadata), and where it came from (for `file:line` in later messages)."""
+
+    kind: str
+    namespace: str
+    name: str
+    body: dict[str, Any]
+    source_file: str
+    source_line: int
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.namespace, self.name)
+
+
+@dataclass(frozen=True)
 class StoredObject:
     kind: str
     namespace: str
@@ -110,12 +127,14 @@ class Store:
     def subscribe(self, listener: Callable[[list[Change]], None]) -> None:
         self._listeners.append(listener)
 
-    def apply(self, objects: Iterable[tuple[tuple[str, str, str], dict[str, Any], str, int]]) -> list[Change]:
-        """Store (key, body, source_file, source_line) tuples in one transaction."""
+    def apply(self, objects: Iterable[AppliedObject]) -> list[Change]:
+        """Store OBJECTS in one transaction (all or nothing)."""
         changes: list[Change] = []
         with self._transaction():
             revision = self.revision()
-            for (kind, ns, name), body, source_file, source_line in objects:
+            for obj in objects:
+                kind, ns, name, body = obj.kind, obj.namespace, obj.name, obj.body
+                source_file, source_line = obj.source_file, obj.source_line
                 old = self.get(kind, ns, name)
                 if old is not None and old.body == body:
                     changes.append(Change("unchanged", old))

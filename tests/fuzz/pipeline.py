@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gossamer.controlplane.config import parse_files, stored_tuple
+from gossamer.controlplane.config import applied_object, parse_files
 from gossamer.resources.envoy_checks import missing_files
 from gossamer.resources.issues import Issue
 from gossamer.resources.loader import resource_from_raw
@@ -84,8 +84,8 @@ def run(files: Sequence[tuple[str, str]], *, envoy_rules: bool = False, keep_bui
         return Outcome("rejected", seconds, problems=message_problems(errors))
     try:
         for r in resources:
-            _key, body, source_file, source_line = stored_tuple(r)
-            resource_from_raw(json.loads(json.dumps(body)), source_file, source_line)
+            stored = applied_object(r)
+            resource_from_raw(json.loads(json.dumps(stored.body)), stored.source_file, stored.source_line)
     except Exception as e:  # noqa: BLE001
         return Outcome("store", seconds, _where(e), repr(e)[:300])
     outcome = Outcome("accepted", seconds)

@@ -73,11 +73,11 @@ def test_a_certificate_file_missing_on_this_machine_is_refused(store: Store, tmp
 def test_a_problem_already_there_is_not_blamed_on_a_new_resource(store: Store) -> None:
     """Only what the applied resources bring counts: with a broken EnvoyFilter already stored (by an
     older version, say), another resource still applies."""
-    from gossamer.controlplane.config import parse_files, stored_tuple
+    from gossamer.controlplane.config import applied_object, parse_files
 
     resources, errors, _ = parse_files([("ef.yaml", EF)])
     assert not errors
-    store.apply([stored_tuple(r) for r in resources])  # straight into the store, unchecked
+    store.apply([applied_object(r) for r in resources])  # straight into the store, unchecked
     vs = (ROOT / "samples/bookinfo/networking/virtual-service-all-v1.yaml").read_text()
     result = apply_files(store, [("vs.yaml", vs)])
     assert result.ok, [str(e) for e in result.errors]

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from gossamer.store import Store
+from gossamer.store import AppliedObject, Store
 
 VS = ("VirtualService", "default", "reviews")
+
+
+def applied(body: dict) -> AppliedObject:
+    return AppliedObject(*VS, body, "f.yaml", 3)
 
 
 def body(subset: str, label: str = "a") -> dict:
@@ -22,24 +26,24 @@ def body(subset: str, label: str = "a") -> dict:
 
 def test_versions_and_generations(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    [created] = store.apply([(VS, body("v1"), "f.yaml", 3)])
+    [created] = store.apply([applied(body("v1"))])
     assert created.kind == "created" and created.object.generation == 1
-    [same] = store.apply([(VS, body("v1"), "f.yaml", 3)])
+    [same] = store.apply([applied(body("v1"))])
     assert same.kind == "unchanged" and same.object.resource_version == created.object.resource_version
-    [relabelled] = store.apply([(VS, body("v1", "b"), "f.yaml", 3)])
+    [relabelled] = store.apply([applied(body("v1", "b"))])
     assert relabelled.kind == "configured" and relabelled.object.generation == 1  # metadata only
-    [respec] = store.apply([(VS, body("v2", "b"), "f.yaml", 3)])
+    [respec] = store.apply([applied(body("v2", "b"))])
     assert respec.object.generation == 2 and respec.object.resource_version > relabelled.object.resource_version
     assert store.get(*VS).with_metadata()["metadata"]["resourceVersion"] == str(respec.object.resource_version)
 
 
 def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    store.apply([(VS, body("v1"), "f.yaml", 3)])
+    store.apply([applied(body("v1"))])
     before = store.revision()
 
     def objects():
-        yield (("DestinationRule", "default", "reviews"), {"kind": "DestinationRule"}, "g.yaml", 1)
+        yield AppliedObject("DestinationRule", "default", "reviews", {"kind": "DestinationRule"}, "g.yaml", 1)
         raise RuntimeError("bad input half way")
 
     with pytest.raises(RuntimeError):
@@ -50,7 +54,7 @@ def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
 
 def test_applied_config_survives_reopening(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    store.apply([(VS, body("v3"), "f.yaml", 3)])
+    store.apply([applied(body("v3"))])
     vip = store.allocate_vip("default", "reviews", iter(["10.96.0.10", "10.96.0.11"]))
     store.close()
     reopened = Store(tmp_path / "s.db")
@@ -64,7 +68,7 @@ def test_watchers_hear_only_real_changes(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     heard: list[str] = []
     store.subscribe(lambda changes: heard.extend(c.kind for c in changes))
-    store.apply([(VS, body("v1"), "f.yaml", 3)])
-    store.apply([(VS, body("v1"), "f.yaml", 3)])
+    store.apply([applied(body("v1"))])
+    store.apply([applied(body("v1"))])
     store.delete([VS])
     assert heard == ["created", "deleted"]
