@@ -24,7 +24,7 @@ from gossamer.security import CsrRejected
 from gossamer.telemetry.controlplane import PILOT
 from gossamer.telemetry.prometheus import PrometheusError
 from gossamer.telemetry.tracing import summary
-from gossamer.xds.server import ProxyStatus
+from gossamer.xds.proxy_status import ProxyStatus
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
 
 CONFIG_TYPES = {"listeners": LISTENER, "routes": ROUTE, "clusters": CLUSTER, "endpoints": ENDPOINT}

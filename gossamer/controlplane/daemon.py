@@ -49,7 +49,8 @@ from gossamer.telemetry.controlplane import PILOT
 from gossamer.telemetry.prometheus import PrometheusServer
 from gossamer.telemetry.scrape import MeshScraper, ScrapeTarget
 from gossamer.xds.cache import ConfigCache
-from gossamer.xds.server import AdsServer, ProxyStatus, serve
+from gossamer.xds.proxy_status import ProxyStatus
+from gossamer.xds.server import AdsServer, serve
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from gossamer.resources.enforcement import not_enforced_issues
 from gossamer.runtime.types import PodStatus
 from gossamer.store import StoredObject
 from gossamer.telemetry.prometheus import PrometheusError
-from gossamer.xds.server import ProxyStatus
+from gossamer.xds.proxy_status import ProxyStatus
 from gossamer.xds.types import SHORT_NAMES
 
 # The config view's kinds, in the order shown (Istio's networking kinds first).

@@ -23,7 +23,8 @@ from google.rpc import status_pb2
 
 from gossamer.runtime.sandbox import PROXY_GROUP
 from gossamer.xds.cache import ConfigCache
-from gossamer.xds.server import AdsServer, ProxyStatus, serve
+from gossamer.xds.proxy_status import ProxyStatus
+from gossamer.xds.server import AdsServer, serve
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 TIMEOUT = 5.0

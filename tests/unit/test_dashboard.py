@@ -28,7 +28,7 @@ from gossamer.runtime.types import PodStatus
 from gossamer.store import StoredObject
 from gossamer.telemetry.peer import HTTP_LABELS as LABELS
 from gossamer.telemetry.scrape import merge_expositions
-from gossamer.xds.server import ProxyStatus, ProxyTypeStatus
+from gossamer.xds.proxy_status import ProxyStatus, ProxyTypeStatus
 from gossamer.xds.types import CLUSTER, LISTENER
 
 REVIEWS = "reviews.default.svc.cluster.local"

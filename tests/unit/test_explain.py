@@ -15,7 +15,7 @@ from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.translate import translate_proxy
 from gossamer.xds.build import build_resources
 from gossamer.xds.cache import ConfigCache
-from gossamer.xds.server import ProxyTypeStatus
+from gossamer.xds.proxy_status import ProxyTypeStatus
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.support.offline import proxy_for, snapshot_from_yaml
 
