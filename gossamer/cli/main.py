@@ -83,6 +83,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         not paths.processes_file.exists() and ApiClient(paths.api_socket, timeout=2).alive()
     ):
         raise CliError("a mesh is already running (stop it with `gossamer down`)")
+    if args.timeout < 0:
+        raise CliError(f"--timeout: {args.timeout:g} is not a number of seconds (0: wait on)")
     if not 0 < args.ingress_port < 65536:
         raise CliError(f"--ingress-port: {args.ingress_port} is not a port number (1-65535)")
     if not 0 <= args.ingress_tls_port < 65536:
@@ -117,6 +119,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             args.workload_cert_ttl,
             "--secret-grace-period-ratio",
             str(args.secret_grace_period_ratio),
+            *(["--namespace", args.namespace] if args.namespace else []),
+            # The background `up` waits on: this process gives up after --timeout and leaves it running.
+            "--timeout",
+            "0",
             *(["--verbose"] if args.verbose else []),
             *(["--prometheus"] if args.prometheus else []),
             *[str(Path(p).resolve()) for p in args.paths],
@@ -135,6 +141,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             prometheus=args.prometheus,
             workload_cert_ttl=args.workload_cert_ttl,
             secret_grace_period_ratio=args.secret_grace_period_ratio,
+            namespace=args.namespace,
+            ready_timeout=args.timeout,
         ),
     )
 
@@ -165,6 +173,7 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
             ingress_tls_port=args.ingress_tls_port,
             egress_gateway=args.egress_gateway,
             prometheus=args.prometheus,
+            namespace=args.namespace,
         )
     )
 
@@ -661,12 +670,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--detach", "-d", action="store_true", help="return once the mesh is ready")
     p.add_argument(
+        "-n",
+        "--namespace",
+        help="the namespace of documents that name none (as kubectl apply -n), also when an edit is re-applied",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=300.0,
         metavar="SECONDS",
-        help="with --detach: give up waiting after this long, say which pods are not ready and why, "
-        "exit 1 and leave the mesh running",
+        help="when the mesh is not ready after this long, say which pods are not ready and why and exit 1: "
+        "with --detach the mesh keeps running, without it the mesh is stopped (0: wait on)",
     )
     p.add_argument("--ingress-port", type=int, default=8080)
     p.add_argument(
@@ -717,6 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("controlplane")
     p.add_argument("paths", nargs="*", metavar="PATH")
     p.add_argument("--apply", action="store_true", help="apply PATHs first (a fresh start; not on a restart)")
+    p.add_argument("--namespace", help="the namespace of PATHs' documents that name none")
     p.add_argument("--ingress-port", type=int, default=8080)
     p.add_argument("--ingress-tls-port", type=int, default=8443)
     p.add_argument("--metrics-port", type=int, default=0)

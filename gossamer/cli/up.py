@@ -56,6 +56,9 @@ class UpOptions:
     verbose: bool = False
     workload_cert_ttl: str = "24h"  # up --workload-cert-ttl / --secret-grace-period-ratio (Istio's settings)
     secret_grace_period_ratio: float = 0.2
+    namespace: str | None = None  # up -n: the namespace of the manifests' documents that name none
+    # Give up after this long when the mesh is not ready: name the pods and why, stop, exit 1 (0: wait on).
+    ready_timeout: float = READY_TIMEOUT_S
 
 
 @dataclass
@@ -168,6 +171,7 @@ def child_argvs(
             *(["--egress-gateway"] if opts.egress_gateway else []),
             *(["--prometheus"] if opts.prometheus else []),
             *(["--apply"] if first else []),
+            *(["--namespace", opts.namespace] if opts.namespace else []),
             *certs,
             *verbose,
             *[str(m) for m in manifests],
@@ -192,6 +196,7 @@ class Supervisor:
     def __init__(self, paths: Paths, manifests: list[Path], opts: UpOptions) -> None:
         self.paths = paths
         cp_argv, rt_argv = child_argvs(paths, manifests, opts)
+        self.ready_timeout = opts.ready_timeout
         self.cp = Child(CONTROL_PLANE, "control plane", cp_argv)
         self.rt = Child(RUNTIME, "runtime", rt_argv)
         self.stopping = asyncio.Event()
@@ -293,8 +298,19 @@ class Supervisor:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _announce(self, started: float) -> None:
+        """Say when the mesh is ready; past the ready timeout, say which pods are not and why, and stop
+        the mesh with exit code 1 (a foreground `up` never waits forever)."""
         client = ApiClient(self.paths.api_socket, timeout=5)
         while True:
+            if self.ready_timeout and time.monotonic() - started > self.ready_timeout:
+                print(
+                    f"error: mesh not ready after {self.ready_timeout:.0f}s; stopping it", file=sys.stderr, flush=True
+                )
+                for line in await asyncio.to_thread(not_ready_report, self.paths):
+                    print(line, file=sys.stderr, flush=True)
+                self.exit_code = 1
+                self.stopping.set()
+                return
             try:
                 status, body = await asyncio.to_thread(client.get, "/v1/ready")
             except OSError:
@@ -386,7 +402,7 @@ def detach(paths: Paths, argv: list[str], timeout: float = READY_TIMEOUT_S) -> i
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
     while time.monotonic() < deadline:
         text = log_path.read_text()
         if proc.poll() is not None:
@@ -447,4 +463,28 @@ def not_ready_report(paths: Paths) -> list[str]:
             if lines and container != "istio-proxy":
                 out.append(f"    {container}, last {len(lines)} log lines:")
                 out += [f"      {line[:200]}" for line in lines]
+    out += _missing_pods(client, body.get("pods", []))
     return out or ["  every pod is ready; proxies have not all acknowledged their config (see `gossamer status`)"]
+
+
+def _missing_pods(client: ApiClient, pods: list[dict[str, Any]]) -> list[str]:
+    """Deployments with fewer pods than replicas (pods the runtime has not created or reported yet)."""
+    try:
+        status, body = client.get("/v1/resources/deployments?namespace=")
+    except OSError:
+        return []
+    if status != 200 or not isinstance(body, dict):
+        return []
+    out = []
+    for item in body.get("items", []):
+        meta, spec = item.get("metadata") or {}, item.get("spec") or {}
+        replicas = spec.get("replicas", 1)
+        have = sum(
+            1 for p in pods if p.get("namespace") == meta.get("namespace") and p.get("deployment") == meta.get("name")
+        )
+        if have < replicas:
+            out.append(
+                f"  deployment {meta.get('namespace')}/{meta.get('name')}: {have} of {replicas} pods created "
+                "(the runtime has not started the others yet: see `gossamer status`)"
+            )
+    return out

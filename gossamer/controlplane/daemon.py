@@ -110,6 +110,7 @@ class ControlPlane:
         self.traces = SpanStore()
         self.zipkin = ZipkinCollector(self.traces)
         self.watcher = ManifestWatcher(self._apply_watched)
+        self.manifest_namespace: str | None = None  # `up -n`: the watched manifests' namespace
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._desired_wanted = asyncio.Event()
@@ -119,11 +120,19 @@ class ControlPlane:
         self.store.subscribe(self._on_store_change)
 
     # -- lifecycle ---------------------------------------------------------
-    async def start(self, manifests: list[tuple[str, str]]) -> ApplyResult:
-        """Validate the manifests first: with any error nothing is started or stored.
+    async def start(self, manifests: list[tuple[str, str]], namespace: str | None = None) -> ApplyResult:
+        """Validate the manifests first: with any error nothing is started or stored. NAMESPACE (`up -n`):
+        the namespace of their documents that name none, also when an edited file is re-applied.
 
         A restarted control plane gets no manifests: its store already holds what was applied."""
-        result = apply_files(self.store, manifests, dry_run=True, admit=lambda new: image_issues(new, self.images))
+        self.manifest_namespace = namespace
+        result = apply_files(
+            self.store,
+            manifests,
+            dry_run=True,
+            admit=lambda new: image_issues(new, self.images),
+            namespace=namespace,
+        )
         if not result.ok:
             return result
         self.store.apply(_builtin_objects(egress_gateway=self.egress_gateway))
@@ -136,7 +145,7 @@ class ControlPlane:
             ]
             if stale:
                 self.store.delete(stale)
-        result = self.apply(manifests)
+        result = self.apply(manifests, namespace=namespace)
         await self.zipkin.start(self.paths.zipkin_socket, writer_gid=PROXY_GROUP)  # root and the Envoys only
         if self.prometheus is not None:
             await self.prometheus.start(self._istiod_metrics)
@@ -220,7 +229,7 @@ class ControlPlane:
         return delete_files(self.store, files, namespace)
 
     def _apply_watched(self, path: Path, text: str) -> None:
-        result = self.apply([(str(path), text)])
+        result = self.apply([(str(path), text)], namespace=self.manifest_namespace)
         for issue in result.errors:
             log.error("%s (file not re-applied)", issue)
         for change in result.changes:

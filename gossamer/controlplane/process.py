@@ -39,6 +39,7 @@ async def run_controlplane(
     egress_gateway: bool = False,
     certs: CertSettings | None = None,
     prometheus: bool = False,
+    namespace: str | None = None,
 ) -> int:
     cp = ControlPlane(
         paths,
@@ -51,7 +52,8 @@ async def run_controlplane(
     )
     # A restarted control plane does not re-apply the manifests: the store has them, and whatever
     # was applied or deleted since; it only goes on watching them.
-    result = await cp.start(read_manifests(manifests) if apply_manifests else [])
+    # NAMESPACE (`up -n`) is also the watched manifests' namespace when an edit is re-applied.
+    result = await cp.start(read_manifests(manifests) if apply_manifests else [], namespace=namespace)
     for w in [*result.warnings, *result.notes]:
         print(w, file=sys.stderr, flush=True)
     if not result.ok:

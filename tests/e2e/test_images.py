@@ -13,77 +13,61 @@ import pytest
 
 from tests.e2e.mesh import REPO, Mesh, own_mesh, wait_until
 from tests.support.images import build_busybox_image, tools_missing
+from tests.support.manifests import deployment, line_of, service
+from tests.support.manifests import manifest as manifest_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(tools_missing() is not None, reason=str(tools_missing()))]
 
 RUN_DIR = Path("/run/gsm-e2e-img")
-
-WHOAMI = """\
-apiVersion: v1
-kind: Service
-metadata: {name: whoami}
-spec:
-  ports: [{name: http, port: 8080}]
-  selector: {app: whoami}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: whoami}
-spec:
-  selector: {matchLabels: {app: whoami}}
-  template:
-    metadata: {labels: {app: whoami}}
-    spec:
-      containers:
-      - name: whoami
-        image: IMAGE
-        ports: [{containerPort: 8080}]
-        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
-"""
-
-BROKEN = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: broken}
-spec:
-  selector: {matchLabels: {app: broken}}
-  template:
-    metadata: {labels: {app: broken}}
-    spec:
-      containers:
-      - name: broken
-        image: cncamp/httpserver:v1.0-metrics
-"""
+ORIGINAL_IMAGE = "cncamp/httpserver:v1.0-metrics"  # the seed example's image: on Docker Hub, no registry here
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    tmp = tmp_path_factory.mktemp("images")
-    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/curl") as m:
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of samples/simple with its image built (the copy's own OCI layout)."""
+    sample = tmp_path_factory.mktemp("images") / "simple"
+    shutil.copytree(REPO / "samples/simple", sample, ignore=shutil.ignore_patterns("gossamer-httpserver"))
+    subprocess.run([str(sample / "build-image")], check=True, capture_output=True)
+    return sample
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory, sample: Path) -> Iterator[Mesh]:
+    """`gossamer up -n simple samples/simple`, as the README says; then the curl client in default."""
+    tmp = tmp_path_factory.mktemp("images-state")
+    with own_mesh(RUN_DIR, tmp / "state", sample, up_args=("-n", "simple")) as m:
+        m.apply(REPO / "samples/curl")
         yield m
 
 
-def test_seed_example_runs_from_its_image_through_the_gateway(mesh: Mesh, tmp_path: Path) -> None:
-    sample = tmp_path / "simple"
-    shutil.copytree(REPO / "samples/simple", sample, ignore=shutil.ignore_patterns("gossamer-httpserver"))
-    subprocess.run([str(sample / "build-image")], check=True, capture_output=True)
-    applied = mesh.cli(
-        "apply", "-n", "simple", "-f", str(sample / "simple.yaml"), "-f", str(sample / "istio-specs.yaml")
-    )
-    assert "namespace/simple created" in applied.stdout + applied.stderr
-
-    def served() -> bool:
+def test_seed_example_runs_from_its_image_through_the_gateway(mesh: Mesh, sample: Path) -> None:
+    def served(body: str, header: str | None = None) -> bool:
         try:
             r = mesh.get("/", {"Host": "simple.cncamp.io"}, timeout=3)
         except OSError:  # the gateway's listener for the new Gateway is not bound yet
             return False
-        return r.status == 200 and "hello from gossamer-httpserver" in r.body
+        return r.status == 200 and body in r.body and (header is None or header in r.headers)
 
-    assert wait_until(served, 90, 0.5), mesh.cli("get", "pods", "-A", check=False).stdout
+    assert wait_until(lambda: served("hello from gossamer-httpserver"), 90, 0.5), mesh.cli(
+        "get", "pods", "-A", check=False
+    ).stdout
     metrics = mesh.get("/metrics", {"Host": "simple.cncamp.io"})
     assert metrics.status == 200 and "httpserver_up 1" in metrics.body
+    # -n simple: the documents that name no namespace are there, not in default.
     pods = mesh.cli("get", "pods", "-n", "simple").stdout
     assert "Running" in pods and "simple-" in pods
+    assert "simple" in mesh.cli("get", "vs", "simple", "-n", "simple").stdout
+    assert mesh.cli("get", "vs", "simple", check=False).returncode != 0
+    # An edit of a watched file is re-applied in the namespace `up -n` gave.
+    specs = sample / "istio-specs.yaml"
+    edited = specs.read_text().replace(
+        "      route:\n", "      headers: {response: {set: {x-edited: up-n}}}\n      route:\n", 1
+    )
+    assert "x-edited" in edited
+    specs.write_text(edited)
+    assert wait_until(lambda: served("hello from gossamer-httpserver", "x-edited"), 30, 0.5)
+    assert "x-edited" in mesh.cli("get", "vs", "simple", "-n", "simple", "-o", "yaml").stdout
+    assert mesh.cli("get", "vs", "simple", check=False).returncode != 0
 
 
 def test_image_user_is_honoured_and_an_unpullable_image_is_refused(mesh: Mesh, tmp_path: Path) -> None:
@@ -98,7 +82,7 @@ def test_image_user_is_honoured_and_an_unpullable_image_is_refused(mesh: Mesh, t
         files={"/www/index.html": "whoami\n", "/www/cgi-bin/id": cgi},
     )
     manifest = tmp_path / "whoami.yaml"
-    manifest.write_text(WHOAMI.replace("IMAGE", ref))
+    manifest.write_text(manifest_text(service("whoami", 8080), deployment("whoami", image=ref, port=8080)))
     mesh.cli("apply", "-f", str(manifest))
 
     def uid() -> str:
@@ -108,12 +92,12 @@ def test_image_user_is_honoured_and_an_unpullable_image_is_refused(mesh: Mesh, t
     assert wait_until(lambda: uid() == "4242", 90, 0.5), uid()
 
     broken = tmp_path / "broken.yaml"
-    broken.write_text(BROKEN)
+    broken.write_text(manifest_text(deployment("broken", image=ORIGINAL_IMAGE)))
     refused = mesh.cli("apply", "-f", str(broken), check=False)
     assert refused.returncode != 0
+    line = line_of(broken.read_text(), "image:")
     assert (
-        f"{broken}:11: Deployment/broken: spec.template.spec.containers[0].image: "
-        "cannot pull cncamp/httpserver:v1.0-metrics: "
+        f"{broken}:{line}: Deployment/broken: spec.template.spec.containers[0].image: cannot pull {ORIGINAL_IMAGE}: "
     ) in refused.stdout + refused.stderr
     assert "broken" not in mesh.cli("get", "deployments", "-A").stdout
     assert uid() == "4242"  # nothing else disturbed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 from gossamer.controlplane.config import apply_files, delete_files
@@ -62,3 +64,30 @@ def test_an_object_naming_another_namespace_is_refused_and_nothing_stored(tmp_pa
     )
     assert store.get("VirtualService", "simple", "simple") is None
     assert store.get("Namespace", "", "simple") is None
+
+
+async def test_up_n_applies_the_manifests_and_their_edits_in_that_namespace(tmp_path: Path) -> None:
+    """`up -n simple FILE`: the control plane applies FILE as `apply -n simple` would, and an edit of
+    FILE is re-applied in that namespace too (not in default)."""
+    from gossamer.controlplane.daemon import ControlPlane
+    from gossamer.controlplane.paths import Paths
+
+    run_dir = Path(tempfile.mkdtemp(prefix="gsm-ns", dir="/tmp"))  # short socket paths
+    manifest = tmp_path / "simple.yaml"
+    manifest.write_text(SIMPLE)
+    cp = ControlPlane(Paths(tmp_path / "state", run_dir))
+    try:
+        result = await cp.start([(str(manifest), SIMPLE)], namespace="simple")
+        assert result.ok, result.errors
+        assert any("namespace/simple created" in n for n in result.notes)
+        assert cp.store.get("Service", "simple", "simple") is not None
+        assert cp.store.get("Service", "default", "simple") is None
+        cp.watcher.watch([manifest])
+        manifest.write_text(SIMPLE.replace("port: 80}", "port: 8080}"))
+        cp.watcher.poll()
+        edited = cp.store.get("Service", "simple", "simple")
+        assert edited is not None and edited.body["spec"]["ports"][0]["port"] == 8080
+        assert cp.store.get("Service", "default", "simple") is None
+    finally:
+        await cp.stop(wipe=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
