@@ -8,10 +8,9 @@ only change shape, never meaning.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from gossamer.ir.types import StringMatch
+from gossamer.ir.matches import StringMatch
 
 MAX_UINT32 = 4294967295
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gossamer.ir.matches import StringMatch
 from gossamer.ir.policies import (
     ClusterPolicy,
     CorsPolicy,
@@ -22,15 +23,6 @@ from gossamer.ir.policies import (
     Rewrite,
 )
 from gossamer.ir.security import AuthzPolicy, InboundMtls, JwtProvider, UpstreamTls
-
-MatchKind = Literal["exact", "prefix", "regex", "present"]
-
-
-@dataclass(frozen=True)
-class StringMatch:
-    kind: MatchKind
-    value: str = ""
-    ignore_case: bool = False
 
 
 @dataclass(frozen=True)

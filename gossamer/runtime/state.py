@@ -21,6 +21,7 @@ from typing import Any
 
 from gossamer.runtime.linux import proc_start_time, same_process_alive
 from gossamer.runtime.network import service_route
+from gossamer.runtime.volumes import cleanup_mountpoints
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,6 @@ def cleanup_record(record: dict[str, Any]) -> None:
         shutil.rmtree(Path("/etc/netns") / d, ignore_errors=True)
     for d in record.get("dirs", []):
         shutil.rmtree(d, ignore_errors=True)
-    from gossamer.runtime.volumes import cleanup_mountpoints  # (volumes imports this module)
-
     cleanup_mountpoints(record.get("mountpoints", []))
     host_netns = record.get("host_netns")
     if host_netns and Path(f"/run/netns/{host_netns}").exists():

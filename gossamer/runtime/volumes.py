@@ -35,11 +35,19 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from gossamer.runtime.state import StateRecord
 from gossamer.runtime.types import ContainerSpec, DeploymentSpec, SourceData, VolumeSpec
 
 log = logging.getLogger(__name__)
+
+
+class MountRecord(Protocol):
+    """Where created mount points are recorded (runtime/state.py's StateRecord, which removes them
+    with `cleanup_mountpoints`)."""
+
+    def add(self, kind: str, value: str) -> None: ...
+
 
 DATA_DIR = "..data"
 # envFrom keys that become variables: C identifiers (the kubelet skips other keys, as it long did; a
@@ -194,7 +202,7 @@ class PodVolumes:
         return out
 
 
-def ensure_mountpoints(mounts: Sequence[tuple[str, str, bool]], record: StateRecord) -> None:
+def ensure_mountpoints(mounts: Sequence[tuple[str, str, bool]], record: MountRecord) -> None:
     """Mount points a bind needs on the host: missing directories (or an empty file for a file source)
     are created and recorded, outermost first, so `down` removes them (cleanup_mountpoints)."""
     for source, target, _ in mounts:

@@ -12,7 +12,6 @@ from gossamer.mesh import inbound_cluster_name, outbound_cluster_name, spiffe_id
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, ServicePort, Workload
 from gossamer.translate.hosts import resolve_host
-from gossamer.translate.routes import exported_to
 from gossamer.translate.security import (
     TLS_MODE_LABEL,
     endpoint_tls_mode,
@@ -20,7 +19,7 @@ from gossamer.translate.security import (
     upstream_tls,
 )
 from gossamer.translate.traffic_policy import cluster_policy, policy_for_cluster
-from gossamer.translate.visibility import visible_services
+from gossamer.translate.visibility import exported_to, visible_services
 
 BLACKHOLE = "BlackHoleCluster"
 PASSTHROUGH = "PassthroughCluster"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+from gossamer.ir.matches import StringMatch
 from gossamer.ir.policies import (
     CorsPolicy,
     DirectResponse,
@@ -20,7 +21,6 @@ from gossamer.ir.policies import (
     RetryPolicy,
     Rewrite,
 )
-from gossamer.ir.types import StringMatch
 from gossamer.resources.duration import parse_duration
 
 # Istio's default retry policy (retry.DefaultPolicy): applied to every outbound route

@@ -10,20 +10,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from gossamer.ir.matches import StringMatch
 from gossamer.ir.policies import HashPolicy, MirrorPolicy
-from gossamer.ir.types import (
-    HeaderMatch,
-    HeaderOps,
-    HttpRoute,
-    QueryParamMatch,
-    RouteMatch,
-    StringMatch,
-    WeightedDestination,
-)
+from gossamer.ir.types import HeaderMatch, HeaderOps, HttpRoute, QueryParamMatch, RouteMatch, WeightedDestination
 from gossamer.mesh import outbound_cluster_name, parse_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.duration import parse_duration
+from gossamer.translate.clusters import destination_rule_for
 from gossamer.translate.delegate import expand_delegates
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.policies import (
@@ -37,6 +31,7 @@ from gossamer.translate.policies import (
     translate_rewrite,
 )
 from gossamer.translate.traffic_policy import hash_for_destination
+from gossamer.translate.visibility import exported_to
 
 MESH_GATEWAY = "mesh"
 
@@ -194,8 +189,6 @@ def translate_destinations(
 
 def _hash_policies(snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: RouteContext) -> tuple[HashPolicy, ...]:
     """Istio puts each destination's consistent-hash key (from its DestinationRule) on the route."""
-    from gossamer.translate.clusters import destination_rule_for
-
     out = []
     for dest, _weight in _kept_destinations(rule):
         host = resolve_host(dest.destination.host, namespace)
@@ -307,7 +300,7 @@ def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> 
 def virtual_services_for(snapshot: MeshSnapshot, ctx: RouteContext) -> Iterable[Any]:
     """VirtualServices bound to any of the context's gateways (exportTo respected)."""
     for vs in snapshot.of_kind("VirtualService"):
-        if not _exported_to(vs, ctx.proxy.namespace):
+        if not exported_to(vs, ctx.proxy.namespace):
             continue
         bound = vs_gateways(vs)
         rules = [*(vs.spec.http or []), *(vs.spec.tcp or []), *(vs.spec.tls or [])]
@@ -319,14 +312,3 @@ def virtual_services_for(snapshot: MeshSnapshot, ctx: RouteContext) -> Iterable[
         }
         if (bound | rule_gateways) & ctx.gateways:
             yield vs
-
-
-def _exported_to(resource: Any, namespace: str) -> bool:
-    export_to = list(resource.spec.export_to or [])
-    if not export_to or "*" in export_to:
-        return True
-    own = resource.metadata.namespace
-    return any((e == "." and own == namespace) or e == namespace for e in export_to)
-
-
-exported_to = _exported_to

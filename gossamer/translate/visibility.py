@@ -18,6 +18,15 @@ from gossamer.registry.types import MeshService, Proxy
 from gossamer.resources.networking import OutboundTrafficPolicy
 
 
+def exported_to(resource: Any, namespace: str) -> bool:
+    """Does a config resource's `exportTo` make it visible to proxies of `namespace`?"""
+    export_to = list(resource.spec.export_to or [])
+    if not export_to or "*" in export_to:
+        return True
+    own = resource.metadata.namespace
+    return any((e == "." and own == namespace) or e == namespace for e in export_to)
+
+
 def sidecar_for(snapshot: MeshSnapshot, proxy: Proxy) -> Any | None:
     """The Sidecar resource that applies to this proxy (oldest first among equals), or None."""
     if proxy.type != "sidecar":

@@ -7,7 +7,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
-from gossamer.ir.types import StringMatch
+from gossamer.ir.matches import StringMatch
 
 
 def pack(message: Message) -> any_pb2.Any:
