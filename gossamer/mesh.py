@@ -51,6 +51,20 @@ PROXY_PORTS: dict[int, str] = {
     PROMETHEUS_PORT: "Envoy's Prometheus port",
 }
 
+# Istio's one proxy uid is one per pod here: every pod gets a proxy uid and an app uid of its own
+# (runtime/sandbox.py derives them from its IP), all in [POD_ID_BASE, POD_ID_BASE + POD_ID_RANGE),
+# which manifests may not use. Every Envoy also carries the supplementary group PROXY_GROUP, which
+# may reach the control plane's xDS socket.
+POD_ID_BASE = 1_337_000_000
+POD_ID_RANGE = 200_000
+PROXY_GROUP = POD_ID_BASE  # (pod index 0 is the network address: no pod has this uid)
+
+
+def is_reserved_id(value: int) -> bool:
+    """Is `value` a uid/gid the runtime hands out to pods (and a manifest may not ask for)?"""
+    return POD_ID_BASE <= value < POD_ID_BASE + POD_ID_RANGE
+
+
 # -- SPIFFE identities --------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from gossamer.runtime.sandbox import proxy_argv
+from gossamer.mesh import PROXY_GROUP
 
 
 def envoy_binary() -> Path:
@@ -52,4 +52,17 @@ def as_proxy_user(argv: list[str], uid: int) -> list[str]:
     """Run `argv` as the pod's proxy user (its own uid/gid, the identity its capture rules exempt,
     plus the proxies' group; no capabilities). No parent-death signal: Envoy outlives the runtime
     process (a restarted runtime adopts it)."""
-    return proxy_argv(argv, uid)
+    return [
+        "setpriv",
+        "--reuid",
+        str(uid),
+        "--regid",
+        str(uid),
+        "--groups",
+        str(PROXY_GROUP),
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+        *argv,
+    ]

@@ -36,9 +36,9 @@ from gossamer.controlplane.workloads import (
     service_addresses,
     service_endpoints,
 )
+from gossamer.mesh import PROXY_GROUP
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.runtime.images import ImageCache
-from gossamer.runtime.sandbox import PROXY_GROUP
 from gossamer.runtime.wire import deployments_to_json, endpoints_to_json, services_to_json
 from gossamer.security import CertificateAuthority
 from gossamer.security.server_tls import ServerTls

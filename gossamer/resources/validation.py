@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gossamer.mesh import hosts_intersect
+from gossamer.mesh import POD_ID_BASE, POD_ID_RANGE, hosts_intersect, is_reserved_id
 from gossamer.resources import apps, core, envoy_checks, networking, security
 from gossamer.resources import volumes as pod_volumes
 from gossamer.resources.base import FieldPath, Resource
@@ -1029,8 +1029,6 @@ def validate_service(res: Resource) -> list[Finding]:
 
 def _check_run_as(rep: _Report, pod_path: FieldPath, pod: Any, container_path: FieldPath, container: Any) -> None:
     """securityContext users the local runtime can honour (runtime/sandbox.py)."""
-    from gossamer.runtime.sandbox import ID_BASE, ID_RANGE, is_reserved_id
-
     contexts = [(container_path, container.security_context)]
     if container is pod.containers[0]:  # the pod's own once
         contexts.insert(0, (pod_path, pod.security_context))
@@ -1040,7 +1038,8 @@ def _check_run_as(rep: _Report, pod_path: FieldPath, pod: Any, container_path: F
             if value is not None and is_reserved_id(value):
                 rep.error(
                     path + ("securityContext", _camel(field)),
-                    f"{value} is reserved for the mesh's per-pod users ({ID_BASE}..{ID_BASE + ID_RANGE - 1})",
+                    f"{value} is reserved for the mesh's per-pod users "
+                    f"({POD_ID_BASE}..{POD_ID_BASE + POD_ID_RANGE - 1})",
                 )
     user, _ = apps.run_as(pod, container)
     non_root = None

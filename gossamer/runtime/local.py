@@ -21,11 +21,11 @@ from typing import Any
 
 from gossamer.agent.envoy import envoy_binary
 from gossamer.agent.sds import DEFAULT_CERT_TTL, DEFAULT_ROTATE_FRACTION, CertificateSigner, SdsServer
+from gossamer.mesh import PROXY_GROUP
 from gossamer.runtime import kube_proxy, network
 from gossamer.runtime.linux import netns_path
 from gossamer.runtime.pods import Pod, PodContext, has_sidecar, log_path
 from gossamer.runtime.probes import unix_http_get
-from gossamer.runtime.sandbox import PROXY_GROUP
 from gossamer.runtime.state import (
     RuntimeAlreadyRunning,
     StateRecord,

@@ -33,14 +33,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from gossamer.mesh import POD_ID_BASE, POD_ID_RANGE
 from gossamer.runtime.network import POD_CIDR
 
-# All ids the runtime hands out lie in [ID_BASE, ID_BASE + ID_RANGE); manifests may not use them.
-ID_BASE = 1_337_000_000
-ID_RANGE = 200_000
-PROXY_GROUP = ID_BASE  # supplementary group of every Envoy (pod index 0 is the network address)
-_PROXY_BASE = ID_BASE
-_APP_BASE = ID_BASE + 100_000
+# The ids handed out lie in gossamer.mesh's reserved range: proxies in its first half, apps in the second.
+_PROXY_BASE = POD_ID_BASE
+_APP_BASE = POD_ID_BASE + POD_ID_RANGE // 2
 
 
 def pod_index(ip: str) -> int:
@@ -59,28 +57,6 @@ def proxy_uid(ip: str) -> int:
 def app_uid(ip: str) -> int:
     """Default uid (and gid) of the pod's containers."""
     return _APP_BASE + pod_index(ip)
-
-
-def is_reserved_id(value: int) -> bool:
-    return ID_BASE <= value < ID_BASE + ID_RANGE
-
-
-def proxy_argv(argv: Sequence[str], uid: int) -> list[str]:
-    """Run `argv` as the pod's proxy user (uid = gid = `uid`, supplementary group PROXY_GROUP)."""
-    return [
-        "setpriv",
-        "--reuid",
-        str(uid),
-        "--regid",
-        str(uid),
-        "--groups",
-        str(PROXY_GROUP),
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-        "--no-new-privs",
-        "--",
-        *argv,
-    ]
 
 
 def _private(path: Path) -> bool:

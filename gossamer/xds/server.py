@@ -30,7 +30,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
-from gossamer.runtime.sandbox import PROXY_GROUP
+from gossamer.mesh import PROXY_GROUP
 from gossamer.security.authz import IdentityRejected, check_node, peer_identity
 from gossamer.telemetry.controlplane import PILOT
 from gossamer.xds.cache import ConfigCache, TypeSnapshot

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gossamer.runtime.sandbox import PROXY_GROUP, app_script, app_uid, default_exposed, proxy_uid
+from gossamer.mesh import PROXY_GROUP
+from gossamer.runtime.sandbox import app_script, app_uid, default_exposed, proxy_uid
 from tests.e2e.mesh import REPO, Mesh, own_mesh
 
 pytestmark = pytest.mark.e2e

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from gossamer.mesh import PROXY_GROUP
 from gossamer.runtime.linux import same_process_alive
 from gossamer.runtime.local import LocalRuntime, cleanup_leftovers
-from gossamer.runtime.sandbox import PROXY_GROUP, app_uid, proxy_uid
+from gossamer.runtime.sandbox import app_uid, proxy_uid
 from gossamer.runtime.types import ContainerSpec, DeploymentSpec, ServiceAddress
 
 from .test_runtime_support import (

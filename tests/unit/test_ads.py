@@ -21,7 +21,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import message, struct_pb2
 from google.rpc import status_pb2
 
-from gossamer.runtime.sandbox import PROXY_GROUP
+from gossamer.mesh import PROXY_GROUP
 from gossamer.xds.cache import ConfigCache
 from gossamer.xds.proxy_status import ProxyStatus
 from gossamer.xds.server import AdsServer, serve

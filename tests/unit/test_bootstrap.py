@@ -18,7 +18,7 @@ from gossamer.agent import (
     write_bootstrap,
 )
 from gossamer.agent.envoy import as_proxy_user
-from gossamer.runtime.sandbox import PROXY_GROUP
+from gossamer.mesh import PROXY_GROUP
 
 
 def _bootstrap(tmp_path: Path, proxy_type: str = "sidecar", sds: bool = False) -> dict:

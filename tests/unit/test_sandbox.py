@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gossamer import mesh
 from gossamer.controlplane.workloads import deployment_spec
 from gossamer.resources import parse_documents
 from gossamer.runtime import sandbox
@@ -39,9 +40,9 @@ def parse(text: str) -> tuple[list[object], list[object]]:
 
 def test_per_pod_users_are_distinct_and_derived_from_the_pod_ip() -> None:
     a, b = "10.244.0.5", "10.244.1.7"
-    ids = {sandbox.proxy_uid(a), sandbox.proxy_uid(b), sandbox.app_uid(a), sandbox.app_uid(b), sandbox.PROXY_GROUP}
+    ids = {sandbox.proxy_uid(a), sandbox.proxy_uid(b), sandbox.app_uid(a), sandbox.app_uid(b), mesh.PROXY_GROUP}
     assert len(ids) == 5
-    assert all(sandbox.is_reserved_id(i) for i in ids)
+    assert all(mesh.is_reserved_id(i) for i in ids)
     assert sandbox.proxy_uid(a) == sandbox.proxy_uid("10.244.0.5")  # a restarted runtime derives the same
     with pytest.raises(ValueError):
         sandbox.proxy_uid("192.168.0.5")
@@ -65,7 +66,7 @@ def test_security_context_container_overrides_pod() -> None:
 
 
 def test_reserved_ids_and_non_root_contradiction_are_errors() -> None:
-    bad = DEPLOYMENT.replace("runAsUser: 1000", f"runAsUser: {sandbox.ID_BASE + 5}")
+    bad = DEPLOYMENT.replace("runAsUser: 1000", f"runAsUser: {mesh.POD_ID_BASE + 5}")
     _, issues = parse(bad)
     errs = [str(i) for i in issues if i.level == "error"]  # type: ignore[attr-defined]
     assert len(errs) == 1 and "spec.template.spec.securityContext.runAsUser" in errs[0] and "reserved" in errs[0]
