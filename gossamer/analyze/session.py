@@ -94,7 +94,7 @@ def derived_pods(resources: Iterable[Resource]) -> list[Resource]:
 
 def builtin_resources() -> list[Resource]:
     """Gossamer's built-in ingress gateway (Service, Deployment), as `gossamer up` runs it."""
-    from gossamer.controlplane.workloads import builtin_documents
+    from gossamer.controlplane.kubernetes import builtin_documents
     from gossamer.resources.loader import resource_from_raw
 
     return [

@@ -21,13 +21,7 @@ import grpc
 from gossamer.controlplane.analyze import analyze
 from gossamer.controlplane.config import ApplyResult, apply_files, delete_files
 from gossamer.controlplane.images import image_issues
-from gossamer.controlplane.paths import Paths
-from gossamer.controlplane.proxies import proxy_from_node
-from gossamer.controlplane.pusher import Pusher
-from gossamer.controlplane.runtime_view import RuntimeView
-from gossamer.controlplane.snapshots import SnapshotBuilder
-from gossamer.controlplane.watch import ManifestWatcher
-from gossamer.controlplane.workloads import (
+from gossamer.controlplane.kubernetes import (
     BUILTIN_SOURCE,
     builtin_documents,
     deployment_spec,
@@ -36,6 +30,12 @@ from gossamer.controlplane.workloads import (
     service_addresses,
     service_endpoints,
 )
+from gossamer.controlplane.paths import Paths
+from gossamer.controlplane.proxies import proxy_from_node
+from gossamer.controlplane.pusher import Pusher
+from gossamer.controlplane.runtime_view import RuntimeView
+from gossamer.controlplane.snapshots import SnapshotBuilder
+from gossamer.controlplane.watch import ManifestWatcher
 from gossamer.mesh import PROXY_GROUP
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.runtime.images import ImageCache

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from gossamer.controlplane.analyze import analyze
 from gossamer.controlplane.config import parse_files
-from gossamer.controlplane.workloads import BUILTIN_SOURCE, builtin_documents
+from gossamer.controlplane.kubernetes import BUILTIN_SOURCE, builtin_documents
 from gossamer.resources.loader import resource_from_raw
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gossamer.controlplane.workloads import is_router, mesh_service, named_ports, vip_candidates
+from gossamer.controlplane.kubernetes import is_router, mesh_service, named_ports, vip_candidates
 from gossamer.registry.serviceentry import registry_services, workload_entry_workloads
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy, Workload

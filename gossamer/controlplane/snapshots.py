@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gossamer.controlplane.workloads import mesh_service, named_ports, vip_candidates
+from gossamer.controlplane.kubernetes import mesh_service, named_ports, vip_candidates
 from gossamer.registry.serviceentry import VIP_KEY_PREFIX, registry_services, workload_entry_workloads
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Workload

@@ -10,7 +10,7 @@ from gossamer.analyze.live import mesh_messages
 from gossamer.analyze.messages import Message
 from gossamer.api.server import pod_json
 from gossamer.controlplane.daemon import ControlPlane
-from gossamer.controlplane.workloads import BUILTIN_SOURCE
+from gossamer.controlplane.kubernetes import BUILTIN_SOURCE
 from gossamer.dashboard.graph import (
     RateWindow,
     Sample,

@@ -29,7 +29,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from gossamer.controlplane.workloads import service_addresses
+from gossamer.controlplane.kubernetes import service_addresses
 from gossamer.debug.simulate import Request, Result, SimulationError, route_source, simulate
 from gossamer.mesh import CLUSTER_DOMAIN, DOMAIN_SUFFIX
 from gossamer.registry.types import MeshService

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gossamer.controlplane.kubernetes import builtin_documents
 from gossamer.controlplane.offline_snapshot import offline_proxy, offline_snapshot
-from gossamer.controlplane.workloads import builtin_documents
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.loader import parse_documents, resource_from_raw

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gossamer.controlplane.config import apply_files
-from gossamer.controlplane.workloads import BUILTIN_SOURCE, builtin_documents
+from gossamer.controlplane.kubernetes import BUILTIN_SOURCE, builtin_documents
 from gossamer.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from gossamer.controlplane.workloads import builtin_documents, egress_gateway_documents
+from gossamer.controlplane.kubernetes import builtin_documents, egress_gateway_documents
 from gossamer.ir.types import ProxyConfig
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.translate import translate_proxy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gossamer.controlplane.workloads import service_endpoints
+from gossamer.controlplane.kubernetes import service_endpoints
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, ServicePort, Workload
 from gossamer.runtime.kube_proxy import SERVICES_CHAIN, service_chain, service_rules

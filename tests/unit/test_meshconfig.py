@@ -147,7 +147,7 @@ def test_a_field_istio_does_not_know_is_a_warning_that_names_it() -> None:
 
 
 def test_hold_application_from_the_mesh_config_and_the_pods_proxy_config_annotation() -> None:
-    from gossamer.controlplane.workloads import deployment_spec
+    from gossamer.controlplane.kubernetes import deployment_spec
 
     def deployment(annotation: str = "") -> object:
         ann = f"\n      annotations:\n        proxy.istio.io/config: '{annotation}'" if annotation else ""

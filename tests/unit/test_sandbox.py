@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gossamer import mesh
-from gossamer.controlplane.workloads import deployment_spec
+from gossamer.controlplane.kubernetes import deployment_spec
 from gossamer.resources import parse_documents
 from gossamer.runtime import sandbox
 from gossamer.runtime.iptables import istio_rules

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gossamer.controlplane.workloads import service_addresses
+from gossamer.controlplane.kubernetes import service_addresses
 from gossamer.registry.serviceentry import registry_services, service_entry_services, workload_entry_workloads
 from gossamer.registry.types import protocol_for_port
 from gossamer.resources.loader import parse_documents

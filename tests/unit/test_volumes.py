@@ -1,4 +1,4 @@
-"""Pod volumes and env references (runtime/volumes.py, controlplane/workloads.py): what the kubelet
+"""Pod volumes and env references (runtime/volumes.py, controlplane/kubernetes.py): what the kubelet
 would write and set, from manifests; the mount script; validation with file:line."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gossamer.controlplane.workloads import deployment_spec
+from gossamer.controlplane.kubernetes import deployment_spec
 from gossamer.runtime import volumes
 from gossamer.runtime.state import StateRecord
 from gossamer.runtime.types import DeploymentSpec

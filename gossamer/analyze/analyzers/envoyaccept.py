@@ -10,7 +10,7 @@ from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.controlplane.envoycheck import check_rejections
-from gossamer.controlplane.workloads import BUILTIN_SOURCE
+from gossamer.controlplane.kubernetes import BUILTIN_SOURCE
 from gossamer.resources.base import Resource
 from gossamer.resources.kinds import kind_for
 

@@ -1,4 +1,5 @@
-"""Kubernetes Deployments and Services -> what the runtime runs and the registry serves.
+"""The Kubernetes adapters: Deployments and Services -> what the runtime runs (`DeploymentSpec`, the
+names pods resolve, kube-proxy's endpoints) and what the registry serves (`MeshService`, VIP candidates).
 
 Also the built-in gateways, exposed the way Istio's are: the ingress gateway always, the
 egress gateway with `up --egress-gateway` (as in Istio's demo profile; its default has none).
