@@ -643,8 +643,16 @@ def _apply_route(
     headers: Mapping[str, str],
     steps: list[str],
 ) -> Result:
-    to_add = _headers_to_add(route.request_headers_to_add) + _headers_to_add(vh.request_headers_to_add)
-    to_add += _headers_to_add(cfg.request_headers_to_add)
+    # Envoy's order: route, virtual host, table (the table's win), or the reverse with
+    # most_specific_header_mutations_wins; each level removes its headers before adding its own.
+    levels: list[rc.Route | rc.VirtualHost | route_pb2.RouteConfiguration] = [route, vh, cfg]
+    if cfg.most_specific_header_mutations_wins:
+        levels.reverse()
+    to_add: list[tuple[str, str]] = []
+    for level in levels:
+        removed = {name.lower() for name in level.request_headers_to_remove}
+        to_add = [(k, v) for k, v in to_add if k.lower() not in removed]
+        to_add += _headers_to_add(level.request_headers_to_add)
     clusters: tuple[tuple[str, int], ...] = ()
     status: int | None = None
     action = route.WhichOneof("action")

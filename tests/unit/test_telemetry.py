@@ -16,6 +16,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import json_format
 from xds.type.v3 import typed_struct_pb2
 
+from gossamer.debug.simulate import Request, simulate
 from gossamer.ir.types import ProxyConfig
 from gossamer.resources import not_enforced_fields, parse_documents
 from gossamer.telemetry.merge import AppScrape, app_scrape
@@ -99,13 +100,21 @@ def test_inbound_labels_the_source_from_its_certificate_and_peer_headers(bookinf
 
 
 def test_mesh_virtual_hosts_send_the_peer_headers_and_passthrough_does_not(bookinfo: Any) -> None:
-    routes = _built(bookinfo, "productpage-v1")[ROUTE]["9080"]
-    vhosts = {v.name: v for v in routes.virtual_hosts}
-    sent = {
-        h.header.key: h.header.value for h in vhosts["reviews.default.svc.cluster.local:9080"].request_headers_to_add
-    }
+    # Set once per route table (not per virtual host: a change resends the table to every proxy), taken
+    # off again by the passthrough virtual hosts; what Envoy then adds per request is what simulate says.
+    resources = _built(bookinfo, "productpage-v1")
+    to_reviews = simulate(resources, Request(host="reviews:9080", port=9080))
+    sent = dict(to_reviews.request_headers_to_add)
+    assert to_reviews.virtual_host == "reviews.default.svc.cluster.local:9080"
     assert sent["x-istio-peer-workload"] == "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAME)%"
-    assert not any(h.header.key.startswith("x-istio-peer") for h in vhosts["allow_any"].request_headers_to_add)
+    outside = simulate(resources, Request(host="example.com:9080", port=9080))
+    assert outside.virtual_host == "allow_any"
+    assert not any(k.startswith("x-istio-peer") for k, _ in outside.request_headers_to_add)
+    vhosts = {v.name: v for v in resources[ROUTE]["9080"].virtual_hosts}
+    assert not any(
+        h.header.key.startswith("x-istio-peer")
+        for h in vhosts["reviews.default.svc.cluster.local:9080"].request_headers_to_add
+    )
 
 
 def test_endpoints_and_clusters_carry_the_destination_labels(bookinfo: Any) -> None:
