@@ -17,6 +17,31 @@ from gossamer.runtime.container_init import ContainerLaunch, Mount
 from gossamer.runtime.images import ImageCache, image_env, resolve_user
 from gossamer.runtime.types import ContainerSpec
 
+# kubelet's image pull back-off: after a failed pull the container shows ErrImagePull, then
+# ImagePullBackOff until the next try, 10 s after the first failure, doubling to 5 minutes.
+ERR_IMAGE_PULL = "ErrImagePull"
+IMAGE_PULL_BACKOFF = "ImagePullBackOff"
+PULL_BACKOFF_INITIAL_S = 10.0
+PULL_BACKOFF_MAX_S = 300.0
+ERR_IMAGE_PULL_SHOWN_S = 5.0  # how long ErrImagePull shows before ImagePullBackOff (kubelet's next sync)
+
+
+def pull_failed(container: str, image: str, reason: object) -> str:
+    """A pod's waiting message for a container whose image could not be pulled just now."""
+    return f"container {container}: {ERR_IMAGE_PULL}: cannot pull {image}: {reason}"
+
+
+def backing_off(message: str, delay: float) -> str:
+    """The ErrImagePull message MESSAGE once its container waits for the next try (ImagePullBackOff)."""
+    head, sep, reason = message.partition(f": {ERR_IMAGE_PULL}: ")
+    if not sep:
+        return message
+    return f"{head}: {IMAGE_PULL_BACKOFF}: back-off {delay:.0f}s before pulling again ({reason})"
+
+
+def next_pull_delay(delay: float) -> float:
+    return min(delay * 2, PULL_BACKOFF_MAX_S)
+
 
 @dataclass(frozen=True)
 class ContainerUser:

@@ -31,7 +31,18 @@ from gossamer.agent.sds import (
 )
 from gossamer.mesh import spiffe_id
 from gossamer.runtime import hosts, iptables, network, sandbox, volumes
-from gossamer.runtime.image_containers import ContainerUser, launch_argv, prepare_image_container
+from gossamer.runtime.image_containers import (
+    ERR_IMAGE_PULL,
+    ERR_IMAGE_PULL_SHOWN_S,
+    IMAGE_PULL_BACKOFF,
+    PULL_BACKOFF_INITIAL_S,
+    ContainerUser,
+    backing_off,
+    launch_argv,
+    next_pull_delay,
+    prepare_image_container,
+    pull_failed,
+)
 from gossamer.runtime.images import ImageCache, ImageError
 from gossamer.runtime.linux import same_process_alive
 from gossamer.runtime.probes import run_probe, unix_http_get
@@ -124,6 +135,8 @@ class Pod:
         self.volumes = volumes.PodVolumes(volumes.volumes_dir(ctx.run_dir / short_id), spec)
         self.waiting: list[str] = []  # references (volumes, env) and images the containers wait for
         self._image_argv: dict[str, list[str]] = {}  # container -> its container_init command (image containers)
+        self._images_lock = asyncio.Lock()  # one pull and unpack at a time (a retry and a ConfigMap update)
+        self._pull_retry: asyncio.Task[None] | None = None
         self.stats: StatsMerger | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._deleting: asyncio.Task[None] | None = None
@@ -248,9 +261,9 @@ class Pod:
             if self.waiting:
                 log.warning("pod %s/%s: containers wait for %s", self.namespace, self.name, "; ".join(self.waiting))
             else:
-                for cspec in self.spec.containers:
-                    self._start_container(cspec)
+                self._start_containers()
             self.phase = "Running"
+            self._retry_pulls_if_failed()
             self.ctx.notify()
         except BaseException:
             await self._teardown()
@@ -333,14 +346,50 @@ class Pod:
             return
         self.spec = spec
         await asyncio.to_thread(self.volumes.refresh, spec)
-        if self.waiting:
+        if self.waiting and not self.containers:
             self.waiting = self.volumes.missing()
             if not self.waiting:
                 self.waiting = await self._prepare_images()
             if not self.waiting:
-                for cspec in self.spec.containers:
-                    self._start_container(cspec)
+                self._start_containers()
+            self._retry_pulls_if_failed()
             self.ctx.notify()
+
+    def _start_containers(self) -> None:
+        if self.containers:  # started already (a pull retry and a ConfigMap update can both get here)
+            return
+        for cspec in self.spec.containers:
+            self._start_container(cspec)
+
+    def _pull_failed(self) -> bool:
+        return any(f": {ERR_IMAGE_PULL}: " in w for w in self.waiting)
+
+    def _retry_pulls_if_failed(self) -> None:
+        if self._pull_failed() and (self._pull_retry is None or self._pull_retry.done()):
+            self._pull_retry = asyncio.get_running_loop().create_task(self._pull_retry_loop())
+            self._tasks.append(self._pull_retry)
+
+    async def _pull_retry_loop(self) -> None:
+        """kubelet's image pull back-off: ErrImagePull right after a failed pull, then ImagePullBackOff
+        until the next try (10 s, doubling to 5 minutes); the containers start once every image is there."""
+        delay = PULL_BACKOFF_INITIAL_S
+        while self._pull_failed() and not self.containers:
+            shown = min(ERR_IMAGE_PULL_SHOWN_S, delay)
+            await asyncio.sleep(shown)
+            if not self._pull_failed() or self.containers:
+                return
+            self.waiting = [backing_off(w, delay) for w in self.waiting]
+            self.ctx.notify()
+            await asyncio.sleep(delay - shown)
+            if self.containers or not any(f": {IMAGE_PULL_BACKOFF}: " in w for w in self.waiting):
+                return  # started or re-prepared meanwhile (update_sources)
+            # References (ConfigMaps, Secrets) that went missing meanwhile: update_sources takes over.
+            self.waiting = self.volumes.missing() or await self._prepare_images()
+            if not self.waiting:
+                log.info("pod %s/%s: images pulled; starting its containers", self.namespace, self.name)
+                self._start_containers()
+            self.ctx.notify()
+            delay = next_pull_delay(delay)
 
     def _pod_env(self) -> dict[str, str]:
         return {
@@ -461,6 +510,10 @@ class Pod:
     async def _prepare_images(self) -> list[str]:
         """Obtain and unpack the images of containers that run one; what cannot be pulled keeps the
         pod's containers waiting, with the reason (kubectl's ErrImagePull)."""
+        async with self._images_lock:
+            return await self._prepare_images_locked()
+
+    async def _prepare_images_locked(self) -> list[str]:
         problems: list[str] = []
         for cspec in self.spec.containers:
             if not cspec.image:
@@ -480,7 +533,7 @@ class Pod:
                     mounts=self.volumes.mounts(cspec),
                 )
             except (ImageError, OSError) as exc:
-                problems.append(f"container {cspec.name}: ErrImagePull: cannot pull {cspec.image}: {exc}")
+                problems.append(pull_failed(cspec.name, cspec.image, exc))
         return problems
 
     def _start_container(self, cspec: ContainerSpec) -> None:

@@ -183,15 +183,16 @@ class PodStatus:
     proxy_uid: int | None = None  # the uid the pod's Envoy runs as (None: no Envoy, or root for routers)
     # (container, uid, gid) the pod's containers run as (runtime/sandbox.py).
     run_as: tuple[tuple[str, int, int], ...] = field(default=())
-    # Why the containers have not started: "container web: ErrImagePull: cannot pull IMAGE: reason", ...
+    # Why the containers have not started: "container web: ErrImagePull: cannot pull IMAGE: reason",
+    # "container web: ImagePullBackOff: back-off 20s before pulling again (cannot pull IMAGE: reason)", ...
     waiting: tuple[str, ...] = field(default=())
 
     @property
     def reason(self) -> str:
         """kubectl's STATUS for a pod whose containers wait (ErrImagePull, ...), else its phase."""
-        for w in self.waiting:
-            if ": ErrImagePull: " in w:
-                return "ErrImagePull"
+        for reason in ("ErrImagePull", "ImagePullBackOff"):  # runtime/image_containers.py's messages
+            if any(f": {reason}: " in w for w in self.waiting):
+                return reason
         return "ContainerCreating" if self.waiting else self.phase
 
     @property

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import REPO, Mesh, own_mesh, wait_until
+from tests.e2e.mesh import REPO, Mesh, curl_status_body, own_mesh, wait_until
 from tests.support.images import build_busybox_image, tools_missing
 from tests.support.manifests import deployment, line_of, service
 from tests.support.manifests import manifest as manifest_text
@@ -101,3 +101,60 @@ def test_image_user_is_honoured_and_an_unpullable_image_is_refused(mesh: Mesh, t
     ) in refused.stdout + refused.stderr
     assert "broken" not in mesh.cli("get", "deployments", "-A").stdout
     assert uid() == "4242"  # nothing else disturbed
+
+
+def test_a_pull_that_fails_at_pod_start_backs_off_and_recovers(mesh: Mesh, tmp_path: Path) -> None:
+    """The image was there at apply but is gone when the pod's containers start (imagePullPolicy:
+    Always, its ConfigMap arriving later): the pod shows ErrImagePull, then ImagePullBackOff, and
+    starts on the next try once the image is back, as the kubelet retries."""
+    layout = tmp_path / "layout"
+    ref = build_busybox_image(
+        layout,
+        "late",
+        entrypoint=["/bin/httpd"],
+        cmd=["-f", "-p", "8080", "-h", "/www"],
+        files={"/www/index.html": "late but here\n"},
+    )
+    manifest = tmp_path / "late.yaml"
+    manifest.write_text(
+        manifest_text(
+            service("late", 8080),
+            deployment(
+                "late",
+                image=ref,
+                port=8080,
+                imagePullPolicy="Always",
+                volumeMounts=[{"name": "config", "mountPath": "/config"}],
+                pod={"volumes": [{"name": "config", "configMap": {"name": "late-config"}}]},
+            ),
+        )
+    )
+    mesh.cli("apply", "-f", str(manifest))  # pulled here; the pod waits for its ConfigMap
+    hidden = tmp_path / "layout.away"
+    layout.rename(hidden)
+    config = tmp_path / "config.yaml"
+    config.write_text(manifest_text({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late-config"}}))
+    mesh.cli("apply", "-f", str(config))
+
+    seen: list[str] = []
+
+    def status() -> str:
+        line = next((ln for ln in mesh.cli("get", "pods").stdout.splitlines() if "late-" in ln), "")
+        state = line.split()[3] if len(line.split()) > 3 else ""
+        if state and (not seen or seen[-1] != state):
+            seen.append(state)
+        return state
+
+    assert wait_until(lambda: status() == "ImagePullBackOff", 60, 0.3), seen
+    assert "ErrImagePull" in seen, seen
+    pod = next(p for p in mesh.status()["pods"] if p["deployment"] == "late")
+    assert any("ImagePullBackOff: back-off 10s" in w and f"cannot pull {ref}" in w for w in pod["waiting"]), pod
+    hidden.rename(layout)
+
+    def served() -> bool:
+        code, body = curl_status_body(mesh, "http://late:8080/")
+        return code == "200" and "late but here" in body
+
+    assert wait_until(served, 60, 0.5), (seen, mesh.cli("get", "pods").stdout)
+    assert status() == "Running"
+    mesh.cli("delete", "-f", str(manifest), "-f", str(config))

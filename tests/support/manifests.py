@@ -19,11 +19,13 @@ def deployment(
     namespace: str | None = None,
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
+    pod: Mapping[str, Any] | None = None,
     **container: Any,
 ) -> dict[str, Any]:
     """A Deployment of one container NAME (labels app=NAME unless LABELS). With PORT: the container
     port and a TCP readiness probe on it. CONTAINER: further container fields (imagePullPolicy,
-    securityContext, env, ...), as Kubernetes spells them."""
+    securityContext, env, volumeMounts, ...), POD: further pod spec fields (volumes, ...), as
+    Kubernetes spells them."""
     pod_labels = dict(labels or {"app": name})
     spec: dict[str, Any] = {"name": name, "image": image}
     if command is not None:
@@ -44,7 +46,7 @@ def deployment(
             "selector": {"matchLabels": pod_labels},
             "template": {
                 "metadata": template_meta,
-                "spec": {"terminationGracePeriodSeconds": 0, "containers": [spec]},
+                "spec": {"terminationGracePeriodSeconds": 0, "containers": [spec], **(pod or {})},
             },
         },
     }

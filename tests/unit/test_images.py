@@ -87,6 +87,45 @@ def test_an_image_that_cannot_be_obtained_says_why(tmp_path: Path) -> None:
     assert cache.cached(f"oci:{tmp_path / 'missing'}:v1") is None
 
 
+def test_a_failed_pull_shows_err_image_pull_then_image_pull_back_off_as_kubectl_does() -> None:
+    from gossamer.runtime.image_containers import backing_off, next_pull_delay, pull_failed
+    from gossamer.runtime.types import PodStatus
+
+    def status(*waiting: str) -> PodStatus:
+        return PodStatus(
+            name="web-1",
+            namespace="default",
+            deployment="web",
+            ip="10.244.0.9",
+            labels=(),
+            service_account="default",
+            has_sidecar=True,
+            proxy_type="sidecar",
+            phase="Running",
+            app_ready=False,
+            proxy_ready=True,
+            waiting=waiting,
+        )
+
+    failed = pull_failed("web", "cncamp/httpserver:v1.0-metrics", "no such host")
+    assert failed == "container web: ErrImagePull: cannot pull cncamp/httpserver:v1.0-metrics: no such host"
+    assert status(failed).reason == "ErrImagePull"
+    waiting = backing_off(failed, 20)
+    assert waiting == (
+        "container web: ImagePullBackOff: back-off 20s before pulling again "
+        "(cannot pull cncamp/httpserver:v1.0-metrics: no such host)"
+    )
+    assert status(waiting).reason == "ImagePullBackOff"
+    # A reference the pod waits for is not an image problem and is left as it is.
+    missing = "volume config: ConfigMap 'cfg' not found"
+    assert backing_off(missing, 20) == missing and status(missing).reason == "ContainerCreating"
+    # kubelet's back-off: 10 s doubling, at most 5 minutes.
+    delays = [10.0]
+    for _ in range(7):
+        delays.append(next_pull_delay(delays[-1]))
+    assert delays == [10, 20, 40, 80, 160, 300, 300, 300]
+
+
 DEPLOYMENT = """\
 apiVersion: apps/v1
 kind: Deployment
