@@ -15,12 +15,13 @@ from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, Workload
 from gossamer.resources.core import configmap_data
 from gossamer.resources.meshconfig import MESH_CONFIGMAP_KEY, MESH_CONFIGMAP_NAME, MESH_CONFIGMAP_NAMESPACE
+from gossamer.translate.authorization import authz_applies
 from gossamer.translate.clusters import destination_rule_for
 from gossamer.translate.gateway import gateways_for
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.jwt import request_authentication_applies
 from gossamer.translate.routes import MESH_GATEWAY, RouteContext, qualify_gateway, virtual_services_for
-from gossamer.translate.security import authz_applies, peer_authentication_levels, peer_authentication_modes
+from gossamer.translate.security import peer_authentication_levels, peer_authentication_modes
 from gossamer.translate.sidecar import virtual_service_for_host
 from gossamer.translate.telemetry import Side, telemetry_levels, telemetry_off, tracing_for
 from gossamer.translate.visibility import registry_only, sidecar_for

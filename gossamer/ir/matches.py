@@ -1,5 +1,5 @@
 """IR for string matches (headers, query parameters, CORS origins, authorization values): shared by
-routes (ir/types.py) and route actions (ir/policies.py)."""
+routes (ir/types.py) and route actions (ir/route_actions.py)."""
 
 from __future__ import annotations
 

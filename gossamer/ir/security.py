@@ -1,5 +1,6 @@
-"""IR for mTLS (PeerAuthentication, DestinationRule tls, auto mTLS) and authorization
-(AuthorizationPolicy). Plain frozen dataclasses like the rest of the IR.
+"""IR for mTLS (PeerAuthentication, DestinationRule tls, auto mTLS) and end-user authentication
+(RequestAuthentication); authorization is `ir/authorization.py`. Plain frozen dataclasses like the
+rest of the IR.
 
 Secrets are never in the IR: the builder refers to Istio's SDS names (`default` for the
 workload certificate, `ROOTCA` for the trust bundle) served by the agent on cluster `sds-grpc`.
@@ -35,42 +36,6 @@ class UpstreamTls:
     client_certificate: str = ""
     private_key: str = ""
     insecure_skip_verify: bool = False
-
-
-@dataclass(frozen=True)
-class AuthzField:
-    """One field of a rule: `key` matches any of `values` (negate: none of them).
-
-    Keys: principal, namespace, ip, remote_ip, request_principal, host, port, method, path,
-    header:<name>, destination_ip, sni, request_auth:<key> (audiences, presenter, claims[a][b]:
-    what jwt_authn verified; request_principal likewise)."""
-
-    key: str
-    values: tuple[str, ...]
-    negate: bool = False
-
-
-@dataclass(frozen=True)
-class AuthzRule:
-    """An Istio rule: any `sources` entry (each an AND of fields; none: any source) and any
-    `operations` entry (likewise), and every `conditions` field."""
-
-    sources: tuple[tuple[AuthzField, ...], ...] = ()
-    operations: tuple[tuple[AuthzField, ...], ...] = ()
-    conditions: tuple[AuthzField, ...] = ()
-
-
-AuthzAction = Literal["ALLOW", "DENY", "AUDIT"]
-
-
-@dataclass(frozen=True)
-class AuthzPolicy:
-    """One AuthorizationPolicy as it applies to one workload. No rules: ALLOW denies everything,
-    DENY and AUDIT match nothing."""
-
-    name: str  # "<namespace>/<name>"
-    action: AuthzAction
-    rules: tuple[AuthzRule, ...] = ()
 
 
 # ------------------------------------------------------------------------------------ JWT (RequestAuthentication)

@@ -10,19 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gossamer.ir.authorization import AuthzPolicy
 from gossamer.ir.matches import StringMatch
-from gossamer.ir.policies import (
-    ClusterPolicy,
+from gossamer.ir.route_actions import (
     CorsPolicy,
     DirectResponse,
     FaultInjection,
-    HashPolicy,
     MirrorPolicy,
     Redirect,
     RetryPolicy,
     Rewrite,
 )
-from gossamer.ir.security import AuthzPolicy, InboundMtls, JwtProvider, UpstreamTls
+from gossamer.ir.security import InboundMtls, JwtProvider, UpstreamTls
+from gossamer.ir.traffic_policy import ClusterPolicy, HashPolicy
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class HttpRoute:
     response_headers: HeaderOps = HeaderOps()
     # Provenance for debugging ("why did my request go there").
     source: str = ""
-    # Traffic management (gossamer.ir.policies). A route forwards to `destinations`
+    # Traffic management (gossamer.ir.route_actions, gossamer.ir.traffic_policy). A route forwards to `destinations`
     # unless it has a redirect or a direct response.
     timeout: float = 0.0  # seconds; 0 disables Envoy's route timeout (Istio's default)
     retry: RetryPolicy | None = None  # None: no retries

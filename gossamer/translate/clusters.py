@@ -12,12 +12,7 @@ from gossamer.mesh import inbound_cluster_name, outbound_cluster_name, spiffe_id
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, ServicePort, Workload
 from gossamer.translate.hosts import resolve_host
-from gossamer.translate.security import (
-    TLS_MODE_LABEL,
-    endpoint_tls_mode,
-    peer_authentication_modes,
-    upstream_tls,
-)
+from gossamer.translate.security import TLS_MODE_LABEL, endpoint_tls_mode, peer_authentication_modes, upstream_tls
 from gossamer.translate.traffic_policy import cluster_policy, policy_for_cluster
 from gossamer.translate.visibility import exported_to, visible_services
 

@@ -15,11 +15,11 @@ from gossamer.ir.types import GatewayTlsServer, HttpRoute, Listener, RouteTable,
 from gossamer.mesh import hosts_intersect
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.translate.authorization import authorization_policies
 from gossamer.translate.gateway_tls import terminating_mode, tls_server
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.jwt import request_authentication
 from gossamer.translate.routes import RouteContext, translate_http_rules, virtual_services_for
-from gossamer.translate.security import authorization_policies
 from gossamer.translate.tcp import dedupe_chains, gateway_tcp_chain, gateway_tls_chains
 
 SERVICE_PORT_TO_CONTAINER_PORT = {80: 8080, 443: 8443}

@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gossamer.ir.matches import StringMatch
-from gossamer.ir.policies import HashPolicy, MirrorPolicy
+from gossamer.ir.route_actions import MirrorPolicy
+from gossamer.ir.traffic_policy import HashPolicy
 from gossamer.ir.types import HeaderMatch, HeaderOps, HttpRoute, QueryParamMatch, RouteMatch, WeightedDestination
 from gossamer.mesh import outbound_cluster_name, parse_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
@@ -20,7 +21,7 @@ from gossamer.resources.duration import parse_duration
 from gossamer.translate.clusters import destination_rule_for
 from gossamer.translate.delegate import expand_delegates
 from gossamer.translate.hosts import resolve_host
-from gossamer.translate.policies import (
+from gossamer.translate.route_actions import (
     mirror_percent,
     mirror_policy_percent,
     translate_cors,

@@ -19,15 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gossamer.ir.security import (
-    ISTIO_ALPN_CLIENT,
-    AuthzField,
-    AuthzPolicy,
-    AuthzRule,
-    InboundMtls,
-    UpstreamTls,
-)
-from gossamer.mesh import ROOT_NAMESPACE, TRUST_DOMAIN, principal, spiffe_id
+from gossamer.ir.security import ISTIO_ALPN_CLIENT, InboundMtls, UpstreamTls
+from gossamer.mesh import ROOT_NAMESPACE, TRUST_DOMAIN, spiffe_id
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, Workload
 
@@ -35,7 +28,7 @@ MeshMode = str  # STRICT | PERMISSIVE | DISABLE (UNSET resolved away)
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
 
-def _selects(selector: Any, labels: dict[str, str]) -> bool:
+def workload_selected(selector: Any, labels: dict[str, str]) -> bool:
     """A selector without labels selects every workload (Istio)."""
     wanted = (selector.match_labels or {}) if selector is not None else {}
     return all(labels.get(k) == v for k, v in wanted.items())
@@ -60,7 +53,9 @@ def peer_authentication_levels(snapshot: MeshSnapshot, proxy: Proxy | Workload) 
         (
             p
             for p in policies
-            if p.metadata.namespace == proxy.namespace and _has_selector(p.spec) and _selects(p.spec.selector, labels)
+            if p.metadata.namespace == proxy.namespace
+            and _has_selector(p.spec)
+            and workload_selected(p.spec.selector, labels)
         ),
         None,
     )
@@ -182,121 +177,3 @@ def endpoint_tls_mode(
         if (by_port.get(port, workload_mode) if port is not None else workload_mode) == "DISABLE":
             return ""
     return mode
-
-
-# ------------------------------------------------------------------------------------ AuthorizationPolicy
-
-# Fields only HTTP has: on TCP chains an ALLOW rule using them never matches, and a DENY rule
-# is applied without them (so it denies more), as Istio does.
-HTTP_ONLY_KEYS = ("host", "method", "path", "header:", "request_principal", "request_auth:")
-
-
-def is_http_only(key: str) -> bool:
-    return any(key == k or (k.endswith(":") and key.startswith(k)) for k in HTTP_ONLY_KEYS)
-
-
-def _field(key: str, values: list[str] | None, not_values: list[str] | None) -> list[AuthzField]:
-    out = []
-    if values:
-        out.append(AuthzField(key, tuple(values)))
-    if not_values:
-        out.append(AuthzField(key, tuple(not_values), negate=True))
-    return out
-
-
-def _service_account_principals(values: list[str] | None, namespace: str) -> list[str] | None:
-    if not values:
-        return None
-    out = []
-    for v in values:
-        ns, _, sa = v.rpartition("/")
-        out.append(principal(ns or namespace, sa))
-    return out
-
-
-def _source_fields(src: Any, namespace: str) -> tuple[AuthzField, ...]:
-    fields = [
-        *_field("principal", src.principals, src.not_principals),
-        *_field(
-            "principal",
-            _service_account_principals(src.service_accounts, namespace),
-            _service_account_principals(src.not_service_accounts, namespace),
-        ),
-        *_field("request_principal", src.request_principals, src.not_request_principals),
-        *_field("namespace", src.namespaces, src.not_namespaces),
-        *_field("ip", src.ip_blocks, src.not_ip_blocks),
-        *_field("remote_ip", src.remote_ip_blocks, src.not_remote_ip_blocks),
-    ]
-    return tuple(fields)
-
-
-def _operation_fields(op: Any) -> tuple[AuthzField, ...]:
-    return tuple(
-        [
-            *_field("host", op.hosts, op.not_hosts),
-            *_field("port", op.ports, op.not_ports),
-            *_field("method", op.methods, op.not_methods),
-            *_field("path", op.paths, op.not_paths),
-        ]
-    )
-
-
-_CONDITION_KEYS = {
-    "source.ip": "ip",
-    "remote.ip": "remote_ip",
-    "source.namespace": "namespace",
-    "source.principal": "principal",
-    "destination.ip": "destination_ip",
-    "destination.port": "port",
-    "connection.sni": "sni",
-    "request.auth.principal": "request_principal",
-}
-
-
-def condition_key(key: str) -> str:
-    """An Istio `when` key -> an AuthzField key ("" if not supported)."""
-    if key.startswith("request.headers[") and key.endswith("]"):
-        return "header:" + key[len("request.headers[") : -1]
-    if key in _CONDITION_KEYS:
-        return _CONDITION_KEYS[key]
-    if key.startswith("request.auth."):
-        return "request_auth:" + key[len("request.auth.") :]
-    return ""
-
-
-def translate_rule(rule: Any, namespace: str) -> AuthzRule:
-    conditions: list[AuthzField] = []
-    for cond in rule.when or []:
-        key = condition_key(cond.key)
-        # Unknown keys cannot be told apart: such a condition never holds (a rule fails closed).
-        conditions.extend(_field(key or f"unsupported:{cond.key}", cond.values, cond.not_values))
-    return AuthzRule(
-        sources=tuple(_source_fields(f.source, namespace) for f in rule.from_ or []),
-        operations=tuple(_operation_fields(t.operation) for t in rule.to or []),
-        conditions=tuple(conditions),
-    )
-
-
-def authz_applies(policy: Any, proxy: Proxy) -> bool:
-    spec = policy.spec
-    if spec.target_ref is not None or spec.target_refs:
-        return False  # targetRef binds gateways and waypoints (Kubernetes Gateway API): not here
-    if policy.metadata.namespace not in (ROOT_NAMESPACE, proxy.namespace):
-        return False
-    return _selects(spec.selector, proxy.label_map)
-
-
-def authorization_policies(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[AuthzPolicy, ...]:
-    out = []
-    for policy in snapshot.of_kind("AuthorizationPolicy"):
-        if policy.spec.action == "CUSTOM" or not authz_applies(policy, proxy):
-            continue
-        ns = policy.metadata.namespace
-        out.append(
-            AuthzPolicy(
-                f"{ns}/{policy.metadata.name}",
-                policy.spec.action,
-                tuple(translate_rule(r, ns) for r in policy.spec.rules or []),
-            )
-        )
-    return tuple(out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from gossamer.ir.policies import DirectResponse
+from gossamer.ir.route_actions import DirectResponse
 from gossamer.ir.types import (
     HttpRoute,
     InboundChain,
@@ -31,6 +31,7 @@ from gossamer.mesh import (
 from gossamer.registry.serviceentry import is_plain_ip
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
+from gossamer.translate.authorization import authorization_policies
 from gossamer.translate.clusters import (
     BLACKHOLE,
     INBOUND_PASSTHROUGH,
@@ -40,7 +41,7 @@ from gossamer.translate.clusters import (
 )
 from gossamer.translate.hosts import resolve_host, service_domains
 from gossamer.translate.jwt import request_authentication
-from gossamer.translate.policies import translate_retry
+from gossamer.translate.route_actions import translate_retry
 from gossamer.translate.routes import (
     MESH_GATEWAY,
     RouteContext,
@@ -48,7 +49,7 @@ from gossamer.translate.routes import (
     virtual_services_for,
 )
 from gossamer.translate.scope import outbound_scope
-from gossamer.translate.security import authorization_policies, inbound_mtls, peer_authentication_modes
+from gossamer.translate.security import inbound_mtls, peer_authentication_modes
 from gossamer.translate.tcp import dedupe_chains, sidecar_tcp_chains
 from gossamer.translate.traffic_policy import hash_for_service
 from gossamer.translate.visibility import registry_only, visible_services

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gossamer.ir.policies import (
+from gossamer.ir.traffic_policy import (
     CircuitBreakers,
     ClusterPolicy,
     HashPolicy,

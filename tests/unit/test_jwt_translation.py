@@ -9,14 +9,16 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from gossamer.ir.security import AuthzField, AuthzRule, JwtHeader, JwtProvider
+from gossamer.ir.authorization import AuthzField, AuthzRule
+from gossamer.ir.security import JwtHeader, JwtProvider
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.resources.enforcement import not_enforced_fields
 from gossamer.resources.loader import parse_documents
 from gossamer.translate import translate_proxy
+from gossamer.translate.authorization import translate_rule
 from gossamer.translate.jwt import request_authentication
-from gossamer.translate.security import translate_rule
 from gossamer.xds.build import build_resources
+from gossamer.xds.build.authorization import rbac_policy
 from gossamer.xds.build.jwt import (
     FAKE_JWKS,
     JWT_AUTHN,
@@ -27,7 +29,6 @@ from gossamer.xds.build.jwt import (
     jwt_authentication,
     jwt_principal,
 )
-from gossamer.xds.build.security import rbac_policy
 from gossamer.xds.types import LISTENER
 from tests.support.offline import gateway_proxy, proxy_for, snapshot_from_yaml
 

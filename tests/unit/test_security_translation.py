@@ -11,22 +11,19 @@ from envoy.config.rbac.v3 import rbac_pb2
 from google.protobuf import struct_pb2
 
 from gossamer.controlplane.proxies import proxy_from_node
-from gossamer.ir.security import AuthzField, AuthzPolicy, AuthzRule
+from gossamer.ir.authorization import AuthzField, AuthzPolicy, AuthzRule
 from gossamer.ir.types import Endpoint
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy, Workload
 from gossamer.resources.enforcement import not_enforced_fields
 from gossamer.resources.loader import parse_documents
 from gossamer.translate import translate_proxy
+from gossamer.translate.authorization import authorization_policies
 from gossamer.translate.clusters import translate_endpoints
-from gossamer.translate.security import (
-    authorization_policies,
-    endpoint_tls_mode,
-    peer_authentication_modes,
-)
+from gossamer.translate.security import endpoint_tls_mode, peer_authentication_modes
 from gossamer.xds.build import build_resources
+from gossamer.xds.build.authorization import rbac_configs, rbac_policy, tcp_rules
 from gossamer.xds.build.clusters import build_load_assignment
-from gossamer.xds.build.security import rbac_configs, rbac_policy, tcp_rules
 from gossamer.xds.types import CLUSTER, LISTENER
 from tests.support.offline import proxy_for, snapshot_from_yaml
 

@@ -9,9 +9,9 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from gossamer.ir.types import Cluster, Endpoint, EndpointSet
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
-from gossamer.xds.build.policies import apply_cluster_policy
 from gossamer.xds.build.security import apply_endpoint_tls_mode, apply_upstream_tls
 from gossamer.xds.build.telemetry import apply_cluster_service, apply_endpoint_peer
+from gossamer.xds.build.traffic_policy import apply_cluster_policy
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 # Istio's default connect timeout.

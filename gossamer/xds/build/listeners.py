@@ -13,7 +13,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
-from gossamer.ir.security import AuthzPolicy, JwtProvider
+from gossamer.ir.authorization import AuthzPolicy
+from gossamer.ir.security import JwtProvider
 from gossamer.ir.types import (
     STDOUT_ACCESS_LOG,
     AccessLogFile,
@@ -23,16 +24,11 @@ from gossamer.ir.types import (
     TcpChain,
     Tracing,
 )
+from gossamer.xds.build.authorization import http_rbac_filters, network_rbac_filters
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
 from gossamer.xds.build.jwt import jwt_filters
-from gossamer.xds.build.policies import http_policy_filters
-from gossamer.xds.build.security import (
-    downstream_mtls_socket,
-    gateway_tls_socket,
-    http_rbac_filters,
-    mtls_chain_match,
-    network_rbac_filters,
-)
+from gossamer.xds.build.route_actions import fault_and_cors_filters
+from gossamer.xds.build.security import downstream_mtls_socket, gateway_tls_socket, mtls_chain_match
 from gossamer.xds.build.telemetry import Direction, http_access_logs, peer_metadata_filter, tcp_access_logs
 from gossamer.xds.build.tracing import hcm_tracing
 
@@ -78,7 +74,7 @@ def http_connection_manager(
         stat_prefix=stat_prefix,
         # JWT authentication (RequestAuthentication), then authorization (Istio's order: DENY then
         # ALLOW RBAC); fault and CORS act only on routes whose typed_per_filter_config asks.
-        http_filters=[*peer, *jwt_filters(jwt), *http_rbac_filters(authz), *http_policy_filters(), _router_filter()],
+        http_filters=[*peer, *jwt_filters(jwt), *http_rbac_filters(authz), *fault_and_cors_filters(), _router_filter()],
         access_log=http_access_logs(
             direction, logs=logs, metrics=metrics, mtls=client_cert_details, file=access_log or STDOUT_ACCESS_LOG
         ),

@@ -11,20 +11,20 @@ from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2
 from google.protobuf import wrappers_pb2
 
-from gossamer.ir.policies import DirectResponse, Redirect
+from gossamer.ir.route_actions import DirectResponse, Redirect
 from gossamer.ir.types import HeaderOps, HttpRoute, RouteMatch, RouteTable, VirtualHost
 from gossamer.telemetry.peer import PEER_HEADERS
 from gossamer.xds.build.common import pack, seconds, string_matcher
-from gossamer.xds.build.policies import (
+from gossamer.xds.build.route_actions import (
     CORS_FILTER,
     FAULT_FILTER,
     cors_config,
     fault_config,
-    hash_policy,
     mirror_policy,
     retry_policy,
 )
 from gossamer.xds.build.telemetry import peer_request_headers
+from gossamer.xds.build.traffic_policy import hash_policy
 
 MAX_DIRECT_RESPONSE_BODY_BYTES = 1024 * 1024
 # Virtual hosts for hosts outside the mesh: our identity is none of their business.

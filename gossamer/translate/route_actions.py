@@ -1,4 +1,4 @@
-"""VirtualService http rule policies -> IR, with Istio's semantics and defaults.
+"""VirtualService http route actions -> IR, with Istio's semantics and defaults.
 
 timeout, retries, fault, mirror(s), redirect, rewrite, directResponse, corsPolicy.
 Follows pilot/pkg/networking/core/route/route.go and route/retry/retry.go.
@@ -10,7 +10,7 @@ from http import HTTPStatus
 from typing import Any
 
 from gossamer.ir.matches import StringMatch
-from gossamer.ir.policies import (
+from gossamer.ir.route_actions import (
     CorsPolicy,
     DirectResponse,
     FaultAbort,

@@ -1,8 +1,9 @@
-"""IR for traffic policies: per-route (VirtualService http) and per-cluster (DestinationRule).
+"""IR for DestinationRule traffic policy: what it does to a cluster (`ClusterPolicy`: load balancer,
+connection pool, outlier detection) and to the routes to it (`HashPolicy`, consistent hashing)
+(`translate/traffic_policy.py` makes them, `xds/build/traffic_policy.py` builds them).
 
-Plain frozen dataclasses, like the rest of the IR. Durations are seconds (float).
-Values are already Istio's effective values (defaults applied), so the builders
-only change shape, never meaning.
+Plain frozen dataclasses, like the rest of the IR. Durations are seconds (float); values are Istio's
+effective ones (defaults applied).
 """
 
 from __future__ import annotations
@@ -10,35 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gossamer.ir.matches import StringMatch
-
 MAX_UINT32 = 4294967295
-
-Denominator = Literal["HUNDRED", "TEN_THOUSAND", "MILLION"]
-
-
-@dataclass(frozen=True)
-class FractionalPercent:
-    numerator: int
-    denominator: Denominator = "HUNDRED"
-
-
-# ---------------------------------------------------------------------------- routes
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    num_retries: int
-    retry_on: str
-    retriable_status_codes: tuple[int, ...] = ()
-    per_try_timeout: float | None = None
-    # envoy.retry_host_predicates.previous_hosts
-    previous_hosts_predicate: bool = False
-    host_selection_retry_max_attempts: int = 0
-    # envoy.retry_priorities.previous_priorities (retryRemoteLocalities)
-    previous_priorities: bool = False
-    backoff_base_interval: float | None = None
-
 
 HashKind = Literal["header", "cookie", "source_ip", "query_parameter"]
 
@@ -49,72 +22,6 @@ class HashPolicy:
     name: str = ""  # header / cookie / query parameter name
     cookie_path: str = ""
     cookie_ttl: float | None = None
-
-
-@dataclass(frozen=True)
-class MirrorPolicy:
-    cluster: str
-    percent: FractionalPercent = FractionalPercent(100)
-
-
-@dataclass(frozen=True)
-class Redirect:
-    path: str = ""
-    host: str = ""
-    port: int = 0
-    scheme: str = ""
-    response_code: int = 301
-
-
-@dataclass(frozen=True)
-class DirectResponse:
-    status: int
-    body_string: str | None = None
-    body_base64: str | None = None
-
-
-@dataclass(frozen=True)
-class Rewrite:
-    prefix: str = ""
-    regex_pattern: str = ""
-    regex_substitution: str = ""
-    host: str = ""
-
-    def __bool__(self) -> bool:
-        return bool(self.prefix or self.regex_pattern or self.host)
-
-
-@dataclass(frozen=True)
-class FaultDelay:
-    fixed_delay: float
-    percent: FractionalPercent
-
-
-@dataclass(frozen=True)
-class FaultAbort:
-    http_status: int | None = None
-    grpc_status: int | None = None
-    percent: FractionalPercent | None = None  # unset: Envoy aborts no request
-
-
-@dataclass(frozen=True)
-class FaultInjection:
-    delay: FaultDelay | None = None
-    abort: FaultAbort | None = None
-
-
-@dataclass(frozen=True)
-class CorsPolicy:
-    allow_origins: tuple[StringMatch, ...] = ()
-    allow_methods: str = ""
-    allow_headers: str = ""
-    expose_headers: str = ""
-    max_age: str = ""
-    allow_credentials: bool | None = None
-    forward_not_matching_preflights: bool = True
-
-
-# ---------------------------------------------------------------------------- clusters
 
 
 LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV", "CLUSTER_PROVIDED"]

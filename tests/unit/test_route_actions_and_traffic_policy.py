@@ -1,16 +1,17 @@
-"""Traffic-management semantics (VirtualService http policies, DestinationRule traffic policies),
+"""VirtualService http route actions and DestinationRule traffic policies: their semantics,
 checked on the IR, against Istio's documented and implemented behaviour."""
 
 from __future__ import annotations
 
 import pytest
 
-from gossamer.ir.policies import MAX_UINT32, CircuitBreakers, FractionalPercent, HashPolicy
+from gossamer.ir.route_actions import FractionalPercent
+from gossamer.ir.traffic_policy import MAX_UINT32, CircuitBreakers, HashPolicy
 from gossamer.ir.types import Cluster, HttpRoute, ProxyConfig
 from gossamer.resources.enforcement import not_enforced_fields
 from gossamer.resources.loader import parse_documents
 from gossamer.translate import translate_proxy
-from gossamer.translate.policies import DEFAULT_RETRY, parse_retry_on
+from gossamer.translate.route_actions import DEFAULT_RETRY, parse_retry_on
 from gossamer.translate.traffic_policy import merge_traffic_policy
 from tests.support.offline import gateway_proxy, proxy_for, snapshot_from_yaml
 
