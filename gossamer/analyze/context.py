@@ -21,7 +21,7 @@ EXPORT_LOCAL = "."
 _FQDN = re.compile(r"^(.+)\.(.+)\.svc\.cluster\.local$")
 
 
-def kind_key(r: Resource) -> str:
+def kind_key(r: Resource[Any]) -> str:
     """Index key of a resource's kind: Istio's Gateway is "Gateway", the Gateway API's "K8sGateway"."""
     if r.group == GATEWAY_API_GROUP and r.kind == "Gateway":
         return "K8sGateway"
@@ -74,7 +74,7 @@ class ServicePort:
 class ServiceView:
     """A Kubernetes Service or a ServiceEntry, as the destination of a route."""
 
-    resource: Resource
+    resource: Resource[Any]
     ports: tuple[ServicePort, ...]
     workload_selector: Mapping[str, str] | None = None
 
@@ -97,32 +97,32 @@ def _export_scopes(export_to: Sequence[str] | None, namespace: str) -> list[str]
 
 @dataclass
 class Context:
-    resources: Sequence[Resource]
+    resources: Sequence[Resource[Any]]
     mesh: MeshConfig = field(default_factory=MeshConfig)
     istio_namespace: str = ROOT_NAMESPACE
 
     @cached_property
-    def by_kind(self) -> dict[str, list[Resource]]:
-        out: dict[str, list[Resource]] = {}
+    def by_kind(self) -> dict[str, list[Resource[Any]]]:
+        out: dict[str, list[Resource[Any]]] = {}
         for r in self.resources:
             out.setdefault(kind_key(r), []).append(r)
         return out
 
-    def of(self, kind: str) -> list[Resource]:
+    def of(self, kind: str) -> list[Resource[Any]]:
         return self.by_kind.get(kind, [])
 
     @cached_property
-    def _by_name(self) -> dict[tuple[str, str, str], Resource]:
+    def _by_name(self) -> dict[tuple[str, str, str], Resource[Any]]:
         return {(kind_key(r), r.namespace, r.name): r for r in self.resources}
 
-    def find(self, kind: str, namespace: str, name: str) -> Resource | None:
+    def find(self, kind: str, namespace: str, name: str) -> Resource[Any] | None:
         return self._by_name.get((kind, namespace, name))
 
     @cached_property
-    def pods(self) -> list[Resource]:
+    def pods(self) -> list[Resource[Any]]:
         return self.of("Pod")
 
-    def pods_matching(self, selector: Mapping[str, str] | None, namespace: str | None = None) -> list[Resource]:
+    def pods_matching(self, selector: Mapping[str, str] | None, namespace: str | None = None) -> list[Resource[Any]]:
         return [
             p
             for p in self.pods
@@ -171,7 +171,7 @@ class Context:
         return None
 
     # -- messages -------------------------------------------------------------
-    def message(self, code: str, resource: Resource, path: Sequence[str | int] | str, text: str) -> Message:
+    def message(self, code: str, resource: Resource[Any], path: Sequence[str | int] | str, text: str) -> Message:
         """A finding on `resource`, pinned to the line of the field at `path` (a tuple or "spec.x[0].y")."""
         field_path: tuple[str | int, ...] = split_path(path) if isinstance(path, str) else tuple(path)
         return Message(

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ConfigDict
 
 from gossamer.resources import validation as v
-from gossamer.resources.base import Model
+from gossamer.resources.base import Model, Resource
 from gossamer.resources.kinds import KindInfo, kind_for
 
 
@@ -19,6 +19,10 @@ class AnyObject(Model):
     """The body of a kind we only read: any fields."""
 
     model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+
+class AnyResource(Resource[AnyObject]):
+    """An object of a kind we only read (its KIND is in the object's `kind`)."""
 
 
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
@@ -93,7 +97,7 @@ def _plain_kind(kind: str, raw: dict[str, Any]) -> KindInfo:
         kind.lower() + "s",
         (),
         kind not in CLUSTER_SCOPED,
-        AnyObject,
+        AnyResource,
         v.validate_nothing,
         name_rule="any",
         extra_top_level=extra,

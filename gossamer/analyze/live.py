@@ -18,11 +18,11 @@ from gossamer.resources.loader import parse_documents
 RUNTIME_SOURCE = "<runtime>"
 
 
-def runtime_pods(pods: Sequence[Any], stored: Sequence[Resource] = ()) -> list[Resource]:
+def runtime_pods(pods: Sequence[Any], stored: Sequence[Resource[Any]] = ()) -> list[Resource[Any]]:
     """`PodStatus`es of the runtime as Pod objects, with their Deployment's template (annotations,
     containers) where they have one."""
     deployments = {(d.namespace, d.name): d for d in stored if d.kind == "Deployment"}
-    out: list[Resource] = []
+    out: list[Resource[Any]] = []
     for p in pods:
         d = deployments.get((p.namespace, p.deployment))
         template = as_dict(as_dict(d.raw.get("spec")).get("template")) if d is not None else {}
@@ -43,15 +43,15 @@ def runtime_pods(pods: Sequence[Any], stored: Sequence[Resource] = ()) -> list[R
     return out
 
 
-def with_field_lines(stored: Sequence[Resource]) -> list[Resource]:
+def with_field_lines(stored: Sequence[Resource[Any]]) -> list[Resource[Any]]:
     """The stored objects, each replaced by its parse from its source file when that file still holds
     it unchanged: stored objects only know their document's line, messages point at the field's."""
-    by_file: dict[str, list[Resource]] = {}
+    by_file: dict[str, list[Resource[Any]]] = {}
     for r in stored:
         by_file.setdefault(r.source_file, []).append(r)
-    out: list[Resource] = []
+    out: list[Resource[Any]] = []
     for name, resources in by_file.items():
-        fresh: dict[tuple[str, str, int], Resource] = {}
+        fresh: dict[tuple[str, str, int], Resource[Any]] = {}
         path = Path(name)
         if name and not name.startswith("<") and path.is_file():
             try:
@@ -68,7 +68,7 @@ def with_field_lines(stored: Sequence[Resource]) -> list[Resource]:
 
 def analyze_mesh(
     files: Sequence[tuple[str, str]],
-    stored: Sequence[Resource],
+    stored: Sequence[Resource[Any]],
     pods: Sequence[Any],
     *,
     namespace: str = "default",
@@ -87,7 +87,7 @@ def analyze_mesh(
     )
 
 
-def mesh_messages(stored: Sequence[Resource], pods: Sequence[Any]) -> list[Message]:
+def mesh_messages(stored: Sequence[Resource[Any]], pods: Sequence[Any]) -> list[Message]:
     """Every message about the running mesh's config, all namespaces (the dashboard's config view)."""
     return analyze_mesh(
         [], stored, pods, all_namespaces=True, analyzers=[a.name for a in without_envoy_check()]

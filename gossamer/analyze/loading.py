@@ -24,7 +24,7 @@ IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease",
 
 @dataclass
 class Loaded:
-    resources: list[Resource] = field(default_factory=list)
+    resources: list[Resource[Any]] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)  # IST0106 for documents that do not load
     warnings: list[Issue] = field(default_factory=list)  # validation warnings (not Istio analysis messages)
     not_analyzed: dict[str, int] = field(default_factory=dict)  # "group/Kind" -> how many objects
@@ -35,10 +35,10 @@ def schema_error(issue: Issue) -> Message:
     return Message(TYPES["IST0106"], issue.kind, "", issue.name, issue.file, issue.line, issue.field, issue.message)
 
 
-def _deferring_kinds() -> tuple[KindLookup, list[tuple[Resource, Finding]]]:
+def _deferring_kinds() -> tuple[KindLookup, list[tuple[Resource[Any], Finding]]]:
     """A kind lookup whose validators hand their errors to a list instead of failing the object: as in
     istioctl, an object that parses but breaks a rule is reported (IST0106) and still analyzed."""
-    deferred: list[tuple[Resource, Finding]] = []
+    deferred: list[tuple[Resource[Any], Finding]] = []
 
     def lookup(kind: str, raw: dict[str, Any]) -> KindInfo:
         # names as they come (istioctl reads a file without the API server's name rules)
@@ -47,7 +47,7 @@ def _deferring_kinds() -> tuple[KindLookup, list[tuple[Resource, Finding]]]:
             return info
         check = info.validator
 
-        def validator(res: Resource) -> list[Finding]:
+        def validator(res: Resource[Any]) -> list[Finding]:
             findings = check(res)
             deferred.extend((res, f) for f in findings if f.level == "error")
             return [f for f in findings if f.level != "error"]
@@ -57,7 +57,7 @@ def _deferring_kinds() -> tuple[KindLookup, list[tuple[Resource, Finding]]]:
     return lookup, deferred
 
 
-def _in_namespace(r: Resource, namespace: str) -> Resource:
+def _in_namespace(r: Resource[Any], namespace: str) -> Resource[Any]:
     if r.metadata.namespace == namespace:
         return r
     meta = r.metadata.model_copy(update={"namespace": namespace})
@@ -119,7 +119,7 @@ def load_for_analysis(files: Sequence[tuple[str, str]], namespace: str = "defaul
                 out.not_analyzed[key] = out.not_analyzed.get(key, 0) + 1
             out.resources.append(r)
     # Later definitions replace earlier ones (as kubectl apply of the files in order would).
-    latest: dict[tuple[str, str, str, str], Resource] = {}
+    latest: dict[tuple[str, str, str, str], Resource[Any]] = {}
     for r in out.resources:
         latest[(r.group, r.kind, r.namespace, r.name)] = r
     out.resources = list(latest.values())

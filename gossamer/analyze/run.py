@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from gossamer.analyze.context import Context
 from gossamer.analyze.mesh import MeshConfig
@@ -52,7 +53,7 @@ def select_analyzers(names: Iterable[str] | None = None) -> list[Analyzer]:
 
 
 def run_analyzers(
-    resources: Sequence[Resource],
+    resources: Sequence[Resource[Any]],
     mesh: MeshConfig | None = None,
     *,
     namespace: str | None = None,
@@ -72,7 +73,7 @@ def run_analyzers(
     return _select(found, resources, namespace)
 
 
-def _select(found: Iterable[Message], resources: Sequence[Resource], namespace: str | None) -> list[Message]:
+def _select(found: Iterable[Message], resources: Sequence[Resource[Any]], namespace: str | None) -> list[Message]:
     suppressed: dict[tuple[str, str, str], set[str]] = {}
     for r in resources:
         codes = r.metadata.annotations.get(SUPPRESS_ANNOTATION)

@@ -13,6 +13,7 @@ from gossamer.analyze.mesh import MeshConfig, mesh_config_from_resources, parse_
 from gossamer.analyze.messages import Message
 from gossamer.analyze.run import BUILTIN_SOURCE, run_analyzers, select_analyzers
 from gossamer.resources.base import Metadata, Resource
+from gossamer.resources.core import Pod
 
 DERIVED_SOURCE = "<derived>"
 
@@ -60,15 +61,14 @@ def pod_document(
     }
 
 
-def pod_resource(doc: dict[str, Any], source: str) -> Resource:
-    return Resource(
-        api_version="v1", kind="Pod", metadata=Metadata.model_validate(doc["metadata"]), source_file=source, raw=doc
-    )
+def pod_resource(doc: dict[str, Any], source: str) -> Resource[Any]:
+    metadata = Metadata.model_validate(doc["metadata"])
+    return Pod(api_version="v1", kind="Pod", metadata=metadata, spec=None, source_file=source, raw=doc)
 
 
-def derived_pods(resources: Iterable[Resource]) -> list[Resource]:
+def derived_pods(resources: Iterable[Resource[Any]]) -> list[Resource[Any]]:
     """The pods Gossamer's runtime makes of the Deployments (one per Deployment is enough for selectors)."""
-    out: list[Resource] = []
+    out: list[Resource[Any]] = []
     for d in resources:
         if d.kind != "Deployment" or d.spec.replicas == 0:
             continue
@@ -92,7 +92,7 @@ def derived_pods(resources: Iterable[Resource]) -> list[Resource]:
     return out
 
 
-def builtin_resources() -> list[Resource]:
+def builtin_resources() -> list[Resource[Any]]:
     """Gossamer's built-in ingress gateway (Service, Deployment), as `gossamer up` runs it."""
     from gossamer.controlplane.kubernetes import builtin_documents
     from gossamer.resources.loader import resource_from_raw
@@ -110,8 +110,8 @@ def analyze(
     namespace: str = "default",
     all_namespaces: bool = False,
     mesh_config: tuple[str, str] | None = None,
-    existing: Sequence[Resource] | None = None,
-    pods: Sequence[Resource] | None = None,
+    existing: Sequence[Resource[Any]] | None = None,
+    pods: Sequence[Resource[Any]] | None = None,
     analyzers: Sequence[str] | None = None,
 ) -> Result:
     """Analyze `files` = (name, text) over `existing` (None: nothing runs; Gossamer's built-in gateway

@@ -38,6 +38,7 @@ from gossamer.controlplane.snapshots import SnapshotBuilder
 from gossamer.controlplane.watch import ManifestWatcher
 from gossamer.mesh import PROXY_GROUP
 from gossamer.registry.snapshot import MeshSnapshot
+from gossamer.resources.apps import Deployment
 from gossamer.runtime.images import ImageCache
 from gossamer.runtime.wire import deployments_to_json, endpoints_to_json, services_to_json
 from gossamer.security import CertificateAuthority
@@ -259,7 +260,7 @@ class ControlPlane:
             self._desired_wanted.clear()
             try:
                 snapshot = self.snapshot()
-                specs = [deployment_spec(d, snapshot) for d in snapshot.of_kind("Deployment")]
+                specs = [deployment_spec(d, snapshot) for d in snapshot.of_kind(Deployment)]
                 desired: dict[str, Any] = {
                     "deployments": deployments_to_json(specs),
                     "services": services_to_json(service_addresses(snapshot.services)),

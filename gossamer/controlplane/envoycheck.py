@@ -20,6 +20,7 @@ from gossamer.controlplane.offline_snapshot import offline_proxy, offline_snapsh
 from gossamer.ir.types import ProxyConfig
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.resources.apps import Deployment
 from gossamer.resources.envoy_checks import missing_files
 from gossamer.resources.issues import Issue
 from gossamer.translate import outbound_scope, translate_inbound, translate_outbound, translate_proxy
@@ -77,7 +78,7 @@ def proxies(snapshot: MeshSnapshot) -> list[tuple[str, Proxy]]:
     """One proxy per Deployment (with mTLS, the default), labelled as `status` names them."""
     return [
         (f"{proxy.type} {d.metadata.namespace}/{d.metadata.name}", proxy)
-        for d in snapshot.of_kind("Deployment")
+        for d in snapshot.of_kind(Deployment)
         for proxy in (offline_proxy(d),)
     ]
 

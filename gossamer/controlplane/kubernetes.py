@@ -19,7 +19,7 @@ from gossamer.mesh import ROOT_NAMESPACE
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, ServicePort, protocol_for_port
 from gossamer.resources.apps import run_as
-from gossamer.resources.core import configmap_binary_data, configmap_data, secret_data
+from gossamer.resources.core import ConfigMap, Secret, configmap_binary_data, configmap_data, secret_data
 from gossamer.resources.meshconfig import DEFAULT_MESH_CONFIG, MeshConfig
 from gossamer.runtime.types import (
     ContainerSpec,
@@ -227,14 +227,14 @@ def _sources(
     ns = deployment.metadata.namespace
     found: dict[tuple[str, str], dict[str, bytes]] = {}
     if snapshot is not None:
-        for r in snapshot.of_kind("ConfigMap"):
+        for r in snapshot.of_kind(ConfigMap):
             if r.metadata.namespace == ns and ("ConfigMap", r.metadata.name) in wanted:
                 data = {k: v.encode() for k, v in configmap_data(r.raw).items()}
                 data.update(configmap_binary_data(r.raw))
                 found[("ConfigMap", r.metadata.name)] = data
-        for r in snapshot.of_kind("Secret"):
-            if r.metadata.namespace == ns and ("Secret", r.metadata.name) in wanted:
-                found[("Secret", r.metadata.name)] = secret_data(r.raw)
+        for secret in snapshot.of_kind(Secret):
+            if secret.metadata.namespace == ns and ("Secret", secret.metadata.name) in wanted:
+                found[("Secret", secret.metadata.name)] = secret_data(secret.raw)
     out = []
     for kind, name in sorted(wanted):
         content = found.get((kind, name))

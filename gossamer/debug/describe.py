@@ -13,8 +13,9 @@ from typing import Any
 from gossamer.mesh import host_matches, spiffe_id
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, Workload
-from gossamer.resources.core import configmap_data
+from gossamer.resources.core import ConfigMap, configmap_data
 from gossamer.resources.meshconfig import MESH_CONFIGMAP_KEY, MESH_CONFIGMAP_NAME, MESH_CONFIGMAP_NAMESPACE
+from gossamer.resources.security import AuthorizationPolicy, RequestAuthentication
 from gossamer.translate.authorization import authz_applies
 from gossamer.translate.clusters import destination_rule_for
 from gossamer.translate.gateway import gateways_for
@@ -198,7 +199,7 @@ def mesh_config_summary(snapshot: MeshSnapshot) -> dict[str, Any]:
     source = next(
         (
             cm
-            for cm in snapshot.of_kind("ConfigMap")
+            for cm in snapshot.of_kind(ConfigMap)
             if (cm.metadata.namespace, cm.metadata.name) == (MESH_CONFIGMAP_NAMESPACE, MESH_CONFIGMAP_NAME)
             and MESH_CONFIGMAP_KEY in configmap_data(cm.raw)
         ),
@@ -246,11 +247,11 @@ def describe(snapshot: MeshSnapshot, workload: Workload) -> dict[str, Any]:
                 "action": p.spec.action or "ALLOW",
                 **({"note": "CUSTOM is not enforced"} if p.spec.action == "CUSTOM" else {}),
             }
-            for p in snapshot.of_kind("AuthorizationPolicy")
+            for p in snapshot.of_kind(AuthorizationPolicy)
             if authz_applies(p, proxy)
         ],
         "requestAuthentications": [
-            _ref(p) for p in snapshot.of_kind("RequestAuthentication") if request_authentication_applies(p, proxy)
+            _ref(p) for p in snapshot.of_kind(RequestAuthentication) if request_authentication_applies(p, proxy)
         ],
         "sidecar": {
             "name": _ref(sidecar) if sidecar is not None else None,

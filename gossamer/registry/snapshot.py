@@ -7,19 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from gossamer.registry.types import MeshService, Workload
+from gossamer.resources.base import Resource
+from gossamer.resources.core import ConfigMap
 from gossamer.resources.meshconfig import MeshConfig, mesh_config_of
 
 T = TypeVar("T")
+R = TypeVar("R", bound=Resource[Any])
 
 
 @dataclass(frozen=True)
 class MeshSnapshot:
     version: int
     # kind -> resources of that kind, ordered by creation (oldest first), then namespace/name
-    resources: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # (each of the kind's class, e.g. networking.VirtualService: the loader builds them so)
+    resources: dict[str, tuple[Resource[Any], ...]] = field(default_factory=dict)
     services: tuple[MeshService, ...] = ()
     workloads: tuple[Workload, ...] = ()
     # Values derived from this snapshot alone, computed once and shared by every proxy group
@@ -35,10 +39,11 @@ class MeshSnapshot:
     @property
     def mesh_config(self) -> MeshConfig:
         """Istio's mesh-wide options (`ConfigMap istio-system/istio`, key `mesh`), parsed once."""
-        return self.derived("mesh_config", lambda: mesh_config_of(self.of_kind("ConfigMap")))
+        return self.derived("mesh_config", lambda: mesh_config_of(self.of_kind(ConfigMap)))
 
-    def of_kind(self, kind: str) -> tuple[Any, ...]:
-        return self.resources.get(kind, ())
+    def of_kind(self, kind: type[R]) -> tuple[R, ...]:
+        """The resources of KIND (a kind's class, e.g. `VirtualService`), typed as that class."""
+        return cast(tuple[R, ...], self.resources.get(kind.KIND, ()))
 
     def service_by_host(self, hostname: str) -> MeshService | None:
         return self.derived("services_by_host", self._services_by_host).get(hostname)
@@ -49,16 +54,16 @@ class MeshSnapshot:
             out.setdefault(s.hostname, s)  # the first one, as a scan would find it
         return out
 
-    def of_kind_in(self, kind: str, namespace: str) -> tuple[Any, ...]:
+    def of_kind_in(self, kind: type[R], namespace: str) -> tuple[R, ...]:
         """Resources of KIND in NAMESPACE, in the snapshot's order (an index, built once)."""
 
-        def index() -> dict[str, tuple[Any, ...]]:
-            out: dict[str, list[Any]] = {}
+        def index() -> dict[str, tuple[R, ...]]:
+            out: dict[str, list[R]] = {}
             for r in self.of_kind(kind):
                 out.setdefault(r.metadata.namespace, []).append(r)
             return {ns: tuple(rs) for ns, rs in out.items()}
 
-        by_namespace: dict[str, tuple[Any, ...]] = self.derived(("by_namespace", kind), index)
+        by_namespace: dict[str, tuple[R, ...]] = self.derived(("by_namespace", kind.KIND), index)
         return by_namespace.get(namespace, ())
 
     def endpoints_of(self, service: MeshService) -> Iterable[Workload]:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from gossamer.resources.base import IntOrString, Model, NonNegInt, NonNegInt32, Port, PosInt32, StringMap
+from gossamer.resources.base import IntOrString, Model, NonNegInt, NonNegInt32, Port, PosInt32, Resource, StringMap
 
 # Pod/container fields that are accepted but mean nothing for a local process: a warning
 # is issued when they are set (see validation.py).
@@ -308,3 +308,10 @@ class DeploymentSpec(Model):
     revision_history_limit: NonNegInt32 | None = None
     progress_deadline_seconds: NonNegInt32 | None = None
     paused: bool | None = None
+
+
+# ---------------------------------------------------------------------------- the kinds
+
+
+class Deployment(Resource[DeploymentSpec]):
+    KIND = "Deployment"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -120,16 +120,23 @@ class Metadata(Model):
 FieldPath = tuple[str | int, ...]
 
 
-class Resource(BaseModel):
-    """One parsed object. `spec` holds the kind's typed spec model (see `kinds.py`),
-    or None for kinds without a spec (Namespace, ServiceAccount)."""
+SpecT = TypeVar("SpecT")
+
+
+class Resource(BaseModel, Generic[SpecT]):
+    """One parsed object; `spec` is its kind's typed spec model. Each kind has its own class (e.g.
+    `networking.VirtualService`, a `Resource[VirtualServiceSpec]` whose `KIND` is "VirtualService"):
+    the loader builds that class, so `snapshot.of_kind(VirtualService)` returns typed objects.
+    Kinds without a spec (ServiceAccount, Secret, ConfigMap, Pod) are `Resource[None]`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    KIND: ClassVar[str] = ""  # the kind this class holds ("" for the generic base)
 
     api_version: str
     kind: str
     metadata: Metadata
-    spec: Any = None
+    spec: SpecT
     source_file: str = ""
     source_line: int = 0
     raw: dict[str, Any] = Field(default_factory=dict)
@@ -169,7 +176,13 @@ class Resource(BaseModel):
             parts = parts[:-1]
         return self.source_line
 
-    def with_lines(self, lines: dict[FieldPath, int]) -> Resource:
+    @classmethod
+    def spec_model(cls) -> type[BaseModel] | None:
+        """The model `spec` is parsed into, or None for kinds without a spec."""
+        annotation = cls.model_fields["spec"].annotation
+        return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+    def with_lines(self, lines: dict[FieldPath, int]) -> Self:
         self._lines = dict(lines)
         return self
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Any
 
 from gossamer.resources.base import Resource
 from gossamer.resources.core import configmap_data
@@ -22,7 +23,7 @@ _KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 MAX_CONFIGMAP_BYTES = 1024 * 1024  # the API server's limit on data + binaryData
 
 
-def validate_config_map(res: Resource) -> list[Finding]:
+def validate_config_map(res: Resource[Any]) -> list[Finding]:
     out: list[Finding] = []
     raw = res.raw
     size = 0
@@ -64,7 +65,7 @@ def validate_config_map(res: Resource) -> list[Finding]:
     return out
 
 
-def _mesh_findings(res: Resource) -> list[Finding]:
+def _mesh_findings(res: Resource[Any]) -> list[Finding]:
     text = configmap_data(res.raw).get(MESH_CONFIGMAP_KEY)
     if text is None:
         return []

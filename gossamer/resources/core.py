@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from gossamer.resources.base import IntOrString, Model, Port
+from gossamer.resources.base import IntOrString, Model, Port, Resource
 
 
 class NamespaceSpec(Model):
@@ -118,3 +118,30 @@ def configmap_binary_data(raw: dict[str, Any]) -> dict[str, bytes]:
                 except (binascii.Error, ValueError):
                     continue
     return out
+
+
+# ---------------------------------------------------------------------------- the kinds
+
+
+class Namespace(Resource[NamespaceSpec]):
+    KIND = "Namespace"
+
+
+class ServiceAccount(Resource[None]):
+    KIND = "ServiceAccount"
+
+
+class Service(Resource[ServiceSpec]):
+    KIND = "Service"
+
+
+class Secret(Resource[None]):
+    KIND = "Secret"
+
+
+class ConfigMap(Resource[None]):
+    KIND = "ConfigMap"
+
+
+class Pod(Resource[None]):
+    KIND = "Pod"

@@ -189,7 +189,7 @@ def _telemetry_paths(spec: dict[str, Any]) -> list[FieldPath]:
     return out
 
 
-def not_enforced_paths(resource: Resource) -> list[FieldPath]:
+def not_enforced_paths(resource: Resource[Any]) -> list[FieldPath]:
     """Like `not_enforced_fields`, as field-path tuples."""
     raw = resource.raw
     spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
@@ -239,13 +239,13 @@ def not_enforced_paths(resource: Resource) -> list[FieldPath]:
     return out
 
 
-def not_enforced_fields(resource: Resource) -> list[str]:
+def not_enforced_fields(resource: Resource[Any]) -> list[str]:
     """Dotted paths of the fields present in `resource` that this version accepts but does not
     enforce, e.g. ["spec.http[0].retries", "spec.trafficPolicy.outlierDetection"]."""
     return [format_path(p) for p in not_enforced_paths(resource)]
 
 
-def not_enforced_issues(resource: Resource) -> list[Issue]:
+def not_enforced_issues(resource: Resource[Any]) -> list[Issue]:
     """The same as warnings pointing at the lines of those fields."""
     return [
         Issue(

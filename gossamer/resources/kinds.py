@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -12,7 +13,7 @@ from gossamer.resources import validation as v
 from gossamer.resources.base import Resource
 from gossamer.resources.validation import Finding
 
-Validator = Callable[[Resource], list[Finding]]
+Validator = Callable[[Any], list[Finding]]  # takes its kind's Resource class
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,16 @@ class KindInfo:
     plural: str
     short_names: tuple[str, ...]
     namespaced: bool
-    spec_model: type[BaseModel] | None  # None: no spec (Namespace, ServiceAccount, Pod)
+    resource_class: type[Resource[Any]]  # what the loader builds (e.g. networking.VirtualService)
     validator: Validator
     appliable: bool = True  # False: shown by `get`, never accepted as input (Pod)
     name_rule: str = "subdomain"  # metadata.name must be a DNS-1123 "subdomain" or "label"
     extra_top_level: tuple[str, ...] = ()  # top-level fields other than apiVersion/kind/metadata/spec/status
+
+    @property
+    def spec_model(self) -> type[BaseModel] | None:
+        """None: no spec (ServiceAccount, Secret, ConfigMap, Pod)."""
+        return self.resource_class.spec_model()
 
     @property
     def api_versions(self) -> tuple[str, ...]:
@@ -58,7 +64,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "namespaces",
         ("ns",),
         False,
-        core.NamespaceSpec,
+        core.Namespace,
         v.validate_nothing,
         name_rule="label",
     ),
@@ -69,7 +75,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "serviceaccounts",
         ("sa",),
         True,
-        None,
+        core.ServiceAccount,
         v.validate_nothing,
         extra_top_level=("secrets", "imagePullSecrets", "automountServiceAccountToken"),
     ),
@@ -80,7 +86,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "services",
         ("svc",),
         True,
-        core.ServiceSpec,
+        core.Service,
         v.validate_service,
         name_rule="label",
     ),
@@ -91,7 +97,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "secrets",
         (),
         True,
-        None,
+        core.Secret,
         v.validate_secret,
         extra_top_level=("type", "data", "stringData", "immutable"),
     ),
@@ -102,11 +108,11 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "configmaps",
         ("cm",),
         True,
-        None,
+        core.ConfigMap,
         configmap.validate_config_map,
         extra_top_level=("data", "binaryData", "immutable"),
     ),
-    KindInfo("", ("v1",), "Pod", "pods", ("po",), True, None, v.validate_nothing, appliable=False),
+    KindInfo("", ("v1",), "Pod", "pods", ("po",), True, core.Pod, v.validate_nothing, appliable=False),
     KindInfo(
         "apps",
         ("v1",),
@@ -114,7 +120,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "deployments",
         ("deploy",),
         True,
-        apps.DeploymentSpec,
+        apps.Deployment,
         v.validate_deployment,
     ),
     KindInfo(
@@ -124,7 +130,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "virtualservices",
         ("vs",),
         True,
-        networking.VirtualServiceSpec,
+        networking.VirtualService,
         v.validate_virtual_service,
     ),
     KindInfo(
@@ -134,7 +140,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "destinationrules",
         ("dr",),
         True,
-        networking.DestinationRuleSpec,
+        networking.DestinationRule,
         v.validate_destination_rule,
     ),
     KindInfo(
@@ -144,7 +150,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "gateways",
         ("gw",),
         True,
-        networking.GatewaySpec,
+        networking.Gateway,
         v.validate_gateway,
     ),
     KindInfo(
@@ -154,7 +160,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "serviceentries",
         ("se",),
         True,
-        networking.ServiceEntrySpec,
+        networking.ServiceEntry,
         v.validate_service_entry,
     ),
     KindInfo(
@@ -164,7 +170,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "workloadentries",
         ("we",),
         True,
-        networking.WorkloadEntrySpec,
+        networking.WorkloadEntry,
         v.validate_workload_entry,
     ),
     KindInfo(
@@ -174,7 +180,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "sidecars",
         (),
         True,
-        networking.SidecarSpec,
+        networking.Sidecar,
         v.validate_sidecar,
     ),
     KindInfo(
@@ -184,7 +190,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "envoyfilters",
         (),
         True,
-        networking.EnvoyFilterSpec,
+        networking.EnvoyFilter,
         v.validate_envoy_filter,
     ),
     KindInfo(
@@ -194,7 +200,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "peerauthentications",
         ("pa",),
         True,
-        security.PeerAuthenticationSpec,
+        security.PeerAuthentication,
         v.validate_peer_authentication,
     ),
     KindInfo(
@@ -204,7 +210,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "authorizationpolicies",
         ("ap",),
         True,
-        security.AuthorizationPolicySpec,
+        security.AuthorizationPolicy,
         v.validate_authorization_policy,
     ),
     KindInfo(
@@ -214,7 +220,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "requestauthentications",
         ("ra",),
         True,
-        security.RequestAuthenticationSpec,
+        security.RequestAuthentication,
         v.validate_request_authentication,
     ),
     KindInfo(
@@ -224,7 +230,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
         "telemetries",
         ("telemetry",),
         True,
-        telemetry.TelemetrySpec,
+        telemetry.Telemetry,
         v.validate_telemetry,
     ),
 )

@@ -196,7 +196,7 @@ def _build(
     doc_line: int,
     validate: bool = True,
     kinds: KindLookup = _kind_lookup,
-) -> tuple[Resource | None, list[Issue]]:
+) -> tuple[Resource[Any] | None, list[Issue]]:
     if not isinstance(raw, dict):
         doc = _Doc(filename, lines, doc_line, "", "")
         doc.add(
@@ -289,7 +289,7 @@ def _build(
     if doc.failed or metadata is None:
         return None, doc.issues
 
-    resource = Resource(
+    resource = info.resource_class(
         api_version=api_version,
         kind=kind,
         metadata=metadata,
@@ -326,8 +326,8 @@ def _sub_document(doc: Document, prefix: FieldPath) -> Document:
 
 def _build_document(
     doc: Document, raw: Any, filename: str, kinds: KindLookup = _kind_lookup
-) -> tuple[list[Resource], list[Issue]]:
-    resources: list[Resource] = []
+) -> tuple[list[Resource[Any]], list[Issue]]:
+    resources: list[Resource[Any]] = []
     issues: list[Issue] = []
     if isinstance(raw, dict) and raw.get("kind") == "List" and "items" in raw:
         items = raw.get("items")
@@ -370,11 +370,13 @@ def _build_document(
 # ---------------------------------------------------------------------------- public API
 
 
-def parse_documents(text: str, filename: str, kinds: KindLookup = _kind_lookup) -> tuple[list[Resource], list[Issue]]:
+def parse_documents(
+    text: str, filename: str, kinds: KindLookup = _kind_lookup
+) -> tuple[list[Resource[Any]], list[Issue]]:
     """Parse multi-document YAML. Returns the objects without errors, and every issue.
     `kinds` decides which kinds are read (default: the kinds Gossamer runs). Never raises for any
     text (see `yamldoc`: bounded depth, aliases and sizes)."""
-    resources: list[Resource] = []
+    resources: list[Resource[Any]] = []
     issues: list[Issue] = []
     try:
         for doc in read_documents(text):
@@ -388,8 +390,10 @@ def parse_documents(text: str, filename: str, kinds: KindLookup = _kind_lookup) 
     return resources, issues
 
 
-def _check_duplicates(resources: list[Resource], issues: list[Issue], first: dict[Any, Resource] | None = None) -> None:
-    seen: dict[Any, Resource] = {} if first is None else first
+def _check_duplicates(
+    resources: list[Resource[Any]], issues: list[Issue], first: dict[Any, Resource[Any]] | None = None
+) -> None:
+    seen: dict[Any, Resource[Any]] = {} if first is None else first
     for r in resources:
         prev = seen.get(r.key)
         if prev is not None and (prev.source_file, prev.source_line) != (r.source_file, r.source_line):
@@ -407,10 +411,10 @@ def _check_duplicates(resources: list[Resource], issues: list[Issue], first: dic
         seen[r.key] = r
 
 
-def in_namespace(resources: Sequence[Resource], namespace: str) -> tuple[list[Resource], list[Issue]]:
+def in_namespace(resources: Sequence[Resource[Any]], namespace: str) -> tuple[list[Resource[Any]], list[Issue]]:
     """`-n NAMESPACE` as kubectl means it: the namespace of every namespaced object that names none;
     an object naming another namespace is an error (kubectl refuses it too)."""
-    out: list[Resource] = []
+    out: list[Resource[Any]] = []
     issues: list[Issue] = []
     for r in resources:
         info = kind_for(r.kind)
@@ -442,10 +446,10 @@ def yaml_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
 
 
-def load_paths(paths: Sequence[str | Path]) -> tuple[list[Resource], list[Issue]]:
+def load_paths(paths: Sequence[str | Path]) -> tuple[list[Resource[Any]], list[Issue]]:
     """Load files and folders (a folder contributes its top-level *.yaml/*.yml files, sorted);
     "-" reads standard input."""
-    resources: list[Resource] = []
+    resources: list[Resource[Any]] = []
     issues: list[Issue] = []
     files: list[Path | str] = []
     for p in paths:
@@ -481,7 +485,7 @@ def load_paths(paths: Sequence[str | Path]) -> tuple[list[Resource], list[Issue]
 
 def resource_from_raw(
     raw: dict[str, Any], source_file: str = "", source_line: int = 0, validate: bool = False
-) -> Resource:
+) -> Resource[Any]:
     """Re-parse a stored document. Raises `ResourceError` (a ValueError) if it does not parse
     (or, with validate=True, if it fails semantic validation)."""
     resource, issues = _build(raw, source_file, {}, source_line, validate=validate)
@@ -490,7 +494,7 @@ def resource_from_raw(
     return resource
 
 
-def kind_info(resource: Resource) -> KindInfo:
+def kind_info(resource: Resource[Any]) -> KindInfo:
     info = kind_for(resource.kind)
     if info is None:
         raise KeyError(resource.kind)

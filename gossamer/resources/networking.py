@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from gossamer.resources.base import Duration, Int32, Model, NonNegInt, NonNegInt32, Port, UInt32
+from gossamer.resources.base import Duration, Int32, Model, NonNegInt, NonNegInt32, Port, Resource, UInt32
 
 # ---------------------------------------------------------------------------- shared
 
@@ -225,6 +225,11 @@ class VirtualServiceSpec(Model):
     tls: list[TLSRoute] = Field(default_factory=list)
     tcp: list[TCPRoute] = Field(default_factory=list)
     export_to: list[str] | None = None
+
+    @property
+    def all_rules(self) -> list[HTTPRoute | TCPRoute | TLSRoute]:
+        """The http, tcp and tls rules, in that order."""
+        return [*self.http, *self.tcp, *self.tls]
 
 
 # ---------------------------------------------------------------------------- DestinationRule
@@ -619,3 +624,34 @@ class EnvoyFilterSpec(Model):
     target_refs: list[dict[str, Any]] | None = None
     config_patches: list[EnvoyConfigObjectPatch] = Field(default_factory=list)
     priority: int = 0
+
+
+# ---------------------------------------------------------------------------- the kinds
+
+
+class VirtualService(Resource[VirtualServiceSpec]):
+    KIND = "VirtualService"
+
+
+class DestinationRule(Resource[DestinationRuleSpec]):
+    KIND = "DestinationRule"
+
+
+class Gateway(Resource[GatewaySpec]):
+    KIND = "Gateway"
+
+
+class ServiceEntry(Resource[ServiceEntrySpec]):
+    KIND = "ServiceEntry"
+
+
+class WorkloadEntry(Resource[WorkloadEntrySpec]):
+    KIND = "WorkloadEntry"
+
+
+class Sidecar(Resource[SidecarSpec]):
+    KIND = "Sidecar"
+
+
+class EnvoyFilter(Resource[EnvoyFilterSpec]):
+    KIND = "EnvoyFilter"

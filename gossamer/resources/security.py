@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gossamer.resources.base import Duration, Model
+from gossamer.resources.base import Duration, Model, Resource
 
 
 class Selector(Model):
@@ -122,3 +122,18 @@ class RequestAuthenticationSpec(Model):
     target_ref: PolicyTargetReference | None = None
     target_refs: list[PolicyTargetReference] | None = None
     jwt_rules: list[JWTRule] | None = None
+
+
+# ---------------------------------------------------------------------------- the kinds
+
+
+class PeerAuthentication(Resource[PeerAuthenticationSpec]):
+    KIND = "PeerAuthentication"
+
+
+class AuthorizationPolicy(Resource[AuthorizationPolicySpec]):
+    KIND = "AuthorizationPolicy"
+
+
+class RequestAuthentication(Resource[RequestAuthenticationSpec]):
+    KIND = "RequestAuthentication"

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from gossamer.resources.base import Duration, Model
+from gossamer.resources.base import Duration, Model, Resource
 from gossamer.resources.security import PolicyTargetReference, Selector
 
 Mode = Literal["CLIENT_AND_SERVER", "CLIENT", "SERVER"]
@@ -121,3 +121,10 @@ def applies_to_all(match: Any) -> bool:
         and not match.get("customMetric")
         and match.get("mode", "CLIENT_AND_SERVER") == "CLIENT_AND_SERVER"
     )
+
+
+# ---------------------------------------------------------------------------- the kinds
+
+
+class Telemetry(Resource[TelemetrySpec]):
+    KIND = "Telemetry"

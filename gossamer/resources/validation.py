@@ -115,7 +115,7 @@ def check_labels(rep: _Report, path: FieldPath, labels: dict[str, str] | None) -
             )
 
 
-def check_metadata(resource: Resource, namespaced: bool, name_rule: str = "subdomain") -> list[Finding]:
+def check_metadata(resource: Resource[Any], namespaced: bool, name_rule: str = "subdomain") -> list[Finding]:
     rep = _Report()
     name = resource.metadata.name
     if name_rule == "any":  # kinds read only for analysis (RBAC names like "system:auth-delegator")
@@ -213,7 +213,7 @@ def _duration(value: str | None) -> float | None:
 # ---------------------------------------------------------------------------- VirtualService
 
 
-def validate_virtual_service(res: Resource) -> list[Finding]:
+def validate_virtual_service(res: Resource[Any]) -> list[Finding]:
     rep = _Report()
     spec: networking.VirtualServiceSpec = res.spec
     sp: FieldPath = ("spec",)
@@ -475,7 +475,7 @@ def _check_http_match(rep: _Report, p: FieldPath, m: networking.HTTPMatchRequest
 # ---------------------------------------------------------------------------- DestinationRule
 
 
-def validate_destination_rule(res: Resource) -> list[Finding]:
+def validate_destination_rule(res: Resource[Any]) -> list[Finding]:
     rep = _Report()
     spec: networking.DestinationRuleSpec = res.spec
     sp: FieldPath = ("spec",)
@@ -645,7 +645,7 @@ def _check_namespaced_host(rep: _Report, path: FieldPath, host: str, ns_required
         rep.error(path, problem)
 
 
-def validate_gateway(res: Resource) -> list[Finding]:
+def validate_gateway(res: Resource[Any]) -> list[Finding]:
     rep = _Report()
     spec: networking.GatewaySpec = res.spec
     sp: FieldPath = ("spec",)
@@ -721,7 +721,7 @@ def validate_gateway(res: Resource) -> list[Finding]:
 # ---------------------------------------------------------------------------- ServiceEntry, Sidecar
 
 
-def validate_service_entry(res: Resource) -> list[Finding]:
+def validate_service_entry(res: Resource[Any]) -> list[Finding]:
     rep = _Report()
     spec: networking.ServiceEntrySpec = res.spec
     sp: FieldPath = ("spec",)
@@ -792,13 +792,13 @@ def _check_workload_entry(rep: _Report, p: FieldPath, we: networking.WorkloadEnt
         check_labels(rep, p + ("labels",), we.labels)
 
 
-def validate_workload_entry(res: Resource) -> list[Finding]:
+def validate_workload_entry(res: Resource[Any]) -> list[Finding]:
     rep = _Report()
     _check_workload_entry(rep, ("spec",), res.spec)
     return rep.findings
 
 
-def validate_sidecar(res: Resource) -> list[Finding]:
+def validate_sidecar(res: Resource[Any]) -> list[Finding]:
     rep = _Report()
     spec: networking.SidecarSpec = res.spec
     sp: FieldPath = ("spec",)
@@ -826,7 +826,7 @@ _EF_LISTENER_CLASS = ("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER
 _EF_ROUTE_CLASS = ("ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE")
 
 
-def validate_envoy_filter(res: Resource) -> list[Finding]:
+def validate_envoy_filter(res: Resource[Any]) -> list[Finding]:
     from gossamer.xds.envoyfilter import OPERATIONS, PatchValueError, value_to_proto
 
     rep = _Report()
@@ -883,7 +883,7 @@ def validate_envoy_filter(res: Resource) -> list[Finding]:
 # ---------------------------------------------------------------------------- security / telemetry
 
 
-def validate_peer_authentication(res: Resource) -> list[Finding]:
+def validate_peer_authentication(res: Resource[Any]) -> list[Finding]:
     rep = _Report()
     spec: security.PeerAuthenticationSpec = res.spec
     if spec.port_level_mtls and (spec.selector is None or not spec.selector.match_labels):
@@ -911,7 +911,7 @@ def _check_target(rep: _Report, spec: Any) -> None:
         )
 
 
-def validate_authorization_policy(res: Resource) -> list[Finding]:
+def validate_authorization_policy(res: Resource[Any]) -> list[Finding]:
     rep = _Report()
     spec: security.AuthorizationPolicySpec = res.spec
     _check_target(rep, spec)
@@ -927,7 +927,7 @@ def validate_authorization_policy(res: Resource) -> list[Finding]:
     return rep.findings
 
 
-def validate_request_authentication(res: Resource) -> list[Finding]:
+def validate_request_authentication(res: Resource[Any]) -> list[Finding]:
     rep = _Report()
     spec: security.RequestAuthenticationSpec = res.spec
     _check_target(rep, spec)
@@ -938,7 +938,7 @@ def validate_request_authentication(res: Resource) -> list[Finding]:
     return rep.findings
 
 
-def validate_telemetry(res: Resource) -> list[Finding]:
+def validate_telemetry(res: Resource[Any]) -> list[Finding]:
     from pydantic import ValidationError
 
     from gossamer.resources.telemetry import ENTRY_MODELS
@@ -987,7 +987,7 @@ def _known_keys(entry: Any, loc: Sequence[Any]) -> set[str]:
 # ---------------------------------------------------------------------------- core / apps
 
 
-def validate_service(res: Resource) -> list[Finding]:
+def validate_service(res: Resource[Any]) -> list[Finding]:
     rep = _Report()
     spec: core.ServiceSpec = res.spec
     sp: FieldPath = ("spec",)
@@ -1063,7 +1063,7 @@ def _check_int_or_name(rep: _Report, path: FieldPath, value: int | str | None) -
         rep.error(path, f"invalid port name {value!r}: at most 15 lowercase letters, digits and '-'")
 
 
-def validate_deployment(res: Resource) -> list[Finding]:
+def validate_deployment(res: Resource[Any]) -> list[Finding]:
     rep = _Report()
     spec: apps.DeploymentSpec = res.spec
     sp: FieldPath = ("spec",)
@@ -1172,11 +1172,11 @@ def _camel(name: str) -> str:
     return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
 
 
-def validate_nothing(res: Resource) -> list[Finding]:
+def validate_nothing(res: Resource[Any]) -> list[Finding]:
     return []
 
 
-def all_findings(validators: Iterable[Any], res: Resource) -> list[Finding]:
+def all_findings(validators: Iterable[Any], res: Resource[Any]) -> list[Finding]:
     out: list[Finding] = []
     for v in validators:
         out.extend(v(res))
@@ -1204,7 +1204,7 @@ def _pem_problem(key: str, value: bytes) -> str | None:
     return None
 
 
-def validate_secret(res: Resource) -> list[Finding]:
+def validate_secret(res: Resource[Any]) -> list[Finding]:
     import base64
     import binascii
 

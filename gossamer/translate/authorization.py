@@ -13,6 +13,7 @@ from gossamer.ir.authorization import AuthzField, AuthzPolicy, AuthzRule
 from gossamer.mesh import ROOT_NAMESPACE, principal
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.resources.security import AuthorizationPolicy
 from gossamer.translate.security import workload_selected
 
 # Fields only HTTP has: on TCP chains an ALLOW rule using them never matches, and a DENY rule
@@ -117,7 +118,7 @@ def authz_applies(policy: Any, proxy: Proxy) -> bool:
 
 def authorization_policies(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[AuthzPolicy, ...]:
     out = []
-    for policy in snapshot.of_kind("AuthorizationPolicy"):
+    for policy in snapshot.of_kind(AuthorizationPolicy):
         if policy.spec.action == "CUSTOM" or not authz_applies(policy, proxy):
             continue
         ns = policy.metadata.namespace

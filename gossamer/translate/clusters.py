@@ -11,6 +11,7 @@ from gossamer.ir.types import Cluster, Endpoint, EndpointSet
 from gossamer.mesh import inbound_cluster_name, outbound_cluster_name, spiffe_id
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, ServicePort, Workload
+from gossamer.resources.networking import DestinationRule
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.security import TLS_MODE_LABEL, endpoint_tls_mode, peer_authentication_modes, upstream_tls
 from gossamer.translate.traffic_policy import cluster_policy, policy_for_cluster
@@ -26,7 +27,7 @@ INBOUND_SOURCE_ADDRESS = "127.0.0.6"
 
 def _destination_rules_by_host(snapshot: MeshSnapshot) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
-    for dr in snapshot.of_kind("DestinationRule"):
+    for dr in snapshot.of_kind(DestinationRule):
         out.setdefault(resolve_host(dr.spec.host, dr.metadata.namespace), []).append(dr)
     return out
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gossamer.registry.snapshot import MeshSnapshot
+from gossamer.resources.networking import VirtualService
 from gossamer.translate.hosts import resolve_host
 
 # Root rule properties a delegate rule inherits when it does not set them.
@@ -45,7 +46,7 @@ def find_delegate(snapshot: MeshSnapshot, root: Any, ref: Any) -> Any | None:
     return next(
         (
             vs
-            for vs in snapshot.of_kind("VirtualService")
+            for vs in snapshot.of_kind(VirtualService)
             if vs.metadata.name == ref.name and vs.metadata.namespace == namespace and not vs.spec.hosts
         ),
         None,

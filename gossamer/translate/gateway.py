@@ -15,6 +15,7 @@ from gossamer.ir.types import GatewayTlsServer, HttpRoute, Listener, RouteTable,
 from gossamer.mesh import hosts_intersect
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.resources.networking import Gateway
 from gossamer.translate.authorization import authorization_policies
 from gossamer.translate.gateway_tls import terminating_mode, tls_server
 from gossamer.translate.hosts import resolve_host
@@ -41,7 +42,7 @@ def gateways_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
     labels = proxy.label_map
     return [
         gw
-        for gw in snapshot.of_kind("Gateway")
+        for gw in snapshot.of_kind(Gateway)
         if gw.spec.selector and all(labels.get(k) == v for k, v in gw.spec.selector.items())
     ]
 

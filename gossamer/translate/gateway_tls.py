@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from gossamer.ir.types import GatewayTlsMode, GatewayTlsServer, TlsSecret
 from gossamer.registry.snapshot import MeshSnapshot
-from gossamer.resources.core import CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY, secret_data
+from gossamer.resources.core import CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY, Secret, secret_data
 
 SECRET_PREFIX = "kubernetes://"
 CA_SUFFIX = "-cacert"
@@ -32,7 +32,7 @@ def terminating_mode(server: Any) -> GatewayTlsMode | None:
 
 
 def _secret(snapshot: MeshSnapshot, namespace: str, name: str) -> dict[str, bytes] | None:
-    for res in snapshot.of_kind("Secret"):
+    for res in snapshot.of_kind(Secret):
         if res.metadata.namespace == namespace and res.metadata.name == name:
             return secret_data(res.raw)
     return None

@@ -20,6 +20,7 @@ from typing import Any
 
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Workload
+from gossamer.resources.networking import VirtualService
 from gossamer.translate.hosts import resolve_host
 
 ConfigKey = tuple[str, str, str]  # (kind, namespace, name), as the store names a resource
@@ -93,7 +94,7 @@ def _touched_hosts(previous: MeshSnapshot, current: MeshSnapshot, changed: set[C
         if kind != "VirtualService":
             continue
         for snapshot in (previous, current):
-            vs = next((v for v in snapshot.of_kind_in("VirtualService", namespace) if v.metadata.name == name), None)
+            vs = next((v for v in snapshot.of_kind_in(VirtualService, namespace) if v.metadata.name == name), None)
             if vs is None:
                 continue
             if not vs.spec.hosts or any(r.delegate is not None for r in vs.spec.http or []):

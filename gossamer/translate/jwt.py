@@ -22,6 +22,7 @@ from gossamer.mesh import CLUSTER_DOMAIN, DOMAIN_SUFFIX, ROOT_NAMESPACE, outboun
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
 from gossamer.resources.duration import parse_duration
+from gossamer.resources.security import RequestAuthentication
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.visibility import visible_services
 
@@ -90,7 +91,7 @@ def _provider(snapshot: MeshSnapshot, proxy: Proxy, policy: Any, rule: Any, name
 def request_authentication(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[JwtProvider, ...]:
     """The jwt_authn providers of one workload (or gateway), named origins-<i> in policy order."""
     out: list[JwtProvider] = []
-    for policy in snapshot.of_kind("RequestAuthentication"):
+    for policy in snapshot.of_kind(RequestAuthentication):
         if not request_authentication_applies(policy, proxy):
             continue
         for rule in policy.spec.jwt_rules or []:

@@ -18,6 +18,7 @@ from gossamer.mesh import outbound_cluster_name, parse_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.duration import parse_duration
+from gossamer.resources.networking import VirtualService
 from gossamer.translate.clusters import destination_rule_for
 from gossamer.translate.delegate import expand_delegates
 from gossamer.translate.hosts import resolve_host
@@ -300,11 +301,11 @@ def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> 
 
 def virtual_services_for(snapshot: MeshSnapshot, ctx: RouteContext) -> Iterable[Any]:
     """VirtualServices bound to any of the context's gateways (exportTo respected)."""
-    for vs in snapshot.of_kind("VirtualService"):
+    for vs in snapshot.of_kind(VirtualService):
         if not exported_to(vs, ctx.proxy.namespace):
             continue
         bound = vs_gateways(vs)
-        rules = [*(vs.spec.http or []), *(vs.spec.tcp or []), *(vs.spec.tls or [])]
+        rules = vs.spec.all_rules
         rule_gateways = {
             qualify_gateway(g, vs.metadata.namespace)
             for rule in rules

@@ -12,6 +12,7 @@ from collections.abc import Hashable
 
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.resources.networking import VirtualService
 from gossamer.translate.telemetry import telemetry_levels
 from gossamer.translate.visibility import sidecar_for
 
@@ -19,8 +20,8 @@ from gossamer.translate.visibility import sidecar_for
 def _source_label_selectors(snapshot: MeshSnapshot) -> tuple[tuple[tuple[str, str], ...], ...]:
     """Every distinct `sourceLabels` of a VirtualService match (http, tcp, tls), once per snapshot."""
     seen: dict[tuple[tuple[str, str], ...], None] = {}
-    for vs in snapshot.of_kind("VirtualService"):
-        for rule in [*(vs.spec.http or []), *(vs.spec.tcp or []), *(vs.spec.tls or [])]:
+    for vs in snapshot.of_kind(VirtualService):
+        for rule in vs.spec.all_rules:
             for match in rule.match or []:
                 if match.source_labels:
                     seen.setdefault(tuple(sorted(match.source_labels.items())), None)

@@ -23,6 +23,8 @@ from gossamer.ir.security import ISTIO_ALPN_CLIENT, InboundMtls, UpstreamTls
 from gossamer.mesh import ROOT_NAMESPACE, TRUST_DOMAIN, spiffe_id
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, Workload
+from gossamer.resources.apps import Deployment
+from gossamer.resources.security import PeerAuthentication
 
 MeshMode = str  # STRICT | PERMISSIVE | DISABLE (UNSET resolved away)
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
@@ -48,7 +50,7 @@ def _mode(mtls: Any) -> str:
 def peer_authentication_levels(snapshot: MeshSnapshot, proxy: Proxy | Workload) -> tuple[Any, Any, Any]:
     """The PeerAuthentications that count for the workload: (mesh, namespace, workload), each or None."""
     labels = proxy.label_map
-    policies = snapshot.of_kind("PeerAuthentication")
+    policies = snapshot.of_kind(PeerAuthentication)
     workload = next(
         (
             p
@@ -107,7 +109,7 @@ def service_accounts(snapshot: MeshSnapshot, service: MeshService) -> tuple[str,
 def _service_accounts(snapshot: MeshSnapshot, service: MeshService) -> tuple[str, ...]:
     ids = {spiffe_id(w.namespace, w.service_account or "default") for w in snapshot.endpoints_of(service)}
     if service.selector:
-        for d in snapshot.of_kind_in("Deployment", service.namespace):
+        for d in snapshot.of_kind_in(Deployment, service.namespace):
             template = d.spec.template
             if service.selects(template.metadata.labels or {}):
                 ids.add(spiffe_id(d.metadata.namespace, template.spec.service_account_name or "default"))

@@ -23,7 +23,7 @@ from gossamer.ir.types import Tracing, TracingProvider, TracingTag
 from gossamer.mesh import ROOT_NAMESPACE, outbound_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
-from gossamer.resources.telemetry import applies_to_all
+from gossamer.resources.telemetry import Telemetry, applies_to_all
 
 ENVOY_PROVIDER = "envoy"
 
@@ -65,7 +65,7 @@ def _levels(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
 def telemetry_levels(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
     """The Telemetry resources that apply to the proxy, least specific first (mesh, namespace, workload)."""
     labels = proxy.label_map
-    policies = [t for t in snapshot.of_kind("Telemetry") if not (t.spec.target_ref or t.spec.target_refs)]
+    policies = [t for t in snapshot.of_kind(Telemetry) if not (t.spec.target_ref or t.spec.target_refs)]
     workload = [
         t
         for t in policies

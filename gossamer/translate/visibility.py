@@ -15,7 +15,7 @@ from typing import Any
 from gossamer.mesh import ROOT_NAMESPACE, host_matches
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
-from gossamer.resources.networking import OutboundTrafficPolicy
+from gossamer.resources.networking import OutboundTrafficPolicy, Sidecar
 
 
 def exported_to(resource: Any, namespace: str) -> bool:
@@ -31,7 +31,7 @@ def sidecar_for(snapshot: MeshSnapshot, proxy: Proxy) -> Any | None:
     """The Sidecar resource that applies to this proxy (oldest first among equals), or None."""
     if proxy.type != "sidecar":
         return None
-    sidecars = snapshot.of_kind("Sidecar")
+    sidecars = snapshot.of_kind(Sidecar)
     labels = proxy.label_map
     for sc in sidecars:
         selector = sc.spec.workload_selector

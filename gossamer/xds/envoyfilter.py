@@ -52,7 +52,7 @@ from gossamer.mesh import (
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.base import Resource
-from gossamer.resources.networking import EnvoyConfigObjectPatch, EnvoyFilterSpec
+from gossamer.resources.networking import EnvoyConfigObjectPatch, EnvoyFilter, EnvoyFilterSpec
 from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
 
 log = logging.getLogger(__name__)
@@ -263,12 +263,12 @@ def proxy_metadata(proxy: Proxy) -> dict[str, str]:
     }
 
 
-def envoy_filters_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[Resource]:
+def envoy_filters_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[Resource[Any]]:
     """The EnvoyFilters of the root namespace and of the proxy's namespace whose workloadSelector picks
     it, in Istio's order: priority, then creation, then name.namespace."""
     labels = proxy.label_map
-    chosen: list[tuple[int, int, Resource]] = []
-    for order, ef in enumerate(snapshot.of_kind("EnvoyFilter")):
+    chosen: list[tuple[int, int, Resource[Any]]] = []
+    for order, ef in enumerate(snapshot.of_kind(EnvoyFilter)):
         if ef.metadata.namespace not in (ROOT_NAMESPACE, proxy.namespace):
             continue
         spec: EnvoyFilterSpec = ef.spec
@@ -312,7 +312,7 @@ def _proxy_matches(p: _Patch, proxy: Proxy) -> bool:
     return all(meta.get(k) == v for k, v in (pm.metadata or {}).items())
 
 
-def _patches(filters: Iterable[Resource], proxy: Proxy, errors: list[str]) -> dict[str, list[_Patch]]:
+def _patches(filters: Iterable[Resource[Any]], proxy: Proxy, errors: list[str]) -> dict[str, list[_Patch]]:
     out: dict[str, list[_Patch]] = {}
     for ef in filters:
         spec: EnvoyFilterSpec = ef.spec

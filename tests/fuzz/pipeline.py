@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossamer.controlplane.config import applied_object, parse_files
+from gossamer.resources.apps import Deployment
 from gossamer.resources.envoy_checks import missing_files
 from gossamer.resources.issues import Issue
 from gossamer.resources.loader import resource_from_raw
@@ -93,7 +94,7 @@ def run(files: Sequence[tuple[str, str]], *, envoy_rules: bool = False, keep_bui
         snapshot = snapshot_from_resources(resources)
         proxies = [
             proxy_for(snapshot, d.metadata.name, d.metadata.namespace, has_sds=True)
-            for d in snapshot.of_kind("Deployment")
+            for d in snapshot.of_kind(Deployment)
         ]
         for proxy in proxies:
             built = build_resources(translate_proxy(snapshot, proxy))

@@ -11,6 +11,7 @@ from gossamer.controlplane.kubernetes import builtin_documents
 from gossamer.controlplane.offline_snapshot import offline_proxy, offline_snapshot
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.resources.apps import Deployment
 from gossamer.resources.loader import parse_documents, resource_from_raw
 
 
@@ -37,7 +38,7 @@ def proxy_for(
     has_sds: bool = False,
 ) -> Proxy:
     """The proxy of a Deployment's pods, as its Envoy would identify itself."""
-    for d in snapshot.of_kind("Deployment"):
+    for d in snapshot.of_kind(Deployment):
         if d.metadata.name == deployment and d.metadata.namespace == namespace:
             return offline_proxy(d, ingress_port=ingress_port, ingress_tls_port=ingress_tls_port, has_sds=has_sds)
     raise KeyError(f"no Deployment {namespace}/{deployment}")

@@ -10,6 +10,7 @@ from gossamer.ir.traffic_policy import MAX_UINT32, CircuitBreakers, HashPolicy
 from gossamer.ir.types import Cluster, HttpRoute, ProxyConfig
 from gossamer.resources.enforcement import not_enforced_fields
 from gossamer.resources.loader import parse_documents
+from gossamer.resources.networking import DestinationRule
 from gossamer.translate import translate_proxy
 from gossamer.translate.route_actions import DEFAULT_RETRY, parse_retry_on
 from gossamer.translate.traffic_policy import merge_traffic_policy
@@ -337,7 +338,7 @@ def test_merge_traffic_policy_subset_port_level_replaces_all() -> None:
             "      portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: RANDOM}}]",
         )
     )
-    dr = snapshot.of_kind("DestinationRule")[0]
+    dr = snapshot.of_kind(DestinationRule)[0]
     merged = merge_traffic_policy(dr.spec.traffic_policy, dr.spec.subsets[0].traffic_policy, 9080)
     assert merged is not None
     assert merged.load_balancer.simple == "RANDOM"

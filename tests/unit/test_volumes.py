@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gossamer.controlplane.kubernetes import deployment_spec
+from gossamer.resources.apps import Deployment
 from gossamer.runtime import volumes
 from gossamer.runtime.state import StateRecord
 from gossamer.runtime.types import DeploymentSpec
@@ -85,7 +86,7 @@ spec:
 
 def spec_of(text: str) -> DeploymentSpec:
     snapshot = snapshot_from_yaml(text)
-    return deployment_spec(next(d for d in snapshot.of_kind("Deployment") if d.metadata.name == "app"), snapshot)
+    return deployment_spec(next(d for d in snapshot.of_kind(Deployment) if d.metadata.name == "app"), snapshot)
 
 
 def test_projection_items_modes_binary() -> None:

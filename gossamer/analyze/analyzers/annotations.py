@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import yaml
 
@@ -100,7 +101,7 @@ def is_istio_annotation(name: str) -> bool:
     return name == "kubernetes.io/ingress.class" or name.split("/", 1)[0].endswith("istio.io")
 
 
-def _annotated(ctx: Context) -> Iterator[Resource]:
+def _annotated(ctx: Context) -> Iterator[Resource[Any]]:
     for kind in KINDS:
         yield from ctx.of(kind)
 
@@ -139,7 +140,7 @@ def istio_annotations(ctx: Context) -> Iterator[Message]:
                     yield ctx.message("IST0125", r, path, f"invalid value of {name}: {e}")
 
 
-def _cni_enabled(r: Resource) -> bool:
+def _cni_enabled(r: Resource[Any]) -> bool:
     spec = r.raw.get("spec") if isinstance(r.raw.get("spec"), dict) else {}
     init = spec.get("initContainers") or [] if isinstance(spec, dict) else []
     return not any(isinstance(c, dict) and c.get("name") == "istio-init" for c in init)

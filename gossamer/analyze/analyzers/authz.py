@@ -7,6 +7,7 @@ routes through gateways without a RequestAuthentication (IST0149)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from gossamer.analyze.analyzers.deployment import in_mesh
 from gossamer.analyze.analyzers.sidecar import pod_in_ambient
@@ -84,7 +85,7 @@ def authorization_policies(ctx: Context) -> Iterator[Message]:
     ("IST0101", "IST0159"),
 )
 def telemetry_selectors(ctx: Context) -> Iterator[Message]:
-    by_pod: dict[tuple[str, str], list[Resource]] = {}
+    by_pod: dict[tuple[str, str], list[Resource[Any]]] = {}
     for t in ctx.of("Telemetry"):
         labels = t.spec.selector.match_labels if t.spec.selector is not None else {}
         if not labels:
@@ -117,7 +118,7 @@ def telemetry_selectors(ctx: Context) -> Iterator[Message]:
     ("IST0160",),
 )
 def telemetry_default_selectors(ctx: Context) -> Iterator[Message]:
-    by_ns: dict[str, list[Resource]] = {}
+    by_ns: dict[str, list[Resource[Any]]] = {}
     for t in ctx.of("Telemetry"):
         if t.spec.selector is None:
             by_ns.setdefault(t.namespace, []).append(t)
@@ -151,7 +152,7 @@ def telemetry_providers(ctx: Context) -> Iterator[Message]:
                 )
 
 
-def jwt_claim_key(vs: Resource) -> str:
+def jwt_claim_key(vs: Resource[Any]) -> str:
     spec: VirtualServiceSpec = vs.spec
     for rule in spec.http:
         for match in rule.match or []:

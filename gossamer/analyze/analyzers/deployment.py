@@ -17,7 +17,7 @@ from gossamer.resources.base import Resource
 PROXY_CONTAINER = "istio-proxy"
 
 
-def pod_spec(r: Resource) -> dict[str, Any]:
+def pod_spec(r: Resource[Any]) -> dict[str, Any]:
     """The pod spec of a Pod or of a Deployment's template, as plain data."""
     if r.kind == "Pod":
         spec = r.raw.get("spec")
@@ -26,7 +26,7 @@ def pod_spec(r: Resource) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
-def template_meta(r: Resource) -> tuple[Mapping[str, str], Mapping[str, str]]:
+def template_meta(r: Resource[Any]) -> tuple[Mapping[str, str], Mapping[str, str]]:
     """(labels, annotations) of a Pod, or of a Deployment's pod template."""
     if r.kind == "Pod":
         return r.metadata.labels, r.metadata.annotations
@@ -48,7 +48,7 @@ def proxy_image(spec: Mapping[str, Any]) -> str:
     return ""
 
 
-def in_mesh(ctx: Context, r: Resource) -> bool:
+def in_mesh(ctx: Context, r: Resource[Any]) -> bool:
     """Istio's inMesh: an istio-proxy container with an image, else the sidecar.istio.io/inject label or
     annotation, else the namespace's istio-injection label."""
     if proxy_image(pod_spec(r)):
@@ -128,7 +128,7 @@ def root_user(ctx: Context) -> Iterator[Message]:
             )
 
 
-def _matching_services(ctx: Context, d: Resource) -> list[Resource]:
+def _matching_services(ctx: Context, d: Resource[Any]) -> list[Resource[Any]]:
     labels = d.spec.template.metadata.labels
     return [
         s

@@ -5,6 +5,7 @@ the resource that brings it, an EnvoyFilter's patch included (`controlplane/envo
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
@@ -15,7 +16,7 @@ from gossamer.resources.base import Resource
 from gossamer.resources.kinds import kind_for
 
 
-def _runs(r: Resource) -> bool:
+def _runs(r: Resource[Any]) -> bool:
     """A resource of a kind Gossamer runs (not one only read for analysis: Pods, Gateway API, ...)."""
     info = kind_for(r.kind)
     return info is not None and info.appliable and r.api_version in info.api_versions

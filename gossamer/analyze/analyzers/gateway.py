@@ -16,12 +16,12 @@ from gossamer.analyze.registry import analyzer
 from gossamer.resources.base import Resource
 
 
-def _selector_path(gw: Resource) -> tuple[str, ...]:
+def _selector_path(gw: Resource[Any]) -> tuple[str, ...]:
     keys = sorted(gw.spec.selector)
     return ("spec", "selector", keys[0]) if keys else ("spec", "selector")
 
 
-def _no_workload(ctx: Context, gw: Resource) -> Message:
+def _no_workload(ctx: Context, gw: Resource[Any]) -> Message:
     return ctx.message(
         "IST0101",
         gw,
@@ -68,7 +68,7 @@ def ingress_ports(ctx: Context) -> Iterator[Message]:
                 )
 
 
-def _secret_certificate(secret: Resource) -> bytes | None:
+def _secret_certificate(secret: Resource[Any]) -> bytes | None:
     """The serving certificate a Secret holds (tls.crt with tls.key, or cert with key), as Istio reads it."""
     values: dict[str, bytes] = {}
     data = secret.raw.get("data")

@@ -22,7 +22,7 @@ DATAPLANE_MODE = "istio.io/dataplane-mode"
 INJECTOR_CONFIGMAP = "istio-sidecar-injector"
 
 
-def _injector_values(cm: Resource) -> dict[str, Any]:
+def _injector_values(cm: Resource[Any]) -> dict[str, Any]:
     data = cm.raw.get("data")
     text = data.get("values") if isinstance(data, dict) else None
     try:
@@ -109,7 +109,7 @@ def injection(ctx: Context) -> Iterator[Message]:
             )
 
 
-def injector_proxy_image(cm: Resource) -> str:
+def injector_proxy_image(cm: Resource[Any]) -> str:
     values = _injector_values(cm)
     glob = _dict(values.get("global"))
     proxy = _dict(glob.get("proxy"))
@@ -119,7 +119,7 @@ def injector_proxy_image(cm: Resource) -> str:
     return f"{glob.get('hub') or ''}/{image}:{glob.get('tag') or ''}"
 
 
-def _image_type(ctx: Context, pod: Resource) -> str:
+def _image_type(ctx: Context, pod: Resource[Any]) -> str:
     """The proxy image variant (default, debug, distroless): pod annotation, else a ProxyConfig (workload,
     namespace, root namespace), else the mesh config's defaultConfig."""
     annotated = pod.metadata.annotations.get("sidecar.istio.io/proxyImageType")
@@ -158,7 +158,7 @@ def proxy_images(ctx: Context) -> Iterator[Message]:
     if not images:
         return
     injected: dict[str, str] = {}
-    namespaces: dict[str, Resource | None] = {}
+    namespaces: dict[str, Resource[Any] | None] = {}
     for ns in ctx.of("Namespace"):
         namespaces[ns.name] = ns
         labels = ns.metadata.labels

@@ -4,6 +4,7 @@ protocols (IST0177)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from gossamer.analyze.context import EXPORT_ALL, EXPORT_LOCAL, Context
 from gossamer.analyze.messages import Message
@@ -18,7 +19,7 @@ def _addresses_auto_allocated(ctx: Context) -> bool:
     return meta.get("ISTIO_META_DNS_AUTO_ALLOCATE") == "true" or meta.get("PILOT_ENABLE_IP_AUTOALLOCATE") == "true"
 
 
-def _status_addresses(se: Resource) -> bool:
+def _status_addresses(se: Resource[Any]) -> bool:
     status = se.raw.get("status")
     return isinstance(status, dict) and bool(status.get("addresses"))
 
@@ -42,7 +43,7 @@ def protocol_addresses(ctx: Context) -> Iterator[Message]:
                 )
 
 
-def _scopes(se: Resource) -> set[str]:
+def _scopes(se: Resource[Any]) -> set[str]:
     export_to = se.spec.export_to
     if not export_to or EXPORT_ALL in export_to:
         return {EXPORT_ALL}
@@ -55,7 +56,7 @@ def _scopes(se: Resource) -> set[str]:
     ("IST0177",),
 )
 def conflicting_protocols(ctx: Context) -> Iterator[Message]:
-    index: dict[tuple[str, str, int], list[tuple[str, Resource]]] = {}
+    index: dict[tuple[str, str, int], list[tuple[str, Resource[Any]]]] = {}
     for se in ctx.of("ServiceEntry"):
         for scope in sorted(_scopes(se)):
             for h in se.spec.hosts:

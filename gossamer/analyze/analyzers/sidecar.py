@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from gossamer.analyze.context import Context, selector_string, to_fqdn
 from gossamer.analyze.messages import Message
@@ -13,11 +14,11 @@ from gossamer.mesh import hosts_intersect
 from gossamer.resources.base import Resource
 
 
-def pod_in_ambient(pod: Resource | None) -> bool:
+def pod_in_ambient(pod: Resource[Any] | None) -> bool:
     return pod is not None and pod.metadata.annotations.get("ambient.istio.io/redirection") == "enabled"
 
 
-def namespace_in_ambient(ns: Resource | None) -> bool:
+def namespace_in_ambient(ns: Resource[Any] | None) -> bool:
     if ns is None:
         return False
     labels = ns.metadata.labels
@@ -33,9 +34,9 @@ def namespace_in_ambient(ns: Resource | None) -> bool:
     ("IST0101", "IST0110", "IST0111", "IST0167"),
 )
 def selectors(ctx: Context) -> Iterator[Message]:
-    by_pod: dict[tuple[str, str], list[Resource]] = {}
-    pods: dict[tuple[str, str], Resource] = {}
-    unselected: dict[str, list[Resource]] = {}
+    by_pod: dict[tuple[str, str], list[Resource[Any]]] = {}
+    pods: dict[tuple[str, str], Resource[Any]] = {}
+    unselected: dict[str, list[Resource[Any]]] = {}
     for sc in ctx.of("Sidecar"):
         labels = sc.spec.workload_selector.labels if sc.spec.workload_selector else {}
         if not labels:

@@ -30,7 +30,7 @@ class RouteDestination:
     mirror: bool
 
 
-def route_destinations(vs: Resource) -> list[RouteDestination]:
+def route_destinations(vs: Resource[Any]) -> list[RouteDestination]:
     """tcp, tls, then http route destinations (Istio's order)."""
     out: list[RouteDestination] = []
     for kind in ("tcp", "tls", "http"):
@@ -40,7 +40,7 @@ def route_destinations(vs: Resource) -> list[RouteDestination]:
     return out
 
 
-def mirror_destinations(vs: Resource) -> list[RouteDestination]:
+def mirror_destinations(vs: Resource[Any]) -> list[RouteDestination]:
     out: list[RouteDestination] = []
     for i, rule in enumerate(vs.spec.http or []):
         if rule.mirror is not None:
@@ -81,7 +81,7 @@ def destination_hosts(ctx: Context) -> Iterator[Message]:
         yield from _ingress_subsets(ctx, vs)
 
 
-def _ingress_subsets(ctx: Context, vs: Resource) -> Iterator[Message]:
+def _ingress_subsets(ctx: Context, vs: Resource[Any]) -> Iterator[Message]:
     """Istio's IST0140: a gateway-bound route to a host without a subset, while another VirtualService
     routes that host by subset (the subset routing does not apply to gateway traffic)."""
     if not vs.spec.gateways:
@@ -139,7 +139,7 @@ def _gateway_ref(vs_ns: str, ref: str) -> tuple[str, str]:
     return (ns, name) if sep else (vs_ns, ref)
 
 
-def _server_hosts_for(gateway: Resource, vs_ns: str) -> list[str]:
+def _server_hosts_for(gateway: Resource[Any], vs_ns: str) -> list[str]:
     """The gateway's server hosts a VirtualService in `vs_ns` may bind to ("ns/host": only in ns)."""
     out: list[str] = []
     for server in gateway.spec.servers:
@@ -152,7 +152,7 @@ def _server_hosts_for(gateway: Resource, vs_ns: str) -> list[str]:
     return out
 
 
-def _k8s_gateway_hosts(gateway: Resource) -> list[str] | None:
+def _k8s_gateway_hosts(gateway: Resource[Any]) -> list[str] | None:
     """Listener hostnames of a Gateway API Gateway; None when a listener takes any host."""
     hosts: list[str] = []
     for listener in (gateway.raw.get("spec") or {}).get("listeners") or []:
@@ -203,14 +203,14 @@ def gateways(ctx: Context) -> Iterator[Message]:
                 )
 
 
-def _export_scopes(vs: Resource) -> list[str]:
+def _export_scopes(vs: Resource[Any]) -> list[str]:
     export_to = vs.spec.export_to
     if not export_to or EXPORT_ALL in export_to:
         return [EXPORT_ALL]
     return sorted({vs.namespace if e == EXPORT_LOCAL else e for e in export_to})
 
 
-def _binds_mesh(vs: Resource) -> bool:
+def _binds_mesh(vs: Resource[Any]) -> bool:
     return not vs.spec.gateways or MESH in vs.spec.gateways
 
 
@@ -220,7 +220,7 @@ def _binds_mesh(vs: Resource) -> bool:
     ("IST0109",),
 )
 def conflicting_mesh_hosts(ctx: Context) -> Iterator[Message]:
-    by_host: dict[tuple[str, str], list[Resource]] = {}
+    by_host: dict[tuple[str, str], list[Resource[Any]]] = {}
     for vs in ctx.of("VirtualService"):
         if not _binds_mesh(vs):
             continue

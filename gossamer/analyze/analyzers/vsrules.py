@@ -99,7 +99,7 @@ def _covers(a: _PrefixMatch, b: _PrefixMatch) -> bool:
     )
 
 
-def _unreachable(ctx: Context, vs: Resource, kind: str, rules: Sequence[Any]) -> Iterator[Message]:
+def _unreachable(ctx: Context, vs: Resource[Any], kind: str, rules: Sequence[Any]) -> Iterator[Message]:
     seen: dict[str, int] = {}
     catch_all = -1
     prefixes: list[_PrefixMatch] = []

@@ -21,7 +21,7 @@ OBJECT_LABELS: tuple[dict[str, str], ...] = (
 )
 
 
-def _revisions(config: Resource, hooks: list[dict[str, Any]]) -> set[str]:
+def _revisions(config: Resource[Any], hooks: list[dict[str, Any]]) -> set[str]:
     revs = {config.metadata.labels[REV]} if REV in config.metadata.labels else set()
     for hook in hooks:
         for key in ("namespaceSelector", "objectSelector"):
@@ -36,7 +36,7 @@ def _revisions(config: Resource, hooks: list[dict[str, Any]]) -> set[str]:
 
 @analyzer("webhook.Analyzer", "Checks the validity of Istio webhooks", ("IST0139",))
 def injection_webhooks(ctx: Context) -> Iterator[Message]:
-    hooks: dict[str, tuple[Resource, int, dict[str, Any]]] = {}
+    hooks: dict[str, tuple[Resource[Any], int, dict[str, Any]]] = {}
     revisions: set[str] = set()
     for config in ctx.of("MutatingWebhookConfiguration"):
         listed = [h for h in config.raw.get("webhooks") or [] if isinstance(h, dict)]
