@@ -3,7 +3,7 @@
 The control plane runs in a child process, with a simulated runtime in place of the runtime process: it
 speaks the runtime's API exactly (long-polls the desired Deployments, reports its pods with PUT
 /v1/runtime/pods), only its pods are ready at once, without network namespaces or processes.
-This process plays every pod's Envoy: one gRPC channel and one incremental (delta) ADS stream per
+This process plays every pod's Envoy: one gRPC connection and one incremental (delta) ADS stream per
 proxy, node id and metadata as the agent's bootstrap builds them, CDS -> EDS -> LDS -> RDS as Envoy
 subscribes, every response ACKed with its nonce.
 
@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -131,18 +131,21 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="controlplane: %(levelname)s %(name)s: %(message)s")
 
-    gc_time = [0.0, 0.0, 0]  # (started, total seconds, full collections)
+    gc_time = [0.0, 0.0, 0, 0.0]  # (started, total seconds, full collections, longest pause)
 
     def gc_clock(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             gc_time[0] = time.perf_counter()
         else:
-            gc_time[1] += time.perf_counter() - gc_time[0]
+            pause = time.perf_counter() - gc_time[0]
+            gc_time[1] += pause
             gc_time[2] += info["generation"] == 2
+            gc_time[3] = max(gc_time[3], pause)
 
     gc.callbacks.append(gc_clock)
 
     async def run() -> None:
+        reset_stalls = watch_stalls(asyncio.get_running_loop()) if os.environ.get("BENCH_STALLS") else None
         if os.environ.get("BENCH_SLOW_CALLBACKS"):  # log every event loop step longer than 100 ms
             import logging
 
@@ -170,8 +173,10 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
         while line := (await reader.readline()).decode().split():
             if line[0] == "delete":
                 runtime.delete_pod(line[1], line[2])
-            elif line[0] == "gc-reset":  # count garbage collection from here on
-                gc_time[1:] = [0.0, 0]
+            elif line[0] == "gc-reset":  # count garbage collection (and stalls) from here on
+                gc_time[1:] = [0.0, 0, 0.0]
+                if reset_stalls is not None:
+                    reset_stalls()
             elif line[0] == "profile":  # `profile start` | `profile FILE` (stop and write)
                 if line[1] == "start":
                     profile = cProfile.Profile()
@@ -185,9 +190,78 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
 
     asyncio.run(run())
     print(
-        f"control plane: {gc_time[1]:.1f} s in garbage collection ({gc_time[2]} full) from the storm on",
+        f"control plane: {gc_time[1]:.1f} s in garbage collection ({gc_time[2]} full, longest pause "
+        f"{gc_time[3] * 1000:.0f} ms) from the storm on",
         file=sys.stderr,
     )
+
+
+def watch_stalls(loop: asyncio.AbstractEventLoop, threshold: float = 0.05) -> Callable[[], None]:
+    """BENCH_STALLS=1: where the event loop was while it answered nothing for longer than THRESHOLD - a
+    watchdog thread samples the loop thread's stack then - and which callbacks ran longer than 20 ms;
+    printed (most frequent first) at exit. Returns a function that starts counting afresh."""
+    import atexit
+    import collections
+    import traceback
+
+    beat = [time.monotonic()]
+    loop_thread = threading.get_ident()
+    seen: collections.Counter[str] = collections.Counter()
+    slow: collections.Counter[str] = collections.Counter()
+    slow_n: collections.Counter[str] = collections.Counter()
+    slow_max: collections.Counter[str] = collections.Counter()
+    longest = [0.0]
+    run = asyncio.events.Handle._run
+
+    def timed(handle: asyncio.events.Handle) -> None:
+        t0 = time.perf_counter()
+        run(handle)
+        took = time.perf_counter() - t0
+        if took > 0.02:
+            callback = getattr(handle._callback, "__qualname__", None) or repr(handle._callback)[:80]  # type: ignore[attr-defined]
+            task = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]
+            if isinstance(task, asyncio.Task):
+                callback += f" {getattr(task.get_coro(), '__qualname__', '?')}"
+            slow[callback] += int(took * 1000)
+            slow_n[callback] += 1
+            slow_max[callback] = max(slow_max[callback], int(took * 1000))
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+
+    def reset() -> None:
+        seen.clear()
+        slow.clear()
+        slow_n.clear()
+        slow_max.clear()
+        longest[0] = 0.0
+
+    def heartbeat() -> None:
+        beat[0] = time.monotonic()
+        loop.call_later(0.005, heartbeat)
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(0.01)
+            stalled = time.monotonic() - beat[0]
+            if stalled > threshold:
+                longest[0] = max(longest[0], stalled)
+                frame = sys._current_frames().get(loop_thread)
+                if frame is not None:
+                    stack = traceback.extract_stack(frame)[-6:]
+                    seen[" <- ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed(stack))] += 1
+
+    def show() -> None:
+        print(f"stalls: longest {longest[0] * 1000:.0f} ms; samples (10 ms each):", file=sys.stderr)
+        for stack, count in seen.most_common(25):
+            print(f"  {count:5d} {stack}", file=sys.stderr)
+        print("callbacks over 20 ms (total ms, how many, longest ms):", file=sys.stderr)
+        for callback, ms in slow.most_common(15):
+            print(f"  {ms:6d} {slow_n[callback]:5d} {slow_max[callback]:5d} {callback}", file=sys.stderr)
+
+    loop.call_soon(heartbeat)
+    threading.Thread(target=watchdog, daemon=True).start()
+    atexit.register(show)
+    return reset
 
 
 class SimulatedRuntime:
@@ -448,6 +522,9 @@ class Envoys:
             options=[
                 ("grpc.max_receive_message_length", 256 * 1024 * 1024),
                 ("grpc.ssl_target_name_override", CONTROL_PLANE_NAME),
+                # A connection of its own, as each Envoy has (channels with the same target and credentials
+                # would otherwise share one).
+                ("grpc.use_local_subchannel_pool", 1),
             ],
         ) as channel:
             call = channel.stream_stream(

@@ -35,7 +35,7 @@ from gossamer.security.authz import IdentityRejected, check_node, peer_identity
 from gossamer.telemetry.controlplane import PILOT
 from gossamer.xds.cache import ConfigCache, TypeSnapshot
 from gossamer.xds.proxy_status import ProxyStatus, ProxyTypeStatus
-from gossamer.xds.streams import CHANGED, Changed, End, read_requests
+from gossamer.xds.streams import CHANGED, Changed, End, Turns, read_requests
 from gossamer.xds.types import CLUSTER, ENDPOINT, SHORT_NAMES, WILDCARD_TYPES, push_rank
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,9 @@ ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 # proxy not in sync after INITIAL_SYNC_SLOT_SECONDS gives its slot up anyway.
 INITIAL_SYNC_CONCURRENCY = 16
 INITIAL_SYNC_SLOT_SECONDS = 10.0
+# Streams gRPC core may hold before the server has taken them (see serve()): more proxies than this
+# connecting within the same moment are reset.
+MAX_PENDING_STREAMS = 100_000
 
 
 def _serialize(message: Any) -> bytes:
@@ -274,6 +277,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._streams: dict[int, _Stream] = {}
         self._responses = DeltaResponses()
         self._initial_syncs = asyncio.Semaphore(INITIAL_SYNC_CONCURRENCY)
+        self._turns = Turns()
         self._name_sets: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = weakref.WeakValueDictionary()
         # Replaced after every status change; wait_synced() waits on the current one.
         self._changed = asyncio.Event()
@@ -417,6 +421,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     if item.error is not None and not isinstance(item.error, asyncio.CancelledError):
                         log.info("xds stream %d ended: %r", stream.id, item.error)
                     return
+                await self._turns.take()  # the loop serves the API and new streams between turns
                 if isinstance(item, Changed):
                     changed, stream.pending_types = stream.pending_types, set()
                     responses = self._on_change(stream, changed)
@@ -797,6 +802,13 @@ async def serve(
             # flow-control pings bunch up, and a proxy cut off must reconnect and sync all over again.
             ("grpc.http2.max_ping_strikes", 0),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            # A new stream waits in gRPC core's pending queue until the Python server takes it (one at a
+            # time, on the event loop). Past `max_pending_requests` (default 1000) core cancels arriving
+            # streams at random, rising to all of them at the hard limit (3000): when 2000 proxies connect
+            # at once, a few hundred were reset and had to reconnect. A queued stream costs a few hundred
+            # bytes; every proxy of a large mesh connecting at once must fit.
+            ("grpc.server.max_pending_requests", MAX_PENDING_STREAMS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_STREAMS),
         ]
     )
     server.add_to_server(grpc_server)

@@ -2,12 +2,15 @@
 
 Each stream is served by one coroutine reading a single queue that carries the
 client's requests, a `CHANGED` wake-up when the served config changes, and an
-`End` when the client's side closes — so per-stream state needs no locks.
+`End` when the client's side closes — so per-stream state needs no locks. Streams
+take `Turns` on the event loop, so that waking thousands of them at once does not hold it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,3 +40,61 @@ async def read_requests(request_iterator: AsyncIterator[Any], queue: asyncio.Que
             raise
     else:
         queue.put_nowait(End())
+
+
+class Turns:
+    """Streams take turns on the event loop, a bounded amount of work per loop iteration.
+
+    A cache change wakes every stream of the groups it touches at once (thousands after a change that
+    reaches the whole mesh), and asyncio runs every task that became ready in one loop iteration: the
+    API and new connections would wait until all of them had built and handed over their responses. A
+    stream awaits `take()` before it works on a request or a change. While streams wait, a callback once
+    per loop iteration lets the next ones through, in the order they asked, after what the loop polled
+    meanwhile (a request to the API, an ACK). How many: as many as kept the last iterations within
+    `budget` seconds - measured from one release to the next, so a turn's whole cost counts (its
+    response's copy into gRPC and the encryption run in gRPC's own code, on this thread) and so does
+    other work on the loop (a push's slices): the loop is back within about a budget, or one turn.
+    """
+
+    MAX_PER_ITERATION = 256
+
+    def __init__(self, budget: float = 0.01) -> None:
+        self._budget = budget
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._scheduled = False
+        self._per_iteration = 8.0  # turns let through per loop iteration (adapted)
+        self._released = 0  # turns let through by the last release
+        self._released_at = 0.0
+        self.turns = 0  # turns taken (observability, tests)
+
+    async def take(self) -> None:
+        self.turns += 1
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        if not self._scheduled:
+            self._scheduled = True
+            self._released = 0  # (an idle loop in between: nothing to learn from this interval)
+            loop.call_soon(self._release)
+        await waiter  # a stream cancelled meanwhile leaves a cancelled waiter: _release skips it
+
+    def _release(self) -> None:
+        now = time.perf_counter()
+        if self._released:
+            # The iteration that ran the last turns took `now - _released_at`: aim the next at the budget.
+            took = max(now - self._released_at, 1e-6)
+            aim = self._released * self._budget / took
+            self._per_iteration = min(self.MAX_PER_ITERATION, max(1.0, (self._per_iteration + aim) / 2))
+        self._scheduled = False
+        room = int(self._per_iteration)
+        released = 0
+        while self._waiters and released < room:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # (a cancelled stream's)
+                waiter.set_result(None)
+                released += 1
+        self._released = released
+        self._released_at = time.perf_counter()
+        if self._waiters:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._release)
