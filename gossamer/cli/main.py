@@ -477,6 +477,13 @@ def cmd_exec(args: argparse.Namespace) -> int:
     )
     if args.container and chosen is None:
         raise CliError(f"container {args.container!r} not found in pod {pod['name']}")
+    from gossamer.runtime.container_exec import image_container_pid
+
+    in_image = image_container_pid(pod["netns"], chosen["container"]) if chosen is not None else None
+    if in_image is not None:
+        # A container running its image: join it (its root filesystem, env, cwd and user), as kubectl exec.
+        argv = [sys.executable, "-m", "gossamer.runtime.container_exec", str(in_image), *command]
+        os.execv(argv[0], argv)
     env = {**os.environ, "PATH": path_with_own_python(os.environ.get("PATH", os.defpath))}
     if chosen is None:  # a pod without containers (a gateway): root, as its Envoy
         argv = ["ip", "netns", "exec", pod["netns"], *command]
@@ -823,7 +830,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["json", "table"], default="table")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("exec", help="run a command in a pod, as its container's user")
+    p = sub.add_parser(
+        "exec",
+        help="run a command in a pod, as its container's user (inside the container's image when it runs one)",
+    )
     p.add_argument("pod", metavar="POD|deploy/NAME")
     p.add_argument("-n", "--namespace", default="default")
     p.add_argument("-c", "--container", help="whose user to run as (default: the first container)")

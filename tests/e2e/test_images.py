@@ -58,6 +58,12 @@ def test_seed_example_runs_from_its_image_through_the_gateway(mesh: Mesh, sample
     assert "Running" in pods and "simple-" in pods
     assert "simple" in mesh.cli("get", "vs", "simple", "-n", "simple").stdout
     assert mesh.cli("get", "vs", "simple", check=False).returncode != 0
+    # exec and logs: -n names the pod's namespace, as kubectl's; without it the pod is looked for in default.
+    inside = mesh.cli("exec", "-n", "simple", "deploy/simple", "--", "cat", "/www/healthz", check=False)
+    assert inside.returncode == 0 and inside.stdout == "ok\n", inside.stdout + inside.stderr
+    elsewhere = mesh.cli("exec", "deploy/simple", "--", "true", check=False)
+    assert elsewhere.returncode != 0 and "not found" in elsewhere.stderr, elsewhere.stderr
+    assert mesh.cli("logs", "-n", "simple", "deploy/simple", check=False).returncode == 0
     # An edit of a watched file is re-applied in the namespace `up -n` gave.
     specs = sample / "istio-specs.yaml"
     edited = specs.read_text().replace(
@@ -90,6 +96,9 @@ def test_image_user_is_honoured_and_an_unpullable_image_is_refused(mesh: Mesh, t
         return r.stdout.strip()
 
     assert wait_until(lambda: uid() == "4242", 90, 0.5), uid()
+    # exec joins the container: its image's files and its USER, as kubectl exec.
+    joined = mesh.exec("deploy/whoami", "sh", "-c", "id -u; cat /www/index.html")
+    assert joined.stdout == "4242\nwhoami\n", joined.stdout + joined.stderr
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(manifest_text(deployment("broken", image=ORIGINAL_IMAGE)))

@@ -206,3 +206,19 @@ def test_a_kubernetes_object_that_does_not_parse_is_a_note(tmp_path: Path) -> No
     proc = analyze(tmp_path, bad)
     assert proc.returncode == 0 and "IST0106" not in proc.stdout  # istioctl does not validate Kubernetes kinds
     assert f"note: not analyzed: {bad}:7: Deployment/x: spec.template.spec.containers[0]: unknown field" in proc.stderr
+
+
+def test_n_is_the_namespace_of_documents_that_name_none_as_istioctl_means_it(tmp_path: Path) -> None:
+    """The seed example names no namespace; its VirtualService routes to simple.simple.svc.cluster.local.
+    With -n simple the Service is that host; without, the Service is default's and the host is missing."""
+    sample = REPO / "samples/simple"
+    scoped = analyze(tmp_path, "-n", "simple", sample)
+    assert scoped.returncode == 0, scoped.stdout + scoped.stderr
+    assert "No validation issues found when analyzing these files alone" in scoped.stdout
+    assert "(namespace: simple)" in scoped.stdout
+    unscoped = analyze(tmp_path, sample)
+    assert unscoped.returncode == 79
+    assert unscoped.stdout.splitlines() == [
+        f"{sample}/istio-specs.yaml:15: Error [IST0101] (VirtualService default/simple) "
+        "spec.http[0].route[0].destination.host: referenced host not found: 'simple.simple.svc.cluster.local'"
+    ]
