@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from gossamer.mesh import MERGED_METRICS_PORT
+from gossamer.telemetry.peer import PACKED_TAG, unpack_labels
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +29,59 @@ MERGED_PATH = "/stats/prometheus"
 SCRAPE_TIMEOUT_S = 5.0
 
 
+# Envoy's Prometheus text escapes backslash, double quote and newline in label values.
+_PACKED = re.compile(rf'(?:^|(?<=[{{,]))({PACKED_TAG})="((?:[^"\\]|\\.)*)"')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\.", lambda m: _UNESCAPE.get(m.group(0), m.group(0)), value)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _metric(sample_name: str) -> str:
+    for suffix in _HISTOGRAM_SUFFIXES:
+        if sample_name.endswith(suffix):
+            return sample_name.removesuffix(suffix)
+    return sample_name
+
+
+def _istio_sample(line: str) -> str:
+    """One Envoy sample line -> Istio's name and labels (the packed tag unpacked); "" to drop it."""
+    name, brace, rest = line.partition("{")
+    name = name.removeprefix(ENVOY_ISTIO_PREFIX)
+    if not brace:
+        return name
+    found = _PACKED.search(rest)
+    if found is None:
+        return f"{name}{{{rest}"
+    labels = unpack_labels(_metric(name), _unescape(found.group(2)))
+    if labels is None:
+        return ""
+    expanded = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+    return f"{name}{{{rest[: found.start()]}{expanded}{rest[found.end() :]}"
+
+
 def istio_names(text: str) -> str:
-    """Envoy's `envoy_istiocustom_istio_requests_total` -> Istio's `istio_requests_total`."""
+    """Envoy's `envoy_istiocustom_istio_requests_total{istio="source|http|..."}` -> Istio's
+    `istio_requests_total{reporter="source",...}`: Istio's names and labels (gossamer/telemetry/peer.py:
+    one packed tag per stat). Per scrape, one pass over the lines of Istio's metrics."""
     if ENVOY_ISTIO_PREFIX not in text:
         return text
-    return (
-        text.replace(f"# TYPE {ENVOY_ISTIO_PREFIX}", "# TYPE ")
-        .replace(f"\n{ENVOY_ISTIO_PREFIX}", "\n")
-        .removeprefix(ENVOY_ISTIO_PREFIX)
-    )
+    out = []
+    for line in text.split("\n"):
+        if line.startswith(ENVOY_ISTIO_PREFIX):
+            line = _istio_sample(line)
+            if not line:
+                continue
+        elif line.startswith(f"# TYPE {ENVOY_ISTIO_PREFIX}"):
+            line = "# TYPE " + line.removeprefix(f"# TYPE {ENVOY_ISTIO_PREFIX}")
+        out.append(line)
+    return "\n".join(out)
 
 
 def _number(value: float) -> str:

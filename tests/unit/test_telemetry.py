@@ -5,6 +5,7 @@ pods' expositions renamed and summed, the app's scrape annotations. The e2e test
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,15 @@ from gossamer.debug.simulate import Request, simulate
 from gossamer.ir.types import ProxyConfig
 from gossamer.resources import not_enforced_fields, parse_documents
 from gossamer.telemetry.merge import AppScrape, app_scrape
-from gossamer.telemetry.peer import HTTP_LABELS, PEER_HEADERS, proxy_env
+from gossamer.telemetry.peer import (
+    HTTP_LABELS,
+    HTTP_PACKED,
+    PACKED_TAG,
+    PEER_HEADERS,
+    SEPARATOR,
+    proxy_env,
+    unpack_labels,
+)
 from gossamer.telemetry.scrape import istio_names, merge_expositions
 from gossamer.translate import translate_endpoints, translate_proxy
 from gossamer.xds.build import build_resources
@@ -44,7 +53,7 @@ def _hcms(listener: listener_pb2.Listener) -> list[tuple[str, hcm_pb2.HttpConnec
 
 
 def _stats_tags(hcm: hcm_pb2.HttpConnectionManager) -> list[dict[str, str]]:
-    """Per stats logger: label -> format of its istio_requests_total."""
+    """Per stats logger: label -> format of its istio_requests_total (unpacked from its one tag)."""
     out = []
     for log in hcm.access_log:
         if log.name != "envoy.access_loggers.stats":
@@ -52,8 +61,14 @@ def _stats_tags(hcm: hcm_pb2.HttpConnectionManager) -> list[dict[str, str]]:
         typed = typed_struct_pb2.TypedStruct()
         log.typed_config.Unpack(typed)
         config = json_format.MessageToDict(typed.value)
-        [counter] = [c for c in config["counters"] if c["stat"]["name"] == "istio_requests_total"]
-        out.append({t["name"]: t["value_format"] for t in counter["stat"]["tags"]})
+        stats = [c["stat"] for c in config["counters"]] + [h["stat"] for h in config["histograms"]]
+        # Every stat of a request carries the same single tag.
+        assert len({json.dumps(s["tags"]) for s in stats}) == 1
+        [counter] = [s for s in stats if s["name"] == "istio_requests_total"]
+        [tag] = counter["tags"]
+        assert tag["name"] == PACKED_TAG
+        formats = tag["value_format"].split(SEPARATOR)
+        out.append(dict(zip(HTTP_PACKED, formats, strict=True)))
     return out
 
 
@@ -143,23 +158,64 @@ def test_proxy_environment_names_the_proxys_own_side() -> None:
     assert env["GOSSAMER_PRINCIPAL"] == "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
 
 
-ENVOY_TEXT = """# TYPE envoy_istiocustom_istio_requests_total counter
-envoy_istiocustom_istio_requests_total{reporter="source",source_workload="a b",response_code="200"} 3
+# reporter, 6 destination labels, service (3), policy, flags, protocol, code, gRPC status, then the
+# source's principal... in HTTP_PACKED order: built from the labels so the test reads as Istio's.
+SOURCE_LABELS = {
+    "reporter": "destination",
+    "source_workload": "a b",
+    "source_workload_namespace": "default",
+    "source_principal": "spiffe://cluster.local/ns/default/sa/a",
+    "source_app": "a",
+    "source_version": "v1",
+    "source_cluster": "Kubernetes",
+    "destination_workload": "reviews-v1",
+    "destination_workload_namespace": "default",
+    "destination_principal": "spiffe://cluster.local/ns/default/sa/reviews",
+    "destination_app": "reviews",
+    "destination_version": "v1",
+    "destination_cluster": "Kubernetes",
+    "destination_service": REVIEWS,
+    "destination_service_name": "reviews",
+    "destination_service_namespace": "default",
+    "connection_security_policy": "mutual_tls",
+    "response_flags": "-",
+    "request_protocol": "http",
+    "response_code": "200",
+    "grpc_response_status": "",
+}
+PACKED = SEPARATOR.join(SOURCE_LABELS[f] for f in HTTP_PACKED)
+ISTIO_LABELS = ",".join(f'{k}="{SOURCE_LABELS[k]}"' for k in HTTP_LABELS)
+ENVOY_TEXT = f"""# TYPE envoy_istiocustom_istio_requests_total counter
+envoy_istiocustom_istio_requests_total{{istio="{PACKED}"}} 3
+# TYPE envoy_istiocustom_istio_request_bytes histogram
+envoy_istiocustom_istio_request_bytes_bucket{{istio="{PACKED}",le="0.5"}} 1
 # TYPE envoy_cluster_upstream_cx_total counter
-envoy_cluster_upstream_cx_total{envoy_cluster_name="x"} 7
+envoy_cluster_upstream_cx_total{{envoy_cluster_name="x"}} 7
 """
 
 
-def test_envoys_names_become_istios_and_pods_are_summed() -> None:
+def test_envoys_names_and_packed_tag_become_istios_and_pods_are_summed() -> None:
     renamed = istio_names(ENVOY_TEXT)
     assert "# TYPE istio_requests_total counter" in renamed
-    assert 'istio_requests_total{reporter="source",source_workload="a b",response_code="200"} 3' in renamed
+    assert f"istio_requests_total{{{ISTIO_LABELS}}} 3" in renamed
+    assert f'istio_request_bytes_bucket{{{ISTIO_LABELS},le="0.5"}} 1' in renamed
     assert "envoy_cluster_upstream_cx_total" in renamed  # Envoy's own stats keep their names
     merged = merge_expositions([renamed, renamed.replace("} 3", "} 4")])
-    assert merged == (
-        "# TYPE istio_requests_total counter\n"
-        'istio_requests_total{reporter="source",source_workload="a b",response_code="200"} 7\n'
-    )
+    assert f"# TYPE istio_requests_total counter\nistio_requests_total{{{ISTIO_LABELS}}} 7\n" in merged
+
+
+def test_a_peer_header_cannot_shift_the_labels_before_it() -> None:
+    """The client's side comes last: a header value holding the separator makes the source unknown and
+    leaves the principal (from the certificate), response code and the rest where they were."""
+    forged = PACKED.replace("|a b|", "|a b|forged|")
+    labels = unpack_labels("istio_requests_total", forged)
+    assert labels is not None
+    assert labels["source_workload"] == labels["source_app"] == "unknown"
+    assert labels["source_principal"] == SOURCE_LABELS["source_principal"] and labels["response_code"] == "200"
+    assert unpack_labels("istio_requests_total", "destination|http") is None
+    # Quotes and backslashes sent in a header are escaped by Envoy and stay escaped in Istio's labels.
+    quoted = PACKED.replace("|a b|", '|a \\"b|')
+    assert 'source_workload="a \\"b"' in istio_names(f'envoy_istiocustom_istio_requests_total{{istio="{quoted}"}} 1')
 
 
 def test_app_metrics_are_scraped_only_when_annotated() -> None:

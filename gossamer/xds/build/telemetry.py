@@ -22,8 +22,11 @@ Where each label comes from (no lookup outside Envoy):
   client certificate (mTLS filter chains only; Istio's `connection_security_policy`).
 * TCP has no headers: a server-side TCP connection knows its source by its certificate only.
 
-The stat names carry the prefix `istiocustom.` (as in Istio's proxies); Envoy exposes them as
-`envoy_istiocustom_istio_*`, which the pod's merged endpoint renames to Istio's `istio_*`.
+The stat names carry the prefix `istiocustom.` (as in Istio's proxies). Each stat has one tag,
+`istio`, holding all of Istio's labels packed in one format (`packed_format`; the formatter and the
+series lookup run once per stat instead of once per label): Envoy exposes
+`envoy_istiocustom_istio_requests_total{istio="source|http|..."}`, which the pod's merged endpoint
+turns into Istio's `istio_requests_total{reporter="source",...}` (gossamer/telemetry/scrape.py).
 """
 
 from __future__ import annotations
@@ -48,11 +51,15 @@ from xds.type.v3 import typed_struct_pb2
 from gossamer.ir.types import STDOUT_ACCESS_LOG, AccessLogFile, Cluster, Endpoint
 from gossamer.telemetry.peer import (
     DEFAULT_CLUSTER,
+    HTTP_PACKED,
     LOCAL_ENV,
+    PACKED_TAG,
     PEER_HEADERS,
     PEER_KEYS,
     PEER_METADATA_NAMESPACE,
+    SEPARATOR,
     STATS_METADATA_NAMESPACE,
+    TCP_PACKED,
     UNKNOWN,
     service_labels,
     unknown_peer,
@@ -198,8 +205,14 @@ def peer_labels(direction: Direction, *, mtls: bool, tcp: bool) -> list[tuple[st
     ]
 
 
-def _stat(name: str, tags: list[tuple[str, str]]) -> dict[str, object]:
-    return {"name": name, "tags": [{"name": k, "value_format": v} for k, v in tags]}
+def packed_format(labels: list[tuple[str, str]], fields: tuple[str, ...]) -> str:
+    """One format for all of Istio's labels (gossamer/telemetry/peer.py: why they are packed)."""
+    formats = dict(labels)
+    return SEPARATOR.join(formats[f] for f in fields)
+
+
+def _stat(name: str, tags: list[tuple[str, str]], fields: tuple[str, ...]) -> dict[str, object]:
+    return {"name": name, "tags": [{"name": PACKED_TAG, "value_format": packed_format(tags, fields)}]}
 
 
 def _stats_logger(
@@ -253,21 +266,21 @@ def http_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb
         ]
         out.append(
             _stats_logger(
-                counters=[{"stat": _stat("istio_requests_total", tags), "value_fixed": 1}],
+                counters=[{"stat": _stat("istio_requests_total", tags, HTTP_PACKED), "value_fixed": 1}],
                 histograms=[
                     {
-                        "stat": _stat("istio_request_duration_milliseconds", tags),
+                        "stat": _stat("istio_request_duration_milliseconds", tags, HTTP_PACKED),
                         "unit": "Milliseconds",
                         "value_format": "%DURATION%",
                     },
                     # Headers and body, as Istio's request.total_size / response.total_size.
                     {
-                        "stat": _stat("istio_request_bytes", tags),
+                        "stat": _stat("istio_request_bytes", tags, HTTP_PACKED),
                         "unit": "Bytes",
                         "value_format": "%DOWNSTREAM_WIRE_BYTES_RECEIVED%",
                     },
                     {
-                        "stat": _stat("istio_response_bytes", tags),
+                        "stat": _stat("istio_response_bytes", tags, HTTP_PACKED),
                         "unit": "Bytes",
                         "value_format": "%DOWNSTREAM_WIRE_BYTES_SENT%",
                     },
@@ -287,7 +300,7 @@ def tcp_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2
     (no periodic entries are asked for, so nothing counts twice)."""
     tags = [*peer_labels(direction, mtls=mtls, tcp=True), ("request_protocol", "tcp")]
     opened = _stats_logger(
-        counters=[{"stat": _stat("istio_tcp_connections_opened_total", tags), "value_fixed": 1}],
+        counters=[{"stat": _stat("istio_tcp_connections_opened_total", tags, TCP_PACKED), "value_fixed": 1}],
         histograms=[],
         log_filter=accesslog_pb2.AccessLogFilter(
             log_type_filter=_log_types(data_pb2.AccessLogType.TcpUpstreamConnected)
@@ -295,9 +308,9 @@ def tcp_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2
     )
     closed = _stats_logger(
         counters=[
-            {"stat": _stat("istio_tcp_connections_closed_total", tags), "value_fixed": 1},
-            {"stat": _stat("istio_tcp_sent_bytes_total", tags), "value_format": "%BYTES_SENT%"},
-            {"stat": _stat("istio_tcp_received_bytes_total", tags), "value_format": "%BYTES_RECEIVED%"},
+            {"stat": _stat("istio_tcp_connections_closed_total", tags, TCP_PACKED), "value_fixed": 1},
+            {"stat": _stat("istio_tcp_sent_bytes_total", tags, TCP_PACKED), "value_format": "%BYTES_SENT%"},
+            {"stat": _stat("istio_tcp_received_bytes_total", tags, TCP_PACKED), "value_format": "%BYTES_RECEIVED%"},
         ],
         histograms=[],
         log_filter=accesslog_pb2.AccessLogFilter(log_type_filter=_log_types(data_pb2.AccessLogType.TcpConnectionEnd)),
