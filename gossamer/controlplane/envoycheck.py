@@ -24,9 +24,10 @@ from gossamer.resources.apps import Deployment
 from gossamer.resources.envoy_checks import missing_files
 from gossamer.resources.issues import Issue
 from gossamer.translate import outbound_scope, translate_inbound, translate_outbound, translate_proxy
+from gossamer.translate.envoyfilter import envoy_filters_for
 from gossamer.translate.incremental import carry_over
 from gossamer.xds.build import build_resources
-from gossamer.xds.envoyfilter import apply_envoy_filters, envoy_filters_for
+from gossamer.xds.envoyfilter import apply_envoy_filters
 from gossamer.xds.rules import violations
 
 MAX_CULPRITS = 5
@@ -113,9 +114,8 @@ def _problems(resources: Sequence[Any]) -> dict[str, list[str]]:
                     ]
                 problems = by_scope[scope] + _inbound_problems(translate_inbound(snapshot, proxy))
             else:
-                built = apply_envoy_filters(
-                    snapshot, proxy, build_resources(translate_proxy(snapshot, proxy))
-                ).resources
+                config = translate_proxy(snapshot, proxy)
+                built = apply_envoy_filters(config.envoy_filters, build_resources(config), group=proxy.group).resources
                 problems = [str(v) for v in violations(built)]
         except Exception as e:  # noqa: BLE001 - a config the translator cannot build is a rejection too
             found.setdefault(f"the config cannot be built ({type(e).__name__}: {str(e)[:200]})", []).append(label)

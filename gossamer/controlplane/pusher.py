@@ -34,11 +34,12 @@ from gossamer.translate import (
     translate_inbound,
     translate_proxy,
 )
+from gossamer.translate.envoyfilter import envoy_filters_for
 from gossamer.translate.incremental import ConfigKey, carry_over
 from gossamer.xds.build import build_resources, packed_cluster, packed_endpoints, packed_listener
 from gossamer.xds.build.routes import route_table_header, virtual_host_entry
 from gossamer.xds.cache import ConfigCache, Packed, SharedResources, pack_all, resource_hash
-from gossamer.xds.envoyfilter import apply_envoy_filters, envoy_filters_for
+from gossamer.xds.envoyfilter import apply_envoy_filters
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,8 @@ class Pusher:
             self.stats.patch_errors.pop(group, None)
             return _sidecar_resources(snapshot, proxy)
         # Gateways, and proxies with EnvoyFilters (the last step: they patch copies of the built protos).
-        patched = apply_envoy_filters(snapshot, proxy, build_resources(translate_proxy(snapshot, proxy)))
+        config = translate_proxy(snapshot, proxy)
+        patched = apply_envoy_filters(config.envoy_filters, build_resources(config), group=proxy.group)
         if patched.errors:
             self.stats.patch_errors[group] = patched.errors
         else:

@@ -18,6 +18,7 @@ from gossamer.resources.meshconfig import MESH_CONFIGMAP_KEY, MESH_CONFIGMAP_NAM
 from gossamer.resources.security import AuthorizationPolicy, RequestAuthentication
 from gossamer.translate.authorization import authz_applies
 from gossamer.translate.clusters import destination_rule_for
+from gossamer.translate.envoyfilter import envoy_filters_for
 from gossamer.translate.gateway import gateways_for
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.jwt import request_authentication_applies
@@ -26,7 +27,6 @@ from gossamer.translate.security import peer_authentication_levels, peer_authent
 from gossamer.translate.sidecar import virtual_service_for_host
 from gossamer.translate.telemetry import Side, telemetry_levels, telemetry_off, tracing_for
 from gossamer.translate.visibility import registry_only, sidecar_for
-from gossamer.xds.envoyfilter import envoy_filters_for
 
 SIDES: tuple[Side, ...] = ("client", "server")
 

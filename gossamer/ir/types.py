@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gossamer.ir.authorization import AuthzPolicy
+from gossamer.ir.envoyfilter import EnvoyFilterPatches
 from gossamer.ir.matches import StringMatch
 from gossamer.ir.route_actions import (
     CorsPolicy,
@@ -319,3 +320,5 @@ class ProxyConfig:
     endpoints: tuple[EndpointSet, ...] = field(default=())
     # SDS secrets over ADS: only the credentials this proxy's gateway servers refer to.
     secrets: tuple[TlsSecret, ...] = ()
+    # The EnvoyFilters that apply (None: none does), applied after build: xds/envoyfilter/.
+    envoy_filters: EnvoyFilterPatches | None = None

@@ -827,7 +827,7 @@ _EF_ROUTE_CLASS = ("ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE")
 
 
 def validate_envoy_filter(res: Resource[Any]) -> list[Finding]:
-    from gossamer.xds.envoyfilter import OPERATIONS, PatchValueError, value_to_proto
+    from gossamer.resources.envoyfilter_values import OPERATIONS, PatchValueError, value_to_proto
 
     rep = _Report()
     spec: networking.EnvoyFilterSpec = res.spec

@@ -34,6 +34,7 @@ from gossamer.translate.clusters import (
     static_clusters,
     translate_endpoints,
 )
+from gossamer.translate.envoyfilter import translate_envoy_filters
 from gossamer.translate.gateway import translate_gateway
 from gossamer.translate.scope import endpoint_scope, outbound_scope
 from gossamer.translate.sidecar import translate_sidecar_inbound, translate_sidecar_outbound
@@ -107,6 +108,7 @@ def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
             route_tables=outbound.route_tables,
             clusters=(*outbound.clusters, *inbound),
             endpoints=outbound.endpoints,
+            envoy_filters=translate_envoy_filters(snapshot, proxy),
         )
     secrets: list[TlsSecret] = []
     listeners, tables, secrets = translate_gateway(snapshot, proxy)
@@ -117,6 +119,7 @@ def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
         clusters=tuple(clusters),
         endpoints=outbound_endpoints(snapshot, proxy),
         secrets=tuple(secrets),
+        envoy_filters=translate_envoy_filters(snapshot, proxy),
     )
 
 

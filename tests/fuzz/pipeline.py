@@ -97,9 +97,10 @@ def run(files: Sequence[tuple[str, str]], *, envoy_rules: bool = False, keep_bui
             for d in snapshot.of_kind(Deployment)
         ]
         for proxy in proxies:
-            built = build_resources(translate_proxy(snapshot, proxy))
+            config = translate_proxy(snapshot, proxy)
+            built = build_resources(config)
             translate_proxy_endpoints(snapshot, proxy)
-            patched = apply_envoy_filters(snapshot, proxy, built)
+            patched = apply_envoy_filters(config.envoy_filters, built)
             if keep_built:
                 outcome.built.append(patched.resources)
             if envoy_rules:

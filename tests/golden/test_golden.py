@@ -61,7 +61,8 @@ def build_case(case: Path) -> dict[str, dict[str, Message]]:
     """The case's xDS resources: type_url -> name -> proto, EnvoyFilters applied (the pipeline's last
     step); a case's EnvoyFilters must all apply cleanly."""
     snapshot, proxy = load_case(case)
-    patched = apply_envoy_filters(snapshot, proxy, build_resources(translate_proxy(snapshot, proxy)))
+    config = translate_proxy(snapshot, proxy)
+    patched = apply_envoy_filters(config.envoy_filters, build_resources(config))
     assert not patched.errors, patched.errors
     return patched.resources
 

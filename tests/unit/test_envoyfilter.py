@@ -15,8 +15,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from gossamer.resources.loader import parse_documents
 from gossamer.translate import translate_proxy
+from gossamer.translate.envoyfilter import envoy_filters_for
 from gossamer.xds.build import build_resources
-from gossamer.xds.envoyfilter import PatchResult, apply_envoy_filters, envoy_filters_for
+from gossamer.xds.envoyfilter import PatchResult, apply_envoy_filters
 from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
 from tests.e2e.mesh import REPO
 from tests.support.offline import proxy_for, snapshot_from_yaml
@@ -47,8 +48,9 @@ def ef(
 def patched(deployment: str, *filters: str) -> tuple[PatchResult, dict[str, Any]]:
     snapshot = snapshot_from_yaml("\n---\n".join([BASE, *filters]))
     proxy = proxy_for(snapshot, deployment)
-    built = build_resources(translate_proxy(snapshot, proxy))
-    return apply_envoy_filters(snapshot, proxy, built), built
+    config = translate_proxy(snapshot, proxy)
+    built = build_resources(config)
+    return apply_envoy_filters(config.envoy_filters, built), built
 
 
 def _hcm(listener: Any, port: int | None = None) -> hcm_pb2.HttpConnectionManager:
