@@ -9,7 +9,7 @@ from pydantic import Field
 from gossamer.resources.base import IntOrString, Model, NonNegInt, NonNegInt32, Port, PosInt32, Resource, StringMap
 
 # Pod/container fields that are accepted but mean nothing for a local process: a warning
-# is issued when they are set (see validation.py).
+# is issued when they are set (see validation/apps.py).
 IGNORED_POD_FIELDS = (
     "init_containers",
     "affinity",
@@ -132,7 +132,7 @@ class EmptyDirVolumeSource(Model):
 
 class Volume(Model):
     """A pod volume: configMap, secret and emptyDir run locally; other types (hostPath, PVCs, projected,
-    ...) are accepted and reported as not supported (validation.py)."""
+    ...) are accepted and reported as not supported (validation/apps.py)."""
 
     model_config = Model.model_config | {"extra": "allow"}
 

@@ -21,7 +21,7 @@ class Percent(Model):
 
 
 class StringMatch(Model):
-    """Exactly one of exact / prefix / regex (checked by validation.py; headers and
+    """Exactly one of exact / prefix / regex (checked by validation/virtual_service.py; headers and
     withoutHeaders may leave all three empty to mean "present")."""
 
     exact: str | None = None

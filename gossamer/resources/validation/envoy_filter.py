@@ -1,0 +1,66 @@
+"""Validation of EnvoyFilter: match contexts, operations and patch values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gossamer.resources import networking
+from gossamer.resources.base import FieldPath, Resource
+from gossamer.resources.validation.common import Finding, Report, check_labels, check_regex
+
+_EF_LISTENER_CLASS = ("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER")
+_EF_ROUTE_CLASS = ("ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE")
+
+
+def validate_envoy_filter(res: Resource[Any]) -> list[Finding]:
+    from gossamer.resources.envoyfilter_values import OPERATIONS, PatchValueError, value_to_proto
+
+    rep = Report()
+    spec: networking.EnvoyFilterSpec = res.spec
+    sp: FieldPath = ("spec",)
+    if spec.workload_selector is not None:
+        check_labels(rep, sp + ("workloadSelector", "labels"), spec.workload_selector.labels)
+        if spec.target_refs:
+            rep.error(sp + ("targetRefs",), "set either workloadSelector or targetRefs, not both")
+    for i, cp in enumerate(spec.config_patches):
+        p = sp + ("configPatches", i)
+        if cp.apply_to == "INVALID":
+            rep.error(p + ("applyTo",), "applyTo is required")
+            continue
+        if cp.patch is None:
+            rep.error(p, "missing patch")
+            continue
+        op = cp.patch.operation
+        if op == "INVALID":
+            rep.error(p + ("patch", "operation"), "missing patch operation")
+            continue
+        if cp.apply_to not in OPERATIONS:
+            rep.error(p + ("applyTo",), f"applyTo {cp.apply_to} is not supported by this version")
+            continue
+        if op not in OPERATIONS[cp.apply_to]:
+            rep.error(
+                p + ("patch", "operation"),
+                f"operation {op} is not valid for applyTo {cp.apply_to}"
+                f" (valid: {', '.join(sorted(OPERATIONS[cp.apply_to]))})",
+            )
+            continue
+        m = cp.match
+        if m is not None:
+            if cp.apply_to in _EF_LISTENER_CLASS and (m.route_configuration or m.cluster):
+                rep.error(p + ("match",), f"applyTo {cp.apply_to} takes a listener match")
+            if cp.apply_to in _EF_ROUTE_CLASS and (m.listener or m.cluster):
+                rep.error(p + ("match",), f"applyTo {cp.apply_to} takes a routeConfiguration match")
+            if cp.apply_to == "CLUSTER" and (m.listener or m.route_configuration):
+                rep.error(p + ("match",), "applyTo CLUSTER takes a cluster match")
+            if m.proxy and m.proxy.proxy_version:
+                check_regex(rep, p + ("match", "proxy", "proxyVersion"), m.proxy.proxy_version)
+        if op == "REMOVE":
+            continue
+        if cp.patch.value is None:
+            rep.error(p + ("patch", "value"), f"operation {op} needs a value")
+            continue
+        try:
+            value_to_proto(cp.apply_to, cp.patch.value)
+        except PatchValueError as e:
+            rep.error(p + ("patch", "value"), str(e))
+    return rep.findings
