@@ -41,4 +41,7 @@ class AuthzPolicy:
 
     name: str  # "<namespace>/<name>"
     action: AuthzAction
-    rules: tuple[AuthzRule, ...] = ()
+    rules: tuple[AuthzRule, ...] = ()  # on HTTP filter chains
+    # On TCP filter chains (translate/authorization.py decides: HTTP-only fields drop an ALLOW rule
+    # and are dropped from a DENY rule, as Istio does).
+    tcp_rules: tuple[AuthzRule, ...] = ()

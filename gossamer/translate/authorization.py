@@ -25,6 +25,24 @@ def is_http_only(key: str) -> bool:
     return any(key == k or (k.endswith(":") and key.startswith(k)) for k in HTTP_ONLY_KEYS)
 
 
+def tcp_rules(action: str, rules: tuple[AuthzRule, ...]) -> tuple[AuthzRule, ...]:
+    """Istio on TCP: an ALLOW (or AUDIT) rule with HTTP-only fields never matches, so it is dropped;
+    a DENY rule is applied without them."""
+
+    def has_http(rule: AuthzRule) -> bool:
+        return any(is_http_only(f.key) for group in (*rule.sources, *rule.operations, rule.conditions) for f in group)
+
+    def strip(fields: tuple[AuthzField, ...]) -> tuple[AuthzField, ...]:
+        return tuple(f for f in fields if not is_http_only(f.key))
+
+    if action != "DENY":
+        return tuple(r for r in rules if not has_http(r))
+    return tuple(
+        AuthzRule(tuple(strip(s) for s in r.sources), tuple(strip(o) for o in r.operations), strip(r.conditions))
+        for r in rules
+    )
+
+
 def _field(key: str, values: list[str] | None, not_values: list[str] | None) -> list[AuthzField]:
     out = []
     if values:
@@ -122,11 +140,13 @@ def authorization_policies(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[AuthzP
         if policy.spec.action == "CUSTOM" or not authz_applies(policy, proxy):
             continue
         ns = policy.metadata.namespace
+        rules = tuple(translate_rule(r, ns) for r in policy.spec.rules or [])
         out.append(
             AuthzPolicy(
                 f"{ns}/{policy.metadata.name}",
                 policy.spec.action,
-                tuple(translate_rule(r, ns) for r in policy.spec.rules or []),
+                rules,
+                tcp_rules=tcp_rules(policy.spec.action, rules),
             )
         )
     return tuple(out)

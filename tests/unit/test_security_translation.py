@@ -18,11 +18,11 @@ from gossamer.registry.types import Proxy, Workload
 from gossamer.resources.enforcement import not_enforced_fields
 from gossamer.resources.loader import parse_documents
 from gossamer.translate import translate_proxy
-from gossamer.translate.authorization import authorization_policies
+from gossamer.translate.authorization import authorization_policies, tcp_rules
 from gossamer.translate.clusters import translate_endpoints
 from gossamer.translate.security import endpoint_tls_mode, peer_authentication_modes
 from gossamer.xds.build import build_resources
-from gossamer.xds.build.authorization import rbac_configs, rbac_policy, tcp_rules
+from gossamer.xds.build.authorization import rbac_configs, rbac_policy
 from gossamer.xds.build.clusters import build_load_assignment
 from gossamer.xds.types import CLUSTER, LISTENER
 from tests.support.offline import proxy_for, snapshot_from_yaml
@@ -337,12 +337,15 @@ def test_action_order_and_tcp_rules() -> None:
     )
     allow = AuthzPolicy("default/a", "ALLOW", (http_rule, AuthzRule(operations=((AuthzField("port", ("9000",)),),))))
     deny = AuthzPolicy("default/d", "DENY", (http_rule,))
+    deny = replace(deny, tcp_rules=tcp_rules(deny.action, deny.rules))
     audit = AuthzPolicy("default/au", "AUDIT", (AuthzRule(),))
     configs = rbac_configs((allow, deny, audit), tcp=False)
     assert [c.action for c in configs] == [rbac_pb2.RBAC.LOG, rbac_pb2.RBAC.DENY, rbac_pb2.RBAC.ALLOW]
     # TCP: the ALLOW rule with methods is dropped; the DENY rule loses its methods (denies more).
-    assert tcp_rules(allow) == (allow.rules[1],)
-    assert tcp_rules(deny) == (AuthzRule(sources=((AuthzField("namespace", ("default",)),),), operations=((),)),)
+    assert tcp_rules(allow.action, allow.rules) == (allow.rules[1],)
+    assert tcp_rules(deny.action, deny.rules) == (
+        AuthzRule(sources=((AuthzField("namespace", ("default",)),),), operations=((),)),
+    )
     tcp_deny = rbac_configs((deny,), tcp=True)[0].policies["ns[default]-policy[d]-rule[0]"]
     assert tcp_deny.permissions[0].any
 

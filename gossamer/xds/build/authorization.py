@@ -18,7 +18,6 @@ from google.protobuf import wrappers_pb2
 
 from gossamer.ir.authorization import AuthzField, AuthzPolicy, AuthzRule
 from gossamer.mesh import SPIFFE_SCHEME
-from gossamer.translate.authorization import is_http_only
 from gossamer.xds.build.common import pack
 from gossamer.xds.build.jwt import jwt_principal
 
@@ -147,24 +146,6 @@ def rbac_policy(rule: AuthzRule) -> rbac_pb2.Policy:
     )
 
 
-def tcp_rules(policy: AuthzPolicy) -> tuple[AuthzRule, ...]:
-    """Istio on TCP: an ALLOW (or AUDIT) rule with HTTP-only fields never matches, so it is dropped;
-    a DENY rule is applied without them."""
-
-    def has_http(rule: AuthzRule) -> bool:
-        return any(is_http_only(f.key) for group in (*rule.sources, *rule.operations, rule.conditions) for f in group)
-
-    def strip(fields: tuple[AuthzField, ...]) -> tuple[AuthzField, ...]:
-        return tuple(f for f in fields if not is_http_only(f.key))
-
-    if policy.action != "DENY":
-        return tuple(r for r in policy.rules if not has_http(r))
-    return tuple(
-        AuthzRule(tuple(strip(s) for s in r.sources), tuple(strip(o) for o in r.operations), strip(r.conditions))
-        for r in policy.rules
-    )
-
-
 _ACTIONS = {"ALLOW": rbac_pb2.RBAC.ALLOW, "DENY": rbac_pb2.RBAC.DENY, "AUDIT": rbac_pb2.RBAC.LOG}
 # Istio's order: audit (never denies), then DENY, then ALLOW.
 _ORDER = ("AUDIT", "DENY", "ALLOW")
@@ -180,7 +161,7 @@ def rbac_configs(policies: tuple[AuthzPolicy, ...], *, tcp: bool) -> list[rbac_p
         config = rbac_pb2.RBAC(action=_ACTIONS[action])
         for p in selected:
             ns, _, name = p.name.partition("/")
-            for i, rule in enumerate(tcp_rules(p) if tcp else p.rules):
+            for i, rule in enumerate(p.tcp_rules if tcp else p.rules):
                 config.policies[f"ns[{ns}]-policy[{name}]-rule[{i}]"].CopyFrom(rbac_policy(rule))
         out.append(config)
     return out
