@@ -30,9 +30,9 @@ import aiohttp
 from aiohttp import web
 
 from gossamer.agent.sds import CertificateSigner
+from gossamer.agent.secret import secret_summary
 from gossamer.cli.client import ApiClient
 from gossamer.controlplane.paths import Paths
-from gossamer.debug.secret import secret_summary
 from gossamer.runtime.linux import proc_start_time
 from gossamer.runtime.local import LocalRuntime, RuntimeAlreadyRunning
 from gossamer.runtime.types import DeploymentSpec, ServiceAddress, ServiceEndpoints

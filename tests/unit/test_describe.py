@@ -186,8 +186,8 @@ def test_secret_summary_shows_the_certificate_not_the_key(tmp_path: Path) -> Non
     from datetime import UTC, datetime, timedelta
 
     from gossamer.agent.sds import SdsStreamStatus, issue_workload_certificate
+    from gossamer.agent.secret import secret_summary
     from gossamer.cli.describe import print_secret
-    from gossamer.debug.secret import secret_summary
     from gossamer.security import CertificateAuthority
 
     identity = "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
