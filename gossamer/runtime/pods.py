@@ -284,6 +284,8 @@ class Pod:
             "spec": deployment_to_json(self.spec),
             "startedAt": self.started_at,
             "proxyLive": self.proxy_live,
+            # Containers not started yet (a reference or an image missing): the next runtime waits on.
+            "waiting": list(self.waiting),
             "proxy": self.proxy.entry() if self.proxy is not None else None,
             "containers": {c.spec.name: {**c.proc.entry(), "probeReady": c.probe_ready} for c in self.containers},
         }
@@ -299,8 +301,15 @@ class Pod:
             if self.has_sidecar:
                 self._tasks.append(asyncio.get_running_loop().create_task(self._adopt_sds()))
                 self._start_proxy()
-            for cspec in self.spec.containers:
-                self._start_container(cspec)
+            if entry.get("waiting"):
+                # Its containers never started (their image has no launch spec yet): wait on, as before.
+                self.waiting = await asyncio.to_thread(self.volumes.prepare) or await self._prepare_images()
+                if not self.waiting:
+                    self._start_containers()
+                self._retry_pulls_if_failed()
+            else:
+                for cspec in self.spec.containers:
+                    self._start_container(cspec)
         finally:
             self._adopting = None
 

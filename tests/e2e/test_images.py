@@ -4,7 +4,9 @@ Every image here is built locally from Debian's static busybox: never a network 
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +160,21 @@ def test_a_pull_that_fails_at_pod_start_backs_off_and_recovers(mesh: Mesh, tmp_p
     assert "ErrImagePull" in seen, seen
     pod = next(p for p in mesh.status()["pods"] if p["deployment"] == "late")
     assert any("ImagePullBackOff: back-off 10s" in w and f"cannot pull {ref}" in w for w in pod["waiting"]), pod
+    # A runtime killed meanwhile: the next one adopts the pod still waiting for its image (no crash loop).
+    old_runtime = mesh.status()["runtime"]["pid"]
+    os.kill(old_runtime, signal.SIGKILL)
+
+    def adopted() -> bool:
+        try:
+            runtime = mesh.status()["runtime"]
+        except AssertionError:  # the control plane answers while the runtime is away; be patient
+            return False
+        return runtime["pid"] not in (None, old_runtime) and runtime["state"] == "Running"
+
+    assert wait_until(adopted, 30, 0.5)
+    assert wait_until(lambda: status() in ("ErrImagePull", "ImagePullBackOff"), 20, 0.3), seen
+    again = next(p for p in mesh.status()["pods"] if p["deployment"] == "late")
+    assert again["name"] == pod["name"] and again["restarts"] == 0 and again["waiting"], again
     hidden.rename(layout)
 
     def served() -> bool:
