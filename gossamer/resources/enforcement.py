@@ -5,6 +5,7 @@ Shrink `NOT_ENFORCED_HTTP`, `NOT_ENFORCED_TRAFFIC_POLICY` (and friends) as featu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -189,54 +190,73 @@ def _telemetry_paths(spec: dict[str, Any]) -> list[FieldPath]:
     return out
 
 
+def _virtual_service_paths(spec: dict[str, Any]) -> list[FieldPath]:
+    out: list[FieldPath] = []
+    for i, route in enumerate(spec.get("http") or []):
+        if isinstance(route, dict):
+            for key in route:
+                if key in NOT_ENFORCED_HTTP:
+                    out.append(("spec", "http", i, key))
+    for key in ("tcp", "tls"):
+        if key in NOT_ENFORCED_VS and spec.get(key):
+            out.append(("spec", key))
+        for i, route in enumerate(spec.get(key) or []):
+            matches = route.get("match") if isinstance(route, dict) else None
+            for k, match in enumerate(matches or []):
+                if isinstance(match, dict):
+                    out += [("spec", key, i, "match", k, f) for f in match if f in NOT_ENFORCED_L4_MATCH]
+    return out
+
+
+def _sidecar_paths(spec: dict[str, Any]) -> list[FieldPath]:
+    out: list[FieldPath] = [("spec", key) for key in spec if key in NOT_ENFORCED_SIDECAR]
+    for i, egress in enumerate(spec.get("egress") or []):
+        if isinstance(egress, dict):
+            out += [("spec", "egress", i, key) for key in egress if key in NOT_ENFORCED_SIDECAR_EGRESS]
+    policy = spec.get("outboundTrafficPolicy")
+    if isinstance(policy, dict):
+        out += [("spec", "outboundTrafficPolicy", key) for key in policy if key in NOT_ENFORCED_OUTBOUND_POLICY]
+    return out
+
+
+def _destination_rule_paths(spec: dict[str, Any]) -> list[FieldPath]:
+    out = _traffic_policy_paths(spec.get("trafficPolicy"), ("spec", "trafficPolicy"))
+    for i, subset in enumerate(spec.get("subsets") or []):
+        if isinstance(subset, dict):
+            out += _traffic_policy_paths(subset.get("trafficPolicy"), ("spec", "subsets", i, "trafficPolicy"))
+    return out
+
+
+def _envoy_filter_paths(spec: dict[str, Any]) -> list[FieldPath]:
+    out: list[FieldPath] = [("spec", key) for key in spec if key in NOT_ENFORCED_ENVOY_FILTER_SPEC]
+    for i, cp in enumerate(spec.get("configPatches") or []):
+        patch = cp.get("patch") if isinstance(cp, dict) else None
+        if isinstance(patch, dict) and "filterClass" in patch:
+            out.append(("spec", "configPatches", i, "patch", "filterClass"))
+    return out
+
+
+# kind -> the not enforced fields of its spec (as applied: a dict)
+_PATHS_OF_KIND: dict[str, Callable[[dict[str, Any]], list[FieldPath]]] = {
+    "VirtualService": _virtual_service_paths,
+    "Sidecar": _sidecar_paths,
+    "DestinationRule": _destination_rule_paths,
+    "AuthorizationPolicy": _authorization_paths,
+    "RequestAuthentication": _request_authentication_paths,
+    "Telemetry": _telemetry_paths,
+    "EnvoyFilter": _envoy_filter_paths,
+}
+
+
 def not_enforced_paths(resource: Resource[Any]) -> list[FieldPath]:
     """Like `not_enforced_fields`, as field-path tuples."""
     raw = resource.raw
     spec = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
     assert isinstance(spec, dict)
-    out: list[FieldPath] = []
-    if resource.kind == "VirtualService":
-        for i, route in enumerate(spec.get("http") or []):
-            if isinstance(route, dict):
-                for key in route:
-                    if key in NOT_ENFORCED_HTTP:
-                        out.append(("spec", "http", i, key))
-        for key in ("tcp", "tls"):
-            if key in NOT_ENFORCED_VS and spec.get(key):
-                out.append(("spec", key))
-            for i, route in enumerate(spec.get(key) or []):
-                matches = route.get("match") if isinstance(route, dict) else None
-                for k, match in enumerate(matches or []):
-                    if isinstance(match, dict):
-                        out += [("spec", key, i, "match", k, f) for f in match if f in NOT_ENFORCED_L4_MATCH]
-    elif resource.kind == "Sidecar":
-        out += [("spec", key) for key in spec if key in NOT_ENFORCED_SIDECAR]
-        for i, egress in enumerate(spec.get("egress") or []):
-            if isinstance(egress, dict):
-                out += [("spec", "egress", i, key) for key in egress if key in NOT_ENFORCED_SIDECAR_EGRESS]
-        policy = spec.get("outboundTrafficPolicy")
-        if isinstance(policy, dict):
-            out += [("spec", "outboundTrafficPolicy", key) for key in policy if key in NOT_ENFORCED_OUTBOUND_POLICY]
-    elif resource.kind == "DestinationRule":
-        out += _traffic_policy_paths(spec.get("trafficPolicy"), ("spec", "trafficPolicy"))
-        for i, subset in enumerate(spec.get("subsets") or []):
-            if isinstance(subset, dict):
-                out += _traffic_policy_paths(subset.get("trafficPolicy"), ("spec", "subsets", i, "trafficPolicy"))
-    elif resource.kind == "AuthorizationPolicy":
-        out += _authorization_paths(spec)
-    elif resource.kind == "RequestAuthentication":
-        out += _request_authentication_paths(spec)
-    elif resource.kind == "Telemetry":
-        out += _telemetry_paths(spec)
-    elif resource.kind == "EnvoyFilter":
-        out += [("spec", key) for key in spec if key in NOT_ENFORCED_ENVOY_FILTER_SPEC]
-        for i, cp in enumerate(spec.get("configPatches") or []):
-            patch = cp.get("patch") if isinstance(cp, dict) else None
-            if isinstance(patch, dict) and "filterClass" in patch:
-                out.append(("spec", "configPatches", i, "patch", "filterClass"))
-    elif resource.kind in NOT_ENFORCED_KINDS:
-        out.append(("spec",))
-    return out
+    paths_of = _PATHS_OF_KIND.get(resource.kind)
+    if paths_of is not None:
+        return paths_of(spec)
+    return [("spec",)] if resource.kind in NOT_ENFORCED_KINDS else []
 
 
 def not_enforced_fields(resource: Resource[Any]) -> list[str]:

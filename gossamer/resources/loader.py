@@ -189,7 +189,7 @@ def _kind_lookup(kind: str, raw: dict[str, Any]) -> KindInfo | None:
     return kind_for(kind)
 
 
-def _build(
+def _parse_object(
     raw: Any,
     filename: str,
     lines: dict[FieldPath, int],
@@ -197,6 +197,7 @@ def _build(
     validate: bool = True,
     kinds: KindLookup = _kind_lookup,
 ) -> tuple[Resource[Any] | None, list[Issue]]:
+    """One document (RAW, at DOC_LINE of FILENAME) as its kind's Resource, or None and why not."""
     if not isinstance(raw, dict):
         doc = _Doc(filename, lines, doc_line, "", "")
         doc.add(
@@ -215,11 +216,43 @@ def _build(
         kind if isinstance(kind, str) else "",
         name if isinstance(name, str) else "",
     )
+    info = _kind_info(doc, raw, kinds)
+    if info is None:
+        return None, doc.issues
+    _check_top_level(doc, raw, info)
+    if not isinstance(meta_raw, dict):
+        doc.add("error", ("metadata",), "metadata with a name is required")
+        return None, doc.issues
+    metadata = _parse_metadata(doc, raw, meta_raw, info)
+    spec = _parse_spec(doc, raw, info)
+    if doc.failed or metadata is None:
+        return None, doc.issues
 
+    resource = info.resource_class(
+        api_version=raw["apiVersion"],
+        kind=raw["kind"],
+        metadata=metadata,
+        spec=spec,
+        source_file=filename,
+        source_line=doc_line,
+        raw=raw,
+    ).with_lines(lines)
+
+    if validate:
+        _validate(doc, resource, info)
+    doc.issues.sort(key=lambda i: i.line)
+    if doc.failed:
+        return None, doc.issues
+    return resource, doc.issues
+
+
+def _kind_info(doc: _Doc, raw: dict[Any, Any], kinds: KindLookup) -> KindInfo | None:
+    """The document's kind, if it is one we take at the apiVersion it names (else None, with why in DOC)."""
+    kind = raw.get("kind")
     api_version = raw.get("apiVersion")
     if not isinstance(kind, str) or not kind:
         doc.add("error", ("kind",), "kind is required")
-        return None, doc.issues
+        return None
     info = kinds(kind, raw)
     if info is None:
         hint = ""
@@ -229,21 +262,24 @@ def _build(
             pass
         supported = ", ".join(k.kind for k in ALL_KINDS if k.appliable)
         doc.add("error", ("kind",), f"unknown kind {kind!r}{hint}; supported kinds: {supported}")
-        return None, doc.issues
+        return None
     if not info.appliable:
         doc.add("error", ("kind",), f"{kind} objects cannot be applied; they are created from Deployments")
-        return None, doc.issues
+        return None
     if not isinstance(api_version, str) or not api_version:
         doc.add("error", ("apiVersion",), f"apiVersion is required (e.g. {info.preferred_api_version})")
-        return None, doc.issues
+        return None
     if api_version not in info.api_versions:
         doc.add(
             "error",
             ("apiVersion",),
             f"{kind} is not served at apiVersion {api_version!r}; use one of {', '.join(info.api_versions)}",
         )
-        return None, doc.issues
+        return None
+    return info
 
+
+def _check_top_level(doc: _Doc, raw: dict[Any, Any], info: KindInfo) -> None:
     allowed = set(_BASE_TOP_LEVEL) | set(info.extra_top_level)
     if info.spec_model is None:
         allowed.discard("spec")
@@ -255,10 +291,8 @@ def _build(
                 f"unknown field {key!r}" + (_suggest(key, sorted(allowed)) if isinstance(key, str) else ""),
             )
 
-    # metadata
-    if not isinstance(meta_raw, dict):
-        doc.add("error", ("metadata",), "metadata with a name is required")
-        return None, doc.issues
+
+def _parse_metadata(doc: _Doc, raw: dict[Any, Any], meta_raw: dict[Any, Any], info: KindInfo) -> Metadata | None:
     metadata: Metadata | None = None
     try:
         metadata = Metadata.model_validate(meta_raw)
@@ -270,47 +304,35 @@ def _build(
             metadata = metadata.model_copy(update={"namespace": ""})
         elif metadata.namespace == "":
             metadata = metadata.model_copy(update={"namespace": "default"})
+    return metadata
 
-    # spec
-    spec: Any = None
-    if info.spec_model is not None:
-        spec_raw = raw.get("spec")
-        if spec_raw is None:
-            spec_raw = {}
-        if not isinstance(spec_raw, dict):
-            doc.add("error", ("spec",), f"spec must be a mapping, got {type(spec_raw).__name__}")
-        else:
-            try:
-                spec = info.spec_model.model_validate(spec_raw)
-            except ValidationError as e:
-                for shown, found, msg in _pydantic_findings(e, raw, ("spec",), info.spec_model):
-                    doc.add("error", shown, msg, found)
 
-    if doc.failed or metadata is None:
-        return None, doc.issues
+def _parse_spec(doc: _Doc, raw: dict[Any, Any], info: KindInfo) -> Any:
+    """The kind's spec model (None for kinds without a spec, or when it does not parse: then DOC says why)."""
+    if info.spec_model is None:
+        return None
+    spec_raw = raw.get("spec")
+    if spec_raw is None:
+        spec_raw = {}
+    if not isinstance(spec_raw, dict):
+        doc.add("error", ("spec",), f"spec must be a mapping, got {type(spec_raw).__name__}")
+        return None
+    try:
+        return info.spec_model.model_validate(spec_raw)
+    except ValidationError as e:
+        for shown, found, msg in _pydantic_findings(e, raw, ("spec",), info.spec_model):
+            doc.add("error", shown, msg, found)
+        return None
 
-    resource = info.resource_class(
-        api_version=api_version,
-        kind=kind,
-        metadata=metadata,
-        spec=spec,
-        source_file=filename,
-        source_line=doc_line,
-        raw=raw,
-    ).with_lines(lines)
 
-    if validate:
-        findings: list[Finding] = check_metadata(resource, info.namespaced, info.name_rule)
-        try:
-            findings += info.validator(resource)
-        except Exception as e:  # a validator bug must not hide the object's other problems
-            findings.append(Finding("error", (), f"internal error while validating: {e!r}"))
-        for f in findings:
-            doc.add(f.level, f.path, f.message, line=f.line)
-    doc.issues.sort(key=lambda i: i.line)
-    if doc.failed:
-        return None, doc.issues
-    return resource, doc.issues
+def _validate(doc: _Doc, resource: Resource[Any], info: KindInfo) -> None:
+    findings: list[Finding] = check_metadata(resource, info.namespaced, info.name_rule)
+    try:
+        findings += info.validator(resource)
+    except Exception as e:  # a validator bug must not hide the object's other problems
+        findings.append(Finding("error", (), f"internal error while validating: {e!r}"))
+    for f in findings:
+        doc.add(f.level, f.path, f.message, line=f.line)
 
 
 def _sub_document(doc: Document, prefix: FieldPath) -> Document:
@@ -343,7 +365,7 @@ def _build_document(
             resources += r
             issues += found
         return resources, issues
-    resource, found = _build(raw, filename, doc.lines, doc.line, kinds=kinds)
+    resource, found = _parse_object(raw, filename, doc.lines, doc.line, kinds=kinds)
     if doc.duplicates:
         kind = raw.get("kind", "") if isinstance(raw, dict) else ""
         meta = raw.get("metadata") if isinstance(raw, dict) else None
@@ -488,7 +510,7 @@ def resource_from_raw(
 ) -> Resource[Any]:
     """Re-parse a stored document. Raises `ResourceError` (a ValueError) if it does not parse
     (or, with validate=True, if it fails semantic validation)."""
-    resource, issues = _build(raw, source_file, {}, source_line, validate=validate)
+    resource, issues = _parse_object(raw, source_file, {}, source_line, validate=validate)
     if resource is None:
         raise ResourceError([i for i in issues if i.level == "error"])
     return resource

@@ -488,6 +488,12 @@ def _short(value: str) -> str:
 def _string(value: str, r: Any, path: str) -> Iterator[tuple[str, str]]:
     if r.ignore_empty and value == "":
         return
+    yield from _string_size(value, r, path)
+    yield from _string_content(value, r, path)
+    yield from _string_well_known(value, r, path)
+
+
+def _string_size(value: str, r: Any, path: str) -> Iterator[tuple[str, str]]:
     n = len(value)
     if r.HasField("const") and value != r.const:
         yield path, f"must be {r.const!r}"
@@ -502,6 +508,9 @@ def _string(value: str, r: Any, path: str) -> Iterator[tuple[str, str]]:
         yield path, f"must be at least {r.min_bytes} bytes"
     if r.HasField("max_bytes") and size > r.max_bytes:
         yield path, f"must be at most {r.max_bytes} bytes (is {size})"
+
+
+def _string_content(value: str, r: Any, path: str) -> Iterator[tuple[str, str]]:
     if r.HasField("pattern") and not _pattern(r.pattern).search(value):
         yield path, f"{_short(value)} does not match {r.pattern!r}"
     if r.HasField("prefix") and not value.startswith(r.prefix):
@@ -516,6 +525,9 @@ def _string(value: str, r: Any, path: str) -> Iterator[tuple[str, str]]:
         yield path, f"{_short(value)} must be one of {', '.join(_in(r))}"
     if value in r.not_in:
         yield path, f"{_short(value)} is not allowed"
+
+
+def _string_well_known(value: str, r: Any, path: str) -> Iterator[tuple[str, str]]:
     well_known = r.WhichOneof("well_known")
     if well_known == "well_known_regex":
         strict = r.strict if r.HasField("strict") else True

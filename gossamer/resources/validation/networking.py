@@ -7,6 +7,7 @@ from typing import Any
 from gossamer.resources import envoy_checks, networking
 from gossamer.resources.base import FieldPath, Resource
 from gossamer.resources.duration import parse_duration
+from gossamer.resources.networking import Gateway, ServiceEntry
 from gossamer.resources.validation.common import (
     Finding,
     Report,
@@ -189,9 +190,9 @@ def _check_namespaced_host(rep: Report, path: FieldPath, host: str, ns_required:
         rep.error(path, problem)
 
 
-def validate_gateway(res: Resource[Any]) -> list[Finding]:
+def validate_gateway(res: Gateway) -> list[Finding]:
     rep = Report()
-    spec: networking.GatewaySpec = res.spec
+    spec = res.spec
     sp: FieldPath = ("spec",)
     check_labels(rep, sp + ("selector",), spec.selector)
     if not spec.servers:  # Istio accepts it; it opens no port
@@ -199,75 +200,94 @@ def validate_gateway(res: Resource[Any]) -> list[Finding]:
     names: dict[str, int] = {}
     passthrough: dict[tuple[int, str], int] = {}
     for i, server in enumerate(spec.servers):
-        p = sp + ("servers", i)
-        proto = server.port.protocol.upper()
-        if proto not in _GATEWAY_PROTOCOLS:
-            rep.error(
-                p + ("port", "protocol"),
-                f"unknown protocol {server.port.protocol!r}; expected one of {', '.join(sorted(_GATEWAY_PROTOCOLS))}",
-            )
-        if not server.hosts:
-            rep.error(p + ("hosts",), "a server needs at least one host")
-        for h, host in enumerate(server.hosts):
-            _check_namespaced_host(rep, p + ("hosts", h), host, ns_required=False)
-        if server.name is not None:
-            if server.name in names:
-                rep.error(
-                    p + ("name",),
-                    f"duplicate server name {server.name!r} (also servers[{names[server.name]}])",
-                )
-            names.setdefault(server.name, i)
-        envoy_checks.reserved_port(rep.error, p + ("port", "number"), server.port.number)
-        envoy_checks.reserved_port(rep.error, p + ("port", "targetPort"), server.port.target_port, "targetPort")
-        if server.tls is not None:
-            envoy_checks.server_tls(rep.error, p + ("tls",), server.tls)
-            if server.tls.mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
-                for h, host in enumerate(server.hosts):
-                    sni = host.partition("/")[2] or host
-                    key = (server.port.number, sni)
-                    if key in passthrough:
-                        rep.error(
-                            p + ("hosts", h),
-                            f"host {sni!r} on port {server.port.number} is already a "
-                            f"passthrough server (servers[{passthrough[key]}]): Envoy "
-                            "cannot tell two filter chains with the same SNI apart",
-                        )
-                    passthrough.setdefault(key, i)
-        if server.bind is not None and not is_ip(server.bind) and not server.bind.startswith("unix://"):
-            rep.error(p + ("bind",), f"bind {server.bind!r} must be an IP address or unix:// socket")
-        tls = server.tls
-        if proto in ("HTTPS", "TLS"):
-            if tls is None:
-                rep.error(p + ("tls",), f"server with protocol {proto} needs tls settings")
-        if tls is not None:
-            tp = p + ("tls",)
-            if tls.https_redirect and proto != "HTTP":
-                rep.warn(tp + ("httpsRedirect",), "httpsRedirect only has an effect on HTTP servers")
-            mode = tls.mode or ("SIMPLE" if proto in ("HTTPS", "TLS") and not tls.https_redirect else None)
-            if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") and not (
-                tls.credential_name or tls.credential_names or tls.tls_certificates
-            ):
-                if not tls.server_certificate:
-                    rep.error(
-                        tp + ("serverCertificate",),
-                        f"mode {mode} needs credentialName or serverCertificate and privateKey",
-                    )
-                if not tls.private_key:
-                    rep.error(
-                        tp + ("privateKey",),
-                        f"mode {mode} needs credentialName or serverCertificate and privateKey",
-                    )
-                if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and not tls.ca_certificates:
-                    rep.error(tp + ("caCertificates",), f"mode {mode} needs caCertificates or credentialName")
+        _check_server(rep, sp + ("servers", i), i, server, names, passthrough)
     return rep.findings
+
+
+def _check_server(
+    rep: Report,
+    p: FieldPath,
+    i: int,
+    server: networking.Server,
+    names: dict[str, int],
+    passthrough: dict[tuple[int, str], int],
+) -> None:
+    """NAMES and PASSTHROUGH: the earlier servers' names and passthrough (port, SNI) pairs."""
+    proto = server.port.protocol.upper()
+    if proto not in _GATEWAY_PROTOCOLS:
+        rep.error(
+            p + ("port", "protocol"),
+            f"unknown protocol {server.port.protocol!r}; expected one of {', '.join(sorted(_GATEWAY_PROTOCOLS))}",
+        )
+    if not server.hosts:
+        rep.error(p + ("hosts",), "a server needs at least one host")
+    for h, host in enumerate(server.hosts):
+        _check_namespaced_host(rep, p + ("hosts", h), host, ns_required=False)
+    if server.name is not None:
+        if server.name in names:
+            rep.error(
+                p + ("name",),
+                f"duplicate server name {server.name!r} (also servers[{names[server.name]}])",
+            )
+        names.setdefault(server.name, i)
+    envoy_checks.reserved_port(rep.error, p + ("port", "number"), server.port.number)
+    envoy_checks.reserved_port(rep.error, p + ("port", "targetPort"), server.port.target_port, "targetPort")
+    if server.tls is not None:
+        envoy_checks.server_tls(rep.error, p + ("tls",), server.tls)
+        if server.tls.mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
+            _check_passthrough(rep, p, i, server, passthrough)
+    if server.bind is not None and not is_ip(server.bind) and not server.bind.startswith("unix://"):
+        rep.error(p + ("bind",), f"bind {server.bind!r} must be an IP address or unix:// socket")
+    if proto in ("HTTPS", "TLS") and server.tls is None:
+        rep.error(p + ("tls",), f"server with protocol {proto} needs tls settings")
+    if server.tls is not None:
+        _check_server_credentials(rep, p + ("tls",), server.tls, proto)
+
+
+def _check_passthrough(
+    rep: Report, p: FieldPath, i: int, server: networking.Server, passthrough: dict[tuple[int, str], int]
+) -> None:
+    for h, host in enumerate(server.hosts):
+        sni = host.partition("/")[2] or host
+        key = (server.port.number, sni)
+        if key in passthrough:
+            rep.error(
+                p + ("hosts", h),
+                f"host {sni!r} on port {server.port.number} is already a "
+                f"passthrough server (servers[{passthrough[key]}]): Envoy "
+                "cannot tell two filter chains with the same SNI apart",
+            )
+        passthrough.setdefault(key, i)
+
+
+def _check_server_credentials(rep: Report, tp: FieldPath, tls: networking.ServerTLSSettings, proto: str) -> None:
+    if tls.https_redirect and proto != "HTTP":
+        rep.warn(tp + ("httpsRedirect",), "httpsRedirect only has an effect on HTTP servers")
+    mode = tls.mode or ("SIMPLE" if proto in ("HTTPS", "TLS") and not tls.https_redirect else None)
+    if mode not in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") or (
+        tls.credential_name or tls.credential_names or tls.tls_certificates
+    ):
+        return
+    if not tls.server_certificate:
+        rep.error(
+            tp + ("serverCertificate",),
+            f"mode {mode} needs credentialName or serverCertificate and privateKey",
+        )
+    if not tls.private_key:
+        rep.error(
+            tp + ("privateKey",),
+            f"mode {mode} needs credentialName or serverCertificate and privateKey",
+        )
+    if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and not tls.ca_certificates:
+        rep.error(tp + ("caCertificates",), f"mode {mode} needs caCertificates or credentialName")
 
 
 # ---------------------------------------------------------------------------- ServiceEntry, Sidecar
 
 
-def validate_service_entry(res: Resource[Any]) -> list[Finding]:
+def validate_service_entry(res: ServiceEntry) -> list[Finding]:
     rep = Report()
-    spec: networking.ServiceEntrySpec = res.spec
+    spec = res.spec
     sp: FieldPath = ("spec",)
     if not spec.hosts:
         rep.error(sp + ("hosts",), "a ServiceEntry needs at least one host")
@@ -283,9 +303,24 @@ def validate_service_entry(res: Resource[Any]) -> list[Finding]:
             rep.error(sp + ("addresses", i), f"invalid IP or CIDR {addr!r}")
     if not spec.ports and spec.resolution != "NONE":
         rep.warn(sp + ("ports",), "no ports")
+    port_names = _check_service_entry_ports(rep, sp, spec.ports)
+    _check_service_entry_endpoints(rep, sp, spec, port_names)
+    if spec.resolution in ("DNS", "DNS_ROUND_ROBIN") and not spec.endpoints:
+        for i, host in enumerate(spec.hosts):
+            if host.startswith("*"):
+                rep.error(
+                    sp + ("hosts", i),
+                    f"wildcard host {host!r} needs endpoints with resolution {spec.resolution}",
+                )
+    check_export_to(rep, sp + ("exportTo",), spec.export_to)
+    return rep.findings
+
+
+def _check_service_entry_ports(rep: Report, sp: FieldPath, ports: list[networking.ServiceEntryPort]) -> set[str]:
+    """The ports' names."""
     seen_names: dict[str, int] = {}
     seen_numbers: dict[int, int] = {}
-    for i, port in enumerate(spec.ports):
+    for i, port in enumerate(ports):
         p = sp + ("ports", i)
         if port.name is not None:
             if not is_dns1123_label(port.name):
@@ -297,6 +332,12 @@ def validate_service_entry(res: Resource[Any]) -> list[Finding]:
         if port.number in seen_numbers:
             rep.error(p + ("number",), f"duplicate port number {port.number}")
         seen_numbers.setdefault(port.number, i)
+    return set(seen_names)
+
+
+def _check_service_entry_endpoints(
+    rep: Report, sp: FieldPath, spec: networking.ServiceEntrySpec, port_names: set[str]
+) -> None:
     if spec.workload_selector is not None and spec.endpoints:
         rep.error(sp + ("workloadSelector",), "only one of workloadSelector, endpoints may be set")
     if spec.resolution == "NONE" and spec.endpoints:
@@ -312,19 +353,10 @@ def validate_service_entry(res: Resource[Any]) -> list[Finding]:
         ):
             rep.error(p + ("address",), f"endpoint address {ep.address!r} must be an IP with resolution STATIC")
         for pname in ep.ports or {}:
-            if spec.ports and pname not in seen_names:
+            if spec.ports and pname not in port_names:
                 rep.error(p + ("ports", pname), f"port name {pname!r} is not one of the ServiceEntry's ports")
     if spec.resolution == "STATIC" and not spec.endpoints and spec.workload_selector is None:
         rep.error(sp + ("endpoints",), "resolution STATIC needs endpoints or a workloadSelector")
-    if spec.resolution in ("DNS", "DNS_ROUND_ROBIN") and not spec.endpoints:
-        for i, host in enumerate(spec.hosts):
-            if host.startswith("*"):
-                rep.error(
-                    sp + ("hosts", i),
-                    f"wildcard host {host!r} needs endpoints with resolution {spec.resolution}",
-                )
-    check_export_to(rep, sp + ("exportTo",), spec.export_to)
-    return rep.findings
 
 
 def _check_workload_entry(rep: Report, p: FieldPath, we: networking.WorkloadEntrySpec) -> None:
