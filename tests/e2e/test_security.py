@@ -20,6 +20,7 @@ import yaml
 from cryptography import x509
 
 from tests.e2e.mesh import REPO, Applied, Mesh, applying, own_mesh, wait_until
+from tests.support.manifests import deployment
 
 pytestmark = pytest.mark.e2e
 
@@ -32,22 +33,10 @@ DRAIN_SECONDS = 1.5  # Envoy --drain-time-s 1 (gossamer/agent/envoy.py), and a m
 LOG_FLUSH_SECONDS = 12
 DETAILS_SPIFFE = "spiffe://cluster.local/ns/default/sa/bookinfo-details"
 
-LEGACY = {
-    "apiVersion": "apps/v1",
-    "kind": "Deployment",
-    "metadata": {"name": "legacy"},
-    "spec": {
-        "replicas": 1,
-        "selector": {"matchLabels": {"app": "legacy"}},
-        "template": {
-            "metadata": {"labels": {"app": "legacy"}, "annotations": {"sidecar.istio.io/inject": "false"}},
-            "spec": {
-                "terminationGracePeriodSeconds": 0,
-                "containers": [{"name": "legacy", "image": "curlimages/curl", "command": ["sleep", "infinity"]}],
-            },
-        },
-    },
-}
+# A pod outside the mesh (no sidecar): what a legacy client sees of the mesh's mTLS.
+LEGACY = deployment(
+    "legacy", image="curlimages/curl", command=["sleep", "infinity"], annotations={"sidecar.istio.io/inject": "false"}
+)
 
 # Run in the legacy pod (no sidecar, no capture): a TLS handshake with the details pod's inbound
 # offering Istio's ALPN, printing the certificate the server presents (DER, hex).

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gossamer.analyze import load_for_analysis, run_analyzers
+from tests.support.manifests import deployment, line_of, manifest
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "tests/data/istio-docs/rate-limit"
@@ -82,35 +83,24 @@ def test_pod_references_to_configmaps_and_secrets() -> None:
         "(Deployment default/ratelimit) spec.template.spec.volumes[0].configMap.name: ConfigMap "
         "'ratelimit-config' not found" in found
     )
-    deployment = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: app}
-spec:
-  selector: {matchLabels: {app: app}}
-  template:
-    metadata: {labels: {app: app}}
-    spec:
-      containers:
-      - name: c
-        command: [sleep, "1"]
-        env:
-        - name: A
-          valueFrom: {configMapKeyRef: {name: cfg, key: missing}}
-        - name: B
-          valueFrom: {secretKeyRef: {name: nosecret, key: k, optional: true}}
-        envFrom:
-        - secretRef: {name: sec}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: cfg}
-data: {present: "1"}
-"""
-    found = messages(("app.yaml", deployment))
+    app = manifest(
+        deployment(
+            "app",
+            command=["sleep", "1"],
+            image="busybox",
+            env=[
+                {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "missing"}}},
+                {"name": "B", "valueFrom": {"secretKeyRef": {"name": "nosecret", "key": "k", "optional": True}}},
+            ],
+            envFrom=[{"secretRef": {"name": "sec"}}],
+        ),
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"present": "1"}},
+    )
+    found = messages(("app.yaml", app))
     assert found == [
-        "app.yaml:14: Error [IST0101] (Deployment default/app) spec.template.spec.containers[0].env[0].valueFrom."
-        "configMapKeyRef: ConfigMap 'cfg' has no key 'missing'",
-        "app.yaml:18: Error [IST0101] (Deployment default/app) spec.template.spec.containers[0].envFrom[0].secretRef."
-        "name: Secret 'sec' not found: the pod's containers do not start until it exists",
+        f"app.yaml:{line_of(app, 'configMapKeyRef')}: Error [IST0101] (Deployment default/app) "
+        "spec.template.spec.containers[0].env[0].valueFrom.configMapKeyRef: ConfigMap 'cfg' has no key 'missing'",
+        f"app.yaml:{line_of(app, 'name: sec')}: Error [IST0101] (Deployment default/app) "
+        "spec.template.spec.containers[0].envFrom[0].secretRef.name: Secret 'sec' not found: the pod's containers "
+        "do not start until it exists",
     ], found
