@@ -5,7 +5,7 @@ cluster). Gossamer's proxies learn:
 
 * their own side from environment variables (`proxy_env`, set by the runtime when it starts Envoy),
 * a destination's side from endpoint and cluster metadata (`endpoint_metadata`, `service_metadata`),
-* a client's side from the peer headers its proxy adds (`PEER_HEADERS`), which the server's proxy
+* a client's side from the peer header its proxy adds (`PEER_HEADER`), which the server's proxy
   turns into dynamic metadata and removes.
 
 The stats themselves are built in gossamer/xds/build/telemetry.py.
@@ -23,17 +23,17 @@ DEFAULT_CLUSTER = "Kubernetes"
 PEER_KEYS = ("workload", "namespace", "principal", "app", "version", "cluster")
 # Endpoint/cluster metadata namespace the stats read (Istio keeps its own endpoint facts under `istio`).
 STATS_METADATA_NAMESPACE = "istio"
+# Joins the values of Istio's labels in the packed stats tag and in the peer header (see below).
+SEPARATOR = "|"
 # Dynamic metadata namespace of the client's side, filled from the peer headers.
 PEER_METADATA_NAMESPACE = "istio.peer"
-# What a client's proxy tells the server's proxy (the principal is never taken from a header: only
-# the client certificate proves it).
-PEER_HEADERS = {
-    "workload": "x-istio-peer-workload",
-    "namespace": "x-istio-peer-namespace",
-    "app": "x-istio-peer-app",
-    "version": "x-istio-peer-version",
-    "cluster": "x-istio-peer-cluster",
-}
+# What a client's proxy tells the server's proxy, in ONE header (one header to add, one to read and
+# remove): its workload, namespace, app, version and cluster joined by SEPARATOR, as the packed tag
+# holds them (the principal is never taken from a header: only the client certificate proves it).
+PEER_HEADER = "x-istio-peer-metadata"
+PEER_HEADER_KEYS = ("workload", "namespace", "app", "version", "cluster")
+# Dynamic metadata key (in PEER_METADATA_NAMESPACE) the server's proxy moves the header's value to.
+PEER_METADATA_KEY = "peer"
 # The Envoy process's environment: the proxy's own side (resolved once, at config load).
 LOCAL_ENV = {
     "workload": "GOSSAMER_WORKLOAD_NAME",
@@ -108,9 +108,8 @@ HTTP_LABELS = (*TCP_LABELS, "response_code", "grpc_response_status")
 # label values joined by `SEPARATOR` in `packed_fields` order (one formatter, one tag to encode and
 # look up), and the pod's :15020 unpacks it into Istio's labels per scrape (`unpack_labels`).
 PACKED_TAG = "istio"
-SEPARATOR = "|"
 # The client's side (its workload, namespace, app, version, cluster) comes last: on a server it is
-# what the client's peer headers said. No value our control plane, Envoy or a certificate provides
+# what the client's peer header said, verbatim. No value our control plane, Envoy or a certificate provides
 # contains the separator; a header value that does leaves a tail that is not five fields, and the
 # source is then `unknown`: no header can shift the fields before it (principal, response code...).
 _CLIENT_TAIL = tuple(f"source_{x}" for x in _LABEL_SIDES if x != "principal")

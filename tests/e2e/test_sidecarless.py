@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.mesh import REPO, Mesh, own_mesh, wait_until
 from tests.e2e.test_lifecycle import ECHO_PY, deployment, service
@@ -92,6 +93,34 @@ def test_a_service_without_endpoints_refuses_quickly(mesh: Mesh, tmp_path: Path)
     assert wait_until(lambda: status_of(curl(mesh, "deploy/legacy", "http://echo:8000/")) == "200", timeout=20)
     after = legacy_pod(mesh)  # the rules changed under the running pod
     assert (after["name"], after["restarts"]) == (before["name"], before["restarts"])
+
+
+def test_the_peer_header_is_read_and_removed_before_the_app(mesh: Mesh) -> None:
+    """Istio's metadata exchange: curl's sidecar tells httpbin's who calls in one header, which httpbin's
+    sidecar turns into its metrics' source labels and removes, so the app never sees it. A sidecar-less
+    client forging it with the separator in it is counted as `unknown`, not as what it wrote."""
+    meshed = curl(mesh, "deploy/curl", "http://httpbin:8000/headers")
+    assert status_of(meshed) == "200" and "peer" not in meshed.stdout.lower(), meshed.stdout
+    forged = mesh.exec(
+        "deploy/legacy",
+        *("curl", "-sS", "-w", "\n%{http_code}", "-H", "x-istio-peer-metadata: a|b|c|d|e|f"),
+        "http://httpbin:8000/headers",
+        check=False,
+    )
+    assert status_of(forged) == "200" and "peer" not in forged.stdout.lower(), forged.stdout
+    [httpbin] = [p for p in mesh.status()["pods"] if p["deployment"] == "httpbin"]
+
+    def sources() -> set[str]:
+        text = curl(mesh, "deploy/legacy", f"http://{httpbin['ip']}:15020/stats/prometheus").stdout.rsplit("\n", 1)[0]
+        return {
+            str(s.labels["source_workload"])
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "istio_requests_total" and s.labels["reporter"] == "destination"
+        }
+
+    assert wait_until(lambda: {"curl", "unknown"} <= sources(), timeout=10), sources()
+    assert "a" not in sources()
 
 
 def test_strict_mtls_refuses_the_sidecarless_client_only(mesh: Mesh, tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ from gossamer.telemetry.peer import (
     HTTP_LABELS,
     HTTP_PACKED,
     PACKED_TAG,
-    PEER_HEADERS,
+    PEER_HEADER,
+    PEER_HEADER_KEYS,
     SEPARATOR,
     proxy_env,
     unpack_labels,
@@ -67,8 +68,9 @@ def _stats_tags(hcm: hcm_pb2.HttpConnectionManager) -> list[dict[str, str]]:
         [counter] = [s for s in stats if s["name"] == "istio_requests_total"]
         [tag] = counter["tags"]
         assert tag["name"] == PACKED_TAG
-        formats = tag["value_format"].split(SEPARATOR)
-        out.append(dict(zip(HTTP_PACKED, formats, strict=True)))
+        head = len(HTTP_PACKED) - len(PEER_HEADER_KEYS)
+        formats = tag["value_format"].split(SEPARATOR, head)
+        out.append({**dict(zip(HTTP_PACKED[:head], formats[:head], strict=True)), "client": formats[head]})
     return out
 
 
@@ -81,14 +83,22 @@ def _built(snapshot: Any, deployment: str, **kw: Any) -> dict[str, dict[str, Any
     return build_resources(translate_proxy(snapshot, proxy_for(snapshot, deployment, **kw)))
 
 
+# The client's side, in the peer header and in a client-side report: five of the proxy's variables.
+LOCAL_SIDE = (
+    "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAME)%|%ENVIRONMENT(GOSSAMER_WORKLOAD_NAMESPACE)%|%ENVIRONMENT(GOSSAMER_APP)%"
+    "|%ENVIRONMENT(GOSSAMER_VERSION)%|%ENVIRONMENT(GOSSAMER_CLUSTER_ID)%"
+)
+
+
 def test_outbound_requests_are_counted_by_envoy_with_istios_labels(bookinfo: Any) -> None:
     listener = _built(bookinfo, "productpage-v1")[LISTENER]["0.0.0.0_9080"]
     [(_, hcm)] = _hcms(listener)
     http, grpc = _stats_tags(hcm)
-    assert set(http) == set(HTTP_LABELS)
+    assert set(http) == {*HTTP_LABELS, "client"} - set(HTTP_PACKED[-len(PEER_HEADER_KEYS) :])
     assert http["reporter"] == "source" and http["request_protocol"] == "http" and grpc["request_protocol"] == "grpc"
     # The reporting side from the Envoy process's environment, the destination from the upstream host.
-    assert http["source_workload"] == "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAME)%"
+    assert http["client"] == LOCAL_SIDE
+    assert http["source_principal"] == "%ENVIRONMENT(GOSSAMER_PRINCIPAL)%"
     assert http["destination_workload"] == "%UPSTREAM_METADATA(istio:workload)%%CLUSTER_METADATA(istio:workload)%"
     assert http["destination_service"] == "%CLUSTER_METADATA(istio:service)%"
     assert http["response_code"] == "%RESPONSE_CODE%" and http["response_flags"] == "%RESPONSE_FLAGS%"
@@ -103,15 +113,15 @@ def test_inbound_labels_the_source_from_its_certificate_and_peer_headers(bookinf
     assert mtls["reporter"] == "destination"
     assert (mtls["source_principal"], mtls["connection_security_policy"]) == ("%DOWNSTREAM_PEER_URI_SAN%", "mutual_tls")
     assert (plain["source_principal"], plain["connection_security_policy"]) == ("unknown", "none")
-    assert mtls["source_workload"] == "%DYNAMIC_METADATA(istio.peer:workload)%"
+    assert mtls["client"] == "%DYNAMIC_METADATA(istio.peer:peer)%"
     assert mtls["destination_workload"] == "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAME)%"
-    # The peer headers are read first and removed: the app never sees them.
+    # The peer header is read first and removed: the app never sees it.
     first = chains["0.0.0.0_9080"].http_filters[0]
     assert first.name == "envoy.filters.http.header_to_metadata"
     config = header_to_metadata_pb2.Config()
     first.typed_config.Unpack(config)
-    assert {r.header for r in config.request_rules if r.remove} == set(PEER_HEADERS.values())
-    assert all(r.on_header_missing.value == "unknown" for r in config.request_rules)
+    [rule] = config.request_rules
+    assert (rule.header, rule.remove, rule.on_header_missing.value) == (PEER_HEADER, True, "unknown")
 
 
 def test_mesh_virtual_hosts_send_the_peer_headers_and_passthrough_does_not(bookinfo: Any) -> None:
@@ -121,7 +131,7 @@ def test_mesh_virtual_hosts_send_the_peer_headers_and_passthrough_does_not(booki
     to_reviews = simulate(resources, Request(host="reviews:9080", port=9080))
     sent = dict(to_reviews.request_headers_to_add)
     assert to_reviews.virtual_host == "reviews.default.svc.cluster.local:9080"
-    assert sent["x-istio-peer-workload"] == "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAME)%"
+    assert sent["x-istio-peer-metadata"] == LOCAL_SIDE
     outside = simulate(resources, Request(host="example.com:9080", port=9080))
     assert outside.virtual_host == "allow_any"
     assert not any(k.startswith("x-istio-peer") for k, _ in outside.request_headers_to_add)

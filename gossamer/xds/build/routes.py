@@ -13,7 +13,7 @@ from google.protobuf import wrappers_pb2
 
 from gossamer.ir.route_actions import DirectResponse, Redirect
 from gossamer.ir.types import HeaderOps, HttpRoute, RouteMatch, RouteTable, VirtualHost
-from gossamer.telemetry.peer import PEER_HEADERS
+from gossamer.telemetry.peer import PEER_HEADER
 from gossamer.xds.build.common import pack, seconds, string_matcher
 from gossamer.xds.build.route_actions import (
     CORS_FILTER,
@@ -182,8 +182,8 @@ def build_virtual_host(vhost: VirtualHost) -> rc.VirtualHost:
     if vhost.require_tls:
         out.require_tls = rc.VirtualHost.ALL  # Gateway httpsRedirect: 301 to https
     if vhost.name in PASSTHROUGH_VHOSTS:
-        # The table adds the peer headers first (see _table_fields); taken off again here.
-        out.request_headers_to_remove.extend(PEER_HEADERS.values())
+        # The table adds the peer header first (see _table_fields); taken off again here.
+        out.request_headers_to_remove.append(PEER_HEADER)
     return out
 
 

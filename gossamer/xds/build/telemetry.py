@@ -16,10 +16,11 @@ Where each label comes from (no lookup outside Envoy):
   the upstream endpoint's metadata `istio` (workload, namespace, principal, app, version, cluster;
   set on every endpoint we build) and the cluster's metadata `istio` (service, service_name,
   service_namespace; the workload keys too on clusters without our endpoints, e.g. passthrough).
-* the source of a server-side request (`reporter="destination"`): the peer metadata headers the
-  client's sidecar (or gateway) added (`x-istio-peer-*`), moved into dynamic metadata and removed
-  from the request before it reaches the app (header_to_metadata); the source principal from the
-  client certificate (mTLS filter chains only; Istio's `connection_security_policy`).
+* the source of a server-side request (`reporter="destination"`): the peer metadata header the
+  client's sidecar (or gateway) added (`x-istio-peer-metadata`, five values joined), moved into
+  dynamic metadata and removed from the request before it reaches the app (header_to_metadata);
+  the source principal from the client certificate (mTLS filter chains only; Istio's
+  `connection_security_policy`).
 * TCP has no headers: a server-side TCP connection knows its source by its certificate only.
 
 The stat names carry the prefix `istiocustom.` (as in Istio's proxies). Each stat has one tag,
@@ -54,8 +55,10 @@ from gossamer.telemetry.peer import (
     HTTP_PACKED,
     LOCAL_ENV,
     PACKED_TAG,
-    PEER_HEADERS,
+    PEER_HEADER,
+    PEER_HEADER_KEYS,
     PEER_KEYS,
+    PEER_METADATA_KEY,
     PEER_METADATA_NAMESPACE,
     SEPARATOR,
     STATS_METADATA_NAMESPACE,
@@ -169,14 +172,28 @@ def _service(key: str) -> str:
     return f"%CLUSTER_METADATA({STATS_METADATA_NAMESPACE}:{key})%"
 
 
-def _peer_header(key: str) -> str:
-    return f"%DYNAMIC_METADATA({PEER_METADATA_NAMESPACE}:{key})%"
+def local_side() -> str:
+    """This proxy's workload, namespace, app, version and cluster, joined: the peer header's value,
+    and a client-side report's source."""
+    return SEPARATOR.join(_local(key) for key in PEER_HEADER_KEYS)
+
+
+def client_side(direction: Direction, *, tcp: bool) -> str:
+    """The format of the packed tag's tail (gossamer/telemetry/peer.py): the client's workload,
+    namespace, app, version and cluster. A server reads them from the peer header (absent: the
+    one value `unknown`, which unpacks as unknown for all five); TCP has no headers."""
+    if direction != "inbound":
+        return local_side()
+    if tcp:
+        return SEPARATOR.join([UNKNOWN] * len(PEER_HEADER_KEYS))
+    return f"%DYNAMIC_METADATA({PEER_METADATA_NAMESPACE}:{PEER_METADATA_KEY})%"
 
 
 def peer_labels(direction: Direction, *, mtls: bool, tcp: bool) -> list[tuple[str, str]]:
-    """(label, command-operator format) for Istio's labels of one side's logger."""
+    """(label, command-operator format) for Istio's labels of one side's logger but the client's
+    side, which `client_side` gives in one format."""
     if direction == "inbound":
-        source = {key: UNKNOWN if tcp else _peer_header(key) for key in PEER_KEYS}
+        source = {key: UNKNOWN for key in PEER_KEYS}
         source["principal"] = "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN
         destination = {key: _local(key) for key in PEER_KEYS}
         destination["principal"] = "%DOWNSTREAM_LOCAL_URI_SAN%" if mtls else UNKNOWN
@@ -195,7 +212,7 @@ def peer_labels(direction: Direction, *, mtls: bool, tcp: bool) -> list[tuple[st
     }
     return [
         ("reporter", reporter),
-        *((f"source_{names[k]}", source[k]) for k in PEER_KEYS),
+        ("source_principal", source["principal"]),
         *((f"destination_{names[k]}", destination[k]) for k in PEER_KEYS),
         ("destination_service", _service("service")),
         ("destination_service_name", _service("service_name")),
@@ -205,14 +222,15 @@ def peer_labels(direction: Direction, *, mtls: bool, tcp: bool) -> list[tuple[st
     ]
 
 
-def packed_format(labels: list[tuple[str, str]], fields: tuple[str, ...]) -> str:
-    """One format for all of Istio's labels (gossamer/telemetry/peer.py: why they are packed)."""
+def packed_format(labels: list[tuple[str, str]], client: str, fields: tuple[str, ...]) -> str:
+    """One format for all of Istio's labels, the client's side last (gossamer/telemetry/peer.py: why
+    they are packed)."""
     formats = dict(labels)
-    return SEPARATOR.join(formats[f] for f in fields)
+    return SEPARATOR.join([*(formats[f] for f in fields[: -len(PEER_HEADER_KEYS)]), client])
 
 
-def _stat(name: str, tags: list[tuple[str, str]], fields: tuple[str, ...]) -> dict[str, object]:
-    return {"name": name, "tags": [{"name": PACKED_TAG, "value_format": packed_format(tags, fields)}]}
+def _stat(name: str, tag: str) -> dict[str, object]:
+    return {"name": name, "tags": [{"name": PACKED_TAG, "value_format": tag}]}
 
 
 def _stats_logger(
@@ -264,23 +282,24 @@ def http_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb
             ("response_code", "%RESPONSE_CODE%"),
             ("grpc_response_status", "%GRPC_STATUS_NUMBER%"),
         ]
+        tag = packed_format(tags, client_side(direction, tcp=False), HTTP_PACKED)
         out.append(
             _stats_logger(
-                counters=[{"stat": _stat("istio_requests_total", tags, HTTP_PACKED), "value_fixed": 1}],
+                counters=[{"stat": _stat("istio_requests_total", tag), "value_fixed": 1}],
                 histograms=[
                     {
-                        "stat": _stat("istio_request_duration_milliseconds", tags, HTTP_PACKED),
+                        "stat": _stat("istio_request_duration_milliseconds", tag),
                         "unit": "Milliseconds",
                         "value_format": "%DURATION%",
                     },
                     # Headers and body, as Istio's request.total_size / response.total_size.
                     {
-                        "stat": _stat("istio_request_bytes", tags, HTTP_PACKED),
+                        "stat": _stat("istio_request_bytes", tag),
                         "unit": "Bytes",
                         "value_format": "%DOWNSTREAM_WIRE_BYTES_RECEIVED%",
                     },
                     {
-                        "stat": _stat("istio_response_bytes", tags, HTTP_PACKED),
+                        "stat": _stat("istio_response_bytes", tag),
                         "unit": "Bytes",
                         "value_format": "%DOWNSTREAM_WIRE_BYTES_SENT%",
                     },
@@ -299,8 +318,9 @@ def tcp_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2
     """Opened when the upstream connects; closed, bytes sent and received when the connection ends
     (no periodic entries are asked for, so nothing counts twice)."""
     tags = [*peer_labels(direction, mtls=mtls, tcp=True), ("request_protocol", "tcp")]
+    tag = packed_format(tags, client_side(direction, tcp=True), TCP_PACKED)
     opened = _stats_logger(
-        counters=[{"stat": _stat("istio_tcp_connections_opened_total", tags, TCP_PACKED), "value_fixed": 1}],
+        counters=[{"stat": _stat("istio_tcp_connections_opened_total", tag), "value_fixed": 1}],
         histograms=[],
         log_filter=accesslog_pb2.AccessLogFilter(
             log_type_filter=_log_types(data_pb2.AccessLogType.TcpUpstreamConnected)
@@ -308,9 +328,9 @@ def tcp_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2
     )
     closed = _stats_logger(
         counters=[
-            {"stat": _stat("istio_tcp_connections_closed_total", tags, TCP_PACKED), "value_fixed": 1},
-            {"stat": _stat("istio_tcp_sent_bytes_total", tags, TCP_PACKED), "value_format": "%BYTES_SENT%"},
-            {"stat": _stat("istio_tcp_received_bytes_total", tags, TCP_PACKED), "value_format": "%BYTES_RECEIVED%"},
+            {"stat": _stat("istio_tcp_connections_closed_total", tag), "value_fixed": 1},
+            {"stat": _stat("istio_tcp_sent_bytes_total", tag), "value_format": "%BYTES_SENT%"},
+            {"stat": _stat("istio_tcp_received_bytes_total", tag), "value_format": "%BYTES_RECEIVED%"},
         ],
         histograms=[],
         log_filter=accesslog_pb2.AccessLogFilter(log_type_filter=_log_types(data_pb2.AccessLogType.TcpConnectionEnd)),
@@ -353,38 +373,29 @@ def tcp_access_logs(
 
 
 def peer_metadata_filter() -> hcm_pb2.HttpFilter:
-    """Server side, first HTTP filter: the client proxy's `x-istio-peer-*` headers become dynamic
-    metadata (`unknown` when absent: a client without a sidecar) and are removed, so the app never
-    sees them."""
-    rules = []
-    for key in PEER_KEYS:
-        header = PEER_HEADERS.get(key)
-        if header is None:
-            continue
-        rules.append(
-            h2m.Config.Rule(
-                header=header,
-                on_header_present=h2m.Config.KeyValuePair(
-                    metadata_namespace=PEER_METADATA_NAMESPACE, key=key, type=h2m.Config.STRING
-                ),
-                on_header_missing=h2m.Config.KeyValuePair(
-                    metadata_namespace=PEER_METADATA_NAMESPACE, key=key, value=UNKNOWN, type=h2m.Config.STRING
-                ),
-                remove=True,
-            )
-        )
-    return hcm_pb2.HttpFilter(name=PEER_FILTER, typed_config=pack(h2m.Config(request_rules=rules)))
+    """Server side, first HTTP filter: the client proxy's peer header becomes dynamic metadata
+    (`unknown` when absent: a client without a sidecar) and is removed, so the app never sees it."""
+    rule = h2m.Config.Rule(
+        header=PEER_HEADER,
+        on_header_present=h2m.Config.KeyValuePair(
+            metadata_namespace=PEER_METADATA_NAMESPACE, key=PEER_METADATA_KEY, type=h2m.Config.STRING
+        ),
+        on_header_missing=h2m.Config.KeyValuePair(
+            metadata_namespace=PEER_METADATA_NAMESPACE, key=PEER_METADATA_KEY, value=UNKNOWN, type=h2m.Config.STRING
+        ),
+        remove=True,
+    )
+    return hcm_pb2.HttpFilter(name=PEER_FILTER, typed_config=pack(h2m.Config(request_rules=[rule])))
 
 
 def peer_request_headers() -> list[base_pb2.HeaderValueOption]:
     """Client side (mesh virtual hosts of sidecars and gateways): this proxy's identity for the
-    server's labels, overwriting whatever the app (or an outside client) sent under those names."""
+    server's labels, overwriting whatever the app (or an outside client) sent under that name."""
     return [
         base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=header, value=_local(key)),
+            header=base_pb2.HeaderValue(key=PEER_HEADER, value=local_side()),
             append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
         )
-        for key, header in PEER_HEADERS.items()
     ]
 
 
