@@ -416,13 +416,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     console.print(processes)
     pods = Table(title="Pods", box=None, pad_edge=False)
-    for col in ("NAMESPACE", "POD", "READY", "RESTARTS", "IP", "SIDECAR"):
+    for col in ("NAMESPACE", "POD", "READY", "STATUS", "RESTARTS", "IP", "SIDECAR"):
         pods.add_column(col)
     for p in body["pods"]:
         pods.add_row(
             p["namespace"],
             p["name"],
             "yes" if p["ready"] else "no",
+            p.get("reason") or p["phase"],
             str(p["restarts"]),
             p["ip"],
             p["proxyType"] if p["hasSidecar"] else "-",

@@ -10,6 +10,7 @@ runtime can be cleaned up (`cleanup_leftovers`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _ALNUM = string.ascii_lowercase + string.digits
 HOST_NETNS = "gsm-host"  # /run/netns/gsm-host: the host's own network namespace (not a pod's)
+# A pod whose creation failed is tried again after this back-off, doubling up to the maximum.
+CREATE_RETRY_S = 2.0
+CREATE_RETRY_MAX_S = 60.0
 DeployKey = tuple[str, str]  # (namespace, deployment)
 
 
@@ -83,6 +87,7 @@ class LocalRuntime:
         self._snapshots: dict[tuple[str, str], PodStatus] = {}
         self._lock = asyncio.Lock()
         self._retire_tasks: set[asyncio.Task[None]] = set()
+        self._retry_tasks: set[asyncio.Task[None]] = set()  # pods whose creation failed, tried again
         self._started = False
         self._ctx: PodContext | None = None
         # kube-proxy in sidecar-less pods: the rules for the current endpoints, and what each pod has.
@@ -142,7 +147,14 @@ class LocalRuntime:
             await network.create_bridge(network.BRIDGE)
         self._started = True
         for entry in adoptable.values():
-            await self._adopt_pod(entry)
+            try:
+                await self._adopt_pod(entry)
+            except Exception:  # one pod's trouble is its own: the others are adopted all the same
+                log.exception("adopting pod %s/%s failed; it is removed", entry.get("namespace"), entry.get("name"))
+                pod = self._pods.get((str(entry.get("namespace")), str(entry.get("name"))))
+                if pod is not None:
+                    with contextlib.suppress(Exception):
+                        await self._delete_pod(pod)
 
     async def _adopt_pod(self, entry: dict[str, Any]) -> None:
         assert self._ctx is not None
@@ -170,7 +182,7 @@ class LocalRuntime:
     async def stop(self) -> None:
         """Stop every process and remove every pod, then the bridge and the record."""
         async with self._lock:
-            for t in list(self._retire_tasks):
+            for t in [*self._retire_tasks, *self._retry_tasks]:
                 t.cancel()
             self._desired = {}
             await asyncio.gather(*(self._delete_pod(p) for p in list(self._pods.values())), return_exceptions=True)
@@ -198,9 +210,17 @@ class LocalRuntime:
             self._desired = {(d.namespace, d.name): d for d in deployments}
             # Deployments that disappeared.
             gone = [p for p in self._pods.values() if (p.namespace, p.spec.name) not in self._desired]
-            await asyncio.gather(*(self._delete_pod(p) for p in gone))
+            for pod, result in zip(
+                gone, await asyncio.gather(*(self._delete_pod(p) for p in gone), return_exceptions=True), strict=True
+            ):
+                if isinstance(result, Exception):
+                    log.error("pod %s/%s: removing it failed: %s", pod.namespace, pod.name, result)
             for key, spec in self._desired.items():
-                await self._reconcile(key, spec)
+                # One Deployment's failure is its own: the others are reconciled all the same.
+                try:
+                    await self._reconcile(key, spec)
+                except Exception:
+                    log.exception("reconciling deployment %s/%s failed", *key)
 
     async def set_service_endpoints(self, services: Sequence[ServiceEndpoints]) -> None:
         """kube-proxy: reprogram every sidecar-less pod whose rules differ (pods keep running)."""
@@ -232,7 +252,10 @@ class LocalRuntime:
         pods = self._live_pods(key)
         current = [p for p in pods if p.template_hash == spec.template_hash]
         old = [p for p in pods if p.template_hash != spec.template_hash]
-        await asyncio.gather(*(p.update_sources(spec) for p in current))  # ConfigMap/Secret content
+        updates = await asyncio.gather(*(p.update_sources(spec) for p in current), return_exceptions=True)
+        for pod, result in zip(current, updates, strict=True):
+            if isinstance(result, Exception):  # ConfigMap/Secret content: the pod keeps what it has
+                log.error("pod %s/%s: volumes not updated: %s", pod.namespace, pod.name, result)
         missing = spec.replicas - len(current)
         if missing > 0:
             await asyncio.gather(*(self._create_pod(spec) for _ in range(missing)))
@@ -258,25 +281,60 @@ class LocalRuntime:
             self._retire_tasks.add(task)
             task.add_done_callback(self._retire_tasks.discard)
 
-    async def _create_pod(self, spec: DeploymentSpec) -> Pod:
+    async def _create_pod(self, spec: DeploymentSpec, *, name: str = "", attempts: int = 0) -> Pod:
+        """A new pod of `spec` (NAME: the one a failed attempt had). When creating it fails, it stays
+        listed, not created, with the reason (`get pods`: CreateContainerError) and is tried again
+        after a back-off; the caller goes on either way."""
         assert self._ctx is not None
         while True:
             suffix = "".join(secrets.choice(_ALNUM) for _ in range(5))
-            name = f"{spec.name}-{spec.template_hash[:10]}-{suffix}"
+            name = name or f"{spec.name}-{spec.template_hash[:10]}-{suffix}"
             short_id = secrets.token_hex(4)
             if (spec.namespace, name) not in self._pods and not network.netns_exists(network.names_for(short_id)[0]):
                 break
+            name = ""
         ip = self._ips.allocate()
         pod = Pod(spec=spec, name=name, short_id=short_id, ip=ip, ctx=self._ctx)
         self._pods[(spec.namespace, name)] = pod
         self._pod_changed()  # reported (Pending) before its agent asks the CA for its certificate
         try:
             await pod.create(self._services, prepare=self._install_service_rules)
+        except Exception as exc:
+            self._creation_failed(pod, exc, attempts + 1)
+            return pod
         except BaseException:
             self._forget(pod)
             raise
         log.info("pod %s/%s created (%s, netns %s)", spec.namespace, name, ip, pod.net.netns)
         return pod
+
+    def _creation_failed(self, pod: Pod, exc: Exception, attempts: int) -> None:
+        log.error("pod %s/%s: creating it failed (attempt %d): %s", pod.namespace, pod.name, attempts, exc)
+        pod.mark_failed(exc, attempts)
+        self._ips.release(pod.net.ip)  # its network is gone; the failed pod reports no IP
+        self._pod_changed()
+        delay = min(CREATE_RETRY_S * 2 ** (attempts - 1), CREATE_RETRY_MAX_S)
+        task = asyncio.get_running_loop().create_task(self._retry_create(pod, delay))
+        self._retry_tasks.add(task)
+        task.add_done_callback(self._retry_tasks.discard)
+
+    async def _retry_create(self, pod: Pod, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self._lock:
+            if self._pods.get((pod.namespace, pod.name)) is not pod:
+                return  # deleted meanwhile (scaled down, Deployment changed or gone)
+            self._forget(pod)
+            key = (pod.namespace, pod.spec.name)
+            spec = self._desired.get(key)
+            if spec is None:
+                return
+            if spec.template_hash == pod.template_hash and len(self._live_pods(key)) < spec.replicas:
+                await self._create_pod(spec, name=pod.name, attempts=pod.create_attempts)
+            else:
+                try:
+                    await self._reconcile(key, spec)
+                except Exception:
+                    log.exception("reconciling deployment %s/%s failed", *key)
 
     async def _delete_pod(self, pod: Pod) -> None:
         try:
@@ -287,7 +345,8 @@ class LocalRuntime:
     def _forget(self, pod: Pod) -> None:
         if self._pods.get((pod.namespace, pod.name)) is pod:
             del self._pods[(pod.namespace, pod.name)]
-            self._ips.release(pod.net.ip)
+            if pod.failure is None:  # a failed pod's address was released when it failed
+                self._ips.release(pod.net.ip)
             self._service_rules_applied.pop((pod.namespace, pod.name), None)
             self._pod_changed()
 

@@ -141,6 +141,10 @@ class Pod:
         self._tasks: list[asyncio.Task[None]] = []
         self._deleting: asyncio.Task[None] | None = None
         self._adopting: dict[str, Any] | None = None  # a previous runtime's record of this pod, while adopting it
+        # Why creating it failed ("CreateContainerError: ..."): what was made is removed, the runtime keeps
+        # the pod listed (no IP) with this reason and retries with back-off (as the kubelet does).
+        self.failure: str | None = None
+        self.create_attempts = 0
 
     # ---- paths -------------------------------------------------------------------------
 
@@ -196,7 +200,7 @@ class Pod:
             name=self.name,
             namespace=self.namespace,
             deployment=self.spec.name,
-            ip=self.net.ip,
+            ip="" if self.failure is not None else self.net.ip,
             labels=self.spec.labels,
             service_account=self.spec.service_account,
             has_sidecar=self.has_sidecar,
@@ -204,12 +208,12 @@ class Pod:
             phase=self.phase,
             app_ready=self.app_ready,
             proxy_ready=self.proxy_ready,
-            restarts=self.restarts,
+            restarts=self.restarts if self.failure is None else max(self.create_attempts - 1, 0),
             started_at=self.started_at,
             ports=tuple(ports),
             proxy_uid=self.proxy_uid,
             run_as=tuple((c.name, *self.run_as(c)) for c in self.spec.containers),
-            waiting=tuple(self.waiting),
+            waiting=tuple(self.waiting) if self.failure is None else (self.failure,),
         )
 
     def run_as(self, cspec: ContainerSpec) -> tuple[int, int]:
@@ -640,8 +644,18 @@ class Pod:
                 self.ctx.notify()
             await asyncio.sleep(1.0 if live else 0.5)
 
+    def mark_failed(self, exc: BaseException, attempts: int) -> None:
+        """`create` raised (and removed what it made): the pod stays listed as not created, with why."""
+        self.failure = f"pod: CreateContainerError: {_short_error(exc)}"
+        self.create_attempts = attempts
+        self.phase = "Pending"
+        self.waiting = []
+
     async def delete(self) -> None:
         """Stop everything and remove the pod (idempotent; concurrent callers share the work)."""
+        if self.failure is not None:  # nothing of it is left to remove
+            self.phase = "Terminating"
+            return
         if self._deleting is None:
             self._deleting = asyncio.get_running_loop().create_task(self._teardown())
         await asyncio.shield(self._deleting)
@@ -673,6 +687,11 @@ class Pod:
         rec.remove("veths", self.net.veth)
         rec.remove("etc_netns", self.net.netns)
         rec.remove("dirs", str(self.run_dir))
+
+
+def _short_error(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def log_path(state_dir: Path, pod: str, namespace: str, container: str) -> Path:

@@ -190,7 +190,8 @@ class PodStatus:
     @property
     def reason(self) -> str:
         """kubectl's STATUS for a pod whose containers wait (ErrImagePull, ...), else its phase."""
-        for reason in ("ErrImagePull", "ImagePullBackOff"):  # runtime/image_containers.py's messages
+        # runtime/image_containers.py's messages; CreateContainerError: the pod could not be made (runtime/local.py)
+        for reason in ("ErrImagePull", "ImagePullBackOff", "CreateContainerError"):
             if any(f": {reason}: " in w for w in self.waiting):
                 return reason
         return "ContainerCreating" if self.waiting else self.phase

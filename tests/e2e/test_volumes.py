@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -280,3 +281,65 @@ def test_pod_waits_for_a_configmap_it_needs(mesh: Mesh, tmp_path: Path) -> None:
     mesh.apply(later)
     assert wait_until(lambda: ready() is True, 20), mesh.status()["pods"]
     mesh.delete(waiting)
+
+
+BROKEN_THEN_FINE = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: broken
+spec:
+  selector:
+    matchLabels: {{app: broken}}
+  template:
+    metadata:
+      labels: {{app: broken}}
+    spec:
+      containers:
+      - name: app
+        command: ["sleep", "3600"]
+        volumeMounts:
+        - name: scratch
+          mountPath: {below_a_file}
+      volumes:
+      - name: scratch
+        emptyDir: {{}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: after-broken
+spec:
+  selector:
+    matchLabels: {{app: after-broken}}
+  template:
+    metadata:
+      labels: {{app: after-broken}}
+    spec:
+      containers:
+      - name: app
+        command: ["sleep", "3600"]
+"""
+
+
+def test_a_pod_that_cannot_be_created_shows_why_and_stops_no_other_deployment(mesh: Mesh, tmp_path: Path) -> None:
+    # The mount point would be a directory below a file: creating the pod fails (NotADirectoryError).
+    (tmp_path / "a-file").write_text("not a directory")
+    manifest = tmp_path / "broken.yaml"
+    manifest.write_text(BROKEN_THEN_FINE.format(below_a_file=tmp_path / "a-file" / "data"))
+    mesh.apply(manifest)
+
+    def pods() -> dict[str, dict[str, Any]]:
+        items = json.loads(mesh.cli("get", "pods", "-o", "json").stdout)["items"]
+        return {p["metadata"]["name"].rsplit("-", 2)[0]: p["status"] for p in items}
+
+    # The Deployment after the broken one in the same file is reconciled all the same.
+    assert wait_until(lambda: pods().get("after-broken", {}).get("phase") == "Running", 30), pods()
+    assert wait_until(lambda: pods().get("broken", {}).get("reason") == "CreateContainerError", 30), pods()
+    broken = pods()["broken"]
+    assert broken["ip"] == "" and "Not a directory" in " ".join(broken["waiting"]), broken
+    table = mesh.cli("get", "pods").stdout
+    assert "CreateContainerError" in table, table
+    assert wait_until(lambda: get(mesh, "/env")[0] == "200", 10)  # the module's app is untouched
+    mesh.delete(manifest)
+    assert wait_until(lambda: not {"broken", "after-broken"} & set(pods()), 30), pods()
