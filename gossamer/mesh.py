@@ -8,6 +8,7 @@ once is never retyped elsewhere: `istio-system`, `cluster.local`, `spiffe://...`
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # -- namespaces and domains ---------------------------------------------------------------------
@@ -102,6 +103,91 @@ def parse_spiffe_id(uri: str) -> SpiffeId | None:
     if not trust_domain or len(parts) != 4 or parts[0] != "ns" or parts[2] != "sa" or not parts[1] or not parts[3]:
         return None
     return SpiffeId(trust_domain, parts[1], parts[3])
+
+
+# -- the trust domain and its aliases (meshConfig.trustDomain, trustDomainAliases) ---------------------
+#
+# * Workload identities are `spiffe://<trustDomain>/ns/<namespace>/sa/<service account>`: the CA signs
+#   only those, the agents ask for them, the ADS server accepts a proxy whose certificate names its own
+#   namespace and service account in the trust domain or one of its aliases.
+# * Authorization principals are rewritten as Istio's trust domain bundle does
+#   (pilot/pkg/security/trustdomain): a principal `<td>/ns/<ns>/sa/<sa>` whose trust domain is the mesh's,
+#   one of its aliases, or `cluster.local` (which in a policy always means "the local trust domain")
+#   matches that namespace and service account in the trust domain and in every alias; a principal in
+#   another trust domain matches only itself; `*/...` and principals of another shape are kept as written.
+# * Peers' certificates are checked against the trust domain and its aliases (SANs of ISTIO_MUTUAL
+#   clusters expanded to the aliases, inbound mTLS accepting any of them).
+
+
+def _matches(pattern: str, domain: str) -> bool:
+    """A principal's trust domain against one of the mesh's: exact, or with Istio's `*` prefix/suffix."""
+    if pattern == domain:
+        return True
+    if pattern.startswith("*"):
+        return domain.endswith(pattern[1:])
+    if pattern.endswith("*"):
+        return domain.startswith(pattern[:-1])
+    return False
+
+
+@dataclass(frozen=True)
+class TrustDomains:
+    """The mesh's trust domain and its aliases (the identities treated as the same workloads)."""
+
+    domain: str = TRUST_DOMAIN
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """The trust domain first, then its aliases, without repeats."""
+        return tuple(dict.fromkeys((self.domain, *self.aliases)))
+
+    def spiffe_id(self, namespace: str, service_account: str) -> str:
+        """The identity a workload gets: in the trust domain (never an alias)."""
+        return spiffe_id(namespace, service_account, self.domain)
+
+    def identities(self, namespace: str, service_account: str) -> tuple[str, ...]:
+        """That workload's identity in the trust domain and in each alias."""
+        return tuple(spiffe_id(namespace, service_account, td) for td in self.all)
+
+    def accepts(self, identity: str) -> bool:
+        """A SPIFFE id in the trust domain or one of its aliases."""
+        return any(identity.startswith(spiffe_prefix(td)) for td in self.all)
+
+    def expand_identities(self, identities: Iterable[str]) -> tuple[str, ...]:
+        """SPIFFE ids in the trust domain, with the same path in every alias (Istio expands the SANs a
+        client accepts this way); ids of other domains are kept as they are."""
+        out: dict[str, None] = {}
+        for identity in identities:
+            out[identity] = None
+            for td in self.all:
+                prefix = spiffe_prefix(td)
+                if identity.startswith(prefix):
+                    path = identity[len(prefix) :]
+                    out.update((spiffe_prefix(other) + path, None) for other in self.all)
+        return tuple(out)
+
+    def principals(self, principals: Iterable[str]) -> list[str]:
+        """An AuthorizationPolicy's principals (without `spiffe://`) as Istio applies them (see above)."""
+        out: list[str] = []
+        for value in principals:
+            parts = value.split("/")
+            if len(parts) != 5 or parts[0] == "*":  # the trust domain is not what the policy checks
+                out.append(value)
+                continue
+            domain = parts[0]
+            if domain != TRUST_DOMAIN and not any(_matches(domain, td) for td in self.all):
+                out.append(value)  # another trust domain: matches only itself
+                continue
+            rest = "/".join(parts[1:])
+            for td in self.all:
+                rewritten = value if _matches(domain, td) else f"{td}/{rest}"
+                if rewritten not in out:
+                    out.append(rewritten)
+        return out
+
+
+DEFAULT_TRUST_DOMAINS = TrustDomains()
 
 
 # -- Envoy cluster names ------------------------------------------------------------------------

@@ -14,7 +14,8 @@ The private key never touches the disk.
 
 Rotation: once `rotate_fraction` (0.8) of a certificate's lifetime has passed, a new key
 and certificate are issued and pushed to every connected Envoy; if the CA fails, the
-agent retries with backoff and keeps serving the current certificate meanwhile.
+agent retries with backoff and keeps serving the current certificate meanwhile. A new
+identity (`set_identity`: the mesh's trust domain changed) is a rotation now.
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
         self._grpc: grpc.aio.Server | None = None
         self._rotator: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._reissue = asyncio.Event()  # set_identity: rotate now
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -262,13 +264,27 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
         self._signal()
         return cert
 
+    def set_identity(self, identity: str) -> None:
+        """Serve certificates for IDENTITY from now on: one is asked for at once (Envoy keeps the current
+        one until it comes; failures are retried as rotations are)."""
+        if identity != self.identity:
+            self.identity = identity
+            self._reissue.set()
+
+    def _needs_reissue(self) -> bool:
+        return self._cert is not None and self._cert.identity != self.identity
+
     async def _rotate_loop(self) -> None:
         failures = 0
         while True:
             delay = (self.certificate.rotate_at(self.rotate_fraction) - datetime.now(UTC)).total_seconds()
             if failures:
                 delay = min(self.retry_delay * 2 ** (failures - 1), MAX_RETRY_DELAY)
-            await asyncio.sleep(max(delay, 0.0))
+            elif self._needs_reissue():
+                delay = 0.0
+            self._reissue.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reissue.wait(), max(delay, 0.0))
             try:
                 cert = await self.issue()
             except Exception as e:  # noqa: BLE001 - keep serving the current certificate, retry

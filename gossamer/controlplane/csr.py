@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from gossamer.controlplane.runtime_view import RuntimeView
-from gossamer.mesh import spiffe_id
 from gossamer.security import CertificateAuthority, CsrRejected
 
 MAX_REQUESTED_TTL = timedelta(days=7)
@@ -33,7 +32,8 @@ def sign_pod_csr(
     status = pods.find(namespace, pod)
     if status is None or status.phase == "Terminating":
         raise PodUnknown(f"pod {namespace}/{pod} is not a running pod the runtime reported")
-    entitled = spiffe_id(status.namespace, status.service_account)
+    # In the mesh's current trust domain (the CA follows the mesh config's trustDomain).
+    entitled = ca.trust.spiffe_id(status.namespace, status.service_account)
     if identity != entitled:
         raise CsrRejected(f"pod {namespace}/{pod} runs as {entitled!r}, not {identity!r}")
     ttl = timedelta(seconds=ttl_seconds)

@@ -36,7 +36,7 @@ from gossamer.controlplane.pusher import Pusher
 from gossamer.controlplane.runtime_view import RuntimeView
 from gossamer.controlplane.snapshots import SnapshotBuilder
 from gossamer.controlplane.watch import ManifestWatcher
-from gossamer.mesh import PROXY_GROUP
+from gossamer.mesh import DEFAULT_TRUST_DOMAINS, PROXY_GROUP, TrustDomains
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.resources.apps import Deployment
 from gossamer.runtime.images import ImageCache
@@ -99,7 +99,11 @@ class ControlPlane:
         self._desired: dict[str, Any] | None = None
         self._desired_changed = asyncio.Event()
         self.pusher = Pusher(self.cache, self.snapshot)
-        self.ads = AdsServer(self.cache, self._group_for_node, on_disconnect=self._on_proxy_disconnect)
+        # The mesh config's trustDomain (and aliases): what the CA signs, what the ADS server accepts.
+        self.trust: TrustDomains = DEFAULT_TRUST_DOMAINS
+        self.ads = AdsServer(
+            self.cache, self._group_for_node, on_disconnect=self._on_proxy_disconnect, trust=lambda: self.trust
+        )
         # Istio's standard metrics: computed by every proxy, read from the pods per scrape.
         self.metrics = MeshScraper(self._scrape_targets)
         PILOT.connected = lambda: len(self.ads.proxies())
@@ -147,6 +151,7 @@ class ControlPlane:
             if stale:
                 self.store.delete(stale)
         result = self.apply(manifests, namespace=namespace)
+        self._follow_trust_domain(self.snapshot())  # before any proxy or agent is served
         await self.zipkin.start(self.paths.zipkin_socket, writer_gid=PROXY_GROUP)  # root and the Envoys only
         if self.prometheus is not None:
             await self.prometheus.start(self._istiod_metrics)
@@ -260,8 +265,11 @@ class ControlPlane:
             self._desired_wanted.clear()
             try:
                 snapshot = self.snapshot()
+                self._follow_trust_domain(snapshot)
                 specs = [deployment_spec(d, snapshot) for d in snapshot.of_kind(Deployment)]
                 desired: dict[str, Any] = {
+                    # The agents ask for certificates in it (and get new ones when it changes).
+                    "trustDomain": self.trust.domain,
                     "deployments": deployments_to_json(specs),
                     "services": services_to_json(service_addresses(snapshot.services)),
                     # Until the runtime reported its pods, every endpoint would look gone: send none.
@@ -277,6 +285,14 @@ class ControlPlane:
                 self._desired_serial += 1
                 self._desired_changed.set()
                 self._desired_changed = asyncio.Event()
+
+    def _follow_trust_domain(self, snapshot: MeshSnapshot) -> None:
+        mesh = snapshot.mesh_config
+        trust = TrustDomains(mesh.trust_domain, tuple(mesh.trust_domain_aliases))
+        if trust != self.trust:
+            log.info("trust domain %s (aliases: %s)", trust.domain, ", ".join(trust.aliases) or "none")
+            self.trust = trust
+            self.ca.set_trust(trust)
 
     @property
     def desired_version(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gossamer.mesh import host_matches, spiffe_id
+from gossamer.mesh import host_matches
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, Workload
 from gossamer.resources.core import ConfigMap, configmap_data
@@ -23,7 +23,7 @@ from gossamer.translate.gateway import gateways_for
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.jwt import request_authentication_applies
 from gossamer.translate.routes import MESH_GATEWAY, RouteContext, qualify_gateway, virtual_services_for
-from gossamer.translate.security import peer_authentication_levels, peer_authentication_modes
+from gossamer.translate.security import peer_authentication_levels, peer_authentication_modes, trust_domains
 from gossamer.translate.sidecar import virtual_service_for_host
 from gossamer.translate.telemetry import Side, telemetry_levels, telemetry_off, tracing_for
 from gossamer.translate.visibility import registry_only, sidecar_for
@@ -234,7 +234,7 @@ def describe(snapshot: MeshSnapshot, workload: Workload) -> dict[str, Any]:
             "ip": workload.ip,
             "labels": labels,
             "serviceAccount": workload.service_account,
-            "identity": spiffe_id(workload.namespace, workload.service_account or "default"),
+            "identity": trust_domains(snapshot).spiffe_id(workload.namespace, workload.service_account or "default"),
             "ready": workload.ready,
             "sidecar": workload.has_sidecar,
             "proxyType": proxy.type if workload.has_sidecar else None,

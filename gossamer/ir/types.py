@@ -292,6 +292,8 @@ class Listener:
     tls_inspector: bool = False
     # virtual_inbound: the workload-level PeerAuthentication mode (ports no service declares).
     inbound_mtls: InboundMtls = ""
+    # virtual_inbound with mTLS: the trust domains (the mesh's, then its aliases) a peer's SPIFFE id may be in.
+    peer_trust_domains: tuple[str, ...] = ()
     # virtual_inbound and gateway_http: AuthorizationPolicies selecting this workload, in order.
     authz: tuple[AuthzPolicy, ...] = ()
     # virtual_inbound and gateway_http: RequestAuthentication jwtRules (jwt_authn providers) in order.

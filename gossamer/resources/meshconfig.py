@@ -14,6 +14,7 @@ Gossamer's defaults are Istio's, except `accessLogFile`: `/dev/stdout` as in Ist
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -183,6 +184,8 @@ class MeshConfig(_Open):
     enable_tracing: bool = True
     default_config: ProxyConfigDefaults = ProxyConfigDefaults()
     trust_domain: str = TRUST_DOMAIN
+    # Identities of these trust domains are the same workloads as the trust domain's (Istio's migration).
+    trust_domain_aliases: tuple[str, ...] = ()
     root_namespace: str = ROOT_NAMESPACE
     path_normalization: PathNormalization = PathNormalization()
     extension_providers: tuple[ExtensionProvider, ...] = ()
@@ -191,10 +194,16 @@ class MeshConfig(_Open):
     @field_validator("trust_domain")
     @classmethod
     def _trust_domain(cls, v: str) -> str:
-        import re
-
-        if not re.fullmatch(r"[a-zA-Z0-9]([-a-zA-Z0-9._]*[a-zA-Z0-9])?", v) or len(v) > 255:
+        if not _is_trust_domain(v):
             raise ValueError("trustDomain must be a DNS name like cluster.local")
+        return v
+
+    @field_validator("trust_domain_aliases")
+    @classmethod
+    def _trust_domain_aliases(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for alias in v:
+            if not _is_trust_domain(alias):
+                raise ValueError(f"{_short(alias)} is not a trust domain (a DNS name like old-td.example)")
         return v
 
     @field_validator("access_log_format")
@@ -244,9 +253,14 @@ class MeshConfig(_Open):
             "defaultConfig.tracing.sampling": self.trace_sampling,
             "defaultConfig.holdApplicationUntilProxyStarts": self.hold_application_until_proxy_starts,
             "trustDomain": self.trust_domain,
+            "trustDomainAliases": list(self.trust_domain_aliases),
             "pathNormalization.normalization": self.path_normalization_mode,
             "extensionProviders": [p.name for p in self.extension_providers],
         }
+
+
+def _is_trust_domain(value: str) -> bool:
+    return len(value) <= 255 and re.fullmatch(r"[a-zA-Z0-9]([-a-zA-Z0-9._]*[a-zA-Z0-9])?", value) is not None
 
 
 DEFAULT_MESH_CONFIG = MeshConfig()
@@ -330,15 +344,6 @@ def parse_mesh_config(text: str) -> tuple[MeshConfig | None, list[MeshConfigProb
         ]
     problems = _provider_problems(raw.get("extensionProviders"), lines)
     warnings = list(_unknown_fields(raw, lines))
-    if isinstance(raw.get("trustDomain"), str) and raw["trustDomain"] != TRUST_DOMAIN:
-        warnings.append(
-            MeshConfigProblem(
-                ("trustDomain",),
-                _line_of(lines, ("trustDomain",)),
-                "not enforced yet: workload identities stay spiffe://cluster.local/...",
-                level="warning",
-            )
-        )
     try:
         config = MeshConfig.model_validate(raw)
     except ValidationError as err:

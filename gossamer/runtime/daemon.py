@@ -33,6 +33,7 @@ from gossamer.agent.sds import CertificateSigner
 from gossamer.agent.secret import secret_summary
 from gossamer.cli.client import ApiClient
 from gossamer.controlplane.paths import Paths
+from gossamer.mesh import TRUST_DOMAIN
 from gossamer.runtime.linux import proc_start_time
 from gossamer.runtime.local import LocalRuntime, RuntimeAlreadyRunning
 from gossamer.runtime.types import DeploymentSpec, ServiceAddress, ServiceEndpoints
@@ -108,7 +109,7 @@ class Kubelet:
         self._cp_instance: str | None = None
         self._apply_wanted = asyncio.Event()
         self._endpoints_wanted = asyncio.Event()
-        self._deployments: tuple[list[DeploymentSpec], list[ServiceAddress]] | None = None
+        self._deployments: tuple[list[DeploymentSpec], list[ServiceAddress], str] | None = None
         self._endpoints: list[ServiceEndpoints] | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -189,6 +190,7 @@ class Kubelet:
                 self._deployments = (
                     deployments_from_json(desired["deployments"]),
                     services_from_json(desired["services"]),
+                    str(desired.get("trustDomain") or TRUST_DOMAIN),
                 )
                 self._apply_wanted.set()
                 if desired.get("endpoints") is not None:
@@ -203,8 +205,9 @@ class Kubelet:
             self._apply_wanted.clear()
             if self._deployments is None:
                 continue
-            deployments, services = self._deployments
+            deployments, services, trust_domain = self._deployments
             try:
+                self.runtime.set_trust_domain(trust_domain)  # before new pods are made
                 await self.runtime.apply(deployments, services)
             except Exception:
                 log.exception("runtime reconcile failed")

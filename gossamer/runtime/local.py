@@ -22,7 +22,7 @@ from typing import Any
 
 from gossamer.agent.envoy import envoy_binary
 from gossamer.agent.sds import DEFAULT_CERT_TTL, DEFAULT_ROTATE_FRACTION, CertificateSigner, SdsServer
-from gossamer.mesh import PROXY_GROUP
+from gossamer.mesh import PROXY_GROUP, TRUST_DOMAIN
 from gossamer.runtime import kube_proxy, network
 from gossamer.runtime.linux import netns_path
 from gossamer.runtime.pods import Pod, PodContext, has_sidecar, log_path
@@ -90,6 +90,7 @@ class LocalRuntime:
         self._retry_tasks: set[asyncio.Task[None]] = set()  # pods whose creation failed, tried again
         self._started = False
         self._ctx: PodContext | None = None
+        self.trust_domain = TRUST_DOMAIN  # the mesh's, as the control plane says (set_trust_domain)
         # kube-proxy in sidecar-less pods: the rules for the current endpoints, and what each pod has.
         self._service_rules = kube_proxy.service_rules(())
         self._service_rules_applied: dict[tuple[str, str], str] = {}
@@ -137,6 +138,7 @@ class LocalRuntime:
             zipkin_socket=self.zipkin_socket,
             pod_signer=self.pod_signer,
             host_netns=str(netns_path(HOST_NETNS)),
+            trust_domain=self.trust_domain,
         )
         self._record.set_bridge(network.BRIDGE)
         # The host's netns by name: routers' host listeners are bound through this path, which (unlike
@@ -196,6 +198,19 @@ class LocalRuntime:
             self._started = False
 
     # ---- reconciliation ----------------------------------------------------------------
+
+    def set_trust_domain(self, trust_domain: str) -> None:
+        """The mesh's trust domain changed: pods get their SPIFFE ids in it, running ones at once (their
+        agents ask for a new certificate and push it to Envoy; nothing restarts)."""
+        if trust_domain == self.trust_domain:
+            return
+        log.info("trust domain %s: renewing the pods' certificates", trust_domain)
+        self.trust_domain = trust_domain
+        if self._ctx is not None:
+            self._ctx.trust_domain = trust_domain
+        for pod in self._pods.values():
+            if pod.sds is not None:
+                pod.sds.set_identity(pod.identity)
 
     async def apply(self, deployments: Sequence[DeploymentSpec], services: Sequence[ServiceAddress]) -> None:
         if not self._started:

@@ -29,7 +29,7 @@ from gossamer.agent.sds import (
     SdsServer,
     sds_socket_for,
 )
-from gossamer.mesh import spiffe_id
+from gossamer.mesh import TRUST_DOMAIN, TrustDomains
 from gossamer.runtime import hosts, iptables, network, sandbox, volumes
 from gossamer.runtime.image_containers import (
     ERR_IMAGE_PULL,
@@ -93,6 +93,8 @@ class PodContext:
     pod_signer: Callable[[str, str], CertificateSigner] | None = None
     # The host's network namespace by a path that outlives the runtime process (routers bind host listeners in it).
     host_netns: str = ""
+    # The mesh's trust domain (the control plane's desired state): the pods' SPIFFE ids are in it.
+    trust_domain: str = TRUST_DOMAIN
 
 
 class Container:
@@ -162,8 +164,8 @@ class Pod:
 
     @property
     def identity(self) -> str:
-        """The pod's SPIFFE id: spiffe://cluster.local/ns/<namespace>/sa/<service account>."""
-        return spiffe_id(self.namespace, self.spec.service_account)
+        """The pod's SPIFFE id: spiffe://<trust domain>/ns/<namespace>/sa/<service account>."""
+        return TrustDomains(self.ctx.trust_domain).spiffe_id(self.namespace, self.spec.service_account)
 
     @property
     def bootstrap_path(self) -> Path:
@@ -182,7 +184,7 @@ class Pod:
 
     @property
     def app_ready(self) -> bool:
-        return not self.waiting and all(c.ready for c in self.containers)
+        return self.failure is None and not self.waiting and all(c.ready for c in self.containers)
 
     @property
     def restarts(self) -> int:

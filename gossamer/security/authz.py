@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from gossamer.mesh import TRUST_DOMAIN, spiffe_id, spiffe_prefix
+from gossamer.mesh import DEFAULT_TRUST_DOMAINS, TrustDomains
 from gossamer.security.ca import CsrRejected
 
 
@@ -40,13 +40,16 @@ class Signer(Protocol):
     def sign_csr(self, csr_pem: str, identity: str, ttl: timedelta | None = None) -> str: ...
 
 
-def pod_identity(pods: Iterable[PodRecord], namespace: str, pod: str, trust_domain: str = TRUST_DOMAIN) -> str:
-    """The SPIFFE id of pod `namespace/pod`, from the pods the control plane knows; CsrRejected if none."""
+def pod_identity(
+    pods: Iterable[PodRecord], namespace: str, pod: str, trust: TrustDomains = DEFAULT_TRUST_DOMAINS
+) -> str:
+    """The SPIFFE id of pod `namespace/pod` (in the trust domain), from the pods the control plane
+    knows; CsrRejected if none."""
     for p in pods:
         if p.namespace == namespace and p.name == pod:
             if p.phase == "Terminating":
                 raise CsrRejected(f"pod {namespace}/{pod} is terminating")
-            return spiffe_id(p.namespace, p.service_account, trust_domain)
+            return trust.spiffe_id(p.namespace, p.service_account)
     raise CsrRejected(f"no pod {namespace}/{pod}: certificates are signed only for running pods")
 
 
@@ -57,10 +60,10 @@ def sign_for_pod(
     pod: str,
     csr_pem: str,
     ttl: timedelta | None = None,
-    trust_domain: str = TRUST_DOMAIN,
+    trust: TrustDomains = DEFAULT_TRUST_DOMAINS,
 ) -> str:
     """Sign `csr_pem` for the pod's own identity (the CSR must ask for exactly that)."""
-    return signer.sign_csr(csr_pem, pod_identity(pods, namespace, pod, trust_domain), ttl)
+    return signer.sign_csr(csr_pem, pod_identity(pods, namespace, pod, trust), ttl)
 
 
 def uri_sans(cert_pem: bytes | str) -> list[str]:
@@ -73,7 +76,7 @@ def uri_sans(cert_pem: bytes | str) -> list[str]:
     return [str(u) for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
 
 
-def peer_identity(context: Any, trust_domain: str = TRUST_DOMAIN) -> str:
+def peer_identity(context: Any, trust: TrustDomains = DEFAULT_TRUST_DOMAINS) -> str:
     """The SPIFFE id of the verified client certificate of a gRPC call; IdentityRejected without one.
 
     gRPC only exposes `x509_pem_cert` for a peer whose chain verified against the server's trusted
@@ -82,18 +85,19 @@ def peer_identity(context: Any, trust_domain: str = TRUST_DOMAIN) -> str:
     pems = auth.get("x509_pem_cert") or []
     if not pems:
         raise IdentityRejected("no verified client certificate: connect with the workload certificate (mTLS)")
-    ids = [u for u in uri_sans(pems[0]) if u.startswith(spiffe_prefix(trust_domain))]
+    ids = [u for u in uri_sans(pems[0]) if trust.accepts(u)]
     if len(ids) != 1:
-        raise IdentityRejected(f"the client certificate carries no single SPIFFE id of {trust_domain}")
+        domains = " or ".join(trust.all)
+        raise IdentityRejected(f"the client certificate carries no single SPIFFE id of trust domain {domains}")
     return ids[0]
 
 
-def check_node(identity: str, metadata: dict[str, Any], trust_domain: str = TRUST_DOMAIN) -> None:
-    """The node's claimed NAMESPACE and SERVICE_ACCOUNT must be exactly the proven identity's."""
+def check_node(identity: str, metadata: dict[str, Any], trust: TrustDomains = DEFAULT_TRUST_DOMAINS) -> None:
+    """The node's claimed NAMESPACE and SERVICE_ACCOUNT must be exactly the proven identity's (in the
+    trust domain or one of its aliases: the same workload, as Istio treats them)."""
     namespace = str(metadata.get("NAMESPACE") or "")
     account = str(metadata.get("SERVICE_ACCOUNT") or "")
     if not namespace or not account:
         raise IdentityRejected("node metadata must name NAMESPACE and SERVICE_ACCOUNT")
-    claimed = spiffe_id(namespace, account, trust_domain)
-    if claimed != identity:
-        raise IdentityRejected(f"node claims {claimed} but proved {identity}")
+    if identity not in trust.identities(namespace, account):
+        raise IdentityRejected(f"node claims {trust.spiffe_id(namespace, account)} but proved {identity}")

@@ -1,13 +1,15 @@
 """The mesh CA: a self-signed root that signs workload certificates (istiod's built-in CA).
 
-The root (EC P-256, 10 years, CN "Gossamer root CA", O "cluster.local") lives in
-`<state>/ca/root-key.pem` (0600) and `root-cert.pem`, so a restarted control plane keeps
+The root (EC P-256, 10 years, CN "Gossamer root CA", O = the trust domain it was made in) lives
+in `<state>/ca/root-key.pem` (0600) and `root-cert.pem`, so a restarted control plane keeps
 the same root and the certificates it already issued stay valid.
 
 Workload certificates are Istio's: no subject, a critical URI SAN with the SPIFFE id
-`spiffe://cluster.local/ns/<ns>/sa/<sa>`, not a CA, digitalSignature + keyEncipherment,
+`spiffe://<trust domain>/ns/<ns>/sa/<sa>`, not a CA, digitalSignature + keyEncipherment,
 serverAuth + clientAuth, 24 h by default, backdated a little for clock skew. A CSR is
-signed only when its SANs are exactly the identity the caller is entitled to.
+signed only when its SANs are exactly the identity the caller is entitled to, in the current
+trust domain (`set_trust`: the control plane follows the mesh config's `trustDomain` live; the
+root stays, so a new trust domain needs no new root).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gossamer.mesh import TRUST_DOMAIN, spiffe_prefix
+from gossamer.mesh import TRUST_DOMAIN, TrustDomains, spiffe_prefix
 
 ROOT_COMMON_NAME = "Gossamer root CA"
 ROOT_TTL = timedelta(days=3650)
@@ -70,12 +72,20 @@ class CertificateAuthority:
         max_ttl: timedelta = MAX_CERT_TTL,
     ) -> None:
         self.directory = Path(directory)
-        self.trust_domain = trust_domain
+        self.trust = TrustDomains(trust_domain)
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
         self._lock = threading.Lock()
         self._key, self._cert = self._load_or_create()
         self.root_pem: str = self._cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    @property
+    def trust_domain(self) -> str:
+        return self.trust.domain
+
+    def set_trust(self, trust: TrustDomains) -> None:
+        """The mesh config's trust domain (and aliases): workload certificates are signed in it from now on."""
+        self.trust = trust
 
     # ---- root --------------------------------------------------------------------------
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from gossamer.ir.authorization import AuthzField, AuthzPolicy, AuthzRule
-from gossamer.mesh import ROOT_NAMESPACE, principal
+from gossamer.mesh import DEFAULT_TRUST_DOMAINS, ROOT_NAMESPACE, TrustDomains, principal
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.security import AuthorizationPolicy
-from gossamer.translate.security import workload_selected
+from gossamer.translate.security import trust_domains, workload_selected
 
 # Fields only HTTP has: on TCP chains an ALLOW rule using them never matches, and a DENY rule
 # is applied without them (so it denies more), as Istio does.
@@ -52,23 +52,29 @@ def _field(key: str, values: list[str] | None, not_values: list[str] | None) -> 
     return out
 
 
-def _service_account_principals(values: list[str] | None, namespace: str) -> list[str] | None:
+def _service_account_principals(values: list[str] | None, namespace: str, td: TrustDomains) -> list[str] | None:
+    """serviceAccounts are identities of the local trust domain (and so of its aliases)."""
     if not values:
         return None
     out = []
     for v in values:
         ns, _, sa = v.rpartition("/")
-        out.append(principal(ns or namespace, sa))
-    return out
+        out.append(principal(ns or namespace, sa, td.domain))
+    return td.principals(out)
 
 
-def _source_fields(src: Any, namespace: str) -> tuple[AuthzField, ...]:
+def _principals(values: list[str] | None, td: TrustDomains) -> list[str] | None:
+    """Principals as Istio's trust domain bundle rewrites them (gossamer/mesh.py TrustDomains)."""
+    return td.principals(values) if values else None
+
+
+def _source_fields(src: Any, namespace: str, td: TrustDomains) -> tuple[AuthzField, ...]:
     fields = [
-        *_field("principal", src.principals, src.not_principals),
+        *_field("principal", _principals(src.principals, td), _principals(src.not_principals, td)),
         *_field(
             "principal",
-            _service_account_principals(src.service_accounts, namespace),
-            _service_account_principals(src.not_service_accounts, namespace),
+            _service_account_principals(src.service_accounts, namespace, td),
+            _service_account_principals(src.not_service_accounts, namespace, td),
         ),
         *_field("request_principal", src.request_principals, src.not_request_principals),
         *_field("namespace", src.namespaces, src.not_namespaces),
@@ -112,14 +118,17 @@ def condition_key(key: str) -> str:
     return ""
 
 
-def translate_rule(rule: Any, namespace: str) -> AuthzRule:
+def translate_rule(rule: Any, namespace: str, td: TrustDomains = DEFAULT_TRUST_DOMAINS) -> AuthzRule:
     conditions: list[AuthzField] = []
     for cond in rule.when or []:
         key = condition_key(cond.key)
+        values, not_values = cond.values, cond.not_values
+        if key == "principal":
+            values, not_values = _principals(values, td), _principals(not_values, td)
         # Unknown keys cannot be told apart: such a condition never holds (a rule fails closed).
-        conditions.extend(_field(key or f"unsupported:{cond.key}", cond.values, cond.not_values))
+        conditions.extend(_field(key or f"unsupported:{cond.key}", values, not_values))
     return AuthzRule(
-        sources=tuple(_source_fields(f.source, namespace) for f in rule.from_ or []),
+        sources=tuple(_source_fields(f.source, namespace, td) for f in rule.from_ or []),
         operations=tuple(_operation_fields(t.operation) for t in rule.to or []),
         conditions=tuple(conditions),
     )
@@ -135,12 +144,13 @@ def authz_applies(policy: Any, proxy: Proxy) -> bool:
 
 
 def authorization_policies(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[AuthzPolicy, ...]:
+    td = trust_domains(snapshot)
     out = []
     for policy in snapshot.of_kind(AuthorizationPolicy):
         if policy.spec.action == "CUSTOM" or not authz_applies(policy, proxy):
             continue
         ns = policy.metadata.namespace
-        rules = tuple(translate_rule(r, ns) for r in policy.spec.rules or [])
+        rules = tuple(translate_rule(r, ns, td) for r in policy.spec.rules or [])
         out.append(
             AuthzPolicy(
                 f"{ns}/{policy.metadata.name}",

@@ -8,12 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 from gossamer.ir.types import Cluster, Endpoint, EndpointSet
-from gossamer.mesh import inbound_cluster_name, outbound_cluster_name, spiffe_id
+from gossamer.mesh import inbound_cluster_name, outbound_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, ServicePort, Workload
 from gossamer.resources.networking import DestinationRule
 from gossamer.translate.hosts import resolve_host
-from gossamer.translate.security import TLS_MODE_LABEL, endpoint_tls_mode, peer_authentication_modes, upstream_tls
+from gossamer.translate.security import (
+    TLS_MODE_LABEL,
+    endpoint_tls_mode,
+    peer_authentication_modes,
+    trust_domains,
+    upstream_tls,
+)
 from gossamer.translate.traffic_policy import cluster_policy, policy_for_cluster
 from gossamer.translate.visibility import exported_to, visible_services
 
@@ -216,6 +222,7 @@ def _service_endpoints(snapshot: MeshSnapshot, service: MeshService, subsets: Su
     sets: list[EndpointSet] = []
     workloads = [w for w in snapshot.endpoints_of(service) if w.ready and w.ip]
     mtls_modes = {id(w): peer_authentication_modes(snapshot, w) for w in workloads}
+    td = trust_domains(snapshot)
     for port in service.ports:
         for subset, subset_labels in [("", {}), *((name, dict(labels)) for name, labels in subsets)]:
             endpoints = []
@@ -232,7 +239,7 @@ def _service_endpoints(snapshot: MeshSnapshot, service: MeshService, subsets: Su
                             endpoint_tls_mode(w, mtls_modes[id(w)], target),
                             workload=w.deployment or w.name,
                             workload_namespace=w.namespace,
-                            principal=spiffe_id(w.namespace, w.service_account) if w.has_sidecar else "",
+                            principal=td.spiffe_id(w.namespace, w.service_account) if w.has_sidecar else "",
                         )
                     )
             for e in service.endpoints:

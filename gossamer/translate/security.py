@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from gossamer.ir.security import ISTIO_ALPN_CLIENT, InboundMtls, UpstreamTls
-from gossamer.mesh import ROOT_NAMESPACE, TRUST_DOMAIN, spiffe_id
+from gossamer.mesh import ROOT_NAMESPACE, TrustDomains
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, Workload
 from gossamer.resources.apps import Deployment
@@ -94,6 +94,16 @@ def inbound_mtls(proxy: Proxy, mode: MeshMode) -> InboundMtls:
 # ------------------------------------------------------------------------------------ outbound TLS
 
 
+def trust_domains(snapshot: MeshSnapshot) -> TrustDomains:
+    """The mesh config's `trustDomain` and `trustDomainAliases`."""
+
+    def make() -> TrustDomains:
+        mesh = snapshot.mesh_config
+        return TrustDomains(mesh.trust_domain, tuple(mesh.trust_domain_aliases))
+
+    return snapshot.derived(("trust_domains",), make)
+
+
 def istio_sni(host: str, port: int, subset: str) -> str:
     return f"outbound_.{port}_.{subset}_.{host}"
 
@@ -107,13 +117,15 @@ def service_accounts(snapshot: MeshSnapshot, service: MeshService) -> tuple[str,
 
 
 def _service_accounts(snapshot: MeshSnapshot, service: MeshService) -> tuple[str, ...]:
-    ids = {spiffe_id(w.namespace, w.service_account or "default") for w in snapshot.endpoints_of(service)}
+    td = trust_domains(snapshot)
+    ids = {td.spiffe_id(w.namespace, w.service_account or "default") for w in snapshot.endpoints_of(service)}
     if service.selector:
         for d in snapshot.of_kind_in(Deployment, service.namespace):
             template = d.spec.template
             if service.selects(template.metadata.labels or {}):
-                ids.add(spiffe_id(d.metadata.namespace, template.spec.service_account_name or "default"))
-    return tuple(sorted(ids))
+                ids.add(td.spiffe_id(d.metadata.namespace, template.spec.service_account_name or "default"))
+    # As Istio: a peer with the same path in an alias trust domain is the same workload.
+    return tuple(sorted(td.expand_identities(ids)))
 
 
 def istio_mutual(
@@ -124,7 +136,7 @@ def istio_mutual(
         "ISTIO_MUTUAL",
         sni=sni or istio_sni(service.hostname, port, subset),
         subject_alt_names=sans,
-        trust_domain="" if sans else TRUST_DOMAIN,
+        trust_domain="" if sans else trust_domains(snapshot).domain,
         alpn=ISTIO_ALPN_CLIENT,
     )
 

@@ -49,7 +49,7 @@ from gossamer.translate.routes import (
     virtual_services_for,
 )
 from gossamer.translate.scope import outbound_scope
-from gossamer.translate.security import inbound_mtls, peer_authentication_modes
+from gossamer.translate.security import inbound_mtls, peer_authentication_modes, trust_domains
 from gossamer.translate.tcp import dedupe_chains, sidecar_tcp_chains
 from gossamer.translate.traffic_policy import hash_for_service
 from gossamer.translate.visibility import registry_only, visible_services
@@ -269,6 +269,7 @@ def translate_sidecar_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> Listener:
         for port, service, protocol in inbound_ports(snapshot, proxy)
     )
     passthrough_mtls = inbound_mtls(proxy, workload_mode)
+    mtls = any((passthrough_mtls, *(c.mtls for c in inbound)))
     return Listener(
         "virtualInbound",
         "virtual_inbound",
@@ -277,6 +278,7 @@ def translate_sidecar_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> Listener:
         inbound_chains=inbound,
         tcp_cluster=INBOUND_PASSTHROUGH,
         inbound_mtls=passthrough_mtls,
+        peer_trust_domains=trust_domains(snapshot).all if mtls else (),
         # PERMISSIVE chains tell mTLS from plaintext by the transport protocol and ALPN.
         tls_inspector="PERMISSIVE" in (passthrough_mtls, *(c.mtls for c in inbound)),
         authz=authorization_policies(snapshot, proxy),

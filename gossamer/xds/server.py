@@ -30,7 +30,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
-from gossamer.mesh import PROXY_GROUP
+from gossamer.mesh import DEFAULT_TRUST_DOMAINS, PROXY_GROUP, TrustDomains
 from gossamer.security.authz import IdentityRejected, check_node, peer_identity
 from gossamer.telemetry.controlplane import PILOT
 from gossamer.xds.cache import ConfigCache, TypeSnapshot
@@ -49,12 +49,12 @@ _nonce_counter = itertools.count(1)
 _stream_ids = itertools.count(1)
 
 
-async def _check_identity(context: Any, node: base_pb2.Node) -> None:
+async def _check_identity(context: Any, node: base_pb2.Node, trust: TrustDomains) -> None:
     """Refuse (PERMISSION_DENIED, nothing sent) a node whose claimed namespace/service account is not
-    the identity its client certificate proves."""
+    the identity its client certificate proves (in the mesh's trust domain or an alias)."""
     try:
-        identity = peer_identity(context)
-        check_node(identity, json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {})
+        identity = peer_identity(context, trust)
+        check_node(identity, json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}, trust)
     except IdentityRejected as e:
         log.warning("xds: refused node %s: %s", node.id, e)
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
@@ -265,12 +265,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         on_disconnect: StatusCallback | None = None,
         *,
         authenticate: bool = True,
+        trust: Callable[[], TrustDomains] = lambda: DEFAULT_TRUST_DOMAINS,
     ) -> None:
         """`authenticate`: serve a stream only to a client whose verified certificate (mTLS, see
         `serve(credentials=...)`) names the namespace and service account its node claims
-        (security/authz.py). Off only for tests of the protocol itself."""
+        (security/authz.py), in the trust domain `trust()` gives (the mesh config's, now). Off only
+        for tests of the protocol itself."""
         self._cache = cache
         self._authenticate = authenticate
+        self._trust = trust
         self._group_for_node = group_for_node
         self._on_status_change = on_status_change
         self._on_disconnect = on_disconnect
@@ -433,7 +436,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                                 "the first request of a stream must carry a node",
                             )
                         if self._authenticate:
-                            await _check_identity(context, item.node)
+                            await _check_identity(context, item.node, self._trust())
                         await self._initial_syncs.acquire()
                         slot.append(asyncio.get_running_loop().call_later(INITIAL_SYNC_SLOT_SECONDS, release_slot))
                         group = await self._group_for_node(item.node)

@@ -50,6 +50,11 @@ class FakeRuntime:
         self.applied: list[tuple[list[DeploymentSpec], list[ServiceAddress]]] = []
         self.endpoints: list[list[ServiceEndpoints]] = []
         self.statuses: list[PodStatus] = []
+        self.trust_domains: list[str] = []
+
+    def set_trust_domain(self, trust_domain: str) -> None:
+        if not self.trust_domains or self.trust_domains[-1] != trust_domain:
+            self.trust_domains.append(trust_domain)
 
     async def apply(self, deployments: Sequence[DeploymentSpec], services: Sequence[ServiceAddress]) -> None:
         self.applied.append((list(deployments), list(services)))
@@ -134,6 +139,57 @@ async def test_desired_state_in_pod_reports_out_and_a_restarted_control_plane_is
             # Its desired state is the same: the runtime re-applies it (nothing to change there).
             await eventually(lambda: len(runtime.applied) > applied_before)
             assert [d.name for d in runtime.applied[-1][0]] == [d.name for d in runtime.applied[applied_before - 1][0]]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+MESH = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    trustDomain: %s
+    trustDomainAliases: [cluster.local]
+"""
+
+
+async def test_the_mesh_trust_domain_reaches_the_ca_the_ads_check_and_the_runtime(paths: Paths) -> None:
+    from gossamer.controlplane.csr import sign_pod_csr
+    from gossamer.security import CsrRejected
+    from tests.unit.test_ca import make_csr
+
+    runtime = FakeRuntime()
+    kubelet = Kubelet(paths, runtime)  # type: ignore[arg-type]
+    task = asyncio.create_task(kubelet.run())
+    try:
+        async with control_plane(paths, [("web.yaml", MANIFEST), ("mesh.yaml", MESH % "new-td")]) as cp:
+            await eventually(lambda: runtime.trust_domains == ["new-td"])
+            assert cp.ca.trust_domain == "new-td" and cp.trust.all == ("new-td", "cluster.local")
+            kubelet.pods_changed()
+            await eventually(lambda: cp.runtime.find("default", "web-0") is not None)
+
+            def sign(identity: str) -> str:
+                return sign_pod_csr(
+                    cp.ca,
+                    cp.runtime,
+                    namespace="default",
+                    pod="web-0",
+                    identity=identity,
+                    csr_pem=make_csr(identity)[1],
+                    ttl_seconds=3600,
+                )
+
+            assert "BEGIN CERTIFICATE" in sign("spiffe://new-td/ns/default/sa/default")
+            with pytest.raises(CsrRejected, match="runs as 'spiffe://new-td/ns/default/sa/default'"):
+                sign("spiffe://cluster.local/ns/default/sa/default")  # an alias is accepted, never issued
+            # Applied live: the runtime is told (its agents renew their certificates).
+            result = cp.apply([("mesh.yaml", MESH % "newer-td")])
+            assert result.ok, result.errors
+            await eventually(lambda: runtime.trust_domains == ["new-td", "newer-td"])
+            assert cp.ca.trust_domain == "newer-td"
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -46,11 +46,7 @@ def _errors(text: str) -> list[str]:
 
 def test_istio_configmap_parses_into_the_snapshot_mesh_config() -> None:
     resources, issues = parse_documents(ISTIO_CM, "mesh.yaml")
-    # Shown by describe, but certificates still carry cluster.local: said at apply.
-    assert [str(i) for i in issues] == [
-        "mesh.yaml:22: warning: ConfigMap/istio: data.mesh.trustDomain: "
-        "not enforced yet: workload identities stay spiffe://cluster.local/..."
-    ]
+    assert [str(i) for i in issues] == []  # trustDomain is enforced (certificates, principals, ADS)
     mesh = MeshSnapshot(1, resources={"ConfigMap": tuple(resources)}).mesh_config
     assert mesh.registry_only
     assert (mesh.access_log_file, mesh.access_log_encoding, mesh.enable_tracing) == ("/dev/stdout", "JSON", False)
@@ -173,3 +169,18 @@ def test_hold_application_from_the_mesh_config_and_the_pods_proxy_config_annotat
     ).hold_application_until_proxy_starts
     # Not a rollout: pods made before keep running as they are.
     assert deployment_spec(deployment(), held).template_hash == deployment_spec(deployment()).template_hash
+
+
+def test_trust_domain_aliases_are_typed_and_checked() -> None:
+    text = ISTIO_CM.replace(
+        "trustDomain: example.org", "trustDomain: new-td\n    trustDomainAliases: [old-td, cluster.local]"
+    )
+    resources, issues = parse_documents(text, "mesh.yaml")
+    assert [str(i) for i in issues] == []
+    mesh = MeshSnapshot(1, resources={"ConfigMap": tuple(resources)}).mesh_config
+    assert (mesh.trust_domain, mesh.trust_domain_aliases) == ("new-td", ("old-td", "cluster.local"))
+    assert mesh.summary()["trustDomainAliases"] == ["old-td", "cluster.local"]
+    bad = ISTIO_CM.replace("trustDomain: example.org", "trustDomain: new-td\n    trustDomainAliases: [old/td]")
+    (error,) = _errors(bad)
+    assert error.startswith("mesh.yaml:23: ConfigMap/istio: data.mesh.trustDomainAliases"), error
+    assert "'old/td' is not a trust domain" in error, error

@@ -85,7 +85,7 @@ async def test_a_deployment_whose_pod_cannot_be_created_does_not_stop_the_others
     assert [p.phase for p in pods["good"]] == ["Running", "Running"]
     assert all(p.ip for p in pods["good"])
     (failed,) = pods["broken"]
-    assert failed.phase == "Pending" and not failed.ready
+    assert failed.phase == "Pending" and not failed.ready and not failed.app_ready
     assert failed.reason == "CreateContainerError"
     assert failed.ip == ""  # its address went back to the pool
     assert "Not a directory" in failed.waiting[0] and "/etc/hostname/data" in failed.waiting[0]

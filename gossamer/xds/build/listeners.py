@@ -240,7 +240,7 @@ def _inbound_chains(chain: InboundChain, ir: Listener) -> list[listener_componen
                     destination_port=port, transport_protocol="tls"
                 ),
                 filters=_inbound_filters(chain, ir, mtls=True),
-                transport_socket=downstream_mtls_socket(http),
+                transport_socket=downstream_mtls_socket(http, ir.peer_trust_domains),
             )
         ]
     return [
@@ -248,7 +248,7 @@ def _inbound_chains(chain: InboundChain, ir: Listener) -> list[listener_componen
             name=f"{name}_mtls",
             filter_chain_match=mtls_chain_match(chain.port),
             filters=_inbound_filters(chain, ir, mtls=True),
-            transport_socket=downstream_mtls_socket(http),
+            transport_socket=downstream_mtls_socket(http, ir.peer_trust_domains),
         ),
         listener_components_pb2.FilterChain(
             name=f"{name}_tls",
@@ -285,14 +285,14 @@ def _inbound_passthrough(listener: listener_pb2.Listener, ir: Listener) -> None:
         return
     if strict:
         passthrough.filter_chain_match.transport_protocol = "tls"
-        passthrough.transport_socket.CopyFrom(downstream_mtls_socket(False))
+        passthrough.transport_socket.CopyFrom(downstream_mtls_socket(False, ir.peer_trust_domains))
     elif ir.inbound_mtls == "PERMISSIVE":
         listener.filter_chains.append(
             listener_components_pb2.FilterChain(
                 name="InboundPassthroughFilterChain_mtls",
                 filter_chain_match=mtls_chain_match(None),
                 filters=filters(True),
-                transport_socket=downstream_mtls_socket(False),
+                transport_socket=downstream_mtls_socket(False, ir.peer_trust_domains),
             )
         )
     listener.filter_chains.append(passthrough)

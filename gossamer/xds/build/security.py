@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2, wrappers_pb2
 
 from gossamer.ir.security import ISTIO_ALPN_SERVER, UpstreamTls
 from gossamer.ir.types import Cluster, Endpoint, GatewayTlsServer, TlsSecret
-from gossamer.mesh import TRUST_DOMAIN, spiffe_prefix
+from gossamer.mesh import spiffe_prefix
 from gossamer.xds.build.common import ads_config_source, pack
 
 SDS_CLUSTER = "sds-grpc"
@@ -48,20 +48,24 @@ def _sds(name: str) -> secret_pb2.SdsSecretConfig:
     return secret_pb2.SdsSecretConfig(name=name, sds_config=sds_config_source())
 
 
-def _mesh_common_context(sans: tuple[str, ...], trust_domain: str, alpn: tuple[str, ...]) -> tls_pb2.CommonTlsContext:
-    """The workload certificate and the mesh root over SDS; peers checked by SPIFFE id."""
+def _mesh_common_context(
+    sans: tuple[str, ...], trust_domains: tuple[str, ...], alpn: tuple[str, ...]
+) -> tls_pb2.CommonTlsContext:
+    """The workload certificate and the mesh root over SDS; peers checked by SPIFFE id (one of SANS,
+    else any in one of TRUST_DOMAINS)."""
     matchers = [
         common_pb2.SubjectAltNameMatcher(
             san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=string_pb2.StringMatcher(exact=s)
         )
         for s in sans
     ]
-    if not matchers and trust_domain:
+    if not matchers:
         matchers = [
             common_pb2.SubjectAltNameMatcher(
                 san_type=common_pb2.SubjectAltNameMatcher.URI,
                 matcher=string_pb2.StringMatcher(prefix=spiffe_prefix(trust_domain)),
             )
+            for trust_domain in trust_domains
         ]
     combined = tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
         default_validation_context=common_pb2.CertificateValidationContext(match_typed_subject_alt_names=matchers),
@@ -145,7 +149,7 @@ def build_secret(secret: TlsSecret) -> secret_pb2.Secret:
 
 def upstream_tls_context(tls: UpstreamTls) -> tls_pb2.UpstreamTlsContext:
     if tls.mode == "ISTIO_MUTUAL":
-        common = _mesh_common_context(tls.subject_alt_names, tls.trust_domain, tls.alpn)
+        common = _mesh_common_context(tls.subject_alt_names, (tls.trust_domain,) if tls.trust_domain else (), tls.alpn)
     else:  # SIMPLE / MUTUAL: the DestinationRule's files
         common = tls_pb2.CommonTlsContext(alpn_protocols=list(tls.alpn))
         if tls.mode == "MUTUAL" and tls.client_certificate and tls.private_key:
@@ -199,9 +203,9 @@ def apply_endpoint_tls_mode(lb_endpoint: endpoint_components_pb2.LbEndpoint, end
         lb_endpoint.metadata.filter_metadata[TRANSPORT_SOCKET_MATCH].update({"tlsMode": endpoint.tls_mode})
 
 
-def downstream_mtls_socket(http: bool) -> base_pb2.TransportSocket:
-    """Inbound mesh mTLS: a client certificate from the mesh root is required."""
-    common = _mesh_common_context((), TRUST_DOMAIN, HTTP_ALPN if http else ISTIO_ALPN_SERVER[:2])
+def downstream_mtls_socket(http: bool, trust_domains: tuple[str, ...]) -> base_pb2.TransportSocket:
+    """Inbound mesh mTLS: a client certificate from the mesh root, with a SPIFFE id in one of TRUST_DOMAINS."""
+    common = _mesh_common_context((), trust_domains, HTTP_ALPN if http else ISTIO_ALPN_SERVER[:2])
     context = tls_pb2.DownstreamTlsContext(
         common_tls_context=common, require_client_certificate=wrappers_pb2.BoolValue(value=True)
     )
