@@ -12,12 +12,11 @@ from aiohttp import web
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gossamer.controlplane.config import precheck
-from gossamer.controlplane.csr import PodUnknown, sign_pod_csr
+from gossamer.controlplane.csr import PodUnknown
 from gossamer.controlplane.daemon import ControlPlane
-from gossamer.controlplane.supervision import processes_status
+from gossamer.controlplane.facade import ControlPlaneFacade, NoPrometheus
 from gossamer.debug import explain
-from gossamer.debug.describe import DescribeError, describe, find_workload
+from gossamer.debug.describe import DescribeError
 from gossamer.resources.kinds import lookup_kind
 from gossamer.runtime.types import PodStatus
 from gossamer.security import CsrRejected
@@ -92,10 +91,10 @@ async def loopback_host_only(
 
 class Api:
     def __init__(self, cp: ControlPlane, shutdown: asyncio.Event) -> None:
-        self.cp = cp
+        # Every handler goes through the facade: it is all the API (and the dashboard) may ask.
+        self.control_plane = ControlPlaneFacade(cp)
         self.shutdown = shutdown
         self.dashboard_url: str | None = None  # set by `up` when it serves the dashboard
-        self._apply_lock = asyncio.Lock()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -135,17 +134,19 @@ class Api:
         """Istio's standard metrics of the whole mesh (read from the pods now) and the control plane's
         own (istiod's pilot_*), in Prometheus' text format."""
         return web.Response(
-            body=(await self.cp.metrics.text()).encode() + generate_latest(PILOT.registry),
+            body=(await self.control_plane.metrics_text()).encode() + generate_latest(PILOT.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
 
     async def metrics_query(self, request: web.Request) -> web.Response:
         """A PromQL instant query to the mesh's Prometheus (`up --prometheus`)."""
-        if self.cp.prometheus is None:
+        if not self.control_plane.has_prometheus:
             return _error(409, "no Prometheus: start the mesh with `gossamer up --prometheus`")
         body = await request.json()
         try:
-            result = await self.cp.prometheus.query(str(body.get("query") or ""))
+            result = await self.control_plane.prometheus_query(str(body.get("query") or ""))
+        except NoPrometheus as e:
+            return _error(409, str(e))
         except PrometheusError as e:
             return _error(400, str(e))
         return web.json_response({"result": result})
@@ -154,7 +155,7 @@ class Api:
         """Recent traces from the Zipkin collector (`?service=NAME&limit=N`, or one: `?trace=ID`)."""
         trace_id = request.query.get("trace")
         if trace_id:
-            spans = self.cp.traces.trace(trace_id)
+            spans = self.control_plane.trace(trace_id)
             if not spans:
                 return _error(404, f"trace {trace_id} not found")
             return web.json_response({"traces": [summary(spans[0]["traceId"], spans)]})
@@ -164,21 +165,21 @@ class Api:
             return _error(400, "limit must be a number")
         return web.json_response(
             {
-                "traces": self.cp.traces.traces(service=request.query.get("service") or None, limit=limit),
-                "spans": len(self.cp.traces),
+                "traces": self.control_plane.traces(service=request.query.get("service") or None, limit=limit),
+                "spans": self.control_plane.span_count(),
             }
         )
 
     async def ready(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "ready": self.cp.is_ready(),
-                "ingress": self.cp.ingress_url,
+                "ready": self.control_plane.is_ready(),
+                "ingress": self.control_plane.ingress_url,
                 "pid": os.getpid(),
                 "dashboard": self.dashboard_url,
-                "pods": len(self.cp.runtime.pods()),
-                "proxies": len(self.cp.ads.proxies()),
-                "podsKnown": self.cp.runtime.known.is_set(),
+                "pods": len(self.control_plane.pods()),
+                "proxies": len(self.control_plane.proxies()),
+                "podsKnown": self.control_plane.pods_known(),
             }
         )
 
@@ -189,34 +190,20 @@ class Api:
         namespace = body.get("namespace")
         if namespace is not None and not isinstance(namespace, str):
             return _error(400, "namespace must be a string")
-        async with self._apply_lock:  # one apply at a time: its Envoy check must see the config it lands on
-            # The Envoy check builds every proxy's config (seconds at a thousand services) and analysis reads
-            # everything: on a worker thread, so the event loop keeps serving the API and the proxies meanwhile.
-            existing = [r for rs in self.cp.snapshots.resources().values() for r in rs]
-            issues, warnings = await asyncio.to_thread(precheck, files, namespace, existing)
-            result = self.cp.apply(
-                files, dry_run=bool(body.get("dryRun")), namespace=namespace, envoy_issues=issues, warnings=warnings
-            )
+        result = await self.control_plane.apply(files, dry_run=bool(body.get("dryRun")), namespace=namespace)
         out = result.to_json()
-        out["revision"] = self.cp.store.revision()
+        out["revision"] = self.control_plane.revision()
         return web.json_response(out, status=200 if result.ok else 422)
 
     async def analyze(self, request: web.Request) -> web.Response:
         """`gossamer analyze` against the running mesh: these files over its config and pods."""
-        from gossamer.analyze.live import analyze_mesh
-
         body, files = await _files_body(request)
         if files is None:
             return _error(400, 'the body must be JSON: {"files": [{"name": "...", "text": "..."}, ...]}')
         mesh = body.get("meshConfig")
-        stored = [r for rs in self.cp.snapshots.resources().values() for r in rs]
-        pods = self.cp.runtime.pods()
-        try:  # in a worker thread: building every proxy's config for Envoy's check takes a while on a big mesh
-            result = await asyncio.to_thread(
-                analyze_mesh,
+        try:
+            result = await self.control_plane.analyze(
                 files,
-                stored,
-                pods,
                 namespace=body.get("namespace") or "default",
                 all_namespaces=bool(body.get("allNamespaces")),
                 mesh_config=(mesh["name"], mesh["text"]) if mesh else None,
@@ -224,7 +211,7 @@ class Api:
             )
         except ValueError as e:
             return _error(400, str(e))
-        return web.json_response(result.to_json())
+        return web.json_response(result)
 
     async def delete(self, request: web.Request) -> web.Response:
         body, files = await _files_body(request)
@@ -233,9 +220,9 @@ class Api:
         namespace = body.get("namespace")
         if namespace is not None and not isinstance(namespace, str):
             return _error(400, "namespace must be a string")
-        result = self.cp.delete(files, namespace=namespace)
+        result = self.control_plane.delete(files, namespace=namespace)
         out = result.to_json()
-        out["revision"] = self.cp.store.revision()
+        out["revision"] = self.control_plane.revision()
         return web.json_response(out, status=200 if result.ok else 422)
 
     async def list_resources(self, request: web.Request) -> web.Response:
@@ -248,21 +235,20 @@ class Api:
         if info.kind == "Pod":
             items = [
                 self._pod_resource(p)
-                for p in self.cp.runtime.pods()
+                for p in self.control_plane.pods()
                 if (namespace is None or p.namespace == namespace) and (name is None or p.name == name)
             ]
         else:
             ns_filter = namespace if info.namespaced else None
             if name is not None and (ns_filter is not None or not info.namespaced):
                 # One object by name: a lookup, not a read of the whole namespace.
-                found = self.cp.store.get(info.kind, ns_filter or "", name)
-                objects = [found] if found is not None else []
+                objects = self.control_plane.stored_objects(info.kind, ns_filter or "", name)
             else:
-                objects = [o for o in self.cp.store.objects(info.kind, ns_filter) if name is None or o.name == name]
+                objects = self.control_plane.stored_objects(info.kind, ns_filter, name)
             items = [o.with_metadata() for o in objects]
             if info.kind == "Service":
                 # The virtual IP is allocated by the control plane, shown where Kubernetes shows it.
-                vips = self.cp.store.service_vips()
+                vips = self.control_plane.service_vips()
                 for item in items:
                     vip = vips.get((item["metadata"]["namespace"], item["metadata"]["name"]))
                     if vip:
@@ -276,14 +262,14 @@ class Api:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": pod.name, "namespace": pod.namespace, "labels": dict(pod.labels)},
-            "status": pod_json(pod, self.cp.runtime.netns_name(pod.name, pod.namespace)),
+            "status": pod_json(pod, self.control_plane.netns_name(pod)),
         }
 
     async def status(self, request: web.Request) -> web.Response:
-        pods = [pod_json(p, self.cp.runtime.netns_name(p.name, p.namespace)) for p in self.cp.runtime.pods()]
+        pods = [pod_json(p, self.control_plane.netns_name(p)) for p in self.control_plane.pods()]
         proxies = []
-        stats = self.cp.pusher.stats
-        for p in self.cp.ads.proxies():
+        stats = self.control_plane.push_stats()
+        for p in self.control_plane.proxies():
             proxies.append(
                 {
                     "nodeId": p.node_id,
@@ -303,11 +289,11 @@ class Api:
                     },
                 }
             )
-        control_plane, runtime = processes_status(self.cp.paths, self.cp.runtime.process(), self.cp.started_at)
+        control_plane, runtime = self.control_plane.processes()
         return web.json_response(
             {
-                "ready": self.cp.is_ready(),
-                "ingress": self.cp.ingress_url,
+                "ready": self.control_plane.is_ready(),
+                "ingress": self.control_plane.ingress_url,
                 "controlPlane": control_plane,
                 "runtime": runtime,
                 "pods": pods,
@@ -322,33 +308,24 @@ class Api:
         )
 
     def _find_pod(self, namespace: str, ref: str) -> PodStatus | None:
-        try:
-            return self.cp.runtime.pod(ref, namespace)
-        except KeyError:
-            return None
+        return self.control_plane.pod(ref, namespace)
 
     async def pod(self, request: web.Request) -> web.Response:
         ns, ref = request.match_info["namespace"], request.match_info["ref"]
         pod = self._find_pod(ns, ref)
         if pod is None:
             return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
-        out = pod_json(pod, self.cp.runtime.netns_name(pod.name, pod.namespace))
-        logs = self.cp.runtime.log_paths(pod.name, pod.namespace)
-        out["logs"] = {c: logs[c] for c in [*self._containers(pod), "istio-proxy"] if c in logs}
+        out = pod_json(pod, self.control_plane.netns_name(pod))
+        logs = self.control_plane.log_paths(pod)
+        out["logs"] = {c: logs[c] for c in [*self.control_plane.containers(pod), "istio-proxy"] if c in logs}
         return web.json_response(out)
-
-    def _containers(self, pod: PodStatus) -> list[str]:
-        for d in self.cp.snapshots.resources().get("Deployment", ()):
-            if d.metadata.name == pod.deployment and d.metadata.namespace == pod.namespace:
-                return [c.name for c in d.spec.template.spec.containers]
-        return []
 
     def _pod_and_proxy(self, ns: str, ref: str) -> tuple[PodStatus, ProxyStatus] | web.Response:
         """The pod a CLI reference names and its connected proxy, or the 404 to answer."""
         pod = self._find_pod(ns, ref)
         if pod is None:
             return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
-        proxy = next((p for p in self.cp.ads.proxies() if f"~{pod.name}.{pod.namespace}~" in p.node_id), None)
+        proxy = self.control_plane.proxy_of(pod)
         if proxy is None:
             return _error(404, f"pod {pod.name} has no connected proxy")
         return pod, proxy
@@ -359,16 +336,15 @@ class Api:
         pod = self._find_pod(ns, ref)
         if pod is None:
             return _error(404, f'pod "{ref}" not found in namespace "{ns}"')
-        snapshot = self.cp.snapshot()
         try:
-            return web.json_response(describe(snapshot, find_workload(snapshot, pod.name, ns)))
+            return web.json_response(self.control_plane.describe(pod))
         except DescribeError as e:
             return _error(404, str(e))
 
     async def _secret(self, pod: PodStatus) -> web.Response:
         """The pod's workload certificate and root as its agent serves them over SDS (never the key);
         the agents live in the runtime process, which answers on its own socket."""
-        status, out = await self.cp.runtime.pod_secret(pod.name, pod.namespace)
+        status, out = await self.control_plane.pod_secret(pod)
         if status == 404:
             return _error(404, f"pod {pod.name} has no workload certificate (no sidecar agent serving SDS)")
         if status != 200:
@@ -392,13 +368,13 @@ class Api:
         out: dict[str, Any] = {
             "nodeId": proxy.node_id,
             "group": proxy.group,
-            "patchErrors": list(self.cp.pusher.stats.patch_errors.get(proxy.group, [])),
+            "patchErrors": list(self.control_plane.push_stats().patch_errors.get(proxy.group, [])),
         }
         for key, type_url in types.items():
-            version, resources = self.cp.cache.get(proxy.group, type_url)
+            version, resources = self.control_plane.proxy_config(proxy, type_url)
             out[key] = {"version": version, "items": [json_format.MessageToDict(r) for r in resources.values()]}
         if request.query.get("stats"):
-            out["stats"] = (await self.cp.runtime.admin_get(pod.name, pod.namespace, "/stats"))[1]
+            out["stats"] = await self.control_plane.envoy_stats(pod)
         return web.json_response(out)
 
     async def explain_request(self, request: web.Request) -> web.Response:
@@ -408,19 +384,14 @@ class Api:
         if isinstance(found, web.Response):
             return found
         pod, proxy = found
-        packed = {t: self.cp.cache.get(proxy.group, t) for t in CONFIG_TYPES.values()}
         try:
-            out = explain.explain(
-                explain.unpack({t: res for t, (_, res) in packed.items()}),
+            out = self.control_plane.explain(
+                pod,
+                proxy,
                 url=str(body.get("url", "")),
                 method=str(body.get("method") or "GET"),
                 headers=body.get("headers") or [],
                 inbound=bool(body.get("inbound")),
-                namespace=pod.namespace,
-                services=self.cp.snapshot().services,
-                pod_ip=pod.ip,
-                proxy=proxy.node_id,
-                sync=explain.sync_states(proxy.types, proxy.synced, {t: v for t, (v, _) in packed.items()}),
             )
         except explain.ExplainError as e:
             return _error(400, str(e))
@@ -429,10 +400,10 @@ class Api:
 
     async def sync(self, request: web.Request) -> web.Response:
         """Wait until config up to `revision` (default: the latest) is ACKed by every proxy."""
-        revision = int(request.query.get("revision") or self.cp.store.revision())
+        revision = int(request.query.get("revision") or self.control_plane.revision())
         timeout = float(request.query.get("timeout") or 10)
         started = time.monotonic()
-        synced = await self.cp.wait_config_synced(revision, timeout)
+        synced = await self.control_plane.wait_config_synced(revision, timeout)
         return web.json_response(
             {"synced": synced, "revision": revision, "seconds": time.monotonic() - started},
             status=200 if synced else 504,
@@ -446,24 +417,21 @@ class Api:
             wait = min(float(request.query.get("wait") or 0), 60.0)
         except ValueError:
             return _error(400, "wait must be a number")
-        return web.json_response(await self.cp.desired(request.query.get("version"), wait))
+        return web.json_response(await self.control_plane.desired(request.query.get("version"), wait))
 
     async def runtime_pods(self, request: web.Request) -> web.Response:
         """The runtime's full pod list (sent on every change, and to every new control plane)."""
         try:
-            self.cp.runtime.report(await request.json())
+            self.control_plane.report_pods(await request.json())
         except (ValueError, KeyError, TypeError) as e:
             return _error(400, f"bad pod report: {e}")
-        return web.json_response({"instance": self.cp.instance})
+        return web.json_response({"instance": self.control_plane.instance})
 
     async def runtime_csr(self, request: web.Request) -> web.Response:
         """Sign a pod agent's CSR (only for a reported pod, with its own identity)."""
         body = await request.json()
         try:
-            cert = await asyncio.to_thread(
-                sign_pod_csr,
-                self.cp.ca,
-                self.cp.runtime,
+            cert = await self.control_plane.sign_pod_csr(
                 namespace=str(body["namespace"]),
                 pod=str(body["pod"]),
                 identity=str(body["identity"]),
@@ -474,7 +442,7 @@ class Api:
             return _error(409, str(e))
         except (CsrRejected, KeyError, ValueError, TypeError) as e:
             return _error(403, str(e))
-        return web.json_response({"certificate": cert, "root": self.cp.ca.root_pem})
+        return web.json_response({"certificate": cert, "root": self.control_plane.root_pem})
 
     async def runtime_root(self, request: web.Request) -> web.Response:
-        return web.json_response({"root": self.cp.ca.root_pem})
+        return web.json_response({"root": self.control_plane.root_pem})

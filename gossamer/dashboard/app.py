@@ -56,7 +56,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def dashboard_app(api: Api) -> web.Application:
-    dash = Dashboard(api.cp)
+    dash = Dashboard(api.control_plane)
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app[DASHBOARD_KEY] = dash
 

@@ -9,7 +9,7 @@ from typing import Any
 from gossamer.analyze.live import mesh_messages
 from gossamer.analyze.messages import Message
 from gossamer.api.server import pod_json
-from gossamer.controlplane.daemon import ControlPlane
+from gossamer.controlplane.facade import ControlPlaneFacade, NoPrometheus
 from gossamer.controlplane.kubernetes import BUILTIN_SOURCE
 from gossamer.dashboard.graph import (
     RateWindow,
@@ -71,12 +71,12 @@ def proxy_json(proxy: ProxyStatus, pods: Sequence[PodStatus]) -> dict[str, Any]:
 
 
 def workloads_view(
-    pods: Sequence[PodStatus], proxies: Iterable[ProxyStatus], netns: Callable[[str, str], str]
+    pods: Sequence[PodStatus], proxies: Iterable[ProxyStatus], netns: Callable[[PodStatus], str]
 ) -> dict[str, Any]:
     """Pods (readiness, restarts, IP, sidecar) and proxies (sync per xDS type, NACKs)."""
     pod_rows = []
     for p in sorted(pods, key=lambda p: (p.namespace, p.name)):
-        row = pod_json(p, netns(p.name, p.namespace))
+        row = pod_json(p, netns(p))
         row["containersReady"] = f"{int(p.app_ready) + int(p.has_sidecar and p.proxy_ready)}/{1 + int(p.has_sidecar)}"
         pod_rows.append(row)
     proxy_rows = sorted((proxy_json(x, pods) for x in proxies), key=lambda r: (r["namespace"] or "", r["nodeId"]))
@@ -211,28 +211,26 @@ def mesh_workloads(pods: Sequence[PodStatus]) -> list[WorkloadInfo]:
 class Dashboard:
     """The dashboard's view of one control plane; keeps the request counters' recent history for rates."""
 
-    def __init__(self, cp: ControlPlane, rates: RateWindow | None = None) -> None:
-        self.cp = cp
+    def __init__(self, control_plane: ControlPlaneFacade, rates: RateWindow | None = None) -> None:
+        self.control_plane = control_plane
         self.window = rates or RateWindow()
         self._analysis: tuple[Any, list[Message]] | None = None
 
     async def sample(self) -> None:
         """The request counters now: from Prometheus (PromQL) when the mesh runs one, else from
         the control plane's own scrape of the pods."""
-        prometheus = getattr(self.cp, "prometheus", None)
         samples: list[Sample] | None = None
-        if prometheus is not None:
-            with contextlib.suppress(PrometheusError):  # not up yet: the pods answer themselves
-                samples = [Sample(labels, value) for labels, value in await prometheus.request_counters()]
+        with contextlib.suppress(NoPrometheus, PrometheusError):  # none, or not up yet: the pods answer themselves
+            samples = [Sample(labels, value) for labels, value in await self.control_plane.request_counters()]
         if samples is None:
-            samples = request_samples_from_text(await self.cp.metrics.text())
+            samples = request_samples_from_text(await self.control_plane.metrics_text())
         self.window.observe(edge_counters(samples))
 
     async def graph(self) -> dict[str, Any]:
         await self.sample()
         out = build_graph(
-            mesh_services(self.cp.snapshots.resources()),
-            mesh_workloads(self.cp.runtime.pods()),
+            mesh_services(self.control_plane.resources_by_kind()),
+            mesh_workloads(self.control_plane.pods()),
             self.window.latest(),
             self.window.rates(),
         )
@@ -240,17 +238,17 @@ class Dashboard:
         return out
 
     def workloads(self) -> dict[str, Any]:
-        return workloads_view(self.cp.runtime.pods(), self.cp.ads.proxies(), self.cp.runtime.netns_name)
+        return workloads_view(self.control_plane.pods(), self.control_plane.proxies(), self.control_plane.netns_name)
 
     def config(self) -> dict[str, Any]:
-        resources = self.cp.snapshots.resources()
-        parsed = [r for rs in resources.values() for r in rs]
-        pods = self.cp.runtime.pods()
+        parsed = self.control_plane.resources()
+        pods = self.control_plane.pods()
         # Analysis follows config and pod changes, not polls: cached per store revision and pod set.
-        key = (self.cp.store.revision(), tuple((p.namespace, p.name, p.labels, p.has_sidecar) for p in pods))
+        key = (self.control_plane.revision(), tuple((p.namespace, p.name, p.labels, p.has_sidecar) for p in pods))
         if self._analysis is None or self._analysis[0] != key:
             self._analysis = (key, mesh_messages(parsed, pods))
-        return config_view(self.cp.store.objects(), parsed, self._analysis[1])
+        return config_view(self.control_plane.stored_objects(), parsed, self._analysis[1])
 
     def overview(self) -> dict[str, Any]:
-        return {"ready": self.cp.is_ready(), "ingress": self.cp.ingress_url, "revision": self.cp.store.revision()}
+        cp = self.control_plane
+        return {"ready": cp.is_ready(), "ingress": cp.ingress_url, "revision": cp.revision()}

@@ -190,7 +190,7 @@ def test_workloads_view_highlights_nacks() -> None:
             LISTENER: ProxyTypeStatus(LISTENER, sent_version="1"),
         },
     )
-    view = workloads_view(pods, [nacked], lambda pod, ns: f"gsm-{pod}")
+    view = workloads_view(pods, [nacked], lambda pod: f"gsm-{pod.name}")
     ratings = next(p for p in view["pods"] if p["name"] == "ratings-v1-def")
     assert ratings["ready"] is False and ratings["restarts"] == 2 and ratings["containersReady"] == "1/2"
     assert ratings["netns"] == "gsm-ratings-v1-def"
@@ -265,8 +265,7 @@ async def _no_metrics() -> str:
 
 
 async def test_app_serves_the_page_on_loopback_names_only() -> None:
-    cp = SimpleNamespace(metrics=SimpleNamespace(text=_no_metrics))
-    api = SimpleNamespace(cp=cp)
+    api = SimpleNamespace(control_plane=SimpleNamespace(metrics_text=_no_metrics))
     async with TestClient(TestServer(dashboard_app(api))) as client:  # type: ignore[arg-type]
         page = await client.get("/", headers={"Host": "127.0.0.1:20001"})
         assert page.status == 200 and 'id="app"' in await page.text()

@@ -377,7 +377,7 @@ async def test_metrics_port_answers_loopback_host_names_only() -> None:
         return ""
 
     api = Api.__new__(Api)
-    api.cp = SimpleNamespace(metrics=SimpleNamespace(text=text))  # type: ignore[assignment]
+    api.control_plane = SimpleNamespace(metrics_text=text)  # type: ignore[assignment]
     async with TestClient(TestServer(api.metrics_app())) as client:
         ok = await client.get("/metrics", headers={"Host": "127.0.0.1:15014"})
         assert ok.status == 200 and "pilot_xds" in await ok.text()
