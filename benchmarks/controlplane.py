@@ -226,7 +226,7 @@ def watch_stalls(loop: asyncio.AbstractEventLoop, threshold: float = 0.05) -> Ca
             slow_n[callback] += 1
             slow_max[callback] = max(slow_max[callback], int(took * 1000))
 
-    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign, assignment]
 
     def reset() -> None:
         seen.clear()

@@ -133,7 +133,7 @@ def _probe(url: str) -> bool:
 
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status == 200
+            return bool(resp.status == 200)
     except OSError:
         return False
 

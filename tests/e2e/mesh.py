@@ -102,7 +102,8 @@ class Mesh:
         return self.cli(*args, "--wait")
 
     def status(self) -> dict[str, Any]:
-        return json.loads(self.cli("status", "-o", "json").stdout)
+        status: dict[str, Any] = json.loads(self.cli("status", "-o", "json").stdout)
+        return status
 
     def get(
         self, path: str, headers: dict[str, str] | None = None, *, data: bytes | None = None, timeout: float = 10

@@ -45,7 +45,12 @@ def main() -> None:
                 errors.append(f"t={at:.2f}s {what}")
 
     workers = 16
-    threads = [threading.Thread(target=lambda w=w: [one(i) for i in range(w, total, workers)]) for w in range(workers)]
+
+    def worker(w: int) -> None:
+        for i in range(w, total, workers):
+            one(i)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
     for t in threads:
         t.start()
     for t in threads:

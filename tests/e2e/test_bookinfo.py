@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def login(mesh: Mesh, user: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def clean_routing(bookinfo: Mesh):
+def clean_routing(bookinfo: Mesh) -> Iterator[Mesh]:
     yield bookinfo
     for f in (
         "virtual-service-all-v1.yaml",

@@ -99,9 +99,12 @@ def status(mesh: Mesh, path: str) -> str:
 
 def eventually(mesh: Mesh, path: str, want: str, timeout: float = 10) -> None:
     seen: list[str] = []
-    assert wait_until(lambda: seen.append(status(mesh, path)) or seen[-1] == want, timeout, interval=0.5), (
-        f"{path}: wanted {want}, saw {seen}"
-    )
+
+    def answers_want() -> bool:
+        seen.append(status(mesh, path))
+        return seen[-1] == want
+
+    assert wait_until(answers_want, timeout, interval=0.5), f"{path}: wanted {want}, saw {seen}"
 
 
 BYPASSES = ["/public/../secret.txt", "/./secret.txt", "/%73ecret.txt", "/public/%2e%2e/secret.txt"]
@@ -255,8 +258,11 @@ def test_gateway_tls_passthrough_is_on_the_hosts_loopback(mesh: Mesh, applied: A
 
     applied.docs("tls.yaml", *TLS_PASSTHROUGH)
     seen: list[tuple[str, bytes]] = []
-    assert wait_until(
-        lambda: seen.append(tls_hello()) or seen[-1][0] == f"tls-app {TLS_HOST}", timeout=10, interval=0.5
-    ), seen[-1][0]
+
+    def app_answers() -> bool:
+        seen.append(tls_hello())
+        return seen[-1][0] == f"tls-app {TLS_HOST}"
+
+    assert wait_until(app_answers, timeout=10, interval=0.5), seen[-1][0]
     cert = x509.load_der_x509_certificate(seen[-1][1])
     assert cert.subject.rfc4514_string() == f"CN={TLS_HOST}"  # the app's own, not a mesh certificate

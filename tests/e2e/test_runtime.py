@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,7 +82,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     assert not (e.state_dir / "runtime.json").exists()
 
 
-def ready_pods(rt: LocalRuntime, deployment: str) -> list:
+def ready_pods(rt: LocalRuntime, deployment: str) -> list[Any]:
     return [p for p in rt.pods() if p.deployment == deployment and p.ready]
 
 

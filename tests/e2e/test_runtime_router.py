@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def listener(name: str, port: int, body: str) -> dict:
+def listener(name: str, port: int, body: str) -> dict[str, Any]:
     return {
         "name": name,
         "address": {
@@ -79,7 +80,7 @@ def listener(name: str, port: int, body: str) -> dict:
 
 def get(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:  # noqa: S310 - loopback
-        return resp.read().decode()
+        return str(resp.read().decode())
 
 
 def test_router_envoy_binds_listener_in_host_netns() -> None:

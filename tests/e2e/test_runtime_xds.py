@@ -87,7 +87,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[LocalRuntime, ConfigCac
                 LISTENER: {"virtualOutbound": direct_listener("virtualOutbound", "0.0.0.0", 15001, "via-sidecar")},
             }
         cache.set_group(node.id, resources)
-        return node.id
+        return str(node.id)
 
     ads = AdsServer(cache, group_for_node, authenticate=False)  # plaintext: no identity to check
     xds_socket = run_dir / "xds.sock"
@@ -148,6 +148,6 @@ async def test_router_listener_in_host_netns(cluster: tuple[LocalRuntime, Config
 
     def get() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{ingress_port}/", timeout=2) as resp:  # noqa: S310
-            return resp.read().decode()
+            return str(resp.read().decode())
 
     assert await asyncio.to_thread(get) == "via-gateway"

@@ -50,7 +50,8 @@ def status_of(proc: subprocess.CompletedProcess[str]) -> str:
 def legacy_pod(mesh: Mesh) -> dict[str, object]:
     pods = [p for p in mesh.status()["pods"] if p["deployment"] == "legacy"]
     assert len(pods) == 1 and pods[0]["hasSidecar"] is False, pods
-    return pods[0]
+    pod: dict[str, object] = pods[0]
+    return pod
 
 
 def test_a_sidecarless_pod_reaches_a_service_by_name(mesh: Mesh) -> None:

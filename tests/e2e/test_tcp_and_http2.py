@@ -20,6 +20,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -282,9 +283,12 @@ def test_gateway_tcp_server_is_on_the_hosts_loopback_as_in_istios_tcp_shifting_t
     try:
         mesh.apply(all_v1)
         last: list[Counter[str]] = []
-        assert wait_until(
-            lambda: last.append(ingress_answers(10)) or last[-1] == Counter(one=10), timeout=10, interval=0.2
-        ), last[-1]
+
+        def all_on_v1() -> bool:
+            last.append(ingress_answers(10))
+            return last[-1] == Counter(one=10)
+
+        assert wait_until(all_on_v1, timeout=10, interval=0.2), last[-1]
         mesh.apply(v2_20)
         seen = ingress_answers(100)
         assert set(seen) <= {"one", "two"}, seen
@@ -302,8 +306,8 @@ def test_tcp_connections_are_counted_by_both_proxies_with_istio_labels(mesh: Mes
     mesh.apply(ALL_V1)  # the DestinationRule with the subsets (again: the test may run alone or after others)
     assert answers(mesh, 5) == Counter(one=5)
 
-    def samples() -> dict[str, list[dict[str, object]]]:
-        out: dict[str, list[dict[str, object]]] = {}
+    def samples() -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
         for family in text_string_to_metric_families(mesh.cli("metrics", "--filter", "istio_tcp").stdout):
             for s in family.samples:
                 out.setdefault(s.name, []).append({**s.labels, "value": s.value})
@@ -312,7 +316,7 @@ def test_tcp_connections_are_counted_by_both_proxies_with_istio_labels(mesh: Mes
     def counted(reporter: str, source: str) -> float:
         return sum(
             float(s["value"])
-            for s in samples().get("istio_tcp_connections_closed_total", [])  # type: ignore[arg-type]
+            for s in samples().get("istio_tcp_connections_closed_total", [])
             if s["reporter"] == reporter
             and s["destination_service_name"] == "tcp-echo"
             and s["source_workload"] == source
@@ -336,6 +340,6 @@ def test_tcp_connections_are_counted_by_both_proxies_with_istio_labels(mesh: Mes
         for s in scraped["istio_tcp_received_bytes_total"]
         if s["reporter"] == "destination" and s["destination_service_name"] == "tcp-echo"
     ]
-    assert sum(float(s["value"]) for s in server) >= 5 * len("hello\n")  # type: ignore[arg-type]
+    assert sum(float(s["value"]) for s in server) >= 5 * len("hello\n")
     assert {s["connection_security_policy"] for s in server} == {"mutual_tls"}
     assert "spiffe://cluster.local/ns/default/sa/curl" in {str(s["source_principal"]) for s in server}

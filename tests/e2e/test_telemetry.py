@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -280,7 +281,7 @@ GRAFANA_QUERIES = {
 # fmt: on
 
 
-def promql(query: str) -> list[dict[str, object]]:
+def promql(query: str) -> list[dict[str, Any]]:
     data = urllib.parse.urlencode({"query": query}).encode()
     with urllib.request.urlopen(f"{PROMETHEUS}/api/v1/query", data=data, timeout=10) as resp:
         body = json.loads(resp.read())
@@ -303,10 +304,9 @@ def test_prometheus_sees_request_rates_by_workload_and_grafanas_queries_answer(m
             (
                 str(r["metric"].get("source_workload")),
                 str(r["metric"].get("destination_workload")),
-            ):  # type: ignore[union-attr]
-            float(r["value"][1])
+            ): float(r["value"][1])
             for r in rows
-        }  # type: ignore[index]
+        }
 
     assert wait_until(
         lambda: (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gossamer.controlplane.analyze import analyze
 from gossamer.resources.loader import parse_documents
@@ -10,7 +11,7 @@ from gossamer.resources.loader import parse_documents
 BOOKINFO = Path(__file__).resolve().parents[2] / "samples/bookinfo"
 
 
-def parsed(text: str, name: str = "f.yaml") -> list:
+def parsed(text: str, name: str = "f.yaml") -> list[Any]:
     resources, issues = parse_documents(text, name)
     assert not [i for i in issues if i.level == "error"], issues
     return resources

@@ -96,8 +96,8 @@ def test_pod_references_to_configmaps_and_secrets() -> None:
         ),
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"present": "1"}},
     )
-    found = messages(("app.yaml", app))
-    assert found == [
+    found_all = messages(("app.yaml", app))
+    assert found_all == [
         f"app.yaml:{line_of(app, 'configMapKeyRef')}: Error [IST0101] (Deployment default/app) "
         "spec.template.spec.containers[0].env[0].valueFrom.configMapKeyRef: ConfigMap 'cfg' has no key 'missing'",
         f"app.yaml:{line_of(app, 'name: sec')}: Error [IST0101] (Deployment default/app) "

@@ -175,7 +175,7 @@ def test_probe_timings_are_kubernetes_int32() -> None:
 def test_a_one_megabyte_manifest_validates() -> None:
     """(how fast: benchmarks/validation.py)"""
     base = (Path(__file__).parents[2] / "samples" / "bookinfo" / "bookinfo.yaml").read_text()
-    docs = []
+    docs: list[str] = []
     n = 0
     while sum(map(len, docs)) < 1_000_000:
         docs.append(base.replace("name: ", f"name: c{n}-").replace("app: ", f"app: c{n}-"))

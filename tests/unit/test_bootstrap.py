@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from gossamer.agent.envoy import as_proxy_user
 from gossamer.mesh import PROXY_GROUP
 
 
-def _bootstrap(tmp_path: Path, proxy_type: str = "sidecar", sds: bool = False) -> dict:
+def _bootstrap(tmp_path: Path, proxy_type: str = "sidecar", sds: bool = False) -> dict[str, Any]:
     labels = {"app": "reviews", "version": "v1"}
     meta = proxy_metadata(
         pod="reviews-v1-abc",
@@ -44,7 +45,7 @@ def _bootstrap(tmp_path: Path, proxy_type: str = "sidecar", sds: bool = False) -
 
 
 def test_ads_over_mtls_with_the_workload_certificate_when_the_pod_has_an_agent(tmp_path: Path) -> None:
-    def xds_cluster(b: dict) -> dict:
+    def xds_cluster(b: dict[str, Any]) -> dict[str, Any]:
         return next(c for c in b["static_resources"]["clusters"] if c["name"] == "xds-grpc")
 
     assert "transport_socket" not in xds_cluster(_bootstrap(tmp_path))

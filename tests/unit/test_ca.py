@@ -73,7 +73,7 @@ def test_issue_and_verify_chain(ca: CertificateAuthority) -> None:
     # A full path validation (what a TLS peer does), as a client certificate.
     verifier = PolicyBuilder().store(Store([root])).build_client_verifier()
     verified = verifier.verify(leaf, [])
-    assert x509.UniformResourceIdentifier(IDENTITY) in verified.subjects
+    assert verified.subjects is not None and x509.UniformResourceIdentifier(IDENTITY) in verified.subjects
 
 
 def test_ttl(ca: CertificateAuthority) -> None:

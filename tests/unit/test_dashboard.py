@@ -154,7 +154,7 @@ def test_graph_nodes_seen_only_in_metrics_and_cycles() -> None:
     graph = build_graph([], [], counters, {})
     external = next(n for n in graph["nodes"] if n["id"] == "svc:httpbin.org")
     assert external["type"] == "service" and external["name"] == "httpbin"
-    nodes = {n: {"id": n, "name": n} for n in ("a", "b", "c")}
+    nodes: dict[str, dict[str, Any]] = {n: {"id": n, "name": n} for n in ("a", "b", "c")}
     layout(nodes, [{"source": "a", "target": "b"}, {"source": "b", "target": "c"}, {"source": "c", "target": "a"}])
     assert sorted(n["layer"] for n in nodes.values()) == [0, 1, 2]
 

@@ -324,7 +324,7 @@ def test_cluster_operations() -> None:
     cluster = clusters[HTTPBIN_OUT]
     assert isinstance(cluster, cluster_pb2.Cluster)
     assert cluster.connect_timeout.ToMilliseconds() == 3500
-    assert built[CLUSTER][HTTPBIN_OUT].connect_timeout.ToMilliseconds() != 3500  # type: ignore[attr-defined]
+    assert built[CLUSTER][HTTPBIN_OUT].connect_timeout.ToMilliseconds() != 3500
     assert "BlackHoleCluster" not in clusters and "new" in clusters
     assert clusters["inbound|80||"].per_connection_buffer_limit_bytes.value == 7
     assert not cluster.HasField("per_connection_buffer_limit_bytes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import textwrap
+from typing import Any
 
 import pytest
 import yaml
@@ -149,7 +150,7 @@ spec:
 """
 
 
-def _mesh(ca: TestCA, *secrets: dict[str, object]) -> str:
+def _mesh(ca: TestCA, *secrets: dict[str, Any]) -> str:
     return GATEWAY + "".join("---\n" + yaml.safe_dump(s) for s in secrets)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from cryptography import x509
@@ -39,7 +39,13 @@ SPEC = DeploymentSpec(
 )
 
 
-def status(name: str, *, sa: str = "bookinfo-reviews", phase: str = "Running", ready: bool = True) -> PodStatus:
+def status(
+    name: str,
+    *,
+    sa: str = "bookinfo-reviews",
+    phase: Literal["Pending", "Running", "Terminating"] = "Running",
+    ready: bool = True,
+) -> PodStatus:
     return PodStatus(
         name=name,
         namespace="default",
@@ -52,7 +58,7 @@ def status(name: str, *, sa: str = "bookinfo-reviews", phase: str = "Running", r
         phase=phase,
         app_ready=ready,
         proxy_ready=ready,
-    )  # type: ignore[arg-type]
+    )
 
 
 def report(*pods: PodStatus) -> dict[str, Any]:
@@ -68,7 +74,8 @@ def report(*pods: PodStatus) -> dict[str, Any]:
             for i, s in enumerate(pods_to_json(list(pods)))
         ],
     }
-    return json.loads(json.dumps(body))  # as it crosses the socket
+    crossed: dict[str, Any] = json.loads(json.dumps(body))  # as it crosses the socket
+    return crossed
 
 
 def test_a_spec_survives_the_wire_with_the_same_template_hash() -> None:

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 import gossamer.controlplane.pusher as pusher_module
+import gossamer.translate as translate_module
 from gossamer.controlplane.pusher import Pusher
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
@@ -209,7 +210,7 @@ def test_a_failing_group_keeps_its_config_and_the_others_are_pushed(monkeypatch:
     a, _ = connect(pusher, snapshots.current, "a")
     b, _ = connect(pusher, snapshots.current, "b")
     a_routes = cache.version(a, ROUTE)
-    real = pusher_module.translate_inbound
+    real = translate_module.translate_inbound  # what the pusher calls (patched there below)
 
     def translate_inbound(snapshot: MeshSnapshot, proxy: Proxy):  # type: ignore[no-untyped-def]
         if proxy.label_map.get("app") == "a":

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gossamer.resources import (
     ALL_KINDS,
     Issue,
+    Resource,
     ResourceError,
     load_paths,
     lookup_kind,
@@ -21,7 +23,7 @@ from gossamer.resources import (
 from gossamer.resources.networking import DestinationRuleSpec, VirtualServiceSpec
 
 
-def parse(text: str, filename: str = "f.yaml"):
+def parse(text: str, filename: str = "f.yaml") -> tuple[list[Resource[Any]], list[Issue]]:
     return parse_documents(textwrap.dedent(text).lstrip("\n"), filename)
 
 
@@ -158,25 +160,35 @@ def test_parses_istio_multi_document_yaml() -> None:
     assert vs.source_file == "f.yaml" and vs.source_line == 1
     assert vs.metadata.labels == {"app": "reviews"}
     first = vs.spec.http[0]
-    assert first.match[0].uri.prefix == "/api"
-    assert first.match[0].headers["end-user"].exact == "jason"
-    assert first.match[0].ignore_uri_case is True
-    assert first.route[0].destination.port.number == 9080
-    assert first.route[0].headers.request.set == {"x-canary": "true"}
+    assert first.match and first.route
+    match = first.match[0]
+    assert match.uri is not None and match.uri.prefix == "/api"
+    assert match.headers is not None and match.headers["end-user"].exact == "jason"
+    assert match.ignore_uri_case is True
+    destination = first.route[0]
+    assert destination.destination.port is not None and destination.destination.port.number == 9080
+    assert destination.headers is not None and destination.headers.request is not None
+    assert destination.headers.request.set == {"x-canary": "true"}
     second = vs.spec.http[1]
-    assert [r.weight for r in second.route] == [75, 25]
-    assert parse_duration(second.timeout) == 0.5
-    assert second.retries.attempts == 3
+    assert second.route is not None and [r.weight for r in second.route] == [75, 25]
+    assert second.timeout is not None and parse_duration(second.timeout) == 0.5
+    assert second.retries is not None and second.retries.attempts == 3
+    assert second.retries.per_try_timeout is not None
     assert parse_duration(second.retries.per_try_timeout) == pytest.approx(0.1)
 
     assert isinstance(dr.spec, DestinationRuleSpec)
     assert dr.source_line == 40
     tp = dr.spec.traffic_policy
-    assert tp.load_balancer.simple == "LEAST_REQUEST"
+    assert tp is not None and tp.load_balancer is not None and tp.load_balancer.simple == "LEAST_REQUEST"
+    assert tp.connection_pool is not None and tp.connection_pool.http is not None
     assert tp.connection_pool.http.http1_max_pending_requests == 10
-    assert tp.outlier_detection.consecutive_5xx_errors == 5
+    assert tp.outlier_detection is not None and tp.outlier_detection.consecutive_5xx_errors == 5
     assert [s.name for s in dr.spec.subsets] == ["v1", "v2", "v3"]
-    assert dr.spec.subsets[1].traffic_policy.load_balancer.consistent_hash.http_cookie.name == "user"
+    subset_lb = dr.spec.subsets[1].traffic_policy
+    assert subset_lb is not None and subset_lb.load_balancer is not None
+    consistent_hash = subset_lb.load_balancer.consistent_hash
+    assert consistent_hash is not None and consistent_hash.http_cookie is not None
+    assert consistent_hash.http_cookie.name == "user"
     # the original document is kept for storing / printing
     assert dr.raw["spec"]["subsets"][0] == {"name": "v1", "labels": {"version": "v1"}}
     # and each field's line

@@ -7,6 +7,7 @@ so they survive refactors of the translator and builders.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ BOOKINFO = Path(__file__).resolve().parents[2] / "samples/bookinfo"
 NET = BOOKINFO / "networking"
 
 
-def resources(*files: Path, deployment: str = "productpage-v1", extra: str = "") -> dict:
+def resources(*files: Path, deployment: str = "productpage-v1", extra: str = "") -> dict[str, Any]:
     text = "\n---\n".join([(BOOKINFO / "bookinfo.yaml").read_text(), *(f.read_text() for f in files), extra])
     snapshot = snapshot_from_yaml(text)
     proxy = gateway_proxy(snapshot) if deployment == "gateway" else proxy_for(snapshot, deployment)

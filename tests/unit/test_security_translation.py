@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.rbac.v3 import rbac_pb2
@@ -143,9 +144,9 @@ spec:
     assert _inbound(snap, proxy) == {"ports": {8080: "", 9000: ""}, "passthrough": "", "inspector": False}
     resources = build_resources(translate_proxy(snap, proxy))
     for cluster in resources[CLUSTER].values():
-        assert not cluster.HasField("transport_socket") and not cluster.transport_socket_matches  # type: ignore[attr-defined]
+        assert not cluster.HasField("transport_socket") and not cluster.transport_socket_matches
     for listener in resources[LISTENER].values():
-        chains = [*listener.filter_chains, listener.default_filter_chain]  # type: ignore[attr-defined]
+        chains = [*listener.filter_chains, listener.default_filter_chain]
         assert not any(c.HasField("transport_socket") for c in chains)
 
 
@@ -230,7 +231,7 @@ def test_auto_mtls_transport_socket_matches() -> None:
     snap = _snapshot("")
     resources = build_resources(translate_proxy(snap, _proxy(snap, "sleep")))
     cluster = resources[CLUSTER]["outbound|9000||tcp-echo.default.svc.cluster.local"]
-    matches = cluster.transport_socket_matches  # type: ignore[attr-defined]
+    matches = cluster.transport_socket_matches
     assert [m.name for m in matches] == ["tlsMode-istio", "tlsMode-disabled"]
     assert dict(matches[0].match) == {"tlsMode": "istio"} and matches[1].match == struct_pb2.Struct()
     assert matches[0].transport_socket.name == "envoy.transport_sockets.tls"
@@ -357,7 +358,7 @@ def test_golden_authz_filters_are_placed_before_the_router() -> None:
     listener = build_case(case)[LISTENER]["virtualInbound"]
     from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-    by_name = {c.name: c for c in listener.filter_chains}  # type: ignore[attr-defined]
+    by_name = {c.name: c for c in listener.filter_chains}
     hcm = hcm_pb2.HttpConnectionManager()
     by_name["0.0.0.0_8080_mtls"].filters[0].typed_config.Unpack(hcm)
     # (after the peer metadata filter, which decides nothing)
@@ -423,13 +424,13 @@ SLEEP = "spiffe://cluster.local/ns/default/sa/sleep"
 OTHER = "spiffe://cluster.local/ns/test/sa/client"
 
 
-def _golden(name: str) -> dict:
+def _golden(name: str) -> dict[str, Any]:
     from tests.golden.test_golden import CASES, build_case
 
-    return build_case(next(c for c in CASES if c.name == name))  # type: ignore[return-value]
+    return build_case(next(c for c in CASES if c.name == name))
 
 
-def _inbound_request(port: int, path: str = "/", peer: str = "", **kw: object) -> object:
+def _inbound_request(port: int, path: str = "/", peer: str = "", **kw: Any) -> object:
     from gossamer.debug.simulate import Request
 
     return Request(
@@ -441,7 +442,7 @@ def _inbound_request(port: int, path: str = "/", peer: str = "", **kw: object) -
         peer_principal=peer,
         source_ip="10.244.1.13",
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_simulated_authorization() -> None:

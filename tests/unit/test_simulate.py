@@ -40,7 +40,7 @@ def _addr(ip: str, port: int) -> address_pb2.Address:
 
 
 def _hcm(rds: str = "", inline: route_pb2.RouteConfiguration | None = None, **kw: object) -> lc.Filter:
-    hcm = hcm_pb2.HttpConnectionManager(stat_prefix="x", **kw)  # type: ignore[arg-type]
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix="x", **kw)
     if inline is not None:
         hcm.route_config.CopyFrom(inline)
     else:
@@ -67,7 +67,7 @@ def _listener(name: str, ip: str, port: int, *filters: lc.Filter, bind: bool = T
 
 
 def _sm(**kw: object) -> string_pb2.StringMatcher:
-    return string_pb2.StringMatcher(**kw)  # type: ignore[arg-type]
+    return string_pb2.StringMatcher(**kw)
 
 
 def _regex(pattern: str) -> regex_pb2.RegexMatcher:
@@ -75,7 +75,7 @@ def _regex(pattern: str) -> regex_pb2.RegexMatcher:
 
 
 def _route(match: rc.RouteMatch, cluster: str = "", name: str = "", **kw: object) -> rc.Route:
-    route = rc.Route(name=name, match=match, **kw)  # type: ignore[arg-type]
+    route = rc.Route(name=name, match=match, **kw)
     if cluster:
         route.route.cluster = cluster
     return route

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,11 +13,11 @@ from gossamer.store import AppliedObject, Store
 VS = ("VirtualService", "default", "reviews")
 
 
-def applied(body: dict) -> AppliedObject:
+def applied(body: dict[str, Any]) -> AppliedObject:
     return AppliedObject(*VS, body, "f.yaml", 3)
 
 
-def body(subset: str, label: str = "a") -> dict:
+def body(subset: str, label: str = "a") -> dict[str, Any]:
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
@@ -34,7 +36,9 @@ def test_versions_and_generations(tmp_path: Path) -> None:
     assert relabelled.kind == "configured" and relabelled.object.generation == 1  # metadata only
     [respec] = store.apply([applied(body("v2", "b"))])
     assert respec.object.generation == 2 and respec.object.resource_version > relabelled.object.resource_version
-    assert store.get(*VS).with_metadata()["metadata"]["resourceVersion"] == str(respec.object.resource_version)
+    stored = store.get(*VS)
+    assert stored is not None
+    assert stored.with_metadata()["metadata"]["resourceVersion"] == str(respec.object.resource_version)
 
 
 def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
@@ -42,7 +46,7 @@ def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
     store.apply([applied(body("v1"))])
     before = store.revision()
 
-    def objects():
+    def objects() -> Iterator[AppliedObject]:
         yield AppliedObject("DestinationRule", "default", "reviews", {"kind": "DestinationRule"}, "g.yaml", 1)
         raise RuntimeError("bad input half way")
 
@@ -58,7 +62,8 @@ def test_applied_config_survives_reopening(tmp_path: Path) -> None:
     vip = store.allocate_vip("default", "reviews", iter(["10.96.0.10", "10.96.0.11"]))
     store.close()
     reopened = Store(tmp_path / "s.db")
-    assert reopened.get(*VS).body == body("v3")
+    kept = reopened.get(*VS)
+    assert kept is not None and kept.body == body("v3")
     assert reopened.allocate_vip("default", "reviews", iter(["10.96.0.11"])) == vip
     [deleted] = reopened.delete([VS])
     assert deleted.kind == "deleted" and reopened.objects() == []

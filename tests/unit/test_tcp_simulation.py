@@ -4,6 +4,7 @@ connection goes, through the xDS we build (listener -> filter chain -> tcp_proxy
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gossamer.debug.simulate import Request, simulate
 from gossamer.translate import translate_proxy
@@ -25,13 +26,13 @@ spec:
 """
 
 
-def resources(case: str, deployment: str = "client", extra: str = "") -> dict:
+def resources(case: str, deployment: str = "client", extra: str = "") -> dict[str, Any]:
     snapshot = snapshot_from_yaml((GOLDEN / case / "in.yaml").read_text() + extra)
     proxy = gateway_proxy(snapshot) if deployment == "gateway" else proxy_for(snapshot, deployment)
     return build_resources(translate_proxy(snapshot, proxy))
 
 
-def vip(res: dict, host: str, port: int) -> str:
+def vip(res: dict[str, Any], host: str, port: int) -> str:
     """The address of the outbound listener whose chains reach `host`'s cluster on `port`."""
     for name in res["type.googleapis.com/envoy.config.listener.v3.Listener"]:
         ip, _, p = name.partition("_")
@@ -40,7 +41,7 @@ def vip(res: dict, host: str, port: int) -> str:
             and ip not in ("0.0.0.0", "virtualOutbound", "virtualInbound")
             and host in str(simulate(res, Request(host="x", port=port, address=ip)).clusters)
         ):
-            return ip
+            return str(ip)
     raise AssertionError(f"no listener for {host}:{port}")
 
 

@@ -32,7 +32,8 @@ from gossamer.telemetry.peer import (
     unpack_labels,
 )
 from gossamer.telemetry.scrape import istio_names, merge_expositions
-from gossamer.translate import translate_endpoints, translate_proxy
+from gossamer.translate import translate_proxy
+from gossamer.translate.clusters import translate_endpoints
 from gossamer.xds.build import build_resources
 from gossamer.xds.build.clusters import build_endpoints
 from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
@@ -249,7 +250,7 @@ def _loggers(config: ProxyConfig) -> set[str]:
 
     names: set[str] = set()
     for listener in build_resources(config)[LISTENER].values():
-        for chain in [*listener.filter_chains, listener.default_filter_chain]:  # type: ignore[attr-defined]
+        for chain in [*listener.filter_chains, listener.default_filter_chain]:
             for f in chain.filters:
                 msg: Any = (
                     hcm.HttpConnectionManager()

@@ -257,7 +257,7 @@ def _hcm_tracing(
     out: dict[str, hcm_pb2.HttpConnectionManager.Tracing | None] = {}
     for name, listener in build_resources(config)[LISTENER].items():
         found = []
-        for chain in [*listener.filter_chains, listener.default_filter_chain]:  # type: ignore[attr-defined]
+        for chain in [*listener.filter_chains, listener.default_filter_chain]:
             for f in chain.filters:
                 if f.name == "envoy.filters.network.http_connection_manager":
                     hcm = hcm_pb2.HttpConnectionManager()

@@ -38,7 +38,7 @@ with open(key_path, "wb") as f:
     )
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert_path, key_path)
-seen = {}
+seen: dict[str, str | None] = {}
 ctx.sni_callback = lambda sock, server_name, _ctx: seen.__setitem__("sni", server_name)
 server = socket.create_server(("0.0.0.0", 8443))
 print("listening on 8443", flush=True)
