@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gossamer.runtime import local
+from gossamer.runtime import local, network
 from gossamer.runtime.local import LocalRuntime
 from gossamer.runtime.pods import Pod, PodContext
 from gossamer.runtime.types import ContainerSpec, DeploymentSpec
@@ -53,7 +53,7 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalRu
     monkeypatch.setattr(Pod, "create", fake_create)
     monkeypatch.setattr(Pod, "_teardown", fake_teardown)
     monkeypatch.setattr(local, "CREATE_RETRY_S", 0.05)
-    monkeypatch.setattr(local.network, "netns_exists", lambda name: False)
+    monkeypatch.setattr(network, "netns_exists", lambda name: False)  # as local.py calls it
     rt = LocalRuntime(state_dir=tmp_path / "state", run_dir=tmp_path / "run", xds_socket=tmp_path / "xds.sock")
     rt._ctx = PodContext(
         record=rt._record,
