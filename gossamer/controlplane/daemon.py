@@ -245,9 +245,6 @@ class ControlPlane:
     def _on_store_change(self, changes: list[Change]) -> None:
         if any(c.object.kind in RUNTIME_KINDS for c in changes):
             self._desired_wanted.set()
-        for c in changes:
-            if c.kind == "deleted" and c.object.kind == "Service":
-                self.store.release_vip(c.object.namespace, c.object.name)
         # Which resources changed: the push re-translates only what they can touch.
         self.pusher.request_push(full=True, changed={c.object.key for c in changes})
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gossamer.controlplane.kubernetes import mesh_service, named_ports, vip_candidates
-from gossamer.registry.serviceentry import VIP_KEY_PREFIX, registry_services, workload_entry_workloads
+from gossamer.registry.serviceentry import registry_services, workload_entry_workloads
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Workload
 from gossamer.resources.loader import resource_from_raw
@@ -70,24 +70,26 @@ class SnapshotBuilder:
         return entry[2] if entry is not None else None
 
     def _refresh_services(self) -> None:
-        """Services and ServiceEntry hosts with their VIPs; allocates and releases VIPs (store writes)."""
+        """Services and ServiceEntry hosts with their VIPs; allocates and releases VIPs (store writes): the one
+        place that does, on a store change."""
         resources = self.resources()
         vips = self._store.service_vips()
         out = []
+        used: set[tuple[str, str]] = set()
         for svc in resources.get("Service", ()):
             key = (svc.metadata.namespace, svc.metadata.name)
+            used.add(key)
             vip = vips.get(key) or self._store.allocate_vip(*key, vip_candidates())
             out.append(mesh_service(svc, vip))
-        used: set[tuple[str, str]] = set()
 
         def allocate(namespace: str, key: str) -> str:
             used.add((namespace, key))
             return vips.get((namespace, key)) or self._store.allocate_vip(namespace, key, vip_candidates())
 
         out.extend(registry_services(resources, allocate))
-        # A deleted ServiceEntry (or host) gives its auto-allocated address back.
+        # A deleted Service gives its address back, a deleted ServiceEntry (or host) its auto-allocated one.
         for namespace, vip_name in vips:
-            if vip_name.startswith(VIP_KEY_PREFIX) and (namespace, vip_name) not in used:
+            if (namespace, vip_name) not in used:
                 self._store.release_vip(namespace, vip_name)
         self._services = tuple(out)
 

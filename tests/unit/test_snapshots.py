@@ -105,6 +105,8 @@ def test_vips_are_allocated_and_released_when_the_store_changes(store: Store) ->
     assert any(name != "web" for _ns, name in vips)  # the ServiceEntry host's auto-allocated address
     delete_files(store, [("entry.yaml", ENTRY)])
     assert list(store.service_vips()) == [("default", "web")]
+    delete_files(store, [("web.yaml", SERVICE)])
+    assert store.service_vips() == {}
 
 
 def test_reading_allocates_nothing(store: Store) -> None:
