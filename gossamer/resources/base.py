@@ -7,7 +7,8 @@ import functools
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler, PrivateAttr, model_validator
+from pydantic_core import CoreSchema, core_schema
 
 from gossamer.resources.duration import parse_duration
 
@@ -55,16 +56,30 @@ def _field_names(cls: type[BaseModel]) -> frozenset[str]:
 MAX_DURATION_SECONDS = 9_223_372_035
 
 
-def _check_duration(v: Any) -> Any:
-    if not isinstance(v, str):
-        raise ValueError(f"duration must be a string like '1s' or '100ms', got {v!r}")
-    if parse_duration(v) >= MAX_DURATION_SECONDS + 1:
-        raise ValueError(f"duration {v!r} is longer than Envoy's maximum ({MAX_DURATION_SECONDS}s, about 292 years)")
-    return v
+class Duration(str):
+    """A duration as written ("1s", "0.5s", "100ms", "1h"), parsed once at load: `.seconds`.
+    It stays the text it was (a `str`): stored, printed and compared as written."""
 
+    seconds: float
 
-Duration = Annotated[str, BeforeValidator(_check_duration)]
-"""A duration string ("1s", "0.5s", "100ms", "1h"); use `parse_duration` for seconds."""
+    def __new__(cls, text: str) -> Duration:
+        if not isinstance(text, str):
+            raise ValueError(f"duration must be a string like '1s' or '100ms', got {text!r}")
+        seconds = parse_duration(text)
+        if seconds >= MAX_DURATION_SECONDS + 1:
+            raise ValueError(
+                f"duration {text!r} is longer than Envoy's maximum ({MAX_DURATION_SECONDS}s, about 292 years)"
+            )
+        self = super().__new__(cls, text)
+        self.seconds = seconds
+        return self
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            lambda v: v if isinstance(v, Duration) else cls(v),
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
 
 
 def _int_or_string(v: Any) -> Any:

@@ -19,8 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from gossamer.mesh import PROXY_PORTS
-from gossamer.resources.base import FieldPath
-from gossamer.resources.duration import parse_duration
+from gossamer.resources.base import Duration, FieldPath
 
 Error = Callable[[FieldPath, str], None]
 
@@ -120,9 +119,9 @@ def reserved_port(error: Error, path: FieldPath, port: Any, what: str = "port") 
         error(path, f"{what} {port} is reserved for {PROXY_PORTS[port]}")
 
 
-def duration_seconds_in_uint32(error: Error, path: FieldPath, value: str | None) -> None:
+def duration_seconds_in_uint32(error: Error, path: FieldPath, value: Duration | None) -> None:
     """Durations Envoy keeps as whole seconds in a uint32 (TCP keepalive)."""
-    if value is not None and parse_duration(value) > UINT32_MAX:
+    if value is not None and value.seconds > UINT32_MAX:
         error(path, f"{value} is longer than Envoy's limit for this field ({UINT32_MAX} seconds)")
 
 

@@ -21,7 +21,6 @@ from gossamer.ir.security import JwtHeader, JwtProvider
 from gossamer.mesh import CLUSTER_DOMAIN, DOMAIN_SUFFIX, ROOT_NAMESPACE, outbound_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
-from gossamer.resources.duration import parse_duration
 from gossamer.resources.security import RequestAuthentication
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.visibility import visible_services
@@ -78,7 +77,7 @@ def _provider(snapshot: MeshSnapshot, proxy: Proxy, policy: Any, rule: Any, name
         jwks=rule.jwks or "",
         jwks_uri=(rule.jwks_uri or "") if cluster else "",
         jwks_cluster=cluster,
-        jwks_timeout_seconds=parse_duration(rule.timeout) if rule.timeout else 5.0,
+        jwks_timeout_seconds=rule.timeout.seconds if rule.timeout else 5.0,
         from_headers=tuple(JwtHeader(h.name, h.prefix or "") for h in rule.from_headers or ()),
         from_params=tuple(rule.from_params or ()),
         from_cookies=tuple(rule.from_cookies or ()),

@@ -21,7 +21,7 @@ from gossamer.ir.route_actions import (
     RetryPolicy,
     Rewrite,
 )
-from gossamer.resources.duration import parse_duration
+from gossamer.resources.base import Duration
 
 # Istio's default retry policy (retry.DefaultPolicy): applied to every outbound route
 # unless the VirtualService says otherwise.
@@ -68,8 +68,8 @@ GRPC_STATUS = {
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 
-def _seconds(d: str | None) -> float | None:
-    return None if d is None else parse_duration(d)
+def _seconds(d: Duration | None) -> float | None:
+    return None if d is None else d.seconds
 
 
 def percent(value: float) -> FractionalPercent:
@@ -130,7 +130,7 @@ def translate_fault(fault: Any) -> FaultInjection | None:
             if fault.delay.percentage is not None
             else FractionalPercent(fault.delay.percent or 0)
         )
-        delay = FaultDelay(parse_duration(fault.delay.fixed_delay), pct)
+        delay = FaultDelay(fault.delay.fixed_delay.seconds, pct)
     abort = None
     if fault.abort is not None:
         pct_abort = percent(fault.abort.percentage.value) if fault.abort.percentage is not None else None
@@ -160,7 +160,7 @@ def translate_cors(cors: Any) -> CorsPolicy | None:
         origins = tuple(StringMatch("exact", o) for o in cors.allow_origin or [])
     max_age = ""
     if cors.max_age is not None:
-        max_age = str(int(parse_duration(cors.max_age)))
+        max_age = str(int(cors.max_age.seconds))
     return CorsPolicy(
         allow_origins=origins,
         allow_methods=",".join(cors.allow_methods or []),

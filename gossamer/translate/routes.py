@@ -17,7 +17,6 @@ from gossamer.ir.types import HeaderMatch, HeaderOps, HttpRoute, QueryParamMatch
 from gossamer.mesh import outbound_cluster_name, parse_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
-from gossamer.resources.duration import parse_duration
 from gossamer.resources.networking import VirtualService
 from gossamer.translate.clusters import destination_rule_for
 from gossamer.translate.delegate import expand_delegates
@@ -230,7 +229,7 @@ def translate_rule_action(
     consistent_hash = len(rule.route or []) == 1 and bool(hashes)
     return {
         "destinations": destinations,
-        "timeout": parse_duration(rule.timeout) if rule.timeout is not None else 0.0,
+        "timeout": rule.timeout.seconds if rule.timeout is not None else 0.0,
         "retry": translate_retry(rule.retries, consistent_hash),
         "hash_policies": hashes,
         "mirrors": tuple(mirrors),

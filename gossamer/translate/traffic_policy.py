@@ -24,7 +24,7 @@ from gossamer.ir.traffic_policy import (
     OutlierDetection,
     TcpKeepalive,
 )
-from gossamer.resources.duration import parse_duration
+from gossamer.resources.base import Duration
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,12 @@ def policy_for_cluster(dr: Any, subset: str, port: int) -> MergedPolicy | None:
     return merge_traffic_policy(dr.spec.traffic_policy, subset_policy, port)
 
 
-def _secs(d: str | None) -> float | None:
-    return None if d is None else parse_duration(d)
+def _secs(d: Duration | None) -> float | None:
+    return None if d is None else d.seconds
 
 
-def _whole_secs(d: str | None) -> int | None:
-    return None if d is None else int(parse_duration(d))
+def _whole_secs(d: Duration | None) -> int | None:
+    return None if d is None else int(d.seconds)
 
 
 def cluster_policy(merged: MergedPolicy | None, *, http2_port: bool = False) -> ClusterPolicy:

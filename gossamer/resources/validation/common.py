@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gossamer.resources import networking
-from gossamer.resources.base import FieldPath, Resource
-from gossamer.resources.duration import parse_duration
+from gossamer.resources.base import Duration, FieldPath, Resource
 from gossamer.resources.regex import re2_problem
 
 
@@ -199,8 +198,8 @@ def check_weights(rep: Report, path: FieldPath, routes: Sequence[Any]) -> None:
         )
 
 
-def seconds_or_none(value: str | None) -> float | None:
-    return None if value is None else parse_duration(value)
+def seconds_or_none(value: Duration | None) -> float | None:
+    return None if value is None else value.seconds
 
 
 def check_target(rep: Report, spec: Any) -> None:

@@ -6,7 +6,6 @@ from typing import Any
 
 from gossamer.resources import envoy_checks, networking
 from gossamer.resources.base import FieldPath, Resource
-from gossamer.resources.duration import parse_duration
 from gossamer.resources.networking import Gateway, ServiceEntry
 from gossamer.resources.validation.common import (
     Finding,
@@ -59,7 +58,7 @@ def _check_traffic_policy(rep: Report, p: FieldPath, tp: Any) -> None:
     if tp.connection_pool is not None:
         cp = tp.connection_pool
         if cp.tcp is not None and cp.tcp.connect_timeout is not None:
-            if parse_duration(cp.tcp.connect_timeout) < 0.001:
+            if cp.tcp.connect_timeout.seconds < 0.001:
                 rep.error(p + ("connectionPool", "tcp", "connectTimeout"), "connectTimeout must be at least 1ms")
         if cp.tcp is None and cp.http is None:
             rep.warn(p + ("connectionPool",), "empty connectionPool: set tcp and/or http")
@@ -143,7 +142,7 @@ def _check_outlier(rep: Report, p: FieldPath, od: networking.OutlierDetection) -
         if value is not None and not 0 <= value <= 100:
             rep.error(p + (field,), f"{field} {value} must be between 0 and 100")
     for field, dur in (("interval", od.interval), ("baseEjectionTime", od.base_ejection_time)):
-        if dur is not None and parse_duration(dur) < 0.001:
+        if dur is not None and dur.seconds < 0.001:
             rep.error(p + (field,), f"{field} must be at least 1ms")
     if od.consecutive_local_origin_failures and not od.split_external_local_origin_errors:
         rep.error(

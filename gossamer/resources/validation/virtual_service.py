@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from gossamer.mesh import hosts_intersect
 from gossamer.resources import envoy_checks, networking
-from gossamer.resources.base import FieldPath
-from gossamer.resources.duration import parse_duration
+from gossamer.resources.base import Duration, FieldPath
 from gossamer.resources.networking import VirtualService
 from gossamer.resources.validation.common import (
     Finding,
@@ -225,7 +224,7 @@ def _check_rewrite(rep: Report, rp: FieldPath, rw: networking.HTTPRewrite) -> No
         rep.error(rp, "rewrite must specify uri, uriRegexRewrite or authority")
 
 
-def _check_retries(rep: Report, rp: FieldPath, rt: networking.HTTPRetry, route_timeout: str | None) -> None:
+def _check_retries(rep: Report, rp: FieldPath, rt: networking.HTTPRetry, route_timeout: Duration | None) -> None:
     if rt.attempts is not None and rt.attempts < 0:
         rep.error(rp + ("attempts",), f"attempts {rt.attempts} must not be negative")
     per_try = seconds_or_none(rt.per_try_timeout)
@@ -249,7 +248,7 @@ def _check_fault(rep: Report, fp: FieldPath, f: networking.HTTPFaultInjection) -
         delay = f.delay
         if (delay.fixed_delay is None) == (delay.exponential_delay is None):
             rep.error(fp + ("delay",), "exactly one of fixedDelay, exponentialDelay must be set")
-        elif delay.fixed_delay is not None and parse_duration(delay.fixed_delay) < 0.001:
+        elif delay.fixed_delay is not None and delay.fixed_delay.seconds < 0.001:
             rep.error(fp + ("delay", "fixedDelay"), "fixedDelay must be at least 1ms")
         check_percent(rep, fp + ("delay", "percentage"), delay.percentage)
         if delay.percent is not None and not 0 <= delay.percent <= 100:
