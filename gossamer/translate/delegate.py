@@ -13,7 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from gossamer.registry.snapshot import MeshSnapshot
-from gossamer.resources.networking import VirtualService
+from gossamer.resources.networking import (
+    Delegate,
+    Destination,
+    HTTPMatchRequest,
+    HTTPRoute,
+    StringMatch,
+    VirtualService,
+)
 from gossamer.translate.hosts import resolve_host
 
 # Root rule properties a delegate rule inherits when it does not set them.
@@ -41,7 +48,7 @@ MATCH_FIELDS = (
 )
 
 
-def find_delegate(snapshot: MeshSnapshot, root: Any, ref: Any) -> Any | None:
+def find_delegate(snapshot: MeshSnapshot, root: VirtualService, ref: Delegate) -> VirtualService | None:
     namespace = ref.namespace or root.metadata.namespace
     return next(
         (
@@ -53,17 +60,18 @@ def find_delegate(snapshot: MeshSnapshot, root: Any, ref: Any) -> Any | None:
     )
 
 
-def _uri_within(root: Any, delegate: Any) -> bool:
+def _uri_within(root: StringMatch | None, delegate: StringMatch | None) -> bool:
     if root is None or delegate is None or root.regex is not None or delegate.regex is not None:
         return True
     root_prefix = root.prefix if root.prefix is not None else root.exact
     value = delegate.prefix if delegate.prefix is not None else delegate.exact
     if root.exact is not None:
         return value == root.exact and delegate.exact is not None
+    assert root_prefix is not None  # validation: a uri match sets one of exact, prefix, regex
     return value is not None and value.startswith(root_prefix)
 
 
-def merge_match(root: Any | None, delegate: Any | None) -> Any | None:
+def merge_match(root: HTTPMatchRequest | None, delegate: HTTPMatchRequest | None) -> HTTPMatchRequest | None:
     """One merged HTTPMatchRequest, or None when the two conflict."""
     if root is None:
         return delegate
@@ -81,10 +89,10 @@ def merge_match(root: Any | None, delegate: Any | None) -> Any | None:
     return delegate.model_copy(update=update)
 
 
-def _resolve_destinations(rule: Any, namespace: str) -> Any:
+def _resolve_destinations(rule: HTTPRoute, namespace: str) -> HTTPRoute:
     """Delegate destinations name hosts in the delegate's namespace; make them FQDNs."""
 
-    def fix(dest: Any) -> Any:
+    def fix(dest: Destination) -> Destination:
         return dest.model_copy(update={"host": resolve_host(dest.host, namespace)})
 
     update: dict[str, Any] = {}
@@ -97,7 +105,7 @@ def _resolve_destinations(rule: Any, namespace: str) -> Any:
     return rule.model_copy(update=update) if update else rule
 
 
-def expand_rule(snapshot: MeshSnapshot, root_vs: Any, rule: Any) -> list[Any]:
+def expand_rule(snapshot: MeshSnapshot, root_vs: VirtualService, rule: HTTPRoute) -> list[HTTPRoute]:
     """The rules a root rule stands for: itself, or its delegate's rules merged with it."""
     if rule.delegate is None:
         return [rule]
@@ -108,8 +116,8 @@ def expand_rule(snapshot: MeshSnapshot, root_vs: Any, rule: Any) -> list[Any]:
     for d_rule in delegate.spec.http or []:
         d_rule = _resolve_destinations(d_rule, delegate.metadata.namespace)
         inherited = {f: getattr(rule, f) for f in INHERITED if getattr(d_rule, f) is None and getattr(rule, f)}
-        root_matches = list(rule.match or []) or [None]
-        d_matches = list(d_rule.match or []) or [None]
+        root_matches: list[HTTPMatchRequest | None] = [*(rule.match or [])] or [None]
+        d_matches: list[HTTPMatchRequest | None] = [*(d_rule.match or [])] or [None]
         merged = [merge_match(r, d) for r in root_matches for d in d_matches]
         kept = [m for m in merged if m is not None]
         if not kept and any(m is not None for m in (*root_matches, *d_matches)):
@@ -119,5 +127,5 @@ def expand_rule(snapshot: MeshSnapshot, root_vs: Any, rule: Any) -> list[Any]:
     return out
 
 
-def expand_delegates(snapshot: MeshSnapshot, vs: Any) -> list[Any]:
+def expand_delegates(snapshot: MeshSnapshot, vs: VirtualService) -> list[HTTPRoute]:
     return [r for rule in vs.spec.http or [] for r in expand_rule(snapshot, vs, rule)]

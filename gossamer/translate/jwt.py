@@ -14,19 +14,18 @@
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
 from gossamer.ir.security import JwtHeader, JwtProvider
 from gossamer.mesh import CLUSTER_DOMAIN, DOMAIN_SUFFIX, ROOT_NAMESPACE, outbound_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
-from gossamer.resources.security import RequestAuthentication
+from gossamer.resources.security import JWTRule, RequestAuthentication
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.visibility import visible_services
 
 
-def request_authentication_applies(policy: Any, proxy: Proxy) -> bool:
+def request_authentication_applies(policy: RequestAuthentication, proxy: Proxy) -> bool:
     spec = policy.spec
     if spec.target_ref is not None or spec.target_refs:
         return False
@@ -64,7 +63,9 @@ def jwks_cluster(snapshot: MeshSnapshot, proxy: Proxy, uri: str, namespace: str)
     return ""
 
 
-def _provider(snapshot: MeshSnapshot, proxy: Proxy, policy: Any, rule: Any, name: str) -> JwtProvider:
+def _provider(
+    snapshot: MeshSnapshot, proxy: Proxy, policy: RequestAuthentication, rule: JWTRule, name: str
+) -> JwtProvider:
     ns = policy.metadata.namespace
     cluster = ""
     if not rule.jwks and rule.jwks_uri:

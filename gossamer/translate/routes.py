@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from gossamer.ir.matches import StringMatch
 from gossamer.ir.route_actions import MirrorPolicy
@@ -17,6 +17,7 @@ from gossamer.ir.types import HeaderMatch, HeaderOps, HttpRoute, QueryParamMatch
 from gossamer.mesh import outbound_cluster_name, parse_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.resources import networking
 from gossamer.resources.networking import VirtualService
 from gossamer.translate.clusters import destination_rule_for
 from gossamer.translate.delegate import expand_delegates
@@ -37,6 +38,10 @@ from gossamer.translate.visibility import exported_to
 MESH_GATEWAY = "mesh"
 
 
+AnyMatch = networking.HTTPMatchRequest | networking.L4MatchAttributes | networking.TLSMatchAttributes
+RouteDestinationT = TypeVar("RouteDestinationT", networking.HTTPRouteDestination, networking.RouteDestination)
+
+
 @dataclass(frozen=True)
 class RouteContext:
     """Where the routes are being built: which proxy, for which gateway names and port."""
@@ -46,7 +51,7 @@ class RouteContext:
     port: int
 
 
-def vs_gateways(vs: Any) -> frozenset[str]:
+def vs_gateways(vs: VirtualService) -> frozenset[str]:
     """A VirtualService's gateways, qualified with its namespace; default is the mesh."""
     names = list(vs.spec.gateways or []) or [MESH_GATEWAY]
     return frozenset(qualify_gateway(n, vs.metadata.namespace) for n in names)
@@ -58,7 +63,7 @@ def qualify_gateway(name: str, namespace: str) -> str:
     return f"{namespace}/{name}"
 
 
-def _string_match(m: Any, ignore_case: bool = False) -> StringMatch | None:
+def _string_match(m: networking.StringMatch | None, ignore_case: bool = False) -> StringMatch | None:
     if m is None:
         return None
     if m.exact is not None:
@@ -70,7 +75,7 @@ def _string_match(m: Any, ignore_case: bool = False) -> StringMatch | None:
     return StringMatch("present")
 
 
-def _match_applies(match: Any, vs: Any, ctx: RouteContext) -> bool:
+def _match_applies(match: AnyMatch, vs: VirtualService, ctx: RouteContext) -> bool:
     gateways = (
         frozenset(qualify_gateway(g, vs.metadata.namespace) for g in match.gateways)
         if match.gateways
@@ -89,7 +94,7 @@ def _match_applies(match: Any, vs: Any, ctx: RouteContext) -> bool:
     return True
 
 
-def translate_match(match: Any) -> RouteMatch:
+def translate_match(match: networking.HTTPMatchRequest) -> RouteMatch:
     headers: list[HeaderMatch] = []
     for pseudo, field in ((":method", match.method), (":scheme", match.scheme), (":authority", match.authority)):
         sm = _string_match(field)
@@ -118,7 +123,7 @@ def _is_authority_header(name: str) -> bool:
     return name.lower() in (":authority", "host")
 
 
-def translate_header_ops(ops: Any) -> HeaderOps:
+def translate_header_ops(ops: networking.HeaderOperations | None) -> HeaderOps:
     """Istio drops pseudo-headers and Host from header edits (the authority is a host rewrite)."""
     if ops is None:
         return HeaderOps()
@@ -129,7 +134,7 @@ def translate_header_ops(ops: Any) -> HeaderOps:
     )
 
 
-def header_authority(headers: Any) -> str:
+def header_authority(headers: networking.Headers | None) -> str:
     """The :authority (or Host) a Headers block sets on requests; `set` wins over `add`."""
     request = headers.request if headers is not None else None
     if request is None:
@@ -142,7 +147,7 @@ def header_authority(headers: Any) -> str:
     return found
 
 
-def destination_port(snapshot: MeshSnapshot, host: str, port: Any, ctx: RouteContext) -> int:
+def destination_port(snapshot: MeshSnapshot, host: str, port: networking.PortSelector | None, ctx: RouteContext) -> int:
     """Istio: the destination's port, else the service's only port, else the listener port."""
     if port is not None and port.number:
         return int(port.number)
@@ -152,15 +157,17 @@ def destination_port(snapshot: MeshSnapshot, host: str, port: Any, ctx: RouteCon
     return ctx.port
 
 
-def destination_cluster(snapshot: MeshSnapshot, destination: Any, namespace: str, ctx: RouteContext) -> str:
+def destination_cluster(
+    snapshot: MeshSnapshot, destination: networking.Destination, namespace: str, ctx: RouteContext
+) -> str:
     host = resolve_host(destination.host, namespace)
     return outbound_cluster_name(
         host, destination_port(snapshot, host, destination.port, ctx), destination.subset or ""
     )
 
 
-def _kept_destinations(rule: Any) -> list[tuple[Any, int]]:
-    routes = rule.route or []
+def _kept_destinations(routes: Sequence[RouteDestinationT]) -> list[tuple[RouteDestinationT, int]]:
+    """A rule's route destinations with their weights (zero-weight ones dropped)."""
     out = []
     for dest in routes:
         weight = dest.weight if dest.weight is not None else (100 if len(routes) == 1 else 0)
@@ -171,10 +178,10 @@ def _kept_destinations(rule: Any) -> list[tuple[Any, int]]:
 
 
 def translate_destinations(
-    snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: RouteContext
+    snapshot: MeshSnapshot, rule: networking.HTTPRoute, namespace: str, ctx: RouteContext
 ) -> tuple[WeightedDestination, ...]:
     out = []
-    for dest, weight in _kept_destinations(rule):
+    for dest, weight in _kept_destinations(rule.route or []):
         headers = dest.headers
         out.append(
             WeightedDestination(
@@ -188,10 +195,12 @@ def translate_destinations(
     return tuple(out)
 
 
-def _hash_policies(snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: RouteContext) -> tuple[HashPolicy, ...]:
+def _hash_policies(
+    snapshot: MeshSnapshot, rule: networking.HTTPRoute, namespace: str, ctx: RouteContext
+) -> tuple[HashPolicy, ...]:
     """Istio puts each destination's consistent-hash key (from its DestinationRule) on the route."""
     out = []
-    for dest, _weight in _kept_destinations(rule):
+    for dest, _weight in _kept_destinations(rule.route or []):
         host = resolve_host(dest.destination.host, namespace)
         dr = destination_rule_for(snapshot, host, ctx.proxy.namespace)
         explicit_port = dest.destination.port.number if dest.destination.port is not None else None
@@ -202,7 +211,7 @@ def _hash_policies(snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: Route
 
 
 def translate_rule_action(
-    snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: RouteContext, authority: str
+    snapshot: MeshSnapshot, rule: networking.HTTPRoute, namespace: str, ctx: RouteContext, authority: str
 ) -> dict[str, Any] | None:
     """The HttpRoute fields that say what a rule does: redirect, direct response or forward
     (destinations, timeout, retries, rewrite, mirrors, hash policies). None: no valid action."""
@@ -253,7 +262,7 @@ def route_operation(route: HttpRoute, vs_name: str, port: int) -> str:
     return f"{vs_name}:{port}{suffix}"
 
 
-def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> list[HttpRoute]:
+def translate_http_rules(snapshot: MeshSnapshot, vs: VirtualService, ctx: RouteContext) -> list[HttpRoute]:
     """The routes one VirtualService contributes in this context, in rule order."""
     routes: list[HttpRoute] = []
     ns = vs.metadata.namespace
@@ -266,7 +275,7 @@ def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> 
             continue  # e.g. an unsupported redirect code: Istio leaves the route without an action
         filters: dict[str, Any] = {"fault": translate_fault(rule.fault), "cors": translate_cors(rule.cors_policy)}
         source = f"{ns}/{vs.metadata.name}#http[{index}]" + (f" ({rule.name})" if rule.name else "")
-        matches: Sequence[Any] = rule.match or []
+        matches: Sequence[networking.HTTPMatchRequest] = rule.match or []
         if not matches:
             if vs_gateways(vs) & ctx.gateways:
                 routes.append(
@@ -298,7 +307,7 @@ def translate_http_rules(snapshot: MeshSnapshot, vs: Any, ctx: RouteContext) -> 
     return [replace(r, operation=route_operation(r, vs.metadata.name, ctx.port)) for r in routes]
 
 
-def virtual_services_for(snapshot: MeshSnapshot, ctx: RouteContext) -> Iterable[Any]:
+def virtual_services_for(snapshot: MeshSnapshot, ctx: RouteContext) -> Iterable[VirtualService]:
     """VirtualServices bound to any of the context's gateways (exportTo respected)."""
     for vs in snapshot.of_kind(VirtualService):
         if not exported_to(vs, ctx.proxy.namespace):

@@ -20,12 +20,12 @@ whose hosts the server allows; a TLS server with mode PASSTHROUGH gets one chain
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from gossamer.ir.types import TcpChain, WeightedDestination
 from gossamer.mesh import hosts_intersect, outbound_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService
+from gossamer.resources.networking import TCPRoute, TLSRoute, VirtualService
 from gossamer.translate.hosts import resolve_host
 from gossamer.translate.routes import (
     RouteContext,
@@ -36,19 +36,19 @@ from gossamer.translate.routes import (
 
 
 def l4_destinations(
-    snapshot: MeshSnapshot, rule: Any, namespace: str, ctx: RouteContext
+    snapshot: MeshSnapshot, rule: TCPRoute | TLSRoute, namespace: str, ctx: RouteContext
 ) -> tuple[WeightedDestination, ...]:
     return tuple(
         WeightedDestination(destination_cluster(snapshot, dest.destination, namespace, ctx), weight)
-        for dest, weight in _kept_destinations(rule)
+        for dest, weight in _kept_destinations(rule.route or [])
     )
 
 
-def _source(vs: Any, kind: str, index: int) -> str:
+def _source(vs: VirtualService, kind: str, index: int) -> str:
     return f"{vs.metadata.namespace}/{vs.metadata.name}#{kind}[{index}]"
 
 
-def virtual_services_for_host(vss: Iterable[Any], hostname: str) -> list[Any]:
+def virtual_services_for_host(vss: Iterable[VirtualService], hostname: str) -> list[VirtualService]:
     """Every VirtualService (in order) with a host covering `hostname` (tcp/tls use them all)."""
     return [
         vs
@@ -71,7 +71,7 @@ def dedupe_chains(chains: Iterable[TcpChain]) -> list[TcpChain]:
 
 def sidecar_tcp_chains(
     snapshot: MeshSnapshot,
-    vss: list[Any],
+    vss: list[VirtualService],
     service: MeshService,
     port: int,
     protocol: str,
@@ -107,20 +107,20 @@ def sidecar_tcp_chains(
     for vs in configs:
         if catch_all:
             break
-        for index, rule in enumerate(vs.spec.tcp or []):
-            destinations = l4_destinations(snapshot, rule, vs.metadata.namespace, ctx)
-            if not rule.match:
+        for index, tcp_rule in enumerate(vs.spec.tcp or []):
+            destinations = l4_destinations(snapshot, tcp_rule, vs.metadata.namespace, ctx)
+            if not tcp_rule.match:
                 chains.append(TcpChain(destinations, prefix_ranges=listener_cidrs, source=_source(vs, "tcp", index)))
                 catch_all = True
                 break
             subnets: list[str] = []
-            for match in rule.match:
-                if not _match_applies(match, vs, ctx):
+            for l4_match in tcp_rule.match:
+                if not _match_applies(l4_match, vs, ctx):
                     continue
-                if not match.destination_subnets:
+                if not l4_match.destination_subnets:
                     catch_all = True
                     break
-                subnets.extend(match.destination_subnets)
+                subnets.extend(l4_match.destination_subnets)
             if catch_all:
                 chains.append(TcpChain(destinations, prefix_ranges=listener_cidrs, source=_source(vs, "tcp", index)))
                 break
@@ -134,10 +134,12 @@ def sidecar_tcp_chains(
     return dedupe_chains(chains)
 
 
-HostFilter = Callable[[Any, str], bool]
+HostFilter = Callable[[VirtualService, str], bool]
 
 
-def gateway_tcp_chain(snapshot: MeshSnapshot, vss: list[Any], ctx: RouteContext, allows: HostFilter) -> TcpChain | None:
+def gateway_tcp_chain(
+    snapshot: MeshSnapshot, vss: list[VirtualService], ctx: RouteContext, allows: HostFilter
+) -> TcpChain | None:
     """A TCP server: the first applicable tcp rule of the bound VirtualServices it allows."""
     for vs in vss:
         if not any(allows(vs, resolve_host(h, vs.metadata.namespace)) for h in vs.spec.hosts or []):
@@ -150,7 +152,9 @@ def gateway_tcp_chain(snapshot: MeshSnapshot, vss: list[Any], ctx: RouteContext,
     return None
 
 
-def gateway_tls_chains(snapshot: MeshSnapshot, vss: list[Any], ctx: RouteContext, allows: HostFilter) -> list[TcpChain]:
+def gateway_tls_chains(
+    snapshot: MeshSnapshot, vss: list[VirtualService], ctx: RouteContext, allows: HostFilter
+) -> list[TcpChain]:
     """A TLS PASSTHROUGH server: one chain per applicable tls match, SNI limited to the server's hosts."""
     chains = []
     for vs in vss:

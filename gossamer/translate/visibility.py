@@ -10,15 +10,19 @@ ServiceEntry `exportTo` limits visibility too.
 
 from __future__ import annotations
 
-from typing import Any
-
 from gossamer.mesh import ROOT_NAMESPACE, host_matches
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
-from gossamer.resources.networking import OutboundTrafficPolicy, Sidecar
+from gossamer.resources.networking import (
+    DestinationRule,
+    OutboundTrafficPolicy,
+    ServiceEntry,
+    Sidecar,
+    VirtualService,
+)
 
 
-def exported_to(resource: Any, namespace: str) -> bool:
+def exported_to(resource: VirtualService | DestinationRule | ServiceEntry, namespace: str) -> bool:
     """Does a config resource's `exportTo` make it visible to proxies of `namespace`?"""
     export_to = list(resource.spec.export_to or [])
     if not export_to or "*" in export_to:
@@ -27,7 +31,7 @@ def exported_to(resource: Any, namespace: str) -> bool:
     return any((e == "." and own == namespace) or e == namespace for e in export_to)
 
 
-def sidecar_for(snapshot: MeshSnapshot, proxy: Proxy) -> Any | None:
+def sidecar_for(snapshot: MeshSnapshot, proxy: Proxy) -> Sidecar | None:
     """The Sidecar resource that applies to this proxy (oldest first among equals), or None."""
     if proxy.type != "sidecar":
         return None
