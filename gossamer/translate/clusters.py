@@ -5,8 +5,6 @@ Names follow Istio: outbound|PORT|SUBSET|HOST and inbound|PORT||.
 
 from __future__ import annotations
 
-from typing import Any
-
 from gossamer.ir.types import Cluster, Endpoint, EndpointSet
 from gossamer.mesh import inbound_cluster_name, outbound_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
@@ -31,26 +29,26 @@ INBOUND_PASSTHROUGH = "InboundPassthroughCluster"
 INBOUND_SOURCE_ADDRESS = "127.0.0.6"
 
 
-def _destination_rules_by_host(snapshot: MeshSnapshot) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
+def _destination_rules_by_host(snapshot: MeshSnapshot) -> dict[str, list[DestinationRule]]:
+    out: dict[str, list[DestinationRule]] = {}
     for dr in snapshot.of_kind(DestinationRule):
         out.setdefault(resolve_host(dr.spec.host, dr.metadata.namespace), []).append(dr)
     return out
 
 
-def destination_rules_for_host(snapshot: MeshSnapshot, host: str) -> list[Any]:
+def destination_rules_for_host(snapshot: MeshSnapshot, host: str) -> list[DestinationRule]:
     """Every DestinationRule whose host resolves to HOST, in the snapshot's order (an index, built once)."""
     return snapshot.derived("destination_rules_by_host", lambda: _destination_rules_by_host(snapshot)).get(host, [])
 
 
-def destination_rule_for(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> Any | None:
+def destination_rule_for(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> DestinationRule | None:
     """Istio's lookup order: the proxy's namespace, then the service's, then any other."""
     return snapshot.derived(
         ("destination_rule_for", host, proxy_namespace), lambda: _destination_rule_for(snapshot, host, proxy_namespace)
     )
 
 
-def _destination_rule_for(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> Any | None:
+def _destination_rule_for(snapshot: MeshSnapshot, host: str, proxy_namespace: str) -> DestinationRule | None:
     candidates = [dr for dr in destination_rules_for_host(snapshot, host) if exported_to(dr, proxy_namespace)]
     service_ns = host.split(".")[1] if host.count(".") >= 2 else ""
     for preferred in (proxy_namespace, service_ns):

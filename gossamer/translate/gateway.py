@@ -9,13 +9,12 @@ gateway's listeners are also bound on the host (127.0.0.1): 8080 at `--ingress-p
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from gossamer.ir.types import GatewayTlsServer, HttpRoute, Listener, RouteTable, TcpChain, TlsSecret, VirtualHost
 from gossamer.mesh import hosts_intersect
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
-from gossamer.resources.networking import Gateway
+from gossamer.resources.networking import Gateway, Server, VirtualService
 from gossamer.translate.authorization import authorization_policies
 from gossamer.translate.gateway_tls import terminating_mode, tls_server
 from gossamer.translate.hosts import resolve_host
@@ -33,12 +32,16 @@ def container_port(server_port: int) -> int:
     return SERVICE_PORT_TO_CONTAINER_PORT.get(server_port, server_port)
 
 
+BoundServer = tuple[int, str, Server]
+"""(server port number, gateway "ns/name", server)"""
+
+
 def host_bound(proxy: Proxy) -> bool:
     """Only the ingress gateway (istio: ingressgateway) also listens in the host's network namespace."""
     return bool(proxy.host_netns) and proxy.label_map.get("istio") == "ingressgateway"
 
 
-def gateways_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
+def gateways_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[Gateway]:
     labels = proxy.label_map
     return [
         gw
@@ -47,7 +50,7 @@ def gateways_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
     ]
 
 
-def _server_allows(server_host: str, gateway_ns: str, vs: Any, vs_host: str) -> bool:
+def _server_allows(server_host: str, gateway_ns: str, vs: VirtualService, vs_host: str) -> bool:
     """Gateway server hosts may carry a namespace: "ns/host", "./host" or "*/host"."""
     ns, _, host = server_host.rpartition("/")
     if ns == ".":
@@ -58,7 +61,7 @@ def _server_allows(server_host: str, gateway_ns: str, vs: Any, vs_host: str) -> 
 
 
 def _virtual_hosts(
-    snapshot: MeshSnapshot, proxy: Proxy, servers: list[tuple[int, str, Any]], port: int
+    snapshot: MeshSnapshot, proxy: Proxy, servers: list[BoundServer], port: int
 ) -> tuple[VirtualHost, ...]:
     """The virtual hosts of the VirtualServices bound to SERVERS (one route table)."""
     vhost_routes: dict[str, list[HttpRoute]] = {}
@@ -96,9 +99,9 @@ def _virtual_hosts(
 
 def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listener], list[RouteTable], list[TlsSecret]]:
     # listener port -> [(server port number, gateway "ns/name", server)]
-    by_port: dict[int, list[tuple[int, str, Any]]] = {}
-    l4_by_port: dict[int, list[tuple[int, str, Any]]] = {}
-    https_by_port: dict[int, list[tuple[int, str, Any]]] = {}
+    by_port: dict[int, list[BoundServer]] = {}
+    l4_by_port: dict[int, list[BoundServer]] = {}
+    https_by_port: dict[int, list[BoundServer]] = {}
     for gw in gateways_for(snapshot, proxy):
         for server in gw.spec.servers or []:
             protocol = (server.port.protocol or "HTTP").upper()
@@ -220,7 +223,7 @@ def host_l4_listeners(proxy: Proxy, listeners: list[Listener]) -> list[Listener]
 
 
 def translate_gateway_l4(
-    snapshot: MeshSnapshot, proxy: Proxy, by_port: dict[int, list[tuple[int, str, Any]]], http_ports: set[int]
+    snapshot: MeshSnapshot, proxy: Proxy, by_port: dict[int, list[BoundServer]], http_ports: set[int]
 ) -> list[Listener]:
     """TCP servers and TLS PASSTHROUGH servers: 0.0.0.0_<port> with tcp_proxy chains."""
     listeners = []
@@ -233,7 +236,7 @@ def translate_gateway_l4(
             ctx = RouteContext(proxy, frozenset({gw_name}), server_port)
             gw_ns = gw_name.split("/", 1)[0]
 
-            def allows(vs: Any, host: str, server: Any = server, gw_ns: str = gw_ns) -> bool:
+            def allows(vs: VirtualService, host: str, server: Server = server, gw_ns: str = gw_ns) -> bool:
                 return any(_server_allows(sh, gw_ns, vs, host) for sh in server.hosts)
 
             vss = list(virtual_services_for(snapshot, ctx))

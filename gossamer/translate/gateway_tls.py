@@ -9,18 +9,19 @@ client certificates must chain to: `ca.crt` / `cacert` of the same Secret, else 
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 from gossamer.ir.types import GatewayTlsMode, GatewayTlsServer, TlsSecret
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.resources.core import CA_CERT_KEY, TLS_CERT_KEY, TLS_KEY_KEY, Secret, secret_data
+from gossamer.resources.networking import Server
 
 SECRET_PREFIX = "kubernetes://"
 CA_SUFFIX = "-cacert"
 TERMINATING_MODES: frozenset[str] = frozenset({"SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"})
 
 
-def terminating_mode(server: Any) -> GatewayTlsMode | None:
+def terminating_mode(server: Server) -> GatewayTlsMode | None:
     """The TLS mode of an HTTPS server that terminates TLS with a credentialName, else None."""
     tls = server.tls
     if tls is None or (server.port.protocol or "").upper() != "HTTPS":
@@ -72,18 +73,19 @@ def sni_names(hosts: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def route_table_name(server: Any, gw_name: str) -> str:
+def route_table_name(server: Server, gw_name: str) -> str:
     """Istio's name for an HTTPS server's route table: https.<number>.<port name>.<gateway>.<namespace>."""
     ns, _, name = gw_name.partition("/")
     return f"https.{server.port.number}.{server.port.name or ''}.{name}.{ns}"
 
 
 def tls_server(
-    snapshot: MeshSnapshot, namespace: str, server: Any, gw_name: str, mode: GatewayTlsMode
+    snapshot: MeshSnapshot, namespace: str, server: Server, gw_name: str, mode: GatewayTlsMode
 ) -> tuple[GatewayTlsServer, list[TlsSecret]] | None:
     """The filter chain of one server and the secrets it needs, or None when its credential is
     missing or incomplete (Istio skips such a server: nothing could complete its handshake)."""
     tls = server.tls
+    assert tls is not None and tls.credential_name  # MODE: terminating_mode(server), which needs both
     cert = credential(snapshot, namespace, tls.credential_name)
     if cert is None:
         return None

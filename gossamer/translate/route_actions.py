@@ -7,7 +7,6 @@ Follows pilot/pkg/networking/core/route/route.go and route/retry/retry.go.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
 
 from gossamer.ir.matches import StringMatch
 from gossamer.ir.route_actions import (
@@ -21,6 +20,7 @@ from gossamer.ir.route_actions import (
     RetryPolicy,
     Rewrite,
 )
+from gossamer.resources import networking
 from gossamer.resources.base import Duration
 
 # Istio's default retry policy (retry.DefaultPolicy): applied to every outbound route
@@ -92,7 +92,7 @@ def parse_retry_on(retry_on: str) -> tuple[str, tuple[int, ...]]:
     return ",".join(names), tuple(codes)
 
 
-def translate_retry(retries: Any, consistent_hash: bool = False) -> RetryPolicy | None:
+def translate_retry(retries: networking.HTTPRetry | None, consistent_hash: bool = False) -> RetryPolicy | None:
     """Istio's retry.ConvertPolicy: default when unset, none when attempts <= 0."""
     out = DEFAULT_CONSISTENT_HASH_RETRY if consistent_hash else DEFAULT_RETRY
     if retries is None:
@@ -119,7 +119,7 @@ def translate_retry(retries: Any, consistent_hash: bool = False) -> RetryPolicy 
     )
 
 
-def translate_fault(fault: Any) -> FaultInjection | None:
+def translate_fault(fault: networking.HTTPFaultInjection | None) -> FaultInjection | None:
     """Istio's TranslateFault: fixed delays and http/grpc aborts; anything else is dropped."""
     if fault is None:
         return None
@@ -143,7 +143,7 @@ def translate_fault(fault: Any) -> FaultInjection | None:
     return FaultInjection(delay, abort)
 
 
-def _string_match(m: Any) -> StringMatch:
+def _string_match(m: networking.StringMatch) -> StringMatch:
     if m.exact is not None:
         return StringMatch("exact", m.exact)
     if m.prefix is not None:
@@ -151,7 +151,7 @@ def _string_match(m: Any) -> StringMatch:
     return StringMatch("regex", m.regex or "")
 
 
-def translate_cors(cors: Any) -> CorsPolicy | None:
+def translate_cors(cors: networking.CorsPolicy | None) -> CorsPolicy | None:
     if cors is None:
         return None
     if cors.allow_origins is not None:
@@ -172,7 +172,7 @@ def translate_cors(cors: Any) -> CorsPolicy | None:
     )
 
 
-def mirror_percent(rule: Any) -> FractionalPercent | None:
+def mirror_percent(rule: networking.HTTPRoute) -> FractionalPercent | None:
     """Istio's MirrorPercent: mirrorPercentage, else mirrorPercent, else 100%; 0 disables."""
     if rule.mirror_percentage is not None:
         return percent(rule.mirror_percentage.value) if rule.mirror_percentage.value > 0 else None
@@ -181,13 +181,13 @@ def mirror_percent(rule: Any) -> FractionalPercent | None:
     return FractionalPercent(100)
 
 
-def mirror_policy_percent(policy: Any) -> FractionalPercent | None:
+def mirror_policy_percent(policy: networking.HTTPMirrorPolicy) -> FractionalPercent | None:
     if policy.percentage is not None:
         return percent(policy.percentage.value) if policy.percentage.value > 0 else None
     return FractionalPercent(100)
 
 
-def translate_redirect(redirect: Any, listener_port: int, is_tls: bool = False) -> Redirect | None:
+def translate_redirect(redirect: networking.HTTPRedirect, listener_port: int, is_tls: bool = False) -> Redirect | None:
     """Istio's ApplyRedirect; an unsupported code leaves the route without an action (None)."""
     code = redirect.redirect_code or 301
     if code not in REDIRECT_CODES:
@@ -211,7 +211,7 @@ def translate_redirect(redirect: Any, listener_port: int, is_tls: bool = False) 
     )
 
 
-def translate_direct_response(direct: Any) -> DirectResponse:
+def translate_direct_response(direct: networking.HTTPDirectResponse) -> DirectResponse:
     body = direct.body
     return DirectResponse(
         status=direct.status,
@@ -220,7 +220,7 @@ def translate_direct_response(direct: Any) -> DirectResponse:
     )
 
 
-def translate_rewrite(rewrite: Any, authority: str) -> Rewrite:
+def translate_rewrite(rewrite: networking.HTTPRewrite | None, authority: str) -> Rewrite:
     """uriRegexRewrite wins over uri (prefix_rewrite; on an exact-path match Envoy swaps the whole
     path); rewrite.authority wins over an :authority set through headers."""
     prefix = pattern = substitution = ""

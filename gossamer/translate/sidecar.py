@@ -8,7 +8,6 @@ route table "9080" holds one virtual host per service on that port.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any
 
 from gossamer.ir.route_actions import DirectResponse
 from gossamer.ir.types import (
@@ -31,6 +30,7 @@ from gossamer.mesh import (
 from gossamer.registry.serviceentry import is_plain_ip
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy
+from gossamer.resources.networking import VirtualService
 from gossamer.translate.authorization import authorization_policies
 from gossamer.translate.clusters import (
     BLACKHOLE,
@@ -55,7 +55,7 @@ from gossamer.translate.traffic_policy import hash_for_service
 from gossamer.translate.visibility import registry_only, visible_services
 
 
-def virtual_service_for_host(vss: list[Any], hostname: str) -> Any | None:
+def virtual_service_for_host(vss: list[VirtualService], hostname: str) -> VirtualService | None:
     """Sidecars use one VirtualService per host: an exact host beats a wildcard, older beats newer."""
     return HttpVirtualServices(vss).for_host(hostname)
 
@@ -64,9 +64,9 @@ class HttpVirtualServices:
     """virtual_service_for_host over one list of VirtualServices, indexed once by exact host
     (a sidecar asks for every service it sees)."""
 
-    def __init__(self, vss: list[Any]) -> None:
-        self._exact: dict[str, Any] = {}
-        self._patterns: list[tuple[str, Any]] = []  # (resolved host, vs) in order, for wildcards
+    def __init__(self, vss: list[VirtualService]) -> None:
+        self._exact: dict[str, VirtualService] = {}
+        self._patterns: list[tuple[str, VirtualService]] = []  # (resolved host, vs) in order, for wildcards
         for vs in vss:
             if not vs.spec.http:
                 continue  # tcp/tls-only VirtualServices do not route HTTP
@@ -76,7 +76,7 @@ class HttpVirtualServices:
                 if "*" in resolved:
                     self._patterns.append((resolved, vs))
 
-    def for_host(self, hostname: str) -> Any | None:
+    def for_host(self, hostname: str) -> VirtualService | None:
         exact = self._exact.get(hostname)
         if exact is not None:
             return exact
