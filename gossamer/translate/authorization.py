@@ -7,13 +7,11 @@ the Kubernetes Gateway API, not here.
 
 from __future__ import annotations
 
-from typing import Any
-
 from gossamer.ir.authorization import AuthzField, AuthzPolicy, AuthzRule
 from gossamer.mesh import DEFAULT_TRUST_DOMAINS, ROOT_NAMESPACE, TrustDomains, principal
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
-from gossamer.resources.security import AuthorizationPolicy
+from gossamer.resources.security import AuthorizationPolicy, Operation, Rule, Source
 from gossamer.translate.security import trust_domains, workload_selected
 
 # Fields only HTTP has: on TCP chains an ALLOW rule using them never matches, and a DENY rule
@@ -68,7 +66,7 @@ def _principals(values: list[str] | None, td: TrustDomains) -> list[str] | None:
     return td.principals(values) if values else None
 
 
-def _source_fields(src: Any, namespace: str, td: TrustDomains) -> tuple[AuthzField, ...]:
+def _source_fields(src: Source, namespace: str, td: TrustDomains) -> tuple[AuthzField, ...]:
     fields = [
         *_field("principal", _principals(src.principals, td), _principals(src.not_principals, td)),
         *_field(
@@ -84,7 +82,7 @@ def _source_fields(src: Any, namespace: str, td: TrustDomains) -> tuple[AuthzFie
     return tuple(fields)
 
 
-def _operation_fields(op: Any) -> tuple[AuthzField, ...]:
+def _operation_fields(op: Operation) -> tuple[AuthzField, ...]:
     return tuple(
         [
             *_field("host", op.hosts, op.not_hosts),
@@ -118,7 +116,7 @@ def condition_key(key: str) -> str:
     return ""
 
 
-def translate_rule(rule: Any, namespace: str, td: TrustDomains = DEFAULT_TRUST_DOMAINS) -> AuthzRule:
+def translate_rule(rule: Rule, namespace: str, td: TrustDomains = DEFAULT_TRUST_DOMAINS) -> AuthzRule:
     conditions: list[AuthzField] = []
     for cond in rule.when or []:
         key = condition_key(cond.key)
@@ -134,7 +132,7 @@ def translate_rule(rule: Any, namespace: str, td: TrustDomains = DEFAULT_TRUST_D
     )
 
 
-def authz_applies(policy: Any, proxy: Proxy) -> bool:
+def authz_applies(policy: AuthorizationPolicy, proxy: Proxy) -> bool:
     spec = policy.spec
     if spec.target_ref is not None or spec.target_refs:
         return False  # targetRef binds gateways and waypoints (Kubernetes Gateway API): not here

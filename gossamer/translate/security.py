@@ -17,37 +17,38 @@ since Envoy would reject or never warm config referring to secrets it cannot fet
 
 from __future__ import annotations
 
-from typing import Any
-
 from gossamer.ir.security import ISTIO_ALPN_CLIENT, InboundMtls, UpstreamTls
 from gossamer.mesh import ROOT_NAMESPACE, TrustDomains
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, Workload
 from gossamer.resources.apps import Deployment
-from gossamer.resources.security import PeerAuthentication
+from gossamer.resources.networking import ClientTLSSettings
+from gossamer.resources.security import MutualTLS, PeerAuthentication, PeerAuthenticationSpec, Selector
 
 MeshMode = str  # STRICT | PERMISSIVE | DISABLE (UNSET resolved away)
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
 
-def workload_selected(selector: Any, labels: dict[str, str]) -> bool:
+def workload_selected(selector: Selector | None, labels: dict[str, str]) -> bool:
     """A selector without labels selects every workload (Istio)."""
     wanted = (selector.match_labels or {}) if selector is not None else {}
     return all(labels.get(k) == v for k, v in wanted.items())
 
 
-def _has_selector(spec: Any) -> bool:
+def _has_selector(spec: PeerAuthenticationSpec) -> bool:
     return spec.selector is not None and bool(spec.selector.match_labels)
 
 
-def _mode(mtls: Any) -> str:
+def _mode(mtls: MutualTLS | None) -> str:
     return (mtls.mode if mtls is not None else None) or "UNSET"
 
 
 # ------------------------------------------------------------------------------------ PeerAuthentication
 
 
-def peer_authentication_levels(snapshot: MeshSnapshot, proxy: Proxy | Workload) -> tuple[Any, Any, Any]:
+def peer_authentication_levels(
+    snapshot: MeshSnapshot, proxy: Proxy | Workload
+) -> tuple[PeerAuthentication | None, PeerAuthentication | None, PeerAuthentication | None]:
     """The PeerAuthentications that count for the workload: (mesh, namespace, workload), each or None."""
     labels = proxy.label_map
     policies = snapshot.of_kind(PeerAuthentication)
@@ -147,7 +148,7 @@ def upstream_tls(
     service: MeshService,
     port: int,
     subset: str,
-    settings: Any,
+    settings: ClientTLSSettings | None,
     auto_allowed: bool,
 ) -> tuple[UpstreamTls | None, UpstreamTls | None]:
     """(tls for every endpoint, auto mTLS for tlsMode istio endpoints) of one outbound cluster."""

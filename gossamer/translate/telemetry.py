@@ -23,30 +23,30 @@ from gossamer.ir.types import Tracing, TracingProvider, TracingTag
 from gossamer.mesh import ROOT_NAMESPACE, outbound_cluster_name
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
-from gossamer.resources.telemetry import Telemetry, applies_to_all
+from gossamer.resources.telemetry import Telemetry, TelemetrySpec, applies_to_all
 
 ENVOY_PROVIDER = "envoy"
 
 Side = Literal["client", "server"]
 
 
-def _has_selector(spec: Any) -> bool:
+def _has_selector(spec: TelemetrySpec) -> bool:
     return spec.selector is not None and bool(spec.selector.match_labels)
 
 
-def _selects(spec: Any, labels: dict[str, str]) -> bool:
+def _selects(spec: TelemetrySpec, labels: dict[str, str]) -> bool:
     wanted = (spec.selector.match_labels or {}) if spec.selector is not None else {}
     return all(labels.get(k) == v for k, v in wanted.items())
 
 
-def _access_logging_disabled(spec: Any) -> bool | None:
+def _access_logging_disabled(spec: TelemetrySpec) -> bool | None:
     entries = [e for e in (spec.access_logging or []) if isinstance(e, dict) and applies_to_all(e.get("match"))]
     if not entries:
         return None
     return any(bool(e.get("disabled")) for e in entries)
 
 
-def _metrics_disabled(spec: Any) -> bool | None:
+def _metrics_disabled(spec: TelemetrySpec) -> bool | None:
     decided: bool | None = None
     for entry in spec.metrics or []:
         if not isinstance(entry, dict):
@@ -57,12 +57,12 @@ def _metrics_disabled(spec: Any) -> bool | None:
     return decided
 
 
-def _levels(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
+def _levels(snapshot: MeshSnapshot, proxy: Proxy) -> list[TelemetrySpec]:
     """The Telemetry specs that apply to the proxy, least specific first (mesh, namespace, workload)."""
     return [t.spec for t in telemetry_levels(snapshot, proxy)]
 
 
-def telemetry_levels(snapshot: MeshSnapshot, proxy: Proxy) -> list[Any]:
+def telemetry_levels(snapshot: MeshSnapshot, proxy: Proxy) -> list[Telemetry]:
     """The Telemetry resources that apply to the proxy, least specific first (mesh, namespace, workload)."""
     labels = proxy.label_map
     policies = [t for t in snapshot.of_kind(Telemetry) if not (t.spec.target_ref or t.spec.target_refs)]

@@ -24,20 +24,22 @@ from gossamer.ir.traffic_policy import (
     OutlierDetection,
     TcpKeepalive,
 )
+from gossamer.resources import networking
 from gossamer.resources.base import Duration
+from gossamer.resources.networking import DestinationRule
 
 
 @dataclass(frozen=True)
 class MergedPolicy:
     """The four per-cluster components of a TrafficPolicy after Istio's merge."""
 
-    connection_pool: Any = None
-    outlier_detection: Any = None
-    load_balancer: Any = None
-    tls: Any = None
+    connection_pool: networking.ConnectionPoolSettings | None = None
+    outlier_detection: networking.OutlierDetection | None = None
+    load_balancer: networking.LoadBalancerSettings | None = None
+    tls: networking.ClientTLSSettings | None = None
 
 
-def _port_level(policy: Any, port: int) -> tuple[MergedPolicy | None, bool]:
+def _port_level(policy: networking.TrafficPolicy | None, port: int) -> tuple[MergedPolicy | None, bool]:
     if policy is None:
         return None, False
     for pls in policy.port_level_settings or []:
@@ -46,7 +48,9 @@ def _port_level(policy: Any, port: int) -> tuple[MergedPolicy | None, bool]:
     return MergedPolicy(policy.connection_pool, policy.outlier_detection, policy.load_balancer, policy.tls), False
 
 
-def merge_traffic_policy(service_policy: Any, subset_policy: Any, port: int) -> MergedPolicy | None:
+def merge_traffic_policy(
+    service_policy: networking.TrafficPolicy | None, subset_policy: networking.TrafficPolicy | None, port: int
+) -> MergedPolicy | None:
     """Istio's MergeSubsetTrafficPolicy for one port."""
     original, _ = _port_level(service_policy, port)
     if subset_policy is None:
@@ -63,7 +67,7 @@ def merge_traffic_policy(service_policy: Any, subset_policy: Any, port: int) -> 
     return MergedPolicy(pick("connection_pool"), pick("outlier_detection"), pick("load_balancer"), pick("tls"))
 
 
-def policy_for_cluster(dr: Any, subset: str, port: int) -> MergedPolicy | None:
+def policy_for_cluster(dr: DestinationRule | None, subset: str, port: int) -> MergedPolicy | None:
     if dr is None:
         return None
     subset_policy = None
@@ -143,7 +147,7 @@ def cluster_policy(merged: MergedPolicy | None, *, http2_port: bool = False) -> 
     )
 
 
-def translate_outlier(outlier: Any) -> tuple[OutlierDetection | None, float | None]:
+def translate_outlier(outlier: networking.OutlierDetection | None) -> tuple[OutlierDetection | None, float | None]:
     """Istio's applyOutlierDetection: success-rate ejection off, consecutive errors enforced at
     100% (0 disables them), and the panic threshold set to minHealthPercent (default 0)."""
     if outlier is None:
@@ -180,7 +184,9 @@ def translate_outlier(outlier: Any) -> tuple[OutlierDetection | None, float | No
     return out, panic
 
 
-def translate_load_balancer(lb: Any) -> tuple[LbPolicy, int | None, int | None, float | None]:
+def translate_load_balancer(
+    lb: networking.LoadBalancerSettings | None,
+) -> tuple[LbPolicy, int | None, int | None, float | None]:
     """(lb_policy, ring hash minimum ring size, maglev table size, slow start window)."""
     simple = lb.simple if lb is not None else None
     warmup = _secs(lb.warmup_duration_secs) if lb is not None else None
@@ -215,7 +221,7 @@ def translate_load_balancer(lb: Any) -> tuple[LbPolicy, int | None, int | None, 
 # ---------------------------------------------------------------------------- route hash policies
 
 
-def hash_policy(consistent_hash: Any) -> HashPolicy | None:
+def hash_policy(consistent_hash: networking.ConsistentHashLB | None) -> HashPolicy | None:
     """Istio's consistentHashToHashPolicy."""
     if consistent_hash is None:
         return None
@@ -231,12 +237,16 @@ def hash_policy(consistent_hash: Any) -> HashPolicy | None:
     return None
 
 
-def _lb_hash(policy: Any) -> Any:
+def _lb_hash(
+    policy: networking.TrafficPolicy | networking.PortTrafficPolicy | None,
+) -> networking.ConsistentHashLB | None:
     lb = policy.load_balancer if policy is not None else None
     return lb.consistent_hash if lb is not None else None
 
 
-def _pls_hash(settings: Any, port: int | None) -> Any:
+def _pls_hash(
+    settings: list[networking.PortTrafficPolicy] | None, port: int | None
+) -> networking.ConsistentHashLB | None:
     if port is None:
         return None
     for pls in settings or []:
@@ -245,7 +255,7 @@ def _pls_hash(settings: Any, port: int | None) -> Any:
     return None
 
 
-def hash_for_destination(dr: Any, subset: str, explicit_port: int | None) -> HashPolicy | None:
+def hash_for_destination(dr: DestinationRule | None, subset: str, explicit_port: int | None) -> HashPolicy | None:
     """Istio's hashForHTTPDestination: subset port-level, subset, port-level (only when the
     destination names its port), then service-level consistentHash."""
     if dr is None:
@@ -267,7 +277,7 @@ def hash_for_destination(dr: Any, subset: str, explicit_port: int | None) -> Has
     return hash_policy(consistent)
 
 
-def hash_for_service(dr: Any, port: int) -> HashPolicy | None:
+def hash_for_service(dr: DestinationRule | None, port: int) -> HashPolicy | None:
     """Istio's hashForService (the default route of a service without a VirtualService)."""
     if dr is None:
         return None
