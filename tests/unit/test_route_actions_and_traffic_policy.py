@@ -341,7 +341,7 @@ def test_merge_traffic_policy_subset_port_level_replaces_all() -> None:
     dr = snapshot.of_kind(DestinationRule)[0]
     merged = merge_traffic_policy(dr.spec.traffic_policy, dr.spec.subsets[0].traffic_policy, 9080)
     assert merged is not None
-    assert merged.load_balancer.simple == "RANDOM"
+    assert merged.load_balancer is not None and merged.load_balancer.simple == "RANDOM"
     assert merged.connection_pool is None and merged.outlier_detection is None
 
 
