@@ -11,13 +11,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gossamer.resources.apps import Container, Deployment
+from gossamer.resources.base import Resource
 from gossamer.resources.issues import Issue
 from gossamer.runtime.images import ImageCache, ImageError
 
 BUILTIN_SOURCE = "<builtin>"
 
 
-def manifest_dir(resource: Any) -> Path | None:
+def manifest_dir(resource: Resource[Any]) -> Path | None:
     """The folder of the manifest a resource came from (relative commands and image paths start there)."""
     source = resource.source_file
     if not source or source.startswith("<"):
@@ -25,17 +27,17 @@ def manifest_dir(resource: Any) -> Path | None:
     return Path(source).resolve().parent
 
 
-def image_containers(deployment: Any) -> Iterable[tuple[int, Any]]:
+def image_containers(deployment: Deployment) -> Iterable[tuple[int, Container]]:
     """(index, container) of the containers that run their image (no `command`)."""
     for i, c in enumerate(deployment.spec.template.spec.containers):
         if not c.command:
             yield i, c
 
 
-def image_issues(resources: Iterable[Any], cache: ImageCache) -> list[Issue]:
+def image_issues(resources: Iterable[Resource[Any]], cache: ImageCache) -> list[Issue]:
     issues: list[Issue] = []
     for r in resources:
-        if r.kind != "Deployment" or r.source_file == BUILTIN_SOURCE or _is_router(r):
+        if not isinstance(r, Deployment) or r.source_file == BUILTIN_SOURCE or _is_router(r):
             continue
         for i, c in image_containers(r):
             field = f"spec.template.spec.containers[{i}].image"
@@ -63,7 +65,7 @@ def image_issues(resources: Iterable[Any], cache: ImageCache) -> list[Issue]:
     return issues
 
 
-def _is_router(deployment: Any) -> bool:
+def _is_router(deployment: Deployment) -> bool:
     """Gateway pods run Envoy only: their image is never run."""
     annotations = deployment.spec.template.metadata.annotations or {}
     return annotations.get("gossamer.io/proxy-type") == "router"

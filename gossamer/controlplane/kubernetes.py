@@ -18,8 +18,9 @@ import yaml
 from gossamer.mesh import ROOT_NAMESPACE
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, ServicePort, protocol_for_port
-from gossamer.resources.apps import run_as
-from gossamer.resources.core import ConfigMap, Secret, configmap_binary_data, configmap_data, secret_data
+from gossamer.resources import apps
+from gossamer.resources.apps import Deployment, run_as
+from gossamer.resources.core import ConfigMap, Secret, Service, configmap_binary_data, configmap_data, secret_data
 from gossamer.resources.meshconfig import DEFAULT_MESH_CONFIG, MeshConfig
 from gossamer.runtime.types import (
     ContainerSpec,
@@ -103,12 +104,12 @@ def egress_gateway_documents() -> list[dict[str, Any]]:
     return _gateway_documents(EGRESS_GATEWAY_NAME, EGRESS_GATEWAY_LABELS)
 
 
-def is_router(deployment: Any) -> bool:
+def is_router(deployment: Deployment) -> bool:
     annotations = deployment.spec.template.metadata.annotations or {}
     return annotations.get("gossamer.io/proxy-type") == "router"
 
 
-def _probe(probe: Any, named_ports: dict[str, int]) -> Probe | None:
+def _probe(probe: apps.Probe | None, named_ports: dict[str, int]) -> Probe | None:
     if probe is None:
         return None
 
@@ -126,7 +127,7 @@ def _probe(probe: Any, named_ports: dict[str, int]) -> Probe | None:
     return None
 
 
-def named_ports(deployment: Any) -> dict[str, int]:
+def named_ports(deployment: Deployment) -> dict[str, int]:
     out: dict[str, int] = {}
     for c in deployment.spec.template.spec.containers:
         for p in c.ports or []:
@@ -152,7 +153,7 @@ def hold_application(annotations: dict[str, str], mesh: MeshConfig) -> bool:
     return mesh.hold_application_until_proxy_starts
 
 
-def _env_refs(container: Any) -> tuple[EnvRef, ...]:
+def _env_refs(container: apps.Container) -> tuple[EnvRef, ...]:
     out = []
     for e in container.env or []:
         src = e.value_from
@@ -169,7 +170,7 @@ def _env_refs(container: Any) -> tuple[EnvRef, ...]:
     return tuple(out)
 
 
-def _env_from(container: Any) -> tuple[EnvFrom, ...]:
+def _env_from(container: apps.Container) -> tuple[EnvFrom, ...]:
     out = []
     for ef in container.env_from or []:
         if ef.config_map_ref is not None:
@@ -179,8 +180,8 @@ def _env_from(container: Any) -> tuple[EnvFrom, ...]:
     return tuple(out)
 
 
-def _volume(v: Any) -> VolumeSpec:
-    def items(src: Any) -> tuple[KeyToPath, ...]:
+def _volume(v: apps.Volume) -> VolumeSpec:
+    def items(src: apps.ConfigMapVolumeSource | apps.SecretVolumeSource) -> tuple[KeyToPath, ...]:
         return tuple(KeyToPath(i.key, i.path, i.mode) for i in src.items or [])
 
     if v.config_map is not None:
@@ -194,14 +195,14 @@ def _volume(v: Any) -> VolumeSpec:
             bool(src.optional),
         )
     if v.secret is not None:
-        src = v.secret
+        secret = v.secret
         return VolumeSpec(
             v.name,
             "secret",
-            src.secret_name,
-            items(src),
-            src.default_mode if src.default_mode is not None else 0o644,
-            bool(src.optional),
+            secret.secret_name,
+            items(secret),
+            secret.default_mode if secret.default_mode is not None else 0o644,
+            bool(secret.optional),
         )
     if v.empty_dir is not None:
         return VolumeSpec(v.name, "emptyDir", medium=v.empty_dir.medium or "")
@@ -209,7 +210,7 @@ def _volume(v: Any) -> VolumeSpec:
 
 
 def _sources(
-    deployment: Any,
+    deployment: Deployment,
     volumes: tuple[VolumeSpec, ...],
     containers: tuple[ContainerSpec, ...],
     snapshot: MeshSnapshot | None,
@@ -243,7 +244,7 @@ def _sources(
     return tuple(out)
 
 
-def deployment_spec(deployment: Any, snapshot: MeshSnapshot | None = None) -> DeploymentSpec:
+def deployment_spec(deployment: Deployment, snapshot: MeshSnapshot | None = None) -> DeploymentSpec:
     """What the runtime runs for a Deployment; with the SNAPSHOT, the content of the ConfigMaps and
     Secrets its pods use (volumes, env)."""
     template = deployment.spec.template
@@ -304,7 +305,7 @@ def vip_candidates() -> Iterator[str]:
             yield str(host)
 
 
-def mesh_service(service: Any, vip: str) -> MeshService:
+def mesh_service(service: Service, vip: str) -> MeshService:
     ports = tuple(
         ServicePort(
             name=p.name or "",

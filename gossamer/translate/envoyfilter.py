@@ -13,7 +13,6 @@ object it names, is skipped and reported (`EnvoyFilterPatches.errors`), as Istio
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from gossamer.ir.envoyfilter import (
     ClusterMatch,
@@ -28,7 +27,6 @@ from gossamer.ir.envoyfilter import (
 from gossamer.mesh import ROOT_NAMESPACE, TRUST_DOMAIN
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
-from gossamer.resources.base import Resource
 from gossamer.resources.envoyfilter_values import OPERATIONS, PatchValueError, canonical, value_to_proto
 from gossamer.resources.networking import (
     EnvoyConfigObjectPatch,
@@ -36,7 +34,6 @@ from gossamer.resources.networking import (
     EnvoyFilterChainMatch,
     EnvoyFilterListenerMatch,
     EnvoyFilterRouteConfigurationMatch,
-    EnvoyFilterSpec,
 )
 
 # What `match.proxy.proxyVersion` is matched against (Istio's ISTIO_VERSION of the proxy).
@@ -53,15 +50,15 @@ def proxy_metadata(proxy: Proxy) -> dict[str, str]:
     }
 
 
-def envoy_filters_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[Resource[Any]]:
+def envoy_filters_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[EnvoyFilter]:
     """The EnvoyFilters of the root namespace and of the proxy's namespace whose workloadSelector picks
     it, in Istio's order: priority, then creation, then name.namespace."""
     labels = proxy.label_map
-    chosen: list[tuple[int, int, Resource[Any]]] = []
+    chosen: list[tuple[int, int, EnvoyFilter]] = []
     for order, ef in enumerate(snapshot.of_kind(EnvoyFilter)):
         if ef.metadata.namespace not in (ROOT_NAMESPACE, proxy.namespace):
             continue
-        spec: EnvoyFilterSpec = ef.spec
+        spec = ef.spec
         if spec.target_refs:
             continue  # waypoints and Gateway API gateways: none here
         selector = spec.workload_selector.labels if spec.workload_selector else {}
@@ -96,15 +93,15 @@ def translate_envoy_filters(snapshot: MeshSnapshot, proxy: Proxy) -> EnvoyFilter
 _Usable = tuple[EnvoyPatch | None, EnvoyConfigObjectPatch | None, str]
 
 
-def _usable_patches(snapshot: MeshSnapshot, ef: Resource[Any]) -> list[_Usable]:
+def _usable_patches(snapshot: MeshSnapshot, ef: EnvoyFilter) -> list[_Usable]:
     return snapshot.derived(("envoy_filter_patches", ef.key), lambda: _usable(ef))
 
 
-def _usable(ef: Resource[Any]) -> list[_Usable]:
+def _usable(ef: EnvoyFilter) -> list[_Usable]:
     """Each configPatches entry of one EnvoyFilter as an IR patch, or the reason it is skipped
     (the same for every proxy: computed once per snapshot)."""
     out: list[_Usable] = []
-    spec: EnvoyFilterSpec = ef.spec
+    spec = ef.spec
     for i, cp in enumerate(spec.config_patches):
         source = f"EnvoyFilter {ef.metadata.namespace}/{ef.metadata.name} configPatches[{i}]"
         op = cp.patch.operation if cp.patch else "INVALID"
