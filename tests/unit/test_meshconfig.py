@@ -6,6 +6,7 @@ import textwrap
 
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.resources import parse_documents
+from gossamer.resources.apps import Deployment
 from gossamer.resources.meshconfig import DEFAULT_MESH_CONFIG, parse_mesh_config
 
 ISTIO_CM = """\
@@ -145,7 +146,7 @@ def test_a_field_istio_does_not_know_is_a_warning_that_names_it() -> None:
 def test_hold_application_from_the_mesh_config_and_the_pods_proxy_config_annotation() -> None:
     from gossamer.controlplane.kubernetes import deployment_spec
 
-    def deployment(annotation: str = "") -> object:
+    def deployment(annotation: str = "") -> Deployment:
         ann = f"\n      annotations:\n        proxy.istio.io/config: '{annotation}'" if annotation else ""
         text = (
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n"
@@ -153,6 +154,7 @@ def test_hold_application_from_the_mesh_config_and_the_pods_proxy_config_annotat
             f"      labels: {{app: web}}{ann}\n    spec:\n      containers: [{{name: web, command: [sleep]}}]\n"
         )
         [res], issues = parse_documents(text, "web.yaml")
+        assert isinstance(res, Deployment)
         return res
 
     held_cm, _ = parse_documents(

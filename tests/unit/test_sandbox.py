@@ -6,12 +6,14 @@ import shutil
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gossamer import mesh
 from gossamer.controlplane.kubernetes import deployment_spec
-from gossamer.resources import parse_documents
+from gossamer.resources import Issue, Resource, parse_documents
+from gossamer.resources.apps import Deployment
 from gossamer.runtime import sandbox
 from gossamer.runtime.iptables import istio_rules
 
@@ -34,8 +36,8 @@ spec:
 """
 
 
-def parse(text: str) -> tuple[list[object], list[object]]:
-    return parse_documents(textwrap.dedent(text).lstrip("\n"), "web.yaml")  # type: ignore[return-value]
+def parse(text: str) -> tuple[list[Resource[Any]], list[Issue]]:
+    return parse_documents(textwrap.dedent(text).lstrip("\n"), "web.yaml")
 
 
 def test_per_pod_users_are_distinct_and_derived_from_the_pod_ip() -> None:
@@ -57,8 +59,9 @@ def test_capture_rules_exempt_only_the_pods_proxy_user() -> None:
 
 def test_security_context_container_overrides_pod() -> None:
     resources, issues = parse(DEPLOYMENT)
-    assert [str(i) for i in issues if i.level == "error"] == []  # type: ignore[attr-defined]
+    assert [str(i) for i in issues if i.level == "error"] == []
     assert not [i for i in issues if "securityContext" in str(i)]  # honoured now, not "ignored"
+    assert isinstance(resources[0], Deployment)
     spec = deployment_spec(resources[0])
     app, helper = spec.containers
     assert (app.run_as_user, app.run_as_group) == (1000, 3000)
@@ -68,11 +71,11 @@ def test_security_context_container_overrides_pod() -> None:
 def test_reserved_ids_and_non_root_contradiction_are_errors() -> None:
     bad = DEPLOYMENT.replace("runAsUser: 1000", f"runAsUser: {mesh.POD_ID_BASE + 5}")
     _, issues = parse(bad)
-    errs = [str(i) for i in issues if i.level == "error"]  # type: ignore[attr-defined]
+    errs = [str(i) for i in issues if i.level == "error"]
     assert len(errs) == 1 and "spec.template.spec.securityContext.runAsUser" in errs[0] and "reserved" in errs[0]
     contradiction = DEPLOYMENT.replace("runAsUser: 0}", "runAsUser: 0, runAsNonRoot: true}")
     _, issues = parse(contradiction)
-    errs = [str(i) for i in issues if i.level == "error"]  # type: ignore[attr-defined]
+    errs = [str(i) for i in issues if i.level == "error"]
     assert len(errs) == 1 and "containers[1].securityContext.runAsUser" in errs[0]
 
 
