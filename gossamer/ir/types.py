@@ -141,7 +141,7 @@ class Cluster:
     port: int = 0
     subset: str = ""
     # DestinationRule traffic policy (with Istio's defaults) for outbound clusters.
-    policy: ClusterPolicy | None = None
+    traffic_policy: ClusterPolicy | None = None
     # TLS to every endpoint (DestinationRule tls), or auto mTLS: `auto_mtls` only to endpoints whose
     # tls_mode is "istio", plaintext to the others (Istio's transport_socket_matches).
     tls: UpstreamTls | None = None

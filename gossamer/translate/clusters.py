@@ -125,7 +125,7 @@ def outbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
                         subset=subset,
                         service_name=service.hostname if service.is_service_entry else service.name,
                         service_namespace=service.namespace,
-                        policy=policy,
+                        traffic_policy=policy,
                         tls=tls,
                         auto_mtls=auto_mtls,
                     )

@@ -297,16 +297,16 @@ spec:
 
 def test_defaults_without_destination_rule() -> None:
     c = cluster(translate(""), "outbound|9080||reviews.default.svc.cluster.local")
-    assert c.policy is not None
-    assert c.policy.lb_policy == "LEAST_REQUEST"
-    assert c.policy.circuit_breakers == CircuitBreakers(MAX_UINT32, MAX_UINT32, MAX_UINT32, MAX_UINT32, True)
-    assert c.policy.outlier_detection is None and c.policy.connect_timeout is None
+    assert c.traffic_policy is not None
+    assert c.traffic_policy.lb_policy == "LEAST_REQUEST"
+    assert c.traffic_policy.circuit_breakers == CircuitBreakers(MAX_UINT32, MAX_UINT32, MAX_UINT32, MAX_UINT32, True)
+    assert c.traffic_policy.outlier_detection is None and c.traffic_policy.connect_timeout is None
 
 
 def test_subset_policy_overrides_service_policy_per_field() -> None:
     config = translate(DR)
-    service = cluster(config, "outbound|9080||reviews.default.svc.cluster.local").policy
-    subset = cluster(config, "outbound|9080|v1|reviews.default.svc.cluster.local").policy
+    service = cluster(config, "outbound|9080||reviews.default.svc.cluster.local").traffic_policy
+    subset = cluster(config, "outbound|9080|v1|reviews.default.svc.cluster.local").traffic_policy
     assert service is not None and subset is not None
     assert service.circuit_breakers.max_connections == 10 and service.circuit_breakers.max_pending_requests == 7
     assert service.connect_timeout == 1.0
@@ -321,7 +321,7 @@ def test_subset_policy_overrides_service_policy_per_field() -> None:
 
 def test_port_level_settings_do_not_inherit() -> None:
     config = translate(DR)
-    port = cluster(config, "outbound|9090||reviews.default.svc.cluster.local").policy
+    port = cluster(config, "outbound|9090||reviews.default.svc.cluster.local").traffic_policy
     assert port is not None
     assert port.circuit_breakers.max_retries == 9
     assert port.circuit_breakers.max_connections == MAX_UINT32
@@ -350,11 +350,11 @@ def test_outlier_detection_zero_disables_and_panic_threshold() -> None:
         translate(DR.replace("consecutive5xxErrors: 2", "consecutive5xxErrors: 0, minHealthPercent: 20")),
         "outbound|9080||reviews.default.svc.cluster.local",
     )
-    assert c.policy is not None and c.policy.outlier_detection is not None
-    od = c.policy.outlier_detection
+    assert c.traffic_policy is not None and c.traffic_policy.outlier_detection is not None
+    od = c.traffic_policy.outlier_detection
     assert od.consecutive_5xx == 0 and od.enforcing_consecutive_5xx == 0
     assert od.enforcing_success_rate == 0 and od.consecutive_gateway_failure is None
-    assert c.policy.healthy_panic_threshold == 20.0
+    assert c.traffic_policy.healthy_panic_threshold == 20.0
 
 
 def test_passthrough_load_balancer_makes_original_dst_cluster() -> None:
@@ -362,7 +362,9 @@ def test_passthrough_load_balancer_makes_original_dst_cluster() -> None:
         translate(DR.replace("simple: ROUND_ROBIN", "simple: PASSTHROUGH")),
         "outbound|9080||reviews.default.svc.cluster.local",
     )
-    assert c.kind == "original_dst" and c.policy is not None and c.policy.lb_policy == "CLUSTER_PROVIDED"
+    assert (
+        c.kind == "original_dst" and c.traffic_policy is not None and c.traffic_policy.lb_policy == "CLUSTER_PROVIDED"
+    )
 
 
 def test_consistent_hash_puts_hash_policy_on_routes() -> None:
@@ -373,8 +375,8 @@ def test_consistent_hash_puts_hash_policy_on_routes() -> None:
     # Istio keeps the previous-hosts predicate on the default route's retries
     assert default_route.retry == DEFAULT_RETRY
     c = cluster(config, "outbound|9080||reviews.default.svc.cluster.local")
-    assert c.policy is not None and c.policy.lb_policy == "RING_HASH"
-    assert c.policy.ring_hash_minimum_ring_size == 1024
+    assert c.traffic_policy is not None and c.traffic_policy.lb_policy == "RING_HASH"
+    assert c.traffic_policy.ring_hash_minimum_ring_size == 1024
     (route,) = reviews_routes(translate(dr + "---\n" + vs("  - route: [{destination: {host: reviews, subset: v1}}]")))
     assert route.hash_policies == (HashPolicy("header", "x-u"),)
     # with consistent hashing, retries must stay on the hashed host

@@ -58,10 +58,10 @@ def build_cluster(cluster: Cluster) -> cluster_pb2.Cluster:
         )
     apply_upstream_tls(out, cluster)
     apply_cluster_service(out, cluster)
-    options = apply_cluster_policy(out, cluster.policy) if cluster.policy is not None else None
+    options = apply_cluster_policy(out, cluster.traffic_policy) if cluster.traffic_policy is not None else None
     if cluster.kind == "original_dst":
         out.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED  # the only policy ORIGINAL_DST allows
-    policy = cluster.policy
+    policy = cluster.traffic_policy
     if cluster.http2 or options is not None or (policy is not None and policy.use_client_protocol):
         options = options or http_protocol_options_pb2.HttpProtocolOptions()
         explicit = http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig
