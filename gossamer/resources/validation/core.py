@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from gossamer.resources import core, envoy_checks
-from gossamer.resources.base import FieldPath, Resource
+from gossamer.resources.base import FieldPath
+from gossamer.resources.core import Secret, Service
 from gossamer.resources.validation.common import (
     Finding,
     Report,
@@ -17,9 +17,9 @@ from gossamer.resources.validation.common import (
 )
 
 
-def validate_service(res: Resource[Any]) -> list[Finding]:
+def validate_service(res: Service) -> list[Finding]:
     rep = Report()
-    spec: core.ServiceSpec = res.spec
+    spec = res.spec
     sp: FieldPath = ("spec",)
     if spec.type == "ExternalName":
         if not spec.external_name:
@@ -78,7 +78,7 @@ def _pem_problem(key: str, value: bytes) -> str | None:
     return None
 
 
-def validate_secret(res: Resource[Any]) -> list[Finding]:
+def validate_secret(res: Secret) -> list[Finding]:
     import base64
     import binascii
 

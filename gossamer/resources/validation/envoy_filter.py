@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gossamer.resources import networking
-from gossamer.resources.base import FieldPath, Resource
+from gossamer.resources.base import FieldPath
+from gossamer.resources.networking import EnvoyFilter
 from gossamer.resources.validation.common import Finding, Report, check_labels, check_regex
 
 _EF_LISTENER_CLASS = ("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER")
 _EF_ROUTE_CLASS = ("ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE")
 
 
-def validate_envoy_filter(res: Resource[Any]) -> list[Finding]:
+def validate_envoy_filter(res: EnvoyFilter) -> list[Finding]:
     from gossamer.resources.envoyfilter_values import OPERATIONS, PatchValueError, value_to_proto
 
     rep = Report()

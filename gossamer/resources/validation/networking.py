@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gossamer.resources import envoy_checks, networking
-from gossamer.resources.base import FieldPath, Resource
-from gossamer.resources.networking import Gateway, ServiceEntry
+from gossamer.resources.base import FieldPath
+from gossamer.resources.networking import DestinationRule, Gateway, ServiceEntry, Sidecar, WorkloadEntry
 from gossamer.resources.validation.common import (
     Finding,
     Report,
@@ -19,9 +19,9 @@ from gossamer.resources.validation.common import (
 )
 
 
-def validate_destination_rule(res: Resource[Any]) -> list[Finding]:
+def validate_destination_rule(res: DestinationRule) -> list[Finding]:
     rep = Report()
-    spec: networking.DestinationRuleSpec = res.spec
+    spec = res.spec
     sp: FieldPath = ("spec",)
     if not spec.host:
         rep.error(sp + ("host",), "host is required")
@@ -367,15 +367,15 @@ def _check_workload_entry(rep: Report, p: FieldPath, we: networking.WorkloadEntr
         check_labels(rep, p + ("labels",), we.labels)
 
 
-def validate_workload_entry(res: Resource[Any]) -> list[Finding]:
+def validate_workload_entry(res: WorkloadEntry) -> list[Finding]:
     rep = Report()
     _check_workload_entry(rep, ("spec",), res.spec)
     return rep.findings
 
 
-def validate_sidecar(res: Resource[Any]) -> list[Finding]:
+def validate_sidecar(res: Sidecar) -> list[Finding]:
     rep = Report()
-    spec: networking.SidecarSpec = res.spec
+    spec = res.spec
     sp: FieldPath = ("spec",)
     if not (spec.egress or spec.ingress or spec.outbound_traffic_policy or spec.inbound_connection_pool):
         rep.error(sp, "empty Sidecar: set egress, ingress, outboundTrafficPolicy or inboundConnectionPool")

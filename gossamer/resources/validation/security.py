@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from gossamer.resources import envoy_checks, security
-from gossamer.resources.base import Resource
+from gossamer.resources import envoy_checks
+from gossamer.resources.security import AuthorizationPolicy, PeerAuthentication, RequestAuthentication
 from gossamer.resources.validation.common import Finding, Report, check_target
 
 
-def validate_peer_authentication(res: Resource[Any]) -> list[Finding]:
+def validate_peer_authentication(res: PeerAuthentication) -> list[Finding]:
     rep = Report()
-    spec: security.PeerAuthenticationSpec = res.spec
+    spec = res.spec
     if spec.port_level_mtls and (spec.selector is None or not spec.selector.match_labels):
         rep.error(("spec", "portLevelMtls"), "portLevelMtls requires a workload selector")
     for port in spec.port_level_mtls or {}:
@@ -20,9 +18,9 @@ def validate_peer_authentication(res: Resource[Any]) -> list[Finding]:
     return rep.findings
 
 
-def validate_authorization_policy(res: Resource[Any]) -> list[Finding]:
+def validate_authorization_policy(res: AuthorizationPolicy) -> list[Finding]:
     rep = Report()
-    spec: security.AuthorizationPolicySpec = res.spec
+    spec = res.spec
     check_target(rep, spec)
     if spec.action == "CUSTOM" and spec.provider is None:
         rep.error(("spec", "provider"), "action CUSTOM needs a provider")
@@ -36,9 +34,9 @@ def validate_authorization_policy(res: Resource[Any]) -> list[Finding]:
     return rep.findings
 
 
-def validate_request_authentication(res: Resource[Any]) -> list[Finding]:
+def validate_request_authentication(res: RequestAuthentication) -> list[Finding]:
     rep = Report()
-    spec: security.RequestAuthenticationSpec = res.spec
+    spec = res.spec
     check_target(rep, spec)
     for i, rule in enumerate(spec.jwt_rules or []):
         if not rule.issuer:

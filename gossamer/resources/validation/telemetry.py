@@ -6,11 +6,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from gossamer.resources.base import Resource
+from gossamer.resources.telemetry import Telemetry
 from gossamer.resources.validation.common import Finding, Report, check_target
 
 
-def validate_telemetry(res: Resource[Any]) -> list[Finding]:
+def validate_telemetry(res: Telemetry) -> list[Finding]:
     from pydantic import ValidationError
 
     from gossamer.resources.telemetry import ENTRY_MODELS
