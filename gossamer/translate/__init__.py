@@ -29,6 +29,7 @@ from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.meshconfig import MeshConfig
 from gossamer.translate.clusters import (
+    endpoint_sets_for,
     inbound_clusters,
     outbound_clusters,
     static_clusters,
@@ -82,8 +83,9 @@ def outbound_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[EndpointSe
     too. Once per snapshot and endpoint scope; the endpoint fast path reads only this."""
 
     def compute() -> tuple[EndpointSet, ...]:
-        hosts = {s.hostname for s in visible_services(snapshot, proxy)}
-        return tuple(e for e in translate_endpoints(snapshot, proxy.namespace) if e.cluster.rsplit("|", 1)[-1] in hosts)
+        # Only the services it sees: a narrow scope costs only what it sees.
+        seen = visible_services(snapshot, proxy)
+        return tuple(e for service in seen for e in endpoint_sets_for(snapshot, service, proxy.namespace))
 
     return snapshot.derived(("outbound_endpoints", endpoint_scope(snapshot, proxy)), compute)
 
@@ -173,5 +175,6 @@ __all__ = [
     "translate_inbound",
     "translate_outbound",
     "translate_proxy",
+    "translate_endpoints",
     "translate_proxy_endpoints",
 ]

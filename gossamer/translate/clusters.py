@@ -194,14 +194,25 @@ def translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> tuple[E
 def _translate_endpoints(snapshot: MeshSnapshot, proxy_namespace: str) -> list[EndpointSet]:
     sets: list[EndpointSet] = []
     for service in snapshot.services:
-        if service.resolution != "STATIC":
-            continue  # DNS clusters carry their endpoints; NONE goes to the original destination
-        subsets = tuple(
-            (name, tuple(sorted(labels.items())))
-            for name, labels in subsets_of(snapshot, service.hostname, proxy_namespace)
-        )
-        sets.extend(service_endpoint_sets(snapshot, service, subsets))
+        sets.extend(endpoint_sets_for(snapshot, service, proxy_namespace))
     return sets
+
+
+def endpoint_sets_for(snapshot: MeshSnapshot, service: MeshService, proxy_namespace: str) -> list[EndpointSet]:
+    """EDS for one service's clusters, as a proxy of PROXY_NAMESPACE sees them (its DestinationRule's
+    subsets); once per snapshot, carried over while the service's pods and the DestinationRules stay."""
+    return snapshot.derived(
+        ("endpoint_sets_for", service.namespace, service.hostname, proxy_namespace),
+        lambda: _endpoint_sets_for(snapshot, service, proxy_namespace),
+    )
+
+
+def _endpoint_sets_for(snapshot: MeshSnapshot, service: MeshService, proxy_namespace: str) -> list[EndpointSet]:
+    if service.resolution != "STATIC":
+        return []  # DNS clusters carry their endpoints; NONE goes to the original destination
+    picked = subsets_of(snapshot, service.hostname, proxy_namespace)
+    subsets = tuple((name, tuple(sorted(labels.items()))) for name, labels in picked)
+    return service_endpoint_sets(snapshot, service, subsets)
 
 
 Subsets = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]

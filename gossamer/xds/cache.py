@@ -215,11 +215,12 @@ class ConfigCache:
 
     def _update_type(self, g: _Group, type_url: str, new: Mapping[str, Packed]) -> bool:
         old = g.types.get(type_url)
-        if old is not None and _same(old.packed, new):
+        shared = isinstance(new, SharedResources)
+        if old is not None and (old.packed is new or (not (shared and old.packed) and _same(old.packed, new))):
             return False
-        changed, removed = self._diff(
-            old.packed if old is not None else _NOTHING, new, remember=isinstance(new, SharedResources)
-        )
+        changed, removed = self._diff(old.packed if old is not None else _NOTHING, new, remember=shared)
+        if old is not None and old.packed and not changed and not removed:
+            return False  # a shared mapping with the same content: compared once for all its groups
         g.types[type_url] = TypeSnapshot(
             version=self._version(new),
             packed=new,

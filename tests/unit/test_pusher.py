@@ -201,6 +201,10 @@ spec:
     pusher.push_now(full=False)
     assert cache.version(a, ENDPOINT) == version
     assert cache.version(c, ENDPOINT) != version
+    # Not even translated again: a's endpoint scope is carried over whole, c's is new.
+    carried = {k[1]: v is snap._derived.get(k) for k, v in _derived(snapshots.current, "packed_endpoints").items()}  # type: ignore[index]
+    assert sorted(carried.values()) == [False, True]
+    assert _derived(snapshots.current, "outbound_endpoints").keys() == _derived(snap, "outbound_endpoints").keys()
 
 
 def test_a_failing_group_keeps_its_config_and_the_others_are_pushed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,8 +278,13 @@ def test_a_pod_change_re_translates_only_its_services_endpoints() -> None:
     snapshots.current = replace(before, workloads=tuple(w for w in before.workloads if w.name != "c-1"))
     pusher.push_now(full=False)
     after = snapshots.current
-    for key, value in _derived(after, "service_endpoints").items():
-        assert (value is _derived(before, "service_endpoints").get(key)) == ("c.other" not in key[2]), key  # type: ignore[index]
+    for tag in ("service_endpoints", "endpoint_sets_for"):
+        for key, value in _derived(after, tag).items():
+            assert (value is _derived(before, tag).get(key)) == ("c.other" not in key[2]), key  # type: ignore[index]
+    # The DestinationRule lookups do not depend on pods: kept.
+    assert _derived(after, "destination_rule_for") and all(
+        v is _derived(before, "destination_rule_for").get(k) for k, v in _derived(after, "destination_rule_for").items()
+    )
 
 
 def test_an_unknown_change_re_translates_everything() -> None:
