@@ -223,6 +223,17 @@ def is_inbound_cluster(name: str) -> bool:
     return name.startswith("inbound|")
 
 
+# Istio's well-known listener, cluster and secret names.
+VIRTUAL_OUTBOUND_LISTENER = "virtualOutbound"  # on OUTBOUND_CAPTURE_PORT
+VIRTUAL_INBOUND_LISTENER = "virtualInbound"  # on INBOUND_CAPTURE_PORT
+BLACKHOLE_CLUSTER = "BlackHoleCluster"  # REGISTRY_ONLY: unknown destinations go nowhere
+PASSTHROUGH_CLUSTER = "PassthroughCluster"  # ALLOW_ANY: unknown destinations as addressed
+INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"  # inbound ports no Service names
+XDS_CLUSTER = "xds-grpc"  # the bootstrap's cluster to the control plane
+SDS_CLUSTER = "sds-grpc"  # the bootstrap's cluster to the pod's agent: SDS secrets come through it
+WORKLOAD_SECRET = "default"  # SDS: the workload certificate and key
+ROOT_SECRET = "ROOTCA"  # SDS: the mesh's trust bundle
+
 # -- host names ---------------------------------------------------------------------------------
 
 

@@ -23,12 +23,14 @@ from gossamer.mesh import (
     HEALTH_PORT,
     MERGED_METRICS_PORT,
     PROMETHEUS_PORT,
+    ROOT_SECRET,
+    SDS_CLUSTER,
     TRUST_DOMAIN,
+    WORKLOAD_SECRET,
+    XDS_CLUSTER,
 )
 from gossamer.resources.regex import RE2_MAX_PROGRAM_SIZE
 
-XDS_CLUSTER = "xds-grpc"
-SDS_CLUSTER = "sds-grpc"  # Istio's name: transport sockets reference their SDS secrets through it
 ZIPKIN_CLUSTER = "zipkin"  # HCM tracing posts spans here (xds/build/tracing.py)
 # Envoy's Zipkin reporter flushes every 5 s by default (or every 5 spans): every second here.
 ZIPKIN_FLUSH_INTERVAL_MS = 1000
@@ -121,8 +123,6 @@ def _grpc_pipe_cluster(name: str, path: Path) -> dict[str, Any]:
 
 UPSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 # Istio's names: the workload certificate and the mesh root over SDS.
-WORKLOAD_SECRET = "default"
-ROOT_SECRET = "ROOTCA"
 
 
 def _sds_secret(name: str) -> dict[str, Any]:

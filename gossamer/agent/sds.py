@@ -43,7 +43,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 
-from gossamer.agent.bootstrap import ROOT_SECRET, SDS_CLUSTER, WORKLOAD_SECRET
+from gossamer.mesh import ROOT_SECRET, SDS_CLUSTER, WORKLOAD_SECRET
 from gossamer.xds.streams import CHANGED, Changed, End, read_requests
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from gossamer.agent.sds import SdsStreamStatus, WorkloadCertificate
+from gossamer.mesh import ROOT_SECRET
 
 
 def _uri_sans(cert: x509.Certificate) -> list[str]:
@@ -33,7 +34,7 @@ def secret_summary(cert: WorkloadCertificate, streams: list[SdsStreamStatus]) ->
             "issuedAt": cert.issued_at.isoformat(),
         },
         "root": {
-            "name": "ROOTCA",
+            "name": ROOT_SECRET,
             "subject": root.subject.rfc4514_string(),
             "sha256": root.fingerprint(hashes.SHA256()).hex(":").upper(),
             "notAfter": root.not_valid_after_utc.isoformat(),

@@ -31,7 +31,7 @@ from google.protobuf.message import Message
 
 from gossamer.controlplane.kubernetes import service_addresses
 from gossamer.debug.simulate import Request, Result, SimulationError, route_source, simulate
-from gossamer.mesh import CLUSTER_DOMAIN, DOMAIN_SUFFIX
+from gossamer.mesh import BLACKHOLE_CLUSTER, CLUSTER_DOMAIN, DOMAIN_SUFFIX, PASSTHROUGH_CLUSTER
 from gossamer.registry.types import MeshService
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
 
@@ -443,7 +443,7 @@ def _cluster(
         entry["endpoints"] = _endpoints(cluster.load_assignment)
         if kind != "STATIC":
             entry["note"] = "Envoy resolves these names with DNS"
-    if name == "BlackHoleCluster":
+    if name == BLACKHOLE_CLUSTER:
         entry["note"] = "BlackHoleCluster: the connection is dropped"
     return entry
 
@@ -465,9 +465,9 @@ def _verdict(result: Result, out: dict[str, Any]) -> str:
             return f"{result.status}: direct response from the route"
         return f"{result.status}: {last}"
     names = [c["name"] for c in out["clusters"]]
-    if names == ["BlackHoleCluster"]:
+    if names == [BLACKHOLE_CLUSTER]:
         return "dropped: BlackHoleCluster"
-    if names == ["PassthroughCluster"]:
+    if names == [PASSTHROUGH_CLUSTER]:
         return "passed through to the original destination (PassthroughCluster: no service matched)"
     if len(names) == 1:
         return f"to {names[0]}"

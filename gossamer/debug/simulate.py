@@ -43,12 +43,11 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf.message import Message
 
 from gossamer.debug import ratelimit
+from gossamer.mesh import VIRTUAL_INBOUND_LISTENER, VIRTUAL_OUTBOUND_LISTENER
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 __all__ = ["Request", "Result", "SimulationError", "simulate"]
 
-VIRTUAL_OUTBOUND = "virtualOutbound"
-VIRTUAL_INBOUND = "virtualInbound"
 
 _WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::"})
 # What a mesh client offers on an mTLS connection (Istio's ALPN).
@@ -174,28 +173,31 @@ def _by_address(
 def _select_listener(listeners: Mapping[str, Message], request: Request) -> tuple[listener_pb2.Listener, str]:
     all_listeners = [m for m in listeners.values() if isinstance(m, listener_pb2.Listener)]
     if request.inbound:
-        inbound = listeners.get(VIRTUAL_INBOUND)
+        inbound = listeners.get(VIRTUAL_INBOUND_LISTENER)
         if not isinstance(inbound, listener_pb2.Listener):
-            raise SimulationError(f"inbound request but no {VIRTUAL_INBOUND} listener")
+            raise SimulationError(f"inbound request but no {VIRTUAL_INBOUND_LISTENER} listener")
         return inbound, f"inbound capture, original destination {request.address}:{request.port}"
-    outbound = listeners.get(VIRTUAL_OUTBOUND)
+    outbound = listeners.get(VIRTUAL_OUTBOUND_LISTENER)
     if isinstance(outbound, listener_pb2.Listener):
-        others = [lis for lis in all_listeners if lis.name != VIRTUAL_OUTBOUND]
+        others = [lis for lis in all_listeners if lis.name != VIRTUAL_OUTBOUND_LISTENER]
         if outbound.HasField("use_original_dst") and outbound.use_original_dst.value:
             target, how = _by_address(others, request.address, request.port)
             if target is not None:
-                return target, f"original destination port {request.port}; handed off from {VIRTUAL_OUTBOUND} by {how}"
+                return (
+                    target,
+                    f"original destination port {request.port}; handed off from {VIRTUAL_OUTBOUND_LISTENER} by {how}",
+                )
             return outbound, (
                 f"original destination {request.address}:{request.port} matches no listener; "
-                f"{VIRTUAL_OUTBOUND} keeps the connection"
+                f"{VIRTUAL_OUTBOUND_LISTENER} keeps the connection"
             )
-        return outbound, f"{VIRTUAL_OUTBOUND} without use_original_dst keeps every connection"
+        return outbound, f"{VIRTUAL_OUTBOUND_LISTENER} without use_original_dst keeps every connection"
     bound = [lis for lis in all_listeners if _bound(lis)]
     target, how = _by_address(bound, request.address, request.port)
     if target is None:
         raise SimulationError(
             f"no listener bound to {request.address}:{request.port} "
-            f"(and no {VIRTUAL_OUTBOUND} to capture the connection)"
+            f"(and no {VIRTUAL_OUTBOUND_LISTENER} to capture the connection)"
         )
     return target, f"bound to port {request.port}, {how}"
 

@@ -6,7 +6,13 @@ Names follow Istio: outbound|PORT|SUBSET|HOST and inbound|PORT||.
 from __future__ import annotations
 
 from gossamer.ir.types import Cluster, Endpoint, EndpointSet
-from gossamer.mesh import inbound_cluster_name, outbound_cluster_name
+from gossamer.mesh import (
+    BLACKHOLE_CLUSTER,
+    INBOUND_PASSTHROUGH_CLUSTER,
+    PASSTHROUGH_CLUSTER,
+    inbound_cluster_name,
+    outbound_cluster_name,
+)
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, ServicePort, Workload
 from gossamer.resources.networking import DestinationRule
@@ -21,9 +27,6 @@ from gossamer.translate.security import (
 from gossamer.translate.traffic_policy import cluster_policy, policy_for_cluster
 from gossamer.translate.visibility import exported_to, visible_services
 
-BLACKHOLE = "BlackHoleCluster"
-PASSTHROUGH = "PassthroughCluster"
-INBOUND_PASSTHROUGH = "InboundPassthroughCluster"
 # Envoy's inbound connections to the app come from this address, which the
 # pod's iptables rules exempt from capture (see runtime.iptables).
 INBOUND_SOURCE_ADDRESS = "127.0.0.6"
@@ -135,9 +138,9 @@ def outbound_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> list[Cluster]:
 
 def static_clusters() -> list[Cluster]:
     return [
-        Cluster(BLACKHOLE, "blackhole"),
-        Cluster(PASSTHROUGH, "original_dst"),
-        Cluster(INBOUND_PASSTHROUGH, "original_dst", upstream_bind_address=INBOUND_SOURCE_ADDRESS),
+        Cluster(BLACKHOLE_CLUSTER, "blackhole"),
+        Cluster(PASSTHROUGH_CLUSTER, "original_dst"),
+        Cluster(INBOUND_PASSTHROUGH_CLUSTER, "original_dst", upstream_bind_address=INBOUND_SOURCE_ADDRESS),
     ]
 
 

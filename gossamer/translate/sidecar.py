@@ -21,8 +21,13 @@ from gossamer.ir.types import (
     WeightedDestination,
 )
 from gossamer.mesh import (
+    BLACKHOLE_CLUSTER,
     INBOUND_CAPTURE_PORT,
+    INBOUND_PASSTHROUGH_CLUSTER,
     OUTBOUND_CAPTURE_PORT,
+    PASSTHROUGH_CLUSTER,
+    VIRTUAL_INBOUND_LISTENER,
+    VIRTUAL_OUTBOUND_LISTENER,
     host_matches,
     inbound_cluster_name,
     outbound_cluster_name,
@@ -33,9 +38,6 @@ from gossamer.registry.types import MeshService, Proxy
 from gossamer.resources.networking import VirtualService
 from gossamer.translate.authorization import authorization_policies
 from gossamer.translate.clusters import (
-    BLACKHOLE,
-    INBOUND_PASSTHROUGH,
-    PASSTHROUGH,
     destination_rule_for,
     inbound_ports,
 )
@@ -174,9 +176,9 @@ def translate_sidecar_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[li
     vss = list(virtual_services_for(snapshot, mesh_ctx))
     # Unknown destinations: ALLOW_ANY passes them through, REGISTRY_ONLY (Sidecar resource) blocks them.
     blocked = registry_only(snapshot, proxy)
-    fallback = BLACKHOLE if blocked else PASSTHROUGH
+    fallback = BLACKHOLE_CLUSTER if blocked else PASSTHROUGH_CLUSTER
     listeners: list[Listener] = [
-        Listener("virtualOutbound", "virtual_outbound", "0.0.0.0", OUTBOUND_CAPTURE_PORT, tcp_cluster=fallback),
+        Listener(VIRTUAL_OUTBOUND_LISTENER, "virtual_outbound", "0.0.0.0", OUTBOUND_CAPTURE_PORT, tcp_cluster=fallback),
     ]
     http_ports: dict[int, list[MeshService]] = {}
     tcp_listeners: dict[str, Listener] = {}
@@ -250,7 +252,7 @@ def translate_sidecar_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[li
             vhosts.append(VirtualHost("block_all", ("*",), (block_all_route(),)))
         else:
             # ALLOW_ANY: unknown hosts on a known port pass through to their original destination.
-            vhosts.append(VirtualHost("allow_any", ("*",), (default_route(PASSTHROUGH),)))
+            vhosts.append(VirtualHost("allow_any", ("*",), (default_route(PASSTHROUGH_CLUSTER),)))
         tables.append(RouteTable(str(port_number), tuple(vhosts)))
     return listeners, tables
 
@@ -271,12 +273,12 @@ def translate_sidecar_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> Listener:
     passthrough_mtls = inbound_mtls(proxy, workload_mode)
     mtls = any((passthrough_mtls, *(c.mtls for c in inbound)))
     return Listener(
-        "virtualInbound",
+        VIRTUAL_INBOUND_LISTENER,
         "virtual_inbound",
         "0.0.0.0",
         INBOUND_CAPTURE_PORT,
         inbound_chains=inbound,
-        tcp_cluster=INBOUND_PASSTHROUGH,
+        tcp_cluster=INBOUND_PASSTHROUGH_CLUSTER,
         inbound_mtls=passthrough_mtls,
         peer_trust_domains=trust_domains(snapshot).all if mtls else (),
         # PERMISSIVE chains tell mTLS from plaintext by the transport protocol and ALPN.

@@ -27,8 +27,9 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 
-from gossamer.agent.bootstrap import SDS_CLUSTER, _grpc_pipe_cluster
-from gossamer.agent.sds import ROOT_SECRET, WORKLOAD_SECRET, SdsServer, issue_workload_certificate
+from gossamer.agent.bootstrap import _grpc_pipe_cluster
+from gossamer.agent.sds import SdsServer, issue_workload_certificate
+from gossamer.mesh import ROOT_SECRET, SDS_CLUSTER, WORKLOAD_SECRET
 from gossamer.runtime.sandbox import proxy_uid
 from gossamer.security import CertificateAuthority
 from tests.e2e.envoy_helper import EnvoyProcess, envoy_binary, free_port, start_envoy

@@ -17,7 +17,8 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 from google.rpc import status_pb2
 
 from gossamer.agent import build_bootstrap
-from gossamer.agent.sds import ROOT_SECRET, SECRET_TYPE, WORKLOAD_SECRET, SdsServer
+from gossamer.agent.sds import SECRET_TYPE, SdsServer
+from gossamer.mesh import ROOT_SECRET, WORKLOAD_SECRET
 from gossamer.security import CertificateAuthority
 
 IDENTITY = "spiffe://cluster.local/ns/default/sa/productpage"

@@ -17,12 +17,9 @@ from google.protobuf import struct_pb2, wrappers_pb2
 
 from gossamer.ir.security import ISTIO_ALPN_SERVER, UpstreamTls
 from gossamer.ir.types import Cluster, Endpoint, GatewayTlsServer, TlsSecret
-from gossamer.mesh import spiffe_prefix
+from gossamer.mesh import ROOT_SECRET, SDS_CLUSTER, WORKLOAD_SECRET, spiffe_prefix
 from gossamer.xds.build.common import ads_config_source, pack
 
-SDS_CLUSTER = "sds-grpc"
-CERT_SECRET = "default"
-ROOT_SECRET = "ROOTCA"
 TLS_SOCKET = "envoy.transport_sockets.tls"
 TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
 # Istio's inbound mTLS ALPN for HTTP chains.
@@ -72,7 +69,7 @@ def _mesh_common_context(
         validation_context_sds_secret_config=_sds(ROOT_SECRET),
     )
     return tls_pb2.CommonTlsContext(
-        tls_certificate_sds_secret_configs=[_sds(CERT_SECRET)],
+        tls_certificate_sds_secret_configs=[_sds(WORKLOAD_SECRET)],
         combined_validation_context=combined,
         alpn_protocols=list(alpn),
     )

@@ -8,10 +8,8 @@ from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.message import Message
 
 from gossamer.ir.envoyfilter import GATEWAY, SIDECAR_INBOUND, SIDECAR_OUTBOUND
-from gossamer.mesh import is_inbound_cluster, parse_cluster_name
+from gossamer.mesh import INBOUND_PASSTHROUGH_CLUSTER, is_inbound_cluster, parse_cluster_name
 from gossamer.xds.envoyfilter.common import Patch, PatchSet, copy_message, merge_checked
-
-INBOUND_PASSTHROUGH = "InboundPassthroughCluster"
 
 
 def patch_clusters(ps: PatchSet, clusters: dict[str, Message]) -> dict[str, Message]:
@@ -40,7 +38,7 @@ def patch_clusters(ps: PatchSet, clusters: dict[str, Message]) -> dict[str, Mess
 def _context(ps: PatchSet, name: str) -> str:
     if ps.gateway:
         return GATEWAY
-    return SIDECAR_INBOUND if is_inbound_cluster(name) or name == INBOUND_PASSTHROUGH else SIDECAR_OUTBOUND
+    return SIDECAR_INBOUND if is_inbound_cluster(name) or name == INBOUND_PASSTHROUGH_CLUSTER else SIDECAR_OUTBOUND
 
 
 def _matches(p: Patch, name: str) -> bool:

@@ -15,12 +15,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf.message import Message
 
 from gossamer.ir.envoyfilter import GATEWAY, SIDECAR_INBOUND, SIDECAR_OUTBOUND
+from gossamer.mesh import VIRTUAL_INBOUND_LISTENER, VIRTUAL_OUTBOUND_LISTENER
 from gossamer.resources.envoyfilter_values import HCM, canonical
 from gossamer.xds.envoyfilter.common import ROUTE_CLASS, Patch, PatchSet, apply_list_ops, copy_message, merge_checked
 from gossamer.xds.envoyfilter.routes import patch_route_configuration
-
-VIRTUAL_INBOUND = "virtualInbound"
-VIRTUAL_OUTBOUND = "virtualOutbound"
 
 
 def patch_listeners(ps: PatchSet, listeners: dict[str, Message]) -> dict[str, Message]:
@@ -45,7 +43,7 @@ def patch_listeners(ps: PatchSet, listeners: dict[str, Message]) -> dict[str, Me
 def _context(ps: PatchSet, listener: listener_pb2.Listener) -> str:
     if ps.gateway:
         return GATEWAY
-    return SIDECAR_INBOUND if listener.name == VIRTUAL_INBOUND else SIDECAR_OUTBOUND
+    return SIDECAR_INBOUND if listener.name == VIRTUAL_INBOUND_LISTENER else SIDECAR_OUTBOUND
 
 
 def _names(filters: Iterable[Any]) -> list[str]:
@@ -63,7 +61,7 @@ def _listener_matches(p: Patch, listener: listener_pb2.Listener) -> bool:
     if lm.name and lm.name != listener.name:
         return False
     # the port of a virtual listener is matched per filter chain, except by LISTENER patches
-    virtual = listener.name in (VIRTUAL_INBOUND, VIRTUAL_OUTBOUND) and p.ir.apply_to != "LISTENER"
+    virtual = listener.name in (VIRTUAL_INBOUND_LISTENER, VIRTUAL_OUTBOUND_LISTENER) and p.ir.apply_to != "LISTENER"
     if lm.port_number and not virtual and lm.port_number != _port_of(listener):
         return False
     if lm.listener_filter and lm.listener_filter not in _names(listener.listener_filters):
@@ -78,7 +76,7 @@ def _chain_matches(p: Patch, listener: listener_pb2.Listener, chain: Any, *, che
     if lm is None:
         return True
     fcm = chain.filter_chain_match
-    if listener.name in (VIRTUAL_INBOUND, VIRTUAL_OUTBOUND) and lm.port_number:
+    if listener.name in (VIRTUAL_INBOUND_LISTENER, VIRTUAL_OUTBOUND_LISTENER) and lm.port_number:
         if not chain.HasField("filter_chain_match") or fcm.destination_port.value != lm.port_number:
             return False
     m = lm.filter_chain
