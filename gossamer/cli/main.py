@@ -266,20 +266,50 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from gossamer.analyze.messages import LEVEL_RANK
 
     if args.list_analyzers:
-        from gossamer.analyze.run import all_analyzers
-
-        for a in sorted(all_analyzers(), key=lambda a: a.name):
-            note = "" if a.default else " (runs only when named with --analyzers)"
-            print(f"* {a.name}: {', '.join(a.codes)}{note}\n    {a.description}")
+        _print_analyzers()
         return 0
+    _check_suppressions(args.suppress or [])
+    namespace = args.namespace or "default"
+    body, against = _analysis(args, namespace)
+    messages = [m for m in body["messages"] if not _suppressed(m, args.suppress or [])]
+    shown = [m for m in messages if LEVEL_RANK[m["level"]] >= LEVEL_RANK[args.output_threshold]]
+    if args.output == "json":
+        print(json.dumps(shown, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(shown, sort_keys=False), end="")
+    else:
+        for m in shown:
+            print(m["text"])
+    _print_analysis_notes(body, args.verbose)
+    if not shown and args.output == "log":
+        scope = "all namespaces" if args.all_namespaces else f"namespace: {namespace}"
+        print(f"No validation issues found when analyzing {against} ({scope}).")
+    if any(LEVEL_RANK[m["level"]] >= LEVEL_RANK[args.failure_threshold] for m in messages):
+        return ANALYZE_FOUND_ISSUES
+    return 0
+
+
+def _print_analyzers() -> None:
+    from gossamer.analyze.run import all_analyzers
+
+    for a in sorted(all_analyzers(), key=lambda a: a.name):
+        note = "" if a.default else " (runs only when named with --analyzers)"
+        print(f"* {a.name}: {', '.join(a.codes)}{note}\n    {a.description}")
+
+
+def _check_suppressions(rules: list[str]) -> None:
     from gossamer.analyze.messages import TYPES
 
-    for rule in args.suppress or []:
+    for rule in rules:
         code, sep, _ = rule.partition("=")
         if not sep:
             raise CliError(f"{rule} is not a valid suppression: use CODE=RESOURCE, e.g. 'IST0102=Namespace frod'")
         if code not in TYPES:
             print(f"warning: {code} is not an analysis code; --suppress {rule!r} has no effect", file=sys.stderr)
+
+
+def _analysis(args: argparse.Namespace, namespace: str) -> tuple[dict[str, Any], str]:
+    """(the analysis as the API answers it, what was analyzed): the running mesh's, else offline."""
     files = _files_payload(args.paths)
     mesh_config = None
     if args.mesh_config_file:
@@ -287,7 +317,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise CliError(f"{path}: no such file")
         mesh_config = {"name": str(path), "text": path.read_text()}
-    namespace = args.namespace or "default"
     client = _client(args)
     if client.alive():
         status, body = client.post(
@@ -302,32 +331,24 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         )
         if status != 200:
             raise CliError(body.get("error") or f"analyze failed ({status})")
-        against = "the running mesh's config"
-    else:
-        from gossamer.analyze.session import analyze
+        return body, "the running mesh's config"
+    from gossamer.analyze.session import analyze
 
-        try:
-            result = analyze(
-                [(f["name"], f["text"]) for f in files],
-                namespace=namespace,
-                all_namespaces=args.all_namespaces,
-                analyzers=args.analyzers,
-                mesh_config=(mesh_config["name"], mesh_config["text"]) if mesh_config else None,
-            )
-        except ValueError as e:
-            raise CliError(str(e)) from e
-        body = result.to_json()
-        against = "these files alone (no mesh is running)"
-    messages = [m for m in body["messages"] if not _suppressed(m, args.suppress or [])]
-    shown = [m for m in messages if LEVEL_RANK[m["level"]] >= LEVEL_RANK[args.output_threshold]]
-    if args.output == "json":
-        print(json.dumps(shown, indent=2))
-    elif args.output == "yaml":
-        print(yaml.safe_dump(shown, sort_keys=False), end="")
-    else:
-        for m in shown:
-            print(m["text"])
-    if args.verbose:  # what validation says beyond Istio's analysis (e.g. fields the local runtime ignores)
+    try:
+        result = analyze(
+            [(f["name"], f["text"]) for f in files],
+            namespace=namespace,
+            all_namespaces=args.all_namespaces,
+            analyzers=args.analyzers,
+            mesh_config=(mesh_config["name"], mesh_config["text"]) if mesh_config else None,
+        )
+    except ValueError as e:
+        raise CliError(str(e)) from e
+    return result.to_json(), "these files alone (no mesh is running)"
+
+
+def _print_analysis_notes(body: dict[str, Any], verbose: bool) -> None:
+    if verbose:  # what validation says beyond Istio's analysis (e.g. fields the local runtime ignores)
         for note in body.get("notes", []):
             print(note, file=sys.stderr)
     for problem in body.get("unreadable", []):
@@ -336,12 +357,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not_analyzed:
         kinds = ", ".join(f"{k} ({n})" for k, n in sorted(not_analyzed.items()))
         print(f"note: read but not analyzed (no analyzer looks at these kinds): {kinds}", file=sys.stderr)
-    if not shown and args.output == "log":
-        scope = "all namespaces" if args.all_namespaces else f"namespace: {namespace}"
-        print(f"No validation issues found when analyzing {against} ({scope}).")
-    if any(LEVEL_RANK[m["level"]] >= LEVEL_RANK[args.failure_threshold] for m in messages):
-        return ANALYZE_FOUND_ISSUES
-    return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

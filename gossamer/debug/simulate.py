@@ -862,30 +862,34 @@ def _query_match(qm: rc.QueryParameterMatcher, params: Mapping[str, str]) -> tup
     return True, f"query {qm.name} present"
 
 
-def _match_route(
-    match: rc.RouteMatch, request: Request, headers: Mapping[str, str], path: str, params: Mapping[str, str]
-) -> tuple[bool, str]:
-    """(matched, description of the deciding condition(s))."""
+def _match_path(match: rc.RouteMatch, request: Request, path: str) -> tuple[bool, str]:
+    """The route match's path specifier: (matched, its description)."""
     case_sensitive = not match.HasField("case_sensitive") or match.case_sensitive.value
     cmp_path = path if case_sensitive else path.lower()
     kind = match.WhichOneof("path_specifier")
     ci = "" if case_sensitive else " (case-insensitive)"
     if kind == "prefix":
         want = match.prefix if case_sensitive else match.prefix.lower()
-        ok, desc = cmp_path.startswith(want), f"prefix {match.prefix!r}{ci}"
-    elif kind == "path":
+        return cmp_path.startswith(want), f"prefix {match.prefix!r}{ci}"
+    if kind == "path":
         want = match.path if case_sensitive else match.path.lower()
-        ok, desc = cmp_path == want, f"path {match.path!r}{ci}"
-    elif kind == "safe_regex":
-        ok, desc = _regex(match.safe_regex, path), f"regex {match.safe_regex.regex!r}"
-    elif kind == "path_separated_prefix":
+        return cmp_path == want, f"path {match.path!r}{ci}"
+    if kind == "safe_regex":
+        return _regex(match.safe_regex, path), f"regex {match.safe_regex.regex!r}"
+    if kind == "path_separated_prefix":
         want = match.path_separated_prefix if case_sensitive else match.path_separated_prefix.lower()
         ok = cmp_path == want or cmp_path.startswith(want + "/")
-        desc = f"path_separated_prefix {match.path_separated_prefix!r}{ci}"
-    elif kind == "connect_matcher":
-        ok, desc = request.method.upper() == "CONNECT", "CONNECT"
-    else:
-        raise SimulationError(f"route path specifier {kind} is not simulated")
+        return ok, f"path_separated_prefix {match.path_separated_prefix!r}{ci}"
+    if kind == "connect_matcher":
+        return request.method.upper() == "CONNECT", "CONNECT"
+    raise SimulationError(f"route path specifier {kind} is not simulated")
+
+
+def _match_route(
+    match: rc.RouteMatch, request: Request, headers: Mapping[str, str], path: str, params: Mapping[str, str]
+) -> tuple[bool, str]:
+    """(matched, description of the deciding condition(s))."""
+    ok, desc = _match_path(match, request, path)
     conditions = [desc]
     if not ok:
         return False, " and ".join(conditions)

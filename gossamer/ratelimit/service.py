@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import grpc
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf import duration_pb2
 
@@ -122,12 +123,7 @@ class RateLimiter:
         commands: list[tuple[str | int, ...]] = []
         windows: list[int] = []
         for d in request.descriptors:
-            entries = [(e.key, e.value) for e in d.entries]
-            limit = config.limit_for(request.domain, entries)
-            if d.HasField("limit"):  # a limit the route itself asks for overrides the configuration's
-                unit = ENUM_UNIT.get(d.limit.unit, "SECOND")
-                key = "_".join(f"{k}_{v}" for k, v in entries)
-                limit = RateLimit(unit, d.limit.requests_per_unit, stat_key=f"{request.domain}.{key}")
+            limit, entries = _limit_of(config, request.domain, d)
             if limit is None or limit.unlimited:
                 limits.append(None)
                 continue
@@ -150,31 +146,9 @@ class RateLimiter:
             limit, entries = item
             after, window_end = counts[i], windows[i]
             i += 1
-            stat_key = limit.stat_key
-            if limit.detailed_metric:
-                stat_key = request.domain + "." + ".".join(f"{k}_{v}" if v else k for k, v in entries)
-            self.stats.add(stat_key, "total_hits", hits)
-            status.current_limit.requests_per_unit = limit.requests_per_unit
-            status.current_limit.unit = UNIT_ENUM[limit.unit]
-            if limit.name:
-                status.current_limit.name = limit.name
-            status.duration_until_reset.CopyFrom(duration_pb2.Duration(seconds=max(0, math.ceil(window_end - now))))
-            over = after > limit.requests_per_unit
-            if over:
-                before = after - hits
-                over_hits = hits if before >= limit.requests_per_unit else after - limit.requests_per_unit
-                self.stats.add(stat_key, "over_limit", over_hits)
-                status.limit_remaining = 0
-                if limit.shadow_mode:
-                    self.stats.add(stat_key, "shadow_mode", over_hits)
-                else:
-                    status.code = OVER_LIMIT
-                    response.overall_code = OVER_LIMIT
-            else:
-                self.stats.add(stat_key, "within_limit", hits)
-                if after > math.floor(limit.requests_per_unit * NEAR_LIMIT_RATIO):
-                    self.stats.add(stat_key, "near_limit", hits)
-                status.limit_remaining = limit.requests_per_unit - after
+            self._count(status, request.domain, limit, entries, hits, after, window_end - now)
+            if status.code == OVER_LIMIT:
+                response.overall_code = OVER_LIMIT
             if closest is None or status.limit_remaining < closest.limit_remaining:
                 closest = status
         if self.shadow_mode and response.overall_code == OVER_LIMIT:
@@ -189,6 +163,55 @@ class RateLimiter:
             ):
                 response.response_headers_to_add.append(base_pb2.HeaderValue(key=name, value=str(value)))
         return response
+
+    def _count(
+        self,
+        status: rls_pb2.RateLimitResponse.DescriptorStatus,
+        domain: str,
+        limit: RateLimit,
+        entries: list[tuple[str, str]],
+        hits: int,
+        after: int,
+        seconds_left: float,
+    ) -> None:
+        """Fill one descriptor's STATUS (AFTER: its counter with these HITS) and count it in the stats."""
+        stat_key = limit.stat_key
+        if limit.detailed_metric:
+            stat_key = domain + "." + ".".join(f"{k}_{v}" if v else k for k, v in entries)
+        self.stats.add(stat_key, "total_hits", hits)
+        status.current_limit.requests_per_unit = limit.requests_per_unit
+        status.current_limit.unit = UNIT_ENUM[limit.unit]
+        if limit.name:
+            status.current_limit.name = limit.name
+        status.duration_until_reset.CopyFrom(duration_pb2.Duration(seconds=max(0, math.ceil(seconds_left))))
+        if after > limit.requests_per_unit:
+            before = after - hits
+            over_hits = hits if before >= limit.requests_per_unit else after - limit.requests_per_unit
+            self.stats.add(stat_key, "over_limit", over_hits)
+            status.limit_remaining = 0
+            if limit.shadow_mode:
+                self.stats.add(stat_key, "shadow_mode", over_hits)
+            else:
+                status.code = OVER_LIMIT
+        else:
+            self.stats.add(stat_key, "within_limit", hits)
+            if after > math.floor(limit.requests_per_unit * NEAR_LIMIT_RATIO):
+                self.stats.add(stat_key, "near_limit", hits)
+            status.limit_remaining = limit.requests_per_unit - after
+
+
+def _limit_of(
+    config: Config, domain: str, d: ratelimit_pb2.RateLimitDescriptor
+) -> tuple[RateLimit | None, list[tuple[str, str]]]:
+    """The limit of one descriptor (and its entries): a limit the route itself asks for overrides the
+    configuration's."""
+    entries = [(e.key, e.value) for e in d.entries]
+    limit = config.limit_for(domain, entries)
+    if d.HasField("limit"):
+        unit = ENUM_UNIT.get(d.limit.unit, "SECOND")
+        key = "_".join(f"{k}_{v}" for k, v in entries)
+        limit = RateLimit(unit, d.limit.requests_per_unit, stat_key=f"{domain}.{key}")
+    return limit, entries
 
 
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]  # generated stubs are untyped

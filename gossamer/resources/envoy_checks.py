@@ -272,40 +272,48 @@ _PORT_KEYS = ("destination.port",)
 
 def authorization_rule(error: Error, path: FieldPath, rule: Any) -> None:
     for i, f in enumerate(rule.from_ or []):
-        source = f.source
-        if source is None:
-            continue
-        for field in ("ip_blocks", "not_ip_blocks", "remote_ip_blocks", "not_remote_ip_blocks"):
-            for j, value in enumerate(getattr(source, field) or []):
-                problem = _cidr_problem(value)
-                if problem:
-                    error(path + ("from", i, "source", _camel(field), j), problem)
+        if f.source is not None:
+            _authorization_source(error, path + ("from", i, "source"), f.source)
     for i, t in enumerate(rule.to or []):
-        op = t.operation
-        if op is None:
-            continue
-        for field in ("ports", "not_ports"):
-            for j, value in enumerate(getattr(op, field) or []):
-                problem = _port_problem(value)
-                if problem:
-                    error(path + ("to", i, "operation", _camel(field), j), problem)
-        for field in ("methods", "not_methods", "paths", "not_paths", "hosts", "not_hosts"):
-            for j, value in enumerate(getattr(op, field) or []):
-                if not value:
-                    error(path + ("to", i, "operation", _camel(field), j), "must not be empty")
+        if t.operation is not None:
+            _authorization_operation(error, path + ("to", i, "operation"), t.operation)
     for i, cond in enumerate(rule.when or []):
-        key_problem = _condition_key_problem(cond.key)
-        if key_problem:
-            error(path + ("when", i, "key"), key_problem)
-            continue
-        check = _cidr_problem if cond.key in _CIDR_KEYS else _port_problem if cond.key in _PORT_KEYS else None
-        if check is None:
-            continue
-        for field in ("values", "not_values"):
-            for j, value in enumerate(getattr(cond, field) or []):
-                problem = check(value)
-                if problem:
-                    error(path + ("when", i, _camel(field), j), problem)
+        _authorization_condition(error, path + ("when", i), cond)
+
+
+def _authorization_source(error: Error, sp: FieldPath, source: Any) -> None:
+    for field in ("ip_blocks", "not_ip_blocks", "remote_ip_blocks", "not_remote_ip_blocks"):
+        for j, value in enumerate(getattr(source, field) or []):
+            problem = _cidr_problem(value)
+            if problem:
+                error(sp + (_camel(field), j), problem)
+
+
+def _authorization_operation(error: Error, op_path: FieldPath, op: Any) -> None:
+    for field in ("ports", "not_ports"):
+        for j, value in enumerate(getattr(op, field) or []):
+            problem = _port_problem(value)
+            if problem:
+                error(op_path + (_camel(field), j), problem)
+    for field in ("methods", "not_methods", "paths", "not_paths", "hosts", "not_hosts"):
+        for j, value in enumerate(getattr(op, field) or []):
+            if not value:
+                error(op_path + (_camel(field), j), "must not be empty")
+
+
+def _authorization_condition(error: Error, cp: FieldPath, cond: Any) -> None:
+    key_problem = _condition_key_problem(cond.key)
+    if key_problem:
+        error(cp + ("key",), key_problem)
+        return
+    check = _cidr_problem if cond.key in _CIDR_KEYS else _port_problem if cond.key in _PORT_KEYS else None
+    if check is None:
+        return
+    for field in ("values", "not_values"):
+        for j, value in enumerate(getattr(cond, field) or []):
+            problem = check(value)
+            if problem:
+                error(cp + (_camel(field), j), problem)
 
 
 _BRACKETED = re.compile(r"(request\.headers|request\.auth\.claims)\[(.*)\]")

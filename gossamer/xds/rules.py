@@ -443,23 +443,7 @@ def _scalar(value: Any, fd: FieldDescriptor, rules: Any, path: str) -> Iterator[
         return
     r = getattr(rules, kind)
     if kind in _NUMERIC_RULES:
-        if getattr(r, "ignore_empty", False) and value == 0:
-            return
-        if r.HasField("const") and value != r.const:
-            yield path, f"must equal {r.const} (is {value})"
-        problem = _bounds(
-            value,
-            r.gt if r.HasField("gt") else None,
-            r.gte if r.HasField("gte") else None,
-            r.lt if r.HasField("lt") else None,
-            r.lte if r.HasField("lte") else None,
-        )
-        if problem:
-            yield path, problem
-        if _in(r) and value not in _in(r):
-            yield path, f"must be one of {list(_in(r))} (is {value})"
-        if value in r.not_in:
-            yield path, f"must not be {value}"
+        yield from _numeric(value, r, path)
     elif kind == "string":
         yield from _string(value, r, path)
     elif kind == "bytes":
@@ -470,15 +454,39 @@ def _scalar(value: Any, fd: FieldDescriptor, rules: Any, path: str) -> Iterator[
         if r.HasField("max_len") and len(value) > r.max_len:
             yield path, f"must be at most {r.max_len} bytes"
     elif kind == "enum":
-        if r.defined_only and fd.enum_type is not None and value not in fd.enum_type.values_by_number:
-            yield path, f"{value} is not a defined {fd.enum_type.name}"
-        if _in(r) and value not in _in(r):
-            yield path, f"must be one of {list(_in(r))}"
-        if value in r.not_in:
-            yield path, f"must not be {value}"
+        yield from _enum(value, fd, r, path)
     elif kind == "bool":
         if r.HasField("const") and value != r.const:
             yield path, f"must be {str(r.const).lower()}"
+
+
+def _numeric(value: Any, r: Any, path: str) -> Iterator[tuple[str, str]]:
+    if getattr(r, "ignore_empty", False) and value == 0:
+        return
+    if r.HasField("const") and value != r.const:
+        yield path, f"must equal {r.const} (is {value})"
+    problem = _bounds(
+        value,
+        r.gt if r.HasField("gt") else None,
+        r.gte if r.HasField("gte") else None,
+        r.lt if r.HasField("lt") else None,
+        r.lte if r.HasField("lte") else None,
+    )
+    if problem:
+        yield path, problem
+    if _in(r) and value not in _in(r):
+        yield path, f"must be one of {list(_in(r))} (is {value})"
+    if value in r.not_in:
+        yield path, f"must not be {value}"
+
+
+def _enum(value: Any, fd: FieldDescriptor, r: Any, path: str) -> Iterator[tuple[str, str]]:
+    if r.defined_only and fd.enum_type is not None and value not in fd.enum_type.values_by_number:
+        yield path, f"{value} is not a defined {fd.enum_type.name}"
+    if _in(r) and value not in _in(r):
+        yield path, f"must be one of {list(_in(r))}"
+    if value in r.not_in:
+        yield path, f"must not be {value}"
 
 
 def _short(value: str) -> str:

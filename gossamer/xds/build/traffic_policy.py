@@ -10,7 +10,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
-from gossamer.ir.traffic_policy import ClusterPolicy, HashPolicy
+from gossamer.ir.traffic_policy import ClusterPolicy, HashPolicy, OutlierDetection, TcpKeepalive
 from gossamer.xds.build.common import seconds
 
 
@@ -43,6 +43,40 @@ def _u32(v: int) -> wrappers_pb2.UInt32Value:
     return wrappers_pb2.UInt32Value(value=v)
 
 
+def _set_tcp_keepalive(out: cluster_pb2.Cluster, keepalive: TcpKeepalive) -> None:
+    ka = out.upstream_connection_options.tcp_keepalive
+    ka.SetInParent()
+    if keepalive.probes is not None:
+        ka.keepalive_probes.value = keepalive.probes
+    if keepalive.time is not None:
+        ka.keepalive_time.value = keepalive.time
+    if keepalive.interval is not None:
+        ka.keepalive_interval.value = keepalive.interval
+
+
+def _outlier_detection(od: OutlierDetection) -> outlier_detection_pb2.OutlierDetection:
+    o = outlier_detection_pb2.OutlierDetection(enforcing_success_rate=_u32(od.enforcing_success_rate))
+    for name in (
+        "consecutive_5xx",
+        "enforcing_consecutive_5xx",
+        "consecutive_gateway_failure",
+        "enforcing_consecutive_gateway_failure",
+        "max_ejection_percent",
+        "consecutive_local_origin_failure",
+        "enforcing_consecutive_local_origin_failure",
+        "enforcing_local_origin_success_rate",
+    ):
+        value = getattr(od, name)
+        if value is not None:
+            getattr(o, name).CopyFrom(_u32(value))
+    if od.interval is not None:
+        o.interval.CopyFrom(seconds(od.interval))
+    if od.base_ejection_time is not None:
+        o.base_ejection_time.CopyFrom(seconds(od.base_ejection_time))
+    o.split_external_local_origin_errors = od.split_external_local_origin_errors
+    return o
+
+
 def apply_cluster_policy(
     out: cluster_pb2.Cluster, p: ClusterPolicy
 ) -> http_protocol_options_pb2.HttpProtocolOptions | None:
@@ -73,36 +107,9 @@ def apply_cluster_policy(
         )
     )
     if p.tcp_keepalive is not None:
-        ka = out.upstream_connection_options.tcp_keepalive
-        ka.SetInParent()
-        if p.tcp_keepalive.probes is not None:
-            ka.keepalive_probes.value = p.tcp_keepalive.probes
-        if p.tcp_keepalive.time is not None:
-            ka.keepalive_time.value = p.tcp_keepalive.time
-        if p.tcp_keepalive.interval is not None:
-            ka.keepalive_interval.value = p.tcp_keepalive.interval
-    od = p.outlier_detection
-    if od is not None:
-        o = outlier_detection_pb2.OutlierDetection(enforcing_success_rate=_u32(od.enforcing_success_rate))
-        for name in (
-            "consecutive_5xx",
-            "enforcing_consecutive_5xx",
-            "consecutive_gateway_failure",
-            "enforcing_consecutive_gateway_failure",
-            "max_ejection_percent",
-            "consecutive_local_origin_failure",
-            "enforcing_consecutive_local_origin_failure",
-            "enforcing_local_origin_success_rate",
-        ):
-            value = getattr(od, name)
-            if value is not None:
-                getattr(o, name).CopyFrom(_u32(value))
-        if od.interval is not None:
-            o.interval.CopyFrom(seconds(od.interval))
-        if od.base_ejection_time is not None:
-            o.base_ejection_time.CopyFrom(seconds(od.base_ejection_time))
-        o.split_external_local_origin_errors = od.split_external_local_origin_errors
-        out.outlier_detection.CopyFrom(o)
+        _set_tcp_keepalive(out, p.tcp_keepalive)
+    if p.outlier_detection is not None:
+        out.outlier_detection.CopyFrom(_outlier_detection(p.outlier_detection))
     if p.healthy_panic_threshold is not None:
         out.common_lb_config.healthy_panic_threshold.CopyFrom(percent_pb2.Percent(value=p.healthy_panic_threshold))
     if p.idle_timeout is None and p.max_requests_per_connection is None and p.max_connection_duration is None:
