@@ -293,7 +293,35 @@ def layout(nodes: dict[str, dict[str, Any]], edges: list[dict[str, Any]]) -> Non
     for e in edges:
         if e["source"] != e["target"]:
             succ[e["source"]].append(e["target"])
-    # Drop back edges (depth-first, from the nodes with no incoming edge first): a DAG.
+    dag, order = _acyclic(nodes, succ)
+    layer = {n: 0 for n in nodes}
+    for n in order:
+        for t in dag[n]:
+            layer[t] = max(layer[t], layer[n] + 1)
+    preds: dict[str, list[str]] = {n: [] for n in nodes}
+    for n, ts in dag.items():
+        for t in ts:
+            preds[t].append(n)
+    position: dict[str, float] = {}
+    for depth in range(max(layer.values(), default=0) + 1):
+        members = [n for n in nodes if layer[n] == depth]
+
+        def key(n: str) -> tuple[float, str]:
+            ps = [position[p] for p in preds[n] if p in position]
+            return (sum(ps) / len(ps) if ps else float("inf"), nodes[n]["name"])
+
+        row = -1
+        for n in sorted(members, key=key):
+            wanted = key(n)[0]
+            row = max(row + 1, round(wanted) if wanted != float("inf") else 0)
+            position[n] = row
+            nodes[n]["layer"] = depth
+            nodes[n]["order"] = row
+
+
+def _acyclic(nodes: dict[str, dict[str, Any]], succ: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[str]]:
+    """(the graph without its back edges, a topological order of it): depth-first, from the nodes
+    with no incoming edge first."""
     has_incoming = {t for ts in succ.values() for t in ts}
     state: dict[str, int] = {}
     dag: dict[str, list[str]] = {n: [] for n in nodes}
@@ -321,26 +349,4 @@ def layout(nodes: dict[str, dict[str, Any]], edges: list[dict[str, Any]]) -> Non
         if n not in state:
             visit(n)
     order.reverse()
-    layer = {n: 0 for n in nodes}
-    for n in order:
-        for t in dag[n]:
-            layer[t] = max(layer[t], layer[n] + 1)
-    preds: dict[str, list[str]] = {n: [] for n in nodes}
-    for n, ts in dag.items():
-        for t in ts:
-            preds[t].append(n)
-    position: dict[str, float] = {}
-    for depth in range(max(layer.values(), default=0) + 1):
-        members = [n for n in nodes if layer[n] == depth]
-
-        def key(n: str) -> tuple[float, str]:
-            ps = [position[p] for p in preds[n] if p in position]
-            return (sum(ps) / len(ps) if ps else float("inf"), nodes[n]["name"])
-
-        row = -1
-        for n in sorted(members, key=key):
-            wanted = key(n)[0]
-            row = max(row + 1, round(wanted) if wanted != float("inf") else 0)
-            position[n] = row
-            nodes[n]["layer"] = depth
-            nodes[n]["order"] = row
+    return dag, order

@@ -69,6 +69,28 @@ def dedupe_chains(chains: Iterable[TcpChain]) -> list[TcpChain]:
     return out
 
 
+def _sidecar_tls_chains(
+    snapshot: MeshSnapshot, configs: list[VirtualService], ctx: RouteContext, listener_cidrs: tuple[str, ...]
+) -> list[TcpChain]:
+    """One chain per tls match of the VirtualServices that applies (SNI and destination subnets)."""
+    tls_chains: list[TcpChain] = []
+    for vs in configs:
+        for index, rule in enumerate(vs.spec.tls or []):
+            for match in rule.match or []:
+                if not _match_applies(match, vs, ctx):
+                    continue
+                cidrs = tuple(match.destination_subnets or ()) or listener_cidrs
+                tls_chains.append(
+                    TcpChain(
+                        l4_destinations(snapshot, rule, vs.metadata.namespace, ctx),
+                        prefix_ranges=cidrs,
+                        server_names=tuple(match.sni_hosts),
+                        source=_source(vs, "tls", index),
+                    )
+                )
+    return tls_chains
+
+
 def sidecar_tcp_chains(
     snapshot: MeshSnapshot,
     vss: list[VirtualService],
@@ -84,21 +106,7 @@ def sidecar_tcp_chains(
     chains: list[TcpChain] = []
     catch_all = False
     if protocol == "tls":
-        tls_chains: list[TcpChain] = []
-        for vs in configs:
-            for index, rule in enumerate(vs.spec.tls or []):
-                for match in rule.match or []:
-                    if not _match_applies(match, vs, ctx):
-                        continue
-                    cidrs = tuple(match.destination_subnets or ()) or listener_cidrs
-                    tls_chains.append(
-                        TcpChain(
-                            l4_destinations(snapshot, rule, vs.metadata.namespace, ctx),
-                            prefix_ranges=cidrs,
-                            server_names=tuple(match.sni_hosts),
-                            source=_source(vs, "tls", index),
-                        )
-                    )
+        tls_chains = _sidecar_tls_chains(snapshot, configs, ctx, listener_cidrs)
         if not tls_chains:
             sni = (service.hostname,) if service.is_service_entry or not service.vip else ()
             tls_chains.append(TcpChain(default, prefix_ranges=listener_cidrs, server_names=sni, source="default"))

@@ -275,21 +275,7 @@ def _message_walk(msg: Message, path: str) -> Iterator[tuple[str, str]]:
         if msg.WhichOneof(name) is None:
             yield _join(path, name), f"one of {fields} must be set"
     for fd, rules in plan.ruled:
-        fpath = _join(path, fd.name)
-        if fd.is_repeated:
-            if _is_map(fd):
-                yield from _map(msg, fd, rules, fpath)
-            else:
-                yield from _repeated(getattr(msg, fd.name), fd, rules, fpath)
-            continue
-        oneof = fd.containing_oneof
-        if oneof is not None and not getattr(oneof, "is_synthetic", False) and msg.WhichOneof(oneof.name) != fd.name:
-            continue  # PGV checks a oneof's field only when it is the one set
-        if fd.message_type is not None:
-            present = msg.HasField(fd.name)
-            yield from _single_message(getattr(msg, fd.name) if present else None, fd, rules, fpath)
-        else:
-            yield from _scalar(getattr(msg, fd.name), fd, rules, fpath)
+        yield from _ruled_field(msg, fd, rules, _join(path, fd.name))
     for fd, value in msg.ListFields():  # the set fields without rules: only messages can hold more
         if fd.message_type is None or fd.name in plan.ruled_names:
             continue
@@ -300,6 +286,24 @@ def _message_walk(msg: Message, path: str) -> Iterator[tuple[str, str]]:
             yield from _repeated(value, fd, None, fpath)
         else:
             yield from _single_message(value, fd, None, fpath)
+
+
+def _ruled_field(msg: Message, fd: FieldDescriptor, rules: Any, fpath: str) -> Iterator[tuple[str, str]]:
+    """One field of MSG that has PGV rules."""
+    if fd.is_repeated:
+        if _is_map(fd):
+            yield from _map(msg, fd, rules, fpath)
+        else:
+            yield from _repeated(getattr(msg, fd.name), fd, rules, fpath)
+        return
+    oneof = fd.containing_oneof
+    if oneof is not None and not getattr(oneof, "is_synthetic", False) and msg.WhichOneof(oneof.name) != fd.name:
+        return  # PGV checks a oneof's field only when it is the one set
+    if fd.message_type is not None:
+        present = msg.HasField(fd.name)
+        yield from _single_message(getattr(msg, fd.name) if present else None, fd, rules, fpath)
+    else:
+        yield from _scalar(getattr(msg, fd.name), fd, rules, fpath)
 
 
 def _any_body(msg: Any, path: str) -> Iterator[tuple[str, str]]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
+from gossamer.resources.networking import EnvoyConfigObjectPatch
 
 _ROUTE_LEVEL = ("ROUTE_CONFIGURATION", "HTTP_ROUTE")
 _REPLACEABLE = ("NETWORK_FILTER", "HTTP_FILTER", "VIRTUAL_HOST")
@@ -24,38 +25,11 @@ def envoy_patches(ctx: Context) -> Iterator[Message]:
             if patch is None:
                 break
             path = ("spec", "configPatches", i, "patch", "value")
-            name = ""
-            if patch.value:
-                if "name" in patch.value:
-                    name = str(patch.value["name"])
-                elif (
-                    cp.match
-                    and cp.match.listener
-                    and cp.match.listener.filter_chain
-                    and cp.match.listener.filter_chain.filter
-                ):
-                    name = cp.match.listener.filter_chain.filter.name or ""
+            name = _patched_filter_name(cp)
             op, apply_to = patch.operation, cp.apply_to
-            relative = False
-            if op == "ADD" and apply_to in _ROUTE_LEVEL:
-                yield ctx.message("IST0153", ef, path, f"ADD is ignored when applyTo is {apply_to}")
-            elif op == "REMOVE":
-                if apply_to in _ROUTE_LEVEL:
-                    yield ctx.message("IST0154", ef, path, f"REMOVE is ignored when applyTo is {apply_to}")
-                else:
-                    relative = True
-            elif op == "REPLACE":
-                if apply_to not in _REPLACEABLE:
-                    yield ctx.message(
-                        "IST0152",
-                        ef,
-                        path,
-                        f"REPLACE only applies to HTTP_FILTER, NETWORK_FILTER and VIRTUAL_HOST, not {apply_to}",
-                    )
-                else:
-                    relative = True
-            elif op in ("INSERT_BEFORE", "INSERT_AFTER"):
-                relative = True
+            ignored, relative = _ignored_or_relative(op, apply_to)
+            if ignored is not None:
+                yield ctx.message(ignored[0], ef, path, ignored[1])
             if relative and ef.spec.priority == 0:
                 if name in versioned_names:
                     yield ctx.message(
@@ -76,3 +50,33 @@ def envoy_patches(ctx: Context) -> Iterator[Message]:
                     )
             if cp.match and cp.match.proxy and cp.match.proxy.proxy_version:
                 versioned_names.append(name)
+
+
+def _patched_filter_name(cp: EnvoyConfigObjectPatch) -> str:
+    """The name of the filter a patch adds or changes ("" when it names none)."""
+    patch = cp.patch
+    if patch is None or not patch.value:
+        return ""
+    if "name" in patch.value:
+        return str(patch.value["name"])
+    if cp.match and cp.match.listener and cp.match.listener.filter_chain and cp.match.listener.filter_chain.filter:
+        return cp.match.listener.filter_chain.filter.name or ""
+    return ""
+
+
+def _ignored_or_relative(op: str, apply_to: str) -> tuple[tuple[str, str] | None, bool]:
+    """(the code and text when the operation is ignored for its applyTo, whether it is relative to another filter)."""
+    if op == "ADD" and apply_to in _ROUTE_LEVEL:
+        return ("IST0153", f"ADD is ignored when applyTo is {apply_to}"), False
+    if op == "REMOVE":
+        if apply_to in _ROUTE_LEVEL:
+            return ("IST0154", f"REMOVE is ignored when applyTo is {apply_to}"), False
+        return None, True
+    if op == "REPLACE":
+        if apply_to not in _REPLACEABLE:
+            return (
+                "IST0152",
+                f"REPLACE only applies to HTTP_FILTER, NETWORK_FILTER and VIRTUAL_HOST, not {apply_to}",
+            ), False
+        return None, True
+    return None, op in ("INSERT_BEFORE", "INSERT_AFTER")

@@ -37,6 +37,19 @@ def selectors(ctx: Context) -> Iterator[Message]:
     by_pod: dict[tuple[str, str], list[Resource[Any]]] = {}
     pods: dict[tuple[str, str], Resource[Any]] = {}
     unselected: dict[str, list[Resource[Any]]] = {}
+    yield from _selecting(ctx, by_pod, pods, unselected)
+    ineffective: set[tuple[str, str]] = set()
+    yield from _overlapping(ctx, by_pod, pods, ineffective)
+    yield from _namespace_wide(ctx, unselected, ineffective)
+
+
+def _selecting(
+    ctx: Context,
+    by_pod: dict[tuple[str, str], list[Resource[Any]]],
+    pods: dict[tuple[str, str], Resource[Any]],
+    unselected: dict[str, list[Resource[Any]]],
+) -> Iterator[Message]:
+    """Sidecars whose selector picks no pod (IST0101); fills BY_POD, PODS and UNSELECTED (no selector)."""
     for sc in ctx.of("Sidecar"):
         labels = sc.spec.workload_selector.labels if sc.spec.workload_selector else {}
         if not labels:
@@ -54,7 +67,15 @@ def selectors(ctx: Context) -> Iterator[Message]:
                 ("spec", "workloadSelector", "labels", first),
                 f"referenced selector not found: {selector_string(labels)!r} selects no pod in {sc.namespace}",
             )
-    ineffective: set[tuple[str, str]] = set()
+
+
+def _overlapping(
+    ctx: Context,
+    by_pod: dict[tuple[str, str], list[Resource[Any]]],
+    pods: dict[tuple[str, str], Resource[Any]],
+    ineffective: set[tuple[str, str]],
+) -> Iterator[Message]:
+    """Sidecars selecting the same pod (IST0110), or a pod in ambient mode (IST0167)."""
     for key, sidecars in by_pod.items():
         pod = pods[key]
         if len(sidecars) == 1 and not pod_in_ambient(pod):
@@ -77,6 +98,12 @@ def selectors(ctx: Context) -> Iterator[Message]:
                 ("metadata", "name"),
                 f"the Sidecars {names} in {key[0]} all select pod {key[1]}: which one applies is undefined",
             )
+
+
+def _namespace_wide(
+    ctx: Context, unselected: dict[str, list[Resource[Any]]], ineffective: set[tuple[str, str]]
+) -> Iterator[Message]:
+    """Sidecars without a selector: in an ambient namespace (IST0167), or more than one (IST0111)."""
     for ns, sidecars in unselected.items():
         if namespace_in_ambient(ctx.find("Namespace", "", ns)):
             for sc in sidecars:

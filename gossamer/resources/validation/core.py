@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from gossamer.resources import core, envoy_checks
 from gossamer.resources.base import FieldPath
@@ -79,16 +80,34 @@ def _pem_problem(key: str, value: bytes) -> str | None:
 
 
 def validate_secret(res: Secret) -> list[Finding]:
-    import base64
-    import binascii
-
     rep = Report()
     raw = res.raw
     kind = raw.get("type", "Opaque")
     if not isinstance(kind, str) or not kind:
         rep.error(("type",), "type must be a string like kubernetes.io/tls or Opaque")
         kind = "Opaque"
-    fields: dict[str, tuple[str, ...]] = {}  # key -> path of its value
+    fields = _secret_fields(rep, raw)
+    values_by_key = core.secret_data(raw)
+    if kind == "kubernetes.io/tls":
+        for key in (core.TLS_CERT_KEY, core.TLS_KEY_KEY):
+            if key not in fields:
+                rep.error(("data",), f"a kubernetes.io/tls Secret needs {key}")
+    for key in (core.TLS_CERT_KEY, core.TLS_KEY_KEY, core.CA_CERT_KEY):
+        if key in fields and key in values_by_key:
+            problem = _pem_problem(key, values_by_key[key])
+            if problem:
+                rep.error(fields[key], f"{key} {problem}")
+    if (core.TLS_CERT_KEY in fields) != (core.TLS_KEY_KEY in fields) and kind != "kubernetes.io/tls":
+        rep.error(("data",), "tls.crt and tls.key go together")
+    return rep.findings
+
+
+def _secret_fields(rep: Report, raw: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The keys of `data` and `stringData` whose values are usable, with the path of each value."""
+    import base64
+    import binascii
+
+    fields: dict[str, tuple[str, ...]] = {}
     for section in ("data", "stringData"):
         values = raw.get(section)
         if values is None:
@@ -111,16 +130,4 @@ def validate_secret(res: Secret) -> list[Finding]:
                     rep.error(path, f"data.{key} is not valid base64")
                     continue
             fields[key] = path
-    values_by_key = core.secret_data(raw)
-    if kind == "kubernetes.io/tls":
-        for key in (core.TLS_CERT_KEY, core.TLS_KEY_KEY):
-            if key not in fields:
-                rep.error(("data",), f"a kubernetes.io/tls Secret needs {key}")
-    for key in (core.TLS_CERT_KEY, core.TLS_KEY_KEY, core.CA_CERT_KEY):
-        if key in fields and key in values_by_key:
-            problem = _pem_problem(key, values_by_key[key])
-            if problem:
-                rep.error(fields[key], f"{key} {problem}")
-    if (core.TLS_CERT_KEY in fields) != (core.TLS_KEY_KEY in fields) and kind != "kubernetes.io/tls":
-        rep.error(("data",), "tls.crt and tls.key go together")
-    return rep.findings
+    return fields
