@@ -419,7 +419,8 @@ class SimProxy:
 
 class Envoys:
     def __init__(self, xds_socket: Path, pods: list[dict[str, Any]], ca_dir: Path) -> None:
-        from gossamer.agent.bootstrap import node_id, proxy_metadata
+        from gossamer.agent.bootstrap import proxy_metadata
+        from gossamer.mesh import node_id
         from gossamer.security import CertificateAuthority
 
         self.socket = xds_socket

@@ -66,6 +66,31 @@ def is_reserved_id(value: int) -> bool:
     return POD_ID_BASE <= value < POD_ID_BASE + POD_ID_RANGE
 
 
+# -- Envoy node ids ------------------------------------------------------------------------------
+
+
+def node_id(proxy_type: str, ip: str, pod: str, namespace: str) -> str:
+    """Istio's node id: `sidecar~10.244.0.5~reviews-v1-xxx.default~default.svc.cluster.local`."""
+    return f"{proxy_type}~{ip}~{pod}.{namespace}~{namespace}.{DOMAIN_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class NodeId:
+    proxy_type: str  # "sidecar", "router"
+    ip: str
+    pod: str
+    namespace: str
+
+
+def parse_node_id(value: str) -> NodeId:
+    """`TYPE~IP~POD.NAMESPACE~DOMAIN` -> its parts ("" for those a shorter id lacks)."""
+    parts = value.split("~")
+    if len(parts) < 4:
+        return NodeId(parts[0], parts[1] if len(parts) > 1 else "", "", "")
+    pod, _, namespace = parts[2].rpartition(".")
+    return NodeId(parts[0], parts[1], pod, namespace)
+
+
 # -- SPIFFE identities --------------------------------------------------------------------------
 
 
@@ -196,6 +221,11 @@ DEFAULT_TRUST_DOMAINS = TrustDomains()
 def outbound_cluster_name(host: str, port: int, subset: str = "") -> str:
     """Istio's outbound cluster name: `outbound|9080|v2|reviews.default.svc.cluster.local`."""
     return f"outbound|{port}|{subset}|{host}"
+
+
+def inbound_vhost_name(port: int) -> str:
+    """The virtual host of a sidecar's inbound HTTP route table: `inbound|http|9080`."""
+    return f"inbound|http|{port}"
 
 
 def inbound_cluster_name(port: int) -> str:

@@ -2,7 +2,6 @@
 
 from gossamer.agent.bootstrap import (
     build_bootstrap,
-    node_id,
     proxy_metadata,
     service_cluster,
     write_bootstrap,
@@ -14,7 +13,6 @@ __all__ = [
     "build_bootstrap",
     "envoy_args",
     "envoy_binary",
-    "node_id",
     "proxy_metadata",
     "service_cluster",
     "write_bootstrap",

@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 from gossamer.mesh import (
     CONTROL_PLANE_NAME,
-    DOMAIN_SUFFIX,
     HEALTH_PORT,
     MERGED_METRICS_PORT,
     PROMETHEUS_PORT,
@@ -47,11 +46,6 @@ DOWNSTREAM_CONNECTIONS_TYPE = (
 MAX_DOWNSTREAM_CONNECTIONS = 100_000
 ADS_RETRY_BASE = "0.1s"
 ADS_RETRY_MAX = "0.5s"
-
-
-def node_id(proxy_type: Literal["sidecar", "router"], ip: str, pod: str, namespace: str) -> str:
-    """Istio's node id: `sidecar~10.244.0.5~reviews-v1-xxx.default~default.svc.cluster.local`."""
-    return f"{proxy_type}~{ip}~{pod}.{namespace}~{namespace}.{DOMAIN_SUFFIX}"
 
 
 def service_cluster(labels: Mapping[str, str], workload: str, namespace: str) -> str:

@@ -6,6 +6,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from gossamer.mesh import parse_node_id
 from gossamer.registry.types import Proxy, ProxyType
 
 
@@ -14,13 +15,12 @@ def metadata_of(node: Any) -> dict[str, Any]:
 
 
 def proxy_from_node(node: Any, named_ports: dict[str, int] | None = None) -> Proxy:
-    """Node ids are Istio's: TYPE~IP~POD.NS~NS.svc.cluster.local."""
+    """Node ids are Istio's (gossamer.mesh.node_id); the metadata's NAMESPACE wins over the id's."""
     meta = metadata_of(node)
-    proxy_type: ProxyType = "router" if node.id.startswith("router~") else "sidecar"
+    parsed = parse_node_id(node.id)
+    proxy_type: ProxyType = "router" if parsed.proxy_type == "router" else "sidecar"
     labels = meta.get("LABELS") or {}
-    namespace = meta.get("NAMESPACE") or (
-        node.id.split("~")[2].rsplit(".", 1)[-1] if node.id.count("~") >= 3 else "default"
-    )
+    namespace = meta.get("NAMESPACE") or (parsed.namespace or "default")
     return Proxy(
         type=proxy_type,
         namespace=namespace,

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from gossamer.agent.bootstrap import (
     build_bootstrap,
-    node_id,
     proxy_metadata,
     service_cluster,
     write_bootstrap,
@@ -29,7 +28,7 @@ from gossamer.agent.sds import (
     SdsServer,
     sds_socket_for,
 )
-from gossamer.mesh import TRUST_DOMAIN, TrustDomains
+from gossamer.mesh import TRUST_DOMAIN, TrustDomains, node_id
 from gossamer.runtime import hosts, iptables, network, sandbox, volumes
 from gossamer.runtime.image_containers import (
     ERR_IMAGE_PULL,

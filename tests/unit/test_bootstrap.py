@@ -13,13 +13,12 @@ from gossamer.agent import (
     build_bootstrap,
     envoy_args,
     envoy_binary,
-    node_id,
     proxy_metadata,
     service_cluster,
     write_bootstrap,
 )
 from gossamer.agent.envoy import as_proxy_user
-from gossamer.mesh import PROXY_GROUP
+from gossamer.mesh import PROXY_GROUP, node_id
 
 
 def _bootstrap(tmp_path: Path, proxy_type: str = "sidecar", sds: bool = False) -> dict[str, Any]:
@@ -35,7 +34,7 @@ def _bootstrap(tmp_path: Path, proxy_type: str = "sidecar", sds: bool = False) -
         ingress_port=8080,
     )
     return build_bootstrap(
-        node_id=node_id(proxy_type, "10.244.0.7", "reviews-v1-abc", "default"),  # type: ignore[arg-type]
+        node_id=node_id(proxy_type, "10.244.0.7", "reviews-v1-abc", "default"),
         cluster=service_cluster(labels, "reviews-v1", "default"),
         metadata=meta,
         xds_socket=tmp_path / "xds.sock",

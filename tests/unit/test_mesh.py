@@ -73,3 +73,12 @@ def test_cluster_names_round_trip() -> None:
 def test_host_matches(pattern: str, host: str, covers: bool) -> None:
     assert host_matches(pattern, host) is covers
     assert hosts_intersect(pattern, host) is (covers or host_matches(host, pattern))
+
+
+def test_node_ids_round_trip() -> None:
+    from gossamer.mesh import NodeId, node_id, parse_node_id
+
+    value = node_id("sidecar", "10.244.0.5", "reviews-v1-x", "default")
+    assert value == "sidecar~10.244.0.5~reviews-v1-x.default~default.svc.cluster.local"
+    assert parse_node_id(value) == NodeId("sidecar", "10.244.0.5", "reviews-v1-x", "default")
+    assert parse_node_id("router~1.2.3.4") == NodeId("router", "1.2.3.4", "", "")

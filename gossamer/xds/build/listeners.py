@@ -24,6 +24,7 @@ from gossamer.ir.types import (
     TcpChain,
     Tracing,
 )
+from gossamer.mesh import inbound_vhost_name
 from gossamer.xds.build.authorization import http_rbac_filters, network_rbac_filters
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
 from gossamer.xds.build.jwt import jwt_filters
@@ -189,7 +190,7 @@ def _inbound_route(chain: InboundChain) -> route_pb2.RouteConfiguration:
     )
     return route_pb2.RouteConfiguration(
         name=chain.cluster,
-        virtual_hosts=[rc.VirtualHost(name=f"inbound|http|{chain.port}", domains=["*"], routes=[route])],
+        virtual_hosts=[rc.VirtualHost(name=inbound_vhost_name(chain.port), domains=["*"], routes=[route])],
     )
 
 
