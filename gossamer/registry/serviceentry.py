@@ -8,8 +8,8 @@ endpoints); a WorkloadEntry becomes a Workload that ServiceEntries with a worklo
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from gossamer.registry.types import (
     MeshService,
@@ -19,6 +19,8 @@ from gossamer.registry.types import (
     protocol_for_port,
     protocol_from_name,
 )
+from gossamer.resources.base import Resource
+from gossamer.resources.networking import ServiceEntry, ServiceEntrySpec, WorkloadEntry
 
 # (namespace, key) -> a VIP from the service range; key names one host of one ServiceEntry.
 AllocateVip = Callable[[str, str], str]
@@ -38,7 +40,7 @@ def is_plain_ip(address: str) -> bool:
     return True
 
 
-def _ports(spec: Any) -> tuple[ServicePort, ...]:
+def _ports(spec: ServiceEntrySpec) -> tuple[ServicePort, ...]:
     out = []
     for p in spec.ports or []:
         protocol = protocol_from_name(p.protocol) if p.protocol else None
@@ -57,14 +59,14 @@ def _resolution(value: str) -> str:
     return "DNS" if value == "DYNAMIC_DNS" else value
 
 
-def needs_vip(entry: Any, host: str) -> bool:
+def needs_vip(entry: ServiceEntry, host: str) -> bool:
     """Istio's auto-allocation: no addresses, a concrete host, and a resolution other than NONE
     (with NONE the proxy could not know which address the application meant)."""
     spec = entry.spec
     return not spec.addresses and not host.startswith("*") and spec.resolution != "NONE"
 
 
-def service_entry_services(entry: Any, allocate: AllocateVip | None = None) -> list[MeshService]:
+def service_entry_services(entry: ServiceEntry, allocate: AllocateVip | None = None) -> list[MeshService]:
     spec = entry.spec
     ns = entry.metadata.namespace
     addresses = tuple(spec.addresses or ())
@@ -102,7 +104,7 @@ def service_entry_services(entry: Any, allocate: AllocateVip | None = None) -> l
     return out
 
 
-def workload_entry_workloads(entries: Iterable[Any]) -> list[Workload]:
+def workload_entry_workloads(entries: Iterable[WorkloadEntry]) -> list[Workload]:
     out = []
     for we in entries:
         spec = we.spec
@@ -124,14 +126,15 @@ def workload_entry_workloads(entries: Iterable[Any]) -> list[Workload]:
 
 
 def registry_services(
-    resources: dict[str, tuple[Any, ...]],
+    resources: Mapping[str, Sequence[Resource[Any]]],
     allocate: AllocateVip | None = None,
 ) -> list[MeshService]:
     """Every ServiceEntry host as a MeshService; with two entries for one host in one namespace
     the older wins (Istio merges them; we keep the first)."""
     out: list[MeshService] = []
     seen: set[tuple[str, str]] = set()
-    for entry in resources.get("ServiceEntry", ()):
+    entries = cast(Sequence[ServiceEntry], resources.get("ServiceEntry", ()))  # the loader builds that class
+    for entry in entries:
         for service in service_entry_services(entry, allocate):
             key = (service.namespace, service.hostname)
             if key not in seen:

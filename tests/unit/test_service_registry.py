@@ -3,12 +3,16 @@ names pods resolve for ServiceEntry hosts."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gossamer.controlplane.kubernetes import service_addresses
 from gossamer.registry.serviceentry import registry_services, service_entry_services, workload_entry_workloads
 from gossamer.registry.types import protocol_for_port
+from gossamer.resources.base import Resource
 from gossamer.resources.loader import parse_documents
+from gossamer.resources.networking import ServiceEntry, WorkloadEntry
 from gossamer.runtime.hosts import render_hosts
 from gossamer.runtime.types import ServiceAddress
 
@@ -76,13 +80,18 @@ spec:
 """
 
 
-def _resources() -> dict[str, tuple[object, ...]]:
+def _resources() -> dict[str, tuple[Resource[Any], ...]]:
     parsed, issues = parse_documents(ENTRIES, "se.yaml")
     assert not [i for i in issues if i.level == "error"]
-    by_kind: dict[str, list[object]] = {}
+    by_kind: dict[str, list[Resource[Any]]] = {}
     for r in parsed:
         by_kind.setdefault(r.kind, []).append(r)
     return {k: tuple(v) for k, v in by_kind.items()}
+
+
+def _entry(name: str) -> ServiceEntry:
+    (entry,) = [r for r in _resources()["ServiceEntry"] if isinstance(r, ServiceEntry) and r.metadata.name == name]
+    return entry
 
 
 def test_service_entry_hosts_become_services_with_istio_auto_allocation() -> None:
@@ -110,13 +119,12 @@ def test_service_entry_hosts_become_services_with_istio_auto_allocation() -> Non
 
 
 def test_workload_entries_are_workloads() -> None:
-    (vm,) = workload_entry_workloads(_resources()["WorkloadEntry"])
+    (vm,) = workload_entry_workloads(r for r in _resources()["WorkloadEntry"] if isinstance(r, WorkloadEntry))
     assert vm.ip == "192.0.2.20" and vm.workload_entry and vm.ready and dict(vm.named_ports) == {"http": 9080}
 
 
 def test_pods_resolve_service_entry_hosts_with_an_address() -> None:
-    (entry,) = [r for r in _resources()["ServiceEntry"] if r.metadata.name == "multi"]  # type: ignore[attr-defined]
-    services = service_entry_services(entry, lambda _ns, _key: "10.96.1.7")
+    services = service_entry_services(_entry("multi"), lambda _ns, _key: "10.96.1.7")
     addresses = service_addresses(services)
     assert addresses == [
         ServiceAddress("a.example.com", "default", "10.96.1.7", ("a.example.com",)),
@@ -125,5 +133,4 @@ def test_pods_resolve_service_entry_hosts_with_an_address() -> None:
     text = render_hosts(pod_name="p", pod_ip="10.244.0.9", namespace="default", services=addresses[:1])
     assert "10.96.1.7\ta.example.com" in text.splitlines()
     # Without an address nothing is written.
-    (none,) = [r for r in _resources()["ServiceEntry"] if r.metadata.name == "none"]  # type: ignore[attr-defined]
-    assert service_addresses(service_entry_services(none, lambda _ns, _key: "10.96.1.8")) == []
+    assert service_addresses(service_entry_services(_entry("none"), lambda _ns, _key: "10.96.1.8")) == []
