@@ -8,13 +8,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from gossamer.analyze.kinds import GATEWAY_API_GROUP
 from gossamer.analyze.mesh import MeshConfig
 from gossamer.analyze.messages import TYPES, Message
 from gossamer.mesh import ROOT_NAMESPACE, host_matches, service_fqdn
 from gossamer.resources.base import Resource, format_path, split_path
+
+R = TypeVar("R", bound=Resource[Any])
 
 EXPORT_ALL = "*"
 EXPORT_LOCAL = "."
@@ -109,7 +111,13 @@ class Context:
         return out
 
     def of(self, kind: str) -> list[Resource[Any]]:
+        """The resources of KIND as read (kinds Gossamer does not run are plain documents: see `raw`)."""
         return self.by_kind.get(kind, [])
+
+    def of_kind(self, kind: type[R]) -> list[R]:
+        """The resources of a kind Gossamer runs, typed as its class (e.g. `VirtualService`). An object
+        whose apiVersion is not the kind's group was read as a plain document: it is not one of them."""
+        return [r for r in self.by_kind.get(kind.KIND, []) if isinstance(r, kind)]
 
     @cached_property
     def _by_name(self) -> dict[tuple[str, str, str], Resource[Any]]:

@@ -208,6 +208,18 @@ def test_a_kubernetes_object_that_does_not_parse_is_a_note(tmp_path: Path) -> No
     assert f"note: not analyzed: {bad}:7: Deployment/x: spec.template.spec.containers[0]: unknown field" in proc.stderr
 
 
+def test_a_kind_of_another_api_group_is_read_not_analyzed(tmp_path: Path) -> None:
+    """A VirtualService of some other group is not Istio's: no analyzer runs on it (they failed on it)."""
+    odd = tmp_path / "odd.yaml"
+    odd.write_text(
+        "apiVersion: foo.example/v1\nkind: VirtualService\nmetadata: {name: odd}\n"
+        "spec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n"
+    )
+    proc = analyze(tmp_path, odd)
+    assert proc.returncode == 0 and "IST0001" not in proc.stdout, proc.stdout
+    assert "read but not analyzed (no analyzer looks at these kinds): foo.example/VirtualService (1)" in proc.stderr
+
+
 def test_n_is_the_namespace_of_documents_that_name_none_as_istioctl_means_it(tmp_path: Path) -> None:
     """The seed example names no namespace; its VirtualService routes to simple.simple.svc.cluster.local.
     With -n simple the Service is that host; without, the Service is default's and the host is missing."""

@@ -16,7 +16,9 @@ from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.mesh import ROOT_NAMESPACE
 from gossamer.resources.base import Resource
-from gossamer.resources.networking import VirtualServiceSpec
+from gossamer.resources.networking import VirtualService, VirtualServiceSpec
+from gossamer.resources.security import AuthorizationPolicy, RequestAuthentication
+from gossamer.resources.telemetry import Telemetry
 
 
 def _namespace_match(ns: str, pattern: str) -> bool:
@@ -37,7 +39,7 @@ def authorization_policies(ctx: Context) -> Iterator[Message]:
         if in_mesh(ctx, pod) or pod_in_ambient(pod):
             labels.append(dict(pod.metadata.labels))
     namespaces = [ns.name for ns in ctx.of("Namespace")]
-    for ap in ctx.of("AuthorizationPolicy"):
+    for ap in ctx.of_kind(AuthorizationPolicy):
         selector = ap.spec.selector.match_labels if ap.spec.selector is not None else None
         if ap.namespace == ctx.mesh.root_namespace:
             if selector is not None and not any(
@@ -85,8 +87,8 @@ def authorization_policies(ctx: Context) -> Iterator[Message]:
     ("IST0101", "IST0159"),
 )
 def telemetry_selectors(ctx: Context) -> Iterator[Message]:
-    by_pod: dict[tuple[str, str], list[Resource[Any]]] = {}
-    for t in ctx.of("Telemetry"):
+    by_pod: dict[tuple[str, str], list[Telemetry]] = {}
+    for t in ctx.of_kind(Telemetry):
         labels = t.spec.selector.match_labels if t.spec.selector is not None else {}
         if not labels:
             continue
@@ -118,8 +120,8 @@ def telemetry_selectors(ctx: Context) -> Iterator[Message]:
     ("IST0160",),
 )
 def telemetry_default_selectors(ctx: Context) -> Iterator[Message]:
-    by_ns: dict[str, list[Resource[Any]]] = {}
-    for t in ctx.of("Telemetry"):
+    by_ns: dict[str, list[Telemetry]] = {}
+    for t in ctx.of_kind(Telemetry):
         if t.spec.selector is None:
             by_ns.setdefault(t.namespace, []).append(t)
     for ns, telemetries in by_ns.items():
@@ -138,7 +140,7 @@ def telemetry_default_selectors(ctx: Context) -> Iterator[Message]:
 def telemetry_providers(ctx: Context) -> Iterator[Message]:
     if ctx.mesh.default_providers.get("accessLogging"):
         return
-    for t in ctx.of("Telemetry"):
+    for t in ctx.of_kind(Telemetry):
         for i, logging in enumerate(t.spec.access_logging or []):
             if not isinstance(logging, dict) or logging.get("disabled") is True:
                 continue
@@ -174,9 +176,9 @@ def jwt_claim_key(vs: Resource[Any]) -> str:
 )
 def jwt_claim_routes(ctx: Context) -> Iterator[Message]:
     selectors: dict[str, list[dict[str, str]]] = {}
-    for ra in ctx.of("RequestAuthentication"):
+    for ra in ctx.of_kind(RequestAuthentication):
         selectors.setdefault(ra.namespace, []).append(ra.spec.selector.match_labels if ra.spec.selector else {})
-    for vs in ctx.of("VirtualService"):
+    for vs in ctx.of_kind(VirtualService):
         key = jwt_claim_key(vs)
         if not key:
             continue

@@ -12,6 +12,7 @@ from gossamer.analyze.context import Context, selector_matches
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.mesh import PROXY_UID
+from gossamer.resources.apps import Deployment
 from gossamer.resources.base import Resource
 
 PROXY_CONTAINER = "istio-proxy"
@@ -78,7 +79,7 @@ def _runs_as_proxy(spec: Mapping[str, Any]) -> int:
 
 @analyzer("applicationUID.Analyzer", "Checks invalid application UID", ("IST0144",))
 def application_uid(ctx: Context) -> Iterator[Message]:
-    for r in [*ctx.pods, *ctx.of("Deployment")]:
+    for r in [*ctx.pods, *ctx.of_kind(Deployment)]:
         if is_control_plane(r):
             continue
         if _runs_as_proxy(pod_spec(r)):
@@ -114,7 +115,7 @@ def _root_paths(spec: Mapping[str, Any]) -> list[tuple[str | int, ...]]:
 def root_user(ctx: Context) -> Iterator[Message]:
     """Apps run as an unprivileged user of their pod unless the spec says `runAsUser: 0`; then they get
     root, with the power to change their pod's traffic capture, read other pods' files and the mesh's."""
-    for r in [*ctx.pods, *ctx.of("Deployment")]:
+    for r in [*ctx.pods, *ctx.of_kind(Deployment)]:
         if is_control_plane(r):
             continue
         prefix: tuple[str | int, ...] = ("spec",) if r.kind == "Pod" else ("spec", "template", "spec")
@@ -139,7 +140,7 @@ def _matching_services(ctx: Context, d: Resource[Any]) -> list[Resource[Any]]:
 
 @analyzer("deployment.MultiServiceAnalyzer", "Checks association between services and pods", ("IST0116", "IST0137"))
 def service_association(ctx: Context) -> Iterator[Message]:
-    for d in ctx.of("Deployment"):
+    for d in ctx.of_kind(Deployment):
         if d.metadata.labels.get("gateway.istio.io/managed") == "istio.io-mesh-controller" or not in_mesh(ctx, d):
             continue
         services = _matching_services(ctx, d)

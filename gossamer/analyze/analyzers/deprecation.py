@@ -8,13 +8,15 @@ from collections.abc import Iterator
 from gossamer.analyze.context import Context, as_dict
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
+from gossamer.resources.networking import Sidecar, VirtualService
+from gossamer.resources.telemetry import Telemetry
 
 REMOVED_KINDS = {("rbac.istio.io", k) for k in ("ClusterRbacConfig", "RbacConfig", "ServiceRole", "ServiceRoleBinding")}
 
 
 @analyzer("deprecation.DeprecationAnalyzer", "Checks for deprecated Istio types and fields", ("IST0002",))
 def deprecated_fields(ctx: Context) -> Iterator[Message]:
-    for vs in ctx.of("VirtualService"):
+    for vs in ctx.of_kind(VirtualService):
         for i, rule in enumerate(vs.spec.http):
             delay = rule.fault.delay if rule.fault else None
             if delay is not None and (delay.percent or 0) > 0:
@@ -24,7 +26,7 @@ def deprecated_fields(ctx: Context) -> Iterator[Message]:
                     ("spec", "http", i, "fault", "delay", "percent"),
                     "HTTPRoute.fault.delay.percent is deprecated: use percentage",
                 )
-    for sc in ctx.of("Sidecar"):
+    for sc in ctx.of_kind(Sidecar):
         policy = sc.spec.outbound_traffic_policy
         if policy is not None and policy.egress_proxy is not None:
             yield ctx.message(
@@ -50,7 +52,7 @@ def lightstep(ctx: Context) -> Iterator[Message]:
     providers = {p.get("name") for p in ctx.mesh.extension_providers if "lightstep" in p}
     if not providers:
         return
-    for t in ctx.of("Telemetry"):
+    for t in ctx.of_kind(Telemetry):
         for i, tracing in enumerate(t.spec.tracing or []):
             for j, provider in enumerate(tracing.get("providers") or [] if isinstance(tracing, dict) else []):
                 name = provider.get("name") if isinstance(provider, dict) else None

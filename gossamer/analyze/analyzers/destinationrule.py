@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from gossamer.analyze.context import Context, selector_matches
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
+from gossamer.resources.networking import DestinationRule
 
 # Node labels Istio turns into a pod's locality labels (pilot's AugmentLabels).
 _REGION, _ZONE, _SUBZONE = "topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone"
@@ -19,7 +20,7 @@ _REGION, _ZONE, _SUBZONE = "topology.kubernetes.io/region", "topology.kubernetes
     ("IST0128", "IST0129"),
 )
 def ca_certificates(ctx: Context) -> Iterator[Message]:
-    for dr in ctx.of("DestinationRule"):
+    for dr in ctx.of_kind(DestinationRule):
         policy = dr.spec.traffic_policy
         if policy is None:
             continue
@@ -84,7 +85,7 @@ def subsets_select_pods(ctx: Context) -> Iterator[Message]:
     pods = [
         _pod_labels(p.metadata.labels, str((p.raw.get("spec") or {}).get("nodeName") or ""), nodes) for p in ctx.pods
     ]
-    for dr in ctx.of("DestinationRule"):
+    for dr in ctx.of_kind(DestinationRule):
         service = ctx.destination_service(dr.namespace, dr.spec.export_to, dr.spec.host)
         if service is None:
             yield ctx.message("IST0174", dr, ("spec", "host"), f"host {dr.spec.host!r} is not a service of the mesh")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
-from gossamer.resources.networking import EnvoyConfigObjectPatch
+from gossamer.resources.networking import EnvoyConfigObjectPatch, EnvoyFilter
 
 _ROUTE_LEVEL = ("ROUTE_CONFIGURATION", "HTTP_ROUTE")
 _REPLACEABLE = ("NETWORK_FILTER", "HTTP_FILTER", "VIRTUAL_HOST")
@@ -19,7 +19,7 @@ _REPLACEABLE = ("NETWORK_FILTER", "HTTP_FILTER", "VIRTUAL_HOST")
 )
 def envoy_patches(ctx: Context) -> Iterator[Message]:
     versioned_names: list[str] = []  # filter names patched with a proxyVersion match, so far
-    for ef in ctx.of("EnvoyFilter"):
+    for ef in ctx.of_kind(EnvoyFilter):
         for i, cp in enumerate(ef.spec.config_patches):
             patch = cp.patch
             if patch is None:

@@ -14,6 +14,7 @@ from gossamer.analyze.context import Context, selector_matches, selector_string
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.resources.base import Resource
+from gossamer.resources.networking import Gateway
 
 
 def _selector_path(gw: Resource[Any]) -> tuple[str, ...]:
@@ -36,7 +37,7 @@ def _no_workload(ctx: Context, gw: Resource[Any]) -> Message:
     ("IST0101", "IST0162"),
 )
 def ingress_ports(ctx: Context) -> Iterator[Message]:
-    for gw in ctx.of("Gateway"):
+    for gw in ctx.of_kind(Gateway):
         pods = ctx.pods_matching(gw.spec.selector)
         if not pods:
             yield _no_workload(ctx, gw)
@@ -102,7 +103,7 @@ def certificate_valid(pem: bytes | None) -> bool:
 
 @analyzer("gateway.SecretAnalyzer", "Checks a gateway's referenced secrets for correctness", ("IST0101", "IST0161"))
 def secrets(ctx: Context) -> Iterator[Message]:
-    for gw in ctx.of("Gateway"):
+    for gw in ctx.of_kind(Gateway):
         pods = ctx.pods_matching(gw.spec.selector)
         if not pods:
             yield _no_workload(ctx, gw)
@@ -142,11 +143,11 @@ def _parse_selector(text: str) -> dict[str, str]:
 )
 def conflicting_gateways(ctx: Context) -> Iterator[Message]:
     by_key: dict[tuple[str, int], dict[str, dict[str, str | None]]] = {}
-    for gw in ctx.of("Gateway"):
+    for gw in ctx.of_kind(Gateway):
         for server in gw.spec.servers:
             hosts = by_key.setdefault(_key(gw.spec.selector, server.port.number), {})
             hosts[f"{gw.namespace}/{gw.name}"] = {h: server.bind for h in server.hosts}
-    for gw in ctx.of("Gateway"):
+    for gw in ctx.of_kind(Gateway):
         name = f"{gw.namespace}/{gw.name}"
         own = selector_string(gw.spec.selector)
         same: dict[tuple[str, int], dict[str, dict[str, str | None]]] = {}
@@ -200,7 +201,7 @@ def _selector_subset(x: Mapping[str, str], y: Mapping[str, str]) -> bool:
 
 @analyzer("gateway.CertificateAnalyzer", "Checks a gateway certificate", ("IST0138",))
 def duplicate_certificates(ctx: Context) -> Iterator[Message]:
-    gateways = ctx.of("Gateway")
+    gateways = ctx.of_kind(Gateway)
     for gw in gateways:
         for other in gateways:
             if other is gw or not _selector_subset(gw.spec.selector, other.spec.selector):

@@ -14,6 +14,7 @@ from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.mesh import ROOT_NAMESPACE
+from gossamer.resources.apps import Deployment
 from gossamer.resources.base import Resource
 
 INJECTION_LABEL = "istio-injection"
@@ -239,7 +240,7 @@ def image_auto(ctx: Context) -> Iterator[Message]:
                 "has an istio-proxy with `image: auto`, which only injection replaces: a Pod is "
                 "created already, it cannot run",
             )
-    for d in ctx.of("Deployment"):
+    for d in ctx.of_kind(Deployment):
         if not _auto_image(pod_spec(d)):
             continue
         ns = ctx.find("Namespace", "", d.namespace or "default")

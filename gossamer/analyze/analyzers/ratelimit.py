@@ -18,7 +18,9 @@ from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.mesh import parse_cluster_name
+from gossamer.resources.apps import Deployment
 from gossamer.resources.core import configmap_binary_data, configmap_data, secret_data
+from gossamer.resources.networking import DestinationRule, EnvoyFilter
 from gossamer.resources.volumes import reference_problem, references
 
 _SERVICE_KEYS = (
@@ -59,7 +61,7 @@ def _service_clusters(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple
 
 def _added_clusters(ctx: Context) -> set[str]:
     out = set()
-    for ef in ctx.of("EnvoyFilter"):
+    for ef in ctx.of_kind(EnvoyFilter):
         for cp in ef.spec.config_patches:
             value = cp.patch.value if cp.patch else None
             if cp.apply_to == "CLUSTER" and cp.patch and cp.patch.operation == "ADD" and isinstance(value, dict):
@@ -71,7 +73,7 @@ def _added_clusters(ctx: Context) -> set[str]:
 
 def _subsets(ctx: Context, host: str) -> set[str]:
     out: set[str] = set()
-    for dr in ctx.of("DestinationRule"):
+    for dr in ctx.of_kind(DestinationRule):
         from gossamer.analyze.context import to_fqdn
 
         if to_fqdn(dr.namespace, dr.spec.host) == host:
@@ -86,7 +88,7 @@ def _subsets(ctx: Context, host: str) -> set[str]:
 )
 def rate_limit_service(ctx: Context) -> Iterator[Message]:
     added = None
-    for ef in ctx.of("EnvoyFilter"):
+    for ef in ctx.of_kind(EnvoyFilter):
         for i, cp in enumerate(ef.spec.config_patches):
             if cp.patch is None or cp.patch.value is None:
                 continue
@@ -139,7 +141,7 @@ def config_references(ctx: Context) -> Iterator[Message]:
         keys[("ConfigMap", cm.namespace, cm.name)] = set(configmap_data(cm.raw)) | set(configmap_binary_data(cm.raw))
     for s in ctx.of("Secret"):
         keys[("Secret", s.namespace, s.name)] = set(secret_data(s.raw))
-    for d in ctx.of("Deployment"):
+    for d in ctx.of_kind(Deployment):
         for ref in references(d):
             problem = reference_problem(ref, keys.get((ref.kind, d.namespace, ref.name)))
             if problem:

@@ -10,6 +10,7 @@ from gossamer.analyze.context import EXPORT_ALL, EXPORT_LOCAL, Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.resources.base import Resource
+from gossamer.resources.networking import ServiceEntry
 
 
 def _addresses_auto_allocated(ctx: Context) -> bool:
@@ -28,7 +29,7 @@ def _status_addresses(se: Resource[Any]) -> bool:
 def protocol_addresses(ctx: Context) -> Iterator[Message]:
     if _addresses_auto_allocated(ctx):
         return
-    for se in ctx.of("ServiceEntry"):
+    for se in ctx.of_kind(ServiceEntry):
         if se.spec.addresses is not None or _status_addresses(se):
             continue
         for i, port in enumerate(se.spec.ports):
@@ -56,8 +57,8 @@ def _scopes(se: Resource[Any]) -> set[str]:
     ("IST0177",),
 )
 def conflicting_protocols(ctx: Context) -> Iterator[Message]:
-    index: dict[tuple[str, str, int], list[tuple[str, Resource[Any]]]] = {}
-    for se in ctx.of("ServiceEntry"):
+    index: dict[tuple[str, str, int], list[tuple[str, ServiceEntry]]] = {}
+    for se in ctx.of_kind(ServiceEntry):
         for scope in sorted(_scopes(se)):
             for h in se.spec.hosts:
                 for p in se.spec.ports:

@@ -12,6 +12,7 @@ from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.mesh import hosts_intersect
 from gossamer.resources.base import Resource
+from gossamer.resources.networking import ServiceEntry, Sidecar
 
 
 def pod_in_ambient(pod: Resource[Any] | None) -> bool:
@@ -50,7 +51,7 @@ def _selecting(
     unselected: dict[str, list[Resource[Any]]],
 ) -> Iterator[Message]:
     """Sidecars whose selector picks no pod (IST0101); fills BY_POD, PODS and UNSELECTED (no selector)."""
-    for sc in ctx.of("Sidecar"):
+    for sc in ctx.of_kind(Sidecar):
         labels = sc.spec.workload_selector.labels if sc.spec.workload_selector else {}
         if not labels:
             unselected.setdefault(sc.namespace, []).append(sc)
@@ -129,7 +130,7 @@ def _namespace_wide(
 
 def _egress_host_known(ctx: Context, namespace: str, host: str) -> bool:
     """A service of `namespace` ("*": any) is called `host` (short names are of that namespace)."""
-    for r in [*ctx.of("Service"), *ctx.of("ServiceEntry")]:
+    for r in [*ctx.of("Service"), *ctx.of_kind(ServiceEntry)]:
         if namespace != "*" and r.namespace != namespace:
             continue
         wanted = to_fqdn(r.namespace, host)
@@ -147,7 +148,7 @@ def _egress_host_known(ctx: Context, namespace: str, host: str) -> bool:
     ("IST0101",),
 )
 def egress_hosts(ctx: Context) -> Iterator[Message]:
-    for sc in ctx.of("Sidecar"):
+    for sc in ctx.of_kind(Sidecar):
         for i, listener in enumerate(sc.spec.egress or []):
             for j, entry in enumerate(listener.hosts):
                 ns, sep, host = entry.partition("/")

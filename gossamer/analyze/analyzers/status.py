@@ -10,6 +10,8 @@ from gossamer.analyze.analyzers.deployment import containers, pod_spec
 from gossamer.analyze.context import Context, as_dict
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
+from gossamer.resources.apps import Deployment
+from gossamer.resources.security import RequestAuthentication
 
 _WAYPOINT = {"istio.io/WaypointBound": "False"}
 _GATEWAY_API = {"Accepted": "False", "Programmed": "False", "ResolvedRefs": "False"}
@@ -58,11 +60,11 @@ def negative_conditions(ctx: Context) -> Iterator[Message]:
     ("IST0175",),
 )
 def blocked_cidrs(ctx: Context) -> Iterator[Message]:
-    names = [f"{r.namespace}/{r.name}" for r in ctx.of("RequestAuthentication")]
+    names = [f"{r.namespace}/{r.name}" for r in ctx.of_kind(RequestAuthentication)]
     if not names:
         return
     shown = ", ".join(names[:5]) + (f", and {len(names) - 5} more" if len(names) > 5 else "")
-    for d in ctx.of("Deployment"):
+    for d in ctx.of_kind(Deployment):
         if d.metadata.labels.get("app") != "istiod":
             continue
         if any(

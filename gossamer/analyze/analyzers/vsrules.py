@@ -12,7 +12,7 @@ from gossamer.analyze.context import Context
 from gossamer.analyze.messages import Message
 from gossamer.analyze.registry import analyzer
 from gossamer.resources.base import Resource
-from gossamer.resources.networking import StringMatch
+from gossamer.resources.networking import StringMatch, VirtualService
 
 
 def _plain(value: Any) -> Any:
@@ -164,7 +164,7 @@ def _unreachable(ctx: Context, vs: Resource[Any], kind: str, rules: Sequence[Any
     ("IST0130", "IST0131"),
 )
 def unreachable_rules(ctx: Context) -> Iterator[Message]:
-    for vs in ctx.of("VirtualService"):
+    for vs in ctx.of_kind(VirtualService):
         yield from _unreachable(ctx, vs, "http", vs.spec.http)
         yield from _unreachable(ctx, vs, "tcp", vs.spec.tcp)
         yield from _unreachable(ctx, vs, "tls", vs.spec.tls)
