@@ -86,7 +86,7 @@ def _group_of(raw: dict[str, Any]) -> str:
     return api_version.rpartition("/")[0] if isinstance(api_version, str) else ""
 
 
-def _plain_kind(kind: str, raw: dict[str, Any]) -> KindInfo:
+def _plain_kind(kind: str, raw: dict[str, Any]) -> KindInfo[Any]:
     api_version = raw.get("apiVersion")
     group, _, version = api_version.rpartition("/") if isinstance(api_version, str) else ("", "", "")
     extra = tuple(str(k) for k in raw if k not in ("apiVersion", "kind", "metadata", "spec", "status"))
@@ -104,7 +104,7 @@ def _plain_kind(kind: str, raw: dict[str, Any]) -> KindInfo:
     )
 
 
-def analysis_kind(kind: str, raw: dict[str, Any]) -> KindInfo:
+def analysis_kind(kind: str, raw: dict[str, Any]) -> KindInfo[Any]:
     """The kind lookup `gossamer analyze` gives the loader: never None."""
     info = kind_for(kind)
     group = _group_of(raw)

@@ -40,7 +40,7 @@ def _deferring_kinds() -> tuple[KindLookup, list[tuple[Resource[Any], Finding]]]
     istioctl, an object that parses but breaks a rule is reported (IST0106) and still analyzed."""
     deferred: list[tuple[Resource[Any], Finding]] = []
 
-    def lookup(kind: str, raw: dict[str, Any]) -> KindInfo:
+    def lookup(kind: str, raw: dict[str, Any]) -> KindInfo[Any]:
         # names as they come (istioctl reads a file without the API server's name rules)
         info = dataclasses.replace(analysis_kind(kind, raw), name_rule="any")
         if info.validator is validate_nothing:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -13,19 +13,21 @@ from gossamer.resources import validation as v
 from gossamer.resources.base import Resource
 from gossamer.resources.validation import Finding
 
-Validator = Callable[[Any], list[Finding]]  # takes its kind's Resource class
+R = TypeVar("R", bound=Resource[Any])
 
 
 @dataclass(frozen=True)
-class KindInfo:
+class KindInfo(Generic[R]):
+    """One kind: its names, its class (what the loader builds) and its validator (which takes that class)."""
+
     group: str  # "" for core
     versions: tuple[str, ...]  # served versions, preferred first
     kind: str
     plural: str
     short_names: tuple[str, ...]
     namespaced: bool
-    resource_class: type[Resource[Any]]  # what the loader builds (e.g. networking.VirtualService)
-    validator: Validator
+    resource_class: type[R]  # what the loader builds (e.g. networking.VirtualService)
+    validator: Callable[[R], list[Finding]]
     appliable: bool = True  # False: shown by `get`, never accepted as input (Pod)
     name_rule: str = "subdomain"  # metadata.name must be a DNS-1123 "subdomain" or "label"
     extra_top_level: tuple[str, ...] = ()  # top-level fields other than apiVersion/kind/metadata/spec/status
@@ -56,7 +58,8 @@ class KindInfo:
 _ISTIO_NET = ("v1", "v1beta1", "v1alpha3")
 _ISTIO_SEC = ("v1", "v1beta1")
 
-ALL_KINDS: tuple[KindInfo, ...] = (
+# Not annotated: mypy infers each row's class, so a validator that takes another kind's class is an error.
+ALL_KINDS = (
     KindInfo(
         "",
         ("v1",),
@@ -235,7 +238,7 @@ ALL_KINDS: tuple[KindInfo, ...] = (
     ),
 )
 
-_BY_NAME: dict[str, KindInfo] = {}
+_BY_NAME: dict[str, KindInfo[Any]] = {}
 for _info in ALL_KINDS:
     for _alias in (
         _info.kind,
@@ -245,10 +248,10 @@ for _info in ALL_KINDS:
         f"{_info.singular}.{_info.group}" if _info.group else _info.singular,
     ):
         _BY_NAME.setdefault(_alias.lower(), _info)
-_BY_KIND: dict[str, KindInfo] = {info.kind: info for info in ALL_KINDS}
+_BY_KIND: dict[str, KindInfo[Any]] = {info.kind: info for info in ALL_KINDS}
 
 
-def lookup_kind(name: str) -> KindInfo:
+def lookup_kind(name: str) -> KindInfo[Any]:
     """Find a kind by name, plural, short name or plural.group, case-insensitively:
     "VirtualService", "virtualservices", "vs", "virtualservices.networking.istio.io", "po"."""
     info = _BY_NAME.get(name.strip().lower())
@@ -258,6 +261,6 @@ def lookup_kind(name: str) -> KindInfo:
     return info
 
 
-def kind_for(kind: str) -> KindInfo | None:
+def kind_for(kind: str) -> KindInfo[Any] | None:
     """Exact (case-sensitive) match on the `kind:` field of a document."""
     return _BY_KIND.get(kind)

@@ -180,12 +180,12 @@ class _Doc:
         return any(i.level == "error" for i in self.issues)
 
 
-KindLookup = Callable[[str, dict[str, Any]], KindInfo | None]
+KindLookup = Callable[[str, dict[str, Any]], KindInfo[Any] | None]
 """(kind, document) -> the kind's KindInfo; `gossamer analyze` passes one that also knows the
 kinds it only reads for analysis (Pods, ConfigMaps, webhooks, Gateway API objects, ...)."""
 
 
-def _kind_lookup(kind: str, raw: dict[str, Any]) -> KindInfo | None:
+def _kind_lookup(kind: str, raw: dict[str, Any]) -> KindInfo[Any] | None:
     return kind_for(kind)
 
 
@@ -246,7 +246,7 @@ def _parse_object(
     return resource, doc.issues
 
 
-def _kind_info(doc: _Doc, raw: dict[Any, Any], kinds: KindLookup) -> KindInfo | None:
+def _kind_info(doc: _Doc, raw: dict[Any, Any], kinds: KindLookup) -> KindInfo[Any] | None:
     """The document's kind, if it is one we take at the apiVersion it names (else None, with why in DOC)."""
     kind = raw.get("kind")
     api_version = raw.get("apiVersion")
@@ -279,7 +279,7 @@ def _kind_info(doc: _Doc, raw: dict[Any, Any], kinds: KindLookup) -> KindInfo | 
     return info
 
 
-def _check_top_level(doc: _Doc, raw: dict[Any, Any], info: KindInfo) -> None:
+def _check_top_level(doc: _Doc, raw: dict[Any, Any], info: KindInfo[Any]) -> None:
     allowed = set(_BASE_TOP_LEVEL) | set(info.extra_top_level)
     if info.spec_model is None:
         allowed.discard("spec")
@@ -292,7 +292,7 @@ def _check_top_level(doc: _Doc, raw: dict[Any, Any], info: KindInfo) -> None:
             )
 
 
-def _parse_metadata(doc: _Doc, raw: dict[Any, Any], meta_raw: dict[Any, Any], info: KindInfo) -> Metadata | None:
+def _parse_metadata(doc: _Doc, raw: dict[Any, Any], meta_raw: dict[Any, Any], info: KindInfo[Any]) -> Metadata | None:
     metadata: Metadata | None = None
     try:
         metadata = Metadata.model_validate(meta_raw)
@@ -307,7 +307,7 @@ def _parse_metadata(doc: _Doc, raw: dict[Any, Any], meta_raw: dict[Any, Any], in
     return metadata
 
 
-def _parse_spec(doc: _Doc, raw: dict[Any, Any], info: KindInfo) -> Any:
+def _parse_spec(doc: _Doc, raw: dict[Any, Any], info: KindInfo[Any]) -> Any:
     """The kind's spec model (None for kinds without a spec, or when it does not parse: then DOC says why)."""
     if info.spec_model is None:
         return None
@@ -325,7 +325,7 @@ def _parse_spec(doc: _Doc, raw: dict[Any, Any], info: KindInfo) -> Any:
         return None
 
 
-def _validate(doc: _Doc, resource: Resource[Any], info: KindInfo) -> None:
+def _validate(doc: _Doc, resource: Resource[Any], info: KindInfo[Any]) -> None:
     findings: list[Finding] = check_metadata(resource, info.namespaced, info.name_rule)
     try:
         findings += info.validator(resource)
@@ -516,7 +516,7 @@ def resource_from_raw(
     return resource
 
 
-def kind_info(resource: Resource[Any]) -> KindInfo:
+def kind_info(resource: Resource[Any]) -> KindInfo[Any]:
     info = kind_for(resource.kind)
     if info is None:
         raise KeyError(resource.kind)
