@@ -215,6 +215,40 @@ class TrustDomains:
 DEFAULT_TRUST_DOMAINS = TrustDomains()
 
 
+# -- the ingress gateway on the host's loopback (`up --ingress-port-map HOST:GATEWAY`) ----------------------
+
+# Gateway ports whose host port has a flag of its own (`--ingress-port`, `--ingress-tls-port`).
+INGRESS_FLAG_PORTS = (80, 8080, 443, 8443)
+# (gateway port, host port) pairs: a Gateway server's port number and where it is on 127.0.0.1.
+IngressPortMap = tuple[tuple[int, int], ...]
+
+
+def parse_ingress_port_map(values: Iterable[str]) -> IngressPortMap:
+    """`HOST:GATEWAY` items (kubectl port-forward's LOCAL:REMOTE order, also comma-separated) ->
+    (gateway port, host port) pairs; ValueError naming the item that is wrong."""
+    pairs: list[tuple[int, int]] = []
+    for value in (v.strip() for item in values for v in item.split(",")):
+        host, sep, gateway = value.partition(":")
+        if not sep or not host.isdigit() or not gateway.isdigit():
+            raise ValueError(f"{value!r}: expected HOST:GATEWAY, two port numbers (e.g. 31401:31400)")
+        h, g = int(host), int(gateway)
+        if not (0 < h < 65536 and 0 < g < 65536):
+            raise ValueError(f"{value!r}: ports are 1-65535")
+        if g in INGRESS_FLAG_PORTS:
+            raise ValueError(f"{value!r}: gateway port {g} is on the host at --ingress-port / --ingress-tls-port")
+        if any(g == other for other, _ in pairs):
+            raise ValueError(f"{value!r}: gateway port {g} is mapped twice")
+        if any(h == other for _, other in pairs):
+            raise ValueError(f"{value!r}: host port {h} is mapped twice")
+        pairs.append((g, h))
+    return tuple(pairs)
+
+
+def format_ingress_port_map(pairs: IngressPortMap) -> str:
+    """The flag's form again, comma-separated: `31401:31400,15444:15443`."""
+    return ",".join(f"{host}:{gateway}" for gateway, host in pairs)
+
+
 # -- Envoy cluster names ------------------------------------------------------------------------
 
 

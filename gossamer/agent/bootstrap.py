@@ -27,6 +27,8 @@ from gossamer.mesh import (
     TRUST_DOMAIN,
     WORKLOAD_SECRET,
     XDS_CLUSTER,
+    IngressPortMap,
+    format_ingress_port_map,
 )
 from gossamer.resources.regex import RE2_MAX_PROGRAM_SIZE
 
@@ -65,6 +67,7 @@ def proxy_metadata(
     ingress_port: int | None = None,
     host_netns: str | None = None,
     ingress_tls_port: int | None = None,
+    ingress_port_map: IngressPortMap = (),
 ) -> dict[str, Any]:
     """Node metadata (Istio's keys; all values strings except LABELS, a str->str map)."""
     meta: dict[str, Any] = {
@@ -85,6 +88,8 @@ def proxy_metadata(
             meta["GOSSAMER_INGRESS_PORT"] = str(ingress_port)
         if ingress_tls_port:
             meta["GOSSAMER_INGRESS_TLS_PORT"] = str(ingress_tls_port)
+        if ingress_port_map:  # `up --ingress-port-map`: other gateway ports elsewhere on the host
+            meta["GOSSAMER_INGRESS_PORT_MAP"] = format_ingress_port_map(ingress_port_map)
     return meta
 
 

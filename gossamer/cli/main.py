@@ -20,6 +20,7 @@ from rich.table import Table
 from gossamer.cli.client import ApiClient, NotRunning
 from gossamer.controlplane.paths import Paths
 from gossamer.controlplane.watch import manifest_files, read_manifest
+from gossamer.mesh import IngressPortMap, parse_ingress_port_map
 
 DEFAULT_STATE_DIR = Path(os.environ.get("GOSSAMER_STATE_DIR", Path.home() / ".local/state/gossamer"))
 DEFAULT_RUN_DIR = Path(os.environ.get("GOSSAMER_RUN_DIR", "/run/gossamer"))
@@ -89,6 +90,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise CliError(f"--ingress-port: {args.ingress_port} is not a port number (1-65535)")
     if not 0 <= args.ingress_tls_port < 65536:
         raise CliError(f"--ingress-tls-port: {args.ingress_tls_port} is not a port number (1-65535, or 0: off)")
+    port_map = _ingress_port_map(args)
     if not 0 <= args.metrics_port < 65536:
         raise CliError(f"--metrics-port: {args.metrics_port} is not a port number (1-65535, or 0: off)")
     if not 0 <= args.dashboard_port < 65536:
@@ -110,6 +112,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             str(args.ingress_port),
             "--ingress-tls-port",
             str(args.ingress_tls_port),
+            *[a for gateway, host in port_map for a in ("--ingress-port-map", f"{host}:{gateway}")],
             "--metrics-port",
             str(args.metrics_port),
             "--dashboard-port",
@@ -134,6 +137,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         UpOptions(
             ingress_port=args.ingress_port,
             ingress_tls_port=args.ingress_tls_port,
+            ingress_port_map=port_map,
             metrics_port=args.metrics_port,
             dashboard_port=args.dashboard_port,
             egress_gateway=args.egress_gateway,
@@ -145,6 +149,18 @@ def cmd_up(args: argparse.Namespace) -> int:
             ready_timeout=args.timeout,
         ),
     )
+
+
+def _ingress_port_map(args: argparse.Namespace) -> IngressPortMap:
+    """`--ingress-port-map HOST:GATEWAY` (repeatable): checked before anything starts."""
+    try:
+        pairs = parse_ingress_port_map(args.ingress_port_map or [])
+    except ValueError as e:
+        raise CliError(f"--ingress-port-map: {e}") from None
+    for gateway, host in pairs:
+        if host in (args.ingress_port, args.ingress_tls_port):
+            raise CliError(f"--ingress-port-map {host}:{gateway}: host port {host} is the ingress (TLS) port already")
+    return pairs
 
 
 def _log_setup(args: argparse.Namespace) -> None:
@@ -188,7 +204,13 @@ def cmd_runtime(args: argparse.Namespace) -> int:
     _log_setup(args)
     certs = CertSettings.parse(args.workload_cert_ttl, args.secret_grace_period_ratio)
     return asyncio.run(
-        run_runtime(_paths(args), ingress_port=args.ingress_port, ingress_tls_port=args.ingress_tls_port, certs=certs)
+        run_runtime(
+            _paths(args),
+            ingress_port=args.ingress_port,
+            ingress_tls_port=args.ingress_tls_port,
+            certs=certs,
+            ingress_port_map=_ingress_port_map(args),
+        )
     )
 
 
@@ -713,6 +735,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the ingress gateway's TLS servers (443/8443) on 127.0.0.1:PORT (0: off)",
     )
     p.add_argument(
+        "--ingress-port-map",
+        action="append",
+        metavar="HOST:GATEWAY",
+        help="serve the ingress gateway's TCP or TLS-passthrough server on GATEWAY (the Gateway's port "
+        "number) on 127.0.0.1:HOST instead of 127.0.0.1:GATEWAY, e.g. 31401:31400 (repeatable)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=15014,
@@ -769,6 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runtime")
     p.add_argument("--ingress-port", type=int, default=8080)
     p.add_argument("--ingress-tls-port", type=int, default=8443)
+    p.add_argument("--ingress-port-map", action="append")
     p.add_argument("--workload-cert-ttl", default="24h")
     p.add_argument("--secret-grace-period-ratio", type=float, default=0.2)
     p.add_argument("--verbose", "-v", action="store_true")

@@ -49,6 +49,8 @@ STOP_TIMEOUT = {RUNTIME: 90.0, CONTROL_PLANE: 15.0}
 class UpOptions:
     ingress_port: int
     ingress_tls_port: int = 8443
+    # `--ingress-port-map HOST:GATEWAY`: (gateway port, host port) pairs (gossamer/mesh.py).
+    ingress_port_map: tuple[tuple[int, int], ...] = ()
     metrics_port: int = 0
     dashboard_port: int = 0
     egress_gateway: bool = False
@@ -185,6 +187,7 @@ def child_argvs(
             str(opts.ingress_port),
             "--ingress-tls-port",
             str(opts.ingress_tls_port),
+            *[a for gateway, host in opts.ingress_port_map for a in ("--ingress-port-map", f"{host}:{gateway}")],
             *certs,
             *verbose,
         ]

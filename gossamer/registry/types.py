@@ -177,6 +177,8 @@ class Proxy:
     # ... and their 8443 listener (TLS-terminating gateway servers) on this one (0: not exposed).
     ingress_tls_port: int = 0
     host_netns: str = ""
+    # ... and these Gateway ports at other host ports (`up --ingress-port-map`): (gateway port, host port).
+    ingress_port_map: tuple[tuple[int, int], ...] = ()
     named_ports: tuple[tuple[str, int], ...] = ()
     # The proxy's agent serves SDS (cluster `sds-grpc`, node metadata GOSSAMER_SDS): only then may its
     # config refer to secrets, i.e. use mTLS. Without it the proxy speaks plaintext only.

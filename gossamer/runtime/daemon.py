@@ -33,7 +33,7 @@ from gossamer.agent.sds import CertificateSigner
 from gossamer.agent.secret import secret_summary
 from gossamer.cli.client import ApiClient
 from gossamer.controlplane.paths import Paths
-from gossamer.mesh import TRUST_DOMAIN
+from gossamer.mesh import TRUST_DOMAIN, IngressPortMap
 from gossamer.runtime.linux import proc_start_time
 from gossamer.runtime.local import LocalRuntime, RuntimeAlreadyRunning
 from gossamer.runtime.types import DeploymentSpec, ServiceAddress, ServiceEndpoints
@@ -244,7 +244,12 @@ def runtime_app(runtime: LocalRuntime) -> web.Application:
 
 
 async def run_runtime(
-    paths: Paths, *, ingress_port: int, ingress_tls_port: int, certs: CertSettings | None = None
+    paths: Paths,
+    *,
+    ingress_port: int,
+    ingress_tls_port: int,
+    certs: CertSettings | None = None,
+    ingress_port_map: IngressPortMap = (),
 ) -> int:
     certs = certs or CertSettings()
     signer = RemoteSigner(paths.api_socket)
@@ -260,6 +265,7 @@ async def run_runtime(
         xds_socket=paths.xds_socket,
         ingress_port=ingress_port,
         ingress_tls_port=ingress_tls_port,
+        ingress_port_map=ingress_port_map,
         on_change=changed,
         ca=signer,
         pod_signer=signer.for_pod,

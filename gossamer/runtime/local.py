@@ -22,7 +22,7 @@ from typing import Any
 
 from gossamer.agent.envoy import envoy_binary
 from gossamer.agent.sds import DEFAULT_CERT_TTL, DEFAULT_ROTATE_FRACTION, CertificateSigner, SdsServer
-from gossamer.mesh import PROXY_GROUP, TRUST_DOMAIN
+from gossamer.mesh import PROXY_GROUP, TRUST_DOMAIN, IngressPortMap
 from gossamer.runtime import kube_proxy, network
 from gossamer.runtime.linux import netns_path
 from gossamer.runtime.pods import Pod, PodContext, has_sidecar, log_path
@@ -59,6 +59,7 @@ class LocalRuntime:
         xds_socket: Path,
         ingress_port: int = 8080,
         ingress_tls_port: int = 0,
+        ingress_port_map: IngressPortMap = (),
         on_change: Callable[[], None] | None = None,
         envoy: Path | None = None,
         ca: CertificateSigner | None = None,
@@ -72,6 +73,7 @@ class LocalRuntime:
         self.xds_socket = Path(xds_socket)
         self.ingress_port = ingress_port
         self.ingress_tls_port = ingress_tls_port  # routers' TLS servers on 127.0.0.1:<port> (0: off)
+        self.ingress_port_map = ingress_port_map  # other gateway ports elsewhere on 127.0.0.1
         self.on_change = on_change
         self._envoy = envoy
         self.ca = ca  # when set, each pod's Envoy gets its workload certificate over SDS
@@ -130,6 +132,7 @@ class LocalRuntime:
             xds_socket=self.xds_socket,
             ingress_port=self.ingress_port,
             ingress_tls_port=self.ingress_tls_port,
+            ingress_port_map=self.ingress_port_map,
             envoy_binary=self._envoy or envoy_binary(),
             notify=self._pod_changed,
             ca=self.ca,

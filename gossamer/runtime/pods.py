@@ -28,7 +28,7 @@ from gossamer.agent.sds import (
     SdsServer,
     sds_socket_for,
 )
-from gossamer.mesh import TRUST_DOMAIN, TrustDomains, node_id
+from gossamer.mesh import TRUST_DOMAIN, IngressPortMap, TrustDomains, node_id
 from gossamer.runtime import hosts, iptables, network, sandbox, volumes
 from gossamer.runtime.image_containers import (
     ERR_IMAGE_PULL,
@@ -88,6 +88,8 @@ class PodContext:
     zipkin_socket: Path | None = None
     # Routers bind their TLS-terminating gateway listener (8443) on 127.0.0.1:<port> of the host too (0: off).
     ingress_tls_port: int = 0
+    # `up --ingress-port-map`: other gateway ports of the ingress gateway at other host ports.
+    ingress_port_map: IngressPortMap = ()
     # A signer per pod (namespace, pod name): the runtime process asks the control plane's CA for that pod.
     pod_signer: Callable[[str, str], CertificateSigner] | None = None
     # The host's network namespace by a path that outlives the runtime process (routers bind host listeners in it).
@@ -459,6 +461,7 @@ class Pod:
                 proxy_type=self.proxy_type,
                 ingress_port=self.ctx.ingress_port if ingress else None,
                 ingress_tls_port=self.ctx.ingress_tls_port if ingress else None,
+                ingress_port_map=self.ctx.ingress_port_map if ingress else (),
                 host_netns=self.ctx.host_netns or f"/proc/{os.getpid()}/ns/net",
             ),
             xds_socket=self.ctx.xds_socket,

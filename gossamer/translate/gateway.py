@@ -191,15 +191,20 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
 
 def host_port(proxy: Proxy, port: int) -> int:
     """Where a gateway container port is reachable on the host's loopback: 8080 (servers on 80) at
-    `up --ingress-port`, 8443 (443) at `--ingress-tls-port`, any other port at its own number, as
-    Istio's ingress Service exposes 31400 and 15443 on the same numbers. 0: not on the host."""
+    `up --ingress-port`, 8443 (443) at `--ingress-tls-port`, a port `--ingress-port-map HOST:GATEWAY`
+    names at HOST, any other port at its own number, as Istio's ingress Service exposes 31400 and 15443
+    on the same numbers. 0: not on the host (its number is taken by one of the others)."""
     if not (host_bound(proxy) and proxy.ingress_port):
         return 0
     if port == 8080:
         return proxy.ingress_port
     if port == 8443:
         return proxy.ingress_tls_port
-    return 0 if port in (proxy.ingress_port, proxy.ingress_tls_port) else port
+    for gateway, host in proxy.ingress_port_map:
+        if container_port(gateway) == port:
+            return host
+    taken = {proxy.ingress_port, proxy.ingress_tls_port, *(host for _, host in proxy.ingress_port_map)}
+    return 0 if port in taken else port
 
 
 def host_l4_listeners(proxy: Proxy, listeners: list[Listener]) -> list[Listener]:

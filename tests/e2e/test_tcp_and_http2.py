@@ -143,7 +143,15 @@ def mesh() -> Iterator[Mesh]:
     (tmp / "config" / "app-envoy.yaml").write_text(APP_ENVOY)
     try:
         # app-envoy.yaml is not a manifest: load apps.yaml by file, not the folder.
-        with own_mesh(RUN_DIR, tmp / "state", CURL, TCP_ECHO, tmp / "config" / "apps.yaml") as m:
+        # --ingress-port-map: a second TCP server (test_a_mapped_gateway_port...) is on the host elsewhere.
+        with own_mesh(
+            RUN_DIR,
+            tmp / "state",
+            CURL,
+            TCP_ECHO,
+            tmp / "config" / "apps.yaml",
+            up_args=("--ingress-port-map", f"{MAPPED_HOST_PORT}:{MAPPED_GATEWAY_PORT}"),
+        ) as m:
             yield m
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -257,14 +265,16 @@ def test_port_protocol_decides_what_reaches_the_app(mesh: Mesh, url: str, app_pr
 
 
 INGRESS_TCP_PORT = 31400  # Istio's TCP traffic shifting task: the gateway's TCP server, on the host's loopback
+# `up --ingress-port-map 31501:31500`: the gateway's TCP server on 31500 is at 31501 on the host.
+MAPPED_GATEWAY_PORT, MAPPED_HOST_PORT = 31500, 31501
 
 
-def ingress_answers(n: int) -> Counter[str]:
-    """First word of the answer to "hello" on N new connections to the ingress gateway's TCP port."""
+def ingress_answers(n: int, port: int = INGRESS_TCP_PORT) -> Counter[str]:
+    """First word of the answer to "hello" on N new connections to the host's loopback PORT."""
     out: Counter[str] = Counter()
     for _ in range(n):
         try:
-            with socket.create_connection(("127.0.0.1", INGRESS_TCP_PORT), timeout=5) as s:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
                 s.sendall(b"hello\n")
                 data = b""
                 while not data.endswith(b"\n"):
@@ -296,6 +306,46 @@ def test_gateway_tcp_server_is_on_the_hosts_loopback_as_in_istios_tcp_shifting_t
     finally:
         mesh.cli("delete", "-f", str(v2_20), "--wait", check=False)
         mesh.cli("delete", "-f", str(all_v1), "--wait", check=False)
+
+
+MAPPED = f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-echo-mapped}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {MAPPED_GATEWAY_PORT}, name: tcp-mapped, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp-echo-mapped}}
+spec:
+  hosts: ["*"]
+  gateways: [tcp-echo-mapped]
+  tcp:
+  - match: [{{port: {MAPPED_GATEWAY_PORT}}}]
+    route: [{{destination: {{host: tcp-echo, port: {{number: 9000}}}}}}]
+"""
+
+
+def test_a_mapped_gateway_port_is_on_the_hosts_loopback_at_its_host_port(mesh: Mesh, tmp_path: Path) -> None:
+    manifest = tmp_path / "mapped.yaml"
+    manifest.write_text(MAPPED)
+    try:
+        mesh.apply(manifest)
+        last: list[Counter[str]] = []
+        assert wait_until(
+            lambda: last.append(ingress_answers(4, MAPPED_HOST_PORT)) or set(last[-1]) <= {"one", "two"},
+            timeout=10,
+            interval=0.2,
+        ), last[-1]
+        # ... and not at its own number.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", MAPPED_GATEWAY_PORT), timeout=5).close()
+    finally:
+        mesh.cli("delete", "-f", str(manifest), "--wait", check=False)
 
 
 def test_tcp_connections_are_counted_by_both_proxies_with_istio_labels(mesh: Mesh) -> None:
