@@ -336,11 +336,12 @@ def test_a_mapped_gateway_port_is_on_the_hosts_loopback_at_its_host_port(mesh: M
     try:
         mesh.apply(manifest)
         last: list[Counter[str]] = []
-        assert wait_until(
-            lambda: last.append(ingress_answers(4, MAPPED_HOST_PORT)) or set(last[-1]) <= {"one", "two"},
-            timeout=10,
-            interval=0.2,
-        ), last[-1]
+
+        def echoed() -> bool:
+            last.append(ingress_answers(4, MAPPED_HOST_PORT))
+            return set(last[-1]) <= {"one", "two"}
+
+        assert wait_until(echoed, timeout=10, interval=0.2), last[-1]
         # ... and not at its own number.
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", MAPPED_GATEWAY_PORT), timeout=5).close()
