@@ -517,18 +517,39 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise CliError(f"container {args.container!r} not found in pod {pod['name']}")
     from gossamer.runtime.container_exec import image_container_pid
 
-    in_image = image_container_pid(pod["netns"], chosen["container"]) if chosen is not None else None
-    if in_image is not None:
-        # A container running its image: join it (its root filesystem, env, cwd and user), as kubectl exec.
-        argv = [sys.executable, "-m", "gossamer.runtime.container_exec", str(in_image), *command]
+    in_container = None
+    if chosen is not None:
+        # The container's running process, from the runtime (any container); else found by its image root.
+        in_container = _container_pid(args, pod, chosen["container"]) or image_container_pid(
+            pod["netns"], chosen["container"]
+        )
+    if in_container is not None:
+        # Join it (its mount namespace with its volumes, root filesystem, env, cwd and user), as kubectl exec.
+        argv = [sys.executable, "-m", "gossamer.runtime.container_exec", str(in_container), *command]
         os.execv(argv[0], argv)
     env = {**os.environ, "PATH": path_with_own_python(os.environ.get("PATH", os.defpath))}
     if chosen is None:  # a pod without containers (a gateway): root, as its Envoy
         argv = ["ip", "netns", "exec", pod["netns"], *command]
-    else:
+    else:  # not running (waiting, restarting): the pod's network, as the container would run
         argv = app_argv(pod["netns"], command, uid=chosen["uid"], gid=chosen["gid"], expose=default_exposed(Path.cwd()))
     os.execvpe(argv[0], argv, env)
     return 127
+
+
+def _container_pid(args: argparse.Namespace, pod: dict[str, Any], container: str) -> int | None:
+    """The pid of the container's running process, from the runtime's own socket (root only)."""
+    try:
+        status, body = ApiClient(_paths(args).runtime_socket, timeout=5).get(
+            f"/v1/pods/{pod['namespace']}/{pod['name']}/containers"
+        )
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    for c in body.get("containers") or []:
+        if c.get("name") == container and isinstance(c.get("pid"), int):
+            return int(c["pid"])
+    return None
 
 
 EXIT_MARKER = re.compile(r"^\[gossamer [^\]]*\] .* exited \(code [^)]*\)")

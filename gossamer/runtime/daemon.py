@@ -238,8 +238,20 @@ def runtime_app(runtime: LocalRuntime) -> web.Application:
             return web.json_response({"error": f"pod {ns}/{name} has no agent serving SDS"}, status=404)
         return web.json_response(secret_summary(cert, sds.streams()))
 
+    async def containers(request: web.Request) -> web.Response:
+        ns, name = request.match_info["namespace"], request.match_info["pod"]
+        try:
+            return web.json_response({"containers": runtime.container_processes(name, ns)})
+        except KeyError as e:
+            return web.json_response({"error": str(e.args[0] if e.args else e)}, status=404)
+
     app = web.Application()
-    app.add_routes([web.get("/v1/pods/{namespace}/{pod}/secret", secret)])
+    app.add_routes(
+        [
+            web.get("/v1/pods/{namespace}/{pod}/secret", secret),
+            web.get("/v1/pods/{namespace}/{pod}/containers", containers),
+        ]
+    )
     return app
 
 

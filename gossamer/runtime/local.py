@@ -432,6 +432,14 @@ class LocalRuntime:
             )
         return out
 
+    def container_processes(self, pod: str, namespace: str) -> list[dict[str, object]]:
+        """Each container's running process (`gossamer exec` enters it): name, pid (None if not
+        running), whether it runs an image (chrooted)."""
+        return [
+            {"name": c.spec.name, "pid": c.proc.pid if c.proc.running else None, "image": bool(c.spec.image)}
+            for c in self._get(pod, namespace).containers
+        ]
+
     def pod_sds(self, pod: str, namespace: str) -> SdsServer | None:
         """The pod's agent SDS server (its workload certificate and Envoy's SDS streams), if it runs one."""
         return self._get(pod, namespace).sds

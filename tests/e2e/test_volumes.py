@@ -246,6 +246,19 @@ def test_only_that_pods_containers_see_the_volumes(mesh: Mesh) -> None:
     assert proc.returncode != 0 and "s3cret" not in proc.stdout
 
 
+def test_exec_runs_in_the_container_and_sees_its_volumes(mesh: Mesh) -> None:
+    """`gossamer exec` enters the running container (kubectl exec): its volumes, its working directory
+    (the manifest's folder), its user without capabilities."""
+    out = mesh.exec("deploy/volapp", "cat", f"{MOUNT_ROOT}/secret/password", f"{MOUNT_ROOT}/config/greeting")
+    assert out.stdout in ("s3crethello", "s3cretbonjour"), out.stdout
+    assert mesh.exec("deploy/volapp", "sh", "-c", f"echo from-exec > {MOUNT_ROOT}/scratch/exec").returncode == 0
+    assert read(mesh, f"{MOUNT_ROOT}/scratch/exec") == "from-exec\n"  # the app sees what exec wrote
+    who = mesh.exec("deploy/volapp", "sh", "-c", "id -u; pwd; grep CapEff /proc/self/status").stdout.split("\n")
+    assert who[0] == str(mesh.pod("deploy/volapp")["runAs"][0]["uid"]), who
+    assert Path(who[1]).name.startswith("volumes"), who  # the manifest's folder (tmp_path_factory's "volumes")
+    assert who[2].split() == ["CapEff:", "0000000000000000"], who
+
+
 def test_configmap_change_updates_the_volume_in_place(mesh: Mesh, tmp_path: Path) -> None:
     before = json.loads(get(mesh, "/env")[1])["MY_POD_NAME"]
     changed = tmp_path / "cm.yaml"
