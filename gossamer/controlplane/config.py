@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gossamer.resources.base import Resource
 from gossamer.resources.enforcement import not_enforced_issues
 from gossamer.resources.issues import Issue
 from gossamer.resources.loader import in_namespace, parse_documents
@@ -38,9 +39,9 @@ class ApplyResult:
 def parse_files(
     files: Sequence[tuple[str, str]],
     namespace: str | None = None,
-) -> tuple[list[Any], list[Issue], list[Issue]]:
+) -> tuple[list[Resource[Any]], list[Issue], list[Issue]]:
     """`namespace`: `-n` (the namespace of objects that name none); None: Kubernetes' "default"."""
-    resources: list[Any] = []
+    resources: list[Resource[Any]] = []
     errors: list[Issue] = []
     warnings: list[Issue] = []
     for filename, text in files:
@@ -56,7 +57,7 @@ def parse_files(
     return resources, errors, warnings
 
 
-def applied_object(resource: Any) -> AppliedObject:
+def applied_object(resource: Resource[Any]) -> AppliedObject:
     """What the store keeps of a parsed RESOURCE: its document as applied, without the store's own metadata."""
     body = dict(resource.raw)
     meta = dict(body.get("metadata") or {})
@@ -74,10 +75,10 @@ def apply_files(
     files: Sequence[tuple[str, str]],
     *,
     dry_run: bool = False,
-    analyze: Callable[[list[Any]], list[Issue]] | None = None,
-    admit: Callable[[list[Any]], list[Issue]] | None = None,
+    analyze: Callable[[list[Resource[Any]]], list[Issue]] | None = None,
+    admit: Callable[[list[Resource[Any]]], list[Issue]] | None = None,
     namespace: str | None = None,
-    existing: Sequence[Any] | None = None,
+    existing: Sequence[Resource[Any]] | None = None,
     envoy_issues: list[Issue] | None = None,
 ) -> ApplyResult:
     """All or nothing: any error in any document stores nothing. Namespaces that objects live in and
@@ -111,7 +112,7 @@ def apply_files(
 
 
 def precheck(
-    files: Sequence[tuple[str, str]], namespace: str | None, existing: Sequence[Any]
+    files: Sequence[tuple[str, str]], namespace: str | None, existing: Sequence[Resource[Any]]
 ) -> tuple[list[Issue], list[Issue]]:
     """apply_files' expensive, pure parts: (what Envoy would reject once FILES are applied over EXISTING,
     the analysis warnings). Building every proxy's config takes a while at a thousand services, so the
@@ -129,7 +130,7 @@ def precheck(
 IMPLICIT_NAMESPACES = ("default",)
 
 
-def missing_namespaces(store: Store, resources: Sequence[Any]) -> list[str]:
+def missing_namespaces(store: Store, resources: Sequence[Resource[Any]]) -> list[str]:
     declared = {r.name for r in resources if r.kind == "Namespace"}
     wanted = sorted({r.namespace for r in resources if r.namespace} - declared - set(IMPLICIT_NAMESPACES))
     return [ns for ns in wanted if store.get("Namespace", "", ns) is None]

@@ -13,8 +13,10 @@ from typing import Any
 from gossamer.mesh import host_matches
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import MeshService, Proxy, Workload
+from gossamer.resources.base import Model, Resource
 from gossamer.resources.core import ConfigMap, configmap_data
 from gossamer.resources.meshconfig import MESH_CONFIGMAP_KEY, MESH_CONFIGMAP_NAME, MESH_CONFIGMAP_NAMESPACE
+from gossamer.resources.networking import TrafficPolicy
 from gossamer.resources.security import AuthorizationPolicy, RequestAuthentication
 from gossamer.translate.authorization import authz_applies
 from gossamer.translate.clusters import destination_rule_for
@@ -35,7 +37,7 @@ class DescribeError(Exception):
     pass
 
 
-def _ref(resource: Any) -> str:
+def _ref(resource: Resource[Any]) -> str:
     return f"{resource.metadata.namespace}/{resource.metadata.name}"
 
 
@@ -65,11 +67,11 @@ def proxy_of(workload: Workload) -> Proxy:
     )
 
 
-def _summary(model: Any) -> dict[str, Any] | None:
+def _summary(model: Model | None) -> dict[str, Any] | None:
     return model.to_dict() if model is not None else None
 
 
-def traffic_policy_summary(policy: Any) -> dict[str, Any]:
+def traffic_policy_summary(policy: TrafficPolicy | None) -> dict[str, Any]:
     if policy is None:
         return {}
     out: dict[str, Any] = {}
