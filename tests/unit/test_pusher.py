@@ -305,3 +305,33 @@ def test_another_kind_re_translates_everything() -> None:
     snapshots.set(MESH + VS, version=2)
     pusher.push_now(full=True, changed={("VirtualService", "default", "a"), ("Service", "default", "b")})
     assert _carried(before, snapshots.current) == []
+
+
+def test_a_destination_rule_change_looks_its_rules_up_again_and_keeps_the_endpoints_of_unchanged_subsets() -> None:
+    rule = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a}
+spec:
+  host: a
+  subsets: [{name: v1, labels: {app: a}}]
+"""
+    snapshots = Snapshots(MESH + rule)
+    pusher = Pusher(ConfigCache(), snapshots)
+    connect(pusher, snapshots.current, "a")
+    before = snapshots.current
+    snapshots.set(MESH + rule.replace("name: v1", "name: v2"), version=2)
+    pusher.push_now(full=True, changed={("DestinationRule", "default", "a")})
+    after = snapshots.current
+    # Which rule applies, and the endpoint sets picked by it, are looked up again...
+    carried = _carried(before, after)
+    assert _derived(after, "destination_rule_for") and _derived(after, "endpoint_sets_for")
+    assert not [k for k in carried if k[0] == "destination_rule_for"]  # type: ignore[index]
+    a_sets = ("endpoint_sets_for", "default", "a.default.svc.cluster.local", "default")
+    assert after._derived[a_sets] is not before._derived[a_sets]
+    # ...while a service's endpoints per subset stay (keyed by the subsets: a's v2 sets are new).
+    kept = [
+        k for k, v in _derived(after, "service_endpoints").items() if v is _derived(before, "service_endpoints").get(k)
+    ]
+    new_subsets = [k for k in _derived(after, "service_endpoints") if "v2" in str(k[3])]  # type: ignore[index]
+    assert kept and new_subsets and not any(k in before._derived for k in new_subsets)
