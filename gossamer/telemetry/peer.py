@@ -105,34 +105,64 @@ HTTP_LABELS = (*TCP_LABELS, "response_code", "grpc_response_status")
 # Envoy's stats access logger formats every tag of every stat it records, per request, and finds the
 # series by all of them: 20-odd labels on each of a request's four stats cost a sidecar about as
 # much CPU as proxying the request. So each stat carries ONE tag, `PACKED_TAG`, whose value is the
-# label values joined by `SEPARATOR` in `packed_fields` order (one formatter, one tag to encode and
-# look up), and the pod's :15020 unpacks it into Istio's labels per scrape (`unpack_labels`).
+# label values joined by `SEPARATOR` (one formatter, one tag to encode and look up), and the pod's
+# :15020 unpacks it into Istio's labels per scrape (`unpack_labels`).
+#
+# The value is slots joined by SEPARATOR (`packed_slots`), then the client's side. A slot is one
+# label, or a group of labels read from ONE metadata value, theirs joined by GROUP_SEPARATOR (an
+# upstream's metadata lookup costs Envoy about as much as the rest of the tag: one per group, not
+# one per label): the destination's workload labels (`DESTINATION_GROUP`, endpoint metadata
+# `istio:peer`) and its service's (`SERVICE_GROUP`, cluster metadata `istio:service`). An empty
+# group (no upstream host or cluster, e.g. a direct response) unpacks as "" for each label, as
+# Envoy formats absent metadata.
 PACKED_TAG = "istio"
+GROUP_SEPARATOR = ";"
+DESTINATION_GROUP = tuple(f"destination_{x}" for x in _LABEL_SIDES)
+SERVICE_GROUP = ("destination_service", "destination_service_name", "destination_service_namespace")
+# Metadata keys (namespace STATS_METADATA_NAMESPACE) holding the groups.
+PEER_METADATA = "peer"
+SERVICE_METADATA = "service"
+GROUPS = {"destination": DESTINATION_GROUP, "service": SERVICE_GROUP}
 # The client's side (its workload, namespace, app, version, cluster) comes last: on a server it is
-# what the client's peer header said, verbatim. No value our control plane, Envoy or a certificate provides
-# contains the separator; a header value that does leaves a tail that is not five fields, and the
-# source is then `unknown`: no header can shift the fields before it (principal, response code...).
-_CLIENT_TAIL = tuple(f"source_{x}" for x in _LABEL_SIDES if x != "principal")
-_TCP_HEAD = tuple(label for label in TCP_LABELS if label not in _CLIENT_TAIL)
-TCP_PACKED = (*_TCP_HEAD, *_CLIENT_TAIL)
-HTTP_PACKED = (*_TCP_HEAD, "response_code", "grpc_response_status", *_CLIENT_TAIL)
+# what the client's peer header said, verbatim. No value our control plane, Envoy or a certificate
+# provides contains a separator; a header value holding SEPARATOR leaves a tail that is not five
+# fields, and the source is then `unknown`: no header can shift the slots before it (principal,
+# response code...).
+CLIENT_TAIL = tuple(f"source_{x}" for x in _LABEL_SIDES if x != "principal")
+_TCP_SLOTS = (
+    "reporter",
+    "request_protocol",
+    "connection_security_policy",
+    "response_flags",
+    "source_principal",
+    "destination",
+    "service",
+)
+_HTTP_SLOTS = (*_TCP_SLOTS, "response_code", "grpc_response_status")
 TCP_METRIC_PREFIX = "istio_tcp_"
 
 
-def packed_fields(metric: str) -> tuple[str, ...]:
-    """The labels packed in a metric's tag, in order (TCP metrics have no response code or gRPC status)."""
-    return TCP_PACKED if metric.startswith(TCP_METRIC_PREFIX) else HTTP_PACKED
+def packed_slots(metric: str) -> tuple[str, ...]:
+    """The slots before the client's side in a metric's packed tag (TCP: no response code or gRPC status)."""
+    return _TCP_SLOTS if metric.startswith(TCP_METRIC_PREFIX) else _HTTP_SLOTS
 
 
 def unpack_labels(metric: str, packed: str) -> dict[str, str] | None:
-    """Istio's labels (in Istio's order) from a packed tag value; None when it has too few fields."""
-    fields = packed_fields(metric)
-    head = len(fields) - len(_CLIENT_TAIL)
-    parts = packed.split(SEPARATOR, head)
-    if len(parts) != head + 1:
+    """Istio's labels (in Istio's order) from a packed tag value; None when it has too few slots."""
+    slots = packed_slots(metric)
+    parts = packed.split(SEPARATOR, len(slots))
+    if len(parts) != len(slots) + 1:
         return None
-    tail = parts[head].split(SEPARATOR)
-    if len(tail) != len(_CLIENT_TAIL):
-        tail = [UNKNOWN] * len(_CLIENT_TAIL)
-    values = dict(zip(fields, [*parts[:head], *tail], strict=True))
+    values: dict[str, str] = {}
+    for slot, value in zip(slots, parts, strict=False):
+        group = GROUPS.get(slot)
+        if group is None:
+            values[slot] = value
+            continue
+        members = value.split(GROUP_SEPARATOR)
+        values.update(zip(group, members if len(members) == len(group) else [""] * len(group), strict=True))
+    tail = parts[-1].split(SEPARATOR)
+    values.update(
+        zip(CLIENT_TAIL, tail if len(tail) == len(CLIENT_TAIL) else [UNKNOWN] * len(CLIENT_TAIL), strict=True)
+    )
     return {label: values[label] for label in (TCP_LABELS if metric.startswith(TCP_METRIC_PREFIX) else HTTP_LABELS)}

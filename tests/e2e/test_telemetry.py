@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.mesh import REPO, Applied, Mesh, applying, free_port, own_mesh, wait_until
+from tests.support.manifests import deployment
 
 pytestmark = pytest.mark.e2e
 
@@ -149,6 +150,65 @@ def test_each_pod_serves_its_own_metrics_on_15020(mesh: Mesh) -> None:
         if s.labels["reporter"] == "destination" and s.labels["destination_workload"] == "productpage-v1"
     ]
     assert mine and {s.labels["source_workload"] for s in mine} == {"istio-ingressgateway"}
+
+
+# An app with metrics of its own: the path it was asked for becomes a label, so the test sees that
+# the annotation's path was used.
+APP_METRICS_PY = """
+import http.server
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ('# TYPE app_hits_total counter\\napp_hits_total{path="%s"} 42\\n' % self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("", 9100), Handler).serve_forever()
+"""
+
+
+def test_annotated_pods_merge_their_apps_metrics_on_15020(mesh: Mesh, applied: Applied) -> None:
+    """Istio's metrics merging: a pod with `prometheus.io/scrape`, `port` and `path` serves its app's
+    metrics after its Envoy's on :15020 (one scrape target per pod, as Istio's agent); a pod without
+    them serves Envoy's only."""
+    applied.docs(
+        "app-metrics.yaml",
+        deployment(
+            "app-metrics",
+            command=["python3", "-c", APP_METRICS_PY],
+            port=9100,
+            annotations={
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": "9100",
+                "prometheus.io/path": "/custom-metrics",
+            },
+        ),
+    )
+
+    def merged(deployment_name: str) -> str:
+        pods = [p for p in mesh.status()["pods"] if p["deployment"] == deployment_name and p.get("ip")]
+        if not pods:
+            return ""
+        try:
+            with urllib.request.urlopen(f"http://{pods[0]['ip']}:15020/stats/prometheus", timeout=5) as resp:
+                return str(resp.read().decode())
+        except OSError:
+            return ""
+
+    assert wait_until(lambda: "app_hits_total" in merged("app-metrics"), timeout=30, interval=0.5), merged(
+        "app-metrics"
+    )
+    families = {f.name: f for f in text_string_to_metric_families(merged("app-metrics"))}
+    [hits] = families["app_hits"].samples
+    assert hits.labels == {"path": "/custom-metrics"} and hits.value == 42
+    assert "envoy_server_live" in families  # Envoy's own, before the app's
+    assert "app_hits" not in merged("productpage-v1")
 
 
 def test_fault_injected_abort_shows_code_and_flags(mesh: Mesh, metrics_port: int, applied: Applied) -> None:

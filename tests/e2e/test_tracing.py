@@ -6,8 +6,10 @@ One mesh for the module (its own run dir and ingress port)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,17 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.mesh import REPO, Applied, Mesh, applying, own_mesh, reviews_version, wait_until
+from tests.e2e.mesh import (
+    HOST_ADDRESS,
+    REPO,
+    Applied,
+    Mesh,
+    applying,
+    free_port,
+    own_mesh,
+    reviews_version,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -187,3 +199,95 @@ def test_disable_span_reporting_silences_one_workload(mesh: Mesh, applied: Appli
         "details.default.svc.cluster.local" in s["tags"].get("upstream_cluster", "")
         for s in spans_of(spans, "productpage.default", "CLIENT")
     )
+
+
+class ZipkinReceiver(http.server.ThreadingHTTPServer):
+    """A Zipkin-compatible collector outside the mesh: keeps the JSON v2 spans posted to it."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__((HOST_ADDRESS, port), _ZipkinHandler)
+        self.posts: list[tuple[str, str]] = []  # (path, Host header)
+        self.spans: list[Span] = []
+
+
+class _ZipkinHandler(http.server.BaseHTTPRequestHandler):
+    server: ZipkinReceiver
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.posts.append((self.path, str(self.headers.get("Host"))))
+        self.server.spans.extend(json.loads(body))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_spans_go_to_a_zipkin_collector_named_in_the_mesh_config(mesh: Mesh, applied: Applied) -> None:
+    """As Istio configures an external collector: a `zipkin` provider in the mesh config's
+    extensionProviders (its service: a ServiceEntry for a server outside the mesh) picked by a
+    Telemetry's `tracing[].providers`. The default namespace's proxies post their spans there, through
+    the service's outbound cluster; the gateway (istio-system, the mesh-wide Telemetry) keeps the
+    built-in collector."""
+    receiver = ZipkinReceiver(free_port())
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        applied.docs(
+            "external-zipkin.yaml",
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "istio", "namespace": "istio-system"},
+                "data": {
+                    "mesh": yaml.safe_dump(
+                        {
+                            "extensionProviders": [
+                                {"name": "ext-zipkin", "zipkin": {"service": "zipkin.example.local", "port": 9411}}
+                            ]
+                        }
+                    )
+                },
+            },
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "ServiceEntry",
+                "metadata": {"name": "ext-zipkin", "namespace": "default"},
+                "spec": {
+                    "hosts": ["zipkin.example.local"],
+                    "location": "MESH_EXTERNAL",
+                    "ports": [{"number": 9411, "name": "http", "protocol": "HTTP"}],
+                    "resolution": "STATIC",
+                    "endpoints": [{"address": HOST_ADDRESS, "ports": {"http": receiver.server_address[1]}}],
+                },
+            },
+            {
+                "apiVersion": "telemetry.istio.io/v1",
+                "kind": "Telemetry",
+                "metadata": {"name": "to-ext-zipkin", "namespace": "default"},
+                "spec": {"tracing": [{"providers": [{"name": "ext-zipkin"}], "randomSamplingPercentage": 100.0}]},
+            },
+        )
+        time.sleep(DRAIN_S)  # connections on the old filter chains drain
+        trace_id = secrets.token_hex(16)
+        response = mesh.get(
+            "/productpage",
+            headers={"x-b3-traceid": trace_id, "x-b3-spanid": secrets.token_hex(8), "x-b3-sampled": "1"},
+        )
+        assert response.status == 200
+        wanted = expected_services(reviews_version(response.body)) - {GATEWAY}
+
+        def received() -> list[Span]:
+            return [s for s in list(receiver.spans) if s.get("traceId") == trace_id]
+
+        assert wait_until(lambda: complete(received(), wanted), REPORT_WAIT_S, interval=0.5), receiver.spans
+        assert {service(s) for s in received()} == wanted  # not the gateway's
+        assert {path for path, _ in receiver.posts} == {"/api/v2/spans"}
+        assert {host for _, host in receiver.posts} == {"zipkin.example.local"}
+        # The gateway's span went to the built-in collector; none of the default namespace's did.
+        assert wait_until(lambda: bool(trace_by_id(mesh, trace_id)), REPORT_WAIT_S, interval=0.5)
+        assert {service(s) for s in trace_by_id(mesh, trace_id)} == {GATEWAY}
+    finally:
+        receiver.shutdown()
+        receiver.server_close()

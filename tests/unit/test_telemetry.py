@@ -22,12 +22,15 @@ from gossamer.ir.types import ProxyConfig
 from gossamer.resources import not_enforced_fields, parse_documents
 from gossamer.telemetry.merge import AppScrape, app_scrape
 from gossamer.telemetry.peer import (
+    CLIENT_TAIL,
+    DESTINATION_GROUP,
+    GROUP_SEPARATOR,
     HTTP_LABELS,
-    HTTP_PACKED,
     PACKED_TAG,
     PEER_HEADER,
-    PEER_HEADER_KEYS,
     SEPARATOR,
+    SERVICE_GROUP,
+    packed_slots,
     proxy_env,
     unpack_labels,
 )
@@ -69,9 +72,9 @@ def _stats_tags(hcm: hcm_pb2.HttpConnectionManager) -> list[dict[str, str]]:
         [counter] = [s for s in stats if s["name"] == "istio_requests_total"]
         [tag] = counter["tags"]
         assert tag["name"] == PACKED_TAG
-        head = len(HTTP_PACKED) - len(PEER_HEADER_KEYS)
-        formats = tag["value_format"].split(SEPARATOR, head)
-        out.append({**dict(zip(HTTP_PACKED[:head], formats[:head], strict=True)), "client": formats[head]})
+        slots = packed_slots("istio_requests_total")
+        formats = tag["value_format"].split(SEPARATOR, len(slots))
+        out.append(dict(zip([*slots, "client"], formats, strict=True)))
     return out
 
 
@@ -95,13 +98,14 @@ def test_outbound_requests_are_counted_by_envoy_with_istios_labels(bookinfo: Any
     listener = _built(bookinfo, "productpage-v1")[LISTENER]["0.0.0.0_9080"]
     [(_, hcm)] = _hcms(listener)
     http, grpc = _stats_tags(hcm)
-    assert set(http) == {*HTTP_LABELS, "client"} - set(HTTP_PACKED[-len(PEER_HEADER_KEYS) :])
     assert http["reporter"] == "source" and http["request_protocol"] == "http" and grpc["request_protocol"] == "grpc"
     # The reporting side from the Envoy process's environment, the destination from the upstream host.
     assert http["client"] == LOCAL_SIDE
     assert http["source_principal"] == "%ENVIRONMENT(GOSSAMER_PRINCIPAL)%"
-    assert http["destination_workload"] == "%UPSTREAM_METADATA(istio:workload)%%CLUSTER_METADATA(istio:workload)%"
-    assert http["destination_service"] == "%CLUSTER_METADATA(istio:service)%"
+    # The destination's six labels in one endpoint metadata value (the cluster's for passthrough), its
+    # service's three in one cluster metadata value: one lookup each.
+    assert http["destination"] == "%UPSTREAM_METADATA(istio:peer)%%CLUSTER_METADATA(istio:peer)%"
+    assert http["service"] == "%CLUSTER_METADATA(istio:service)%"
     assert http["response_code"] == "%RESPONSE_CODE%" and http["response_flags"] == "%RESPONSE_FLAGS%"
     # No Python anywhere: no gRPC access log stream to the control plane.
     assert all(a.name in ("envoy.access_loggers.stdout", "envoy.access_loggers.stats") for a in hcm.access_log)
@@ -115,7 +119,12 @@ def test_inbound_labels_the_source_from_its_certificate_and_peer_headers(bookinf
     assert (mtls["source_principal"], mtls["connection_security_policy"]) == ("%DOWNSTREAM_PEER_URI_SAN%", "mutual_tls")
     assert (plain["source_principal"], plain["connection_security_policy"]) == ("unknown", "none")
     assert mtls["client"] == "%DYNAMIC_METADATA(istio.peer:peer)%"
-    assert mtls["destination_workload"] == "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAME)%"
+    assert mtls["destination"].split(GROUP_SEPARATOR)[:3] == [
+        "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAME)%",
+        "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAMESPACE)%",
+        "%DOWNSTREAM_LOCAL_URI_SAN%",
+    ]
+    assert plain["destination"].split(GROUP_SEPARATOR)[2] == "unknown"
     # The peer header is read first and removed: the app never sees it.
     first = chains["0.0.0.0_9080"].http_filters[0]
     assert first.name == "envoy.filters.http.header_to_metadata"
@@ -147,18 +156,26 @@ def test_endpoints_and_clusters_carry_the_destination_labels(bookinfo: Any) -> N
     sets = {s.cluster: s for s in translate_endpoints(bookinfo, "default")}
     assignment = build_endpoints(sets[f"outbound|9080||{REVIEWS}"])
     metas = [
-        json_format.MessageToDict(e.metadata)["filterMetadata"]["istio"]
+        dict(
+            zip(
+                DESTINATION_GROUP,
+                json_format.MessageToDict(e.metadata)["filterMetadata"]["istio"]["peer"].split(GROUP_SEPARATOR),
+                strict=True,
+            )
+        )
         for loc in assignment.endpoints
         for e in loc.lb_endpoints
     ]
-    assert {m["workload"] for m in metas} == {"reviews-v1", "reviews-v2", "reviews-v3"}
-    assert {m["principal"] for m in metas} == {"spiffe://cluster.local/ns/default/sa/bookinfo-reviews"}
-    assert {(m["app"], m["namespace"], m["cluster"]) for m in metas} == {("reviews", "default", "Kubernetes")}
+    assert {m["destination_workload"] for m in metas} == {"reviews-v1", "reviews-v2", "reviews-v3"}
+    assert {m["destination_principal"] for m in metas} == {"spiffe://cluster.local/ns/default/sa/bookinfo-reviews"}
+    assert {(m["destination_app"], m["destination_workload_namespace"], m["destination_cluster"]) for m in metas} == {
+        ("reviews", "default", "Kubernetes")
+    }
     clusters = _built(bookinfo, "productpage-v1")[CLUSTER]
     service = json_format.MessageToDict(clusters[f"outbound|9080||{REVIEWS}"].metadata)["filterMetadata"]["istio"]
-    assert service == {"service": REVIEWS, "service_name": "reviews", "service_namespace": "default"}
+    assert service == {"service": f"{REVIEWS};reviews;default"}
     passthrough = json_format.MessageToDict(clusters["PassthroughCluster"].metadata)["filterMetadata"]["istio"]
-    assert passthrough["service_name"] == "PassthroughCluster" and passthrough["workload"] == "unknown"
+    assert passthrough == {"service": "unknown;PassthroughCluster;unknown", "peer": ";".join(["unknown"] * 6)}
 
 
 def test_proxy_environment_names_the_proxys_own_side() -> None:
@@ -169,8 +186,8 @@ def test_proxy_environment_names_the_proxys_own_side() -> None:
     assert env["GOSSAMER_PRINCIPAL"] == "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
 
 
-# reporter, 6 destination labels, service (3), policy, flags, protocol, code, gRPC status, then the
-# source's principal... in HTTP_PACKED order: built from the labels so the test reads as Istio's.
+# One request's labels, packed as Envoy formats them (slots, the groups joined, the client's side last):
+# built from the labels so the test reads as Istio's.
 SOURCE_LABELS = {
     "reporter": "destination",
     "source_workload": "a b",
@@ -194,7 +211,18 @@ SOURCE_LABELS = {
     "response_code": "200",
     "grpc_response_status": "",
 }
-PACKED = SEPARATOR.join(SOURCE_LABELS[f] for f in HTTP_PACKED)
+GROUPS = {"destination": DESTINATION_GROUP, "service": SERVICE_GROUP}
+PACKED = SEPARATOR.join(
+    [
+        *(
+            GROUP_SEPARATOR.join(SOURCE_LABELS[label] for label in GROUPS[slot])
+            if slot in GROUPS
+            else SOURCE_LABELS[slot]
+            for slot in packed_slots("istio_requests_total")
+        ),
+        *(SOURCE_LABELS[label] for label in CLIENT_TAIL),
+    ]
+)
 ISTIO_LABELS = ",".join(f'{k}="{SOURCE_LABELS[k]}"' for k in HTTP_LABELS)
 ENVOY_TEXT = f"""# TYPE envoy_istiocustom_istio_requests_total counter
 envoy_istiocustom_istio_requests_total{{istio="{PACKED}"}} 3

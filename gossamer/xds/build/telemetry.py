@@ -52,18 +52,20 @@ from xds.type.v3 import typed_struct_pb2
 from gossamer.ir.types import STDOUT_ACCESS_LOG, AccessLogFile, Cluster, Endpoint
 from gossamer.telemetry.peer import (
     DEFAULT_CLUSTER,
-    HTTP_PACKED,
+    GROUP_SEPARATOR,
     LOCAL_ENV,
     PACKED_TAG,
     PEER_HEADER,
     PEER_HEADER_KEYS,
     PEER_KEYS,
+    PEER_METADATA,
     PEER_METADATA_KEY,
     PEER_METADATA_NAMESPACE,
     SEPARATOR,
+    SERVICE_METADATA,
     STATS_METADATA_NAMESPACE,
-    TCP_PACKED,
     UNKNOWN,
+    packed_slots,
     service_labels,
     unknown_peer,
 )
@@ -162,14 +164,13 @@ def _local(key: str) -> str:
     return f"%ENVIRONMENT({LOCAL_ENV[key]})%"
 
 
-def _upstream(key: str) -> str:
-    # Endpoint metadata where we built the endpoints, else the cluster's (passthrough, original
-    # destination): exactly one of the two is set, and an absent value formats as "".
-    return f"%UPSTREAM_METADATA({STATS_METADATA_NAMESPACE}:{key})%%CLUSTER_METADATA({STATS_METADATA_NAMESPACE}:{key})%"
-
-
-def _service(key: str) -> str:
-    return f"%CLUSTER_METADATA({STATS_METADATA_NAMESPACE}:{key})%"
+# Endpoint metadata where we built the endpoints, else the cluster's (passthrough, original
+# destination): exactly one of the two is set, and an absent value formats as "".
+DESTINATION_FORMAT = (
+    f"%UPSTREAM_METADATA({STATS_METADATA_NAMESPACE}:{PEER_METADATA})%"
+    f"%CLUSTER_METADATA({STATS_METADATA_NAMESPACE}:{PEER_METADATA})%"
+)
+SERVICE_FORMAT = f"%CLUSTER_METADATA({STATS_METADATA_NAMESPACE}:{SERVICE_METADATA})%"
 
 
 def local_side() -> str:
@@ -189,44 +190,32 @@ def client_side(direction: Direction, *, tcp: bool) -> str:
     return f"%DYNAMIC_METADATA({PEER_METADATA_NAMESPACE}:{PEER_METADATA_KEY})%"
 
 
-def peer_labels(direction: Direction, *, mtls: bool, tcp: bool) -> list[tuple[str, str]]:
-    """(label, command-operator format) for Istio's labels of one side's logger but the client's
-    side, which `client_side` gives in one format."""
+def peer_slots(direction: Direction, *, mtls: bool) -> dict[str, str]:
+    """The packed tag's slots (gossamer/telemetry/peer.py) that say who is on each side, as formats:
+    the destination's labels and its service's in one slot each (one metadata lookup, not six)."""
     if direction == "inbound":
-        source = {key: UNKNOWN for key in PEER_KEYS}
-        source["principal"] = "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN
-        destination = {key: _local(key) for key in PEER_KEYS}
-        destination["principal"] = "%DOWNSTREAM_LOCAL_URI_SAN%" if mtls else UNKNOWN
-        reporter, policy = "destination", "mutual_tls" if mtls else "none"
-    else:
-        source = {key: _local(key) for key in PEER_KEYS}
-        destination = {key: _upstream(key) for key in PEER_KEYS}
-        reporter, policy = "source", UNKNOWN
-    names = {
-        "workload": "workload",
-        "namespace": "workload_namespace",
-        "principal": "principal",
-        "app": "app",
-        "version": "version",
-        "cluster": "cluster",
+        local = {key: _local(key) for key in PEER_KEYS}
+        local["principal"] = "%DOWNSTREAM_LOCAL_URI_SAN%" if mtls else UNKNOWN
+        return {
+            "reporter": "destination",
+            "connection_security_policy": "mutual_tls" if mtls else "none",
+            "source_principal": "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN,
+            "destination": GROUP_SEPARATOR.join(local[key] for key in PEER_KEYS),
+            "service": SERVICE_FORMAT,
+        }
+    return {
+        "reporter": "source",
+        "connection_security_policy": UNKNOWN,
+        "source_principal": _local("principal"),
+        "destination": DESTINATION_FORMAT,
+        "service": SERVICE_FORMAT,
     }
-    return [
-        ("reporter", reporter),
-        ("source_principal", source["principal"]),
-        *((f"destination_{names[k]}", destination[k]) for k in PEER_KEYS),
-        ("destination_service", _service("service")),
-        ("destination_service_name", _service("service_name")),
-        ("destination_service_namespace", _service("service_namespace")),
-        ("connection_security_policy", policy),
-        ("response_flags", "%RESPONSE_FLAGS%"),
-    ]
 
 
-def packed_format(labels: list[tuple[str, str]], client: str, fields: tuple[str, ...]) -> str:
+def packed_format(slots: dict[str, str], client: str, order: tuple[str, ...]) -> str:
     """One format for all of Istio's labels, the client's side last (gossamer/telemetry/peer.py: why
     they are packed)."""
-    formats = dict(labels)
-    return SEPARATOR.join([*(formats[f] for f in fields[: -len(PEER_HEADER_KEYS)]), client])
+    return SEPARATOR.join([*(slots[slot] for slot in order), client])
 
 
 def _stat(name: str, tag: str) -> dict[str, object]:
@@ -276,13 +265,14 @@ def _content_type_filter(grpc: bool) -> accesslog_pb2.AccessLogFilter:
 def http_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2.AccessLog]:
     out = []
     for protocol in ("http", "grpc"):
-        tags = [
-            *peer_labels(direction, mtls=mtls, tcp=False),
-            ("request_protocol", protocol),
-            ("response_code", "%RESPONSE_CODE%"),
-            ("grpc_response_status", "%GRPC_STATUS_NUMBER%"),
-        ]
-        tag = packed_format(tags, client_side(direction, tcp=False), HTTP_PACKED)
+        slots = {
+            **peer_slots(direction, mtls=mtls),
+            "request_protocol": protocol,
+            "response_flags": "%RESPONSE_FLAGS%",
+            "response_code": "%RESPONSE_CODE%",
+            "grpc_response_status": "%GRPC_STATUS_NUMBER%",
+        }
+        tag = packed_format(slots, client_side(direction, tcp=False), packed_slots("istio_requests_total"))
         out.append(
             _stats_logger(
                 counters=[{"stat": _stat("istio_requests_total", tag), "value_fixed": 1}],
@@ -317,8 +307,8 @@ def _log_types(*types: int, exclude: bool = False) -> accesslog_pb2.LogTypeFilte
 def tcp_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2.AccessLog]:
     """Opened when the upstream connects; closed, bytes sent and received when the connection ends
     (no periodic entries are asked for, so nothing counts twice)."""
-    tags = [*peer_labels(direction, mtls=mtls, tcp=True), ("request_protocol", "tcp")]
-    tag = packed_format(tags, client_side(direction, tcp=True), TCP_PACKED)
+    slots = {**peer_slots(direction, mtls=mtls), "request_protocol": "tcp", "response_flags": "%RESPONSE_FLAGS%"}
+    tag = packed_format(slots, client_side(direction, tcp=True), packed_slots("istio_tcp_connections_opened_total"))
     opened = _stats_logger(
         counters=[{"stat": _stat("istio_tcp_connections_opened_total", tag), "value_fixed": 1}],
         histograms=[],
@@ -420,16 +410,26 @@ def apply_endpoint_peer(lb_endpoint: endpoint_components_pb2.LbEndpoint, endpoin
         "version": labels.get("version") or UNKNOWN,
         "cluster": DEFAULT_CLUSTER if endpoint.workload else UNKNOWN,
     }
-    lb_endpoint.metadata.filter_metadata[STATS_METADATA_NAMESPACE].update(values)
+    lb_endpoint.metadata.filter_metadata[STATS_METADATA_NAMESPACE].update({PEER_METADATA: _group(values, PEER_KEYS)})
+
+
+def _group(values: dict[str, str], keys: tuple[str, ...]) -> str:
+    return GROUP_SEPARATOR.join(values[k] for k in keys)
+
+
+SERVICE_KEYS = ("service", "service_name", "service_namespace")
 
 
 def apply_cluster_service(out: cluster_pb2.Cluster, cluster: Cluster) -> None:
+    """The cluster's service labels (and, for clusters without our endpoints, `unknown` for the
+    destination workload's), each group one metadata value (gossamer/telemetry/peer.py)."""
     if cluster.service_host:
-        values = service_labels(cluster.service_host, cluster.service_name, cluster.service_namespace)
+        service = service_labels(cluster.service_host, cluster.service_name, cluster.service_namespace)
     elif cluster.kind in PASSTHROUGH_KINDS:
-        values = {**service_labels(""), "service_name": cluster.name, **unknown_peer()}
+        service = {**service_labels(""), "service_name": cluster.name}
     else:
         return
-    if cluster.kind in PASSTHROUGH_KINDS and cluster.service_host:
-        values.update(unknown_peer())
+    values = {SERVICE_METADATA: _group(service, SERVICE_KEYS)}
+    if cluster.kind in PASSTHROUGH_KINDS:
+        values[PEER_METADATA] = _group(unknown_peer(), PEER_KEYS)
     out.metadata.filter_metadata[STATS_METADATA_NAMESPACE].update(values)
