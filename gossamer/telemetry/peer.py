@@ -23,8 +23,10 @@ DEFAULT_CLUSTER = "Kubernetes"
 PEER_KEYS = ("workload", "namespace", "principal", "app", "version", "cluster")
 # Endpoint/cluster metadata namespace the stats read (Istio keeps its own endpoint facts under `istio`).
 STATS_METADATA_NAMESPACE = "istio"
-# Joins the values of Istio's labels in the packed stats tag and in the peer header (see below).
+# Joins the values of Istio's labels in the packed stats tag and in the peer header (see below);
+# GROUP_SEPARATOR joins a group's labels within one of its slots.
 SEPARATOR = "|"
+GROUP_SEPARATOR = ";"
 # Dynamic metadata namespace of the client's side, filled from the peer headers.
 PEER_METADATA_NAMESPACE = "istio.peer"
 # What a client's proxy tells the server's proxy, in ONE header (one header to add, one to read and
@@ -61,10 +63,27 @@ def peer_values(
     }
 
 
+# The same values joined as the packed tag holds them (one command operator instead of one per label,
+# each of which costs the stats logger per request): the source's principal and side as a client-side
+# report ends; the destination group's labels before and after the principal, as a server-side
+# report's destination holds them (the principal there is the chain's: the local certificate's).
+SOURCE_ENV = "GOSSAMER_SOURCE_LABELS"
+PEER_HEADER_ENV = "GOSSAMER_PEER_METADATA"
+DESTINATION_BEFORE_PRINCIPAL_ENV = "GOSSAMER_DESTINATION_LABELS_HEAD"
+DESTINATION_AFTER_PRINCIPAL_ENV = "GOSSAMER_DESTINATION_LABELS_TAIL"
+
+
 def proxy_env(*, workload: str, namespace: str, service_account: str, labels: Mapping[str, str]) -> dict[str, str]:
     """The environment Envoy needs for its own side of Istio's labels."""
     values = peer_values(workload=workload, namespace=namespace, service_account=service_account, labels=labels)
-    return {LOCAL_ENV[k]: v for k, v in values.items()}
+    peer = SEPARATOR.join(values[k] for k in PEER_HEADER_KEYS)
+    return {
+        **{LOCAL_ENV[k]: v for k, v in values.items()},
+        PEER_HEADER_ENV: peer,
+        SOURCE_ENV: SEPARATOR.join([values["principal"], peer]),
+        DESTINATION_BEFORE_PRINCIPAL_ENV: GROUP_SEPARATOR.join([values["workload"], values["namespace"]]),
+        DESTINATION_AFTER_PRINCIPAL_ENV: GROUP_SEPARATOR.join([values["app"], values["version"], values["cluster"]]),
+    }
 
 
 def unknown_peer() -> dict[str, str]:
@@ -116,7 +135,6 @@ HTTP_LABELS = (*TCP_LABELS, "response_code", "grpc_response_status")
 # group (no upstream host or cluster, e.g. a direct response) unpacks as "" for each label, as
 # Envoy formats absent metadata.
 PACKED_TAG = "istio"
-GROUP_SEPARATOR = ";"
 DESTINATION_GROUP = tuple(f"destination_{x}" for x in _LABEL_SIDES)
 SERVICE_GROUP = ("destination_service", "destination_service_name", "destination_service_namespace")
 # Metadata keys (namespace STATS_METADATA_NAMESPACE) holding the groups.
@@ -129,16 +147,17 @@ GROUPS = {"destination": DESTINATION_GROUP, "service": SERVICE_GROUP}
 # fields, and the source is then `unknown`: no header can shift the slots before it (principal,
 # response code...).
 CLIENT_TAIL = tuple(f"source_{x}" for x in _LABEL_SIDES if x != "principal")
-_TCP_SLOTS = (
+# The source's principal last: on a client it and the client's side are one environment variable.
+_COMMON_SLOTS = (
     "reporter",
     "request_protocol",
     "connection_security_policy",
     "response_flags",
-    "source_principal",
     "destination",
     "service",
 )
-_HTTP_SLOTS = (*_TCP_SLOTS, "response_code", "grpc_response_status")
+_TCP_SLOTS = (*_COMMON_SLOTS, "source_principal")
+_HTTP_SLOTS = (*_COMMON_SLOTS, "response_code", "grpc_response_status", "source_principal")
 TCP_METRIC_PREFIX = "istio_tcp_"
 
 

@@ -72,9 +72,10 @@ def _stats_tags(hcm: hcm_pb2.HttpConnectionManager) -> list[dict[str, str]]:
         [counter] = [s for s in stats if s["name"] == "istio_requests_total"]
         [tag] = counter["tags"]
         assert tag["name"] == PACKED_TAG
-        slots = packed_slots("istio_requests_total")
+        # The last slot (the source's principal) and the source's side: "source".
+        slots = packed_slots("istio_requests_total")[:-1]
         formats = tag["value_format"].split(SEPARATOR, len(slots))
-        out.append(dict(zip([*slots, "client"], formats, strict=True)))
+        out.append(dict(zip([*slots, "source"], formats, strict=True)))
     return out
 
 
@@ -87,11 +88,8 @@ def _built(snapshot: Any, deployment: str, **kw: Any) -> dict[str, dict[str, Any
     return build_resources(translate_proxy(snapshot, proxy_for(snapshot, deployment, **kw)))
 
 
-# The client's side, in the peer header and in a client-side report: five of the proxy's variables.
-LOCAL_SIDE = (
-    "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAME)%|%ENVIRONMENT(GOSSAMER_WORKLOAD_NAMESPACE)%|%ENVIRONMENT(GOSSAMER_APP)%"
-    "|%ENVIRONMENT(GOSSAMER_VERSION)%|%ENVIRONMENT(GOSSAMER_CLUSTER_ID)%"
-)
+# The client's side in the peer header: one of the proxy's variables (`proxy_env`).
+LOCAL_SIDE = "%ENVIRONMENT(GOSSAMER_PEER_METADATA)%"
 
 
 def test_outbound_requests_are_counted_by_envoy_with_istios_labels(bookinfo: Any) -> None:
@@ -100,8 +98,7 @@ def test_outbound_requests_are_counted_by_envoy_with_istios_labels(bookinfo: Any
     http, grpc = _stats_tags(hcm)
     assert http["reporter"] == "source" and http["request_protocol"] == "http" and grpc["request_protocol"] == "grpc"
     # The reporting side from the Envoy process's environment, the destination from the upstream host.
-    assert http["client"] == LOCAL_SIDE
-    assert http["source_principal"] == "%ENVIRONMENT(GOSSAMER_PRINCIPAL)%"
+    assert http["source"] == "%ENVIRONMENT(GOSSAMER_SOURCE_LABELS)%"
     # The destination's six labels in one endpoint metadata value (the cluster's for passthrough), its
     # service's three in one cluster metadata value: one lookup each.
     assert http["destination"] == "%UPSTREAM_METADATA(istio:peer)%%CLUSTER_METADATA(istio:peer)%"
@@ -116,15 +113,20 @@ def test_inbound_labels_the_source_from_its_certificate_and_peer_headers(bookinf
     chains = dict(_hcms(listener))
     mtls, plain = _stats_tags(chains["0.0.0.0_9080_mtls"])[0], _stats_tags(chains["0.0.0.0_9080"])[0]
     assert mtls["reporter"] == "destination"
-    assert (mtls["source_principal"], mtls["connection_security_policy"]) == ("%DOWNSTREAM_PEER_URI_SAN%", "mutual_tls")
-    assert (plain["source_principal"], plain["connection_security_policy"]) == ("unknown", "none")
-    assert mtls["client"] == "%DYNAMIC_METADATA(istio.peer:peer)%"
-    assert mtls["destination"].split(GROUP_SEPARATOR)[:3] == [
-        "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAME)%",
-        "%ENVIRONMENT(GOSSAMER_WORKLOAD_NAMESPACE)%",
-        "%DOWNSTREAM_LOCAL_URI_SAN%",
-    ]
-    assert plain["destination"].split(GROUP_SEPARATOR)[2] == "unknown"
+    # The source's principal from the client certificate, the rest of its side from the peer header.
+    assert (mtls["source"], mtls["connection_security_policy"]) == (
+        "%DOWNSTREAM_PEER_URI_SAN%|%DYNAMIC_METADATA(istio.peer:peer)%",
+        "mutual_tls",
+    )
+    assert (plain["source"], plain["connection_security_policy"]) == (
+        "unknown|%DYNAMIC_METADATA(istio.peer:peer)%",
+        "none",
+    )
+    assert mtls["destination"] == (
+        "%ENVIRONMENT(GOSSAMER_DESTINATION_LABELS_HEAD)%;%DOWNSTREAM_LOCAL_URI_SAN%;"
+        "%ENVIRONMENT(GOSSAMER_DESTINATION_LABELS_TAIL)%"
+    )
+    assert plain["destination"].split(GROUP_SEPARATOR)[1] == "unknown"  # no certificate: no principal
     # The peer header is read first and removed: the app never sees it.
     first = chains["0.0.0.0_9080"].http_filters[0]
     assert first.name == "envoy.filters.http.header_to_metadata"
@@ -184,6 +186,13 @@ def test_proxy_environment_names_the_proxys_own_side() -> None:
     )
     assert env["GOSSAMER_WORKLOAD_NAME"] == "reviews-v1" and env["GOSSAMER_VERSION"] == "unknown"
     assert env["GOSSAMER_PRINCIPAL"] == "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
+    # The same, joined as the packed tag and the peer header hold them.
+    assert env["GOSSAMER_PEER_METADATA"] == "reviews-v1|default|reviews|unknown|Kubernetes"
+    assert env["GOSSAMER_SOURCE_LABELS"] == f"{env['GOSSAMER_PRINCIPAL']}|{env['GOSSAMER_PEER_METADATA']}"
+    assert (env["GOSSAMER_DESTINATION_LABELS_HEAD"], env["GOSSAMER_DESTINATION_LABELS_TAIL"]) == (
+        "reviews-v1;default",
+        "reviews;unknown;Kubernetes",
+    )
 
 
 # One request's labels, packed as Envoy formats them (slots, the groups joined, the client's side last):

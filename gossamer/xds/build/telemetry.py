@@ -52,10 +52,13 @@ from xds.type.v3 import typed_struct_pb2
 from gossamer.ir.types import STDOUT_ACCESS_LOG, AccessLogFile, Cluster, Endpoint
 from gossamer.telemetry.peer import (
     DEFAULT_CLUSTER,
+    DESTINATION_AFTER_PRINCIPAL_ENV,
+    DESTINATION_BEFORE_PRINCIPAL_ENV,
     GROUP_SEPARATOR,
     LOCAL_ENV,
     PACKED_TAG,
     PEER_HEADER,
+    PEER_HEADER_ENV,
     PEER_HEADER_KEYS,
     PEER_KEYS,
     PEER_METADATA,
@@ -63,6 +66,7 @@ from gossamer.telemetry.peer import (
     PEER_METADATA_NAMESPACE,
     SEPARATOR,
     SERVICE_METADATA,
+    SOURCE_ENV,
     STATS_METADATA_NAMESPACE,
     UNKNOWN,
     packed_slots,
@@ -173,49 +177,55 @@ DESTINATION_FORMAT = (
 SERVICE_FORMAT = f"%CLUSTER_METADATA({STATS_METADATA_NAMESPACE}:{SERVICE_METADATA})%"
 
 
+def _env(name: str) -> str:
+    return f"%ENVIRONMENT({name})%"
+
+
 def local_side() -> str:
-    """This proxy's workload, namespace, app, version and cluster, joined: the peer header's value,
-    and a client-side report's source."""
-    return SEPARATOR.join(_local(key) for key in PEER_HEADER_KEYS)
+    """This proxy's workload, namespace, app, version and cluster, joined: the peer header's value."""
+    return _env(PEER_HEADER_ENV)
 
 
-def client_side(direction: Direction, *, tcp: bool) -> str:
-    """The format of the packed tag's tail (gossamer/telemetry/peer.py): the client's workload,
-    namespace, app, version and cluster. A server reads them from the peer header (absent: the
-    one value `unknown`, which unpacks as unknown for all five); TCP has no headers."""
+def source_side(direction: Direction, *, mtls: bool, tcp: bool) -> str:
+    """The format of the packed tag's end (gossamer/telemetry/peer.py): the source's principal, then
+    its workload, namespace, app, version and cluster. A client is the source: one variable of its
+    Envoy's. A server knows the principal from the client certificate (mTLS chains) and reads the
+    rest from the peer header (absent: the one value `unknown`, which unpacks as unknown for all
+    five); TCP has no headers."""
     if direction != "inbound":
-        return local_side()
+        return _env(SOURCE_ENV)
+    principal = "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN
     if tcp:
-        return SEPARATOR.join([UNKNOWN] * len(PEER_HEADER_KEYS))
-    return f"%DYNAMIC_METADATA({PEER_METADATA_NAMESPACE}:{PEER_METADATA_KEY})%"
+        return SEPARATOR.join([principal, *[UNKNOWN] * len(PEER_HEADER_KEYS)])
+    return SEPARATOR.join([principal, f"%DYNAMIC_METADATA({PEER_METADATA_NAMESPACE}:{PEER_METADATA_KEY})%"])
 
 
 def peer_slots(direction: Direction, *, mtls: bool) -> dict[str, str]:
-    """The packed tag's slots (gossamer/telemetry/peer.py) that say who is on each side, as formats:
-    the destination's labels and its service's in one slot each (one metadata lookup, not six)."""
+    """The packed tag's slots (gossamer/telemetry/peer.py) that say who the destination is, as formats:
+    its labels and its service's in one slot each (one metadata lookup, not six). A server is the
+    destination: its variables, the principal the chain's (its certificate on mTLS chains)."""
     if direction == "inbound":
-        local = {key: _local(key) for key in PEER_KEYS}
-        local["principal"] = "%DOWNSTREAM_LOCAL_URI_SAN%" if mtls else UNKNOWN
+        principal = "%DOWNSTREAM_LOCAL_URI_SAN%" if mtls else UNKNOWN
         return {
             "reporter": "destination",
             "connection_security_policy": "mutual_tls" if mtls else "none",
-            "source_principal": "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN,
-            "destination": GROUP_SEPARATOR.join(local[key] for key in PEER_KEYS),
+            "destination": GROUP_SEPARATOR.join(
+                [_env(DESTINATION_BEFORE_PRINCIPAL_ENV), principal, _env(DESTINATION_AFTER_PRINCIPAL_ENV)]
+            ),
             "service": SERVICE_FORMAT,
         }
     return {
         "reporter": "source",
         "connection_security_policy": UNKNOWN,
-        "source_principal": _local("principal"),
         "destination": DESTINATION_FORMAT,
         "service": SERVICE_FORMAT,
     }
 
 
-def packed_format(slots: dict[str, str], client: str, order: tuple[str, ...]) -> str:
-    """One format for all of Istio's labels, the client's side last (gossamer/telemetry/peer.py: why
-    they are packed)."""
-    return SEPARATOR.join([*(slots[slot] for slot in order), client])
+def packed_format(slots: dict[str, str], source: str, order: tuple[str, ...]) -> str:
+    """One format for all of Istio's labels, the source's principal (the last slot) and side last
+    (gossamer/telemetry/peer.py: why they are packed)."""
+    return SEPARATOR.join([*(slots[slot] for slot in order[:-1]), source])
 
 
 def _stat(name: str, tag: str) -> dict[str, object]:
@@ -272,7 +282,7 @@ def http_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb
             "response_code": "%RESPONSE_CODE%",
             "grpc_response_status": "%GRPC_STATUS_NUMBER%",
         }
-        tag = packed_format(slots, client_side(direction, tcp=False), packed_slots("istio_requests_total"))
+        tag = packed_format(slots, source_side(direction, mtls=mtls, tcp=False), packed_slots("istio_requests_total"))
         out.append(
             _stats_logger(
                 counters=[{"stat": _stat("istio_requests_total", tag), "value_fixed": 1}],
@@ -308,7 +318,9 @@ def tcp_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2
     """Opened when the upstream connects; closed, bytes sent and received when the connection ends
     (no periodic entries are asked for, so nothing counts twice)."""
     slots = {**peer_slots(direction, mtls=mtls), "request_protocol": "tcp", "response_flags": "%RESPONSE_FLAGS%"}
-    tag = packed_format(slots, client_side(direction, tcp=True), packed_slots("istio_tcp_connections_opened_total"))
+    tag = packed_format(
+        slots, source_side(direction, mtls=mtls, tcp=True), packed_slots("istio_tcp_connections_opened_total")
+    )
     opened = _stats_logger(
         counters=[{"stat": _stat("istio_tcp_connections_opened_total", tag), "value_fixed": 1}],
         histograms=[],
