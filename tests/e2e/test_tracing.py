@@ -213,8 +213,18 @@ class ZipkinReceiver(http.server.ThreadingHTTPServer):
 class _ZipkinHandler(http.server.BaseHTTPRequestHandler):
     server: ZipkinReceiver
 
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b""  # Envoy's span reports come chunked
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            body += self.rfile.read(size)
+            self.rfile.readline()
+        self.rfile.readline()
+        return body
+
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = self._body()
         self.server.posts.append((self.path, str(self.headers.get("Host"))))
         self.server.spans.extend(json.loads(body))
         self.send_response(202)
