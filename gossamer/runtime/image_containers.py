@@ -113,6 +113,15 @@ async def prepare_image_container(
     return launch_argv(pod_dir, spec.name)
 
 
+def launched_user(pod_dir: Path, container: str) -> tuple[int, int] | None:
+    """(uid, gid) a prepared image container runs as (its launch spec), None when not prepared."""
+    try:
+        launch = ContainerLaunch.from_json((pod_dir / "containers" / container / "launch.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+    return launch.uid, launch.gid
+
+
 def launch_argv(pod_dir: Path, container: str) -> list[str]:
     """The command that starts a prepared image container (also for a pod adopted after a restart)."""
     return [

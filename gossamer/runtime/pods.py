@@ -38,6 +38,7 @@ from gossamer.runtime.image_containers import (
     ContainerUser,
     backing_off,
     launch_argv,
+    launched_user,
     next_pull_delay,
     prepare_image_container,
     pull_failed,
@@ -140,6 +141,7 @@ class Pod:
         self._image_argv: dict[str, list[str]] = {}  # container -> its container_init command (image containers)
         self._images_lock = asyncio.Lock()  # one pull and unpack at a time (a retry and a ConfigMap update)
         self._pull_retry: asyncio.Task[None] | None = None
+        self._image_users: dict[str, tuple[int, int]] = {}  # container -> (uid, gid) its image runs as
         self.stats: StatsMerger | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._deleting: asyncio.Task[None] | None = None
@@ -215,7 +217,7 @@ class Pod:
             started_at=self.started_at,
             ports=tuple(ports),
             proxy_uid=self.proxy_uid,
-            run_as=tuple((c.name, *self.run_as(c)) for c in self.spec.containers),
+            run_as=tuple((c.name, *self._image_users.get(c.name, self.run_as(c))) for c in self.spec.containers),
             waiting=tuple(self.waiting) if self.failure is None else (self.failure,),
         )
 
@@ -559,6 +561,9 @@ class Pod:
             # Runs its image: container_init (as root) makes the mount namespace, chroots, drops to its user.
             env = self._container_env(cspec)
             launch = self._image_argv.get(cspec.name) or launch_argv(self.image_dir, cspec.name)  # adopted pods
+            user = launched_user(self.image_dir, cspec.name)  # the image's USER may be the one (status' runAs)
+            if user is not None:
+                self._image_users[cspec.name] = user
             argv = ["ip", "netns", "exec", self.net.netns, *launch]
             cwd = None
         else:

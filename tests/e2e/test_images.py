@@ -101,6 +101,8 @@ def test_image_user_is_honoured_and_an_unpullable_image_is_refused(mesh: Mesh, t
     # exec joins the container: its image's files and its USER, as kubectl exec.
     joined = mesh.exec("deploy/whoami", "sh", "-c", "id -u; cat /www/index.html")
     assert joined.stdout == "4242\nwhoami\n", joined.stdout + joined.stderr
+    whoami = next(p for p in mesh.status()["pods"] if p["deployment"] == "whoami")
+    assert whoami["runAs"] == [{"container": "whoami", "uid": 4242, "gid": 4242}], whoami
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(manifest_text(deployment("broken", image=ORIGINAL_IMAGE)))
