@@ -613,6 +613,14 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def child_pids(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out.extend(int(c) for c in (task / "children").read_text().split())
+    return out
+
+
 class ApiProbe:
     """Reads one resource over the API (as `gossamer get` does) every 50 ms, from a process of its own (not
     to share a GIL with the simulated Envoys); the longest wait per phase (`mark()` ends one): how long the
@@ -676,6 +684,7 @@ class Result:
     burst_seconds: float = 0.0
     burst_cpu: float = 0.0
     rss_mb: float = 0.0
+    checker_rss_mb: float = 0.0  # apply's checker process (peak)
     api_max_wait: float = 0.0
     bytes_per_proxy: float = 0.0
     cancelled: int = 0
@@ -790,6 +799,11 @@ async def measure(n: int, sidecars: bool) -> Result:
             t0 = time.monotonic()
             child.stdin.write(f"delete {victim['namespace']} {victim['name']}\n")
             child.stdin.flush()
+            # The pod's removal first reaches the control plane (the runtime's report), then a push: wait for
+            # its first ACK before waiting for quiet (on a loaded machine that can take longer than `quiet`).
+            deadline = time.monotonic() + 120
+            while not acked_after(envoys.proxies, t0, EDS, cluster) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             await wait_quiet(envoys.proxies, t0, quiet=1.0)
             result.eds_samples = acked_after(envoys.proxies, t0, EDS, cluster)
 
@@ -811,6 +825,8 @@ async def measure(n: int, sidecars: bool) -> Result:
             waits = probe.stop()  # the storm's, then the changes'
             result.api_max_wait, result.api_max_wait_storm = max(waits), waits[0]
             result.rss_mb = peak_rss_mb(child.pid)
+            # The control plane's own processes (apply's check): their peaks count too.
+            result.checker_rss_mb = sum(peak_rss_mb(pid) for pid in child_pids(child.pid))
             result.cancelled = envoys.cancelled
             result.errors = sorted({e for p in envoys.proxies for e in p.errors})[:3]
             if envoys.error_times:
@@ -851,7 +867,8 @@ def report(r: Result) -> None:
         f"  10 changes within one second: all ACKed {r.burst_seconds:.1f} s after the first ({r.burst_cpu:.1f} CPU-s)"
     )
     print(
-        f"  peak RSS {r.rss_mb:.0f} MB, API max wait {r.api_max_wait * ms:.0f} ms (in the storm "
+        f"  peak RSS {r.rss_mb:.0f} MB (and {r.checker_rss_mb:.0f} MB apply's checker process), "
+        f"API max wait {r.api_max_wait * ms:.0f} ms (in the storm "
         f"{r.api_max_wait_storm * ms:.0f} ms; apply of one VirtualService: {r.apply_seconds * ms:.0f} ms), "
         f"cancelled streams {r.cancelled}" + "".join(f"\n    stream error: {e}" for e in r.errors),
         flush=True,

@@ -19,7 +19,9 @@ from typing import Any
 import grpc
 
 from gossamer.controlplane.analyze import analyze
+from gossamer.controlplane.apply_check import ApplyChecker
 from gossamer.controlplane.config import ApplyResult, apply_files, delete_files
+from gossamer.controlplane.envoycheck import stored_resources
 from gossamer.controlplane.images import image_issues
 from gossamer.controlplane.kubernetes import (
     BUILTIN_SOURCE,
@@ -39,6 +41,7 @@ from gossamer.controlplane.watch import ManifestWatcher
 from gossamer.mesh import DEFAULT_TRUST_DOMAINS, PROXY_GROUP, TrustDomains
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.resources.apps import Deployment
+from gossamer.resources.loader import resource_from_raw
 from gossamer.runtime.images import ImageCache
 from gossamer.runtime.wire import deployments_to_json, endpoints_to_json, services_to_json
 from gossamer.security import CertificateAuthority
@@ -115,6 +118,11 @@ class ControlPlane:
         self.traces = SpanStore()
         self.zipkin = ZipkinCollector(self.traces)
         self.watcher = ManifestWatcher(self._apply_watched)
+        # apply's validation of a change (Envoy's rules, analysis), in a process of its own: off the GIL the
+        # event loop needs.
+        self.apply_checker = ApplyChecker()
+        self._apply_lock = asyncio.Lock()
+        self._reapplies: set[asyncio.Task[None]] = set()  # edited manifests being re-applied
         self.manifest_namespace: str | None = None  # `up -n`: the watched manifests' namespace
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -131,16 +139,23 @@ class ControlPlane:
 
         A restarted control plane gets no manifests: its store already holds what was applied."""
         self.manifest_namespace = namespace
+        # What Envoy would reject, over the stored config and the built-in objects, in the checker's process
+        # (which keeps what it built for the applies that follow; this process never builds it).
+        self.apply_checker.start()
+        builtins = [resource_from_raw(o.body, o.source_file, o.source_line) for o in self._builtins()]
+        context = {r.key: r for r in [*stored_resources(self.store), *builtins]}
+        issues, warnings = await self.apply_checker.precheck(manifests, namespace, list(context.values()))
         result = apply_files(
             self.store,
             manifests,
             dry_run=True,
             admit=lambda new: image_issues(new, self.images),
             namespace=namespace,
+            envoy_issues=issues,
         )
         if not result.ok:
             return result
-        self.store.apply(_builtin_objects(egress_gateway=self.egress_gateway))
+        self.store.apply(self._builtins())
         if not self.egress_gateway:
             # A store kept from an `up --egress-gateway`: its built-in egress gateway goes (a user's stays).
             stale = [
@@ -150,8 +165,9 @@ class ControlPlane:
             ]
             if stale:
                 self.store.delete(stale)
-        result = self.apply(manifests, namespace=namespace)
+        result = self.apply(manifests, namespace=namespace, envoy_issues=issues, warnings=warnings)
         self._follow_trust_domain(self.snapshot())  # before any proxy or agent is served
+        await self.apply_checker.precheck([], None, self._resources())  # the checker holds the store's objects
         await self.zipkin.start(self.paths.zipkin_socket, writer_gid=PROXY_GROUP)  # root and the Envoys only
         if self.prometheus is not None:
             await self.prometheus.start(self._istiod_metrics)
@@ -183,6 +199,7 @@ class ControlPlane:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._grpc is not None:
             await self._grpc.stop(grace=0.5)
+        self.apply_checker.stop()
         await self.zipkin.stop()
         self.paths.zipkin_socket.unlink(missing_ok=True)
         if self.prometheus is not None:
@@ -231,16 +248,42 @@ class ControlPlane:
             )
         return result
 
+    async def apply_checked(
+        self, files: list[tuple[str, str]], *, dry_run: bool = False, namespace: str | None = None
+    ) -> ApplyResult:
+        """apply, its expensive validation (Envoy's rules over what every proxy would receive, analysis) in
+        the checker's process: the event loop keeps serving the API and the proxies meanwhile. One apply at
+        a time: its check must see the config it lands on."""
+        async with self._apply_lock:
+            issues, warnings = await self.apply_checker.precheck(files, namespace, self._resources())
+            return self.apply(files, dry_run=dry_run, namespace=namespace, envoy_issues=issues, warnings=warnings)
+
+    def _resources(self) -> list[Any]:
+        return [r for rs in self.snapshots.resources().values() for r in rs]
+
+    def _builtins(self) -> list[AppliedObject]:
+        return _builtin_objects(egress_gateway=self.egress_gateway)
+
     def delete(self, files: list[tuple[str, str]], *, namespace: str | None = None) -> ApplyResult:
         return delete_files(self.store, files, namespace)
 
     def _apply_watched(self, path: Path, text: str) -> None:
-        result = self.apply([(str(path), text)], namespace=self.manifest_namespace)
+        task = asyncio.get_running_loop().create_task(self._reapply(path, text))
+        self._reapplies.add(task)
+        task.add_done_callback(self._reapplies.discard)
+
+    async def _reapply(self, path: Path, text: str) -> None:
+        result = await self.apply_checked([(str(path), text)], namespace=self.manifest_namespace)
         for issue in result.errors:
             log.error("%s (file not re-applied)", issue)
         for change in result.changes:
             if change.kind != "unchanged":
                 log.info("%s/%s %s (edited %s)", change.object.kind, change.object.name, change.kind, path)
+
+    async def reapplied(self) -> None:
+        """Until the edited manifests being re-applied are (tests)."""
+        while self._reapplies:
+            await asyncio.gather(*self._reapplies, return_exceptions=True)
 
     def _on_store_change(self, changes: list[Change]) -> None:
         if any(c.object.kind in RUNTIME_KINDS for c in changes):

@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf import any_pb2
 
-from gossamer.controlplane.config import ApplyResult, precheck
+from gossamer.controlplane.config import ApplyResult
 from gossamer.controlplane.csr import sign_pod_csr
 from gossamer.controlplane.daemon import ControlPlane
 from gossamer.controlplane.pusher import PushStats
@@ -39,7 +39,6 @@ class NoPrometheus(Exception):
 class ControlPlaneFacade:
     def __init__(self, cp: ControlPlane) -> None:
         self._cp = cp
-        self._apply_lock = asyncio.Lock()
 
     # ---- readiness -----------------------------------------------------------------------------
 
@@ -64,11 +63,10 @@ class ControlPlaneFacade:
         return self._cp.store.revision()
 
     async def apply(self, files: list[tuple[str, str]], *, dry_run: bool, namespace: str | None) -> ApplyResult:
-        async with self._apply_lock:  # one apply at a time: its Envoy check must see the config it lands on
-            # The Envoy check builds every proxy's config (seconds at a thousand services) and analysis reads
-            # everything: on a worker thread, so the event loop keeps serving the API and the proxies meanwhile.
-            issues, warnings = await asyncio.to_thread(precheck, files, namespace, self.resources())
-            return self._cp.apply(files, dry_run=dry_run, namespace=namespace, envoy_issues=issues, warnings=warnings)
+        # The Envoy check builds every proxy's config (most of a CPU-second at a thousand services) and analysis
+        # reads everything: in the checker's process, so the event loop keeps serving the API and the proxies
+        # meanwhile (a thread would hold the GIL they need). One apply at a time (edited manifests too).
+        return await self._cp.apply_checked(files, dry_run=dry_run, namespace=namespace)
 
     def delete(self, files: list[tuple[str, str]], *, namespace: str | None) -> ApplyResult:
         return self._cp.delete(files, namespace=namespace)

@@ -85,6 +85,7 @@ async def test_up_n_applies_the_manifests_and_their_edits_in_that_namespace(tmp_
         cp.watcher.watch([manifest])
         manifest.write_text(SIMPLE.replace("port: 80}", "port: 8080}"))
         cp.watcher.poll()
+        await cp.reapplied()
         edited = cp.store.get("Service", "simple", "simple")
         assert edited is not None and edited.body["spec"]["ports"][0]["port"] == 8080
         assert cp.store.get("Service", "default", "simple") is None

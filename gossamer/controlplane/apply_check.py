@@ -1,0 +1,105 @@
+"""apply's validation in a process of its own: what Envoy would reject and the analysis warnings
+(`config.precheck`) for a thousand services take most of a CPU-second of pure Python. On a worker thread of
+the control plane it holds the GIL the event loop needs (the API, the proxies' streams); in this process it
+does not. The worker keeps the stored resources it was last given and its offline snapshot
+(`envoycheck`'s carry-over), so a check sends only what changed in the store since the previous one.
+
+    checker = ApplyChecker()
+    issues, warnings = await checker.precheck(files, namespace, existing)
+
+If the worker dies, the check runs on a thread as before and a new worker starts for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from gossamer.controlplane.config import precheck
+from gossamer.resources.issues import Issue
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]
+
+# The worker's copy of the stored resources (in the worker process only).
+_held: dict[Key, Any] = {}
+
+
+def _check_in_worker(
+    files: Sequence[tuple[str, str]],
+    namespace: str | None,
+    order: list[Key],
+    changed: list[Any],
+    reset: bool,
+) -> tuple[list[Issue], list[Issue]]:
+    """In the worker: bring its copy of the store up to date (CHANGED resources; ORDER: every stored key,
+    as the store orders them, which decides precedence), then check FILES over it."""
+    if reset:
+        _held.clear()
+    _held.update((r.key, r) for r in changed)
+    existing = [_held[k] for k in order]
+    for gone in _held.keys() - set(order):
+        del _held[gone]
+    if not files:
+        return [], []  # only brought up to date
+    return precheck(files, namespace, existing)
+
+
+def _ready() -> bool:
+    return True
+
+
+def _worker_init() -> None:
+    # Ctrl-C in `up` reaches the whole process group: the control plane stops its worker itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class ApplyChecker:
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._given: dict[Key, Any] = {}  # what the worker holds (the very objects)
+
+    def start(self) -> None:
+        """Start the worker now (it imports the translator: a second or two) rather than at the first apply."""
+        self._pool_now().submit(_ready)
+
+    def _pool_now(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn: a fork of this process would copy gRPC's threads' state and the whole heap.
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+            )
+            self._given = {}
+        return self._pool
+
+    async def precheck(
+        self, files: Sequence[tuple[str, str]], namespace: str | None, existing: Sequence[Any]
+    ) -> tuple[list[Issue], list[Issue]]:
+        """config.precheck(FILES, NAMESPACE, EXISTING), in the worker. One at a time (the API's apply lock)."""
+        pool = self._pool_now()
+        current = {r.key: r for r in existing}
+        changed = [r for k, r in current.items() if self._given.get(k) is not r]
+        reset = not self._given
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                pool, _check_in_worker, list(files), namespace, list(current), changed, reset
+            )
+        except BrokenProcessPool:
+            log.warning("the apply check's process died: checking on a thread, a new process next time")
+            self.stop()
+            return await asyncio.to_thread(precheck, files, namespace, existing)
+        self._given = current
+        return result
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._given = {}
