@@ -273,7 +273,11 @@ class ControlPlane:
         task.add_done_callback(self._reapplies.discard)
 
     async def _reapply(self, path: Path, text: str) -> None:
-        result = await self.apply_checked([(str(path), text)], namespace=self.manifest_namespace)
+        try:
+            result = await self.apply_checked([(str(path), text)], namespace=self.manifest_namespace)
+        except Exception:  # as the watcher does for a failure while applying: logged, the next edit retried
+            log.exception("%s: re-applying the edited file failed", path)
+            return
         for issue in result.errors:
             log.error("%s (file not re-applied)", issue)
         for change in result.changes:
