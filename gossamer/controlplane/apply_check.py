@@ -15,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +30,7 @@ from gossamer.resources.issues import Issue
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]
+PARENT_CHECK_SECONDS = 1.0
 
 # The worker's copy of the stored resources (in the worker process only).
 _held: dict[Key, Any] = {}
@@ -59,6 +63,16 @@ def _ready() -> bool:
 def _worker_init() -> None:
     # Ctrl-C in `up` reaches the whole process group: the control plane stops its worker itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A control plane killed (-9) cannot stop it, and the worker's task queue never ends (the worker holds
+    # its write end too): it goes when its parent does.
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
 
 
 class ApplyChecker:

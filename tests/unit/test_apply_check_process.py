@@ -57,3 +57,43 @@ async def test_the_checker_process_agrees_with_the_check_here_as_the_store_chang
         ]
     finally:
         checker.stop()
+
+
+def test_the_checker_process_goes_when_the_control_plane_is_killed(tmp_path: Path) -> None:
+    """`kill -9` of the control plane leaves no checker process behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "cp.py"
+    script.write_text(
+        "import asyncio\n"
+        "from gossamer.controlplane.apply_check import ApplyChecker, _check_in_worker\n"
+        "async def main():\n"
+        "    checker = ApplyChecker()\n"
+        "    await checker.precheck([], None, [])\n"
+        "    pool = checker._pool\n"
+        "    print(*[p.pid for p in pool._processes.values()], flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    cp = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert cp.stdout is not None
+    worker = int(cp.stdout.readline())
+    os.kill(cp.pid, signal.SIGKILL)
+    cp.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{worker}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break  # gone (a zombie until init reaps it)
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the checker process outlived its control plane")
