@@ -614,7 +614,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def child_pids(pid: int) -> list[int]:
-    out = []
+    out: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
             out.extend(int(c) for c in (task / "children").read_text().split())
