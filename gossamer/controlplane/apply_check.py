@@ -25,6 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from gossamer.controlplane.config import precheck
+from gossamer.controlplane.envoycheck import prepare
 from gossamer.resources.issues import Issue
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ def _check_in_worker(
     existing = [_held[k] for k in order]
     for gone in _held.keys() - set(order):
         del _held[gone]
-    if not files:
-        return [], []  # only brought up to date
+    if not files:  # only brought up to date: built now from these very objects, not at the next apply
+        if reset or changed:
+            prepare(existing)
+        return [], []
     return precheck(files, namespace, existing)
 
 
