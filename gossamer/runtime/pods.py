@@ -489,12 +489,7 @@ class Pod:
             env={
                 **base_env(),
                 **self._pod_env(),
-                **proxy_env(
-                    workload=self.spec.name,
-                    namespace=self.namespace,
-                    service_account=self.spec.service_account,
-                    labels=labels,
-                ),
+                **self.proxy_labels_env(),
             },
             cwd=self.run_dir,
             log_path=self.log_path(PROXY_CONTAINER),
@@ -505,6 +500,16 @@ class Pod:
             self._adopt_process(self.proxy, self._adopting.get("proxy"))
         self.proxy.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._proxy_ready_loop()))
+
+    def proxy_labels_env(self) -> dict[str, str]:
+        """Envoy's own side of Istio's metric labels (telemetry/peer.py), its principal in the trust domain."""
+        return proxy_env(
+            workload=self.spec.name,
+            namespace=self.namespace,
+            service_account=self.spec.service_account,
+            labels=dict(self.spec.labels),
+            trust_domain=self.ctx.trust_domain,
+        )
 
     def _proxy_changed(self) -> None:
         if self.proxy is not None and not self.proxy.running:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gossamer.mesh import DOMAIN_SUFFIX, spiffe_id
+from gossamer.mesh import DOMAIN_SUFFIX, TRUST_DOMAIN, spiffe_id
 
 UNKNOWN = "unknown"
 DEFAULT_CLUSTER = "Kubernetes"
@@ -48,13 +48,19 @@ LOCAL_ENV = {
 
 
 def peer_values(
-    *, workload: str, namespace: str, service_account: str, labels: Mapping[str, str], has_sidecar: bool = True
+    *,
+    workload: str,
+    namespace: str,
+    service_account: str,
+    labels: Mapping[str, str],
+    has_sidecar: bool = True,
+    trust_domain: str = TRUST_DOMAIN,
 ) -> dict[str, str]:
     """One workload's values for Istio's peer labels (the principal only for a proxy that holds one)."""
     return {
         "workload": workload or UNKNOWN,
         "namespace": namespace or UNKNOWN,
-        "principal": spiffe_id(namespace, service_account)
+        "principal": spiffe_id(namespace, service_account, trust_domain)
         if has_sidecar and service_account and namespace
         else UNKNOWN,
         "app": labels.get("app") or UNKNOWN,
@@ -73,9 +79,18 @@ DESTINATION_BEFORE_PRINCIPAL_ENV = "GOSSAMER_DESTINATION_LABELS_HEAD"
 DESTINATION_AFTER_PRINCIPAL_ENV = "GOSSAMER_DESTINATION_LABELS_TAIL"
 
 
-def proxy_env(*, workload: str, namespace: str, service_account: str, labels: Mapping[str, str]) -> dict[str, str]:
-    """The environment Envoy needs for its own side of Istio's labels."""
-    values = peer_values(workload=workload, namespace=namespace, service_account=service_account, labels=labels)
+def proxy_env(
+    *, workload: str, namespace: str, service_account: str, labels: Mapping[str, str], trust_domain: str = TRUST_DOMAIN
+) -> dict[str, str]:
+    """The environment Envoy needs for its own side of Istio's labels (the principal in the mesh's trust
+    domain when Envoy starts: a later change of the trust domain shows in this label after a restart)."""
+    values = peer_values(
+        workload=workload,
+        namespace=namespace,
+        service_account=service_account,
+        labels=labels,
+        trust_domain=trust_domain,
+    )
     peer = SEPARATOR.join(values[k] for k in PEER_HEADER_KEYS)
     return {
         **{LOCAL_ENV[k]: v for k, v in values.items()},

@@ -220,3 +220,21 @@ async def test_an_agent_given_a_new_identity_serves_a_certificate_for_it_at_once
         assert server.certificate.serial != first.serial and server.rotations == 1
     finally:
         await server.stop()
+
+
+def test_a_new_pods_envoy_labels_its_metrics_with_its_principal_in_the_trust_domain(tmp_path: Path) -> None:
+    from gossamer.runtime.pods import Pod, PodContext
+    from gossamer.runtime.state import StateRecord
+    from gossamer.runtime.types import ContainerSpec, DeploymentSpec
+
+    ctx = PodContext(
+        record=StateRecord(tmp_path), state_dir=tmp_path, run_dir=tmp_path, xds_socket=tmp_path / "xds.sock",
+        ingress_port=0, envoy_binary=Path("/bin/false"), notify=lambda: None, trust_domain="new-td",
+    )  # fmt: skip
+    spec = DeploymentSpec(
+        name="web", namespace="default", replicas=1, labels=(("app", "web"),), annotations=(),
+        service_account="web", containers=(ContainerSpec("web", ("serve",), (), (8080,), None, None),),
+    )  # fmt: skip
+    pod = Pod(spec=spec, name="web-1", short_id="abcd1234", ip="10.244.0.9", ctx=ctx)
+    assert pod.identity == "spiffe://new-td/ns/default/sa/web"
+    assert pod.proxy_labels_env()["GOSSAMER_PRINCIPAL"] == "spiffe://new-td/ns/default/sa/web"
