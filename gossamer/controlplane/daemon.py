@@ -38,6 +38,7 @@ from gossamer.controlplane.pusher import Pusher
 from gossamer.controlplane.runtime_view import RuntimeView
 from gossamer.controlplane.snapshots import SnapshotBuilder
 from gossamer.controlplane.watch import ManifestWatcher
+from gossamer.controlplane.xds_thread import XdsThread, run_on
 from gossamer.mesh import DEFAULT_TRUST_DOMAINS, PROXY_GROUP, TrustDomains
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.resources.apps import Deployment
@@ -92,6 +93,11 @@ class ControlPlane:
         self.images = ImageCache(paths.images_dir)  # pulled at apply, shared with the runtime
         self.snapshots = SnapshotBuilder(self.store)
         self.cache = ConfigCache()
+        # The proxies' ADS streams are served on a thread and event loop of their own (see xds_thread.py):
+        # sending a push to thousands of proxies must not hold the loop that answers the API. The pusher
+        # writes the cache here; the streams are told of it on their thread.
+        self.xds = XdsThread()
+        self._loop: asyncio.AbstractEventLoop | None = None  # this (the API's) loop, once started
         # The mesh CA (istiod's): its root persists in <state>/ca, so restarts keep it.
         self.ca = CertificateAuthority(paths.state_dir / "ca", default_ttl=certs.workload_cert_ttl)
         # The pods, as the runtime process reports them.
@@ -105,7 +111,10 @@ class ControlPlane:
         # The mesh config's trustDomain (and aliases): what the CA signs, what the ADS server accepts.
         self.trust: TrustDomains = DEFAULT_TRUST_DOMAINS
         self.ads = AdsServer(
-            self.cache, self._group_for_node, on_disconnect=self._on_proxy_disconnect, trust=lambda: self.trust
+            self.cache,
+            self._group_for_node_from_xds,
+            on_disconnect=self._on_proxy_disconnect_from_xds,
+            trust=lambda: self.trust,
         )
         # Istio's standard metrics: computed by every proxy, read from the pods per scrape.
         self.metrics = MeshScraper(self._scrape_targets)
@@ -173,7 +182,12 @@ class ControlPlane:
             await self.prometheus.start(self._istiod_metrics)
         # Proxies may connect at once; their streams wait for the runtime's pod report (_group_for_node).
         # mTLS: proxies prove their identity with the workload certificate their agent serves them.
-        self._grpc = await serve(self.ads, f"unix:{self.paths.xds_socket}", credentials=ServerTls(self.ca).credentials)
+        self._loop = asyncio.get_running_loop()
+        self.xds.start()
+        self.cache.notify_through(self.xds.post)
+        self._grpc = await self.xds.call(
+            serve(self.ads, f"unix:{self.paths.xds_socket}", credentials=ServerTls(self.ca).credentials)
+        )
         self._tasks = [
             asyncio.create_task(self._push_once_pods_known(), name="pusher"),
             asyncio.create_task(self._desired_loop(), name="desired"),
@@ -198,7 +212,8 @@ class ControlPlane:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._grpc is not None:
-            await self._grpc.stop(grace=0.5)
+            await self.xds.call(self._grpc.stop(grace=0.5))
+        await asyncio.to_thread(self.xds.stop)
         self.apply_checker.stop()
         await self.zipkin.stop()
         self.paths.zipkin_socket.unlink(missing_ok=True)
@@ -363,6 +378,17 @@ class ControlPlane:
         self._desired_wanted.set()
         self.pusher.request_push(full=False)
 
+    async def _group_for_node_from_xds(self, node: Any) -> str:
+        """_group_for_node for a stream on the xDS thread: run on this loop (the pusher and the pods are here)."""
+        assert self._loop is not None
+        return await run_on(self._loop, self._group_for_node(node))
+
+    def _on_proxy_disconnect_from_xds(self, status: ProxyStatus) -> None:
+        assert self._loop is not None
+        # (After any _group_for_node the same stream started: both are queued on this loop in order.)
+        with contextlib.suppress(RuntimeError):  # (this loop closed: the control plane is gone anyway)
+            self._loop.call_soon_threadsafe(self._on_proxy_disconnect, status)
+
     async def _group_for_node(self, node: Any) -> str:
         # A restarted control plane serves nobody before it knows the pods again: a proxy must never
         # get a registry without them (empty endpoints). Its stream just waits here.
@@ -396,7 +422,7 @@ class ControlPlane:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.005)
-        return await self.ads.wait_synced(None, max(0.0, deadline - time.monotonic()))
+        return await self.xds.call(self.ads.wait_synced(None, max(0.0, deadline - time.monotonic())))
 
     @property
     def ingress_url(self) -> str:

@@ -47,8 +47,13 @@ log = logging.getLogger(__name__)
 # A push gives the event loop back after this much work (seconds).
 SLICE = 0.02
 # Young objects are collected after 100,000 allocations (default 700); the old generation is not collected
-# automatically (a full collection walks the whole heap: ~1 s at 1000 services, the event loop stalled) but
+# automatically (a full collection walks the whole heap: ~1 s at 1000 services, every thread stopped) but
 # by the push loop, after a push when nothing is pending, at most every FULL_GC_INTERVAL seconds.
+# What a translation leaves behind (the translated, built and serialized config: millions of objects at 1000
+# services) is moved out of the collector's generations (gc.freeze, which costs nothing) as soon as a group is
+# computed: otherwise it sits in the middle generation until a collection of that generation walks all of it
+# (up to 2 s at 1000 services, every thread - the API's and the streams' - stopped meanwhile). Frozen objects
+# are still freed when their last reference goes; only reference cycles among them wait for the full collection.
 GC_THRESHOLDS = (100_000, 50, 1_000_000)
 FULL_GC_INTERVAL = 600.0
 
@@ -181,7 +186,9 @@ class Pusher:
             finally:
                 self._pushing = False
             if not self.pending and time.monotonic() - last_full_gc > FULL_GC_INTERVAL:
-                gc.collect()  # cyclic garbage that reached the old generation
+                gc.unfreeze()
+                gc.collect()  # cyclic garbage that reached the old generation, or was frozen
+                gc.freeze()
                 last_full_gc = time.monotonic()
 
     async def push(self, *, full: bool, changed: set[ConfigKey] | None = None, since: float | None = None) -> None:
@@ -242,6 +249,8 @@ class Pusher:
             return {ENDPOINT: _packed_endpoints(snapshot, proxy)}
         except Exception as e:  # contained: this group keeps its last config, the others go on
             return e
+        finally:
+            gc.freeze()  # what it built lives on: out of the collector's generations (see GC_THRESHOLDS)
 
     def _apply(self, group: str, result: GroupResources | Exception) -> None:
         if isinstance(result, Exception):

@@ -9,6 +9,7 @@ reads them from here and tracks what each stream has sent/ACKed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -144,6 +145,9 @@ class ConfigCache:
         self._counter = itertools.count(1)
         self._watchers: dict[str, list[ChangeCallback]] = {}
         self._global_watchers: list[ChangeCallback] = []
+        # How change callbacks are run: on the writer's thread (None), or handed to this (the thread that
+        # serves the streams, when that is not the one writing; see controlplane/xds_thread.py).
+        self._post: Callable[[Callable[[], None]], None] | None = None
         # id(mapping) -> (mapping, resources, hashes): mappings shared by the groups of a scope
         self._versions: dict[int, tuple[Mapping[str, Packed], str]] = {}
         self._diffs: dict[
@@ -302,7 +306,19 @@ class ConfigCache:
 
         return cancel
 
+    def notify_through(self, post: Callable[[Callable[[], None]], None]) -> None:
+        """Run the change callbacks through POST (which runs what it is given, in order, on the thread that
+        serves the streams) instead of on the writer's thread. Watches are then added and removed on that
+        thread too. A stream reads the cache after watching it: a write it did not see is notified after."""
+        self._post = post
+
     def _notify(self, group: str, changed: frozenset[str]) -> None:
+        if self._post is not None:
+            self._post(functools.partial(self._notify_now, group, changed))
+        else:
+            self._notify_now(group, changed)
+
+    def _notify_now(self, group: str, changed: frozenset[str]) -> None:
         # Copy: a callback may cancel its own watch.
         for cb in [*self._watchers.get(group, ()), *self._global_watchers]:
             try:

@@ -38,7 +38,7 @@ class ProxyStatus:
     def synced(self) -> dict[str, str]:
         """Per subscribed type: "SYNCED" | "STALE" | "NACKED" | "NOT SENT"."""
         out: dict[str, str] = {}
-        for type_url, ts in self.types.items():
+        for type_url, ts in list(self.types.items()):  # (added to by the ADS thread)
             current = self._cache.version(self.group, type_url) if self._cache is not None else ""
             if ts.acked_version and ts.acked_version == current:
                 out[type_url] = "SYNCED"
@@ -62,7 +62,7 @@ class ProxyStatus:
         for type_url in (CLUSTER, LISTENER):
             if type_url not in self.types and self._cache.get(self.group, type_url)[1]:
                 return False
-        for type_url, ts in self.types.items():
+        for type_url, ts in list(self.types.items()):  # (added to by the ADS thread)
             current = self._cache.version(self.group, type_url)
             if current and ts.acked_version != current:
                 return False

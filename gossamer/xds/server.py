@@ -314,7 +314,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         )
 
     def proxies(self) -> list[ProxyStatus]:
-        return [s.status for s in self._streams.values() if s.status is not None]
+        # (A copy first: the control plane reads this from its API's thread while this server's thread adds
+        # and removes streams.)
+        return [s.status for s in tuple(self._streams.values()) if s.status is not None]
 
     def _mark_dirty(self, group: str, _changed: frozenset[str] = frozenset()) -> None:
         for watch in self._sync_watches:

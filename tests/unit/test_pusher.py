@@ -4,6 +4,7 @@ what a change re-translates, and a failing group contained to itself."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from dataclasses import replace
 
 import pytest
@@ -335,3 +336,20 @@ spec:
     ]
     new_subsets = [k for k in _derived(after, "service_endpoints") if "v2" in str(k[3])]  # type: ignore[index]
     assert kept and new_subsets and not any(k in before._derived for k in new_subsets)
+
+
+def test_what_a_push_builds_is_kept_out_of_the_collectors_generations() -> None:
+    # The translated config lives until the next push: a collection of the middle generation would walk all
+    # of it (seconds at 1000 services, every thread stopped), so the pusher freezes it once built.
+    snapshots = Snapshots(MESH)
+    pusher = Pusher(ConfigCache(), snapshots)
+    gc.unfreeze()
+    try:
+        connect(pusher, snapshots.current, "a")
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        snapshots.set(MESH + VS, version=2)
+        pusher.push_now(full=True, changed={("VirtualService", "default", "a")})
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
