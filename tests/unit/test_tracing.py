@@ -425,3 +425,4 @@ def test_bootstrap_zipkin_cluster_only_when_given(tmp_path: Path) -> None:
     assert endpoint["address"] == {"pipe": {"path": str(tmp_path / "zipkin.sock")}}
     static = out["layered_runtime"]["layers"][0]["static_layer"]
     assert static["tracing.zipkin.flush_interval_ms"] == 1000
+    assert static["tracing.zipkin.min_flush_spans"] == 100
