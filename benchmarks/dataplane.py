@@ -15,8 +15,11 @@ Same client, same upstream (an Envoy answering 1 KB), same Envoy binary and flag
 For each: throughput (wrk, closed loop, CONNECTIONS connections, after WARMUP_SECONDS of the same)
 and its ratio to the pair of the same TLS mode; latency p50/p90/p99 at a fixed RATE req/s from a
 constant-rate client that counts from each request's due time (benchmarks/openloop.py: no
-coordinated omission); Envoy CPU-seconds (both Envoys of the path) and control-plane CPU-seconds per
-1000 requests (over the throughput runs); the sidecars' RSS.
+coordinated omission); Envoy CPU-seconds (both Envoys of the path) per 1000 requests and
+control-plane CPU-seconds per 1000 requests (summed over the path's throughput runs); requests per
+CPU-second of everything on CPU 1 (the path's Envoys and the upstream: the throughput the path would
+have with that core to itself, whatever other work took from it), and its ratio to the pair's; the
+sidecars' RSS.
 
 The method, for numbers that hold from run to run on 2 shared cores: the client alone on CPU 0 and
 every Envoy (the path's two proxies and the upstream) on CPU 1, for the pair and the mesh alike (else
@@ -299,23 +302,34 @@ class MeasuredPath:
     client: str
     url: str
     envoys: list[int]
+    upstream: int  # the upstream's Envoy: with `envoys`, everything of the path on PROXY_CPU
     baseline: str
     rps: list[float] = field(default_factory=list)
+    per_core: list[float] = field(default_factory=list)  # requests per CPU-second of everything on PROXY_CPU
     envoy_cpu: list[float] = field(default_factory=list)  # CPU-s per 1000 requests
-    cp_cpu: list[float] = field(default_factory=list)
+    cp_seconds: list[float] = field(default_factory=list)  # the control plane's, during each throughput run
+    requests: list[int] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p90: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
 
+    @property
+    def cp_per_1k(self) -> float:
+        """Over all of the path's runs, not a median of 5-second windows: the control plane's periodic
+        work (the dashboard's sample of every proxy's counters every 10 s) falls in some windows only."""
+        return sum(self.cp_seconds) / max(1, sum(self.requests)) * 1000
+
 
 def measure(mesh: Mesh, path: MeasuredPath, control_plane: int) -> None:
-    wrk(mesh, path.client, path.url, WARMUP_S)  # connections open, caches warm, the CPU's caches this path's
-    before = sum(cpu_seconds(p) for p in path.envoys), cpu_seconds(control_plane)
+    wrk(mesh, path.client, path.url, WARMUP_S)  # warm-up: connections open, this path in the CPU caches
+    before = sum(cpu_seconds(p) for p in path.envoys), cpu_seconds(control_plane), cpu_seconds(path.upstream)
     rps, count = wrk(mesh, path.client, path.url, THROUGHPUT_S)
-    after = sum(cpu_seconds(p) for p in path.envoys), cpu_seconds(control_plane)
+    after = sum(cpu_seconds(p) for p in path.envoys), cpu_seconds(control_plane), cpu_seconds(path.upstream)
     path.rps.append(rps)
+    path.per_core.append(count / max(1e-9, after[0] - before[0] + after[2] - before[2]))
     path.envoy_cpu.append((after[0] - before[0]) / count * 1000)
-    path.cp_cpu.append((after[1] - before[1]) / count * 1000)
+    path.cp_seconds.append(after[1] - before[1])
+    path.requests.append(count)
     lat = openloop(mesh, path.client, path.url, LATENCY_S)
     path.p50.append(lat["p50_ms"])
     path.p90.append(lat["p90_ms"])
@@ -345,21 +359,35 @@ def run() -> None:
         # it starts (`gossamer exec` runs them as its children), on CLIENT_CPU. The control plane and the
         # pods' agents keep both CPUs (they idle).
         sidecars: dict[str, list[int]] = {}
+        upstreams: dict[str, int] = {}
         for name, pod in pods.items():
             sidecars[name] = envoys_in(pod["netns"], sidecar=True)
-            for pid in sidecars[name] + envoys_in(pod["netns"], sidecar=False):
+            apps = envoys_in(pod["netns"], sidecar=False)
+            if name.startswith("upstream-"):
+                [upstreams[name]] = apps
+            for pid in sidecars[name] + apps:
                 pin(pid, PROXY_CPU)
         os.sched_setaffinity(0, {CLIENT_CPU})
         client_cpus = mesh.exec("deploy/client-mesh", "python3", "-c", "import os; print(os.sched_getaffinity(0))")
         assert client_cpus.stdout.strip() == f"{{{CLIENT_CPU}}}", client_cpus.stdout
         with hand_written_pairs(pods["client-plain"]["netns"], plain["netns"], plain["ip"]) as pairs:
             paths = {
-                "direct": MeasuredPath("client-plain", f"http://{plain['ip']}:8000/", [], "pair plaintext"),
+                "direct": MeasuredPath(
+                    "client-plain", f"http://{plain['ip']}:8000/", [], upstreams["upstream-plain"], "pair plaintext"
+                ),
                 "pair plaintext": MeasuredPath(
-                    "client-plain", f"http://127.0.0.1:{PAIR_PLAIN[0]}/", pairs["plaintext"].pids, "pair plaintext"
+                    "client-plain",
+                    f"http://127.0.0.1:{PAIR_PLAIN[0]}/",
+                    pairs["plaintext"].pids,
+                    upstreams["upstream-plain"],
+                    "pair plaintext",
                 ),
                 "pair mTLS": MeasuredPath(
-                    "client-plain", f"http://127.0.0.1:{PAIR_MTLS[0]}/", pairs["mtls"].pids, "pair mTLS"
+                    "client-plain",
+                    f"http://127.0.0.1:{PAIR_MTLS[0]}/",
+                    pairs["mtls"].pids,
+                    upstreams["upstream-plain"],
+                    "pair mTLS",
                 ),
             }
             for name, variant in (
@@ -369,17 +397,25 @@ def run() -> None:
             ):
                 envoys = sidecars[f"client-{variant}"] + sidecars[f"upstream-{variant}"]
                 assert len(envoys) == 2, (variant, envoys)
-                paths[name] = MeasuredPath(f"client-{variant}", f"http://upstream-{variant}:8000/", envoys, "pair mTLS")
+                paths[name] = MeasuredPath(
+                    f"client-{variant}",
+                    f"http://upstream-{variant}:8000/",
+                    envoys,
+                    upstreams[f"upstream-{variant}"],
+                    "pair mTLS",
+                )
             for path in paths.values():  # first requests: certificates, connections, lazily built state
                 openloop(mesh, path.client, path.url, 1)
             order = list(paths)
             load = [os.getloadavg()[0]]
             paired: list[float] = []  # mesh default / pair mTLS within each repetition
+            paired_core: list[float] = []  # the same per CPU-second of CPU 1
             for rep in range(REPS):
                 # Each repetition starts one path later: no path always follows the same one.
                 for name in order[rep % len(order) :] + order[: rep % len(order)]:
                     measure(mesh, paths[name], control_plane)
                 paired.append(paths["mesh default"].rps[-1] / paths["pair mTLS"].rps[-1])
+                paired_core.append(paths["mesh default"].per_core[-1] / paths["pair mTLS"].per_core[-1])
                 load.append(os.getloadavg()[0])
         rss = [rss_mb(p) for p in sidecars["client-mesh"] + sidecars["upstream-mesh"]]
     minutes = (time.monotonic() - started) / 60
@@ -393,14 +429,17 @@ def run() -> None:
     )
     print(
         f"  {'path':20s} {'req/s':>8s} {'vs pair':>8s} {'p50 ms':>7s} {'p90 ms':>7s} {'p99 ms':>7s} "
-        f"{'Envoy CPU-s/1k':>15s} {'CP CPU-s/1k':>12s}  req/s min-max"
+        f"{'Envoy CPU-s/1k':>15s} {'CP CPU-s/1k':>12s} {'req/core-s':>10s} {'vs pair':>8s}  req/s min-max"
     )
     for name, r in paths.items():
         ratio = med(r.rps) / med(paths[r.baseline].rps)
         envoy = "-" if name == "direct" else f"{med(r.envoy_cpu):.3f}"
+        # direct: the client, not CPU 1, is its limit; requests per CPU-second of CPU 1 mean nothing there.
+        core = "-" if name == "direct" else f"{med(r.per_core):.0f}"
+        core_ratio = "-" if name == "direct" else f"{med(r.per_core) / med(paths[r.baseline].per_core):.2f}"
         print(
             f"  {name:20s} {med(r.rps):8.0f} {ratio:8.2f} {med(r.p50):7.2f} {med(r.p90):7.2f} {med(r.p99):7.2f} "
-            f"{envoy:>15s} {med(r.cp_cpu):12.4f}  {min(r.rps):.0f}-{max(r.rps):.0f}"
+            f"{envoy:>15s} {r.cp_per_1k:12.4f} {core:>10s} {core_ratio:>8s}  {min(r.rps):.0f}-{max(r.rps):.0f}"
         )
     mesh_p, pair_p = paths["mesh default"], paths["pair mTLS"]
     print(
@@ -417,10 +456,12 @@ def run() -> None:
     )
     print(
         f"  throughput ratio mesh default / pair mTLS within each repetition: "
-        f"{', '.join(f'{x:.2f}' for x in paired)} (spread {min(paired):.2f}-{max(paired):.2f})"
+        f"{', '.join(f'{x:.2f}' for x in paired)} (spread {min(paired):.2f}-{max(paired):.2f}); per CPU-second of "
+        f"CPU {PROXY_CPU} (what other work on that core took out): {', '.join(f'{x:.2f}' for x in paired_core)} "
+        f"(median {med(paired_core):.2f})"
     )
     print(f"mesh default vs mTLS pair: throughput ratio {med(paired):.2f}")
-    print(f"control plane: {med(mesh_p.cp_cpu):.3f} CPU-s per 1000 requests")
+    print(f"control plane: {mesh_p.cp_per_1k:.3f} CPU-s per 1000 requests")
 
 
 if __name__ == "__main__":
