@@ -24,7 +24,7 @@ from gossamer.telemetry.controlplane import PILOT
 from gossamer.telemetry.prometheus import PrometheusError
 from gossamer.telemetry.tracing import summary
 from gossamer.xds.proxy_status import ProxyStatus
-from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, short_name
 
 CONFIG_TYPES = {"listeners": LISTENER, "routes": ROUTE, "clusters": CLUSTER, "endpoints": ENDPOINT}
 
@@ -278,7 +278,7 @@ class Api:
                     # Its config could not be translated: it keeps the last one it had (others are unaffected).
                     "translationError": stats.errors.get(p.group),
                     "types": {
-                        SHORT_NAMES.get(t, t): {
+                        short_name(t): {
                             "state": state,
                             "sent": s.sent_version,
                             "acked": s.acked_version,

@@ -432,6 +432,10 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+# Worst first: the state shown for a proxy's VHDS streams together.
+_STATE_RANK = {"NACKED": 3, "STALE": 2, "NOT SENT": 1, "SYNCED": 0}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status, body = _call(args, "GET", "/v1/status")
     if args.output == "json":
@@ -467,7 +471,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     console.print(pods)
     proxies = Table(title="Proxies", box=None, pad_edge=False)
-    for col in ("PROXY", "CDS", "EDS", "LDS", "RDS"):
+    for col in ("PROXY", "CDS", "EDS", "LDS", "RDS", "VHDS"):
         proxies.add_column(col)
     errors = []
     for p in body["proxies"]:
@@ -476,6 +480,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             st = p["types"].get(t)
             cells.append(st["state"] if st else "NOT SENT")
             if st and st.get("error"):
+                errors.append(f"{p['nodeId']} {t.upper()} NACK: {st['error']}")
+        # A sidecar's route configurations' virtual hosts: one VHDS stream each (`vhds ROUTE_CONFIG`).
+        vhds = {t: st for t, st in p["types"].items() if t.startswith("vhds ")}
+        cells.append(max((st["state"] for st in vhds.values()), key=lambda s: _STATE_RANK.get(s, 1), default="-"))
+        for t, st in vhds.items():
+            if st.get("error"):
                 errors.append(f"{p['nodeId']} {t.upper()} NACK: {st['error']}")
         if p.get("translationError"):
             errors.append(f"{p['nodeId']} config not translated (keeps its last config): {p['translationError']}")

@@ -56,6 +56,7 @@ from gossamer.telemetry.scrape import MeshScraper, ScrapeTarget
 from gossamer.xds.cache import ConfigCache
 from gossamer.xds.proxy_status import ProxyStatus
 from gossamer.xds.server import AdsServer, serve
+from gossamer.xds.vhds import SidecarRouteSplit
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ class ControlPlane:
         self.store = Store(paths.store)
         self.images = ImageCache(paths.images_dir)  # pulled at apply, shared with the runtime
         self.snapshots = SnapshotBuilder(self.store)
-        self.cache = ConfigCache()
+        # Sidecars' route configurations: their virtual hosts over VHDS, a change sends only the changed ones.
+        self.cache = ConfigCache(route_split=SidecarRouteSplit())
         # The proxies' ADS streams are served on a thread and event loop of their own (see xds_thread.py):
         # sending a push to thousands of proxies must not hold the loop that answers the API. The pusher
         # writes the cache here; the streams are told of it on their thread.

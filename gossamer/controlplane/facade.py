@@ -153,7 +153,7 @@ class ControlPlaneFacade:
 
     def proxy_config(self, proxy: ProxyStatus, type_url: str) -> tuple[str, Mapping[str, any_pb2.Any]]:
         """(version, name -> packed resource) of one xDS type as the proxy's group was last given it."""
-        return self._cp.cache.get(proxy.group, type_url)
+        return self._cp.cache.given(proxy.group, type_url)
 
     def describe(self, pod: PodStatus) -> dict[str, Any]:
         """The config that applies to the pod (DescribeError: it is not a workload of the mesh)."""
@@ -164,7 +164,7 @@ class ControlPlaneFacade:
         self, pod: PodStatus, proxy: ProxyStatus, *, url: str, method: str, headers: Any, inbound: bool
     ) -> dict[str, Any]:
         """Where one request goes on the config the pod's proxy was sent (ExplainError: bad request)."""
-        packed = {t: self._cp.cache.get(proxy.group, t) for t in EXPLAINED_TYPES}
+        packed = {t: self._cp.cache.given(proxy.group, t) for t in EXPLAINED_TYPES}
         return explain.explain(
             explain.unpack({t: res for t, (_, res) in packed.items()}),
             url=url,

@@ -26,7 +26,7 @@ from gossamer.runtime.types import PodStatus
 from gossamer.store import StoredObject
 from gossamer.telemetry.prometheus import PrometheusError
 from gossamer.xds.proxy_status import ProxyStatus
-from gossamer.xds.types import SHORT_NAMES
+from gossamer.xds.types import short_name
 
 # The config view's kinds, in the order shown (Istio's networking kinds first).
 CONFIG_KINDS = (
@@ -49,7 +49,7 @@ def proxy_json(proxy: ProxyStatus, pods: Sequence[PodStatus]) -> dict[str, Any]:
     synced = proxy.synced
     types: dict[str, dict[str, Any]] = {}
     for type_url, ts in proxy.types.items():
-        types[SHORT_NAMES.get(type_url, type_url)] = {
+        types[short_name(type_url)] = {
             "state": synced.get(type_url, "NOT SENT"),
             "sent": ts.sent_version,
             "acked": ts.acked_version,

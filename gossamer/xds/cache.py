@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from gossamer.xds.types import ENDPOINT, PUSH_ORDER
+from gossamer.xds.types import ENDPOINT, PUSH_ORDER, ROUTE, vhds_key, vhds_route_config
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,9 @@ class TypeSnapshot:
 
 @dataclass
 class _Group:
-    types: dict[str, TypeSnapshot] = field(default_factory=dict)
+    types: dict[str, TypeSnapshot] = field(default_factory=dict)  # as delivered
+    # Route configurations as given, when delivered split (VHDS): what the debugging tools read.
+    given_routes: Mapping[str, Packed] | None = None
 
 
 def resource_hash(data: bytes) -> str:
@@ -134,10 +136,20 @@ def pack_all(resources: Mapping[str, Mapping[str, Message]]) -> dict[str, dict[s
     return {t: {n: pack(t, n, m) for n, m in named.items()} for t, named in resources.items()}
 
 
-class ConfigCache:
-    """Per proxy group, per type: a version plus the packed resources."""
+# (group, its route configurations) -> None: delivered as they are; or (the route configurations as RDS
+# sends them, route configuration -> its virtual hosts as VHDS sends them). See xds/vhds.py.
+SplitRoutes = tuple[Mapping[str, Packed], Mapping[str, Mapping[str, Packed]]]
+RouteSplit = Callable[[str, Mapping[str, Packed]], SplitRoutes | None]
 
-    def __init__(self) -> None:
+
+class ConfigCache:
+    """Per proxy group, per type: a version plus the packed resources.
+
+    Types are keyed by type URL, and a route configuration's virtual hosts delivered over VHDS by
+    `vhds_key(route configuration)` (xds/types.py): each has versions of its own."""
+
+    def __init__(self, *, route_split: RouteSplit | None = None) -> None:
+        self._route_split = route_split
         self._groups: dict[str, _Group] = {}
         # One counter for the whole cache: versions never repeat, not even after a
         # group is removed and re-added, so an old ACK can never look current. (Groups
@@ -176,6 +188,8 @@ class ConfigCache:
         if g is None:
             g = _Group()
             self._groups[group] = g
+        if self._route_split is not None and (ROUTE in resources or not partial):
+            resources = self._split_routes(group, g, resources)
         changed: set[str] = set()
         for type_url in set(resources) if partial else set(PUSH_ORDER) | set(resources) | set(g.types):
             if self._update_type(g, type_url, resources.get(type_url, _NOTHING)):
@@ -183,6 +197,26 @@ class ConfigCache:
         if changed or created:
             self._notify(group, frozenset(changed))
         return changed
+
+    def _split_routes(
+        self, group: str, g: _Group, resources: Mapping[str, Mapping[str, Packed]]
+    ) -> Mapping[str, Mapping[str, Packed]]:
+        """RESOURCES as delivered: route configurations split for VHDS when route_split says so; the
+        virtual hosts of a route configuration gone are removed."""
+        routes = resources.get(ROUTE, _NOTHING)
+        split = self._route_split(group, routes) if self._route_split is not None else None
+        out = dict(resources)
+        for key in g.types:
+            if vhds_route_config(key) is not None:
+                out[key] = _NOTHING
+        if split is None:
+            g.given_routes = None
+            return out
+        g.given_routes = routes
+        out[ROUTE] = split[0]
+        for name, vhosts in split[1].items():
+            out[vhds_key(name)] = vhosts
+        return out
 
     def set_endpoints(self, group: str, endpoints: Mapping[str, Message]) -> bool:
         return self.set_endpoints_packed(group, {n: pack(ENDPOINT, n, m) for n, m in endpoints.items()})
@@ -262,6 +296,25 @@ class ConfigCache:
         if snap is None:
             return "", _EMPTY
         return snap.version, snap.resources
+
+    def given(self, group: str, type_url: str) -> tuple[str, Mapping[str, any_pb2.Any]]:
+        """get(), except that route configurations delivered over VHDS are given whole, as translated (the
+        version is RDS's: what the proxy was sent of them besides their virtual hosts)."""
+        g = self._groups.get(group)
+        version, resources = self.get(group, type_url)
+        if type_url == ROUTE and g is not None and g.given_routes is not None:
+            return version, _Column(g.given_routes, 0)
+        return version, resources
+
+    def vhds_keys(self, group: str) -> list[str]:
+        """The group's route configurations' virtual host keys (vhds_key) that have virtual hosts."""
+        g = self._groups.get(group)
+        if g is None:
+            return []
+        # (list(): read by the ADS thread while the pusher may add a type)
+        return [
+            k for k, snap in list(g.types.items()) if snap.packed is not _NOTHING and vhds_route_config(k) is not None
+        ]
 
     def snapshot(self, group: str, type_url: str) -> TypeSnapshot | None:
         g = self._groups.get(group)

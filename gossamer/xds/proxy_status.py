@@ -62,6 +62,10 @@ class ProxyStatus:
         for type_url in (CLUSTER, LISTENER):
             if type_url not in self.types and self._cache.get(self.group, type_url)[1]:
                 return False
+        # Route configurations delivered over VHDS: Envoy opens their streams once it has them.
+        for key in self._cache.vhds_keys(self.group):
+            if key not in self.types:
+                return False
         for type_url, ts in list(self.types.items()):  # (added to by the ADS thread)
             current = self._cache.version(self.group, type_url)
             if current and ts.acked_version != current:

@@ -36,7 +36,18 @@ from gossamer.telemetry.controlplane import PILOT
 from gossamer.xds.cache import ConfigCache, TypeSnapshot
 from gossamer.xds.proxy_status import ProxyStatus, ProxyTypeStatus
 from gossamer.xds.streams import CHANGED, Changed, End, Turns, read_requests
-from gossamer.xds.types import CLUSTER, ENDPOINT, SHORT_NAMES, WILDCARD_TYPES, push_rank
+from gossamer.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    VIRTUAL_HOST,
+    WILDCARD_TYPES,
+    push_rank,
+    short_name,
+    vhds_key,
+    vhds_route_config,
+    wire_type,
+)
+from gossamer.xds.vhds import ROUTE_CONFIG_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +76,13 @@ def _next_nonce() -> str:
 
 
 def _short(type_url: str) -> str:
-    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+    return short_name(type_url)
 
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+VHDS_SERVICE = "envoy.service.route.v3.VirtualHostDiscoveryService"
+# How long a VHDS stream waits for its proxy's ADS stream (a control plane restarted: Envoy reconnects both).
+VHDS_OWNER_WAIT_SECONDS = 30.0
 
 # Proxies getting their initial config at once (Istio's PILOT_PUSH_THROTTLE): a connection storm is served
 # in waves, so the serialized config waiting in send buffers stays bounded; the others wait their turn. A
@@ -228,11 +242,22 @@ class _Stream:
     id: int
     delta: bool
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    # An ADS stream's own status; a VHDS stream's is its proxy's ADS stream's (shared: one proxy, one status).
     status: ProxyStatus | None = None
-    types: dict[str, _TypeState] = field(default_factory=dict)
+    types: dict[str, _TypeState] = field(default_factory=dict)  # by cache key (see ConfigCache)
     pending_types: set[str] = field(default_factory=set)
+    vhds: str = ""  # a VHDS stream: the cache key of its route configuration's virtual hosts
+
+    def key(self, type_url: str) -> str:
+        """The cache key of what this stream serves of TYPE_URL."""
+        return self.vhds if self.vhds and type_url == VIRTUAL_HOST else type_url
 
     def on_cache_change(self, _group: str, changed: frozenset[str]) -> None:
+        # A VHDS stream serves one route configuration's virtual hosts; an ADS stream none.
+        if self.vhds:
+            changed = changed & {self.vhds}
+        elif any(vhds_route_config(k) is not None for k in changed):
+            changed = frozenset(k for k in changed if vhds_route_config(k) is None)
         # Coalesce: several cache changes before the stream gets to run collapse
         # into one wake-up, and only the newest version of each type is pushed.
         if not changed:
@@ -277,7 +302,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._group_for_node = group_for_node
         self._on_status_change = on_status_change
         self._on_disconnect = on_disconnect
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, _Stream] = {}  # ADS streams
+        self._ads_of_node: dict[str, _Stream] = {}  # node id -> its newest ADS stream
+        self._vhds_of_node: dict[str, dict[int, _Stream]] = {}  # node id -> its VHDS streams by id
         self._responses = DeltaResponses()
         self._initial_syncs = asyncio.Semaphore(INITIAL_SYNC_CONCURRENCY)
         self._turns = Turns()
@@ -310,6 +337,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                         ),
                     },
                 ),
+                grpc.method_handlers_generic_handler(
+                    VHDS_SERVICE,
+                    {
+                        "DeltaVirtualHosts": grpc.stream_stream_rpc_method_handler(
+                            self.DeltaVirtualHosts,
+                            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                            response_serializer=_serialize,
+                        ),
+                    },
+                ),
             )
         )
 
@@ -323,8 +360,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             watch.groups.add(group)
 
     def _touch(self, stream: _Stream) -> None:
+        stream_id = stream.status.stream_id if stream.status is not None else stream.id  # (a VHDS stream's proxy)
         for watch in self._sync_watches:
-            watch.streams.add(stream.id)
+            watch.streams.add(stream_id)
 
     async def wait_synced(self, node_ids: Iterable[str] | None, timeout: float) -> bool:
         """True once every given (or every connected) proxy ACKed the current config."""
@@ -404,6 +442,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         async for resp in self._run_stream(request_iterator, context, delta=True):
             yield resp
 
+    async def DeltaVirtualHosts(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
+    ) -> AsyncIterator[bytes]:
+        async for resp in self._run_vhds_stream(request_iterator, context):
+            yield resp
+
     # ---- stream loop --------------------------------------------------------
 
     async def _run_stream(
@@ -455,6 +499,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                         # first response is then either in it or pushed right after.
                         unwatch = self._cache.watch(group, stream.on_cache_change)
                         self._streams[stream.id] = stream
+                        self._adopt_vhds_streams(stream)
                         log.info(
                             "xds %s stream %d: node %s group %s",
                             "delta" if delta else "sotw",
@@ -480,7 +525,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 await reader
             if unwatch is not None:
                 unwatch()
-            self._streams.pop(stream.id, None)
+            self._forget(stream)
             self._touch(stream)
             if stream.status is not None:
                 log.info("xds stream %d: node %s disconnected", stream.id, stream.status.node_id)
@@ -489,6 +534,109 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                         self._on_disconnect(stream.status)
                     except Exception:
                         log.exception("on_disconnect callback failed")
+                self._signal()
+
+    def _forget(self, ads: _Stream) -> None:
+        self._streams.pop(ads.id, None)
+        if ads.status is not None and self._ads_of_node.get(ads.status.node_id) is ads:
+            del self._ads_of_node[ads.status.node_id]
+
+    def _adopt_vhds_streams(self, ads: _Stream) -> None:
+        """The proxy's newest ADS stream carries its status: VHDS streams still open from its previous ADS
+        stream (the proxy reconnected ADS only, or VHDS first) report into it."""
+        assert ads.status is not None
+        self._ads_of_node[ads.status.node_id] = ads
+        for vhds in self._vhds_of_node.get(ads.status.node_id, {}).values():
+            if vhds.status is not None and vhds.status.group != ads.status.group:
+                vhds.queue.put_nowait(End())  # another group's config: Envoy opens the stream again
+                continue
+            vhds.status = ads.status
+            for key, st in vhds.types.items():
+                ads.status.types[key] = st.status
+
+    async def _ads_stream_of(self, node_id: str) -> _Stream | None:
+        """NODE_ID's ADS stream, once it has one (a VHDS stream may come first after a restart)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + VHDS_OWNER_WAIT_SECONDS
+        while True:
+            event = self._changed  # grab before checking so no wake-up is missed
+            ads = self._ads_of_node.get(node_id)
+            if ads is not None:
+                return ads
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+
+    async def _vhds_owner(self, context: Any, node: base_pb2.Node) -> ProxyStatus:
+        """The status of the ADS stream of a VHDS stream's NODE, once the stream proved to be that node's."""
+        if not node.id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request of a stream must carry a node")
+        if self._authenticate:
+            await _check_identity(context, node, self._trust())
+        ads = await self._ads_stream_of(node.id)
+        if ads is None or ads.status is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {node.id} has no ADS stream")
+        assert ads is not None and ads.status is not None
+        # Its certificate proved the identity the node claims here; the ADS stream's proved its own.
+        claimed = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+        if any(claimed.get(k) != ads.status.metadata.get(k) for k in ("NAMESPACE", "SERVICE_ACCOUNT")):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"node {node.id}: not its ADS stream's identity")
+        return ads.status
+
+    async def _run_vhds_stream(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[bytes]:
+        """One route configuration's virtual hosts (delta, wildcard) for a proxy that has an ADS stream: its
+        group's, reported in that stream's status (as `vhds ROUTE_CONFIG`)."""
+        route_config = dict(context.invocation_metadata() or ()).get(ROUTE_CONFIG_METADATA, "")
+        stream = _Stream(id=next(_stream_ids), delta=True, vhds=vhds_key(route_config))
+        reader = asyncio.create_task(read_requests(request_iterator, stream.queue))
+        node_id = ""
+        unwatch: Callable[[], None] | None = None
+        try:
+            while True:
+                item = await stream.queue.get()
+                if isinstance(item, End):
+                    if item.error is not None and not isinstance(item.error, asyncio.CancelledError):
+                        log.info("vhds stream %d ended: %r", stream.id, item.error)
+                    return
+                await self._turns.take()
+                if isinstance(item, Changed):
+                    changed, stream.pending_types = stream.pending_types, set()
+                    responses = self._on_change(stream, changed)
+                else:
+                    if stream.status is None:
+                        if not route_config:
+                            await context.abort(
+                                grpc.StatusCode.INVALID_ARGUMENT,
+                                f"a VHDS stream names its route configuration in its {ROUTE_CONFIG_METADATA} metadata",
+                            )
+                        stream.status = await self._vhds_owner(context, item.node)
+                        node_id = item.node.id
+                        unwatch = self._cache.watch(stream.status.group, stream.on_cache_change)
+                        self._vhds_of_node.setdefault(node_id, {})[stream.id] = stream
+                        log.info("vhds stream %d: node %s route configuration %s", stream.id, node_id, route_config)
+                    responses = self._on_delta_request(stream, item)
+                for resp in responses:
+                    yield resp
+                if responses:
+                    self._status_changed(stream)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            if unwatch is not None:
+                unwatch()
+            streams = self._vhds_of_node.get(node_id)
+            if streams is not None:
+                streams.pop(stream.id, None)
+                if not streams:
+                    del self._vhds_of_node[node_id]
+            if stream.status is not None:
+                for key, st in stream.types.items():
+                    if stream.status.types.get(key) is st.status:
+                        del stream.status.types[key]
+                self._touch(stream)
                 self._signal()
 
     def _status_changed(self, stream: _Stream) -> None:
@@ -644,7 +792,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     def _on_delta_request(self, stream: _Stream, req: discovery_pb2.DeltaDiscoveryRequest) -> list[bytes]:
         assert stream.status is not None
-        type_url = req.type_url
+        type_url = stream.key(req.type_url)  # the cache key (a VHDS stream's: its route configuration's)
         st = stream.types.get(type_url)
         fresh = st is None
         if st is None:
@@ -653,8 +801,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             stream.status.types[type_url] = st.status
             # Resources the client already has (reconnect): only send what differs.
             st.known = KnownVersions(over=dict(req.initial_resource_versions))
-            # Legacy wildcard: first LDS/CDS request with no names means "everything".
-            st.wildcard = type_url in WILDCARD_TYPES and not req.resource_names_subscribe
+            # Legacy wildcard: first LDS/CDS request with no names means "everything". Envoy's VHDS
+            # subscription is wildcard too: its route configuration's virtual hosts.
+            st.wildcard = (type_url in WILDCARD_TYPES or bool(stream.vhds)) and not req.resource_names_subscribe
 
         if req.response_nonce:
             if req.response_nonce in st.pending:
@@ -669,7 +818,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 if req.HasField("error_detail"):
                     ts.nacked_version = version
                     ts.error = req.error_detail.message
-                    PILOT.rejected(type_url)
+                    PILOT.rejected(wire_type(type_url))
                     log.warning(
                         "xds: node %s NACKed %s version %s: %s",
                         stream.status.node_id,
@@ -747,7 +896,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 ts.acked_version = snap.version
             ts.sent_version = snap.version
             return None
-        nonce, resp = self._responses.delta(type_url, snap, updates, removed, avoid=st)
+        nonce, resp = self._responses.delta(wire_type(type_url), snap, updates, removed, avoid=st)
         known = st.known
         if isinstance(known, KnownVersions) and (st.wildcard or packed.keys() <= st.names):
             # The client now holds exactly this snapshot's resources: share the cache's versions.
@@ -761,7 +910,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         ts.sent_version = snap.version
         ts.nonce = nonce
         ts.last_sent = time.time()
-        PILOT.sent(type_url)
+        PILOT.sent(wire_type(type_url))
         log.debug(
             "xds stream %d: delta %s v%s (+%d -%d) nonce %s",
             stream.id,

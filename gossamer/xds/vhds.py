@@ -1,0 +1,212 @@
+"""VHDS: a route configuration delivered in pieces, so that a change to one virtual host sends one.
+
+Translation, the golden files and the debugging tools keep a route configuration whole. Only on the wire
+(ConfigCache, for the groups it is told to) it becomes:
+
+* over RDS, the RouteConfiguration without its virtual hosts, except the fallback ones (domain `*`: a
+  sidecar's `allow_any` / `block_all`), plus `vhds`: a delta gRPC subscription on the bootstrap's
+  `xds-grpc` cluster (Envoy refuses VHDS over ADS), whose gRPC metadata names the route configuration;
+* over VHDS, every other virtual host as a resource of its own, named `<route configuration>/<virtual
+  host>` - and so is the VirtualHost itself: Envoy takes only resources with its route configuration's
+  prefix and removes a virtual host by its name.
+
+Everything here works on serialized bytes (a route configuration of a thousand virtual hosts is split by
+walking its top-level fields, not by parsing it), so a change re-packs only what changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+
+from envoy.config.core.v3 import config_source_pb2
+from envoy.config.route.v3 import route_pb2
+from google.protobuf import any_pb2
+
+from gossamer.mesh import XDS_CLUSTER
+from gossamer.xds.cache import Packed, SharedResources, resource_hash
+from gossamer.xds.types import ROUTE, VIRTUAL_HOST
+
+# The gRPC metadata of a VHDS stream that names its route configuration.
+ROUTE_CONFIG_METADATA = "x-gossamer-route-config"
+FALLBACK_DOMAIN = "*"
+
+_LEN = 2  # protobuf wire type of strings, bytes and messages
+_NAME = 1  # RouteConfiguration.name, VirtualHost.name
+_VIRTUAL_HOSTS = 2  # RouteConfiguration.virtual_hosts
+_DOMAINS = 2  # VirtualHost.domains
+
+
+class WireError(ValueError):
+    """Bytes that are not a well-formed protobuf message."""
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise WireError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, start of the field, start of its value, end of the field) of each top-level field;
+    the value of a length-delimited field is data[value start:end]."""
+    pos, end = 0, len(data)
+    while pos < end:
+        start = pos
+        tag, pos = _varint(data, pos)
+        wire = tag & 7
+        if wire == 0:
+            _, pos = _varint(data, pos)
+            value = pos
+        elif wire == 1:
+            value = pos
+            pos += 8
+        elif wire == _LEN:
+            size, value = _varint(data, pos)
+            pos = value + size
+        elif wire == 5:
+            value = pos
+            pos += 4
+        else:
+            raise WireError(f"unsupported wire type {wire}")
+        if pos > end:
+            raise WireError("truncated field")
+        yield tag >> 3, start, value, pos
+
+
+def _string_field(number: int, value: bytes) -> bytes:
+    return _encode_varint(number << 3 | _LEN) + _encode_varint(len(value)) + value
+
+
+def _virtual_host_head(data: bytes) -> tuple[str, bool, int]:
+    """(name, whether a domain is `*`, end of the name field when it is the first field, else 0)."""
+    name, fallback, name_end = "", False, 0
+    for number, start, value, end in _fields(data):
+        if number == _NAME:
+            name = data[value:end].decode()
+            name_end = end if start == 0 else 0
+        elif number == _DOMAINS and data[value:end] == b"*":
+            fallback = True
+        elif number > _DOMAINS:
+            break  # deterministic serialization: fields in number order (routes are many)
+    return name, fallback, name_end
+
+
+def _renamed(data: bytes, name: str, name_end: int) -> bytes:
+    """The VirtualHost DATA named NAME (its name field first, as deterministic serialization puts it)."""
+    rest = data[name_end:] if name_end else b"".join(data[s:e] for n, s, _, e in _fields(data) if n != _NAME)
+    return _string_field(_NAME, name.encode()) + rest
+
+
+@lru_cache(maxsize=4096)
+def vhds_source(route_config: str) -> route_pb2.Vhds:
+    """`vhds` of ROUTE_CONFIG: a delta gRPC subscription on the control plane's cluster, its stream named."""
+    vhds = route_pb2.Vhds()
+    source = vhds.config_source
+    source.resource_api_version = config_source_pb2.V3
+    api = source.api_config_source
+    api.api_type = config_source_pb2.ApiConfigSource.DELTA_GRPC
+    api.transport_api_version = config_source_pb2.V3
+    api.set_node_on_first_message_only = True  # ACKs without the node: thousands of them per change
+    grpc = api.grpc_services.add()
+    grpc.envoy_grpc.cluster_name = XDS_CLUSTER
+    grpc.initial_metadata.add(key=ROUTE_CONFIG_METADATA, value=route_config)
+    return vhds
+
+
+def vhost_resource_name(route_config: str, virtual_host: str) -> str:
+    return f"{route_config}/{virtual_host}"
+
+
+class RouteSplitter:
+    """Splits route configurations for VHDS, remembering the pieces: a route configuration met again (the
+    same bytes, e.g. given to another group of the scope) is not split again, and a virtual host met again
+    keeps its packed resource."""
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self) -> None:
+        self._configs: dict[tuple[str, str], tuple[Packed, SharedResources]] = {}
+        self._vhosts: dict[tuple[str, bytes], tuple[str, Packed]] = {}
+
+    def split(self, name: str, packed: Packed) -> tuple[Packed, SharedResources]:
+        """(the route configuration as RDS sends it, its other virtual hosts by resource name)."""
+        key = (name, packed[1])
+        found = self._configs.get(key)
+        if found is None:
+            found = self._split(name, packed[0].value)
+            if len(self._configs) > self.MAX_ENTRIES // 100:
+                self._configs.clear()
+            self._configs[key] = found
+        return found
+
+    def _split(self, name: str, data: bytes) -> tuple[Packed, SharedResources]:
+        kept: list[bytes] = []
+        vhosts = SharedResources()
+        memo = self._vhosts
+        if len(memo) > self.MAX_ENTRIES:
+            memo.clear()
+        for number, start, value, end in _fields(data):
+            if number != _VIRTUAL_HOSTS:
+                kept.append(data[start:end])
+                continue
+            vhost = data[value:end]
+            found = memo.get((name, vhost))
+            if found is None:
+                vhost_name, fallback, name_end = _virtual_host_head(vhost)
+                if fallback:
+                    kept.append(data[start:end])
+                    continue
+                resource_name = vhost_resource_name(name, vhost_name)
+                renamed = _renamed(vhost, resource_name, name_end)
+                found = (resource_name, (any_pb2.Any(type_url=VIRTUAL_HOST, value=renamed), resource_hash(renamed)))
+                memo[(name, vhost)] = found
+            vhosts[found[0]] = found[1]
+        config = route_pb2.RouteConfiguration.FromString(b"".join(kept))
+        config.vhds.CopyFrom(vhds_source(name))
+        wire = config.SerializeToString(deterministic=True)
+        return (any_pb2.Any(type_url=ROUTE, value=wire), resource_hash(wire)), vhosts
+
+
+class SidecarRouteSplit:
+    """The cache's RouteSplit (see ConfigCache): sidecars get their route configurations over VHDS (their
+    outbound route tables hold a virtual host per service they see: thousands); gateways get them whole.
+    A mapping given to many groups (a scope's) is split once for all of them."""
+
+    def __init__(self) -> None:
+        self._splitter = RouteSplitter()
+        self._last: dict[int, tuple[Mapping[str, Packed], SharedResources, dict[str, SharedResources]]] = {}
+
+    def __call__(
+        self, group: str, routes: Mapping[str, Packed]
+    ) -> tuple[SharedResources, dict[str, SharedResources]] | None:
+        if not group.startswith("sidecar/"):
+            return None
+        found = self._last.get(id(routes))
+        if found is not None and found[0] is routes:
+            return found[1], found[2]
+        wire = SharedResources()
+        vhosts: dict[str, SharedResources] = {}
+        for name, packed in routes.items():
+            wire[name], vhosts[name] = self._splitter.split(name, packed)
+        if isinstance(routes, SharedResources):
+            if len(self._last) > 4096:
+                self._last.clear()
+            self._last[id(routes)] = (routes, wire, vhosts)  # holds `routes`: its id cannot be reused meanwhile
+        return wire, vhosts
