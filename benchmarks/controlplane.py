@@ -355,6 +355,8 @@ CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+VHDS = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
+VHDS_METHOD = "/envoy.service.route.v3.VirtualHostDiscoveryService/DeltaVirtualHosts"
 
 
 class Decoded:
@@ -364,6 +366,7 @@ class Decoded:
     def __init__(self) -> None:
         self.eds_name: dict[tuple[str, str], str | None] = {}
         self.rds_names: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.vhds: dict[tuple[str, str], tuple[tuple[str, str], ...] | None] = {}
 
     def cluster(self, res: Any) -> str | None:
         key = (res.name, res.version)
@@ -374,6 +377,20 @@ class Decoded:
             eds = c.type == cluster_pb2.Cluster.EDS
             self.eds_name[key] = (c.eds_cluster_config.service_name or c.name) if eds else None
         return self.eds_name[key]
+
+    def route(self, res: Any) -> tuple[tuple[str, str], ...] | None:
+        """A route configuration's VHDS subscription: the gRPC metadata of its stream (None: no VHDS)."""
+        key = (res.name, res.version)
+        if key not in self.vhds:
+            from envoy.config.route.v3 import route_pb2
+
+            rc = route_pb2.RouteConfiguration.FromString(res.resource.value)
+            if rc.HasField("vhds"):
+                (grpc_service,) = rc.vhds.config_source.api_config_source.grpc_services
+                self.vhds[key] = tuple((m.key, m.value) for m in grpc_service.initial_metadata)
+            else:
+                self.vhds[key] = None
+        return self.vhds[key]
 
     def listener(self, res: Any) -> tuple[str, ...]:
         key = (res.name, res.version)
@@ -406,6 +423,7 @@ class SimProxy:
     eds_names: set[str] = field(default_factory=set)
     rds_names: set[str] = field(default_factory=set)
     have: dict[str, set[str]] = field(default_factory=lambda: {EDS: set(), RDS: set()})
+    vhds: dict[str, bool] = field(default_factory=dict)  # route configuration with VHDS -> first response in
     lds_requested: bool = False
     lds_acked: bool = False
     synced_at: float = 0.0
@@ -414,7 +432,12 @@ class SimProxy:
     errors: list[str] = field(default_factory=list)
 
     def full(self) -> bool:
-        return self.lds_acked and self.eds_names <= self.have[EDS] and self.rds_names <= self.have[RDS]
+        return (
+            self.lds_acked
+            and self.eds_names <= self.have[EDS]
+            and self.rds_names <= self.have[RDS]
+            and all(self.vhds.values())  # Envoy's route configuration is warm with VHDS's first response
+        )
 
 
 class Envoys:
@@ -533,62 +556,130 @@ class Envoys:
                 request_serializer=Req.SerializeToString,
                 response_deserializer=bytes,
             )
-            async for data in call(requests()):
-                now = time.monotonic()
-                proxy.bytes += len(data)
-                resp = discovery_pb2.DeltaDiscoveryResponse.FromString(data)
-                t = resp.type_url
-                names = frozenset(r.name for r in resp.resources) if t in (EDS, RDS) else frozenset()
-                if t == CDS:
-                    for r in resp.resources:
-                        proxy.clusters[r.name] = self.decoded.cluster(r)
-                    for name in resp.removed_resources:
-                        proxy.clusters.pop(name, None)
-                    wanted = {n for n in proxy.clusters.values() if n}
-                    added, gone = wanted - proxy.eds_names, proxy.eds_names - wanted
-                    proxy.eds_names = wanted
-                    proxy.have[EDS] -= gone
-                    if added or gone:
-                        outbox.put_nowait(
-                            Req(
-                                type_url=EDS,
-                                resource_names_subscribe=sorted(added),
-                                resource_names_unsubscribe=sorted(gone),
-                            )
-                        )
-                elif t == LDS:
-                    for r in resp.resources:
-                        proxy.listeners[r.name] = self.decoded.listener(r)
-                    for name in resp.removed_resources:
-                        proxy.listeners.pop(name, None)
-                    wanted = {n for names_ in proxy.listeners.values() for n in names_}
-                    added, gone = wanted - proxy.rds_names, proxy.rds_names - wanted
-                    proxy.rds_names = wanted
-                    proxy.have[RDS] -= gone
-                    if added or gone:
-                        outbox.put_nowait(
-                            Req(
-                                type_url=RDS,
-                                resource_names_subscribe=sorted(added),
-                                resource_names_unsubscribe=sorted(gone),
-                            )
-                        )
-                elif t in (EDS, RDS):
-                    proxy.have[t] |= names
-                    proxy.have[t] -= set(resp.removed_resources)
-                outbox.put_nowait(Req(type_url=t, response_nonce=resp.nonce))  # the ACK
-                proxy.acks.append((now, t, names))
-                if t == LDS:
-                    proxy.lds_acked = True
-                if not proxy.lds_requested and proxy.clusters and proxy.eds_names <= proxy.have[EDS]:
-                    # Cluster warming done: Envoy asks for listeners only now.
-                    proxy.lds_requested = True
-                    outbox.put_nowait(Req(type_url=LDS))
+            vhds_streams: dict[str, asyncio.Task[None]] = {}
+
+            def check_synced(now: float) -> None:
                 if not proxy.synced_at and proxy.full():
                     proxy.synced_at = now
                     self._pending -= 1
                     if self._pending == 0:
                         self.all_synced.set()
+
+            async def vhds_stream(route_config: str, metadata: tuple[tuple[str, str], ...]) -> None:
+                """Envoy's VHDS subscription of one route configuration: a delta stream of its own on the
+                same connection (`set_node_on_first_message_only`), wildcard, every response ACKed."""
+                vhds_outbox: asyncio.Queue[Any] = asyncio.Queue()
+                vhds_outbox.put_nowait(Req(node=node, type_url=VHDS))
+
+                async def vhds_requests() -> Any:
+                    while True:
+                        yield await vhds_outbox.get()
+
+                vhds_call = channel.stream_stream(
+                    VHDS_METHOD, request_serializer=Req.SerializeToString, response_deserializer=bytes
+                )
+                async for data in vhds_call(vhds_requests(), metadata=metadata):
+                    now = time.monotonic()
+                    proxy.bytes += len(data)
+                    resp = discovery_pb2.DeltaDiscoveryResponse.FromString(data)
+                    vhds_outbox.put_nowait(Req(type_url=VHDS, response_nonce=resp.nonce))  # the ACK
+                    proxy.acks.append((now, VHDS, frozenset(r.name for r in resp.resources)))
+                    proxy.vhds[route_config] = True
+                    check_synced(now)
+
+            async def vhds_retrying(route_config: str, metadata: tuple[tuple[str, str], ...]) -> None:
+                while True:
+                    try:
+                        await vhds_stream(route_config, metadata)
+                        return
+                    except grpc.aio.AioRpcError as e:
+                        self.cancelled += 1
+                        proxy.errors.append(f"VHDS {e.code().name}: {e.details()}")
+                        self.error_times.append(time.monotonic() - self.started)
+                        await asyncio.sleep(0.5)
+
+            try:
+                await self._ads(proxy, call(requests()), outbox, vhds_streams, vhds_retrying, check_synced)
+            finally:
+                for task in vhds_streams.values():
+                    task.cancel()
+                await asyncio.gather(*vhds_streams.values(), return_exceptions=True)
+
+    async def _ads(
+        self,
+        proxy: SimProxy,
+        responses: Any,
+        outbox: asyncio.Queue[Any],
+        vhds_streams: dict[str, asyncio.Task[None]],
+        vhds: Callable[[str, tuple[tuple[str, str], ...]], Any],
+        check_synced: Callable[[float], None],
+    ) -> None:
+        from envoy.service.discovery.v3 import discovery_pb2
+
+        Req = discovery_pb2.DeltaDiscoveryRequest
+        async for data in responses:
+            now = time.monotonic()
+            proxy.bytes += len(data)
+            resp = discovery_pb2.DeltaDiscoveryResponse.FromString(data)
+            t = resp.type_url
+            names = frozenset(r.name for r in resp.resources) if t in (EDS, RDS) else frozenset()
+            if t == CDS:
+                for r in resp.resources:
+                    proxy.clusters[r.name] = self.decoded.cluster(r)
+                for name in resp.removed_resources:
+                    proxy.clusters.pop(name, None)
+                wanted = {n for n in proxy.clusters.values() if n}
+                added, gone = wanted - proxy.eds_names, proxy.eds_names - wanted
+                proxy.eds_names = wanted
+                proxy.have[EDS] -= gone
+                if added or gone:
+                    outbox.put_nowait(
+                        Req(
+                            type_url=EDS,
+                            resource_names_subscribe=sorted(added),
+                            resource_names_unsubscribe=sorted(gone),
+                        )
+                    )
+            elif t == LDS:
+                for r in resp.resources:
+                    proxy.listeners[r.name] = self.decoded.listener(r)
+                for name in resp.removed_resources:
+                    proxy.listeners.pop(name, None)
+                wanted = {n for names_ in proxy.listeners.values() for n in names_}
+                added, gone = wanted - proxy.rds_names, proxy.rds_names - wanted
+                proxy.rds_names = wanted
+                proxy.have[RDS] -= gone
+                if added or gone:
+                    outbox.put_nowait(
+                        Req(
+                            type_url=RDS,
+                            resource_names_subscribe=sorted(added),
+                            resource_names_unsubscribe=sorted(gone),
+                        )
+                    )
+            elif t in (EDS, RDS):
+                proxy.have[t] |= names
+                proxy.have[t] -= set(resp.removed_resources)
+                for name in resp.removed_resources if t == RDS else ():
+                    if name in vhds_streams:  # the route configuration is gone, and its subscription
+                        vhds_streams.pop(name).cancel()
+                        proxy.vhds.pop(name, None)
+                for r in resp.resources if t == RDS else ():
+                    metadata = self.decoded.route(r)
+                    if metadata is not None and r.name not in vhds_streams:
+                        # A route configuration with VHDS: Envoy opens its subscription (and the route
+                        # configuration is warm only with its first response).
+                        proxy.vhds[r.name] = False
+                        vhds_streams[r.name] = asyncio.create_task(vhds(r.name, metadata))
+            outbox.put_nowait(Req(type_url=t, response_nonce=resp.nonce))  # the ACK
+            proxy.acks.append((now, t, names))
+            if t == LDS:
+                proxy.lds_acked = True
+            if not proxy.lds_requested and proxy.clusters and proxy.eds_names <= proxy.have[EDS]:
+                # Cluster warming done: Envoy asks for listeners only now.
+                proxy.lds_requested = True
+                outbox.put_nowait(Req(type_url=LDS))
+            check_synced(now)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -697,11 +788,11 @@ class Result:
         return f"{self.services} services{' (Sidecar per namespace)' if self.sidecars else ''}"
 
 
-def acked_after(proxies: list[SimProxy], t0: float, type_url: str, name: str) -> list[float]:
-    """Per proxy that received `name` of `type_url` after t0: the last such ACK's delay."""
+def acked_after(proxies: list[SimProxy], t0: float, *wanted: tuple[str, str]) -> list[float]:
+    """Per proxy that received any of the `wanted` (type URL, name) after t0: the last such ACK's delay."""
     out = []
     for p in proxies:
-        times = [t for t, typ, names in p.acks if t >= t0 and typ == type_url and name in names]
+        times = [t for t, typ, names in p.acks if t >= t0 and any(w in names for wt, w in wanted if wt == typ)]
         if times:
             out.append(times[-1] - t0)
     return out
@@ -781,6 +872,7 @@ async def measure(n: int, sidecars: bool) -> Result:
             # One VirtualService change at a time -> every proxy that routes to its host ACKed.
             host_ns = namespace_of(0)
             route_name = str(PORT)
+            changed_vhost = f"{route_name}/svc-0.{host_ns}.svc.cluster.local:{PORT}"
             cpu0 = cpu_seconds(child.pid)
             for change in range(CHANGES):
                 t0 = time.monotonic()
@@ -795,7 +887,8 @@ async def measure(n: int, sidecars: bool) -> Result:
                 )
                 assert synced["synced"], synced
                 await wait_quiet(envoys.proxies, t0, quiet=0.3)
-                samples = acked_after(envoys.proxies, t0, RDS, route_name)
+                # The changed host's virtual host: over VHDS (sidecars), or its route table (gateways, RDS).
+                samples = acked_after(envoys.proxies, t0, (RDS, route_name), (VHDS, changed_vhost))
                 result.change_affected = len(samples)
                 result.change_samples.extend(samples)
             result.change_cpu = (cpu_seconds(child.pid) - cpu0) / CHANGES
@@ -813,10 +906,10 @@ async def measure(n: int, sidecars: bool) -> Result:
             # The pod's removal first reaches the control plane (the runtime's report), then a push: wait for
             # its first ACK before waiting for quiet (on a loaded machine that can take longer than `quiet`).
             deadline = time.monotonic() + 120
-            while not acked_after(envoys.proxies, t0, EDS, cluster) and time.monotonic() < deadline:
+            while not acked_after(envoys.proxies, t0, (EDS, cluster)) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             await wait_quiet(envoys.proxies, t0, quiet=1.0)
-            result.eds_samples = acked_after(envoys.proxies, t0, EDS, cluster)
+            result.eds_samples = acked_after(envoys.proxies, t0, (EDS, cluster))
 
             # 10 changes within one second (different VirtualServices): until every proxy is quiet again.
             cpu0, t0 = cpu_seconds(child.pid), time.monotonic()

@@ -247,6 +247,7 @@ class _Stream:
     types: dict[str, _TypeState] = field(default_factory=dict)  # by cache key (see ConfigCache)
     pending_types: set[str] = field(default_factory=set)
     vhds: str = ""  # a VHDS stream: the cache key of its route configuration's virtual hosts
+    slot: list[asyncio.TimerHandle] = field(default_factory=list)  # an ADS stream's initial sync slot, held
 
     def key(self, type_url: str) -> str:
         """The cache key of what this stream serves of TYPE_URL."""
@@ -455,13 +456,6 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     ) -> AsyncIterator[Any]:
         stream = _Stream(id=next(_stream_ids), delta=delta)
         reader = asyncio.create_task(read_requests(request_iterator, stream.queue))
-        slot: list[asyncio.TimerHandle] = []  # held while the proxy gets its initial config
-
-        def release_slot() -> None:
-            if slot:
-                slot.pop().cancel()
-                self._initial_syncs.release()
-
         unwatch: Callable[[], None] | None = None
         try:
             while True:
@@ -484,7 +478,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                         if self._authenticate:
                             await _check_identity(context, item.node, self._trust())
                         await self._initial_syncs.acquire()
-                        slot.append(asyncio.get_running_loop().call_later(INITIAL_SYNC_SLOT_SECONDS, release_slot))
+                        stream.slot.append(
+                            asyncio.get_running_loop().call_later(INITIAL_SYNC_SLOT_SECONDS, self._release_slot, stream)
+                        )
                         group = await self._group_for_node(item.node)
                         stream.status = ProxyStatus(
                             node_id=item.node.id,
@@ -516,10 +512,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     yield resp
                 if responses:
                     self._status_changed(stream)
-                if slot and stream.status is not None and stream.status.is_synced():
-                    release_slot()
+                self._release_slot_if_synced(stream)
         finally:
-            release_slot()
+            self._release_slot(stream)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
@@ -535,6 +530,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     except Exception:
                         log.exception("on_disconnect callback failed")
                 self._signal()
+
+    def _release_slot(self, ads: _Stream) -> None:
+        if ads.slot:
+            ads.slot.pop().cancel()
+            self._initial_syncs.release()
+
+    def _release_slot_if_synced(self, ads: _Stream) -> None:
+        """The proxy has its initial config (its VHDS streams' included): the next proxy may have its turn."""
+        if ads.slot and ads.status is not None and ads.status.is_synced():
+            self._release_slot(ads)
 
     def _forget(self, ads: _Stream) -> None:
         self._streams.pop(ads.id, None)
@@ -621,6 +626,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     yield resp
                 if responses:
                     self._status_changed(stream)
+                ads = self._ads_of_node.get(node_id)
+                if ads is not None:
+                    self._release_slot_if_synced(ads)  # (this ACK may be the last its initial sync waited for)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -16,6 +16,7 @@ walking its top-level fields, not by parsing it), so a change re-packs only what
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 
@@ -139,10 +140,13 @@ class RouteSplitter:
     same bytes, e.g. given to another group of the scope) is not split again, and a virtual host met again
     keeps its packed resource."""
 
-    MAX_ENTRIES = 100_000
+    # Bounds: route configurations (a scope's tables, each version) and virtual hosts remembered. Live ones at
+    # 1000 services: a few tens of tables, ten thousand virtual hosts.
+    MAX_CONFIGS = 128
+    MAX_VHOSTS = 50_000
 
     def __init__(self) -> None:
-        self._configs: dict[tuple[str, str], tuple[Packed, SharedResources]] = {}
+        self._configs: OrderedDict[tuple[str, str], tuple[Packed, SharedResources]] = OrderedDict()
         self._vhosts: dict[tuple[str, bytes], tuple[str, Packed]] = {}
 
     def split(self, name: str, packed: Packed) -> tuple[Packed, SharedResources]:
@@ -151,16 +155,18 @@ class RouteSplitter:
         found = self._configs.get(key)
         if found is None:
             found = self._split(name, packed[0].value)
-            if len(self._configs) > self.MAX_ENTRIES // 100:
-                self._configs.clear()
             self._configs[key] = found
+            if len(self._configs) > self.MAX_CONFIGS:
+                self._configs.popitem(last=False)
+        else:
+            self._configs.move_to_end(key)
         return found
 
     def _split(self, name: str, data: bytes) -> tuple[Packed, SharedResources]:
         kept: list[bytes] = []
         vhosts = SharedResources()
         memo = self._vhosts
-        if len(memo) > self.MAX_ENTRIES:
+        if len(memo) > self.MAX_VHOSTS:
             memo.clear()
         for number, start, value, end in _fields(data):
             if number != _VIRTUAL_HOSTS:
@@ -189,9 +195,13 @@ class SidecarRouteSplit:
     outbound route tables hold a virtual host per service they see: thousands); gateways get them whole.
     A mapping given to many groups (a scope's) is split once for all of them."""
 
+    MAX_MAPPINGS = 64  # (each holds a scope's route tables: at 1000 services 0.7 MB)
+
     def __init__(self) -> None:
         self._splitter = RouteSplitter()
-        self._last: dict[int, tuple[Mapping[str, Packed], SharedResources, dict[str, SharedResources]]] = {}
+        self._last: OrderedDict[int, tuple[Mapping[str, Packed], SharedResources, dict[str, SharedResources]]] = (
+            OrderedDict()
+        )
 
     def __call__(
         self, group: str, routes: Mapping[str, Packed]
@@ -206,7 +216,7 @@ class SidecarRouteSplit:
         for name, packed in routes.items():
             wire[name], vhosts[name] = self._splitter.split(name, packed)
         if isinstance(routes, SharedResources):
-            if len(self._last) > 4096:
-                self._last.clear()
             self._last[id(routes)] = (routes, wire, vhosts)  # holds `routes`: its id cannot be reused meanwhile
+            if len(self._last) > self.MAX_MAPPINGS:
+                self._last.popitem(last=False)
         return wire, vhosts

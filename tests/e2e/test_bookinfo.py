@@ -108,6 +108,10 @@ def test_all_v1_then_jason_to_v2_then_50_50_without_restarts(clean_routing: Mesh
 
     pods_after = {p["name"]: p["restarts"] for p in mesh.status()["pods"]}
     assert pods_after == pods_before, "a routing change must not restart or replace any pod"
+    # The sidecars got those changes over VHDS: their route table 9080's virtual hosts, ACKed.
+    sidecars = [p for p in mesh.status()["proxies"] if p["nodeId"].startswith("sidecar~")]
+    assert sidecars and all(p["types"]["vhds 9080"]["state"] == "SYNCED" for p in sidecars), sidecars
+    assert "VHDS" in mesh.cli("status").stdout
 
 
 def test_a_change_takes_effect_within_a_second(clean_routing: Mesh) -> None:

@@ -75,11 +75,12 @@ async def setup(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
     envoy = await asyncio.to_thread(
         start_envoy, ads_bootstrap(NODE, xds_sock, tmp_path / "admin.sock", delta=request.param), tmp_path / "envoy"
     )
+    s = Setup(cache, ads, envoy, port, server)
     try:
-        yield Setup(cache, ads, envoy, port, server)
+        yield s
     finally:
         envoy.stop()
-        await server.stop(None)
+        await s.server.stop(None)  # (a test may have replaced it)
 
 
 def fetch(port: int, host: str) -> str:
@@ -147,3 +148,24 @@ async def test_virtual_hosts_over_vhds(setup: Setup) -> None:
     assert st.types[VHDS].error is None
     assert await fetch_until(s.port, "c.test", "C") == "C"
     assert await fetch_until(s.port, "a.test", "A3") == "A3"
+
+
+async def test_vhds_resyncs_after_a_control_plane_restart(setup: Setup, tmp_path: Path) -> None:
+    """Envoy reopens its VHDS stream to a restarted control plane (maybe before its ADS stream): the proxy is
+    in sync again, and the next change reaches it."""
+    s = setup
+    assert await s.ads.wait_synced([NODE], 20), s.envoy.log()
+    await s.server.stop(None)
+    assert await fetch_until(s.port, "a.test", "A1") == "A1"  # Envoy keeps its config meanwhile
+
+    async def group_for_node(node: base_pb2.Node) -> str:
+        return GROUP
+
+    ads = AdsServer(s.cache, group_for_node, authenticate=False)
+    s.server = await serve(ads, f"unix:{tmp_path / 'xds.sock'}")  # the old socket file is replaced
+    assert await ads.wait_synced([NODE], 30), s.envoy.log()
+    (st,) = ads.proxies()
+    assert st.synced[VHDS] == "SYNCED"
+    s.cache.set_group(GROUP, config(s.port, a=vhost("a", "a.test", "A9"), b=vhost("b", "b.test", "B1")))
+    assert await ads.wait_synced([NODE], 20), s.envoy.log()
+    assert await fetch_until(s.port, "a.test", "A9") == "A9"
