@@ -357,6 +357,7 @@ LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 VHDS = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
 VHDS_METHOD = "/envoy.service.route.v3.VirtualHostDiscoveryService/DeltaVirtualHosts"
+SHORT_TYPES = {CDS: "cds", EDS: "eds", LDS: "lds", RDS: "rds", VHDS: "vhds"}
 
 
 class Decoded:
@@ -782,6 +783,8 @@ class Result:
     apply_seconds: float = 0.0  # the longest `apply` of one VirtualService took
     api_max_wait_storm: float = 0.0
     errors: list[str] = field(default_factory=list)
+    change_responses: dict[str, float] = field(default_factory=dict)  # per change: responses by xDS type
+    change_bytes: float = 0.0  # per change: bytes every proxy received together
 
     @property
     def label(self) -> str:
@@ -873,7 +876,8 @@ async def measure(n: int, sidecars: bool) -> Result:
             host_ns = namespace_of(0)
             route_name = str(PORT)
             changed_vhost = f"{route_name}/svc-0.{host_ns}.svc.cluster.local:{PORT}"
-            cpu0 = cpu_seconds(child.pid)
+            cpu0, changes_began = cpu_seconds(child.pid), time.monotonic()
+            bytes0 = sum(p.bytes for p in envoys.proxies)
             for change in range(CHANGES):
                 t0 = time.monotonic()
                 text = ROUTED.format(i=0, ns=host_ns, timeout=change + 2)
@@ -892,6 +896,12 @@ async def measure(n: int, sidecars: bool) -> Result:
                 result.change_affected = len(samples)
                 result.change_samples.extend(samples)
             result.change_cpu = (cpu_seconds(child.pid) - cpu0) / CHANGES
+            result.change_bytes = (sum(p.bytes for p in envoys.proxies) - bytes0) / CHANGES
+            for p in envoys.proxies:
+                for t, typ, _ in p.acks:
+                    if t >= changes_began:
+                        short = SHORT_TYPES.get(typ, typ)
+                        result.change_responses[short] = result.change_responses.get(short, 0) + 1 / CHANGES
 
             if profile_to:
                 child.stdin.write(f"profile {profile_to}-{tag}-changes.prof\n")
@@ -961,7 +971,9 @@ def report(r: Result) -> None:
     print(
         f"  one VirtualService change -> {r.change_affected} affected proxies ACKed: "
         f"p50 {percentile(r.change_samples, 0.5) * ms:.0f} ms, p99 {percentile(r.change_samples, 0.99) * ms:.0f} ms, "
-        f"{r.change_cpu:.2f} CPU-s per change"
+        f"{r.change_cpu:.2f} CPU-s per change; {r.change_bytes / 1024:.0f} KiB sent in all per change ("
+        + ", ".join(f"{n:.0f} {t}" for t, n in sorted(r.change_responses.items()))
+        + " responses)"
     )
     print(
         f"  a pod removed -> {len(r.eds_samples)} proxies have the new endpoints: "
