@@ -12,12 +12,15 @@ config and its error (`errors`); every other group is still pushed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import sys
 import time
 from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from google.protobuf import any_pb2
 
@@ -58,6 +61,20 @@ GC_THRESHOLDS = (100_000, 50, 1_000_000)
 FULL_GC_INTERVAL = 600.0
 
 GroupResources = dict[str, Mapping[str, Packed]]
+
+T = TypeVar("T")
+
+# Translations run on one worker thread, one after the other. Pure Python under the GIL gains nothing from
+# more threads, and every thread that wants the GIL delays the API's loop and the ADS streams' loop each time
+# they come back from I/O: with asyncio's default pool, a connection storm ran up to six translations at once.
+_TRANSLATOR: ThreadPoolExecutor | None = None
+
+
+async def _on_translator(fn: Callable[..., T], *args: Any) -> T:
+    global _TRANSLATOR
+    if _TRANSLATOR is None:
+        _TRANSLATOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="translate")
+    return await asyncio.get_running_loop().run_in_executor(_TRANSLATOR, functools.partial(fn, *args))
 
 
 @dataclass
@@ -115,7 +132,7 @@ class Pusher:
             if self._current is None:
                 self._current = self._snapshot()
             snapshot = self._current
-            result = await asyncio.to_thread(self._compute, snapshot, group, proxy, True)
+            result = await _on_translator(self._compute, snapshot, group, proxy, True)
             # A push since then covers this group with a newer snapshot: this result is stale.
             if snapshot is self._current and self._groups.get(group) is proxy:
                 self._apply(group, result)
@@ -200,7 +217,7 @@ class Pusher:
         started = time.monotonic()
         snapshot = self._snapshot()
         groups = list(self._groups.items())
-        results = await asyncio.to_thread(self._compute_all, snapshot, groups, full, changed if full else set())
+        results = await _on_translator(self._compute_all, snapshot, groups, full, changed if full else set())
         slice_start = time.monotonic()
         for (group, proxy), result in zip(groups, results, strict=True):
             if self._groups.get(group) is not proxy:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -353,3 +355,36 @@ def test_what_a_push_builds_is_kept_out_of_the_collectors_generations() -> None:
         assert gc.get_freeze_count() > frozen
     finally:
         gc.unfreeze()
+
+
+def test_translations_run_one_after_the_other_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Proxies of three new groups connecting at once: their translations queue for the one translator thread
+    # (more threads would only fight over the GIL with the API's and the streams' loops).
+    snapshots = Snapshots(MESH)
+    pusher = Pusher(ConfigCache(), snapshots)
+    running: list[str] = []
+    seen: list[tuple[str, int]] = []
+    compute = pusher._compute
+
+    def recorded(*args: Any) -> Any:
+        running.append(threading.current_thread().name)
+        seen.append((threading.current_thread().name, len(running)))
+        try:
+            return compute(*args)
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(pusher, "_compute", recorded)
+
+    async def connect_all() -> None:
+        await asyncio.gather(
+            *(
+                pusher.proxy_connected(proxy_for(snapshots.current, name, namespace, has_sds=True))
+                for name, namespace in (("a", "default"), ("b", "default"), ("c", "other"))
+            )
+        )
+
+    asyncio.run(connect_all())
+    assert len(seen) == 3
+    assert len({name for name, _ in seen}) == 1 and seen[0][0].startswith("translate")
+    assert all(at_once == 1 for _, at_once in seen)
