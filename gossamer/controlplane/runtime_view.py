@@ -40,6 +40,8 @@ class RuntimeView:
         self.runtime_socket = runtime_socket
         self.on_change = on_change
         self._pods: dict[tuple[str, str], ReportedPod] = {}
+        # Per pod, the report's item it was parsed from: an item that comes again unchanged is not parsed again.
+        self._items: dict[tuple[str, str], dict[str, Any]] = {}
         # Set once the runtime has reported its pods since this control plane started: until then the
         # registry would be empty or partial, and nothing built from it may reach a proxy.
         self.known = asyncio.Event()
@@ -58,18 +60,28 @@ class RuntimeView:
         self.pid_start = runtime.get("pidStart")
         self.started_at = runtime.get("startedAt")
         items = body.get("pods") or []
-        statuses = pods_from_json([item["status"] for item in items])
-        pods = {
-            (s.namespace, s.name): ReportedPod(
+        # The runtime sends every pod on every change (thousands in a large mesh), and this runs on the API's
+        # event loop: only the items that differ from the last report's are parsed.
+        pods: dict[tuple[str, str], ReportedPod] = {}
+        raw: dict[tuple[str, str], dict[str, Any]] = {}
+        fresh = []
+        for item in items:
+            key = (item["status"]["namespace"], item["status"]["name"])
+            if self._items.get(key) == item and key in self._pods:
+                pods[key], raw[key] = self._pods[key], item
+            else:
+                fresh.append(item)
+        for s, item in zip(pods_from_json([item["status"] for item in fresh]), fresh, strict=True):
+            key = (s.namespace, s.name)
+            pods[key] = ReportedPod(
                 status=s,
                 netns=str(item.get("netns", "")),
                 admin_socket=str(item.get("adminSocket", "")),
                 logs={str(k): str(v) for k, v in (item.get("logs") or {}).items()},
             )
-            for s, item in zip(statuses, items, strict=True)
-        }
+            raw[key] = item
         changed = pods != self._pods
-        self._pods = pods
+        self._pods, self._items = pods, raw
         self.last_report = time.time()
         self.reports += 1
         first = not self.known.is_set()

@@ -156,3 +156,15 @@ def test_what_a_restarted_runtime_cleans_up_leaves_the_adopted_pods_alone() -> N
     assert garbage["bridge"] is None and garbage["host_netns"] is None
     everything = _not_adopted(record, {})
     assert everything["bridge"] == "gsm0" and len(everything["processes"]) == 4
+
+
+def test_a_report_parses_only_the_pods_that_changed() -> None:
+    view = RuntimeView(Path("/nonexistent"), on_change=lambda: None)
+    view.report(report(status("reviews-v1-a"), status("reviews-v1-b", ready=False)))
+    a, b = view.find("default", "reviews-v1-a"), view.find("default", "reviews-v1-b")
+    view.report(report(status("reviews-v1-a"), status("reviews-v1-b")))
+    assert view.find("default", "reviews-v1-a") is a  # the same item: not parsed again
+    new_b = view.find("default", "reviews-v1-b")
+    assert new_b is not None and new_b is not b and new_b.ready
+    with pytest.raises(KeyError):  # a malformed item is still refused (the API answers 400)
+        view.report({"runtime": {}, "pods": [{"status": {"name": "x"}}]})
