@@ -311,6 +311,7 @@ class MeasuredPath:
     envoy_cpu: list[float] = field(default_factory=list)  # CPU-s per 1000 requests
     cp_seconds: list[float] = field(default_factory=list)  # the control plane's, during each throughput run
     requests: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # wall time of each throughput run
     p50: list[float] = field(default_factory=list)
     p90: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
@@ -325,7 +326,9 @@ class MeasuredPath:
 def measure(mesh: Mesh, path: MeasuredPath, control_plane: int) -> None:
     wrk(mesh, path.client, path.url, WARMUP_S)  # warm-up: connections open, this path in the CPU caches
     before = sum(cpu_seconds(p) for p in path.envoys), cpu_seconds(control_plane), cpu_seconds(path.upstream)
+    start = time.monotonic()
     rps, count = wrk(mesh, path.client, path.url, THROUGHPUT_S)
+    path.seconds.append(time.monotonic() - start)
     after = sum(cpu_seconds(p) for p in path.envoys), cpu_seconds(control_plane), cpu_seconds(path.upstream)
     path.rps.append(rps)
     path.per_core.append(count / max(1e-9, after[0] - before[0] + after[2] - before[2]))
@@ -336,6 +339,15 @@ def measure(mesh: Mesh, path: MeasuredPath, control_plane: int) -> None:
     path.p50.append(lat["p50_ms"])
     path.p90.append(lat["p90_ms"])
     path.p99.append(lat["p99_ms"])
+
+
+def idle_share(paths: dict[str, MeasuredPath]) -> float:
+    """Of the control plane's CPU per 1000 requests of the mesh default, what it spends anyway: its CPU per
+    second while the paths that send nothing through the mesh ran, over the mesh default's run time."""
+    idle = [paths[name] for name in ("direct", "pair plaintext", "pair mTLS")]
+    per_second = sum(sum(p.cp_seconds) for p in idle) / max(1e-9, sum(sum(p.seconds) for p in idle))
+    mesh_p = paths["mesh default"]
+    return per_second * sum(mesh_p.seconds) / max(1, sum(mesh_p.requests)) * 1000
 
 
 def med(values: list[float]) -> float:
@@ -467,6 +479,9 @@ def main() -> None:
         f"ratio {med(istio.rps) / med(pair_p.rps):.2f}, Envoy CPU per request {istio_cpu:.2f}x"
     )
     print(f"mesh default vs mTLS pair: throughput ratio {med(paired):.2f}")
+    print(
+        f"  control plane: {idle_share(paths):.3f} of it idle work (its CPU per second while direct and the pairs ran)"
+    )
     print(f"control plane: {mesh_p.cp_per_1k:.3f} CPU-s per 1000 requests")
 
 
