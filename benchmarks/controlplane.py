@@ -464,8 +464,6 @@ class Envoys:
                 service_account=p["serviceAccount"],
                 workload=p["deployment"],
                 proxy_type=p["proxyType"],
-                ingress_port=0,
-                host_netns="/proc/1/ns/net",
             )
             meta["GOSSAMER_SDS"] = "true"  # as the agent's bootstrap says when it serves SDS
             self.proxies.append(

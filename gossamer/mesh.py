@@ -249,6 +249,34 @@ def format_ingress_port_map(pairs: IngressPortMap) -> str:
     return ",".join(f"{host}:{gateway}" for gateway, host in pairs)
 
 
+# The gateways' Services map 80->8080 and 443->8443 as Istio's do: a Gateway server on either number of a
+# pair is served by the same container port (the gateway's Envoy runs unprivileged).
+GATEWAY_CONTAINER_PORTS = {80: 8080, 443: 8443}
+
+
+def gateway_container_port(server_port: int) -> int:
+    """The gateway container port serving a Gateway server's port number."""
+    return GATEWAY_CONTAINER_PORTS.get(server_port, server_port)
+
+
+def ingress_host_port(
+    container_port: int, *, ingress_port: int, ingress_tls_port: int, port_map: IngressPortMap
+) -> int:
+    """Where an ingress gateway container port is on the host's 127.0.0.1: 8080 (servers on 80) at
+    `up --ingress-port`, 8443 (443) at `--ingress-tls-port`, a port `--ingress-port-map HOST:GATEWAY` names
+    at HOST, any other port at its own number, as Istio's ingress Service exposes 31400 and 15443 on the
+    same numbers. 0: not on the host (off, or its number is taken by one of the others)."""
+    if container_port == gateway_container_port(80):
+        return ingress_port
+    if container_port == gateway_container_port(443):
+        return ingress_tls_port
+    for gateway, host in port_map:
+        if gateway_container_port(gateway) == container_port:
+            return host
+    taken = {ingress_port, ingress_tls_port, *(host for _, host in port_map)}
+    return 0 if container_port in taken else container_port
+
+
 # -- Envoy cluster names ------------------------------------------------------------------------
 
 

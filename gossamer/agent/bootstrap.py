@@ -27,8 +27,6 @@ from gossamer.mesh import (
     TRUST_DOMAIN,
     WORKLOAD_SECRET,
     XDS_CLUSTER,
-    IngressPortMap,
-    format_ingress_port_map,
 )
 from gossamer.resources.regex import RE2_MAX_PROGRAM_SIZE
 
@@ -68,10 +66,6 @@ def proxy_metadata(
     service_account: str,
     workload: str,
     proxy_type: Literal["sidecar", "router"] = "sidecar",
-    ingress_port: int | None = None,
-    host_netns: str | None = None,
-    ingress_tls_port: int | None = None,
-    ingress_port_map: IngressPortMap = (),
 ) -> dict[str, Any]:
     """Node metadata (Istio's keys; all values strings except LABELS, a str->str map)."""
     meta: dict[str, Any] = {
@@ -86,14 +80,6 @@ def proxy_metadata(
         "MESH_ID": TRUST_DOMAIN,
         "INTERCEPTION_MODE": "REDIRECT" if proxy_type == "sidecar" else "NONE",
     }
-    if proxy_type == "router":
-        meta["GOSSAMER_HOST_NETNS"] = host_netns or f"/proc/{os.getpid()}/ns/net"
-        if ingress_port is not None:
-            meta["GOSSAMER_INGRESS_PORT"] = str(ingress_port)
-        if ingress_tls_port:
-            meta["GOSSAMER_INGRESS_TLS_PORT"] = str(ingress_tls_port)
-        if ingress_port_map:  # `up --ingress-port-map`: other gateway ports elsewhere on the host
-            meta["GOSSAMER_INGRESS_PORT_MAP"] = format_ingress_port_map(ingress_port_map)
     return meta
 
 

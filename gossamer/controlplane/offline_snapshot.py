@@ -53,9 +53,7 @@ def offline_snapshot(resources: Sequence[Any], *, every_replica: bool = True) ->
     return MeshSnapshot(version=1, resources=kinds, services=services, workloads=tuple(workloads))
 
 
-def offline_proxy(
-    deployment: Any, *, ingress_port: int = 8080, ingress_tls_port: int = 8443, has_sds: bool = True
-) -> Proxy:
+def offline_proxy(deployment: Any, *, has_sds: bool = True) -> Proxy:
     """The proxy of a Deployment's pods, as its Envoy would identify itself (the gateway by its annotation)."""
     template = deployment.spec.template
     router = is_router(deployment)
@@ -63,9 +61,6 @@ def offline_proxy(
         type="router" if router else "sidecar",
         namespace=deployment.metadata.namespace,
         labels=tuple(sorted((template.metadata.labels or {}).items())),
-        ingress_port=ingress_port if router else 0,
-        ingress_tls_port=ingress_tls_port if router else 0,
-        host_netns="/proc/1/ns/net" if router else "",
         named_ports=tuple(sorted(named_ports(deployment).items())),
         has_sds=has_sds,
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from gossamer.mesh import IngressPortMap, parse_ingress_port_map, parse_node_id
+from gossamer.mesh import parse_node_id
 from gossamer.registry.types import Proxy, ProxyType
 
 
@@ -25,19 +25,6 @@ def proxy_from_node(node: Any, named_ports: dict[str, int] | None = None) -> Pro
         type=proxy_type,
         namespace=namespace,
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
-        ingress_port=int(meta.get("GOSSAMER_INGRESS_PORT") or 0) if proxy_type == "router" else 0,
-        ingress_tls_port=int(meta.get("GOSSAMER_INGRESS_TLS_PORT") or 0) if proxy_type == "router" else 0,
-        host_netns=str(meta.get("GOSSAMER_HOST_NETNS") or "") if proxy_type == "router" else "",
-        ingress_port_map=_port_map(meta) if proxy_type == "router" else (),
         named_ports=tuple(sorted((named_ports or {}).items())),
         has_sds=str(meta.get("GOSSAMER_SDS") or "").lower() == "true",
     )
-
-
-def _port_map(meta: dict[str, Any]) -> IngressPortMap:
-    """`up --ingress-port-map`, as the runtime wrote it into the router's bootstrap (checked by `up`)."""
-    text = str(meta.get("GOSSAMER_INGRESS_PORT_MAP") or "")
-    try:
-        return parse_ingress_port_map([text]) if text else ()
-    except ValueError:
-        return ()

@@ -283,9 +283,6 @@ class Listener:
     route_table: str = ""  # http listeners: RDS name
     tcp_cluster: str = ""  # tcp listeners and the outbound passthrough default
     inbound_chains: tuple[InboundChain, ...] = ()
-    # Bind the socket in another network namespace (the host's, for the ingress port).
-    network_namespace: str = ""
-    stat_prefix: str = ""
     # outbound_tcp / gateway_tcp: chains in order (first match wins among equal matches); a
     # listener without chains proxies everything to tcp_cluster. tls_inspector reads the SNI.
     tcp_chains: tuple[TcpChain, ...] = ()

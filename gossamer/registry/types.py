@@ -172,13 +172,6 @@ class Proxy:
     type: ProxyType
     namespace: str
     labels: tuple[tuple[str, str], ...]
-    # Routers bind their 8080 listener on this port in the host's network namespace too.
-    ingress_port: int = 0
-    # ... and their 8443 listener (TLS-terminating gateway servers) on this one (0: not exposed).
-    ingress_tls_port: int = 0
-    host_netns: str = ""
-    # ... and these Gateway ports at other host ports (`up --ingress-port-map`): (gateway port, host port).
-    ingress_port_map: tuple[tuple[int, int], ...] = ()
     named_ports: tuple[tuple[str, int], ...] = ()
     # The proxy's agent serves SDS (cluster `sds-grpc`, node metadata GOSSAMER_SDS): only then may its
     # config refer to secrets, i.e. use mTLS. Without it the proxy speaks plaintext only.

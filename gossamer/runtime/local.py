@@ -24,7 +24,7 @@ from gossamer.agent.envoy import envoy_binary
 from gossamer.agent.sds import DEFAULT_CERT_TTL, DEFAULT_ROTATE_FRACTION, CertificateSigner, SdsServer
 from gossamer.mesh import PROXY_GROUP, TRUST_DOMAIN, IngressPortMap
 from gossamer.runtime import kube_proxy, network
-from gossamer.runtime.linux import netns_path
+from gossamer.runtime.host_ports import IngressForwarding
 from gossamer.runtime.pods import Pod, PodContext, has_sidecar, log_path
 from gossamer.runtime.probes import unix_http_get
 from gossamer.runtime.state import (
@@ -43,7 +43,6 @@ __all__ = ["LocalRuntime", "RuntimeAlreadyRunning", "cleanup_leftovers"]
 log = logging.getLogger(__name__)
 
 _ALNUM = string.ascii_lowercase + string.digits
-HOST_NETNS = "gsm-host"  # /run/netns/gsm-host: the host's own network namespace (not a pod's)
 # A pod whose creation failed is tried again after this back-off, doubling up to the maximum.
 CREATE_RETRY_S = 2.0
 CREATE_RETRY_MAX_S = 60.0
@@ -71,9 +70,11 @@ class LocalRuntime:
         self.state_dir = Path(state_dir)
         self.run_dir = Path(run_dir)
         self.xds_socket = Path(xds_socket)
-        self.ingress_port = ingress_port
-        self.ingress_tls_port = ingress_tls_port  # routers' TLS servers on 127.0.0.1:<port> (0: off)
-        self.ingress_port_map = ingress_port_map  # other gateway ports elsewhere on 127.0.0.1
+        # The ingress gateway's listeners on the host's 127.0.0.1: 8080 at ingress_port, 8443 at
+        # ingress_tls_port (0: off), the port map's at theirs, others at their own number.
+        self._forwarding = IngressForwarding(
+            ingress_port=ingress_port, ingress_tls_port=ingress_tls_port, port_map=ingress_port_map
+        )
         self.on_change = on_change
         self._envoy = envoy
         self.ca = ca  # when set, each pod's Envoy gets its workload certificate over SDS
@@ -130,9 +131,6 @@ class LocalRuntime:
             state_dir=self.state_dir,
             run_dir=self.run_dir,
             xds_socket=self.xds_socket,
-            ingress_port=self.ingress_port,
-            ingress_tls_port=self.ingress_tls_port,
-            ingress_port_map=self.ingress_port_map,
             envoy_binary=self._envoy or envoy_binary(),
             notify=self._pod_changed,
             ca=self.ca,
@@ -140,16 +138,14 @@ class LocalRuntime:
             cert_rotate_fraction=self.cert_rotate_fraction,
             zipkin_socket=self.zipkin_socket,
             pod_signer=self.pod_signer,
-            host_netns=str(netns_path(HOST_NETNS)),
+            ingress_listeners=self._ingress_listeners,
             trust_domain=self.trust_domain,
         )
         self._record.set_bridge(network.BRIDGE)
-        # The host's netns by name: routers' host listeners are bound through this path, which (unlike
-        # /proc/<our pid>/ns/net) outlives this process.
-        self._record.set_host_netns(HOST_NETNS)
-        await network.attach_host_netns(HOST_NETNS)
+        self._record.set_host_rules(True)  # recorded first: a crash in between still gets them removed
         if not adoptable:
             await network.create_bridge(network.BRIDGE)
+        await self._forwarding.install(network.BRIDGE)
         self._started = True
         for entry in adoptable.values():
             try:
@@ -160,6 +156,15 @@ class LocalRuntime:
                 if pod is not None:
                     with contextlib.suppress(Exception):
                         await self._delete_pod(pod)
+        # The adopted ingress pods' recorded ports are forwarded again (the same rules: traffic never
+        # stopped), or none if there is no such pod any more.
+        await self._forwarding.sync()
+
+    async def _ingress_listeners(self, pod: tuple[str, str], ip: str, ports: frozenset[int] | None) -> None:
+        if ports is None:
+            await self._forwarding.remove_pod(pod)
+        else:
+            await self._forwarding.set_pod(pod, ip, ports)
 
     async def _adopt_pod(self, entry: dict[str, Any]) -> None:
         assert self._ctx is not None
@@ -193,8 +198,8 @@ class LocalRuntime:
             await asyncio.gather(*(self._delete_pod(p) for p in list(self._pods.values())), return_exceptions=True)
             self._started = False  # no pod is recorded any more
             if self._record.data.get("owner"):  # we claimed the state dir in start()
+                await asyncio.to_thread(self._forwarding.close)
                 await network.delete_bridge(network.BRIDGE)
-                await network.detach_host_netns(HOST_NETNS)
                 # Anything the pods did not remove themselves (errors above).
                 await asyncio.to_thread(cleanup_record, self._record.data)
                 self._record.delete()
@@ -498,4 +503,5 @@ def _not_adopted(record: dict[str, Any], adopted: dict[str, dict[str, Any]]) -> 
         "dirs": [d for d in record.get("dirs", []) if d not in dirs],
         "bridge": None if adopted else record.get("bridge"),
         "host_netns": None if adopted else record.get("host_netns"),
+        "host_rules": None if adopted else record.get("host_rules"),
     }

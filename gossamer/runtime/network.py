@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,21 +102,6 @@ async def delete_bridge(name: str = BRIDGE) -> None:
     if link_exists(name):
         await run("ip", "link", "del", name, check=False)
     await run(*service_route("del"), check=False)
-
-
-async def attach_host_netns(name: str) -> None:
-    """/run/netns/NAME for the host's own network namespace (ours): a path that outlives this process."""
-    if netns_exists(name):
-        if os.stat(netns_path(name)).st_ino == os.stat(f"/proc/{os.getpid()}/ns/net").st_ino:
-            return  # already names the host netns (an adopting runtime): never let the path go away
-        await run("ip", "netns", "del", name, check=False)
-    await run("ip", "netns", "attach", name, str(os.getpid()))
-
-
-async def detach_host_netns(name: str) -> None:
-    """Remove the name only (`ip netns del` unmounts it; the host's namespace and its processes stay)."""
-    if netns_exists(name):
-        await run("ip", "netns", "del", name, check=False)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -28,8 +29,8 @@ from gossamer.agent.sds import (
     SdsServer,
     sds_socket_for,
 )
-from gossamer.mesh import TRUST_DOMAIN, IngressPortMap, TrustDomains, node_id
-from gossamer.runtime import hosts, iptables, network, sandbox, volumes
+from gossamer.mesh import TRUST_DOMAIN, TrustDomains, node_id
+from gossamer.runtime import host_ports, hosts, iptables, network, sandbox, volumes
 from gossamer.runtime.image_containers import (
     ERR_IMAGE_PULL,
     ERR_IMAGE_PULL_SHOWN_S,
@@ -77,7 +78,6 @@ class PodContext:
     state_dir: Path
     run_dir: Path
     xds_socket: Path
-    ingress_port: int
     envoy_binary: Path
     notify: Callable[[], None]
     # The mesh CA: when set, every pod with Envoy gets an SDS server (its agent) serving the
@@ -87,14 +87,11 @@ class PodContext:
     cert_rotate_fraction: float = DEFAULT_ROTATE_FRACTION  # up --secret-grace-period-ratio (1 - it)
     # The control plane's Zipkin collector: every Envoy's bootstrap gets a `zipkin` cluster to it.
     zipkin_socket: Path | None = None
-    # Routers bind their TLS-terminating gateway listener (8443) on 127.0.0.1:<port> of the host too (0: off).
-    ingress_tls_port: int = 0
-    # `up --ingress-port-map`: other gateway ports of the ingress gateway at other host ports.
-    ingress_port_map: IngressPortMap = ()
     # A signer per pod (namespace, pod name): the runtime process asks the control plane's CA for that pod.
     pod_signer: Callable[[str, str], CertificateSigner] | None = None
-    # The host's network namespace by a path that outlives the runtime process (routers bind host listeners in it).
-    host_netns: str = ""
+    # The ingress gateway pod (namespace, name) at IP now listens on these container ports (None: the pod
+    # is going): the runtime forwards the host's 127.0.0.1 ports to them (runtime/host_ports.py).
+    ingress_listeners: Callable[[tuple[str, str], str, frozenset[int] | None], Awaitable[None]] | None = None
     # The mesh's trust domain (the control plane's desired state): the pods' SPIFFE ids are in it.
     trust_domain: str = TRUST_DOMAIN
 
@@ -125,11 +122,12 @@ class Pod:
         self.net = network.PodNetwork(netns=netns, veth=veth, ip=ip)
         self.has_sidecar = has_sidecar(spec)
         self.proxy_type: Literal["sidecar", "router"] = spec.proxy_type
-        # Sidecars' Envoy runs as the pod's own proxy user. Routers' Envoy stays root: binding the
-        # gateway's listeners in the host's netns (network_namespace_filepath) needs setns().
-        self.proxy_uid: int | None = (
-            sandbox.proxy_uid(ip) if self.has_sidecar and self.proxy_type == "sidecar" else None
-        )
+        # Every Envoy, sidecar or gateway, runs as the pod's own proxy user, without capabilities: the
+        # ingress gateway binds in its pod only, and the runtime forwards the host's ports to it.
+        self.proxy_uid: int | None = sandbox.proxy_uid(ip) if self.has_sidecar else None
+        # Only the ingress gateway is on the host (the egress gateway and other routers are not).
+        self.ingress = self.proxy_type == "router" and dict(spec.labels).get("istio") == "ingressgateway"
+        self.ingress_ports: frozenset[int] = frozenset()  # its listeners' container ports, as last forwarded
         self.phase: Literal["Pending", "Running", "Terminating"] = "Pending"
         self.started_at = time.time()
         self.containers: list[Container] = []
@@ -256,7 +254,8 @@ class Pod:
             self.run_dir.chmod(0o700)
             if self.has_sidecar:
                 if self.proxy_uid is not None:
-                    await iptables.apply_capture(self.net.netns, self.proxy_uid)
+                    if self.proxy_type == "sidecar":  # a gateway captures nothing
+                        await iptables.apply_capture(self.net.netns, self.proxy_uid)
                     os.chown(self.run_dir, self.proxy_uid, self.proxy_uid)
                 await self._start_sds()
                 await self._start_stats()
@@ -293,6 +292,8 @@ class Pod:
             "spec": deployment_to_json(self.spec),
             "startedAt": self.started_at,
             "proxyLive": self.proxy_live,
+            # The ingress gateway's forwarded ports: a restarted runtime forwards them at once.
+            "ingressPorts": sorted(self.ingress_ports),
             # Containers not started yet (a reference or an image missing): the next runtime waits on.
             "waiting": list(self.waiting),
             "proxy": self.proxy.entry() if self.proxy is not None else None,
@@ -306,6 +307,8 @@ class Pod:
         self.phase = "Running"
         self.started_at = float(entry.get("startedAt") or self.started_at)
         self.proxy_live = bool(entry.get("proxyLive"))
+        if self.ingress:
+            await self._forward_ingress(frozenset(int(p) for p in entry.get("ingressPorts") or ()))
         try:
             if self.has_sidecar:
                 self._tasks.append(asyncio.get_running_loop().create_task(self._adopt_sds()))
@@ -429,7 +432,7 @@ class Pod:
             socket_path=self.sds_socket,
             ttl=self.ctx.cert_ttl,
             rotate_fraction=self.ctx.cert_rotate_fraction,
-            # Only the pod's proxy user (routers: root, who may connect anyway).
+            # Only the pod's proxy user.
             socket_owner=self.proxy_uid,
         )
         await self.sds.start()
@@ -448,8 +451,6 @@ class Pod:
 
     def _start_proxy(self) -> None:
         labels = dict(self.spec.labels)
-        # Only the ingress gateway is bound on the host (the egress gateway and other routers are not).
-        ingress = self.proxy_type == "router" and labels.get("istio") == "ingressgateway"
         bootstrap = build_bootstrap(
             node_id=node_id(self.proxy_type, self.net.ip, self.name, self.namespace),
             cluster=service_cluster(labels, self.spec.name, self.namespace),
@@ -461,10 +462,6 @@ class Pod:
                 service_account=self.spec.service_account,
                 workload=self.spec.name,
                 proxy_type=self.proxy_type,
-                ingress_port=self.ctx.ingress_port if ingress else None,
-                ingress_tls_port=self.ctx.ingress_tls_port if ingress else None,
-                ingress_port_map=self.ctx.ingress_port_map if ingress else (),
-                host_netns=self.ctx.host_netns or f"/proc/{os.getpid()}/ns/net",
             ),
             xds_socket=self.ctx.xds_socket,
             admin_socket=self.admin_socket,
@@ -481,7 +478,6 @@ class Pod:
         if self.proxy_uid is not None:
             # The pod's proxy user: the identity its capture rules let through.
             argv = as_proxy_user(argv, self.proxy_uid)
-        # Routers run as root: binding in the host netns (network_namespace_filepath) needs setns().
         self.proxy = SupervisedProcess(
             name=f"{self.namespace}/{self.name}/{PROXY_CONTAINER}",
             argv=["ip", "netns", "exec", self.net.netns, *argv],
@@ -653,10 +649,34 @@ class Pod:
                     live = code == 200 and body.strip() == "LIVE"
                 except (OSError, TimeoutError, Exception):  # noqa: BLE001 - any failure means not ready
                     live = False
+            if live and self.ingress:
+                # Before the pod is ready: what `up` waits for is reachable on the host then.
+                await self._follow_ingress_listeners()
             if live != self.proxy_live:
                 self.proxy_live = live
                 self.ctx.notify()
-            await asyncio.sleep(1.0 if live else 0.5)
+            await asyncio.sleep(0.5 if live and self.ingress else 1.0 if live else 0.5)
+
+    async def _follow_ingress_listeners(self) -> None:
+        """The ingress gateway's listeners as its Envoy has them now -> the host's forwarded ports."""
+        try:
+            code, body = await unix_http_get(self.admin_socket, "/listeners?format=json", timeout=1.0)
+            ports = host_ports.listener_ports(json.loads(body)) if code == 200 else None
+        except (OSError, TimeoutError, ValueError):
+            ports = None  # asked again at the next turn; what is forwarded stays
+        if ports is not None and ports != self.ingress_ports:
+            await self._forward_ingress(ports)
+            self.ctx.notify()  # the record keeps them
+
+    async def _forward_ingress(self, ports: frozenset[int] | None) -> None:
+        if self.ctx.ingress_listeners is None:
+            return
+        try:
+            await self.ctx.ingress_listeners((self.namespace, self.name), self.net.ip, ports)
+        except Exception:  # noqa: BLE001 - the rules are written again at the next change
+            log.exception("pod %s/%s: forwarding the host's ports to it failed", self.namespace, self.name)
+            return
+        self.ingress_ports = ports or frozenset()
 
     def mark_failed(self, exc: BaseException, attempts: int) -> None:
         """`create` raised (and removed what it made): the pod stays listed as not created, with why."""
@@ -677,6 +697,8 @@ class Pod:
     async def _teardown(self) -> None:
         self.phase = "Terminating"
         self.ctx.notify()
+        if self.ingress:
+            await self._forward_ingress(None)  # the host stops sending it connections first
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gossamer.runtime.host_ports import remove_rules
 from gossamer.runtime.linux import proc_start_time, same_process_alive
 from gossamer.runtime.network import service_route
 from gossamer.runtime.volumes import cleanup_mountpoints
@@ -77,8 +78,9 @@ class StateRecord:
         self.data["processes"] = [p for p in self.data["processes"] if p["pid"] != pid]
         self.save()
 
-    def set_host_netns(self, name: str | None) -> None:
-        self.data["host_netns"] = name
+    def set_host_rules(self, installed: bool) -> None:
+        """The host's iptables rules forwarding 127.0.0.1 ports to the ingress gateway (runtime/host_ports.py)."""
+        self.data["host_rules"] = installed
         self.save()
 
     def set_pods(self, pods: dict[str, Any]) -> None:
@@ -96,7 +98,8 @@ def _empty() -> dict[str, Any]:
     return {
         "owner": None,
         "bridge": None,
-        "host_netns": None,
+        "host_netns": None,  # a name for the host's netns, recorded by earlier versions (removed if found)
+        "host_rules": None,
         "processes": [],
         "pods": {},
         **{k: [] for k in LIST_KINDS},
@@ -188,6 +191,8 @@ def cleanup_record(record: dict[str, Any]) -> None:
     if host_netns and Path(f"/run/netns/{host_netns}").exists():
         # A name for the host's own namespace (`ip netns attach`): only the name goes, nothing in it.
         _run("ip", "netns", "del", host_netns)
+    if record.get("host_rules"):
+        remove_rules()
     bridge = record.get("bridge")
     if bridge and Path(f"/sys/class/net/{bridge}").exists():
         _run("ip", "link", "del", bridge)

@@ -1,9 +1,9 @@
 """Gateway proxies: one listener per server port, VirtualServices bound by `gateways:`.
 
 The gateways' Services map 80->8080 and 443->8443 as Istio's do, so a server on
-either number of a pair is served by the same container port. Only the ingress
-gateway's listeners are also bound on the host (127.0.0.1): 8080 at `--ingress-port`,
-8443 at `--ingress-tls-port`, TCP and TLS passthrough servers at their own port.
+either number of a pair is served by the same container port. Listeners are bound in
+the gateway's pod only (its Envoy is unprivileged); the runtime forwards the host's
+127.0.0.1 ports to the ingress gateway's (`gossamer/runtime/host_ports.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gossamer.ir.types import GatewayTlsServer, HttpRoute, Listener, RouteTable, TcpChain, TlsSecret, VirtualHost
-from gossamer.mesh import hosts_intersect
+from gossamer.mesh import gateway_container_port, hosts_intersect
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.networking import Gateway, Server, VirtualService
@@ -22,23 +22,13 @@ from gossamer.translate.jwt import request_authentication
 from gossamer.translate.routes import RouteContext, translate_http_rules, virtual_services_for
 from gossamer.translate.tcp import dedupe_chains, gateway_tcp_chain, gateway_tls_chains
 
-SERVICE_PORT_TO_CONTAINER_PORT = {80: 8080, 443: 8443}
 HTTP_PROTOCOLS = {"HTTP", "HTTP2", "GRPC"}
 TCP_PROTOCOLS = {"TCP", "MONGO", "MYSQL", "REDIS"}
 TLS_PROTOCOLS = {"TLS", "HTTPS"}
 
 
-def container_port(server_port: int) -> int:
-    return SERVICE_PORT_TO_CONTAINER_PORT.get(server_port, server_port)
-
-
 BoundServer = tuple[int, str, Server]
 """(server port number, gateway "ns/name", server)"""
-
-
-def host_bound(proxy: Proxy) -> bool:
-    """Only the ingress gateway (istio: ingressgateway) also listens in the host's network namespace."""
-    return bool(proxy.host_netns) and proxy.label_map.get("istio") == "ingressgateway"
 
 
 def gateways_for(snapshot: MeshSnapshot, proxy: Proxy) -> list[Gateway]:
@@ -108,15 +98,15 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
             entry = (server.port.number, f"{gw.metadata.namespace}/{gw.metadata.name}", server)
             passthrough = server.tls is not None and server.tls.mode == "PASSTHROUGH"
             if protocol in HTTP_PROTOCOLS:
-                by_port.setdefault(container_port(server.port.number), []).append(entry)
+                by_port.setdefault(gateway_container_port(server.port.number), []).append(entry)
             elif protocol in TCP_PROTOCOLS or (protocol in TLS_PROTOCOLS and passthrough):
-                l4_by_port.setdefault(container_port(server.port.number), []).append(entry)
+                l4_by_port.setdefault(gateway_container_port(server.port.number), []).append(entry)
             elif terminating_mode(server) is not None:
-                https_by_port.setdefault(container_port(server.port.number), []).append(entry)
+                https_by_port.setdefault(gateway_container_port(server.port.number), []).append(entry)
     authz = authorization_policies(snapshot, proxy)
     jwt = request_authentication(snapshot, proxy)
     l4 = translate_gateway_l4(snapshot, proxy, l4_by_port, set(by_port) | set(https_by_port))
-    listeners: list[Listener] = [replace(lis, authz=authz) for lis in [*l4, *host_l4_listeners(proxy, l4)]]
+    listeners: list[Listener] = [replace(lis, authz=authz) for lis in l4]
     tables: list[RouteTable] = []
     for port, servers in sorted(by_port.items()):
         table = f"http.{port}"
@@ -124,20 +114,6 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
         listeners.append(
             Listener(f"0.0.0.0_{port}", "gateway_http", "0.0.0.0", port, route_table=table, authz=authz, jwt=jwt)
         )
-        if port == 8080 and proxy.ingress_port and host_bound(proxy):
-            listeners.append(
-                Listener(
-                    f"ingress_127.0.0.1_{proxy.ingress_port}",
-                    "gateway_http",
-                    "127.0.0.1",
-                    proxy.ingress_port,
-                    route_table=table,
-                    network_namespace=proxy.host_netns,
-                    stat_prefix=f"0.0.0.0_{port}",
-                    authz=authz,
-                    jwt=jwt,
-                )
-            )
     secrets: dict[str, TlsSecret] = {}
     for port, servers in sorted(https_by_port.items()):
         if port in by_port:
@@ -171,60 +147,7 @@ def translate_gateway(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[list[Listen
                 tls_inspector=True,
             )
         )
-        if port == 8443 and proxy.ingress_tls_port and host_bound(proxy):
-            listeners.append(
-                Listener(
-                    f"ingress_127.0.0.1_{proxy.ingress_tls_port}",
-                    "gateway_http",
-                    "127.0.0.1",
-                    proxy.ingress_tls_port,
-                    network_namespace=proxy.host_netns,
-                    stat_prefix=f"0.0.0.0_{port}",
-                    authz=authz,
-                    jwt=jwt,
-                    tls_servers=tuple(chains),
-                    tls_inspector=True,
-                )
-            )
     return listeners, tables, [secrets[n] for n in sorted(secrets)]
-
-
-def host_port(proxy: Proxy, port: int) -> int:
-    """Where a gateway container port is reachable on the host's loopback: 8080 (servers on 80) at
-    `up --ingress-port`, 8443 (443) at `--ingress-tls-port`, a port `--ingress-port-map HOST:GATEWAY`
-    names at HOST, any other port at its own number, as Istio's ingress Service exposes 31400 and 15443
-    on the same numbers. 0: not on the host (its number is taken by one of the others)."""
-    if not (host_bound(proxy) and proxy.ingress_port):
-        return 0
-    if port == 8080:
-        return proxy.ingress_port
-    if port == 8443:
-        return proxy.ingress_tls_port
-    for gateway, host in proxy.ingress_port_map:
-        if container_port(gateway) == port:
-            return host
-    taken = {proxy.ingress_port, proxy.ingress_tls_port, *(host for _, host in proxy.ingress_port_map)}
-    return 0 if port in taken else port
-
-
-def host_l4_listeners(proxy: Proxy, listeners: list[Listener]) -> list[Listener]:
-    """The TCP and TLS passthrough servers' listeners again, bound on the host's 127.0.0.1 through
-    Envoy's network_namespace_filepath, like the HTTP/HTTPS ones (no Python on the path)."""
-    out = []
-    for lis in listeners:
-        port = host_port(proxy, lis.port)
-        if port:
-            out.append(
-                replace(
-                    lis,
-                    name=f"ingress_127.0.0.1_{port}",
-                    address="127.0.0.1",
-                    port=port,
-                    network_namespace=proxy.host_netns,
-                    stat_prefix=lis.name,
-                )
-            )
-    return out
 
 
 def translate_gateway_l4(

@@ -154,7 +154,8 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
 
 
 def leftovers() -> list[str]:
-    """What a mesh could leave on the machine: namespaces, the bridge, /etc/netns entries."""
+    """What a mesh could leave on the machine: namespaces, the bridge, /etc/netns entries, the host's
+    iptables rules for the ingress gateway."""
     found = []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     found += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith("gsm")]
@@ -163,6 +164,8 @@ def leftovers() -> list[str]:
     routes = subprocess.run(["ip", "route", "show", "10.96.0.0/16"], capture_output=True, text=True).stdout
     if routes.strip():
         found.append(f"route {routes.strip()}")
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    found += [f"iptables {line}" for line in rules.splitlines() if "GSM_" in line]
     etc = Path("/etc/netns")
     if etc.exists():
         found += [f"/etc/netns/{p.name}" for p in etc.iterdir() if p.name.startswith("gsm")]

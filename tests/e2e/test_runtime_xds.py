@@ -2,8 +2,8 @@
 
 * a sidecar Envoy (uid 1337, behind the capture rules) gets LDS/CDS, goes LIVE -> proxy_ready;
   the app's outbound TCP to another pod is redirected to the 15001 listener;
-* a router Envoy (root) binds a listener in the *host* netns through
-  SocketAddress.network_namespace_filepath = its GOSSAMER_HOST_NETNS metadata.
+* an ingress gateway Envoy (its pod's proxy user) listens on 0.0.0.0:8080 in its pod, and the runtime
+  forwards the host's 127.0.0.1:<ingress port> to it once the listener is there.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from gossamer.xds.types import CLUSTER, LISTENER  # noqa: E402
 pytestmark = [pytest.mark.e2e, requires_root_netns]
 
 
-def direct_listener(name: str, address: str, port: int, body: str, netns_file: str = "") -> listener_pb2.Listener:
+def direct_listener(name: str, address: str, port: int, body: str) -> listener_pb2.Listener:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=name)
     vh = hcm.route_config.virtual_hosts.add(name="all", domains=["*"])
     r = vh.routes.add()
@@ -51,8 +51,6 @@ def direct_listener(name: str, address: str, port: int, body: str, netns_file: s
     lis = listener_pb2.Listener(name=name)
     lis.address.socket_address.address = address
     lis.address.socket_address.port_value = port
-    if netns_file:
-        lis.address.socket_address.network_namespace_filepath = netns_file
     lis.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager").typed_config.Pack(hcm)
     return lis
 
@@ -72,14 +70,12 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[LocalRuntime, ConfigCac
     blackhole.connect_timeout.seconds = 1
 
     async def group_for_node(node: base_pb2.Node) -> str:
-        meta = node.metadata.fields
         resources: dict[str, Mapping[str, Message]]
         if node.id.startswith("router~"):
-            port = int(meta["GOSSAMER_INGRESS_PORT"].string_value)
-            netns_file = meta["GOSSAMER_HOST_NETNS"].string_value
+            # Named as the gateway translation names its listeners: the runtime forwards those.
             resources = {
                 CLUSTER: {"BlackHoleCluster": blackhole},
-                LISTENER: {"ingress": direct_listener("ingress", "127.0.0.1", port, "via-gateway", netns_file)},
+                LISTENER: {"0.0.0.0_8080": direct_listener("0.0.0.0_8080", "0.0.0.0", 8080, "via-gateway")},
             }
         else:
             resources = {
@@ -131,7 +127,7 @@ async def test_sidecar_goes_live_and_captures_outbound(cluster: tuple[LocalRunti
     assert r.stdout.strip() == "LIVE", r
 
 
-async def test_router_listener_in_host_netns(cluster: tuple[LocalRuntime, ConfigCache, int]) -> None:
+async def test_ingress_gateway_on_the_hosts_loopback(cluster: tuple[LocalRuntime, ConfigCache, int]) -> None:
     rt, _, ingress_port = cluster
     gw = DeploymentSpec(
         name="istio-ingressgateway",

@@ -33,14 +33,12 @@ def proxy_for(
     deployment: str,
     namespace: str = "default",
     *,
-    ingress_port: int = 8080,
-    ingress_tls_port: int = 8443,
     has_sds: bool = False,
 ) -> Proxy:
     """The proxy of a Deployment's pods, as its Envoy would identify itself."""
     for d in snapshot.of_kind(Deployment):
         if d.metadata.name == deployment and d.metadata.namespace == namespace:
-            return offline_proxy(d, ingress_port=ingress_port, ingress_tls_port=ingress_tls_port, has_sds=has_sds)
+            return offline_proxy(d, has_sds=has_sds)
     raise KeyError(f"no Deployment {namespace}/{deployment}")
 
 

@@ -31,7 +31,6 @@ def _bootstrap(tmp_path: Path, proxy_type: str = "sidecar", sds: bool = False) -
         service_account="bookinfo-reviews",
         workload="reviews-v1",
         proxy_type=proxy_type,  # type: ignore[arg-type]
-        ingress_port=8080,
     )
     return build_bootstrap(
         node_id=node_id(proxy_type, "10.244.0.7", "reviews-v1-abc", "default"),
@@ -87,9 +86,9 @@ def test_router_metadata(tmp_path: Path) -> None:
     b = _bootstrap(tmp_path, "router")
     assert b["node"]["id"].startswith("router~10.244.0.7~")
     meta = b["node"]["metadata"]
-    assert meta["GOSSAMER_HOST_NETNS"].startswith("/proc/") and meta["GOSSAMER_HOST_NETNS"].endswith("/ns/net")
-    assert Path(meta["GOSSAMER_HOST_NETNS"]).exists()
-    assert meta["GOSSAMER_INGRESS_PORT"] == "8080"
+    # A gateway binds in its own pod only (the runtime forwards the host's ports): nothing about the host.
+    assert meta["INTERCEPTION_MODE"] == "NONE"
+    assert not [k for k in meta if k.startswith(("GOSSAMER_HOST", "GOSSAMER_INGRESS"))], meta
 
 
 def test_ads_and_static_resources(tmp_path: Path) -> None:

@@ -105,11 +105,12 @@ def test_mesh_traffic_goes_to_the_egress_gateway_and_on_to_the_external_host() -
     assert _route_clusters(egress, "external.example.com") == {"outbound|80||external.example.com"}
 
 
-def test_only_the_ingress_gateway_is_bound_on_the_host() -> None:
+def test_gateways_bind_in_their_pod_only() -> None:
+    """The gateways' Envoys are unprivileged: both listen in their pod, on the container port; the runtime
+    forwards the host's ports to the ingress gateway's (runtime/host_ports.py)."""
     snapshot = _snapshot()
-    # Even with the host-port metadata set (the runtime sets it for the ingress gateway only).
     egress = translate_proxy(snapshot, proxy_for(snapshot, "istio-egressgateway", "istio-system"))
-    assert [(x.address, x.port, x.network_namespace) for x in egress.listeners] == [("0.0.0.0", 8080, "")]
+    assert [(x.address, x.port) for x in egress.listeners] == [("0.0.0.0", 8080)]
     ingress_gw = snapshot_from_yaml(TASK.replace("{istio: egressgateway}", "{istio: ingressgateway}"))
     ingress = translate_proxy(ingress_gw, gateway_proxy(ingress_gw))
-    assert any(x.network_namespace for x in ingress.listeners)  # 127.0.0.1:<--ingress-port> on the host
+    assert [(x.address, x.port) for x in ingress.listeners] == [("0.0.0.0", 8080)]

@@ -4,20 +4,18 @@ on the host's loopback when their own number will not do (issue 11 point 6)."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from gossamer.agent.bootstrap import proxy_metadata
 from gossamer.cli.main import CliError, _ingress_port_map
 from gossamer.cli.up import UpOptions, child_argvs
 from gossamer.controlplane.paths import Paths
 from gossamer.debug.simulate import Request, simulate
-from gossamer.mesh import format_ingress_port_map, parse_ingress_port_map
+from gossamer.mesh import IngressPortMap, format_ingress_port_map, ingress_host_port, parse_ingress_port_map
+from gossamer.runtime.host_ports import nat_rules
 from gossamer.translate import translate_proxy
 from gossamer.xds.build import build_resources
-from gossamer.xds.types import LISTENER
 from tests.support.offline import gateway_proxy, snapshot_from_yaml
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -61,12 +59,6 @@ def test_up_checks_the_map_and_hands_it_to_the_runtime(tmp_path: Path) -> None:
     _, runtime = child_argvs(Paths(tmp_path, tmp_path), [], UpOptions(8080, ingress_port_map=((31400, 31401),)))
     argv = runtime(True)
     assert argv[argv.index("--ingress-port-map") + 1] == "31401:31400"
-    # ... which the runtime writes into the ingress gateway's node metadata.
-    meta = proxy_metadata(
-        pod="gw", namespace="istio-system", ip="10.244.0.2", labels={}, service_account="gw", workload="gw",
-        proxy_type="router", ingress_port=8080, ingress_port_map=((31400, 31401),),
-    )  # fmt: skip
-    assert meta["GOSSAMER_INGRESS_PORT_MAP"] == "31401:31400"
 
 
 def replace_args(args: argparse.Namespace, **changes: object) -> argparse.Namespace:
@@ -77,27 +69,26 @@ def tcp(address: str, port: int) -> Request:
     return Request(host=address, port=port, address=address)
 
 
+def host_port(port: int, port_map: IngressPortMap = ()) -> int:
+    return ingress_host_port(port, ingress_port=18080, ingress_tls_port=8443, port_map=port_map)
+
+
 def test_a_mapped_gateway_port_is_on_the_host_at_its_host_port_only() -> None:
+    # The gateway listens on 31400 in its pod whatever the map says ...
     snapshot = snapshot_from_yaml((GOLDEN / "gateway-tcp-tls" / "in.yaml").read_text())
-    proxy = replace(gateway_proxy(snapshot), ingress_port_map=((31400, 31401),))
-    res = build_resources(translate_proxy(snapshot, proxy))
-    listeners = res[LISTENER]
-    assert "ingress_127.0.0.1_31401" in listeners and "ingress_127.0.0.1_31400" not in listeners
-    assert listeners["ingress_127.0.0.1_31401"].address.socket_address.network_namespace_filepath
-    mapped = simulate(res, tcp("127.0.0.1", 31401))
-    assert mapped.listener == "ingress_127.0.0.1_31401"
-    assert dict(mapped.clusters) == {
-        "outbound|9000|v1|tcp-echo.default.svc.cluster.local": 80,
-        "outbound|9000|v2|tcp-echo.default.svc.cluster.local": 20,
-    }
-    # Inside the pod network the gateway still listens on 31400; 443's passthrough keeps --ingress-tls-port.
+    res = build_resources(translate_proxy(snapshot, gateway_proxy(snapshot)))
     assert simulate(res, tcp("0.0.0.0", 31400)).listener == "0.0.0.0_31400"
-    assert "ingress_127.0.0.1_8443" in listeners
+    # ... and the runtime forwards the host's 127.0.0.1:31401 to it, not 31400.
+    assert host_port(31400, ((31400, 31401),)) == 31401
+    assert nat_rules([(31401, "10.244.0.9", 31400)]).splitlines()[3] == (
+        "-A GSM_INGRESS -d 127.0.0.1/32 -p tcp -m tcp --dport 31401 -j DNAT --to-destination 10.244.0.9:31400"
+    )
+    # The flags' ports: 8080 (servers on 80) at --ingress-port, 8443 (443) at --ingress-tls-port.
+    assert (host_port(8080), host_port(8443), host_port(9000)) == (18080, 8443, 9000)
+    assert ingress_host_port(8443, ingress_port=18080, ingress_tls_port=0, port_map=()) == 0  # TLS port off
 
 
 def test_a_port_whose_number_a_mapping_took_is_not_on_the_host() -> None:
-    snapshot = snapshot_from_yaml((GOLDEN / "gateway-tcp-tls" / "in.yaml").read_text())
     # 31400 itself would be at 31400 on the host; a mapping of another gateway port took that number.
-    proxy = replace(gateway_proxy(snapshot), ingress_port_map=((15443, 31400),))
-    listeners = build_resources(translate_proxy(snapshot, proxy))[LISTENER]
-    assert not any(name.startswith("ingress_127.0.0.1_314") for name in listeners), sorted(listeners)
+    assert host_port(31400, ((15443, 31400),)) == 0
+    assert host_port(15443, ((15443, 31400),)) == 31400

@@ -60,7 +60,6 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalRu
         state_dir=rt.state_dir,
         run_dir=rt.run_dir,
         xds_socket=rt.xds_socket,
-        ingress_port=0,
         envoy_binary=Path("/bin/false"),
         notify=rt._pod_changed,
     )

@@ -214,18 +214,18 @@ def test_gateway_tls_passthrough_by_sni() -> None:
     assert result.cluster == "outbound|443||nginx.default.svc.cluster.local"
 
 
-def test_gateway_tcp_and_tls_passthrough_servers_on_the_hosts_loopback() -> None:
-    """The ingress gateway's L4 servers are bound again on the host's 127.0.0.1 (Istio's ingress
-    Service ports): 31400 at its own number, 443's passthrough at the TLS ingress port."""
+def test_gateway_tcp_and_tls_passthrough_servers_on_their_container_ports() -> None:
+    """The ingress gateway's L4 servers listen in its pod (Istio's ingress Service ports): 31400 at its
+    own number, 443's passthrough at 8443; the runtime forwards the host's 127.0.0.1 ports to them."""
     res = resources("gateway-tcp-tls", "gateway")
-    tcp_host = simulate(res, tcp("127.0.0.1", 31400))
-    assert tcp_host.listener == "ingress_127.0.0.1_31400"
-    assert dict(tcp_host.clusters) == {
+    tcp_pod = simulate(res, tcp("0.0.0.0", 31400))
+    assert tcp_pod.listener == "0.0.0.0_31400"
+    assert dict(tcp_pod.clusters) == {
         "outbound|9000|v1|tcp-echo.default.svc.cluster.local": 80,
         "outbound|9000|v2|tcp-echo.default.svc.cluster.local": 20,
     }
-    tls_host = simulate(res, tls("nginx.example.com", "127.0.0.1", 8443))
-    assert tls_host.listener == "ingress_127.0.0.1_8443"
-    assert tls_host.cluster == "outbound|443||nginx.default.svc.cluster.local"
-    listener = res["type.googleapis.com/envoy.config.listener.v3.Listener"]["ingress_127.0.0.1_31400"]
-    assert listener.address.socket_address.network_namespace_filepath  # bound in the host's netns
+    tls_pod = simulate(res, tls("nginx.example.com", "0.0.0.0", 8443))
+    assert tls_pod.listener == "0.0.0.0_8443"
+    assert tls_pod.cluster == "outbound|443||nginx.default.svc.cluster.local"
+    listeners = res["type.googleapis.com/envoy.config.listener.v3.Listener"]
+    assert not any(lis.address.socket_address.network_namespace_filepath for lis in listeners.values())

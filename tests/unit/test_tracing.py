@@ -291,7 +291,7 @@ def test_every_hcm_traces_to_the_zipkin_collector_at_istio_default_sampling() ->
         assert zipkin.trace_id_128bit and zipkin.HasField("shared_span_context")
         assert not zipkin.shared_span_context.value
     gateway = _sampling([], "istio-ingressgateway", "istio-system")
-    assert gateway == {"0.0.0.0_8080": 1.0, "ingress_127.0.0.1_8080": 1.0}
+    assert gateway == {"0.0.0.0_8080": 1.0}
 
 
 def test_telemetry_sampling_levels_and_sides() -> None:

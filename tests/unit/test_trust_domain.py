@@ -229,7 +229,7 @@ def test_a_new_pods_envoy_labels_its_metrics_with_its_principal_in_the_trust_dom
 
     ctx = PodContext(
         record=StateRecord(tmp_path), state_dir=tmp_path, run_dir=tmp_path, xds_socket=tmp_path / "xds.sock",
-        ingress_port=0, envoy_binary=Path("/bin/false"), notify=lambda: None, trust_domain="new-td",
+        envoy_binary=Path("/bin/false"), notify=lambda: None, trust_domain="new-td",
     )  # fmt: skip
     spec = DeploymentSpec(
         name="web", namespace="default", replicas=1, labels=(("app", "web"),), annotations=(),

@@ -16,10 +16,8 @@ def pack(message: Message) -> any_pb2.Any:
     return packed
 
 
-def socket_address(ip: str, port: int, netns: str = "") -> address_pb2.Address:
-    return address_pb2.Address(
-        socket_address=address_pb2.SocketAddress(address=ip, port_value=port, network_namespace_filepath=netns)
-    )
+def socket_address(ip: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ip, port_value=port))
 
 
 def ads_config_source() -> config_source_pb2.ConfigSource:

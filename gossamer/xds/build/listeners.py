@@ -307,8 +307,7 @@ def _inspects_tls(ir: Listener) -> bool:
 def build_listener(listener: Listener) -> listener_pb2.Listener:
     out = listener_pb2.Listener(
         name=listener.name,
-        address=socket_address(listener.address, listener.port, listener.network_namespace),
-        stat_prefix=listener.stat_prefix,
+        address=socket_address(listener.address, listener.port),
     )
     if not listener.bind_to_port:
         out.bind_to_port.CopyFrom(wrappers_pb2.BoolValue(value=False))
@@ -353,7 +352,7 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
                 transport_socket=gateway_tls_socket(server),
                 filters=[
                     http_connection_manager(
-                        listener.stat_prefix or listener.name,
+                        listener.name,
                         rds=server.route_table,
                         use_remote_address=True,
                         authz=listener.authz,
@@ -377,7 +376,7 @@ def build_listener(listener: Listener) -> listener_pb2.Listener:
             listener_components_pb2.FilterChain(
                 filters=[
                     http_connection_manager(
-                        listener.stat_prefix or listener.name,
+                        listener.name,
                         rds=listener.route_table,
                         use_remote_address=gateway,
                         authz=listener.authz,
