@@ -59,6 +59,9 @@ PROXY_PORTS: dict[int, str] = {
 POD_ID_BASE = 1_337_000_000
 POD_ID_RANGE = 200_000
 PROXY_GROUP = POD_ID_BASE  # (pod index 0 is the network address: no pod has this uid)
+# apply's checker process (controlplane/apply_check.py) runs as this uid/gid: the app half's index 0,
+# which no pod has either.
+APPLY_CHECK_UID = POD_ID_BASE + POD_ID_RANGE // 2
 
 
 def is_reserved_id(value: int) -> bool:

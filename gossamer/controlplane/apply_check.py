@@ -8,6 +8,11 @@ does not. The worker keeps the stored resources it was last given and its offlin
     issues, warnings = await checker.precheck(files, namespace, existing)
 
 If the worker dies, the check runs on a thread as before and a new worker starts for the next one.
+
+The check is pure Python over what it is sent (file contents, resources): it needs no root. Started by a
+root control plane, the worker drops to `APPLY_CHECK_UID` (no groups, no capabilities, no_new_privs) before
+it takes any work, in a mount namespace of its own where the Python it runs stays readable even under a
+private directory (`runtime/sandbox.py expose_lines`, as for a pod's command).
 """
 
 from __future__ import annotations
@@ -17,16 +22,22 @@ import logging
 import multiprocessing
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
+import gossamer
 from gossamer.controlplane.config import precheck
 from gossamer.controlplane.envoycheck import prepare
+from gossamer.mesh import APPLY_CHECK_UID
 from gossamer.resources.issues import Issue
+from gossamer.runtime.linux import set_no_new_privs, unshare_mounts
+from gossamer.runtime.sandbox import default_exposed, expose_lines
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +74,25 @@ def _ready() -> bool:
     return True
 
 
+def _drop_privileges() -> None:
+    """Root -> APPLY_CHECK_UID for good, keeping the Python and Gossamer it imports from reachable."""
+    if os.geteuid() != 0:
+        return
+    unshare_mounts()  # before any thread starts
+    expose = [*default_exposed(), Path(gossamer.__file__).resolve().parent.parent]
+    # Slave: the host's mounts still reach this namespace, the tmpfs covers made here never leave it.
+    script = "\n".join(["set -e", "mount --make-rslave /", *expose_lines(expose)])
+    subprocess.run(["sh", "-c", script], check=True, stdin=subprocess.DEVNULL)
+    os.setgroups([])
+    os.setresgid(APPLY_CHECK_UID, APPLY_CHECK_UID, APPLY_CHECK_UID)
+    os.setresuid(APPLY_CHECK_UID, APPLY_CHECK_UID, APPLY_CHECK_UID)  # every capability goes with root
+    set_no_new_privs()
+
+
 def _worker_init() -> None:
     # Ctrl-C in `up` reaches the whole process group: the control plane stops its worker itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _drop_privileges()
     # A control plane killed (-9) cannot stop it, and the worker's task queue never ends (the worker holds
     # its write end too): it goes when its parent does.
     parent = os.getppid()

@@ -17,7 +17,9 @@ import threading
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -28,6 +30,20 @@ def set_pdeathsig(sig: int = signal.SIGKILL) -> None:
     Meant to be used as a subprocess `preexec_fn` (runs in the child after fork).
     """
     if _libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def unshare_mounts() -> None:
+    """A mount namespace of the calling process's own (single-threaded callers only, as unshare(2) wants)."""
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare: {os.strerror(err)}")
+
+
+def set_no_new_privs() -> None:
+    """No execve may grant privileges any more (setuid binaries, file capabilities)."""
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 

@@ -94,21 +94,29 @@ def default_exposed(workdir: Path | None = None) -> list[Path]:
     return paths
 
 
+def expose_lines(expose: Iterable[Path]) -> list[str]:
+    """`sh` lines that, in the current mount namespace, cover each private ancestor of EXPOSE with an
+    empty tmpfs into which only the exposed directories are bind-mounted."""
+    lines: list[str] = []
+    for base, rels in exposed_mounts(expose).items():
+        b = shlex.quote(str(base))
+        lines.append(f"exec 3<{b}")
+        lines.append(f"mount -t tmpfs -o mode=0755,size=64k gsm-pod {b}")
+        for rel in rels:
+            target = shlex.quote(str(base / rel))
+            source = shlex.quote(f"/proc/self/fd/3/{rel}")
+            lines.append(f"mkdir -p {target}")
+            lines.append(f"mount --no-canonicalize --rbind {source} {target}")
+        lines.append("exec 3<&-")
+    return lines
+
+
 def app_script(*, uid: int | None, gid: int | None, expose: Iterable[Path]) -> str:
     """The `sh -c` program that prepares the mount namespace, drops privileges and execs "$@".
     `uid` 0 keeps root (runAsUser: 0); None is not allowed for the user (always explicit)."""
     lines = ["set -e"]
     if uid != 0:
-        for base, rels in exposed_mounts(expose).items():
-            b = shlex.quote(str(base))
-            lines.append(f"exec 3<{b}")
-            lines.append(f"mount -t tmpfs -o mode=0755,size=64k gsm-pod {b}")
-            for rel in rels:
-                target = shlex.quote(str(base / rel))
-                source = shlex.quote(f"/proc/self/fd/3/{rel}")
-                lines.append(f"mkdir -p {target}")
-                lines.append(f"mount --no-canonicalize --rbind {source} {target}")
-            lines.append("exec 3<&-")
+        lines += expose_lines(expose)
     if uid == 0:
         if gid is not None and gid != 0:
             lines.append(f'exec setpriv --regid {gid} --clear-groups -- "$@"')

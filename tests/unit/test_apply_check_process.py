@@ -97,3 +97,41 @@ def test_the_checker_process_goes_when_the_control_plane_is_killed(tmp_path: Pat
     else:
         os.kill(worker, signal.SIGKILL)
         raise AssertionError("the checker process outlived its control plane")
+
+
+def _read(path: Path) -> str:
+    """In the checker process (the test sends it this function)."""
+    return path.read_text()
+
+
+async def test_started_as_root_the_checker_runs_as_a_user_of_its_own_without_capabilities(tmp_path: Path) -> None:
+    import os
+
+    import pytest
+
+    from gossamer.mesh import APPLY_CHECK_UID
+
+    if os.geteuid() != 0:
+        pytest.skip("the checker drops root only when the control plane has it")
+    secret = tmp_path / "root-only"
+    secret.write_text("key")
+    secret.chmod(0o600)
+    store = Store(tmp_path / "store.db")
+    apply_files(store, [(BUILTIN_SOURCE, yaml.safe_dump_all(builtin_documents()))])
+    assert apply_files(store, [(str(f), f.read_text()) for f in (ROOT / "samples" / "bookinfo").glob("*.yaml")]).ok
+    checker = ApplyChecker()
+    try:
+        issues, _ = await checker.precheck([("ef.yaml", BROKEN_HEADER)], None, stored_resources(store))
+        assert [i.kind for i in issues] == ["EnvoyFilter"]  # it still checks
+        assert checker._pool is not None
+        (pid,) = checker._pool._processes
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        assert status["Uid"].split() == [str(APPLY_CHECK_UID)] * 4
+        assert status["Gid"].split() == [str(APPLY_CHECK_UID)] * 4
+        assert status["Groups"].split() == []
+        assert status["CapEff"].strip() == status["CapPrm"].strip() == "0000000000000000"
+        assert status["NoNewPrivs"].strip() == "1"
+        with pytest.raises(PermissionError):
+            checker._pool.submit(_read, secret).result(timeout=30)
+    finally:
+        checker.stop()
