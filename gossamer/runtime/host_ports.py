@@ -18,9 +18,12 @@ localhost:NodePort):
   manager held its ports): no host process can take it meanwhile, and a port that a host process
   already listens on is not forwarded (the runtime logs it) rather than silently taken over.
 
-Which ports: the gateway's listeners as its Envoy reports them (admin `/listeners`, polled by the
-pod's readiness loop), each at `gossamer.mesh.ingress_host_port`. The forwarded ports are kept in the
-pod's record, so a restarted runtime writes the same rules at once: traffic never stops.
+Which ports, each at `gossamer.mesh.ingress_host_port`: the ones `up` names (8080 at `--ingress-port`,
+8443 at `--ingress-tls-port`, `--ingress-port-map`'s) from the pod's start, so they are there as soon as
+a Gateway's listener is (until then the pod refuses the connection, as the host did); any other
+gateway listener once its Envoy reports it (admin `/listeners`, polled by the pod's readiness loop).
+The reported ports are kept in the pod's record, so a restarted runtime writes the same rules at once:
+traffic never stops.
 No Python is on the request path: the kernel forwards.
 """
 
@@ -33,7 +36,7 @@ import socket
 import subprocess
 from collections.abc import Iterable, Mapping
 
-from gossamer.mesh import IngressPortMap, ingress_host_port
+from gossamer.mesh import IngressPortMap, gateway_container_port, ingress_host_port
 from gossamer.runtime.network import BRIDGE, BRIDGE_IP, run
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,24 @@ def guard_rules(bridge: str = BRIDGE) -> str:
             "",
         ]
     )
+
+
+def ingress_forwards(
+    pods: Iterable[tuple[str, frozenset[int]]], *, ingress_port: int, ingress_tls_port: int, port_map: IngressPortMap
+) -> list[Forward]:
+    """What to forward to the ingress pods, given as (IP, the container ports their Envoy listens on): those
+    ports and the ones `up` names (8080, 8443, the port map's), each at its host port (0: not on the host)."""
+    named = {gateway_container_port(80), gateway_container_port(443)}
+    named |= {gateway_container_port(gateway) for gateway, _ in port_map}
+    out: list[Forward] = []
+    for ip, ports in pods:
+        for port in sorted(ports | named):
+            host = ingress_host_port(
+                port, ingress_port=ingress_port, ingress_tls_port=ingress_tls_port, port_map=port_map
+            )
+            if host:
+                out.append((host, ip, port))
+    return out
 
 
 def remove_rules() -> None:
@@ -165,27 +186,18 @@ class IngressForwarding:
 
     async def _sync(self) -> None:
         async with self._lock:
-            forwards = self._forwards()
+            forwards = ingress_forwards(
+                self._pods.values(),
+                ingress_port=self.ingress_port,
+                ingress_tls_port=self.ingress_tls_port,
+                port_map=self.port_map,
+            )
             self._hold({host for host, _, _ in forwards})
             forwards = [f for f in forwards if f[0] in self._held]
             rules = nat_rules(forwards)
             if rules != self._written:
                 await run("iptables-restore", "-w", "--noflush", input=rules.encode())
                 self._written = rules
-
-    def _forwards(self) -> list[Forward]:
-        out: list[Forward] = []
-        for ip, ports in self._pods.values():
-            for port in ports:
-                host = ingress_host_port(
-                    port,
-                    ingress_port=self.ingress_port,
-                    ingress_tls_port=self.ingress_tls_port,
-                    port_map=self.port_map,
-                )
-                if host:
-                    out.append((host, ip, port))
-        return out
 
     def _hold(self, wanted: set[int]) -> None:
         """Hold exactly the WANTED host ports that no host process listens on."""

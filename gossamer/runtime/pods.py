@@ -257,6 +257,8 @@ class Pod:
                     if self.proxy_type == "sidecar":  # a gateway captures nothing
                         await iptables.apply_capture(self.net.netns, self.proxy_uid)
                     os.chown(self.run_dir, self.proxy_uid, self.proxy_uid)
+                if self.ingress:
+                    await self._forward_ingress(frozenset())  # the ports `up` names, from now on
                 await self._start_sds()
                 await self._start_stats()
                 self._start_proxy()

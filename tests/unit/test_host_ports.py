@@ -3,7 +3,7 @@ the rules it writes and the listeners it forwards (the kernel's side is tests/e2
 
 from __future__ import annotations
 
-from gossamer.runtime.host_ports import guard_rules, listener_ports, nat_rules
+from gossamer.runtime.host_ports import guard_rules, ingress_forwards, listener_ports, nat_rules
 
 
 def test_one_dnat_per_host_port_and_the_loopback_source_takes_the_bridges_address() -> None:
@@ -48,3 +48,19 @@ def test_only_the_gateways_own_listeners_are_forwarded() -> None:
     }
     assert listener_ports(admin) == {8080, 31400}
     assert listener_ports({}) == set()
+
+
+def test_the_ports_up_names_are_forwarded_from_the_start_the_others_once_listened_on() -> None:
+    def forwards(ports: frozenset[int], tls: int = 8443) -> list[tuple[int, str, int]]:
+        pods = [("10.244.0.3", ports)]
+        return ingress_forwards(pods, ingress_port=18080, ingress_tls_port=tls, port_map=((31500, 31501),))
+
+    # A new gateway pod: --ingress-port, --ingress-tls-port and the map, before any listener exists.
+    assert forwards(frozenset()) == [
+        (18080, "10.244.0.3", 8080),
+        (8443, "10.244.0.3", 8443),
+        (31501, "10.244.0.3", 31500),
+    ]
+    # A TCP server's listener on 31400: at its own number, once there; the TLS port off: 8443 is not.
+    assert (31400, "10.244.0.3", 31400) in forwards(frozenset({31400}), tls=0)
+    assert not [f for f in forwards(frozenset({31400}), tls=0) if f[2] == 8443]
