@@ -68,3 +68,24 @@ def test_productpage_through_the_unprivileged_gateway_from_the_hosts_loopback(bo
         s.bind(("127.0.0.1", bookinfo.ingress_port))
         s.listen(1)
     assert taken.value.errno == errno.EADDRINUSE
+
+
+PROBE = Path(__file__).parent / "loopback_probe.py"
+
+
+def test_no_pod_reaches_the_hosts_loopback_through_the_bridge(bookinfo: Mesh) -> None:
+    """The forwarding needs route_localnet on gsm0; it must not open the host's loopback to the pods: a
+    pod with raw sockets (root in its netns) sends a TCP SYN to 127.0.0.1 through the bridge."""
+    pod = bookinfo.pod("deploy/istio-ingressgateway", "istio-system")
+    bridge_mac = Path("/sys/class/net/gsm0/address").read_text().strip()
+    with socket.socket() as host_service:  # on every host address, 127.0.0.1 included
+        host_service.bind(("0.0.0.0", 0))
+        host_service.listen(8)
+        port = str(host_service.getsockname()[1])
+
+        def knock(address: str) -> str:
+            argv = ("python3", str(PROBE), bridge_mac, pod["ip"], address, port)
+            return bookinfo.root_exec("deploy/istio-ingressgateway", *argv, namespace="istio-system").stdout.strip()
+
+        assert knock("10.244.0.1") == "answered"  # the probe works: the bridge's address answers it
+        assert knock("127.0.0.1") == "silent"
