@@ -325,6 +325,11 @@ BLACKHOLE_CLUSTER = "BlackHoleCluster"  # REGISTRY_ONLY: unknown destinations go
 PASSTHROUGH_CLUSTER = "PassthroughCluster"  # ALLOW_ANY: unknown destinations as addressed
 INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"  # inbound ports no Service names
 XDS_CLUSTER = "xds-grpc"  # the bootstrap's cluster to the control plane
+# Back-off of every xDS stream to the control plane (ADS and each route configuration's VHDS stream): a restarted
+# control plane is reconnected to within half a second. Envoy's default (0.5 s doubling up to 30 s, jittered)
+# left VHDS streams closed for up to ~20 s after a restart, and with them the proxy's route updates.
+XDS_RETRY_BASE_SECONDS = 0.1
+XDS_RETRY_MAX_SECONDS = 0.5
 SDS_CLUSTER = "sds-grpc"  # the bootstrap's cluster to the pod's agent: SDS secrets come through it
 WORKLOAD_SECRET = "default"  # SDS: the workload certificate and key
 ROOT_SECRET = "ROOTCA"  # SDS: the mesh's trust bundle

@@ -27,6 +27,8 @@ from gossamer.mesh import (
     TRUST_DOMAIN,
     WORKLOAD_SECRET,
     XDS_CLUSTER,
+    XDS_RETRY_BASE_SECONDS,
+    XDS_RETRY_MAX_SECONDS,
 )
 from gossamer.resources.regex import RE2_MAX_PROGRAM_SIZE
 
@@ -48,8 +50,8 @@ DOWNSTREAM_CONNECTIONS_TYPE = (
     "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
 MAX_DOWNSTREAM_CONNECTIONS = 100_000
-ADS_RETRY_BASE = "0.1s"
-ADS_RETRY_MAX = "0.5s"
+ADS_RETRY_BASE = f"{XDS_RETRY_BASE_SECONDS}s"
+ADS_RETRY_MAX = f"{XDS_RETRY_MAX_SECONDS}s"
 
 
 def service_cluster(labels: Mapping[str, str], workload: str, namespace: str) -> str:

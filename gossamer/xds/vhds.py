@@ -24,7 +24,7 @@ from envoy.config.core.v3 import config_source_pb2
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2
 
-from gossamer.mesh import XDS_CLUSTER
+from gossamer.mesh import XDS_CLUSTER, XDS_RETRY_BASE_SECONDS, XDS_RETRY_MAX_SECONDS
 from gossamer.xds.cache import Packed, SharedResources, resource_hash
 from gossamer.xds.types import ROUTE, VIRTUAL_HOST
 
@@ -127,6 +127,11 @@ def vhds_source(route_config: str) -> route_pb2.Vhds:
     api.set_node_on_first_message_only = True  # ACKs without the node: thousands of them per change
     grpc = api.grpc_services.add()
     grpc.envoy_grpc.cluster_name = XDS_CLUSTER
+    # ADS's back-off: with Envoy's default one a stream closed by a control plane restart stayed closed for up
+    # to ~20 s after ADS was back in sync (the proxy got no route change meanwhile; `apply --wait` timed out).
+    back_off = grpc.envoy_grpc.retry_policy.retry_back_off
+    back_off.base_interval.FromMilliseconds(round(XDS_RETRY_BASE_SECONDS * 1000))
+    back_off.max_interval.FromMilliseconds(round(XDS_RETRY_MAX_SECONDS * 1000))
     grpc.initial_metadata.add(key=ROUTE_CONFIG_METADATA, value=route_config)
     return vhds
 

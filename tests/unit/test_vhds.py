@@ -57,6 +57,10 @@ def test_split_keeps_the_fallback_and_names_virtual_hosts_after_their_table() ->
     assert api.api_type == config_source_pb2.ApiConfigSource.DELTA_GRPC  # Envoy refuses VHDS over ADS
     assert api.grpc_services[0].envoy_grpc.cluster_name == "xds-grpc"
     assert [(m.key, m.value) for m in api.grpc_services[0].initial_metadata] == [(ROUTE_CONFIG_METADATA, "8000")]
+    # Reconnected like ADS after a control plane restart (Envoy's default back-off grows to 30 s, and until the
+    # stream is back the proxy gets no change of this table).
+    back_off = api.grpc_services[0].envoy_grpc.retry_policy.retry_back_off
+    assert (back_off.base_interval.ToMilliseconds(), back_off.max_interval.ToMilliseconds()) == (100, 500)
     assert sorted(vhosts) == ["8000/a", "8000/b"]
     got = rc.VirtualHost.FromString(vhosts["8000/a"][0].value)
     want = vhost("a", "a.test", "A")
