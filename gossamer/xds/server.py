@@ -899,8 +899,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         st.modified = frozenset(n for n in updates if n in st.known)
         ts = st.status
         if not updates and not removed and not force:
-            # Nothing this client cares about changed: it already holds this version.
-            if not st.pending and ts.acked_version == ts.sent_version and ts.nacked_version is None:
+            # Nothing this client cares about changed: it already holds this version - or will, once it ACKs the
+            # newest response it has (otherwise that ACK would record the older version: STALE until a change).
+            if st.pending:
+                st.pending[next(reversed(st.pending))] = snap.version
+            elif ts.acked_version == ts.sent_version and ts.nacked_version is None:
                 ts.acked_version = snap.version
             ts.sent_version = snap.version
             return None

@@ -520,3 +520,16 @@ async def test_modified_cluster_gets_its_unchanged_endpoints_again(env: Env, del
     assert cds.type_url == CLUSTER
     await c.expect_nothing()
     await c.close()
+
+
+async def test_delta_change_of_nothing_subscribed_while_a_response_is_unacked(env: Env) -> None:
+    """The proxy is SYNCED once it ACKs: a change meanwhile that is none of its business needs nothing more."""
+    c = Client(env.stub, delta=True)
+    await c.send_delta(ENDPOINT, subscribe=("c1",))
+    r = await c.recv()  # not ACKed yet
+    env.cache.set_endpoints("default", {"c1": cla("c1"), "c2": cla("c2", 7)})  # only c2 changed
+    await c.expect_nothing()
+    await c.send_delta(ENDPOINT, nonce=r.nonce)
+    await until(lambda: proxy(env).types[ENDPOINT].last_ack > 0)
+    assert proxy(env).synced[ENDPOINT] == "SYNCED"
+    await c.close()
