@@ -25,7 +25,8 @@ from gossamer.mesh import IngressPortMap, parse_ingress_port_map
 DEFAULT_STATE_DIR = Path(os.environ.get("GOSSAMER_STATE_DIR", Path.home() / ".local/state/gossamer"))
 DEFAULT_RUN_DIR = Path(os.environ.get("GOSSAMER_RUN_DIR", "/run/gossamer"))
 
-console = Console()
+# Piped output (scripts, grep) is not cut to 80 columns: names stay whole, as kubectl prints them.
+console = Console(width=None if sys.stdout.isatty() else 250)
 
 
 class CliError(Exception):
