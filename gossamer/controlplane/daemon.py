@@ -415,7 +415,7 @@ class ControlPlane:
             return False
         proxies = self.ads.proxies()
         with_proxy = [p for p in pods if p.has_sidecar]
-        return len(proxies) >= len(with_proxy) and all(p.is_synced for p in proxies)
+        return len(proxies) >= len(with_proxy) and all(p.is_synced() for p in proxies)
 
     async def wait_config_synced(self, revision: int, timeout: float) -> bool:
         """Until config up to `revision` is translated and every connected proxy has ACKed it."""
