@@ -5,6 +5,7 @@ Used by e2e tests that need a data plane talking to a Gossamer ADS server.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -14,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,3 +158,33 @@ def start_envoy(
         time.sleep(0.05)
     env.stop()
     raise RuntimeError(f"envoy admin not ready:\n{env.log()}")
+
+
+def fetch_body(port: int, host: str | None = None) -> str:
+    """GET / from 127.0.0.1:port (with `host` as Host header) and return the body."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host} if host else {})
+    with urllib.request.urlopen(req, timeout=2) as resp:
+        body: bytes = resp.read()
+        return body.decode()
+
+
+async def fetch_until(port: int, want: str, *, host: str | None = None, timeout: float = 10.0) -> str:
+    """Fetch until the body is `want` (Envoy applies pushed config asynchronously); the last body seen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    got = ""
+    while loop.time() < deadline:
+        try:
+            got = await asyncio.to_thread(fetch_body, port, host)
+            if got == want:
+                return got
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        await asyncio.sleep(0.1)
+    return got
+
+
+async def start_envoy_on_ads(node_id: str, xds_socket: Path, workdir: Path, *, delta: bool) -> EnvoyProcess:
+    """An Envoy (node `node_id`) taking everything from the ADS server listening on `xds_socket`."""
+    bootstrap = ads_bootstrap(node_id, xds_socket, workdir / "admin.sock", delta=delta)
+    return await asyncio.to_thread(start_envoy, bootstrap, workdir / "envoy")

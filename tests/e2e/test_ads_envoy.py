@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from google.protobuf.message import Message
 from gossamer.xds.cache import ConfigCache
 from gossamer.xds.server import AdsServer, serve
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from tests.e2e.envoy_helper import EnvoyProcess, ads_bootstrap, envoy_binary, free_port, start_envoy
+from tests.e2e.envoy_helper import EnvoyProcess, envoy_binary, fetch_body, fetch_until, free_port, start_envoy_on_ads
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(envoy_binary() is None, reason="no envoy binary")]
 
@@ -106,36 +104,13 @@ async def setup(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
     ads = AdsServer(cache, group_for_node, authenticate=False)  # plaintext: no identity to check
     xds_sock = tmp_path / "xds.sock"
     server: grpc.aio.Server = await serve(ads, f"unix:{xds_sock}")
-    envoy = await asyncio.to_thread(
-        start_envoy, ads_bootstrap(NODE, xds_sock, tmp_path / "admin.sock", delta=request.param), tmp_path / "envoy"
-    )
+    envoy = await start_envoy_on_ads(NODE, xds_sock, tmp_path, delta=request.param)
     try:
         s = Setup(cache, ads, envoy, port, server, xds_sock, request.param)
         yield s
     finally:
         envoy.stop()
         await s.server.stop(None)
-
-
-def fetch(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
-        body: bytes = resp.read()
-        return body.decode()
-
-
-async def fetch_until(port: int, want: str, timeout: float = 10.0) -> str:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    got = ""
-    while loop.time() < deadline:
-        try:
-            got = await asyncio.to_thread(fetch, port)
-            if got == want:
-                return got
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        await asyncio.sleep(0.1)
-    return got
 
 
 async def test_envoy_ack_nack_and_recover(setup: Setup) -> None:
@@ -159,7 +134,7 @@ async def test_envoy_ack_nack_and_recover(setup: Setup) -> None:
     assert lds.acked_version == good_lds and lds.nacked_version == s.cache.version(GROUP, LISTENER)
     assert lds.error and "web" in lds.error and "filter chain" in lds.error, lds.error
     assert not await s.ads.wait_synced([NODE], 0.5)
-    assert await asyncio.to_thread(fetch, s.port) == "v1"
+    assert await asyncio.to_thread(fetch_body, s.port) == "v1"
 
     # A valid change (new route body, listener fixed) is ACKed and served.
     s.cache.set_group(GROUP, config(s.port, "v2"))

@@ -4,8 +4,6 @@ changes where requests go, a removed one stops routing, a rejected one is record
 from __future__ import annotations
 
 import asyncio
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from gossamer.xds.cache import ConfigCache
 from gossamer.xds.server import AdsServer, serve
 from gossamer.xds.types import LISTENER, ROUTE, vhds_key
 from gossamer.xds.vhds import SidecarRouteSplit
-from tests.e2e.envoy_helper import EnvoyProcess, ads_bootstrap, envoy_binary, free_port, start_envoy
+from tests.e2e.envoy_helper import EnvoyProcess, envoy_binary, fetch_until, free_port, start_envoy_on_ads
 from tests.e2e.test_ads_envoy import http_listener
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(envoy_binary() is None, reason="no envoy binary")]
@@ -72,9 +70,7 @@ async def setup(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
     ads = AdsServer(cache, group_for_node, authenticate=False)  # plaintext: no identity to check
     xds_sock = tmp_path / "xds.sock"
     server: grpc.aio.Server = await serve(ads, f"unix:{xds_sock}")
-    envoy = await asyncio.to_thread(
-        start_envoy, ads_bootstrap(NODE, xds_sock, tmp_path / "admin.sock", delta=request.param), tmp_path / "envoy"
-    )
+    envoy = await start_envoy_on_ads(NODE, xds_sock, tmp_path, delta=request.param)
     s = Setup(cache, ads, envoy, port, server)
     try:
         yield s
@@ -83,36 +79,14 @@ async def setup(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
         await s.server.stop(None)  # (a test may have replaced it)
 
 
-def fetch(port: int, host: str) -> str:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host})
-    with urllib.request.urlopen(req, timeout=2) as resp:
-        body: bytes = resp.read()
-        return body.decode()
-
-
-async def fetch_until(port: int, host: str, want: str, timeout: float = 10.0) -> str:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    got = ""
-    while loop.time() < deadline:
-        try:
-            got = await asyncio.to_thread(fetch, port, host)
-            if got == want:
-                return got
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        await asyncio.sleep(0.1)
-    return got
-
-
 async def test_virtual_hosts_over_vhds(setup: Setup) -> None:
     s = setup
     assert await s.ads.wait_synced([NODE], 20), s.envoy.log()
     (st,) = s.ads.proxies()
     assert st.synced[VHDS] == "SYNCED" and st.synced[ROUTE] == "SYNCED"
-    assert await fetch_until(s.port, "a.test", "A1") == "A1"
-    assert await fetch_until(s.port, "b.test", "B1") == "B1"
-    assert await fetch_until(s.port, "elsewhere", "fallback") == "fallback"
+    assert await fetch_until(s.port, "A1", host="a.test") == "A1"
+    assert await fetch_until(s.port, "B1", host="b.test") == "B1"
+    assert await fetch_until(s.port, "fallback", host="elsewhere") == "fallback"
     # Envoy got the table's fallback over RDS and the others over VHDS, named after the table.
     (dumped,) = (c["route_config"] for c in s.envoy.config_dump("dynamic_route_configs")["configs"])
     assert "vhds" in dumped
@@ -123,13 +97,13 @@ async def test_virtual_hosts_over_vhds(setup: Setup) -> None:
     s.cache.set_group(GROUP, config(s.port, a=vhost("a", "a.test", "A2"), b=vhost("b", "b.test", "B1")))
     assert await s.ads.wait_synced([NODE], 20), s.envoy.log()
     assert st.types[ROUTE].sent_version == rds_sent
-    assert await fetch_until(s.port, "a.test", "A2") == "A2"
+    assert await fetch_until(s.port, "A2", host="a.test") == "A2"
 
     # A removed virtual host stops routing: its host falls to the fallback.
     s.cache.set_group(GROUP, config(s.port, a=vhost("a", "a.test", "A2")))
     assert await s.ads.wait_synced([NODE], 20), s.envoy.log()
-    assert await fetch_until(s.port, "b.test", "fallback") == "fallback"
-    assert await fetch_until(s.port, "a.test", "A2") == "A2"
+    assert await fetch_until(s.port, "fallback", host="b.test") == "fallback"
+    assert await fetch_until(s.port, "A2", host="a.test") == "A2"
 
     # A virtual host Envoy rejects: its NACK is in the proxy's status; Envoy keeps what it had.
     bad = vhost("c", "c.test", "C", regex="((")
@@ -140,14 +114,14 @@ async def test_virtual_hosts_over_vhds(setup: Setup) -> None:
         await asyncio.sleep(0.1)
     assert st.synced[VHDS] == "NACKED", s.envoy.log()
     assert "((" in (st.types[VHDS].error or ""), st.types[VHDS].error
-    assert await fetch_until(s.port, "a.test", "A2") == "A2"
+    assert await fetch_until(s.port, "A2", host="a.test") == "A2"
 
     # Fixed: synced again.
     s.cache.set_group(GROUP, config(s.port, a=vhost("a", "a.test", "A3"), c=vhost("c", "c.test", "C")))
     assert await s.ads.wait_synced([NODE], 20), s.envoy.log()
     assert st.types[VHDS].error is None
-    assert await fetch_until(s.port, "c.test", "C") == "C"
-    assert await fetch_until(s.port, "a.test", "A3") == "A3"
+    assert await fetch_until(s.port, "C", host="c.test") == "C"
+    assert await fetch_until(s.port, "A3", host="a.test") == "A3"
 
 
 async def test_vhds_resyncs_after_a_control_plane_restart(setup: Setup, tmp_path: Path) -> None:
@@ -156,7 +130,7 @@ async def test_vhds_resyncs_after_a_control_plane_restart(setup: Setup, tmp_path
     s = setup
     assert await s.ads.wait_synced([NODE], 20), s.envoy.log()
     await s.server.stop(None)
-    assert await fetch_until(s.port, "a.test", "A1") == "A1"  # Envoy keeps its config meanwhile
+    assert await fetch_until(s.port, "A1", host="a.test") == "A1"  # Envoy keeps its config meanwhile
 
     async def group_for_node(node: base_pb2.Node) -> str:
         return GROUP
@@ -168,4 +142,4 @@ async def test_vhds_resyncs_after_a_control_plane_restart(setup: Setup, tmp_path
     assert st.synced[VHDS] == "SYNCED"
     s.cache.set_group(GROUP, config(s.port, a=vhost("a", "a.test", "A9"), b=vhost("b", "b.test", "B1")))
     assert await ads.wait_synced([NODE], 20), s.envoy.log()
-    assert await fetch_until(s.port, "a.test", "A9") == "A9"
+    assert await fetch_until(s.port, "A9", host="a.test") == "A9"
