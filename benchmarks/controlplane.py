@@ -414,6 +414,42 @@ class Decoded:
         return self.rds_names[key]
 
 
+def cluster_eds_names(clusters: dict[str, Any]) -> set[str]:
+    return {n for n in clusters.values() if n}
+
+
+def listener_rds_names(listeners: dict[str, Any]) -> set[str]:
+    return {n for names in listeners.values() for n in names}
+
+
+def follow_subscriptions(
+    resp: Any,
+    held: dict[str, Any],
+    decode: Callable[[Any], Any],
+    wanted_of: Callable[[dict[str, Any]], set[str]],
+    subscribed: set[str],
+    have: set[str],
+    dependent_type: str,
+) -> tuple[set[str], Any]:
+    """A CDS or LDS response, as Envoy follows it: update what is HELD, then subscribe to the EDS or RDS names
+    it now needs and unsubscribe from the rest (None: no request). Returns the names now wanted."""
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    for r in resp.resources:
+        held[r.name] = decode(r)
+    for name in resp.removed_resources:
+        held.pop(name, None)
+    wanted = wanted_of(held)
+    added, gone = wanted - subscribed, subscribed - wanted
+    have -= gone
+    if not (added or gone):
+        return wanted, None
+    req = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=dependent_type, resource_names_subscribe=sorted(added), resource_names_unsubscribe=sorted(gone)
+    )
+    return wanted, req
+
+
 @dataclass
 class SimProxy:
     node_id: str
@@ -623,39 +659,23 @@ class Envoys:
             t = resp.type_url
             names = frozenset(r.name for r in resp.resources) if t in (EDS, RDS) else frozenset()
             if t == CDS:
-                for r in resp.resources:
-                    proxy.clusters[r.name] = self.decoded.cluster(r)
-                for name in resp.removed_resources:
-                    proxy.clusters.pop(name, None)
-                wanted = {n for n in proxy.clusters.values() if n}
-                added, gone = wanted - proxy.eds_names, proxy.eds_names - wanted
-                proxy.eds_names = wanted
-                proxy.have[EDS] -= gone
-                if added or gone:
-                    outbox.put_nowait(
-                        Req(
-                            type_url=EDS,
-                            resource_names_subscribe=sorted(added),
-                            resource_names_unsubscribe=sorted(gone),
-                        )
-                    )
+                proxy.eds_names, follow = follow_subscriptions(
+                    resp, proxy.clusters, self.decoded.cluster, cluster_eds_names, proxy.eds_names, proxy.have[EDS], EDS
+                )
+                if follow is not None:
+                    outbox.put_nowait(follow)
             elif t == LDS:
-                for r in resp.resources:
-                    proxy.listeners[r.name] = self.decoded.listener(r)
-                for name in resp.removed_resources:
-                    proxy.listeners.pop(name, None)
-                wanted = {n for names_ in proxy.listeners.values() for n in names_}
-                added, gone = wanted - proxy.rds_names, proxy.rds_names - wanted
-                proxy.rds_names = wanted
-                proxy.have[RDS] -= gone
-                if added or gone:
-                    outbox.put_nowait(
-                        Req(
-                            type_url=RDS,
-                            resource_names_subscribe=sorted(added),
-                            resource_names_unsubscribe=sorted(gone),
-                        )
-                    )
+                proxy.rds_names, follow = follow_subscriptions(
+                    resp,
+                    proxy.listeners,
+                    self.decoded.listener,
+                    listener_rds_names,
+                    proxy.rds_names,
+                    proxy.have[RDS],
+                    RDS,
+                )
+                if follow is not None:
+                    outbox.put_nowait(follow)
             elif t in (EDS, RDS):
                 proxy.have[t] |= names
                 proxy.have[t] -= set(resp.removed_resources)
