@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf import any_pb2
 
@@ -30,6 +30,7 @@ from gossamer.registry.types import Proxy
 from gossamer.telemetry.controlplane import PILOT
 from gossamer.translate import (
     endpoint_scope,
+    hostnames_of_several_services,
     outbound_cluster_set,
     outbound_endpoints,
     outbound_listeners,
@@ -37,8 +38,9 @@ from gossamer.translate import (
     translate_inbound,
     translate_proxy,
 )
+from gossamer.translate.clusters import endpoint_sets_for
 from gossamer.translate.envoyfilter import envoy_filters_for
-from gossamer.translate.incremental import ConfigKey, carry_over
+from gossamer.translate.incremental import ConfigKey, carry_over, same_hosts, stale_endpoints
 from gossamer.xds.build import build_resources, packed_cluster, packed_endpoints, packed_listener
 from gossamer.xds.build.routes import route_table_header, virtual_host_entry
 from gossamer.xds.cache import ConfigCache, Packed, SharedResources, pack_all, resource_hash
@@ -327,7 +329,7 @@ def _merged(
     found = snapshot.derived(key, lambda: (shared, own, {**shared, **own}))
     if found[0] is not shared or found[1] is not own:
         found = (shared, own, {**shared, **own})
-        snapshot._derived[key] = found
+        snapshot.derived_set(key, found)
     return found[2]
 
 
@@ -346,10 +348,10 @@ def _packed_route_table(snapshot: MeshSnapshot, scope: Hashable, table: RouteTab
     parts = [route_table_header(table)]
     for vhost in table.virtual_hosts:
         key = ("vhost_bytes", scope, table.name, vhost.name)
-        found = snapshot._derived.get(key)
+        found = snapshot.derived_get(key)
         if found is None or found[0] is not vhost:
             found = (vhost, virtual_host_entry(vhost))
-            snapshot._derived[key] = found
+            snapshot.derived_set(key, found)
         parts.append(found[1])
     data = b"".join(parts)
     return any_pb2.Any(type_url=ROUTE, value=data), resource_hash(data)
@@ -361,7 +363,31 @@ def _packed_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[dict[str, Pac
 
 
 def _packed_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> SharedResources:
-    return snapshot.derived(
-        ("packed_endpoints", endpoint_scope(snapshot, proxy)),
-        lambda: SharedResources((e.cluster, packed_endpoints(e)) for e in outbound_endpoints(snapshot, proxy)),
-    )
+    key = ("packed_endpoints", endpoint_scope(snapshot, proxy))
+
+    def compute() -> SharedResources:
+        stale = stale_endpoints(snapshot, key)
+        if stale is not None:  # a pod change: only the moved hosts' endpoints are packed again
+            found = _with_hosts_replaced(snapshot, proxy.namespace, *stale)
+            if found is not None:
+                return cast(SharedResources, same_hosts(key[0], stale[0], found))
+        return SharedResources((e.cluster, packed_endpoints(e)) for e in outbound_endpoints(snapshot, proxy))
+
+    return snapshot.derived(key, compute)
+
+
+def _with_hosts_replaced(
+    snapshot: MeshSnapshot, namespace: str, old: SharedResources, hosts: frozenset[str]
+) -> SharedResources | None:
+    """OLD with the endpoints of HOSTS packed again; None where that would not be the whole translation (a
+    host of several services)."""
+    new = SharedResources(old)
+    for host in hosts:
+        service = snapshot.service_by_host(host)
+        if service is None or host in hostnames_of_several_services(snapshot):
+            return None
+        for e in endpoint_sets_for(snapshot, service, namespace):
+            if e.cluster not in new:
+                return None
+            new[e.cluster] = packed_endpoints(e)
+    return new

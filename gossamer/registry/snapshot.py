@@ -18,6 +18,11 @@ T = TypeVar("T")
 R = TypeVar("R", bound=Resource[Any])
 
 
+def derived_tag(key: Any) -> Any:
+    """The tag of a derived value's key: its first item (the key itself when it is not a tuple)."""
+    return key[0] if type(key) is tuple else key
+
+
 @dataclass(frozen=True)
 class MeshSnapshot:
     version: int
@@ -27,14 +32,51 @@ class MeshSnapshot:
     services: tuple[MeshService, ...] = ()
     workloads: tuple[Workload, ...] = ()
     # Values derived from this snapshot alone, computed once and shared by every proxy group
-    # translated from it (a push translates many groups from one snapshot).
-    _derived: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False, hash=False)
+    # translated from it (a push translates many groups from one snapshot). Grouped by the tag that starts
+    # their key (the key itself when it is not a tuple): a change carries whole tags over to the next
+    # snapshot at once (translate.incremental), not tens of thousands of values one by one.
+    _derived: dict[Any, dict[Any, Any]] = field(default_factory=dict, init=False, compare=False, repr=False, hash=False)
 
     def derived(self, key: Any, compute: Callable[[], T]) -> T:
-        if key not in self._derived:
-            self._derived[key] = compute()
-        value: T = self._derived[key]
+        values = self._derived_of(derived_tag(key))
+        if key not in values:
+            values[key] = compute()
+        value: T = values[key]
         return value
+
+    def _derived_of(self, tag: Any) -> dict[Any, Any]:
+        values = self._derived.get(tag)
+        if values is None:
+            values = self._derived[tag] = {}
+        return values
+
+    def derived_get(self, key: Any, default: Any = None) -> Any:
+        """The value derived under KEY, if it was (never computes it)."""
+        values = self._derived.get(derived_tag(key))
+        return default if values is None else values.get(key, default)
+
+    def derived_set(self, key: Any, value: Any) -> None:
+        self._derived_of(derived_tag(key))[key] = value
+
+    def derived_values(self, tag: Any) -> dict[Any, Any]:
+        """Every value derived under TAG so far: key -> value (the snapshot's own dict: do not modify)."""
+        return self._derived.get(tag, {})
+
+    def derived_tags(self) -> list[Any]:
+        return list(self._derived)
+
+    def carry_derived(self, tag: Any, values: dict[Any, Any]) -> int:
+        """Take VALUES (derived under TAG by another snapshot) over, but for those derived here already.
+        Returns how many were taken."""
+        if not values:
+            return 0
+        mine = self._derived_of(tag)
+        if not mine:
+            mine.update(values)
+            return len(values)
+        new = {k: v for k, v in values.items() if k not in mine}
+        mine.update(new)
+        return len(new)
 
     @property
     def mesh_config(self) -> MeshConfig:

@@ -37,6 +37,7 @@ from gossamer.translate.clusters import (
 )
 from gossamer.translate.envoyfilter import translate_envoy_filters
 from gossamer.translate.gateway import translate_gateway
+from gossamer.translate.incremental import same_hosts, stale_endpoints
 from gossamer.translate.scope import endpoint_scope, outbound_scope
 from gossamer.translate.sidecar import translate_sidecar_inbound, translate_sidecar_outbound
 from gossamer.translate.telemetry import access_logging_configured, telemetry_off, tracing_for
@@ -82,12 +83,65 @@ def outbound_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[EndpointSe
     """EDS for the services the proxy sees: a Sidecar narrowing egress (or exportTo) narrows endpoints
     too. Once per snapshot and endpoint scope; the endpoint fast path reads only this."""
 
+    key = ("outbound_endpoints", endpoint_scope(snapshot, proxy))
+
     def compute() -> tuple[EndpointSet, ...]:
+        stale = stale_endpoints(snapshot, key)
+        if stale is not None:  # a pod change: only the moved hosts' endpoints are translated again
+            found = _with_hosts_replaced(snapshot, proxy.namespace, *stale)
+            if found is not None:
+                return cast(tuple[EndpointSet, ...], same_hosts(key[0], stale[0], found))
         # Only the services it sees: a narrow scope costs only what it sees.
         seen = visible_services(snapshot, proxy)
         return tuple(e for service in seen for e in endpoint_sets_for(snapshot, service, proxy.namespace))
 
-    return snapshot.derived(("outbound_endpoints", endpoint_scope(snapshot, proxy)), compute)
+    return snapshot.derived(key, compute)
+
+
+def _with_hosts_replaced(
+    snapshot: MeshSnapshot, namespace: str, old: tuple[EndpointSet, ...], hosts: frozenset[str]
+) -> tuple[EndpointSet, ...] | None:
+    """OLD with the endpoint sets of HOSTS translated again, in place; None where that would not be the
+    whole translation (a host of several services: not one run of the same clusters as before)."""
+    out: list[EndpointSet] = []
+    done: set[str] = set()
+    i = 0
+    while i < len(old):
+        host = _host_of(old[i])
+        if host not in hosts:
+            out.append(old[i])
+            i += 1
+            continue
+        end = i
+        while end < len(old) and _host_of(old[end]) == host:
+            end += 1
+        service = snapshot.service_by_host(host)
+        if host in done or service is None:
+            return None
+        done.add(host)
+        fresh = endpoint_sets_for(snapshot, service, namespace)
+        if [e.cluster for e in fresh] != [e.cluster for e in old[i:end]]:
+            return None
+        out.extend(fresh)
+        i = end
+    return tuple(out)
+
+
+def hostnames_of_several_services(snapshot: MeshSnapshot) -> frozenset[str]:
+    """Hostnames that more than one service has (ServiceEntries may share one), once per snapshot."""
+
+    def compute() -> frozenset[str]:
+        seen: set[str] = set()
+        several: set[str] = set()
+        for service in snapshot.services:
+            (several if service.hostname in seen else seen).add(service.hostname)
+        return frozenset(several)
+
+    return snapshot.derived("hostnames_of_several_services", compute)
+
+
+def _host_of(endpoints: EndpointSet) -> str:
+    return endpoints.cluster.rsplit("|", 1)[-1]  # outbound|port|subset|host
 
 
 def translate_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[Listener, tuple[Cluster, ...]]:
@@ -114,11 +168,11 @@ def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
         )
     secrets: list[TlsSecret] = []
     listeners, tables, secrets = translate_gateway(snapshot, proxy)
-    clusters = [*static_clusters(), *outbound_clusters(snapshot, proxy)]
     return ProxyConfig(
         listeners=tuple(_with_telemetry(snapshot, proxy, listeners)),
         route_tables=tuple(tables),
-        clusters=tuple(clusters),
+        # (once per scope, as a sidecar's: carried over by a change that cannot touch them)
+        clusters=outbound_cluster_set(snapshot, proxy),
         endpoints=outbound_endpoints(snapshot, proxy),
         secrets=tuple(secrets),
         envoy_filters=translate_envoy_filters(snapshot, proxy),
@@ -168,6 +222,7 @@ def translate_proxy_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[End
 __all__ = [
     "OutboundConfig",
     "endpoint_scope",
+    "hostnames_of_several_services",
     "outbound_cluster_set",
     "outbound_endpoints",
     "outbound_listeners",

@@ -17,7 +17,7 @@ what they depend on, from the snapshot of the previous push:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 from gossamer.registry.snapshot import MeshSnapshot
@@ -42,6 +42,9 @@ _INBOUND = {"inbound", "packed_inbound"}
 _MERGED = {"group_listeners", "group_clusters", "vhost_bytes"}
 _VHOST = "vhost"  # ("vhost", scope, hostname, port)
 ALL_HOSTS = "*"
+# ("stale", tag, scope) -> (the scope's endpoints in the previous snapshot, the hosts whose pods moved): left
+# by carry_over for the endpoint fast path (stale_endpoints).
+STALE = "stale"
 
 
 def carry_over(previous: MeshSnapshot | None, current: MeshSnapshot, changed: Iterable[ConfigKey] | None) -> int:
@@ -63,28 +66,51 @@ def carry_over(previous: MeshSnapshot | None, current: MeshSnapshot, changed: It
     # that sees none of them keeps its endpoints (a Sidecar narrowing egress narrows what a pod change costs).
     moved_hosts = _hosts_selecting(previous, current, moved) if moved else set()
     scopes_may_stay = "DestinationRule" not in kinds
+    # The same services (a pod change): a scope's endpoints differ from before only in the moved hosts'.
+    patchable = scopes_may_stay and previous.services is current.services
     touched_hosts = _touched_hosts(previous, current, changed) if "DestinationRule" not in kinds else {ALL_HOSTS}
     carried = 0
-    for key, value in list(previous._derived.items()):
-        tag = key[0] if isinstance(key, tuple) else key
+    for tag in previous.derived_tags():
+        values = previous.derived_values(tag)
         if tag == _VHOST:
-            if ALL_HOSTS in touched_hosts or key[2] in touched_hosts:
+            if ALL_HOSTS in touched_hosts:
                 continue
+            kept = values if not touched_hosts else {k: v for k, v in values.items() if k[2] not in touched_hosts}
         elif tag in _ENDPOINTS and tag not in tags:
-            if not scopes_may_stay or not _endpoint_hosts(tag, value).isdisjoint(moved_hosts):
+            if not scopes_may_stay:
                 continue
+            kept = {}
+            for k, v in values.items():
+                seen = _endpoint_hosts(tag, v) & moved_hosts
+                if not seen:
+                    kept[k] = v
+                elif patchable:  # the next translation replaces only these hosts' endpoints
+                    current.derived_set((STALE, *k), (v, seen))
         elif tag not in tags:
             continue
         elif tag in _PER_SERVICE and moved:
             if tag == "endpoints_of":
-                if _selects_any(key, moved):
-                    continue
-            elif key[2] in moved_hosts:
-                continue
-        if key not in current._derived:
-            current._derived[key] = value
-            carried += 1
+                kept = {k: v for k, v in values.items() if not _selects_any(k, moved)}
+            else:
+                kept = {k: v for k, v in values.items() if k[2] not in moved_hosts}
+        else:
+            kept = values
+        carried += current.carry_derived(tag, kept)
     return carried
+
+
+def stale_endpoints(snapshot: MeshSnapshot, key: tuple[str, Hashable]) -> tuple[Any, frozenset[str]] | None:
+    """What carry_over left for the endpoint scope value KEY ("outbound_endpoints" or "packed_endpoints",
+    scope): (its previous value, the hosts whose pods moved since), or None (translate it whole)."""
+    found: tuple[Any, frozenset[str]] | None = snapshot.derived_get((STALE, *key))
+    return found
+
+
+def same_hosts(tag: str, old: Any, new: Any) -> Any:
+    """NEW, an endpoint scope value made from OLD by replacing some hosts' endpoints (see stale_endpoints):
+    it has OLD's hosts (remembered: not worked out again at the next change)."""
+    _HOSTS_OF[id(new)] = (new, _endpoint_hosts(tag, old))
+    return new
 
 
 def _changed_workloads(old: tuple[Workload, ...], new: tuple[Workload, ...]) -> list[Workload]:
@@ -104,18 +130,29 @@ def _selects_any(key: tuple[Any, ...], moved: list[Workload]) -> bool:
 def _hosts_selecting(previous: MeshSnapshot, current: MeshSnapshot, moved: list[Workload]) -> set[str]:
     """The hosts of the services (in either snapshot) selecting one of the MOVED workloads (as
     MeshSnapshot.endpoints_of selects)."""
-    hosts: set[str] = set()
-    for snapshot in (previous, current):
-        for service in snapshot.services:
-            if any(w.namespace == service.namespace and service.selects(w.label_map) for w in moved):
-                hosts.add(service.hostname)
-    return hosts
+    return {
+        service.hostname
+        for snapshot in (previous, current)
+        for w in moved
+        for service in snapshot.services_selecting(w.namespace, w.label_map)
+    }
 
 
-def _endpoint_hosts(tag: str, value: Any) -> set[str]:
-    """The hosts of an endpoint scope's clusters (outbound|port|subset|host)."""
+_HOSTS_OF: dict[int, tuple[Any, frozenset[str]]] = {}
+
+
+def _endpoint_hosts(tag: str, value: Any) -> frozenset[str]:
+    """The hosts of an endpoint scope's clusters (outbound|port|subset|host); once per value (a scope's
+    endpoints are carried from snapshot to snapshot while their services' pods stay)."""
+    found = _HOSTS_OF.get(id(value))
+    if found is not None and found[0] is value:
+        return found[1]
     names = value.keys() if tag == "packed_endpoints" else (e.cluster for e in value)
-    return {name.rsplit("|", 1)[-1] for name in names}
+    hosts = frozenset(name.rsplit("|", 1)[-1] for name in names)
+    if len(_HOSTS_OF) > 1024:
+        _HOSTS_OF.clear()
+    _HOSTS_OF[id(value)] = (value, hosts)  # holds `value`: its id cannot be reused meanwhile
+    return hosts
 
 
 def _touched_hosts(previous: MeshSnapshot, current: MeshSnapshot, changed: set[ConfigKey]) -> set[str]:

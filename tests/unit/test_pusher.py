@@ -205,9 +205,39 @@ spec:
     assert cache.version(a, ENDPOINT) == version
     assert cache.version(c, ENDPOINT) != version
     # Not even translated again: a's endpoint scope is carried over whole, c's is new.
-    carried = {k[1]: v is snap._derived.get(k) for k, v in _derived(snapshots.current, "packed_endpoints").items()}  # type: ignore[index]
+    carried = {k[1]: v is snap.derived_get(k) for k, v in _derived(snapshots.current, "packed_endpoints").items()}  # type: ignore[index]
     assert sorted(carried.values()) == [False, True]
-    assert _derived(snapshots.current, "outbound_endpoints").keys() == _derived(snap, "outbound_endpoints").keys()
+    # c's scope: its endpoints packed from the previous ones, only c's replaced (no whole translation).
+    assert _derived(snapshots.current, "outbound_endpoints").keys() <= _derived(snap, "outbound_endpoints").keys()
+
+
+def test_a_pod_change_replaces_only_its_services_endpoints_and_gives_what_a_full_translation_gives() -> None:
+    snapshots = Snapshots(MESH)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    a, _ = connect(pusher, snapshots.current, "a")
+    before = cache.get(a, ENDPOINT)[1]
+    b_cluster = "outbound|8000||b.default.svc.cluster.local"
+    snap = snapshots.current
+    snapshots.current = replace(snap, workloads=tuple(w for w in snap.workloads if w.name != "b-1"))
+    pusher.push_now(full=False)
+    after = cache.get(a, ENDPOINT)[1]
+    assert after.keys() == before.keys()
+    # The other services' endpoints are the very resources of the previous push; b's lost a pod.
+    assert [n for n in after if after[n] is not before[n]] == [b_cluster]
+    assert after[b_cluster].value != before[b_cluster].value
+    # What a proxy gets is what translating the new snapshot from scratch gives.
+    fresh_cache = ConfigCache()
+    fresh, _ = connect(Pusher(fresh_cache, lambda: snapshots.current), snapshots.current, "a")
+    assert {n: p.value for n, p in after.items()} == {
+        n: p.value for n, p in fresh_cache.get(fresh, ENDPOINT)[1].items()
+    }
+    # The same for a full push's translation (gateways, EnvoyFilters): the outbound endpoint sets.
+    carried = translate_module.outbound_endpoints(snapshots.current, proxy_for(snapshots.current, "a", has_sds=True))
+    scratch = translate_module.outbound_endpoints(
+        replace(snapshots.current, version=9), proxy_for(snapshots.current, "a", has_sds=True)
+    )
+    assert carried == scratch
 
 
 def test_a_failing_group_keeps_its_config_and_the_others_are_pushed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,15 +267,16 @@ def test_a_failing_group_keeps_its_config_and_the_others_are_pushed(monkeypatch:
 
 
 def _derived(snapshot: MeshSnapshot, tag: str) -> dict[object, object]:
-    return {k: v for k, v in snapshot._derived.items() if isinstance(k, tuple) and k[0] == tag}
+    return dict(snapshot.derived_values(tag))
 
 
 def _carried(before: MeshSnapshot, after: MeshSnapshot) -> list[object]:
     """Keys whose value AFTER took over from BEFORE (values Python shares anyway - (), None - aside)."""
     return [
         k
-        for k, v in after._derived.items()
-        if before._derived.get(k) is v and v not in ((), None) and v is not DEFAULT_MESH_CONFIG
+        for tag in after.derived_tags()
+        for k, v in after.derived_values(tag).items()
+        if before.derived_get(k) is v and v not in ((), None) and v is not DEFAULT_MESH_CONFIG
     ]  # Istio's defaults: one object for every snapshot without a ConfigMap
 
 
@@ -267,7 +298,7 @@ def test_a_virtual_service_change_re_translates_only_its_hosts_routes() -> None:
         # b's and c's virtual hosts are the very objects of the previous push; a's was translated again.
         assert (vhost is old_vhosts[key]) == (host != "a.default.svc.cluster.local"), key
     for tag in ("outbound_clusters", "packed_clusters", "packed_endpoints", "inbound"):
-        assert all(after._derived[k] is v for k, v in _derived(before, tag).items()), tag
+        assert all(after.derived_get(k) is v for k, v in _derived(before, tag).items()), tag
     for g in (a, c):  # only route tables changed, for every proxy that sees a
         changed = [t for t, v in versions[g].items() if cache.version(g, t) != v]
         assert changed == [ROUTE], (g, changed)
@@ -331,13 +362,13 @@ spec:
     assert _derived(after, "destination_rule_for") and _derived(after, "endpoint_sets_for")
     assert not [k for k in carried if k[0] == "destination_rule_for"]  # type: ignore[index]
     a_sets = ("endpoint_sets_for", "default", "a.default.svc.cluster.local", "default")
-    assert after._derived[a_sets] is not before._derived[a_sets]
+    assert after.derived_get(a_sets) is not before.derived_get(a_sets)
     # ...while a service's endpoints per subset stay (keyed by the subsets: a's v2 sets are new).
     kept = [
         k for k, v in _derived(after, "service_endpoints").items() if v is _derived(before, "service_endpoints").get(k)
     ]
     new_subsets = [k for k in _derived(after, "service_endpoints") if "v2" in str(k[3])]  # type: ignore[index]
-    assert kept and new_subsets and not any(k in before._derived for k in new_subsets)
+    assert kept and new_subsets and not any(before.derived_get(k) is not None for k in new_subsets)
 
 
 def test_what_a_push_builds_is_kept_out_of_the_collectors_generations() -> None:
