@@ -12,23 +12,36 @@ so an EnvoyFilter whose patch breaks a listener is named, not the VirtualService
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import re
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gossamer.controlplane.offline_snapshot import offline_proxy, offline_snapshot
-from gossamer.ir.types import ProxyConfig
+from envoy.config.route.v3 import route_pb2
+from google.protobuf.message import Message
+
+from gossamer.controlplane.offline_snapshot import REGISTRY_KINDS, offline_proxy, offline_snapshot
+from gossamer.ir.types import ProxyConfig, RouteTable, VirtualHost
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.apps import Deployment
 from gossamer.resources.envoy_checks import missing_files
 from gossamer.resources.issues import Issue
-from gossamer.translate import outbound_scope, translate_inbound, translate_outbound, translate_proxy
+from gossamer.translate import (
+    OutboundConfig,
+    outbound_scope,
+    translate_inbound,
+    translate_outbound,
+    translate_proxy,
+)
 from gossamer.translate.envoyfilter import envoy_filters_for
 from gossamer.translate.incremental import carry_over
-from gossamer.xds.build import build_resources
+from gossamer.xds.build import build_endpoint_resources, build_resources
+from gossamer.xds.build.listeners import build_listener
+from gossamer.xds.build.routes import built_virtual_host, table_fields
 from gossamer.xds.envoyfilter import apply_envoy_filters
-from gossamer.xds.rules import violations
+from gossamer.xds.rules import MAX_VIOLATIONS, Violation, checked, message_problems, rule_plan, violations
+from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 MAX_CULPRITS = 5
 _PROXY_KINDS = frozenset(
@@ -98,20 +111,7 @@ def _problems(resources: Sequence[Any]) -> dict[str, list[str]]:
             if proxy.type == "sidecar" and not envoy_filters_for(snapshot, proxy):
                 scope = outbound_scope(snapshot, proxy)
                 if scope not in by_scope:
-                    outbound = translate_outbound(snapshot, proxy)
-                    by_scope[scope] = [
-                        str(v)
-                        for v in violations(
-                            build_resources(
-                                ProxyConfig(
-                                    listeners=outbound.listeners,
-                                    route_tables=outbound.route_tables,
-                                    clusters=outbound.clusters,
-                                    endpoints=outbound.endpoints,
-                                )
-                            )
-                        )
-                    ]
+                    by_scope[scope] = _outbound_problems(translate_outbound(snapshot, proxy))
                 problems = by_scope[scope] + _inbound_problems(translate_inbound(snapshot, proxy))
             else:
                 config = translate_proxy(snapshot, proxy)
@@ -123,6 +123,96 @@ def _problems(resources: Sequence[Any]) -> dict[str, list[str]]:
         for problem in dict.fromkeys(problems):
             found.setdefault(problem, []).append(label)
     return found
+
+
+# (type URL, resource name, its problems: (field path, problem)) for each built resource, in the order
+# `violations` walks what build_resources builds.
+Checked = list[tuple[str, str, tuple[tuple[str, str], ...]]]
+
+
+def _outbound_problems(outbound: OutboundConfig) -> list[str]:
+    """What `violations` finds in the built OUTBOUND config (the same problems, in the same order), at a cost
+    that follows what changed since the last check: each part translated again (a change carries the
+    others over: the same objects) is built and checked again; of a route table, only the virtual hosts
+    translated again (a VirtualService change: the hosts it touches, of a thousand)."""
+    parts = (
+        _once_per(
+            outbound.listeners, lambda: _checked(LISTENER, {x.name: build_listener(x) for x in outbound.listeners})
+        ),
+        _route_tables_checked(outbound.route_tables),
+        _once_per(
+            outbound.clusters,
+            lambda: _checked(CLUSTER, build_resources(ProxyConfig(clusters=outbound.clusters))[CLUSTER]),
+        ),
+        _once_per(outbound.endpoints, lambda: _checked(ENDPOINT, build_endpoint_resources(outbound.endpoints))),
+    )
+    out: list[str] = []
+    for part in parts:
+        for type_url, name, problems in part:
+            for path, problem in problems:
+                out.append(str(Violation(type_url, name, path, problem)))
+                if len(out) >= MAX_VIOLATIONS:
+                    return out
+    return out
+
+
+def _checked(type_url: str, built: Mapping[str, Message]) -> Checked:
+    return [(type_url, name, checked(msg)) for name, msg in built.items()]
+
+
+_ONCE_PER: dict[int, tuple[object, Checked]] = {}
+
+
+def _once_per(value: object, check: Callable[[], Checked]) -> Checked:
+    """check(), once per VALUE (a translated part: the same object while a change leaves it)."""
+    found = _ONCE_PER.get(id(value))
+    if found is not None and found[0] is value:
+        return found[1]
+    result = check()
+    if len(_ONCE_PER) > 1024:
+        _ONCE_PER.clear()
+    _ONCE_PER[id(value)] = (value, result)  # holds `value`: its id cannot be reused meanwhile
+    return result
+
+
+_TABLE_FIELDS = rule_plan(route_pb2.RouteConfiguration.DESCRIPTOR).ruled_names
+
+
+def _route_tables_checked(tables: tuple[RouteTable, ...]) -> Checked:
+    """A route table's problems as `violations` finds them in the built table: its own fields' (with rules
+    first, the others after its virtual hosts, as the walk meets them) and each virtual host's, under
+    `virtual_hosts[i]` - a virtual host checked once per translation of it."""
+    by_name = {t.name: t for t in tables}  # (as build_resources keys them)
+    out: Checked = []
+    for name, table in by_name.items():
+        own = checked(table_fields(table))
+        ruled = [p for p in own if _top_field(p[0]) in _TABLE_FIELDS]
+        others = [p for p in own if _top_field(p[0]) not in _TABLE_FIELDS]
+        vhosts = [
+            (f"virtual_hosts[{i}].{sub}" if sub else f"virtual_hosts[{i}]", problem)
+            for i, vhost in enumerate(table.virtual_hosts)
+            for sub, problem in _virtual_host_problems(vhost)
+        ]
+        out.append((ROUTE, name, (*ruled, *vhosts, *others)))
+    return out
+
+
+def _top_field(path: str) -> str:
+    return re.split(r"[.\[(]", path, maxsplit=1)[0]
+
+
+_VHOST_CHECKED: dict[int, tuple[VirtualHost, tuple[tuple[str, str], ...]]] = {}
+
+
+def _virtual_host_problems(vhost: VirtualHost) -> tuple[tuple[str, str], ...]:
+    found = _VHOST_CHECKED.get(id(vhost))
+    if found is not None and found[0] is vhost:
+        return found[1]
+    problems = message_problems(built_virtual_host(vhost))
+    if len(_VHOST_CHECKED) > 50_000:
+        _VHOST_CHECKED.clear()
+    _VHOST_CHECKED[id(vhost)] = (vhost, problems)  # holds `vhost`: its id cannot be reused meanwhile
+    return problems
 
 
 _INBOUND_CHECKED: dict[int, tuple[tuple[Any, tuple[Any, ...]], list[str]]] = {}
@@ -149,16 +239,32 @@ _last: tuple[dict[tuple[str, str, str], Any], MeshSnapshot] | None = None
 
 def _offline_snapshot_since_last(resources: Sequence[Any]) -> MeshSnapshot:
     global _last
-    snapshot = offline_snapshot(resources, every_replica=False)
     by_key = {r.key: r for r in resources}
     last = _last
-    if last is not None:
+    if last is None:
+        snapshot = offline_snapshot(resources, every_replica=False)
+    else:
         before, previous = last
-        changed = {k for k, r in by_key.items() if (b := before.get(k)) is not r and b != r}
+        changed = {k for k, r in by_key.items() if (b := before.get(k)) is not r and not _same_config(b, r)}
         changed |= before.keys() - by_key.keys()
+        # No Service, Deployment... changed: the same services and workloads (not made again for every check).
+        same_registry = not any(kind in REGISTRY_KINDS for kind, _, _ in changed)
+        snapshot = offline_snapshot(resources, every_replica=False, registry_of=previous if same_registry else None)
         carry_over(previous, snapshot, changed)
     _last = (by_key, snapshot)
     return snapshot
+
+
+def _same_config(before: Any, after: Any) -> bool:
+    """Whether BEFORE (or None) and AFTER configure the same, wherever they were read from (an apply of a
+    file that holds a stored resource unchanged: changed only in its source file and lines)."""
+    return (
+        before is not None
+        and before.api_version == after.api_version
+        and before.metadata == after.metadata
+        and before.spec == after.spec
+        and before.raw == after.raw
+    )
 
 
 def prepare(existing: Sequence[Any]) -> None:

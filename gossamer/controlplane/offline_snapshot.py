@@ -20,12 +20,22 @@ def _pod_ip(n: int) -> str:
     return f"10.244.{1 + (n - 1) // 249}.{(n - 1) % 249 + 1}"
 
 
-def offline_snapshot(resources: Sequence[Any], *, every_replica: bool = True) -> MeshSnapshot:
+# The kinds the services and workloads of an offline snapshot come from.
+REGISTRY_KINDS = frozenset({"Service", "ServiceEntry", "Deployment", "WorkloadEntry"})
+
+
+def offline_snapshot(
+    resources: Sequence[Any], *, every_replica: bool = True, registry_of: MeshSnapshot | None = None
+) -> MeshSnapshot:
     """The snapshot of these resources; `every_replica=False` gives each Deployment one pod, which is
-    enough where only the shape of the config matters (the Envoy-rules check)."""
+    enough where only the shape of the config matters (the Envoy-rules check). REGISTRY_OF: a snapshot
+    whose resources of REGISTRY_KINDS are these ones (the same services and workloads: taken over)."""
     by_kind: dict[str, list[Any]] = {}
     for r in resources:
         by_kind.setdefault(r.kind, []).append(r)
+    if registry_of is not None:
+        kinds = {k: tuple(v) for k, v in by_kind.items()}
+        return MeshSnapshot(version=1, resources=kinds, services=registry_of.services, workloads=registry_of.workloads)
     vips = vip_candidates()
     services = tuple(mesh_service(s, next(vips)) for s in by_kind.get("Service", []))
     kinds = {k: tuple(v) for k, v in by_kind.items()}

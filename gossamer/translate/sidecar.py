@@ -117,6 +117,11 @@ def _dedupe_domains(vhosts: list[VirtualHost]) -> list[VirtualHost]:
     return out
 
 
+# (One object for every table: built, serialized and checked once.)
+_BLOCK_ALL = VirtualHost("block_all", ("*",), (block_all_route(),))
+_ALLOW_ANY = VirtualHost("allow_any", ("*",), (default_route(PASSTHROUGH_CLUSTER),))
+
+
 def default_service_route(snapshot: MeshSnapshot, service: MeshService, port: int, proxy: Proxy) -> HttpRoute:
     """Istio's BuildDefaultHTTPOutboundRoute: the default retry policy, no timeout, and the
     service's consistent-hash key (service or port level) when its DestinationRule has one."""
@@ -248,11 +253,8 @@ def translate_sidecar_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[li
         vhosts = _dedupe_domains(
             [_scope_virtual_host(snapshot, scope, s, port_number, proxy, http_vss) for s in services]
         )
-        if blocked:
-            vhosts.append(VirtualHost("block_all", ("*",), (block_all_route(),)))
-        else:
-            # ALLOW_ANY: unknown hosts on a known port pass through to their original destination.
-            vhosts.append(VirtualHost("allow_any", ("*",), (default_route(PASSTHROUGH_CLUSTER),)))
+        # ALLOW_ANY: unknown hosts on a known port pass through to their original destination.
+        vhosts.append(_BLOCK_ALL if blocked else _ALLOW_ANY)
         tables.append(RouteTable(str(port_number), tuple(vhosts)))
     return listeners, tables
 

@@ -106,6 +106,21 @@ _CHECKED_BY_IDENTITY: dict[int, tuple[Message, tuple[tuple[str, str], ...]]] = {
 _CHECKED_BY_IDENTITY_TYPES = {"envoy.config.cluster.v3.Cluster", "envoy.config.endpoint.v3.ClusterLoadAssignment"}
 
 
+def checked(msg: Message) -> tuple[tuple[str, str], ...]:
+    """(field path, problem) for every rule MSG breaks, remembered (as `violations` checks a resource)."""
+    return _checked(msg)
+
+
+def message_problems(msg: Message) -> tuple[tuple[str, str], ...]:
+    """(field path, problem) for every rule MSG, a part of a resource, breaks (paths relative to it)."""
+    return tuple(_message(msg, ""))
+
+
+def rule_plan(desc: Descriptor) -> _Plan:
+    """Which fields of a message type carry rules (checked before its other fields)."""
+    return _plan(desc)
+
+
 def _checked(msg: Message) -> tuple[tuple[str, str], ...]:
     if msg.DESCRIPTOR.full_name not in _CHECKED_BY_IDENTITY_TYPES:
         return _checked_content(msg)

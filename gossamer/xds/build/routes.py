@@ -203,6 +203,16 @@ def _virtual_host(vhost: VirtualHost) -> rc.VirtualHost:
     return built
 
 
+def built_virtual_host(vhost: VirtualHost) -> rc.VirtualHost:
+    """The virtual host as build_route_table builds it (once per virtual host object)."""
+    return _virtual_host(vhost)
+
+
+def table_fields(table: RouteTable) -> route_pb2.RouteConfiguration:
+    """A route table's own fields (no virtual hosts), as build_route_table builds them."""
+    return _table_fields(table)
+
+
 def _table_fields(table: RouteTable) -> route_pb2.RouteConfiguration:
     """A route table's own fields (no virtual hosts)."""
     return route_pb2.RouteConfiguration(
