@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import gossamer
-from gossamer.controlplane.config import precheck
+from gossamer.controlplane.config import analysis, envoy_precheck, precheck
 from gossamer.controlplane.envoycheck import prepare
 from gossamer.mesh import APPLY_CHECK_UID
 from gossamer.resources.issues import Issue
@@ -44,8 +44,10 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str, str]
 PARENT_CHECK_SECONDS = 1.0
 
-# The worker's copy of the stored resources (in the worker process only).
+# The worker's copy of the stored resources (in the worker process only), and the config the last check
+# was of (what its analysis is of).
 _held: dict[Key, Any] = {}
+_checked_over: list[Any] = []
 
 
 def _check_in_worker(
@@ -54,9 +56,12 @@ def _check_in_worker(
     order: list[Key],
     changed: list[Any],
     reset: bool,
+    analysis_too: bool = True,
 ) -> tuple[list[Issue], list[Issue]]:
     """In the worker: bring its copy of the store up to date (CHANGED resources; ORDER: every stored key,
-    as the store orders them, which decides precedence), then check FILES over it."""
+    as the store orders them, which decides precedence), then check FILES over it (and analyse them, unless
+    not ANALYSIS_TOO: then _analyze_in_worker does, later)."""
+    global _checked_over
     if reset:
         _held.clear()
     _held.update((r.key, r) for r in changed)
@@ -67,7 +72,16 @@ def _check_in_worker(
         if reset or changed:
             prepare(existing)
         return [], []
-    return precheck(files, namespace, existing)
+    if analysis_too:
+        return precheck(files, namespace, existing)
+    _checked_over = existing
+    return envoy_precheck(files, namespace, existing), []
+
+
+def _analyze_in_worker(files: Sequence[tuple[str, str]], namespace: str | None) -> list[Issue]:
+    """In the worker: the analysis of the FILES the last check (without analysis) checked, over the same
+    config."""
+    return analysis(files, namespace, _checked_over)
 
 
 def _ready() -> bool:
@@ -109,6 +123,7 @@ class ApplyChecker:
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         self._given: dict[Key, Any] = {}  # what the worker holds (the very objects)
+        self._checked: tuple[list[tuple[str, str]], str | None, list[Any]] | None = None  # the last `check`'s
 
     def start(self) -> None:
         """Start the worker now (it imports the translator: a second or two) rather than at the first apply."""
@@ -141,6 +156,41 @@ class ApplyChecker:
             return await asyncio.to_thread(precheck, files, namespace, existing)
         self._given = current
         return result
+
+    async def check(
+        self, files: Sequence[tuple[str, str]], namespace: str | None, existing: Sequence[Any]
+    ) -> list[Issue]:
+        """precheck's first part only: what Envoy would reject. `analysis` then gives the warnings for the same
+        files over the same EXISTING (analysis never rejects: it may run while the change is pushed)."""
+        pool = self._pool_now()
+        self._checked = (list(files), namespace, list(existing))
+        current = {r.key: r for r in existing}
+        changed = [r for k, r in current.items() if self._given.get(k) is not r]
+        reset = not self._given
+        try:
+            issues, _ = await asyncio.get_running_loop().run_in_executor(
+                pool, _check_in_worker, list(files), namespace, list(current), changed, reset, False
+            )
+        except BrokenProcessPool:
+            log.warning("the apply check's process died: checking on a thread, a new process next time")
+            self.stop()
+            return await asyncio.to_thread(envoy_precheck, files, namespace, existing)
+        self._given = current
+        return issues
+
+    async def analysis(self, files: Sequence[tuple[str, str]], namespace: str | None) -> list[Issue]:
+        """The analysis warnings of the FILES the last `check` checked (the same files), over its config."""
+        checked = self._checked
+        if checked is None:
+            raise RuntimeError("analysis without a check")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool_now(), _analyze_in_worker, list(files), namespace
+            )
+        except BrokenProcessPool:
+            log.warning("the apply check's process died: analysing on a thread, a new process next time")
+            self.stop()
+            return await asyncio.to_thread(analysis, files, namespace, checked[2])
 
     def stop(self) -> None:
         if self._pool is not None:

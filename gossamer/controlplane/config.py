@@ -117,14 +117,27 @@ def precheck(
     """apply_files' expensive, pure parts: (what Envoy would reject once FILES are applied over EXISTING,
     the analysis warnings). Building every proxy's config takes a while at a thousand services, so the
     control plane runs this on a worker thread and hands the results to apply_files."""
-    from gossamer.controlplane.analyze import analyze
+    issues = envoy_precheck(files, namespace, existing)
+    return issues, ([] if issues else analysis(files, namespace, existing))
+
+
+def envoy_precheck(
+    files: Sequence[tuple[str, str]], namespace: str | None, existing: Sequence[Resource[Any]]
+) -> list[Issue]:
+    """precheck's first part: what Envoy would reject (nothing when the files do not parse: apply_files
+    reports that)."""
     from gossamer.controlplane.envoycheck import check_issues
 
     resources, errors, _warnings = parse_files(files, namespace)
-    if errors:
-        return [], []
-    issues = check_issues(resources, existing)
-    return issues, ([] if issues else analyze(resources, existing))
+    return [] if errors else check_issues(resources, existing)
+
+
+def analysis(files: Sequence[tuple[str, str]], namespace: str | None, existing: Sequence[Resource[Any]]) -> list[Issue]:
+    """precheck's second part: the analysis warnings for FILES applied over EXISTING (the config before)."""
+    from gossamer.controlplane.analyze import analyze
+
+    resources, errors, _warnings = parse_files(files, namespace)
+    return [] if errors else analyze(resources, existing)
 
 
 IMPLICIT_NAMESPACES = ("default",)

@@ -272,8 +272,12 @@ class ControlPlane:
         the checker's process: the event loop keeps serving the API and the proxies meanwhile. One apply at
         a time: its check must see the config it lands on."""
         async with self._apply_lock:
-            issues, warnings = await self.apply_checker.precheck(files, namespace, self._resources())
-            return self.apply(files, dry_run=dry_run, namespace=namespace, envoy_issues=issues, warnings=warnings)
+            issues = await self.apply_checker.check(files, namespace, self._resources())
+            result = self.apply(files, dry_run=dry_run, namespace=namespace, envoy_issues=issues, warnings=[])
+            if result.ok:
+                # Analysis never rejects: it runs (in the checker's process) while the change is pushed.
+                result.warnings.extend(await self.apply_checker.analysis(files, namespace))
+            return result
 
     def _resources(self) -> list[Any]:
         return [r for rs in self.snapshots.resources().values() for r in rs]

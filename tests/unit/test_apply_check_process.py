@@ -46,6 +46,10 @@ async def test_the_checker_process_agrees_with_the_check_here_as_the_store_chang
             assert [str(i) for i in there[0]] == [str(i) for i in here[0]]
             assert [str(i) for i in there[1]] == [str(i) for i in here[1]]
             refused.append([i.kind for i in there[0]])
+            # The same in two steps (apply: the check, then the analysis while the change is pushed).
+            issues = await checker.check(files, None, existing)
+            warnings = await checker.analysis(files, None) if not issues else []
+            assert ([str(i) for i in issues], [str(i) for i in warnings]) == tuple([str(i) for i in x] for x in here)
         assert refused == [["EnvoyFilter"], []]
         # The store changes (the VirtualService stored, reviews' Deployment gone): the worker's copy follows.
         assert apply_files(store, [("vs.yaml", vs)]).ok
