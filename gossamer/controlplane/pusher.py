@@ -30,7 +30,6 @@ from gossamer.registry.types import Proxy
 from gossamer.telemetry.controlplane import PILOT
 from gossamer.translate import (
     endpoint_scope,
-    hostnames_of_several_services,
     outbound_cluster_set,
     outbound_endpoints,
     outbound_listeners,
@@ -40,7 +39,7 @@ from gossamer.translate import (
 )
 from gossamer.translate.clusters import endpoint_sets_for
 from gossamer.translate.envoyfilter import envoy_filters_for
-from gossamer.translate.incremental import ConfigKey, carry_over, same_hosts, stale_endpoints
+from gossamer.translate.incremental import ConfigKey, carry_over, same_hosts, stale_endpoints, stale_value
 from gossamer.xds.build import build_resources, packed_cluster, packed_endpoints, packed_listener
 from gossamer.xds.build.routes import route_table_header, virtual_host_entry
 from gossamer.xds.cache import ConfigCache, Packed, SharedResources, pack_all, resource_hash
@@ -336,8 +335,16 @@ def _merged(
 def _packed_listeners(snapshot: MeshSnapshot, proxy: Proxy) -> dict[str, SharedResources]:
     listeners, tables = outbound_listeners(snapshot, proxy)
     scope = outbound_scope(snapshot, proxy)
+    # A VirtualService change that left the scope's listeners as they were: the same packed ones (not even
+    # compared by the cache).
+    before = stale_value(snapshot, ("outbound_listeners", scope))
+    packed_before = stale_value(snapshot, ("packed_listeners", scope))
+    if before is not None and packed_before is not None and before[0][0] is listeners:
+        packed = packed_before[0][LISTENER]
+    else:
+        packed = SharedResources((x.name, packed_listener(x)) for x in listeners)
     return {
-        LISTENER: SharedResources((x.name, packed_listener(x)) for x in listeners),
+        LISTENER: packed,
         ROUTE: SharedResources((t.name, _packed_route_table(snapshot, scope, t)) for t in tables),
     }
 
@@ -384,7 +391,7 @@ def _with_hosts_replaced(
     new = SharedResources(old)
     for host in hosts:
         service = snapshot.service_by_host(host)
-        if service is None or host in hostnames_of_several_services(snapshot):
+        if service is None or host in snapshot.hostnames_of_several_services():
             return None
         for e in endpoint_sets_for(snapshot, service, namespace):
             if e.cluster not in new:

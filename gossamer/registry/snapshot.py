@@ -90,6 +90,17 @@ class MeshSnapshot:
     def service_by_host(self, hostname: str) -> MeshService | None:
         return self.derived("services_by_host", self._services_by_host).get(hostname)
 
+    def hostnames_of_several_services(self) -> frozenset[str]:
+        """Hostnames that more than one service has (ServiceEntries may share one), once per snapshot."""
+        return self.derived("hostnames_of_several_services", self._hostnames_of_several_services)
+
+    def _hostnames_of_several_services(self) -> frozenset[str]:
+        seen: set[str] = set()
+        several: set[str] = set()
+        for service in self.services:
+            (several if service.hostname in seen else seen).add(service.hostname)
+        return frozenset(several)
+
     def _services_by_host(self) -> dict[str, MeshService]:
         out: dict[str, MeshService] = {}
         for s in self.services:

@@ -37,9 +37,13 @@ from gossamer.translate.clusters import (
 )
 from gossamer.translate.envoyfilter import translate_envoy_filters
 from gossamer.translate.gateway import translate_gateway
-from gossamer.translate.incremental import same_hosts, stale_endpoints
+from gossamer.translate.incremental import same_hosts, stale_endpoints, stale_value
 from gossamer.translate.scope import endpoint_scope, outbound_scope
-from gossamer.translate.sidecar import translate_sidecar_inbound, translate_sidecar_outbound
+from gossamer.translate.sidecar import (
+    translate_sidecar_inbound,
+    translate_sidecar_outbound,
+    with_virtual_hosts_replaced,
+)
 from gossamer.translate.telemetry import access_logging_configured, telemetry_off, tracing_for
 from gossamer.translate.visibility import visible_services
 
@@ -64,11 +68,19 @@ def translate_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> OutboundConfig:
 def outbound_listeners(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[tuple[Listener, ...], tuple[RouteTable, ...]]:
     """The outbound listeners and route tables of the proxy's outbound scope."""
 
+    key = ("outbound_listeners", outbound_scope(snapshot, proxy))
+
     def compute() -> tuple[tuple[Listener, ...], tuple[RouteTable, ...]]:
+        stale = stale_value(snapshot, key)
+        if stale is not None:  # a VirtualService change: only its hosts' virtual hosts are translated again
+            (listeners, tables), hosts = stale
+            patched = with_virtual_hosts_replaced(snapshot, proxy, tables, hosts)
+            if patched is not None:
+                return listeners, patched
         listeners, tables = translate_sidecar_outbound(snapshot, proxy)
         return tuple(_with_telemetry(snapshot, proxy, listeners)), tuple(tables)
 
-    return snapshot.derived(("outbound_listeners", outbound_scope(snapshot, proxy)), compute)
+    return snapshot.derived(key, compute)
 
 
 def outbound_cluster_set(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[Cluster, ...]:
@@ -125,19 +137,6 @@ def _with_hosts_replaced(
         out.extend(fresh)
         i = end
     return tuple(out)
-
-
-def hostnames_of_several_services(snapshot: MeshSnapshot) -> frozenset[str]:
-    """Hostnames that more than one service has (ServiceEntries may share one), once per snapshot."""
-
-    def compute() -> frozenset[str]:
-        seen: set[str] = set()
-        several: set[str] = set()
-        for service in snapshot.services:
-            (several if service.hostname in seen else seen).add(service.hostname)
-        return frozenset(several)
-
-    return snapshot.derived("hostnames_of_several_services", compute)
 
 
 def _host_of(endpoints: EndpointSet) -> str:
@@ -222,7 +221,6 @@ def translate_proxy_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[End
 __all__ = [
     "OutboundConfig",
     "endpoint_scope",
-    "hostnames_of_several_services",
     "outbound_cluster_set",
     "outbound_endpoints",
     "outbound_listeners",

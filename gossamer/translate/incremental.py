@@ -17,7 +17,8 @@ what they depend on, from the snapshot of the previous push:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+import functools
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from gossamer.registry.snapshot import MeshSnapshot
@@ -37,13 +38,14 @@ _ENDPOINTS = {"outbound_endpoints", "packed_endpoints"}  # key[1] = endpoint sco
 _DESTINATION_RULES = {"destination_rules_by_host", "destination_rule_for", "endpoint_sets_for"}
 _PER_SERVICE = _PER_SERVICE_WORKLOADS | {"endpoint_sets_for"}
 _INBOUND = {"inbound", "packed_inbound"}
+_LISTENERS = {"outbound_listeners", "packed_listeners"}  # key[1] = outbound scope
 # Values that check themselves: a group's shared part merged with its own (valid while both parts are the
 # same objects), a virtual host's serialized entry (while it is the same virtual host).
 _MERGED = {"group_listeners", "group_clusters", "vhost_bytes"}
 _VHOST = "vhost"  # ("vhost", scope, hostname, port)
 ALL_HOSTS = "*"
-# ("stale", tag, scope) -> (the scope's endpoints in the previous snapshot, the hosts whose pods moved): left
-# by carry_over for the endpoint fast path (stale_endpoints).
+# ("stale", tag, scope) -> (a scope's value in the previous snapshot, the hosts it differs in): left by
+# carry_over for the next translation to replace only what those hosts have (stale_value).
 STALE = "stale"
 
 
@@ -69,6 +71,12 @@ def carry_over(previous: MeshSnapshot | None, current: MeshSnapshot, changed: It
     # The same services (a pod change): a scope's endpoints differ from before only in the moved hosts'.
     patchable = scopes_may_stay and previous.services is current.services
     touched_hosts = _touched_hosts(previous, current, changed) if "DestinationRule" not in kinds else {ALL_HOSTS}
+    listeners_patchable = (
+        not moved
+        and kinds == {"VirtualService"}
+        and ALL_HOSTS not in touched_hosts
+        and _routes_http_only(previous, current, changed)
+    )
     carried = 0
     for tag in previous.derived_tags():
         values = previous.derived_values(tag)
@@ -76,34 +84,70 @@ def carry_over(previous: MeshSnapshot | None, current: MeshSnapshot, changed: It
             if ALL_HOSTS in touched_hosts:
                 continue
             kept = values if not touched_hosts else {k: v for k, v in values.items() if k[2] not in touched_hosts}
+        elif tag in _LISTENERS:
+            # A VirtualService change that only routes HTTP: a scope's listeners stay, its route tables differ in
+            # the touched hosts' virtual hosts (the next translation replaces only those).
+            if listeners_patchable:
+                _leave_stale(current, values, lambda _v: frozenset(touched_hosts))
+            continue
         elif tag in _ENDPOINTS and tag not in tags:
             if not scopes_may_stay:
                 continue
-            kept = {}
-            for k, v in values.items():
-                seen = _endpoint_hosts(tag, v) & moved_hosts
-                if not seen:
-                    kept[k] = v
-                elif patchable:  # the next translation replaces only these hosts' endpoints
-                    current.derived_set((STALE, *k), (v, seen))
+            kept = {k: v for k, v in values.items() if _endpoint_hosts(tag, v).isdisjoint(moved_hosts)}
+            if patchable:  # the next translation replaces only the moved hosts' endpoints
+                stale = {k: v for k, v in values.items() if k not in kept}
+                _leave_stale(current, stale, functools.partial(_hosts_among, tag, moved_hosts))
         elif tag not in tags:
             continue
         elif tag in _PER_SERVICE and moved:
-            if tag == "endpoints_of":
-                kept = {k: v for k, v in values.items() if not _selects_any(k, moved)}
-            else:
-                kept = {k: v for k, v in values.items() if k[2] not in moved_hosts}
+            kept = _per_service_kept(tag, values, moved, moved_hosts)
         else:
             kept = values
         carried += current.carry_derived(tag, kept)
     return carried
 
 
-def stale_endpoints(snapshot: MeshSnapshot, key: tuple[str, Hashable]) -> tuple[Any, frozenset[str]] | None:
-    """What carry_over left for the endpoint scope value KEY ("outbound_endpoints" or "packed_endpoints",
-    scope): (its previous value, the hosts whose pods moved since), or None (translate it whole)."""
+def _leave_stale(current: MeshSnapshot, values: dict[Any, Any], hosts: Callable[[Any], frozenset[str]]) -> None:
+    """For each of VALUES (key -> previous value): what the next translation of it replaces (see stale_value)."""
+    for key, value in values.items():
+        current.derived_set((STALE, *key), (value, hosts(value)))
+
+
+def _hosts_among(tag: str, hosts: set[str], value: Any) -> frozenset[str]:
+    """The HOSTS an endpoint scope's VALUE has endpoints of."""
+    return _endpoint_hosts(tag, value) & hosts
+
+
+def _per_service_kept(tag: str, values: dict[Any, Any], moved: list[Workload], moved_hosts: set[str]) -> dict[Any, Any]:
+    """The values of a per-service TAG that the MOVED workloads leave as they were."""
+    if tag == "endpoints_of":
+        return {k: v for k, v in values.items() if not _selects_any(k, moved)}
+    return {k: v for k, v in values.items() if k[2] not in moved_hosts}
+
+
+def stale_value(snapshot: MeshSnapshot, key: tuple[str, Hashable]) -> tuple[Any, frozenset[str]] | None:
+    """What carry_over left for the scope value KEY (outbound listeners: the hosts whose virtual hosts a
+    VirtualService change touched; endpoints: the hosts whose pods moved): (its previous value, those hosts),
+    or None (translate it whole)."""
     found: tuple[Any, frozenset[str]] | None = snapshot.derived_get((STALE, *key))
     return found
+
+
+def _routes_http_only(previous: MeshSnapshot, current: MeshSnapshot, changed: set[ConfigKey]) -> bool:
+    """Whether the changed VirtualServices (old and new versions) route only HTTP, without `sourceLabels`:
+    then they cannot change a listener (TCP and TLS routes make listeners' filter chains) nor which proxies
+    share an outbound scope."""
+    for _kind, namespace, name in changed:
+        for snapshot in (previous, current):
+            vs = next((v for v in snapshot.of_kind_in(VirtualService, namespace) if v.metadata.name == name), None)
+            if vs is None:
+                continue
+            if vs.spec.tcp or vs.spec.tls or any(m.source_labels for r in vs.spec.http for m in r.match or []):
+                return False
+    return True
+
+
+stale_endpoints = stale_value
 
 
 def same_hosts(tag: str, old: Any, new: Any) -> Any:

@@ -259,6 +259,45 @@ def translate_sidecar_outbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[li
     return listeners, tables
 
 
+def with_virtual_hosts_replaced(
+    snapshot: MeshSnapshot, proxy: Proxy, tables: tuple[RouteTable, ...], hosts: frozenset[str]
+) -> tuple[RouteTable, ...] | None:
+    """The outbound route TABLES of the proxy's scope, translated from a previous snapshot, with the virtual
+    hosts of HOSTS translated again (what translate_sidecar_outbound gives when only they can differ: a
+    VirtualService change that routes only HTTP). None where that would not be the whole translation (a
+    host of several services, or with other than HTTP ports)."""
+    if not hosts:
+        return tables
+    for host in hosts:  # (a TCP port's listener may route by VirtualService too)
+        service = snapshot.service_by_host(host)
+        if service is not None and (
+            not all(p.is_http for p in service.ports) or host in snapshot.hostnames_of_several_services()
+        ):
+            return None
+    scope = outbound_scope(snapshot, proxy)
+    vss: HttpVirtualServices | None = None
+    out = []
+    for table in tables:
+        vhosts = list(table.virtual_hosts)
+        for i, vhost in enumerate(vhosts):
+            host = vhost.name.rpartition(":")[0]  # "<hostname>:<port>" (or allow_any, block_all)
+            if host not in hosts:
+                continue
+            service = snapshot.service_by_host(host)
+            if service is None:
+                return None
+            if vss is None:
+                mesh_ctx = RouteContext(proxy, frozenset({MESH_GATEWAY}), 0)
+                vss = HttpVirtualServices(list(virtual_services_for(snapshot, mesh_ctx)))
+            fresh = _scope_virtual_host(snapshot, scope, service, int(table.name), proxy, vss)
+            # (its domains as the table deduplicated them: they depend on the services only)
+            vhosts[i] = (
+                fresh if fresh.domains == vhost.domains else VirtualHost(fresh.name, vhost.domains, fresh.routes)
+            )
+        out.append(RouteTable(table.name, tuple(vhosts)))
+    return tuple(out)
+
+
 def translate_sidecar_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> Listener:
     """virtualInbound: this workload's ports, mTLS modes, authorization and request authentication."""
     workload_mode, port_modes = peer_authentication_modes(snapshot, proxy)

@@ -302,6 +302,13 @@ def test_a_virtual_service_change_re_translates_only_its_hosts_routes() -> None:
     for g in (a, c):  # only route tables changed, for every proxy that sees a
         changed = [t for t, v in versions[g].items() if cache.version(g, t) != v]
         assert changed == [ROUTE], (g, changed)
+    # Each scope's listeners are the very objects of the previous push; its route tables are what translating
+    # the new snapshot from scratch gives.
+    for deployment, namespace in (("a", "default"), ("c", "other")):
+        proxy = proxy_for(after, deployment, namespace, has_sds=True)
+        listeners, tables = translate_module.outbound_listeners(after, proxy)
+        assert listeners is translate_module.outbound_listeners(before, proxy)[0]
+        assert (listeners, tables) == translate_module.outbound_listeners(replace(after, version=9), proxy)
 
 
 def test_a_pod_change_re_translates_only_its_services_endpoints() -> None:
