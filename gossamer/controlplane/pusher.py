@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 from google.protobuf import any_pb2
@@ -290,6 +290,14 @@ class Pusher:
             return _sidecar_resources(snapshot, proxy)
         # Gateways, and proxies with EnvoyFilters (the last step: they patch copies of the built protos).
         config = translate_proxy(snapshot, proxy)
+        if config.envoy_filters is None:
+            # Nothing patches them: the clusters and endpoints packed once per scope (a gateway's thousands are
+            # not serialized again at every push), the rest built.
+            self.stats.patch_errors.pop(group, None)
+            unpatched: GroupResources = dict(pack_all(build_resources(replace(config, clusters=(), endpoints=()))))
+            unpatched[CLUSTER] = _packed_clusters(snapshot, proxy)
+            unpatched[ENDPOINT] = _packed_endpoints(snapshot, proxy)
+            return unpatched
         patched = apply_envoy_filters(config.envoy_filters, build_resources(config), group=proxy.group)
         if patched.errors:
             self.stats.patch_errors[group] = patched.errors
@@ -305,10 +313,7 @@ def _sidecar_resources(snapshot: MeshSnapshot, proxy: Proxy) -> GroupResources:
     part, merged once per snapshot and group - and carried over, whole, while neither changes."""
     scope = outbound_scope(snapshot, proxy)
     listeners = snapshot.derived(("packed_listeners", scope), lambda: _packed_listeners(snapshot, proxy))
-    clusters = snapshot.derived(
-        ("packed_clusters", scope),
-        lambda: SharedResources((c.name, packed_cluster(c)) for c in outbound_cluster_set(snapshot, proxy)),
-    )
+    clusters = _packed_clusters(snapshot, proxy)
     inbound_listener, inbound_clusters = snapshot.derived(
         ("packed_inbound", proxy), lambda: _packed_inbound(snapshot, proxy)
     )
@@ -318,6 +323,14 @@ def _sidecar_resources(snapshot: MeshSnapshot, proxy: Proxy) -> GroupResources:
         ROUTE: listeners[ROUTE],
         ENDPOINT: _packed_endpoints(snapshot, proxy),
     }
+
+
+def _packed_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> SharedResources:
+    """The static and outbound clusters of the proxy's outbound scope, packed once per scope."""
+    return snapshot.derived(
+        ("packed_clusters", outbound_scope(snapshot, proxy)),
+        lambda: SharedResources((c.name, packed_cluster(c)) for c in outbound_cluster_set(snapshot, proxy)),
+    )
 
 
 def _merged(

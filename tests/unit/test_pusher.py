@@ -17,9 +17,10 @@ from gossamer.controlplane.pusher import Pusher
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
 from gossamer.resources.meshconfig import DEFAULT_MESH_CONFIG
-from gossamer.xds.cache import ConfigCache
+from gossamer.xds.build import build_resources
+from gossamer.xds.cache import ConfigCache, pack_all
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from tests.support.offline import proxy_for, snapshot_from_yaml
+from tests.support.offline import gateway_proxy, proxy_for, snapshot_from_yaml
 
 MESH = """
 apiVersion: v1
@@ -426,3 +427,27 @@ def test_translations_run_one_after_the_other_on_one_thread(monkeypatch: pytest.
     assert len(seen) == 3
     assert len({name for name, _ in seen}) == 1 and seen[0][0].startswith("translate")
     assert all(at_once == 1 for _, at_once in seen)
+
+
+def test_a_gateway_gets_what_its_translation_builds_and_a_virtual_service_change_keeps_its_clusters() -> None:
+    snapshots = Snapshots(MESH + VS)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    proxy = gateway_proxy(snapshots.current)
+    group = asyncio.run(pusher.proxy_connected(proxy))
+
+    def given() -> dict[str, dict[str, bytes]]:
+        return {
+            t: {n: a.value for n, a in cache.get(group, t)[1].items()} for t in (LISTENER, ROUTE, CLUSTER, ENDPOINT)
+        }
+
+    def built() -> dict[str, dict[str, bytes]]:
+        packed = pack_all(build_resources(translate_module.translate_proxy(snapshots.current, proxy)))
+        return {t: {n: p[0].value for n, p in packed[t].items()} for t in (LISTENER, ROUTE, CLUSTER, ENDPOINT)}
+
+    assert given() == built() and given()[CLUSTER]
+    clusters = cache.snapshot(group, CLUSTER)
+    snapshots.set(MESH + VS.replace("timeout: 3s", "timeout: 4s"), version=2)
+    pusher.push_now(full=True, changed={("VirtualService", "default", "a")})
+    assert given() == built()
+    assert cache.snapshot(group, CLUSTER) is clusters  # not packed (nor compared) again
