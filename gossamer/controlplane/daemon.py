@@ -448,13 +448,25 @@ def _builtin_objects(*, egress_gateway: bool = False) -> list[AppliedObject]:
     return out
 
 
+# The desired Deployments and Services follow the config only: kept while the snapshot's resources and services
+# are the same objects (a pod change - while its endpoints are being pushed - works out the endpoints alone).
+_desired_config: tuple[object, object, dict[str, Any]] | None = None
+
+
 def _desired_state(snapshot: MeshSnapshot, trust_domain: str, pods_known: bool) -> dict[str, Any]:
-    specs = [deployment_spec(d, snapshot) for d in snapshot.of_kind(Deployment)]
+    global _desired_config
+    config = _desired_config
+    if config is None or config[0] is not snapshot.resources or config[1] is not snapshot.services:
+        specs = [deployment_spec(d, snapshot) for d in snapshot.of_kind(Deployment)]
+        made = {
+            "deployments": deployments_to_json(specs),
+            "services": services_to_json(service_addresses(snapshot.services)),
+        }
+        config = _desired_config = (snapshot.resources, snapshot.services, made)
     return {
         # The agents ask for certificates in it (and get new ones when it changes).
         "trustDomain": trust_domain,
-        "deployments": deployments_to_json(specs),
-        "services": services_to_json(service_addresses(snapshot.services)),
+        **config[2],
         # Until the runtime reported its pods, every endpoint would look gone: send none.
         "endpoints": endpoints_to_json(service_endpoints(snapshot)) if pods_known else None,
     }

@@ -1,0 +1,48 @@
+"""What the runtime is told to run: a pod change works out the endpoints again, not every Deployment's spec
+(thousands at 1000 services, while the same pod change is being pushed to the proxies)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gossamer.controlplane.daemon import _desired_state
+from tests.support.offline import snapshot_from_yaml
+
+MESH = """
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: default}
+spec:
+  selector: {app: a}
+  ports: [{name: http, port: 8000}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: a, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: a}}
+    spec:
+      containers: [{name: app, command: [sleep, "1"], ports: [{containerPort: 8000}]}]
+"""
+
+
+def _endpoints(desired: dict[str, object]) -> str:
+    return str([e for e in desired["endpoints"] if "a" == e["name"]])  # type: ignore[attr-defined]
+
+
+def test_a_pod_change_works_out_only_the_endpoints_again() -> None:
+    before = snapshot_from_yaml(MESH)
+    first = _desired_state(before, "cluster.local", True)
+    gone = next(w for w in before.workloads if w.deployment == "a")
+    after = replace(before, workloads=tuple(w for w in before.workloads if w is not gone))
+    second = _desired_state(after, "cluster.local", True)
+    assert second["deployments"] is first["deployments"] and second["services"] is first["services"]
+    assert gone.ip in _endpoints(first) and gone.ip not in _endpoints(second)
+    # Another config: worked out again (and the same as from scratch).
+    other = snapshot_from_yaml(MESH.replace("replicas: 2", "replicas: 3"))
+    third = _desired_state(other, "cluster.local", True)
+    assert third["deployments"] is not first["deployments"]
+    assert [d["replicas"] for d in third["deployments"] if d["name"] == "a"] == [3]
