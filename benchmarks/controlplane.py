@@ -1001,7 +1001,8 @@ def report(r: Result) -> None:
     )
     print(
         f"  a pod removed -> {len(r.eds_samples)} proxies have the new endpoints: "
-        f"p99 {percentile(r.eds_samples, 0.99) * ms:.0f} ms"
+        f"first {min(r.eds_samples, default=float('nan')) * ms:.0f} ms, "
+        f"p50 {percentile(r.eds_samples, 0.5) * ms:.0f} ms, p99 {percentile(r.eds_samples, 0.99) * ms:.0f} ms"
     )
     print(
         f"  10 changes within one second: all ACKed {r.burst_seconds:.1f} s after the first ({r.burst_cpu:.1f} CPU-s)"
