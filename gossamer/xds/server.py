@@ -248,6 +248,8 @@ class _Stream:
     pending_types: set[str] = field(default_factory=set)
     vhds: str = ""  # a VHDS stream: the cache key of its route configuration's virtual hosts
     slot: list[asyncio.TimerHandle] = field(default_factory=list)  # an ADS stream's initial sync slot, held
+    node_id: str = ""  # once its first request named it
+    unwatch: Callable[[], None] | None = None  # ends its watch of the cache, once it has one
 
     def key(self, type_url: str) -> str:
         """The cache key of what this stream serves of TYPE_URL."""
@@ -276,6 +278,17 @@ class _SyncWatch:
 
     streams: set[int] = field(default_factory=set)
     groups: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _StreamKind:
+    """What a kind of stream (ADS, VHDS) does in the loop every stream runs (AdsServer._serve)."""
+
+    name: str  # in logs
+    open: Callable[[_Stream, Any, Any], Awaitable[None]]  # (stream, first request, gRPC context): set its status
+    on_request: Callable[[_Stream, Any], list[Any]]  # the responses to a request
+    after_turn: Callable[[_Stream], None]
+    close: Callable[[_Stream], None]  # the stream ended
 
 
 GroupForNode = Callable[[base_pb2.Node], Awaitable[str]]
@@ -315,6 +328,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         # One per wait_synced() caller: what changed since it last looked.
         self._sync_watches: list[_SyncWatch] = []
         cache.watch_all(self._mark_dirty)
+        self._ads = _StreamKind(
+            "xds", self._open_ads, self._on_ads_request, self._release_slot_if_synced, self._close_ads
+        )
+        self._vhds = _StreamKind(
+            "vhds", self._open_vhds, self._on_delta_request, self._after_vhds_turn, self._close_vhds
+        )
 
     # ---- public API ---------------------------------------------------------
 
@@ -434,35 +453,42 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     async def StreamAggregatedResources(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        async for resp in self._run_stream(request_iterator, context, delta=False):
+        stream = _Stream(id=next(_stream_ids), delta=False)
+        async for resp in self._serve(stream, request_iterator, context, self._ads):
             yield resp
 
     async def DeltaAggregatedResources(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-        async for resp in self._run_stream(request_iterator, context, delta=True):
+        stream = _Stream(id=next(_stream_ids), delta=True)
+        async for resp in self._serve(stream, request_iterator, context, self._ads):
             yield resp
 
     async def DeltaVirtualHosts(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
     ) -> AsyncIterator[bytes]:
-        async for resp in self._run_vhds_stream(request_iterator, context):
+        """One route configuration's virtual hosts (delta, wildcard) for a proxy that has an ADS stream: its
+        group's, reported in that stream's status (as `vhds ROUTE_CONFIG`)."""
+        route_config = dict(context.invocation_metadata() or ()).get(ROUTE_CONFIG_METADATA, "")
+        stream = _Stream(id=next(_stream_ids), delta=True, vhds=vhds_key(route_config))
+        async for resp in self._serve(stream, request_iterator, context, self._vhds):
             yield resp
 
     # ---- stream loop --------------------------------------------------------
 
-    async def _run_stream(
-        self, request_iterator: AsyncIterator[Any], context: Any, *, delta: bool
+    async def _serve(
+        self, stream: _Stream, request_iterator: AsyncIterator[Any], context: Any, kind: _StreamKind
     ) -> AsyncIterator[Any]:
-        stream = _Stream(id=next(_stream_ids), delta=delta)
+        """The loop of every stream: its requests and its cache's changes, one at a time, each in its turn.
+        KIND: what an ADS or a VHDS stream does with its first request, with any request, after each turn and
+        at its end."""
         reader = asyncio.create_task(read_requests(request_iterator, stream.queue))
-        unwatch: Callable[[], None] | None = None
         try:
             while True:
                 item = await stream.queue.get()
                 if isinstance(item, End):
                     if item.error is not None and not isinstance(item.error, asyncio.CancelledError):
-                        log.info("xds stream %d ended: %r", stream.id, item.error)
+                        log.info("%s stream %d ended: %r", kind.name, stream.id, item.error)
                     return
                 await self._turns.take()  # the loop serves the API and new streams between turns
                 if isinstance(item, Changed):
@@ -470,66 +496,67 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     responses = self._on_change(stream, changed)
                 else:
                     if stream.status is None:
-                        if not item.HasField("node") or not item.node.id:
-                            await context.abort(
-                                grpc.StatusCode.INVALID_ARGUMENT,
-                                "the first request of a stream must carry a node",
-                            )
-                        if self._authenticate:
-                            await _check_identity(context, item.node, self._trust())
-                        await self._initial_syncs.acquire()
-                        stream.slot.append(
-                            asyncio.get_running_loop().call_later(INITIAL_SYNC_SLOT_SECONDS, self._release_slot, stream)
-                        )
-                        group = await self._group_for_node(item.node)
-                        stream.status = ProxyStatus(
-                            node_id=item.node.id,
-                            group=group,
-                            metadata=json_format.MessageToDict(item.node.metadata),
-                            connected_at=time.time(),
-                            stream_id=stream.id,
-                            delta=delta,
-                            _cache=self._cache,
-                        )
-                        # Watch before answering: a change landing between now and the
-                        # first response is then either in it or pushed right after.
-                        unwatch = self._cache.watch(group, stream.on_cache_change)
-                        self._streams[stream.id] = stream
-                        self._adopt_vhds_streams(stream)
-                        log.info(
-                            "xds %s stream %d: node %s group %s",
-                            "delta" if delta else "sotw",
-                            stream.id,
-                            item.node.id,
-                            group,
-                        )
-                        self._status_changed(stream)
-                    if delta:
-                        responses = self._on_delta_request(stream, item)
-                    else:
-                        responses = self._on_sotw_request(stream, item)
+                        await kind.open(stream, item, context)
+                    responses = kind.on_request(stream, item)
                 for resp in responses:
                     yield resp
                 if responses:
                     self._status_changed(stream)
-                self._release_slot_if_synced(stream)
+                kind.after_turn(stream)
         finally:
-            self._release_slot(stream)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            if unwatch is not None:
-                unwatch()
-            self._forget(stream)
-            self._touch(stream)
-            if stream.status is not None:
-                log.info("xds stream %d: node %s disconnected", stream.id, stream.status.node_id)
-                if self._on_disconnect is not None:
-                    try:
-                        self._on_disconnect(stream.status)
-                    except Exception:
-                        log.exception("on_disconnect callback failed")
-                self._signal()
+            if stream.unwatch is not None:
+                stream.unwatch()
+            kind.close(stream)
+
+    # ---- ADS streams --------------------------------------------------------
+
+    async def _open_ads(self, stream: _Stream, first: Any, context: Any) -> None:
+        """An ADS stream's first request: its node proved, its turn for the initial sync, its group, its status."""
+        if not first.HasField("node") or not first.node.id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request of a stream must carry a node")
+        if self._authenticate:
+            await _check_identity(context, first.node, self._trust())
+        await self._initial_syncs.acquire()
+        stream.slot.append(asyncio.get_running_loop().call_later(INITIAL_SYNC_SLOT_SECONDS, self._release_slot, stream))
+        group = await self._group_for_node(first.node)
+        stream.node_id = first.node.id
+        stream.status = ProxyStatus(
+            node_id=first.node.id,
+            group=group,
+            metadata=json_format.MessageToDict(first.node.metadata),
+            connected_at=time.time(),
+            stream_id=stream.id,
+            delta=stream.delta,
+            _cache=self._cache,
+        )
+        # Watch before answering: a change landing between now and the first response is then either in it or
+        # pushed right after.
+        stream.unwatch = self._cache.watch(group, stream.on_cache_change)
+        self._streams[stream.id] = stream
+        self._adopt_vhds_streams(stream)
+        log.info(
+            "xds %s stream %d: node %s group %s", "delta" if stream.delta else "sotw", stream.id, first.node.id, group
+        )
+        self._status_changed(stream)
+
+    def _on_ads_request(self, stream: _Stream, req: Any) -> list[Any]:
+        return self._on_delta_request(stream, req) if stream.delta else self._on_sotw_request(stream, req)
+
+    def _close_ads(self, ads: _Stream) -> None:
+        self._release_slot(ads)
+        self._forget(ads)
+        self._touch(ads)
+        if ads.status is not None:
+            log.info("xds stream %d: node %s disconnected", ads.id, ads.status.node_id)
+            if self._on_disconnect is not None:
+                try:
+                    self._on_disconnect(ads.status)
+                except Exception:
+                    log.exception("on_disconnect callback failed")
+            self._signal()
 
     def _release_slot(self, ads: _Stream) -> None:
         if ads.slot:
@@ -558,6 +585,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             vhds.status = ads.status
             for key, st in vhds.types.items():
                 ads.status.types[key] = st.status
+
+    # ---- VHDS streams -------------------------------------------------------
 
     async def _ads_stream_of(self, node_id: str) -> _Stream | None:
         """NODE_ID's ADS stream, once it has one (a VHDS stream may come first after a restart)."""
@@ -590,62 +619,37 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"node {node.id}: not its ADS stream's identity")
         return ads.status
 
-    async def _run_vhds_stream(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[bytes]:
-        """One route configuration's virtual hosts (delta, wildcard) for a proxy that has an ADS stream: its
-        group's, reported in that stream's status (as `vhds ROUTE_CONFIG`)."""
-        route_config = dict(context.invocation_metadata() or ()).get(ROUTE_CONFIG_METADATA, "")
-        stream = _Stream(id=next(_stream_ids), delta=True, vhds=vhds_key(route_config))
-        reader = asyncio.create_task(read_requests(request_iterator, stream.queue))
-        node_id = ""
-        unwatch: Callable[[], None] | None = None
-        try:
-            while True:
-                item = await stream.queue.get()
-                if isinstance(item, End):
-                    if item.error is not None and not isinstance(item.error, asyncio.CancelledError):
-                        log.info("vhds stream %d ended: %r", stream.id, item.error)
-                    return
-                await self._turns.take()
-                if isinstance(item, Changed):
-                    changed, stream.pending_types = stream.pending_types, set()
-                    responses = self._on_change(stream, changed)
-                else:
-                    if stream.status is None:
-                        if not route_config:
-                            await context.abort(
-                                grpc.StatusCode.INVALID_ARGUMENT,
-                                f"a VHDS stream names its route configuration in its {ROUTE_CONFIG_METADATA} metadata",
-                            )
-                        stream.status = await self._vhds_owner(context, item.node)
-                        node_id = item.node.id
-                        unwatch = self._cache.watch(stream.status.group, stream.on_cache_change)
-                        self._vhds_of_node.setdefault(node_id, {})[stream.id] = stream
-                        log.info("vhds stream %d: node %s route configuration %s", stream.id, node_id, route_config)
-                    responses = self._on_delta_request(stream, item)
-                for resp in responses:
-                    yield resp
-                if responses:
-                    self._status_changed(stream)
-                ads = self._ads_of_node.get(node_id)
-                if ads is not None:
-                    self._release_slot_if_synced(ads)  # (this ACK may be the last its initial sync waited for)
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            if unwatch is not None:
-                unwatch()
-            streams = self._vhds_of_node.get(node_id)
-            if streams is not None:
-                streams.pop(stream.id, None)
-                if not streams:
-                    del self._vhds_of_node[node_id]
-            if stream.status is not None:
-                for key, st in stream.types.items():
-                    if stream.status.types.get(key) is st.status:
-                        del stream.status.types[key]
-                self._touch(stream)
-                self._signal()
+    async def _open_vhds(self, stream: _Stream, first: Any, context: Any) -> None:
+        """A VHDS stream's first request: its route configuration named, its node's ADS stream found."""
+        route_config = vhds_route_config(stream.vhds)
+        if not route_config:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"a VHDS stream names its route configuration in its {ROUTE_CONFIG_METADATA} metadata",
+            )
+        stream.status = await self._vhds_owner(context, first.node)
+        stream.node_id = first.node.id
+        stream.unwatch = self._cache.watch(stream.status.group, stream.on_cache_change)
+        self._vhds_of_node.setdefault(stream.node_id, {})[stream.id] = stream
+        log.info("vhds stream %d: node %s route configuration %s", stream.id, stream.node_id, route_config)
+
+    def _after_vhds_turn(self, stream: _Stream) -> None:
+        ads = self._ads_of_node.get(stream.node_id)
+        if ads is not None:
+            self._release_slot_if_synced(ads)  # (this ACK may be the last its initial sync waited for)
+
+    def _close_vhds(self, stream: _Stream) -> None:
+        streams = self._vhds_of_node.get(stream.node_id)
+        if streams is not None:
+            streams.pop(stream.id, None)
+            if not streams:
+                del self._vhds_of_node[stream.node_id]
+        if stream.status is not None:
+            for key, st in stream.types.items():
+                if stream.status.types.get(key) is st.status:
+                    del stream.status.types[key]
+            self._touch(stream)
+            self._signal()
 
     def _status_changed(self, stream: _Stream) -> None:
         self._touch(stream)
