@@ -42,7 +42,7 @@ from gossamer.translate.envoyfilter import envoy_filters_for
 from gossamer.translate.incremental import ConfigKey, carry_over, same_hosts, stale_endpoints, stale_value
 from gossamer.xds.build import build_resources, packed_cluster, packed_endpoints, packed_listener
 from gossamer.xds.build.routes import route_table_header, virtual_host_entry
-from gossamer.xds.cache import ConfigCache, Packed, SharedResources, pack_all, resource_hash
+from gossamer.xds.cache import ConfigCache, Layered, Packed, SharedResources, pack_all, resource_hash
 from gossamer.xds.envoyfilter import apply_envoy_filters
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
@@ -336,11 +336,12 @@ def _packed_clusters(snapshot: MeshSnapshot, proxy: Proxy) -> SharedResources:
 def _merged(
     snapshot: MeshSnapshot, key: tuple[str, Proxy], shared: Mapping[str, Packed], own: Mapping[str, Packed]
 ) -> Mapping[str, Packed]:
-    """SHARED and OWN as one mapping: the same object while both parts are the same objects (a carried
-    over snapshot value), so an unchanged type is not even compared."""
-    found = snapshot.derived(key, lambda: (shared, own, {**shared, **own}))
+    """SHARED and OWN as one mapping (layered, not copied: SHARED is the scope's, see Layered): the same
+    object while both parts are the same objects (a carried over snapshot value), so an unchanged type is
+    not even compared."""
+    found = snapshot.derived(key, lambda: (shared, own, Layered(shared, own)))
     if found[0] is not shared or found[1] is not own:
-        found = (shared, own, {**shared, **own})
+        found = (shared, own, Layered(shared, own))
         snapshot.derived_set(key, found)
     return found[2]
 

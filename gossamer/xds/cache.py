@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 _TYPE_PREFIX = "type.googleapis.com/"
 
+# A resource as the cache keeps it: packed once, with its per-resource version.
+Packed = tuple[any_pb2.Any, str]
+
 # (group, changed type_urls) -> None. Called synchronously inside set_group & co,
 # so it must be cheap and must not block (the server just enqueues a wake-up).
 ChangeCallback = Callable[[str, frozenset[str]], None]
@@ -39,6 +42,8 @@ def _same(old: Mapping[str, Packed], new: Mapping[str, Packed]) -> bool:
     """The same names at the same per-resource versions."""
     if old is new:
         return True
+    if isinstance(old, Layered) and isinstance(new, Layered) and old.shared is new.shared:
+        return _same(old.own, new.own)  # (the shared layer is the same object: only the groups' own can differ)
     if old.keys() != new.keys():
         return False
     return all(new[name][1] == packed[1] for name, packed in old.items())
@@ -78,6 +83,39 @@ class _Column(Mapping[str, T]):
         return self._packed.keys()  # a dict's keys: set operations in C
 
 
+class Layered(Mapping[str, Packed]):
+    """A group's resources as a layer shared by many groups (a scope's clusters: the same object for all of
+    them) under the group's own few (its inbound clusters), read through - not merged into a dict of its
+    own per group: at 1000 services a thousand groups would hold a copy of the same 1,400 clusters each
+    (~70 MB). A name in both layers is the group's own."""
+
+    __slots__ = ("shared", "own")
+
+    def __init__(self, shared: Mapping[str, Packed], own: Mapping[str, Packed]) -> None:
+        self.shared = shared
+        self.own = own
+
+    def __getitem__(self, name: str) -> Packed:
+        found = self.own.get(name)
+        return self.shared[name] if found is None else found
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = self.own.get(name)
+        return self.shared.get(name, default) if found is None else found
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.own or name in self.shared
+
+    def __iter__(self) -> Iterator[str]:
+        own = self.own
+        yield from (n for n in self.shared if n not in own)
+        yield from own
+
+    def __len__(self) -> int:
+        shared = self.shared
+        return len(shared) + sum(1 for n in self.own if n not in shared)
+
+
 @dataclass(frozen=True)
 class TypeSnapshot:
     """Immutable content of one (group, type): shared by every stream of the group."""
@@ -111,10 +149,6 @@ class _Group:
 def resource_hash(data: bytes) -> str:
     """Per-resource version used by delta xDS: stable across restarts and processes."""
     return hashlib.sha256(data).hexdigest()[:16]
-
-
-# A resource as the cache keeps it: packed once, with its per-resource version.
-Packed = tuple[any_pb2.Any, str]
 
 
 def pack(type_url: str, name: str, msg: Message) -> Packed:
@@ -275,6 +309,8 @@ class ConfigCache:
         """(added or modified, removed) names; shared mappings (a scope's groups) are compared once."""
         if not old:
             return frozenset(), frozenset()  # no previous version: nobody can hold it (see `previous`)
+        if isinstance(old, Layered) and isinstance(new, Layered):
+            return self._layered_diff(old, new)
         key = (id(old), id(new))
         found = self._diffs.get(key) if remember else None
         if found is not None and found[0] is old and found[1] is new:
@@ -287,6 +323,20 @@ class ConfigCache:
             self._diffs.clear()
         self._diffs[key] = (old, new, changed, removed)
         return changed, removed
+
+    def _layered_diff(self, old: Layered, new: Layered) -> tuple[frozenset[str], frozenset[str]]:
+        """_diff of two groups' layered resources: only names in either's own layer, or that the shared layers
+        differ in (compared once for every group that shares them), can differ."""
+        names = old.own.keys() | new.own.keys()
+        if old.shared is not new.shared:
+            changed, removed = self._diff(old.shared, new.shared, remember=True)
+            names |= changed | removed
+        return (
+            frozenset(
+                n for n in names if (p := new.get(n)) is not None and ((o := old.get(n)) is None or o[1] != p[1])
+            ),
+            frozenset(n for n in names if n not in new and n in old),
+        )
 
     # ---- reads --------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from google.protobuf import message, struct_pb2
 from google.rpc import status_pb2
 
 from gossamer.mesh import PROXY_GROUP
-from gossamer.xds.cache import ConfigCache
+from gossamer.xds.cache import ConfigCache, Layered, SharedResources, pack
 from gossamer.xds.proxy_status import ProxyStatus
 from gossamer.xds.server import AdsServer, serve
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -262,6 +262,41 @@ def test_cache_rejects_wrong_type_and_notifies() -> None:
     cancel()
     cache.set_group("g", config())
     assert len(seen) == 2 and seen[1] == ("g", frozenset({CLUSTER}))
+
+
+def test_layered_resources_read_as_one_mapping_and_changes_are_found_per_layer() -> None:
+    """Groups given a scope's clusters under their own (Layered): each reads as the union (its own first),
+    and a change of either layer is seen exactly, for every group that shares the other."""
+
+    def packed(**clusters: int) -> dict[str, Any]:
+        return {n: pack(CLUSTER, n, cluster(n, t)) for n, t in clusters.items()}
+
+    shared = SharedResources(packed(a=1, b=1, c=1))
+    own = {"g1": packed(inbound1=1), "g2": packed(inbound2=1, b=9)}
+    cache = ConfigCache()
+    for g in own:
+        cache.set_group_packed(g, {CLUSTER: Layered(shared, own[g])})
+    _, g2 = cache.get("g2", CLUSTER)
+    assert sorted(g2) == ["a", "b", "c", "inbound2"] and len(g2) == 4
+    assert g2["b"] == own["g2"]["b"][0] and "inbound2" in g2 and "inbound1" not in g2
+    assert sorted(cache.get("g1", CLUSTER)[1]) == ["a", "b", "c", "inbound1"]
+    versions = {g: cache.version(g, CLUSTER) for g in own}
+
+    # The same layers in a new Layered: nothing changed.
+    assert cache.set_group_packed("g1", {CLUSTER: Layered(shared, own["g1"])}, partial=True) == set()
+    # The shared layer changes (b modified, c gone, d new): g2 keeps its own b.
+    shared2 = SharedResources({**packed(a=1, b=2, d=1)})
+    for g in own:
+        assert cache.set_group_packed(g, {CLUSTER: Layered(shared2, own[g])}, partial=True) == {CLUSTER}
+        assert cache.version(g, CLUSTER) != versions[g]
+    snap1, snap2 = cache.snapshot("g1", CLUSTER), cache.snapshot("g2", CLUSTER)
+    assert snap1 is not None and (snap1.changed, snap1.removed) == (frozenset("bd"), frozenset("c"))
+    assert snap2 is not None and (snap2.changed, snap2.removed) == (frozenset("d"), frozenset("c"))
+    # Only a group's own layer changes: its inbound cluster replaced.
+    assert cache.set_group_packed("g1", {CLUSTER: Layered(shared2, packed(inbound1=5))}, partial=True) == {CLUSTER}
+    snap1 = cache.snapshot("g1", CLUSTER)
+    assert snap1 is not None and (snap1.changed, snap1.removed) == (frozenset({"inbound1"}), frozenset())
+    assert sorted(snap1.hashes) == ["a", "b", "d", "inbound1"]
 
 
 # ---- SotW ---------------------------------------------------------------------
