@@ -223,8 +223,8 @@ class ControlPlaneFacade:
     def instance(self) -> str:
         return self._cp.instance
 
-    async def desired(self, known_version: str | None, wait: float) -> dict[str, Any]:
-        return await self._cp.desired(known_version, wait)
+    async def desired_json(self, known_version: str | None, wait: float) -> bytes:
+        return await self._cp.desired_json(known_version, wait)
 
     def report_pods(self, body: dict[str, Any]) -> None:
         self._cp.runtime.report(body)

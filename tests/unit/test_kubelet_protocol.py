@@ -194,3 +194,30 @@ async def test_the_mesh_trust_domain_reaches_the_ca_the_ads_check_and_the_runtim
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def test_the_desired_state_encoded_in_pieces_is_the_whole_of_it(paths: Paths) -> None:
+    """The desired state's JSON is built an item at a time (off the event loop, letting it have the GIL between
+    them), the Deployments and Services kept while the config stays: it reads back as the whole state would."""
+    import json
+
+    from gossamer.controlplane.daemon import _desired_state_json
+    from gossamer.controlplane.kubernetes import deployment_spec, service_addresses, service_endpoints
+    from gossamer.resources.apps import Deployment
+    from gossamer.runtime.wire import deployments_to_json, endpoints_to_json, services_to_json
+
+    cp = ControlPlane(paths)
+    result = cp.apply([("m.yaml", "---\n".join(MANIFEST.replace("web", f"web{i}") for i in range(40)))])
+    assert result.ok, result.errors
+    snapshot = cp.snapshot()
+    for pods_known in (True, False):
+        whole: dict[str, Any] = {
+            "trustDomain": "cluster.local",
+            "deployments": deployments_to_json([deployment_spec(d, snapshot) for d in snapshot.of_kind(Deployment)]),
+            "services": services_to_json(service_addresses(snapshot.services)),
+            "endpoints": endpoints_to_json(service_endpoints(snapshot)) if pods_known else None,
+        }
+        assert len(whole["deployments"]) == 40
+        assert json.loads(_desired_state_json(snapshot, "cluster.local", pods_known)) == whole
+        assert json.loads(_desired_state_json(snapshot, "cluster.local", pods_known)) == whole  # (kept)
+    cp.store.close()
