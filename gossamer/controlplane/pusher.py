@@ -263,7 +263,9 @@ class Pusher:
         """The group's resources (everything, or only endpoints), or why they could not be translated."""
         try:
             if full or not self._cache.has_group(group):
-                return self._group_resources(snapshot, group, proxy)
+                resources = self._group_resources(snapshot, group, proxy)
+                self._cache.prepare(group, resources)  # (its route tables split for VHDS here, off the loop)
+                return resources
             return {ENDPOINT: _packed_endpoints(snapshot, proxy)}
         except Exception as e:  # contained: this group keeps its last config, the others go on
             return e
