@@ -57,17 +57,16 @@ class ProxyStatus:
         has not asked for one of the wildcard types yet (while its group has some of
         them) is not synced either - otherwise wait_synced could succeed too early.
         """
-        if self._cache is None:
+        cache = self._cache
+        if cache is None:
             return False
-        for type_url in (CLUSTER, LISTENER):
-            if type_url not in self.types and self._cache.get(self.group, type_url)[1]:
-                return False
-        # Route configurations delivered over VHDS: Envoy opens their streams once it has them.
-        for key in self._cache.vhds_keys(self.group):
-            if key not in self.types:
-                return False
+        # (Most often asked of streams in the middle of a push: the versions first, they decide it then.)
         for type_url, ts in list(self.types.items()):  # (added to by the ADS thread)
-            current = self._cache.version(self.group, type_url)
+            current = cache.version(self.group, type_url)
             if current and ts.acked_version != current:
                 return False
-        return True
+        for type_url in (CLUSTER, LISTENER):
+            if type_url not in self.types and cache.get(self.group, type_url)[1]:
+                return False
+        # Route configurations delivered over VHDS: Envoy opens their streams once it has them.
+        return all(key in self.types for key in cache.vhds_keys(self.group))

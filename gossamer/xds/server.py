@@ -280,6 +280,18 @@ class _SyncWatch:
     groups: set[str] = field(default_factory=set)
 
 
+def _is_delta_ack(stream: _Stream, item: Any) -> bool:
+    """ITEM is an ACK (or NACK) on an open delta stream: it answers a response and changes no subscription."""
+    return (
+        stream.delta
+        and stream.status is not None
+        and not isinstance(item, Changed)
+        and bool(item.response_nonce)
+        and not item.resource_names_subscribe
+        and not item.resource_names_unsubscribe
+    )
+
+
 @dataclass(frozen=True)
 class _StreamKind:
     """What a kind of stream (ADS, VHDS) does in the loop every stream runs (AdsServer._serve)."""
@@ -490,7 +502,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     if item.error is not None and not isinstance(item.error, asyncio.CancelledError):
                         log.info("%s stream %d ended: %r", kind.name, stream.id, item.error)
                     return
-                await self._turns.take()  # the loop serves the API and new streams between turns
+                if not _is_delta_ack(stream, item):  # (an ACK is a few dict updates: no turn needed)
+                    await self._turns.take()  # the loop serves new streams and the others between turns
                 if isinstance(item, Changed):
                     changed, stream.pending_types = stream.pending_types, set()
                     responses = self._on_change(stream, changed)
@@ -926,15 +939,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         ts.nonce = nonce
         ts.last_sent = time.time()
         PILOT.sent(wire_type(type_url))
-        log.debug(
-            "xds stream %d: delta %s v%s (+%d -%d) nonce %s",
-            stream.id,
-            _short(type_url),
-            snap.version,
-            len(updates),
-            len(removed),
-            nonce,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "xds stream %d: delta %s v%s (+%d -%d) nonce %s",
+                stream.id,
+                _short(type_url),
+                snap.version,
+                len(updates),
+                len(removed),
+                nonce,
+            )
         return resp
 
 
