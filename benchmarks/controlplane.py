@@ -1,8 +1,9 @@
 """Control plane at scale: the real control plane against simulated Envoys (no root needed).
 
-The control plane runs in a child process, with a simulated runtime in place of the runtime process: it
-speaks the runtime's API exactly (long-polls the desired Deployments, reports its pods with PUT
-/v1/runtime/pods), only its pods are ready at once, without network namespaces or processes.
+The control plane runs in a child process, with a simulated runtime (a process of its own, as the runtime
+is) in place of the runtime process: it speaks the runtime's API exactly (long-polls the desired
+Deployments, reports its pods with PUT /v1/runtime/pods), only its pods are ready at once, without network
+namespaces or processes.
 This process plays every pod's Envoy: one gRPC connection and one incremental (delta) ADS stream per
 proxy, node id and metadata as the agent's bootstrap builds them, CDS -> EDS -> LDS -> RDS as Envoy
 subscribes, every response ACKed with its nonce.
@@ -132,6 +133,7 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
     logging.basicConfig(level=logging.WARNING, format="controlplane: %(levelname)s %(name)s: %(message)s")
 
     gc_time = [0.0, 0.0, 0, 0.0]  # (started, total seconds, full collections, longest pause)
+    gc_longest = [0.0, 0.0, 0.0]  # longest pause per generation collected
 
     def gc_clock(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -141,6 +143,7 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
             gc_time[1] += pause
             gc_time[2] += info["generation"] == 2
             gc_time[3] = max(gc_time[3], pause)
+            gc_longest[info["generation"]] = max(gc_longest[info["generation"]], pause)
 
     gc.callbacks.append(gc_clock)
 
@@ -159,9 +162,12 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
         await runner.setup()
         paths.run_dir.mkdir(parents=True, exist_ok=True)
         await web.UnixSite(runner, str(paths.api_socket)).start()
-        # The runtime's side of the API (as gossamer/runtime/daemon.py): desired state in, pod reports out.
-        runtime = SimulatedRuntime(paths.api_socket)
-        runtime_task = asyncio.create_task(runtime.run())
+        # The runtime's side of the API (as gossamer/runtime/daemon.py): desired state in, pod reports out. A
+        # process of its own, as the runtime is: its JSON work must not land on the control plane's loop.
+        runtime = subprocess.Popen(
+            [sys.executable, __file__, "--simulate-runtime", str(paths.api_socket)], stdin=subprocess.PIPE, text=True
+        )
+        assert runtime.stdin is not None
         result = await cp.start([(manifest, Path(manifest).read_text())])
         if not result.ok:
             raise SystemExit("\n".join(str(e) for e in result.errors))
@@ -172,9 +178,11 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
         profile = cProfile.Profile()
         while line := (await reader.readline()).decode().split():
             if line[0] == "delete":
-                runtime.delete_pod(line[1], line[2])
+                runtime.stdin.write(f"delete {line[1]} {line[2]}\n")
+                runtime.stdin.flush()
             elif line[0] == "gc-reset":  # count garbage collection (and stalls) from here on
                 gc_time[1:] = [0.0, 0, 0.0]
+                gc_longest[:] = [0.0, 0.0, 0.0]
                 if reset_stalls is not None:
                     reset_stalls()
             elif line[0] == "profile":  # `profile start` | `profile FILE` (stop and write)
@@ -184,33 +192,39 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
                 else:
                     profile.disable()
                     profile.dump_stats(line[1])
-        runtime_task.cancel()
+        runtime.stdin.close()
+        runtime.wait()
         await runner.cleanup()
         await cp.stop(wipe=True)
 
     asyncio.run(run())
     print(
         f"control plane: {gc_time[1]:.1f} s in garbage collection ({gc_time[2]} full, longest pause "
-        f"{gc_time[3] * 1000:.0f} ms) from the storm on",
+        f"{gc_time[3] * 1000:.0f} ms; per generation "
+        + ", ".join(f"{pause * 1000:.0f}" for pause in gc_longest)
+        + " ms) from the storm on",
         file=sys.stderr,
     )
 
 
 def watch_stalls(loop: asyncio.AbstractEventLoop, threshold: float = 0.05) -> Callable[[], None]:
-    """BENCH_STALLS=1: where the event loop was while it answered nothing for longer than THRESHOLD - a
-    watchdog thread samples the loop thread's stack then - and which callbacks ran longer than 20 ms;
-    printed (most frequent first) at exit. Returns a function that starts counting afresh."""
+    """BENCH_STALLS=1: where the event loop (the API's) was while it answered nothing for longer than
+    THRESHOLD - a watchdog thread samples the loop thread's stack then (a sample in `select` is the loop
+    waiting for the GIL) - the longest such stalls one by one, and which callbacks ran longer than 20 ms, per
+    thread; printed at exit. Returns a function that starts counting afresh."""
     import atexit
     import collections
     import traceback
 
     beat = [time.monotonic()]
+    began = [time.monotonic()]
     loop_thread = threading.get_ident()
     seen: collections.Counter[str] = collections.Counter()
     slow: collections.Counter[str] = collections.Counter()
     slow_n: collections.Counter[str] = collections.Counter()
     slow_max: collections.Counter[str] = collections.Counter()
     longest = [0.0]
+    stalls: list[tuple[float, float, collections.Counter[str]]] = []  # (start, duration, stacks sampled)
     run = asyncio.events.Handle._run
 
     def timed(handle: asyncio.events.Handle) -> None:
@@ -222,6 +236,7 @@ def watch_stalls(loop: asyncio.AbstractEventLoop, threshold: float = 0.05) -> Ca
             task = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]
             if isinstance(task, asyncio.Task):
                 callback += f" {getattr(task.get_coro(), '__qualname__', '?')}"
+            callback = f"[{threading.current_thread().name}] {callback}"
             slow[callback] += int(took * 1000)
             slow_n[callback] += 1
             slow_max[callback] = max(slow_max[callback], int(took * 1000))
@@ -233,29 +248,46 @@ def watch_stalls(loop: asyncio.AbstractEventLoop, threshold: float = 0.05) -> Ca
         slow.clear()
         slow_n.clear()
         slow_max.clear()
+        stalls.clear()
         longest[0] = 0.0
+        began[0] = time.monotonic()
 
     def heartbeat() -> None:
         beat[0] = time.monotonic()
         loop.call_later(0.005, heartbeat)
 
     def watchdog() -> None:
+        current: tuple[float, collections.Counter[str]] | None = None
         while True:
             time.sleep(0.01)
-            stalled = time.monotonic() - beat[0]
-            if stalled > threshold:
-                longest[0] = max(longest[0], stalled)
-                frame = sys._current_frames().get(loop_thread)
-                if frame is not None:
-                    stack = traceback.extract_stack(frame)[-6:]
-                    seen[" <- ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed(stack))] += 1
+            now = time.monotonic()
+            stalled = now - beat[0]
+            if stalled <= threshold:
+                if current is not None:
+                    stalls.append((current[0], beat[0] - current[0], current[1]))
+                    current = None
+                continue
+            if current is None or current[0] != beat[0]:
+                current = (beat[0], collections.Counter())
+            longest[0] = max(longest[0], stalled)
+            frame = sys._current_frames().get(loop_thread)
+            if frame is not None:
+                stack = traceback.extract_stack(frame)[-6:]
+                where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed(stack))
+                seen[where] += 1
+                current[1][where] += 1
 
     def show() -> None:
         print(f"stalls: longest {longest[0] * 1000:.0f} ms; samples (10 ms each):", file=sys.stderr)
         for stack, count in seen.most_common(25):
             print(f"  {count:5d} {stack}", file=sys.stderr)
+        print("longest stalls (at s since counting began [monotonic clock], ms: samples):", file=sys.stderr)
+        for at, took, stacks in sorted(stalls, key=lambda s: -s[1])[:12]:
+            print(f"  {at - began[0]:7.1f} [{at:.1f}] {took * 1000:5.0f} ms:", file=sys.stderr)
+            for stack, count in stacks.most_common(3):
+                print(f"      {count:3d} {stack}", file=sys.stderr)
         print("callbacks over 20 ms (total ms, how many, longest ms):", file=sys.stderr)
-        for callback, ms in slow.most_common(15):
+        for callback, ms in slow.most_common(20):
             print(f"  {ms:6d} {slow_n[callback]:5d} {slow_max[callback]:5d} {callback}", file=sys.stderr)
 
     loop.call_soon(heartbeat)
@@ -278,10 +310,20 @@ class SimulatedRuntime:
         self._started_at = time.time()
 
     async def run(self) -> None:
+        """Until stdin ends; `delete NS POD` on stdin: that pod is gone."""
         import aiohttp
 
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self._socket))) as session:
-            await asyncio.gather(self._poll(session), self._report_loop(session))
+            tasks = [asyncio.create_task(self._poll(session)), asyncio.create_task(self._report_loop(session))]
+            while line := (await reader.readline()).decode().split():
+                if line[0] == "delete":
+                    self.delete_pod(line[1], line[2])
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _poll(self, session: Any) -> None:
         from gossamer.runtime.wire import deployments_from_json
@@ -775,7 +817,10 @@ def probe_api(socket: str) -> None:
         t0 = time.monotonic()
         with contextlib.suppress(OSError):
             client.get("/v1/resources/VirtualService?namespace=ns-0&name=svc-0")
-        longest[0] = max(longest[0], time.monotonic() - t0)
+        waited = time.monotonic() - t0
+        longest[0] = max(longest[0], waited)
+        if waited > 0.1:  # (when: the monotonic clock, as the control plane's BENCH_STALLS report shows it)
+            print(f"api probe: waited {waited * 1000:.0f} ms at {t0:.1f}", file=sys.stderr, flush=True)
         stop.wait(0.05)
     print(" ".join(str(p) for p in phases))
 
@@ -1035,6 +1080,9 @@ def exponent(a: float, b: float, na: int, nb: int) -> float:
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--serve-control-plane"]:
         serve_control_plane(*argv[1:4])
+        return
+    if argv[:1] == ["--simulate-runtime"]:
+        asyncio.run(SimulatedRuntime(Path(argv[1])).run())
         return
     if argv[:1] == ["--probe-api"]:
         probe_api(argv[1])
