@@ -309,16 +309,18 @@ def translate_http_rules(snapshot: MeshSnapshot, vs: VirtualService, ctx: RouteC
 
 def virtual_services_for(snapshot: MeshSnapshot, ctx: RouteContext) -> Iterable[VirtualService]:
     """VirtualServices bound to any of the context's gateways (exportTo respected)."""
-    for vs in snapshot.of_kind(VirtualService):
-        if not exported_to(vs, ctx.proxy.namespace):
-            continue
-        bound = vs_gateways(vs)
-        rules = vs.spec.all_rules
-        rule_gateways = {
-            qualify_gateway(g, vs.metadata.namespace)
-            for rule in rules
-            for m in rule.match or []
-            for g in m.gateways or []
-        }
-        if (bound | rule_gateways) & ctx.gateways:
-            yield vs
+    return (vs for vs in snapshot.of_kind(VirtualService) if applies_to(vs, ctx))
+
+
+def applies_to(vs: VirtualService, ctx: RouteContext) -> bool:
+    """Whether VS is one of virtual_services_for(CTX)."""
+    if not exported_to(vs, ctx.proxy.namespace):
+        return False
+    bound = vs_gateways(vs)
+    rule_gateways = {
+        qualify_gateway(g, vs.metadata.namespace)
+        for rule in vs.spec.all_rules
+        for m in rule.match or []
+        for g in m.gateways or []
+    }
+    return bool((bound | rule_gateways) & ctx.gateways)

@@ -47,6 +47,7 @@ from gossamer.translate.route_actions import translate_retry
 from gossamer.translate.routes import (
     MESH_GATEWAY,
     RouteContext,
+    applies_to,
     translate_http_rules,
     virtual_services_for,
 )
@@ -286,9 +287,9 @@ def with_virtual_hosts_replaced(
             service = snapshot.service_by_host(host)
             if service is None:
                 return None
-            if vss is None:
+            if vss is None:  # (of the VirtualServices that may route these hosts: the same answers for them)
                 mesh_ctx = RouteContext(proxy, frozenset({MESH_GATEWAY}), 0)
-                vss = HttpVirtualServices(list(virtual_services_for(snapshot, mesh_ctx)))
+                vss = HttpVirtualServices([vs for vs in _routing_any(snapshot, hosts) if applies_to(vs, mesh_ctx)])
             fresh = _scope_virtual_host(snapshot, scope, service, int(table.name), proxy, vss)
             # (its domains as the table deduplicated them: they depend on the services only)
             vhosts[i] = (
@@ -296,6 +297,22 @@ def with_virtual_hosts_replaced(
             )
         out.append(RouteTable(table.name, tuple(vhosts)))
     return tuple(out)
+
+
+def _routing_any(snapshot: MeshSnapshot, hosts: frozenset[str]) -> tuple[VirtualService, ...]:
+    """The VirtualServices with a host that is one of HOSTS or a wildcard, in the snapshot's order."""
+
+    def compute() -> tuple[VirtualService, ...]:
+        return tuple(
+            vs
+            for vs in snapshot.of_kind(VirtualService)
+            if any(
+                (resolved := resolve_host(h, vs.metadata.namespace)) in hosts or "*" in resolved
+                for h in vs.spec.hosts or []
+            )
+        )
+
+    return snapshot.derived(("virtual_services_routing", hosts), compute)
 
 
 def translate_sidecar_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> Listener:

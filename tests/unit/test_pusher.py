@@ -451,3 +451,30 @@ def test_a_gateway_gets_what_its_translation_builds_and_a_virtual_service_change
     pusher.push_now(full=True, changed={("VirtualService", "default", "a")})
     assert given() == built()
     assert cache.snapshot(group, CLUSTER) is clusters  # not packed (nor compared) again
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        VS.replace("timeout: 3s", "timeout: 4s"),  # routes only: listeners kept, a's virtual hosts replaced
+        VS.replace("hosts: [a]", "hosts: [b]"),  # another host: both translated again
+        VS.replace("spec:", "spec:\n  exportTo: ['.']"),  # no longer seen by other namespaces
+        VS.replace("hosts: [a]", "hosts: ['*.default.svc.cluster.local']"),  # a wildcard: everything again
+        VS + "  tcp:\n  - route: [{destination: {host: a}}]\n",  # TCP routes: listeners translated again
+        "",  # deleted
+    ],
+)
+def test_what_a_virtual_service_change_pushes_is_what_translating_from_scratch_gives(after: str) -> None:
+    snapshots = Snapshots(MESH + VS)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    groups = [connect(pusher, snapshots.current, d, ns)[0] for d, ns in (("a", "default"), ("c", "other"))]
+    snapshots.set(MESH + after, version=2)
+    pusher.push_now(full=True, changed={("VirtualService", "default", "a")})
+    fresh_cache = ConfigCache()
+    fresh = Pusher(fresh_cache, lambda: replace(snapshots.current, version=3))
+    fresh_groups = [connect(fresh, snapshots.current, d, ns)[0] for d, ns in (("a", "default"), ("c", "other"))]
+    for group, fresh_group in zip(groups, fresh_groups, strict=True):
+        for type_url in (LISTENER, ROUTE, CLUSTER, ENDPOINT):
+            given = {n: a.value for n, a in cache.get(group, type_url)[1].items()}
+            assert given == {n: a.value for n, a in fresh_cache.get(fresh_group, type_url)[1].items()}, type_url
