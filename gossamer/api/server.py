@@ -424,7 +424,7 @@ class Api:
     async def runtime_pods(self, request: web.Request) -> web.Response:
         """The runtime's full pod list (sent on every change, and to every new control plane)."""
         try:
-            self.control_plane.report_pods(await request.json())
+            await self.control_plane.report_pods(await request.json())
         except (ValueError, KeyError, TypeError) as e:
             return _error(400, f"bad pod report: {e}")
         return web.json_response({"instance": self.control_plane.instance})

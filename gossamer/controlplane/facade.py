@@ -39,6 +39,7 @@ class NoPrometheus(Exception):
 class ControlPlaneFacade:
     def __init__(self, cp: ControlPlane) -> None:
         self._cp = cp
+        self._pod_reports = asyncio.Lock()
 
     # ---- readiness -----------------------------------------------------------------------------
 
@@ -226,8 +227,11 @@ class ControlPlaneFacade:
     async def desired_json(self, known_version: str | None, wait: float) -> bytes:
         return await self._cp.desired_json(known_version, wait)
 
-    def report_pods(self, body: dict[str, Any]) -> None:
-        self._cp.runtime.report(body)
+    async def report_pods(self, body: dict[str, Any]) -> None:
+        """A runtime's pod report: read on a worker thread (thousands of pods at 1000 services: the API's loop
+        keeps answering meanwhile), taken on the loop; one report at a time, in the order they came."""
+        async with self._pod_reports:
+            self._cp.runtime.take(await asyncio.to_thread(self._cp.runtime.read, body))
 
     async def sign_pod_csr(self, *, namespace: str, pod: str, identity: str, csr_pem: str, ttl_seconds: float) -> str:
         """Sign a pod agent's CSR, only for a pod the runtime reported and with its own identity (PodUnknown,

@@ -35,6 +35,17 @@ class ReportedPod:
     logs: dict[str, str] = field(default_factory=dict)  # container -> log file
 
 
+@dataclass(frozen=True)
+class ReadReport:
+    """A runtime's pod report, read (RuntimeView.read) and not yet taken."""
+
+    pid: int | None
+    pid_start: Any
+    started_at: Any
+    pods: dict[tuple[str, str], ReportedPod]
+    items: dict[tuple[str, str], dict[str, Any]]  # the report's item each pod was parsed from
+
+
 class RuntimeView:
     def __init__(self, runtime_socket: Path, on_change: Callable[[], None]) -> None:
         self.runtime_socket = runtime_socket
@@ -55,20 +66,22 @@ class RuntimeView:
 
     def report(self, body: dict[str, Any]) -> None:
         """A runtime's full pod list (its pid, start time and every pod); replaces the previous one."""
-        runtime = body.get("runtime") or {}
-        self.pid = int(runtime["pid"]) if runtime.get("pid") is not None else None
-        self.pid_start = runtime.get("pidStart")
-        self.started_at = runtime.get("startedAt")
+        self.take(self.read(body))
+
+    def read(self, body: dict[str, Any]) -> ReadReport:
+        """What report() takes from BODY, without changing anything: callable on a worker thread (the runtime
+        sends every pod on every change, thousands in a large mesh), one report at a time, each taken (take())
+        before the next is read."""
         items = body.get("pods") or []
-        # The runtime sends every pod on every change (thousands in a large mesh), and this runs on the API's
-        # event loop: only the items that differ from the last report's are parsed.
+        # Only the items that differ from the last report's are parsed.
         pods: dict[tuple[str, str], ReportedPod] = {}
         raw: dict[tuple[str, str], dict[str, Any]] = {}
         fresh = []
+        known_items, known_pods = self._items, self._pods
         for item in items:
             key = (item["status"]["namespace"], item["status"]["name"])
-            if self._items.get(key) == item and key in self._pods:
-                pods[key], raw[key] = self._pods[key], item
+            if known_items.get(key) == item and key in known_pods:
+                pods[key], raw[key] = known_pods[key], item
             else:
                 fresh.append(item)
         for s, item in zip(pods_from_json([item["status"] for item in fresh]), fresh, strict=True):
@@ -80,8 +93,15 @@ class RuntimeView:
                 logs={str(k): str(v) for k, v in (item.get("logs") or {}).items()},
             )
             raw[key] = item
-        changed = pods != self._pods
-        self._pods, self._items = pods, raw
+        runtime = body.get("runtime") or {}
+        pid = int(runtime["pid"]) if runtime.get("pid") is not None else None
+        return ReadReport(pid, runtime.get("pidStart"), runtime.get("startedAt"), pods, raw)
+
+    def take(self, report: ReadReport) -> None:
+        """A report read(): the pods it lists replace the previous ones (on the event loop)."""
+        self.pid, self.pid_start, self.started_at = report.pid, report.pid_start, report.started_at
+        changed = report.pods != self._pods
+        self._pods, self._items = report.pods, report.items
         self.last_report = time.time()
         self.reports += 1
         first = not self.known.is_set()
