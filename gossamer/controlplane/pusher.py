@@ -48,8 +48,10 @@ from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 log = logging.getLogger(__name__)
 
-# A push gives the event loop back after this much work (seconds).
-SLICE = 0.02
+# A push gives the event loop back after this much work (seconds). An API request takes the loop three or four
+# iterations (accept, read, answer), each after a slice: at 1000 services, with the ADS thread and the translator
+# wanting the GIL too, with 20 ms slices the API waited up to ~160 ms while a push was applied (BENCH_STALLS).
+SLICE = 0.005
 # Young objects are collected after 100,000 allocations (default 700); the old generation is not collected
 # automatically (a full collection walks the whole heap: ~1 s at 1000 services, every thread stopped) but
 # by the push loop, after a push when nothing is pending, at most every FULL_GC_INTERVAL seconds.
