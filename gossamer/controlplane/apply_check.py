@@ -123,7 +123,8 @@ class ApplyChecker:
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         self._given: dict[Key, Any] = {}  # what the worker holds (the very objects)
-        self._checked: tuple[list[tuple[str, str]], str | None, list[Any]] | None = None  # the last `check`'s
+        # The last `check`'s files, namespace and config, and the pool whose worker checked them (None: a thread).
+        self._checked: tuple[list[tuple[str, str]], str | None, list[Any], ProcessPoolExecutor | None] | None = None
 
     def start(self) -> None:
         """Start the worker now (it imports the translator: a second or two) rather than at the first apply."""
@@ -163,7 +164,7 @@ class ApplyChecker:
         """precheck's first part only: what Envoy would reject. `analysis` then gives the warnings for the same
         files over the same EXISTING (analysis never rejects: it may run while the change is pushed)."""
         pool = self._pool_now()
-        self._checked = (list(files), namespace, list(existing))
+        self._checked = (list(files), namespace, list(existing), pool)
         current = {r.key: r for r in existing}
         changed = [r for k, r in current.items() if self._given.get(k) is not r]
         reset = not self._given
@@ -174,6 +175,7 @@ class ApplyChecker:
         except BrokenProcessPool:
             log.warning("the apply check's process died: checking on a thread, a new process next time")
             self.stop()
+            self._checked = (list(files), namespace, list(existing), None)
             return await asyncio.to_thread(envoy_precheck, files, namespace, existing)
         self._given = current
         return issues
@@ -183,6 +185,8 @@ class ApplyChecker:
         checked = self._checked
         if checked is None:
             raise RuntimeError("analysis without a check")
+        if checked[3] is None or checked[3] is not self._pool:  # not checked by this worker: it lacks the config
+            return await asyncio.to_thread(analysis, files, namespace, checked[2])
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._pool_now(), _analyze_in_worker, list(files), namespace

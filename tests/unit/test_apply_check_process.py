@@ -139,3 +139,37 @@ async def test_started_as_root_the_checker_runs_as_a_user_of_its_own_without_cap
             checker._pool.submit(_read, secret).result(timeout=30)
     finally:
         checker.stop()
+
+
+class _BrokenPool:
+    """A worker pool whose process died."""
+
+    def submit(self, *args: object, **kwargs: object) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        raise BrokenProcessPool("the worker died")
+
+    def shutdown(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+async def test_a_check_on_a_thread_is_analysed_on_a_thread_over_the_same_config(tmp_path: Path) -> None:
+    """The worker died at the check: the check ran on a thread, and so does its analysis (a new worker would not
+    hold the config the change is analysed over)."""
+    store = Store(tmp_path / "store.db")
+    apply_files(store, [(BUILTIN_SOURCE, yaml.safe_dump_all(builtin_documents()))])
+    bookinfo = [(str(f), f.read_text()) for f in sorted((ROOT / "samples" / "bookinfo").glob("*.yaml"))]
+    assert apply_files(store, bookinfo).ok
+    existing = stored_resources(store)
+    vs = (ROOT / "samples/bookinfo/networking/virtual-service-all-v1.yaml").read_text()
+    files = [("vs.yaml", vs.replace("host: reviews", "host: nowhere"))]  # a host analysis warns about
+    here = precheck(files, None, existing)
+    assert here[1]
+    checker = ApplyChecker()
+    checker._pool = _BrokenPool()  # type: ignore[assignment]
+    try:
+        issues = await checker.check(files, None, existing)
+        warnings = await checker.analysis(files, None)
+        assert ([str(i) for i in issues], [str(i) for i in warnings]) == tuple([str(i) for i in x] for x in here)
+    finally:
+        checker.stop()
