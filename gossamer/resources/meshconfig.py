@@ -7,8 +7,10 @@ knows is accepted and kept (`MeshConfig.model_extra`), so an Istio ConfigMap app
     config, problems = parse_mesh_config(text)      # validation (path and line per field)
     snapshot.mesh_config                            # translation (pure, per snapshot)
 
-Gossamer's defaults are Istio's, except `accessLogFile`: `/dev/stdout` as in Istio's demo profile
-(Gossamer always logged to stdout; set `accessLogFile: ""` to turn the text log off).
+Gossamer's defaults are those of Istio's default install profile: no text access log
+(`accessLogFile: ""`; only the demo profile sets `/dev/stdout`). Turn it on as with Istio: the mesh
+config's `accessLogFile: /dev/stdout`, or a Telemetry `accessLogging` entry with the `envoy`
+provider (samples/telemetry/access-logging.yaml).
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ class MeshConfig(_Open):
     """The typed part of Istio's MeshConfig, with Istio's defaults (see the module doc)."""
 
     outbound_traffic_policy: OutboundTrafficPolicy = OutboundTrafficPolicy()
-    access_log_file: str = "/dev/stdout"
+    access_log_file: str = ""  # Istio's default profile: no access log
     access_log_encoding: Literal["TEXT", "JSON"] = "TEXT"
     access_log_format: str = ""
     enable_tracing: bool = True

@@ -44,7 +44,7 @@ from gossamer.translate.sidecar import (
     translate_sidecar_outbound,
     with_virtual_hosts_replaced,
 )
-from gossamer.translate.telemetry import access_logging_configured, telemetry_off, tracing_for
+from gossamer.translate.telemetry import telemetry_off, tracing_for
 from gossamer.translate.visibility import visible_services
 
 
@@ -181,8 +181,6 @@ def translate_proxy(snapshot: MeshSnapshot, proxy: Proxy) -> ProxyConfig:
 def _with_telemetry(snapshot: MeshSnapshot, proxy: Proxy, listeners: list[Listener]) -> list[Listener]:
     logs_off, metrics_off = telemetry_off(snapshot, proxy)
     mesh = snapshot.mesh_config
-    if not mesh.access_log_file and not access_logging_configured(snapshot, proxy):
-        logs_off = True  # Istio: no accessLogFile and no Telemetry accessLogging, no text access log
     if logs_off or metrics_off:
         listeners = [replace(x, no_access_log=logs_off, no_metrics=metrics_off) for x in listeners]
     listeners = _with_mesh_options(listeners, mesh)

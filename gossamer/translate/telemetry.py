@@ -77,8 +77,9 @@ def telemetry_levels(snapshot: MeshSnapshot, proxy: Proxy) -> list[Telemetry]:
 
 
 def telemetry_off(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[bool, bool]:
-    """(access logs off, metrics off) for this proxy."""
-    logs_off = metrics_off = False
+    """(access logs off, metrics off) for this proxy. Access logs: a Telemetry `accessLogging` entry
+    decides; without one, the mesh config's accessLogFile (Istio's default profile: "", no log)."""
+    logs_off, metrics_off = not snapshot.mesh_config.access_log_file, False
     for spec in _levels(snapshot, proxy):  # least specific first: the most specific decides
         logs = _access_logging_disabled(spec)
         if logs is not None:
@@ -87,12 +88,6 @@ def telemetry_off(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[bool, bool]:
         if metrics is not None:
             metrics_off = metrics
     return logs_off, metrics_off
-
-
-def access_logging_configured(snapshot: MeshSnapshot, proxy: Proxy) -> bool:
-    """A Telemetry `accessLogging` entry applies to the proxy: it, not the mesh config's
-    accessLogFile, decides whether the proxy logs (Istio's envoy provider logs to stdout)."""
-    return any(_access_logging_disabled(spec) is not None for spec in _levels(snapshot, proxy))
 
 
 def _for_side(entry: dict[str, Any], side: Side) -> bool:

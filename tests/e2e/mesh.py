@@ -25,6 +25,9 @@ import yaml
 from gossamer.cli.client import ApiClient
 
 REPO = Path(__file__).resolve().parents[2]
+# The mesh comes without access logs (Istio's default profile); tests that read them turn them on the
+# Istio way: a mesh-wide Telemetry with the envoy provider.
+ACCESS_LOGGING = REPO / "samples/telemetry/access-logging.yaml"
 GOSSAMER = [sys.executable, "-m", "gossamer.cli.main"]
 # The session-wide bookinfo mesh (conftest.py) lives here; it must be down before another mesh starts.
 BOOKINFO_RUN_DIR = Path("/run/gsm-e2e")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import REPO, Mesh, leftovers, reviews_version, wait_until
+from tests.e2e.mesh import ACCESS_LOGGING, REPO, Mesh, leftovers, reviews_version, wait_until
 
 pytestmark = pytest.mark.e2e
 NETWORKING = REPO / "samples/bookinfo/networking"
@@ -226,12 +226,24 @@ spec:
 
 
 def test_exec_curl_inside_the_mesh_and_proxy_config(bookinfo: Mesh) -> None:
-    out = bookinfo.exec("deploy/productpage-v1", "curl", "-s", "http://details:9080/details/0").stdout
-    assert '"author": "William Shakespeare"' in out or '"author":"William Shakespeare"' in out
-    clusters = bookinfo.cli("proxy-config", "clusters", "deploy/productpage-v1").stdout
-    assert "outbound|9080||reviews.default.svc.cluster.local" in clusters
-    logs = bookinfo.cli("logs", "deploy/productpage-v1", "-c", "istio-proxy").stdout
-    assert "outbound|9080||details.default.svc.cluster.local" in logs
+    def sidecar_log() -> str:
+        return bookinfo.cli("logs", "deploy/productpage-v1", "-c", "istio-proxy").stdout
+
+    # No access log by default (Istio's default profile); turned on the Istio way, a mesh-wide Telemetry.
+    bookinfo.exec("deploy/productpage-v1", "curl", "-s", "http://details:9080/details/0")
+    time.sleep(2)  # Envoy flushes its log every second
+    assert "outbound|9080||details.default.svc.cluster.local" not in sidecar_log()
+    bookinfo.apply(ACCESS_LOGGING)
+    try:
+        out = bookinfo.exec("deploy/productpage-v1", "curl", "-s", "http://details:9080/details/0").stdout
+        assert '"author": "William Shakespeare"' in out or '"author":"William Shakespeare"' in out
+        clusters = bookinfo.cli("proxy-config", "clusters", "deploy/productpage-v1").stdout
+        assert "outbound|9080||reviews.default.svc.cluster.local" in clusters
+        assert wait_until(
+            lambda: "outbound|9080||details.default.svc.cluster.local" in sidecar_log(), timeout=5, interval=0.5
+        ), sidecar_log()[-2000:]
+    finally:
+        bookinfo.delete(ACCESS_LOGGING)
 
 
 def test_pod_and_service_ranges_never_route_off_the_machine(bookinfo: Mesh) -> None:

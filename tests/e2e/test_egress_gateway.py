@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import HOST_ADDRESS, REPO, Mesh, curl_status_body, free_port, own_mesh, serving_on_host, wait_until
+from tests.e2e.mesh import (
+    ACCESS_LOGGING,
+    HOST_ADDRESS,
+    REPO,
+    Mesh,
+    curl_status_body,
+    free_port,
+    own_mesh,
+    serving_on_host,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +92,9 @@ def egress() -> Iterator[tuple[Mesh, Path]]:
     (tmp / "config" / "service-entry.yaml").write_text(service_entry(port))
     (tmp / "config" / "gateway.yaml").write_text(GATEWAY)
     try:
-        with own_mesh(RUN_DIR, tmp / "state", CURL, tmp / "config", up_args=("--egress-gateway",)) as mesh:
+        with own_mesh(
+            RUN_DIR, tmp / "state", CURL, tmp / "config", ACCESS_LOGGING, up_args=("--egress-gateway",)
+        ) as mesh:
             # gsm0 exists now: serve on the node's pod-network address, outside every pod.
             with serving_on_host(port):
                 yield mesh, tmp

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import REPO, Applied, Mesh, applying, own_mesh, wait_until
+from tests.e2e.mesh import ACCESS_LOGGING, REPO, Applied, Mesh, applying, own_mesh, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +96,7 @@ def mesh(tmp: Path) -> Iterator[Mesh]:
     config.mkdir()
     (config / "flaky.yaml").write_text(FLAKY)
     try:
-        with own_mesh(RUN_DIR, tmp / "state", CURL, GRPC_ECHO, config / "flaky.yaml") as m:
+        with own_mesh(RUN_DIR, tmp / "state", CURL, GRPC_ECHO, config / "flaky.yaml", ACCESS_LOGGING) as m:
             yield m
     finally:
         shutil.rmtree(config, ignore_errors=True)

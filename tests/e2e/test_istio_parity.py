@@ -137,7 +137,10 @@ def test_mesh_config_registry_only_and_json_access_log_live(mesh: Mesh, applied:
         code, body = curl_status_body(mesh, outside)
         assert code == "200" and "outside" in body, (code, body)
         applied.docs(
-            "mesh.yaml", mesh_config("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogEncoding: JSON\n")
+            "mesh.yaml",
+            mesh_config(
+                "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\naccessLogFile: /dev/stdout\naccessLogEncoding: JSON\n"
+            ),
         )
         assert wait_until(lambda: curl_status_body(mesh, outside)[0] == "502", timeout=10, interval=0.5)
         # Mesh services still answer.

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.mesh import REPO, Applied, Mesh, applying, own_mesh, wait_until
+from tests.e2e.mesh import ACCESS_LOGGING, REPO, Applied, Mesh, applying, own_mesh, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -106,7 +106,9 @@ def write_apps(folder: Path) -> Path:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("resilience")
     apps = write_apps(tmp / "apps")
-    with own_mesh(RUN_DIR, tmp / "state", REPO / "samples/curl", REPO / "samples/httpbin", MIRROR, apps) as m:
+    with own_mesh(
+        RUN_DIR, tmp / "state", REPO / "samples/curl", REPO / "samples/httpbin", MIRROR, apps, ACCESS_LOGGING
+    ) as m:
         yield m
 
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tests.e2e.mesh import REPO, Applied, Mesh, applying, own_mesh, wait_until
+from tests.e2e.mesh import ACCESS_LOGGING, REPO, Applied, Mesh, applying, own_mesh, wait_until
 from tests.support.manifests import deployment
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +57,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("security")
     legacy = tmp / "legacy.yaml"
     legacy.write_text(yaml.safe_dump(LEGACY, sort_keys=False))
-    with own_mesh(RUN_DIR, tmp / "state", BOOKINFO, REPO / "samples/curl", legacy) as m:
+    with own_mesh(RUN_DIR, tmp / "state", BOOKINFO, REPO / "samples/curl", legacy, ACCESS_LOGGING) as m:
         yield m
 
 

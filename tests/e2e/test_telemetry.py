@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.mesh import REPO, Applied, Mesh, applying, free_port, own_mesh, wait_until
+from tests.e2e.mesh import ACCESS_LOGGING, REPO, Applied, Mesh, applying, free_port, own_mesh, wait_until
 from tests.support.manifests import deployment
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,11 @@ def metrics_port() -> int:
 def mesh(tmp_path_factory: pytest.TempPathFactory, metrics_port: int) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("telemetry")
     with own_mesh(
-        RUN_DIR, tmp / "state", REPO / "samples/bookinfo", up_args=("--metrics-port", str(metrics_port), "--prometheus")
+        RUN_DIR,
+        tmp / "state",
+        REPO / "samples/bookinfo",
+        ACCESS_LOGGING,
+        up_args=("--metrics-port", str(metrics_port), "--prometheus"),
     ) as m:
         yield m
 

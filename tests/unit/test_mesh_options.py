@@ -193,9 +193,11 @@ def test_access_log_file_encoding_and_off() -> None:
     def loggers(extra: str) -> list[str]:
         return [a.name for hcm in _hcms(_resources(extra)) for a in hcm.access_log]
 
-    assert "envoy.access_loggers.stdout" in loggers("")
+    default = loggers("")  # Istio's default profile: accessLogFile "", no text log
+    assert "envoy.access_loggers.stdout" not in default and "envoy.access_loggers.stats" in default  # metrics stay
+    assert "envoy.access_loggers.stdout" in loggers(_mesh("accessLogFile: /dev/stdout"))
     off = loggers(_mesh('accessLogFile: ""'))
-    assert "envoy.access_loggers.stdout" not in off and "envoy.access_loggers.stats" in off  # metrics stay
+    assert "envoy.access_loggers.stdout" not in off and "envoy.access_loggers.stats" in off
     # A Telemetry that turns access logging on wins over an empty accessLogFile (Istio's envoy provider).
     telemetry = """---
 apiVersion: telemetry.istio.io/v1

@@ -313,22 +313,26 @@ def _telemetry(namespace: str, spec: dict[str, Any], name: str = "t") -> str:
 
 ALL = {"envoy.access_loggers.stdout", "envoy.access_loggers.stats"}
 LOGS_OFF = {"accessLogging": [{"disabled": True}]}
+LOGS_ON = {"accessLogging": [{"providers": [{"name": "envoy"}]}]}
 METRICS_OFF = {"metrics": [{"providers": [{"name": "prometheus"}], "overrides": [{"disabled": True}]}]}
 
 
 @pytest.mark.parametrize(
     ("extra", "reviews", "ratings"),
     [
-        ([], ALL, ALL),
+        # Istio's default profile: metrics, no access log (mesh config accessLogFile "").
+        ([], ALL - {"envoy.access_loggers.stdout"}, ALL - {"envoy.access_loggers.stdout"}),
+        # Istio's "Envoy Access Logs" task: a mesh-wide Telemetry with the envoy provider turns them on.
+        ([_telemetry("istio-system", LOGS_ON)], ALL, ALL),
         (
             [_telemetry("default", LOGS_OFF)],
             ALL - {"envoy.access_loggers.stdout"},
             ALL - {"envoy.access_loggers.stdout"},
         ),
         (
-            [_telemetry("default", {**METRICS_OFF, "selector": {"matchLabels": {"app": "reviews"}}})],
+            [_telemetry("default", {**LOGS_ON, **METRICS_OFF, "selector": {"matchLabels": {"app": "reviews"}}})],
             {"envoy.access_loggers.stdout"},
-            ALL,
+            ALL - {"envoy.access_loggers.stdout"},
         ),
         # The most specific decides: the mesh turns logs off, reviews' own Telemetry turns them back on.
         (
@@ -340,7 +344,7 @@ METRICS_OFF = {"metrics": [{"providers": [{"name": "prometheus"}], "overrides": 
             ALL - {"envoy.access_loggers.stdout"},
         ),
     ],
-    ids=["default", "namespace-logs-off", "workload-metrics-off", "workload-overrides-mesh"],
+    ids=["default", "mesh-logs-on", "namespace-logs-off", "workload-metrics-off", "workload-overrides-mesh"],
 )
 def test_telemetry_turns_access_logs_and_metrics_off(extra: list[str], reviews: set[str], ratings: set[str]) -> None:
     snapshot = snapshot_from_yaml("\n---\n".join([BOOKINFO, *extra]))
