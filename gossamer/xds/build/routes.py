@@ -14,13 +14,14 @@ from google.protobuf import wrappers_pb2
 from gossamer.ir.route_actions import DirectResponse, Redirect
 from gossamer.ir.types import HeaderOps, HttpRoute, RouteMatch, RouteTable, VirtualHost
 from gossamer.telemetry.peer import PEER_HEADER
-from gossamer.xds.build.common import pack, seconds, string_matcher
+from gossamer.xds.build.common import seconds, string_matcher
 from gossamer.xds.build.route_actions import (
     CORS_FILTER,
     FAULT_FILTER,
     cors_config,
     fault_config,
     mirror_policy,
+    per_route_filter_config,
     retry_policy,
 )
 from gossamer.xds.build.telemetry import peer_request_headers
@@ -170,9 +171,9 @@ def build_route(route: HttpRoute) -> rc.Route:
     else:
         out.route.CopyFrom(_route_action(route))
     if route.fault is not None:
-        out.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fault_config(route.fault)))
+        out.typed_per_filter_config[FAULT_FILTER].CopyFrom(per_route_filter_config(fault_config(route.fault)))
     if route.cors is not None:
-        out.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(cors_config(route.cors)))
+        out.typed_per_filter_config[CORS_FILTER].CopyFrom(per_route_filter_config(cors_config(route.cors)))
     return out
 
 
