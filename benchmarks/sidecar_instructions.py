@@ -13,11 +13,13 @@ requests run), per variant:
   logs      + the access log line (stdout)
   metrics   + Istio's metrics (stats access loggers; the peer header and its filter)
   tracing   + Zipkin tracing at Istio's 1% (unsampled requests: the cost every request pays)
-  default   all of them, as the mesh comes
+  default   metrics and tracing, as the mesh comes (Istio's default profile: no access log)
+  demo      all three (Istio's demo profile: accessLogFile /dev/stdout)
 
 Plaintext on both hops (mTLS costs the pair and the mesh the same). Prints thousands of
 instructions per request for each side and variant. Takes /run/gossamer-bench.lock.
-Usage: benchmarks/sidecar_instructions.py [VARIANT ...]  (REQUESTS=500)
+Usage: benchmarks/sidecar_instructions.py [VARIANT ...]  (REQUESTS=500; KEEP_CALLGRIND=DIR keeps the
+callgrind files for callgrind_annotate)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import fcntl
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,6 +53,7 @@ from gossamer.xds.build.listeners import http_connection_manager
 from gossamer.xds.build.telemetry import add_peer_headers, apply_cluster_service, apply_endpoint_peer
 
 REQUESTS = int(os.environ.get("REQUESTS", "500"))
+KEEP = os.environ.get("KEEP_CALLGRIND", "")  # a directory to copy the callgrind files to
 NETNS = "sidecar-instructions"  # not gsm-*: a mesh's leftovers check would take it for one
 BENCH_LOCK = "/run/gossamer-bench.lock"
 CLIENT_PORT, SERVER_PORT, UPSTREAM_PORT = 15001, 15006, 8000
@@ -60,7 +64,8 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "logs": {"logs": True},
     "metrics": {"metrics": True},
     "tracing": {"tracing": True},
-    "default": {"logs": True, "metrics": True, "tracing": True},
+    "default": {"metrics": True, "tracing": True},
+    "demo": {"logs": True, "metrics": True, "tracing": True},
 }
 
 
@@ -267,6 +272,10 @@ def main() -> None:
         with _netns_with_upstream():
             time.sleep(1)
             results = {(n, s): instructions_per_request(n, s, Path(tmp)) for n in names for s in ("a", "b")}
+        if KEEP:  # the callgrind files, for callgrind_annotate
+            Path(KEEP).mkdir(parents=True, exist_ok=True)
+            for dump in Path(tmp).glob("*.callgrind*"):
+                shutil.copy(dump, Path(KEEP) / dump.name)
     pair = {s: results.get(("pair", s)) for s in ("a", "b")}
     print(f"sidecar instructions per request (callgrind, {REQUESTS} keep-alive requests, plaintext, 1 KB responses)")
     print(f"  {'variant':10s} {'client side':>12s} {'server side':>12s}")
