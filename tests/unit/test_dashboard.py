@@ -7,13 +7,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from gossamer.analyze.live import mesh_messages
 from gossamer.dashboard.app import dashboard_app
 from gossamer.dashboard.graph import (
     Counts,
     RateWindow,
+    Sample,
     ServiceInfo,
     WorkloadInfo,
     build_graph,
@@ -104,6 +105,21 @@ def test_edges_from_metrics_text_match_the_registry() -> None:
     registry = bookinfo_registry(ok=10, failed=2)
     text = generate_latest(registry).decode()
     assert edge_counters(request_samples_from_text(text)) == edge_counters(request_samples(registry))
+
+
+def test_request_counters_read_from_text_among_histograms() -> None:
+    """A proxy's text holds the duration histogram's buckets too (most of it): the counters read the same."""
+    registry = bookinfo_registry(ok=6, failed=1)
+    duration = Histogram("istio_request_duration_milliseconds", "Duration", LABELS, registry=registry)
+    duration.labels(**_labels("source", "productpage-v1", REVIEWS, "reviews-v1")).observe(12.0)
+    text = generate_latest(registry).decode()
+    assert "istio_request_duration_milliseconds_bucket" in text
+
+    def series(samples: list[Sample]) -> set[tuple[frozenset[tuple[str, str]], float]]:
+        return {(frozenset(s.labels.items()), s.value) for s in samples}
+
+    samples = request_samples_from_text(text)
+    assert len(samples) == 8 and series(samples) == series(request_samples(registry))
 
 
 def test_edges_from_several_pods_metrics_summed() -> None:
