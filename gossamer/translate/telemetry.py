@@ -164,6 +164,9 @@ def tracing_provider(snapshot: MeshSnapshot, proxy: Proxy, names: list[str]) -> 
         if not service or not isinstance(port, int) or not 0 < port < 65536:
             continue
         host = service.split("/", 1)[1] if "/" in service else service  # Istio also takes "namespace/host"
+        known = snapshot.service_by_host(host)
+        if known is None or all(p.port != port for p in known.ports):
+            continue  # no such service port: its cluster does not exist, and Envoy would reject the listener
         cluster = outbound_cluster_name(host, port)
         if provider.kind == "zipkin":
             return TracingProvider("zipkin", cluster, host, port, path=str(settings.get("path") or ZIPKIN_PATH))

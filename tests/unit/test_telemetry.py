@@ -425,3 +425,20 @@ async def test_metrics_port_answers_loopback_host_names_only() -> None:
         assert ok.status == 200 and "pilot_xds" in await ok.text()
         rebound = await client.get("/metrics", headers={"Host": "attacker.example:15014"})
         assert rebound.status == 403
+
+
+def test_a_tracing_provider_whose_service_port_does_not_exist_is_not_used() -> None:
+    """The zipkin provider names port 9411 of a Service that serves 80 only: no cluster exists for it, so the
+    proxy keeps tracing to the built-in collector instead of a tracer Envoy rejects (found by the fuzz sample)."""
+    from gossamer.translate.telemetry import tracing_provider
+    from tests.support.offline import proxy_for, snapshot_from_yaml
+
+    text = (Path(__file__).parents[1] / "golden/tracing-providers/in.yaml").read_text()
+    good = snapshot_from_yaml(text)
+    provider = tracing_provider(good, proxy_for(good, "web"), ["zipkin-ext"])
+    assert provider is not None and provider.cluster == "outbound|9411||zipkin.observability.svc.cluster.local"
+    moved = snapshot_from_yaml(
+        text.replace("ports: [{name: http-query, port: 9411}]", "ports: [{name: http-query, port: 80}]")
+    )
+    assert tracing_provider(moved, proxy_for(moved, "web"), ["zipkin-ext"]) is None
+    assert tracing_provider(moved, proxy_for(moved, "web"), ["zipkin-ext", "otel"]) is not None  # the next one named
