@@ -1,8 +1,8 @@
 """Policy analyzers: AuthorizationPolicies whose workloads do not exist (IST0127) or whose source
 namespaces do not exist (IST0101); Telemetry selectors without pods (IST0101), pods several Telemetries
 select (IST0159), namespaces with several selector-less Telemetries (IST0160), access logging without
-providers (IST0157); policies with a selector on a Kubernetes Gateway's pods (IST0166); JWT claim
-routes through gateways without a RequestAuthentication (IST0149)."""
+providers and tracing providers that cannot be used (IST0157); policies with a selector on a Kubernetes
+Gateway's pods (IST0166); JWT claim routes through gateways without a RequestAuthentication (IST0149)."""
 
 from __future__ import annotations
 
@@ -138,6 +138,7 @@ def telemetry_default_selectors(ctx: Context) -> Iterator[Message]:
 
 @analyzer("telemetry.ProviderAnalyzer", "Validates that providers in telemetry resource is valid", ("IST0157",))
 def telemetry_providers(ctx: Context) -> Iterator[Message]:
+    yield from _unusable_tracing_providers(ctx)
     if ctx.mesh.default_providers.get("accessLogging"):
         return
     for t in ctx.of_kind(Telemetry):
@@ -152,6 +153,53 @@ def telemetry_providers(ctx: Context) -> Iterator[Message]:
                     "access logging without providers, and the mesh config names no default "
                     "access log provider: it is ignored",
                 )
+
+
+# Provider kinds Gossamer sends spans with (translate/telemetry.py `tracing_provider`).
+TRACING_KINDS = ("zipkin", "opentelemetry")
+
+
+def _unusable_tracing_providers(ctx: Context) -> Iterator[Message]:
+    """Telemetry `tracing[].providers[]` names that tracing cannot use: no such `extensionProviders` entry,
+    a kind Gossamer does not send spans with, or a service and port no Service or ServiceEntry has (Envoy
+    would reject a tracer whose cluster does not exist). Translation skips such a provider: the next
+    usable one named, else the built-in collector, gets the spans."""
+    providers = {str(p.get("name")): p for p in ctx.mesh.extension_providers if p.get("name")}
+    for t in ctx.of_kind(Telemetry):
+        for i, entry in enumerate(t.spec.tracing or []):
+            if not isinstance(entry, dict):
+                continue
+            for j, named in enumerate(entry.get("providers") or []):
+                name = str(named.get("name") or "") if isinstance(named, dict) else ""
+                if not name:
+                    continue
+                problem = _tracing_provider_problem(ctx, providers.get(name))
+                if problem:
+                    yield ctx.message(
+                        "IST0157",
+                        t,
+                        ("spec", "tracing", i, "providers", j, "name"),
+                        f"tracing provider {name!r} {problem}: it is not used (spans go to the next usable "
+                        "provider named, else the built-in collector)",
+                    )
+
+
+def _tracing_provider_problem(ctx: Context, provider: dict[str, Any] | None) -> str:
+    if provider is None:
+        return "is not in the mesh config's extensionProviders"
+    kind = next((k for k in provider if k != "name"), "")
+    if kind not in TRACING_KINDS:
+        return f"is of kind {kind!r}; Gossamer sends spans to zipkin and opentelemetry providers only"
+    value = provider.get(kind)
+    settings: dict[str, Any] = value if isinstance(value, dict) else {}
+    service, port = str(settings.get("service") or ""), settings.get("port")
+    if not service or not isinstance(port, int) or not 0 < port < 65536:
+        return "needs a service and a port"
+    host = service.split("/", 1)[1] if "/" in service else service
+    views = [view for (_, fqdn), view in ctx.service_hosts.items() if fqdn == host]
+    if not any(p.number == port for view in views for p in view.ports):
+        return f"sends spans to {host}:{port}, which no Service or ServiceEntry has"
+    return ""
 
 
 def jwt_claim_key(vs: Resource[Any]) -> str:
