@@ -1,6 +1,7 @@
 """EnvoyFilter with real Envoys: Istio's Lua example on httpbin's inbound listener (a response header
-set by a Lua filter inserted before the router), a MERGE on curl's outbound cluster of httpbin, and
-deleting the EnvoyFilters undoes both. One mesh for the module (httpbin + curl)."""
+set by a Lua filter inserted before the router), a MERGE on curl's outbound cluster of httpbin, a fault
+MERGEd into httpbin's inbound fault filter (every route aborts, as in Istio), and deleting the EnvoyFilters
+undoes each. One mesh for the module (httpbin + curl)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,37 @@ spec:
         connect_timeout: 3.5s
 """
 
+FAULT_MERGE = """\
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata:
+  name: httpbin-abort
+spec:
+  workloadSelector:
+    labels:
+      app: httpbin
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      context: SIDECAR_INBOUND
+      listener:
+        portNumber: 8080
+        filterChain:
+          filter:
+            name: "envoy.filters.network.http_connection_manager"
+            subFilter:
+              name: "envoy.filters.http.fault"
+    patch:
+      operation: MERGE
+      value:
+        name: envoy.filters.http.fault
+        typed_config:
+          "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+          abort:
+            http_status: 418
+            percentage: {numerator: 100}
+"""
+
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
@@ -136,3 +168,13 @@ def test_cluster_merge_sets_connect_timeout(mesh: Mesh, applied: Applied) -> Non
     assert wait_until(lambda: " 200" in status_line(mesh), 20), status_line(mesh)
     mesh.delete(path)
     assert wait_until(lambda: connect_timeout(mesh) == before, 20)
+
+
+def test_fault_merged_into_the_fault_filter_aborts_every_route(mesh: Mesh, applied: Applied) -> None:
+    assert wait_until(lambda: " 200" in status_line(mesh), 30), status_line(mesh)
+    path = applied.yaml("abort.yaml", FAULT_MERGE)
+    applied(path)
+    assert wait_until(lambda: " 418" in status_line(mesh), 20), status_line(mesh)
+    assert not mesh.status().get("patchErrors")
+    mesh.delete(path)
+    assert wait_until(lambda: " 200" in status_line(mesh), 20), status_line(mesh)

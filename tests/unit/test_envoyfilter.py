@@ -10,6 +10,7 @@ import yaml
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
@@ -370,3 +371,30 @@ def test_validation_reports_bad_values_with_lines() -> None:
     assert len(errors) == 3
     assert all(i.file == "ef.yaml" and i.line > 0 for i in errors)
     assert "no_such_field" in str(errors[0])
+
+
+def test_merge_into_the_fault_filter_applies_to_every_route() -> None:
+    """Istio's fault filter is enabled with an empty config, so a MERGE of a fault into it holds for every
+    route; ours is disabled unless a route enables it: the MERGE enables it (and a REMOVE still removes)."""
+    fault = "envoy.filters.http.fault"
+    abort = {
+        "name": fault,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            "abort": {"http_status": 418, "percentage": {"numerator": 100}},
+        },
+    }
+    result, built = patched("httpbin", ef("abort", [_http_patch("MERGE", fault, abort)], app="httpbin"))
+    assert not result.errors
+    (merged,) = [h for h in _hcm(result.resources[LISTENER]["virtualInbound"], 8080).http_filters if h.name == fault]
+    assert not merged.disabled
+    config = fault_pb2.HTTPFault()
+    merged.typed_config.Unpack(config)
+    assert config.abort.http_status == 418
+    # Without the patch (and in the shared built protos) it stays disabled until a route enables it.
+    (plain,) = [h for h in _hcm(built[LISTENER]["virtualInbound"], 8080).http_filters if h.name == fault]
+    assert plain.disabled
+    disabled = {**abort, "disabled": True}
+    result, _ = patched("httpbin", ef("off", [_http_patch("MERGE", fault, disabled)], app="httpbin"))
+    (kept,) = [h for h in _hcm(result.resources[LISTENER]["virtualInbound"], 8080).http_filters if h.name == fault]
+    assert kept.disabled

@@ -20,6 +20,8 @@ from gossamer.xds.build.common import pack, seconds, string_matcher
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
+# Filters in every HCM, disabled unless a route enables them (`fault_and_cors_filters`).
+DISABLED_UNTIL_ROUTED = (FAULT_FILTER, CORS_FILTER)
 
 _DENOMINATORS = {
     "HUNDRED": percent_pb2.FractionalPercent.HUNDRED,

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from gossamer.ir.envoyfilter import GATEWAY, SIDECAR_INBOUND, SIDECAR_OUTBOUND
 from gossamer.mesh import VIRTUAL_INBOUND_LISTENER, VIRTUAL_OUTBOUND_LISTENER
 from gossamer.resources.envoyfilter_values import HCM, canonical
+from gossamer.xds.build.route_actions import DISABLED_UNTIL_ROUTED
 from gossamer.xds.envoyfilter.common import ROUTE_CLASS, Patch, PatchSet, apply_list_ops, copy_message, merge_checked
 from gossamer.xds.envoyfilter.routes import patch_route_configuration
 
@@ -200,3 +201,18 @@ def _patch_http_filters(ps: PatchSet, hcm: hcm_pb2.HttpConnectionManager, patche
         lambda p: bool(_sub_filter_name(p)),
         ps.errors,
     )
+    _enable_merged_filters(hcm, patches)
+
+
+def _enable_merged_filters(hcm: hcm_pb2.HttpConnectionManager, patches: list[Patch]) -> None:
+    """The fault and CORS filters are disabled unless a route enables them (`DISABLED_UNTIL_ROUTED`); Istio
+    keeps them enabled with an empty config, so a MERGE into one (e.g. a fault for every route) takes
+    effect there on every route: here too, unless the patch itself says `disabled`."""
+    merged = {
+        _sub_filter_name(p)
+        for p in patches
+        if p.operation == "MERGE" and p.value is not None and not getattr(p.value, "disabled", False)
+    }
+    for f in hcm.http_filters:
+        if f.disabled and f.name in DISABLED_UNTIL_ROUTED and canonical(f.name) in merged:
+            f.disabled = False
