@@ -50,7 +50,7 @@ from gossamer.agent.envoy import envoy_binary
 from gossamer.ir.types import Cluster, Endpoint, Tracing
 from gossamer.telemetry.peer import proxy_env
 from gossamer.xds.build.listeners import http_connection_manager
-from gossamer.xds.build.telemetry import add_peer_headers, apply_cluster_service, apply_endpoint_peer
+from gossamer.xds.build.telemetry import add_peer_headers, apply_cluster_service, apply_endpoint_peer, service_group
 
 REQUESTS = int(os.environ.get("REQUESTS", "500"))
 KEEP = os.environ.get("KEEP_CALLGRIND", "")  # a directory to copy the callgrind files to
@@ -116,6 +116,7 @@ def _mesh_hcm(inbound: bool, cluster: str, variant: dict[str, bool]) -> dict[str
             logs=variant.get("logs", False),
             metrics=variant.get("metrics", False),
             tracing=Tracing(sampling=1.0) if variant.get("tracing") else None,
+            stats_service=service_group("server.default.svc.cluster.local") if inbound else "",
         )
     )
 

@@ -165,6 +165,11 @@ class InboundChain:
     mtls: InboundMtls = ""
     # The inbound route's decorator: the service's "FQDN:PORT/*" (Istio's TraceOperation).
     operation: str = ""
+    # The port's service (its inbound cluster's, as Cluster names it): the server side's
+    # destination_service labels, literal in its stats (no metadata lookup per request).
+    service_host: str = ""
+    service_name: str = ""
+    service_namespace: str = ""
 
 
 @dataclass(frozen=True)

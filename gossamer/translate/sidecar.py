@@ -325,6 +325,9 @@ def translate_sidecar_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> Listener:
             "http" if protocol in ("http", "http2", "grpc") else "tcp",
             mtls=inbound_mtls(proxy, port_modes.get(port, workload_mode)),
             operation=f"{service.hostname}:{_service_port(service, port)}/*",
+            service_host=service.hostname,
+            service_name=service.name,
+            service_namespace=service.namespace,
         )
         for port, service, protocol in inbound_ports(snapshot, proxy)
     )

@@ -109,10 +109,19 @@ def test_outbound_requests_are_counted_by_envoy_with_istios_labels(bookinfo: Any
 
 
 def test_inbound_labels_the_source_from_its_certificate_and_peer_headers(bookinfo: Any) -> None:
-    listener = _built(bookinfo, "reviews-v1", has_sds=True)[LISTENER]["virtualInbound"]
+    built = _built(bookinfo, "reviews-v1", has_sds=True)
+    listener = built[LISTENER]["virtualInbound"]
     chains = dict(_hcms(listener))
     mtls, plain = _stats_tags(chains["0.0.0.0_9080_mtls"])[0], _stats_tags(chains["0.0.0.0_9080"])[0]
     assert mtls["reporter"] == "destination"
+    # An inbound chain routes to one cluster: its service is literal in the tag (no lookup per request),
+    # the very value the cluster's metadata holds, and so are the gRPC logger's and the TCP chains'.
+    inbound = json_format.MessageToDict(built[CLUSTER]["inbound|9080||"].metadata)["filterMetadata"]["istio"]
+    assert mtls["service"] == plain["service"] == inbound["service"] == f"{REVIEWS};reviews;default"
+    assert _stats_tags(chains["0.0.0.0_9080"])[1]["service"] == inbound["service"]
+    # Envoy formats a gRPC status for gRPC requests only: the http logger's slot is empty.
+    assert plain["grpc_response_status"] == ""
+    assert _stats_tags(chains["0.0.0.0_9080"])[1]["grpc_response_status"] == "%GRPC_STATUS_NUMBER%"
     # The source's principal from the client certificate, the rest of its side from the peer header.
     assert (mtls["source"], mtls["connection_security_policy"]) == (
         "%DOWNSTREAM_PEER_URI_SAN%|%DYNAMIC_METADATA(istio.peer:peer)%",

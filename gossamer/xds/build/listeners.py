@@ -30,7 +30,14 @@ from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_a
 from gossamer.xds.build.jwt import jwt_filters
 from gossamer.xds.build.route_actions import fault_and_cors_filters
 from gossamer.xds.build.security import downstream_mtls_socket, gateway_tls_socket, mtls_chain_match
-from gossamer.xds.build.telemetry import Direction, http_access_logs, peer_metadata_filter, tcp_access_logs
+from gossamer.xds.build.telemetry import (
+    Direction,
+    http_access_logs,
+    passthrough_service_group,
+    peer_metadata_filter,
+    service_group,
+    tcp_access_logs,
+)
 from gossamer.xds.build.tracing import hcm_tracing
 
 
@@ -68,7 +75,10 @@ def http_connection_manager(
     tracing: Tracing | None = None,
     path_normalization: PathNormalization | None = None,
     access_log: AccessLogFile | None = None,
+    stats_service: str = "",
 ) -> listener_components_pb2.Filter:
+    """`stats_service`: the destination service group of every request (an inbound chain's, which
+    routes to one cluster), literal in the metrics; "": each request's cluster metadata."""
     # Server side: the client proxy's peer headers become metadata for the metrics, never reach the app.
     peer = [peer_metadata_filter()] if direction == "inbound" else []
     hcm = hcm_pb2.HttpConnectionManager(
@@ -77,7 +87,12 @@ def http_connection_manager(
         # ALLOW RBAC); fault and CORS act only on routes whose typed_per_filter_config asks.
         http_filters=[*peer, *jwt_filters(jwt), *http_rbac_filters(authz), *fault_and_cors_filters(), _router_filter()],
         access_log=http_access_logs(
-            direction, logs=logs, metrics=metrics, mtls=client_cert_details, file=access_log or STDOUT_ACCESS_LOG
+            direction,
+            logs=logs,
+            metrics=metrics,
+            mtls=client_cert_details,
+            file=access_log or STDOUT_ACCESS_LOG,
+            service=stats_service,
         ),
         use_remote_address=wrappers_pb2.BoolValue(value=use_remote_address),
         server_name=SERVER_NAME,
@@ -102,10 +117,11 @@ def http_connection_manager(
 
 
 def _with_access_logs(
-    proxy: tcp_proxy_pb2.TcpProxy, listener: Listener, *, mtls: bool = False
+    proxy: tcp_proxy_pb2.TcpProxy, listener: Listener, *, mtls: bool = False, stats_service: str = ""
 ) -> tcp_proxy_pb2.TcpProxy:
     """A TCP proxy logs when the upstream connects and when the connection ends (text: at the end only).
-    `mtls`: the chain terminates mesh mTLS (the source's principal is its certificate's)."""
+    `mtls`: the chain terminates mesh mTLS (the source's principal is its certificate's);
+    `stats_service`: as http_connection_manager's."""
     proxy.access_log.extend(
         tcp_access_logs(
             _direction(listener),
@@ -113,6 +129,7 @@ def _with_access_logs(
             metrics=not listener.no_metrics,
             mtls=mtls,
             file=listener.access_log or STDOUT_ACCESS_LOG,
+            service=stats_service,
         )
     )
     if not listener.no_metrics:
@@ -127,14 +144,17 @@ def _direction(listener: Listener) -> Direction:
 
 
 def tcp_proxy(
-    stat_prefix: str, cluster: str, listener: Listener, *, mtls: bool = False
+    stat_prefix: str, cluster: str, listener: Listener, *, mtls: bool = False, stats_service: str = ""
 ) -> listener_components_pb2.Filter:
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
     return listener_components_pb2.Filter(
         name="envoy.filters.network.tcp_proxy",
-        typed_config=pack(
-            _with_access_logs(tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster), listener, mtls=mtls)
-        ),
+        typed_config=pack(_with_access_logs(proxy, listener, mtls=mtls, stats_service=stats_service)),
     )
+
+
+def _chain_service(chain: InboundChain) -> str:
+    return service_group(chain.service_host, chain.service_name, chain.service_namespace) if chain.service_host else ""
 
 
 def weighted_tcp_proxy(stat_prefix: str, chain: TcpChain, listener: Listener) -> listener_components_pb2.Filter:
@@ -212,9 +232,13 @@ def _inbound_filters(
                 tracing=ir.tracing,
                 path_normalization=ir.path_normalization,
                 access_log=ir.access_log,
+                stats_service=_chain_service(chain),
             )
         ]
-    return [*network_rbac_filters(ir.authz), tcp_proxy(chain.cluster, chain.cluster, ir, mtls=mtls)]
+    return [
+        *network_rbac_filters(ir.authz),
+        tcp_proxy(chain.cluster, chain.cluster, ir, mtls=mtls, stats_service=_chain_service(chain)),
+    ]
 
 
 def _inbound_chains(chain: InboundChain, ir: Listener) -> list[listener_components_pb2.FilterChain]:
@@ -275,7 +299,11 @@ def _inbound_passthrough(listener: listener_pb2.Listener, ir: Listener) -> None:
     handed to the passthrough: Envoy's matching never backtracks out of a destination port."""
 
     def filters(mtls: bool) -> list[listener_components_pb2.Filter]:
-        return [*network_rbac_filters(ir.authz), tcp_proxy(ir.tcp_cluster, ir.tcp_cluster, ir, mtls=mtls)]
+        service = passthrough_service_group(ir.tcp_cluster)
+        return [
+            *network_rbac_filters(ir.authz),
+            tcp_proxy(ir.tcp_cluster, ir.tcp_cluster, ir, mtls=mtls, stats_service=service),
+        ]
 
     strict = ir.inbound_mtls == "STRICT"
     passthrough = listener_components_pb2.FilterChain(

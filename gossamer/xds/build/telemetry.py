@@ -16,6 +16,8 @@ Where each label comes from (no lookup outside Envoy):
   the upstream endpoint's metadata `istio` (workload, namespace, principal, app, version, cluster;
   set on every endpoint we build) and the cluster's metadata `istio` (service, service_name,
   service_namespace; the workload keys too on clusters without our endpoints, e.g. passthrough).
+* the destination service of a server-side request: its chain's service (one per inbound port),
+  literal in the tag (`service_group`); the inbound passthrough's is Istio's passthrough naming.
 * the source of a server-side request (`reporter="destination"`): the peer metadata header the
   client's sidecar (or gateway) added (`x-istio-peer-metadata`, five values joined), moved into
   dynamic metadata and removed from the request before it reaches the app (header_to_metadata);
@@ -200,10 +202,12 @@ def source_side(direction: Direction, *, mtls: bool, tcp: bool) -> str:
     return SEPARATOR.join([principal, f"%DYNAMIC_METADATA({PEER_METADATA_NAMESPACE}:{PEER_METADATA_KEY})%"])
 
 
-def peer_slots(direction: Direction, *, mtls: bool) -> dict[str, str]:
+def peer_slots(direction: Direction, *, mtls: bool, service: str = "") -> dict[str, str]:
     """The packed tag's slots (gossamer/telemetry/peer.py) that say who the destination is, as formats:
     its labels and its service's in one slot each (one metadata lookup, not six). A server is the
-    destination: its variables, the principal the chain's (its certificate on mTLS chains)."""
+    destination: its variables, the principal the chain's (its certificate on mTLS chains).
+    `service`: the service group as a literal (`service_group`), when the chain has one cluster
+    (the server side's inbound chains): else read from the cluster's metadata per request."""
     if direction == "inbound":
         principal = "%DOWNSTREAM_LOCAL_URI_SAN%" if mtls else UNKNOWN
         return {
@@ -212,13 +216,13 @@ def peer_slots(direction: Direction, *, mtls: bool) -> dict[str, str]:
             "destination": GROUP_SEPARATOR.join(
                 [_env(DESTINATION_BEFORE_PRINCIPAL_ENV), principal, _env(DESTINATION_AFTER_PRINCIPAL_ENV)]
             ),
-            "service": SERVICE_FORMAT,
+            "service": service or SERVICE_FORMAT,
         }
     return {
         "reporter": "source",
         "connection_security_policy": UNKNOWN,
         "destination": DESTINATION_FORMAT,
-        "service": SERVICE_FORMAT,
+        "service": service or SERVICE_FORMAT,
     }
 
 
@@ -272,15 +276,17 @@ def _content_type_filter(grpc: bool) -> accesslog_pb2.AccessLogFilter:
     return accesslog_pb2.AccessLogFilter(header_filter=accesslog_pb2.HeaderFilter(header=matcher))
 
 
-def http_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2.AccessLog]:
+def http_stats_loggers(direction: Direction, *, mtls: bool, service: str = "") -> list[accesslog_pb2.AccessLog]:
     out = []
     for protocol in ("http", "grpc"):
         slots = {
-            **peer_slots(direction, mtls=mtls),
+            **peer_slots(direction, mtls=mtls, service=service),
             "request_protocol": protocol,
             "response_flags": "%RESPONSE_FLAGS%",
             "response_code": "%RESPONSE_CODE%",
-            "grpc_response_status": "%GRPC_STATUS_NUMBER%",
+            # Envoy formats a gRPC status only for gRPC requests (content-type application/grpc...):
+            # the http logger's requests never have one.
+            "grpc_response_status": "%GRPC_STATUS_NUMBER%" if protocol == "grpc" else "",
         }
         tag = packed_format(slots, source_side(direction, mtls=mtls, tcp=False), packed_slots("istio_requests_total"))
         out.append(
@@ -314,10 +320,14 @@ def _log_types(*types: int, exclude: bool = False) -> accesslog_pb2.LogTypeFilte
     return accesslog_pb2.LogTypeFilter(types=list(types), exclude=exclude)
 
 
-def tcp_stats_loggers(direction: Direction, *, mtls: bool) -> list[accesslog_pb2.AccessLog]:
+def tcp_stats_loggers(direction: Direction, *, mtls: bool, service: str = "") -> list[accesslog_pb2.AccessLog]:
     """Opened when the upstream connects; closed, bytes sent and received when the connection ends
     (no periodic entries are asked for, so nothing counts twice)."""
-    slots = {**peer_slots(direction, mtls=mtls), "request_protocol": "tcp", "response_flags": "%RESPONSE_FLAGS%"}
+    slots = {
+        **peer_slots(direction, mtls=mtls, service=service),
+        "request_protocol": "tcp",
+        "response_flags": "%RESPONSE_FLAGS%",
+    }
     tag = packed_format(
         slots, source_side(direction, mtls=mtls, tcp=True), packed_slots("istio_tcp_connections_opened_total")
     )
@@ -347,13 +357,14 @@ def http_access_logs(
     metrics: bool = True,
     mtls: bool = False,
     file: AccessLogFile = STDOUT_ACCESS_LOG,
+    service: str = "",
 ) -> list[accesslog_pb2.AccessLog]:
     """An HTTP connection manager's loggers: the text line (Telemetry accessLogging, the mesh
     config's accessLogFile/Encoding/Format) and Istio's metrics (Telemetry metrics). `mtls`: the
-    chain terminates mesh mTLS (server side)."""
+    chain terminates mesh mTLS (server side). `service`: see peer_slots."""
     return [
         *([stdout_access_log(file=file)] if logs else []),
-        *(http_stats_loggers(direction, mtls=mtls) if metrics else []),
+        *(http_stats_loggers(direction, mtls=mtls, service=service) if metrics else []),
     ]
 
 
@@ -364,10 +375,11 @@ def tcp_access_logs(
     metrics: bool = True,
     mtls: bool = False,
     file: AccessLogFile = STDOUT_ACCESS_LOG,
+    service: str = "",
 ) -> list[accesslog_pb2.AccessLog]:
     return [
         *([stdout_access_log(tcp=True, file=file)] if logs else []),
-        *(tcp_stats_loggers(direction, mtls=mtls) if metrics else []),
+        *(tcp_stats_loggers(direction, mtls=mtls, service=service) if metrics else []),
     ]
 
 
@@ -432,16 +444,26 @@ def _group(values: dict[str, str], keys: tuple[str, ...]) -> str:
 SERVICE_KEYS = ("service", "service_name", "service_namespace")
 
 
+def service_group(host: str, name: str = "", namespace: str = "") -> str:
+    """A service's destination_service labels as the packed tag's service slot holds them."""
+    return _group(service_labels(host, name, namespace), SERVICE_KEYS)
+
+
+def passthrough_service_group(cluster_name: str) -> str:
+    """The service slot of traffic to a destination nobody knows: Istio names it after the cluster."""
+    return _group({**service_labels(""), "service_name": cluster_name}, SERVICE_KEYS)
+
+
 def apply_cluster_service(out: cluster_pb2.Cluster, cluster: Cluster) -> None:
     """The cluster's service labels (and, for clusters without our endpoints, `unknown` for the
     destination workload's), each group one metadata value (gossamer/telemetry/peer.py)."""
     if cluster.service_host:
-        service = service_labels(cluster.service_host, cluster.service_name, cluster.service_namespace)
+        service = service_group(cluster.service_host, cluster.service_name, cluster.service_namespace)
     elif cluster.kind in PASSTHROUGH_KINDS:
-        service = {**service_labels(""), "service_name": cluster.name}
+        service = passthrough_service_group(cluster.name)
     else:
         return
-    values = {SERVICE_METADATA: _group(service, SERVICE_KEYS)}
+    values = {SERVICE_METADATA: service}
     if cluster.kind in PASSTHROUGH_KINDS:
         values[PEER_METADATA] = _group(unknown_peer(), PEER_KEYS)
     out.metadata.filter_metadata[STATS_METADATA_NAMESPACE].update(values)
