@@ -48,7 +48,7 @@ from google.protobuf.message import Message
 
 from gossamer.agent.envoy import envoy_binary
 from gossamer.ir.types import Cluster, Endpoint, Tracing
-from gossamer.telemetry.peer import proxy_env
+from gossamer.telemetry.peer import PEER_HEADER, proxy_env
 from gossamer.xds.build.listeners import http_connection_manager
 from gossamer.xds.build.telemetry import add_peer_headers, apply_cluster_service, apply_endpoint_peer, service_group
 
@@ -108,6 +108,8 @@ def _mesh_hcm(inbound: bool, cluster: str, variant: dict[str, bool]) -> dict[str
     route.route.timeout.FromSeconds(0)
     if not inbound and variant.get("metrics"):
         add_peer_headers(vhost)  # the metadata exchange exists for the server's metrics
+    if inbound and variant.get("metrics"):
+        vhost.request_headers_to_remove.append(PEER_HEADER)  # as the inbound route does
     return _dict(
         http_connection_manager(
             "bench",

@@ -6,7 +6,7 @@ cluster). Gossamer's proxies learn:
 * their own side from environment variables (`proxy_env`, set by the runtime when it starts Envoy),
 * a destination's side from endpoint and cluster metadata (`endpoint_metadata`, `service_metadata`),
 * a client's side from the peer header its proxy adds (`PEER_HEADER`), which the server's proxy
-  turns into dynamic metadata and removes.
+  keeps in filter state and removes.
 
 The stats themselves are built in gossamer/xds/build/telemetry.py.
 """
@@ -27,15 +27,14 @@ STATS_METADATA_NAMESPACE = "istio"
 # GROUP_SEPARATOR joins a group's labels within one of its slots.
 SEPARATOR = "|"
 GROUP_SEPARATOR = ";"
-# Dynamic metadata namespace of the client's side, filled from the peer headers.
-PEER_METADATA_NAMESPACE = "istio.peer"
 # What a client's proxy tells the server's proxy, in ONE header (one header to add, one to read and
 # remove): its workload, namespace, app, version and cluster joined by SEPARATOR, as the packed tag
 # holds them (the principal is never taken from a header: only the client certificate proves it).
 PEER_HEADER = "x-istio-peer-metadata"
 PEER_HEADER_KEYS = ("workload", "namespace", "app", "version", "cluster")
-# Dynamic metadata key (in PEER_METADATA_NAMESPACE) the server's proxy moves the header's value to.
-PEER_METADATA_KEY = "peer"
+# Filter state object (a plain string, never shared with the upstream) the server's proxy keeps the
+# header's value in: one hash lookup per stat to read, where dynamic metadata took a protobuf copy.
+PEER_FILTER_STATE_KEY = "gossamer.peer_metadata"
 # The Envoy process's environment: the proxy's own side (resolved once, at config load).
 LOCAL_ENV = {
     "workload": "GOSSAMER_WORKLOAD_NAME",

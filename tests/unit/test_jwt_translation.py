@@ -176,9 +176,11 @@ def test_missing_token_allowed_invalid_rejected() -> None:
 
 def test_filter_order_on_inbound_and_only_with_policies() -> None:
     snap = _snapshot(_ra("wl", "default", f"  jwtRules:\n  - {{issuer: i, jwks: '{JWKS}'}}"))
-    # After the peer metadata filter (Istio's metrics labels), which authenticates nothing.
-    assert _hcm_filters(snap, "virtualInbound")[:3] == [
-        "envoy.filters.http.header_to_metadata",
+    # After the peer metadata filter (Istio's metrics labels), which authenticates nothing, and the removal
+    # of its header (nothing after decides on it).
+    assert _hcm_filters(snap, "virtualInbound")[:4] == [
+        "gossamer.peer_metadata",
+        "gossamer.peer_metadata_removal",
         JWT_AUTHN,
         SET_FILTER_STATE,
     ]

@@ -361,9 +361,10 @@ def test_golden_authz_filters_are_placed_before_the_router() -> None:
     by_name = {c.name: c for c in listener.filter_chains}
     hcm = hcm_pb2.HttpConnectionManager()
     by_name["0.0.0.0_8080_mtls"].filters[0].typed_config.Unpack(hcm)
-    # (after the peer metadata filter, which decides nothing)
-    assert [f.name for f in hcm.http_filters][:3] == [
-        "envoy.filters.http.header_to_metadata",
+    # (after the peer metadata filter, which decides nothing, and the removal of its header)
+    assert [f.name for f in hcm.http_filters][:4] == [
+        "gossamer.peer_metadata",
+        "gossamer.peer_metadata_removal",
         *["envoy.filters.http.rbac"] * 2,
     ]
     assert hcm.http_filters[-1].name == "envoy.filters.http.router"

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import json_format
 from xds.type.v3 import typed_struct_pb2
@@ -39,6 +40,7 @@ from gossamer.translate import translate_proxy
 from gossamer.translate.clusters import translate_endpoints
 from gossamer.xds.build import build_resources
 from gossamer.xds.build.clusters import build_endpoints
+from gossamer.xds.build.telemetry import guard_peer_header, peer_metadata_filters
 from gossamer.xds.types import CLUSTER, LISTENER, ROUTE
 from tests.support.offline import proxy_for, snapshot_from_yaml
 
@@ -123,26 +125,54 @@ def test_inbound_labels_the_source_from_its_certificate_and_peer_headers(bookinf
     assert plain["grpc_response_status"] == ""
     assert _stats_tags(chains["0.0.0.0_9080"])[1]["grpc_response_status"] == "%GRPC_STATUS_NUMBER%"
     # The source's principal from the client certificate, the rest of its side from the peer header.
-    assert (mtls["source"], mtls["connection_security_policy"]) == (
-        "%DOWNSTREAM_PEER_URI_SAN%|%DYNAMIC_METADATA(istio.peer:peer)%",
-        "mutual_tls",
-    )
-    assert (plain["source"], plain["connection_security_policy"]) == (
-        "unknown|%DYNAMIC_METADATA(istio.peer:peer)%",
-        "none",
-    )
+    peer = "%FILTER_STATE(gossamer.peer_metadata:PLAIN)%"
+    assert (mtls["source"], mtls["connection_security_policy"]) == (f"%DOWNSTREAM_PEER_URI_SAN%|{peer}", "mutual_tls")
+    assert (plain["source"], plain["connection_security_policy"]) == (f"unknown|{peer}", "none")
     assert mtls["destination"] == (
         "%ENVIRONMENT(GOSSAMER_DESTINATION_LABELS_HEAD)%;%DOWNSTREAM_LOCAL_URI_SAN%;"
         "%ENVIRONMENT(GOSSAMER_DESTINATION_LABELS_TAIL)%"
     )
     assert plain["destination"].split(GROUP_SEPARATOR)[1] == "unknown"  # no certificate: no principal
-    # The peer header is read first and removed: the app never sees it.
-    first = chains["0.0.0.0_9080"].http_filters[0]
-    assert first.name == "envoy.filters.http.header_to_metadata"
-    config = header_to_metadata_pb2.Config()
+    # The peer header is read first (into filter state, nothing when absent) and removed by the route: the
+    # app never sees it. Nothing but the router follows (fault and CORS wait for a route): no removal filter.
+    hcm = chains["0.0.0.0_9080"]
+    first = hcm.http_filters[0]
+    assert first.name == "gossamer.peer_metadata"
+    config = set_filter_state_pb2.Config()
     first.typed_config.Unpack(config)
-    [rule] = config.request_rules
-    assert (rule.header, rule.remove, rule.on_header_missing.value) == (PEER_HEADER, True, "unknown")
+    [state] = config.on_request_headers
+    assert (state.object_key, state.format_string.text_format_source.inline_string, state.skip_if_empty) == (
+        "gossamer.peer_metadata",
+        f"%REQ({PEER_HEADER})%",
+        True,
+    )
+    enabled = [f.name for f in hcm.http_filters if not f.disabled]
+    assert enabled == ["gossamer.peer_metadata", "envoy.filters.http.router"]
+    [vhost] = hcm.route_config.virtual_hosts
+    assert list(vhost.request_headers_to_remove) == [PEER_HEADER]
+
+
+def test_the_peer_header_is_removed_before_any_filter_that_could_decide_on_it() -> None:
+    """As Istio's peer metadata filter does: a filter after the reader (here an EnvoyFilter's, inserted
+    before the router) gets the removal ahead of it; the router alone does not need it."""
+    hcm = hcm_pb2.HttpConnectionManager(http_filters=peer_metadata_filters())
+    hcm.http_filters.add(name="envoy.filters.http.fault", disabled=True)
+    hcm.http_filters.add(name="envoy.filters.http.router")
+    guard_peer_header(hcm.http_filters)
+    assert "gossamer.peer_metadata_removal" not in [f.name for f in hcm.http_filters]
+    hcm.http_filters.insert(2, hcm_pb2.HttpFilter(name="envoy.filters.http.lua"))
+    guard_peer_header(hcm.http_filters)
+    guard_peer_header(hcm.http_filters)  # once
+    assert [f.name for f in hcm.http_filters] == [
+        "gossamer.peer_metadata",
+        "gossamer.peer_metadata_removal",
+        "envoy.filters.http.fault",
+        "envoy.filters.http.lua",
+        "envoy.filters.http.router",
+    ]
+    removal = header_mutation_pb2.HeaderMutation()
+    hcm.http_filters[1].typed_config.Unpack(removal)
+    assert [m.remove for m in removal.mutations.request_mutations] == [PEER_HEADER]
 
 
 def test_mesh_virtual_hosts_send_the_peer_headers_and_passthrough_does_not(bookinfo: Any) -> None:

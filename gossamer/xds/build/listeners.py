@@ -25,6 +25,7 @@ from gossamer.ir.types import (
     Tracing,
 )
 from gossamer.mesh import inbound_vhost_name
+from gossamer.telemetry.peer import PEER_HEADER
 from gossamer.xds.build.authorization import http_rbac_filters, network_rbac_filters
 from gossamer.xds.build.common import ads_config_source, pack, seconds, socket_address
 from gossamer.xds.build.jwt import jwt_filters
@@ -32,9 +33,10 @@ from gossamer.xds.build.route_actions import fault_and_cors_filters
 from gossamer.xds.build.security import downstream_mtls_socket, gateway_tls_socket, mtls_chain_match
 from gossamer.xds.build.telemetry import (
     Direction,
+    guard_peer_header,
     http_access_logs,
     passthrough_service_group,
-    peer_metadata_filter,
+    peer_metadata_filters,
     service_group,
     tcp_access_logs,
 )
@@ -80,7 +82,7 @@ def http_connection_manager(
     """`stats_service`: the destination service group of every request (an inbound chain's, which
     routes to one cluster), literal in the metrics; "": each request's cluster metadata."""
     # Server side: the client proxy's peer headers become metadata for the metrics, never reach the app.
-    peer = [peer_metadata_filter()] if direction == "inbound" else []
+    peer = peer_metadata_filters() if direction == "inbound" else []
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         # JWT authentication (RequestAuthentication), then authorization (Istio's order: DENY then
@@ -97,6 +99,7 @@ def http_connection_manager(
         use_remote_address=wrappers_pb2.BoolValue(value=use_remote_address),
         server_name=SERVER_NAME,
     )
+    guard_peer_header(hcm.http_filters)
     _path_normalization(hcm, path_normalization or "BASE")
     if tracing is not None:
         hcm.tracing.CopyFrom(hcm_tracing(tracing))
@@ -210,7 +213,15 @@ def _inbound_route(chain: InboundChain) -> route_pb2.RouteConfiguration:
     )
     return route_pb2.RouteConfiguration(
         name=chain.cluster,
-        virtual_hosts=[rc.VirtualHost(name=inbound_vhost_name(chain.port), domains=["*"], routes=[route])],
+        virtual_hosts=[
+            rc.VirtualHost(
+                name=inbound_vhost_name(chain.port),
+                domains=["*"],
+                routes=[route],
+                # The client proxy's peer header, kept for the metrics by the first filter: never to the app.
+                request_headers_to_remove=[PEER_HEADER],
+            )
+        ],
     )
 
 

@@ -19,8 +19,9 @@ Where each label comes from (no lookup outside Envoy):
 * the destination service of a server-side request: its chain's service (one per inbound port),
   literal in the tag (`service_group`); the inbound passthrough's is Istio's passthrough naming.
 * the source of a server-side request (`reporter="destination"`): the peer metadata header the
-  client's sidecar (or gateway) added (`x-istio-peer-metadata`, five values joined), moved into
-  dynamic metadata and removed from the request before it reaches the app (header_to_metadata);
+  client's sidecar (or gateway) added (`x-istio-peer-metadata`, five values joined), kept in filter
+  state by the first HTTP filter and removed before anything decides on it or the app sees it
+  (`peer_metadata_filters`, `guard_peer_header`);
   the source principal from the client certificate (mTLS filter chains only; Istio's
   `connection_security_policy`).
 * TCP has no headers: a server-side TCP connection knows its source by its certificate only.
@@ -35,17 +36,20 @@ turns into Istio's `istio_requests_total{reporter="source",...}` (gossamer/telem
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2, substitution_format_string_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.data.accesslog.v3 import accesslog_pb2 as data_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
-from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
+from envoy.extensions.filters.common.set_filter_state.v3 import value_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, struct_pb2
@@ -59,13 +63,12 @@ from gossamer.telemetry.peer import (
     GROUP_SEPARATOR,
     LOCAL_ENV,
     PACKED_TAG,
+    PEER_FILTER_STATE_KEY,
     PEER_HEADER,
     PEER_HEADER_ENV,
     PEER_HEADER_KEYS,
     PEER_KEYS,
     PEER_METADATA,
-    PEER_METADATA_KEY,
-    PEER_METADATA_NAMESPACE,
     SEPARATOR,
     SERVICE_METADATA,
     SOURCE_ENV,
@@ -86,7 +89,11 @@ STATS_SCOPE = "istiocustom"
 # Labels come partly from what clients send (peer headers): a cap per logger on distinct series
 # keeps a client making up label values from growing the proxy's memory without bound.
 MAX_SERIES_PER_LOGGER = 10_000
-PEER_FILTER = "envoy.filters.http.header_to_metadata"
+# The server side's first HTTP filter (a set_filter_state; named for what it does, as Istio names its
+# istio.metadata_exchange) and, where needed, the one after it that removes the header.
+PEER_FILTER = "gossamer.peer_metadata"
+PEER_HEADER_REMOVAL = "gossamer.peer_metadata_removal"
+ROUTER_FILTER = "envoy.filters.http.router"
 GRPC_CONTENT_TYPE = "application/grpc"
 
 # Istio's default access log line, plus the peers' identities (URI SANs) at the end.
@@ -199,7 +206,8 @@ def source_side(direction: Direction, *, mtls: bool, tcp: bool) -> str:
     principal = "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN
     if tcp:
         return SEPARATOR.join([principal, *[UNKNOWN] * len(PEER_HEADER_KEYS)])
-    return SEPARATOR.join([principal, f"%DYNAMIC_METADATA({PEER_METADATA_NAMESPACE}:{PEER_METADATA_KEY})%"])
+    # Absent header (a client without a sidecar): no filter state, formatted "", unpacked as unknown.
+    return SEPARATOR.join([principal, f"%FILTER_STATE({PEER_FILTER_STATE_KEY}:PLAIN)%"])
 
 
 def peer_slots(direction: Direction, *, mtls: bool, service: str = "") -> dict[str, str]:
@@ -386,20 +394,38 @@ def tcp_access_logs(
 # -- peer metadata exchange ----------------------------------------------------------------------
 
 
-def peer_metadata_filter() -> hcm_pb2.HttpFilter:
-    """Server side, first HTTP filter: the client proxy's peer header becomes dynamic metadata
-    (`unknown` when absent: a client without a sidecar) and is removed, so the app never sees it."""
-    rule = h2m.Config.Rule(
-        header=PEER_HEADER,
-        on_header_present=h2m.Config.KeyValuePair(
-            metadata_namespace=PEER_METADATA_NAMESPACE, key=PEER_METADATA_KEY, type=h2m.Config.STRING
-        ),
-        on_header_missing=h2m.Config.KeyValuePair(
-            metadata_namespace=PEER_METADATA_NAMESPACE, key=PEER_METADATA_KEY, value=UNKNOWN, type=h2m.Config.STRING
-        ),
-        remove=True,
+def peer_metadata_filters() -> list[hcm_pb2.HttpFilter]:
+    """Server side, first HTTP filter: the client proxy's peer header, kept as filter state for the
+    metrics (nothing when absent: a client without a sidecar). The header itself is removed by the
+    inbound route (the app never sees it) or, when a filter between could decide on it, right after
+    this one (`guard_peer_header`)."""
+    fmt = substitution_format_string_pb2.SubstitutionFormatString(
+        text_format_source=base_pb2.DataSource(inline_string=f"%REQ({PEER_HEADER})%"), omit_empty_values=True
     )
-    return hcm_pb2.HttpFilter(name=PEER_FILTER, typed_config=pack(h2m.Config(request_rules=[rule])))
+    state = value_pb2.FilterStateValue(
+        object_key=PEER_FILTER_STATE_KEY, factory_key="envoy.string", format_string=fmt, skip_if_empty=True
+    )
+    config = set_filter_state_pb2.Config(on_request_headers=[state])
+    return [hcm_pb2.HttpFilter(name=PEER_FILTER, typed_config=pack(config))]
+
+
+def _peer_header_removal() -> hcm_pb2.HttpFilter:
+    mutation = mutation_rules_pb2.HeaderMutation(remove=PEER_HEADER)
+    config = header_mutation_pb2.HeaderMutation(mutations=header_mutation_pb2.Mutations(request_mutations=[mutation]))
+    return hcm_pb2.HttpFilter(name=PEER_HEADER_REMOVAL, typed_config=pack(config))
+
+
+def guard_peer_header(filters: Any) -> None:
+    """Istio's peer metadata filter removes the header as it reads it: no later filter (JWT, RBAC, an
+    EnvoyFilter's) sees it. When anything but the router (or a filter disabled until a route enables
+    it) follows the reader, the removal goes right after it; otherwise the inbound route's removal
+    comes first and saves a filter per request. `filters`: an HCM's http_filters, changed in place."""
+    names = [f.name for f in filters]
+    if PEER_FILTER not in names or PEER_HEADER_REMOVAL in names:
+        return
+    at = names.index(PEER_FILTER) + 1
+    if any(f.name != ROUTER_FILTER and not f.disabled for f in list(filters)[at:]):
+        filters.insert(at, _peer_header_removal())
 
 
 def peer_request_headers() -> list[base_pb2.HeaderValueOption]:

@@ -18,6 +18,7 @@ from gossamer.ir.envoyfilter import GATEWAY, SIDECAR_INBOUND, SIDECAR_OUTBOUND
 from gossamer.mesh import VIRTUAL_INBOUND_LISTENER, VIRTUAL_OUTBOUND_LISTENER
 from gossamer.resources.envoyfilter_values import HCM, canonical
 from gossamer.xds.build.route_actions import DISABLED_UNTIL_ROUTED
+from gossamer.xds.build.telemetry import guard_peer_header
 from gossamer.xds.envoyfilter.common import ROUTE_CLASS, Patch, PatchSet, apply_list_ops, copy_message, merge_checked
 from gossamer.xds.envoyfilter.routes import patch_route_configuration
 
@@ -202,6 +203,7 @@ def _patch_http_filters(ps: PatchSet, hcm: hcm_pb2.HttpConnectionManager, patche
         ps.errors,
     )
     _enable_merged_filters(hcm, patches)
+    guard_peer_header(hcm.http_filters)  # a filter inserted after the peer reader must not see its header
 
 
 def _enable_merged_filters(hcm: hcm_pb2.HttpConnectionManager, patches: list[Patch]) -> None:
