@@ -46,3 +46,39 @@ def test_a_pod_change_works_out_only_the_endpoints_again() -> None:
     third = _desired_state(other, "cluster.local", True)
     assert third["deployments"] is not first["deployments"]
     assert [d["replicas"] for d in third["deployments"] if d["name"] == "a"] == [3]
+
+
+VIRTUAL_SERVICE = """
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a, namespace: default}
+spec:
+  hosts: [a]
+  http: [{route: [{destination: {host: a}}], timeout: TIMEOUT}]
+"""
+
+
+def test_a_change_of_other_kinds_keeps_the_deployments_but_a_configmap_does_not() -> None:
+    first = _desired_state(snapshot_from_yaml(MESH + VIRTUAL_SERVICE.replace("TIMEOUT", "1s")), "cluster.local", True)
+    # A VirtualService changed (a snapshot of other resources, the Deployments parsed again): nothing a pod runs.
+    routed = snapshot_from_yaml(MESH + VIRTUAL_SERVICE.replace("TIMEOUT", "2s"))
+    second = _desired_state(routed, "cluster.local", True)
+    assert second["deployments"] is first["deployments"] and second["services"] is first["services"]
+    # A ConfigMap (the mesh config: holdApplicationUntilProxyStarts) is something a pod is made of.
+    mesh = """
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    defaultConfig: {holdApplicationUntilProxyStarts: true}
+"""
+    third = _desired_state(
+        snapshot_from_yaml(MESH + VIRTUAL_SERVICE.replace("TIMEOUT", "2s") + mesh), "cluster.local", True
+    )
+    assert third["deployments"] is not first["deployments"]
+    held = {d["name"]: d["hold_application_until_proxy_starts"] for d in third["deployments"]}
+    assert held["a"] is True
+    assert {d["name"]: d["hold_application_until_proxy_starts"] for d in first["deployments"]}["a"] is False
