@@ -250,6 +250,8 @@ class _Stream:
     slot: list[asyncio.TimerHandle] = field(default_factory=list)  # an ADS stream's initial sync slot, held
     node_id: str = ""  # once its first request named it
     unwatch: Callable[[], None] | None = None  # ends its watch of the cache, once it has one
+    turns: Turns | None = None  # its server's: a change wakes it in its turn
+    idle: bool = False  # its loop waits for the next item (an ACK may be handled by its reader)
 
     def key(self, type_url: str) -> str:
         """The cache key of what this stream serves of TYPE_URL."""
@@ -268,7 +270,13 @@ class _Stream:
         wake = not self.pending_types
         self.pending_types |= changed
         if wake:
-            self.queue.put_nowait(CHANGED)
+            if self.turns is not None:
+                self.turns.later(self._changed)
+            else:
+                self._changed()
+
+    def _changed(self) -> None:
+        self.queue.put_nowait(CHANGED)
 
 
 @dataclass
@@ -465,14 +473,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     async def StreamAggregatedResources(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        stream = _Stream(id=next(_stream_ids), delta=False)
+        stream = _Stream(id=next(_stream_ids), delta=False, turns=self._turns)
         async for resp in self._serve(stream, request_iterator, context, self._ads):
             yield resp
 
     async def DeltaAggregatedResources(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-        stream = _Stream(id=next(_stream_ids), delta=True)
+        stream = _Stream(id=next(_stream_ids), delta=True, turns=self._turns)
         async for resp in self._serve(stream, request_iterator, context, self._ads):
             yield resp
 
@@ -482,7 +490,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         """One route configuration's virtual hosts (delta, wildcard) for a proxy that has an ADS stream: its
         group's, reported in that stream's status (as `vhds ROUTE_CONFIG`)."""
         route_config = dict(context.invocation_metadata() or ()).get(ROUTE_CONFIG_METADATA, "")
-        stream = _Stream(id=next(_stream_ids), delta=True, vhds=vhds_key(route_config))
+        stream = _Stream(id=next(_stream_ids), delta=True, vhds=vhds_key(route_config), turns=self._turns)
         async for resp in self._serve(stream, request_iterator, context, self._vhds):
             yield resp
 
@@ -494,15 +502,28 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         """The loop of every stream: its requests and its cache's changes, one at a time, each in its turn.
         KIND: what an ADS or a VHDS stream does with its first request, with any request, after each turn and
         at its end."""
-        reader = asyncio.create_task(read_requests(request_iterator, stream.queue))
+        def ack_inline(req: Any) -> bool:
+            """An ACK while the loop waits for its next item: handled in the reader (no task step of the loop)."""
+            if not (stream.idle and stream.queue.empty() and _is_delta_ack(stream, req)):
+                return False
+            if stream.types.get(stream.key(req.type_url)) is None:
+                return False  # (not an ACK of anything sent: the loop answers it)
+            kind.on_request(stream, req)  # (an ACK: no response)
+            kind.after_turn(stream)
+            return True
+
+        reader = asyncio.create_task(read_requests(request_iterator, stream.queue, ack_inline))
         try:
             while True:
+                stream.idle = True
                 item = await stream.queue.get()
+                stream.idle = False
                 if isinstance(item, End):
                     if item.error is not None and not isinstance(item.error, asyncio.CancelledError):
                         log.info("%s stream %d ended: %r", kind.name, stream.id, item.error)
                     return
-                if not _is_delta_ack(stream, item):  # (an ACK is a few dict updates: no turn needed)
+                # A change comes in its turn (Turns.later); an ACK is a few dict updates: no turn needed.
+                if not isinstance(item, Changed) and not _is_delta_ack(stream, item):
                     await self._turns.take()  # the loop serves new streams and the others between turns
                 if isinstance(item, Changed):
                     changed, stream.pending_types = stream.pending_types, set()
