@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -261,8 +262,8 @@ class _Stream:
         # A VHDS stream serves one route configuration's virtual hosts; an ADS stream none.
         if self.vhds:
             changed = changed & {self.vhds}
-        elif any(vhds_route_config(k) is not None for k in changed):
-            changed = frozenset(k for k in changed if vhds_route_config(k) is None)
+        else:
+            changed = _ads_keys(changed)
         # Coalesce: several cache changes before the stream gets to run collapse
         # into one wake-up, and only the newest version of each type is pushed.
         if not changed:
@@ -277,6 +278,13 @@ class _Stream:
 
     def _changed(self) -> None:
         self.queue.put_nowait(CHANGED)
+
+
+@functools.lru_cache(maxsize=64)
+def _ads_keys(changed: frozenset[str]) -> frozenset[str]:
+    """The keys of CHANGED an ADS stream serves (not VHDS's): worked out once per change, not per stream (the
+    same set is handed to every stream of a group)."""
+    return frozenset(k for k in changed if vhds_route_config(k) is None)
 
 
 @dataclass
