@@ -6,7 +6,10 @@ Deployments, reports its pods with PUT /v1/runtime/pods), only its pods are read
 namespaces or processes.
 This process plays every pod's Envoy: one gRPC connection and one incremental (delta) ADS stream per
 proxy, node id and metadata as the agent's bootstrap builds them, CDS -> EDS -> LDS -> RDS as Envoy
-subscribes, every response ACKed with its nonce.
+subscribes, every response ACKed with its nonce. The time a response counts is when the simulated Envoy
+received it; while proxies receive a change, the measurement itself stays off their loop (it looks for the first
+ACK reading each proxy's newest ACKs back to the change, not every ACK since the storm: that scan held the loop
+for tens of ms per look, which delayed what the proxies received).
 
 The mesh: services in 10 namespaces, 2 replicas each, 20% with a VirtualService and a DestinationRule
 with two subsets; plus the ingress gateway. Printed per size: the connection storm (every proxy has its
@@ -146,6 +149,7 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
             gc_longest[info["generation"]] = max(gc_longest[info["generation"]], pause)
 
     gc.callbacks.append(gc_clock)
+    trace = FanoutTrace() if os.environ.get("BENCH_FANOUT") else None
 
     async def run() -> None:
         reset_stalls = watch_stalls(asyncio.get_running_loop()) if os.environ.get("BENCH_STALLS") else None
@@ -185,6 +189,8 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
                 gc_longest[:] = [0.0, 0.0, 0.0]
                 if reset_stalls is not None:
                     reset_stalls()
+            elif line[0] == "trace" and trace is not None:  # `trace start` | `trace FILE` (stop and write)
+                trace.command(line[1])
             elif line[0] == "profile":  # `profile start` | `profile FILE` (stop and write)
                 if line[1] == "start":
                     profile = cProfile.Profile()
@@ -205,6 +211,87 @@ def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
         + " ms) from the storm on",
         file=sys.stderr,
     )
+
+
+class FanoutTrace:
+    """BENCH_FANOUT=PREFIX (diagnostic): a time line (monotonic clock, as the simulator's) of a push's fan-out in
+    the control plane - push requested, translated, cache writes and notifications, turns released, responses
+    built, requests (ACKs) read, every event loop's waits in select and its callbacks over 0.5 ms (wall and
+    thread CPU: a callback's wall time without CPU is its thread waiting for the GIL), worker threads' jobs.
+    The pod removal's goes to PREFIX-eds-cp.log (PREFIX-eds-sim.log: when each simulated Envoy received its
+    response), the second VirtualService change's to PREFIX-change-*.log; one event a line: time, event, detail."""
+
+    def __init__(self) -> None:
+        import concurrent.futures.thread
+        import selectors
+
+        from gossamer.controlplane.pusher import Pusher
+        from gossamer.xds.cache import ConfigCache
+        from gossamer.xds.server import AdsServer
+        from gossamer.xds.streams import Turns
+
+        self.events: list[tuple[float, str, str]] = []
+        self.on = False
+        hooks: list[tuple[Any, str, Callable[..., str | None]]] = [
+            (ConfigCache, "set_group_packed", lambda a, _r: f"set {a[1]}"),
+            (ConfigCache, "_notify_now", lambda a, _r: f"notify {a[1]}"),
+            (Turns, "_release", lambda a, _r: f"release {a[0]._released} {len(a[0]._waiters)}"),
+            (AdsServer, "_delta_response", lambda a, r: None if r is None else f"response {a[1].id}"),
+            (AdsServer, "_on_delta_request", lambda a, _r: f"request {a[1].id} {a[2].response_nonce}"),
+            (Pusher, "request_push", lambda _a, _r: "push-request"),
+            (Pusher, "_compute_all", lambda _a, _r: "translated"),
+        ]
+        for owner, name, describe in hooks:
+            self._hook(owner, name, describe)
+        self._timed(selectors.EpollSelector, "select", "select", 0.0)
+        self._timed(asyncio.events.Handle, "_run", "callback", 0.0005)
+        self._timed(concurrent.futures.thread._WorkItem, "run", "work", 0.0)
+
+    def _hook(self, owner: Any, name: str, describe: Callable[..., str | None]) -> None:
+        original = getattr(owner, name)
+
+        def hooked(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            if self.on and (event := describe(args, result)) is not None:
+                self.events.append((time.monotonic(), *event.split(" ", 1), "")[:3])  # type: ignore[arg-type]
+            return result
+
+        setattr(owner, name, hooked)
+
+    def _timed(self, owner: Any, name: str, event: str, longer_than: float) -> None:
+        """Wall and thread CPU of every call of OWNER.NAME longer than LONGER_THAN (on any thread)."""
+        original = getattr(owner, name)
+
+        def timed(this: Any, *args: Any) -> Any:
+            if not self.on:
+                return original(this, *args)
+            t, cpu = time.monotonic(), time.thread_time()
+            result = original(this, *args)
+            wall, cpu = time.monotonic() - t, time.thread_time() - cpu
+            if wall > longer_than:
+                what = getattr(this, "_callback", None) or getattr(this, "fn", None) or this
+                what = getattr(what, "func", what)  # (a partial: asyncio.to_thread's Context.run, a job)
+                label = str(getattr(what, "__qualname__", type(what).__name__)).replace(" ", "_")
+                thread = threading.current_thread().name.replace(" ", "_")
+                self.events.append(
+                    (time.monotonic(), event, f"{thread} {wall * 1e3:.3f} {cpu * 1e3:.3f} {t:.6f} {label}")
+                )
+            return result
+
+        setattr(owner, name, timed)
+
+    def command(self, arg: str) -> None:
+        """`trace start`: count from now; `trace FILE`: stop and write."""
+        if arg == "start":
+            self.events.clear()
+            self.on = True
+            return
+        self.on = False
+        with open(arg, "w") as out:
+            for th in threading.enumerate():
+                out.write(f"0 thread {th.native_id} {th.name.replace(' ', '_')}\n")
+            for t, what, detail in self.events:
+                out.write(f"{t:.6f} {what} {detail}\n")
 
 
 def watch_stalls(loop: asyncio.AbstractEventLoop, threshold: float = 0.05) -> Callable[[], None]:
@@ -856,13 +943,48 @@ class Result:
 
 
 def acked_after(proxies: list[SimProxy], t0: float, *wanted: tuple[str, str]) -> list[float]:
-    """Per proxy that received any of the `wanted` (type URL, name) after t0: the last such ACK's delay."""
+    """Per proxy that received any of the `wanted` (type URL, name) after t0: the last such ACK's delay. (Read
+    from the newest back to t0: the measurement waits for the first ACK this way while the simulated Envoys
+    receive - a scan of every ACK since the storm held their loop for tens of ms per call.)"""
     out = []
     for p in proxies:
-        times = [t for t, typ, names in p.acks if t >= t0 and any(w in names for wt, w in wanted if wt == typ)]
-        if times:
-            out.append(times[-1] - t0)
+        for t, typ, names in reversed(p.acks):
+            if t < t0:
+                break
+            if any(w in names for wt, w in wanted if wt == typ):
+                out.append(t - t0)
+                break
     return out
+
+
+def command(child: subprocess.Popen[str], line: str) -> None:
+    """A command to the control plane's process (serve_control_plane reads them)."""
+    assert child.stdin is not None
+    child.stdin.write(line + "\n")
+    child.stdin.flush()
+
+
+def trace_start(child: subprocess.Popen[str], *, traced: bool = True) -> None:
+    """BENCH_FANOUT (see FanoutTrace): the control plane's trace starts."""
+    if traced and os.environ.get("BENCH_FANOUT"):
+        command(child, "trace start")
+
+
+def trace_write(
+    child: subprocess.Popen[str], proxies: list[SimProxy], t0: float, what: str, *, traced: bool = True
+) -> None:
+    """BENCH_FANOUT=PREFIX: the control plane writes its trace to PREFIX-WHAT-cp.log, this process when each
+    simulated Envoy received each response since T0 to PREFIX-WHAT-sim.log (first line: `T0 t0 WHAT`)."""
+    prefix = os.environ.get("BENCH_FANOUT")
+    if not (traced and prefix):
+        return
+    command(child, f"trace {prefix}-{what}-cp.log")
+    with open(f"{prefix}-{what}-sim.log", "w") as out:
+        out.write(f"{t0:.6f} t0 {what}\n")
+        for p in proxies:
+            for t, typ, _ in p.acks:
+                if t >= t0:
+                    out.write(f"{t:.6f} received {p.node_id} {SHORT_TYPES.get(typ, typ)}\n")
 
 
 def settle_simulator_heap() -> None:
@@ -943,6 +1065,7 @@ async def measure(n: int, sidecars: bool) -> Result:
             cpu0, changes_began = cpu_seconds(child.pid), time.monotonic()
             bytes0 = sum(p.bytes for p in envoys.proxies)
             for change in range(CHANGES):
+                trace_start(child, traced=change == 1)
                 t0 = time.monotonic()
                 text = ROUTED.format(i=0, ns=host_ns, timeout=change + 2)
                 status, body = await asyncio.to_thread(
@@ -958,6 +1081,7 @@ async def measure(n: int, sidecars: bool) -> Result:
                 await wait_quiet(envoys.proxies, t0, quiet=0.3)
                 # The changed host's virtual host: over VHDS (sidecars), or its route table (gateways, RDS).
                 samples = acked_after(envoys.proxies, t0, (RDS, route_name), (VHDS, changed_vhost))
+                trace_write(child, envoys.proxies, t0, "change", traced=change == 1)
                 result.change_affected = len(samples)
                 result.change_samples.extend(samples)
                 result.change_after_apply.extend(s - applied for s in samples)
@@ -973,6 +1097,7 @@ async def measure(n: int, sidecars: bool) -> Result:
                 child.stdin.write(f"profile {profile_to}-{tag}-changes.prof\n")
                 child.stdin.flush()
             settle_simulator_heap()
+            trace_start(child)
             # A pod removed -> every proxy that sees its service has the new endpoints.
             victim = next(p for p in pods if p["deployment"] == "svc-1")
             cluster = f"outbound|{PORT}||svc-1.{victim['namespace']}.svc.cluster.local"
@@ -986,6 +1111,7 @@ async def measure(n: int, sidecars: bool) -> Result:
                 await asyncio.sleep(0.05)
             await wait_quiet(envoys.proxies, t0, quiet=1.0)
             result.eds_samples = acked_after(envoys.proxies, t0, (EDS, cluster))
+            trace_write(child, envoys.proxies, t0, "eds")
 
             # 10 changes within one second (different VirtualServices): until every proxy is quiet again.
             cpu0, t0 = cpu_seconds(child.pid), time.monotonic()

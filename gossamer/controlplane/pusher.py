@@ -1,8 +1,8 @@
 """Debounced pushes: one merged request pending at a time, translation shared per outbound scope.
 
-Like Istio's DiscoveryServer: changes are coalesced for `debounce` seconds of quiet (never longer than
-`max_delay`), then one push translates the snapshot for every connected proxy group (full push) or
-only rebuilds endpoints (EDS fast path). A sidecar group's outbound config is translated, built and
+Like Istio's DiscoveryServer: changes are coalesced for `debounce` seconds of quiet (pod changes alone:
+`endpoint_debounce`; never longer than `max_delay`), then one push translates the snapshot for every
+connected proxy group (full push) or only rebuilds endpoints (EDS fast path). A sidecar group's outbound config is translated, built and
 serialized once per outbound scope (translate.outbound_scope) and shared by every group of that
 scope; only its inbound part is its own. A push yields to the event loop between groups, so the API
 and the ADS streams keep being served while it runs. A group whose translation fails keeps its last
@@ -63,6 +63,11 @@ SLICE = 0.005
 GC_THRESHOLDS = (100_000, 50, 1_000_000)
 FULL_GC_INTERVAL = 600.0
 
+# An endpoint push alone (pods changed: the runtime reports a change in one report) waits for this much quiet,
+# not `debounce`: it is the EDS fast path (tens of ms at 1000 services), and every proxy that sees the pod waits
+# for it - as Istio can (PILOT_ENABLE_EDS_DEBOUNCE=false), only shorter, not none: a burst of reports still merges.
+ENDPOINT_DEBOUNCE = 0.02
+
 GroupResources = dict[str, Mapping[str, Packed]]
 
 T = TypeVar("T")
@@ -100,10 +105,12 @@ class Pusher:
         *,
         debounce: float = 0.05,
         max_delay: float = 0.5,
+        endpoint_debounce: float = ENDPOINT_DEBOUNCE,
     ) -> None:
         self._cache = cache
         self._snapshot = snapshot
         self._debounce = debounce
+        self._endpoint_debounce = min(debounce, endpoint_debounce)
         self._max_delay = max_delay
         self._groups: dict[str, Proxy] = {}
         self._members: dict[str, int] = {}
@@ -190,7 +197,8 @@ class Pusher:
             # Debounce: wait for quiet, but never longer than max_delay after the first request.
             while True:
                 now = time.monotonic()
-                quiet_at = self._last_request + self._debounce
+                debounce = self._debounce if self._pending_full else self._endpoint_debounce
+                quiet_at = self._last_request + debounce
                 deadline = self._first_request + self._max_delay
                 if now >= quiet_at or now >= deadline:
                     break

@@ -4,6 +4,7 @@ what a change re-translates, and a failing group contained to itself."""
 from __future__ import annotations
 
 import asyncio
+import time
 import gc
 import threading
 from dataclasses import replace
@@ -478,3 +479,19 @@ def test_what_a_virtual_service_change_pushes_is_what_translating_from_scratch_g
         for type_url in (LISTENER, ROUTE, CLUSTER, ENDPOINT):
             given = {n: a.value for n, a in cache.get(group, type_url)[1].items()}
             assert given == {n: a.value for n, a in fresh_cache.get(fresh_group, type_url)[1].items()}, type_url
+
+
+def test_an_endpoint_push_alone_waits_for_less_quiet_than_a_config_push() -> None:
+    async def first_push_after(full: bool) -> float:
+        snapshots = Snapshots(MESH)
+        pusher = Pusher(ConfigCache(), snapshots, debounce=0.5, max_delay=5.0, endpoint_debounce=0.01)
+        await pusher.proxy_connected(proxy_for(snapshots.current, "a", has_sds=True))
+        task = asyncio.create_task(pusher.run())
+        started = time.monotonic()
+        pusher.request_push(full=full)
+        while not (pusher.stats.full_pushes or pusher.stats.endpoint_pushes):
+            await asyncio.sleep(0.005)
+        task.cancel()
+        return time.monotonic() - started
+
+    assert asyncio.run(first_push_after(False)) < 0.5 <= asyncio.run(first_push_after(True))
