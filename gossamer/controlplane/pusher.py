@@ -2,10 +2,10 @@
 
 Like Istio's DiscoveryServer: changes are coalesced for `debounce` seconds of quiet (pod changes alone:
 `endpoint_debounce`; never longer than `max_delay`), then one push translates the snapshot for every
-connected proxy group (full push) or only rebuilds endpoints (EDS fast path). A sidecar group's outbound config is translated, built and
-serialized once per outbound scope (translate.outbound_scope) and shared by every group of that
-scope; only its inbound part is its own. A push yields to the event loop between groups, so the API
-and the ADS streams keep being served while it runs. A group whose translation fails keeps its last
+connected proxy group (full push) or only rebuilds endpoints (EDS fast path). A sidecar group's outbound
+config is translated, built and serialized once per outbound scope (translate.outbound_scope) and shared
+by every group of that scope; only its inbound part is its own. A push yields to the event loop between
+groups, so the API and the ADS streams keep being served while it runs. A group whose translation fails keeps its last
 config and its error (`errors`); every other group is still pushed.
 """
 

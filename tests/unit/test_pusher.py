@@ -4,9 +4,9 @@ what a change re-translates, and a failing group contained to itself."""
 from __future__ import annotations
 
 import asyncio
-import time
 import gc
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
