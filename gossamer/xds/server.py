@@ -510,6 +510,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         """The loop of every stream: its requests and its cache's changes, one at a time, each in its turn.
         KIND: what an ADS or a VHDS stream does with its first request, with any request, after each turn and
         at its end."""
+
         def ack_inline(req: Any) -> bool:
             """An ACK while the loop waits for its next item: handled in the reader (no task step of the loop)."""
             if not (stream.idle and stream.queue.empty() and _is_delta_ack(stream, req)):
