@@ -12,9 +12,11 @@ requests run), per variant:
   bare      the mesh's connection manager (filters, path normalization, server name) without telemetry
   logs      + the access log line (stdout)
   metrics   + Istio's metrics (stats access loggers; the peer header and its filter)
-  tracing   + Zipkin tracing at Istio's 1% (unsampled requests: the cost every request pays)
-  default   metrics and tracing, as the mesh comes (Istio's default profile: no access log)
-  demo      all three (Istio's demo profile: accessLogFile /dev/stdout)
+  tracing   + Zipkin tracing at Istio's 1%, as a Telemetry turns it on (unsampled requests: the cost
+            every request pays)
+  default   metrics, and tracing as the mesh comes (Istio's default since 1.22: sampling without a
+            tracer until a Telemetry names a backend; Istio's default profile: no access log)
+  demo      the default and the access log (Istio's demo profile: accessLogFile /dev/stdout)
 
 Plaintext on both hops (mTLS costs the pair and the mesh the same). Prints thousands of
 instructions per request for each side and variant. Takes /run/gossamer-bench.lock.
@@ -63,7 +65,7 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "bare": {},
     "logs": {"logs": True},
     "metrics": {"metrics": True},
-    "tracing": {"tracing": True},
+    "tracing": {"tracing": True, "spans": True},
     "default": {"metrics": True, "tracing": True},
     "demo": {"logs": True, "metrics": True, "tracing": True},
 }
@@ -117,7 +119,7 @@ def _mesh_hcm(inbound: bool, cluster: str, variant: dict[str, bool]) -> dict[str
             direction="inbound" if inbound else "outbound",
             logs=variant.get("logs", False),
             metrics=variant.get("metrics", False),
-            tracing=Tracing(sampling=1.0) if variant.get("tracing") else None,
+            tracing=Tracing(sampling=1.0, spans=variant.get("spans", False)) if variant.get("tracing") else None,
             stats_service=service_group("server.default.svc.cluster.local") if inbound else "",
         )
     )

@@ -78,7 +78,8 @@ def print_describe(console: Console, body: dict[str, Any]) -> None:
     _line(console, f"Sidecar: {sc['name'] or 'none'}  outbound: {sc['outboundTrafficPolicy']}")
     tel = body["telemetry"]
     tracing = ", ".join(
-        f"{side} {'off' if t is None else str(t['sampling']) + '%'}" for side, t in tel["tracing"].items()
+        f"{side} {'off' if t is None else str(t['sampling']) + '%' + ('' if t.get('spans', True) else ' (no spans)')}"
+        for side, t in tel["tracing"].items()
     )
     _line(
         console,

@@ -48,7 +48,10 @@ def format_trace(trace: dict[str, Any]) -> list[str]:
 def print_traces(body: dict[str, Any]) -> None:
     traces = body.get("traces") or []
     if not traces:
-        print("No traces yet (is the request sampled? see Telemetry tracing randomSamplingPercentage).")
+        print(
+            "No traces yet (spans are reported once a Telemetry turns tracing on, as with Istio: "
+            "samples/telemetry/tracing.yaml; is the request sampled? see randomSamplingPercentage)."
+        )
         return
     for i, trace in enumerate(traces):
         if i:

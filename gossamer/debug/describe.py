@@ -265,7 +265,11 @@ def describe(snapshot: MeshSnapshot, workload: Workload) -> dict[str, Any]:
             "accessLogging": not logs_off,
             "metrics": not metrics_off,
             "tracing": {
-                side: (None if (t := tracing_for(snapshot, proxy, side)) is None else {"sampling": t.sampling})
+                side: (
+                    None
+                    if (t := tracing_for(snapshot, proxy, side)) is None
+                    else {"sampling": t.sampling, "spans": t.spans}
+                )
                 for side in SIDES
             },
         },

@@ -223,6 +223,10 @@ class Tracing:
     spawn_upstream_span: bool = False
     # None: the control plane's own collector (the default, as Istio's default zipkin provider).
     provider: TracingProvider | None = None
+    # False: no tracer (Istio's default since 1.22 until a Telemetry or defaultProviders.tracing names a
+    # backend): Envoy still makes the sampling decision and marks x-request-id, creates no spans and adds
+    # no B3 headers (`provider` and `tags` unused).
+    spans: bool = True
 
 
 GatewayTlsMode = Literal["SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"]

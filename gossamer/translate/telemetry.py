@@ -11,7 +11,9 @@ SERVER for inbound ones, CLIENT_AND_SERVER both): `disableSpanReporting`, `rando
 (Istio's default: 1%) and `customTags` (literal, header, environment; a more specific level replaces
 the whole set) and `providers`: a mesh config `extensionProviders` entry of kind `zipkin` or
 `opentelemetry` (or `defaultProviders.tracing`), reached through its service's outbound cluster;
-without one, spans go to the control plane's own Zipkin collector (the default).
+without one, spans go to the control plane's own Zipkin collector (the default). As Istio since
+1.22, spans are reported only once a Telemetry `tracing` entry or `defaultProviders.tracing` applies:
+until then (`enableTracing`, the default) Envoy samples without a tracer (no spans, no B3 headers).
 Istio's own `istio.*` span tags are not added (each span names its proxy's `app.namespace`).
 """
 
@@ -116,7 +118,8 @@ def custom_tags(tags: dict[str, Any]) -> list[TracingTag]:
 
 
 def tracing_for(snapshot: MeshSnapshot, proxy: Proxy, side: Side) -> Tracing | None:
-    """The tracing of the proxy's connection managers on one side, None when spans are not reported."""
+    """The tracing of the proxy's connection managers on one side: None when off (disableSpanReporting,
+    or enableTracing false without a Telemetry); `spans` false when no backend is configured."""
     disabled = False
     mesh = snapshot.mesh_config
     # Istio: randomSamplingPercentage, else the mesh config's defaultConfig.tracing.sampling (1%).
@@ -140,6 +143,11 @@ def tracing_for(snapshot: MeshSnapshot, proxy: Proxy, side: Side) -> Tracing | N
                 providers = named
     if disabled or (not configured and not mesh.enable_tracing):
         return None
+    if not configured and not providers:
+        # Istio since 1.22: without a Telemetry `tracing` entry or `defaultProviders.tracing` the
+        # connection managers sample (enableTracing) but have no tracer: no spans, no B3 headers, none of
+        # their per-request cost. A Telemetry turns spans on (the built-in collector unless it names one).
+        return Tracing(sampling=min(100.0, max(0.0, sampling)), spans=False)
     return Tracing(
         sampling=min(100.0, max(0.0, sampling)),
         tags=tuple(sorted(custom_tags(tags), key=lambda t: t.tag)),

@@ -166,7 +166,7 @@ def test_mesh_config_options_and_where_they_come_from(reviews_v2: dict[str, Any]
     assert mesh["source"].startswith("ConfigMap istio-system/istio (")
     assert mesh["options"]["outboundTrafficPolicy.mode"] == "REGISTRY_ONLY"
     assert body["sidecar"]["outboundTrafficPolicy"] == "REGISTRY_ONLY"  # no Sidecar: the mesh config decides
-    assert body["telemetry"]["tracing"]["client"] == {"sampling": 10.0}
+    assert body["telemetry"]["tracing"]["client"] == {"sampling": 10.0, "spans": False}  # no Telemetry: no tracer
     buf = io.StringIO()
     print_describe(Console(file=buf, width=40), body)
     out = buf.getvalue()

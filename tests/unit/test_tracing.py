@@ -276,8 +276,34 @@ def _sampling(extra: list[str], deployment: str, namespace: str = "default") -> 
     }
 
 
-def test_every_hcm_traces_to_the_zipkin_collector_at_istio_default_sampling() -> None:
+def test_by_default_every_hcm_samples_at_istio_default_without_a_tracer() -> None:
+    """Istio since 1.22: tracing enabled (sampling decisions, x-request-id marked) but no backend until
+    a Telemetry or defaultProviders.tracing names one: Envoy's null tracer, no spans, no B3 headers."""
     tracing = _hcm_tracing([], "reviews-v1")
+    assert set(tracing) == {"0.0.0.0_80", "0.0.0.0_9080", "virtualInbound"}  # 80: the ingress gateway's
+    for t in tracing.values():
+        assert t is not None
+        assert (t.random_sampling.value, t.client_sampling.value, t.overall_sampling.value) == (1.0, 100.0, 100.0)
+        assert not t.HasField("provider") and not t.custom_tags
+    assert _sampling([], "istio-ingressgateway", "istio-system") == {"0.0.0.0_8080": 1.0}
+
+
+def test_default_providers_turn_spans_on_without_a_telemetry() -> None:
+    mesh = yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "istio", "namespace": "istio-system"},
+            "data": {"mesh": yaml.safe_dump({"defaultProviders": {"tracing": ["zipkin"]}})},
+        }
+    )
+    tracing = _hcm_tracing([mesh], "reviews-v1")
+    assert {t.provider.name for t in tracing.values() if t is not None} == {"envoy.tracers.zipkin"}
+
+
+def test_a_telemetry_traces_every_hcm_to_the_zipkin_collector_at_istio_default_sampling() -> None:
+    mesh = _telemetry("istio-system", {"tracing": [{"providers": [{"name": "zipkin"}]}]}, "mesh-default")
+    tracing = _hcm_tracing([mesh], "reviews-v1")
     assert set(tracing) == {"0.0.0.0_80", "0.0.0.0_9080", "virtualInbound"}  # 80: the ingress gateway's
     for t in tracing.values():
         assert t is not None
@@ -290,7 +316,7 @@ def test_every_hcm_traces_to_the_zipkin_collector_at_istio_default_sampling() ->
         assert zipkin.collector_endpoint_version == zipkin_pb2.ZipkinConfig.HTTP_JSON
         assert zipkin.trace_id_128bit and zipkin.HasField("shared_span_context")
         assert not zipkin.shared_span_context.value
-    gateway = _sampling([], "istio-ingressgateway", "istio-system")
+    gateway = _sampling([mesh], "istio-ingressgateway", "istio-system")
     assert gateway == {"0.0.0.0_8080": 1.0}
 
 

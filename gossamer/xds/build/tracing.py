@@ -80,10 +80,17 @@ def hcm_tracing(tracing: Tracing) -> hcm_pb2.HttpConnectionManager.Tracing:
         client_sampling=percent_pb2.Percent(value=100.0),
         random_sampling=percent_pb2.Percent(value=tracing.sampling),
         overall_sampling=percent_pb2.Percent(value=100.0),
-        custom_tags=[custom_tag(t) for t in tracing.tags],
-        provider=opentelemetry_provider(tracing.provider)
+    )
+    if not tracing.spans:
+        # No provider (and none in the bootstrap): Envoy's null tracer, as Istio's default since 1.22. A
+        # Zipkin span costs each sidecar ~20k instructions per request even unsampled, plus ~5k per B3
+        # header on the receiving side (benchmarks/sidecar_instructions.py); this costs ~2k.
+        return out
+    out.custom_tags.extend(custom_tag(t) for t in tracing.tags)
+    out.provider.CopyFrom(
+        opentelemetry_provider(tracing.provider)
         if tracing.provider is not None and tracing.provider.kind == "opentelemetry"
-        else zipkin_provider(tracing.provider),
+        else zipkin_provider(tracing.provider)
     )
     if tracing.spawn_upstream_span:
         out.spawn_upstream_span.CopyFrom(wrappers_pb2.BoolValue(value=True))
