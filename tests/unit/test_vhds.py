@@ -17,11 +17,12 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
 from gossamer.ir.types import RouteTable, VirtualHost
+from gossamer.xds import vhds
 from gossamer.xds.build.routes import build_route_table, route_table_header, virtual_host_entry
 from gossamer.xds.cache import ConfigCache, SharedResources, pack
 from gossamer.xds.server import AdsServer, serve
 from gossamer.xds.types import LISTENER, ROUTE, VIRTUAL_HOST, vhds_key
-from gossamer.xds.vhds import ROUTE_CONFIG_METADATA, RouteSplitter, SidecarRouteSplit
+from gossamer.xds.vhds import ROUTE_CONFIG_METADATA, RouteSplitter, SidecarRouteSplit, remember_parts
 
 SIDECAR = "sidecar/default/app=web"
 GATEWAY = "router/istio-system/istio=ingressgateway"
@@ -251,3 +252,43 @@ async def test_vhds_stream_must_name_its_table_and_be_its_proxy_s(
         await asyncio.wait_for(other.reader, TIMEOUT)
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     adsc.call.cancel()
+
+
+def test_a_table_split_by_the_parts_it_was_serialized_from_is_split_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pusher tells the splitter a table's parts (remember_parts): the split is the one of its bytes."""
+    hosts = (
+        VirtualHost(name="allow_any", domains=("*",), routes=()),
+        VirtualHost(name="reviews.default.svc.cluster.local:9080", domains=("reviews", "reviews:9080"), routes=()),
+        VirtualHost(name="ratings.default.svc.cluster.local:9080", domains=("ratings", "ratings:9080"), routes=()),
+    )
+    ir = RouteTable(name="9080", virtual_hosts=hosts)
+    parts = (route_table_header(ir), *(virtual_host_entry(v) for v in hosts))
+    packed = pack(ROUTE, "9080", route_pb2.RouteConfiguration.FromString(b"".join(parts)))
+    walked = RouteSplitter().split("9080", packed)
+    remember_parts("9080", packed[1], parts)
+    splitter = RouteSplitter()
+    by_parts = splitter.split("9080", packed)
+    assert by_parts[0] == walked[0] and by_parts[1] == walked[1]
+    assert sorted(by_parts[1]) == [
+        "9080/ratings.default.svc.cluster.local:9080",
+        "9080/reviews.default.svc.cluster.local:9080",
+    ]
+    # Another version of the table (one virtual host changed): its other virtual hosts keep their packed resources.
+    changed = (*hosts[:2], VirtualHost(name=hosts[2].name, domains=("ratings",), routes=()))
+    parts2 = (route_table_header(ir), *(virtual_host_entry(v) for v in changed))
+    packed2 = pack(ROUTE, "9080", route_pb2.RouteConfiguration.FromString(b"".join(parts2)))
+    remember_parts("9080", packed2[1], parts2)
+    walks: list[int] = []
+    fields = vhds._fields
+
+    def counted(data: bytes) -> Any:
+        walks.append(len(data))
+        return fields(data)
+
+    monkeypatch.setattr(vhds, "_fields", counted)
+    second = splitter.split("9080", packed2)
+    assert walks and max(walks) < len(packed2[0].value) // 2  # the changed part read, never the whole table
+    monkeypatch.undo()
+    assert second == RouteSplitter().split("9080", packed2)  # (the walk of the bytes: the same)
+    reviews = "9080/reviews.default.svc.cluster.local:9080"
+    assert second[1][reviews] is by_parts[1][reviews]
