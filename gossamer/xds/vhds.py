@@ -177,7 +177,7 @@ class RouteSplitter:
         key = (name, packed[1])
         found = self._configs.get(key)
         if found is None:
-            parts = _PARTS.get(key)
+            parts = _PARTS.pop(key, None)  # (taken: the split is remembered below)
             found = self._split(name, packed[0].value) if parts is None else self._split_parts(name, parts)
             self._configs[key] = found
             if len(self._configs) > self.MAX_CONFIGS:
