@@ -147,7 +147,10 @@ HTTP_LABELS = (*TCP_LABELS, "response_code", "grpc_response_status")
 # one per label): the destination's workload labels (`DESTINATION_GROUP`, endpoint metadata
 # `istio:peer`) and its service's (`SERVICE_GROUP`, cluster metadata `istio:service`). An empty
 # group (no upstream host or cluster, e.g. a direct response) unpacks as "" for each label, as
-# Envoy formats absent metadata.
+# Envoy formats absent metadata. A cluster whose hosts we do not build (passthrough, original
+# destination, blackhole: no endpoint metadata) has the destination's labels (all unknown) after
+# its service's in its ONE value (`SERVICE_WITH_DESTINATION`): they stand in for an empty
+# destination group, so no request pays a second cluster lookup for them.
 PACKED_TAG = "istio"
 DESTINATION_GROUP = tuple(f"destination_{x}" for x in _LABEL_SIDES)
 SERVICE_GROUP = ("destination_service", "destination_service_name", "destination_service_namespace")
@@ -155,6 +158,7 @@ SERVICE_GROUP = ("destination_service", "destination_service_name", "destination
 PEER_METADATA = "peer"
 SERVICE_METADATA = "service"
 GROUPS = {"destination": DESTINATION_GROUP, "service": SERVICE_GROUP}
+SERVICE_WITH_DESTINATION = len(SERVICE_GROUP) + len(DESTINATION_GROUP)
 # The client's side (its workload, namespace, app, version, cluster) comes last: on a server it is
 # what the client's peer header said, verbatim. No value our control plane, Envoy or a certificate
 # provides contains a separator; a header value holding SEPARATOR leaves a tail that is not five
@@ -187,13 +191,18 @@ def unpack_labels(metric: str, packed: str) -> dict[str, str] | None:
     if len(parts) != len(slots) + 1:
         return None
     values: dict[str, str] = {}
+    stand_in: list[str] = []  # the destination's labels a passthrough cluster's service value carries
     for slot, value in zip(slots, parts, strict=False):
         group = GROUPS.get(slot)
         if group is None:
             values[slot] = value
             continue
         members = value.split(GROUP_SEPARATOR)
+        if slot == "service" and len(members) == SERVICE_WITH_DESTINATION:
+            members, stand_in = members[: len(group)], members[len(group) :]
         values.update(zip(group, members if len(members) == len(group) else [""] * len(group), strict=True))
+    if stand_in and not any(values[label] for label in DESTINATION_GROUP):
+        values.update(zip(DESTINATION_GROUP, stand_in, strict=True))
     tail = parts[-1].split(SEPARATOR)
     values.update(
         zip(CLIENT_TAIL, tail if len(tail) == len(CLIENT_TAIL) else [UNKNOWN] * len(CLIENT_TAIL), strict=True)

@@ -101,9 +101,9 @@ def test_outbound_requests_are_counted_by_envoy_with_istios_labels(bookinfo: Any
     assert http["reporter"] == "source" and http["request_protocol"] == "http" and grpc["request_protocol"] == "grpc"
     # The reporting side from the Envoy process's environment, the destination from the upstream host.
     assert http["source"] == "%ENVIRONMENT(GOSSAMER_SOURCE_LABELS)%"
-    # The destination's six labels in one endpoint metadata value (the cluster's for passthrough), its
-    # service's three in one cluster metadata value: one lookup each.
-    assert http["destination"] == "%UPSTREAM_METADATA(istio:peer)%%CLUSTER_METADATA(istio:peer)%"
+    # The destination's six labels in one endpoint metadata value, its service's three in one cluster
+    # metadata value (the destination's after them for passthrough): one lookup each.
+    assert http["destination"] == "%UPSTREAM_METADATA(istio:peer)%"
     assert http["service"] == "%CLUSTER_METADATA(istio:service)%"
     assert http["response_code"] == "%RESPONSE_CODE%" and http["response_flags"] == "%RESPONSE_FLAGS%"
     # No Python anywhere: no gRPC access log stream to the control plane.
@@ -215,8 +215,19 @@ def test_endpoints_and_clusters_carry_the_destination_labels(bookinfo: Any) -> N
     clusters = _built(bookinfo, "productpage-v1")[CLUSTER]
     service = json_format.MessageToDict(clusters[f"outbound|9080||{REVIEWS}"].metadata)["filterMetadata"]["istio"]
     assert service == {"service": f"{REVIEWS};reviews;default"}
+    # A passthrough cluster's hosts carry no metadata: the destination's labels (unknown) follow its
+    # service's in the one value, standing in for the empty endpoint lookup.
     passthrough = json_format.MessageToDict(clusters["PassthroughCluster"].metadata)["filterMetadata"]["istio"]
-    assert passthrough == {"service": "unknown;PassthroughCluster;unknown", "peer": ";".join(["unknown"] * 6)}
+    assert passthrough == {"service": ";".join(["unknown", "PassthroughCluster", *["unknown"] * 7])}
+    tag = SEPARATOR.join(["source", "tcp", "unknown", "-", "", passthrough["service"], "spiffe://x", "a|b|c|d|e"])
+    labels = unpack_labels("istio_tcp_connections_opened_total", tag)
+    assert labels is not None
+    assert [labels[k] for k in DESTINATION_GROUP] == ["unknown"] * 6
+    assert (labels["destination_service"], labels["destination_service_name"]) == ("unknown", "PassthroughCluster")
+    # An EDS cluster without a healthy host (or a fault abort): its service, no destination workload.
+    labels = unpack_labels("istio_tcp_connections_opened_total", tag.replace(passthrough["service"], f"{REVIEWS};r;d"))
+    assert labels is not None and labels["destination_service"] == REVIEWS
+    assert [labels[k] for k in DESTINATION_GROUP] == [""] * 6
 
 
 def test_proxy_environment_names_the_proxys_own_side() -> None:

@@ -15,7 +15,7 @@ Where each label comes from (no lookup outside Envoy):
 * the destination of a client-side request (`reporter="source"`, sidecar outbound and gateways):
   the upstream endpoint's metadata `istio` (workload, namespace, principal, app, version, cluster;
   set on every endpoint we build) and the cluster's metadata `istio` (service, service_name,
-  service_namespace; the workload keys too on clusters without our endpoints, e.g. passthrough).
+  service_namespace; on clusters without our endpoints, e.g. passthrough, the workload keys after them).
 * the destination service of a server-side request: its chain's service (one per inbound port),
   literal in the tag (`service_group`); the inbound passthrough's is Istio's passthrough naming.
 * the source of a server-side request (`reporter="destination"`): the peer metadata header the
@@ -177,12 +177,9 @@ def _local(key: str) -> str:
     return f"%ENVIRONMENT({LOCAL_ENV[key]})%"
 
 
-# Endpoint metadata where we built the endpoints, else the cluster's (passthrough, original
-# destination): exactly one of the two is set, and an absent value formats as "".
-DESTINATION_FORMAT = (
-    f"%UPSTREAM_METADATA({STATS_METADATA_NAMESPACE}:{PEER_METADATA})%"
-    f"%CLUSTER_METADATA({STATS_METADATA_NAMESPACE}:{PEER_METADATA})%"
-)
+# Endpoint metadata where we built the endpoints; absent ("") otherwise, and then the cluster's
+# service value carries the destination's labels (passthrough, original destination, blackhole).
+DESTINATION_FORMAT = f"%UPSTREAM_METADATA({STATS_METADATA_NAMESPACE}:{PEER_METADATA})%"
 SERVICE_FORMAT = f"%CLUSTER_METADATA({STATS_METADATA_NAMESPACE}:{SERVICE_METADATA})%"
 
 
@@ -482,14 +479,13 @@ def passthrough_service_group(cluster_name: str) -> str:
 
 def apply_cluster_service(out: cluster_pb2.Cluster, cluster: Cluster) -> None:
     """The cluster's service labels (and, for clusters without our endpoints, `unknown` for the
-    destination workload's), each group one metadata value (gossamer/telemetry/peer.py)."""
+    destination workload's after them), in one metadata value (gossamer/telemetry/peer.py)."""
     if cluster.service_host:
         service = service_group(cluster.service_host, cluster.service_name, cluster.service_namespace)
     elif cluster.kind in PASSTHROUGH_KINDS:
         service = passthrough_service_group(cluster.name)
     else:
         return
-    values = {SERVICE_METADATA: service}
-    if cluster.kind in PASSTHROUGH_KINDS:
-        values[PEER_METADATA] = _group(unknown_peer(), PEER_KEYS)
-    out.metadata.filter_metadata[STATS_METADATA_NAMESPACE].update(values)
+    if cluster.kind in PASSTHROUGH_KINDS:  # no endpoint metadata: the destination's labels follow (peer.py)
+        service = GROUP_SEPARATOR.join([service, _group(unknown_peer(), PEER_KEYS)])
+    out.metadata.filter_metadata[STATS_METADATA_NAMESPACE].update({SERVICE_METADATA: service})
