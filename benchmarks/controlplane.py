@@ -936,6 +936,7 @@ class Result:
     change_responses: dict[str, float] = field(default_factory=dict)  # per change: responses by xDS type
     change_bytes: float = 0.0  # per change: bytes every proxy received together
     change_after_apply: list[float] = field(default_factory=list)  # the same ACKs, from when apply answered
+    change_p99s: list[float] = field(default_factory=list)  # each change's own p99 (one slow change shows)
 
     @property
     def label(self) -> str:
@@ -1084,6 +1085,7 @@ async def measure(n: int, sidecars: bool) -> Result:
                 trace_write(child, envoys.proxies, t0, "change", traced=change == 1)
                 result.change_affected = len(samples)
                 result.change_samples.extend(samples)
+                result.change_p99s.append(percentile(samples, 0.99))
                 result.change_after_apply.extend(s - applied for s in samples)
             result.change_cpu = (cpu_seconds(child.pid) - cpu0) / CHANGES
             result.change_bytes = (sum(p.bytes for p in envoys.proxies) - bytes0) / CHANGES
@@ -1168,7 +1170,9 @@ def report(r: Result) -> None:
         f"p99 {percentile(r.change_after_apply, 0.99) * ms:.0f} ms); "
         f"{r.change_bytes / 1024:.0f} KiB sent in all per change ("
         + ", ".join(f"{n:.0f} {t}" for t, n in sorted(r.change_responses.items()))
-        + " responses)"
+        + " responses); each change's p99: "
+        + " ".join(f"{p * ms:.0f}" for p in r.change_p99s)
+        + " ms"
     )
     print(
         f"  a pod removed -> {len(r.eds_samples)} proxies have the new endpoints: "
