@@ -10,6 +10,7 @@ One mesh for the module (its own run dir, ingress port and metrics port)."""
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import urllib.parse
 import urllib.request
@@ -391,3 +392,39 @@ def test_prometheus_sees_request_rates_by_workload_and_grafanas_queries_answer(m
     pods = {t["labels"]["pod"] for t in targets if t["labels"]["job"] == "kubernetes-pods" and t["health"] == "up"}
     assert {p["name"] for p in mesh.status()["pods"] if p["deployment"] == "productpage-v1"} <= pods
     assert any(t["labels"]["job"] == "pilot" and t["health"] == "up" for t in targets)
+
+
+def _spans(mesh: Mesh, trace_id: str) -> list[dict[str, Any]]:
+    proc = mesh.cli("traces", "-o", "json", "--trace", trace_id, check=False)
+    found: list[dict[str, Any]] = json.loads(proc.stdout) if proc.returncode == 0 else []
+    return found[0]["spans"] if found else []
+
+
+def test_spans_are_reported_once_a_telemetry_turns_tracing_on(mesh: Mesh, applied: Applied) -> None:
+    """Istio's default since 1.22 (this mesh has no tracing Telemetry): the proxies sample but have no
+    tracer, so even a request the caller marks sampled (`x-b3-sampled: 1`) leaves no span. A
+    Telemetry naming the built-in collector turns spans on for its namespace."""
+
+    def sampled_request() -> str:
+        trace_id = secrets.token_hex(16)
+        b3 = {"x-b3-traceid": trace_id, "x-b3-spanid": secrets.token_hex(8), "x-b3-sampled": "1"}
+        assert mesh.get("/productpage", headers=b3).status == 200
+        return trace_id
+
+    quiet = sampled_request()
+    time.sleep(2.5)  # the proxies flush spans every second
+    assert _spans(mesh, quiet) == []
+    applied.docs(
+        "tracing-on.yaml",
+        {
+            "apiVersion": "telemetry.istio.io/v1",
+            "kind": "Telemetry",
+            "metadata": {"name": "tracing-on", "namespace": "default"},
+            "spec": {"tracing": [{"providers": [{"name": "zipkin"}]}]},
+        },
+    )
+    time.sleep(2.5)  # connections on the old filter chains drain (--drain-time-s 1)
+    traced = sampled_request()
+    assert wait_until(lambda: bool(_spans(mesh, traced)), 8.0, interval=0.5)
+    services = {str(s.get("localEndpoint", {}).get("serviceName")) for s in _spans(mesh, traced)}
+    assert "productpage.default" in services and "istio-ingressgateway.istio-system" not in services
