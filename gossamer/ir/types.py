@@ -224,8 +224,7 @@ class Tracing:
     # None: the control plane's own collector (the default, as Istio's default zipkin provider).
     provider: TracingProvider | None = None
     # False: no tracer (Istio's default since 1.22 until a Telemetry or defaultProviders.tracing names a
-    # backend): Envoy still makes the sampling decision and marks x-request-id, creates no spans and adds
-    # no B3 headers (`provider` and `tags` unused).
+    # backend): no spans, no B3 headers; the connection managers get no tracing (xds/build/listeners.py).
     spans: bool = True
 
 

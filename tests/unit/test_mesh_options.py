@@ -175,8 +175,17 @@ def _tracing(extra: str) -> list[float | None]:
 
 
 def test_tracing_from_the_mesh_config() -> None:
-    assert set(_tracing("")) == {1.0}  # Istio's default 1%
-    assert set(_tracing(_mesh("defaultConfig: {tracing: {sampling: 25}}"))) == {25.0}
+    # Istio since 1.22: no tracer until a Telemetry (or defaultProviders.tracing) names a backend.
+    assert set(_tracing("")) == {None}
+    on = """---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing: [{providers: [{name: zipkin}]}]
+"""
+    assert set(_tracing(on)) == {1.0}  # Istio's default 1%
+    assert set(_tracing(_mesh("defaultConfig: {tracing: {sampling: 25}}") + on)) == {25.0}
     assert set(_tracing(_mesh("enableTracing: false"))) == {None}
     # A Telemetry that configures tracing wins over enableTracing (as in Istio).
     telemetry = """---

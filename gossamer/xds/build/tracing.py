@@ -81,11 +81,6 @@ def hcm_tracing(tracing: Tracing) -> hcm_pb2.HttpConnectionManager.Tracing:
         random_sampling=percent_pb2.Percent(value=tracing.sampling),
         overall_sampling=percent_pb2.Percent(value=100.0),
     )
-    if not tracing.spans:
-        # No provider (and none in the bootstrap): Envoy's null tracer, as Istio's default since 1.22. A
-        # Zipkin span costs each sidecar ~20k instructions per request even unsampled, plus ~5k per B3
-        # header on the receiving side (benchmarks/sidecar_instructions.py); this costs ~2k.
-        return out
     out.custom_tags.extend(custom_tag(t) for t in tracing.tags)
     out.provider.CopyFrom(
         opentelemetry_provider(tracing.provider)
