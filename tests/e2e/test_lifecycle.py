@@ -417,7 +417,9 @@ def test_replicas_all_get_traffic_and_scaling_down_keeps_it_flowing(small: tuple
         out = mesh.exec("deploy/curl", "sh", "-c", script).stdout
         return collections.Counter(line for line in out.splitlines() if line)
 
-    seen = hits(30)
+    # Envoy's default balancer picks at random between equally loaded hosts: 60 requests make a pod with
+    # fewer than 5 about a one-in-a-million event (with 30 it failed CI once: 17, 9, 4).
+    seen = hits(60)
     assert set(seen) == names, seen
     assert min(seen.values()) >= 5, seen
 
