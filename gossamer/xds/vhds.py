@@ -168,7 +168,6 @@ class RouteSplitter:
 
     def __init__(self) -> None:
         self._configs: OrderedDict[tuple[str, str], tuple[Packed, SharedResources]] = OrderedDict()
-        self._vhosts: dict[tuple[str, bytes], tuple[str, Packed]] = {}
         # (table, one of its parts) -> (resource name, packed virtual host), or ("", the part) for what RDS keeps
         self._parts: dict[tuple[str, bytes], tuple[str, Packed | bytes]] = {}
 
@@ -187,31 +186,11 @@ class RouteSplitter:
         return found
 
     def _split(self, name: str, data: bytes) -> tuple[Packed, SharedResources]:
-        kept: list[bytes] = []
-        vhosts = SharedResources()
-        memo = self._vhosts
-        if len(memo) > self.MAX_VHOSTS:
-            memo.clear()
-        for number, start, value, end in _fields(data):
-            if number != _VIRTUAL_HOSTS:
-                kept.append(data[start:end])
-                continue
-            vhost = data[value:end]
-            found = memo.get((name, vhost))
-            if found is None:
-                vhost_name, fallback, name_end = _virtual_host_head(vhost)
-                if fallback:
-                    kept.append(data[start:end])
-                    continue
-                resource_name = vhost_resource_name(name, vhost_name)
-                renamed = _renamed(vhost, resource_name, name_end)
-                found = (resource_name, (any_pb2.Any(type_url=VIRTUAL_HOST, value=renamed), resource_hash(renamed)))
-                memo[(name, vhost)] = found
-            vhosts[found[0]] = found[1]
-        return _for_rds(name, kept), vhosts
+        """Split the serialized table DATA: its top-level fields are its parts (as remember_parts gives them)."""
+        return self._split_parts(name, tuple(data[start:end] for _, start, _, end in _fields(data)))
 
     def _split_parts(self, name: str, parts: tuple[bytes, ...]) -> tuple[Packed, SharedResources]:
-        """_split of the table PARTS make up (remember_parts): a part met before is looked up, not walked."""
+        """The table PARTS make up (its top-level fields): a part met before is looked up, not walked."""
         kept: list[bytes] = []
         vhosts = SharedResources()
         memo = self._parts
