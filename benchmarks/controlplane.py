@@ -234,6 +234,7 @@ class FanoutTrace:
         self.on = False
         hooks: list[tuple[Any, str, Callable[..., str | None]]] = [
             (ConfigCache, "set_group_packed", lambda a, _r: f"set {a[1]}"),
+            (ConfigCache, "set_shared", lambda a, r: f"set-shared {len(r)}/{len(a[1])}"),
             (ConfigCache, "_notify_now", lambda a, _r: f"notify {a[1]}"),
             (Turns, "_release", lambda a, _r: f"release {a[0]._released} {len(a[0]._waiters)}"),
             (AdsServer, "_delta_response", lambda a, r: None if r is None else f"response {a[1].id}"),

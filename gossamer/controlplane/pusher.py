@@ -2,11 +2,12 @@
 
 Like Istio's DiscoveryServer: changes are coalesced for `debounce` seconds of quiet (pod changes alone:
 `endpoint_debounce`; never longer than `max_delay`), then one push translates the snapshot for every
-connected proxy group (full push) or only rebuilds endpoints (EDS fast path). A sidecar group's outbound
-config is translated, built and serialized once per outbound scope (translate.outbound_scope) and shared
-by every group of that scope; only its inbound part is its own. A push yields to the event loop between
-groups, so the API and the ADS streams keep being served while it runs. A group whose translation fails keeps its last
-config and its error (`errors`); every other group is still pushed.
+connected proxy group (full push) or only rebuilds endpoints (EDS fast path: once per endpoint scope - the
+services its proxies see - written once for all the scope's groups, which share one snapshot of them). A sidecar
+group's outbound config is translated, built and serialized once per outbound scope (translate.outbound_scope)
+and shared by every group of that scope; only its inbound part is its own. A push yields to the event loop
+between groups, so the API and the ADS streams keep being served while it runs. A group whose translation fails
+keeps its last config and its error (`errors`); every other group is still pushed.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ FULL_GC_INTERVAL = 600.0
 ENDPOINT_DEBOUNCE = 0.02
 
 GroupResources = dict[str, Mapping[str, Packed]]
+# Groups (with the proxy each was registered with) and what they all get.
+Batch = tuple[list[tuple[str, Proxy]], "GroupResources | Exception"]
 
 T = TypeVar("T")
 
@@ -122,6 +125,8 @@ class Pusher:
         self._pushing = False
         # Per group: the resource mappings it was last given, per type (unchanged ones are not re-sent).
         self._given: dict[str, dict[str, object]] = {}
+        # Per group: its endpoint scope, and the config (snapshot resources) and proxy it was worked out for.
+        self._endpoint_scopes: dict[str, tuple[object, Proxy, Hashable]] = {}
         self._first_request = 0.0
         self._last_request = 0.0
         self._wake = asyncio.Event()
@@ -157,6 +162,7 @@ class Pusher:
             self.stats.patch_errors.pop(group, None)
             self.stats.errors.pop(group, None)
             self._given.pop(group, None)
+            self._endpoint_scopes.pop(group, None)
             self._cache.remove_group(group)
 
     @property
@@ -229,12 +235,14 @@ class Pusher:
         started = time.monotonic()
         snapshot = self._snapshot()
         groups = list(self._groups.items())
-        results = await _on_translator(self._compute_all, snapshot, groups, full, changed if full else set())
+        if full:
+            results = await _on_translator(self._compute_all, snapshot, groups, full, changed)
+            batches = [([member], result) for member, result in zip(groups, results, strict=True)]
+        else:
+            batches = await _on_translator(self._compute_endpoints, snapshot, groups)
         slice_start = time.monotonic()
-        for (group, proxy), result in zip(groups, results, strict=True):
-            if self._groups.get(group) is not proxy:
-                continue  # disconnected meanwhile
-            self._apply(group, result)
+        for members, result in batches:
+            self._apply_batch(members, result)
             if time.monotonic() - slice_start > SLICE:
                 await asyncio.sleep(0)
                 slice_start = time.monotonic()
@@ -245,20 +253,57 @@ class Pusher:
         started = time.monotonic()
         snapshot = self._snapshot()
         groups = list(self._groups.items())
-        for (group, _proxy), result in zip(
-            groups, self._compute_all(snapshot, groups, full, changed if full else set()), strict=True
-        ):
-            self._apply(group, result)
+        if full:
+            for (group, _proxy), result in zip(groups, self._compute_all(snapshot, groups, full, changed), strict=True):
+                self._apply(group, result)
+        else:
+            for members, result in self._compute_endpoints(snapshot, groups):
+                self._apply_batch(members, result)
         self._finish(snapshot, full, time.monotonic() - started)
 
     def _compute_all(
         self, snapshot: MeshSnapshot, groups: list[tuple[str, Proxy]], full: bool, changed: set[ConfigKey] | None
     ) -> list[GroupResources | Exception]:
+        self._carry_over(snapshot, changed)
+        return [self._compute(snapshot, group, proxy, full) for group, proxy in groups]
+
+    def _carry_over(self, snapshot: MeshSnapshot, changed: set[ConfigKey] | None) -> None:
         if snapshot is not self._current:
             # What the changes since the last push did not touch is not translated again.
             carry_over(self._current, snapshot, changed)
             self._current = snapshot
-        return [self._compute(snapshot, group, proxy, full) for group, proxy in groups]
+
+    def _compute_endpoints(self, snapshot: MeshSnapshot, groups: list[tuple[str, Proxy]]) -> list[Batch]:
+        """An endpoint push (pods changed, no config): per endpoint scope (the services its proxies see), its
+        endpoints - computed once, and written once for all its groups (_apply_batch), not per group: a
+        proxy's EDS is its scope's. A group the cache does not have yet is translated whole, alone."""
+        self._carry_over(snapshot, set())
+        batches: list[Batch] = []
+        by_scope: dict[Hashable, list[tuple[str, Proxy]]] = {}
+        for group, proxy in groups:
+            if not self._cache.has_group(group):
+                batches.append(([(group, proxy)], self._compute(snapshot, group, proxy, True)))
+                continue
+            try:
+                scope = self._endpoint_scope(snapshot, group, proxy)
+            except Exception as e:  # contained, as _compute's
+                batches.append(([(group, proxy)], e))
+                continue
+            by_scope.setdefault(scope, []).append((group, proxy))
+        for members in by_scope.values():
+            group, proxy = members[0]
+            batches.append((members, self._compute(snapshot, group, proxy, False)))
+        return batches
+
+    def _endpoint_scope(self, snapshot: MeshSnapshot, group: str, proxy: Proxy) -> Hashable:
+        """translate.endpoint_scope, kept per group while the config is the same (a pod change does not move a
+        proxy to another scope: it depends on the proxy's namespace, labels and type, and the Sidecars)."""
+        found = self._endpoint_scopes.get(group)
+        if found is not None and found[0] is snapshot.resources and found[1] is proxy:
+            return found[2]
+        scope = endpoint_scope(snapshot, proxy)
+        self._endpoint_scopes[group] = (snapshot.resources, proxy, scope)
+        return scope
 
     def _finish(self, snapshot: MeshSnapshot, full: bool, elapsed: float, since: float | None = None) -> None:
         if full:
@@ -282,6 +327,23 @@ class Pusher:
             return e
         finally:
             gc.freeze()  # what it built lives on: out of the collector's generations (see GC_THRESHOLDS)
+
+    def _apply_batch(self, members: list[tuple[str, Proxy]], result: GroupResources | Exception) -> None:
+        """RESULT for each of MEMBERS (groups of one endpoint scope, or one group) still connected as they were; a
+        shared mapping written to all of them at once (ConfigCache.set_shared: compared and versioned once, one
+        notification for all)."""
+        live = [group for group, proxy in members if self._groups.get(group) is proxy]  # (not disconnected meanwhile)
+        if len(members) == 1 or isinstance(result, Exception) or set(result) != {ENDPOINT}:
+            for group in live:
+                self._apply(group, result)
+            return
+        endpoints = result[ENDPOINT]
+        fresh = [g for g in live if self._given.setdefault(g, {}).get(ENDPOINT) is not endpoints]
+        self._cache.set_shared(fresh, ENDPOINT, endpoints)
+        for group in fresh:
+            self._given[group][ENDPOINT] = endpoints
+        for group in live:
+            self.stats.errors.pop(group, None)
 
     def _apply(self, group: str, result: GroupResources | Exception) -> None:
         if isinstance(result, Exception):
@@ -417,13 +479,13 @@ def _with_hosts_replaced(
 ) -> SharedResources | None:
     """OLD with the endpoints of HOSTS packed again; None where that would not be the whole translation (a
     host of several services)."""
-    new = SharedResources(old)
+    replaced: dict[str, Packed] = {}
     for host in hosts:
         service = snapshot.service_by_host(host)
         if service is None or host in snapshot.hostnames_of_several_services():
             return None
         for e in endpoint_sets_for(snapshot, service, namespace):
-            if e.cluster not in new:
+            if e.cluster not in old:
                 return None
-            new[e.cluster] = packed_endpoints(e)
-    return new
+            replaced[e.cluster] = packed_endpoints(e)
+    return old.replaced(replaced)

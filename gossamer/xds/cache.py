@@ -13,7 +13,7 @@ import functools
 import hashlib
 import itertools
 import logging
-from collections.abc import Callable, Iterator, KeysView, Mapping
+from collections.abc import Callable, Iterator, KeysView, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
@@ -165,6 +165,17 @@ class SharedResources(dict[str, Packed]):
     """Resources handed in for many groups (one scope's): the cache splits them once and the groups
     share the result."""
 
+    # Made from BASE by replacing (or adding) the entries NAMES and nothing else (replaced()): the cache then
+    # compares only those with BASE (a pod change: one service's endpoints among a thousand).
+    base: tuple[Mapping[str, Packed], frozenset[str]] | None = None
+
+    def replaced(self, entries: Mapping[str, Packed]) -> SharedResources:
+        """A copy with ENTRIES replaced or added, that knows it was made so."""
+        new = SharedResources(self)
+        new.update(entries)
+        new.base = (self, frozenset(entries))
+        return new
+
 
 def pack_all(resources: Mapping[str, Mapping[str, Message]]) -> dict[str, dict[str, Packed]]:
     return {t: {n: pack(t, n, m) for n, m in named.items()} for t, named in resources.items()}
@@ -273,6 +284,37 @@ class ConfigCache:
             self._notify(group, frozenset({ENDPOINT}))
         return changed
 
+    def set_shared(self, groups: Sequence[str], type_url: str, new: Mapping[str, Packed]) -> list[str]:
+        """set_group_packed(GROUP, {TYPE_URL: NEW}, partial=True) for each of GROUPS (existing ones), at a constant
+        cost per group: groups that held the same snapshot of the type get the same new one (compared and
+        versioned once), and the streams of all of them are told in one notification. Returns the groups whose
+        TYPE_URL changed. (Not for route configurations: those may be split per group, see set_group_packed.)"""
+        if type_url == ROUTE and self._route_split is not None:
+            raise ValueError("route configurations are written per group (set_group_packed)")
+        # What a group's old snapshot becomes: by its version and content (groups given one shared mapping hold
+        # snapshots of the same version and content, made one per group) -> (content, new snapshot or None).
+        made: dict[tuple[str, int], tuple[Mapping[str, Packed], TypeSnapshot | None]] = {}
+        changed: list[str] = []
+        for group in groups:
+            g = self._groups.get(group)
+            if g is None:
+                continue
+            old = g.types.get(type_url)
+            key = ("", 0) if old is None else (old.version, id(old.packed))
+            found = made.get(key)
+            if found is None or (old is not None and found[0] is not old.packed):
+                found = (_NOTHING if old is None else old.packed, None)
+                if self._update_type(g, type_url, new):
+                    found = (found[0], g.types[type_url])
+                made[key] = found
+            elif found[1] is not None:
+                g.types[type_url] = found[1]
+            if found[1] is not None:
+                changed.append(group)
+        if changed:
+            self._notify_groups(changed, frozenset({type_url}))
+        return changed
+
     def remove_group(self, group: str) -> None:
         g = self._groups.pop(group, None)
         if g is not None and g.types:
@@ -324,8 +366,13 @@ class ConfigCache:
         found = self._diffs.get(key) if remember else None
         if found is not None and found[0] is old and found[1] is new:
             return found[2], found[3]
-        changed = frozenset(n for n, p in new.items() if (o := old.get(n)) is None or o[1] != p[1])
-        removed = frozenset(old.keys() - new.keys())
+        base = new.base if isinstance(new, SharedResources) else None
+        if base is not None and base[0] is old:  # OLD with some entries replaced: only those can differ
+            changed = frozenset(n for n in base[1] if (o := old.get(n)) is None or o[1] != new[n][1])
+            removed: frozenset[str] = frozenset()
+        else:
+            changed = frozenset(n for n, p in new.items() if (o := old.get(n)) is None or o[1] != p[1])
+            removed = frozenset(old.keys() - new.keys())
         if not remember:
             return changed, removed
         if len(self._diffs) > 4096:
@@ -428,6 +475,17 @@ class ConfigCache:
         if self._post is not None:
             self._post(functools.partial(self._notify_now, group, changed))
         else:
+            self._notify_now(group, changed)
+
+    def _notify_groups(self, groups: list[str], changed: frozenset[str]) -> None:
+        """_notify for each of GROUPS, as one callback (one hand-over to the streams' thread for all)."""
+        if self._post is not None:
+            self._post(functools.partial(self._notify_all_now, groups, changed))
+        else:
+            self._notify_all_now(groups, changed)
+
+    def _notify_all_now(self, groups: list[str], changed: frozenset[str]) -> None:
+        for group in groups:
             self._notify_now(group, changed)
 
     def _notify_now(self, group: str, changed: frozenset[str]) -> None:

@@ -264,6 +264,37 @@ def test_cache_rejects_wrong_type_and_notifies() -> None:
     assert len(seen) == 2 and seen[1] == ("g", frozenset({CLUSTER}))
 
 
+def test_a_shared_mapping_is_written_to_many_groups_as_one_snapshot_and_one_notification() -> None:
+    """set_shared (an endpoint push: one endpoint scope's groups): the groups that held the same content get one
+    new snapshot, compared once; a mapping made by replacing entries (replaced) is compared in those only."""
+    endpoints = SharedResources({n: pack(ENDPOINT, n, cla(n)) for n in ("c1", "c2", "c3")})
+    cache = ConfigCache()
+    for g in ("g1", "g2", "g3"):
+        cache.set_group_packed(g, {ENDPOINT: endpoints})
+    before = cache.version("g1", ENDPOINT)
+    posted: list[Callable[[], None]] = []
+    cache.notify_through(posted.append)
+    seen: list[str] = []
+    cache.watch_all(lambda g, t: seen.append(g))
+    # c2 replaced with other content, c3 with the same: only c2 changed.
+    new = endpoints.replaced({"c2": pack(ENDPOINT, "c2", cla("c2", 81)), "c3": pack(ENDPOINT, "c3", cla("c3"))})
+    assert new.base is not None and new.base[0] is endpoints
+    assert cache.set_shared(["g1", "g2", "g3", "unknown"], ENDPOINT, new) == ["g1", "g2", "g3"]
+    snaps = [cache.snapshot(g, ENDPOINT) for g in ("g1", "g2", "g3")]
+    assert snaps[0] is snaps[1] is snaps[2] and snaps[0] is not None
+    assert (snaps[0].changed, snaps[0].removed) == (frozenset({"c2"}), frozenset())
+    assert snaps[0].packed is new and snaps[0].previous == before != snaps[0].version
+    # One hand-over to the streams' thread for all three groups.
+    assert len(posted) == 1 and not seen
+    posted[0]()
+    assert seen == ["g1", "g2", "g3"]
+    # Again: nothing changed, nobody told.
+    assert cache.set_shared(["g1", "g2", "g3"], ENDPOINT, new) == [] and len(posted) == 1
+    # Route configurations may be split per group: not written this way.
+    with pytest.raises(ValueError):
+        ConfigCache(route_split=lambda _g, _r: None).set_shared(["g1"], ROUTE, {})
+
+
 def test_layered_resources_read_as_one_mapping_and_changes_are_found_per_layer() -> None:
     """Groups given a scope's clusters under their own (Layered): each reads as the union (its own first),
     and a change of either layer is seen exactly, for every group that shares the other."""

@@ -495,3 +495,65 @@ def test_an_endpoint_push_alone_waits_for_less_quiet_than_a_config_push() -> Non
         return time.monotonic() - started
 
     assert asyncio.run(first_push_after(False)) < 0.5 <= asyncio.run(first_push_after(True))
+
+
+def test_an_endpoint_push_works_out_each_endpoint_scope_once_and_writes_it_once_for_all_its_groups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    snapshots = Snapshots(MESH)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    a, _ = connect(pusher, snapshots.current, "a")
+    b, _ = connect(pusher, snapshots.current, "b")  # a's endpoint scope (its namespace, no Sidecar)
+    c, _ = connect(pusher, snapshots.current, "c", "other")
+    old = {g: cache.snapshot(g, ENDPOINT) for g in (a, b, c)}
+    posted: list[object] = []
+    cache.notify_through(lambda callback: (posted.append(callback), callback()))  # type: ignore[func-returns-value]
+    told: list[tuple[str, frozenset[str]]] = []
+    cache.watch_all(lambda group, changed: told.append((group, changed)))
+    computed: list[str] = []
+    compute = Pusher._compute
+
+    def counted(self: Pusher, snapshot: MeshSnapshot, group: str, proxy: Proxy, full: bool) -> object:
+        computed.append(group)
+        return compute(self, snapshot, group, proxy, full)
+
+    monkeypatch.setattr(Pusher, "_compute", counted)
+    snap = snapshots.current
+    snapshots.current = replace(snap, workloads=tuple(w for w in snap.workloads if w.name != "b-1"))
+    pusher.push_now(full=False)
+    # One computation per endpoint scope (a's and b's, c's), not per group.
+    assert len(computed) == 2
+    # a and b got one and the same snapshot of their endpoints: only b's cluster changed, compared once.
+    new_a, new_b = cache.snapshot(a, ENDPOINT), cache.snapshot(b, ENDPOINT)
+    assert new_a is new_b and new_a is not None and old[a] is not None
+    assert new_a.previous == old[a].version and new_a.changed == {"outbound|8000||b.default.svc.cluster.local"}
+    assert not new_a.removed
+    # Every group was told (c sees b too), in one hand-over per endpoint scope.
+    assert sorted(told) == sorted((g, frozenset({ENDPOINT})) for g in (a, b, c))
+    assert len(posted) == 2
+
+
+def test_an_endpoint_push_with_a_sidecar_narrowing_egress_tells_only_the_groups_that_see_the_service() -> None:
+    sidecar = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress: [{hosts: ["./*"]}]
+"""
+    snapshots = Snapshots(MESH + sidecar)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    a, _ = connect(pusher, snapshots.current, "a")
+    b, _ = connect(pusher, snapshots.current, "b")
+    c, _ = connect(pusher, snapshots.current, "c", "other")
+    told: list[str] = []
+    cache.watch_all(lambda group, _changed: told.append(group))
+    snap = snapshots.current
+    snapshots.current = replace(snap, workloads=tuple(w for w in snap.workloads if w.name != "c-1"))
+    versions = {g: cache.version(g, ENDPOINT) for g in (a, b, c)}
+    pusher.push_now(full=False)
+    # a and b (default: sees only its own namespace) neither get new endpoints nor are told; c is.
+    assert told == [c]
+    assert {g: cache.version(g, ENDPOINT) == versions[g] for g in (a, b, c)} == {a: True, b: True, c: False}
