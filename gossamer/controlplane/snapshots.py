@@ -33,6 +33,10 @@ class SnapshotBuilder:
         self._services: tuple[MeshService, ...] = ()
         self._pods: tuple[PodStatus, ...] | None = None
         self._workloads: tuple[Workload, ...] | None = None  # of self._pods: kept while they and Deployments are
+        # Per pod: the workload built for it, with the pod (the runtime view's object) and its Deployment: the same
+        # workload object while both are - a pod change builds one workload, and is seen to move one
+        # (translate.incremental compares workloads by identity first).
+        self._workload_of: dict[tuple[str, str], tuple[PodStatus, Any, Workload]] = {}
         self._snapshot: MeshSnapshot | None = None
         self._refresh_services()
         store.subscribe(self._on_store_change)
@@ -117,24 +121,34 @@ class SnapshotBuilder:
         resources = self.resources()
         deployments = {(d.metadata.namespace, d.metadata.name): d for d in resources.get("Deployment", ())}
         workloads = []
+        built: dict[tuple[str, str], tuple[PodStatus, Any, Workload]] = {}
+        known = self._workload_of
         for pod in pods:
             if not pod.ip:
                 continue
+            key = (pod.namespace, pod.name)
             deployment = deployments.get((pod.namespace, pod.deployment))
-            ports = tuple(sorted(named_ports(deployment).items())) if deployment is not None else ()
-            workloads.append(
-                Workload(
-                    pod.name,
-                    pod.namespace,
-                    pod.ip,
-                    pod.labels,
-                    pod.service_account,
-                    pod.ready,
-                    pod.deployment,
-                    ports,
-                    has_sidecar=pod.has_sidecar,
-                    router=pod.proxy_type == "router",
-                )
-            )
+            found = known.get(key)
+            if found is None or found[0] is not pod or found[1] is not deployment:
+                found = (pod, deployment, _workload(pod, deployment))
+            built[key] = found
+            workloads.append(found[2])
+        self._workload_of = built
         workloads.extend(workload_entry_workloads(resources.get("WorkloadEntry", ())))
         return tuple(sorted(workloads, key=lambda w: (w.namespace, w.name)))
+
+
+def _workload(pod: PodStatus, deployment: Any | None) -> Workload:
+    ports = tuple(sorted(named_ports(deployment).items())) if deployment is not None else ()
+    return Workload(
+        pod.name,
+        pod.namespace,
+        pod.ip,
+        pod.labels,
+        pod.service_account,
+        pod.ready,
+        pod.deployment,
+        ports,
+        has_sidecar=pod.has_sidecar,
+        router=pod.proxy_type == "router",
+    )

@@ -100,7 +100,7 @@ def carry_over(previous: MeshSnapshot | None, current: MeshSnapshot, changed: It
         elif tag not in tags:
             continue
         elif tag in _PER_SERVICE and moved:
-            kept = _per_service_kept(tag, values, moved, moved_hosts)
+            kept = _per_service_kept(tag, values, moved, moved_hosts, previous, current)
         else:
             kept = values
         carried += current.carry_derived(tag, kept)
@@ -118,9 +118,24 @@ def _hosts_among(tag: str, hosts: set[str], value: Any) -> frozenset[str]:
     return _endpoint_hosts(tag, value) & hosts
 
 
-def _per_service_kept(tag: str, values: dict[Any, Any], moved: list[Workload], moved_hosts: set[str]) -> dict[Any, Any]:
+def _per_service_kept(
+    tag: str,
+    values: dict[Any, Any],
+    moved: list[Workload],
+    moved_hosts: set[str],
+    previous: MeshSnapshot,
+    current: MeshSnapshot,
+) -> dict[Any, Any]:
     """The values of a per-service TAG that the MOVED workloads leave as they were."""
     if tag == "endpoints_of":
+        if previous.services is current.services:
+            # Each key is a service's of PREVIOUS (its namespace and selector): those selecting a moved workload go
+            # (found in the services' index, not by matching every key: a thousand services at every pod change).
+            kept = dict(values)
+            for w in moved:
+                for service in previous.services_selecting(w.namespace, w.label_map):
+                    kept.pop((tag, service.namespace, service.selector), None)
+            return kept
         return {k: v for k, v in values.items() if not _selects_any(k, moved)}
     return {k: v for k, v in values.items() if k[2] not in moved_hosts}
 
@@ -158,10 +173,15 @@ def same_hosts(tag: str, old: Any, new: Any) -> Any:
 
 
 def _changed_workloads(old: tuple[Workload, ...], new: tuple[Workload, ...]) -> list[Workload]:
-    """Workloads added, removed or changed (old and new versions)."""
-    if old is new or old == new:
+    """Workloads added, removed or changed (old and new versions). The snapshot builder keeps a pod's workload
+    object while the pod stays: only those that are not in both snapshots are compared (hashing thousands of
+    workloads took ~2 ms at every pod change)."""
+    if old is new:
         return []
-    return list(set(old).symmetric_difference(new))
+    old_ids, new_ids = {id(w) for w in old}, {id(w) for w in new}
+    gone = [w for w in old if id(w) not in new_ids]
+    came = [w for w in new if id(w) not in old_ids]
+    return list(set(gone).symmetric_difference(came))
 
 
 def _selects_any(key: tuple[Any, ...], moved: list[Workload]) -> bool:

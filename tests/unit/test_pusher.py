@@ -325,6 +325,15 @@ def test_a_pod_change_re_translates_only_its_services_endpoints() -> None:
     for tag in ("service_endpoints", "endpoint_sets_for"):
         for key, value in _derived(after, tag).items():
             assert (value is _derived(before, tag).get(key)) == ("c.other" not in key[2]), key  # type: ignore[index]
+    # The workloads each service selects: c's selected again (one pod fewer), the others' carried.
+    selected = _derived(after, "endpoints_of")
+    assert {k[1:]: v is _derived(before, "endpoints_of").get(k) for k, v in selected.items()} == {  # type: ignore[index]
+        ("default", (("app", "a"),)): True,
+        ("default", (("app", "b"),)): True,
+        ("other", (("app", "c"),)): False,
+        ("istio-system", (("istio", "ingressgateway"),)): True,
+    }
+    assert [w.name for w in selected[("endpoints_of", "other", (("app", "c"),))]] == ["c-0"]  # type: ignore[attr-defined]
     # The DestinationRule lookups do not depend on pods: kept.
     assert _derived(after, "destination_rule_for") and all(
         v is _derived(before, "destination_rule_for").get(k) for k, v in _derived(after, "destination_rule_for").items()

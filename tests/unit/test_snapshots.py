@@ -4,6 +4,7 @@ allocated and released when the store changes, never while reading."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,21 @@ def test_reading_allocates_nothing(store: Store) -> None:
     builder.build([])
     builder.resources()
     assert store.service_vips() == before and store.revision() == revision
+
+
+def test_a_pod_change_builds_the_workload_of_that_pod_only(store: Store) -> None:
+    """The other pods' workloads are the very objects of the previous snapshot (what a pod change re-translates is
+    found by identity first), until their Deployment changes (its named ports are theirs)."""
+    builder = SnapshotBuilder(store)
+    apply_files(store, [("web.yaml", SERVICE)])
+    pods = [pod("web-0", "10.244.0.2"), pod("web-1", "10.244.0.3"), pod("web-2", "10.244.0.4")]
+    first = builder.build(pods).workloads
+    second = builder.build([pods[0], pod("web-1", "10.244.0.3", ready=False), pods[2]]).workloads
+    assert [a is b for a, b in zip(first, second, strict=True)] == [True, False, True]
+    assert not second[1].ready and second[1] == replace(first[1], ready=False)
+    third = builder.build([pods[0], pods[2]]).workloads
+    assert third == (second[0], second[2]) and third[0] is second[0] and third[1] is second[2]
+    apply_files(store, [("web.yaml", SERVICE.replace("name: http, containerPort", "name: web, containerPort"))])
+    fourth = builder.build([pods[0], pods[2]]).workloads
+    assert all(a is not b for a, b in zip(third, fourth, strict=True))
+    assert [dict(w.named_ports) for w in fourth] == [{"web": 8080}] * 2
