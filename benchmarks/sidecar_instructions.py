@@ -18,10 +18,13 @@ requests run), per variant:
             tracer until a Telemetry names a backend; Istio's default profile: no access log)
   demo      the default and the access log (Istio's demo profile: accessLogFile /dev/stdout)
 
-Plaintext on both hops (mTLS costs the pair and the mesh the same). Prints thousands of
-instructions per request for each side and variant. Takes /run/gossamer-bench.lock.
-Usage: benchmarks/sidecar_instructions.py [VARIANT ...]  (REQUESTS=500; KEEP_CALLGRIND=DIR keeps the
-callgrind files for callgrind_annotate)
+Plaintext between A and B, or with MTLS=1 mutual TLS with SPIFFE certificates as the mesh's (the
+pair as benchmarks/dataplane.py's mTLS pair; the mesh's server side as its mTLS inbound chains: the
+client's identity in X-Forwarded-Client-Cert and both principals in the metrics, which plaintext
+does not show). Prints thousands of instructions per request for each side and variant. Takes
+/run/gossamer-bench.lock.
+Usage: benchmarks/sidecar_instructions.py [VARIANT ...]  (REQUESTS=500; MTLS=1; KEEP_CALLGRIND=DIR keeps
+the callgrind files for callgrind_annotate)
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from common import REPO
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -50,11 +56,14 @@ from google.protobuf.message import Message
 
 from gossamer.agent.envoy import envoy_binary
 from gossamer.ir.types import Cluster, Endpoint, Tracing
+from gossamer.mesh import spiffe_id
+from gossamer.security.ca import CertificateAuthority
 from gossamer.telemetry.peer import PEER_HEADER, proxy_env
 from gossamer.xds.build.listeners import http_connection_manager
 from gossamer.xds.build.telemetry import add_peer_headers, apply_cluster_service, apply_endpoint_peer, service_group
 
 REQUESTS = int(os.environ.get("REQUESTS", "500"))
+MTLS = os.environ.get("MTLS", "") == "1"
 KEEP = os.environ.get("KEEP_CALLGRIND", "")  # a directory to copy the callgrind files to
 NETNS = "sidecar-instructions"  # not gsm-*: a mesh's leftovers check would take it for one
 BENCH_LOCK = "/run/gossamer-bench.lock"
@@ -121,6 +130,7 @@ def _mesh_hcm(inbound: bool, cluster: str, variant: dict[str, bool]) -> dict[str
             metrics=variant.get("metrics", False),
             tracing=Tracing(sampling=1.0, spans=variant.get("spans", False)) if variant.get("tracing") else None,
             stats_service=service_group("server.default.svc.cluster.local") if inbound else "",
+            client_cert_details=inbound and MTLS,  # an mTLS inbound chain's
         )
     )
 
@@ -147,6 +157,48 @@ def _cluster(name: str, port: int, *, outbound: bool) -> dict[str, Any]:
     return _dict(out)
 
 
+def _spiffe_certificates(ca_dir: Path) -> dict[str, dict[str, str]]:
+    """A's and B's certificates as the mesh's CA signs them (one URI SAN, the SPIFFE id)."""
+    ca = CertificateAuthority(ca_dir)
+    out = {}
+    for side, account in (("a", "client"), ("b", "server")):
+        key = ec.generate_private_key(ec.SECP256R1())
+        identity = spiffe_id("default", account)
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([]))
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        cert = ca.sign_csr(csr.public_bytes(serialization.Encoding.PEM), identity)
+        out[side] = {"cert": cert, "key": key_pem, "ca": ca.root_pem}
+    return out
+
+
+CERTS: dict[str, dict[str, str]] = {}  # MTLS: each side's certificate, key and CA (main)
+
+
+def _tls(side: str) -> dict[str, Any]:
+    certs = CERTS[side]
+    common = {
+        "tls_certificates": [
+            {"certificate_chain": {"inline_string": certs["cert"]}, "private_key": {"inline_string": certs["key"]}}
+        ],
+        "validation_context": {"trusted_ca": {"inline_string": certs["ca"]}},
+    }
+    kind = "DownstreamTlsContext" if side == "b" else "UpstreamTlsContext"
+    config: dict[str, Any] = {
+        "@type": f"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.{kind}",
+        "common_tls_context": common,
+    }
+    if side == "b":
+        config["require_client_certificate"] = True
+    return {"name": "envoy.transport_sockets.tls", "typed_config": config}
+
+
 def bootstrap(side: str, variant: dict[str, bool]) -> dict[str, Any]:
     inbound = side == "b"
     port, upstream = (SERVER_PORT, UPSTREAM_PORT) if inbound else (CLIENT_PORT, SERVER_PORT)
@@ -167,16 +219,22 @@ def bootstrap(side: str, variant: dict[str, bool]) -> dict[str, Any]:
             ],
         },
     }
+    chain: dict[str, Any] = {"filters": [hcm]}
+    upstream_cluster = _cluster(cluster, upstream, outbound=not inbound)
+    if MTLS and inbound:
+        chain["transport_socket"] = _tls("b")
+    elif MTLS:
+        upstream_cluster["transport_socket"] = _tls("a")
     return {
         "static_resources": {
             "listeners": [
                 {
                     "name": side,
                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                    "filter_chains": [{"filters": [hcm]}],
+                    "filter_chains": [chain],
                 }
             ],
-            "clusters": [_cluster(cluster, upstream, outbound=not inbound), zipkin],
+            "clusters": [upstream_cluster, zipkin],
         }
     }
 
@@ -274,6 +332,8 @@ def main() -> None:
     names = sys.argv[1:] or list(VARIANTS)
     with open(BENCH_LOCK, "w") as lock, tempfile.TemporaryDirectory(prefix="gsm-instr-") as tmp:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if MTLS:
+            CERTS.update(_spiffe_certificates(Path(tmp) / "ca"))
         with _netns_with_upstream():
             time.sleep(1)
             results = {(n, s): instructions_per_request(n, s, Path(tmp)) for n in names for s in ("a", "b")}
@@ -282,7 +342,8 @@ def main() -> None:
             for dump in Path(tmp).glob("*.callgrind*"):
                 shutil.copy(dump, Path(KEEP) / dump.name)
     pair = {s: results.get(("pair", s)) for s in ("a", "b")}
-    print(f"sidecar instructions per request (callgrind, {REQUESTS} keep-alive requests, plaintext, 1 KB responses)")
+    tls = "mTLS" if MTLS else "plaintext"
+    print(f"sidecar instructions per request (callgrind, {REQUESTS} keep-alive requests, {tls}, 1 KB responses)")
     print(f"  {'variant':10s} {'client side':>12s} {'server side':>12s}")
     for name in names:
         a, b = results[(name, "a")], results[(name, "b")]
