@@ -40,7 +40,14 @@ from gossamer.translate import (
 )
 from gossamer.translate.clusters import endpoint_sets_for
 from gossamer.translate.envoyfilter import envoy_filters_for
-from gossamer.translate.incremental import ConfigKey, carry_over, same_hosts, stale_endpoints, stale_value
+from gossamer.translate.incremental import (
+    ConfigKey,
+    carry_over,
+    hosts_worked_out,
+    same_hosts,
+    stale_endpoints,
+    stale_value,
+)
 from gossamer.xds.build import build_resources, packed_cluster, packed_endpoints, packed_listener
 from gossamer.xds.build.routes import route_table_header, virtual_host_entry
 from gossamer.xds.cache import ConfigCache, Layered, Packed, SharedResources, pack_all, resource_hash
@@ -469,7 +476,9 @@ def _packed_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> SharedResources:
             found = _with_hosts_replaced(snapshot, proxy.namespace, *stale)
             if found is not None:
                 return cast(SharedResources, same_hosts(key[0], stale[0], found))
-        return SharedResources((e.cluster, packed_endpoints(e)) for e in outbound_endpoints(snapshot, proxy))
+        sets = outbound_endpoints(snapshot, proxy)
+        packed = SharedResources((e.cluster, packed_endpoints(e)) for e in sets)
+        return cast(SharedResources, hosts_worked_out(key[0], packed, like=sets))
 
     return snapshot.derived(key, compute)
 

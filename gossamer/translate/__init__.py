@@ -37,7 +37,7 @@ from gossamer.translate.clusters import (
 )
 from gossamer.translate.envoyfilter import translate_envoy_filters
 from gossamer.translate.gateway import translate_gateway
-from gossamer.translate.incremental import same_hosts, stale_endpoints, stale_value
+from gossamer.translate.incremental import hosts_worked_out, same_hosts, stale_endpoints, stale_value
 from gossamer.translate.scope import endpoint_scope, outbound_scope
 from gossamer.translate.sidecar import (
     translate_sidecar_inbound,
@@ -105,7 +105,8 @@ def outbound_endpoints(snapshot: MeshSnapshot, proxy: Proxy) -> tuple[EndpointSe
                 return cast(tuple[EndpointSet, ...], same_hosts(key[0], stale[0], found))
         # Only the services it sees: a narrow scope costs only what it sees.
         seen = visible_services(snapshot, proxy)
-        return tuple(e for service in seen for e in endpoint_sets_for(snapshot, service, proxy.namespace))
+        sets = tuple(e for service in seen for e in endpoint_sets_for(snapshot, service, proxy.namespace))
+        return cast(tuple[EndpointSet, ...], hosts_worked_out(key[0], sets))
 
     return snapshot.derived(key, compute)
 

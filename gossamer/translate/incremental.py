@@ -42,6 +42,10 @@ _LISTENERS = {"outbound_listeners", "packed_listeners"}  # key[1] = outbound sco
 # Values that check themselves: a group's shared part merged with its own (valid while both parts are the
 # same objects), a virtual host's serialized entry (while it is the same virtual host).
 _MERGED = {"group_listeners", "group_clusters", "vhost_bytes"}
+# Indices of the services alone (carried while the services are the same tuple), of the config alone (while the
+# resources are the same mapping: a pod change).
+_SERVICE_INDICES = {"services_by_host", "hostnames_of_several_services", "services_by_selector"}
+_CONFIG_INDICES = {"mesh_config", "by_namespace", "trust_domains", "source_label_selectors"}
 _VHOST = "vhost"  # ("vhost", scope, hostname, port)
 ALL_HOSTS = "*"
 # ("stale", tag, scope) -> (a scope's value in the previous snapshot, the hosts it differs in): left by
@@ -83,7 +87,7 @@ def carry_over(previous: MeshSnapshot | None, current: MeshSnapshot, changed: It
         if tag == _VHOST:
             if ALL_HOSTS in touched_hosts:
                 continue
-            kept = values if not touched_hosts else {k: v for k, v in values.items() if k[2] not in touched_hosts}
+            kept = values if not touched_hosts else _without(values, [k for k in values if k[2] in touched_hosts])
         elif tag in _LISTENERS:
             # A VirtualService change that only routes HTTP: a scope's listeners stay, its route tables differ in
             # the touched hosts' virtual hosts (the next translation replaces only those).
@@ -97,6 +101,10 @@ def carry_over(previous: MeshSnapshot | None, current: MeshSnapshot, changed: It
             if patchable:  # the next translation replaces only the moved hosts' endpoints
                 stale = {k: v for k, v in values.items() if k not in kept}
                 _leave_stale(current, stale, functools.partial(_hosts_among, tag, moved_hosts))
+        elif tag in _SERVICE_INDICES or tag in _CONFIG_INDICES:
+            if not _same_index_inputs(tag, previous, current):
+                continue
+            kept = values
         elif tag not in tags:
             continue
         elif tag in _PER_SERVICE and moved:
@@ -105,6 +113,13 @@ def carry_over(previous: MeshSnapshot | None, current: MeshSnapshot, changed: It
             kept = values
         carried += current.carry_derived(tag, kept)
     return carried
+
+
+def _same_index_inputs(tag: str, previous: MeshSnapshot, current: MeshSnapshot) -> bool:
+    """Whether what the index TAG is made of (the services, or the config) is the same in both."""
+    if tag in _SERVICE_INDICES:
+        return previous.services is current.services
+    return previous.resources is current.resources
 
 
 def _leave_stale(current: MeshSnapshot, values: dict[Any, Any], hosts: Callable[[Any], frozenset[str]]) -> None:
@@ -136,8 +151,17 @@ def _per_service_kept(
                 for service in previous.services_selecting(w.namespace, w.label_map):
                     kept.pop((tag, service.namespace, service.selector), None)
             return kept
-        return {k: v for k, v in values.items() if not _selects_any(k, moved)}
-    return {k: v for k, v in values.items() if k[2] not in moved_hosts}
+        return _without(values, [k for k in values if _selects_any(k, moved)])
+    return _without(values, [k for k in values if k[2] in moved_hosts])
+
+
+def _without(values: dict[Any, Any], keys: list[Any]) -> dict[Any, Any]:
+    """VALUES but KEYS: a copy, then deletions (a new dict filled key by key hashes every key again - tuples do
+    not keep their hash: ~4.6 ms for the 11,000 endpoint sets of 1000 services, the copy 0.4)."""
+    kept = dict(values)
+    for key in keys:
+        del kept[key]
+    return kept
 
 
 def stale_value(snapshot: MeshSnapshot, key: tuple[str, Hashable]) -> tuple[Any, frozenset[str]] | None:
@@ -168,8 +192,16 @@ stale_endpoints = stale_value
 def same_hosts(tag: str, old: Any, new: Any) -> Any:
     """NEW, an endpoint scope value made from OLD by replacing some hosts' endpoints (see stale_endpoints):
     it has OLD's hosts (remembered: not worked out again at the next change)."""
-    _HOSTS_OF[id(new)] = (new, _endpoint_hosts(tag, old))
+    _remember_hosts(new, _endpoint_hosts(tag, old))
     return new
+
+
+def hosts_worked_out(tag: str, value: Any, like: Any = None) -> Any:
+    """VALUE, an endpoint scope value just translated (tag TAG), with its hosts worked out now - while the scope
+    is translated, not when the first pod change after it is pushed (~0.3 ms per scope at 1000 services); LIKE:
+    a value with the same clusters, whose hosts are known."""
+    _remember_hosts(value, _endpoint_hosts(tag, value) if like is None else _endpoint_hosts("", like))
+    return value
 
 
 def _changed_workloads(old: tuple[Workload, ...], new: tuple[Workload, ...]) -> list[Workload]:
@@ -213,10 +245,15 @@ def _endpoint_hosts(tag: str, value: Any) -> frozenset[str]:
         return found[1]
     names = value.keys() if tag == "packed_endpoints" else (e.cluster for e in value)
     hosts = frozenset(name.rsplit("|", 1)[-1] for name in names)
-    if len(_HOSTS_OF) > 1024:
-        _HOSTS_OF.clear()
-    _HOSTS_OF[id(value)] = (value, hosts)  # holds `value`: its id cannot be reused meanwhile
+    _remember_hosts(value, hosts)
     return hosts
+
+
+def _remember_hosts(value: Any, hosts: frozenset[str]) -> None:
+    if len(_HOSTS_OF) > 4096:  # the older half goes (the values of recent snapshots stay known)
+        for key in list(_HOSTS_OF)[:2048]:
+            del _HOSTS_OF[key]
+    _HOSTS_OF[id(value)] = (value, hosts)  # holds `value`: its id cannot be reused meanwhile
 
 
 def _touched_hosts(previous: MeshSnapshot, current: MeshSnapshot, changed: set[ConfigKey]) -> set[str]:

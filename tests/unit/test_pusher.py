@@ -15,6 +15,7 @@ import pytest
 
 import gossamer.controlplane.pusher as pusher_module
 import gossamer.translate as translate_module
+import gossamer.translate.incremental as incremental
 from gossamer.controlplane.pusher import Pusher
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
@@ -572,3 +573,43 @@ spec:
     # a and b (default: sees only its own namespace) neither get new endpoints nor are told; c is.
     assert told == [c]
     assert {g: cache.version(g, ENDPOINT) == versions[g] for g in (a, b, c)} == {a: True, b: True, c: False}
+
+
+def test_a_pod_change_carries_the_indices_of_the_services_and_of_the_config() -> None:
+    snapshots = Snapshots(MESH + VS)
+    pusher = Pusher(ConfigCache(), snapshots)
+    connect(pusher, snapshots.current, "a")
+    before = snapshots.current
+    before.hostnames_of_several_services()
+    snapshots.current = replace(before, workloads=tuple(w for w in before.workloads if w.name != "c-1"))
+    pusher.push_now(full=False)
+    after = snapshots.current
+    indices = ("services_by_host", "hostnames_of_several_services", "mesh_config", "trust_domains", "by_namespace")
+    for tag in indices:
+        assert _derived(before, tag), tag
+        assert all(after.derived_get(k) is v for k, v in _derived(before, tag).items()), tag
+    # A VirtualService change: the config's indices are worked out again, the services' kept.
+    snapshots.set(MESH + VS.replace("timeout: 3s", "timeout: 4s"), version=2)
+    snapshots.current = replace(snapshots.current, services=after.services)
+    pusher.push_now(full=True, changed={("VirtualService", "default", "a")})
+    changed = snapshots.current
+    assert changed.derived_get("services_by_host") is after.derived_get("services_by_host")
+    assert changed.derived_get(("by_namespace", "VirtualService")) is not after.derived_get(
+        ("by_namespace", "VirtualService")
+    )
+
+
+def test_the_hosts_of_a_scopes_endpoints_are_known_once_it_is_translated() -> None:
+    """(Not worked out by the first pod change after it: ~0.3 ms per scope at 1000 services.)"""
+    snapshots = Snapshots(MESH)
+    pusher = Pusher(ConfigCache(), snapshots)
+    connect(pusher, snapshots.current, "a")
+    for tag in ("packed_endpoints", "outbound_endpoints"):
+        values = _derived(snapshots.current, tag)
+        assert values and all(id(v) in incremental._HOSTS_OF for v in values.values()), tag
+        assert {h for v in values.values() for h in incremental._HOSTS_OF[id(v)][1]} == {
+            "a.default.svc.cluster.local",
+            "b.default.svc.cluster.local",
+            "c.other.svc.cluster.local",
+            "istio-ingressgateway.istio-system.svc.cluster.local",
+        }
