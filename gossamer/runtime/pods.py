@@ -52,7 +52,7 @@ from gossamer.runtime.state import StateRecord, kill_netns_processes
 from gossamer.runtime.types import ContainerSpec, DeploymentSpec, PodStatus, ServiceAddress
 from gossamer.runtime.wire import deployment_to_json
 from gossamer.telemetry.merge import StatsMerger, app_scrape
-from gossamer.telemetry.peer import proxy_env
+from gossamer.telemetry.peer import peer_values, proxy_env
 
 log = logging.getLogger(__name__)
 
@@ -448,6 +448,13 @@ class Pod:
             app_socket=self.run_dir / "app-metrics.sock" if scrape is not None else None,
             app=scrape,
             socket_owner=self.proxy_uid,
+            local=peer_values(
+                workload=self.spec.name,
+                namespace=self.namespace,
+                service_account=self.spec.service_account,
+                labels=dict(self.spec.labels),
+                trust_domain=self.ctx.trust_domain,
+            ),
         )
         await self.stats.start()
 

@@ -74,18 +74,23 @@ class StatsMerger:
         app_socket: Path | None = None,
         app: AppScrape | None = None,
         socket_owner: int | None = None,
+        local: Mapping[str, str] | None = None,
     ) -> None:
+        """`local`: the pod's own side of Istio's labels (telemetry/peer.py `peer_values`), which its
+        Envoy leaves out of the stats (the same for every request)."""
         self.socket_path = socket_path
         self.admin_socket = admin_socket
         self.app_socket = app_socket
         self.app = app
         self.socket_owner = socket_owner
+        self.local = dict(local) if local is not None else None
         self._runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         query = request.query_string
         try:
-            envoy = istio_names(await _get(self.admin_socket, "/stats/prometheus" + (f"?{query}" if query else "")))
+            stats = await _get(self.admin_socket, "/stats/prometheus" + (f"?{query}" if query else ""))
+            envoy = istio_names(stats, self.local)
         except (aiohttp.ClientError, OSError, RuntimeError, TimeoutError) as e:
             return web.Response(status=503, text=f"envoy stats unavailable: {e}\n")
         parts = [envoy]

@@ -3,7 +3,9 @@
 Istio's proxies label their metrics with both peers (workload, namespace, principal, app, version,
 cluster). Gossamer's proxies learn:
 
-* their own side from environment variables (`proxy_env`, set by the runtime when it starts Envoy),
+* their own side from the runtime, which knows the pod: the pod's :15020 adds it to every series when
+  it unpacks the stats (`unpack_labels`' `local`, the values `peer_values` gives), and the peer
+  header's value comes from an environment variable of Envoy's (`proxy_env`),
 * a destination's side from endpoint and cluster metadata (`endpoint_metadata`, `service_metadata`),
 * a client's side from the peer header its proxy adds (`PEER_HEADER`), which the server's proxy
   keeps in filter state and removes.
@@ -68,14 +70,8 @@ def peer_values(
     }
 
 
-# The same values joined as the packed tag holds them (one command operator instead of one per label,
-# each of which costs the stats logger per request): the source's principal and side as a client-side
-# report ends; the destination group's labels before and after the principal, as a server-side
-# report's destination holds them (the principal there is the chain's: the local certificate's).
-SOURCE_ENV = "GOSSAMER_SOURCE_LABELS"
+# The peer header's value: the proxy's side joined as the packed tag's client side holds it.
 PEER_HEADER_ENV = "GOSSAMER_PEER_METADATA"
-DESTINATION_BEFORE_PRINCIPAL_ENV = "GOSSAMER_DESTINATION_LABELS_HEAD"
-DESTINATION_AFTER_PRINCIPAL_ENV = "GOSSAMER_DESTINATION_LABELS_TAIL"
 
 
 def proxy_env(
@@ -90,13 +86,9 @@ def proxy_env(
         labels=labels,
         trust_domain=trust_domain,
     )
-    peer = SEPARATOR.join(values[k] for k in PEER_HEADER_KEYS)
     return {
         **{LOCAL_ENV[k]: v for k, v in values.items()},
-        PEER_HEADER_ENV: peer,
-        SOURCE_ENV: SEPARATOR.join([values["principal"], peer]),
-        DESTINATION_BEFORE_PRINCIPAL_ENV: GROUP_SEPARATOR.join([values["workload"], values["namespace"]]),
-        DESTINATION_AFTER_PRINCIPAL_ENV: GROUP_SEPARATOR.join([values["app"], values["version"], values["cluster"]]),
+        PEER_HEADER_ENV: SEPARATOR.join(values[k] for k in PEER_HEADER_KEYS),
     }
 
 
@@ -119,6 +111,8 @@ def service_labels(host: str, name: str = "", namespace: str = "") -> dict[str, 
 
 # Istio's label names of the standard metrics (TCP ones have no response code or gRPC status).
 _LABEL_SIDES = ("workload", "workload_namespace", "principal", "app", "version", "cluster")
+# peer_values' key for each side's label.
+_SIDE_KEYS = dict(zip(_LABEL_SIDES, PEER_KEYS, strict=True))
 TCP_LABELS = (
     "reporter",
     *(f"source_{x}" for x in _LABEL_SIDES),
@@ -151,6 +145,13 @@ HTTP_LABELS = (*TCP_LABELS, "response_code", "grpc_response_status")
 # destination, blackhole: no endpoint metadata) has the destination's labels (all unknown) after
 # its service's in its ONE value (`SERVICE_WITH_DESTINATION`): they stand in for an empty
 # destination group, so no request pays a second cluster lookup for them.
+#
+# The reporting proxy's own side is not in the value: it is the same for every request of the pod,
+# and the pod's :15020 knows it (`local`). A client-side report (reporter source: sidecars' outbound,
+# gateways) leaves the source's principal and side empty (`LOCAL_SOURCE`); a server-side report
+# (reporter destination) leaves its destination group empty, and its destination principal is the
+# pod's on mTLS (its certificate's, as Istio's), unknown on plaintext. Each of them was a command
+# operator per stat per request (the local certificate's URI SAN, ~1k instructions each).
 PACKED_TAG = "istio"
 DESTINATION_GROUP = tuple(f"destination_{x}" for x in _LABEL_SIDES)
 SERVICE_GROUP = ("destination_service", "destination_service_name", "destination_service_namespace")
@@ -165,6 +166,8 @@ SERVICE_WITH_DESTINATION = len(SERVICE_GROUP) + len(DESTINATION_GROUP)
 # fields, and the source is then `unknown`: no header can shift the slots before it (principal,
 # response code...).
 CLIENT_TAIL = tuple(f"source_{x}" for x in _LABEL_SIDES if x != "principal")
+# A client-side report's source principal and side: the reporting proxy's (`local`).
+LOCAL_SOURCE = SEPARATOR
 # The source's principal last: on a client it and the client's side are one environment variable.
 _COMMON_SLOTS = (
     "reporter",
@@ -184,8 +187,14 @@ def packed_slots(metric: str) -> tuple[str, ...]:
     return _TCP_SLOTS if metric.startswith(TCP_METRIC_PREFIX) else _HTTP_SLOTS
 
 
-def unpack_labels(metric: str, packed: str) -> dict[str, str] | None:
-    """Istio's labels (in Istio's order) from a packed tag value; None when it has too few slots."""
+def _local_side(values: dict[str, str], side: str, local: Mapping[str, str], principal: str) -> None:
+    for label, key in _SIDE_KEYS.items():
+        values[f"{side}_{label}"] = principal if key == "principal" else local.get(key, UNKNOWN)
+
+
+def unpack_labels(metric: str, packed: str, local: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """Istio's labels (in Istio's order) from a packed tag value; None when it has too few slots.
+    `local`: the reporting proxy's own side (`peer_values`), which the value leaves out."""
     slots = packed_slots(metric)
     parts = packed.split(SEPARATOR, len(slots))
     if len(parts) != len(slots) + 1:
@@ -207,4 +216,10 @@ def unpack_labels(metric: str, packed: str) -> dict[str, str] | None:
     values.update(
         zip(CLIENT_TAIL, tail if len(tail) == len(CLIENT_TAIL) else [UNKNOWN] * len(CLIENT_TAIL), strict=True)
     )
+    if local is not None:
+        if values["reporter"] == "source" and not values["source_principal"] and parts[-1] == "":
+            _local_side(values, "source", local, local.get("principal", UNKNOWN))
+        elif values["reporter"] == "destination" and parts[slots.index("destination")] == "":
+            mtls = values["connection_security_policy"] == "mutual_tls"
+            _local_side(values, "destination", local, local.get("principal", UNKNOWN) if mtls else UNKNOWN)
     return {label: values[label] for label in (TCP_LABELS if metric.startswith(TCP_METRIC_PREFIX) else HTTP_LABELS)}

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -50,7 +50,7 @@ def _metric(sample_name: str) -> str:
     return sample_name
 
 
-def _istio_sample(line: str) -> str:
+def _istio_sample(line: str, local: Mapping[str, str] | None) -> str:
     """One Envoy sample line -> Istio's name and labels (the packed tag unpacked); "" to drop it."""
     name, brace, rest = line.partition("{")
     name = name.removeprefix(ENVOY_ISTIO_PREFIX)
@@ -59,23 +59,24 @@ def _istio_sample(line: str) -> str:
     found = _PACKED.search(rest)
     if found is None:
         return f"{name}{{{rest}"
-    labels = unpack_labels(_metric(name), _unescape(found.group(2)))
+    labels = unpack_labels(_metric(name), _unescape(found.group(2)), local)
     if labels is None:
         return ""
     expanded = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
     return f"{name}{{{rest[: found.start()]}{expanded}{rest[found.end() :]}"
 
 
-def istio_names(text: str) -> str:
+def istio_names(text: str, local: Mapping[str, str] | None = None) -> str:
     """Envoy's `envoy_istiocustom_istio_requests_total{istio="source|http|..."}` -> Istio's
     `istio_requests_total{reporter="source",...}`: Istio's names and labels (gossamer/telemetry/peer.py:
-    one packed tag per stat). Per scrape, one pass over the lines of Istio's metrics."""
+    one packed tag per stat; `local`: the reporting proxy's own side, `peer_values`). Per scrape, one
+    pass over the lines of Istio's metrics."""
     if ENVOY_ISTIO_PREFIX not in text:
         return text
     out = []
     for line in text.split("\n"):
         if line.startswith(ENVOY_ISTIO_PREFIX):
-            line = _istio_sample(line)
+            line = _istio_sample(line, local)
             if not line:
                 continue
         elif line.startswith(f"# TYPE {ENVOY_ISTIO_PREFIX}"):

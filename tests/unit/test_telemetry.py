@@ -27,11 +27,13 @@ from gossamer.telemetry.peer import (
     DESTINATION_GROUP,
     GROUP_SEPARATOR,
     HTTP_LABELS,
+    LOCAL_SOURCE,
     PACKED_TAG,
     PEER_HEADER,
     SEPARATOR,
     SERVICE_GROUP,
     packed_slots,
+    peer_values,
     proxy_env,
     unpack_labels,
 )
@@ -99,8 +101,8 @@ def test_outbound_requests_are_counted_by_envoy_with_istios_labels(bookinfo: Any
     [(_, hcm)] = _hcms(listener)
     http, grpc = _stats_tags(hcm)
     assert http["reporter"] == "source" and http["request_protocol"] == "http" and grpc["request_protocol"] == "grpc"
-    # The reporting side from the Envoy process's environment, the destination from the upstream host.
-    assert http["source"] == "%ENVIRONMENT(GOSSAMER_SOURCE_LABELS)%"
+    # The reporting side left out (the pod's :15020 adds its own), the destination from the upstream host.
+    assert http["source"] == LOCAL_SOURCE == "|"
     # The destination's six labels in one endpoint metadata value, its service's three in one cluster
     # metadata value (the destination's after them for passthrough): one lookup each.
     assert http["destination"] == "%UPSTREAM_METADATA(istio:peer)%"
@@ -128,11 +130,9 @@ def test_inbound_labels_the_source_from_its_certificate_and_peer_headers(bookinf
     peer = "%FILTER_STATE(gossamer.peer_metadata:PLAIN)%"
     assert (mtls["source"], mtls["connection_security_policy"]) == (f"%DOWNSTREAM_PEER_URI_SAN%|{peer}", "mutual_tls")
     assert (plain["source"], plain["connection_security_policy"]) == (f"unknown|{peer}", "none")
-    assert mtls["destination"] == (
-        "%ENVIRONMENT(GOSSAMER_DESTINATION_LABELS_HEAD)%;%DOWNSTREAM_LOCAL_URI_SAN%;"
-        "%ENVIRONMENT(GOSSAMER_DESTINATION_LABELS_TAIL)%"
-    )
-    assert plain["destination"].split(GROUP_SEPARATOR)[1] == "unknown"  # no certificate: no principal
+    # The destination is the reporting pod: left out, its :15020 adds it (the principal its certificate's
+    # on mTLS chains: test_the_pods_own_side_is_added_when_unpacked).
+    assert mtls["destination"] == plain["destination"] == ""
     # The peer header is read first (into filter state, nothing when absent) and removed by the route: the
     # app never sees it. Nothing but the router follows (fault and CORS wait for a route): no removal filter.
     hcm = chains["0.0.0.0_9080"]
@@ -238,11 +238,39 @@ def test_proxy_environment_names_the_proxys_own_side() -> None:
     assert env["GOSSAMER_PRINCIPAL"] == "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
     # The same, joined as the packed tag and the peer header hold them.
     assert env["GOSSAMER_PEER_METADATA"] == "reviews-v1|default|reviews|unknown|Kubernetes"
-    assert env["GOSSAMER_SOURCE_LABELS"] == f"{env['GOSSAMER_PRINCIPAL']}|{env['GOSSAMER_PEER_METADATA']}"
-    assert (env["GOSSAMER_DESTINATION_LABELS_HEAD"], env["GOSSAMER_DESTINATION_LABELS_TAIL"]) == (
-        "reviews-v1;default",
-        "reviews;unknown;Kubernetes",
+
+
+def test_the_pods_own_side_is_added_when_unpacked() -> None:
+    """A proxy's stats leave out its own side (the same for every request): its pod's :15020 adds it.
+    A client-side report's source is the pod; a server-side report's destination is, with the pod's
+    principal on mTLS (its certificate's, as Istio's) and unknown on plaintext."""
+    local = peer_values(
+        workload="reviews-v1", namespace="default", service_account="bookinfo-reviews", labels={"app": "reviews"}
     )
+    service = f"{REVIEWS};reviews;default"
+    sent = SEPARATOR.join(["source", "http", "unknown", "-", "ratings-v1;default;spiffe://r;ratings;v1;K", service])
+    labels = unpack_labels("istio_requests_total", f"{sent}|200||{LOCAL_SOURCE}", local)
+    assert labels is not None
+    assert [labels[f"source_{k}"] for k in ("workload", "workload_namespace", "principal", "app", "version")] == [
+        "reviews-v1",
+        "default",
+        "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+        "reviews",
+        "unknown",
+    ]
+    assert labels["source_cluster"] == "Kubernetes" and labels["destination_workload"] == "ratings-v1"
+    for policy, principal in (("mutual_tls", local["principal"]), ("none", "unknown")):
+        received = SEPARATOR.join(["destination", "http", policy, "-", "", service, "200", "", "spiffe://p"])
+        labels = unpack_labels("istio_requests_total", f"{received}|productpage-v1|default|productpage|v1|K", local)
+        assert labels is not None
+        assert (labels["destination_workload"], labels["destination_principal"]) == ("reviews-v1", principal)
+        assert (labels["destination_app"], labels["destination_cluster"]) == ("reviews", "Kubernetes")
+        assert (labels["source_workload"], labels["source_principal"]) == ("productpage-v1", "spiffe://p")
+    # A hostless client-side request (fault abort): its destination stays empty, the source is the pod.
+    labels = unpack_labels(
+        "istio_tcp_connections_opened_total", f"source|tcp|unknown|FI||{service}|{LOCAL_SOURCE}", local
+    )
+    assert labels is not None and labels["destination_workload"] == "" and labels["source_workload"] == "reviews-v1"
 
 
 # One request's labels, packed as Envoy formats them (slots, the groups joined, the client's side last):

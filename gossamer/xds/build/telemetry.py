@@ -8,10 +8,11 @@
   counters and histograms whose tags come from access-log command operators. Nothing leaves the
   proxy per request: the stats are scraped (the pod's :15020, gossamer/telemetry/merge.py).
 
-Where each label comes from (no lookup outside Envoy):
+Where each label comes from (nothing outside Envoy per request):
 
-* the reporting proxy's own side: environment variables of the Envoy process (set by the runtime,
-  `gossamer.telemetry.peer.proxy_env`); `%ENVIRONMENT(..)%` is resolved once, at config load.
+* the reporting proxy's own side: not formatted per request; the pod's :15020 adds it when it
+  unpacks the stats (gossamer/telemetry/peer.py `unpack_labels`); the destination principal on an
+  mTLS chain is the pod's (its certificate's), as Istio's.
 * the destination of a client-side request (`reporter="source"`, sidecar outbound and gateways):
   the upstream endpoint's metadata `istio` (workload, namespace, principal, app, version, cluster;
   set on every endpoint we build) and the cluster's metadata `istio` (service, service_name,
@@ -58,10 +59,8 @@ from xds.type.v3 import typed_struct_pb2
 from gossamer.ir.types import STDOUT_ACCESS_LOG, AccessLogFile, Cluster, Endpoint
 from gossamer.telemetry.peer import (
     DEFAULT_CLUSTER,
-    DESTINATION_AFTER_PRINCIPAL_ENV,
-    DESTINATION_BEFORE_PRINCIPAL_ENV,
     GROUP_SEPARATOR,
-    LOCAL_ENV,
+    LOCAL_SOURCE,
     PACKED_TAG,
     PEER_FILTER_STATE_KEY,
     PEER_HEADER,
@@ -71,7 +70,6 @@ from gossamer.telemetry.peer import (
     PEER_METADATA,
     SEPARATOR,
     SERVICE_METADATA,
-    SOURCE_ENV,
     STATS_METADATA_NAMESPACE,
     UNKNOWN,
     packed_slots,
@@ -173,10 +171,6 @@ def stdout_access_log(*, tcp: bool = False, file: AccessLogFile = STDOUT_ACCESS_
 # -- labels --------------------------------------------------------------------------------------
 
 
-def _local(key: str) -> str:
-    return f"%ENVIRONMENT({LOCAL_ENV[key]})%"
-
-
 # Endpoint metadata where we built the endpoints; absent ("") otherwise, and then the cluster's
 # service value carries the destination's labels (passthrough, original destination, blackhole).
 DESTINATION_FORMAT = f"%UPSTREAM_METADATA({STATS_METADATA_NAMESPACE}:{PEER_METADATA})%"
@@ -194,12 +188,12 @@ def local_side() -> str:
 
 def source_side(direction: Direction, *, mtls: bool, tcp: bool) -> str:
     """The format of the packed tag's end (gossamer/telemetry/peer.py): the source's principal, then
-    its workload, namespace, app, version and cluster. A client is the source: one variable of its
-    Envoy's. A server knows the principal from the client certificate (mTLS chains) and reads the
-    rest from the peer header (absent: the one value `unknown`, which unpacks as unknown for all
-    five); TCP has no headers."""
+    its workload, namespace, app, version and cluster. A client is the source: left empty, the pod's
+    :15020 fills in its own. A server knows the principal from the client certificate (mTLS chains)
+    and reads the rest from the peer header (absent: the one value `unknown`, which unpacks as unknown
+    for all five); TCP has no headers."""
     if direction != "inbound":
-        return _env(SOURCE_ENV)
+        return LOCAL_SOURCE
     principal = "%DOWNSTREAM_PEER_URI_SAN%" if mtls else UNKNOWN
     if tcp:
         return SEPARATOR.join([principal, *[UNKNOWN] * len(PEER_HEADER_KEYS)])
@@ -210,17 +204,15 @@ def source_side(direction: Direction, *, mtls: bool, tcp: bool) -> str:
 def peer_slots(direction: Direction, *, mtls: bool, service: str = "") -> dict[str, str]:
     """The packed tag's slots (gossamer/telemetry/peer.py) that say who the destination is, as formats:
     its labels and its service's in one slot each (one metadata lookup, not six). A server is the
-    destination: its variables, the principal the chain's (its certificate on mTLS chains).
+    destination: left empty, the pod's :15020 fills in its own (the principal its certificate's on
+    mTLS chains).
     `service`: the service group as a literal (`service_group`), when the chain has one cluster
     (the server side's inbound chains): else read from the cluster's metadata per request."""
     if direction == "inbound":
-        principal = "%DOWNSTREAM_LOCAL_URI_SAN%" if mtls else UNKNOWN
         return {
             "reporter": "destination",
             "connection_security_policy": "mutual_tls" if mtls else "none",
-            "destination": GROUP_SEPARATOR.join(
-                [_env(DESTINATION_BEFORE_PRINCIPAL_ENV), principal, _env(DESTINATION_AFTER_PRINCIPAL_ENV)]
-            ),
+            "destination": "",
             "service": service or SERVICE_FORMAT,
         }
     return {
