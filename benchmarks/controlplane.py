@@ -463,18 +463,18 @@ class SimulatedRuntime:
             self._report.set()
 
     async def _report_loop(self, session: Any) -> None:
+        """As the runtime's kubelet reports: every pod's item worked out, the changes sent (report_pods)."""
+        from gossamer.runtime.daemon import LastReport, report_pods
         from gossamer.runtime.wire import pods_to_json
 
+        last: LastReport | None = None
         while True:
             await self._report.wait()
             self._report.clear()
             pods = [self._pods[k] for k in sorted(self._pods)]
-            body = {
-                "runtime": {"pid": os.getpid(), "pidStart": None, "startedAt": self._started_at},
-                "pods": [{"status": status, "netns": ""} for status in pods_to_json(pods)],
-            }
-            async with session.put("http://cp/v1/runtime/pods", json=body) as r:
-                await r.read()
+            items = {(s["namespace"], s["name"]): {"status": s, "netns": ""} for s in pods_to_json(pods)}
+            runtime = {"pid": os.getpid(), "pidStart": None, "startedAt": self._started_at}
+            last = await report_pods(session, runtime, items, last)
 
 
 # ---------------------------------------------------------------------------------------------------------

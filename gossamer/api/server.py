@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gossamer.controlplane.csr import PodUnknown
 from gossamer.controlplane.daemon import ControlPlane
 from gossamer.controlplane.facade import ControlPlaneFacade, NoPrometheus
+from gossamer.controlplane.runtime_view import StaleReport
 from gossamer.debug import explain
 from gossamer.debug.describe import DescribeError
 from gossamer.resources.kinds import lookup_kind
@@ -114,6 +115,7 @@ class Api:
                 # The runtime (kubelet) side: desired state, pod reports, its agents' certificates.
                 web.get("/v1/runtime/desired", self.runtime_desired),
                 web.put("/v1/runtime/pods", self.runtime_pods),
+                web.patch("/v1/runtime/pods", self.runtime_pod_changes),
                 web.post("/v1/runtime/csr", self.runtime_csr),
                 web.get("/v1/runtime/root", self.runtime_root),
                 web.get("/metrics", self.metrics),
@@ -422,12 +424,24 @@ class Api:
         return web.Response(body=body, content_type="application/json")
 
     async def runtime_pods(self, request: web.Request) -> web.Response:
-        """The runtime's full pod list (sent on every change, and to every new control plane)."""
+        """The runtime's full pod list (sent to every new control plane, and after a report of changes was
+        refused). The answer names the report: the runtime's next one sends only the changes since it."""
         try:
-            await self.control_plane.report_pods(await request.json())
+            serial = await self.control_plane.report_pods(await request.json())
         except (ValueError, KeyError, TypeError) as e:
             return _error(400, f"bad pod report: {e}")
-        return web.json_response({"instance": self.control_plane.instance})
+        return web.json_response({"instance": self.control_plane.instance, "serial": serial})
+
+    async def runtime_pod_changes(self, request: web.Request) -> web.Response:
+        """The pods that changed since the runtime's last report (`base`: its serial, `instance`: this control
+        plane's); 409 if that is not the last report this control plane took (the runtime sends all its pods)."""
+        try:
+            serial = await self.control_plane.report_pod_changes(await request.json())
+        except StaleReport as e:
+            return _error(409, str(e))
+        except (ValueError, KeyError, TypeError) as e:
+            return _error(400, f"bad pod report: {e}")
+        return web.json_response({"instance": self.control_plane.instance, "serial": serial})
 
     async def runtime_csr(self, request: web.Request) -> web.Response:
         """Sign a pod agent's CSR (only for a reported pod, with its own identity)."""

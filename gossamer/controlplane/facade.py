@@ -32,6 +32,10 @@ from gossamer.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 EXPLAINED_TYPES = (LISTENER, ROUTE, CLUSTER, ENDPOINT)
 
 
+# A report of changes of up to this many pods is read on the event loop (well under a millisecond).
+SMALL_REPORT = 20
+
+
 class NoPrometheus(Exception):
     """The mesh runs no Prometheus (`up --prometheus` was not given)."""
 
@@ -227,11 +231,25 @@ class ControlPlaneFacade:
     async def desired_json(self, known_version: str | None, wait: float) -> bytes:
         return await self._cp.desired_json(known_version, wait)
 
-    async def report_pods(self, body: dict[str, Any]) -> None:
+    async def report_pods(self, body: dict[str, Any]) -> int:
         """A runtime's pod report: read on a worker thread (thousands of pods at 1000 services: the API's loop
-        keeps answering meanwhile), taken on the loop; one report at a time, in the order they came."""
+        keeps answering meanwhile), taken on the loop; one report at a time, in the order they came. Returns the
+        report's number (a report of changes names it as its base)."""
         async with self._pod_reports:
             self._cp.runtime.take(await asyncio.to_thread(self._cp.runtime.read, body))
+            return self._cp.runtime.reports
+
+    async def report_pod_changes(self, body: dict[str, Any]) -> int:
+        """A runtime's report of the pods that changed since its last report (StaleReport if this control plane
+        did not take that one): read on the loop when it is a few pods (the common case: the pod change is pushed
+        without a hop to a thread), like report_pods otherwise."""
+        view = self._cp.runtime
+        async with self._pod_reports:
+            if len(body.get("pods") or ()) <= SMALL_REPORT:
+                view.take(view.read_changes(body, self._cp.instance))
+            else:
+                view.take(await asyncio.to_thread(view.read_changes, body, self._cp.instance))
+            return view.reports
 
     async def sign_pod_csr(self, *, namespace: str, pod: str, identity: str, csr_pem: str, ttl_seconds: float) -> str:
         """Sign a pod agent's CSR, only for a pod the runtime reported and with its own identity (PodUnknown,

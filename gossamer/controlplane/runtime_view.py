@@ -35,6 +35,11 @@ class ReportedPod:
     logs: dict[str, str] = field(default_factory=dict)  # container -> log file
 
 
+class StaleReport(Exception):
+    """A report of changes made against another report than the view's last one (the API answers 409: the runtime
+    then sends all its pods)."""
+
+
 @dataclass(frozen=True)
 class ReadReport:
     """A runtime's pod report, read (RuntimeView.read) and not yet taken."""
@@ -44,6 +49,15 @@ class ReadReport:
     started_at: Any
     pods: dict[tuple[str, str], ReportedPod]
     items: dict[tuple[str, str], dict[str, Any]]  # the report's item each pod was parsed from
+
+
+def _reported(status: PodStatus, item: dict[str, Any]) -> ReportedPod:
+    return ReportedPod(
+        status=status,
+        netns=str(item.get("netns", "")),
+        admin_socket=str(item.get("adminSocket", "")),
+        logs={str(k): str(v) for k, v in (item.get("logs") or {}).items()},
+    )
 
 
 class RuntimeView:
@@ -60,13 +74,32 @@ class RuntimeView:
         self.pid_start: int | None = None
         self.started_at: float | None = None
         self.last_report: float | None = None
-        self.reports = 0
+        self.reports = 0  # reports taken: a report of changes names the one it changes (`base`)
 
     # ---- reports -----------------------------------------------------------------------
 
     def report(self, body: dict[str, Any]) -> None:
         """A runtime's full pod list (its pid, start time and every pod); replaces the previous one."""
         self.take(self.read(body))
+
+    def read_changes(self, body: dict[str, Any], instance: str) -> ReadReport:
+        """What a report of changes takes (see read): BODY's `pods` (added or changed) and `removed` (namespace,
+        name) applied to the last report taken - which must be BODY's `base` of this control plane INSTANCE, or
+        StaleReport. A pod change costs what changed, not a parse and comparison of every pod (the runtime's
+        kubelet sends its changes, as a kubelet updates one pod's status)."""
+        if body.get("instance") != instance or body.get("base") != self.reports or not self.known.is_set():
+            raise StaleReport(f"not a change of this control plane's last report ({instance}, {self.reports})")
+        pods, raw = dict(self._pods), dict(self._items)
+        for namespace, name in body.get("removed") or []:
+            pods.pop((str(namespace), str(name)), None)
+            raw.pop((str(namespace), str(name)), None)
+        items = body.get("pods") or []
+        for s, item in zip(pods_from_json([item["status"] for item in items]), items, strict=True):
+            pods[(s.namespace, s.name)] = _reported(s, item)
+            raw[(s.namespace, s.name)] = item
+        runtime = body.get("runtime") or {}
+        pid = int(runtime["pid"]) if runtime.get("pid") is not None else None
+        return ReadReport(pid, runtime.get("pidStart"), runtime.get("startedAt"), pods, raw)
 
     def read(self, body: dict[str, Any]) -> ReadReport:
         """What report() takes from BODY, without changing anything: callable on a worker thread (the runtime
@@ -86,12 +119,7 @@ class RuntimeView:
                 fresh.append(item)
         for s, item in zip(pods_from_json([item["status"] for item in fresh]), fresh, strict=True):
             key = (s.namespace, s.name)
-            pods[key] = ReportedPod(
-                status=s,
-                netns=str(item.get("netns", "")),
-                admin_socket=str(item.get("adminSocket", "")),
-                logs={str(k): str(v) for k, v in (item.get("logs") or {}).items()},
-            )
+            pods[key] = _reported(s, item)
             raw[key] = item
         runtime = body.get("runtime") or {}
         pid = int(runtime["pid"]) if runtime.get("pid") is not None else None

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,45 @@ class RemoteSigner:
         return str(answer["certificate"])
 
 
+@dataclass(frozen=True)
+class LastReport:
+    """A pod report a control plane took: its instance, the report's serial there, the pods' items."""
+
+    instance: str
+    serial: int
+    items: dict[tuple[str, str], dict[str, Any]]
+
+
+async def report_pods(
+    session: aiohttp.ClientSession,
+    runtime: dict[str, Any],
+    items: dict[tuple[str, str], dict[str, Any]],
+    last: LastReport | None,
+) -> LastReport:
+    """Report ITEMS (every pod: namespace, name -> its report item) to the control plane: the changes since LAST
+    when it took LAST (`PATCH /v1/runtime/pods`: a pod change sends one pod, not thousands), else - or when it
+    answers that it did not (409: restarted, or another report came between) - every pod (PUT). Returns what it
+    took now."""
+    if last is not None:
+        changed = [item for key, item in items.items() if last.items.get(key) != item]
+        removed = [list(key) for key in last.items if key not in items]
+        body = {"runtime": runtime, "instance": last.instance, "base": last.serial, "pods": changed, "removed": removed}
+        async with session.patch(
+            "http://cp/v1/runtime/pods", json=body, timeout=aiohttp.ClientTimeout(total=10)
+        ) as resp:
+            answer = await resp.json()
+            if resp.status == 200:
+                return LastReport(str(answer["instance"]), int(answer["serial"]), items)
+            if resp.status != 409:
+                raise RuntimeError(answer.get("error", f"HTTP {resp.status}"))
+    body = {"runtime": runtime, "pods": list(items.values())}
+    async with session.put("http://cp/v1/runtime/pods", json=body, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        answer = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(answer.get("error", f"HTTP {resp.status}"))
+    return LastReport(str(answer["instance"]), int(answer["serial"]), items)
+
+
 class Kubelet:
     """Desired state in, pod reports out; the LocalRuntime does the work."""
 
@@ -106,6 +146,7 @@ class Kubelet:
         self.started_at = time.time()
         self._report_wanted = asyncio.Event()
         self._reported_to: str | None = None  # the control plane instance that has our latest report
+        self._last_report: LastReport | None = None  # what it has: the next report sends only what changed since
         self._cp_instance: str | None = None
         self._apply_wanted = asyncio.Event()
         self._endpoints_wanted = asyncio.Event()
@@ -141,23 +182,17 @@ class Kubelet:
             await asyncio.sleep(REPORT_DEBOUNCE_S)
             self._report_wanted.clear()
             reports = self.runtime.pod_reports()
-            body = {
-                "runtime": {"pid": os.getpid(), "pidStart": proc_start_time(os.getpid()), "startedAt": self.started_at},
-                "pods": [
-                    {"status": s, **extra}
-                    for s, (_, extra) in zip(pods_to_json([r[0] for r in reports]), reports, strict=True)
-                ],
+            items = {
+                (s["namespace"], s["name"]): {"status": s, **extra}
+                for s, (_, extra) in zip(pods_to_json([r[0] for r in reports]), reports, strict=True)
             }
+            runtime = {"pid": os.getpid(), "pidStart": proc_start_time(os.getpid()), "startedAt": self.started_at}
             try:
-                async with self._session.put(
-                    "http://cp/v1/runtime/pods", json=body, timeout=aiohttp.ClientTimeout(total=10)
-                ) as resp:
-                    answer = await resp.json()
-                    if resp.status != 200:
-                        raise RuntimeError(answer.get("error", f"HTTP {resp.status}"))
-                self._reported_to = str(answer["instance"])
+                self._last_report = await report_pods(self._session, runtime, items, self._last_report)
+                self._reported_to = self._last_report.instance
             except (aiohttp.ClientError, OSError, TimeoutError, RuntimeError) as e:
                 log.debug("pod report failed (%s); retrying", e)
+                self._last_report = None  # (the control plane may have taken it or not: all pods next time)
                 await asyncio.sleep(RETRY_S)
                 self._report_wanted.set()
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,42 @@ def test_the_desired_state_encoded_in_pieces_is_the_whole_of_it(paths: Paths) ->
         assert json.loads(_desired_state_json(snapshot, "cluster.local", pods_known)) == whole
         assert json.loads(_desired_state_json(snapshot, "cluster.local", pods_known)) == whole  # (kept)
     cp.store.close()
+
+
+async def test_a_pod_change_is_reported_as_that_change(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After its first report to a control plane, the runtime sends only the pods that changed (PATCH, one pod
+    for one pod's change, not every pod); the control plane's view is then what the runtime has."""
+    from gossamer.controlplane.runtime_view import RuntimeView
+
+    sent: list[tuple[int, list[str]]] = []
+    read_changes = RuntimeView.read_changes
+
+    def recorded(self: RuntimeView, body: dict[str, Any], instance: str) -> Any:
+        sent.append((len(body["pods"]), [name for _ns, name in body["removed"]]))
+        return read_changes(self, body, instance)
+
+    monkeypatch.setattr(RuntimeView, "read_changes", recorded)
+    runtime = FakeRuntime()
+    kubelet = Kubelet(paths, runtime)  # type: ignore[arg-type]
+    task = asyncio.create_task(kubelet.run())
+    try:
+        async with control_plane(paths, [("web.yaml", MANIFEST.replace("replicas: 2", "replicas: 3"))]) as cp:
+            await eventually(lambda: sum(s.deployment == "web" for s in runtime.statuses) == 3)
+            kubelet.pods_changed()
+            await eventually(lambda: cp.runtime.find("default", "web-2") is not None)
+            first = cp.runtime.find("default", "web-0")
+            others = [s for s in runtime.statuses if s.deployment != "web"]
+            web = [s for s in runtime.statuses if s.deployment == "web"]
+            runtime.statuses = [*others, web[0], replace(web[1], app_ready=False)]  # web-2 gone
+            kubelet.pods_changed()
+            await eventually(lambda: cp.runtime.find("default", "web-2") is None)
+            assert [(p.name, p.ready) for p in cp.runtime.pods() if p.deployment == "web"] == [
+                ("web-0", True),
+                ("web-1", False),
+            ]
+            assert cp.runtime.find("default", "web-0") is first  # not parsed again
+            assert sent[-1] == (1, ["web-2"])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 
 from gossamer.controlplane.csr import PodUnknown, sign_pod_csr
-from gossamer.controlplane.runtime_view import RuntimeView
+from gossamer.controlplane.runtime_view import RuntimeView, StaleReport
 from gossamer.runtime.local import _not_adopted
 from gossamer.runtime.types import ContainerSpec, DeploymentSpec, PodStatus, Probe
 from gossamer.runtime.wire import deployments_from_json, deployments_to_json, pods_to_json
@@ -168,3 +168,31 @@ def test_a_report_parses_only_the_pods_that_changed() -> None:
     assert new_b is not None and new_b is not b and new_b.ready
     with pytest.raises(KeyError):  # a malformed item is still refused (the API answers 400)
         view.report({"runtime": {}, "pods": [{"status": {"name": "x"}}]})
+
+
+def test_a_report_of_changes_changes_the_last_report_taken_and_nothing_else() -> None:
+    changes: list[int] = []
+    view = RuntimeView(Path("/nonexistent"), on_change=lambda: changes.append(1))
+    full = report(status("reviews-v1-a"), status("reviews-v1-b"), status("reviews-v1-c"))
+    with pytest.raises(StaleReport):  # nothing taken yet: there is nothing to change
+        view.read_changes({**full, "instance": "cp1", "base": 0}, "cp1")
+    view.report(full)
+    a, c = view.find("default", "reviews-v1-a"), view.find("default", "reviews-v1-c")
+    assert view.reports == 1 and len(changes) == 1
+    b_not_ready = report(status("reviews-v1-b", ready=False), status("reviews-v1-d"))["pods"]
+    removed = [["default", "reviews-v1-c"]]
+    body = {"runtime": full["runtime"], "instance": "cp1", "base": 1, "pods": b_not_ready, "removed": removed}
+    # Made against another report (or another control plane): refused, nothing changes.
+    for stale in ({**body, "base": 0}, {**body, "instance": "cp0"}):
+        with pytest.raises(StaleReport):
+            view.take(view.read_changes(stale, "cp1"))
+    assert view.reports == 1 and [p.name for p in view.pods()] == ["reviews-v1-a", "reviews-v1-b", "reviews-v1-c"]
+    view.take(view.read_changes(body, "cp1"))
+    assert view.reports == 2 and len(changes) == 2
+    assert [(p.name, p.ready) for p in view.pods()] == [
+        ("reviews-v1-a", True),
+        ("reviews-v1-b", False),
+        ("reviews-v1-d", True),
+    ]
+    assert view.find("default", "reviews-v1-a") is a and c is not None  # the pods not in it: as they were
+    assert view.netns_name("reviews-v1-d", "default") == "gsm-1"
