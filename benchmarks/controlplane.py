@@ -463,16 +463,15 @@ class SimulatedRuntime:
             self._report.set()
 
     async def _report_loop(self, session: Any) -> None:
-        """As the runtime's kubelet reports: every pod's item worked out, the changes sent (report_pods)."""
-        from gossamer.runtime.daemon import LastReport, report_pods
-        from gossamer.runtime.wire import pods_to_json
+        """As the runtime's kubelet reports: every pod's item (ReportItems), the changes sent (report_pods)."""
+        from gossamer.runtime.daemon import LastReport, ReportItems, report_pods
 
         last: LastReport | None = None
+        report_items = ReportItems()
         while True:
             await self._report.wait()
             self._report.clear()
-            pods = [self._pods[k] for k in sorted(self._pods)]
-            items = {(s["namespace"], s["name"]): {"status": s, "netns": ""} for s in pods_to_json(pods)}
+            items = report_items.of([(self._pods[k], {"netns": ""}) for k in sorted(self._pods)])
             runtime = {"pid": os.getpid(), "pidStart": None, "startedAt": self._started_at}
             last = await report_pods(session, runtime, items, last)
 

@@ -37,7 +37,7 @@ from gossamer.controlplane.paths import Paths
 from gossamer.mesh import TRUST_DOMAIN, IngressPortMap
 from gossamer.runtime.linux import proc_start_time
 from gossamer.runtime.local import LocalRuntime, RuntimeAlreadyRunning
-from gossamer.runtime.types import DeploymentSpec, ServiceAddress, ServiceEndpoints
+from gossamer.runtime.types import DeploymentSpec, PodStatus, ServiceAddress, ServiceEndpoints
 from gossamer.runtime.wire import deployments_from_json, endpoints_from_json, pods_to_json, services_from_json
 from gossamer.security.settings import CertSettings
 
@@ -98,6 +98,22 @@ class RemoteSigner:
         return str(answer["certificate"])
 
 
+class ReportItems:
+    """Every pod's report item (its status as JSON, where its things are), each status encoded once while it is the
+    same (a report is made at every pod change: at 1000 services 2000 statuses took ~12 ms to encode)."""
+
+    def __init__(self) -> None:
+        self._json: dict[PodStatus, Any] = {}
+
+    def of(self, reports: list[tuple[PodStatus, dict[str, object]]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """REPORTS (status, what else its item says) -> (namespace, name) -> item, in their order."""
+        known = self._json
+        new = [status for status, _ in reports if status not in known]
+        fresh = dict(zip(new, pods_to_json(new), strict=True)) if new else {}
+        self._json = {status: known.get(status) or fresh[status] for status, _ in reports}
+        return {(s.namespace, s.name): {"status": self._json[s], **extra} for s, extra in reports}
+
+
 @dataclass(frozen=True)
 class LastReport:
     """A pod report a control plane took: its instance, the report's serial there, the pods' items."""
@@ -147,6 +163,7 @@ class Kubelet:
         self._report_wanted = asyncio.Event()
         self._reported_to: str | None = None  # the control plane instance that has our latest report
         self._last_report: LastReport | None = None  # what it has: the next report sends only what changed since
+        self._items = ReportItems()
         self._cp_instance: str | None = None
         self._apply_wanted = asyncio.Event()
         self._endpoints_wanted = asyncio.Event()
@@ -181,11 +198,7 @@ class Kubelet:
             await self._report_wanted.wait()
             await asyncio.sleep(REPORT_DEBOUNCE_S)
             self._report_wanted.clear()
-            reports = self.runtime.pod_reports()
-            items = {
-                (s["namespace"], s["name"]): {"status": s, **extra}
-                for s, (_, extra) in zip(pods_to_json([r[0] for r in reports]), reports, strict=True)
-            }
+            items = self._items.of(self.runtime.pod_reports())
             runtime = {"pid": os.getpid(), "pidStart": proc_start_time(os.getpid()), "startedAt": self.started_at}
             try:
                 self._last_report = await report_pods(self._session, runtime, items, self._last_report)

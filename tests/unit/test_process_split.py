@@ -196,3 +196,26 @@ def test_a_report_of_changes_changes_the_last_report_taken_and_nothing_else() ->
     ]
     assert view.find("default", "reviews-v1-a") is a and c is not None  # the pods not in it: as they were
     assert view.netns_name("reviews-v1-d", "default") == "gsm-1"
+
+
+def test_report_items_encode_each_status_once_while_it_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gossamer.runtime.daemon as daemon
+
+    encoded: list[str] = []
+
+    def counted(pods: list[PodStatus]) -> list[Any]:
+        encoded.extend(p.name for p in pods)
+        return pods_to_json(pods)
+
+    monkeypatch.setattr(daemon, "pods_to_json", counted)
+    items = daemon.ReportItems()
+    a, b = status("reviews-v1-a"), status("reviews-v1-b")
+    first = items.of([(a, {"netns": "gsm-a"}), (b, {"netns": "gsm-b"})])
+    assert first == {
+        ("default", "reviews-v1-a"): {"status": pods_to_json([a])[0], "netns": "gsm-a"},
+        ("default", "reviews-v1-b"): {"status": pods_to_json([b])[0], "netns": "gsm-b"},
+    }
+    b_not_ready = status("reviews-v1-b", ready=False)
+    second = items.of([(status("reviews-v1-a"), {"netns": "gsm-a"}), (b_not_ready, {"netns": "gsm-b"})])
+    assert encoded == ["reviews-v1-a", "reviews-v1-b", "reviews-v1-b"]  # a (an equal status) not again
+    assert second[("default", "reviews-v1-b")]["status"] == pods_to_json([b_not_ready])[0]
