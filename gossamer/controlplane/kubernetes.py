@@ -343,16 +343,24 @@ def service_addresses(services: Iterable[MeshService]) -> list[ServiceAddress]:
 def service_endpoints(snapshot: MeshSnapshot) -> list[ServiceEndpoints]:
     """What kube-proxy programs for sidecar-less pods: every Kubernetes Service port's VIP and
     the ready pods it selects (IP, target port), as the Endpoints controller lists them."""
+    return [e for s in snapshot.services if has_service_endpoints(s) for e in service_endpoints_of(snapshot, s)]
+
+
+def has_service_endpoints(service: MeshService) -> bool:
+    """Whether kube-proxy programs SERVICE (a Kubernetes Service with a VIP)."""
+    return not service.is_service_entry and bool(service.vip)
+
+
+def service_endpoints_of(snapshot: MeshSnapshot, s: MeshService) -> list[ServiceEndpoints]:
+    """service_endpoints of one service (per port). Depends on the service and the workloads it selects
+    (snapshot.endpoints_of) alone."""
     out = []
-    for s in snapshot.services:
-        if s.is_service_entry or not s.vip:
-            continue
-        pods = [w for w in snapshot.endpoints_of(s) if w.ready and w.ip and not w.workload_entry]
-        for port in s.ports:
-            endpoints = set()
-            for w in pods:
-                target = w.resolve_target_port(port.target_port)
-                if target is not None:
-                    endpoints.add((w.ip, target))
-            out.append(ServiceEndpoints(s.namespace, s.name, s.vip, port.port, tuple(sorted(endpoints))))
+    pods = [w for w in snapshot.endpoints_of(s) if w.ready and w.ip and not w.workload_entry]
+    for port in s.ports:
+        endpoints = set()
+        for w in pods:
+            target = w.resolve_target_port(port.target_port)
+            if target is not None:
+                endpoints.add((w.ip, target))
+        out.append(ServiceEndpoints(s.namespace, s.name, s.vip, port.port, tuple(sorted(endpoints))))
     return out
