@@ -127,6 +127,9 @@ def manifests(n: int, sidecars: bool) -> str:
 def serve_control_plane(state_dir: str, run_dir: str, manifest: str) -> None:
     """`up` without the root-only parts: the real ControlPlane and API, pods from a simulated runtime.
     Commands on stdin stand in for pod events the runtime would report: `delete NS POD`."""
+    from gossamer.controlplane.grpc_setup import use_grpc_experiments
+
+    use_grpc_experiments()  # as `gossamer controlplane` does (before anything imports grpc)
     from aiohttp import web
 
     from gossamer.api.server import Api

@@ -173,6 +173,9 @@ def _log_setup(args: argparse.Namespace) -> None:
 
 def cmd_controlplane(args: argparse.Namespace) -> int:
     """The control plane process (started and restarted by `gossamer up`)."""
+    from gossamer.controlplane.grpc_setup import use_grpc_experiments
+
+    use_grpc_experiments()  # (before anything imports grpc)
     from gossamer.controlplane.process import run_controlplane
     from gossamer.security.settings import CertSettings
 
