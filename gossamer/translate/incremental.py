@@ -240,6 +240,9 @@ _HOSTS_OF: dict[int, tuple[Any, frozenset[str]]] = {}
 def _endpoint_hosts(tag: str, value: Any) -> frozenset[str]:
     """The hosts of an endpoint scope's clusters (outbound|port|subset|host); once per value (a scope's
     endpoints are carried from snapshot to snapshot while their services' pods stay)."""
+    kept: frozenset[str] | None = getattr(value, "endpoint_hosts", None)
+    if kept is not None:
+        return kept
     found = _HOSTS_OF.get(id(value))
     if found is not None and found[0] is value:
         return found[1]
@@ -250,8 +253,13 @@ def _endpoint_hosts(tag: str, value: Any) -> frozenset[str]:
 
 
 def _remember_hosts(value: Any, hosts: frozenset[str]) -> None:
-    if len(_HOSTS_OF) > 4096:  # the older half goes (the values of recent snapshots stay known)
-        for key in list(_HOSTS_OF)[:2048]:
+    try:
+        value.endpoint_hosts = hosts  # (a mapping of packed endpoints keeps them itself)
+        return
+    except AttributeError:
+        pass
+    if len(_HOSTS_OF) > 512:  # the older half goes (the values of recent snapshots stay known)
+        for key in list(_HOSTS_OF)[:256]:
             del _HOSTS_OF[key]
     _HOSTS_OF[id(value)] = (value, hosts)  # holds `value`: its id cannot be reused meanwhile
 

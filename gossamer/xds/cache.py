@@ -13,6 +13,7 @@ import functools
 import hashlib
 import itertools
 import logging
+import weakref
 from collections.abc import Callable, Iterator, KeysView, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -166,14 +167,15 @@ class SharedResources(dict[str, Packed]):
     share the result."""
 
     # Made from BASE by replacing (or adding) the entries NAMES and nothing else (replaced()): the cache then
-    # compares only those with BASE (a pod change: one service's endpoints among a thousand).
-    base: tuple[Mapping[str, Packed], frozenset[str]] | None = None
+    # compares only those with BASE (a pod change: one service's endpoints among a thousand). BASE weakly: each
+    # pod change's mapping would otherwise keep every one before it.
+    base: tuple[weakref.ref[SharedResources], frozenset[str]] | None = None
 
     def replaced(self, entries: Mapping[str, Packed]) -> SharedResources:
         """A copy with ENTRIES replaced or added, that knows it was made so."""
         new = SharedResources(self)
         new.update(entries)
-        new.base = (self, frozenset(entries))
+        new.base = (weakref.ref(self), frozenset(entries))
         return new
 
 
@@ -367,7 +369,7 @@ class ConfigCache:
         if found is not None and found[0] is old and found[1] is new:
             return found[2], found[3]
         base = new.base if isinstance(new, SharedResources) else None
-        if base is not None and base[0] is old:  # OLD with some entries replaced: only those can differ
+        if base is not None and base[0]() is old:  # OLD with some entries replaced: only those can differ
             changed = frozenset(n for n in base[1] if (o := old.get(n)) is None or o[1] != new[n][1])
             removed: frozenset[str] = frozenset()
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import stat
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -278,7 +279,7 @@ def test_a_shared_mapping_is_written_to_many_groups_as_one_snapshot_and_one_noti
     cache.watch_all(lambda g, t: seen.append(g))
     # c2 replaced with other content, c3 with the same: only c2 changed.
     new = endpoints.replaced({"c2": pack(ENDPOINT, "c2", cla("c2", 81)), "c3": pack(ENDPOINT, "c3", cla("c3"))})
-    assert new.base is not None and new.base[0] is endpoints
+    assert new.base is not None and new.base[0]() is endpoints
     assert cache.set_shared(["g1", "g2", "g3", "unknown"], ENDPOINT, new) == ["g1", "g2", "g3"]
     snaps = [cache.snapshot(g, ENDPOINT) for g in ("g1", "g2", "g3")]
     assert snaps[0] is snaps[1] is snaps[2] and snaps[0] is not None
@@ -290,6 +291,14 @@ def test_a_shared_mapping_is_written_to_many_groups_as_one_snapshot_and_one_noti
     assert seen == ["g1", "g2", "g3"]
     # Again: nothing changed, nobody told.
     assert cache.set_shared(["g1", "g2", "g3"], ENDPOINT, new) == [] and len(posted) == 1
+    # A replaced mapping does not keep the one it was made from (a pod change's would keep all before it).
+    first = SharedResources({"c1": pack(ENDPOINT, "c1", cla("c1"))})
+    second = first.replaced({"c1": pack(ENDPOINT, "c1", cla("c1", 82))})
+    third = second.replaced({"c1": pack(ENDPOINT, "c1", cla("c1", 83))})
+    del first
+    gc.collect()
+    assert second.base is not None and second.base[0]() is None
+    assert third.base is not None and third.base[0]() is second
     # Route configurations may be split per group: not written this way.
     with pytest.raises(ValueError):
         ConfigCache(route_split=lambda _g, _r: None).set_shared(["g1"], ROUTE, {})
