@@ -745,7 +745,8 @@ class Envoys:
                 vhds_call = channel.stream_stream(
                     VHDS_METHOD, request_serializer=Req.SerializeToString, response_deserializer=bytes
                 )
-                async for data in vhds_call(vhds_requests(), metadata=metadata):
+                call = vhds_call(vhds_requests(), metadata=metadata)
+                while (data := await call.read()) is not grpc.aio.EOF:  # (not `async for`: see _ads)
                     now = time.monotonic()
                     proxy.bytes += len(data)
                     resp = discovery_pb2.DeltaDiscoveryResponse.FromString(data)
@@ -753,6 +754,7 @@ class Envoys:
                     proxy.acks.append((now, VHDS, frozenset(r.name for r in resp.resources)))
                     proxy.vhds[route_config] = True
                     check_synced(now)
+                    del data, resp  # (see _ads)
 
             async def vhds_retrying(route_config: str, metadata: tuple[tuple[str, str], ...]) -> None:
                 while True:
@@ -781,10 +783,17 @@ class Envoys:
         vhds: Callable[[str, tuple[tuple[str, str], ...]], Any],
         check_synced: Callable[[float], None],
     ) -> None:
+        import grpc
         from envoy.service.discovery.v3 import discovery_pb2
 
         Req = discovery_pb2.DeltaDiscoveryRequest
-        async for data in responses:
+        # Envoy keeps no response once it has applied it; neither does this loop. With `async for` (gRPC's response
+        # iterator holds the last message while it waits for the next) and the loop's variables, every stream kept
+        # its last response - after the storm, each proxy's first VHDS table (1000 virtual hosts) and its last ADS
+        # response - until the next one came: the first change after the storm (the pod removal, for ADS) freed
+        # 2000 of them while the proxies received it (this process: ~0.8-1.4 CPU-s in that change, 0.4 in others;
+        # that change's p99 ~1.4 s, the others' ~0.6-0.8 s). Read one message at a time and drop it.
+        while (data := await responses.read()) is not grpc.aio.EOF:
             now = time.monotonic()
             proxy.bytes += len(data)
             resp = discovery_pb2.DeltaDiscoveryResponse.FromString(data)
@@ -831,6 +840,8 @@ class Envoys:
                 proxy.lds_requested = True
                 outbox.put_nowait(Req(type_url=LDS))
             check_synced(now)
+            del data, resp
+            r = None  # (an RDS response's last resource keeps the whole response)
 
 
 # ---------------------------------------------------------------------------------------------------------
