@@ -351,6 +351,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._initial_syncs = asyncio.Semaphore(INITIAL_SYNC_CONCURRENCY)
         self._turns = Turns()
         self._name_sets: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = weakref.WeakValueDictionary()
+        # (id(resources), id(names)) -> (resources, names, whether NAMES holds every name of RESOURCES): see _covers.
+        self._coverage: dict[tuple[int, int], tuple[Mapping[str, Any], AbstractSet[str], bool]] = {}
         # Replaced after every status change; wait_synced() waits on the current one.
         self._changed = asyncio.Event()
         # One per wait_synced() caller: what changed since it last looked.
@@ -916,6 +918,20 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         resp = self._delta_response(stream, st, force=fresh)
         return [resp] if resp is not None else []
 
+    def _covers(self, packed: Mapping[str, Any], names: AbstractSet[str]) -> bool:
+        """Whether NAMES (a subscription) holds every name of PACKED (a type's resources): once per mapping and
+        subscription - the streams of a scope share both (an EDS change: 1,400 names compared ~20 us, for each of
+        2000 streams at 1000 services)."""
+        key = (id(packed), id(names))
+        found = self._coverage.get(key)
+        if found is not None and found[0] is packed and found[1] is names:
+            return found[2]
+        covered = packed.keys() <= names
+        if len(self._coverage) >= 64:  # (it holds the mappings: a few per scope are current)
+            self._coverage.clear()
+        self._coverage[key] = (packed, names, covered)
+        return covered
+
     def _delta_response(
         self, stream: _Stream, st: _TypeState, *, force: bool, also: frozenset[str] = frozenset()
     ) -> bytes | None:
@@ -956,7 +972,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             return None
         nonce, resp = self._responses.delta(wire_type(type_url), snap, updates, removed, avoid=st)
         known = st.known
-        if isinstance(known, KnownVersions) and (st.wildcard or packed.keys() <= st.names):
+        if isinstance(known, KnownVersions) and (st.wildcard or self._covers(packed, st.names)):
             # The client now holds exactly this snapshot's resources: share the cache's versions.
             known.rebase(snap.hashes)
         else:
