@@ -28,6 +28,7 @@ from google.protobuf import any_pb2
 from gossamer.ir.types import RouteTable
 from gossamer.registry.snapshot import MeshSnapshot
 from gossamer.registry.types import Proxy
+from gossamer.resources.networking import Sidecar
 from gossamer.telemetry.controlplane import PILOT
 from gossamer.translate import (
     endpoint_scope,
@@ -132,7 +133,7 @@ class Pusher:
         self._pushing = False
         # Per group: the resource mappings it was last given, per type (unchanged ones are not re-sent).
         self._given: dict[str, dict[str, object]] = {}
-        # Per group: its endpoint scope, and the config (snapshot resources) and proxy it was worked out for.
+        # Per group: its endpoint scope, and the Sidecars and proxy it was worked out for.
         self._endpoint_scopes: dict[str, tuple[object, Proxy, Hashable]] = {}
         self._first_request = 0.0
         self._last_request = 0.0
@@ -303,13 +304,16 @@ class Pusher:
         return batches
 
     def _endpoint_scope(self, snapshot: MeshSnapshot, group: str, proxy: Proxy) -> Hashable:
-        """translate.endpoint_scope, kept per group while the config is the same (a pod change does not move a
-        proxy to another scope: it depends on the proxy's namespace, labels and type, and the Sidecars)."""
+        """translate.endpoint_scope, kept per group while the Sidecars are the same (a pod change does not move a
+        proxy to another scope, nor does another config change: it depends on the proxy's namespace, labels and
+        type, and the Sidecars alone). (~5 us per group: 5 ms at 1000 services, for the first pod change after
+        any config change.)"""
+        sidecars = snapshot.of_kind(Sidecar)
         found = self._endpoint_scopes.get(group)
-        if found is not None and found[0] is snapshot.resources and found[1] is proxy:
+        if found is not None and found[1] is proxy and (found[0] is sidecars or found[0] == sidecars):
             return found[2]
         scope = endpoint_scope(snapshot, proxy)
-        self._endpoint_scopes[group] = (snapshot.resources, proxy, scope)
+        self._endpoint_scopes[group] = (sidecars, proxy, scope)
         return scope
 
     def _finish(self, snapshot: MeshSnapshot, full: bool, elapsed: float, since: float | None = None) -> None:

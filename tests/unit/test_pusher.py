@@ -614,3 +614,41 @@ def test_the_hosts_of_a_scopes_endpoints_are_known_once_it_is_translated() -> No
             "c.other.svc.cluster.local",
             "istio-ingressgateway.istio-system.svc.cluster.local",
         }
+
+
+def test_an_endpoint_push_works_out_a_groups_endpoint_scope_again_only_after_a_sidecar_change() -> None:
+    sidecar = """
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress: [{hosts: ["./*"]}]
+"""
+    snapshots = Snapshots(MESH)
+    cache = ConfigCache()
+    pusher = Pusher(cache, snapshots)
+    a, _ = connect(pusher, snapshots.current, "a")
+    c, _ = connect(pusher, snapshots.current, "c", "other")
+
+    def pod_gone(name: str) -> dict[str, object]:
+        """The groups' endpoint scopes as worked out (the pusher's own record) after a pod change."""
+        snap = snapshots.current
+        snapshots.current = replace(snap, workloads=tuple(w for w in snap.workloads if w.name != name))
+        pusher.push_now(full=False)
+        return dict(pusher._endpoint_scopes)
+
+    first = pod_gone("c-1")
+    assert sorted(first) == sorted([a, c])
+    # Another config (a VirtualService: the same Sidecars), then a pod change: the scopes are known, not worked out.
+    snapshots.set(MESH + VS, version=2)
+    pusher.push_now(full=True, changed={("VirtualService", "default", "a")})
+    second = pod_gone("b-1")
+    assert all(second[g] is first[g] for g in (a, c))
+    # A Sidecar: every group's scope is worked out again - and a no longer sees c.
+    snapshots.set(MESH + VS + sidecar, version=3)
+    pusher.push_now(full=True)
+    told: list[str] = []
+    cache.watch_all(lambda group, _changed: told.append(group))
+    third = pod_gone("c-0")
+    assert all(third[g] is not second[g] for g in (a, c)) and told == [c]
