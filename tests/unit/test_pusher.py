@@ -652,3 +652,24 @@ spec:
     cache.watch_all(lambda group, _changed: told.append(group))
     third = pod_gone("c-0")
     assert all(third[g] is not second[g] for g in (a, c)) and told == [c]
+
+
+def test_a_pod_change_patches_the_index_of_workloads_by_label() -> None:
+    """Only the lists of the moved pods' labels are made again (in the snapshot's order); the index is the one
+    building it from scratch gives."""
+    snapshots = Snapshots(MESH)
+    pusher = Pusher(ConfigCache(), snapshots)
+    connect(pusher, snapshots.current, "a")
+    before = snapshots.current
+    old = before.derived_get(incremental.LABEL_INDEX)
+    assert old is not None
+    b1 = next(w for w in before.workloads if w.name == "b-1")
+    moved = replace(b1, name="b-9", ip="10.244.9.9", labels=(("app", "b"), ("track", "canary")))
+    snapshots.current = replace(before, workloads=(*(w for w in before.workloads if w is not b1), moved))
+    pusher.push_now(full=False)
+    after = snapshots.current
+    index = after.derived_get(incremental.LABEL_INDEX)
+    assert index == replace(after, version=9)._workloads_by_label()
+    assert [w.name for w in index[("default", "app", "b")]] == ["b-0", "b-9"]
+    assert index[("default", "track", "canary")] == [moved]
+    assert index[("default", "app", "a")] is old[("default", "app", "a")]  # untouched: the same list
