@@ -8,6 +8,7 @@ when a Service or ServiceEntry changes - never while somebody reads. A snapshot 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +21,7 @@ from gossamer.runtime.types import PodStatus
 from gossamer.store import Change, Store, StoredObject
 
 Key = tuple[str, str, str]
+_BY_NAMESPACE_AND_NAME = operator.attrgetter("namespace", "name")
 
 
 class SnapshotBuilder:
@@ -135,7 +137,7 @@ class SnapshotBuilder:
             workloads.append(found[2])
         self._workload_of = built
         workloads.extend(workload_entry_workloads(resources.get("WorkloadEntry", ())))
-        return tuple(sorted(workloads, key=lambda w: (w.namespace, w.name)))
+        return tuple(sorted(workloads, key=_BY_NAMESPACE_AND_NAME))
 
 
 def _workload(pod: PodStatus, deployment: Any | None) -> Workload:

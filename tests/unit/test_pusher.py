@@ -638,8 +638,9 @@ spec:
         pusher.push_now(full=False)
         return dict(pusher._endpoint_scopes)
 
+    connected = dict(pusher._endpoint_scopes)  # worked out as the groups connected (translated whole)
     first = pod_gone("c-1")
-    assert sorted(first) == sorted([a, c])
+    assert sorted(first) == sorted([a, c]) and all(first[g] is connected[g] for g in (a, c))
     # Another config (a VirtualService: the same Sidecars), then a pod change: the scopes are known, not worked out.
     snapshots.set(MESH + VS, version=2)
     pusher.push_now(full=True, changed={("VirtualService", "default", "a")})
