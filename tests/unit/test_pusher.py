@@ -64,6 +64,15 @@ spec:
     timeout: 3s
 """
 
+# A Sidecar narrowing the default namespace's egress to its own namespace.
+SIDECAR = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress: [{hosts: ["./*"]}]
+"""
+
 
 class Snapshots:
     """What the control plane hands the pusher: the current snapshot, replaced on every event."""
@@ -186,14 +195,7 @@ def test_a_virtual_service_change_changes_route_tables_only() -> None:
 
 
 def test_a_sidecar_narrowing_egress_narrows_clusters_and_endpoints() -> None:
-    sidecar = """
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: default, namespace: default}
-spec:
-  egress: [{hosts: ["./*"]}]
-"""
-    snapshots = Snapshots(MESH + sidecar)
+    snapshots = Snapshots(MESH + SIDECAR)
     cache = ConfigCache()
     pusher = Pusher(cache, snapshots)
     a, _ = connect(pusher, snapshots.current, "a")
@@ -551,14 +553,7 @@ def test_an_endpoint_push_works_out_each_endpoint_scope_once_and_writes_it_once_
 
 
 def test_an_endpoint_push_with_a_sidecar_narrowing_egress_tells_only_the_groups_that_see_the_service() -> None:
-    sidecar = """
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: default, namespace: default}
-spec:
-  egress: [{hosts: ["./*"]}]
-"""
-    snapshots = Snapshots(MESH + sidecar)
+    snapshots = Snapshots(MESH + SIDECAR)
     cache = ConfigCache()
     pusher = Pusher(cache, snapshots)
     a, _ = connect(pusher, snapshots.current, "a")
@@ -617,14 +612,6 @@ def test_the_hosts_of_a_scopes_endpoints_are_known_once_it_is_translated() -> No
 
 
 def test_an_endpoint_push_works_out_a_groups_endpoint_scope_again_only_after_a_sidecar_change() -> None:
-    sidecar = """
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: default, namespace: default}
-spec:
-  egress: [{hosts: ["./*"]}]
-"""
     snapshots = Snapshots(MESH)
     cache = ConfigCache()
     pusher = Pusher(cache, snapshots)
@@ -647,7 +634,7 @@ spec:
     second = pod_gone("b-1")
     assert all(second[g] is first[g] for g in (a, c))
     # A Sidecar: every group's scope is worked out again - and a no longer sees c.
-    snapshots.set(MESH + VS + sidecar, version=3)
+    snapshots.set(MESH + VS + "---" + SIDECAR, version=3)
     pusher.push_now(full=True)
     told: list[str] = []
     cache.watch_all(lambda group, _changed: told.append(group))
